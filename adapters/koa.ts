@@ -1,0 +1,83 @@
+/**
+ * Koa middleware (Koa 2 and 3). Translation only: errors are thrown as
+ * `AuthError`, whose `status`, `headers` and `expose` Koa's own error
+ * handler applies.
+ */
+import type { IncomingMessage } from 'node:http';
+import type {} from 'koa';
+import {
+  type AuthContext,
+  type CredentialRequest,
+  type Gate,
+  type Guard,
+  requires as requiresGuard,
+  requiresAny as requiresAnyGuard,
+} from '../src/index.js';
+
+declare module 'koa' {
+  interface DefaultState {
+    /** Set by tokengate's `authenticate()`; undefined for anonymous requests under `optional: true`. */
+    auth?: AuthContext | undefined;
+  }
+}
+
+const GATE = Symbol.for('tokengate.gate');
+
+/** The parts of a Koa context the middleware reads and writes. */
+export interface KoaLikeContext {
+  readonly req: IncomingMessage;
+  readonly query: CredentialRequest['query'];
+  state: { auth?: AuthContext | undefined; [GATE]?: Gate };
+}
+
+/** A Koa middleware function. */
+export type KoaMiddleware = (ctx: KoaLikeContext, next: () => Promise<unknown>) => Promise<void>;
+
+/** Options of {@link authenticate}. */
+export interface KoaAuthenticateOptions {
+  /** Let requests with no credential through with `ctx.state.auth` undefined; bad credentials are still rejected. */
+  readonly optional?: boolean;
+}
+
+/** Reads the Koa context lazily: the query is only parsed when a provider asks for it. */
+class KoaCredentialRequest implements CredentialRequest {
+  constructor(private readonly ctx: KoaLikeContext) {}
+  get headers() {
+    return this.ctx.req.headers;
+  }
+  get rawHeaders() {
+    return this.ctx.req.rawHeaders;
+  }
+  get query() {
+    return this.ctx.query;
+  }
+}
+
+/** Middleware that authenticates the request with `gate` and sets `ctx.state.auth`. */
+export function authenticate(gate: Gate, options: KoaAuthenticateOptions = {}): KoaMiddleware {
+  const authenticateOptions = { optional: options.optional === true };
+  return async function tokengateAuthenticate(ctx, next) {
+    ctx.state[GATE] = gate;
+    ctx.state.auth = await gate.authenticate(new KoaCredentialRequest(ctx), authenticateOptions);
+    await next();
+  };
+}
+
+function guardMiddleware(guard: Guard): KoaMiddleware {
+  return async function tokengateGuard(ctx, next) {
+    const gate = ctx.state[GATE];
+    if (gate === undefined) throw new Error('tokengate: mount authenticate(gate) before requires()');
+    gate.authorize(ctx.state.auth, guard);
+    await next();
+  };
+}
+
+/** Middleware that lets the request through only when `ctx.state.auth` carries every one of `permissions`. */
+export function requires(...permissions: string[]): KoaMiddleware {
+  return guardMiddleware(requiresGuard(...permissions));
+}
+
+/** Middleware that lets the request through when `ctx.state.auth` carries at least one of `permissions`. */
+export function requiresAny(...permissions: string[]): KoaMiddleware {
+  return guardMiddleware(requiresAnyGuard(...permissions));
+}

@@ -1,0 +1,147 @@
+/**
+ * The verdict cache: an `lru-cache` of accepted contexts and rejections,
+ * keyed by a SHA-256 of provider scope + credential, with the expiry rules
+ * in one place, and single flight for concurrent misses.
+ *
+ * Expiry rules:
+ * - an accepted credential lives `ttl`, never past its own `expiresAt`;
+ * - with `staleIfError`, it stays in the cache that much longer, but may only
+ *   be served while the provider is failing, and still never past `expiresAt`;
+ * - a rejection lives `negativeTtl` (short: providers have denied valid tokens
+ *   while their own database was down);
+ * - provider failures are not cached;
+ * - reading an entry never extends its life (`updateAgeOnGet` stays off).
+ */
+import { hash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { AuthContext } from './context.js';
+
+/** Cache settings. Times are in milliseconds. */
+export interface CacheOptions {
+  /** Most credentials remembered (accepted and rejected together). Default 10 000. */
+  readonly max?: number;
+  /** How long an accepted credential is trusted without asking the provider again. Default 60 000. */
+  readonly ttl?: number;
+  /** How long a rejected credential is remembered. Default 5 000. */
+  readonly negativeTtl?: number;
+  /**
+   * How long past `ttl` an accepted credential may still be served while the
+   * provider is failing (unreachable, slow, 5xx, breaker open), flagged
+   * `stale` on its context. Never past the credential's own expiry; never
+   * for rejected credentials. Default 0 (off).
+   */
+  readonly staleIfError?: number;
+}
+
+/** A remembered rejection. Interned per reason: rejections are many, reasons few. */
+export class Rejection {
+  constructor(readonly reason: string) {}
+}
+
+export type CacheEntry = AuthContext | Rejection;
+
+/**
+ * Cache key: SHA-256 over the provider's scope and the credential, so a raw
+ * token never sits in memory as a key, and two providers (or two base URLs,
+ * or two API keys) never share an answer. `scope` must not contain NUL.
+ */
+export function cacheKey(scope: string, secret: string): string {
+  return hash('sha256', `${scope}\0${secret}`, 'base64url');
+}
+
+function checkDuration(name: string, value: number, min: number): number {
+  if (!Number.isFinite(value) || value < min) throw new RangeError(`cache.${name} must be a finite number >= ${min}`);
+  return value;
+}
+
+export class VerdictCache {
+  readonly ttl: number;
+  readonly negativeTtl: number;
+  readonly staleIfError: number;
+  readonly #lru: LRUCache<string, CacheEntry>;
+  readonly #inflight = new Map<string, Promise<unknown>>();
+  readonly #rejections = new LRUCache<string, Rejection>({ max: 256 });
+
+  constructor(options: CacheOptions = {}) {
+    const max = checkDuration('max', options.max ?? 10_000, 1);
+    this.ttl = checkDuration('ttl', options.ttl ?? 60_000, 1);
+    this.negativeTtl = checkDuration('negativeTtl', options.negativeTtl ?? 5_000, 0);
+    this.staleIfError = checkDuration('staleIfError', options.staleIfError ?? 0, 0);
+    // ttl here is only the default; every set() passes its own.
+    this.#lru = new LRUCache<string, CacheEntry>({ max, ttl: this.ttl, updateAgeOnGet: false, allowStale: false });
+  }
+
+  /** The entry for `key` if it is alive (for contexts: fresh or in its stale window). */
+  get(key: string): CacheEntry | undefined {
+    return this.#lru.get(key);
+  }
+
+  /** Whether an accepted context read from the cache is past its fresh life (only possible with `staleIfError`). */
+  isStale(key: string, context: AuthContext): boolean {
+    return context.staleWindow > 0 && this.#lru.getRemainingTTL(key) <= context.staleWindow;
+  }
+
+  /**
+   * The cache lifetime for a context about to be stored, split into its
+   * fresh part and its stale-only tail. `undefined` when the credential has
+   * already expired.
+   */
+  lifetime(now: number, expiresAtMs: number | undefined): { fresh: number; staleWindow: number } | undefined {
+    const remaining = expiresAtMs === undefined ? Number.POSITIVE_INFINITY : expiresAtMs - now;
+    if (remaining <= 0) return undefined;
+    const fresh = Math.min(this.ttl, remaining);
+    return { fresh, staleWindow: Math.floor(Math.min(this.staleIfError, remaining - fresh)) };
+  }
+
+  /** Stores an accepted context for `fresh + context.staleWindow` ms. */
+  setAccepted(key: string, context: AuthContext, fresh: number): void {
+    this.#lru.set(key, context, { ttl: Math.max(1, Math.floor(fresh + context.staleWindow)) });
+  }
+
+  /** Stores a rejection for `negativeTtl` (not at all when it is 0). */
+  setRejected(key: string, reason: string): Rejection {
+    let rejection = this.#rejections.get(reason);
+    if (rejection === undefined) {
+      rejection = new Rejection(reason);
+      this.#rejections.set(reason, rejection);
+    }
+    if (this.negativeTtl > 0) this.#lru.set(key, rejection, { ttl: this.negativeTtl });
+    else this.#lru.delete(key);
+    return rejection;
+  }
+
+  delete(key: string): boolean {
+    return this.#lru.delete(key);
+  }
+
+  clear(): void {
+    this.#lru.clear();
+  }
+
+  get size(): number {
+    return this.#lru.size;
+  }
+
+  /**
+   * Single flight: the first caller for `key` runs `load`; callers that
+   * arrive while it runs get the same promise (`joined: true`). `load`
+   * must not reject (the gate resolves failures to values).
+   */
+  singleFlight<T>(key: string, load: () => Promise<T>): { promise: Promise<T>; joined: boolean } {
+    const running = this.#inflight.get(key) as Promise<T> | undefined;
+    if (running !== undefined) return { promise: running, joined: true };
+    const promise = load();
+    this.#inflight.set(key, promise);
+    const forget = () => {
+      if (this.#inflight.get(key) === promise) this.#inflight.delete(key);
+    };
+    promise.then(forget, forget);
+    return { promise, joined: false };
+  }
+
+  /** Upstream calls under way. */
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+}
+

@@ -1,0 +1,120 @@
+/**
+ * `AuthContext`: who a verified credential belongs to and what it may do.
+ * One immutable object per verified credential lives in the cache and is
+ * handed to every request that presents that credential, so it is kept
+ * small: permission lists are interned and shared between contexts, and
+ * `can()` is a Set lookup.
+ */
+import { LRUCache } from 'lru-cache';
+
+/** A permission list with its lookup set, shared by every context that has the same list. */
+export interface Grants {
+  readonly list: readonly string[];
+  readonly set: ReadonlySet<string>;
+}
+
+/**
+ * Interns permission lists: identical lists (the common case: a few roles,
+ * many tokens) share one frozen array and one Set. Bounded, because the
+ * lists come from outside; an evicted list is simply built again.
+ */
+export class GrantsTable {
+  readonly #table = new LRUCache<string, Grants>({ max: 4096 });
+
+  intern(permissions: readonly string[]): Grants {
+    // "\n" cannot be confused with a separator inside names that matter here;
+    // a collision would only share an identical-looking list, so verify it.
+    const key = permissions.join('\n');
+    const known = this.#table.get(key);
+    if (known !== undefined && sameList(known.list, permissions)) return known;
+    const list = Object.freeze([...permissions]);
+    const grants: Grants = Object.freeze({ list, set: new Set(list) });
+    this.#table.set(key, grants);
+    return grants;
+  }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Per gate and provider: what every context of that provider shares. */
+export interface ContextOrigin {
+  readonly provider: string;
+  readonly realm: string;
+}
+
+/** The result of a successful `gate.authenticate()`. */
+export class AuthContext {
+  /** @internal */ readonly origin: ContextOrigin;
+  /** Who the credential belongs to: the token id (OnlineOrNot) or the user id (Partoo). */
+  readonly subject: string;
+  /** @internal */ readonly grants: Grants;
+  /** @internal epoch ms */ readonly expiresAtMs: number | undefined;
+  /** The validated provider answer, secrets left out. */
+  readonly details: Readonly<Record<string, unknown>>;
+  /**
+   * True when the provider failed and this answer was served from cache past
+   * its time to live, under the gate's `staleIfError` option.
+   */
+  readonly stale: boolean;
+  /** @internal ms at the end of the cached entry's life in which it may only be served stale. */
+  readonly staleWindow: number;
+
+  /** @internal Contexts are made by the gate. */
+  constructor(
+    origin: ContextOrigin,
+    subject: string,
+    grants: Grants,
+    expiresAtMs: number | undefined,
+    details: Readonly<Record<string, unknown>>,
+    staleWindow: number,
+    stale = false,
+  ) {
+    this.origin = origin;
+    this.subject = subject;
+    this.grants = grants;
+    this.expiresAtMs = expiresAtMs;
+    this.details = details;
+    this.staleWindow = staleWindow;
+    this.stale = stale;
+  }
+
+  /** Name of the provider that verified the credential. */
+  get provider(): string {
+    return this.origin.provider;
+  }
+
+  /** Permissions granted by the provider. Shared between contexts: do not mutate (it is frozen). */
+  get permissions(): readonly string[] {
+    return this.grants.list;
+  }
+
+  /** When the credential itself expires, if the provider said. */
+  get expiresAt(): Date | undefined {
+    return this.expiresAtMs === undefined ? undefined : new Date(this.expiresAtMs);
+  }
+
+  /** Whether the credential carries `permission` (exact, case-sensitive match). */
+  can(permission: string): boolean {
+    return this.grants.set.has(permission);
+  }
+
+  /** @internal A copy flagged as served stale. */
+  asStale(): AuthContext {
+    return new AuthContext(this.origin, this.subject, this.grants, this.expiresAtMs, this.details, this.staleWindow, true);
+  }
+
+  toJSON(): { provider: string; subject: string; permissions: readonly string[]; expiresAt?: string; stale: boolean } {
+    const json: { provider: string; subject: string; permissions: readonly string[]; expiresAt?: string; stale: boolean } = {
+      provider: this.provider,
+      subject: this.subject,
+      permissions: this.permissions,
+      stale: this.stale,
+    };
+    if (this.expiresAtMs !== undefined) json.expiresAt = new Date(this.expiresAtMs).toISOString();
+    return json;
+  }
+}

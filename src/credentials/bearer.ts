@@ -1,0 +1,72 @@
+/**
+ * RFC 6750 §2.1: the `Authorization: Bearer <b64token>` credential.
+ *
+ *   credentials = "Bearer" 1*SP b64token
+ *   b64token    = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+ *
+ * The scheme name is case-insensitive (RFC 9110 §11.1). Other schemes (Basic,
+ * Digest) are not ours: they count as no credential, so the client gets the
+ * plain challenge. The query (`access_token`) and form-body methods of RFC
+ * 6750 §2.2–2.3 are not read: they leak tokens into logs and caches.
+ */
+import { invalidRequest } from '../errors.js';
+import type { Credential, CredentialRequest } from '../types.js';
+
+/** Longest token accepted; Node's own header limit (16 KiB) is the outer bound. */
+export const MAX_BEARER_LENGTH = 4096;
+
+/** A Bearer token found in the `Authorization` header. */
+export interface BearerCredential extends Credential {
+  readonly source: 'header:authorization';
+  /** The b64token, exactly as sent. */
+  readonly secret: string;
+}
+
+// Linear: the token class excludes both the separator and "=", so no backtracking.
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+const SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)/;
+
+/**
+ * Finds the Bearer token in `req`, or returns `undefined` when the request
+ * has no `Authorization` header or one with another scheme.
+ *
+ * @throws AuthError `invalid_request` (400) for a repeated header, a Bearer
+ *   credential that breaks the b64token grammar, or an over-long token.
+ */
+export function extractBearer(req: CredentialRequest, realm: string): BearerCredential | undefined {
+  const header = req.headers.authorization;
+  if (header === undefined) return undefined;
+  if (typeof header !== 'string' || hasRepeatedAuthorization(req.rawHeaders)) {
+    throw invalidRequest(realm, 'Only one Authorization header is allowed');
+  }
+  const match = BEARER.exec(header);
+  if (match !== null) {
+    const token = match[1] as string;
+    if (token.length > MAX_BEARER_LENGTH) throw invalidRequest(realm, 'Bearer token is too long');
+    return { source: 'header:authorization', secret: token };
+  }
+  if (!isBearerScheme(header)) {
+    // Another scheme is somebody else's credential; a header with no scheme at all is malformed.
+    if (SCHEME.test(header)) return undefined;
+    throw invalidRequest(realm, 'Malformed Authorization header');
+  }
+  throw invalidRequest(realm, 'Malformed Bearer token');
+}
+
+function isBearerScheme(header: string): boolean {
+  return header.length >= 6 && header.slice(0, 6).toLowerCase() === 'bearer' && (header.length === 6 || header[6] === ' ' || header[6] === '\t');
+}
+
+/** Node keeps the first of repeated `Authorization` headers; `rawHeaders` keeps them all. */
+function hasRepeatedAuthorization(rawHeaders: readonly string[] | undefined): boolean {
+  if (rawHeaders === undefined) return false;
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}

@@ -1,0 +1,67 @@
+/**
+ * Connection tokens: a user id and a one-time token, both in the query
+ * string (`?user_id=…&token=…`), as Partoo's connection links carry them.
+ */
+import { invalidRequest } from '../errors.js';
+import type { Credential, CredentialRequest } from '../types.js';
+
+/** Names of the two query parameters. */
+export interface ConnectionQueryNames {
+  /** Parameter holding the user id. Default `user_id`. */
+  readonly userId: string;
+  /** Parameter holding the connection token. Default `token`. */
+  readonly token: string;
+}
+
+/** A user id and connection token found in the query. */
+export interface ConnectionCredential extends Credential {
+  readonly userId: string;
+  readonly token: string;
+}
+
+export const MAX_USER_ID_LENGTH = 256;
+export const MAX_CONNECTION_TOKEN_LENGTH = 1024;
+
+// Visible ASCII only: control characters, spaces and non-ASCII never reach the provider.
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+
+/**
+ * Finds the connection credential in `req.query`, or returns `undefined`
+ * when neither parameter is present.
+ *
+ * @throws AuthError `invalid_request` (400) when only one of the two is
+ *   present, when either is repeated (`?token=a&token=b`), empty, not a
+ *   plain string (`token[x]=1` under a nested query parser), too long, or
+ *   holds characters other than visible ASCII.
+ */
+export function extractConnection(
+  req: CredentialRequest,
+  names: ConnectionQueryNames,
+  realm: string,
+): ConnectionCredential | undefined {
+  const query = req.query;
+  if (query === undefined || query === null) return undefined;
+  const userId = query[names.userId];
+  const token = query[names.token];
+  if (userId === undefined && token === undefined) return undefined;
+  if (userId === undefined || token === undefined) {
+    throw invalidRequest(realm, `Both ${names.userId} and ${names.token} are required`);
+  }
+  const checkedUserId = checkParameter(userId, names.userId, MAX_USER_ID_LENGTH, realm);
+  const checkedToken = checkParameter(token, names.token, MAX_CONNECTION_TOKEN_LENGTH, realm);
+  return {
+    source: 'query:connection',
+    userId: checkedUserId,
+    token: checkedToken,
+    // NUL cannot occur in either part (visible ASCII only), so the pair is unambiguous.
+    secret: `${checkedUserId}\0${checkedToken}`,
+  };
+}
+
+function checkParameter(value: unknown, name: string, maxLength: number, realm: string): string {
+  if (typeof value !== 'string') throw invalidRequest(realm, `${name} must appear once, as a plain value`);
+  if (value.length === 0) throw invalidRequest(realm, `${name} is empty`);
+  if (value.length > maxLength) throw invalidRequest(realm, `${name} is too long`);
+  if (!VISIBLE_ASCII.test(value)) throw invalidRequest(realm, `${name} holds characters that are not allowed`);
+  return value;
+}

@@ -1,0 +1,124 @@
+/**
+ * The one error class the gate throws. Each instance carries what an HTTP
+ * framework needs to answer: `status`, `headers` (with the RFC 6750
+ * `WWW-Authenticate` challenge where one is due) and `expose`, the flag Koa
+ * and http-errors use to decide whether the message may reach the client.
+ *
+ * Messages are written by tokengate alone and never contain a token or a key.
+ */
+
+/** Machine-readable reason for an {@link AuthError}. */
+export type AuthErrorCode =
+  | 'credentials_required'
+  | 'invalid_request'
+  | 'invalid_token'
+  | 'insufficient_scope'
+  | 'provider_unavailable'
+  | 'provider_misconfigured';
+
+/** Thrown by the gate and its guards; adapters hand it to the framework as is. */
+export class AuthError extends Error {
+  override readonly name = 'AuthError';
+  /** HTTP status the response should carry. */
+  readonly status: number;
+  /** Same as `status`, for frameworks that read `statusCode`. */
+  readonly statusCode: number;
+  /** Machine-readable reason. */
+  readonly code: AuthErrorCode;
+  /** Response headers to send: `WWW-Authenticate` and, for 503, `Retry-After` when known. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Whether `message` is safe to show the client (false only for server-side misconfiguration). */
+  readonly expose: boolean;
+
+  constructor(
+    code: AuthErrorCode,
+    status: number,
+    message: string,
+    headers: Readonly<Record<string, string>> = {},
+    expose = true,
+  ) {
+    super(message);
+    this.code = code;
+    this.status = status;
+    this.statusCode = status;
+    this.headers = headers;
+    this.expose = expose;
+  }
+}
+
+/**
+ * Quoted-string for an auth-param (RFC 9110 §5.6.4). RFC 6750 further limits
+ * `error_description` and `scope` to printable ASCII without `"` and `\`, so
+ * anything else is replaced rather than escaped.
+ */
+function quoteParam(value: string): string {
+  return `"${value.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '?')}"`;
+}
+
+/** Builds a `Bearer` challenge: `Bearer realm="api", error="…", …`. */
+export function bearerChallenge(realm: string, params?: Readonly<Record<string, string>>): string {
+  let challenge = `Bearer realm=${quoteParam(realm)}`;
+  if (params) for (const name in params) challenge += `, ${name}=${quoteParam(params[name] as string)}`;
+  return challenge;
+}
+
+/** 401 without `error`: the request carried no credential (RFC 6750 §3.1). */
+export function credentialsRequired(realm: string): AuthError {
+  return new AuthError('credentials_required', 401, 'Authentication required', {
+    'WWW-Authenticate': bearerChallenge(realm),
+  });
+}
+
+/** 400 `invalid_request`: a credential was sent, but malformed or sent twice. */
+export function invalidRequest(realm: string, description: string): AuthError {
+  return new AuthError('invalid_request', 400, description, {
+    'WWW-Authenticate': bearerChallenge(realm, { error: 'invalid_request', error_description: description }),
+  });
+}
+
+/** 401 `invalid_token`: the provider rejected the credential. */
+export function invalidToken(realm: string, description: string): AuthError {
+  return new AuthError('invalid_token', 401, description, {
+    'WWW-Authenticate': bearerChallenge(realm, { error: 'invalid_token', error_description: description }),
+  });
+}
+
+/**
+ * Encodes permission names as RFC 6749 §3.3 scope tokens. Permission names
+ * such as `uptime_checks (read)` contain spaces, which the scope syntax uses
+ * as its separator, so each name is percent-encoded (encodeURIComponent) and
+ * the names are joined by one space.
+ */
+export function formatScope(permissions: readonly string[]): string {
+  return permissions.map(encodeURIComponent).join(' ');
+}
+
+/** 403 `insufficient_scope`, naming the permissions the guard asked for. */
+export function insufficientScope(realm: string, permissions: readonly string[], all: boolean): AuthError {
+  const description = `${all ? 'Requires' : 'Requires one of'}: ${permissions.join(', ')}`;
+  return new AuthError('insufficient_scope', 403, description, {
+    'WWW-Authenticate': bearerChallenge(realm, {
+      error: 'insufficient_scope',
+      error_description: description,
+      scope: formatScope(permissions),
+    }),
+  });
+}
+
+/** 503: the provider could not give a trustworthy answer in time. Never a pass. */
+export function providerUnavailable(provider: string, retryAfterSeconds?: number): AuthError {
+  const headers: Record<string, string> = {};
+  if (retryAfterSeconds !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterSeconds)));
+  return new AuthError('provider_unavailable', 503, `Token provider ${provider} is unavailable`, headers);
+}
+
+/** 500: the provider refused this server's own credentials (e.g. its API key). Not shown to clients. */
+export function providerMisconfigured(provider: string): AuthError {
+  return new AuthError(
+    'provider_misconfigured',
+    500,
+    `Token provider ${provider} refused this server's credentials; check its configuration`,
+    {},
+    false,
+  );
+}

@@ -1,0 +1,38 @@
+/**
+ * Events the gate reports through `onEvent`, for logs and metrics. None
+ * carries a token, a key or a cache key: only the provider name, outcomes
+ * and durations.
+ */
+
+/** A breaker's state: `closed` lets calls through, `open` fails fast, `half-open` lets one probe through. */
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+/** Everything `onEvent` can receive. `provider` is the provider's name. */
+export type GateEvent =
+  /** A credential was looked up in the cache. `coalesced`: it joined an upstream call already under way. */
+  | { readonly type: 'cache'; readonly provider: string; readonly result: 'hit' | 'miss' | 'coalesced' }
+  /** An upstream verification ended (after any retries). */
+  | {
+      readonly type: 'verify';
+      readonly provider: string;
+      readonly outcome: 'accepted' | 'rejected' | 'failed';
+      readonly durationMs: number;
+      readonly attempts: number;
+    }
+  /** One upstream attempt failed; `reason` is the failure kind (`timeout`, `unreachable`, `status`, …). */
+  | {
+      readonly type: 'provider_error';
+      readonly provider: string;
+      readonly reason: string;
+      readonly status?: number;
+      readonly durationMs: number;
+    }
+  /** A failed attempt will be retried after `delayMs`. */
+  | { readonly type: 'retry'; readonly provider: string; readonly attempt: number; readonly delayMs: number }
+  /** A provider's circuit breaker changed state. */
+  | { readonly type: 'breaker'; readonly provider: string; readonly state: BreakerState }
+  /** The provider failed and an expired positive answer was served under `staleIfError`. */
+  | { readonly type: 'stale'; readonly provider: string };
+
+/** Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. */
+export type EventListener = (event: GateEvent) => void;

@@ -1,0 +1,374 @@
+/**
+ * `createGate`: the request flow, in one direction.
+ *
+ *   extract (each provider) → cache key (hash) → cache hit, or one shared
+ *   upstream call → provider.verify (deadline, retries, breaker) → AuthContext
+ *
+ * Guards run afterwards, on every request (`authorize`).
+ */
+import { type CacheOptions, cacheKey, Rejection, VerdictCache } from './cache.js';
+import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
+import {
+  AuthError,
+  credentialsRequired,
+  insufficientScope,
+  invalidRequest,
+  invalidToken,
+  providerMisconfigured,
+  providerUnavailable,
+} from './errors.js';
+import type { BreakerState, EventListener, GateEvent } from './events.js';
+import type { Guard } from './guards.js';
+import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, sleep } from './resilience.js';
+import { type Credential, type CredentialRequest, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
+
+/** Options of {@link createGate}. Times are in milliseconds. */
+export interface GateOptions {
+  /**
+   * Providers, in order. Each looks for its own kind of credential; the
+   * first that finds one handles the request, and its rejection is final
+   * (no fallback to the next). Credentials in two places at once are a 400.
+   */
+  readonly providers: readonly Provider[];
+  /** `realm` of the `WWW-Authenticate` challenge. Default `"api"`. */
+  readonly realm?: string;
+  /** Overall deadline for verifying one credential, retries included. Default 5000. */
+  readonly timeout?: number;
+  /** Cache of verdicts; see {@link CacheOptions}. */
+  readonly cache?: CacheOptions;
+  /** Retries of failed upstream calls; `false` turns them off. See {@link RetryOptions}. */
+  readonly retry?: RetryOptions | false;
+  /** Circuit breaker per provider; `false` turns it off. See {@link BreakerOptions}. */
+  readonly breaker?: BreakerOptions | false;
+  /** Receives {@link GateEvent}s (cache, verify, retry, breaker, errors) for logs and metrics. */
+  readonly onEvent?: EventListener;
+}
+
+/** Counters since the gate was created (or last `clear()`ed: no, counters survive `clear()`). */
+export interface GateStats {
+  /** Requests answered from the cache. */
+  readonly hits: number;
+  /** Requests that needed an upstream answer (including those that joined one under way). */
+  readonly misses: number;
+  /** Misses that joined an upstream call already under way instead of making their own. */
+  readonly coalesced: number;
+  /** Upstream verifications attempted, retries included. */
+  readonly upstreamCalls: number;
+  /** Verifications that ended in a provider failure (503 or 500). */
+  readonly errors: number;
+  /** Accepted answers served stale under `staleIfError`. */
+  readonly stale: number;
+  /** Circuit breaker state per provider name. */
+  readonly breakers: Readonly<Record<string, BreakerState>>;
+}
+
+/** Options of {@link Gate.authenticate}. */
+export interface AuthenticateOptions {
+  /** Resolve to `undefined` instead of throwing when the request carries no credential at all. */
+  readonly optional?: boolean;
+}
+
+/** A configured gate. Create one per app with {@link createGate} and share it. */
+export interface Gate {
+  /** The realm used in challenges. */
+  readonly realm: string;
+  /**
+   * Finds the request's credential and verifies it (from cache when it can).
+   *
+   * @throws AuthError 401 `credentials_required` (no credential), 400
+   *   `invalid_request`, 401 `invalid_token`, 503 `provider_unavailable`,
+   *   500 `provider_misconfigured`.
+   */
+  authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
+  authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
+  /**
+   * Checks `guard` against `auth`. Run it on every request, cached or not.
+   *
+   * @throws AuthError 401 `credentials_required` when `auth` is undefined,
+   *   403 `insufficient_scope` when the guard does not pass.
+   */
+  authorize(auth: AuthContext | undefined, guard: Guard): void;
+  /** Forgets the cached answer for the request's credential. Returns whether there was one. */
+  invalidate(req: CredentialRequest): boolean;
+  /** Forgets every cached answer. */
+  clear(): void;
+  /** Counters and breaker states. */
+  stats(): GateStats;
+  /** Closes the providers' connection pools. The gate must not be used afterwards. */
+  close(): Promise<void>;
+}
+
+/** One provider as the gate holds it: its key prefix, breaker and context origin. */
+interface ProviderSlot {
+  readonly provider: Provider;
+  readonly label: string;
+  readonly origin: ContextOrigin;
+  readonly breaker: CircuitBreaker | undefined;
+}
+
+/** What a shared upstream call resolves to: never a rejection, so joiners cannot miss an error. */
+type Outcome = AuthContext | Rejection | AuthError;
+
+// RFC 9110 quoted-string content that RFC 6750 also allows: visible ASCII but " and \.
+const REALM = /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/;
+
+/** Creates a gate. See {@link GateOptions} for every option. */
+export function createGate(options: GateOptions): Gate {
+  const realm = options.realm ?? 'api';
+  if (!REALM.test(realm)) throw new TypeError('realm must be printable ASCII without " or \\');
+  const timeout = options.timeout ?? 5000;
+  if (!(timeout > 0 && Number.isFinite(timeout))) throw new RangeError('timeout must be a positive number of ms');
+  if (!Array.isArray(options.providers) || options.providers.length === 0) {
+    throw new TypeError('createGate needs at least one provider');
+  }
+  const retry = options.retry === false ? undefined : {
+    retries: options.retry?.retries ?? 2,
+    baseDelay: options.retry?.baseDelay ?? 50,
+    maxDelay: options.retry?.maxDelay ?? 1000,
+  };
+  const onEvent = options.onEvent;
+  const emit = onEvent === undefined ? undefined : (event: GateEvent) => {
+    try {
+      onEvent(event);
+    } catch {
+      // A failing logger must not fail authentication.
+    }
+  };
+
+  const cache = new VerdictCache(options.cache);
+  const grants = new GrantsTable();
+  const usedLabels = new Set<string>();
+  const slots: ProviderSlot[] = options.providers.map((provider) => {
+    let label = provider.name;
+    for (let n = 2; usedLabels.has(label); n++) label = `${provider.name}#${n}`;
+    usedLabels.add(label);
+    const breaker = options.breaker === false ? undefined : new CircuitBreaker(options.breaker ?? {}, (state) => {
+      emit?.({ type: 'breaker', provider: provider.name, state });
+    });
+    return { provider, label, origin: Object.freeze({ provider: provider.name, realm }), breaker };
+  });
+  const counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0 };
+
+  /** The provider that handles `req` and its credential, or undefined when there is none. */
+  function findCredential(req: CredentialRequest): { slot: ProviderSlot; credential: Credential } | undefined {
+    let found: { slot: ProviderSlot; credential: Credential } | undefined;
+    for (const slot of slots) {
+      const credential = slot.provider.extract(req, realm);
+      if (credential === undefined) continue;
+      if (found === undefined) found = { slot, credential };
+      else if (credential.source !== found.credential.source) {
+        throw invalidRequest(realm, 'Credentials were sent in more than one place');
+      }
+    }
+    return found;
+  }
+
+  /** Runs provider.verify under the deadline, with retries and the breaker. Resolves, never rejects. */
+  async function verifyUpstream(slot: ProviderSlot, credential: Credential, key: string, staleCandidate: AuthContext | undefined): Promise<Outcome> {
+    const { provider, breaker } = slot;
+    const started = performance.now();
+    const wait = breaker?.admit(started) ?? 0;
+    if (wait > 0) {
+      return serveStaleOr(slot, staleCandidate, providerUnavailable(provider.name, wait / 1000));
+    }
+    let attempts = 0;
+    const controller = new AbortController();
+    const deadline = started + timeout;
+    const timer = setTimeout(() => controller.abort(), timeout);
+    try {
+      for (;;) {
+        attempts++;
+        counters.upstreamCalls++;
+        const attemptStarted = performance.now();
+        try {
+          const verdict = await raceDeadline(provider.verify(credential, controller.signal), controller.signal);
+          const outcome = settleVerdict(slot, key, verdict);
+          breaker?.succeeded();
+          emit?.({
+            type: 'verify',
+            provider: provider.name,
+            outcome: outcome instanceof AuthContext ? 'accepted' : 'rejected',
+            durationMs: performance.now() - started,
+            attempts,
+          });
+          return outcome;
+        } catch (error) {
+          const failure = asFailure(error, controller.signal);
+          emit?.({
+            type: 'provider_error',
+            provider: provider.name,
+            reason: failure.kind,
+            ...(failure.upstreamStatus === undefined ? {} : { status: failure.upstreamStatus }),
+            durationMs: performance.now() - attemptStarted,
+          });
+          if (failure.kind === 'misconfigured') {
+            breaker?.succeeded();
+            counters.errors++;
+            emitFailed(provider.name, started, attempts);
+            return providerMisconfigured(provider.name);
+          }
+          const delay = retryDelay(failure, attempts, deadline);
+          if (delay === undefined) {
+            breaker?.failed(performance.now());
+            counters.errors++;
+            emitFailed(provider.name, started, attempts);
+            return serveStaleOr(slot, staleCandidate, providerUnavailable(provider.name, failure.retryAfter));
+          }
+          emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
+          await sleep(delay, controller.signal);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      controller.abort();
+    }
+  }
+
+  function emitFailed(provider: string, started: number, attempts: number): void {
+    emit?.({ type: 'verify', provider, outcome: 'failed', durationMs: performance.now() - started, attempts });
+  }
+
+  /** Ms to wait before the next attempt, or undefined when there is no next attempt. */
+  function retryDelay(failure: ProviderFailure, attempts: number, deadline: number): number | undefined {
+    if (retry === undefined || !failure.retryable || attempts > retry.retries) return undefined;
+    const delay = Math.max(backoffDelay(attempts - 1, retry), (failure.retryAfter ?? 0) * 1000);
+    // Only when the wait leaves time for the attempt itself.
+    return performance.now() + delay < deadline ? delay : undefined;
+  }
+
+  function serveStaleOr(slot: ProviderSlot, stale: AuthContext | undefined, error: AuthError): Outcome {
+    if (stale === undefined || (stale.expiresAtMs !== undefined && stale.expiresAtMs <= Date.now())) return error;
+    counters.stale++;
+    emit?.({ type: 'stale', provider: slot.provider.name });
+    return stale.asStale();
+  }
+
+  /** Turns a provider's verdict into a cached context or rejection. A malformed verdict is a provider failure. */
+  function settleVerdict(slot: ProviderSlot, key: string, verdict: Verdict): Outcome {
+    if (verdict?.ok === false && typeof verdict.reason === 'string') return cache.setRejected(key, verdict.reason);
+    if (verdict?.ok !== true || !isPrincipal(verdict.principal)) {
+      throw new ProviderFailure('invalid_answer', `${slot.provider.name} returned no usable verdict`, false);
+    }
+    const { principal } = verdict;
+    const expiresAtMs = principal.expiresAt?.getTime();
+    const now = Date.now();
+    const life = cache.lifetime(now, expiresAtMs);
+    if (life === undefined) return cache.setRejected(key, 'The access token has expired');
+    const context = new AuthContext(
+      slot.origin,
+      principal.subject,
+      grants.intern(principal.permissions),
+      expiresAtMs,
+      principal.details,
+      life.staleWindow,
+    );
+    cache.setAccepted(key, context, life.fresh);
+    return context;
+  }
+
+  function outcomeToResult(outcome: Outcome): AuthContext {
+    if (outcome instanceof AuthContext) return outcome;
+    if (outcome instanceof Rejection) throw invalidToken(realm, outcome.reason);
+    if (outcome instanceof AuthError) throw outcome;
+    // Anything else (an undefined from a broken code path) must never pass.
+    throw providerUnavailable('(unknown)');
+  }
+
+  async function authenticate(req: CredentialRequest, opts?: AuthenticateOptions): Promise<AuthContext | undefined> {
+    const found = findCredential(req);
+    if (found === undefined) {
+      if (opts?.optional === true) return undefined;
+      throw credentialsRequired(realm);
+    }
+    const { slot, credential } = found;
+    const key = cacheKey(slot.provider.cacheScope, credential.secret);
+    const entry = cache.get(key);
+    let staleCandidate: AuthContext | undefined;
+    if (entry !== undefined) {
+      if (entry instanceof Rejection) {
+        counters.hits++;
+        emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
+        throw invalidToken(realm, entry.reason);
+      }
+      if (!cache.isStale(key, entry)) {
+        counters.hits++;
+        emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
+        return entry;
+      }
+      staleCandidate = entry;
+    }
+    counters.misses++;
+    const { promise, joined } = cache.singleFlight(key, () => verifyUpstream(slot, credential, key, staleCandidate));
+    if (joined) counters.coalesced++;
+    emit?.({ type: 'cache', provider: slot.provider.name, result: joined ? 'coalesced' : 'miss' });
+    return outcomeToResult(await promise);
+  }
+
+  return {
+    realm,
+    authenticate: authenticate as Gate['authenticate'],
+    authorize(auth: AuthContext | undefined, guard: Guard): void {
+      if (auth === undefined) throw credentialsRequired(realm);
+      if (!guard.allows(auth)) throw insufficientScope(realm, guard.permissions, guard.mode === 'all');
+    },
+    invalidate(req: CredentialRequest): boolean {
+      const found = findCredential(req);
+      if (found === undefined) return false;
+      return cache.delete(cacheKey(found.slot.provider.cacheScope, found.credential.secret));
+    },
+    clear(): void {
+      cache.clear();
+    },
+    stats(): GateStats {
+      const breakers: Record<string, BreakerState> = {};
+      for (const slot of slots) breakers[slot.label] = slot.breaker?.state ?? 'closed';
+      return { ...counters, breakers };
+    },
+    async close(): Promise<void> {
+      cache.clear();
+      await Promise.all(slots.map((slot) => slot.provider.close?.()));
+    },
+  };
+}
+
+function isPrincipal(value: Principal | undefined): value is Principal {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof value.subject === 'string' &&
+    Array.isArray(value.permissions) &&
+    value.permissions.every((permission) => typeof permission === 'string') &&
+    (value.expiresAt === undefined || (value.expiresAt instanceof Date && !Number.isNaN(value.expiresAt.getTime()))) &&
+    typeof value.details === 'object' &&
+    value.details !== null
+  );
+}
+
+/** Any error from verify as a ProviderFailure: unexpected errors fail closed too. */
+function asFailure(error: unknown, signal: AbortSignal): ProviderFailure {
+  if (error instanceof ProviderFailure) return error;
+  if (signal.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline', false);
+  return new ProviderFailure('invalid_answer', 'provider verify threw', false);
+}
+
+/** Settles with `promise`, or rejects when `signal` aborts first, so a provider that ignores its signal still cannot hold a request past the deadline. */
+function raceDeadline<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    promise.catch(() => {});
+    return Promise.reject(new ProviderFailure('timeout', 'deadline passed', false));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new ProviderFailure('timeout', 'provider did not answer within the deadline', false));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}

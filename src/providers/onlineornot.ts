@@ -1,0 +1,128 @@
+/**
+ * OnlineOrNot-style API tokens: `Authorization: Bearer <token>`, checked with
+ * `GET /v1/tokens/verify` (is it active, whose is it) and
+ * `GET /v1/tokens/permissions` (what may it do), called concurrently.
+ * Reference: shared/reference/onlineornot-tokens.md.
+ */
+import { z } from 'zod';
+import { type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
+import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+
+const Message = z.object({ code: z.number(), message: z.string(), type: z.string().optional() });
+
+/** 200 from /v1/tokens/verify. Unknown fields are dropped. */
+export const VerifyAnswer = z.object({
+  result: z.object({ id: z.string().min(1), status: z.string() }),
+  success: z.literal(true),
+  errors: z.array(Message),
+  messages: z.array(Message),
+});
+
+/** 200 from /v1/tokens/permissions. */
+export const PermissionsAnswer = z.object({
+  result: z.object({ permissions: z.array(z.string()) }),
+  success: z.literal(true),
+  errors: z.array(Message),
+  messages: z.array(Message),
+});
+
+/**
+ * 401 from either endpoint. Kept loose (only `success: false` and an
+ * `errors` list) so that a change in wording never turns a rejected token
+ * into an outage, yet an HTML 401 from a proxy is still not taken as an answer.
+ */
+export const UnauthorizedAnswer = z.object({ success: z.literal(false), errors: z.array(z.unknown()) });
+
+/** Options of {@link onlineOrNot}. */
+export interface OnlineOrNotOptions extends HttpOptions {
+  /** API root. Default `https://api.onlineornot.com`. */
+  readonly baseUrl?: string;
+  /** Name in errors, events and `AuthContext.provider`. Default `onlineornot`. */
+  readonly name?: string;
+}
+
+/** Details kept from an OnlineOrNot answer. */
+export interface OnlineOrNotDetails {
+  readonly [key: string]: unknown;
+  /** Token id. */
+  readonly id: string;
+  /** Token status; always `active` for an accepted token. */
+  readonly status: 'active';
+}
+
+const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
+const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
+
+/**
+ * A provider for OnlineOrNot-style Bearer tokens. Accepts only tokens whose
+ * status is `active`; the principal's `subject` is the token id.
+ */
+export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCredential> {
+  const name = options.name ?? 'onlineornot';
+  const baseUrl = options.baseUrl ?? 'https://api.onlineornot.com';
+  const http = new ProviderHttp(name, baseUrl, options);
+
+  async function verifyOnlineOrNotToken(credential: BearerCredential, signal: AbortSignal): Promise<Verdict> {
+    const headers = { authorization: `Bearer ${credential.secret}` };
+    // Both calls share one deadline; when one decides, the other is cancelled.
+    const controller = new AbortController();
+    const cancel = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', cancel, { once: true });
+    try {
+      const verify = http.getJson('/v1/tokens/verify', headers, controller.signal);
+      const permissions = http.getJson('/v1/tokens/permissions', headers, controller.signal);
+      // Keep the second promise observed even if the first settles the outcome.
+      permissions.catch(() => {});
+      const id = readVerify(await verify);
+      if (typeof id !== 'string') return id;
+      const permissionsAnswer = await permissions;
+      if (permissionsAnswer.status === 401) return readUnauthorized(permissionsAnswer, 'permissions');
+      const list = parseAnswer(PermissionsAnswer, permissionsAnswer, 'permissions');
+      return {
+        ok: true,
+        principal: {
+          subject: id,
+          permissions: list.result.permissions,
+          details: { id, status: 'active' } satisfies OnlineOrNotDetails,
+        },
+      };
+    } finally {
+      signal.removeEventListener('abort', cancel);
+      controller.abort();
+    }
+  }
+
+  /** The token id of an active token, or the rejection. */
+  function readVerify(answer: JsonAnswer): string | Verdict {
+    if (answer.status === 401) return readUnauthorized(answer, 'verify');
+    const body = parseAnswer(VerifyAnswer, answer, 'verify');
+    if (body.result.status !== 'active') return REJECTED_INACTIVE;
+    return body.result.id;
+  }
+
+  function readUnauthorized(answer: JsonAnswer, endpoint: string): Verdict {
+    parseAnswer(UnauthorizedAnswer, answer, endpoint, 401);
+    return REJECTED_INVALID;
+  }
+
+  /** Validates an answer whose status must be `expected` (200 unless said). */
+  function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, endpoint: string, expected = 200): T {
+    if (answer.status !== expected) {
+      throw new ProviderFailure('status', `${name} ${endpoint} answered ${answer.status}`, false, undefined, answer.status);
+    }
+    const parsed = schema.safeParse(answer.body);
+    if (!parsed.success) {
+      throw new ProviderFailure('invalid_answer', `${name} ${endpoint} answer does not match its schema`, false, undefined, answer.status);
+    }
+    return parsed.data;
+  }
+
+  return {
+    name,
+    cacheScope: JSON.stringify(['onlineornot', name, new URL(baseUrl).href]),
+    extract: extractBearer,
+    verify: verifyOnlineOrNotToken,
+    close: () => http.close(),
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * Partoo-style connection tokens: `?user_id=…&token=…` in the request,
+ * checked with `GET {baseUrl}/connection/check_token` and the server's own
+ * key in `x-APIKey`. Reference: shared/reference/partoo-check-connection-token.md.
+ */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { type ConnectionCredential, type ConnectionQueryNames, extractConnection } from '../credentials/connection.js';
+import { type HttpOptions, ProviderHttp } from '../http.js';
+import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+
+/** Connection token statuses, as the API names them. */
+export type ConnectionTokenStatus = 'valid' | 'consumed' | 'revoked' | 'expired';
+
+const DateTime = z.string().refine((value) => !Number.isNaN(Date.parse(value)), 'not a date-time');
+
+/**
+ * 200 from check_token. Every field but `status` may be null or absent in
+ * real answers. The `token` field (a new connection token) is dropped: it is
+ * a secret and must not travel on in `details`.
+ */
+export const CheckTokenAnswer = z.object({
+  status: z.enum(['valid', 'consumed', 'revoked', 'expired']),
+  expiration_date: DateTime.nullish(),
+  generated_by: z.string().nullish(),
+  creation_date: DateTime.nullish(),
+  consumption_date: DateTime.nullish(),
+});
+
+/** 400, 403 and 404 from check_token: `{ "errors": { … } }`. */
+export const CheckTokenError = z.object({ errors: z.record(z.string(), z.unknown()) });
+
+/** Details kept from a check_token answer (the validated body without `token`). */
+export type PartooDetails = z.infer<typeof CheckTokenAnswer> & { readonly [key: string]: unknown };
+
+/** Options of {@link partoo}. */
+export interface PartooOptions extends HttpOptions {
+  /** This server's Partoo API key, sent as `x-APIKey`. Needs WRITE access on the users it checks. */
+  readonly apiKey: string;
+  /** API root. Default `https://api.partoo.co/v2`. */
+  readonly baseUrl?: string;
+  /** Statuses that let the request through. Default `['valid']`. */
+  readonly accept?: readonly ConnectionTokenStatus[];
+  /** Query parameter names. Default `{ userId: 'user_id', token: 'token' }`. */
+  readonly query?: Partial<ConnectionQueryNames>;
+  /** Permissions granted to every accepted connection token (the API reports none). Default `[]`. */
+  readonly permissions?: readonly string[];
+  /** Name in errors, events and `AuthContext.provider`. Default `partoo`. */
+  readonly name?: string;
+}
+
+const NOT_ACCEPTED: Verdict = Object.freeze({ ok: false, reason: 'The connection token was not accepted' });
+
+/**
+ * A provider for Partoo-style connection tokens. `subject` is the user id,
+ * `expiresAt` the token's `expiration_date`.
+ */
+export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
+  const name = options.name ?? 'partoo';
+  if (typeof options.apiKey !== 'string' || options.apiKey.length === 0) {
+    throw new TypeError(`${name}: apiKey is required`);
+  }
+  const apiKey = options.apiKey;
+  const baseUrl = options.baseUrl ?? 'https://api.partoo.co/v2';
+  const accept = new Set<string>(options.accept ?? ['valid']);
+  const names: ConnectionQueryNames = {
+    userId: options.query?.userId ?? 'user_id',
+    token: options.query?.token ?? 'token',
+  };
+  if (names.userId === names.token) throw new TypeError(`${name}: query.userId and query.token must differ`);
+  const permissions = Object.freeze([...(options.permissions ?? [])]);
+  const http = new ProviderHttp(name, baseUrl, options);
+  // Everything that decides the cached answer besides the credential. The key
+  // decides too (403 for users it may not check); only its digest is kept.
+  const cacheScope = JSON.stringify([
+    'partoo',
+    name,
+    new URL(baseUrl).href,
+    createHash('sha256').update(apiKey).digest('base64url'),
+    [...accept].sort(),
+    permissions,
+  ]);
+
+  async function verifyConnectionToken(credential: ConnectionCredential, signal: AbortSignal): Promise<Verdict> {
+    // URLSearchParams encodes both values: a token can never add or rewrite user_id.
+    const query = new URLSearchParams({ user_id: credential.userId, token: credential.token });
+    const answer = await http.getJson(`/connection/check_token?${query}`, { 'x-apikey': apiKey }, signal);
+    switch (answer.status) {
+      case 200: {
+        const parsed = CheckTokenAnswer.safeParse(answer.body);
+        if (!parsed.success) throw new ProviderFailure('invalid_answer', `${name} check_token answer does not match its schema`, false, undefined, 200);
+        const body = parsed.data;
+        if (!accept.has(body.status)) return { ok: false, reason: `The connection token is ${body.status}` };
+        const expiresAt = body.expiration_date ? new Date(body.expiration_date) : undefined;
+        return { ok: true, principal: { subject: credential.userId, permissions, expiresAt, details: body } };
+      }
+      case 401:
+        throw new ProviderFailure('misconfigured', `${name} refused the server's API key`, false, undefined, 401);
+      case 400:
+      case 403:
+      case 404:
+        // 403: this server's key may not check that user; for the client it is the same as an unknown token.
+        if (!CheckTokenError.safeParse(answer.body).success) {
+          throw new ProviderFailure('invalid_answer', `${name} check_token error answer does not match its schema`, false, undefined, answer.status);
+        }
+        return NOT_ACCEPTED;
+      default:
+        throw new ProviderFailure('status', `${name} check_token answered ${answer.status}`, false, undefined, answer.status);
+    }
+  }
+
+  return {
+    name,
+    cacheScope,
+    extract: (req, realm) => extractConnection(req, names, realm),
+    verify: verifyConnectionToken,
+    close: () => http.close(),
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * An in-process provider for an app's own tests: Bearer tokens from a fixed
+ * table, no network. Goes through the same gate, cache and guards as the
+ * real providers, so routes behave as in production.
+ */
+import { type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import type { Provider, Verdict } from '../types.js';
+
+/** One token the stub accepts. */
+export interface StubToken {
+  /** `AuthContext.subject` for this token. */
+  readonly subject: string;
+  /** Permissions it carries. Default none. */
+  readonly permissions?: readonly string[];
+  /** When it expires. Default never. */
+  readonly expiresAt?: Date;
+}
+
+/** Options of {@link stubProvider}. */
+export interface StubProviderOptions {
+  /** Accepted tokens; any other Bearer token is rejected as invalid. */
+  readonly tokens: Readonly<Record<string, StubToken>>;
+  /** Name in `AuthContext.provider`. Default `stub`. */
+  readonly name?: string;
+}
+
+let stubCount = 0;
+const REJECTED: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
+
+/** A Bearer-token provider that answers from `options.tokens`, in process. */
+export function stubProvider(options: StubProviderOptions): Provider<BearerCredential> {
+  const name = options.name ?? 'stub';
+  // Copied, so later changes to the caller's object do not slip past the cache.
+  const tokens = new Map(Object.entries(options.tokens));
+  const instance = ++stubCount;
+  return {
+    name,
+    cacheScope: JSON.stringify(['stub', name, instance]),
+    extract: extractBearer,
+    async verify(credential: BearerCredential): Promise<Verdict> {
+      const token = tokens.get(credential.secret);
+      if (token === undefined) return REJECTED;
+      return {
+        ok: true,
+        principal: {
+          subject: token.subject,
+          permissions: token.permissions ?? [],
+          expiresAt: token.expiresAt,
+          details: { subject: token.subject },
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,106 @@
+/**
+ * Retry with backoff and a per-provider circuit breaker: the two policies
+ * that keep a failing provider from slowing every request down.
+ */
+import type { BreakerState } from './events.js';
+
+/** Retries of failed upstream calls: connection errors, 5xx and 429 only, and only within the deadline. */
+export interface RetryOptions {
+  /** Retries after the first attempt. Default 2. */
+  readonly retries?: number;
+  /** Backoff base in ms; attempt n waits a random time in [0, min(maxDelay, baseDelay·2ⁿ)] ("full jitter"). Default 50. */
+  readonly baseDelay?: number;
+  /** Backoff ceiling in ms. A longer `Retry-After` from the provider wins over it. Default 1000. */
+  readonly maxDelay?: number;
+}
+
+/** Circuit breaker per provider. */
+export interface BreakerOptions {
+  /** Consecutive failed verifications that open the breaker. Default 5. */
+  readonly threshold?: number;
+  /** How long the breaker stays open before letting one probe through, in ms. Default 10 000. */
+  readonly cooldown?: number;
+}
+
+/** Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff and Jitter"). */
+export function backoffDelay(attempt: number, options: Required<RetryOptions>, random = Math.random): number {
+  return random() * Math.min(options.maxDelay, options.baseDelay * 2 ** attempt);
+}
+
+/** Resolves after `ms`, or early when `signal` aborts; leaves no timer behind either way. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Closed → (threshold failures in a row) → open → (cooldown) → half-open,
+ * where exactly one call probes the provider: its success closes the
+ * breaker, its failure opens it again for another cooldown.
+ */
+export class CircuitBreaker {
+  #state: BreakerState = 'closed';
+  #failures = 0;
+  #openedAt = 0;
+  #probing = false;
+  readonly #threshold: number;
+  readonly #cooldown: number;
+  readonly #onChange: (state: BreakerState) => void;
+
+  constructor(options: BreakerOptions, onChange: (state: BreakerState) => void) {
+    this.#threshold = options.threshold ?? 5;
+    this.#cooldown = options.cooldown ?? 10_000;
+    if (!(this.#threshold >= 1) || !(this.#cooldown >= 0)) throw new RangeError('breaker: threshold >= 1 and cooldown >= 0');
+    this.#onChange = onChange;
+  }
+
+  get state(): BreakerState {
+    return this.#state;
+  }
+
+  /**
+   * Asks to call the provider. Returns 0 when the call may go ahead, or the
+   * ms the caller should wait before trying again (sent as `Retry-After`).
+   */
+  admit(now: number): number {
+    if (this.#state === 'closed') return 0;
+    if (this.#state === 'open') {
+      const remaining = this.#openedAt + this.#cooldown - now;
+      if (remaining > 0) return remaining;
+      this.#set('half-open');
+    }
+    if (this.#probing) return Math.max(1, this.#cooldown);
+    this.#probing = true;
+    return 0;
+  }
+
+  /** The provider answered (accepted or rejected): it works. */
+  succeeded(): void {
+    this.#failures = 0;
+    this.#probing = false;
+    if (this.#state !== 'closed') this.#set('closed');
+  }
+
+  /** The provider failed to answer. */
+  failed(now: number): void {
+    this.#probing = false;
+    this.#failures++;
+    if (this.#state === 'half-open' || (this.#state === 'closed' && this.#failures >= this.#threshold)) {
+      this.#openedAt = now;
+      this.#set('open');
+    }
+  }
+
+  #set(state: BreakerState): void {
+    this.#state = state;
+    this.#onChange(state);
+  }
+}

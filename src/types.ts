@@ -1,0 +1,98 @@
+/** Types shared by the gate, the providers and the adapters. */
+
+/** A header value as Node's `IncomingMessage.headers` holds it. */
+export type HeaderValue = string | readonly string[] | undefined;
+
+/**
+ * The plain request the core reads: what Express, Koa or a bare Node server
+ * can hand over without copying.
+ */
+export interface CredentialRequest {
+  /** Lower-cased header names, as in `IncomingMessage.headers`. */
+  readonly headers: Readonly<Record<string, HeaderValue>>;
+  /** Parsed query string (`req.query` in Express, `ctx.query` in Koa). */
+  readonly query?: Readonly<Record<string, unknown>> | undefined;
+  /**
+   * `IncomingMessage.rawHeaders`. Node keeps only the first of repeated
+   * `Authorization` headers in `headers`; with `rawHeaders` the gate can see
+   * the repeat and answer 400 instead of picking one.
+   */
+  readonly rawHeaders?: readonly string[] | undefined;
+}
+
+/** What a provider learned about a credential it accepted. */
+export interface Principal {
+  /** Who the credential belongs to (token id, user id). */
+  readonly subject: string;
+  /** Permissions granted, as the provider names them. */
+  readonly permissions: readonly string[];
+  /** When the credential itself stops being valid, if the provider says. */
+  readonly expiresAt?: Date | undefined;
+  /** The validated provider answer, with secrets left out. */
+  readonly details: Readonly<Record<string, unknown>>;
+}
+
+/** A provider's decision on a credential. */
+export type Verdict =
+  | { readonly ok: true; readonly principal: Principal }
+  /** `reason` goes to the client in `error_description`: keep it short and free of secrets. */
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * A credential found in a request. `source` names where it was found
+ * (`header:authorization`, `query:user_id+token`): credentials in more than
+ * one source are refused, credentials in the same source go to the first
+ * provider that found them.
+ */
+export interface Credential {
+  readonly source: string;
+  /** The exact bytes that decide the provider's answer; hashed, never stored. */
+  readonly secret: string;
+}
+
+/**
+ * A token provider: finds its kind of credential in a request and verifies it.
+ *
+ * `extract` runs on every request and must be cheap and synchronous; it
+ * returns `undefined` when the request has no credential of its kind and
+ * throws an `invalid_request` {@link AuthError} when it has a malformed one.
+ * `verify` runs on cache misses; it throws {@link ProviderFailure} when the
+ * provider cannot give an answer, and must honour `signal`.
+ */
+export interface Provider<C extends Credential = Credential> {
+  /** Short name for errors, events and `AuthContext.provider` (`onlineornot`). */
+  readonly name: string;
+  /**
+   * Everything besides the credential that decides the answer (name, base
+   * URL, a digest of the server's API key). Part of every cache key, so two
+   * providers never share answers.
+   */
+  readonly cacheScope: string;
+  extract(req: CredentialRequest, realm: string): C | undefined;
+  verify(credential: C, signal: AbortSignal): Promise<Verdict>;
+  /** Releases connection pools. */
+  close?(): Promise<void>;
+}
+
+/** Kinds of provider failure; only `misconfigured` is not a 503. */
+export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invalid_answer' | 'misconfigured';
+
+/**
+ * Thrown by `Provider.verify` when the provider could not decide. The gate
+ * turns it into a 503 (or a 500 for `misconfigured`) and never into a pass.
+ */
+export class ProviderFailure extends Error {
+  override readonly name = 'ProviderFailure';
+  constructor(
+    readonly kind: ProviderFailureKind,
+    message: string,
+    /** Whether trying again may help (connection errors, 5xx, 429). */
+    readonly retryable: boolean,
+    /** Seconds the provider asked us to wait (`Retry-After`). */
+    readonly retryAfter?: number,
+    /** Upstream HTTP status, when there was one. */
+    readonly upstreamStatus?: number,
+  ) {
+    super(message);
+  }
+}
