@@ -1,0 +1,7 @@
+/** `tokengate/testing`: real mock provider HTTP servers for tests. */
+
+export type { MockOnlineOrNot, MockOnlineOrNotOptions, OnlineOrNotTokenDef } from './mock-onlineornot.js';
+export { mockOnlineOrNot } from './mock-onlineornot.js';
+export type { MockPartoo, MockPartooOptions, PartooTokenEntry } from './mock-partoo.js';
+export { mockPartoo } from './mock-partoo.js';
+export type { MockFault, MockProvider } from './mock-server.js';

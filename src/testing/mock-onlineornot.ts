@@ -1,0 +1,81 @@
+/**
+ * A real HTTP server that answers like the OnlineOrNot token API
+ * (`GET /v1/tokens/verify`, `GET /v1/tokens/permissions`).
+ */
+import { type MockProvider, type RouteHandler, startMockServer } from './mock-server.js';
+
+/** A token the OnlineOrNot mock knows. */
+export interface OnlineOrNotTokenDef {
+  /** Token id, answered as `result.id` by `/v1/tokens/verify`. */
+  readonly id: string;
+  /** Answered as `result.permissions` by `/v1/tokens/permissions` (default `[]`). */
+  readonly permissions?: readonly string[];
+  /** Answered as `result.status` by `/v1/tokens/verify`, with a 200 whatever it is (default `'active'`). */
+  readonly status?: string;
+}
+
+/** Options of {@link mockOnlineOrNot}. */
+export interface MockOnlineOrNotOptions {
+  /** Known tokens, keyed by the bearer token itself. */
+  readonly tokens?: Readonly<Record<string, OnlineOrNotTokenDef>>;
+}
+
+/** The OnlineOrNot mock; endpoints counted in `calls`: `verify` and `permissions`. */
+export interface MockOnlineOrNot extends MockProvider<'verify' | 'permissions'> {
+  /**
+   * Adds or replaces a known token. Throws `TypeError` when `token` is not
+   * RFC 6750 `b64token` syntax, since no request could ever carry it.
+   */
+  setToken(token: string, def: OnlineOrNotTokenDef): void;
+  /** Forgets a token; returns whether it was known. */
+  removeToken(token: string): boolean;
+}
+
+/** RFC 6750 §2.1 credentials: `Bearer` (any case), one or more spaces, a b64token. */
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+const UNAUTHORIZED = {
+  status: 401,
+  body: { result: null, success: false, errors: [{ code: 10000, message: 'Authentication error' }], messages: [] },
+} as const;
+
+/**
+ * Starts an OnlineOrNot mock on 127.0.0.1. Pass its `url`
+ * (`http://127.0.0.1:<port>`) as the provider's `baseUrl`.
+ *
+ * A known token gets 200 from both endpoints (whatever its `status`); a
+ * missing, malformed or unknown `Authorization: Bearer` token gets the API's
+ * 401; other paths get 404.
+ */
+export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Promise<MockOnlineOrNot> {
+  const tokens = new Map<string, Required<OnlineOrNotTokenDef>>();
+  const setToken = (token: string, def: OnlineOrNotTokenDef): void => {
+    if (!B64TOKEN.test(token)) throw new TypeError('mockOnlineOrNot: a bearer token must be b64token syntax');
+    tokens.set(token, { id: def.id, permissions: [...(def.permissions ?? [])], status: def.status ?? 'active' });
+  };
+  for (const [token, def] of Object.entries(options.tokens ?? {})) setToken(token, def);
+
+  /** Answers 200 with `result(def)` for a known bearer token, else the API's 401. */
+  const authenticated =
+    (result: (def: Required<OnlineOrNotTokenDef>) => unknown): RouteHandler =>
+    (req) => {
+      const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
+      const def = token === undefined ? undefined : tokens.get(token);
+      if (def === undefined) return UNAUTHORIZED;
+      return { status: 200, body: { result: result(def), success: true, errors: [], messages: [] } };
+    };
+
+  const server = await startMockServer({
+    basePath: '',
+    routes: {
+      '/v1/tokens/verify': { name: 'verify', handle: authenticated(({ id, status }) => ({ id, status })) },
+      '/v1/tokens/permissions': {
+        name: 'permissions',
+        handle: authenticated(({ permissions }) => ({ permissions })),
+      },
+    },
+    wrongShape: { result: { id: 42 } },
+  });
+  return Object.assign(server, { setToken, removeToken: (token: string) => tokens.delete(token) });
+}

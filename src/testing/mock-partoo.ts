@@ -1,0 +1,120 @@
+/**
+ * A real HTTP server that answers like Partoo's
+ * `GET /v2/connection/check_token?user_id=&token=`.
+ */
+import { type MockProvider, startMockServer } from './mock-server.js';
+
+/** A connection token the Partoo mock knows. */
+export interface PartooTokenEntry {
+  /** The user the token belongs to (`user_id` in the query). */
+  readonly userId: string;
+  /** The connection token (`token` in the query), answered back as `token`. */
+  readonly token: string;
+  /** Answered as `status` (default `'valid'`); `'consumed'` also sets `consumption_date`. */
+  readonly status?: 'valid' | 'consumed' | 'revoked' | 'expired';
+  /**
+   * Answered as `expiration_date`: a string is sent verbatim, a `Date` as
+   * `2019-08-02T17:15:54.256000+00:00`, `null` as `null`. Default: one hour
+   * after the entry was set.
+   */
+  readonly expirationDate?: string | Date | null;
+  /** When true the API key lacks `WRITE` access on the user: 403. */
+  readonly forbidden?: boolean;
+}
+
+/** Options of {@link mockPartoo}. */
+export interface MockPartooOptions {
+  /** The only `x-APIKey` header value the mock accepts (non-empty). */
+  readonly apiKey: string;
+  /** Known connection tokens. */
+  readonly tokens?: readonly PartooTokenEntry[];
+}
+
+/** The Partoo mock; endpoint counted in `calls`: `checkToken`. */
+export interface MockPartoo extends MockProvider<'checkToken'> {
+  /** Adds or replaces the entry for (`userId`, `token`); dates are fixed now. */
+  setToken(entry: PartooTokenEntry): void;
+  /** Forgets a user's token; returns whether it was known. */
+  removeToken(userId: string, token: string): boolean;
+}
+
+/** Stored entry: the 200 body, ready to send, and whether to answer 403 instead. */
+interface Stored {
+  readonly body: Readonly<Record<string, string | null>>;
+  readonly forbidden: boolean;
+}
+
+/** Partoo's date-time style (Python `isoformat()` with microseconds and offset), in UTC. */
+function partooDate(date: Date): string {
+  return date.toISOString().replace('Z', '000+00:00');
+}
+
+const GENERATED_BY = '5309c3a237bbc544d8e26737';
+const HOUR_MS = 3_600_000;
+
+/**
+ * Starts a Partoo mock on 127.0.0.1. Pass its `url`
+ * (`http://127.0.0.1:<port>/v2`) as the provider's `baseUrl`.
+ *
+ * Answers, in this order: 401 for a missing or wrong `x-APIKey`; 400 naming
+ * the absent query field(s) (an empty value is not absent); 404 for an
+ * unknown user or a token that is not that user's; 403 for a `forbidden`
+ * entry; else 200 with the token's details.
+ */
+export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo> {
+  const { apiKey } = options;
+  if (!apiKey) throw new TypeError('mockPartoo: apiKey must be a non-empty string');
+  const users = new Map<string, Map<string, Stored>>();
+
+  const setToken = (entry: PartooTokenEntry): void => {
+    const now = new Date();
+    const status = entry.status ?? 'valid';
+    const expiration = entry.expirationDate === undefined ? new Date(now.getTime() + HOUR_MS) : entry.expirationDate;
+    const body = {
+      token: entry.token,
+      expiration_date: expiration instanceof Date ? partooDate(expiration) : expiration,
+      generated_by: GENERATED_BY,
+      creation_date: partooDate(now),
+      consumption_date: status === 'consumed' ? partooDate(now) : null,
+      status,
+    };
+    const tokens = users.get(entry.userId) ?? new Map<string, Stored>();
+    tokens.set(entry.token, { body, forbidden: entry.forbidden === true });
+    users.set(entry.userId, tokens);
+  };
+  const removeToken = (userId: string, token: string): boolean => {
+    const tokens = users.get(userId);
+    const removed = tokens?.delete(token) ?? false;
+    if (tokens?.size === 0) users.delete(userId);
+    return removed;
+  };
+  for (const entry of options.tokens ?? []) setToken(entry);
+
+  const server = await startMockServer({
+    basePath: '/v2',
+    routes: {
+      '/v2/connection/check_token': {
+        name: 'checkToken',
+        handle: (req, query) => {
+          if (req.headers['x-apikey'] !== apiKey) {
+            return { status: 401, body: { errors: { authentication: 'User not authenticated' } } };
+          }
+          const userId = query.get('user_id');
+          const token = query.get('token');
+          if (userId === null || token === null) {
+            const missing: Record<string, string[]> = {};
+            if (userId === null) missing.user_id = ['Missing data for required field.'];
+            if (token === null) missing.token = ['Missing data for required field.'];
+            return { status: 400, body: { errors: { json: missing } } };
+          }
+          const stored = users.get(userId)?.get(token);
+          if (stored === undefined) return { status: 404, body: { errors: { json: 'Resource not found' } } };
+          if (stored.forbidden) return { status: 403, body: { errors: { authorization: 'Operation not allowed' } } };
+          return { status: 200, body: stored.body };
+        },
+      },
+    },
+    wrongShape: { status: 'maybe' },
+  });
+  return Object.assign(server, { setToken, removeToken });
+}

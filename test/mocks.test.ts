@@ -1,0 +1,518 @@
+import { connect } from 'node:net';
+import { type Dispatcher, Pool, request } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type MockProvider, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+
+interface Reply {
+  status: number;
+  headers: Dispatcher.ResponseData['headers'];
+  text: string;
+  json(): unknown;
+}
+
+interface GetOptions {
+  headers?: Record<string, string>;
+  dispatcher?: Dispatcher;
+  signal?: AbortSignal;
+}
+
+async function get(url: string, options: GetOptions = {}): Promise<Reply> {
+  const res = await request(url, options);
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) };
+}
+
+const open: MockProvider[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((m) => m.close()));
+});
+function track<T extends MockProvider>(mock: T): T {
+  open.push(mock);
+  return mock;
+}
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const UNAUTHORIZED = {
+  result: null,
+  success: false,
+  errors: [{ code: 10000, message: 'Authentication error' }],
+  messages: [],
+};
+
+describe('mockOnlineOrNot', () => {
+  const start = () =>
+    mockOnlineOrNot({
+      tokens: {
+        good: { id: 'a1b2c3d4', permissions: ['uptime_checks (read)'] },
+        off: { id: 'dead', status: 'disabled' },
+      },
+    }).then(track);
+
+  it('listens on 127.0.0.1, url without trailing slash', async () => {
+    const mock = await start();
+    expect(mock.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  it('verifies a known token', async () => {
+    const mock = await start();
+    const res = await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('good') });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^application\/json(;|$)/);
+    expect(res.json()).toEqual({
+      result: { id: 'a1b2c3d4', status: 'active' },
+      success: true,
+      errors: [],
+      messages: [],
+    });
+  });
+
+  it('answers 200 with the status of a disabled token', async () => {
+    const mock = await start();
+    const res = await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('off') });
+    expect(res.status).toBe(200);
+    expect(res.json()).toEqual({ result: { id: 'dead', status: 'disabled' }, success: true, errors: [], messages: [] });
+  });
+
+  it('lists permissions (default [])', async () => {
+    const mock = await start();
+    const good = await get(`${mock.url}/v1/tokens/permissions`, { headers: bearer('good') });
+    expect(good.status).toBe(200);
+    expect(good.json()).toEqual({
+      result: { permissions: ['uptime_checks (read)'] },
+      success: true,
+      errors: [],
+      messages: [],
+    });
+    const off = await get(`${mock.url}/v1/tokens/permissions`, { headers: { authorization: 'bearer  off' } });
+    expect(off.json()).toEqual({ result: { permissions: [] }, success: true, errors: [], messages: [] });
+  });
+
+  it.each([
+    ['unknown token', { authorization: 'Bearer nope' }],
+    ['no header', {}],
+    ['another scheme', { authorization: 'Basic Z29vZA==' }],
+    ['no token', { authorization: 'Bearer' }],
+    ['two tokens', { authorization: 'Bearer good good' }],
+    ['bad characters', { authorization: 'Bearer go"od' }],
+  ])('answers 401 on both endpoints: %s', async (_, headers) => {
+    const mock = await start();
+    for (const path of ['/v1/tokens/verify', '/v1/tokens/permissions']) {
+      const res = await get(`${mock.url}${path}`, { headers });
+      expect(res.status).toBe(401);
+      expect(res.headers['content-type']).toMatch(/^application\/json/);
+      expect(res.json()).toEqual(UNAUTHORIZED);
+    }
+  });
+
+  it('answers 404 JSON on other paths and 405 on other methods', async () => {
+    const mock = await start();
+    const res = await get(`${mock.url}/v1/tokens`, { headers: bearer('good') });
+    expect(res.status).toBe(404);
+    expect(res.json()).toEqual({ error: 'Not Found' });
+    const post = await request(`${mock.url}/v1/tokens/verify`, { method: 'POST', headers: bearer('good') });
+    expect(post.statusCode).toBe(405);
+    await post.body.dump();
+  });
+
+  it('setToken and removeToken change the answers', async () => {
+    const mock = await start();
+    mock.setToken('fresh', { id: 'f1', permissions: ['a', 'b'], status: 'active' });
+    expect((await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('fresh') })).status).toBe(200);
+    expect(mock.removeToken('fresh')).toBe(true);
+    expect(mock.removeToken('fresh')).toBe(false);
+    expect((await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('fresh') })).status).toBe(401);
+    expect(() => mock.setToken('has space', { id: 'x' })).toThrow(TypeError);
+  });
+
+  it('counts calls per endpoint and in total', async () => {
+    const mock = await start();
+    expect(mock.calls).toEqual({ verify: 0, permissions: 0, total: 0 });
+    await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('good') });
+    await get(`${mock.url}/v1/tokens/verify`);
+    await get(`${mock.url}/v1/tokens/permissions`, { headers: bearer('good') });
+    await get(`${mock.url}/elsewhere`);
+    expect(mock.calls).toEqual({ verify: 2, permissions: 1, total: 4 });
+    mock.resetCalls();
+    expect(mock.calls).toEqual({ verify: 0, permissions: 0, total: 0 });
+  });
+});
+
+describe('mockPartoo', () => {
+  const API_KEY = 'k3y';
+  const start = () =>
+    mockPartoo({
+      apiKey: API_KEY,
+      tokens: [
+        { userId: 'u1', token: 't1' },
+        { userId: 'u1', token: 'a+b/c= d', status: 'consumed', expirationDate: null },
+        { userId: 'u2', token: 't2', status: 'revoked', expirationDate: '2019-08-02T19:15:54.256000+02:00' },
+        { userId: 'u3', token: 't3', expirationDate: new Date('2030-01-02T03:04:05.678Z') },
+        { userId: 'u4', token: 't4', forbidden: true },
+      ],
+    }).then(track);
+  const check = (mock: MockProvider, params: Record<string, string>, headers: Record<string, string> = {}) =>
+    get(`${mock.url}/connection/check_token?${new URLSearchParams(params)}`, {
+      headers: { 'x-APIKey': API_KEY, ...headers },
+    });
+  const DATE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$/;
+
+  it('has a base url ending in /v2', async () => {
+    const mock = await start();
+    expect(mock.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v2$/);
+  });
+
+  it('answers 200 with the token details', async () => {
+    const mock = await start();
+    const before = Date.now();
+    const res = await check(mock, { user_id: 'u1', token: 't1' });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    const body = res.json() as Record<string, unknown>;
+    expect(body).toEqual({
+      token: 't1',
+      expiration_date: expect.stringMatching(DATE),
+      generated_by: '5309c3a237bbc544d8e26737',
+      creation_date: expect.stringMatching(DATE),
+      consumption_date: null,
+      status: 'valid',
+    });
+    const expires = Date.parse(String(body.expiration_date));
+    expect(expires - before).toBeGreaterThan(3_590_000);
+    expect(expires - before).toBeLessThanOrEqual(3_600_000);
+  });
+
+  it('decodes query values exactly (URLSearchParams)', async () => {
+    const mock = await start();
+    const res = await check(mock, { user_id: 'u1', token: 'a+b/c= d' });
+    expect(res.status).toBe(200);
+    expect(res.json()).toMatchObject({
+      token: 'a+b/c= d',
+      status: 'consumed',
+      expiration_date: null,
+      consumption_date: expect.stringMatching(DATE),
+    });
+    // A raw '+' is a space in a query string.
+    const raw = await get(`${mock.url}/connection/check_token?user_id=u1&token=a%2Bb%2Fc%3D+d`, {
+      headers: { 'x-apikey': API_KEY },
+    });
+    expect(raw.status).toBe(200);
+  });
+
+  it('sends string expiration dates verbatim and formats Dates', async () => {
+    const mock = await start();
+    expect((await check(mock, { user_id: 'u2', token: 't2' })).json()).toMatchObject({
+      status: 'revoked',
+      expiration_date: '2019-08-02T19:15:54.256000+02:00',
+    });
+    expect((await check(mock, { user_id: 'u3', token: 't3' })).json()).toMatchObject({
+      expiration_date: '2030-01-02T03:04:05.678000+00:00',
+    });
+  });
+
+  it('answers 401 without the right x-APIKey (header name in any case)', async () => {
+    const mock = await start();
+    const body = { errors: { authentication: 'User not authenticated' } };
+    const url = `${mock.url}/connection/check_token?user_id=u1&token=t1`;
+    for (const headers of [{}, { 'x-apikey': 'wrong' }, { 'x-apikey': '' }]) {
+      const res = await get(url, { headers });
+      expect(res.status).toBe(401);
+      expect(res.json()).toEqual(body);
+    }
+    expect((await get(url, { headers: { 'X-APIKEY': API_KEY } })).status).toBe(200);
+  });
+
+  it('answers 400 naming the missing fields', async () => {
+    const mock = await start();
+    const missing = ['Missing data for required field.'];
+    expect((await check(mock, { token: 't1' })).json()).toEqual({ errors: { json: { user_id: missing } } });
+    const noToken = await check(mock, { user_id: 'u1' });
+    expect(noToken.status).toBe(400);
+    expect(noToken.json()).toEqual({ errors: { json: { token: missing } } });
+    const none = await check(mock, {});
+    expect(none.status).toBe(400);
+    expect(none.json()).toEqual({ errors: { json: { user_id: missing, token: missing } } });
+  });
+
+  it('answers 404 for an unknown user or a token of another user', async () => {
+    const mock = await start();
+    for (const params of [
+      { user_id: 'nobody', token: 't1' },
+      { user_id: 'u2', token: 't1' },
+      { user_id: 'u1', token: '' },
+    ]) {
+      const res = await check(mock, params);
+      expect(res.status).toBe(404);
+      expect(res.json()).toEqual({ errors: { json: 'Resource not found' } });
+    }
+  });
+
+  it('answers 403 for a forbidden entry', async () => {
+    const mock = await start();
+    const res = await check(mock, { user_id: 'u4', token: 't4' });
+    expect(res.status).toBe(403);
+    expect(res.json()).toEqual({ errors: { authorization: 'Operation not allowed' } });
+  });
+
+  it('setToken, removeToken and calls', async () => {
+    const mock = await start();
+    mock.setToken({ userId: 'u9', token: 't9', status: 'expired' });
+    expect((await check(mock, { user_id: 'u9', token: 't9' })).json()).toMatchObject({ status: 'expired' });
+    expect(mock.removeToken('u9', 't9')).toBe(true);
+    expect(mock.removeToken('u9', 't9')).toBe(false);
+    expect((await check(mock, { user_id: 'u9', token: 't9' })).status).toBe(404);
+    await get(`${mock.url}/other`);
+    expect(mock.calls).toEqual({ checkToken: 2, total: 3 });
+  });
+
+  it('refuses an empty apiKey', async () => {
+    await expect(mockPartoo({ apiKey: '' })).rejects.toThrow(TypeError);
+  });
+});
+
+describe('faults', () => {
+  const start = () => mockOnlineOrNot({ tokens: { good: { id: 'a1', permissions: ['p'] } } }).then(track);
+  const verify = (mock: MockProvider, options: GetOptions = {}) =>
+    get(`${mock.url}/v1/tokens/verify`, { headers: bearer('good'), ...options });
+  const OK = { result: { id: 'a1', status: 'active' }, success: true, errors: [], messages: [] };
+
+  it('reset: the request rejects', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'reset' };
+    await expect(verify(mock)).rejects.toMatchObject({ code: expect.stringMatching(/ECONNRESET|UND_ERR_SOCKET/) });
+    expect(mock.calls.verify).toBe(1);
+  });
+
+  it('hang: only an abort ends the request', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'hang' };
+    const started = Date.now();
+    await expect(verify(mock, { signal: AbortSignal.timeout(150) })).rejects.toMatchObject({
+      name: expect.stringMatching(/TimeoutError|AbortError/),
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+  });
+
+  it('status: 503 with the default JSON body', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status: 503 };
+    const res = await verify(mock);
+    expect(res.status).toBe(503);
+    expect(res.json()).toEqual({ error: 'Service Unavailable' });
+    expect(res.headers['retry-after']).toBeUndefined();
+  });
+
+  it('status: 429 with Retry-After', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status: 429, retryAfter: 7 };
+    const res = await verify(mock);
+    expect(res.status).toBe(429);
+    expect(res.headers['retry-after']).toBe('7');
+  });
+
+  it('status: custom body, text/plain when not JSON', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status: 502, body: '<h1>Bad Gateway</h1>' };
+    const res = await verify(mock);
+    expect(res.status).toBe(502);
+    expect(res.text).toBe('<h1>Bad Gateway</h1>');
+    expect(res.headers['content-type']).toMatch(/^text\/plain/);
+  });
+
+  it('garbage: 200 application/json that is not JSON', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'garbage' };
+    const res = await verify(mock);
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    expect(() => res.json()).toThrow(SyntaxError);
+  });
+
+  it('wrong-shape: 200 JSON of another shape, for each mock', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'wrong-shape' };
+    const res = await verify(mock);
+    expect(res.status).toBe(200);
+    expect(res.json()).toEqual({ result: { id: 42 } });
+
+    const partoo = track(await mockPartoo({ apiKey: 'k' }));
+    partoo.fault = { kind: 'wrong-shape' };
+    expect((await get(`${partoo.url}/connection/check_token`)).json()).toEqual({ status: 'maybe' });
+  });
+
+  it('wrong-content-type: text/html with the correct body', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'wrong-content-type' };
+    const res = await verify(mock);
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^text\/html/);
+    expect(res.json()).toEqual(OK);
+  });
+
+  it('huge: valid JSON of the requested size, without Content-Length', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'huge', bytes: 3_000_000 };
+    const res = await verify(mock);
+    expect(res.status).toBe(200);
+    expect(res.headers['content-length']).toBeUndefined();
+    expect(Buffer.byteLength(res.text)).toBe(3_000_000);
+    expect(res.json()).toEqual({ padding: expect.any(String) });
+  });
+
+  it('drip: headers at once, then a byte per interval, never finishing', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'drip', intervalMs: 20 };
+    const res = await request(`${mock.url}/v1/tokens/verify`, { signal: AbortSignal.timeout(300) });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    let received = 0;
+    await expect(
+      (async () => {
+        for await (const chunk of res.body) received += (chunk as Buffer).length;
+      })(),
+    ).rejects.toMatchObject({ name: expect.stringMatching(/TimeoutError|AbortError/) });
+    expect(received).toBeGreaterThan(3);
+  });
+
+  it('redirect: 302 with Location', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'redirect', location: 'http://127.0.0.1:1/elsewhere' };
+    const res = await verify(mock);
+    expect(res.status).toBe(302);
+    expect(res.headers.location).toBe('http://127.0.0.1:1/elsewhere');
+  });
+
+  it('every: 2 alternates (flapping), counted from when the fault is set', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status: 500, every: 2 };
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await verify(mock)).status);
+    expect(statuses).toEqual([200, 500, 200, 500]);
+
+    mock.fault = { kind: 'reset', every: 2 };
+    expect((await verify(mock)).status).toBe(200);
+    await expect(verify(mock)).rejects.toThrow();
+    expect((await verify(mock)).status).toBe(200);
+
+    mock.fault = undefined;
+    expect((await verify(mock)).json()).toEqual(OK);
+    expect(mock.calls.verify).toBe(8);
+  });
+
+  it('rejects out-of-range faults', async () => {
+    const mock = await start();
+    expect(() => {
+      mock.fault = { kind: 'hang', every: 0 };
+    }).toThrow(RangeError);
+    expect(() => {
+      mock.fault = { kind: 'status', status: 42 };
+    }).toThrow(RangeError);
+    expect(() => {
+      mock.fault = { kind: 'huge', bytes: 3 };
+    }).toThrow(RangeError);
+    expect(mock.fault).toBeUndefined();
+  });
+
+  it('a client leaving during the latency does not disturb the mock', async () => {
+    const mock = await start();
+    mock.latency = 80;
+    await expect(verify(mock, { signal: AbortSignal.timeout(20) })).rejects.toThrow();
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    mock.latency = 0;
+    expect((await verify(mock)).json()).toEqual(OK);
+  });
+
+  it('latency delays every answer', async () => {
+    const mock = await start();
+    mock.latency = 120;
+    const started = Date.now();
+    expect((await verify(mock)).status).toBe(200);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(110);
+  });
+});
+
+describe('connections and close', () => {
+  it('counts TCP connections: keep-alive reuses one', async () => {
+    const mock = track(await mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 't' }] }));
+    const pool = new Pool(new URL(mock.url).origin, { connections: 1 });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const res = await get(`${mock.url}/connection/check_token?user_id=u&token=t`, {
+          dispatcher: pool,
+          headers: { 'x-apikey': 'k' },
+        });
+        expect(res.status).toBe(200);
+      }
+      expect(mock.connections).toBe(1);
+      expect(mock.calls.checkToken).toBe(2);
+    } finally {
+      await pool.close();
+    }
+    const other = new Pool(new URL(mock.url).origin, { connections: 1 });
+    await get(`${mock.url}/x`, { dispatcher: other });
+    await other.close();
+    expect(mock.connections).toBe(2);
+  });
+
+  it('close() without any connection releases the listening socket', async () => {
+    const servers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'TCPServerWrap').length;
+    const before = servers();
+    const mock = await mockPartoo({ apiKey: 'k' });
+    expect(servers()).toBe(before + 1);
+    await mock.close();
+    expect(servers()).toBe(before);
+  });
+
+  it('close() destroys pending requests and leaves no sockets or timers', async () => {
+    const count = () => {
+      const counts = { TCPServerWrap: 0, TCPSocketWrap: 0, Timeout: 0 };
+      for (const kind of process.getActiveResourcesInfo()) if (kind in counts) counts[kind as keyof typeof counts]++;
+      return counts;
+    };
+    const before = count();
+    const mock = await mockOnlineOrNot({ tokens: { good: { id: 'a1' } } });
+    const pool = new Pool(new URL(mock.url).origin, { connections: 4 });
+    const url = `${mock.url}/v1/tokens/verify`;
+    const headers = bearer('good');
+
+    expect((await get(url, { headers, dispatcher: pool })).status).toBe(200);
+    // Settings are read when a request arrives: wait for each before changing them.
+    const pending: Promise<unknown>[] = [];
+    const send = async () => {
+      const total = mock.calls.total;
+      pending.push(get(url, { headers, dispatcher: pool }).catch((e: unknown) => e));
+      while (mock.calls.total === total) await new Promise((resolve) => setImmediate(resolve));
+    };
+    mock.latency = 60_000;
+    await send();
+    mock.latency = 0;
+    mock.fault = { kind: 'drip', intervalMs: 10_000 };
+    await send();
+    mock.fault = { kind: 'hang' };
+    await send();
+
+    const during = count();
+    expect(during.TCPServerWrap).toBe(before.TCPServerWrap + 1);
+    expect(during.Timeout).toBeGreaterThanOrEqual(before.Timeout + 2);
+    expect(during.TCPSocketWrap).toBeGreaterThanOrEqual(before.TCPSocketWrap + 6);
+
+    await mock.close();
+    // Server side fully gone as soon as close() resolves.
+    const after = count();
+    expect(after.TCPServerWrap).toBe(before.TCPServerWrap);
+    expect(after.Timeout).toBeLessThanOrEqual(before.Timeout);
+    expect(after.TCPSocketWrap).toBeLessThanOrEqual(before.TCPSocketWrap + 3); // client ends still closing
+
+    for (const outcome of await Promise.all(pending)) expect(outcome).toBeInstanceOf(Error);
+    await pool.destroy();
+    expect(count()).toEqual(before);
+
+    await mock.close(); // idempotent
+    const refused = connect(new URL(mock.url).port ? Number(new URL(mock.url).port) : 0, '127.0.0.1');
+    await expect(
+      new Promise((resolve, reject) => {
+        refused.once('connect', resolve);
+        refused.once('error', reject);
+      }),
+    ).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+});
