@@ -1,5 +1,7 @@
-/** `tokengate/testing`: real mock provider HTTP servers for tests. */
+/** `tokengate/testing`: real mock provider HTTP servers and an in-process stub provider for tests. */
 
+export type { StubProviderOptions, StubToken } from '../providers/stub.js';
+export { stubProvider } from '../providers/stub.js';
 export type { MockOnlineOrNot, MockOnlineOrNotOptions, OnlineOrNotTokenDef } from './mock-onlineornot.js';
 export { mockOnlineOrNot } from './mock-onlineornot.js';
 export type { MockPartoo, MockPartooOptions, PartooTokenEntry } from './mock-partoo.js';
