@@ -1,0 +1,434 @@
+/**
+ * tokengate/express on real Express 4 and 5 apps, through supertest, against
+ * the mock OnlineOrNot and Partoo servers on 127.0.0.1.
+ */
+import { createServer, type Server } from 'node:http';
+import { createRequire } from 'node:module';
+import { connect } from 'node:net';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import request from 'supertest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { authenticate, requires, requiresAny } from '../adapters/express.js';
+import { AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
+import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+
+// `express4` is `npm:express@4`, which has no type declarations under that
+// name; the Express 5 types cover everything these tests touch.
+const express4 = createRequire(import.meta.url)('express4') as typeof express;
+
+const READ = 'uptime_checks (read)';
+const WRITE = 'uptime_checks (write)';
+const PARTOO_KEY = 'partoo-server-key-must-not-leak';
+const TOKENS = {
+  read: 'read-token-5b1e0f',
+  write: 'write-token-9c4d2a',
+  disabled: 'disabled-token-77aa01',
+  unknown: 'unknown-token-3f3f3f',
+};
+const CONNECTION = { userId: 'user-1', token: 'conn-valid-0a9b8c' };
+const CONSUMED = { userId: 'user-2', token: 'conn-consumed-d4e5f6' };
+/** Every secret in play: none may show up in a response. */
+const SECRETS = [...Object.values(TOKENS), CONNECTION.token, CONSUMED.token, PARTOO_KEY];
+/** What the route handlers answer; a failed authentication must never reach them. */
+const ROUTE_MARK = 'route-was-reached';
+
+const bearer = (token: string) => `Bearer ${token}`;
+const connectionQuery = ({ userId, token }: { userId: string; token: string }) =>
+  `user_id=${encodeURIComponent(userId)}&token=${encodeURIComponent(token)}`;
+
+let oon: MockOnlineOrNot;
+let partooMock: MockPartoo;
+
+beforeAll(async () => {
+  oon = await mockOnlineOrNot({
+    tokens: {
+      [TOKENS.read]: { id: 'tok_read', permissions: [READ] },
+      [TOKENS.write]: { id: 'tok_write', permissions: [READ, WRITE] },
+      [TOKENS.disabled]: { id: 'tok_disabled', permissions: [READ], status: 'disabled' },
+    },
+  });
+  partooMock = await mockPartoo({
+    apiKey: PARTOO_KEY,
+    tokens: [CONNECTION, { ...CONSUMED, status: 'consumed' }],
+  });
+});
+afterAll(async () => {
+  await Promise.all([oon.close(), partooMock.close()]);
+});
+
+function makeGate(overrides: { oonUrl?: string; partooKey?: string } = {}): Gate {
+  return createGate({
+    providers: [
+      onlineOrNot({ baseUrl: overrides.oonUrl ?? oon.url }),
+      partoo({ apiKey: overrides.partooKey ?? PARTOO_KEY, baseUrl: partooMock.url, permissions: [READ] }),
+    ],
+  });
+}
+
+/** Answers with what the route saw of `req.auth`. */
+const showAuth: RequestHandler = (req, res) => {
+  res.json({
+    mark: ROUTE_MARK,
+    auth:
+      req.auth === undefined
+        ? null
+        : { provider: req.auth.provider, subject: req.auth.subject, permissions: req.auth.permissions },
+  });
+};
+
+/** JSON from the error's fields; `authError` shows whether `instanceof AuthError` held. */
+const jsonErrorHandler: ErrorRequestHandler = (err: unknown, _req, res, _next) => {
+  if (err instanceof AuthError) {
+    res.set(err.headers);
+    res.status(err.status).json({ authError: true, code: err.code, message: err.expose ? err.message : 'internal' });
+  } else {
+    res.status(500).json({ authError: false, code: 'internal', message: 'internal' });
+  }
+};
+
+function buildApp(framework: typeof express, gate: Gate, errorHandler?: ErrorRequestHandler): Express {
+  const app = framework();
+  // 'test' keeps Express's default handler from logging every error to stderr.
+  app.set('env', 'test');
+  app.get('/checks', authenticate(gate), requires(READ), showAuth);
+  app.post('/checks', authenticate(gate), requires(WRITE), showAuth);
+  app.get('/checks/any', authenticate(gate), requiresAny(WRITE, 'admin'), showAuth);
+  app.get('/me', authenticate(gate), showAuth);
+  app.get('/public', authenticate(gate, { optional: true }), showAuth);
+  app.get('/public/guarded', authenticate(gate, { optional: true }), requires(READ), showAuth);
+  app.get('/unmounted', requires(READ), showAuth);
+  if (errorHandler) app.use(errorHandler);
+  return app;
+}
+
+/** An HTTP server on 127.0.0.1 for `app`; closed after the test. */
+const servers: Server[] = [];
+async function listen(app: Express): Promise<Server> {
+  const server = createServer(app);
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+/** Sends a GET over a raw socket, so header lines go out exactly as given (repeats included). */
+function rawGet(
+  server: Server,
+  path: string,
+  headerLines: string[],
+): Promise<{ status: number; head: string; body: string }> {
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('server is not listening on TCP');
+  return new Promise((resolve, reject) => {
+    const socket = connect(address.port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('end', () => {
+      const text = Buffer.concat(chunks).toString('latin1');
+      const split = text.indexOf('\r\n\r\n');
+      const head = text.slice(0, split);
+      resolve({ status: Number(head.split(' ')[1]), head, body: text.slice(split + 4) });
+    });
+    const lines = [`GET ${path} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', ...headerLines];
+    // write, not end: a half-closed client may lose an answer that takes a moment. The server closes after answering.
+    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+  });
+}
+
+function expectNoSecrets(res: { headers: Record<string, unknown>; text: string }): void {
+  const seen = `${JSON.stringify(res.headers)}\n${res.text}`;
+  for (const secret of SECRETS) expect(seen).not.toContain(secret);
+}
+
+describe.each([
+  ['express 5', express],
+  ['express 4', express4],
+])('%s', (_label, framework) => {
+  let gate: Gate;
+  let server: Server;
+
+  beforeEach(async () => {
+    // A fresh gate per test: no cached verdicts or breaker state carried over.
+    gate = makeGate();
+    server = await listen(buildApp(framework, gate));
+  });
+  afterEach(async () => {
+    oon.fault = undefined;
+    partooMock.fault = undefined;
+    oon.resetCalls();
+    partooMock.resetCalls();
+    await Promise.all(servers.splice(0).map((s) => new Promise((done) => s.close(done))));
+    await gate.close();
+  });
+
+  describe('authenticate + requires', () => {
+    it('lets a Bearer token with the permission through, with req.auth set', async () => {
+      const res = await request(server).get('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(200);
+      expect(res.body).toEqual({
+        mark: ROUTE_MARK,
+        auth: { provider: 'onlineornot', subject: 'tok_read', permissions: [READ] },
+      });
+    });
+
+    it('accepts a lower-case scheme name', async () => {
+      const res = await request(server).get('/checks').set('Authorization', `bearer ${TOKENS.read}`);
+      expect(res.status).toBe(200);
+      expect(res.body.auth.subject).toBe('tok_read');
+    });
+
+    it('lets a Partoo connection token from the query through', async () => {
+      const res = await request(server).get(`/checks?${connectionQuery(CONNECTION)}`);
+      expect(res.status).toBe(200);
+      expect(res.body.auth).toEqual({ provider: 'partoo', subject: CONNECTION.userId, permissions: [READ] });
+      expect(partooMock.calls.checkToken).toBe(1);
+    });
+
+    it('answers a second request from the cache and still runs the guard', async () => {
+      await request(server).get('/checks').set('Authorization', bearer(TOKENS.read)).expect(200);
+      const denied = await request(server).post('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(denied.status).toBe(403);
+      expect(oon.calls.verify).toBe(1);
+      expect(gate.stats().hits).toBe(1);
+    });
+
+    it('401 with a bare challenge when there is no credential', async () => {
+      const res = await request(server).get('/checks');
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="api"');
+      expect(res.text).not.toContain(ROUTE_MARK);
+      expect(oon.calls.total + partooMock.calls.total).toBe(0);
+    });
+
+    it('treats another scheme (Basic) as no credential', async () => {
+      const res = await request(server).get('/checks').set('Authorization', 'Basic dXNlcjpwYXNz');
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="api"');
+    });
+
+    it('400 invalid_request for a malformed Bearer token', async () => {
+      for (const header of ['Bearer', 'Bearer two words', 'Bearer tok"en']) {
+        const res = await request(server).get('/checks').set('Authorization', header);
+        expect(res.status, header).toBe(400);
+        expect(res.headers['www-authenticate'], header).toMatch(/^Bearer realm="api", error="invalid_request"/);
+      }
+      expect(oon.calls.total).toBe(0);
+    });
+
+    it('400 invalid_request for a repeated Authorization header', async () => {
+      const res = await rawGet(server, '/checks', [
+        `Authorization: ${bearer(TOKENS.read)}`,
+        `Authorization: ${bearer(TOKENS.write)}`,
+      ]);
+      expect(res.status).toBe(400);
+      expect(res.head).toMatch(/\r\nWWW-Authenticate: Bearer realm="api", error="invalid_request"/i);
+      expect(res.body).not.toContain(ROUTE_MARK);
+      expect(oon.calls.total).toBe(0);
+      // The same raw request with one header passes: the 400 is about the repeat.
+      const single = await rawGet(server, '/checks', [`Authorization: ${bearer(TOKENS.read)}`]);
+      expect(single.status).toBe(200);
+    });
+
+    it('401 invalid_token for an unknown or a disabled token', async () => {
+      for (const token of [TOKENS.unknown, TOKENS.disabled]) {
+        const res = await request(server).get('/checks').set('Authorization', bearer(token));
+        expect(res.status).toBe(401);
+        expect(res.headers['www-authenticate']).toMatch(/^Bearer realm="api", error="invalid_token"/);
+        expect(res.text).not.toContain(ROUTE_MARK);
+        expectNoSecrets(res);
+      }
+    });
+
+    it('401 invalid_token for a consumed connection token', async () => {
+      const res = await request(server).get(`/checks?${connectionQuery(CONSUMED)}`);
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+      expectNoSecrets(res);
+    });
+
+    it('403 insufficient_scope naming the missing permission', async () => {
+      const res = await request(server).post('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(403);
+      const challenge = res.headers['www-authenticate'];
+      expect(challenge).toMatch(/^Bearer realm="api", error="insufficient_scope"/);
+      expect(challenge).toContain('scope="uptime_checks%20(write)"');
+      expect(res.text).not.toContain(ROUTE_MARK);
+      expectNoSecrets(res);
+    });
+
+    it('requiresAny passes with one of the permissions and names them all when none is there', async () => {
+      const ok = await request(server).get('/checks/any').set('Authorization', bearer(TOKENS.write));
+      expect(ok.status).toBe(200);
+      expect(ok.body.auth.subject).toBe('tok_write');
+      const denied = await request(server).get('/checks/any').set('Authorization', bearer(TOKENS.read));
+      expect(denied.status).toBe(403);
+      expect(denied.headers['www-authenticate']).toContain('scope="uptime_checks%20(write) admin"');
+    });
+
+    it('400 for credentials in two places (Bearer header and connection query)', async () => {
+      const res = await request(server)
+        .get(`/checks?${connectionQuery(CONNECTION)}`)
+        .set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(400);
+      expect(oon.calls.total + partooMock.calls.total).toBe(0);
+    });
+  });
+
+  describe('provider failures', () => {
+    it('503 when the provider resets connections, never the route body', async () => {
+      oon.fault = { kind: 'reset' };
+      const res = await request(server).get('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(503);
+      expect(res.text).not.toContain(ROUTE_MARK);
+      expect(res.headers['www-authenticate']).toBeUndefined();
+      expectNoSecrets(res);
+    });
+
+    it('503 when the provider is not listening at all', async () => {
+      const closed = await mockOnlineOrNot();
+      await closed.close();
+      const deadGate = makeGate({ oonUrl: closed.url });
+      try {
+        const deadServer = await listen(buildApp(framework, deadGate));
+        const res = await request(deadServer).get('/me').set('Authorization', bearer(TOKENS.read));
+        expect(res.status).toBe(503);
+        expect(res.text).not.toContain(ROUTE_MARK);
+      } finally {
+        await deadGate.close();
+      }
+    });
+
+    it("turns the provider's 429 into 503 with Retry-After", async () => {
+      oon.fault = { kind: 'status', status: 429, retryAfter: 30 };
+      const res = await request(server).get('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(503);
+      expect(res.headers['retry-after']).toBe('30');
+      expect(res.text).not.toContain(ROUTE_MARK);
+    });
+
+    it('500 without the API key when Partoo refuses the server key', async () => {
+      const wrongKeyGate = makeGate({ partooKey: 'wrong-key-also-secret' });
+      try {
+        const wrongKeyServer = await listen(buildApp(framework, wrongKeyGate));
+        const res = await request(wrongKeyServer).get(`/checks?${connectionQuery(CONNECTION)}`);
+        expect(res.status).toBe(500);
+        expect(res.text).not.toContain(ROUTE_MARK);
+        expect(res.text).not.toContain('wrong-key-also-secret');
+        expectNoSecrets(res);
+      } finally {
+        await wrongKeyGate.close();
+      }
+    });
+  });
+
+  describe('connection token in the query string', () => {
+    it('400 for a repeated token parameter', async () => {
+      const res = await request(server).get(`/checks?user_id=${CONNECTION.userId}&token=a&token=b`);
+      expect(res.status).toBe(400);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_request"/);
+      expect(partooMock.calls.total).toBe(0);
+    });
+
+    it('400 for a bracketed token parameter (nested under the extended parser, a stray key under the simple one)', async () => {
+      const res = await request(server).get('/checks?token[x]=1&user_id=u');
+      expect(res.status).toBe(400);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_request"/);
+      expect(partooMock.calls.total).toBe(0);
+    });
+
+    it('400 when only one of user_id and token is there', async () => {
+      const res = await request(server).get(`/checks?user_id=${CONNECTION.userId}`);
+      expect(res.status).toBe(400);
+      expect(partooMock.calls.total).toBe(0);
+    });
+  });
+
+  describe('optional: true', () => {
+    it('lets an anonymous request through with req.auth undefined', async () => {
+      const res = await request(server).get('/public');
+      expect(res.status).toBe(200);
+      expect(res.body).toEqual({ mark: ROUTE_MARK, auth: null });
+    });
+
+    it('still authenticates a request that carries a token', async () => {
+      const res = await request(server).get('/public').set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(200);
+      expect(res.body.auth.subject).toBe('tok_read');
+    });
+
+    it('still rejects a bad token (401) and a malformed one (400)', async () => {
+      const bad = await request(server).get('/public').set('Authorization', bearer(TOKENS.unknown));
+      expect(bad.status).toBe(401);
+      expect(bad.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+      const malformed = await request(server).get('/public').set('Authorization', 'Bearer a b');
+      expect(malformed.status).toBe(400);
+    });
+
+    it('with requires after it, an anonymous request gets the 401 challenge', async () => {
+      const res = await request(server).get('/public/guarded');
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="api"');
+      expect(res.text).not.toContain(ROUTE_MARK);
+    });
+  });
+
+  it('requires() without authenticate() is a 500 that says what to fix', async () => {
+    const res = await request(server).get('/unmounted').set('Authorization', bearer(TOKENS.read));
+    expect(res.status).toBe(500);
+    // Outside production Express's default handler shows the error's stack, message first.
+    expect(res.text).toContain('mount authenticate(gate) before requires()');
+    expect(res.text).not.toContain(ROUTE_MARK);
+  });
+
+  describe('with a custom error handler', () => {
+    let jsonServer: Server;
+    beforeEach(async () => {
+      jsonServer = await listen(buildApp(framework, gate, jsonErrorHandler));
+    });
+
+    it('renders JSON from err.code, err.status and err.headers; err is an AuthError', async () => {
+      const missing = await request(jsonServer).get('/checks');
+      expect(missing.status).toBe(401);
+      expect(missing.body).toEqual({
+        authError: true,
+        code: 'credentials_required',
+        message: 'Authentication required',
+      });
+      expect(missing.headers['www-authenticate']).toBe('Bearer realm="api"');
+
+      const forbidden = await request(jsonServer).post('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(forbidden.status).toBe(403);
+      expect(forbidden.body).toMatchObject({ authError: true, code: 'insufficient_scope' });
+      expect(forbidden.headers['www-authenticate']).toContain('error="insufficient_scope"');
+
+      const unknown = await request(jsonServer).get('/checks').set('Authorization', bearer(TOKENS.unknown));
+      expect(unknown.body).toMatchObject({ authError: true, code: 'invalid_token' });
+      expectNoSecrets(unknown);
+    });
+
+    it('gets provider_unavailable with Retry-After, and a plain Error for a missing authenticate()', async () => {
+      oon.fault = { kind: 'status', status: 429, retryAfter: 7 };
+      const unavailable = await request(jsonServer).get('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(unavailable.status).toBe(503);
+      expect(unavailable.body).toMatchObject({ authError: true, code: 'provider_unavailable' });
+      expect(unavailable.headers['retry-after']).toBe('7');
+
+      const unmounted = await request(jsonServer).get('/unmounted');
+      expect(unmounted.status).toBe(500);
+      expect(unmounted.body).toEqual({ authError: false, code: 'internal', message: 'internal' });
+    });
+
+    it('gets provider_misconfigured with expose false', async () => {
+      const wrongKeyGate = makeGate({ partooKey: 'another-wrong-key' });
+      try {
+        const wrongKeyServer = await listen(buildApp(framework, wrongKeyGate, jsonErrorHandler));
+        const res = await request(wrongKeyServer).get(`/checks?${connectionQuery(CONNECTION)}`);
+        expect(res.status).toBe(500);
+        expect(res.body).toEqual({ authError: true, code: 'provider_misconfigured', message: 'internal' });
+        expect(res.text).not.toContain('another-wrong-key');
+      } finally {
+        await wrongKeyGate.close();
+      }
+    });
+  });
+});
