@@ -1,0 +1,111 @@
+/** Shared by the benchmark processes: the messages they exchange and small statistics helpers. */
+
+/** Which app a server process runs. */
+export type Variant =
+  | 'express-bare'
+  | 'express-gate'
+  | 'koa-bare'
+  | 'koa-gate'
+  | 'express-passport'
+  | 'express-jwt'
+  | 'express-hand';
+
+/** What the orchestrator tells a server process (as JSON in `BENCH_SERVER`). */
+export interface ServerConfig {
+  readonly variant: Variant;
+  /** OnlineOrNot mock base URL (gate, passport and hand-written variants). */
+  readonly providerUrl: string;
+  /** JWKS URL and issuer/audience for the express-oauth2-jwt-bearer variant. */
+  readonly jwksUri: string;
+  readonly issuer: string;
+  readonly audience: string;
+}
+
+/** Messages from a server process. */
+export type ServerMessage =
+  | { readonly type: 'ready'; readonly port: number }
+  | {
+      readonly type: 'usage';
+      /** `process.cpuUsage()` user + system, µs. */
+      readonly cpuMicros: number;
+      /** `performance.now()` of the server, ms. */
+      readonly wallMs: number;
+      /** `gate.stats()` when the variant has a gate. */
+      readonly gate?: { readonly hits: number; readonly misses: number; readonly upstreamCalls: number };
+      readonly rss: number;
+    };
+
+/** What the orchestrator tells a load process (as JSON in `BENCH_LOAD`). */
+export interface LoadConfig {
+  readonly url: string;
+  readonly connections: number;
+  /** Seconds of warm-up before the measured run (0: none). */
+  readonly warmup: number;
+  /** Seconds of measured run; ignored when `amount` is set. */
+  readonly duration: number;
+  /** Exact number of requests of the measured run. */
+  readonly amount?: number;
+  /** Fixed Authorization header, or none. */
+  readonly authorization?: string;
+  /** When set, every request carries `Bearer <coldPrefix><n>` with n counting from 0 (warm-up included). */
+  readonly coldPrefix?: string;
+  /** Highest n the provider knows; the load process fails rather than reuse a token. */
+  readonly coldLimit?: number;
+  /** Per-request timeout, seconds. */
+  readonly timeout?: number;
+}
+
+/** The part of an autocannon result the suite keeps. */
+export interface LoadResult {
+  readonly requestsPerSecond: number;
+  readonly requests: number;
+  readonly latencyP50: number;
+  readonly latencyP99: number;
+  readonly latencyMax: number;
+  readonly non2xx: number;
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly durationSeconds: number;
+  /** Cold tokens used (warm-up included), for `coldLimit`. */
+  readonly coldTokensUsed?: number;
+}
+
+/** Messages from a load process. */
+export type LoadMessage =
+  | { readonly type: 'warm' }
+  | { readonly type: 'result'; readonly result: LoadResult }
+  | { readonly type: 'failed'; readonly message: string };
+
+/** What the orchestrator tells a load process after `warm`. */
+export type LoadCommand = { readonly type: 'go' };
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+export function round(value: number, digits = 0): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
+
+/** Integer with thousands separators, for tables. */
+export function formatInt(value: number): string {
+  return Number.isFinite(value) ? Math.round(value).toLocaleString('en-US') : 'n/a';
+}
+
+export const HOST = '127.0.0.1';
+/** The permission every gated route requires; the bench tokens carry it among others. */
+export const ROUTE_PERMISSION = 'monitors:read';
+/** A realistic permission list for the bench tokens. */
+export const BENCH_PERMISSIONS: readonly string[] = [
+  'monitors:read',
+  'monitors:write',
+  'incidents:read',
+  'status_pages:read',
+  'heartbeats:read',
+];

@@ -1,0 +1,560 @@
+/**
+ * The benchmark suite (`npm run bench`). See bench/README.md.
+ *
+ * Processes and cores (the machines have 2):
+ * - this orchestrator, which also hosts the mock provider and the JWKS
+ *   server, pinned to core 1;
+ * - one server process per measured run, pinned to core 0, alone there;
+ * - one autocannon process per measured run, pinned to core 1.
+ * The mocks share core 1 with the load generator rather than the server's
+ * core, so that the server's core does only the work being measured; each
+ * run also reports the server's CPU time per request, which does not depend
+ * on which side saturates first.
+ *
+ * Every run starts fresh processes; variants are interleaved round by round
+ * (A B, then B A, ...) so that drift of the shared machine cancels out, and
+ * ratios are medians of the per-round ratios.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createSign, generateKeyPairSync, type KeyObject, randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { mockOnlineOrNot } from '../src/testing/index.js';
+import {
+  BENCH_PERMISSIONS,
+  formatInt,
+  HOST,
+  type LoadConfig,
+  type LoadMessage,
+  type LoadResult,
+  median,
+  ROUTE_PERMISSION,
+  round,
+  type ServerConfig,
+  type ServerMessage,
+  type Variant,
+} from './lib.js';
+import type { MemoryResult } from './memory.js';
+import type { MicroResult } from './micro.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const quick = process.env.BENCH_QUICK === '1';
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 2 : 5));
+const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 2 : 5));
+const WARMUP = Number(process.env.BENCH_WARMUP ?? (quick ? 1 : 2));
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const SERVER_CORE = process.env.BENCH_SERVER_CORE ?? '0';
+const LOAD_CORE = process.env.BENCH_LOAD_CORE ?? '1';
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'hot,peers,cold,stampede,memory,micro').split(','));
+const STAMPEDE_REQUESTS = 1000;
+const STAMPEDE_LATENCY_MS = 100;
+const POOL_SIZE = 16; // the gate's default `connections`, and the hand-written pool's
+const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';
+const COLD_TOKENS = Number(process.env.BENCH_COLD_TOKENS ?? 250_000);
+
+// ---- the orchestrator and its mocks live on the load generator's core ----
+try {
+  execFileSync('taskset', ['-a', '-p', '-c', LOAD_CORE, String(process.pid)], { stdio: 'ignore' });
+} catch {
+  console.warn('taskset failed: processes are not pinned, figures will be noisier');
+}
+
+const provider = await mockOnlineOrNot({ tokens: { [HOT_TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
+const jwks = await startJwksServer();
+const jwt = jwks.sign({ sub: 'user-1', scope: BENCH_PERMISSIONS.join(' ') });
+
+// ---- processes ----
+
+/** Runs `file` under tsx pinned to `core`, with an IPC channel. */
+function startPinned(core: string, file: string, env: Record<string, string>, nodeFlags: string[] = []): ChildProcess {
+  return spawn('taskset', ['-c', core, process.execPath, ...nodeFlags, '--import', 'tsx', join(here, file)], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+}
+
+function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['type']): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: T) => {
+      if (message.type === 'failed') finish(() => reject(new Error((message as { message?: string }).message)));
+      else if (message.type === type) finish(() => resolve(message));
+    };
+    const onExit = (code: number | null) => finish(() => reject(new Error(`child exited (${code}) before '${type}'`)));
+    const finish = (then: () => void) => {
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      then();
+    };
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+async function usage(server: ChildProcess): Promise<Extract<ServerMessage, { type: 'usage' }>> {
+  const reply = nextMessage<Extract<ServerMessage, { type: 'usage' }>>(server, 'usage');
+  server.send({ type: 'usage' });
+  return reply;
+}
+
+/** One measured run: what autocannon saw, and what the server and the mock did meanwhile. */
+interface Run {
+  readonly variant: Variant;
+  readonly load: LoadResult;
+  /** Server CPU time (user + system) per request of the measured run, µs. */
+  readonly serverCpuMicrosPerRequest: number;
+  /** Server CPU time / wall time during the measured run: ~1 means the server's core was the bottleneck. */
+  readonly serverCpuShare: number;
+  /** Upstream calls the gate made during the measured run. */
+  readonly gateUpstreamCalls?: number;
+  /** Requests the mock provider received during the measured run, per endpoint. */
+  readonly providerCalls: { readonly verify: number; readonly permissions: number };
+  /** TCP connections the mock accepted from this server process, warm-up included. */
+  readonly providerConnections: number;
+}
+
+async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAuthorization?: string): Promise<Run> {
+  const config: ServerConfig = {
+    variant,
+    providerUrl: provider.url,
+    jwksUri: jwks.jwksUri,
+    issuer: jwks.issuer,
+    audience: jwks.audience,
+  };
+  const connectionsBefore = provider.connections;
+  const server = startPinned(SERVER_CORE, 'server.ts', { BENCH_SERVER: JSON.stringify(config) });
+  let loader: ChildProcess | undefined;
+  try {
+    const { port } = await nextMessage<Extract<ServerMessage, { type: 'ready' }>>(server, 'ready');
+    const url = `http://${HOST}:${port}/hello`;
+    if (warmupAuthorization !== undefined) {
+      // Warm the server's JIT and connection pool with another token, so the measured token is the only cold thing.
+      await runLoad({ url, connections: 32, warmup: 0, duration: 1, authorization: warmupAuthorization });
+    }
+    loader = startPinned(LOAD_CORE, 'load.ts', { BENCH_LOAD: JSON.stringify({ ...load, url }) });
+    await nextMessage(loader, 'warm');
+    const before = await usage(server);
+    const callsBefore = provider.calls;
+    const result = nextMessage<Extract<LoadMessage, { type: 'result' }>>(loader, 'result');
+    loader.send({ type: 'go' });
+    const { result: loadResult } = await result;
+    const after = await usage(server);
+    const callsAfter = provider.calls;
+    const cpu = after.cpuMicros - before.cpuMicros;
+    const gateCalls =
+      after.gate === undefined || before.gate === undefined
+        ? undefined
+        : after.gate.upstreamCalls - before.gate.upstreamCalls;
+    return {
+      variant,
+      load: loadResult,
+      serverCpuMicrosPerRequest: cpu / Math.max(1, loadResult.requests),
+      serverCpuShare: cpu / 1000 / (after.wallMs - before.wallMs),
+      ...(gateCalls === undefined ? {} : { gateUpstreamCalls: gateCalls }),
+      providerCalls: {
+        verify: callsAfter.verify - callsBefore.verify,
+        permissions: callsAfter.permissions - callsBefore.permissions,
+      },
+      providerConnections: provider.connections - connectionsBefore,
+    };
+  } finally {
+    if (loader !== undefined) await stop(loader);
+    await stop(server);
+  }
+}
+
+/** A plain load run (no measurement), e.g. to warm a server. */
+async function runLoad(config: LoadConfig): Promise<LoadResult> {
+  const loader = startPinned(LOAD_CORE, 'load.ts', { BENCH_LOAD: JSON.stringify(config) });
+  try {
+    await nextMessage(loader, 'warm');
+    const result = nextMessage<Extract<LoadMessage, { type: 'result' }>>(loader, 'result');
+    loader.send({ type: 'go' });
+    return (await result).result;
+  } finally {
+    await stop(loader);
+  }
+}
+
+async function runChild<T>(file: string, nodeFlags: string[] = []): Promise<T> {
+  const child = startPinned(SERVER_CORE, file, {}, nodeFlags);
+  try {
+    return (await nextMessage<{ type: 'result'; result: T }>(child, 'result')).result;
+  } finally {
+    await stop(child);
+  }
+}
+
+// ---- rounds and reporting ----
+
+function describeRun(run: Run): string {
+  const { load } = run;
+  const problems =
+    load.non2xx + load.errors + load.timeouts > 0
+      ? `  !! non2xx ${load.non2xx} errors ${load.errors} timeouts ${load.timeouts}`
+      : '';
+  return (
+    `${run.variant.padEnd(17)} ${formatInt(load.requestsPerSecond).padStart(7)} req/s  p50 ${load.latencyP50} ms  p99 ${load.latencyP99} ms  ` +
+    `server ${run.serverCpuMicrosPerRequest.toFixed(1)} µs CPU/req (core ${Math.round(run.serverCpuShare * 100)}% busy)${problems}`
+  );
+}
+
+/** Runs `variants` round by round, alternating their order, and prints every run. */
+async function interleave(
+  name: string,
+  variants: readonly Variant[],
+  load: (variant: Variant) => Omit<LoadConfig, 'url'>,
+): Promise<Record<string, Run[]>> {
+  console.log(`\n## ${name}`);
+  const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? variants : [...variants].reverse();
+    for (const variant of order) {
+      const run = await measure(variant, load(variant));
+      runs[variant]?.push(run);
+      console.log(`round ${r + 1}/${ROUNDS}  ${describeRun(run)}`);
+    }
+  }
+  return runs;
+}
+
+const rps = (runs: readonly Run[]): number[] => runs.map((run) => run.load.requestsPerSecond);
+
+/** Per-round ratios a/b of requests/s (same round, so drift cancels) and their median. */
+function ratio(a: readonly Run[], b: readonly Run[]): { perRound: number[]; median: number } {
+  const perRound = a.map((run, i) =>
+    round(run.load.requestsPerSecond / (b[i]?.load.requestsPerSecond ?? Number.NaN), 3),
+  );
+  return { perRound, median: round(median(perRound), 3) };
+}
+
+function variantSummary(runs: readonly Run[]) {
+  const values = rps(runs);
+  return {
+    rounds: runs.map((run) => ({
+      requestsPerSecond: round(run.load.requestsPerSecond),
+      latencyP50: run.load.latencyP50,
+      latencyP99: run.load.latencyP99,
+      non2xx: run.load.non2xx,
+      errors: run.load.errors + run.load.timeouts,
+      serverCpuMicrosPerRequest: round(run.serverCpuMicrosPerRequest, 2),
+      serverCpuShare: round(run.serverCpuShare, 3),
+      providerCalls: run.providerCalls,
+      providerConnections: run.providerConnections,
+      ...(run.gateUpstreamCalls === undefined ? {} : { gateUpstreamCalls: run.gateUpstreamCalls }),
+    })),
+    medianRequestsPerSecond: round(median(values)),
+    minRequestsPerSecond: round(Math.min(...values)),
+    maxRequestsPerSecond: round(Math.max(...values)),
+    medianServerCpuMicrosPerRequest: round(median(runs.map((run) => run.serverCpuMicrosPerRequest)), 2),
+  };
+}
+
+/** All runs answered 2xx, without errors: a figure from failing requests means nothing. */
+function clean(runs: readonly Run[]): boolean {
+  return runs.every((run) => run.load.non2xx === 0 && run.load.errors === 0 && run.load.timeouts === 0);
+}
+
+interface Row {
+  readonly scenario: string;
+  readonly measure: string;
+  readonly result: string;
+  readonly goal: string;
+  readonly met: boolean | undefined;
+}
+
+const rows: Row[] = [];
+const results: Record<string, unknown> = {};
+
+// ---- scenarios ----
+
+const hotLoad = { connections: CONNECTIONS, warmup: WARMUP, duration: DURATION, authorization: `Bearer ${HOT_TOKEN}` };
+
+if (ONLY.has('hot')) {
+  for (const [framework, bare, gated] of [
+    ['Express', 'express-bare', 'express-gate'],
+    ['Koa', 'koa-bare', 'koa-gate'],
+  ] as const) {
+    const runs = await interleave(
+      `1. Hot path, ${framework}: bare route vs authenticate + requires (cached token)`,
+      [bare, gated],
+      () => hotLoad,
+    );
+    const bareRuns = runs[bare] ?? [];
+    const gatedRuns = runs[gated] ?? [];
+    const r = ratio(gatedRuns, bareRuns);
+    const ok = clean(bareRuns) && clean(gatedRuns);
+    results[`hot${framework}`] = {
+      bare: variantSummary(bareRuns),
+      gated: variantSummary(gatedRuns),
+      ratio: r,
+      clean: ok,
+    };
+    rows.push({
+      scenario: `1. Hot path, ${framework}`,
+      measure: 'req/s gated / bare (median of per-round ratios)',
+      result: `${r.median} (${formatInt(median(rps(gatedRuns)))} / ${formatInt(median(rps(bareRuns)))} req/s; rounds ${r.perRound.join(', ')})`,
+      goal: '>= 0.95',
+      met: ok && r.median >= 0.95,
+    });
+  }
+}
+
+if (ONLY.has('peers')) {
+  const runs = await interleave(
+    '2. Peers on the same route: tokengate (cached) vs passport-http-bearer (provider call per request) vs express-oauth2-jwt-bearer (local RS256)',
+    ['express-gate', 'express-passport', 'express-jwt'],
+    // The JWT variant gets the signed JWT, the others the opaque token.
+    (variant) => (variant === 'express-jwt' ? { ...hotLoad, authorization: `Bearer ${jwt}` } : hotLoad),
+  );
+  const ours = runs['express-gate'] ?? [];
+  const passportRuns = runs['express-passport'] ?? [];
+  const jwtRuns = runs['express-jwt'] ?? [];
+  const vsPassport = ratio(ours, passportRuns);
+  const vsJwt = ratio(ours, jwtRuns);
+  const ok = clean(ours) && clean(passportRuns) && clean(jwtRuns);
+  results.peers = {
+    tokengate: variantSummary(ours),
+    passportHttpBearer: variantSummary(passportRuns),
+    expressOauth2JwtBearer: variantSummary(jwtRuns),
+    ratioVsPassport: vsPassport,
+    ratioVsJwt: vsJwt,
+    clean: ok,
+  };
+  rows.push({
+    scenario: '2a. Peer: passport-http-bearer',
+    measure: 'req/s tokengate / passport',
+    result: `${vsPassport.median} (${formatInt(median(rps(ours)))} / ${formatInt(median(rps(passportRuns)))} req/s)`,
+    goal: '> 1',
+    met: ok && vsPassport.median > 1,
+  });
+  rows.push({
+    scenario: '2b. Peer: express-oauth2-jwt-bearer',
+    measure: 'req/s tokengate / jwt-bearer',
+    result: `${vsJwt.median} (${formatInt(median(rps(ours)))} / ${formatInt(median(rps(jwtRuns)))} req/s)`,
+    goal: '> 1',
+    met: ok && vsJwt.median > 1,
+  });
+}
+
+if (ONLY.has('cold')) {
+  for (let i = 0; i < COLD_TOKENS; i++)
+    provider.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
+  const coldLoad = {
+    connections: CONNECTIONS,
+    warmup: WARMUP,
+    duration: DURATION,
+    coldPrefix: 'cold-',
+    coldLimit: COLD_TOKENS,
+  };
+  const runs = await interleave(
+    '3. Cold path: a new token on every request, provider without latency: tokengate vs hand-written undici calls',
+    ['express-gate', 'express-hand'],
+    () => coldLoad,
+  );
+  const gated = runs['express-gate'] ?? [];
+  const hand = runs['express-hand'] ?? [];
+  const r = ratio(gated, hand);
+  const maxConnections = Math.max(...gated.map((run) => run.providerConnections));
+  const everyRequestUpstream = gated.every((run) => run.providerCalls.verify >= run.load.requests);
+  const ok = clean(gated) && clean(hand) && everyRequestUpstream;
+  results.cold = {
+    tokengate: variantSummary(gated),
+    handWritten: variantSummary(hand),
+    ratio: r,
+    maxProviderConnections: maxConnections,
+    poolSize: POOL_SIZE,
+    clean: ok,
+  };
+  rows.push({
+    scenario: '3. Cold path',
+    measure: 'req/s tokengate / hand-written undici',
+    result: `${r.median} (${formatInt(median(rps(gated)))} / ${formatInt(median(rps(hand)))} req/s; rounds ${r.perRound.join(', ')})`,
+    goal: '>= 0.9',
+    met: ok && r.median >= 0.9,
+  });
+  rows.push({
+    scenario: '3. Cold path',
+    measure: 'provider connections opened per server (max over rounds)',
+    result: `${maxConnections}`,
+    goal: `<= ${POOL_SIZE} (pool size)`,
+    met: maxConnections <= POOL_SIZE,
+  });
+}
+
+if (ONLY.has('stampede')) {
+  console.log(
+    `\n## 4. Stampede: ${STAMPEDE_REQUESTS} concurrent requests for one cold token, provider latency ${STAMPEDE_LATENCY_MS} ms`,
+  );
+  const stampedeRounds = Math.max(1, Math.min(ROUNDS, 3));
+  const runs: Run[] = [];
+  for (let r = 0; r < stampedeRounds; r++) {
+    const token = `stampede-${randomUUID()}`;
+    provider.setToken(token, { id: `tok_stampede_${r}`, permissions: BENCH_PERMISSIONS });
+    provider.latency = STAMPEDE_LATENCY_MS;
+    try {
+      const run = await measure(
+        'express-gate',
+        {
+          connections: STAMPEDE_REQUESTS,
+          amount: STAMPEDE_REQUESTS,
+          warmup: 0,
+          duration: 0,
+          authorization: `Bearer ${token}`,
+          timeout: 30,
+        },
+        `Bearer ${HOT_TOKEN}`,
+      );
+      runs.push(run);
+      console.log(
+        `round ${r + 1}/${stampedeRounds}  ${describeRun(run)}  upstream: gate ${run.gateUpstreamCalls}, mock verify ${run.providerCalls.verify} permissions ${run.providerCalls.permissions}`,
+      );
+    } finally {
+      provider.latency = 0;
+    }
+  }
+  const maxUpstream = Math.max(
+    ...runs.map((run) =>
+      Math.max(run.gateUpstreamCalls ?? Number.NaN, run.providerCalls.verify, run.providerCalls.permissions),
+    ),
+  );
+  const p99 = median(runs.map((run) => run.load.latencyP99));
+  const allAnswered = runs.every((run) => run.load.requests === STAMPEDE_REQUESTS) && clean(runs);
+  results.stampede = {
+    requests: STAMPEDE_REQUESTS,
+    providerLatencyMs: STAMPEDE_LATENCY_MS,
+    rounds: variantSummary(runs).rounds,
+    maxUpstreamCalls: maxUpstream,
+    medianP99: p99,
+    maxP99: Math.max(...runs.map((run) => run.load.latencyP99)),
+    clean: allAnswered,
+  };
+  rows.push({
+    scenario: '4. Stampede',
+    measure: 'upstream calls per endpoint (max over rounds)',
+    result: `${maxUpstream}`,
+    goal: 'exactly 1',
+    met: allAnswered && maxUpstream === 1,
+  });
+  rows.push({
+    scenario: '4. Stampede',
+    measure: 'p99 latency, ms (median over rounds)',
+    result: `${p99} (rounds ${runs.map((run) => run.load.latencyP99).join(', ')})`,
+    goal: `< ${STAMPEDE_LATENCY_MS + 20}`,
+    met: allAnswered && p99 < STAMPEDE_LATENCY_MS + 20,
+  });
+}
+
+if (ONLY.has('memory')) {
+  console.log('\n## 5. Memory: 100,000 distinct cached tokens');
+  const memory = await runChild<MemoryResult>('memory.ts', ['--expose-gc']);
+  console.log(JSON.stringify(memory, null, 2));
+  results.memory = memory;
+  rows.push({
+    scenario: '5. Memory',
+    measure: `heap bytes per cached entry (${formatInt(memory.entries)} entries)`,
+    result: `${memory.heapBytesPerEntry} B (RSS +${formatInt(memory.rssBytesPerEntry)} B/entry, RSS ${formatInt(memory.rssAfter / 2 ** 20)} MiB)`,
+    goal: '<= 300 B',
+    met: memory.heapBytesPerEntry <= 300 && memory.sharedPermissionLists,
+  });
+}
+
+if (ONLY.has('micro')) {
+  console.log('\n## 6. Micro: cached gate.authenticate()');
+  const micro = await runChild<MicroResult>('micro.ts');
+  for (const task of micro.tasks)
+    console.log(`${task.name.padEnd(48)} ${task.nsPerOp.toFixed(0).padStart(6)} ns/op  ±${task.rme.toFixed(1)}%`);
+  results.micro = micro;
+  const main = micro.tasks.find((task) => task.name === micro.headline);
+  rows.push({
+    scenario: '6. Micro',
+    measure: 'ns per cached gate.authenticate()',
+    result: `${main === undefined ? 'n/a' : main.nsPerOp.toFixed(0)} ns`,
+    goal: '(find what to cut)',
+    met: undefined,
+  });
+}
+
+// ---- table and results.json ----
+
+const table = [
+  '| Scenario | Measure | Result | Goal | Met |',
+  '| --- | --- | --- | --- | --- |',
+  ...rows.map(
+    (row) =>
+      `| ${row.scenario} | ${row.measure} | ${row.result} | ${row.goal} | ${row.met === undefined ? '–' : row.met ? 'yes' : '**no**'} |`,
+  ),
+].join('\n');
+console.log(`\n${table}\n`);
+
+const meta = {
+  date: new Date().toISOString(),
+  node: process.version,
+  rounds: ROUNDS,
+  durationSeconds: DURATION,
+  warmupSeconds: WARMUP,
+  connections: CONNECTIONS,
+  serverCore: SERVER_CORE,
+  loadCore: LOAD_CORE,
+  quick,
+  routePermission: ROUTE_PERMISSION,
+};
+writeFileSync(join(here, 'results.json'), `${JSON.stringify({ meta, table: rows, ...results }, null, 2)}\n`);
+console.log(`wrote ${join('bench', 'results.json')}`);
+
+await provider.close();
+await jwks.close();
+
+// ---- the JWKS server of scenario 2b ----
+
+interface Jwks {
+  readonly jwksUri: string;
+  readonly issuer: string;
+  readonly audience: string;
+  sign(claims: Record<string, unknown>): string;
+  close(): Promise<void>;
+}
+
+/** An RS256 key pair made at startup, its public half served as a JWKS on 127.0.0.1. */
+async function startJwksServer(): Promise<Jwks> {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const kid = 'bench-key-1';
+  const body = JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }] });
+  const server: Server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
+  const { port } = server.address() as AddressInfo;
+  const issuer = `http://${HOST}:${port}/`;
+  const audience = 'https://api.bench.example';
+  return {
+    jwksUri: `${issuer}.well-known/jwks.json`,
+    issuer,
+    audience,
+    sign: (claims) =>
+      signRs256({ iss: issuer, aud: audience, iat: now(), exp: now() + 3600, ...claims }, privateKey, kid),
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+function now(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+function signRs256(claims: Record<string, unknown>, key: KeyObject, kid: string): string {
+  const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${encode({ alg: 'RS256', typ: 'JWT', kid })}.${encode(claims)}`;
+  const signature = createSign('RSA-SHA256').update(input).sign(key).toString('base64url');
+  return `${input}.${signature}`;
+}

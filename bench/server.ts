@@ -1,0 +1,175 @@
+/**
+ * One benchmark server process: builds the app named by `BENCH_SERVER.variant`
+ * around the same route body, listens on 127.0.0.1, and answers the
+ * orchestrator's `usage` requests (CPU time, gate stats) over IPC.
+ * Started pinned to core 0 by bench/run.ts.
+ */
+import { createServer, type RequestListener, type Server } from 'node:http';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
+import Koa from 'koa';
+import passport from 'passport';
+import { Strategy as BearerStrategy } from 'passport-http-bearer';
+import { Pool } from 'undici';
+import * as expressGate from '../adapters/express.js';
+import * as koaGate from '../adapters/koa.js';
+import { createGate, type Gate, onlineOrNot } from '../src/index.js';
+import { HOST, ROUTE_PERMISSION, type ServerConfig, type ServerMessage } from './lib.js';
+
+const config = JSON.parse(process.env.BENCH_SERVER ?? '') as ServerConfig;
+
+/** The route body every variant shares. */
+function routeBody(_req: Request, res: Response): void {
+  res.json({ ok: true });
+}
+
+interface HandUser {
+  readonly id: string;
+  readonly permissions: readonly string[];
+}
+
+/**
+ * What people write by hand: both OnlineOrNot endpoints through a keep-alive
+ * undici pool of the same size as the gate's (16), no cache. Resolves
+ * undefined for a rejected token.
+ */
+function handWrittenLookup(providerUrl: string): (token: string) => Promise<HandUser | undefined> {
+  const pool = new Pool(providerUrl, { connections: 16, keepAliveTimeout: 10_000 });
+  return async (token) => {
+    const headers = { accept: 'application/json', authorization: `Bearer ${token}` };
+    const [verify, permissions] = await Promise.all([
+      pool.request({ method: 'GET', path: '/v1/tokens/verify', headers }),
+      pool.request({ method: 'GET', path: '/v1/tokens/permissions', headers }),
+    ]);
+    const [verifyBody, permissionsBody] = (await Promise.all([verify.body.json(), permissions.body.json()])) as [
+      { result?: { id?: string; status?: string } },
+      { result?: { permissions?: string[] } },
+    ];
+    if (verify.statusCode !== 200 || permissions.statusCode !== 200) return undefined;
+    if (verifyBody.result?.status !== 'active' || typeof verifyBody.result.id !== 'string') return undefined;
+    return { id: verifyBody.result.id, permissions: permissionsBody.result?.permissions ?? [] };
+  };
+}
+
+function requireHandPermission(req: Request, res: Response, next: NextFunction): void {
+  const user = req.user as HandUser | undefined;
+  if (user?.permissions.includes(ROUTE_PERMISSION) === true) next();
+  else res.sendStatus(403);
+}
+
+let gate: Gate | undefined;
+
+function newGate(): Gate {
+  gate = createGate({ providers: [onlineOrNot({ baseUrl: config.providerUrl })] });
+  return gate;
+}
+
+function expressApp(): express.Express {
+  const app = express();
+  switch (config.variant) {
+    case 'express-bare':
+      app.get('/hello', routeBody);
+      break;
+    case 'express-gate': {
+      const gate = newGate();
+      app.get('/hello', expressGate.authenticate(gate), expressGate.requires(ROUTE_PERMISSION), routeBody);
+      break;
+    }
+    case 'express-passport': {
+      const lookup = handWrittenLookup(config.providerUrl);
+      passport.use(
+        new BearerStrategy((token, done) => {
+          lookup(token).then((user) => done(null, user ?? false), done);
+        }),
+      );
+      app.use(passport.initialize());
+      app.get('/hello', passport.authenticate('bearer', { session: false }), requireHandPermission, routeBody);
+      break;
+    }
+    case 'express-jwt':
+      app.get(
+        '/hello',
+        auth({ jwksUri: config.jwksUri, issuer: config.issuer, audience: config.audience, tokenSigningAlg: 'RS256' }),
+        requiredScopes(ROUTE_PERMISSION),
+        routeBody,
+      );
+      break;
+    case 'express-hand': {
+      const lookup = handWrittenLookup(config.providerUrl);
+      const bearer = /^Bearer +(\S+)$/i;
+      app.get(
+        '/hello',
+        (req, res, next) => {
+          const token = bearer.exec(req.headers.authorization ?? '')?.[1];
+          if (token === undefined) {
+            res.sendStatus(401);
+            return;
+          }
+          lookup(token).then((user) => {
+            if (user === undefined) {
+              res.sendStatus(401);
+              return;
+            }
+            req.user = user;
+            next();
+          }, next);
+        },
+        requireHandPermission,
+        routeBody,
+      );
+      break;
+    }
+    default:
+      throw new Error(`not an Express variant: ${config.variant}`);
+  }
+  return app;
+}
+
+function koaApp(): Koa {
+  const app = new Koa();
+  if (config.variant === 'koa-gate') {
+    const gate = newGate();
+    app.use(koaGate.authenticate(gate));
+    app.use(koaGate.requires(ROUTE_PERMISSION));
+  }
+  app.use((ctx) => {
+    if (ctx.path === '/hello') ctx.body = { ok: true };
+  });
+  return app;
+}
+
+function listen(handler: RequestListener): Promise<Server> {
+  return new Promise<Server>((resolve) => {
+    const server = createServer(handler);
+    // The stampede opens 1,000 connections at once: a backlog above Node's default 511.
+    server.listen({ port: 0, host: HOST, backlog: 2048 }, () => resolve(server));
+  });
+}
+
+function send(message: ServerMessage): void {
+  process.send?.(message);
+}
+
+const handler: RequestListener = config.variant.startsWith('koa') ? koaApp().callback() : expressApp();
+const server = await listen(handler);
+const address = server.address();
+if (address === null || typeof address === 'string') throw new Error('server has no port');
+
+process.on('message', (message: { type: string }) => {
+  if (message.type === 'usage') {
+    const cpu = process.cpuUsage();
+    const stats = gate?.stats();
+    send({
+      type: 'usage',
+      cpuMicros: cpu.user + cpu.system,
+      wallMs: performance.now(),
+      rss: process.memoryUsage.rss(),
+      ...(stats === undefined
+        ? {}
+        : { gate: { hits: stats.hits, misses: stats.misses, upstreamCalls: stats.upstreamCalls } }),
+    });
+  }
+});
+// The orchestrator going away ends the server too.
+process.on('disconnect', () => process.exit(0));
+send({ type: 'ready', port: address.port });
