@@ -1,0 +1,463 @@
+/**
+ * The verdict cache, seen from outside: call counts on the mock providers,
+ * `gate.stats()` and `onEvent`. Covers the expiry rules, single flight, what
+ * the cache key must include, and the cache bugs other gates shipped
+ * (Oathkeeper GHSA-qvp4-rpmr-xwrr, 198a2bc8, #968, #1167; Hydra #3811).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import {
+  type BearerCredential,
+  createGate,
+  extractBearer,
+  type GateEvent,
+  type GateOptions,
+  onlineOrNot,
+  type Provider,
+  partoo,
+  requires,
+  type Verdict,
+} from '../src/index.js';
+import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { rejectionOf, thrownBy } from './support/catch-auth-error.js';
+import { closeAfterEach } from './support/close-after-each.js';
+
+const closeLater = closeAfterEach();
+const READ = 'uptime_checks (read)';
+const WRITE = 'uptime_checks (write)';
+const API_KEY = 'partoo-server-key';
+const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+const connection = (userId: string, token: string) => ({ headers: {}, query: { user_id: userId, token } });
+
+/** An OnlineOrNot mock with one reader token, and a gate in front of it. Retries and breaker off, so counts are exact. */
+async function setup(options: Partial<GateOptions> = {}) {
+  const mock = closeLater(
+    await mockOnlineOrNot({ tokens: { 'reader-token': { id: 'tok_reader', permissions: [READ] } } }),
+  );
+  const gate = closeLater(
+    createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false, ...options }),
+  );
+  return { mock, gate };
+}
+
+/** Sleeps until `performance.now()` reaches `at`. */
+const sleepUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
+
+describe('gate cache: hits and lifetimes', () => {
+  it('answers the second request from the cache', async () => {
+    const { mock, gate } = await setup();
+    const first = await gate.authenticate(bearer('reader-token'));
+    const second = await gate.authenticate(bearer('reader-token'));
+    expect(second.subject).toBe(first.subject);
+    expect(second.permissions).toEqual([READ]);
+    expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+    expect(gate.stats()).toMatchObject({ hits: 1, misses: 1, coalesced: 0, upstreamCalls: 1, errors: 0 });
+  });
+
+  it('asks the provider again once ttl has passed', async () => {
+    const { mock, gate } = await setup({ cache: { ttl: 200 } });
+    await gate.authenticate(bearer('reader-token'));
+    await gate.authenticate(bearer('reader-token'));
+    expect(mock.calls.verify).toBe(1);
+    await sleep(300);
+    await gate.authenticate(bearer('reader-token'));
+    expect(mock.calls.verify).toBe(2);
+    expect(gate.stats()).toMatchObject({ hits: 1, misses: 2 });
+  });
+
+  it('never keeps a token past its own expiresAt, even with a long ttl', async () => {
+    const mock = closeLater(await mockPartoo({ apiKey: API_KEY }));
+    mock.setToken({ userId: 'user-1', token: 'short-lived', expirationDate: new Date(Date.now() + 300) });
+    const gate = closeLater(
+      createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url })], cache: { ttl: 60_000 }, retry: false }),
+    );
+    await gate.authenticate(connection('user-1', 'short-lived'));
+    await gate.authenticate(connection('user-1', 'short-lived'));
+    expect(mock.calls.checkToken).toBe(1);
+
+    await sleep(400);
+    mock.setToken({
+      userId: 'user-1',
+      token: 'short-lived',
+      status: 'expired',
+      expirationDate: new Date(Date.now() - 100),
+    });
+    const error = await rejectionOf(gate.authenticate(connection('user-1', 'short-lived')));
+    expect(mock.calls.checkToken).toBe(2);
+    expect(error.status).toBe(401);
+    expect(error.code).toBe('invalid_token');
+  });
+
+  it('rejects a token once its expiry has passed, even when the provider still says valid', async () => {
+    const mock = closeLater(await mockPartoo({ apiKey: API_KEY }));
+    mock.setToken({ userId: 'user-1', token: 'short-lived', expirationDate: new Date(Date.now() + 300) });
+    const gate = closeLater(createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url })], retry: false }));
+    await gate.authenticate(connection('user-1', 'short-lived'));
+    await sleep(400);
+    const error = await rejectionOf(gate.authenticate(connection('user-1', 'short-lived')));
+    expect(error.status).toBe(401);
+    expect(error.headers['WWW-Authenticate']).toContain('error_description="The access token has expired"');
+    expect(mock.calls.checkToken).toBe(2);
+  });
+
+  it('never extends an entry on a hit (Oathkeeper #968)', async () => {
+    const { mock, gate } = await setup({ cache: { ttl: 400 } });
+    const started = performance.now();
+    await gate.authenticate(bearer('reader-token'));
+    // Hits well inside the ttl; were a hit to renew the entry, the last one would keep it alive until ~650 ms.
+    for (const at of [100, 200, 250]) {
+      await sleepUntil(started + at);
+      await gate.authenticate(bearer('reader-token'));
+    }
+    expect(mock.calls.verify).toBe(1);
+    await sleepUntil(started + 520);
+    await gate.authenticate(bearer('reader-token'));
+    expect(mock.calls.verify).toBe(2);
+    expect(gate.stats()).toMatchObject({ hits: 3, misses: 2 });
+  });
+
+  it('remembers a rejection for negativeTtl, then asks again (Hydra #3811)', async () => {
+    const { mock, gate } = await setup({ cache: { negativeTtl: 250 } });
+    expect((await rejectionOf(gate.authenticate(bearer('new-token')))).status).toBe(401);
+    expect((await rejectionOf(gate.authenticate(bearer('new-token')))).status).toBe(401);
+    expect(mock.calls.verify).toBe(1);
+    expect(gate.stats()).toMatchObject({ hits: 1, misses: 1 });
+
+    // The provider now knows the token; the cached rejection still holds until negativeTtl passes.
+    mock.setToken('new-token', { id: 'tok_new', permissions: [READ] });
+    expect((await rejectionOf(gate.authenticate(bearer('new-token')))).status).toBe(401);
+    expect(mock.calls.verify).toBe(1);
+    await sleep(350);
+    expect((await gate.authenticate(bearer('new-token'))).subject).toBe('tok_new');
+    expect(mock.calls.verify).toBe(2);
+  });
+
+  it('does not remember rejections with negativeTtl: 0', async () => {
+    const { mock, gate } = await setup({ cache: { negativeTtl: 0 } });
+    await rejectionOf(gate.authenticate(bearer('new-token')));
+    await rejectionOf(gate.authenticate(bearer('new-token')));
+    expect(mock.calls.verify).toBe(2);
+  });
+
+  it('does not cache provider failures: the first request after recovery passes', async () => {
+    const { mock, gate } = await setup();
+    mock.fault = { kind: 'status', status: 500 };
+    expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(503);
+    expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(503);
+    mock.fault = undefined;
+    expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
+    expect(gate.stats()).toMatchObject({ hits: 0, misses: 3, errors: 2 });
+  });
+
+  it("turns a provider's 429 into 503 with Retry-After, never a 401 (Oathkeeper #1167)", async () => {
+    const { mock, gate } = await setup({ retry: {}, timeout: 1000 });
+    mock.fault = { kind: 'status', status: 429, retryAfter: 7 };
+    const error = await rejectionOf(gate.authenticate(bearer('reader-token')));
+    expect(error.status).toBe(503);
+    expect(error.code).toBe('provider_unavailable');
+    expect(error.headers).toEqual({ 'Retry-After': '7' });
+    // Retry-After is beyond the deadline, so no retry either.
+    expect(mock.calls.verify).toBe(1);
+    mock.fault = undefined;
+    expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
+  });
+});
+
+describe('gate cache: single flight', () => {
+  it('shares one upstream call between 50 concurrent misses', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 100;
+    const results = await Promise.all(Array.from({ length: 50 }, () => gate.authenticate(bearer('reader-token'))));
+    expect(new Set(results.map((auth) => auth.subject))).toEqual(new Set(['tok_reader']));
+    expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+    expect(gate.stats()).toMatchObject({ misses: 50, coalesced: 49, upstreamCalls: 1, hits: 0 });
+  });
+
+  it('shares one rejection between concurrent misses', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 50;
+    const errors = await Promise.all(Array.from({ length: 10 }, () => rejectionOf(gate.authenticate(bearer('nope')))));
+    expect(errors.map((error) => error.status)).toEqual(Array(10).fill(401));
+    expect(mock.calls.verify).toBe(1);
+  });
+
+  it('shares one failure between concurrent misses, and the next request asks again', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 50;
+    mock.fault = { kind: 'status', status: 503 };
+    const errors = await Promise.all(
+      Array.from({ length: 10 }, () => rejectionOf(gate.authenticate(bearer('reader-token')))),
+    );
+    expect(errors.map((error) => error.status)).toEqual(Array(10).fill(503));
+    expect(mock.calls.verify).toBe(1);
+    mock.fault = undefined;
+    await gate.authenticate(bearer('reader-token'));
+    expect(mock.calls.verify).toBe(2);
+  });
+
+  it('does not share calls between different tokens', async () => {
+    const { mock, gate } = await setup();
+    mock.setToken('other-token', { id: 'tok_other' });
+    mock.latency = 50;
+    const [a, b] = await Promise.all([
+      gate.authenticate(bearer('reader-token')),
+      gate.authenticate(bearer('other-token')),
+    ]);
+    expect([a.subject, b.subject]).toEqual(['tok_reader', 'tok_other']);
+    expect(mock.calls.verify).toBe(2);
+    expect(gate.stats().coalesced).toBe(0);
+  });
+});
+
+/** `provider`, but only for requests whose `x-tenant` header is `tenant`: lets one gate hold two similar providers. */
+function forTenant<C extends BearerCredential>(tenant: string, provider: Provider<C>): Provider<C> {
+  return {
+    name: provider.name,
+    cacheScope: provider.cacheScope,
+    extract: (req, realm) => (req.headers['x-tenant'] === tenant ? provider.extract(req, realm) : undefined),
+    verify: (credential, signal) => provider.verify(credential, signal),
+    close: () => provider.close?.() ?? Promise.resolve(),
+  };
+}
+
+describe('gate cache: what the key includes (Oathkeeper 198a2bc8, heimdall #3454)', () => {
+  it('keeps answers of two providers with the same name but different base URLs apart', async () => {
+    const mockA = closeLater(
+      await mockOnlineOrNot({ tokens: { 'shared-token': { id: 'tok_A', permissions: [READ] } } }),
+    );
+    const mockB = closeLater(await mockOnlineOrNot({ tokens: { 'shared-token': { id: 'tok_B', permissions: [] } } }));
+    const gate = closeLater(
+      createGate({
+        providers: [
+          forTenant('a', onlineOrNot({ baseUrl: mockA.url })),
+          forTenant('b', onlineOrNot({ baseUrl: mockB.url })),
+        ],
+      }),
+    );
+    const asTenant = (tenant: string) => ({ headers: { authorization: 'Bearer shared-token', 'x-tenant': tenant } });
+
+    expect((await gate.authenticate(asTenant('a'))).subject).toBe('tok_A');
+    const b = await gate.authenticate(asTenant('b'));
+    expect(b.subject).toBe('tok_B');
+    expect(b.can(READ)).toBe(false);
+    expect((await gate.authenticate(asTenant('a'))).subject).toBe('tok_A');
+    expect((await gate.authenticate(asTenant('b'))).subject).toBe('tok_B');
+    expect([mockA.calls.verify, mockB.calls.verify]).toEqual([1, 1]);
+    expect(gate.stats()).toMatchObject({ hits: 2, misses: 2 });
+  });
+
+  it("keeps a token rejected by one provider from being accepted from another's cache", async () => {
+    const mockA = closeLater(await mockOnlineOrNot({ tokens: { 'shared-token': { id: 'tok_A' } } }));
+    const mockB = closeLater(await mockOnlineOrNot());
+    const gate = closeLater(
+      createGate({
+        providers: [
+          forTenant('a', onlineOrNot({ baseUrl: mockA.url })),
+          forTenant('b', onlineOrNot({ baseUrl: mockB.url })),
+        ],
+      }),
+    );
+    await gate.authenticate({ headers: { authorization: 'Bearer shared-token', 'x-tenant': 'a' } });
+    const error = await rejectionOf(
+      gate.authenticate({ headers: { authorization: 'Bearer shared-token', 'x-tenant': 'b' } }),
+    );
+    expect(error.status).toBe(401);
+    expect(mockB.calls.verify).toBe(1);
+  });
+
+  it("keys Partoo answers by the server's API key and accepted statuses too", async () => {
+    const mock = closeLater(
+      await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: 'user-1', token: 'used-token', status: 'consumed' }] }),
+    );
+    /** Routes a connection request to a provider by its `x-tenant` header. */
+    const tenant = (name: string, provider: ReturnType<typeof partoo>): ReturnType<typeof partoo> => ({
+      ...provider,
+      extract: (req, realm) => (req.headers['x-tenant'] === name ? provider.extract(req, realm) : undefined),
+    });
+    const gate = closeLater(
+      createGate({
+        providers: [
+          tenant('lenient', partoo({ apiKey: API_KEY, baseUrl: mock.url, accept: ['valid', 'consumed'] })),
+          tenant('strict', partoo({ apiKey: API_KEY, baseUrl: mock.url })),
+          tenant('wrong-key', partoo({ apiKey: 'another-key', baseUrl: mock.url, accept: ['valid', 'consumed'] })),
+        ],
+        retry: false,
+      }),
+    );
+    const as = (name: string) => ({ headers: { 'x-tenant': name }, query: { user_id: 'user-1', token: 'used-token' } });
+
+    expect((await gate.authenticate(as('lenient'))).subject).toBe('user-1');
+    expect((await rejectionOf(gate.authenticate(as('strict')))).status).toBe(401);
+    expect((await rejectionOf(gate.authenticate(as('wrong-key')))).status).toBe(500);
+    expect(mock.calls.checkToken).toBe(3);
+  });
+});
+
+describe('gate cache: guards on cached answers', () => {
+  it('runs guards on a cache hit: a cached token without the permission is still 403 (GHSA-qvp4-rpmr-xwrr)', async () => {
+    const { mock, gate } = await setup();
+    const needsWrite = requires(WRITE);
+    const needsRead = requires(READ);
+    for (let request = 1; request <= 3; request++) {
+      const auth = await gate.authenticate(bearer('reader-token'));
+      const error = thrownBy(() => gate.authorize(auth, needsWrite));
+      expect(error.status).toBe(403);
+      expect(error.code).toBe('insufficient_scope');
+      expect(() => gate.authorize(auth, needsRead)).not.toThrow();
+    }
+    expect(mock.calls.verify).toBe(1);
+    expect(gate.stats().hits).toBe(2);
+  });
+});
+
+describe('gate cache: invalidate and clear', () => {
+  async function setupTwoTokens() {
+    const context = await setup();
+    context.mock.setToken('other-token', { id: 'tok_other' });
+    await context.gate.authenticate(bearer('reader-token'));
+    await context.gate.authenticate(bearer('other-token'));
+    expect(context.mock.calls.verify).toBe(2);
+    return context;
+  }
+
+  it('invalidate(req) forgets only that credential', async () => {
+    const { mock, gate } = await setupTwoTokens();
+    expect(gate.invalidate(bearer('reader-token'))).toBe(true);
+    expect(gate.invalidate(bearer('reader-token'))).toBe(false);
+    await gate.authenticate(bearer('other-token'));
+    expect(mock.calls.verify).toBe(2);
+    await gate.authenticate(bearer('reader-token'));
+    expect(mock.calls.verify).toBe(3);
+  });
+
+  it('invalidate(req) picks up a revocation at once', async () => {
+    const { mock, gate } = await setupTwoTokens();
+    mock.removeToken('reader-token');
+    expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
+    gate.invalidate(bearer('reader-token'));
+    expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(401);
+  });
+
+  it('invalidate(req) forgets a cached rejection too', async () => {
+    const { mock, gate } = await setup({ cache: { negativeTtl: 60_000 } });
+    await rejectionOf(gate.authenticate(bearer('late-token')));
+    mock.setToken('late-token', { id: 'tok_late' });
+    expect(gate.invalidate(bearer('late-token'))).toBe(true);
+    expect((await gate.authenticate(bearer('late-token'))).subject).toBe('tok_late');
+  });
+
+  it('invalidate(req) returns false for a request without a credential', async () => {
+    const { gate } = await setupTwoTokens();
+    expect(gate.invalidate({ headers: {} })).toBe(false);
+    expect(gate.invalidate(bearer('never-seen'))).toBe(false);
+  });
+
+  it('clear() forgets every credential; counters survive', async () => {
+    const { mock, gate } = await setupTwoTokens();
+    gate.clear();
+    await gate.authenticate(bearer('reader-token'));
+    await gate.authenticate(bearer('other-token'));
+    expect(mock.calls.verify).toBe(4);
+    expect(gate.stats()).toMatchObject({ misses: 4, hits: 0 });
+  });
+});
+
+describe('gate cache: broken verdicts fail closed', () => {
+  /** A hand-written provider whose verify resolves `answer`, counting calls. */
+  function brokenProvider(answer: unknown) {
+    const provider = {
+      calls: 0,
+      name: 'broken',
+      cacheScope: 'broken',
+      extract: extractBearer,
+      verify: async (): Promise<Verdict> => {
+        provider.calls++;
+        return answer as Verdict;
+      },
+    };
+    return provider;
+  }
+
+  it.each([
+    ['undefined', undefined],
+    ['null', null],
+    ['an empty object', {}],
+    ['ok: true without a principal', { ok: true }],
+    ['a principal without subject', { ok: true, principal: { permissions: [], details: {} } }],
+    ['permissions that are not strings', { ok: true, principal: { subject: 's', permissions: [1], details: {} } }],
+    [
+      'an invalid expiresAt',
+      { ok: true, principal: { subject: 's', permissions: [], details: {}, expiresAt: new Date('x') } },
+    ],
+    ['ok: "yes"', { ok: 'yes', principal: { subject: 's', permissions: [], details: {} } }],
+  ])('answers 503, never a pass, when verify resolves %s; not cached', async (_, answer) => {
+    const provider = brokenProvider(answer);
+    const gate = closeLater(createGate({ providers: [provider], retry: false, breaker: false }));
+    for (let request = 1; request <= 2; request++) {
+      const error = await rejectionOf(gate.authenticate(bearer('any-token')));
+      expect(error.status).toBe(503);
+      expect(error.code).toBe('provider_unavailable');
+    }
+    expect(provider.calls).toBe(2);
+  });
+
+  it('answers 503 when verify throws something that is not a ProviderFailure', async () => {
+    const gate = closeLater(
+      createGate({
+        providers: [
+          {
+            name: 'throws',
+            cacheScope: 'throws',
+            extract: extractBearer,
+            verify: () => Promise.reject(new Error('boom')),
+          },
+        ],
+      }),
+    );
+    expect((await rejectionOf(gate.authenticate(bearer('any-token')))).status).toBe(503);
+  });
+});
+
+describe('gate cache: no secrets in events or errors', () => {
+  it('never reports the token through onEvent, error messages or headers', async () => {
+    const events: GateEvent[] = [];
+    const { mock, gate } = await setup({ onEvent: (event) => events.push(event), cache: { negativeTtl: 1000 } });
+    const secrets = ['reader-token', 'unknown-s3cret-token'];
+
+    await gate.authenticate(bearer('reader-token'));
+    await gate.authenticate(bearer('reader-token'));
+    const seen: unknown[] = [];
+    const record = (error: Error & { headers?: unknown }) =>
+      seen.push({ message: error.message, headers: error.headers, stack: error.stack });
+    record(await rejectionOf(gate.authenticate(bearer('unknown-s3cret-token'))));
+    record(await rejectionOf(gate.authenticate(bearer('unknown-s3cret-token'))));
+    gate.clear();
+    mock.fault = { kind: 'status', status: 500 };
+    record(await rejectionOf(gate.authenticate(bearer('reader-token'))));
+    mock.fault = { kind: 'garbage' };
+    record(await rejectionOf(gate.authenticate(bearer('reader-token'))));
+
+    expect(events.map((event) => event.type)).toEqual(expect.arrayContaining(['cache', 'verify', 'provider_error']));
+    const reported = JSON.stringify({ events, seen, stats: gate.stats() });
+    for (const secret of secrets) expect(reported).not.toContain(secret);
+  });
+
+  it('reports a hit, a miss and a coalesced request as cache events', async () => {
+    const events: GateEvent[] = [];
+    const { mock, gate } = await setup({ onEvent: (event) => events.push(event) });
+    mock.latency = 50;
+    await Promise.all([gate.authenticate(bearer('reader-token')), gate.authenticate(bearer('reader-token'))]);
+    await gate.authenticate(bearer('reader-token'));
+    const cacheResults = events.flatMap((event) => (event.type === 'cache' ? [event.result] : []));
+    expect(cacheResults).toEqual(['miss', 'coalesced', 'hit']);
+  });
+
+  it('keeps authenticating when the onEvent listener throws', async () => {
+    const { gate } = await setup({
+      onEvent: () => {
+        throw new Error('logger down');
+      },
+    });
+    expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
+  });
+});

@@ -1,0 +1,149 @@
+/**
+ * Guards: `requires` (all) and `requiresAny` (one), checked by
+ * `gate.authorize`, and the 403 `insufficient_scope` challenge they produce.
+ */
+import { describe, expect, it } from 'vitest';
+import { type AuthContext, createGate, formatScope, requires, requiresAny } from '../src/index.js';
+import { stubProvider } from '../src/testing/index.js';
+import { thrownBy } from './support/catch-auth-error.js';
+import { closeAfterEach } from './support/close-after-each.js';
+
+const closeLater = closeAfterEach();
+const READ = 'uptime_checks (read)';
+const WRITE = 'uptime_checks (write)';
+const ADMIN = 'admin';
+
+/** A gate over an in-process stub, and the context of a token holding `permissions`. */
+async function contextWith(
+  permissions: string[],
+  realm?: string,
+): Promise<{ auth: AuthContext; gate: ReturnType<typeof createGate> }> {
+  const gate = closeLater(
+    createGate({
+      providers: [stubProvider({ tokens: { 'the-token': { subject: 'user-1', permissions } } })],
+      ...(realm === undefined ? {} : { realm }),
+    }),
+  );
+  const auth = await gate.authenticate({ headers: { authorization: 'Bearer the-token' } });
+  return { auth, gate };
+}
+
+describe('requires and requiresAny', () => {
+  it('requires() passes only with every permission', async () => {
+    const { auth, gate } = await contextWith([READ, WRITE]);
+    expect(() => gate.authorize(auth, requires(READ))).not.toThrow();
+    expect(() => gate.authorize(auth, requires(READ, WRITE))).not.toThrow();
+    expect(thrownBy(() => gate.authorize(auth, requires(READ, ADMIN))).status).toBe(403);
+    expect(thrownBy(() => gate.authorize(auth, requires(ADMIN))).status).toBe(403);
+  });
+
+  it('requiresAny() passes with one of the permissions', async () => {
+    const { auth, gate } = await contextWith([READ]);
+    expect(() => gate.authorize(auth, requiresAny(ADMIN, READ))).not.toThrow();
+    expect(() => gate.authorize(auth, requiresAny(READ))).not.toThrow();
+    expect(thrownBy(() => gate.authorize(auth, requiresAny(ADMIN, WRITE))).status).toBe(403);
+  });
+
+  it('matches permission names exactly (case and spaces count)', async () => {
+    const { auth, gate } = await contextWith([READ]);
+    for (const near of ['Uptime_checks (read)', 'uptime_checks(read)', 'uptime_checks (read) ', 'uptime_checks']) {
+      expect(thrownBy(() => gate.authorize(auth, requires(near))).status).toBe(403);
+    }
+  });
+
+  it('a token without permissions passes no guard', async () => {
+    const { auth, gate } = await contextWith([]);
+    expect(thrownBy(() => gate.authorize(auth, requiresAny(READ, WRITE))).status).toBe(403);
+  });
+
+  it('collapses duplicate names and keeps their order', () => {
+    expect(requires(READ, WRITE, READ).permissions).toEqual([READ, WRITE]);
+    expect(requiresAny(WRITE, WRITE).permissions).toEqual([WRITE]);
+    expect(requires(READ).mode).toBe('all');
+    expect(requiresAny(READ).mode).toBe('any');
+  });
+
+  it('throws on an empty list or an empty name, at route definition', () => {
+    expect(() => requires()).toThrow(TypeError);
+    expect(() => requiresAny()).toThrow(TypeError);
+    expect(() => requires(READ, '')).toThrow(TypeError);
+    expect(() => requiresAny(undefined as unknown as string)).toThrow(TypeError);
+  });
+
+  it('guards are frozen: a route cannot widen them later', () => {
+    const guard = requires(READ);
+    expect(Object.isFrozen(guard)).toBe(true);
+    expect(Object.isFrozen(guard.permissions)).toBe(true);
+  });
+
+  it('authorize(undefined) is a 401 with the plain challenge', async () => {
+    const { gate } = await contextWith([READ]);
+    const error = thrownBy(() => gate.authorize(undefined, requires(READ)));
+    expect(error.status).toBe(401);
+    expect(error.code).toBe('credentials_required');
+    expect(error.headers).toEqual({ 'WWW-Authenticate': 'Bearer realm="api"' });
+  });
+});
+
+describe('insufficient_scope challenge', () => {
+  it('names the permission, percent-encoded in scope and raw in error_description', async () => {
+    const { auth, gate } = await contextWith([]);
+    const error = thrownBy(() => gate.authorize(auth, requires(READ)));
+    expect(error.status).toBe(403);
+    expect(error.statusCode).toBe(403);
+    expect(error.code).toBe('insufficient_scope');
+    expect(error.expose).toBe(true);
+    expect(error.headers).toEqual({
+      'WWW-Authenticate':
+        'Bearer realm="api", error="insufficient_scope", error_description="Requires: uptime_checks (read)", scope="uptime_checks%20(read)"',
+    });
+  });
+
+  it('lists every permission of requires() joined by one space, and says "one of" for requiresAny()', async () => {
+    const { auth, gate } = await contextWith([]);
+    expect(thrownBy(() => gate.authorize(auth, requires(READ, WRITE))).headers['WWW-Authenticate']).toBe(
+      'Bearer realm="api", error="insufficient_scope", error_description="Requires: uptime_checks (read), uptime_checks (write)", scope="uptime_checks%20(read) uptime_checks%20(write)"',
+    );
+    expect(thrownBy(() => gate.authorize(auth, requiresAny(READ, ADMIN))).headers['WWW-Authenticate']).toBe(
+      'Bearer realm="api", error="insufficient_scope", error_description="Requires one of: uptime_checks (read), admin", scope="uptime_checks%20(read) admin"',
+    );
+  });
+
+  it('uses the gate realm', async () => {
+    const { auth, gate } = await contextWith([], 'status-pages');
+    expect(thrownBy(() => gate.authorize(auth, requires(ADMIN))).headers['WWW-Authenticate']).toBe(
+      'Bearer realm="status-pages", error="insufficient_scope", error_description="Requires: admin", scope="admin"',
+    );
+  });
+
+  /** Auth-params of a challenge, checked against RFC 9110 quoted-string syntax without escapes (as RFC 6750 asks). */
+  function challengeParams(challenge: string): Record<string, string> {
+    expect(challenge).toMatch(
+      /^Bearer [a-z_]+="[\x20\x21\x23-\x5b\x5d-\x7e]*"(, [a-z_]+="[\x20\x21\x23-\x5b\x5d-\x7e]*")*$/,
+    );
+    return Object.fromEntries([...challenge.matchAll(/([a-z_]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+  }
+
+  it.each([
+    ['a quote', 'say "hi"'],
+    ['a backslash', 'path\\to'],
+    ['a quote and comma that try to add a param', 'x", error="invalid_token'],
+    ['unicode', 'réglages (écriture)'],
+    ['an emoji', 'deploy \u{1F680}'],
+    ['control characters', 'a\r\nSet-Cookie: x=1'],
+  ])('encodes a permission name with %s so the header stays well-formed', async (_, name) => {
+    const { auth, gate } = await contextWith([]);
+    const challenge = thrownBy(() => gate.authorize(auth, requires(name))).headers['WWW-Authenticate'] ?? '';
+    const params = challengeParams(challenge);
+    expect(Object.keys(params)).toEqual(['realm', 'error', 'error_description', 'scope']);
+    expect(params.error).toBe('insufficient_scope');
+    // scope round-trips to the exact name; scope tokens never hold spaces, quotes or backslashes.
+    expect(params.scope).toBe(encodeURIComponent(name));
+    expect(decodeURIComponent(params.scope ?? '')).toBe(name);
+    expect(params.scope).not.toMatch(/[ "\\]/);
+  });
+
+  it('formatScope is the exported encoding of the scope parameter', () => {
+    expect(formatScope([READ, 'a"b\\c', 'é'])).toBe('uptime_checks%20(read) a%22b%5Cc %C3%A9');
+  });
+});

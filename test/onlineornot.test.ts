@@ -1,0 +1,155 @@
+/**
+ * onlineOrNot() against the OnlineOrNot mock over real HTTP: which tokens
+ * pass, what the principal holds, and that both endpoints are asked at once.
+ */
+import { describe, expect, it } from 'vitest';
+import { createGate, onlineOrNot } from '../src/index.js';
+import { mockOnlineOrNot } from '../src/testing/index.js';
+import { rejectionOf } from './support/catch-auth-error.js';
+import { closeAfterEach } from './support/close-after-each.js';
+import { startRecordingProxy } from './support/recording-proxy.js';
+
+const closeLater = closeAfterEach();
+const READ = 'uptime_checks (read)';
+const WRITE = 'uptime_checks (write)';
+const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+const INVALID_TOKEN_CHALLENGE =
+  'Bearer realm="api", error="invalid_token", error_description="The access token is invalid"';
+
+async function setup() {
+  const mock = closeLater(
+    await mockOnlineOrNot({
+      tokens: {
+        'active-token': { id: 'tok_active', permissions: [READ, WRITE] },
+        'bare-token': { id: 'tok_bare' },
+        'disabled-token': { id: 'tok_disabled', permissions: [READ], status: 'disabled' },
+      },
+    }),
+  );
+  const gate = closeLater(createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false }));
+  return { mock, gate };
+}
+
+describe('onlineOrNot', () => {
+  it('accepts an active token: subject is the token id, with its permissions and details', async () => {
+    const { mock, gate } = await setup();
+    const auth = await gate.authenticate(bearer('active-token'));
+    expect(auth.provider).toBe('onlineornot');
+    expect(auth.subject).toBe('tok_active');
+    expect(auth.permissions).toEqual([READ, WRITE]);
+    expect(auth.can(READ)).toBe(true);
+    expect(auth.can('uptime_checks (READ)')).toBe(false);
+    expect(auth.can('billing (read)')).toBe(false);
+    expect(auth.expiresAt).toBeUndefined();
+    expect(auth.details).toEqual({ id: 'tok_active', status: 'active' });
+    expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+  });
+
+  it('accepts an active token that has no permissions', async () => {
+    const { gate } = await setup();
+    const auth = await gate.authenticate(bearer('bare-token'));
+    expect(auth.subject).toBe('tok_bare');
+    expect(auth.permissions).toEqual([]);
+  });
+
+  it('answers 401 invalid_token to an unknown token', async () => {
+    const { mock, gate } = await setup();
+    const error = await rejectionOf(gate.authenticate(bearer('unknown-token')));
+    expect(error.status).toBe(401);
+    expect(error.code).toBe('invalid_token');
+    expect(error.headers).toEqual({ 'WWW-Authenticate': INVALID_TOKEN_CHALLENGE });
+    expect(mock.calls.verify).toBe(1);
+  });
+
+  it.each(['disabled', 'revoked', 'expired', 'ACTIVE', ''])(
+    'answers 401 invalid_token to status %j',
+    async (status) => {
+      const { mock, gate } = await setup();
+      mock.setToken('odd-token', { id: 'tok_odd', permissions: [READ], status });
+      const error = await rejectionOf(gate.authenticate(bearer('odd-token')));
+      expect(error.status).toBe(401);
+      expect(error.code).toBe('invalid_token');
+      expect(error.headers['WWW-Authenticate']).toBe(
+        'Bearer realm="api", error="invalid_token", error_description="The access token is not active"',
+      );
+    },
+  );
+
+  it('answers 401 to the seeded disabled token', async () => {
+    const { gate } = await setup();
+    expect((await rejectionOf(gate.authenticate(bearer('disabled-token')))).status).toBe(401);
+  });
+
+  it('sends the same bearer token to both endpoints', async () => {
+    const { mock } = await setup();
+    const proxy = closeLater(await startRecordingProxy(mock.url));
+    const gate = closeLater(createGate({ providers: [onlineOrNot({ baseUrl: proxy.url })] }));
+    await gate.authenticate(bearer('active-token'));
+    const seen = proxy.requests.map((r) => `${r.method} ${r.url} ${r.headers.authorization}`).sort();
+    expect(seen).toEqual([
+      'GET /v1/tokens/permissions Bearer active-token',
+      'GET /v1/tokens/verify Bearer active-token',
+    ]);
+  });
+
+  it('calls both endpoints concurrently: one verification takes about one round trip', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 200;
+    const started = performance.now();
+    await gate.authenticate(bearer('active-token'));
+    const elapsed = performance.now() - started;
+    expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+    // In sequence it would take at least 400 ms.
+    expect(elapsed).toBeGreaterThanOrEqual(190);
+    expect(elapsed).toBeLessThan(350);
+  });
+
+  it('answers 401 when the permissions endpoint alone answers 401', async () => {
+    const { mock } = await setup();
+    const proxy = closeLater(await startRecordingProxy(mock.url));
+    proxy.intercept = (req) =>
+      req.url.startsWith('/v1/tokens/permissions')
+        ? {
+            status: 401,
+            body: {
+              result: null,
+              success: false,
+              errors: [{ code: 10000, message: 'Authentication error' }],
+              messages: [],
+            },
+          }
+        : undefined;
+    const gate = closeLater(createGate({ providers: [onlineOrNot({ baseUrl: proxy.url })] }));
+    const error = await rejectionOf(gate.authenticate(bearer('active-token')));
+    expect(error.status).toBe(401);
+    expect(error.code).toBe('invalid_token');
+    expect(mock.calls.verify).toBe(1);
+  });
+
+  it('answers 503, never a pass or a 401, when the permissions answer is malformed', async () => {
+    const { mock } = await setup();
+    const proxy = closeLater(await startRecordingProxy(mock.url));
+    proxy.intercept = (req) =>
+      req.url.startsWith('/v1/tokens/permissions')
+        ? { status: 200, body: { result: { permissions: 'all' }, success: true, errors: [], messages: [] } }
+        : undefined;
+    const gate = closeLater(createGate({ providers: [onlineOrNot({ baseUrl: proxy.url })], retry: false }));
+    const error = await rejectionOf(gate.authenticate(bearer('active-token')));
+    expect(error.status).toBe(503);
+    expect(error.code).toBe('provider_unavailable');
+  });
+
+  it('answers 503 when the provider is down (5xx), not a 401', async () => {
+    const { mock, gate } = await setup();
+    mock.fault = { kind: 'status', status: 502 };
+    const error = await rejectionOf(gate.authenticate(bearer('active-token')));
+    expect(error.status).toBe(503);
+    expect(error.code).toBe('provider_unavailable');
+  });
+
+  it('uses the name option as AuthContext.provider', async () => {
+    const { mock } = await setup();
+    const gate = closeLater(createGate({ providers: [onlineOrNot({ baseUrl: mock.url, name: 'uptime' })] }));
+    expect((await gate.authenticate(bearer('active-token'))).provider).toBe('uptime');
+  });
+});
