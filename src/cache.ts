@@ -40,6 +40,13 @@ export class Rejection {
 
 export type CacheEntry = AuthContext | Rejection;
 
+/** One upstream call under way for a key; `cancelled` once the key is invalidated meanwhile. */
+export interface Flight {
+  readonly key: string;
+  cancelled: boolean;
+  promise: Promise<unknown> | undefined;
+}
+
 /**
  * Cache key: SHA-256 over the provider's scope and the credential, so a raw
  * token never sits in memory as a key, and two providers (or two base URLs,
@@ -59,7 +66,7 @@ export class VerdictCache {
   readonly negativeTtl: number;
   readonly staleIfError: number;
   readonly #lru: LRUCache<string, CacheEntry>;
-  readonly #inflight = new Map<string, Promise<unknown>>();
+  readonly #inflight = new Map<string, Flight>();
   readonly #rejections = new LRUCache<string, Rejection>({ max: 256 });
 
   constructor(options: CacheOptions = {}) {
@@ -93,28 +100,43 @@ export class VerdictCache {
     return { fresh, staleWindow: Math.floor(Math.min(this.staleIfError, remaining - fresh)) };
   }
 
-  /** Stores an accepted context for `fresh + context.staleWindow` ms. */
-  setAccepted(key: string, context: AuthContext, fresh: number): void {
-    this.#lru.set(key, context, { ttl: Math.max(1, Math.floor(fresh + context.staleWindow)) });
+  /** Stores an accepted context for `fresh + context.staleWindow` ms, unless its flight was cancelled. */
+  setAccepted(flight: Flight, context: AuthContext, fresh: number): void {
+    if (flight.cancelled) return;
+    this.#lru.set(flight.key, context, { ttl: Math.max(1, Math.floor(fresh + context.staleWindow)) });
   }
 
-  /** Stores a rejection for `negativeTtl` (not at all when it is 0). */
-  setRejected(key: string, reason: string): Rejection {
+  /** Stores a rejection for `negativeTtl` (not at all when it is 0), unless its flight was cancelled. */
+  setRejected(flight: Flight, reason: string): Rejection {
     let rejection = this.#rejections.get(reason);
     if (rejection === undefined) {
       rejection = new Rejection(reason);
       this.#rejections.set(reason, rejection);
     }
-    if (this.negativeTtl > 0) this.#lru.set(key, rejection, { ttl: this.negativeTtl });
-    else this.#lru.delete(key);
+    if (flight.cancelled) return rejection;
+    if (this.negativeTtl > 0) this.#lru.set(flight.key, rejection, { ttl: this.negativeTtl });
+    else this.#lru.delete(flight.key);
     return rejection;
   }
 
+  /**
+   * Forgets `key`, including an upstream call under way for it: that call's
+   * answer still reaches the requests already waiting, but is not stored,
+   * and the next request asks the provider again.
+   */
   delete(key: string): boolean {
-    return this.#lru.delete(key);
+    const flight = this.#inflight.get(key);
+    if (flight !== undefined) {
+      flight.cancelled = true;
+      this.#inflight.delete(key);
+    }
+    return this.#lru.delete(key) || flight !== undefined;
   }
 
+  /** Forgets everything, upstream calls under way included (see {@link delete}). */
   clear(): void {
+    for (const flight of this.#inflight.values()) flight.cancelled = true;
+    this.#inflight.clear();
     this.#lru.clear();
   }
 
@@ -125,17 +147,20 @@ export class VerdictCache {
   /**
    * Single flight: the first caller for `key` runs `load`; callers that
    * arrive while it runs get the same promise (`joined: true`). `load`
-   * must not reject (the gate resolves failures to values).
+   * must not reject (the gate resolves failures to values) and stores its
+   * answer through the {@link Flight} it is given.
    */
-  singleFlight<T>(key: string, load: () => Promise<T>): { promise: Promise<T>; joined: boolean } {
-    const running = this.#inflight.get(key) as Promise<T> | undefined;
-    if (running !== undefined) return { promise: running, joined: true };
-    const promise = load();
-    this.#inflight.set(key, promise);
-    const forget = () => {
-      if (this.#inflight.get(key) === promise) this.#inflight.delete(key);
+  singleFlight<T>(key: string, load: (flight: Flight) => Promise<T>): { promise: Promise<T>; joined: boolean } {
+    const running = this.#inflight.get(key);
+    if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true };
+    const flight: Flight = { key, cancelled: false, promise: undefined };
+    const promise = load(flight);
+    flight.promise = promise;
+    this.#inflight.set(key, flight);
+    const land = () => {
+      if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
     };
-    promise.then(forget, forget);
+    promise.then(land, land);
     return { promise, joined: false };
   }
 

@@ -6,7 +6,7 @@
  *
  * Guards run afterwards, on every request (`authorize`).
  */
-import { type CacheOptions, cacheKey, Rejection, VerdictCache } from './cache.js';
+import { type CacheOptions, cacheKey, type Flight, Rejection, VerdictCache } from './cache.js';
 import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
 import {
   AuthError,
@@ -112,6 +112,21 @@ type Outcome = AuthContext | Rejection | AuthError;
 // RFC 9110 quoted-string content that RFC 6750 also allows: visible ASCII but " and \.
 const REALM = /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/;
 
+/** @internal What the adapters call instead of `authenticate`, to skip the promise on cache hits. */
+export type AuthenticateNow = (
+  req: CredentialRequest,
+  options?: AuthenticateOptions,
+) => AuthContext | undefined | Promise<AuthContext | undefined>;
+
+// A registered symbol, so adapters from another copy of the package (ESM next to CJS) still find it.
+const AUTHENTICATE_NOW = Symbol.for('tokengate.authenticateNow');
+
+/** @internal The gate's `authenticateNow`, or `authenticate` for any other object that implements {@link Gate}. */
+export function authenticateNowOf(gate: Gate): AuthenticateNow {
+  const now = (gate as { [AUTHENTICATE_NOW]?: AuthenticateNow })[AUTHENTICATE_NOW];
+  return typeof now === 'function' ? now : (req, options) => gate.authenticate(req, options ?? {});
+}
+
 /** Creates a gate. See {@link GateOptions} for every option. */
 export function createGate(options: GateOptions): Gate {
   const realm = options.realm ?? 'api';
@@ -164,7 +179,12 @@ export function createGate(options: GateOptions): Gate {
   }
 
   /** Runs provider.verify under the deadline, with retries and the breaker. Resolves, never rejects. */
-  async function verifyUpstream(slot: ProviderSlot, credential: Credential, key: string, staleCandidate: AuthContext | undefined): Promise<Outcome> {
+  async function verifyUpstream(
+    slot: ProviderSlot,
+    credential: Credential,
+    flight: Flight,
+    staleCandidate: AuthContext | undefined,
+  ): Promise<Outcome> {
     const { provider, breaker } = slot;
     const started = performance.now();
     const wait = breaker?.admit(started) ?? 0;
@@ -182,7 +202,7 @@ export function createGate(options: GateOptions): Gate {
         const attemptStarted = performance.now();
         try {
           const verdict = await raceDeadline(provider.verify(credential, controller.signal), controller.signal);
-          const outcome = settleVerdict(slot, key, verdict);
+          const outcome = settleVerdict(slot, flight, verdict);
           breaker?.succeeded();
           emit?.({
             type: 'verify',
@@ -244,8 +264,8 @@ export function createGate(options: GateOptions): Gate {
   }
 
   /** Turns a provider's verdict into a cached context or rejection. A malformed verdict is a provider failure. */
-  function settleVerdict(slot: ProviderSlot, key: string, verdict: Verdict): Outcome {
-    if (verdict?.ok === false && typeof verdict.reason === 'string') return cache.setRejected(key, verdict.reason);
+  function settleVerdict(slot: ProviderSlot, flight: Flight, verdict: Verdict): Outcome {
+    if (verdict?.ok === false && typeof verdict.reason === 'string') return cache.setRejected(flight, verdict.reason);
     if (verdict?.ok !== true || !isPrincipal(verdict.principal)) {
       throw new ProviderFailure('invalid_answer', `${slot.provider.name} returned no usable verdict`, false);
     }
@@ -253,7 +273,7 @@ export function createGate(options: GateOptions): Gate {
     const expiresAtMs = principal.expiresAt?.getTime();
     const now = Date.now();
     const life = cache.lifetime(now, expiresAtMs);
-    if (life === undefined) return cache.setRejected(key, 'The access token has expired');
+    if (life === undefined) return cache.setRejected(flight, 'The access token has expired');
     const context = new AuthContext(
       slot.origin,
       principal.subject,
@@ -262,7 +282,7 @@ export function createGate(options: GateOptions): Gate {
       principal.details,
       life.staleWindow,
     );
-    cache.setAccepted(key, context, life.fresh);
+    cache.setAccepted(flight, context, life.fresh);
     return context;
   }
 
@@ -274,7 +294,12 @@ export function createGate(options: GateOptions): Gate {
     throw providerUnavailable('(unknown)');
   }
 
-  async function authenticate(req: CredentialRequest, opts?: AuthenticateOptions): Promise<AuthContext | undefined> {
+  /**
+   * `authenticate` without the promise when the answer is at hand: a fresh
+   * cached context (or no credential under `optional`) comes back as it is,
+   * everything else as a promise; bad credentials throw synchronously.
+   */
+  function authenticateNow(req: CredentialRequest, opts?: AuthenticateOptions): AuthContext | undefined | Promise<AuthContext> {
     const found = findCredential(req);
     if (found === undefined) {
       if (opts?.optional === true) return undefined;
@@ -298,13 +323,20 @@ export function createGate(options: GateOptions): Gate {
       staleCandidate = entry;
     }
     counters.misses++;
-    const { promise, joined } = cache.singleFlight(key, () => verifyUpstream(slot, credential, key, staleCandidate));
+    const { promise, joined } = cache.singleFlight(key, (flight) =>
+      verifyUpstream(slot, credential, flight, staleCandidate),
+    );
     if (joined) counters.coalesced++;
     emit?.({ type: 'cache', provider: slot.provider.name, result: joined ? 'coalesced' : 'miss' });
-    return outcomeToResult(await promise);
+    return promise.then(outcomeToResult);
+  }
+
+  async function authenticate(req: CredentialRequest, opts?: AuthenticateOptions): Promise<AuthContext | undefined> {
+    return authenticateNow(req, opts);
   }
 
   return {
+    [AUTHENTICATE_NOW]: authenticateNow,
     realm,
     authenticate: authenticate as Gate['authenticate'],
     authorize(auth: AuthContext | undefined, guard: Guard): void {

@@ -360,6 +360,31 @@ describe('gate cache: invalidate and clear', () => {
     expect(mock.calls.verify).toBe(4);
     expect(gate.stats()).toMatchObject({ misses: 4, hits: 0 });
   });
+
+  it('invalidate(req) during an upstream call keeps that answer out of the cache', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 150;
+    const pending = gate.authenticate(bearer('reader-token'));
+    await sleep(50);
+    expect(gate.invalidate(bearer('reader-token'))).toBe(true);
+    expect((await pending).subject).toBe('tok_reader'); // asked before the invalidation
+    mock.removeToken('reader-token');
+    mock.latency = 0;
+    expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(401);
+    expect(mock.calls.verify).toBe(2);
+  });
+
+  it('clear() during an upstream call keeps that answer out of the cache', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 150;
+    const pending = gate.authenticate(bearer('reader-token'));
+    await sleep(50);
+    gate.clear();
+    await pending;
+    mock.latency = 0;
+    await gate.authenticate(bearer('reader-token'));
+    expect(mock.calls.verify).toBe(2);
+  });
 });
 
 describe('gate cache: broken verdicts fail closed', () => {
