@@ -1,0 +1,543 @@
+/**
+ * Hostile provider answers (issue 4): wrong JSON, wrong types, missing or
+ * extra fields, huge and slow-drip bodies, wrong content types and
+ * redirects. Anything that is not a well-formed answer fails closed: 503,
+ * never a pass and never a 401. Answers come from a tiny server whose every
+ * reply the test writes (test/support/answer-server.ts).
+ */
+import { gzipSync } from 'node:zlib';
+import fc from 'fast-check';
+import request from 'supertest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type AuthContext, AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
+import { type Answer, type AnswerServer, reply, startAnswerServer } from './support/answer-server.js';
+import { gatedApp } from './support/gated-app.js';
+
+const API_KEY = 'api-key-for-tests';
+const TOKEN = 'SECRETbearer0123';
+const CONN = { user_id: 'user-1', token: 'SECRETconn0123' };
+const TIMEOUT = 400;
+
+let provider: AnswerServer;
+let elsewhere: AnswerServer;
+let gate: Gate;
+
+beforeAll(async () => {
+  provider = await startAnswerServer();
+  // A redirect target that would happily answer: it must never be asked.
+  elsewhere = await startAnswerServer();
+  elsewhere.answer = (req, res) =>
+    reply(res, 200, req.url?.includes('check_token') ? JSON.stringify(partooBody()) : JSON.stringify(verifyBody()));
+  gate = createGate({
+    providers: [onlineOrNot({ baseUrl: provider.url }), partoo({ apiKey: API_KEY, baseUrl: `${provider.url}/v2` })],
+    timeout: TIMEOUT,
+    // Off, so that every case is judged on its own answer (an open breaker would answer 503 for any).
+    retry: false,
+    breaker: false,
+  });
+});
+afterAll(async () => {
+  await gate.close();
+  await provider.close();
+  await elsewhere.close();
+});
+beforeEach(() => {
+  gate.clear();
+  provider.calls = 0;
+  elsewhere.calls = 0;
+});
+
+// ---- well-formed answers (from the reference pages) --------------------------------
+
+const envelope = (result: unknown) => ({ result, success: true, errors: [], messages: [] });
+const verifyBody = (result: unknown = { id: 'tok-1', status: 'active' }) => envelope(result);
+const permissionsBody = (permissions: unknown = ['uptime_checks (read)']) => envelope({ permissions });
+const UNAUTHORIZED = {
+  result: null,
+  success: false,
+  errors: [{ code: 10000, message: 'Authentication error' }],
+  messages: [],
+};
+const partooBody = (fields: Record<string, unknown> = {}) => ({
+  token: 'SECRETfreshConnectionToken',
+  expiration_date: new Date(Date.now() + 3_600_000).toISOString(),
+  generated_by: '5309c3a237bbc544d8e26737',
+  creation_date: '2019-08-01T17:15:54.256000+00:00',
+  consumption_date: null,
+  status: 'valid',
+  ...fields,
+});
+
+/** OnlineOrNot answers: `verify` and `permissions` bodies (JSON text), 200 unless said. */
+function onlineOrNotAnswers(verify: string, permissions = JSON.stringify(permissionsBody()), status = 200): Answer {
+  return (req, res) => reply(res, status, req.url?.startsWith('/v1/tokens/verify') ? verify : permissions);
+}
+
+/** What the gate makes of the current answer (nothing cached): 200, or the AuthError status. */
+async function outcome(credential: 'bearer' | 'connection'): Promise<{ status: number; auth?: AuthContext }> {
+  gate.clear();
+  const req =
+    credential === 'bearer' ? { headers: { authorization: `Bearer ${TOKEN}` } } : { headers: {}, query: CONN };
+  try {
+    const auth = await gate.authenticate(req);
+    return { status: 200, auth };
+  } catch (error) {
+    if (!(error instanceof AuthError)) throw error;
+    return { status: error.status };
+  }
+}
+
+async function expectUnavailable(credential: 'bearer' | 'connection'): Promise<void> {
+  const before = provider.calls;
+  const res =
+    credential === 'bearer'
+      ? await request(gatedApp(gate).app).get('/me').set('Authorization', `Bearer ${TOKEN}`)
+      : await request(gatedApp(gate).app).get('/me').query(CONN);
+  expect(res.status).toBe(503);
+  expect(res.headers['www-authenticate']).toBeUndefined();
+  // The provider was really asked: the 503 is about its answer, not a short cut.
+  expect(provider.calls).toBeGreaterThan(before);
+}
+
+describe('baseline: well-formed answers are understood', () => {
+  it('OnlineOrNot: active token 200, 401 answer 401', async () => {
+    provider.answer = onlineOrNotAnswers(JSON.stringify(verifyBody()));
+    expect((await outcome('bearer')).status).toBe(200);
+    gate.clear();
+    provider.answer = onlineOrNotAnswers(JSON.stringify(UNAUTHORIZED), JSON.stringify(UNAUTHORIZED), 401);
+    expect((await outcome('bearer')).status).toBe(401);
+  });
+
+  it('Partoo: valid 200, revoked 401, 404 answer 401', async () => {
+    provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody()));
+    expect((await outcome('connection')).status).toBe(200);
+    gate.clear();
+    provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody({ status: 'revoked' })));
+    expect((await outcome('connection')).status).toBe(401);
+    gate.clear();
+    provider.answer = (_req, res) => reply(res, 404, '{"errors":{"json":"Resource not found"}}');
+    expect((await outcome('connection')).status).toBe(401);
+  });
+});
+
+// ---- property-based ----------------------------------------------------------------
+
+const STATUSES = ['valid', 'consumed', 'revoked', 'expired'];
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const wrongTyped = fc.oneof(
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.array(fc.jsonValue(), { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue(), { maxKeys: 3 }),
+);
+const extraFields = fc.dictionary(
+  fc
+    .string({ minLength: 1, maxLength: 12 })
+    .filter(
+      (k) =>
+        ![
+          'result',
+          'success',
+          'errors',
+          'messages',
+          'status',
+          'token',
+          'expiration_date',
+          'generated_by',
+          'creation_date',
+          'consumption_date',
+          '__proto__',
+        ].includes(k),
+    ),
+  fc.jsonValue({ maxDepth: 2 }),
+  { minKeys: 1, maxKeys: 4 },
+);
+
+describe('Partoo answers (property)', () => {
+  it('arbitrary JSON without a known status: 503', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.jsonValue().filter((v) => !(isObject(v) && STATUSES.includes(v.status as string))),
+        async (body) => {
+          provider.answer = (_req, res) => reply(res, 200, JSON.stringify(body));
+          const before = provider.calls;
+          expect((await outcome('connection')).status).toBe(503);
+          expect(provider.calls).toBe(before + 1);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('a field of the wrong type: 503', async () => {
+    const field = fc.constantFrom('status', 'expiration_date', 'generated_by', 'creation_date', 'consumption_date');
+    const badValue = (name: string) =>
+      name === 'status'
+        ? fc.oneof(wrongTyped, fc.constantFrom('VALID', 'active', '', 'valid '))
+        : name === 'generated_by'
+          ? wrongTyped.filter((v) => v !== null)
+          : fc.oneof(
+              wrongTyped.filter((v) => v !== null),
+              fc.constantFrom('', 'not a date', 'tomorrow', '2019-13-45T99:99'),
+            );
+    await fc.assert(
+      fc.asyncProperty(
+        field.chain((name) => badValue(name).map((value) => [name, value] as const)),
+        async ([name, value]) => {
+          provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody({ [name]: value })));
+          expect((await outcome('connection')).status).toBe(503);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('a required field missing: 503; optional fields missing or null: accepted', async () => {
+    provider.answer = (_req, res) => reply(res, 200, JSON.stringify({ ...partooBody(), status: undefined }));
+    expect((await outcome('connection')).status).toBe(503);
+    gate.clear();
+    provider.answer = (_req, res) => reply(res, 200, '{"status":"valid"}');
+    expect((await outcome('connection')).status).toBe(200);
+    gate.clear();
+    provider.answer = (_req, res) =>
+      reply(res, 200, '{"status":"valid","expiration_date":null,"generated_by":null,"creation_date":null}');
+    expect((await outcome('connection')).status).toBe(200);
+  });
+
+  it('extra fields are accepted when the schema is met, and left out of details (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(extraFields, fc.constantFrom(...STATUSES), async (extra, status) => {
+        gate.clear();
+        provider.answer = (_req, res) => reply(res, 200, JSON.stringify({ ...extra, ...partooBody({ status }) }));
+        const result = await outcome('connection');
+        expect(result.status).toBe(status === 'valid' ? 200 : 401);
+        if (result.auth !== undefined) {
+          for (const key of Object.keys(result.auth.details)) {
+            expect(['status', 'expiration_date', 'generated_by', 'creation_date', 'consumption_date']).toContain(key);
+          }
+          expect(JSON.stringify(result.auth.details)).not.toContain('SECRETfreshConnectionToken');
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('error answers (400/403/404) that are not the documented shape: 503 (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(400, 403, 404),
+        fc.jsonValue().filter((v) => !(isObject(v) && 'errors' in v)),
+        async (status, body) => {
+          provider.answer = (_req, res) => reply(res, status, JSON.stringify(body));
+          expect((await outcome('connection')).status).toBe(503);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
+
+describe('OnlineOrNot answers (property)', () => {
+  it('arbitrary JSON from verify: 503', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.jsonValue().filter((v) => !(isObject(v) && v.success === true)),
+        async (body) => {
+          provider.answer = onlineOrNotAnswers(JSON.stringify(body));
+          expect((await outcome('bearer')).status).toBe(503);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('wrong types in verify or permissions: 503', async () => {
+    const mutation = fc.oneof(
+      wrongTyped.map((v) => ({ verify: verifyBody({ id: v, status: 'active' }) })),
+      fc.constant({ verify: verifyBody({ id: '', status: 'active' }) }),
+      wrongTyped.map((v) => ({ verify: verifyBody({ id: 'tok-1', status: v }) })),
+      wrongTyped.filter((v) => !isObject(v)).map((v) => ({ verify: verifyBody(v) })),
+      fc
+        .oneof(wrongTyped, fc.constantFrom('true', 1))
+        .filter((v) => v !== true)
+        .map((v) => ({ verify: { ...verifyBody(), success: v } })),
+      wrongTyped.filter((v) => !Array.isArray(v)).map((v) => ({ verify: { ...verifyBody(), errors: v } })),
+      wrongTyped.filter((v) => !Array.isArray(v)).map((v) => ({ permissions: permissionsBody(v) })),
+      fc
+        .array(wrongTyped, { minLength: 1, maxLength: 3 })
+        .map((list) => ({ permissions: permissionsBody(['uptime_checks (read)', ...list]) })),
+      fc
+        .jsonValue()
+        .filter((v) => !(isObject(v) && v.success === true))
+        .map((v) => ({ permissions: v })),
+    );
+    await fc.assert(
+      fc.asyncProperty(mutation, async (bodies) => {
+        provider.answer = onlineOrNotAnswers(
+          JSON.stringify('verify' in bodies ? bodies.verify : verifyBody()),
+          JSON.stringify('permissions' in bodies ? bodies.permissions : permissionsBody()),
+        );
+        expect((await outcome('bearer')).status).toBe(503);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('extra fields are accepted when the schema is met (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(extraFields, extraFields, async (extraTop, extraResult) => {
+        gate.clear();
+        provider.answer = onlineOrNotAnswers(
+          JSON.stringify({ ...extraTop, ...envelope({ ...extraResult, id: 'tok-1', status: 'active' }) }),
+          JSON.stringify({ ...extraTop, ...envelope({ ...extraResult, permissions: ['a'] }) }),
+        );
+        const result = await outcome('bearer');
+        expect(result.status).toBe(200);
+        expect(result.auth?.details).toEqual({ id: 'tok-1', status: 'active' });
+        expect(result.auth?.permissions).toEqual(['a']);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('a 401 that is not the API error shape (a proxy page, say): 503, not a rejection (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.jsonValue().filter((v) => !(isObject(v) && v.success === false)),
+        async (body) => {
+          provider.answer = onlineOrNotAnswers(JSON.stringify(body), JSON.stringify(body), 401);
+          expect((await outcome('bearer')).status).toBe(503);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('arbitrary bytes labelled JSON: 503 (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 200 }), async (bytes) => {
+        provider.answer = (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length });
+          res.end(bytes);
+        };
+        expect((await outcome('bearer')).status).toBe(503);
+      }),
+      { numRuns: 100 },
+    );
+  });
+});
+
+// ---- hand-written, through a real Express app -------------------------------------------
+
+describe('hand-written hostile answers: 503 through Express', () => {
+  const both = ['bearer', 'connection'] as const;
+
+  it.each(both)('malformed JSON (%s)', async (credential) => {
+    provider.answer = (_req, res) => reply(res, 200, '{"result": {"id": "tok-1", "status": "active"');
+    await expectUnavailable(credential);
+  });
+
+  it.each(both)('empty 200 and 204 (%s)', async (credential) => {
+    provider.answer = (_req, res) => reply(res, 200, '');
+    await expectUnavailable(credential);
+    provider.answer = (_req, res) => {
+      res.writeHead(204);
+      res.end();
+    };
+    await expectUnavailable(credential);
+  });
+
+  it.each([
+    ['a JSON string', '"valid"'],
+    ['a JSON array', '[{"status":"valid"}]'],
+    ['null', 'null'],
+    ['the status nested one level down', '{"result":{"status":"valid"}}'],
+    ['a __proto__ key (prototype pollution attempt)', '{"__proto__":{"status":"valid"}}'],
+    ['a number for the status', '{"status":1}'],
+    ['deeply nested JSON', `${'['.repeat(30_000)}${']'.repeat(30_000)}`],
+  ])('Partoo: %s', async (_name, body) => {
+    provider.answer = (_req, res) => reply(res, 200, body);
+    await expectUnavailable('connection');
+  });
+
+  it.each([
+    ['success: false with 200', JSON.stringify({ ...verifyBody(), success: false })],
+    ['result: null', JSON.stringify(verifyBody(null))],
+    ['numeric id', JSON.stringify(verifyBody({ id: 42, status: 'active' }))],
+    ['missing messages', JSON.stringify({ result: { id: 'tok-1', status: 'active' }, success: true, errors: [] })],
+    [
+      'a __proto__ result',
+      '{"__proto__":{"result":{"id":"x","status":"active"}},"success":true,"errors":[],"messages":[]}',
+    ],
+  ])('OnlineOrNot verify: %s', async (_name, body) => {
+    provider.answer = onlineOrNotAnswers(body);
+    await expectUnavailable('bearer');
+  });
+
+  it('OnlineOrNot permissions: a string instead of a list', async () => {
+    provider.answer = onlineOrNotAnswers(JSON.stringify(verifyBody()), JSON.stringify(permissionsBody('everything')));
+    await expectUnavailable('bearer');
+  });
+
+  it('OnlineOrNot 401 with an HTML body (a proxy login page): 503, not a rejection', async () => {
+    provider.answer = (_req, res) => reply(res, 401, '<html><body>Log in</body></html>', 'text/html');
+    await expectUnavailable('bearer');
+  });
+
+  it.each(both)('huge bodies, declared or chunked, are cut off at the cap (%s)', async (credential) => {
+    const cap = 64 * 1024;
+    provider.answer = (_req, res) => reply(res, 200, JSON.stringify({ padding: 'x'.repeat(cap) }));
+    await expectUnavailable(credential);
+    provider.answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }); // chunked: no Content-Length
+      res.write('{"padding":"');
+      for (let i = 0; i < 64; i++) res.write('x'.repeat(16 * 1024));
+      res.end('"}');
+    };
+    await expectUnavailable(credential);
+  });
+
+  it('a body of exactly the cap is read; maxBodyBytes lowers the cap', async () => {
+    const cap = 64 * 1024;
+    const exact = JSON.stringify(partooBody()).padEnd(cap, ' ');
+    expect(Buffer.byteLength(exact)).toBe(cap);
+    provider.answer = (_req, res) => reply(res, 200, exact);
+    expect((await request(gatedApp(gate).app).get('/me').query(CONN)).status).toBe(200);
+    provider.answer = (_req, res) => reply(res, 200, `${exact} `);
+    gate.clear();
+    await expectUnavailable('connection');
+
+    const small = createGate({
+      providers: [partoo({ apiKey: API_KEY, baseUrl: `${provider.url}/v2`, maxBodyBytes: 100 })],
+      retry: false,
+      breaker: false,
+    });
+    try {
+      provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody()));
+      expect(JSON.stringify(partooBody()).length).toBeGreaterThan(100);
+      expect((await request(gatedApp(small).app).get('/me').query(CONN)).status).toBe(503);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it.each(both)('a slow-drip body past the deadline (%s)', async (credential) => {
+    const timers = new Set<NodeJS.Timeout>();
+    provider.answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{');
+      const timer = setInterval(() => res.write(' '), 20);
+      timers.add(timer);
+      res.on('close', () => clearInterval(timer));
+    };
+    try {
+      const started = performance.now();
+      await expectUnavailable(credential);
+      expect(performance.now() - started).toBeLessThan(TIMEOUT + 2000);
+    } finally {
+      for (const timer of timers) clearInterval(timer);
+    }
+  });
+
+  it('a slow-drip body that completes within the deadline is fine', async () => {
+    const body = JSON.stringify(partooBody());
+    provider.answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      let sent = 0;
+      const timer = setInterval(() => {
+        const piece = body.slice(sent, sent + 20);
+        sent += piece.length;
+        if (sent >= body.length) {
+          clearInterval(timer);
+          res.end(piece);
+        } else res.write(piece);
+      }, 5);
+      res.on('close', () => clearInterval(timer));
+    };
+    expect((await request(gatedApp(gate).app).get('/me').query(CONN)).status).toBe(200);
+  });
+
+  it.each([
+    ['text/html', 'text/html; charset=utf-8'],
+    ['text/plain', 'text/plain'],
+    ['no content type', undefined],
+    ['application/jsonp', 'application/jsonp'],
+    ['application/x-json-stream', 'application/x-json-stream'],
+  ])('valid JSON with the wrong content type: %s', async (_name, contentType) => {
+    const answer =
+      (body: string): Answer =>
+      (_req, res) => {
+        res.writeHead(200, contentType === undefined ? {} : { 'content-type': contentType });
+        res.end(body);
+      };
+    provider.answer = answer(JSON.stringify(partooBody()));
+    await expectUnavailable('connection');
+    provider.answer = (req, res) =>
+      answer(JSON.stringify(req.url?.includes('verify') ? verifyBody() : permissionsBody()))(req, res);
+    await expectUnavailable('bearer');
+  });
+
+  it('JSON content types with parameters or a +json suffix are accepted', async () => {
+    for (const contentType of ['application/json; charset=utf-8', 'Application/JSON', 'application/vnd.partoo+json']) {
+      gate.clear();
+      provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody()), contentType);
+      expect((await request(gatedApp(gate).app).get('/me').query(CONN)).status).toBe(200);
+    }
+  });
+
+  it('a gzip-compressed body (never asked for) is not JSON: 503', async () => {
+    provider.answer = (_req, res) => {
+      const body = gzipSync(JSON.stringify(partooBody()));
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'content-encoding': 'gzip',
+        'content-length': body.length,
+      });
+      res.end(body);
+    };
+    await expectUnavailable('connection');
+  });
+
+  describe('redirects are not followed', () => {
+    afterEach(() => {
+      // The server a redirect points to never hears from the gate.
+      expect(elsewhere.calls).toBe(0);
+    });
+
+    it.each([301, 302, 303, 307, 308])('%i to another server: 503', async (status) => {
+      provider.answer = (req, res) => {
+        res.writeHead(status, { location: `${elsewhere.url}${req.url ?? '/'}`, 'content-length': 0 });
+        res.end();
+      };
+      await expectUnavailable('connection');
+      await expectUnavailable('bearer');
+    });
+
+    it('a redirect with a JSON body that would pass: 503', async () => {
+      provider.answer = (req, res) => {
+        const body = JSON.stringify(req.url?.includes('check_token') ? partooBody() : verifyBody());
+        res.writeHead(302, {
+          location: `${elsewhere.url}${req.url ?? '/'}`,
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+        });
+        res.end(body);
+      };
+      await expectUnavailable('connection');
+      await expectUnavailable('bearer');
+    });
+  });
+
+  it('expired and undated Partoo answers are decisions, not failures', async () => {
+    provider.answer = (_req, res) =>
+      reply(res, 200, JSON.stringify(partooBody({ expiration_date: new Date(Date.now() - 1000).toISOString() })));
+    expect((await request(gatedApp(gate).app).get('/me').query(CONN)).status).toBe(401);
+    gate.clear();
+    provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody({ expiration_date: null })));
+    const res = await request(gatedApp(gate).app).get('/me').query(CONN);
+    expect(res.status).toBe(200);
+    expect(res.body.expiresAt).toBeUndefined();
+  });
+});

@@ -1,0 +1,516 @@
+/**
+ * Provider faults (issue 4): the per-credential deadline, retries with
+ * backoff and Retry-After, the circuit breaker, `staleIfError`, and the
+ * events, seen through a real Express app in front of the mock providers.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import request from 'supertest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { cacheKey } from '../src/cache.js';
+import { extractBearer } from '../src/credentials/bearer.js';
+import {
+  type BearerCredential,
+  createGate,
+  type GateEvent,
+  type GateOptions,
+  onlineOrNot,
+  type Provider,
+  partoo,
+} from '../src/index.js';
+import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { gatedApp, READ_CHECKS } from './support/gated-app.js';
+
+const API_KEY = 'server-api-key-7f3a9c';
+// Distinctive secrets, so that a leak into events or bodies is found by a substring search.
+const READ_TOKEN = 'SECRETtokREAD0a1b2c3d4e5f';
+const BARE_TOKEN = 'SECRETtokBARE9z8y7x6w5v4u';
+const OFF_TOKEN = 'SECRETtokOFF5k4j3h2g1f0e';
+const CONN = { user_id: 'user-1', token: 'SECRETconn1q2w3e4r5t' };
+const connections = Array.from({ length: 6 }, (_, i) => ({ user_id: `user-p${i}`, token: `SECRETconnP${i}xyz` }));
+/** The i-th extra connection credential (its own cache key). */
+const peer = (i: number) => connections[i] as (typeof connections)[number];
+
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const close of cleanup.splice(0).reverse()) await close();
+});
+
+/** Mocks of both providers, a gate in front of them, and an Express app in front of the gate. */
+async function setup(options: Omit<GateOptions, 'providers'> = {}, partooExpiry?: Date) {
+  const oon = await mockOnlineOrNot({
+    tokens: {
+      [READ_TOKEN]: { id: 'tok-read', permissions: [READ_CHECKS] },
+      [BARE_TOKEN]: { id: 'tok-bare' },
+      [OFF_TOKEN]: { id: 'tok-off', status: 'disabled' },
+    },
+  });
+  cleanup.push(() => oon.close());
+  const expirationDate = partooExpiry ?? new Date(Date.now() + 3_600_000);
+  const pt = await mockPartoo({
+    apiKey: API_KEY,
+    tokens: [CONN, ...connections].map((c) => ({ userId: c.user_id, token: c.token, expirationDate })),
+  });
+  cleanup.push(() => pt.close());
+  const events: GateEvent[] = [];
+  const providers = [onlineOrNot({ baseUrl: oon.url }), partoo({ apiKey: API_KEY, baseUrl: pt.url })] as const;
+  const gate = createGate({ onEvent: (event) => events.push(event), ...options, providers });
+  cleanup.push(() => gate.close());
+  const { app, seen } = gatedApp(gate);
+  return { oon, pt, gate, events, app, seen, providers };
+}
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const ofType = <T extends GateEvent['type']>(events: GateEvent[], type: T) =>
+  events.filter((e): e is Extract<GateEvent, { type: T }> => e.type === type);
+
+describe('deadline', () => {
+  it('a provider that never answers gets a 503 at the deadline', async () => {
+    const { app, oon, events } = await setup({ timeout: 200, retry: false });
+    oon.fault = { kind: 'hang' };
+    const started = performance.now();
+    const res = await request(app).get('/me').set(bearer(READ_TOKEN));
+    const elapsed = performance.now() - started;
+    expect(res.status).toBe(503);
+    expect(res.headers['www-authenticate']).toBeUndefined();
+    expect(elapsed).toBeGreaterThanOrEqual(150);
+    expect(elapsed).toBeLessThan(3000);
+    expect(ofType(events, 'provider_error').map((e) => e.reason)).toEqual(['timeout']);
+    expect(ofType(events, 'verify')).toMatchObject([{ outcome: 'failed', attempts: 1 }]);
+  });
+
+  it('an answer slower than the deadline is a 503, not a late pass', async () => {
+    const { app, pt, seen } = await setup({ timeout: 200, retry: false });
+    pt.latency = 1500;
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(seen).toEqual([]);
+    // The late answer does not land in the cache either: once the provider is fast, it is asked again.
+    pt.latency = 0;
+    const before = pt.calls.checkToken;
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    expect(pt.calls.checkToken).toBe(before + 1);
+  });
+
+  it('a provider that ignores its abort signal still cannot hold a request', async () => {
+    const stuck: Provider<BearerCredential> = {
+      name: 'stuck',
+      cacheScope: 'stuck',
+      extract: extractBearer,
+      verify: () => new Promise(() => {}),
+    };
+    const gate = createGate({ providers: [stuck], timeout: 150 });
+    cleanup.push(() => gate.close());
+    const { app } = gatedApp(gate);
+    const started = performance.now();
+    const res = await request(app).get('/me').set(bearer(READ_TOKEN));
+    expect(res.status).toBe(503);
+    expect(performance.now() - started).toBeLessThan(3000);
+  });
+
+  it('the deadline covers retries: backoff never sleeps past it', async () => {
+    const timeout = 300;
+    const stamped: Array<{ at: number; event: GateEvent }> = [];
+    const { app, pt } = await setup({
+      timeout,
+      breaker: false,
+      retry: { retries: 1000, baseDelay: 40, maxDelay: 40 },
+      onEvent: (event) => stamped.push({ at: performance.now(), event }),
+    });
+    pt.fault = { kind: 'status', status: 500 };
+    const started = performance.now();
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    const retries = stamped.filter((s) => s.event.type === 'retry');
+    expect(retries.length).toBeGreaterThan(0);
+    expect(retries.length).toBeLessThan(1000);
+    for (const { at, event } of retries) {
+      // A retry is only planned when its wait ends inside the deadline (a little slack for clocks).
+      expect(at + (event as { delayMs: number }).delayMs).toBeLessThan(started + timeout + 20);
+    }
+    expect(pt.calls.checkToken).toBe(retries.length + 1);
+  });
+});
+
+describe('retries', () => {
+  const fastRetry = { retries: 2, baseDelay: 1, maxDelay: 5 };
+
+  it('connection errors are retried, then answered 503', async () => {
+    const { app, pt, events } = await setup({ retry: fastRetry, breaker: false });
+    pt.fault = { kind: 'reset' };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(pt.calls.checkToken).toBe(3);
+    expect(ofType(events, 'retry').map((e) => e.attempt)).toEqual([1, 2]);
+    expect(ofType(events, 'provider_error').map((e) => e.reason)).toEqual([
+      'unreachable',
+      'unreachable',
+      'unreachable',
+    ]);
+    expect(ofType(events, 'verify')).toMatchObject([{ outcome: 'failed', attempts: 3 }]);
+  });
+
+  it('a connection refused (provider down) is a 503', async () => {
+    const oon = await mockOnlineOrNot();
+    const url = oon.url;
+    await oon.close();
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: url })], retry: fastRetry });
+    cleanup.push(() => gate.close());
+    const res = await request(gatedApp(gate).app).get('/me').set(bearer(READ_TOKEN));
+    expect(res.status).toBe(503);
+  });
+
+  it.each([500, 502, 503, 504])('%i is retried and a later answer decides', async (status) => {
+    const { app, pt, events } = await setup({ retry: fastRetry, breaker: false });
+    pt.fault = { kind: 'status', status, every: 2 };
+    expect((await request(app).get('/me').query(peer(0))).status).toBe(200); // call 1: normal
+    const res = await request(app).get('/me').query(CONN); // call 2: fault, call 3: normal
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ provider: 'partoo', subject: CONN.user_id, stale: false });
+    expect(pt.calls.checkToken).toBe(3);
+    expect(ofType(events, 'provider_error')).toMatchObject([{ reason: 'status', status }]);
+    expect(ofType(events, 'retry')).toHaveLength(1);
+  });
+
+  it('429 is retried after the Retry-After the provider asked for', async () => {
+    const { app, pt, events } = await setup({ retry: fastRetry, breaker: false });
+    pt.fault = { kind: 'status', status: 429, retryAfter: 1, every: 2 };
+    expect((await request(app).get('/me').query(peer(0))).status).toBe(200);
+    const started = performance.now();
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(200);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(950);
+    expect(ofType(events, 'retry')).toMatchObject([{ attempt: 1 }]);
+    expect(ofType(events, 'retry')[0]?.delayMs).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('a Retry-After beyond the deadline is not waited for: 503 with the Retry-After', async () => {
+    const { app, pt, events } = await setup({ timeout: 1000, retry: fastRetry, breaker: false });
+    pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('30');
+    expect(pt.calls.checkToken).toBe(1);
+    expect(ofType(events, 'retry')).toEqual([]);
+  });
+
+  it('retry: false makes one attempt', async () => {
+    const { app, pt } = await setup({ retry: false, breaker: false });
+    pt.fault = { kind: 'reset' };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    expect(pt.calls.checkToken).toBe(1);
+  });
+
+  describe('answers that decide the token are never retried', () => {
+    const manyRetries = { retries: 5, baseDelay: 1, maxDelay: 1 };
+
+    it('OnlineOrNot 401 (unknown token) and an inactive token: one call each, 401', async () => {
+      const { app, oon } = await setup({ retry: manyRetries });
+      const unknown = await request(app).get('/me').set(bearer('SECRETunknownToken'));
+      expect(unknown.status).toBe(401);
+      expect(unknown.headers['www-authenticate']).toMatch(/^Bearer realm="api", error="invalid_token"/);
+      const inactive = await request(app).get('/me').set(bearer(OFF_TOKEN));
+      expect(inactive.status).toBe(401);
+      expect(oon.calls.verify).toBe(2);
+    });
+
+    it.each([
+      ['404 unknown token', { user_id: CONN.user_id, token: 'SECRETnotThisOne' }, undefined],
+      ['403 key may not check the user', CONN, 403],
+      ['400 error answer', CONN, 400],
+    ] as const)('Partoo %s: one call, 401', async (_name, query, status) => {
+      const { app, pt } = await setup({ retry: manyRetries });
+      if (status !== undefined) {
+        pt.fault = { kind: 'status', status, body: JSON.stringify({ errors: { json: 'no' } }) };
+      }
+      const res = await request(app).get('/me').query(query);
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+      expect(pt.calls.checkToken).toBe(1);
+    });
+
+    it("Partoo 401 (the server's key refused): one call, 500 without the key", async () => {
+      const pt = await mockPartoo({ apiKey: API_KEY });
+      cleanup.push(() => pt.close());
+      const gate = createGate({
+        providers: [partoo({ apiKey: 'SECRETwrongServerKey', baseUrl: pt.url })],
+        retry: manyRetries,
+      });
+      cleanup.push(() => gate.close());
+      const res = await request(gatedApp(gate).app).get('/me').query(CONN);
+      expect(res.status).toBe(500);
+      expect(res.text).not.toContain('SECRETwrongServerKey');
+      expect(pt.calls.checkToken).toBe(1);
+    });
+
+    it('an undocumented 4xx is neither a decision nor retried: one call, 503', async () => {
+      const { app, pt } = await setup({ retry: manyRetries });
+      pt.fault = { kind: 'status', status: 409 };
+      expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+      expect(pt.calls.checkToken).toBe(1);
+    });
+  });
+});
+
+describe('circuit breaker', () => {
+  const breaker = { threshold: 3, cooldown: 200 };
+
+  /** Opens the partoo breaker with `threshold` failing requests. */
+  async function openBreaker(ctx: Awaited<ReturnType<typeof setup>>) {
+    ctx.pt.fault = { kind: 'status', status: 500 };
+    for (let i = 0; i < breaker.threshold; i++) {
+      const res = await request(ctx.app).get('/me').query(CONN);
+      expect(res.status).toBe(503);
+      expect(res.headers['retry-after']).toBeUndefined();
+    }
+    expect(ctx.gate.stats().breakers.partoo).toBe('open');
+  }
+  const breakerStates = (events: GateEvent[]) => ofType(events, 'breaker').map((e) => `${e.provider}:${e.state}`);
+
+  it('closed -> open (fails fast with Retry-After) -> half-open -> closed', async () => {
+    const ctx = await setup({ retry: false, breaker });
+    const { app, pt, gate, events } = ctx;
+    expect(gate.stats().breakers).toEqual({ onlineornot: 'closed', partoo: 'closed' });
+    await openBreaker(ctx);
+    expect(breakerStates(events)).toEqual(['partoo:open']);
+    expect(pt.calls.checkToken).toBe(3);
+
+    const fast = await request(app).get('/me').query(CONN);
+    expect(fast.status).toBe(503);
+    expect(fast.headers['retry-after']).toBe('1');
+    expect(pt.calls.checkToken).toBe(3);
+    // The breaker is per provider: OnlineOrNot tokens still work.
+    expect((await request(app).get('/me').set(bearer(READ_TOKEN))).status).toBe(200);
+
+    pt.fault = undefined;
+    await sleep(breaker.cooldown + 50);
+    const probe = await request(app).get('/me').query(CONN);
+    expect(probe.status).toBe(200);
+    expect(pt.calls.checkToken).toBe(4);
+    expect(breakerStates(events)).toEqual(['partoo:open', 'partoo:half-open', 'partoo:closed']);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+  });
+
+  it('half-open -> open again when the probe fails', async () => {
+    const ctx = await setup({ retry: false, breaker });
+    const { app, pt, gate, events } = ctx;
+    await openBreaker(ctx);
+    await sleep(breaker.cooldown + 50);
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    expect(pt.calls.checkToken).toBe(4);
+    expect(breakerStates(events)).toEqual(['partoo:open', 'partoo:half-open', 'partoo:open']);
+    expect(gate.stats().breakers.partoo).toBe('open');
+    // Open for a whole new cooldown: fails fast without asking the provider.
+    const fast = await request(app).get('/me').query(CONN);
+    expect(fast.status).toBe(503);
+    expect(fast.headers['retry-after']).toBe('1');
+    expect(pt.calls.checkToken).toBe(4);
+  });
+
+  it('half-open lets exactly one probe through', async () => {
+    const ctx = await setup({ retry: false, breaker });
+    const { app, pt, gate } = ctx;
+    await openBreaker(ctx);
+    pt.fault = undefined;
+    pt.latency = 200; // keeps the probe in flight while the others arrive
+    await sleep(breaker.cooldown + 50);
+    const responses = await Promise.all(connections.map((c) => request(app).get('/me').query(c)));
+    const statuses = responses.map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 503, 503, 503, 503, 503]);
+    for (const res of responses.filter((r) => r.status === 503)) expect(res.headers['retry-after']).toBeDefined();
+    expect(pt.calls.checkToken).toBe(3 + 1);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+    pt.latency = 0;
+    const after = await Promise.all(connections.map((c) => request(app).get('/me').query(c)));
+    expect(after.map((r) => r.status)).toEqual(connections.map(() => 200));
+  });
+
+  it('rejections are answers: they never open the breaker', async () => {
+    const { app, oon, gate, events } = await setup({ retry: false, breaker: { threshold: 2, cooldown: 10_000 } });
+    for (let i = 0; i < 5; i++) {
+      expect(
+        (
+          await request(app)
+            .get('/me')
+            .set(bearer(`SECRETunknown${i}`))
+        ).status,
+      ).toBe(401);
+    }
+    expect(oon.calls.verify).toBe(5);
+    expect(gate.stats().breakers.onlineornot).toBe('closed');
+    expect(ofType(events, 'breaker')).toEqual([]);
+  });
+
+  it('breaker: false never fails fast', async () => {
+    const { app, pt, gate } = await setup({ retry: false, breaker: false });
+    pt.fault = { kind: 'status', status: 500 };
+    for (let i = 0; i < 8; i++) expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    expect(pt.calls.checkToken).toBe(8);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+  });
+});
+
+describe('staleIfError', () => {
+  const base = { retry: false, breaker: false } as const;
+
+  it('serves an expired positive answer, flagged stale, only while the provider fails', async () => {
+    const { app, pt, gate, events, seen } = await setup({ ...base, cache: { ttl: 100, staleIfError: 5000 } });
+    const first = await request(app).get('/me').query(CONN);
+    expect(first.status).toBe(200);
+    expect(first.body.stale).toBe(false);
+    await sleep(150);
+
+    pt.fault = { kind: 'reset' };
+    const stale = await request(app).get('/me').query(CONN);
+    expect(stale.status).toBe(200);
+    expect(stale.body).toMatchObject({ subject: CONN.user_id, stale: true });
+    expect(seen.at(-1)?.stale).toBe(true);
+    expect(ofType(events, 'stale')).toEqual([{ type: 'stale', provider: 'partoo' }]);
+    expect(gate.stats().stale).toBe(1);
+    expect(pt.calls.checkToken).toBe(2);
+
+    // A healthy provider is asked again: stale answers are for outages only.
+    pt.fault = undefined;
+    const fresh = await request(app).get('/me').query(CONN);
+    expect(fresh.status).toBe(200);
+    expect(fresh.body.stale).toBe(false);
+    expect(pt.calls.checkToken).toBe(3);
+  });
+
+  it('is off by default: an expired answer is not served when the provider fails', async () => {
+    const { app, pt } = await setup({ ...base, cache: { ttl: 100 } });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(150);
+    pt.fault = { kind: 'reset' };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+  });
+
+  it('never serves a token past its own expiresAt', async () => {
+    const expiresAt = new Date(Date.now() + 1500);
+    const { app, pt } = await setup({ ...base, cache: { ttl: 100, staleIfError: 60_000 } }, expiresAt);
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(200);
+    pt.fault = { kind: 'reset' };
+    const stale = await request(app).get('/me').query(CONN);
+    expect(stale.status).toBe(200);
+    expect(stale.body.stale).toBe(true);
+    await sleep(expiresAt.getTime() - Date.now() + 50);
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+  });
+
+  it.each([100, 0])('never revives a rejected token (negativeTtl %i)', async (negativeTtl) => {
+    const { app, pt } = await setup({ ...base, cache: { ttl: 100, negativeTtl, staleIfError: 60_000 } });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    pt.removeToken(CONN.user_id, CONN.token);
+    await sleep(150);
+    expect((await request(app).get('/me').query(CONN)).status).toBe(401);
+    await sleep(150); // the rejection itself has expired too
+    pt.fault = { kind: 'reset' };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+  });
+
+  it('is served while the breaker is open, without asking the provider', async () => {
+    const { app, pt, gate } = await setup({
+      retry: false,
+      breaker: { threshold: 1, cooldown: 10_000 },
+      cache: { ttl: 100, staleIfError: 60_000 },
+    });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(150);
+    pt.fault = { kind: 'status', status: 500 };
+    expect((await request(app).get('/me').query(CONN)).body.stale).toBe(true);
+    expect(gate.stats().breakers.partoo).toBe('open');
+    const calls = pt.calls.checkToken;
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(200);
+    expect(res.body.stale).toBe(true);
+    expect(pt.calls.checkToken).toBe(calls);
+    // Stale service never lets a credential the cache does not know through.
+    expect((await request(app).get('/me').query(peer(0))).status).toBe(503);
+  });
+});
+
+describe('events', () => {
+  it('report cache, verify, retry, provider errors, breaker and stale, and never carry a secret', async () => {
+    const ctx = await setup({
+      timeout: 1000,
+      retry: { retries: 1, baseDelay: 1, maxDelay: 1 },
+      breaker: { threshold: 2, cooldown: 100 },
+      cache: { ttl: 100, staleIfError: 60_000 },
+    });
+    const { app, oon, pt, events, providers } = ctx;
+    // cache miss + coalesced + verify accepted, then a hit
+    oon.latency = 100; // keeps the first upstream call in flight while the others join it
+    await Promise.all([1, 2, 3].map(() => request(app).get('/checks').set(bearer(READ_TOKEN))));
+    oon.latency = 0;
+    await request(app).get('/checks').set(bearer(READ_TOKEN));
+    // verify rejected, cached rejection hit, 403 from a guard
+    await request(app).get('/me').set(bearer('SECRETunknownToken0'));
+    await request(app).get('/me').set(bearer('SECRETunknownToken0'));
+    await request(app).get('/checks').set(bearer(BARE_TOKEN));
+    // Partoo: accepted, then failing: retries, provider errors, breaker open, stale
+    await request(app).get('/me').query(CONN);
+    await sleep(150);
+    pt.fault = { kind: 'status', status: 503 };
+    await request(app).get('/me').query(CONN);
+    await request(app).get('/me').query(peer(0));
+    await request(app).get('/me').query(peer(1));
+    pt.fault = undefined;
+    await sleep(150);
+    await request(app).get('/me').query(peer(2)); // half-open probe, closed
+    oon.fault = { kind: 'garbage' };
+    await request(app).get('/me').set(bearer('SECRETunknownToken1'));
+
+    const kinds = new Set(events.map((e) => e.type));
+    expect([...kinds].sort()).toEqual(['breaker', 'cache', 'provider_error', 'retry', 'stale', 'verify']);
+    expect(new Set(ofType(events, 'cache').map((e) => e.result))).toEqual(new Set(['hit', 'miss', 'coalesced']));
+    expect(new Set(ofType(events, 'verify').map((e) => e.outcome))).toEqual(
+      new Set(['accepted', 'rejected', 'failed']),
+    );
+    expect(ofType(events, 'breaker').map((e) => e.state)).toEqual(['open', 'half-open', 'closed']);
+    for (const event of events) {
+      expect(['onlineornot', 'partoo']).toContain(event.provider);
+      if ('durationMs' in event) expect(event.durationMs).toBeGreaterThanOrEqual(0);
+    }
+
+    const secrets = [
+      READ_TOKEN,
+      BARE_TOKEN,
+      'SECRETunknownToken0',
+      'SECRETunknownToken1',
+      API_KEY,
+      ...[CONN, ...connections].flatMap((c) => [c.token, c.user_id]),
+      cacheKey(providers[0].cacheScope, READ_TOKEN),
+      cacheKey(providers[1].cacheScope, `${CONN.user_id}\0${CONN.token}`),
+    ];
+    const serialized = events.map((event) => JSON.stringify(event));
+    for (const line of serialized) for (const secret of secrets) expect(line).not.toContain(secret);
+    // The search itself works: a secret in an event would have been found.
+    expect(JSON.stringify({ ...events[0], leaked: READ_TOKEN })).toContain(READ_TOKEN);
+  });
+
+  it('a throwing listener does not break authentication', async () => {
+    const { app } = await setup({
+      onEvent: () => {
+        throw new Error('logger down');
+      },
+    });
+    expect((await request(app).get('/checks').set(bearer(READ_TOKEN))).status).toBe(200);
+    expect((await request(app).get('/checks').set(bearer(READ_TOKEN))).status).toBe(200);
+  });
+
+  it('503 bodies and headers carry no token', async () => {
+    const { app, pt, oon } = await setup({ retry: false });
+    pt.fault = { kind: 'reset' };
+    oon.fault = { kind: 'garbage' };
+    const responses = [
+      await request(app).get('/me').query(CONN),
+      await request(app).get('/me').set(bearer(READ_TOKEN)),
+    ];
+    for (const res of responses) {
+      expect(res.status).toBe(503);
+      const visible = res.text + JSON.stringify(res.headers);
+      for (const secret of [CONN.token, READ_TOKEN, API_KEY]) expect(visible).not.toContain(secret);
+    }
+  });
+});
