@@ -1,0 +1,195 @@
+/**
+ * Logs and metrics from the gate's events, with pino.
+ *
+ *   npx tsx examples/pino.ts
+ *
+ * Starts the mock providers and an Express app on 127.0.0.1, sends a few
+ * requests (then makes OnlineOrNot fail for a while, to show retries,
+ * provider errors, the breaker and stale answers), logs every gate event as
+ * one JSON line, prints counters in Prometheus text format, and exits.
+ *
+ * Events never carry a token, a key or a cache key, so they can be logged
+ * whole. The sample tokens below are fake and only known to the mocks.
+ */
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import express from 'express';
+import pino, { type Logger } from 'pino';
+// In an app: from 'tokengate', 'tokengate/express' and 'tokengate/testing'.
+import { authenticate, requires } from '../adapters/express.js';
+import { AuthError, createGate, type GateEvent, onlineOrNot, partoo } from '../src/index.js';
+import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+
+const READ = 'uptime_checks (read)';
+const logger = pino({ level: process.env.LOG_LEVEL ?? 'debug', base: { app: 'pino-example' } });
+
+/** One log line per event, at a level that fits it. */
+function logGateEvent(log: Logger, event: GateEvent): void {
+  switch (event.type) {
+    case 'cache':
+      log.debug(event, 'tokengate cache');
+      return;
+    case 'verify':
+      if (event.outcome === 'failed') log.warn(event, 'tokengate verify failed');
+      else log.info(event, 'tokengate verify');
+      return;
+    case 'provider_error':
+      log.warn(event, 'tokengate provider error');
+      return;
+    case 'retry':
+      log.info(event, 'tokengate retry');
+      return;
+    case 'breaker':
+      if (event.state === 'open') log.error(event, 'tokengate breaker open: failing fast');
+      else log.info(event, `tokengate breaker ${event.state}`);
+      return;
+    case 'stale':
+      log.warn(event, 'tokengate served a stale answer');
+      return;
+  }
+}
+
+/** Counters and verify durations, keyed by Prometheus-style metric name and labels. */
+class GateMetrics {
+  readonly #counters = new Map<string, number>();
+  readonly #durations = new Map<string, number[]>();
+
+  record(event: GateEvent): void {
+    const provider = `provider="${event.provider}"`;
+    switch (event.type) {
+      case 'cache':
+        this.#count(`tokengate_cache_total{${provider},result="${event.result}"}`);
+        return;
+      case 'verify': {
+        this.#count(`tokengate_verify_total{${provider},outcome="${event.outcome}"}`);
+        const durations = this.#durations.get(event.provider) ?? [];
+        durations.push(event.durationMs);
+        this.#durations.set(event.provider, durations);
+        return;
+      }
+      case 'provider_error':
+        this.#count(`tokengate_provider_errors_total{${provider},reason="${event.reason}"}`);
+        return;
+      case 'retry':
+        this.#count(`tokengate_retries_total{${provider}}`);
+        return;
+      case 'breaker':
+        this.#count(`tokengate_breaker_transitions_total{${provider},state="${event.state}"}`);
+        return;
+      case 'stale':
+        this.#count(`tokengate_stale_total{${provider}}`);
+        return;
+    }
+  }
+
+  /** Prometheus text exposition lines (counters, then verify duration max and p50 per provider). */
+  lines(): string[] {
+    const lines = [...this.#counters].sort(([a], [b]) => a.localeCompare(b)).map(([key, n]) => `${key} ${n}`);
+    for (const [provider, durations] of this.#durations) {
+      const sorted = [...durations].sort((a, b) => a - b);
+      const p50 = sorted[Math.floor((sorted.length - 1) / 2)] ?? 0;
+      lines.push(`tokengate_verify_duration_ms{provider="${provider}",quantile="0.5"} ${p50.toFixed(1)}`);
+      lines.push(
+        `tokengate_verify_duration_ms{provider="${provider}",quantile="1"} ${(sorted.at(-1) ?? 0).toFixed(1)}`,
+      );
+    }
+    return lines;
+  }
+
+  #count(key: string): void {
+    this.#counters.set(key, (this.#counters.get(key) ?? 0) + 1);
+  }
+}
+
+// ---- mock providers, the gate, the app ---------------------------------------------
+
+const tokens = { read: 'example-read-token', other: 'example-other-token', unknown: 'example-unknown-token' };
+const connection = { user_id: 'example-user', token: 'example-connection-token' };
+const apiKey = 'example-partoo-api-key';
+
+const oon = await mockOnlineOrNot({
+  tokens: {
+    [tokens.read]: { id: 'tok_reader', permissions: [READ] },
+    [tokens.other]: { id: 'tok_other', permissions: [READ] },
+  },
+});
+const partooMock = await mockPartoo({ apiKey, tokens: [{ userId: connection.user_id, token: connection.token }] });
+
+const metrics = new GateMetrics();
+const gateLog = logger.child({ component: 'tokengate' });
+const gate = createGate({
+  providers: [onlineOrNot({ baseUrl: oon.url }), partoo({ apiKey, baseUrl: partooMock.url, permissions: [READ] })],
+  timeout: 1000,
+  retry: { retries: 1, baseDelay: 20, maxDelay: 50 },
+  breaker: { threshold: 2, cooldown: 300 },
+  cache: { ttl: 200, staleIfError: 10_000 },
+  onEvent: (event) => {
+    metrics.record(event);
+    logGateEvent(gateLog, event);
+  },
+});
+
+const app = express();
+app.get('/checks', authenticate(gate), requires(READ), (req, res) => {
+  res.json({ subject: req.auth?.subject, stale: req.auth?.stale });
+});
+// Without this, Express's default handler would print every 401 to stderr with a stack trace.
+app.use(((error, _req, res, _next) => {
+  if (error instanceof AuthError) {
+    res
+      .status(error.status)
+      .set(error.headers)
+      .json({ error: error.code, message: error.expose ? error.message : undefined });
+    return;
+  }
+  logger.error({ err: error }, 'request failed');
+  res.status(500).json({ error: 'internal_error' });
+}) satisfies express.ErrorRequestHandler);
+const server = await new Promise<ReturnType<typeof app.listen>>((resolve) => {
+  const started = app.listen(0, '127.0.0.1', () => resolve(started));
+});
+const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+const requestLog = logger.child({ component: 'client' });
+
+/** Sends one request and logs what came back (never the credential itself: `what` describes it). */
+async function call(what: string, init: { bearer?: string; query?: Record<string, string> } = {}): Promise<void> {
+  const url = new URL('/checks', base);
+  for (const [name, value] of Object.entries(init.query ?? {})) url.searchParams.set(name, value);
+  const res = await fetch(url, {
+    headers: init.bearer === undefined ? {} : { authorization: `Bearer ${init.bearer}` },
+  });
+  await res.arrayBuffer();
+  requestLog.info({ what, status: res.status, retryAfter: res.headers.get('retry-after') ?? undefined }, 'GET /checks');
+}
+
+try {
+  await call('valid bearer token (cache miss)', { bearer: tokens.read });
+  await call('same token again (cache hit)', { bearer: tokens.read });
+  await call('unknown bearer token', { bearer: tokens.unknown });
+  await call('no credential');
+  await call('valid connection token', { query: connection });
+
+  logger.info('OnlineOrNot starts resetting connections');
+  oon.fault = { kind: 'reset' };
+  await sleep(250); // past the cache ttl: the next request must ask the provider
+  await call('cached token while the provider fails (served stale)', { bearer: tokens.read });
+  await call('uncached token while the provider fails', { bearer: tokens.other });
+  await call('uncached token, breaker open (fails fast)', { bearer: tokens.other });
+
+  logger.info('OnlineOrNot recovers');
+  oon.fault = undefined;
+  await sleep(350); // past the breaker cooldown
+  await call('after recovery (half-open probe)', { bearer: tokens.other });
+  await call('after recovery', { bearer: tokens.read });
+
+  logger.info({ stats: gate.stats() }, 'gate stats');
+  process.stdout.write(`\n# tokengate metrics\n${metrics.lines().join('\n')}\n`);
+} finally {
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+  await gate.close();
+  await oon.close();
+  await partooMock.close();
+}
