@@ -22,8 +22,8 @@ export interface BearerCredential extends Credential {
   readonly secret: string;
 }
 
-// Linear: the token class excludes both the separator and "=", so no backtracking.
-const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+// Linear: the token class excludes "=", so no backtracking.
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)/;
 
 /**
@@ -39,11 +39,16 @@ export function extractBearer(req: CredentialRequest, realm: string): BearerCred
   if (typeof header !== 'string' || hasRepeatedAuthorization(req.rawHeaders)) {
     throw invalidRequest(realm, 'Only one Authorization header is allowed');
   }
-  const match = BEARER.exec(header);
-  if (match !== null) {
-    const token = match[1] as string;
-    if (token.length > MAX_BEARER_LENGTH) throw invalidRequest(realm, 'Bearer token is too long');
-    return { source: 'header:authorization', secret: token };
+  if (startsWithBearerSpace(header)) {
+    // No capture group and no match array: this runs on every request.
+    let start = 7;
+    while (header.charCodeAt(start) === 0x20) start++;
+    const token = header.slice(start);
+    if (B64TOKEN.test(token)) {
+      if (token.length > MAX_BEARER_LENGTH) throw invalidRequest(realm, 'Bearer token is too long');
+      return { source: 'header:authorization', secret: token };
+    }
+    throw invalidRequest(realm, 'Malformed Bearer token');
   }
   if (!isBearerScheme(header)) {
     // Another scheme is somebody else's credential; a header with no scheme at all is malformed.
@@ -53,8 +58,27 @@ export function extractBearer(req: CredentialRequest, realm: string): BearerCred
   throw invalidRequest(realm, 'Malformed Bearer token');
 }
 
+/** `Bearer ` in any case: the scheme, then the one space RFC 6750 requires. */
+function startsWithBearerSpace(header: string): boolean {
+  return (
+    header.length > 7 &&
+    header.charCodeAt(6) === 0x20 &&
+    // ASCII letters only: `| 0x20` lower-cases a letter and cannot turn a non-letter into one of these.
+    (header.charCodeAt(0) | 0x20) === 0x62 && // b
+    (header.charCodeAt(1) | 0x20) === 0x65 && // e
+    (header.charCodeAt(2) | 0x20) === 0x61 && // a
+    (header.charCodeAt(3) | 0x20) === 0x72 && // r
+    (header.charCodeAt(4) | 0x20) === 0x65 && // e
+    (header.charCodeAt(5) | 0x20) === 0x72 // r
+  );
+}
+
 function isBearerScheme(header: string): boolean {
-  return header.length >= 6 && header.slice(0, 6).toLowerCase() === 'bearer' && (header.length === 6 || header[6] === ' ' || header[6] === '\t');
+  return (
+    header.length >= 6 &&
+    header.slice(0, 6).toLowerCase() === 'bearer' &&
+    (header.length === 6 || header[6] === ' ' || header[6] === '\t')
+  );
 }
 
 /** Node keeps the first of repeated `Authorization` headers; `rawHeaders` keeps them all. */
@@ -63,7 +87,11 @@ function hasRepeatedAuthorization(rawHeaders: readonly string[] | undefined): bo
   let seen = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
-    if (name.length === 13 && name.toLowerCase() === 'authorization') {
+    // The usual spellings first: toLowerCase() allocates.
+    if (
+      name.length === 13 &&
+      (name === 'Authorization' || name === 'authorization' || name.toLowerCase() === 'authorization')
+    ) {
       if (seen) return true;
       seen = true;
     }
