@@ -20,7 +20,14 @@ import {
 import type { BreakerState, EventListener, GateEvent } from './events.js';
 import type { Guard } from './guards.js';
 import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, sleep } from './resilience.js';
-import { type Credential, type CredentialRequest, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
+import {
+  type Credential,
+  type CredentialRequest,
+  type Principal,
+  type Provider,
+  ProviderFailure,
+  type Verdict,
+} from './types.js';
 
 /** Options of {@link createGate}. Times are in milliseconds. */
 export interface GateOptions {
@@ -136,19 +143,25 @@ export function createGate(options: GateOptions): Gate {
   if (!Array.isArray(options.providers) || options.providers.length === 0) {
     throw new TypeError('createGate needs at least one provider');
   }
-  const retry = options.retry === false ? undefined : {
-    retries: options.retry?.retries ?? 2,
-    baseDelay: options.retry?.baseDelay ?? 50,
-    maxDelay: options.retry?.maxDelay ?? 1000,
-  };
+  const retry =
+    options.retry === false
+      ? undefined
+      : {
+          retries: options.retry?.retries ?? 2,
+          baseDelay: options.retry?.baseDelay ?? 50,
+          maxDelay: options.retry?.maxDelay ?? 1000,
+        };
   const onEvent = options.onEvent;
-  const emit = onEvent === undefined ? undefined : (event: GateEvent) => {
-    try {
-      onEvent(event);
-    } catch {
-      // A failing logger must not fail authentication.
-    }
-  };
+  const emit =
+    onEvent === undefined
+      ? undefined
+      : (event: GateEvent) => {
+          try {
+            onEvent(event);
+          } catch {
+            // A failing logger must not fail authentication.
+          }
+        };
 
   const cache = new VerdictCache(options.cache);
   const grants = new GrantsTable();
@@ -157,9 +170,12 @@ export function createGate(options: GateOptions): Gate {
     let label = provider.name;
     for (let n = 2; usedLabels.has(label); n++) label = `${provider.name}#${n}`;
     usedLabels.add(label);
-    const breaker = options.breaker === false ? undefined : new CircuitBreaker(options.breaker ?? {}, (state) => {
-      emit?.({ type: 'breaker', provider: provider.name, state });
-    });
+    const breaker =
+      options.breaker === false
+        ? undefined
+        : new CircuitBreaker(options.breaker ?? {}, (state) => {
+            emit?.({ type: 'breaker', provider: provider.name, state });
+          });
     return { provider, label, origin: Object.freeze({ provider: provider.name, realm }), breaker };
   });
   const counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0 };
@@ -299,7 +315,10 @@ export function createGate(options: GateOptions): Gate {
    * cached context (or no credential under `optional`) comes back as it is,
    * everything else as a promise; bad credentials throw synchronously.
    */
-  function authenticateNow(req: CredentialRequest, opts?: AuthenticateOptions): AuthContext | undefined | Promise<AuthContext> {
+  function authenticateNow(
+    req: CredentialRequest,
+    opts?: AuthenticateOptions,
+  ): AuthContext | undefined | Promise<AuthContext> {
     const found = findCredential(req);
     if (found === undefined) {
       if (opts?.optional === true) return undefined;
@@ -335,8 +354,7 @@ export function createGate(options: GateOptions): Gate {
     return authenticateNow(req, opts);
   }
 
-  return {
-    [AUTHENTICATE_NOW]: authenticateNow,
+  const gate: Gate = {
     realm,
     authenticate: authenticate as Gate['authenticate'],
     authorize(auth: AuthContext | undefined, guard: Guard): void {
@@ -361,6 +379,9 @@ export function createGate(options: GateOptions): Gate {
       await Promise.all(slots.map((slot) => slot.provider.close?.()));
     },
   };
+  // Not enumerable: the adapters' business, not the gate's public shape.
+  Object.defineProperty(gate, AUTHENTICATE_NOW, { value: authenticateNow });
+  return gate;
 }
 
 function isPrincipal(value: Principal | undefined): value is Principal {
