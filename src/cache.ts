@@ -51,9 +51,15 @@ export interface Flight {
  * Cache key: SHA-256 over the provider's scope and the credential, so a raw
  * token never sits in memory as a key, and two providers (or two base URLs,
  * or two API keys) never share an answer. `scope` must not contain NUL.
+ *
+ * The 32 digest bytes are kept as a 32-character Latin-1 string (48 bytes on
+ * the heap, against 64 for 43 base64url characters): the key is only ever
+ * compared, never shown. It is computed on every request, hits included,
+ * rather than remembered per raw header: a memo from token to key would keep
+ * raw tokens in memory, which hashing the keys is there to avoid.
  */
 export function cacheKey(scope: string, secret: string): string {
-  return hash('sha256', `${scope}\0${secret}`, 'base64url');
+  return hash('sha256', `${scope}\0${secret}`, 'binary'); // 'binary' is Node's name for Latin-1
 }
 
 function checkDuration(name: string, value: number, min: number): number {
@@ -169,4 +175,3 @@ export class VerdictCache {
     return this.#inflight.size;
   }
 }
-
