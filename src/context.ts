@@ -104,11 +104,25 @@ export class AuthContext {
 
   /** @internal A copy flagged as served stale. */
   asStale(): AuthContext {
-    return new AuthContext(this.origin, this.subject, this.grants, this.expiresAtMs, this.details, this.staleWindow, true);
+    return new AuthContext(
+      this.origin,
+      this.subject,
+      this.grants,
+      this.expiresAtMs,
+      this.details,
+      this.staleWindow,
+      true,
+    );
   }
 
   toJSON(): { provider: string; subject: string; permissions: readonly string[]; expiresAt?: string; stale: boolean } {
-    const json: { provider: string; subject: string; permissions: readonly string[]; expiresAt?: string; stale: boolean } = {
+    const json: {
+      provider: string;
+      subject: string;
+      permissions: readonly string[];
+      expiresAt?: string;
+      stale: boolean;
+    } = {
       provider: this.provider,
       subject: this.subject,
       permissions: this.permissions,

@@ -93,12 +93,24 @@ export class ProviderHttp {
       throw new ProviderFailure('status', `${this.#provider} answered ${status}`, false, undefined, status);
     }
     if (!isJsonContentType(responseHeaders['content-type'])) {
-      throw new ProviderFailure('invalid_answer', `${this.#provider} answered ${status} without a JSON content type`, false, undefined, status);
+      throw new ProviderFailure(
+        'invalid_answer',
+        `${this.#provider} answered ${status} without a JSON content type`,
+        false,
+        undefined,
+        status,
+      );
     }
     try {
       return { status, body: JSON.parse(text) as unknown };
     } catch {
-      throw new ProviderFailure('invalid_answer', `${this.#provider} answered ${status} with malformed JSON`, false, undefined, status);
+      throw new ProviderFailure(
+        'invalid_answer',
+        `${this.#provider} answered ${status} with malformed JSON`,
+        false,
+        undefined,
+        status,
+      );
     }
   }
 
@@ -107,9 +119,14 @@ export class ProviderHttp {
   }
 
   #transportFailure(error: unknown, signal: AbortSignal): ProviderFailure {
-    if (signal.aborted) return new ProviderFailure('timeout', `${this.#provider} did not answer within the deadline`, false);
+    if (signal.aborted)
+      return new ProviderFailure('timeout', `${this.#provider} did not answer within the deadline`, false);
     const code = (error as { code?: unknown } | null)?.code;
-    return new ProviderFailure('unreachable', `${this.#provider} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`, true);
+    return new ProviderFailure(
+      'unreachable',
+      `${this.#provider} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`,
+      true,
+    );
   }
 }
 

@@ -58,7 +58,8 @@ export class CircuitBreaker {
   constructor(options: BreakerOptions, onChange: (state: BreakerState) => void) {
     this.#threshold = options.threshold ?? 5;
     this.#cooldown = options.cooldown ?? 10_000;
-    if (!(this.#threshold >= 1) || !(this.#cooldown >= 0)) throw new RangeError('breaker: threshold >= 1 and cooldown >= 0');
+    if (!(this.#threshold >= 1) || !(this.#cooldown >= 0))
+      throw new RangeError('breaker: threshold >= 1 and cooldown >= 0');
     this.#onChange = onChange;
   }
 

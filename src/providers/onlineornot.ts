@@ -109,11 +109,23 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   /** Validates an answer whose status must be `expected` (200 unless said). */
   function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, endpoint: string, expected = 200): T {
     if (answer.status !== expected) {
-      throw new ProviderFailure('status', `${name} ${endpoint} answered ${answer.status}`, false, undefined, answer.status);
+      throw new ProviderFailure(
+        'status',
+        `${name} ${endpoint} answered ${answer.status}`,
+        false,
+        undefined,
+        answer.status,
+      );
     }
     const parsed = schema.safeParse(answer.body);
     if (!parsed.success) {
-      throw new ProviderFailure('invalid_answer', `${name} ${endpoint} answer does not match its schema`, false, undefined, answer.status);
+      throw new ProviderFailure(
+        'invalid_answer',
+        `${name} ${endpoint} answer does not match its schema`,
+        false,
+        undefined,
+        answer.status,
+      );
     }
     return parsed.data;
   }

@@ -88,7 +88,14 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     switch (answer.status) {
       case 200: {
         const parsed = CheckTokenAnswer.safeParse(answer.body);
-        if (!parsed.success) throw new ProviderFailure('invalid_answer', `${name} check_token answer does not match its schema`, false, undefined, 200);
+        if (!parsed.success)
+          throw new ProviderFailure(
+            'invalid_answer',
+            `${name} check_token answer does not match its schema`,
+            false,
+            undefined,
+            200,
+          );
         const body = parsed.data;
         if (!accept.has(body.status)) return { ok: false, reason: `The connection token is ${body.status}` };
         const expiresAt = body.expiration_date ? new Date(body.expiration_date) : undefined;
@@ -101,11 +108,23 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
       case 404:
         // 403: this server's key may not check that user; for the client it is the same as an unknown token.
         if (!CheckTokenError.safeParse(answer.body).success) {
-          throw new ProviderFailure('invalid_answer', `${name} check_token error answer does not match its schema`, false, undefined, answer.status);
+          throw new ProviderFailure(
+            'invalid_answer',
+            `${name} check_token error answer does not match its schema`,
+            false,
+            undefined,
+            answer.status,
+          );
         }
         return NOT_ACCEPTED;
       default:
-        throw new ProviderFailure('status', `${name} check_token answered ${answer.status}`, false, undefined, answer.status);
+        throw new ProviderFailure(
+          'status',
+          `${name} check_token answered ${answer.status}`,
+          false,
+          undefined,
+          answer.status,
+        );
     }
   }
 
