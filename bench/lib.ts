@@ -24,6 +24,7 @@ export interface ServerConfig {
 /** Messages from a server process. */
 export type ServerMessage =
   | { readonly type: 'ready'; readonly port: number }
+  | { readonly type: 'profiled' }
   | {
       readonly type: 'usage';
       /** `process.cpuUsage()` user + system, µs. */

@@ -119,6 +119,7 @@ const result: MemoryResult = {
   sharedPermissionLists,
   distinctPermissionLists: lists.size,
 };
+if (process.send === undefined) console.log(JSON.stringify(result, null, 2));
 process.send?.({ type: 'result', result });
 await gate.close();
 process.disconnect?.();

@@ -4,7 +4,9 @@
  * orchestrator's `usage` requests (CPU time, gate stats) over IPC.
  * Started pinned to core 0 by bench/run.ts.
  */
+import { writeFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
+import { Session } from 'node:inspector/promises';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
 import Koa from 'koa';
@@ -155,7 +157,25 @@ const server = await listen(handler);
 const address = server.address();
 if (address === null || typeof address === 'string') throw new Error('server has no port');
 
-process.on('message', (message: { type: string }) => {
+// CPU profiles for bench/profile.ts, of the warm server only (what `node --cpu-prof` records, minus start-up).
+let profiler: Session | undefined;
+async function profile(message: { type: string; path?: string }): Promise<void> {
+  if (message.type === 'profile-start') {
+    profiler = new Session();
+    profiler.connect();
+    await profiler.post('Profiler.enable');
+    await profiler.post('Profiler.setSamplingInterval', { interval: 100 });
+    await profiler.post('Profiler.start');
+  } else if (message.type === 'profile-stop' && profiler !== undefined && message.path !== undefined) {
+    const { profile } = await profiler.post('Profiler.stop');
+    writeFileSync(message.path, JSON.stringify(profile));
+    profiler.disconnect();
+  }
+  send({ type: 'profiled' });
+}
+
+process.on('message', (message: { type: string; path?: string }) => {
+  if (message.type.startsWith('profile-')) void profile(message);
   if (message.type === 'usage') {
     const cpu = process.cpuUsage();
     const stats = gate?.stats();
@@ -170,6 +190,7 @@ process.on('message', (message: { type: string }) => {
     });
   }
 });
-// The orchestrator going away ends the server too.
+// The orchestrator going away ends the server too; a normal exit also lets --cpu-prof write its profile.
 process.on('disconnect', () => process.exit(0));
+process.on('SIGTERM', () => process.exit(0));
 send({ type: 'ready', port: address.port });

@@ -1,0 +1,126 @@
+/**
+ * CPU profile of one server variant under load: `npx tsx bench/profile.ts
+ * [variant] [hot|cold] [seconds]` (default `express-gate hot 8`). The server
+ * runs on core 0, autocannon on core 1; after a 2 s warm-up the server
+ * records a CPU profile through `node:inspector` (the format of
+ * `node --cpu-prof`, without start-up and module loading). The profile lands
+ * in bench/profiles/ (open it in Chrome DevTools); the functions with the
+ * most self time are printed, with tokengate's share of the CPU time.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { mockOnlineOrNot } from '../src/testing/index.js';
+import { BENCH_PERMISSIONS, HOST, type ServerConfig, type ServerMessage, type Variant } from './lib.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const variant = (process.argv[2] ?? 'express-gate') as Variant;
+const mode = process.argv[3] ?? 'hot';
+const seconds = Number(process.argv[4] ?? 8);
+const profiles = join(here, 'profiles');
+mkdirSync(profiles, { recursive: true });
+
+const TOKEN = 'bench-hot-token-0123456789abcdef';
+const provider = await mockOnlineOrNot({ tokens: { [TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
+const COLD = 200_000;
+if (mode === 'cold')
+  for (let i = 0; i < COLD; i++) provider.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
+
+const config: ServerConfig = { variant, providerUrl: provider.url, jwksUri: '', issuer: '', audience: '' };
+const server = spawn('taskset', ['-c', '0', process.execPath, '--import', 'tsx', join(here, 'server.ts')], {
+  env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+});
+const reply = (type: ServerMessage['type']) =>
+  new Promise<ServerMessage>((resolve) => {
+    const onMessage = (message: ServerMessage) => {
+      if (message.type !== type) return;
+      server.off('message', onMessage);
+      resolve(message);
+    };
+    server.on('message', onMessage);
+  });
+const ready = await reply('ready');
+const port = ready.type === 'ready' ? ready.port : 0;
+
+let cold = 0;
+const load = (duration: number) =>
+  autocannon({
+    url: `http://${HOST}:${port}/hello`,
+    connections: 32,
+    duration,
+    headers: { authorization: `Bearer ${TOKEN}` },
+    ...(mode === 'cold'
+      ? {
+          requests: [
+            {
+              method: 'GET',
+              path: '/hello',
+              setupRequest: (request: autocannon.Request) => ({
+                ...request,
+                headers: { ...request.headers, authorization: `Bearer cold-${cold++ % COLD}` },
+              }),
+            },
+          ],
+        }
+      : {}),
+  });
+await load(2); // warm-up, not profiled
+const profilePath = join(profiles, `${variant}-${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
+const profiling = reply('profiled');
+server.send({ type: 'profile-start' });
+await profiling;
+const result = await load(seconds);
+console.log(
+  `${variant} ${mode}: ${Math.round(result.requests.total / result.duration)} req/s, non2xx ${result.non2xx}`,
+);
+const written = reply('profiled');
+server.send({ type: 'profile-stop', path: profilePath });
+await written;
+server.kill('SIGTERM');
+await provider.close();
+const newest = profilePath;
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+const profile = JSON.parse(readFileSync(newest, 'utf8')) as {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+};
+const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+const parent = new Map<number, number>();
+for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+const self = new Map<string, number>();
+let total = 0;
+let underOurs = 0;
+const ours = /\/(src|adapters)\/[^/]+(\/[^/]+)?\.ts$/;
+profile.samples.forEach((id, i) => {
+  const delta = profile.timeDeltas[i] ?? 0;
+  const node = byId.get(id);
+  if (node === undefined) return;
+  total += delta;
+  const { functionName, url, lineNumber } = node.callFrame;
+  const label = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(node_modules|work\/main)\//, '')}:${lineNumber + 1}`;
+  self.set(label, (self.get(label) ?? 0) + delta);
+  // The sample is tokengate's when the nearest frame from a file (not Node's internals, not native)
+  // is ours: Express's own work called from our `next()` is not counted, our call into crypto is.
+  for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+    const frameUrl = byId.get(at)?.callFrame.url ?? '';
+    if (frameUrl === '' || frameUrl.startsWith('node:')) continue;
+    if (ours.test(frameUrl)) underOurs += delta;
+    break;
+  }
+});
+console.log(`profile: ${newest}`);
+console.log(
+  `CPU time whose nearest non-internal frame is tokengate's (src/, adapters/): ${((100 * underOurs) / total).toFixed(1)}% of CPU time`,
+);
+for (const [label, time] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) {
+  console.log(`${((100 * time) / total).toFixed(2).padStart(6)}%  ${label}`);
+}
