@@ -499,6 +499,25 @@ describe('events', () => {
     expect((await request(app).get('/checks').set(bearer(READ_TOKEN))).status).toBe(200);
   });
 
+  it('an async listener that rejects causes no unhandled rejection', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const { app } = await setup({
+        onEvent: async () => {
+          throw new Error('log shipping failed');
+        },
+      });
+      expect((await request(app).get('/checks').set(bearer(READ_TOKEN))).status).toBe(200);
+      expect((await request(app).get('/me').set(bearer('SECRETunknownToken'))).status).toBe(401);
+      await sleep(50); // unhandled rejections are reported after the microtask queue drains
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('503 bodies and headers carry no token', async () => {
     const { app, pt, oon } = await setup({ retry: false });
     pt.fault = { kind: 'reset' };
