@@ -311,7 +311,7 @@ describe('circuit breaker', () => {
     const { app, pt, gate } = ctx;
     await openBreaker(ctx);
     pt.fault = undefined;
-    pt.latency = 200; // keeps the probe in flight while the others arrive
+    pt.latency = 500; // keeps the probe in flight while the others arrive, even on a busy machine
     await sleep(breaker.cooldown + 50);
     const responses = await Promise.all(connections.map((c) => request(app).get('/me').query(c)));
     const statuses = responses.map((r) => r.status).sort();
