@@ -92,6 +92,16 @@ describe('onlineOrNot', () => {
     ]);
   });
 
+  it('keeps its keep-alive sockets when verify alone decides: 40 rejected tokens in a row reuse them', async () => {
+    const { mock, gate } = await setup();
+    for (let i = 0; i < 40; i++) {
+      expect((await rejectionOf(gate.authenticate(bearer(`unknown-${i}`)))).status).toBe(401);
+    }
+    expect(mock.calls).toMatchObject({ verify: 40, permissions: 40 });
+    // Two requests at a time need two sockets; cancelling the sibling call would open new ones each time.
+    expect(mock.connections).toBeLessThanOrEqual(4);
+  });
+
   it('calls both endpoints concurrently: one verification takes about one round trip', async () => {
     const { mock, gate } = await setup();
     mock.latency = 200;
