@@ -23,7 +23,8 @@ export default defineConfig({
   },
   // "type": "module": esm -> .js / .d.ts, cjs -> .cjs / .d.cts, matching package.json "exports".
   format: ['esm', 'cjs'],
-  dts: true,
+  // @internal members (AuthContext's storage fields, the adapters' fast path) stay out of the published types.
+  dts: { compilerOptions: { stripInternal: true } },
   // Code shared by several entries (the core, and so the one AuthError class) goes
   // into a chunk per format, so `instanceof AuthError` holds across `tokengate`,
   // `tokengate/express`, `tokengate/koa` and `tokengate/testing`. tsup splits esm
