@@ -54,6 +54,8 @@ export interface LoadConfig {
   readonly coldLimit?: number;
   /** Per-request timeout, seconds. */
   readonly timeout?: number;
+  /** `burst`: bench/burst.ts (pre-connected sockets, one request each, all at once) instead of autocannon. */
+  readonly generator?: 'autocannon' | 'burst';
 }
 
 /** The part of an autocannon result the suite keeps. */
@@ -69,6 +71,8 @@ export interface LoadResult {
   readonly durationSeconds: number;
   /** Cold tokens used (warm-up included), for `coldLimit`. */
   readonly coldTokensUsed?: number;
+  /** bench/burst.ts: how long writing every request of the burst took, ms. */
+  readonly burstWriteMs?: number;
 }
 
 /** Messages from a load process. */

@@ -16,6 +16,8 @@ export interface MemoryResult {
   /** Of which: what the gate holds before the first entry (cache preallocation), per entry. */
   readonly emptyGateBytesPerEntry: number;
   readonly rssBytesPerEntry: number;
+  /** Off the V8 heap, not in `heapBytesPerEntry`: ArrayBuffers (lru-cache keeps its TTLs and links in typed arrays). */
+  readonly arrayBufferBytesPerEntry: number;
   readonly heapUsedBefore: number;
   readonly heapUsedAfter: number;
   readonly rssBefore: number;
@@ -111,6 +113,7 @@ const result: MemoryResult = {
   heapBytesPerEntry: Math.round((after.heapUsed - before.heapUsed) / ENTRIES),
   emptyGateBytesPerEntry: Math.round((empty.heapUsed - before.heapUsed) / ENTRIES),
   rssBytesPerEntry: Math.round((after.rss - before.rss) / ENTRIES),
+  arrayBufferBytesPerEntry: Math.round((after.arrayBuffers - before.arrayBuffers) / ENTRIES),
   heapUsedBefore: before.heapUsed,
   heapUsedAfter: after.heapUsed,
   rssBefore: before.rss,

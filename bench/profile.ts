@@ -13,7 +13,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { mockOnlineOrNot } from '../src/testing/index.js';
-import { BENCH_PERMISSIONS, HOST, type ServerConfig, type ServerMessage, type Variant } from './lib.js';
+import {
+  BENCH_PERMISSIONS,
+  HOST,
+  type LoadConfig,
+  type LoadMessage,
+  type ServerConfig,
+  type ServerMessage,
+  type Variant,
+} from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const variant = (process.argv[2] ?? 'express-gate') as Variant;
@@ -72,10 +80,41 @@ const profilePath = join(profiles, `${variant}-${mode}-${new Date().toISOString(
 const profiling = reply('profiled');
 server.send({ type: 'profile-start' });
 await profiling;
-const result = await load(seconds);
-console.log(
-  `${variant} ${mode}: ${Math.round(result.requests.total / result.duration)} req/s, non2xx ${result.non2xx}`,
-);
+if (mode === 'stampede') {
+  // bench/burst.ts on core 1: 1,000 pre-connected sockets, one request each for a token the gate has not
+  // seen (none on the bare route), the mock taking 100 ms.
+  const token = 'stampede-token-0123456789';
+  provider.setToken(token, { id: 'tok_stampede', permissions: BENCH_PERMISSIONS });
+  provider.latency = 100;
+  const burst = spawn('taskset', ['-c', '1', process.execPath, '--import', 'tsx', join(here, 'burst.ts')], {
+    env: {
+      ...process.env,
+      BENCH_LOAD: JSON.stringify({
+        url: `http://${HOST}:${port}/hello`,
+        connections: 1000,
+        warmup: 0,
+        duration: 0,
+        ...(variant.endsWith('bare') ? {} : { authorization: `Bearer ${token}` }),
+      } satisfies LoadConfig),
+    },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const next = (type: LoadMessage['type']) =>
+    new Promise<LoadMessage>((resolve) => burst.on('message', (m: LoadMessage) => m.type === type && resolve(m)));
+  await next('warm');
+  burst.send({ type: 'go' });
+  const message = await next('result');
+  if (message.type !== 'result') throw new Error('burst failed');
+  const { latencyP50, latencyP99, requestsPerSecond, non2xx } = message.result;
+  console.log(
+    `${variant} stampede: p50 ${latencyP50} ms, p99 ${latencyP99} ms, ${Math.round(requestsPerSecond)} req/s, non2xx ${non2xx}`,
+  );
+} else {
+  const result = await load(seconds);
+  console.log(
+    `${variant} ${mode}: ${Math.round(result.requests.total / result.duration)} req/s, non2xx ${result.non2xx}`,
+  );
+}
 const written = reply('profiled');
 server.send({ type: 'profile-stop', path: profilePath });
 await written;
