@@ -3,8 +3,10 @@
 /** Which app a server process runs. */
 export type Variant =
   | 'express-bare'
+  | 'express-noop'
   | 'express-gate'
   | 'koa-bare'
+  | 'koa-noop'
   | 'koa-gate'
   | 'express-passport'
   | 'express-jwt'

@@ -37,10 +37,22 @@ if (mode === 'cold')
   for (let i = 0; i < COLD; i++) provider.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
 
 const config: ServerConfig = { variant, providerUrl: provider.url, jwksUri: '', issuer: '', audience: '' };
-const server = spawn('taskset', ['-c', '0', process.execPath, '--import', 'tsx', join(here, 'server.ts')], {
-  env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
-  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-});
+const server = spawn(
+  'taskset',
+  [
+    '-c',
+    '0',
+    process.execPath,
+    ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+    '--import',
+    'tsx',
+    join(here, 'server.ts'),
+  ],
+  {
+    env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  },
+);
 const reply = (type: ServerMessage['type']) =>
   new Promise<ServerMessage>((resolve) => {
     const onMessage = (message: ServerMessage) => {

@@ -72,6 +72,11 @@ function expressApp(): express.Express {
     case 'express-bare':
       app.get('/hello', routeBody);
       break;
+    case 'express-noop':
+      // Two pass-through middleware where the gated route has authenticate() and requires():
+      // what the framework itself charges for two more handlers.
+      app.get('/hello', passThrough, passThrough, routeBody);
+      break;
     case 'express-gate': {
       const gate = newGate();
       app.get('/hello', expressGate.authenticate(gate), expressGate.requires(ROUTE_PERMISSION), routeBody);
@@ -127,8 +132,16 @@ function expressApp(): express.Express {
   return app;
 }
 
+function passThrough(_req: Request, _res: Response, next: NextFunction): void {
+  next();
+}
+
 function koaApp(): Koa {
   const app = new Koa();
+  if (config.variant === 'koa-noop') {
+    app.use((_ctx, next) => next());
+    app.use((_ctx, next) => next());
+  }
   if (config.variant === 'koa-gate') {
     const gate = newGate();
     app.use(koaGate.authenticate(gate));
