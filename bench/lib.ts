@@ -83,8 +83,8 @@ export type LoadMessage =
   | { readonly type: 'result'; readonly result: LoadResult }
   | { readonly type: 'failed'; readonly message: string };
 
-/** What the orchestrator tells a load process after `warm`. */
-export type LoadCommand = { readonly type: 'go' };
+/** What the orchestrator tells a load process after `warm`: `go` (single run) or `run` (kept process). */
+export type LoadCommand = { readonly type: 'go' } | { readonly type: 'run'; readonly config: LoadConfig };
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN;

@@ -1,19 +1,21 @@
 /**
- * One load generator process: autocannon against one server, a warm-up run,
- * then (after the orchestrator's `go`, so it can read the server's CPU
- * clock in between) the measured run. Started pinned to core 1 by bench/run.ts.
+ * The load generator process: autocannon, pinned to core 1 by bench/run.ts.
+ * With `BENCH_LOAD` set it makes one run against one server (a warm-up, then,
+ * after the orchestrator's `go`, the measured run); without it, it stays up
+ * for a whole scenario and makes one run per `run` command, so that rounds
+ * cost no process start-up.
  */
 import autocannon from 'autocannon';
 import type { LoadCommand, LoadConfig, LoadMessage, LoadResult } from './lib.js';
 
-const config = JSON.parse(process.env.BENCH_LOAD ?? '') as LoadConfig;
+const config = JSON.parse(process.env.BENCH_LOAD ?? '{}') as LoadConfig;
 let coldUsed = 0;
 
 function send(message: LoadMessage): void {
   process.send?.(message);
 }
 
-function options(duration: number, amount?: number): autocannon.Options {
+function options(config: LoadConfig, duration: number, amount?: number): autocannon.Options {
   const headers: Record<string, string> = {};
   if (config.authorization !== undefined) headers.authorization = config.authorization;
   const base: autocannon.Options = {
@@ -60,12 +62,9 @@ function waitForGo(): Promise<void> {
   });
 }
 
-try {
-  if (config.warmup > 0) await run(options(config.warmup));
-  send({ type: 'warm' });
-  await waitForGo();
-  const result = await run(options(config.duration, config.amount));
-  const summary: LoadResult = {
+/** The part of an autocannon result the suite keeps. */
+function summarize(result: autocannon.Result, cold: boolean): LoadResult {
+  return {
     requestsPerSecond: result.requests.total / result.duration,
     requests: result.requests.total,
     latencyP50: result.latency.p50,
@@ -75,10 +74,33 @@ try {
     errors: result.errors,
     timeouts: result.timeouts,
     durationSeconds: result.duration,
-    ...(config.coldPrefix === undefined ? {} : { coldTokensUsed: coldUsed }),
+    ...(cold ? { coldTokensUsed: coldUsed } : {}),
   };
-  send({ type: 'result', result: summary });
-} catch (error) {
-  send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
 }
-process.disconnect?.();
+
+if (process.env.BENCH_LOAD !== undefined) {
+  // One server, one run: warm-up, `warm`, wait for `go`, the measured run, `result`.
+  try {
+    if (config.warmup > 0) await run(options(config, config.warmup));
+    send({ type: 'warm' });
+    await waitForGo();
+    send({
+      type: 'result',
+      result: summarize(await run(options(config, config.duration, config.amount)), config.coldPrefix !== undefined),
+    });
+  } catch (error) {
+    send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
+  }
+  process.disconnect?.();
+} else {
+  // Kept for a whole scenario: each `run` command is one autocannon run, answered by its `result`. The cold
+  // token counter carries over from run to run, so no token is ever sent twice.
+  process.on('message', (message: LoadCommand) => {
+    if (message.type !== 'run') return;
+    run(options(message.config, message.config.duration)).then(
+      (result) => send({ type: 'result', result: summarize(result, message.config.coldPrefix !== undefined) }),
+      (error: unknown) => send({ type: 'failed', message: error instanceof Error ? error.message : String(error) }),
+    );
+  });
+  send({ type: 'warm' });
+}

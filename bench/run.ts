@@ -4,16 +4,18 @@
  * Processes and cores (the machines have 2):
  * - this orchestrator, which also hosts the mock provider and the JWKS
  *   server, pinned to core 1;
- * - one server process per measured run, pinned to core 0, alone there;
- * - one autocannon process per measured run, pinned to core 1.
+ * - one server process per variant, pinned to core 0, kept for its scenario
+ *   (only the one under load is busy);
+ * - one autocannon process per scenario, pinned to core 1.
  * The mocks share core 1 with the load generator rather than the server's
  * core, so that the server's core does only the work being measured; each
  * run also reports the server's CPU time per request, which does not depend
  * on which side saturates first.
  *
- * Every run starts fresh processes; variants are interleaved round by round
- * (A B, then B A, ...) so that drift of the shared machine cancels out, and
- * ratios are medians of the per-round ratios.
+ * Servers are warmed once, then variants are interleaved in many short rounds
+ * (A B, then B A, ...) so that drift and bursts of other work on the shared
+ * machine fall on both alike, and ratios are medians of the per-round ratios.
+ * The stampede starts fresh servers per round (its token must be cold).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createSign, generateKeyPairSync, type KeyObject, randomUUID } from 'node:crypto';
@@ -42,8 +44,8 @@ import type { MicroResult } from './micro.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.env.BENCH_QUICK === '1';
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 2 : 6));
-const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 2 : 3));
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 3 : 10));
+const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 1 : 2));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (quick ? 1 : 2));
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const SERVER_CORE = process.env.BENCH_SERVER_CORE ?? '0';
@@ -119,7 +121,7 @@ interface Run {
   readonly gateUpstreamCalls?: number;
   /** Requests the mock provider received during the measured run, per endpoint. */
   readonly providerCalls: { readonly verify: number; readonly permissions: number };
-  /** TCP connections the mock accepted from this server process, warm-up included. */
+  /** TCP connections the mock accepted from this server process so far, warm-up included. */
   readonly providerConnections: number;
 }
 
@@ -219,7 +221,70 @@ function describeRun(run: Run): string {
   );
 }
 
-/** Runs `variants` round by round, alternating their order, and prints every run. */
+/** A server kept for a whole scenario. */
+interface LiveServer {
+  readonly variant: Variant;
+  readonly child: ChildProcess;
+  readonly url: string;
+  /** Connections the mock accepted from it so far. */
+  connections: number;
+}
+
+async function startServer(variant: Variant): Promise<LiveServer> {
+  const config: ServerConfig = {
+    variant,
+    providerUrl: provider.url,
+    jwksUri: jwks.jwksUri,
+    issuer: jwks.issuer,
+    audience: jwks.audience,
+  };
+  const child = startPinned(SERVER_CORE, 'server.ts', { BENCH_SERVER: JSON.stringify(config) });
+  const { port } = await nextMessage<Extract<ServerMessage, { type: 'ready' }>>(child, 'ready');
+  return { variant, child, url: `http://${HOST}:${port}/hello`, connections: 0 };
+}
+
+/** One autocannon run by the kept load process. */
+async function loadRun(loader: ChildProcess, config: LoadConfig): Promise<LoadResult> {
+  const result = nextMessage<Extract<LoadMessage, { type: 'result' }>>(loader, 'result');
+  loader.send({ type: 'run', config });
+  return (await result).result;
+}
+
+/** One measured run against a kept server: what autocannon saw, and what the server and the mock did meanwhile. */
+async function measureLive(server: LiveServer, loader: ChildProcess, load: LoadConfig): Promise<Run> {
+  const connectionsBefore = provider.connections;
+  const before = await usage(server.child);
+  const callsBefore = provider.calls;
+  const result = await loadRun(loader, load);
+  const after = await usage(server.child);
+  const callsAfter = provider.calls;
+  // Only this server is under load, so the mock's new connections are its own.
+  server.connections += provider.connections - connectionsBefore;
+  const cpu = after.cpuMicros - before.cpuMicros;
+  const gateCalls =
+    after.gate === undefined || before.gate === undefined
+      ? undefined
+      : after.gate.upstreamCalls - before.gate.upstreamCalls;
+  return {
+    variant: server.variant,
+    load: result,
+    serverCpuMicrosPerRequest: cpu / Math.max(1, result.requests),
+    serverCpuShare: cpu / 1000 / (after.wallMs - before.wallMs),
+    ...(gateCalls === undefined ? {} : { gateUpstreamCalls: gateCalls }),
+    providerCalls: {
+      verify: callsAfter.verify - callsBefore.verify,
+      permissions: callsAfter.permissions - callsBefore.permissions,
+    },
+    providerConnections: server.connections,
+  };
+}
+
+/**
+ * Runs `variants` round by round, alternating their order, and prints every run. Each variant's
+ * server is started and warmed once and kept for the whole scenario, as is the load generator,
+ * so that a round costs only its measured seconds: many short rounds ride out bursts of other
+ * work on a shared machine better than a few long ones.
+ */
 async function interleave(
   name: string,
   variants: readonly Variant[],
@@ -227,13 +292,28 @@ async function interleave(
 ): Promise<Record<string, Run[]>> {
   console.log(`\n## ${name}`);
   const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
-  for (let r = 0; r < ROUNDS; r++) {
-    const order = r % 2 === 0 ? variants : [...variants].reverse();
-    for (const variant of order) {
-      const run = await measure(variant, load(variant));
-      runs[variant]?.push(run);
-      console.log(`round ${r + 1}/${ROUNDS}  ${describeRun(run)}`);
+  const loader = startPinned(LOAD_CORE, 'load.ts', {});
+  const servers: LiveServer[] = [];
+  try {
+    await nextMessage(loader, 'warm');
+    for (const variant of variants) {
+      const server = await startServer(variant);
+      servers.push(server);
+      const connectionsBefore = provider.connections;
+      await loadRun(loader, { ...load(variant), url: server.url, duration: WARMUP });
+      server.connections += provider.connections - connectionsBefore;
     }
+    for (let r = 0; r < ROUNDS; r++) {
+      const order = r % 2 === 0 ? servers : [...servers].reverse();
+      for (const server of order) {
+        const run = await measureLive(server, loader, { ...load(server.variant), url: server.url, duration: DURATION });
+        runs[server.variant]?.push(run);
+        console.log(`round ${r + 1}/${ROUNDS}  ${describeRun(run)}`);
+      }
+    }
+  } finally {
+    await stop(loader);
+    await Promise.all(servers.map((server) => stop(server.child)));
   }
   return runs;
 }
@@ -437,7 +517,7 @@ if (ONLY.has('stampede')) {
   );
   // Baseline in the same rounds: the same burst of 1,000 fresh connections against the bare route, no
   // provider at all. It shows what the server and load generator take to get through such a burst.
-  const stampedeRounds = Math.max(1, Math.min(ROUNDS, 3));
+  const stampedeRounds = quick ? 1 : 3;
   const burst = {
     connections: STAMPEDE_REQUESTS,
     amount: STAMPEDE_REQUESTS,
