@@ -123,6 +123,8 @@ interface Run {
   readonly providerCalls: { readonly verify: number; readonly permissions: number };
   /** TCP connections the mock accepted from this server process so far, warm-up included. */
   readonly providerConnections: number;
+  /** TCP connections the mock accepted from this server during the measured run itself. */
+  readonly providerConnectionsInRun: number;
 }
 
 async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAuthorization?: string): Promise<Run> {
@@ -177,6 +179,7 @@ async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAu
         permissions: callsAfter.permissions - callsBefore.permissions,
       },
       providerConnections: provider.connections - connectionsBefore,
+      providerConnectionsInRun: provider.connections - connectionsBefore,
     };
   } finally {
     if (loader !== undefined) await stop(loader);
@@ -259,7 +262,8 @@ async function measureLive(server: LiveServer, loader: ChildProcess, load: LoadC
   const after = await usage(server.child);
   const callsAfter = provider.calls;
   // Only this server is under load, so the mock's new connections are its own.
-  server.connections += provider.connections - connectionsBefore;
+  const opened = provider.connections - connectionsBefore;
+  server.connections += opened;
   const cpu = after.cpuMicros - before.cpuMicros;
   const gateCalls =
     after.gate === undefined || before.gate === undefined
@@ -276,6 +280,7 @@ async function measureLive(server: LiveServer, loader: ChildProcess, load: LoadC
       permissions: callsAfter.permissions - callsBefore.permissions,
     },
     providerConnections: server.connections,
+    providerConnectionsInRun: opened,
   };
 }
 
@@ -352,6 +357,7 @@ function variantSummary(runs: readonly Run[]) {
       serverCpuShare: round(run.serverCpuShare, 3),
       providerCalls: run.providerCalls,
       providerConnections: run.providerConnections,
+      providerConnectionsInRun: run.providerConnectionsInRun,
       ...(run.gateUpstreamCalls === undefined ? {} : { gateUpstreamCalls: run.gateUpstreamCalls }),
     })),
     medianRequestsPerSecond: round(median(values)),
@@ -481,7 +487,12 @@ if (ONLY.has('cold')) {
   const gated = runs['express-gate'] ?? [];
   const hand = runs['express-hand'] ?? [];
   const r = ratio(gated, hand);
-  const maxConnections = Math.max(...gated.map((run) => run.providerConnections));
+  // Per measured run: between its runs a server sits idle while the other variant is measured, long
+  // enough for the mock's keep-alive timeout (5 s, announced in its Keep-Alive header) to close idle
+  // sockets, so across the scenario a pool reconnects. Within a run of continuous load it must not
+  // open more than its size.
+  const maxConnections = Math.max(...gated.map((run) => run.providerConnectionsInRun));
+  const totalConnections = Math.max(...gated.map((run) => run.providerConnections));
   const everyRequestUpstream = gated.every((run) => run.providerCalls.verify >= run.load.requests);
   const ok = clean(gated) && clean(hand) && everyRequestUpstream;
   results.cold = {
@@ -489,7 +500,8 @@ if (ONLY.has('cold')) {
     handWritten: variantSummary(hand),
     ratio: r,
     cpuRatio: cpuRatio(gated, hand),
-    maxProviderConnections: maxConnections,
+    maxProviderConnectionsInOneRun: maxConnections,
+    providerConnectionsWholeScenario: totalConnections,
     poolSize: POOL_SIZE,
     clean: ok,
   };
@@ -504,8 +516,8 @@ if (ONLY.has('cold')) {
   });
   rows.push({
     scenario: '3. Cold path',
-    measure: 'provider connections opened per server (max over rounds)',
-    result: `${maxConnections}`,
+    measure: 'provider connections opened during one measured run (max over rounds)',
+    result: `${maxConnections} (${totalConnections} over the whole scenario, warm-up and idle gaps included)`,
     goal: `<= ${POOL_SIZE} (pool size)`,
     met: maxConnections <= POOL_SIZE,
   });
