@@ -529,7 +529,7 @@ if (ONLY.has('stampede')) {
   );
   // Baseline in the same rounds: the same burst of 1,000 fresh connections against the bare route, no
   // provider at all. It shows what the server and load generator take to get through such a burst.
-  const stampedeRounds = quick ? 1 : 3;
+  const stampedeRounds = quick ? 1 : 5;
   const burst = {
     connections: STAMPEDE_REQUESTS,
     amount: STAMPEDE_REQUESTS,
