@@ -49,7 +49,7 @@ export function authenticate(gate: Gate, options: ExpressAuthenticateOptions = {
     req[GATE] = gate;
     let auth: ReturnType<typeof authenticateNow>;
     try {
-      auth = authenticateNow(req as Parameters<Gate['authenticate']>[0], authenticateOptions);
+      auth = authenticateNow(req as Parameters<Gate['authenticate']>[0], authenticateOptions, req.socket);
     } catch (error) {
       next(error);
       return;

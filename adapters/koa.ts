@@ -63,7 +63,7 @@ export function authenticate(gate: Gate, options: KoaAuthenticateOptions = {}): 
     ctx.state[GATE] = gate;
     let auth: ReturnType<typeof authenticateNow>;
     try {
-      auth = authenticateNow(new KoaCredentialRequest(ctx), authenticateOptions);
+      auth = authenticateNow(new KoaCredentialRequest(ctx), authenticateOptions, ctx.req.socket);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -57,8 +57,10 @@ const scope = JSON.stringify(['stub', 'stub', 1]);
 const authenticateMiddleware = expressGate.authenticate(gate);
 const requiresMiddleware = expressGate.requires(ROUTE_PERMISSION);
 const response = {} as ServerResponse;
+const socket = {};
 function throughMiddleware(): Promise<void> {
-  const req = { headers: request.headers, rawHeaders: request.rawHeaders } as unknown as IncomingMessage;
+  // One keep-alive connection: the same socket object on every request.
+  const req = { headers: request.headers, rawHeaders: request.rawHeaders, socket } as unknown as IncomingMessage;
   return new Promise((resolve, reject) => {
     authenticateMiddleware(req, response, (error) => {
       if (error !== undefined) return reject(error);
