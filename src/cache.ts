@@ -54,9 +54,10 @@ export interface Flight {
  *
  * The 32 digest bytes are kept as a 32-character Latin-1 string (48 bytes on
  * the heap, against 64 for 43 base64url characters): the key is only ever
- * compared, never shown. It is computed on every request, hits included,
- * rather than remembered per raw header: a memo from token to key would keep
- * raw tokens in memory, which hashing the keys is there to avoid.
+ * compared, never shown. There is no process-wide memo from raw token to
+ * key (it would keep raw tokens in memory, which hashing the keys is there
+ * to avoid); the gate only remembers the last key per connection (`keyFor`
+ * in gate.ts).
  */
 export function cacheKey(scope: string, secret: string): string {
   return hash('sha256', `${scope}\0${secret}`, 'binary'); // 'binary' is Node's name for Latin-1
