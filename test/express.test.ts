@@ -4,13 +4,13 @@
  */
 import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
-import { connect } from 'node:net';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { authenticate, requires, requiresAny } from '../adapters/express.js';
 import { AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
 import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { rawGet } from './support/raw-http.js';
 
 // `express4` is `npm:express@4`, which has no type declarations under that
 // name; the Express 5 types cover everything these tests touch.
@@ -110,29 +110,11 @@ async function listen(app: Express): Promise<Server> {
   return server;
 }
 
-/** Sends a GET over a raw socket, so header lines go out exactly as given (repeats included). */
-function rawGet(
-  server: Server,
-  path: string,
-  headerLines: string[],
-): Promise<{ status: number; head: string; body: string }> {
+/** The TCP port `server` listens on. */
+function portOf(server: Server): number {
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('server is not listening on TCP');
-  return new Promise((resolve, reject) => {
-    const socket = connect(address.port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('error', reject);
-    socket.on('end', () => {
-      const text = Buffer.concat(chunks).toString('latin1');
-      const split = text.indexOf('\r\n\r\n');
-      const head = text.slice(0, split);
-      resolve({ status: Number(head.split(' ')[1]), head, body: text.slice(split + 4) });
-    });
-    const lines = [`GET ${path} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', ...headerLines];
-    // write, not end: a half-closed client may lose an answer that takes a moment. The server closes after answering.
-    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-  });
+  return address.port;
 }
 
 function expectNoSecrets(res: { headers: Record<string, unknown>; text: string }): void {
@@ -216,16 +198,16 @@ describe.each([
     });
 
     it('400 invalid_request for a repeated Authorization header', async () => {
-      const res = await rawGet(server, '/checks', [
+      const res = await rawGet(portOf(server), '/checks', [
         `Authorization: ${bearer(TOKENS.read)}`,
         `Authorization: ${bearer(TOKENS.write)}`,
       ]);
       expect(res.status).toBe(400);
-      expect(res.head).toMatch(/\r\nWWW-Authenticate: Bearer realm="api", error="invalid_request"/i);
+      expect(res.headers['www-authenticate']?.[0]).toMatch(/^Bearer realm="api", error="invalid_request"/);
       expect(res.body).not.toContain(ROUTE_MARK);
       expect(oon.calls.total).toBe(0);
       // The same raw request with one header passes: the 400 is about the repeat.
-      const single = await rawGet(server, '/checks', [`Authorization: ${bearer(TOKENS.read)}`]);
+      const single = await rawGet(portOf(server), '/checks', [`Authorization: ${bearer(TOKENS.read)}`]);
       expect(single.status).toBe(200);
     });
 
