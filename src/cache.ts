@@ -147,10 +147,6 @@ export class VerdictCache {
     this.#lru.clear();
   }
 
-  get size(): number {
-    return this.#lru.size;
-  }
-
   /**
    * Single flight: the first caller for `key` runs `load`; callers that
    * arrive while it runs get the same promise (`joined: true`). `load`
@@ -169,10 +165,5 @@ export class VerdictCache {
     };
     promise.then(land, land);
     return { promise, joined: false };
-  }
-
-  /** Upstream calls under way. */
-  get inflight(): number {
-    return this.#inflight.size;
   }
 }

@@ -51,7 +51,7 @@ export interface GateOptions {
   readonly onEvent?: EventListener;
 }
 
-/** Counters since the gate was created (or last `clear()`ed: no, counters survive `clear()`). */
+/** Counters since the gate was created (`clear()` empties the cache, not the counters). */
 export interface GateStats {
   /** Requests answered from the cache. */
   readonly hits: number;

@@ -155,11 +155,11 @@ function isJsonContentType(value: HeaderField): boolean {
 }
 
 /** `Retry-After` as seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). */
-export function parseRetryAfter(value: HeaderField, now = Date.now()): number | undefined {
+function parseRetryAfter(value: HeaderField): number | undefined {
   if (typeof value !== 'string') return undefined;
   const trimmed = value.trim();
   if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed);
   const date = Date.parse(trimmed);
   if (Number.isNaN(date)) return undefined;
-  return Math.max(0, (date - now) / 1000);
+  return Math.max(0, (date - Date.now()) / 1000);
 }
