@@ -344,6 +344,15 @@ function cpuRatio(a: readonly Run[], b: readonly Run[]): number {
   );
 }
 
+/** A ratio row's result: median, both medians in req/s, every round, and the CPU-per-request ratio. */
+function ratioResult(a: readonly Run[], b: readonly Run[]): string {
+  const r = ratio(a, b);
+  return (
+    `${r.median} (${formatInt(median(rps(a)))} / ${formatInt(median(rps(b)))} req/s; ` +
+    `rounds ${r.perRound.join(', ')}; by server CPU per request ${cpuRatio(a, b)})`
+  );
+}
+
 function variantSummary(runs: readonly Run[]) {
   const values = rps(runs);
   return {
@@ -416,9 +425,7 @@ if (ONLY.has('hot')) {
     rows.push({
       scenario: `1. Hot path, ${framework}`,
       measure: 'req/s gated / bare (median of per-round ratios)',
-      result:
-        `${r.median} (${formatInt(median(rps(gatedRuns)))} / ${formatInt(median(rps(bareRuns)))} req/s; ` +
-        `rounds ${r.perRound.join(', ')}; by server CPU per request ${cpuRatio(gatedRuns, bareRuns)})`,
+      result: ratioResult(gatedRuns, bareRuns),
       goal: '>= 0.95',
       met: ok && r.median >= 0.95,
     });
@@ -508,9 +515,7 @@ if (ONLY.has('cold')) {
   rows.push({
     scenario: '3. Cold path',
     measure: 'req/s tokengate / hand-written undici',
-    result:
-      `${r.median} (${formatInt(median(rps(gated)))} / ${formatInt(median(rps(hand)))} req/s; ` +
-      `rounds ${r.perRound.join(', ')}; by server CPU per request ${cpuRatio(gated, hand)})`,
+    result: ratioResult(gated, hand),
     goal: '>= 0.9',
     met: ok && r.median >= 0.9,
   });
