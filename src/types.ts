@@ -57,7 +57,10 @@ export interface Credential {
  * returns `undefined` when the request has no credential of its kind and
  * throws an `invalid_request` {@link AuthError} when it has a malformed one.
  * `verify` runs on cache misses; it throws {@link ProviderFailure} when the
- * provider cannot give an answer, and must honour `signal`.
+ * provider cannot give an answer, and must honour `signal`. The gate aborts
+ * `signal` when the deadline passes and when `verify` throws (so that work it
+ * left running stops); once `verify` has returned a verdict, the signal is
+ * left alone, and any work still running is the provider's own to end.
  */
 export interface Provider<C extends Credential = Credential> {
   /** Short name for errors, events and `AuthContext.provider` (`onlineornot`). */

@@ -107,6 +107,37 @@ describe('deadline', () => {
     expect(performance.now() - started).toBeLessThan(3000);
   });
 
+  it("the provider's signal: aborted at the deadline and after a failure, left alone after a verdict", async () => {
+    const signals: AbortSignal[] = [];
+    let behaviour: 'accept' | 'fail' | 'hang' = 'accept';
+    const recording: Provider<BearerCredential> = {
+      name: 'recording',
+      cacheScope: 'recording',
+      extract: extractBearer,
+      verify: async (credential, signal) => {
+        signals.push(signal);
+        if (behaviour === 'fail') throw new Error('broken');
+        if (behaviour === 'hang') return new Promise(() => {});
+        return { ok: true, principal: { subject: credential.secret.slice(0, 4), permissions: [], details: {} } };
+      },
+    };
+    const gate = createGate({ providers: [recording], timeout: 100, retry: false, breaker: false });
+    cleanup.push(() => gate.close());
+    const ask = (token: string) => gate.authenticate({ headers: { authorization: `Bearer ${token}` } });
+
+    await ask('accepted-token');
+    // A sibling request of a failed verification must stop: aborted at once, not at the deadline.
+    behaviour = 'fail';
+    await expect(ask('failing-token')).rejects.toMatchObject({ status: 503 });
+    expect(signals[1]?.aborted).toBe(true);
+    behaviour = 'hang';
+    await expect(ask('hanging-token')).rejects.toMatchObject({ status: 503 });
+    expect(signals[2]?.aborted).toBe(true);
+    // Well past the first verification's deadline: a provider that answered is never aborted afterwards.
+    await sleep(150);
+    expect(signals[0]?.aborted).toBe(false);
+  });
+
   it('the deadline covers retries: backoff never sleeps past it', async () => {
     const timeout = 300;
     const stamped: Array<{ at: number; event: GateEvent }> = [];
