@@ -4,7 +4,7 @@
  * answer size, and no redirects. Everything that is not a clean JSON answer
  * becomes a {@link ProviderFailure}, so callers only see status + JSON.
  */
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import { ProviderFailure } from './types.js';
 
 /** Connection settings shared by the HTTP providers. */
@@ -43,10 +43,14 @@ export class ProviderHttp {
     this.#provider = provider;
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    if (!Number.isSafeInteger(this.#maxBodyBytes) || this.#maxBodyBytes < 1) {
+      throw new RangeError(`${provider}: maxBodyBytes must be a positive integer`);
+    }
     this.#pool = new Pool(url.origin, {
       connections: options.connections ?? 16,
       keepAliveTimeout: options.keepAliveTimeout ?? 10_000,
       pipelining: 1,
+      maxResponseSize: this.#maxBodyBytes,
     });
   }
 
@@ -58,98 +62,180 @@ export class ProviderHttp {
    *   (`unreachable`, `timeout`), 3xx/5xx/429 (`status`, with `Retry-After`),
    *   and bodies that are too large, not JSON, or not labelled JSON (`invalid_answer`).
    */
-  async getJson(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<JsonAnswer> {
-    let response: Awaited<ReturnType<Pool['request']>>;
-    try {
-      response = await this.#pool.request({
-        method: 'GET',
-        path: this.#basePath + path,
-        headers: { accept: 'application/json', ...headers },
-        signal,
-      });
-    } catch (error) {
-      throw this.#transportFailure(error, signal);
-    }
-    const { statusCode: status, headers: responseHeaders, body } = response;
-    let text: string;
-    try {
-      text = await readCapped(body, this.#maxBodyBytes, responseHeaders['content-length']);
-    } catch (error) {
-      body.destroy();
-      if (error instanceof ProviderFailure) throw error;
-      throw this.#transportFailure(error, signal);
-    }
-    if (status >= 500 || status === 429) {
-      throw new ProviderFailure(
-        'status',
-        `${this.#provider} answered ${status}`,
-        true,
-        parseRetryAfter(responseHeaders['retry-after']),
-        status,
+  getJson(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<JsonAnswer> {
+    if (signal.aborted) return Promise.reject(transportFailure(this.#provider, signal.reason, signal));
+    return new Promise<JsonAnswer>((resolve, reject) => {
+      // undici's dispatch API rather than request(): the answer is small and read whole, so the
+      // Readable stream that request() builds around every body is pure overhead on the cold path.
+      this.#pool.dispatch(
+        { method: 'GET', path: this.#basePath + path, headers: { accept: 'application/json', ...headers } },
+        new JsonAnswerReader(this, signal, resolve, reject),
       );
-    }
-    if (status < 200 || (status >= 300 && status < 400)) {
-      // 1xx leftovers and redirects: a redirect is never followed (it could send the token elsewhere).
-      throw new ProviderFailure('status', `${this.#provider} answered ${status}`, false, undefined, status);
-    }
-    if (!isJsonContentType(responseHeaders['content-type'])) {
-      throw new ProviderFailure(
-        'invalid_answer',
-        `${this.#provider} answered ${status} without a JSON content type`,
-        false,
-        undefined,
-        status,
-      );
-    }
-    try {
-      return { status, body: JSON.parse(text) as unknown };
-    } catch {
-      throw new ProviderFailure(
-        'invalid_answer',
-        `${this.#provider} answered ${status} with malformed JSON`,
-        false,
-        undefined,
-        status,
-      );
-    }
+    });
+  }
+
+  /** @internal */
+  get provider(): string {
+    return this.#provider;
+  }
+
+  /** @internal */
+  get maxBodyBytes(): number {
+    return this.#maxBodyBytes;
   }
 
   close(): Promise<void> {
     return this.#pool.close();
   }
-
-  #transportFailure(error: unknown, signal: AbortSignal): ProviderFailure {
-    if (signal.aborted)
-      return new ProviderFailure('timeout', `${this.#provider} did not answer within the deadline`, false);
-    const code = (error as { code?: unknown } | null)?.code;
-    return new ProviderFailure(
-      'unreachable',
-      `${this.#provider} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`,
-      true,
-    );
-  }
 }
 
 type HeaderField = string | string[] | undefined;
 
-async function readCapped(body: AsyncIterable<Buffer>, maxBytes: number, contentLength: HeaderField): Promise<string> {
-  if (typeof contentLength === 'string' && Number(contentLength) > maxBytes) throw tooLarge(maxBytes);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > maxBytes) throw tooLarge(maxBytes);
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
+function transportFailure(provider: string, error: unknown, signal: AbortSignal): ProviderFailure {
+  if (signal.aborted) return new ProviderFailure('timeout', `${provider} did not answer within the deadline`, false);
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') return tooLarge(provider);
+  return new ProviderFailure(
+    'unreachable',
+    `${provider} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`,
+    true,
+  );
 }
 
-function tooLarge(maxBytes: number): ProviderFailure {
-  return new ProviderFailure('invalid_answer', `provider answer exceeded ${maxBytes} bytes`, false);
+/**
+ * Reads one answer through undici's handler API: status and headers first
+ * (a failure status or a non-JSON type is decided there, and its body only
+ * drained so the keep-alive socket can serve the next request), then the
+ * body into a buffer under the cap, parsed as JSON at the end. Aborts the
+ * request when `signal` does (the gate's deadline).
+ */
+class JsonAnswerReader implements Dispatcher.DispatchHandler {
+  readonly #http: ProviderHttp;
+  readonly #signal: AbortSignal;
+  readonly #resolve: (answer: JsonAnswer) => void;
+  readonly #reject: (failure: ProviderFailure) => void;
+  #controller: Dispatcher.DispatchController | undefined;
+  #status = 0;
+  /** Set when the status or headers already decided the answer; the body is then only drained. */
+  #failure: ProviderFailure | undefined;
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #settled = false;
+
+  constructor(
+    http: ProviderHttp,
+    signal: AbortSignal,
+    resolve: (answer: JsonAnswer) => void,
+    reject: (failure: ProviderFailure) => void,
+  ) {
+    this.#http = http;
+    this.#signal = signal;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    signal.addEventListener('abort', this.#onAbort);
+  }
+
+  readonly #onAbort = (): void => {
+    this.#controller?.abort(this.#signal.reason);
+    this.#settle(undefined, transportFailure(this.#http.provider, this.#signal.reason, this.#signal));
+  };
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#settled) controller.abort(this.#signal.reason);
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    status: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
+    if (status < 200) return; // 1xx: the real answer follows
+    this.#status = status;
+    const provider = this.#http.provider;
+    if (status >= 500 || status === 429) {
+      this.#failure = new ProviderFailure(
+        'status',
+        `${provider} answered ${status}`,
+        true,
+        parseRetryAfter(headers['retry-after']),
+        status,
+      );
+    } else if (status >= 300 && status < 400) {
+      // A redirect is never followed (it could send the token elsewhere).
+      this.#failure = new ProviderFailure('status', `${provider} answered ${status}`, false, undefined, status);
+    } else if (!isJsonContentType(headers['content-type'])) {
+      this.#failure = new ProviderFailure(
+        'invalid_answer',
+        `${provider} answered ${status} without a JSON content type`,
+        false,
+        undefined,
+        status,
+      );
+    } else {
+      const declared = headers['content-length'];
+      if (typeof declared === 'string' && Number(declared) > this.#http.maxBodyBytes) {
+        const failure = tooLarge(provider);
+        this.#settle(undefined, failure);
+        this.#controller?.abort(failure);
+      }
+    }
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    // Draining a decided answer, or past the deadline. The pool's maxResponseSize caps the body either way.
+    if (this.#failure !== undefined || this.#settled) return;
+    this.#size += chunk.length;
+    this.#chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    if (this.#failure !== undefined) {
+      this.#settle(undefined, this.#failure);
+      return;
+    }
+    const chunks = this.#chunks;
+    const text =
+      chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks, this.#size).toString('utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      const failure = new ProviderFailure(
+        'invalid_answer',
+        `${this.#http.provider} answered ${this.#status} with malformed JSON`,
+        false,
+        undefined,
+        this.#status,
+      );
+      this.#settle(undefined, failure);
+      return;
+    }
+    this.#settle({ status: this.#status, body }, undefined);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    // A failure already decided by the status stands, even if draining its body then failed.
+    this.#settle(undefined, this.#failure ?? transportFailure(this.#http.provider, error, this.#signal));
+  }
+
+  #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#chunks = [];
+    this.#signal.removeEventListener('abort', this.#onAbort);
+    if (failure !== undefined) this.#reject(failure);
+    else this.#resolve(answer as JsonAnswer);
+  }
+}
+
+function tooLarge(provider: string): ProviderFailure {
+  return new ProviderFailure('invalid_answer', `${provider} answered more than its body size cap`, false);
 }
 
 function isJsonContentType(value: HeaderField): boolean {
   if (typeof value !== 'string') return false;
+  if (value === 'application/json' || value === 'application/json; charset=utf-8') return true; // the usual two
   const type = value.split(';', 1)[0]?.trim().toLowerCase() ?? '';
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }

@@ -427,6 +427,33 @@ describe('hand-written hostile answers: 503 through Express', () => {
     }
   });
 
+  it('failed answers are drained, not dropped: one keep-alive socket serves them all', async () => {
+    const single = createGate({
+      providers: [partoo({ apiKey: API_KEY, baseUrl: `${provider.url}/v2`, connections: 1 })],
+      retry: false,
+      breaker: false,
+    });
+    const failures: Array<[number, string, string]> = [
+      [500, '{"error":"Internal Server Error"}', 'application/json'],
+      [503, 'upstream unavailable', 'text/plain'],
+      [429, '{"error":"slow down"}', 'application/json'],
+      [200, '<html><body>maintenance</body></html>', 'text/html'],
+      [302, 'moved', 'text/plain'],
+    ];
+    try {
+      const before = provider.connections;
+      for (const [status, body, type] of failures) {
+        provider.answer = (_req, res) => reply(res, status, body.padEnd(4096, ' '), type);
+        expect((await request(gatedApp(single).app).get('/me').query(CONN)).status).toBe(503);
+      }
+      provider.answer = (_req, res) => reply(res, 200, JSON.stringify(partooBody()));
+      expect((await request(gatedApp(single).app).get('/me').query(CONN)).status).toBe(200);
+      expect(provider.connections - before).toBe(1);
+    } finally {
+      await single.close();
+    }
+  });
+
   it.each(both)('a slow-drip body past the deadline (%s)', async (credential) => {
     const timers = new Set<NodeJS.Timeout>();
     provider.answer = (_req, res) => {

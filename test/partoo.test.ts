@@ -4,7 +4,7 @@
  * status, and what actually goes on the wire (key header, URL encoding).
  */
 import { describe, expect, it } from 'vitest';
-import { createGate, type PartooOptions, partoo } from '../src/index.js';
+import { createGate, onlineOrNot, type PartooOptions, partoo } from '../src/index.js';
 import { type MockPartoo, mockPartoo, type PartooTokenEntry } from '../src/testing/index.js';
 import { rejectionOf } from './support/catch-auth-error.js';
 import { closeAfterEach } from './support/close-after-each.js';
@@ -235,5 +235,12 @@ describe('partoo', () => {
 
   it('requires an apiKey', () => {
     expect(() => partoo({ apiKey: '' })).toThrow(TypeError);
+  });
+
+  it('maxBodyBytes must be a positive integer (partoo and onlineOrNot)', () => {
+    for (const maxBodyBytes of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => partoo({ apiKey: 'k', maxBodyBytes })).toThrow(RangeError);
+      expect(() => onlineOrNot({ maxBodyBytes })).toThrow(RangeError);
+    }
   });
 });

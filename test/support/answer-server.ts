@@ -13,6 +13,8 @@ export interface AnswerServer {
   readonly url: string;
   /** Requests received since start (or the last `calls = 0`). */
   calls: number;
+  /** TCP connections accepted since start. */
+  readonly connections: number;
   /** Paths (query included) of the requests received, in order. */
   readonly paths: string[];
   /** Writes the answer to each request; default a 404 JSON error. */
@@ -35,7 +37,9 @@ export async function startAnswerServer(): Promise<AnswerServer> {
     req.resume();
     state.answer(req, res);
   });
+  let connections = 0;
   server.on('connection', (socket) => {
+    connections++;
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
@@ -44,6 +48,9 @@ export async function startAnswerServer(): Promise<AnswerServer> {
   const state: AnswerServer = {
     url: `http://127.0.0.1:${port}`,
     calls: 0,
+    get connections() {
+      return connections;
+    },
     paths: [],
     answer: (_req, res) => reply(res, 404, '{"error":"Not Found"}'),
     close: () =>
