@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { mockOnlineOrNot } from '../src/testing/index.js';
+import { compiled } from './compile.js';
 import {
   BENCH_PERMISSIONS,
   HOST,
@@ -44,9 +45,7 @@ const server = spawn(
     '0',
     process.execPath,
     ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean),
-    '--import',
-    'tsx',
-    join(here, 'server.ts'),
+    compiled('server.ts'),
   ],
   {
     env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
@@ -98,7 +97,7 @@ if (mode === 'stampede') {
   const token = 'stampede-token-0123456789';
   provider.setToken(token, { id: 'tok_stampede', permissions: BENCH_PERMISSIONS });
   provider.latency = 100;
-  const burst = spawn('taskset', ['-c', '1', process.execPath, '--import', 'tsx', join(here, 'burst.ts')], {
+  const burst = spawn('taskset', ['-c', '1', process.execPath, compiled('burst.ts')], {
     env: {
       ...process.env,
       BENCH_LOAD: JSON.stringify({

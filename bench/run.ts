@@ -25,6 +25,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mockOnlineOrNot } from '../src/testing/index.js';
+import { compiled } from './compile.js';
 import {
   BENCH_PERMISSIONS,
   formatInt,
@@ -70,9 +71,9 @@ const jwt = jwks.sign({ sub: 'user-1', scope: BENCH_PERMISSIONS.join(' ') });
 
 // ---- processes ----
 
-/** Runs `file` under tsx pinned to `core`, with an IPC channel. */
+/** Runs `file`, compiled (see compile.ts), pinned to `core`, with an IPC channel. */
 function startPinned(core: string, file: string, env: Record<string, string>, nodeFlags: string[] = []): ChildProcess {
-  return spawn('taskset', ['-c', core, process.execPath, ...nodeFlags, '--import', 'tsx', join(here, file)], {
+  return spawn('taskset', ['-c', core, process.execPath, ...nodeFlags, compiled(file)], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
