@@ -1,33 +1,39 @@
 /**
  * The measured processes run plain JavaScript, as users run the published
- * package: each is bundled once per suite run with esbuild (the compiler tsup
- * uses for dist/), tokengate's sources included and node_modules left
- * external, into bench/.build/. Not under tsx: its loader compiles with
- * esbuild's `keepNames`, which wraps every function created at run time in a
- * naming helper, a per-request cost on closures that dist/ does not have.
+ * package: bench/, src/ and adapters/ are compiled once per suite run with
+ * esbuild (the compiler tsup uses for dist/), file by file, into the same
+ * layout under bench/.build/, so that profiles still name tokengate's files.
+ * Not under tsx: its loader compiles with esbuild's `keepNames`, which wraps
+ * every function created at run time in a naming helper, a per-request cost
+ * on closures that dist/ does not have.
  */
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const built = new Map<string, string>();
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = join(root, 'bench', '.build');
+let done = false;
 
-/** Path of the compiled `bench/<file>`, compiling it on first use. */
+/** Path of the compiled `bench/<file>`, compiling everything on first use. */
 export function compiled(file: string): string {
-  const known = built.get(file);
-  if (known !== undefined) return known;
-  const outfile = join(here, '.build', file.replace(/\.ts$/, '.mjs'));
-  buildSync({
-    entryPoints: [join(here, file)],
-    outfile,
-    bundle: true,
-    packages: 'external',
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'warning',
-  });
-  built.set(file, outfile);
-  return outfile;
+  if (!done) {
+    const sources = ['bench', 'src', 'src/credentials', 'src/providers', 'src/testing', 'adapters'].flatMap((dir) =>
+      readdirSync(join(root, dir))
+        .filter((name) => name.endsWith('.ts'))
+        .map((name) => join(root, dir, name)),
+    );
+    buildSync({
+      entryPoints: sources,
+      outdir,
+      outbase: root,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      logLevel: 'warning',
+    });
+    done = true;
+  }
+  return join(outdir, 'bench', file.replace(/\.ts$/, '.js'));
 }

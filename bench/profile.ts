@@ -149,7 +149,7 @@ for (const node of profile.nodes) for (const child of node.children ?? []) paren
 const self = new Map<string, number>();
 let total = 0;
 let underOurs = 0;
-const ours = /\/(src|adapters)\/[^/]+(\/[^/]+)?\.ts$/;
+const ours = /\/(src|adapters)\/[^/]+(\/[^/]+)?\.[jt]s$/;
 profile.samples.forEach((id, i) => {
   const delta = profile.timeDeltas[i] ?? 0;
   const node = byId.get(id);

@@ -48,6 +48,17 @@ describe('extractBearer: accepted credentials', () => {
     const req = withHeader('Bearer abc', ['Host', 'example', 'Authorization', 'Bearer abc']);
     expect(extractBearer(req, 'api')?.secret).toBe('abc');
   });
+
+  it('reads rawHeaders alone when given, without building headers (Node builds them lazily)', () => {
+    const unread = (rawHeaders: string[]): CredentialRequest => ({
+      get headers(): never {
+        throw new Error('headers read');
+      },
+      rawHeaders,
+    });
+    expect(extractBearer(unread(['Host', 'example', 'authorization', 'bearer xyz']), 'api')?.secret).toBe('xyz');
+    expect(extractBearer(unread(['Host', 'example']), 'api')).toBeUndefined();
+  });
 });
 
 describe('extractBearer: no credential', () => {

@@ -34,11 +34,8 @@ const SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)/;
  *   credential that breaks the b64token grammar, or an over-long token.
  */
 export function extractBearer(req: CredentialRequest, realm: string): BearerCredential | undefined {
-  const header = req.headers.authorization;
+  const header = readAuthorization(req, realm);
   if (header === undefined) return undefined;
-  if (typeof header !== 'string' || hasRepeatedAuthorization(req.rawHeaders)) {
-    throw invalidRequest(realm, 'Only one Authorization header is allowed');
-  }
   if (startsWithBearerSpace(header)) {
     // No capture group and no match array: this runs on every request.
     let start = 7;
@@ -81,20 +78,31 @@ function isBearerScheme(header: string): boolean {
   );
 }
 
-/** Node keeps the first of repeated `Authorization` headers; `rawHeaders` keeps them all. */
-function hasRepeatedAuthorization(rawHeaders: readonly string[] | undefined): boolean {
-  if (rawHeaders === undefined) return false;
-  let seen = false;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
+/**
+ * The one `Authorization` header of `req`. From `rawHeaders` when there are
+ * any: Node keeps only the first of repeated `Authorization` headers in
+ * `headers`, and `rawHeaders` shows the repeat; it also spares Node building
+ * the whole `headers` object (lazily, on first access), which a route that
+ * reads no other header never needs.
+ */
+function readAuthorization(req: CredentialRequest, realm: string): string | undefined {
+  const raw = req.rawHeaders;
+  let value: string | undefined;
+  if (raw === undefined) {
+    const header = req.headers.authorization;
+    if (header === undefined || typeof header === 'string') return header;
+    throw invalidRequest(realm, 'Only one Authorization header is allowed');
+  }
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
     // The usual spellings first: toLowerCase() allocates.
     if (
       name.length === 13 &&
       (name === 'Authorization' || name === 'authorization' || name.toLowerCase() === 'authorization')
     ) {
-      if (seen) return true;
-      seen = true;
+      if (value !== undefined) throw invalidRequest(realm, 'Only one Authorization header is allowed');
+      value = raw[i + 1];
     }
   }
-  return false;
+  return value;
 }
