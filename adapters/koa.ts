@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type {} from 'koa';
-import { authenticateNowOf } from '../src/gate.js';
+import { authenticateNowOf, authorizeRequest } from '../src/gate.js';
 import {
   type AuthContext,
   type CredentialRequest,
@@ -60,7 +60,6 @@ export function authenticate(gate: Gate, options: KoaAuthenticateOptions = {}): 
   const authenticateNow = authenticateNowOf(gate);
   // Not `async`: a cached answer goes straight on to `next()` without an extra promise and await.
   return function tokengateAuthenticate(ctx, next) {
-    ctx.state[GATE] = gate;
     let auth: ReturnType<typeof authenticateNow>;
     try {
       auth = authenticateNow(new KoaCredentialRequest(ctx), authenticateOptions, ctx.req.socket);
@@ -68,22 +67,26 @@ export function authenticate(gate: Gate, options: KoaAuthenticateOptions = {}): 
       return Promise.reject(error);
     }
     if (auth === undefined || !('then' in auth)) {
-      ctx.state.auth = auth;
+      setAuth(ctx, gate, auth);
       return next() as Promise<void>;
     }
     return auth.then((verified) => {
-      ctx.state.auth = verified;
+      setAuth(ctx, gate, verified);
       return next() as Promise<void>;
     });
   };
 }
 
+/** Sets `ctx.state.auth`, and for an anonymous request the gate its guards need (for the realm). */
+function setAuth(ctx: KoaLikeContext, gate: Gate, auth: AuthContext | undefined): void {
+  if (auth === undefined) ctx.state[GATE] = gate;
+  ctx.state.auth = auth;
+}
+
 function guardMiddleware(guard: Guard): KoaMiddleware {
   return function tokengateGuard(ctx, next) {
-    const gate = ctx.state[GATE];
     try {
-      if (gate === undefined) throw new Error('tokengate: mount authenticate(gate) before requires()');
-      gate.authorize(ctx.state.auth, guard);
+      authorizeRequest(ctx.state.auth, ctx.state[GATE], guard);
     } catch (error) {
       return Promise.reject(error);
     }

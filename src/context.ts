@@ -46,6 +46,16 @@ export interface ContextOrigin {
   readonly realm: string;
 }
 
+/** Marks contexts made by any copy of this package (ESM and CJS builds side by side). */
+const CONTEXT_BRAND = Symbol.for('tokengate.authContext');
+
+/** @internal Whether `value` is an {@link AuthContext}, from this copy of the package or another. */
+export function isAuthContext(value: unknown): value is AuthContext {
+  return (
+    typeof value === 'object' && value !== null && (value as { [CONTEXT_BRAND]?: unknown })[CONTEXT_BRAND] === true
+  );
+}
+
 /** The result of a successful `gate.authenticate()`. */
 export class AuthContext {
   /** @internal */ readonly origin: ContextOrigin;
@@ -132,3 +142,6 @@ export class AuthContext {
     return json;
   }
 }
+
+// On the prototype: one property for all contexts, none per instance.
+Object.defineProperty(AuthContext.prototype, CONTEXT_BRAND, { value: true });

@@ -7,7 +7,7 @@
  * Guards run afterwards, on every request (`authorize`).
  */
 import { type CacheOptions, cacheKey, type Flight, Rejection, VerdictCache } from './cache.js';
-import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
+import { AuthContext, type ContextOrigin, GrantsTable, isAuthContext } from './context.js';
 import {
   AuthError,
   credentialsRequired,
@@ -143,6 +143,23 @@ const AUTHENTICATE_NOW = Symbol.for('tokengate.authenticateNow');
 export function authenticateNowOf(gate: Gate): AuthenticateNow {
   const now = (gate as { [AUTHENTICATE_NOW]?: AuthenticateNow })[AUTHENTICATE_NOW];
   return typeof now === 'function' ? now : (req, options) => gate.authenticate(req, options ?? {});
+}
+
+/**
+ * @internal What the adapters' guards run. A request the gate authenticated carries its
+ * context, whose origin knows the realm; only an anonymous request (`optional: true`) needs
+ * the gate itself, for the realm of the 401. Anything else means the guard is mounted
+ * without `authenticate()` in front of it: a programming error, so a plain Error (500).
+ */
+export function authorizeRequest(auth: unknown, anonymousGate: Gate | undefined, guard: Guard): void {
+  if (isAuthContext(auth)) {
+    if (!guard.allows(auth)) {
+      throw insufficientScope(auth.origin.realm, guard.permissions, guard.mode === 'all');
+    }
+    return;
+  }
+  if (auth === undefined && anonymousGate !== undefined) return anonymousGate.authorize(undefined, guard);
+  throw new Error('tokengate: mount authenticate(gate) before requires()');
 }
 
 /** Creates a gate. See {@link GateOptions} for every option. */

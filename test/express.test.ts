@@ -362,6 +362,22 @@ describe.each([
     expect(res.text).not.toContain(ROUTE_MARK);
   });
 
+  it("requires() behind another library's req.auth is the same 500, never a pass", async () => {
+    const app = express();
+    // What express-oauth2-jwt-bearer and others leave in req.auth: not a tokengate context.
+    const foreignAuth: RequestHandler = (req, _res, next) => {
+      (req as { auth?: unknown }).auth = { payload: { scope: 'uptime_checks (read)' }, can: () => true };
+      next();
+    };
+    app.get('/foreign', foreignAuth, requires('uptime_checks (read)'), (_req, res) => {
+      res.send(ROUTE_MARK);
+    });
+    const res = await request(app).get('/foreign');
+    expect(res.status).toBe(500);
+    expect(res.text).toContain('mount authenticate(gate) before requires()');
+    expect(res.text).not.toContain(ROUTE_MARK);
+  });
+
   describe('with a custom error handler', () => {
     let jsonServer: Server;
     beforeEach(async () => {
