@@ -158,7 +158,10 @@ export function authorizeRequest(auth: unknown, anonymousGate: Gate | undefined,
     }
     return;
   }
-  if (auth === undefined && anonymousGate !== undefined) return anonymousGate.authorize(undefined, guard);
+  if (auth === undefined && anonymousGate !== undefined) {
+    anonymousGate.authorize(undefined, guard);
+    return;
+  }
   throw new Error('tokengate: mount authenticate(gate) before requires()');
 }
 
