@@ -10,7 +10,11 @@ export type Variant =
   | 'koa-gate'
   | 'express-passport'
   | 'express-jwt'
-  | 'express-hand';
+  | 'express-hand'
+  | 'express-wait';
+
+/** Provider latency of the stampede, ms (the mock's, and the `express-wait` variant's shared wait). */
+export const STAMPEDE_LATENCY_MS = 100;
 
 /** What the orchestrator tells a server process (as JSON in `BENCH_SERVER`). */
 export interface ServerConfig {

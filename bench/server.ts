@@ -16,7 +16,7 @@ import { Pool } from 'undici';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
 import { createGate, type Gate, onlineOrNot } from '../src/index.js';
-import { HOST, ROUTE_PERMISSION, type ServerConfig, type ServerMessage } from './lib.js';
+import { HOST, ROUTE_PERMISSION, type ServerConfig, type ServerMessage, STAMPEDE_LATENCY_MS } from './lib.js';
 
 const config = JSON.parse(process.env.BENCH_SERVER ?? '') as ServerConfig;
 
@@ -122,6 +122,27 @@ function expressApp(): express.Express {
           }, next);
         },
         requireHandPermission,
+        routeBody,
+      );
+      break;
+    }
+    case 'express-wait': {
+      // The stampede's shape with a perfect gate: the first request for an Authorization value starts
+      // one shared wait of the provider's latency, the others join it, later ones pass at once (cached).
+      // No hashing, no provider, no validation: what a burst of deferred answers costs by itself.
+      const waits = new Map<string, Promise<void>>();
+      app.get(
+        '/hello',
+        (req, _res, next) => {
+          const key = req.headers.authorization ?? '';
+          let wait = waits.get(key);
+          if (wait === undefined) {
+            wait = new Promise((resolve) => setTimeout(resolve, STAMPEDE_LATENCY_MS));
+            waits.set(key, wait);
+          }
+          wait.then(() => next(), next);
+        },
+        passThrough,
         routeBody,
       );
       break;
