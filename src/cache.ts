@@ -10,7 +10,13 @@
  * - a rejection lives `negativeTtl` (short: providers have denied valid tokens
  *   while their own database was down);
  * - provider failures are not cached;
- * - reading an entry never extends its life (`updateAgeOnGet` stays off).
+ * - reading an entry never extends its life.
+ *
+ * Expiry is kept on the entries themselves (`until`, `freshUntil`, in ms of
+ * `performance.now()`), not in lru-cache's TTL: its clock re-arms a 1 ms
+ * timer whenever it is read after a quiet millisecond, and those timers and
+ * the event-loop wake-ups they cause cost the hot path several percent.
+ * lru-cache does what it is best at, recency and the `max` bound.
  */
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -33,9 +39,12 @@ export interface CacheOptions {
   readonly staleIfError?: number;
 }
 
-/** A remembered rejection. Interned per reason: rejections are many, reasons few. */
+/** A remembered rejection, alive until `until` (ms of `performance.now()`). */
 export class Rejection {
-  constructor(readonly reason: string) {}
+  constructor(
+    readonly reason: string,
+    readonly until: number,
+  ) {}
 }
 
 export type CacheEntry = AuthContext | Rejection;
@@ -74,25 +83,24 @@ export class VerdictCache {
   readonly staleIfError: number;
   readonly #lru: LRUCache<string, CacheEntry>;
   readonly #inflight = new Map<string, Flight>();
-  readonly #rejections = new LRUCache<string, Rejection>({ max: 256 });
 
   constructor(options: CacheOptions = {}) {
     const max = checkDuration('max', options.max ?? 10_000, 1);
     this.ttl = checkDuration('ttl', options.ttl ?? 60_000, 1);
     this.negativeTtl = checkDuration('negativeTtl', options.negativeTtl ?? 5_000, 0);
     this.staleIfError = checkDuration('staleIfError', options.staleIfError ?? 0, 0);
-    // ttl here is only the default; every set() passes its own.
-    this.#lru = new LRUCache<string, CacheEntry>({ max, ttl: this.ttl, updateAgeOnGet: false, allowStale: false });
+    this.#lru = new LRUCache<string, CacheEntry>({ max });
   }
 
-  /** The entry for `key` if it is alive (for contexts: fresh or in its stale window). */
-  get(key: string): CacheEntry | undefined {
-    return this.#lru.get(key);
-  }
-
-  /** Whether an accepted context read from the cache is past its fresh life (only possible with `staleIfError`). */
-  isStale(key: string, context: AuthContext): boolean {
-    return context.staleWindow > 0 && this.#lru.getRemainingTTL(key) <= context.staleWindow;
+  /**
+   * The entry for `key` if it is alive at `now` (ms of `performance.now()`): for contexts, fresh or
+   * in their stale window (see `freshUntil`). An expired entry is dropped.
+   */
+  get(key: string, now: number): CacheEntry | undefined {
+    const entry = this.#lru.get(key);
+    if (entry === undefined || entry.until > now) return entry;
+    this.#lru.delete(key);
+    return undefined;
   }
 
   /**
@@ -107,21 +115,17 @@ export class VerdictCache {
     return { fresh, staleWindow: Math.floor(Math.min(this.staleIfError, remaining - fresh)) };
   }
 
-  /** Stores an accepted context for `fresh + context.staleWindow` ms, unless its flight was cancelled. */
-  setAccepted(flight: Flight, context: AuthContext, fresh: number): void {
+  /** Stores an accepted context (alive until its `until`), unless its flight was cancelled. */
+  setAccepted(flight: Flight, context: AuthContext): void {
     if (flight.cancelled) return;
-    this.#lru.set(flight.key, context, { ttl: Math.max(1, Math.floor(fresh + context.staleWindow)) });
+    this.#lru.set(flight.key, context);
   }
 
   /** Stores a rejection for `negativeTtl` (not at all when it is 0), unless its flight was cancelled. */
   setRejected(flight: Flight, reason: string): Rejection {
-    let rejection = this.#rejections.get(reason);
-    if (rejection === undefined) {
-      rejection = new Rejection(reason);
-      this.#rejections.set(reason, rejection);
-    }
+    const rejection = new Rejection(reason, performance.now() + this.negativeTtl);
     if (flight.cancelled) return rejection;
-    if (this.negativeTtl > 0) this.#lru.set(flight.key, rejection, { ttl: this.negativeTtl });
+    if (this.negativeTtl > 0) this.#lru.set(flight.key, rejection);
     else this.#lru.delete(flight.key);
     return rejection;
   }

@@ -70,8 +70,10 @@ export class AuthContext {
    * its time to live, under the gate's `staleIfError` option.
    */
   readonly stale: boolean;
-  /** @internal ms at the end of the cached entry's life in which it may only be served stale. */
-  readonly staleWindow: number;
+  /** @internal Cache clock (ms of `performance.now()`): served as fresh until then. */
+  readonly freshUntil: number;
+  /** @internal Cache clock: the cache forgets the context then; between the two, it is only served stale. */
+  readonly until: number;
 
   /** @internal Contexts are made by the gate. */
   constructor(
@@ -80,7 +82,8 @@ export class AuthContext {
     grants: Grants,
     expiresAtMs: number | undefined,
     details: Readonly<Record<string, unknown>>,
-    staleWindow: number,
+    freshUntil: number,
+    until: number,
     stale = false,
   ) {
     this.origin = origin;
@@ -88,7 +91,8 @@ export class AuthContext {
     this.grants = grants;
     this.expiresAtMs = expiresAtMs;
     this.details = details;
-    this.staleWindow = staleWindow;
+    this.freshUntil = freshUntil;
+    this.until = until;
     this.stale = stale;
   }
 
@@ -120,7 +124,8 @@ export class AuthContext {
       this.grants,
       this.expiresAtMs,
       this.details,
-      this.staleWindow,
+      this.freshUntil,
+      this.until,
       true,
     );
   }

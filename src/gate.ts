@@ -329,15 +329,17 @@ export function createGate(options: GateOptions): Gate {
     const now = Date.now();
     const life = cache.lifetime(now, expiresAtMs);
     if (life === undefined) return cache.setRejected(flight, 'The access token has expired');
+    const freshUntil = performance.now() + life.fresh;
     const context = new AuthContext(
       slot.origin,
       principal.subject,
       grants.intern(principal.permissions),
       expiresAtMs,
       principal.details,
-      life.staleWindow,
+      freshUntil,
+      freshUntil + life.staleWindow,
     );
-    cache.setAccepted(flight, context, life.fresh);
+    cache.setAccepted(flight, context);
     return context;
   }
 
@@ -387,7 +389,8 @@ export function createGate(options: GateOptions): Gate {
       connection === undefined || connection === null
         ? cacheKey(slot.provider.cacheScope, credential.secret)
         : keyFor(connection, slot, credential.secret);
-    const entry = cache.get(key);
+    const now = performance.now();
+    const entry = cache.get(key, now);
     let staleCandidate: AuthContext | undefined;
     if (entry !== undefined) {
       if (entry instanceof Rejection) {
@@ -395,7 +398,7 @@ export function createGate(options: GateOptions): Gate {
         emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
         throw invalidToken(realm, entry.reason);
       }
-      if (!cache.isStale(key, entry)) {
+      if (entry.freshUntil > now) {
         counters.hits++;
         emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
         return entry;
