@@ -85,10 +85,15 @@ export interface LoadResult {
 export type LoadMessage =
   | { readonly type: 'warm' }
   | { readonly type: 'result'; readonly result: LoadResult }
+  | { readonly type: 'results'; readonly results: readonly LoadResult[] }
   | { readonly type: 'failed'; readonly message: string };
 
 /** What the orchestrator tells a load process after `warm`: `go` (single run) or `run` (kept process). */
-export type LoadCommand = { readonly type: 'go' } | { readonly type: 'run'; readonly config: LoadConfig };
+export type LoadCommand =
+  | { readonly type: 'go' }
+  | { readonly type: 'run'; readonly config: LoadConfig }
+  /** Several runs at once (side by side), one autocannon instance per config, answered by `results`. */
+  | { readonly type: 'runAll'; readonly configs: readonly LoadConfig[] };
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN;

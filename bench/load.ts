@@ -96,6 +96,17 @@ if (process.env.BENCH_LOAD !== undefined) {
   // Kept for a whole scenario: each `run` command is one autocannon run, answered by its `result`. The cold
   // token counter carries over from run to run, so no token is ever sent twice.
   process.on('message', (message: LoadCommand) => {
+    if (message.type === 'runAll') {
+      Promise.all(message.configs.map((config) => run(options(config, config.duration)))).then(
+        (results) =>
+          send({
+            type: 'results',
+            results: results.map((result, i) => summarize(result, message.configs[i]?.coldPrefix !== undefined)),
+          }),
+        (error: unknown) => send({ type: 'failed', message: error instanceof Error ? error.message : String(error) }),
+      );
+      return;
+    }
     if (message.type !== 'run') return;
     run(options(message.config, message.config.duration)).then(
       (result) => send({ type: 'result', result: summarize(result, message.config.coldPrefix !== undefined) }),
