@@ -12,8 +12,8 @@
  * - provider failures are not cached;
  * - reading an entry never extends its life.
  *
- * Expiry is kept on the entries themselves (`until`, `freshUntil`, in ms of
- * `performance.now()`), not in lru-cache's TTL: its clock re-arms a 1 ms
+ * Expiry is kept on the entries themselves (`until` and `staleWindow`, in
+ * whole ms of `performance.now()`), not in lru-cache's TTL: its clock re-arms a 1 ms
  * timer whenever it is read after a quiet millisecond, and those timers and
  * the event-loop wake-ups they cause cost the hot path several percent.
  * lru-cache does what it is best at, recency and the `max` bound.
@@ -94,7 +94,7 @@ export class VerdictCache {
 
   /**
    * The entry for `key` if it is alive at `now` (ms of `performance.now()`): for contexts, fresh or
-   * in their stale window (see `freshUntil`). An expired entry is dropped.
+   * in their stale window (the last `staleWindow` ms before `until`). An expired entry is dropped.
    */
   get(key: string, now: number): CacheEntry | undefined {
     const entry = this.#lru.get(key);
@@ -123,7 +123,7 @@ export class VerdictCache {
 
   /** Stores a rejection for `negativeTtl` (not at all when it is 0), unless its flight was cancelled. */
   setRejected(flight: Flight, reason: string): Rejection {
-    const rejection = new Rejection(reason, performance.now() + this.negativeTtl);
+    const rejection = new Rejection(reason, Math.floor(performance.now() + this.negativeTtl));
     if (flight.cancelled) return rejection;
     if (this.negativeTtl > 0) this.#lru.set(flight.key, rejection);
     else this.#lru.delete(flight.key);

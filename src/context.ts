@@ -70,10 +70,13 @@ export class AuthContext {
    * its time to live, under the gate's `staleIfError` option.
    */
   readonly stale: boolean;
-  /** @internal Cache clock (ms of `performance.now()`): served as fresh until then. */
-  readonly freshUntil: number;
-  /** @internal Cache clock: the cache forgets the context then; between the two, it is only served stale. */
+  /**
+   * @internal Cache clock (whole ms of `performance.now()`): the cache forgets the context then.
+   * Whole numbers, so that V8 keeps them as small integers in the object, not boxed doubles.
+   */
   readonly until: number;
+  /** @internal ms at the end of `until` in which the context may only be served stale (`staleIfError`). */
+  readonly staleWindow: number;
 
   /** @internal Contexts are made by the gate. */
   constructor(
@@ -82,8 +85,8 @@ export class AuthContext {
     grants: Grants,
     expiresAtMs: number | undefined,
     details: Readonly<Record<string, unknown>>,
-    freshUntil: number,
     until: number,
+    staleWindow: number,
     stale = false,
   ) {
     this.origin = origin;
@@ -91,8 +94,8 @@ export class AuthContext {
     this.grants = grants;
     this.expiresAtMs = expiresAtMs;
     this.details = details;
-    this.freshUntil = freshUntil;
     this.until = until;
+    this.staleWindow = staleWindow;
     this.stale = stale;
   }
 
@@ -124,8 +127,8 @@ export class AuthContext {
       this.grants,
       this.expiresAtMs,
       this.details,
-      this.freshUntil,
       this.until,
+      this.staleWindow,
       true,
     );
   }

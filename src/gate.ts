@@ -329,15 +329,14 @@ export function createGate(options: GateOptions): Gate {
     const now = Date.now();
     const life = cache.lifetime(now, expiresAtMs);
     if (life === undefined) return cache.setRejected(flight, 'The access token has expired');
-    const freshUntil = performance.now() + life.fresh;
     const context = new AuthContext(
       slot.origin,
       principal.subject,
       grants.intern(principal.permissions),
       expiresAtMs,
       principal.details,
-      freshUntil,
-      freshUntil + life.staleWindow,
+      Math.floor(performance.now() + life.fresh + life.staleWindow),
+      life.staleWindow,
     );
     cache.setAccepted(flight, context);
     return context;
@@ -398,7 +397,7 @@ export function createGate(options: GateOptions): Gate {
         emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
         throw invalidToken(realm, entry.reason);
       }
-      if (entry.freshUntil > now) {
+      if (entry.until - entry.staleWindow > now) {
         counters.hits++;
         emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
         return entry;
