@@ -128,7 +128,8 @@ interface Run {
   readonly providerConnectionsInRun: number;
 }
 
-async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAuthorization?: string): Promise<Run> {
+/** One server process for `variant`, pinned to the server core. */
+function startServerProcess(variant: Variant): ChildProcess {
   const config: ServerConfig = {
     variant,
     providerUrl: provider.url,
@@ -136,8 +137,12 @@ async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAu
     issuer: jwks.issuer,
     audience: jwks.audience,
   };
+  return startPinned(SERVER_CORE, 'server.ts', { BENCH_SERVER: JSON.stringify(config) });
+}
+
+async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAuthorization?: string): Promise<Run> {
   const connectionsBefore = provider.connections;
-  const server = startPinned(SERVER_CORE, 'server.ts', { BENCH_SERVER: JSON.stringify(config) });
+  const server = startServerProcess(variant);
   let loader: ChildProcess | undefined;
   try {
     const { port } = await nextMessage<Extract<ServerMessage, { type: 'ready' }>>(server, 'ready');
@@ -164,28 +169,45 @@ async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAu
     const { result: loadResult } = await result;
     const after = await usage(server);
     const callsAfter = provider.calls;
-    const cpu = after.cpuMicros - before.cpuMicros;
-    const gateCalls =
-      after.gate === undefined || before.gate === undefined
-        ? undefined
-        : after.gate.upstreamCalls - before.gate.upstreamCalls;
-    return {
-      variant,
-      load: loadResult,
-      serverCpuMicrosPerRequest: cpu / Math.max(1, loadResult.requests),
-      serverCpuShare: cpu / 1000 / (after.wallMs - before.wallMs),
-      ...(gateCalls === undefined ? {} : { gateUpstreamCalls: gateCalls }),
-      providerCalls: {
-        verify: callsAfter.verify - callsBefore.verify,
-        permissions: callsAfter.permissions - callsBefore.permissions,
-      },
-      providerConnections: provider.connections - connectionsBefore,
-      providerConnectionsInRun: provider.connections - connectionsBefore,
-    };
+    const opened = provider.connections - connectionsBefore;
+    return toRun(variant, loadResult, before, after, providerCallsBetween(callsBefore, callsAfter), opened, opened);
   } finally {
     if (loader !== undefined) await stop(loader);
     await stop(server);
   }
+}
+
+type Usage = Extract<ServerMessage, { type: 'usage' }>;
+
+function providerCallsBetween(before: Run['providerCalls'], after: Run['providerCalls']): Run['providerCalls'] {
+  return { verify: after.verify - before.verify, permissions: after.permissions - before.permissions };
+}
+
+/** A measured run from the load result and the server's usage reports before and after it. */
+function toRun(
+  variant: Variant,
+  load: LoadResult,
+  before: Usage,
+  after: Usage,
+  providerCalls: Run['providerCalls'],
+  providerConnections: number,
+  providerConnectionsInRun: number,
+): Run {
+  const cpu = after.cpuMicros - before.cpuMicros;
+  const gateCalls =
+    after.gate === undefined || before.gate === undefined
+      ? undefined
+      : after.gate.upstreamCalls - before.gate.upstreamCalls;
+  return {
+    variant,
+    load,
+    serverCpuMicrosPerRequest: cpu / Math.max(1, load.requests),
+    serverCpuShare: cpu / 1000 / (after.wallMs - before.wallMs),
+    ...(gateCalls === undefined ? {} : { gateUpstreamCalls: gateCalls }),
+    providerCalls,
+    providerConnections,
+    providerConnectionsInRun,
+  };
 }
 
 /** A plain load run (no measurement), e.g. to warm a server. */
@@ -235,14 +257,7 @@ interface LiveServer {
 }
 
 async function startServer(variant: Variant): Promise<LiveServer> {
-  const config: ServerConfig = {
-    variant,
-    providerUrl: provider.url,
-    jwksUri: jwks.jwksUri,
-    issuer: jwks.issuer,
-    audience: jwks.audience,
-  };
-  const child = startPinned(SERVER_CORE, 'server.ts', { BENCH_SERVER: JSON.stringify(config) });
+  const child = startServerProcess(variant);
   const { port } = await nextMessage<Extract<ServerMessage, { type: 'ready' }>>(child, 'ready');
   return { variant, child, url: `http://${HOST}:${port}/hello`, connections: 0 };
 }
@@ -265,24 +280,8 @@ async function measureLive(server: LiveServer, loader: ChildProcess, load: LoadC
   // Only this server is under load, so the mock's new connections are its own.
   const opened = provider.connections - connectionsBefore;
   server.connections += opened;
-  const cpu = after.cpuMicros - before.cpuMicros;
-  const gateCalls =
-    after.gate === undefined || before.gate === undefined
-      ? undefined
-      : after.gate.upstreamCalls - before.gate.upstreamCalls;
-  return {
-    variant: server.variant,
-    load: result,
-    serverCpuMicrosPerRequest: cpu / Math.max(1, result.requests),
-    serverCpuShare: cpu / 1000 / (after.wallMs - before.wallMs),
-    ...(gateCalls === undefined ? {} : { gateUpstreamCalls: gateCalls }),
-    providerCalls: {
-      verify: callsAfter.verify - callsBefore.verify,
-      permissions: callsAfter.permissions - callsBefore.permissions,
-    },
-    providerConnections: server.connections,
-    providerConnectionsInRun: opened,
-  };
+  const calls = providerCallsBetween(callsBefore, callsAfter);
+  return toRun(server.variant, result, before, after, calls, server.connections, opened);
 }
 
 /**
@@ -298,15 +297,10 @@ async function interleave(
 ): Promise<Record<string, Run[]>> {
   console.log(`\n## ${name}`);
   const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
-  const loader = startPinned(LOAD_CORE, 'load.ts', {});
-  const servers: LiveServer[] = [];
-  try {
-    await nextMessage(loader, 'warm');
-    for (const variant of variants) {
-      const server = await startServer(variant);
-      servers.push(server);
+  await withServers(variants, async (loader, servers) => {
+    for (const server of servers) {
       const connectionsBefore = provider.connections;
-      await loadRun(loader, { ...load(variant), url: server.url, duration: WARMUP });
+      await loadRun(loader, { ...load(server.variant), url: server.url, duration: WARMUP });
       server.connections += provider.connections - connectionsBefore;
     }
     for (let r = 0; r < ROUNDS; r++) {
@@ -317,11 +311,25 @@ async function interleave(
         console.log(`round ${r + 1}/${ROUNDS}  ${describeRun(run)}`);
       }
     }
+  });
+  return runs;
+}
+
+/** Starts a kept load process and one server per variant, runs `body` with them, then stops them all. */
+async function withServers(
+  variants: readonly Variant[],
+  body: (loader: ChildProcess, servers: LiveServer[]) => Promise<void>,
+): Promise<void> {
+  const loader = startPinned(LOAD_CORE, 'load.ts', {});
+  const servers: LiveServer[] = [];
+  try {
+    await nextMessage(loader, 'warm');
+    for (const variant of variants) servers.push(await startServer(variant));
+    await body(loader, servers);
   } finally {
     await stop(loader);
     await Promise.all(servers.map((server) => stop(server.child)));
   }
-  return runs;
 }
 
 /**
@@ -340,19 +348,15 @@ async function sideBySide(
 ): Promise<Record<string, Run[]>> {
   console.log(`\n## ${name}, side by side on core ${SERVER_CORE}`);
   const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
-  const loader = startPinned(LOAD_CORE, 'load.ts', {});
-  const servers: LiveServer[] = [];
-  const runAll = async (duration: number): Promise<readonly LoadResult[]> => {
-    const results = nextMessage<Extract<LoadMessage, { type: 'results' }>>(loader, 'results');
-    loader.send({
-      type: 'runAll',
-      configs: servers.map((server) => ({ ...load(server.variant), url: server.url, duration })),
-    });
-    return (await results).results;
-  };
-  try {
-    await nextMessage(loader, 'warm');
-    for (const variant of variants) servers.push(await startServer(variant));
+  await withServers(variants, async (loader, servers) => {
+    const runAll = async (duration: number): Promise<readonly LoadResult[]> => {
+      const results = nextMessage<Extract<LoadMessage, { type: 'results' }>>(loader, 'results');
+      loader.send({
+        type: 'runAll',
+        configs: servers.map((server) => ({ ...load(server.variant), url: server.url, duration })),
+      });
+      return (await results).results;
+    };
     // Longer than a single server's warm-up: two servers share the core, each gets half the time to warm its JIT.
     await runAll(Math.max(5, 2 * WARMUP));
     for (let r = 0; r < ROUNDS; r++) {
@@ -360,26 +364,24 @@ async function sideBySide(
       const results = await runAll(DURATION);
       const after = await Promise.all(servers.map((server) => usage(server.child)));
       servers.forEach((server, i) => {
-        const result = results[i] as LoadResult;
-        const cpu = (after[i]?.cpuMicros ?? Number.NaN) - (before[i]?.cpuMicros ?? Number.NaN);
-        const wall = (after[i]?.wallMs ?? Number.NaN) - (before[i]?.wallMs ?? Number.NaN);
-        const run: Run = {
-          variant: server.variant,
-          load: result,
-          serverCpuMicrosPerRequest: cpu / Math.max(1, result.requests),
-          serverCpuShare: cpu / 1000 / wall,
-          providerCalls: { verify: Number.NaN, permissions: Number.NaN },
-          providerConnections: Number.NaN,
-          providerConnectionsInRun: Number.NaN,
-        };
+        // The servers share the mock: its calls and connections are not any one server's.
+        const unknown = { verify: Number.NaN, permissions: Number.NaN };
+        const usages = [before[i], after[i]] as const;
+        if (usages[0] === undefined || usages[1] === undefined) throw new Error('missing usage report');
+        const run = toRun(
+          server.variant,
+          results[i] as LoadResult,
+          usages[0],
+          usages[1],
+          unknown,
+          Number.NaN,
+          Number.NaN,
+        );
         runs[server.variant]?.push(run);
         console.log(`run ${r + 1}/${ROUNDS}  ${describeRun(run)}`);
       });
     }
-  } finally {
-    await stop(loader);
-    await Promise.all(servers.map((server) => stop(server.child)));
-  }
+  });
   return runs;
 }
 
