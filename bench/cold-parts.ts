@@ -1,0 +1,101 @@
+/**
+ * Where a cold verification's time goes, without a web framework in the way:
+ * `npx tsx bench/cold-parts.ts [rounds]`. This process (compiled, pinned to
+ * core 0) runs 32 concurrent loops of one variant at a time, a new token per
+ * call, against the OnlineOrNot mock in a child process on core 1, and prints
+ * the median CPU time per call of each variant over alternating rounds:
+ *
+ * - `hand`: both endpoints through an undici pool, `body.json()`, no checks
+ *   (the hand-written middleware of the cold-path scenario);
+ * - `provider`: `onlineOrNot().verify()` with a fresh AbortSignal (deadline
+ *   signal, size cap, content-type check, zod on both answers);
+ * - `gate, cache.max 1`: `gate.authenticate()` whose cache keeps one entry
+ *   (the gate's own work: key, single flight, deadline, context);
+ * - `gate`: the default gate, whose cache keeps every answer (10,000).
+ */
+import { execFileSync, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
+import { compiled } from './compile.js';
+import { BENCH_PERMISSIONS, median, round } from './lib.js';
+
+const TOKENS = 400_000;
+
+if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
+  // The child: the mock, on core 1.
+  const { mockOnlineOrNot } = await import('../src/testing/index.js');
+  const mock = await mockOnlineOrNot({ tokens: {} });
+  for (let i = 0; i < TOKENS; i++) mock.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
+  process.send?.({ url: mock.url });
+} else if (process.env.BENCH_COLD_PARTS_RUN !== '1') {
+  // Launcher (under tsx): run the compiled copy of this file pinned to core 0.
+  const self = compiled('cold-parts.ts');
+  execFileSync('taskset', ['-c', '0', process.execPath, self, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_COLD_PARTS_RUN: '1' },
+  });
+} else {
+  const { createGate, onlineOrNot } = await import('../src/index.js');
+  const child = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, BENCH_COLD_PARTS_MOCK: '1' } });
+  execFileSync('taskset', ['-a', '-p', '-c', '1', String(child.pid)], { stdio: 'ignore' });
+  const { url } = await new Promise<{ url: string }>((resolve) => child.once('message', resolve as never));
+  const pool = new Pool(url, { connections: 16, keepAliveTimeout: 10_000 });
+  const provider = onlineOrNot({ baseUrl: url });
+  const gate = createGate({ providers: [onlineOrNot({ baseUrl: url })] });
+  const smallGate = createGate({ providers: [onlineOrNot({ baseUrl: url })], cache: { max: 1 } });
+  const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+  async function hand(token: string): Promise<unknown> {
+    const headers = { accept: 'application/json', authorization: `Bearer ${token}` };
+    const [verify, permissions] = await Promise.all([
+      pool.request({ method: 'GET', path: '/v1/tokens/verify', headers }),
+      pool.request({ method: 'GET', path: '/v1/tokens/permissions', headers }),
+    ]);
+    return Promise.all([verify.body.json(), permissions.body.json()]);
+  }
+
+  const variants: Record<string, (token: string) => Promise<unknown>> = {
+    hand,
+    provider: (token) =>
+      provider.verify({ source: 'header:authorization', secret: token }, new AbortController().signal),
+    'gate, cache.max 1': (token) => smallGate.authenticate(bearer(token)),
+    gate: (token) => gate.authenticate(bearer(token)),
+  };
+
+  let next = 0;
+  /** CPU µs per call of `call` over `ms` of 32 concurrent loops. */
+  async function cpuPerCall(call: (token: string) => Promise<unknown>, ms: number): Promise<number> {
+    const end = performance.now() + ms;
+    let calls = 0;
+    const start = process.cpuUsage();
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (performance.now() < end) {
+          if (next >= TOKENS) throw new Error('ran out of cold tokens: fewer rounds');
+          await call(`cold-${next++}`);
+          calls++;
+        }
+      }),
+    );
+    const used = process.cpuUsage(start);
+    return (used.user + used.system) / calls;
+  }
+
+  const names = Object.keys(variants);
+  for (const name of names) await cpuPerCall(variants[name] as (token: string) => Promise<unknown>, 1000); // warm-up
+  const samples: Record<string, number[]> = Object.fromEntries(names.map((name) => [name, []]));
+  const rounds = Number(process.argv[2] ?? 8);
+  for (let r = 0; r < rounds; r++) {
+    for (const name of r % 2 === 0 ? names : [...names].reverse()) {
+      samples[name]?.push(await cpuPerCall(variants[name] as (token: string) => Promise<unknown>, 1000));
+    }
+  }
+  for (const name of names) {
+    const values = samples[name] ?? [];
+    console.log(
+      `${name.padEnd(18)} ${round(median(values), 1).toFixed(1).padStart(7)} µs CPU per call (rounds ${values.map((v) => round(v)).join(', ')})`,
+    );
+  }
+  await Promise.all([pool.close(), provider.close?.(), gate.close(), smallGate.close()]);
+  child.kill();
+}
