@@ -477,13 +477,11 @@ function asFailure(error: unknown, signal: AbortSignal): ProviderFailure {
 class Deadline {
   readonly #controller = new AbortController();
   readonly #timer: ReturnType<typeof setTimeout>;
-  #expired = false;
   /** Rejects the attempt under way, if any. */
   #onExpiry: ((failure: ProviderFailure) => void) | undefined;
 
   constructor(ms: number) {
     this.#timer = setTimeout(() => {
-      this.#expired = true;
       this.#controller.abort();
       this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline', false));
     }, ms);
@@ -495,7 +493,7 @@ class Deadline {
 
   /** Settles with `promise`, or rejects when the deadline passes first. */
   race<T>(promise: Promise<T>): Promise<T> {
-    if (this.#expired) {
+    if (this.#controller.signal.aborted) {
       promise.catch(() => {});
       return Promise.reject(new ProviderFailure('timeout', 'deadline passed', false));
     }
@@ -517,6 +515,6 @@ class Deadline {
   /** Stops the timer; `abort` also tells the provider that the verification is over. */
   end(abort: boolean): void {
     clearTimeout(this.#timer);
-    if (abort && !this.#expired) this.#controller.abort(VERIFICATION_OVER);
+    if (abort && !this.#controller.signal.aborted) this.#controller.abort(VERIFICATION_OVER);
   }
 }
