@@ -60,6 +60,14 @@ async function setup(options: Omit<GateOptions, 'providers'> = {}, partooExpiry?
 }
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+/** `provider` behind a wrapper of the user's own: the gate only sees its public `verify(credential, signal)`. */
+const wrapped = <C extends BearerCredential>(provider: Provider<C>): Provider<C> => ({
+  name: provider.name,
+  cacheScope: provider.cacheScope,
+  extract: (req, realm) => provider.extract(req, realm),
+  verify: (credential, signal) => provider.verify(credential, signal),
+  close: () => provider.close?.() ?? Promise.resolve(),
+});
 const ofType = <T extends GateEvent['type']>(events: GateEvent[], type: T) =>
   events.filter((e): e is Extract<GateEvent, { type: T }> => e.type === type);
 
@@ -76,6 +84,27 @@ describe('deadline', () => {
     expect(elapsed).toBeLessThan(3000);
     expect(ofType(events, 'provider_error').map((e) => e.reason)).toEqual(['timeout']);
     expect(ofType(events, 'verify')).toMatchObject([{ outcome: 'failed', attempts: 1 }]);
+  });
+
+  // With one connection, a request left running after the deadline would hold it, and the next
+  // verification would queue behind the hang: only an aborted request frees it.
+  it.each([
+    ['the built-in provider', (provider: Provider<BearerCredential>) => provider],
+    ['a wrapped provider (its AbortSignal)', (provider: Provider<BearerCredential>) => wrapped(provider)],
+  ])('a request past the deadline is ended upstream, freeing its connection: %s', async (_name, wrap) => {
+    const oon = await mockOnlineOrNot({
+      tokens: { [READ_TOKEN]: { id: 'tok-read', permissions: [READ_CHECKS] }, [BARE_TOKEN]: { id: 'tok-bare' } },
+    });
+    cleanup.push(() => oon.close());
+    const provider = wrap(onlineOrNot({ baseUrl: oon.url, connections: 1 }));
+    const gate = createGate({ providers: [provider], timeout: 300, retry: false, breaker: false });
+    cleanup.push(() => gate.close());
+    const { app } = gatedApp(gate);
+
+    oon.fault = { kind: 'hang' };
+    expect((await request(app).get('/me').set(bearer(READ_TOKEN))).status).toBe(503);
+    oon.fault = undefined;
+    expect((await request(app).get('/me').set(bearer(BARE_TOKEN))).status).toBe(200);
   });
 
   it('an answer slower than the deadline is a 503, not a late pass', async () => {
