@@ -8,6 +8,7 @@
  */
 import { type CacheOptions, cacheKey, type Flight, Rejection, VerdictCache } from './cache.js';
 import { AuthContext, type ContextOrigin, GrantsTable, isAuthContext } from './context.js';
+import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
 import {
   AuthError,
   credentialsRequired,
@@ -108,6 +109,8 @@ export interface Gate {
 /** One provider as the gate holds it: its key prefix, breaker and context origin. */
 interface ProviderSlot {
   readonly provider: Provider;
+  /** `provider.verify` under a deadline: the built-in providers take it directly, others get its signal. */
+  readonly verify: (credential: Credential, deadline: Deadline) => Promise<Verdict>;
   readonly label: string;
   readonly origin: ContextOrigin;
   readonly breaker: CircuitBreaker | undefined;
@@ -115,8 +118,6 @@ interface ProviderSlot {
 
 /** What a shared upstream call resolves to: never a rejection, so joiners cannot miss an error. */
 type Outcome = AuthContext | Rejection | AuthError;
-
-const VERIFICATION_OVER = new DOMException('The verification is over', 'AbortError');
 
 // RFC 9110 quoted-string content that RFC 6750 also allows: visible ASCII but " and \.
 const REALM = /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/;
@@ -211,7 +212,13 @@ export function createGate(options: GateOptions): Gate {
         : new CircuitBreaker(options.breaker ?? {}, (state) => {
             emit?.({ type: 'breaker', provider: provider.name, state });
           });
-    return { provider, label, origin: Object.freeze({ provider: provider.name, realm }), breaker };
+    return {
+      provider,
+      verify: verifierOf(provider),
+      label,
+      origin: Object.freeze({ provider: provider.name, realm }),
+      breaker,
+    };
   });
   const counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0 };
 
@@ -244,7 +251,6 @@ export function createGate(options: GateOptions): Gate {
     }
     let attempts = 0;
     const deadline = new Deadline(timeout);
-    const { signal } = deadline;
     let answered = false;
     try {
       for (;;) {
@@ -252,7 +258,7 @@ export function createGate(options: GateOptions): Gate {
         counters.upstreamCalls++;
         const attemptStarted = performance.now();
         try {
-          const verdict = await deadline.race(provider.verify(credential, signal));
+          const verdict = await deadline.race(slot.verify(credential, deadline));
           answered = true;
           const outcome = settleVerdict(slot, flight, verdict);
           breaker?.succeeded();
@@ -266,7 +272,7 @@ export function createGate(options: GateOptions): Gate {
           return outcome;
         } catch (error) {
           answered = false;
-          const failure = asFailure(error, signal);
+          const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
             provider: provider.name,
@@ -288,13 +294,12 @@ export function createGate(options: GateOptions): Gate {
             return serveStaleOr(slot, staleCandidate, providerUnavailable(provider.name, failure.retryAfter));
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
-          await sleep(delay, signal);
+          await sleep(delay, deadline);
         }
       }
     } finally {
       // A provider that resolved is done; one that failed may have left work behind (a sibling
-      // request still running), which the abort ends. Skipped on success: dispatching the abort
-      // event is one of the larger costs of a cold verification.
+      // request still running), which the cancellation ends.
       deadline.end(!answered);
     }
   }
@@ -460,61 +465,16 @@ function isPrincipal(value: Principal | undefined): value is Principal {
   );
 }
 
-/** Any error from verify as a ProviderFailure: unexpected errors fail closed too. */
-function asFailure(error: unknown, signal: AbortSignal): ProviderFailure {
-  if (error instanceof ProviderFailure) return error;
-  if (signal.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline', false);
-  return new ProviderFailure('invalid_answer', 'provider verify threw', false);
+/** `provider.verify` as the gate calls it: the built-in providers' cancellation-taking twin when there is one. */
+function verifierOf(provider: Provider): ProviderSlot['verify'] {
+  const within = (provider.verify as CancellableVerify<Credential, Verdict>)[VERIFY_WITHIN];
+  if (typeof within === 'function') return (credential, deadline) => within(credential, deadline);
+  return (credential, deadline) => provider.verify(credential, deadline.signal);
 }
 
-/**
- * One verification's deadline: the signal handed to the provider, and a race
- * that rejects when the time is up, so a provider that ignores its signal
- * still cannot hold a request past the deadline. Driven by its own timer, not
- * by listeners on the signal: adding and removing EventTarget listeners per
- * attempt showed up in cold-path profiles.
- */
-class Deadline {
-  readonly #controller = new AbortController();
-  readonly #timer: ReturnType<typeof setTimeout>;
-  /** Rejects the attempt under way, if any. */
-  #onExpiry: ((failure: ProviderFailure) => void) | undefined;
-
-  constructor(ms: number) {
-    this.#timer = setTimeout(() => {
-      this.#controller.abort();
-      this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline', false));
-    }, ms);
-  }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  /** Settles with `promise`, or rejects when the deadline passes first. */
-  race<T>(promise: Promise<T>): Promise<T> {
-    if (this.#controller.signal.aborted) {
-      promise.catch(() => {});
-      return Promise.reject(new ProviderFailure('timeout', 'deadline passed', false));
-    }
-    return new Promise<T>((resolve, reject) => {
-      this.#onExpiry = reject;
-      promise.then(
-        (value) => {
-          this.#onExpiry = undefined;
-          resolve(value);
-        },
-        (error: unknown) => {
-          this.#onExpiry = undefined;
-          reject(error);
-        },
-      );
-    });
-  }
-
-  /** Stops the timer; `abort` also tells the provider that the verification is over. */
-  end(abort: boolean): void {
-    clearTimeout(this.#timer);
-    if (abort && !this.#controller.signal.aborted) this.#controller.abort(VERIFICATION_OVER);
-  }
+/** Any error from verify as a ProviderFailure: unexpected errors fail closed too. */
+function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure {
+  if (error instanceof ProviderFailure) return error;
+  if (cancellation.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline', false);
+  return new ProviderFailure('invalid_answer', 'provider verify threw', false);
 }

@@ -1,10 +1,11 @@
 /**
  * The one way providers talk HTTP: a keep-alive undici `Pool` per provider,
- * an `AbortSignal` deadline that covers connect, headers and body, a cap on
+ * a deadline ({@link Cancellation}) that covers connect, headers and body, a cap on
  * answer size, and no redirects. Everything that is not a clean JSON answer
  * becomes a {@link ProviderFailure}, so callers only see status + JSON.
  */
 import { type Dispatcher, Pool } from 'undici';
+import type { Cancellation } from './deadline.js';
 import { ProviderFailure } from './types.js';
 
 /** Connection settings shared by the HTTP providers. */
@@ -62,14 +63,16 @@ export class ProviderHttp {
    *   (`unreachable`, `timeout`), 3xx/5xx/429 (`status`, with `Retry-After`),
    *   and bodies that are too large, not JSON, or not labelled JSON (`invalid_answer`).
    */
-  getJson(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<JsonAnswer> {
-    if (signal.aborted) return Promise.reject(transportFailure(this.#provider, signal.reason, signal));
+  getJson(path: string, headers: Record<string, string>, cancellation: Cancellation): Promise<JsonAnswer> {
+    if (cancellation.aborted) {
+      return Promise.reject(transportFailure(this.#provider, cancellation.reason, cancellation));
+    }
     return new Promise<JsonAnswer>((resolve, reject) => {
       // undici's dispatch API rather than request(): the answer is small and read whole, so the
       // Readable stream that request() builds around every body is pure overhead on the cold path.
       this.#pool.dispatch(
         { method: 'GET', path: this.#basePath + path, headers: { accept: 'application/json', ...headers } },
-        new JsonAnswerReader(this, signal, resolve, reject),
+        new JsonAnswerReader(this, cancellation, resolve, reject),
       );
     });
   }
@@ -91,8 +94,9 @@ export class ProviderHttp {
 
 type HeaderField = string | string[] | undefined;
 
-function transportFailure(provider: string, error: unknown, signal: AbortSignal): ProviderFailure {
-  if (signal.aborted) return new ProviderFailure('timeout', `${provider} did not answer within the deadline`, false);
+function transportFailure(provider: string, error: unknown, cancellation: Cancellation): ProviderFailure {
+  if (cancellation.aborted)
+    return new ProviderFailure('timeout', `${provider} did not answer within the deadline`, false);
   const code = (error as { code?: unknown } | null)?.code;
   if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') return tooLarge(provider);
   return new ProviderFailure(
@@ -107,11 +111,11 @@ function transportFailure(provider: string, error: unknown, signal: AbortSignal)
  * (a failure status or a non-JSON type is decided there, and its body only
  * drained so the keep-alive socket can serve the next request), then the
  * body into a buffer under the cap, parsed as JSON at the end. Aborts the
- * request when `signal` does (the gate's deadline).
+ * request when `cancellation` fires (the gate's deadline).
  */
 class JsonAnswerReader implements Dispatcher.DispatchHandler {
   readonly #http: ProviderHttp;
-  readonly #signal: AbortSignal;
+  readonly #cancellation: Cancellation;
   readonly #resolve: (answer: JsonAnswer) => void;
   readonly #reject: (failure: ProviderFailure) => void;
   #controller: Dispatcher.DispatchController | undefined;
@@ -124,25 +128,25 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
 
   constructor(
     http: ProviderHttp,
-    signal: AbortSignal,
+    cancellation: Cancellation,
     resolve: (answer: JsonAnswer) => void,
     reject: (failure: ProviderFailure) => void,
   ) {
     this.#http = http;
-    this.#signal = signal;
+    this.#cancellation = cancellation;
     this.#resolve = resolve;
     this.#reject = reject;
-    signal.addEventListener('abort', this.#onAbort);
+    cancellation.onCancel(this.#onCancel);
   }
 
-  readonly #onAbort = (): void => {
-    this.#controller?.abort(this.#signal.reason);
-    this.#settle(undefined, transportFailure(this.#http.provider, this.#signal.reason, this.#signal));
+  readonly #onCancel = (): void => {
+    this.#controller?.abort(abortReason(this.#cancellation));
+    this.#settle(undefined, transportFailure(this.#http.provider, this.#cancellation.reason, this.#cancellation));
   };
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
-    if (this.#settled) controller.abort(this.#signal.reason);
+    if (this.#settled) controller.abort(abortReason(this.#cancellation));
   }
 
   onResponseStart(
@@ -216,17 +220,23 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     // A failure already decided by the status stands, even if draining its body then failed.
-    this.#settle(undefined, this.#failure ?? transportFailure(this.#http.provider, error, this.#signal));
+    this.#settle(undefined, this.#failure ?? transportFailure(this.#http.provider, error, this.#cancellation));
   }
 
   #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined): void {
     if (this.#settled) return;
     this.#settled = true;
     this.#chunks = [];
-    this.#signal.removeEventListener('abort', this.#onAbort);
+    this.#cancellation.offCancel(this.#onCancel);
     if (failure !== undefined) this.#reject(failure);
     else this.#resolve(answer as JsonAnswer);
   }
+}
+
+/** What undici's `abort()` takes: the cancellation's reason when it is an Error (it always is from the gate). */
+function abortReason(cancellation: Cancellation): Error {
+  const reason = cancellation.reason;
+  return reason instanceof Error ? reason : new DOMException('The verification was cancelled', 'AbortError');
 }
 
 function tooLarge(provider: string): ProviderFailure {

@@ -2,6 +2,7 @@
  * Retry with backoff and a per-provider circuit breaker: the two policies
  * that keep a failing provider from slowing every request down.
  */
+import type { Cancellation } from './deadline.js';
 import type { BreakerState } from './events.js';
 
 /** Retries of failed upstream calls: connection errors, 5xx and 429 only, and only within the deadline. */
@@ -27,17 +28,17 @@ export function backoffDelay(attempt: number, options: Required<RetryOptions>, r
   return random() * Math.min(options.maxDelay, options.baseDelay * 2 ** attempt);
 }
 
-/** Resolves after `ms`, or early when `signal` aborts; leaves no timer behind either way. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or early when `cancellation` fires; leaves no timer behind either way. */
+export function sleep(ms: number, cancellation: Cancellation): Promise<void> {
   return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
+    if (cancellation.aborted) return resolve();
     const done = () => {
       clearTimeout(timer);
-      signal.removeEventListener('abort', done);
+      cancellation.offCancel(done);
       resolve();
     };
     const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
+    cancellation.onCancel(done);
   });
 }
 

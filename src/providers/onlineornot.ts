@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
@@ -63,15 +64,15 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   const baseUrl = options.baseUrl ?? 'https://api.onlineornot.com';
   const http = new ProviderHttp(name, baseUrl, options);
 
-  async function verifyOnlineOrNotToken(credential: BearerCredential, signal: AbortSignal): Promise<Verdict> {
+  async function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const headers = { authorization: `Bearer ${credential.secret}` };
     // Both calls go out at once and both are awaited, even when verify alone
     // decides: cancelling the other would destroy its keep-alive socket (a
     // new TLS handshake next time), and it costs no latency since they run
     // side by side. The gate's deadline still bounds both.
     const [verify, permissions] = await Promise.allSettled([
-      http.getJson('/v1/tokens/verify', headers, signal),
-      http.getJson('/v1/tokens/permissions', headers, signal),
+      http.getJson('/v1/tokens/verify', headers, cancellation),
+      http.getJson('/v1/tokens/permissions', headers, cancellation),
     ]);
     if (verify.status === 'rejected') throw verify.reason;
     const id = readVerify(verify.value);
@@ -130,7 +131,7 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
     name,
     cacheScope: JSON.stringify(['onlineornot', name, new URL(baseUrl).href]),
     extract: extractBearer,
-    verify: verifyOnlineOrNotToken,
+    verify: cancellableVerify(verifyOnlineOrNotToken),
     close: () => http.close(),
   };
 }

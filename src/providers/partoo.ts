@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type ConnectionCredential, type ConnectionQueryNames, extractConnection } from '../credentials/connection.js';
+import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { type HttpOptions, ProviderHttp } from '../http.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
@@ -81,10 +82,10 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     permissions,
   ]);
 
-  async function verifyConnectionToken(credential: ConnectionCredential, signal: AbortSignal): Promise<Verdict> {
+  async function verifyConnectionToken(credential: ConnectionCredential, cancellation: Cancellation): Promise<Verdict> {
     // URLSearchParams encodes both values: a token can never add or rewrite user_id.
     const query = new URLSearchParams({ user_id: credential.userId, token: credential.token });
-    const answer = await http.getJson(`/connection/check_token?${query}`, { 'x-apikey': apiKey }, signal);
+    const answer = await http.getJson(`/connection/check_token?${query}`, { 'x-apikey': apiKey }, cancellation);
     switch (answer.status) {
       case 200: {
         const parsed = CheckTokenAnswer.safeParse(answer.body);
@@ -132,7 +133,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     name,
     cacheScope,
     extract: (req, realm) => extractConnection(req, names, realm),
-    verify: verifyConnectionToken,
+    verify: cancellableVerify(verifyConnectionToken),
     close: () => http.close(),
   };
 }
