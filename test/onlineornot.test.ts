@@ -31,6 +31,24 @@ async function setup() {
 }
 
 describe('onlineOrNot', () => {
+  it('verify(credential, signal) called directly honours its signal: an abort ends both requests at once', async () => {
+    const { mock } = await setup();
+    const provider = onlineOrNot({ baseUrl: mock.url });
+    closeLater({ close: () => provider.close?.() ?? Promise.resolve() });
+    const credential = { source: 'header:authorization', secret: 'active-token' } as const;
+    expect(await provider.verify(credential, new AbortController().signal)).toMatchObject({ ok: true });
+
+    mock.fault = { kind: 'hang' };
+    const controller = new AbortController();
+    const verifying = provider.verify(credential, controller.signal);
+    setTimeout(() => controller.abort(), 50);
+    await expect(verifying).rejects.toMatchObject({ name: 'ProviderFailure', kind: 'timeout' });
+    // An already aborted signal sends nothing.
+    const before = mock.calls.total;
+    await expect(provider.verify(credential, AbortSignal.abort())).rejects.toMatchObject({ kind: 'timeout' });
+    expect(mock.calls.total).toBe(before);
+  });
+
   it('accepts an active token: subject is the token id, with its permissions and details', async () => {
     const { mock, gate } = await setup();
     const auth = await gate.authenticate(bearer('active-token'));
