@@ -83,13 +83,25 @@ export class VerdictCache {
   readonly staleIfError: number;
   readonly #lru: LRUCache<string, CacheEntry>;
   readonly #inflight = new Map<string, Flight>();
+  #generation = 0;
 
   constructor(options: CacheOptions = {}) {
     const max = checkDuration('max', options.max ?? 10_000, 1);
     this.ttl = checkDuration('ttl', options.ttl ?? 60_000, 1);
     this.negativeTtl = checkDuration('negativeTtl', options.negativeTtl ?? 5_000, 0);
     this.staleIfError = checkDuration('staleIfError', options.staleIfError ?? 0, 0);
-    this.#lru = new LRUCache<string, CacheEntry>({ max });
+    // Every way an entry leaves (eviction, delete, overwrite, clear) moves the generation on.
+    this.#lru = new LRUCache<string, CacheEntry>({ max, dispose: () => this.#generation++ });
+  }
+
+  /**
+   * Changes whenever an entry leaves the cache, for whatever reason. While it
+   * stays the same, an entry read from the cache earlier is still the cache's
+   * answer for its key (until its own expiry), so a holder may use it without
+   * another lookup (the gate's per-connection fast path).
+   */
+  get generation(): number {
+    return this.#generation;
   }
 
   /**

@@ -84,8 +84,11 @@ function isBearerScheme(header: string): boolean {
  * `headers`, and `rawHeaders` shows the repeat; it also spares Node building
  * the whole `headers` object (lazily, on first access), which a route that
  * reads no other header never needs.
+ *
+ * @internal Also read by the gate's per-connection fast path.
+ * @throws AuthError `invalid_request` (400) for a repeated header.
  */
-function readAuthorization(req: CredentialRequest, realm: string): string | undefined {
+export function readAuthorization(req: CredentialRequest, realm: string): string | undefined {
   const raw = req.rawHeaders;
   let value: string | undefined;
   if (raw === undefined) {
