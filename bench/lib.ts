@@ -8,10 +8,15 @@ export type Variant =
   | 'koa-bare'
   | 'koa-noop'
   | 'koa-gate'
+  | 'koa-floor'
+  | 'express-floor'
   | 'express-passport'
   | 'express-jwt'
   | 'express-hand'
   | 'express-wait';
+
+/** The hot path's token: cached after its first request. */
+export const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';
 
 /** Provider latency of the stampede, ms (the mock's, and the `express-wait` variant's shared wait). */
 export const STAMPEDE_LATENCY_MS = 100;

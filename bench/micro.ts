@@ -11,7 +11,7 @@ import { cacheKey } from '../src/cache.js';
 import { extractBearer } from '../src/credentials/bearer.js';
 import { type CredentialRequest, createGate, requires } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
-import { BENCH_PERMISSIONS, ROUTE_PERMISSION } from './lib.js';
+import { BENCH_PERMISSIONS, HOT_TOKEN, ROUTE_PERMISSION } from './lib.js';
 
 export interface MicroResult {
   /** Name of the task that answers the scenario's question. */
@@ -20,7 +20,7 @@ export interface MicroResult {
 }
 
 const INNER = 1000;
-const TOKEN = 'bench-hot-token-0123456789abcdef';
+const TOKEN = HOT_TOKEN;
 const AUTHORIZATION = `Bearer ${TOKEN}`;
 // What Node hands over for a typical API request.
 const request: CredentialRequest = {

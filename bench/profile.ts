@@ -17,6 +17,7 @@ import { compiled } from './compile.js';
 import {
   BENCH_PERMISSIONS,
   HOST,
+  HOT_TOKEN,
   type LoadConfig,
   type LoadMessage,
   type ServerConfig,
@@ -31,7 +32,7 @@ const seconds = Number(process.argv[4] ?? 8);
 const profiles = join(here, 'profiles');
 mkdirSync(profiles, { recursive: true });
 
-const TOKEN = 'bench-hot-token-0123456789abcdef';
+const TOKEN = HOT_TOKEN;
 const provider = await mockOnlineOrNot({ tokens: { [TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
 const COLD = 200_000;
 if (mode === 'cold')

@@ -30,6 +30,7 @@ import {
   BENCH_PERMISSIONS,
   formatInt,
   HOST,
+  HOT_TOKEN,
   type LoadConfig,
   type LoadMessage,
   type LoadResult,
@@ -55,7 +56,6 @@ const LOAD_CORE = process.env.BENCH_LOAD_CORE ?? '1';
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'hot,peers,cold,stampede,memory,micro').split(','));
 const STAMPEDE_REQUESTS = 1000;
 const POOL_SIZE = 16; // the gate's default `connections`, and the hand-written pool's
-const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';
 const COLD_TOKENS = Number(process.env.BENCH_COLD_TOKENS ?? 250_000);
 
 // ---- the orchestrator and its mocks live on the load generator's core ----
@@ -460,13 +460,14 @@ const hotLoad = { connections: CONNECTIONS, warmup: WARMUP, duration: DURATION, 
 const halfHotLoad = { ...hotLoad, connections: Math.max(1, CONNECTIONS / 2) };
 
 if (ONLY.has('hot')) {
-  for (const [framework, bare, noop, gated] of [
-    ['Express', 'express-bare', 'express-noop', 'express-gate'],
-    ['Koa', 'koa-bare', 'koa-noop', 'koa-gate'],
+  for (const [framework, bare, noop, floor, gated] of [
+    ['Express', 'express-bare', 'express-noop', 'express-floor', 'express-gate'],
+    ['Koa', 'koa-bare', 'koa-noop', 'koa-floor', 'koa-gate'],
   ] as const) {
     const title = `1. Hot path, ${framework}: bare route vs two pass-through middleware vs authenticate + requires (cached token)`;
     // Two at a time, each with half the connections: the load process drives both, and the core is shared by two.
     const paired = await sideBySide(title, [bare, gated], () => halfHotLoad);
+    const floorPaired = await sideBySide(`${title}: the floor`, [bare, floor], () => halfHotLoad);
     const runs = await interleave(title, [bare, noop, gated], () => hotLoad);
     const judged = ratio(paired[gated] ?? [], paired[bare] ?? []);
     const bareRuns = runs[bare] ?? [];
@@ -474,12 +475,20 @@ if (ONLY.has('hot')) {
     const gatedRuns = runs[gated] ?? [];
     const ok =
       [bare, gated].every((v) => clean(paired[v] ?? [])) && [bare, noop, gated].every((v) => clean(runs[v] ?? []));
+    const floorRatio = ratio(floorPaired[floor] ?? [], floorPaired[bare] ?? []);
     results[`hot${framework}`] = {
       sideBySide: {
         bare: variantSummary(paired[bare] ?? []),
         gated: variantSummary(paired[gated] ?? []),
         ratio: judged,
         cpuRatio: cpuRatio(paired[gated] ?? [], paired[bare] ?? []),
+      },
+      floorSideBySide: {
+        bare: variantSummary(floorPaired[bare] ?? []),
+        floor: variantSummary(floorPaired[floor] ?? []),
+        ratio: floorRatio,
+        cpuRatio: cpuRatio(floorPaired[floor] ?? [], floorPaired[bare] ?? []),
+        clean: [bare, floor].every((v) => clean(floorPaired[v] ?? [])),
       },
       alternating: {
         bare: variantSummary(bareRuns),
@@ -511,6 +520,14 @@ if (ONLY.has('hot')) {
       measure: 'for scale: two pass-through middleware / bare, one after the other',
       result: ratioResult(noopRuns, bareRuns),
       goal: '(what the framework charges for two more handlers)',
+      met: undefined,
+    });
+    rows.push({
+      scenario: `1. Hot path, ${framework}`,
+      measure:
+        'for scale: the floor / bare, side by side: a hand-written check that looks the raw header up in a Map (no hash, grammar, expiry or LRU)',
+      result: ratioResult(floorPaired[floor] ?? [], floorPaired[bare] ?? []),
+      goal: '(the least any cached-token middleware costs here)',
       met: undefined,
     });
   }

@@ -16,7 +16,15 @@ import { Pool } from 'undici';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
 import { createGate, type Gate, onlineOrNot } from '../src/index.js';
-import { HOST, ROUTE_PERMISSION, type ServerConfig, type ServerMessage, STAMPEDE_LATENCY_MS } from './lib.js';
+import {
+  BENCH_PERMISSIONS,
+  HOST,
+  HOT_TOKEN,
+  ROUTE_PERMISSION,
+  type ServerConfig,
+  type ServerMessage,
+  STAMPEDE_LATENCY_MS,
+} from './lib.js';
 
 const config = JSON.parse(process.env.BENCH_SERVER ?? '') as ServerConfig;
 
@@ -59,6 +67,19 @@ function requireHandPermission(req: Request, res: Response, next: NextFunction):
   else res.sendStatus(403);
 }
 
+interface FloorUser {
+  readonly permissions: ReadonlySet<string>;
+}
+
+/**
+ * The `-floor` variants' table: the least a cached-token check can do, for scale. The raw header
+ * is the key (no hashing, no grammar check, no expiry, no LRU): not something to ship, since
+ * raw tokens become keys of a process-wide map, but a lower bound on what any such middleware costs.
+ */
+function floorUsers(): Map<string, FloorUser> {
+  return new Map([[`Bearer ${HOT_TOKEN}`, { permissions: new Set(BENCH_PERMISSIONS) }]]);
+}
+
 let gate: Gate | undefined;
 
 function newGate(): Gate {
@@ -77,6 +98,26 @@ function expressApp(): express.Express {
       // what the framework itself charges for two more handlers.
       app.get('/hello', passThrough, passThrough, routeBody);
       break;
+    case 'express-floor': {
+      const users = floorUsers();
+      app.get(
+        '/hello',
+        (req, res, next) => {
+          const user = users.get(req.headers.authorization ?? '');
+          if (user === undefined) res.sendStatus(401);
+          else {
+            req.user = user;
+            next();
+          }
+        },
+        (req, res, next) => {
+          if ((req.user as FloorUser).permissions.has(ROUTE_PERMISSION)) next();
+          else res.sendStatus(403);
+        },
+        routeBody,
+      );
+      break;
+    }
     case 'express-gate': {
       const gate = newGate();
       app.get('/hello', expressGate.authenticate(gate), expressGate.requires(ROUTE_PERMISSION), routeBody);
@@ -162,6 +203,19 @@ function koaApp(): Koa {
   if (config.variant === 'koa-noop') {
     app.use((_ctx, next) => next());
     app.use((_ctx, next) => next());
+  }
+  if (config.variant === 'koa-floor') {
+    const users = floorUsers();
+    app.use((ctx, next) => {
+      const user = users.get(ctx.get('authorization'));
+      if (user === undefined) ctx.throw(401);
+      ctx.state.user = user;
+      return next();
+    });
+    app.use((ctx, next) => {
+      if (!(ctx.state.user as FloorUser).permissions.has(ROUTE_PERMISSION)) ctx.throw(403);
+      return next();
+    });
   }
   if (config.variant === 'koa-gate') {
     const gate = newGate();
