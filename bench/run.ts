@@ -140,7 +140,12 @@ function startServerProcess(variant: Variant): ChildProcess {
   return startPinned(SERVER_CORE, 'server.ts', { BENCH_SERVER: JSON.stringify(config) });
 }
 
-async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAuthorization?: string): Promise<Run> {
+async function measure(
+  variant: Variant,
+  load: Omit<LoadConfig, 'url'>,
+  warmupAuthorization?: string,
+  warmupBurst?: Omit<LoadConfig, 'url'>,
+): Promise<Run> {
   const connectionsBefore = provider.connections;
   const server = startServerProcess(variant);
   let loader: ChildProcess | undefined;
@@ -158,6 +163,7 @@ async function measure(variant: Variant, load: Omit<LoadConfig, 'url'>, warmupAu
         ...(warmupAuthorization === 'none' ? {} : { authorization: warmupAuthorization }),
       });
     }
+    if (warmupBurst !== undefined) await runBurst({ ...warmupBurst, url });
     loader = startPinned(LOAD_CORE, load.generator === 'burst' ? 'burst.ts' : 'load.ts', {
       BENCH_LOAD: JSON.stringify({ ...load, url }),
     });
@@ -208,6 +214,19 @@ function toRun(
     providerConnections,
     providerConnectionsInRun,
   };
+}
+
+/** One burst (bench/burst.ts), not measured: a stampede's warm-up. */
+async function runBurst(config: LoadConfig): Promise<void> {
+  const loader = startPinned(LOAD_CORE, 'burst.ts', { BENCH_LOAD: JSON.stringify(config) });
+  try {
+    await nextMessage(loader, 'warm');
+    const result = nextMessage<Extract<LoadMessage, { type: 'result' }>>(loader, 'result');
+    loader.send({ type: 'go' });
+    await result;
+  } finally {
+    await stop(loader);
+  }
 }
 
 /** A plain load run (no measurement), e.g. to warm a server. */
@@ -658,11 +677,19 @@ if (ONLY.has('stampede')) {
   const bareRuns: Run[] = [];
   const waitRuns: Run[] = [];
   for (let r = 0; r < stampedeRounds; r++) {
-    const bare = await measure('express-bare', burst, 'none');
+    const bare = await measure('express-bare', burst, 'none', burst);
     bareRuns.push(bare);
     console.log(`round ${r + 1}/${stampedeRounds}  ${describeRun(bare)}  (same burst, bare route)`);
     const token = `stampede-${randomUUID()}`;
-    const wait = await measure('express-wait', { ...burst, authorization: `Bearer ${token}` }, `Bearer ${HOT_TOKEN}`);
+    const warmToken = `stampede-warm-${randomUUID()}`;
+    provider.setToken(warmToken, { id: `tok_stampede_warm_${r}`, permissions: BENCH_PERMISSIONS });
+    const warmBurst = { ...burst, authorization: `Bearer ${warmToken}` };
+    const wait = await measure(
+      'express-wait',
+      { ...burst, authorization: `Bearer ${token}` },
+      `Bearer ${HOT_TOKEN}`,
+      warmBurst,
+    );
     waitRuns.push(wait);
     console.log(
       `round ${r + 1}/${stampedeRounds}  ${describeRun(wait)}  (same burst, one shared ${STAMPEDE_LATENCY_MS} ms wait, no gate)`,
@@ -670,7 +697,12 @@ if (ONLY.has('stampede')) {
     provider.setToken(token, { id: `tok_stampede_${r}`, permissions: BENCH_PERMISSIONS });
     provider.latency = STAMPEDE_LATENCY_MS;
     try {
-      const run = await measure('express-gate', { ...burst, authorization: `Bearer ${token}` }, `Bearer ${HOT_TOKEN}`);
+      const run = await measure(
+        'express-gate',
+        { ...burst, authorization: `Bearer ${token}` },
+        `Bearer ${HOT_TOKEN}`,
+        warmBurst,
+      );
       runs.push(run);
       console.log(
         `round ${r + 1}/${stampedeRounds}  ${describeRun(run)}  upstream: gate ${run.gateUpstreamCalls}, mock verify ${run.providerCalls.verify} permissions ${run.providerCalls.permissions}`,
