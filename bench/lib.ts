@@ -1,19 +1,23 @@
 /** Shared by the benchmark processes: the messages they exchange and small statistics helpers. */
 
+/** The apps a server process can run (`bench/server.ts`). */
+export const VARIANTS = [
+  'express-bare',
+  'express-noop',
+  'express-gate',
+  'express-floor',
+  'koa-bare',
+  'koa-noop',
+  'koa-gate',
+  'koa-floor',
+  'express-passport',
+  'express-jwt',
+  'express-hand',
+  'express-wait',
+] as const;
+
 /** Which app a server process runs. */
-export type Variant =
-  | 'express-bare'
-  | 'express-noop'
-  | 'express-gate'
-  | 'koa-bare'
-  | 'koa-noop'
-  | 'koa-gate'
-  | 'koa-floor'
-  | 'express-floor'
-  | 'express-passport'
-  | 'express-jwt'
-  | 'express-hand'
-  | 'express-wait';
+export type Variant = (typeof VARIANTS)[number];
 
 /** The hot path's token: cached after its first request. */
 export const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';

@@ -40,6 +40,7 @@ import {
   type ServerConfig,
   type ServerMessage,
   STAMPEDE_LATENCY_MS,
+  VARIANTS,
   type Variant,
 } from './lib.js';
 import type { MemoryResult } from './memory.js';
@@ -53,7 +54,15 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? (quick ? 1 : 2));
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const SERVER_CORE = process.env.BENCH_SERVER_CORE ?? '0';
 const LOAD_CORE = process.env.BENCH_LOAD_CORE ?? '1';
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'hot,peers,cold,stampede,memory,micro').split(','));
+// BENCH_PAIR=a,b: nothing but a side-by-side run of two variants under the hot path's load, to check one
+// change (the ratio b / a is printed; results.json is left alone).
+const PAIR = process.env.BENCH_PAIR?.split(',');
+if (PAIR !== undefined && (PAIR.length !== 2 || !PAIR.every((v) => (VARIANTS as readonly string[]).includes(v)))) {
+  throw new Error(`BENCH_PAIR must name two of: ${VARIANTS.join(', ')}`);
+}
+const ONLY = new Set(
+  (process.env.BENCH_ONLY ?? (PAIR === undefined ? 'hot,peers,cold,stampede,memory,micro' : '')).split(','),
+);
 const STAMPEDE_REQUESTS = 1000;
 const POOL_SIZE = 16; // the gate's default `connections`, and the hand-written pool's
 const COLD_TOKENS = Number(process.env.BENCH_COLD_TOKENS ?? 250_000);
@@ -478,6 +487,12 @@ const results: Record<string, unknown> = {};
 const hotLoad = { connections: CONNECTIONS, warmup: WARMUP, duration: DURATION, authorization: `Bearer ${HOT_TOKEN}` };
 const halfHotLoad = { ...hotLoad, connections: Math.max(1, CONNECTIONS / 2) };
 
+if (PAIR !== undefined) {
+  const [a, b] = PAIR as [Variant, Variant];
+  const runs = await sideBySide(`${b} / ${a}`, [a, b], () => halfHotLoad);
+  console.log(`\n${b} / ${a}, side by side: ${ratioResult(runs[b] ?? [], runs[a] ?? [])}`);
+}
+
 if (ONLY.has('hot')) {
   for (const [framework, bare, noop, floor, gated] of [
     ['Express', 'express-bare', 'express-noop', 'express-floor', 'express-gate'],
@@ -817,7 +832,7 @@ const table = [
       `| ${row.scenario} | ${row.measure} | ${row.result} | ${row.goal} | ${row.met === undefined ? '–' : row.met ? 'yes' : '**no**'} |`,
   ),
 ].join('\n');
-console.log(`\n${table}\n`);
+if (rows.length > 0) console.log(`\n${table}\n`);
 
 const meta = {
   date: new Date().toISOString(),
@@ -831,8 +846,10 @@ const meta = {
   quick,
   routePermission: ROUTE_PERMISSION,
 };
-writeFileSync(join(here, 'results.json'), `${JSON.stringify({ meta, table: rows, ...results }, null, 2)}\n`);
-console.log(`wrote ${join('bench', 'results.json')}`);
+if (PAIR === undefined) {
+  writeFileSync(join(here, 'results.json'), `${JSON.stringify({ meta, table: rows, ...results }, null, 2)}\n`);
+  console.log(`wrote ${join('bench', 'results.json')}`);
+}
 
 await provider.close();
 await jwks.close();
