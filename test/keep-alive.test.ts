@@ -5,6 +5,7 @@
  * credential is decided afresh on the very next request.
  */
 import { createServer, type RequestListener, type Server } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
@@ -13,7 +14,7 @@ import { Client } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
-import { AuthError, type CacheOptions, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
+import { type CacheOptions, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
 import { type MockOnlineOrNot, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 
 const READ = 'uptime_checks (read)';
@@ -25,40 +26,39 @@ afterEach(async () => {
   for (const close of cleanup.splice(0).reverse()) await close();
 });
 
-/** An app answering `/checks` (needs READ) with the context's subject; AuthErrors become their status and challenge. */
+// The previous majors, installed under other names (`npm:express@4`, `npm:koa@2`) without type declarations.
+const express4 = createRequire(import.meta.url)('express4') as typeof express;
+const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
+
+/** An Express app answering `/checks` (needs READ) with the context's subject. */
+function expressApp(framework: typeof express): (gate: Gate) => RequestListener {
+  return (gate) => {
+    const app = framework();
+    app.get('/checks', expressGate.authenticate(gate), expressGate.requires(READ), (req, res) => {
+      res.json({ subject: req.auth?.subject });
+    });
+    return app;
+  };
+}
+
+/** The same in Koa, whose own error handler answers the AuthErrors (status, challenge). */
+function koaApp(Framework: typeof Koa): (gate: Gate) => RequestListener {
+  return (gate) => {
+    const app = new Framework();
+    app.use(koaGate.authenticate(gate));
+    app.use(koaGate.requires(READ));
+    app.use((ctx) => {
+      ctx.body = { subject: ctx.state.auth?.subject };
+    });
+    return app.callback();
+  };
+}
+
 const apps: ReadonlyArray<[string, (gate: Gate) => RequestListener]> = [
-  [
-    'express',
-    (gate) => {
-      const app = express();
-      app.get('/checks', expressGate.authenticate(gate), expressGate.requires(READ), (req, res) => {
-        res.json({ subject: req.auth?.subject });
-      });
-      return app;
-    },
-  ],
-  [
-    'koa',
-    (gate) => {
-      const app = new Koa();
-      app.use(async (ctx, next) => {
-        try {
-          await next();
-        } catch (error) {
-          if (!(error instanceof AuthError)) throw error;
-          ctx.status = error.status;
-          ctx.set(error.headers);
-          ctx.body = { error: error.code };
-        }
-      });
-      app.use(koaGate.authenticate(gate));
-      app.use(koaGate.requires(READ));
-      app.use((ctx) => {
-        ctx.body = { subject: ctx.state.auth?.subject };
-      });
-      return app.callback();
-    },
-  ],
+  ['express 5', expressApp(express)],
+  ['express 4', expressApp(express4)],
+  ['koa 3', koaApp(Koa)],
+  ['koa 2', koaApp(Koa2)],
 ];
 
 async function setup(build: (gate: Gate) => RequestListener, cache: CacheOptions = {}) {
@@ -85,7 +85,7 @@ async function setup(build: (gate: Gate) => RequestListener, cache: CacheOptions
   cleanup.push(() => client.close());
   const send = async (authorization: string | string[]) => {
     const res = await client.request({ method: 'GET', path: '/checks', headers: { authorization } });
-    // Express's default error handler answers HTML; only the 200s are read.
+    // The frameworks' own error handlers answer HTML or text; only the 200s are read.
     const body = res.statusCode === 200 ? ((await res.body.json()) as { subject?: string }) : await res.body.text();
     return { status: res.statusCode, body, challenge: res.headers['www-authenticate'] };
   };
