@@ -407,8 +407,7 @@ export function createGate(options: GateOptions): Gate {
    * check (an identical header passed it), the key, and the cache lookup: together most of what a
    * cache hit costs when Node and the framework have pushed the gate's data out of the CPU caches.
    */
-  function rememberedContext(header: string | undefined, connection: object, now: number): AuthContext | undefined {
-    if (header === undefined) return undefined;
+  function rememberedContext(header: string, connection: object, now: number): AuthContext | undefined {
     const memo = (connection as Record<symbol, ConnectionMemo | undefined>)[connectionKey];
     if (memo === undefined || memo.header !== header || memo.generation !== cache.generation) return undefined;
     const context = memo.context;

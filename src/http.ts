@@ -95,8 +95,9 @@ export class ProviderHttp {
 type HeaderField = string | string[] | undefined;
 
 function transportFailure(provider: string, error: unknown, cancellation: Cancellation): ProviderFailure {
-  if (cancellation.aborted)
+  if (cancellation.aborted) {
     return new ProviderFailure('timeout', `${provider} did not answer within the deadline`, false);
+  }
   const code = (error as { code?: unknown } | null)?.code;
   if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') return tooLarge(provider);
   return new ProviderFailure(
