@@ -172,7 +172,7 @@ async function measure(
         ...(warmupAuthorization === 'none' ? {} : { authorization: warmupAuthorization }),
       });
     }
-    if (warmupBurst !== undefined) await runBurst({ ...warmupBurst, url });
+    if (warmupBurst !== undefined) await runLoad({ ...warmupBurst, url });
     loader = startPinned(LOAD_CORE, load.generator === 'burst' ? 'burst.ts' : 'load.ts', {
       BENCH_LOAD: JSON.stringify({ ...load, url }),
     });
@@ -225,22 +225,11 @@ function toRun(
   };
 }
 
-/** One burst (bench/burst.ts), not measured: a stampede's warm-up. */
-async function runBurst(config: LoadConfig): Promise<void> {
-  const loader = startPinned(LOAD_CORE, 'burst.ts', { BENCH_LOAD: JSON.stringify(config) });
-  try {
-    await nextMessage(loader, 'warm');
-    const result = nextMessage<Extract<LoadMessage, { type: 'result' }>>(loader, 'result');
-    loader.send({ type: 'go' });
-    await result;
-  } finally {
-    await stop(loader);
-  }
-}
-
-/** A plain load run (no measurement), e.g. to warm a server. */
+/** A load run that is not measured, to warm a server: autocannon, or a burst (bench/burst.ts). */
 async function runLoad(config: LoadConfig): Promise<LoadResult> {
-  const loader = startPinned(LOAD_CORE, 'load.ts', { BENCH_LOAD: JSON.stringify(config) });
+  const loader = startPinned(LOAD_CORE, config.generator === 'burst' ? 'burst.ts' : 'load.ts', {
+    BENCH_LOAD: JSON.stringify(config),
+  });
   try {
     await nextMessage(loader, 'warm');
     const result = nextMessage<Extract<LoadMessage, { type: 'result' }>>(loader, 'result');
