@@ -12,8 +12,14 @@
  *   slow, flapping, garbage, 429s); RSS and heap are this process's;
  * - mocks: the mock OnlineOrNot and Partoo servers, apart from the server's
  *   event loop as real providers would be;
- * - load: CONNECTIONS concurrent loops of undici requests with mixed
- *   credentials, each answer checked against what the credential deserves.
+ * - load: CONNECTIONS concurrent loops, each on its own keep-alive connection,
+ *   of undici requests with mixed credentials (half of them the loop's
+ *   previous request again, as clients send the same token), each answer
+ *   checked against what the credential deserves.
+ *
+ * Bearer requests go to two routes: `/checks`, behind a gate with both
+ * providers, and `/bearer/checks`, behind a Bearer-only gate, the kind whose
+ * connections also remember the context their last header resolved to.
  *
  * Prints requests served, status breakdown (overall, per credential kind and
  * per provider phase), wrong decisions (must be 0), latency percentiles, RSS
@@ -27,9 +33,9 @@ import { createHistogram, monitorEventLoopDelay, performance } from 'node:perf_h
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import express from 'express';
-import { Pool } from 'undici';
+import { Client } from 'undici';
 import { authenticate, requires } from '../adapters/express.js';
-import { AuthError, createGate, onlineOrNot, partoo } from '../src/index.js';
+import { AuthError, createGate, type GateEvent, onlineOrNot, partoo } from '../src/index.js';
 import { type MockFault, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 
 const DURATION_S = positive('DURATION', 60);
@@ -133,6 +139,9 @@ interface LoadReport {
 /** What the load process tells the server process. */
 type LoadMessage = { readonly type: 'started' } | { readonly type: 'report'; readonly report: LoadReport };
 
+/** Kinds sent as Bearer headers: half of them go to the Bearer-only gate's route. */
+const BEARER_KINDS: ReadonlySet<Kind> = new Set(['valid', 'unpermitted', 'invalid', 'malformed', 'missing']);
+
 /** One request: where, with what, and (for accepted credentials) the subject the answer must name. */
 interface Planned {
   readonly kind: Kind;
@@ -191,6 +200,12 @@ function plan(kind: Kind): Planned {
   }
 }
 
+/** A request of `kind`, to either gate's route when it is a Bearer kind. */
+function planRoute(kind: Kind): Planned {
+  const planned = plan(kind);
+  return BEARER_KINDS.has(kind) && Math.random() < 0.5 ? { ...planned, path: `/bearer${planned.path}` } : planned;
+}
+
 const KIND_LIST = Object.keys(KINDS) as Kind[];
 const TOTAL_WEIGHT = KIND_LIST.reduce((sum, kind) => sum + KINDS[kind].weight, 0);
 function randomKind(): Kind {
@@ -227,12 +242,7 @@ function judge(planned: Planned, status: number, subject: unknown): 'ok' | 'wron
 
 async function runLoad(): Promise<void> {
   const config = JSON.parse(process.env.SOAK_LOAD ?? '') as LoadConfig;
-  const pool = new Pool(config.url, {
-    connections: CONNECTIONS,
-    pipelining: 1,
-    headersTimeout: 15_000,
-    bodyTimeout: 15_000,
-  });
+  const clients: Client[] = [];
   const histogram = createHistogram();
   const statuses: Record<string, number> = {};
   const byKind: Record<string, Record<string, number>> = {};
@@ -246,12 +256,17 @@ async function runLoad(): Promise<void> {
   const endAt = started + config.durationMs;
 
   async function worker(): Promise<void> {
+    // One connection per loop, so that a repeated request goes over the connection that sent it before.
+    const client = new Client(config.url, { pipelining: 1, headersTimeout: 15_000, bodyTimeout: 15_000 });
+    clients.push(client);
+    let previous: Planned | undefined;
     while (performance.now() < endAt && issued < MAX_REQUESTS) {
       issued++;
-      const planned = plan(randomKind());
+      const planned = previous !== undefined && Math.random() < 0.5 ? previous : planRoute(randomKind());
+      previous = planned;
       const sent = performance.now();
       try {
-        const res = await pool.request({ method: 'GET', path: planned.path, headers: planned.headers });
+        const res = await client.request({ method: 'GET', path: planned.path, headers: planned.headers });
         const status = res.statusCode;
         let subject: unknown;
         if (status === 200) subject = ((await res.body.json()) as { subject?: unknown }).subject;
@@ -279,7 +294,7 @@ async function runLoad(): Promise<void> {
   process.send?.({ type: 'started' } satisfies LoadMessage);
   await Promise.all(Array.from({ length: CONNECTIONS }, worker));
   const elapsedMs = performance.now() - started;
-  await pool.close();
+  await Promise.all(clients.map((client) => client.close()));
   const ms = (micros: number) => Math.round(micros / 10) / 100;
   const report: LoadReport = {
     requests: histogram.count,
@@ -392,19 +407,26 @@ async function runServer(gc: () => void): Promise<void> {
   const bump = (counts: Record<string, number>, key: string) => {
     counts[key] = (counts[key] ?? 0) + 1;
   };
-  const gate = createGate({
-    providers: [
-      onlineOrNot({ baseUrl: ready.onlineOrNotUrl }),
-      partoo({ apiKey: API_KEY, baseUrl: ready.partooUrl, permissions: [READ] }),
-    ],
+  const gateOptions = {
     timeout: GATE_TIMEOUT_MS,
     retry: { retries: 2, baseDelay: 20, maxDelay: 200 },
     breaker: { threshold: 5, cooldown: 500 },
     cache: { max: 10_000, ttl: 1000, negativeTtl: 500, staleIfError: 2000 },
-    onEvent: (event) => {
+    onEvent: (event: GateEvent) => {
       if (event.type === 'provider_error') bump(providerErrors, `${event.provider} ${event.reason}`);
       else if (event.type === 'breaker') bump(breakerTransitions, `${event.provider} ${event.state}`);
     },
+  } as const;
+  const gate = createGate({
+    ...gateOptions,
+    providers: [
+      onlineOrNot({ baseUrl: ready.onlineOrNotUrl }),
+      partoo({ apiKey: API_KEY, baseUrl: ready.partooUrl, permissions: [READ] }),
+    ],
+  });
+  const bearerGate = createGate({
+    ...gateOptions,
+    providers: [onlineOrNot({ baseUrl: ready.onlineOrNotUrl, name: 'onlineornot-bearer-only' })],
   });
 
   let phase: Phase = PHASES[0] as Phase;
@@ -420,9 +442,11 @@ async function runServer(gc: () => void): Promise<void> {
     });
     next();
   });
-  app.get('/checks', authenticate(gate), requires(READ), (req, res) => {
+  const answerSubject: express.RequestHandler = (req, res) => {
     res.json({ subject: req.auth?.subject });
-  });
+  };
+  app.get('/checks', authenticate(gate), requires(READ), answerSubject);
+  app.get('/bearer/checks', authenticate(bearerGate), requires(READ), answerSubject);
   app.use(((error, _req, res, _next) => {
     if (error instanceof AuthError) {
       res.status(error.status).set(error.headers).json({ error: error.code });
@@ -500,12 +524,13 @@ async function runServer(gc: () => void): Promise<void> {
   await sleep(500);
   gc();
   const afterGc = process.memoryUsage();
-  const stats = gate.stats();
+  const stats = { gate: gate.stats(), bearerGate: bearerGate.stats() };
   await new Promise<void>((resolve) => {
     server.close(() => resolve());
     server.closeAllConnections();
   });
   await gate.close();
+  await bearerGate.close();
   const upstream = await new Promise<Record<string, Record<string, number>> | undefined>((resolve) => {
     mocks.once('message', (message: MocksMessage) => resolve(message.type === 'closed' ? message.calls : undefined));
     mocks.once('exit', () => resolve(undefined));
@@ -551,7 +576,8 @@ async function runServer(gc: () => void): Promise<void> {
   console.log(`rss: start ${mb(start.rss)}, peak ${mb(peakRss)}, end ${mb(end.rss)}`);
   console.log(`rss every 5 s: ${samples.join(', ')}`);
   console.log(`heap used after GC: start ${mb(start.heapUsed)}, end ${mb(afterGc.heapUsed)}`);
-  console.log(`gate: ${JSON.stringify(stats)}`);
+  console.log(`gate (both providers): ${JSON.stringify(stats.gate)}`);
+  console.log(`gate (Bearer only): ${JSON.stringify(stats.bearerGate)}`);
   console.log(`upstream calls (and TCP connections accepted): ${JSON.stringify(upstream)}`);
   console.log(`provider errors (attempts): ${JSON.stringify(providerErrors)}`);
   console.log(`breaker transitions: ${JSON.stringify(breakerTransitions)}`);
