@@ -76,10 +76,15 @@ function setAuth(req: ExpressLikeRequest, gate: Gate, auth: AuthContext | undefi
   req.auth = auth;
 }
 
+/** The gate an anonymous request was let through by (see `setAuth`). */
+function anonymousGateOf(req: ExpressLikeRequest): Gate | undefined {
+  return req[GATE];
+}
+
 function guardMiddleware(guard: Guard): ExpressMiddleware {
   return function tokengateGuard(req, _res, next) {
     try {
-      authorizeRequest(req.auth, req[GATE], guard);
+      authorizeRequest(req.auth, guard, req, anonymousGateOf);
     } catch (error) {
       return next(error);
     }

@@ -83,10 +83,15 @@ function setAuth(ctx: KoaLikeContext, gate: Gate, auth: AuthContext | undefined)
   ctx.state.auth = auth;
 }
 
+/** The gate an anonymous request was let through by (see `setAuth`). */
+function anonymousGateOf(ctx: KoaLikeContext): Gate | undefined {
+  return ctx.state[GATE];
+}
+
 function guardMiddleware(guard: Guard): KoaMiddleware {
   return function tokengateGuard(ctx, next) {
     try {
-      authorizeRequest(ctx.state.auth, ctx.state[GATE], guard);
+      authorizeRequest(ctx.state.auth, guard, ctx, anonymousGateOf);
     } catch (error) {
       return Promise.reject(error);
     }

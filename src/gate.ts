@@ -164,17 +164,26 @@ export function authenticateNowOf(gate: Gate): AuthenticateNow {
 /**
  * @internal What the adapters' guards run. A request the gate authenticated carries its
  * context, whose origin knows the realm; only an anonymous request (`optional: true`) needs
- * the gate itself, for the realm of the 401. Anything else means the guard is mounted
- * without `authenticate()` in front of it: a programming error, so a plain Error (500).
+ * the gate itself, for the realm of the 401, so only then is it looked up (`anonymousGateOf`):
+ * reading a property that `req` does not have walks its whole prototype chain, and in Node 20
+ * every `req` has a hidden class of its own, so no inline cache saves that walk. Anything else
+ * means the guard is mounted without `authenticate()` in front of it: a programming error, so
+ * a plain Error (500).
  */
-export function authorizeRequest(auth: unknown, anonymousGate: Gate | undefined, guard: Guard): void {
+export function authorizeRequest<R>(
+  auth: unknown,
+  guard: Guard,
+  req: R,
+  anonymousGateOf: (req: R) => Gate | undefined,
+): void {
   if (isAuthContext(auth)) {
     if (!guard.allows(auth)) {
       throw insufficientScope(auth.origin.realm, guard.permissions, guard.mode === 'all');
     }
     return;
   }
-  if (auth === undefined && anonymousGate !== undefined) {
+  const anonymousGate = auth === undefined ? anonymousGateOf(req) : undefined;
+  if (anonymousGate !== undefined) {
     anonymousGate.authorize(undefined, guard);
     return;
   }
