@@ -72,6 +72,11 @@ export function cacheKey(scope: string, secret: string): string {
   return hash('sha256', `${scope}\0${secret}`, 'binary'); // 'binary' is Node's name for Latin-1
 }
 
+/** Whether a cached context may be served as it is at `now`: before the stale-only tail of its life. */
+export function isFresh(context: AuthContext, now: number): boolean {
+  return context.until - context.staleWindow > now;
+}
+
 function checkDuration(name: string, value: number, min: number): number {
   if (!Number.isFinite(value) || value < min) throw new RangeError(`cache.${name} must be a finite number >= ${min}`);
   return value;

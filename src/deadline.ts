@@ -56,7 +56,7 @@ export function cancellableVerify<C, V>(
   return Object.defineProperty(verify, VERIFY_WITHIN, { value: verifyWithin });
 }
 
-const DEADLINE_PASSED = () => new DOMException('The verification deadline passed', 'TimeoutError');
+const deadlinePassed = () => new DOMException('The verification deadline passed', 'TimeoutError');
 const VERIFICATION_OVER = new DOMException('The verification is over', 'AbortError');
 
 /**
@@ -77,7 +77,7 @@ export class Deadline implements Cancellation {
 
   constructor(ms: number) {
     this.#timer = setTimeout(() => {
-      this.#cancel(DEADLINE_PASSED());
+      this.#cancel(deadlinePassed());
       this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline', false));
     }, ms);
   }

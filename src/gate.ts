@@ -6,7 +6,7 @@
  *
  * Guards run afterwards, on every request (`authorize`).
  */
-import { type CacheOptions, cacheKey, type Flight, Rejection, VerdictCache } from './cache.js';
+import { type CacheOptions, cacheKey, type Flight, isFresh, Rejection, VerdictCache } from './cache.js';
 import { AuthContext, type ContextOrigin, GrantsTable, isAuthContext } from './context.js';
 import { extractBearer, readAuthorization } from './credentials/bearer.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
@@ -421,7 +421,7 @@ export function createGate(options: GateOptions): Gate {
     if (memo === undefined || memo.header !== header || memo.generation !== cache.generation) return undefined;
     const context = memo.context;
     if (context === undefined || now - memo.readAt >= MEMO_READ_INTERVAL_MS) return undefined;
-    return context.until - context.staleWindow > now ? context : undefined;
+    return isFresh(context, now) ? context : undefined;
   }
 
   /**
@@ -436,8 +436,9 @@ export function createGate(options: GateOptions): Gate {
   ): AuthContext | undefined | Promise<AuthContext> {
     // Bearer-only gates read the header once here; extractBearer reads it again only off the fast path.
     const header = bearerOnly && connection != null ? readAuthorization(req, realm) : undefined;
+    const now = performance.now();
     if (header !== undefined) {
-      const remembered = rememberedContext(header, connection as object, performance.now());
+      const remembered = rememberedContext(header, connection as object, now);
       if (remembered !== undefined) {
         counters.hits++;
         emit?.({ type: 'cache', provider: remembered.origin.provider, result: 'hit' });
@@ -453,7 +454,6 @@ export function createGate(options: GateOptions): Gate {
     const memo =
       connection === undefined || connection === null ? undefined : memoFor(connection, slot, credential.secret);
     const key = memo === undefined ? cacheKey(slot.provider.cacheScope, credential.secret) : memo.key;
-    const now = performance.now();
     const entry = cache.get(key, now);
     let staleCandidate: AuthContext | undefined;
     if (entry !== undefined) {
@@ -462,7 +462,7 @@ export function createGate(options: GateOptions): Gate {
         emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
         throw invalidToken(realm, entry.reason);
       }
-      if (entry.until - entry.staleWindow > now) {
+      if (isFresh(entry, now)) {
         counters.hits++;
         emit?.({ type: 'cache', provider: slot.provider.name, result: 'hit' });
         if (header !== undefined && memo !== undefined) {
@@ -534,7 +534,7 @@ function isPrincipal(value: Principal | undefined): value is Principal {
 /** `provider.verify` as the gate calls it: the built-in providers' cancellation-taking twin when there is one. */
 function verifierOf(provider: Provider): ProviderSlot['verify'] {
   const within = (provider.verify as CancellableVerify<Credential, Verdict>)[VERIFY_WITHIN];
-  if (typeof within === 'function') return (credential, deadline) => within(credential, deadline);
+  if (typeof within === 'function') return within;
   return (credential, deadline) => provider.verify(credential, deadline.signal);
 }
 
