@@ -2,13 +2,16 @@
  * Scenario 6: nanoseconds per cached `gate.authenticate()` with tinybench,
  * and the same call taken apart (header parsing, cache key, lookup,
  * guard), to see where the time goes. Each task runs its operation
- * `INNER` times per sample so timer overhead stays out of the figure.
+ * `INNER` times per sample so timer overhead stays out of the figure. Also
+ * what a cold verification's cancellation costs, as an AbortSignal and as the
+ * gate's own Deadline.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Bench } from 'tinybench';
 import * as expressGate from '../adapters/express.js';
 import { cacheKey } from '../src/cache.js';
 import { extractBearer } from '../src/credentials/bearer.js';
+import { Deadline } from '../src/deadline.js';
 import { type CredentialRequest, createGate, requires } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
 import { BENCH_PERMISSIONS, HOT_TOKEN, ROUTE_PERMISSION } from './lib.js';
@@ -72,6 +75,8 @@ function throughMiddleware(): Promise<void> {
 const HEADLINE = 'gate.authenticate() cached';
 const bench = new Bench({ time: Number(process.env.BENCH_MICRO_MS ?? 1500), warmupTime: 500 });
 let sink: unknown;
+const noop = () => {};
+const noop2 = () => {};
 bench
   .add('baseline: await of a resolved promise', async () => {
     for (let i = 0; i < INNER; i++) sink = await Promise.resolve(i);
@@ -93,6 +98,27 @@ bench
   })
   .add('part: gate.authorize() with requires()', () => {
     for (let i = 0; i < INNER; i++) gate.authorize(context, guard);
+  })
+  // A cold OnlineOrNot verification's cancellation, before and after src/deadline.ts: a signal with
+  // one abort listener per upstream request, against the gate's own deadline (its timer included).
+  .add('part: AbortController + 2 abort listeners added and removed', () => {
+    for (let i = 0; i < INNER; i++) {
+      const { signal } = new AbortController();
+      signal.addEventListener('abort', noop);
+      signal.addEventListener('abort', noop2);
+      signal.removeEventListener('abort', noop);
+      signal.removeEventListener('abort', noop2);
+    }
+  })
+  .add('part: Deadline + 2 listeners added and removed, ended', () => {
+    for (let i = 0; i < INNER; i++) {
+      const deadline = new Deadline(5000);
+      deadline.onCancel(noop);
+      deadline.onCancel(noop2);
+      deadline.offCancel(noop);
+      deadline.offCancel(noop2);
+      deadline.end(false);
+    }
   });
 
 await bench.run();
@@ -106,7 +132,7 @@ const tasks = bench.tasks.map((task) => {
 const result: MicroResult = { headline: HEADLINE, tasks };
 if (process.send === undefined) {
   for (const task of tasks)
-    console.log(`${task.name.padEnd(56)} ${task.nsPerOp.toFixed(0).padStart(6)} ns/op  ±${task.rme.toFixed(1)}%`);
+    console.log(`${task.name.padEnd(60)} ${task.nsPerOp.toFixed(0).padStart(6)} ns/op  ±${task.rme.toFixed(1)}%`);
 }
 process.send?.({ type: 'result', result });
 process.disconnect?.();

@@ -1,11 +1,12 @@
 /**
  * CPU profile of one server variant under load: `npx tsx bench/profile.ts
- * [variant] [hot|cold] [seconds]` (default `express-gate hot 8`). The server
- * runs on core 0, autocannon on core 1; after a 2 s warm-up the server
- * records a CPU profile through `node:inspector` (the format of
- * `node --cpu-prof`, without start-up and module loading). The profile lands
- * in bench/profiles/ (open it in Chrome DevTools); the functions with the
- * most self time are printed, with tokengate's share of the CPU time.
+ * [variant] [hot|cold|stampede] [seconds]` (default `express-gate hot 8`).
+ * The server runs on core 0, autocannon (or, for `stampede`, one burst of
+ * 1,000 requests) on core 1; after a 2 s warm-up the server records a CPU
+ * profile through `node:inspector` (the format of `node --cpu-prof`, without
+ * start-up and module loading). The profile lands in bench/profiles/ (open it
+ * in Chrome DevTools); printed are tokengate's share of the CPU time, the busy
+ * time split by where the code lives, and the functions with the most self time.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -148,6 +149,8 @@ const byId = new Map(profile.nodes.map((node) => [node.id, node]));
 const parent = new Map<number, number>();
 for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
 const self = new Map<string, number>();
+/** Self time by where the code lives, for the busy time's split (idle excluded). */
+const byOrigin = new Map<string, number>();
 let total = 0;
 let underOurs = 0;
 const ours = /\/(src|adapters)\/[^/]+(\/[^/]+)?\.[jt]s$/;
@@ -159,6 +162,8 @@ profile.samples.forEach((id, i) => {
   const { functionName, url, lineNumber } = node.callFrame;
   const label = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(node_modules|work\/main)\//, '')}:${lineNumber + 1}`;
   self.set(label, (self.get(label) ?? 0) + delta);
+  const origin = originOf(functionName, url);
+  byOrigin.set(origin, (byOrigin.get(origin) ?? 0) + delta);
   // The sample is tokengate's when the nearest frame from a file (not Node's internals, not native)
   // is ours: Express's own work called from our `next()` is not counted, our call into crypto is.
   for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
@@ -172,6 +177,28 @@ console.log(`profile: ${newest}`);
 console.log(
   `CPU time whose nearest non-internal frame is tokengate's (src/, adapters/): ${((100 * underOurs) / total).toFixed(1)}% of CPU time`,
 );
+const busy = total - (byOrigin.get('idle') ?? 0);
+console.log(
+  `busy CPU ${Math.round(busy / 1000)} ms, by where the code lives (self time): ${[...byOrigin.entries()]
+    .filter(([origin]) => origin !== 'idle')
+    .sort((a, b) => b[1] - a[1])
+    .map(([origin, time]) => `${origin} ${((100 * time) / busy).toFixed(1)}%`)
+    .join(', ')}`,
+);
 for (const [label, time] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) {
   console.log(`${((100 * time) / total).toFixed(2).padStart(6)}%  ${label}`);
+}
+
+/** Where a sampled function lives: Node's HTTP code, its sockets and streams, native code, GC, a package, or ours. */
+function originOf(functionName: string, url: string): string {
+  if (functionName === '(idle)') return 'idle';
+  if (functionName === '(garbage collector)') return 'GC';
+  if (url === '') return 'native (accept, writev, timers, ...)';
+  if (/^node:(_http|internal\/http)/.test(url)) return "Node's HTTP code";
+  if (/^node:(net|stream|internal\/(streams|stream_base))/.test(url)) return 'sockets and streams';
+  if (url.startsWith('node:')) return 'other Node internals';
+  if (ours.test(url)) return 'tokengate';
+  if (/\/node_modules\/(express|router|koa|koa-compose|finalhandler|send|on-finished|delegates)\//.test(url))
+    return 'framework (express, router, koa)';
+  return 'other JavaScript';
 }
