@@ -56,6 +56,59 @@ describe('requires and requiresAny', () => {
     expect(thrownBy(() => gate.authorize(auth, requiresAny(READ, WRITE))).status).toBe(403);
   });
 
+  it("one guard over many tokens in turn answers for each token's own permissions", async () => {
+    const gate = closeLater(
+      createGate({
+        providers: [
+          stubProvider({
+            tokens: {
+              reader: { subject: 'u1', permissions: [READ] },
+              writer: { subject: 'u2', permissions: [WRITE] },
+              'second-reader': { subject: 'u3', permissions: [READ] },
+              nobody: { subject: 'u4', permissions: [] },
+            },
+          }),
+        ],
+      }),
+    );
+    const contextOf = (token: string) => gate.authenticate({ headers: { authorization: `Bearer ${token}` } });
+    const turns = ['reader', 'writer', 'second-reader', 'nobody', 'reader', 'reader', 'writer', 'nobody'];
+    const contexts = await Promise.all(turns.map(contextOf));
+    const readGuard = requires(READ);
+    const eitherGuard = requiresAny(ADMIN, WRITE);
+    expect(contexts.map((auth) => readGuard.allows(auth))).toEqual([
+      true,
+      false,
+      true,
+      false,
+      true,
+      true,
+      false,
+      false,
+    ]);
+    expect(contexts.map((auth) => eitherGuard.allows(auth))).toEqual([
+      false,
+      true,
+      false,
+      false,
+      false,
+      false,
+      true,
+      false,
+    ]);
+  });
+
+  it('allows() asks can() of an object that only looks like a context (a test double)', () => {
+    const guard = requires(READ);
+    const double = (granted: boolean) => ({ can: () => granted }) as unknown as AuthContext;
+    expect([true, false, false, true].map((granted) => guard.allows(double(granted)))).toEqual([
+      true,
+      false,
+      false,
+      true,
+    ]);
+  });
+
   it('collapses duplicate names and keeps their order', () => {
     expect(requires(READ, WRITE, READ).permissions).toEqual([READ, WRITE]);
     expect(requiresAny(WRITE, WRITE).permissions).toEqual([WRITE]);
