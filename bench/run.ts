@@ -49,6 +49,10 @@ import type { MicroResult } from './micro.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.env.BENCH_QUICK === '1';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 3 : 10));
+// The hot path's goal sits a few hundredths from the bare route, and single side-by-side runs
+// spread by 0.015 to 0.02 around their median: with 10 of them the median moved by ±0.025 from one
+// suite run to the next; 30 should bring that to about ±0.015 (√3 less; bench/README.md).
+const HOT_ROUNDS = Number(process.env.BENCH_HOT_ROUNDS ?? (quick ? 3 : 30));
 const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 1 : 2));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (quick ? 1 : 2));
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -351,7 +355,7 @@ async function withServers(
 
 /**
  * The same variants side by side: every server on the server core at once, loaded by one autocannon
- * instance each from one load process on the load core, for `ROUNDS` runs of `DURATION` s. They share
+ * instance each from one load process on the load core, for `rounds` runs of `DURATION` s. They share
  * the core at every moment, so whatever else the machine does (other tenants, clock changes) falls on
  * all of them alike within a run, and per-run ratios of requests and of CPU time per request are steady;
  * runs taken one after the other (`interleave`) spread by ±0.3 per round on these shared machines.
@@ -362,6 +366,7 @@ async function sideBySide(
   name: string,
   variants: readonly Variant[],
   load: (variant: Variant) => Omit<LoadConfig, 'url'>,
+  rounds = ROUNDS,
 ): Promise<Record<string, Run[]>> {
   console.log(`\n## ${name}, side by side on core ${SERVER_CORE}`);
   const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
@@ -376,7 +381,7 @@ async function sideBySide(
     };
     // Longer than a single server's warm-up: two servers share the core, each gets half the time to warm its JIT.
     await runAll(Math.max(5, 2 * WARMUP));
-    for (let r = 0; r < ROUNDS; r++) {
+    for (let r = 0; r < rounds; r++) {
       const before = await Promise.all(servers.map((server) => usage(server.child)));
       const results = await runAll(DURATION);
       const after = await Promise.all(servers.map((server) => usage(server.child)));
@@ -395,7 +400,7 @@ async function sideBySide(
           Number.NaN,
         );
         runs[server.variant]?.push(run);
-        console.log(`run ${r + 1}/${ROUNDS}  ${describeRun(run)}`);
+        console.log(`run ${r + 1}/${rounds}  ${describeRun(run)}`);
       });
     }
   });
@@ -478,7 +483,7 @@ const halfHotLoad = { ...hotLoad, connections: Math.max(1, CONNECTIONS / 2) };
 
 if (PAIR !== undefined) {
   const [a, b] = PAIR as [Variant, Variant];
-  const runs = await sideBySide(`${b} / ${a}`, [a, b], () => halfHotLoad);
+  const runs = await sideBySide(`${b} / ${a}`, [a, b], () => halfHotLoad, HOT_ROUNDS);
   console.log(`\n${b} / ${a}, side by side: ${ratioResult(runs[b] ?? [], runs[a] ?? [])}`);
 }
 
@@ -489,8 +494,8 @@ if (ONLY.has('hot')) {
   ] as const) {
     const title = `1. Hot path, ${framework}: bare route vs two pass-through middleware vs authenticate + requires (cached token)`;
     // Two at a time, each with half the connections: the load process drives both, and the core is shared by two.
-    const paired = await sideBySide(title, [bare, gated], () => halfHotLoad);
-    const floorPaired = await sideBySide(`${title}: the floor`, [bare, floor], () => halfHotLoad);
+    const paired = await sideBySide(title, [bare, gated], () => halfHotLoad, HOT_ROUNDS);
+    const floorPaired = await sideBySide(`${title}: the floor`, [bare, floor], () => halfHotLoad, HOT_ROUNDS);
     const runs = await interleave(title, [bare, noop, gated], () => hotLoad);
     const judged = ratio(paired[gated] ?? [], paired[bare] ?? []);
     const bareRuns = runs[bare] ?? [];
@@ -822,6 +827,7 @@ const meta = {
   date: new Date().toISOString(),
   node: process.version,
   rounds: ROUNDS,
+  hotSideBySideRounds: HOT_ROUNDS,
   durationSeconds: DURATION,
   warmupSeconds: WARMUP,
   connections: CONNECTIONS,
