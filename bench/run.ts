@@ -49,10 +49,12 @@ import type { MicroResult } from './micro.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.env.BENCH_QUICK === '1';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 3 : 10));
-// The hot path's goal sits a few hundredths from the bare route, and single side-by-side runs
-// spread by 0.015 to 0.02 around their median: with 10 of them the median moved by ±0.025 from one
-// suite run to the next; 30 should bring that to about ±0.015 (√3 less; bench/README.md).
+// The hot path's goal sits a few hundredths from the bare route, and its side-by-side medians of 10
+// runs moved by ±0.025 from one suite run to the next, as much as that distance: 30 runs, from three
+// starts of the servers (a process's own luck stays with all its runs; see `sideBySide` and
+// bench/README.md, "Reading the table").
 const HOT_ROUNDS = Number(process.env.BENCH_HOT_ROUNDS ?? (quick ? 3 : 30));
+const HOT_ROUNDS_PER_START = Math.max(1, Math.ceil(HOT_ROUNDS / 3));
 const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 1 : 2));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (quick ? 1 : 2));
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -359,6 +361,9 @@ async function withServers(
  * the core at every moment, so whatever else the machine does (other tenants, clock changes) falls on
  * all of them alike within a run, and per-run ratios of requests and of CPU time per request are steady;
  * runs taken one after the other (`interleave`) spread by ±0.3 per round on these shared machines.
+ * The servers are started afresh every `roundsPerStart` runs, in the other order each time: a process
+ * carries its own luck (heap and code layout, JIT decisions) into all of its runs alike, which more runs
+ * of the same processes cannot average out.
  * Requests are counted per server; provider calls and connections are not (the servers share the
  * mock), so scenarios that judge those take them from `interleave`.
  */
@@ -367,43 +372,47 @@ async function sideBySide(
   variants: readonly Variant[],
   load: (variant: Variant) => Omit<LoadConfig, 'url'>,
   rounds = ROUNDS,
+  roundsPerStart = rounds,
 ): Promise<Record<string, Run[]>> {
   console.log(`\n## ${name}, side by side on core ${SERVER_CORE}`);
   const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
-  await withServers(variants, async (loader, servers) => {
-    const runAll = async (duration: number): Promise<readonly LoadResult[]> => {
-      const results = nextMessage<Extract<LoadMessage, { type: 'results' }>>(loader, 'results');
-      loader.send({
-        type: 'runAll',
-        configs: servers.map((server) => ({ ...load(server.variant), url: server.url, duration })),
-      });
-      return (await results).results;
-    };
-    // Longer than a single server's warm-up: two servers share the core, each gets half the time to warm its JIT.
-    await runAll(Math.max(5, 2 * WARMUP));
-    for (let r = 0; r < rounds; r++) {
-      const before = await Promise.all(servers.map((server) => usage(server.child)));
-      const results = await runAll(DURATION);
-      const after = await Promise.all(servers.map((server) => usage(server.child)));
-      servers.forEach((server, i) => {
-        // The servers share the mock: its calls and connections are not any one server's.
-        const unknown = { verify: Number.NaN, permissions: Number.NaN };
-        const usages = [before[i], after[i]] as const;
-        if (usages[0] === undefined || usages[1] === undefined) throw new Error('missing usage report');
-        const run = toRun(
-          server.variant,
-          results[i] as LoadResult,
-          usages[0],
-          usages[1],
-          unknown,
-          Number.NaN,
-          Number.NaN,
-        );
-        runs[server.variant]?.push(run);
-        console.log(`run ${r + 1}/${rounds}  ${describeRun(run)}`);
-      });
-    }
-  });
+  for (let first = 0; first < rounds; first += roundsPerStart) {
+    const order = (first / roundsPerStart) % 2 === 0 ? variants : [...variants].reverse();
+    await withServers(order, async (loader, servers) => {
+      const runAll = async (duration: number): Promise<readonly LoadResult[]> => {
+        const results = nextMessage<Extract<LoadMessage, { type: 'results' }>>(loader, 'results');
+        loader.send({
+          type: 'runAll',
+          configs: servers.map((server) => ({ ...load(server.variant), url: server.url, duration })),
+        });
+        return (await results).results;
+      };
+      // Longer than a single server's warm-up: two servers share the core, each gets half the time to warm its JIT.
+      await runAll(Math.max(5, 2 * WARMUP));
+      for (let r = first; r < Math.min(rounds, first + roundsPerStart); r++) {
+        const before = await Promise.all(servers.map((server) => usage(server.child)));
+        const results = await runAll(DURATION);
+        const after = await Promise.all(servers.map((server) => usage(server.child)));
+        servers.forEach((server, i) => {
+          // The servers share the mock: its calls and connections are not any one server's.
+          const unknown = { verify: Number.NaN, permissions: Number.NaN };
+          const usages = [before[i], after[i]] as const;
+          if (usages[0] === undefined || usages[1] === undefined) throw new Error('missing usage report');
+          const run = toRun(
+            server.variant,
+            results[i] as LoadResult,
+            usages[0],
+            usages[1],
+            unknown,
+            Number.NaN,
+            Number.NaN,
+          );
+          runs[server.variant]?.push(run);
+          console.log(`run ${r + 1}/${rounds}  ${describeRun(run)}`);
+        });
+      }
+    });
+  }
   return runs;
 }
 
@@ -483,7 +492,7 @@ const halfHotLoad = { ...hotLoad, connections: Math.max(1, CONNECTIONS / 2) };
 
 if (PAIR !== undefined) {
   const [a, b] = PAIR as [Variant, Variant];
-  const runs = await sideBySide(`${b} / ${a}`, [a, b], () => halfHotLoad, HOT_ROUNDS);
+  const runs = await sideBySide(`${b} / ${a}`, [a, b], () => halfHotLoad, HOT_ROUNDS, HOT_ROUNDS_PER_START);
   console.log(`\n${b} / ${a}, side by side: ${ratioResult(runs[b] ?? [], runs[a] ?? [])}`);
 }
 
@@ -494,8 +503,14 @@ if (ONLY.has('hot')) {
   ] as const) {
     const title = `1. Hot path, ${framework}: bare route vs two pass-through middleware vs authenticate + requires (cached token)`;
     // Two at a time, each with half the connections: the load process drives both, and the core is shared by two.
-    const paired = await sideBySide(title, [bare, gated], () => halfHotLoad, HOT_ROUNDS);
-    const floorPaired = await sideBySide(`${title}: the floor`, [bare, floor], () => halfHotLoad, HOT_ROUNDS);
+    const paired = await sideBySide(title, [bare, gated], () => halfHotLoad, HOT_ROUNDS, HOT_ROUNDS_PER_START);
+    const floorPaired = await sideBySide(
+      `${title}: the floor`,
+      [bare, floor],
+      () => halfHotLoad,
+      HOT_ROUNDS,
+      HOT_ROUNDS_PER_START,
+    );
     const runs = await interleave(title, [bare, noop, gated], () => hotLoad);
     const judged = ratio(paired[gated] ?? [], paired[bare] ?? []);
     const bareRuns = runs[bare] ?? [];
@@ -828,6 +843,7 @@ const meta = {
   node: process.version,
   rounds: ROUNDS,
   hotSideBySideRounds: HOT_ROUNDS,
+  hotSideBySideRoundsPerStart: HOT_ROUNDS_PER_START,
   durationSeconds: DURATION,
   warmupSeconds: WARMUP,
   connections: CONNECTIONS,

@@ -165,10 +165,10 @@ export function authenticateNowOf(gate: Gate): AuthenticateNow {
  * @internal What the adapters' guards run. A request the gate authenticated carries its
  * context, whose origin knows the realm; only an anonymous request (`optional: true`) needs
  * the gate itself, for the realm of the 401, so only then is it looked up (`anonymousGateOf`):
- * reading a property that `req` does not have walks its whole prototype chain, and in Node 20
- * every `req` has a hidden class of its own, so no inline cache saves that walk. Anything else
- * means the guard is mounted without `authenticate()` in front of it: a programming error, so
- * a plain Error (500).
+ * reading a property that `req` does not have walks its whole prototype chain, and an Express
+ * `req` has a hidden class of its own (bench/hidden-classes.ts), so no inline cache saves that
+ * walk. Anything else means the guard is mounted without `authenticate()` in front of it: a
+ * programming error, so a plain Error (500).
  */
 export function authorizeRequest<R>(
   auth: unknown,
