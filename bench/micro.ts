@@ -99,6 +99,10 @@ bench
   .add('part: gate.authorize() with requires()', () => {
     for (let i = 0; i < INNER; i++) gate.authorize(context, guard);
   })
+  // The one clock read of a cached request (in a loop; bench/README.md on what it costs in a server).
+  .add('part: performance.now()', () => {
+    for (let i = 0; i < INNER; i++) sink = performance.now();
+  })
   // A cold OnlineOrNot verification's cancellation, before and after src/deadline.ts: a signal with
   // one abort listener per upstream request, against the gate's own deadline (its timer included).
   .add('part: AbortController + 2 abort listeners added and removed', () => {

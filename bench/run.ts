@@ -378,42 +378,54 @@ async function sideBySide(
   const runs: Record<string, Run[]> = Object.fromEntries(variants.map((v) => [v, []]));
   for (let first = 0; first < rounds; first += roundsPerStart) {
     const order = (first / roundsPerStart) % 2 === 0 ? variants : [...variants].reverse();
-    await withServers(order, async (loader, servers) => {
-      const runAll = async (duration: number): Promise<readonly LoadResult[]> => {
-        const results = nextMessage<Extract<LoadMessage, { type: 'results' }>>(loader, 'results');
-        loader.send({
-          type: 'runAll',
-          configs: servers.map((server) => ({ ...load(server.variant), url: server.url, duration })),
-        });
-        return (await results).results;
-      };
-      // Longer than a single server's warm-up: two servers share the core, each gets half the time to warm its JIT.
-      await runAll(Math.max(5, 2 * WARMUP));
-      for (let r = first; r < Math.min(rounds, first + roundsPerStart); r++) {
-        const before = await Promise.all(servers.map((server) => usage(server.child)));
-        const results = await runAll(DURATION);
-        const after = await Promise.all(servers.map((server) => usage(server.child)));
-        servers.forEach((server, i) => {
-          // The servers share the mock: its calls and connections are not any one server's.
-          const unknown = { verify: Number.NaN, permissions: Number.NaN };
-          const usages = [before[i], after[i]] as const;
-          if (usages[0] === undefined || usages[1] === undefined) throw new Error('missing usage report');
-          const run = toRun(
-            server.variant,
-            results[i] as LoadResult,
-            usages[0],
-            usages[1],
-            unknown,
-            Number.NaN,
-            Number.NaN,
-          );
-          runs[server.variant]?.push(run);
-          console.log(`run ${r + 1}/${rounds}  ${describeRun(run)}`);
-        });
-      }
-    });
+    const last = Math.min(rounds, first + roundsPerStart);
+    await withServers(order, (loader, servers) => measureSideBySide(loader, servers, load, first, last, rounds, runs));
   }
   return runs;
+}
+
+/** One start of `sideBySide`: a shared warm-up, then runs `first` to `last - 1` (of `rounds`) into `runs`. */
+async function measureSideBySide(
+  loader: ChildProcess,
+  servers: LiveServer[],
+  load: (variant: Variant) => Omit<LoadConfig, 'url'>,
+  first: number,
+  last: number,
+  rounds: number,
+  runs: Record<string, Run[]>,
+): Promise<void> {
+  const runAll = async (duration: number): Promise<readonly LoadResult[]> => {
+    const results = nextMessage<Extract<LoadMessage, { type: 'results' }>>(loader, 'results');
+    loader.send({
+      type: 'runAll',
+      configs: servers.map((server) => ({ ...load(server.variant), url: server.url, duration })),
+    });
+    return (await results).results;
+  };
+  // The servers share the mock: its calls and connections are not any one server's.
+  const unknown = { verify: Number.NaN, permissions: Number.NaN };
+  // Longer than a single server's warm-up: two servers share the core, each gets half the time to warm its JIT.
+  await runAll(Math.max(5, 2 * WARMUP));
+  for (let r = first; r < last; r++) {
+    const before = await Promise.all(servers.map((server) => usage(server.child)));
+    const results = await runAll(DURATION);
+    const after = await Promise.all(servers.map((server) => usage(server.child)));
+    servers.forEach((server, i) => {
+      const usages = [before[i], after[i]] as const;
+      if (usages[0] === undefined || usages[1] === undefined) throw new Error('missing usage report');
+      const run = toRun(
+        server.variant,
+        results[i] as LoadResult,
+        usages[0],
+        usages[1],
+        unknown,
+        Number.NaN,
+        Number.NaN,
+      );
+      runs[server.variant]?.push(run);
+      console.log(`run ${r + 1}/${rounds}  ${describeRun(run)}`);
+    });
+  }
 }
 
 const rps = (runs: readonly Run[]): number[] => runs.map((run) => run.load.requestsPerSecond);
