@@ -1,13 +1,13 @@
 /**
- * Express middleware (Express 4 and 5). Translation only: the request goes
- * to the gate as it is, errors go to `next(err)` so the app's error handler
- * decides the body; Express's default handler already applies the
- * `AuthError`'s `status` and `headers`.
+ * Express middleware (Express 4 and 5), on the public adapter seam. Errors
+ * go to `next(err)`, so the app's error handler decides the body; Express's
+ * default handler already applies an `AuthError`'s `status` and `headers`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { authenticateNowOf, authorizeRequest } from '../src/gate.js';
 import {
   type AuthContext,
+  authenticator,
+  authorize,
   type Gate,
   type Guard,
   requiresAny as requiresAnyGuard,
@@ -23,13 +23,10 @@ declare global {
   }
 }
 
-const GATE = Symbol.for('tokengate.gate');
-
 /** The parts of an Express request the middleware reads and writes. */
 export interface ExpressLikeRequest extends IncomingMessage {
   query?: unknown;
   auth?: AuthContext | undefined;
-  [GATE]?: Gate;
 }
 
 /** An Express middleware function. */
@@ -41,52 +38,42 @@ export interface ExpressAuthenticateOptions {
   readonly optional?: boolean;
 }
 
+const NOT_EXPRESS = 'tokengate/express middleware called without next(): in a Koa app, use tokengate/koa';
+
 /** Middleware that authenticates the request with `gate` and sets `req.auth`. */
-export function authenticate(gate: Gate, options: ExpressAuthenticateOptions = {}): ExpressMiddleware {
-  const authenticateOptions = { optional: options.optional === true };
-  const authenticateNow = authenticateNowOf(gate);
+export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): ExpressMiddleware {
+  const check = authenticator(gate, options, 'tokengate/express');
   return function tokengateAuthenticate(req, _res, next) {
-    let auth: ReturnType<typeof authenticateNow>;
+    if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
+    let auth: ReturnType<typeof check>;
     try {
-      auth = authenticateNow(req as Parameters<Gate['authenticate']>[0], authenticateOptions, req.socket);
+      // The request is the plain request as it is (its `connection` is the socket): no copy.
+      auth = check(req as ExpressLikeRequest & { query?: Record<string, unknown> }, req);
     } catch (error) {
       next(error);
       return;
     }
-    // A cached answer comes back as it is: no promise, no closure, no extra turn of the event loop.
-    if (auth === undefined || !('then' in auth)) {
-      setAuth(req, gate, auth);
+    // A cached answer comes back as it is: no promise, no extra turn of the event loop.
+    if (!(auth instanceof Promise)) {
+      req.auth = auth;
       next();
       return;
     }
     auth.then((verified) => {
-      setAuth(req, gate, verified);
+      req.auth = verified;
       next();
     }, next);
   };
 }
 
-/**
- * Sets `req.auth`, and for an anonymous request the gate its guards need. Only then: Express moves
- * every `req` onto its own prototype, after which V8 gives each property added to `req` a new
- * hidden class of its own (several µs per store in profiles; `bench/hidden-classes.ts` shows it).
- */
-function setAuth(req: ExpressLikeRequest, gate: Gate, auth: AuthContext | undefined): void {
-  if (auth === undefined) req[GATE] = gate;
-  req.auth = auth;
-}
-
-/** The gate an anonymous request was let through by (see `setAuth`). */
-function anonymousGateOf(req: ExpressLikeRequest): Gate | undefined {
-  return req[GATE];
-}
-
 function guardMiddleware(guard: Guard): ExpressMiddleware {
   return function tokengateGuard(req, _res, next) {
+    if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
     try {
-      authorizeRequest(req.auth, guard, req, anonymousGateOf);
+      authorize(req.auth, guard, req);
     } catch (error) {
-      return next(error);
+      next(error);
+      return;
     }
     next();
   };

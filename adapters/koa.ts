@@ -1,13 +1,14 @@
 /**
- * Koa middleware (Koa 2 and 3). Translation only: errors are thrown as
- * `AuthError`, whose `status`, `headers` and `expose` Koa's own error
- * handler applies.
+ * Koa middleware (Koa 2 and 3), on the public adapter seam. Errors are
+ * thrown as `AuthError`, whose `status`, `headers` and `expose` Koa's own
+ * error handler applies.
  */
 import type { IncomingMessage } from 'node:http';
 import type {} from 'koa';
-import { authenticateNowOf, authorizeRequest } from '../src/gate.js';
 import {
   type AuthContext,
+  authenticator,
+  authorize,
   type CredentialRequest,
   type Gate,
   type Guard,
@@ -22,13 +23,11 @@ declare module 'koa' {
   }
 }
 
-const GATE = Symbol.for('tokengate.gate');
-
 /** The parts of a Koa context the middleware reads and writes. */
 export interface KoaLikeContext {
   readonly req: IncomingMessage;
   readonly query: CredentialRequest['query'];
-  state: { auth?: AuthContext | undefined; [GATE]?: Gate };
+  state: { auth?: AuthContext | undefined };
 }
 
 /** A Koa middleware function. */
@@ -40,58 +39,56 @@ export interface KoaAuthenticateOptions {
   readonly optional?: boolean;
 }
 
+const NOT_KOA = 'tokengate/koa middleware called without a Koa context: in an Express app, use tokengate/express';
+
 /** Reads the Koa context lazily: the query is only parsed when a provider asks for it. */
 class KoaCredentialRequest implements CredentialRequest {
-  constructor(private readonly ctx: KoaLikeContext) {}
+  readonly #ctx: KoaLikeContext;
+  constructor(ctx: KoaLikeContext) {
+    this.#ctx = ctx;
+  }
   get headers() {
-    return this.ctx.req.headers;
+    return this.#ctx.req.headers;
   }
   get rawHeaders() {
-    return this.ctx.req.rawHeaders;
+    return this.#ctx.req.rawHeaders;
   }
   get query() {
-    return this.ctx.query;
+    return this.#ctx.query;
+  }
+  get connection() {
+    return this.#ctx.req.socket;
   }
 }
 
 /** Middleware that authenticates the request with `gate` and sets `ctx.state.auth`. */
-export function authenticate(gate: Gate, options: KoaAuthenticateOptions = {}): KoaMiddleware {
-  const authenticateOptions = { optional: options.optional === true };
-  const authenticateNow = authenticateNowOf(gate);
+export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaMiddleware {
+  const check = authenticator(gate, options, 'tokengate/koa');
   // Not `async`: a cached answer goes straight on to `next()` without an extra promise and await.
   return function tokengateAuthenticate(ctx, next) {
-    let auth: ReturnType<typeof authenticateNow>;
+    if (typeof next !== 'function' || ctx?.req === undefined) throw new Error(NOT_KOA);
+    let auth: ReturnType<typeof check>;
     try {
-      auth = authenticateNow(new KoaCredentialRequest(ctx), authenticateOptions, ctx.req.socket);
+      auth = check(new KoaCredentialRequest(ctx), ctx);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (auth === undefined || !('then' in auth)) {
-      setAuth(ctx, gate, auth);
+    if (!(auth instanceof Promise)) {
+      ctx.state.auth = auth;
       return next() as Promise<void>;
     }
     return auth.then((verified) => {
-      setAuth(ctx, gate, verified);
+      ctx.state.auth = verified;
       return next() as Promise<void>;
     });
   };
 }
 
-/** Sets `ctx.state.auth`, and for an anonymous request the gate its guards need (for the realm). */
-function setAuth(ctx: KoaLikeContext, gate: Gate, auth: AuthContext | undefined): void {
-  if (auth === undefined) ctx.state[GATE] = gate;
-  ctx.state.auth = auth;
-}
-
-/** The gate an anonymous request was let through by (see `setAuth`). */
-function anonymousGateOf(ctx: KoaLikeContext): Gate | undefined {
-  return ctx.state[GATE];
-}
-
 function guardMiddleware(guard: Guard): KoaMiddleware {
   return function tokengateGuard(ctx, next) {
+    if (typeof next !== 'function' || ctx?.state === undefined) throw new Error(NOT_KOA);
     try {
-      authorizeRequest(ctx.state.auth, guard, ctx, anonymousGateOf);
+      authorize(ctx.state.auth, guard, ctx);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -9,10 +9,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Bench } from 'tinybench';
 import * as expressGate from '../adapters/express.js';
-import { cacheKey } from '../src/cache.js';
 import { extractBearer } from '../src/credentials/bearer.js';
 import { Deadline } from '../src/deadline.js';
 import { type CredentialRequest, createGate, requires } from '../src/index.js';
+import { cacheKey } from '../src/store.js';
 import { stubProvider } from '../src/testing/index.js';
 import { BENCH_PERMISSIONS, HOT_TOKEN, ROUTE_PERMISSION } from './lib.js';
 

@@ -56,7 +56,22 @@ export function isAuthContext(value: unknown): value is AuthContext {
   );
 }
 
-/** The result of a successful `gate.authenticate()`. */
+/** @internal What a context is made of; the store makes contexts. */
+export interface AuthContextInit {
+  readonly origin: ContextOrigin;
+  readonly subject: string;
+  readonly grants: Grants;
+  /** Epoch ms. */
+  readonly expiresAt: number | undefined;
+  readonly details: Readonly<Record<string, unknown>>;
+  readonly stale?: boolean;
+}
+
+/**
+ * The result of a successful `gate.authenticate()`: who the credential
+ * belongs to and what it may do. Immutable; one instance is shared by every
+ * request that presents the same credential while it is cached.
+ */
 export class AuthContext {
   /** @internal */ readonly origin: ContextOrigin;
   /** Who the credential belongs to: the token id (OnlineOrNot) or the user id (Partoo). */
@@ -70,33 +85,15 @@ export class AuthContext {
    * its time to live, under the gate's `staleIfError` option.
    */
   readonly stale: boolean;
-  /**
-   * @internal Cache clock (whole ms of `performance.now()`): the cache forgets the context then.
-   * Whole numbers, so that V8 keeps them as small integers in the object, not boxed doubles.
-   */
-  readonly until: number;
-  /** @internal ms at the end of `until` in which the context may only be served stale (`staleIfError`). */
-  readonly staleWindow: number;
 
   /** @internal Contexts are made by the gate. */
-  constructor(
-    origin: ContextOrigin,
-    subject: string,
-    grants: Grants,
-    expiresAtMs: number | undefined,
-    details: Readonly<Record<string, unknown>>,
-    until: number,
-    staleWindow: number,
-    stale = false,
-  ) {
-    this.origin = origin;
-    this.subject = subject;
-    this.grants = grants;
-    this.expiresAtMs = expiresAtMs;
-    this.details = details;
-    this.until = until;
-    this.staleWindow = staleWindow;
-    this.stale = stale;
+  constructor(init: AuthContextInit) {
+    this.origin = init.origin;
+    this.subject = init.subject;
+    this.grants = init.grants;
+    this.expiresAtMs = init.expiresAt;
+    this.details = init.details;
+    this.stale = init.stale === true;
   }
 
   /** Name of the provider that verified the credential. */
@@ -121,16 +118,14 @@ export class AuthContext {
 
   /** @internal A copy flagged as served stale. */
   asStale(): AuthContext {
-    return new AuthContext(
-      this.origin,
-      this.subject,
-      this.grants,
-      this.expiresAtMs,
-      this.details,
-      this.until,
-      this.staleWindow,
-      true,
-    );
+    return new AuthContext({
+      origin: this.origin,
+      subject: this.subject,
+      grants: this.grants,
+      expiresAt: this.expiresAtMs,
+      details: this.details,
+      stale: true,
+    });
   }
 
   toJSON(): { provider: string; subject: string; permissions: readonly string[]; expiresAt?: string; stale: boolean } {

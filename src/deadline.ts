@@ -77,7 +77,7 @@ export class Deadline implements Cancellation {
   constructor(ms: number) {
     this.#timer = setTimeout(() => {
       this.#cancel(deadlinePassed());
-      this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline', false));
+      this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline'));
     }, ms);
   }
 
@@ -111,7 +111,7 @@ export class Deadline implements Cancellation {
   race<T>(promise: Promise<T>): Promise<T> {
     if (this.#aborted) {
       promise.catch(() => {});
-      return Promise.reject(new ProviderFailure('timeout', 'deadline passed', false));
+      return Promise.reject(new ProviderFailure('timeout', 'deadline passed'));
     }
     return new Promise<T>((resolve, reject) => {
       this.#onExpiry = reject;

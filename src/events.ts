@@ -32,7 +32,14 @@ export type GateEvent =
   /** A provider's circuit breaker changed state. */
   | { readonly type: 'breaker'; readonly provider: string; readonly state: BreakerState }
   /** The provider failed and an expired positive answer was served under `staleIfError`. */
-  | { readonly type: 'stale'; readonly provider: string };
+  | { readonly type: 'stale'; readonly provider: string }
+  /** The shared cache tier failed or answered too late for a credential of `provider`; the gate carried on without it. */
+  | {
+      readonly type: 'shared_cache_error';
+      readonly provider: string;
+      readonly operation: 'get' | 'set' | 'delete';
+      readonly reason: 'error' | 'timeout';
+    };
 
 /** Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. */
 export type EventListener = (event: GateEvent) => void;

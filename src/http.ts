@@ -6,6 +6,7 @@
  */
 import { type Dispatcher, Pool } from 'undici';
 import type { Cancellation } from './deadline.js';
+import { numberOption } from './options.js';
 import { ProviderFailure } from './types.js';
 
 /** Connection settings shared by the HTTP providers. */
@@ -17,6 +18,13 @@ export interface HttpOptions {
   /** How long an idle keep-alive socket stays open, in ms. Default 10 000. */
   readonly keepAliveTimeout?: number;
 }
+
+/** The schema of {@link HttpOptions}, for the providers' own option schemas. */
+export const httpOptionsShape = {
+  connections: numberOption(1, { integer: true, max: 1024 }).optional(),
+  maxBodyBytes: numberOption(1, { integer: true }).optional(),
+  keepAliveTimeout: numberOption(1).optional(),
+};
 
 /** A provider answer that parsed as JSON. */
 export interface JsonAnswer {
@@ -33,20 +41,12 @@ export class ProviderHttp {
   readonly #provider: string;
   readonly #maxBodyBytes: number;
 
+  /** `baseUrl` and `options` are checked by the provider's option schema. */
   constructor(provider: string, baseUrl: string, options: HttpOptions = {}) {
     const url = new URL(baseUrl);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new TypeError(`${provider}: baseUrl must be an http(s) URL`);
-    }
-    if (url.username || url.password || url.search || url.hash) {
-      throw new TypeError(`${provider}: baseUrl must not carry credentials, a query or a fragment`);
-    }
     this.#provider = provider;
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    if (!Number.isSafeInteger(this.#maxBodyBytes) || this.#maxBodyBytes < 1) {
-      throw new RangeError(`${provider}: maxBodyBytes must be a positive integer`);
-    }
     this.#pool = new Pool(url.origin, {
       connections: options.connections ?? 16,
       keepAliveTimeout: options.keepAliveTimeout ?? 10_000,
@@ -96,14 +96,13 @@ type HeaderField = string | string[] | undefined;
 
 function transportFailure(provider: string, error: unknown, cancellation: Cancellation): ProviderFailure {
   if (cancellation.aborted) {
-    return new ProviderFailure('timeout', `${provider} did not answer within the deadline`, false);
+    return new ProviderFailure('timeout', `${provider} did not answer within the deadline`);
   }
   const code = (error as { code?: unknown } | null)?.code;
   if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') return tooLarge(provider);
   return new ProviderFailure(
     'unreachable',
     `${provider} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`,
-    true,
   );
 }
 
@@ -159,23 +158,19 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     this.#status = status;
     const provider = this.#http.provider;
     if (status >= 500 || status === 429) {
-      this.#failure = new ProviderFailure(
-        'status',
-        `${provider} answered ${status}`,
-        true,
-        parseRetryAfter(headers['retry-after']),
-        status,
-      );
+      this.#failure = new ProviderFailure('status', `${provider} answered ${status}`, {
+        retryable: true,
+        retryAfter: parseRetryAfter(headers['retry-after']),
+        status: status,
+      });
     } else if (status >= 300 && status < 400) {
       // A redirect is never followed (it could send the token elsewhere).
-      this.#failure = new ProviderFailure('status', `${provider} answered ${status}`, false, undefined, status);
+      this.#failure = new ProviderFailure('status', `${provider} answered ${status}`, { status: status });
     } else if (!isJsonContentType(headers['content-type'])) {
       this.#failure = new ProviderFailure(
         'invalid_answer',
         `${provider} answered ${status} without a JSON content type`,
-        false,
-        undefined,
-        status,
+        { status: status },
       );
     } else {
       const declared = headers['content-length'];
@@ -209,9 +204,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       const failure = new ProviderFailure(
         'invalid_answer',
         `${this.#http.provider} answered ${this.#status} with malformed JSON`,
-        false,
-        undefined,
-        this.#status,
+        { status: this.#status },
       );
       this.#settle(undefined, failure);
       return;
@@ -241,7 +234,7 @@ function abortReason(cancellation: Cancellation): Error {
 }
 
 function tooLarge(provider: string): ProviderFailure {
-  return new ProviderFailure('invalid_answer', `${provider} answered more than its body size cap`, false);
+  return new ProviderFailure('invalid_answer', `${provider} answered more than its body size cap`);
 }
 
 function isJsonContentType(value: HeaderField): boolean {

@@ -1,10 +1,12 @@
 /**
  * tokengate: authenticate requests against remote token providers and gate
  * routes by permission. Framework-free core; see `tokengate/express` and
- * `tokengate/koa` for middleware, `tokengate/testing` for test doubles.
+ * `tokengate/koa` for middleware, `tokengate/testing` for test doubles, and
+ * `authenticator` / `authorize` for writing an adapter of your own.
  */
 
-export type { CacheOptions } from './cache.js';
+export type { Authenticate } from './adapter.js';
+export { authenticator, authorize, isGate } from './adapter.js';
 export { AuthContext } from './context.js';
 export type { BearerCredential } from './credentials/bearer.js';
 export { extractBearer } from './credentials/bearer.js';
@@ -23,6 +25,8 @@ export { onlineOrNot } from './providers/onlineornot.js';
 export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './providers/partoo.js';
 export { partoo } from './providers/partoo.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
+export type { SharedTier, SharedVerdict } from './shared-tier.js';
+export type { CacheOptions } from './store.js';
 export type {
   Credential,
   CredentialRequest,
@@ -30,6 +34,7 @@ export type {
   Principal,
   Provider,
   ProviderFailureKind,
+  ProviderFailureOptions,
   Verdict,
 } from './types.js';
 export { ProviderFailure } from './types.js';

@@ -18,6 +18,17 @@ export interface CredentialRequest {
    * the repeat and answer 400 instead of picking one.
    */
   readonly rawHeaders?: readonly string[] | undefined;
+  /**
+   * The client's connection (the request's socket): any object that lives
+   * exactly as long as the connection. When given, the gate remembers the
+   * connection's last credential and answer, so a keep-alive client that
+   * repeats its `Authorization` header costs neither a hash nor a cache
+   * lookup. Never shared between clients: give none behind a proxy that
+   * multiplexes several clients over one connection if their requests must
+   * not share a memo (they still get correct answers: a different header is
+   * looked up afresh).
+   */
+  readonly connection?: object | undefined;
 }
 
 /** What a provider learned about a credential it accepted. */
@@ -66,6 +77,17 @@ export interface Provider<C extends Credential = Credential> {
   /** Short name for errors, events and `AuthContext.provider` (`onlineornot`). */
   readonly name: string;
   /**
+   * Where `extract` finds its credential: the `source` of every credential
+   * it returns (`header:authorization`, `query:connection`). `header:<name>`
+   * is a promise that `extract` reads that one header and nothing else, so
+   * the same header value always gives the same credential: a gate whose
+   * providers all read the same header then remembers each keep-alive
+   * connection's last answer, and a repeated header skips `extract`, the
+   * cache key and the cache lookup (never the guards). Leave it out when
+   * `extract` reads anything else.
+   */
+  readonly source?: string;
+  /**
    * Everything besides the credential that decides the answer (name, base
    * URL, a digest of the server's API key). Part of every cache key, so two
    * providers never share answers.
@@ -80,22 +102,51 @@ export interface Provider<C extends Credential = Credential> {
 /** Kinds of provider failure; only `misconfigured` is not a 503. */
 export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invalid_answer' | 'misconfigured';
 
+/** Details of a {@link ProviderFailure}. */
+export interface ProviderFailureOptions {
+  /** Whether trying again may help (connection errors, 5xx, 429). Default: true for `unreachable` only. */
+  readonly retryable?: boolean | undefined;
+  /** Seconds the provider asked us to wait (`Retry-After`). */
+  readonly retryAfter?: number | undefined;
+  /** Upstream HTTP status, when there was one. */
+  readonly status?: number | undefined;
+  /** The underlying error, for debugging; never shown to clients. */
+  readonly cause?: unknown;
+}
+
 /**
  * Thrown by `Provider.verify` when the provider could not decide. The gate
  * turns it into a 503 (or a 500 for `misconfigured`) and never into a pass.
+ *
+ * @example
+ * throw new ProviderFailure('status', 'idp answered 502', { retryable: true, status: 502 });
  */
 export class ProviderFailure extends Error {
   override readonly name = 'ProviderFailure';
+  /** What went wrong. */
+  readonly kind: ProviderFailureKind;
+  /** Whether trying again may help. */
+  readonly retryable: boolean;
+  /** Seconds the provider asked us to wait (`Retry-After`). */
+  readonly retryAfter: number | undefined;
+  /** Upstream HTTP status, when there was one. */
+  readonly upstreamStatus: number | undefined;
+
+  constructor(kind: ProviderFailureKind, message: string, options?: ProviderFailureOptions);
+  /** @deprecated Pass an options object: `{ retryable, retryAfter, status }`. */
+  constructor(kind: ProviderFailureKind, message: string, retryable: boolean, retryAfter?: number, status?: number);
   constructor(
-    readonly kind: ProviderFailureKind,
+    kind: ProviderFailureKind,
     message: string,
-    /** Whether trying again may help (connection errors, 5xx, 429). */
-    readonly retryable: boolean,
-    /** Seconds the provider asked us to wait (`Retry-After`). */
-    readonly retryAfter?: number,
-    /** Upstream HTTP status, when there was one. */
-    readonly upstreamStatus?: number,
+    options: ProviderFailureOptions | boolean = {},
+    retryAfter?: number,
+    status?: number,
   ) {
-    super(message);
+    const details = typeof options === 'boolean' ? { retryable: options, retryAfter, status } : options;
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.kind = kind;
+    this.retryable = details.retryable ?? kind === 'unreachable';
+    this.retryAfter = details.retryAfter;
+    this.upstreamStatus = details.status;
   }
 }

@@ -6,7 +6,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cacheKey } from '../src/cache.js';
 import { extractBearer } from '../src/credentials/bearer.js';
 import {
   type BearerCredential,
@@ -17,6 +16,7 @@ import {
   type Provider,
   partoo,
 } from '../src/index.js';
+import { cacheKey } from '../src/store.js';
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { gatedApp, READ_CHECKS } from './support/gated-app.js';
 

@@ -10,7 +10,11 @@
  * 6750 §2.2–2.3 are not read: they leak tokens into logs and caches.
  */
 import { invalidRequest } from '../errors.js';
+import { headerReader } from '../request.js';
 import type { Credential, CredentialRequest } from '../types.js';
+
+/** The `source` of every Bearer credential: `extractBearer` reads this header and nothing else. */
+export const BEARER_SOURCE = 'header:authorization';
 
 /** Longest token accepted; Node's own header limit (16 KiB) is the outer bound. */
 export const MAX_BEARER_LENGTH = 4096;
@@ -78,34 +82,15 @@ function isBearerScheme(header: string): boolean {
   );
 }
 
+const readHeader = headerReader('authorization');
+
 /**
- * The one `Authorization` header of `req`. From `rawHeaders` when there are
- * any: Node keeps only the first of repeated `Authorization` headers in
- * `headers`, and `rawHeaders` shows the repeat; it also spares Node building
- * the whole `headers` object (lazily, on first access), which a route that
- * reads no other header never needs.
+ * The one `Authorization` header of `req` (see {@link headerReader}).
  *
- * @internal Also read by the gate's per-connection fast path.
  * @throws AuthError `invalid_request` (400) for a repeated header.
  */
 export function readAuthorization(req: CredentialRequest, realm: string): string | undefined {
-  const raw = req.rawHeaders;
-  let value: string | undefined;
-  if (raw === undefined) {
-    const header = req.headers.authorization;
-    if (header === undefined || typeof header === 'string') return header;
-    throw invalidRequest(realm, 'Only one Authorization header is allowed');
-  }
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    // The usual spellings first: toLowerCase() allocates.
-    if (
-      name.length === 13 &&
-      (name === 'Authorization' || name === 'authorization' || name.toLowerCase() === 'authorization')
-    ) {
-      if (value !== undefined) throw invalidRequest(realm, 'Only one Authorization header is allowed');
-      value = raw[i + 1];
-    }
-  }
+  const value = readHeader(req);
+  if (value === null) throw invalidRequest(realm, 'Only one Authorization header is allowed');
   return value;
 }

@@ -1,13 +1,15 @@
 /**
  * OnlineOrNot-style API tokens: `Authorization: Bearer <token>`, checked with
  * `GET /v1/tokens/verify` (is it active, whose is it) and
- * `GET /v1/tokens/permissions` (what may it do), called concurrently.
- * Reference: shared/reference/onlineornot-tokens.md.
+ * `GET /v1/tokens/permissions` (what may it do), called concurrently, as
+ * OnlineOrNot's public API documentation describes them (API reference:
+ * "Tokens", verify and permissions).
  */
 import { z } from 'zod';
-import { type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
-import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
+import { type HttpOptions, httpOptionsShape, type JsonAnswer, ProviderHttp } from '../http.js';
+import { baseUrlOption, checkOptions, nameOption, optionsObject } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
 const Message = z.object({ code: z.number(), message: z.string(), type: z.string().optional() });
@@ -52,6 +54,11 @@ export interface OnlineOrNotDetails {
   readonly status: 'active';
 }
 
+const OnlineOrNotOptionsSchema = optionsObject(
+  { ...httpOptionsShape, baseUrl: baseUrlOption.optional(), name: nameOption.optional() },
+  'an options object',
+);
+
 const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
 
@@ -60,6 +67,7 @@ const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The acces
  * status is `active`; the principal's `subject` is the token id.
  */
 export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCredential> {
+  checkOptions(OnlineOrNotOptionsSchema, options, 'onlineOrNot');
   const name = options.name ?? 'onlineornot';
   const baseUrl = options.baseUrl ?? 'https://api.onlineornot.com';
   const http = new ProviderHttp(name, baseUrl, options);
@@ -106,29 +114,20 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   /** Validates an answer whose status must be `expected` (200 unless said). */
   function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, endpoint: string, expected = 200): T {
     if (answer.status !== expected) {
-      throw new ProviderFailure(
-        'status',
-        `${name} ${endpoint} answered ${answer.status}`,
-        false,
-        undefined,
-        answer.status,
-      );
+      throw new ProviderFailure('status', `${name} ${endpoint} answered ${answer.status}`, { status: answer.status });
     }
     const parsed = schema.safeParse(answer.body);
     if (!parsed.success) {
-      throw new ProviderFailure(
-        'invalid_answer',
-        `${name} ${endpoint} answer does not match its schema`,
-        false,
-        undefined,
-        answer.status,
-      );
+      throw new ProviderFailure('invalid_answer', `${name} ${endpoint} answer does not match its schema`, {
+        status: answer.status,
+      });
     }
     return parsed.data;
   }
 
   return {
     name,
+    source: BEARER_SOURCE,
     cacheScope: JSON.stringify(['onlineornot', name, new URL(baseUrl).href]),
     extract: extractBearer,
     verify: cancellableVerify(verifyOnlineOrNotToken),

@@ -1,13 +1,15 @@
 /**
  * Partoo-style connection tokens: `?user_id=…&token=…` in the request,
  * checked with `GET {baseUrl}/connection/check_token` and the server's own
- * key in `x-APIKey`. Reference: shared/reference/partoo-check-connection-token.md.
+ * key in `x-APIKey`, as Partoo's public API documentation describes it
+ * (API reference: "Check connection token").
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type ConnectionCredential, type ConnectionQueryNames, extractConnection } from '../credentials/connection.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
-import { type HttpOptions, ProviderHttp } from '../http.js';
+import { type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
+import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption, stringListOption } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
 /** Connection token statuses, as the API names them. */
@@ -50,6 +52,34 @@ export interface PartooOptions extends HttpOptions {
   readonly name?: string;
 }
 
+const PartooOptionsSchema = optionsObject(
+  {
+    ...httpOptionsShape,
+    apiKey: secretOption,
+    baseUrl: baseUrlOption.optional(),
+    accept: z
+      .array(
+        z.enum(['valid', 'consumed', 'revoked', 'expired'], { error: 'expected valid, consumed, revoked or expired' }),
+        {
+          error: 'expected an array of statuses',
+        },
+      )
+      .min(1, { error: 'expected at least one status' })
+      .optional(),
+    query: optionsObject(
+      { userId: nameOption.optional(), token: nameOption.optional() },
+      'an object ({ userId, token })',
+    )
+      .refine((names) => (names.userId ?? 'user_id') !== (names.token ?? 'token'), {
+        error: 'expected userId and token to differ',
+      })
+      .optional(),
+    permissions: stringListOption.optional(),
+    name: nameOption.optional(),
+  },
+  'an options object with apiKey',
+);
+
 const NOT_ACCEPTED: Verdict = Object.freeze({ ok: false, reason: 'The connection token was not accepted' });
 
 /**
@@ -57,10 +87,8 @@ const NOT_ACCEPTED: Verdict = Object.freeze({ ok: false, reason: 'The connection
  * `expiresAt` the token's `expiration_date`.
  */
 export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
+  checkOptions(PartooOptionsSchema, options, 'partoo');
   const name = options.name ?? 'partoo';
-  if (typeof options.apiKey !== 'string' || options.apiKey.length === 0) {
-    throw new TypeError(`${name}: apiKey is required`);
-  }
   const apiKey = options.apiKey;
   const baseUrl = options.baseUrl ?? 'https://api.partoo.co/v2';
   const accept = new Set<string>(options.accept ?? ['valid']);
@@ -68,7 +96,6 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     userId: options.query?.userId ?? 'user_id',
     token: options.query?.token ?? 'token',
   };
-  if (names.userId === names.token) throw new TypeError(`${name}: query.userId and query.token must differ`);
   const permissions = Object.freeze([...(options.permissions ?? [])]);
   const http = new ProviderHttp(name, baseUrl, options);
   // Everything that decides the cached answer besides the credential. The key
@@ -90,47 +117,34 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
       case 200: {
         const parsed = CheckTokenAnswer.safeParse(answer.body);
         if (!parsed.success)
-          throw new ProviderFailure(
-            'invalid_answer',
-            `${name} check_token answer does not match its schema`,
-            false,
-            undefined,
-            200,
-          );
+          throw new ProviderFailure('invalid_answer', `${name} check_token answer does not match its schema`, {
+            status: 200,
+          });
         const body = parsed.data;
         if (!accept.has(body.status)) return { ok: false, reason: `The connection token is ${body.status}` };
         const expiresAt = body.expiration_date ? new Date(body.expiration_date) : undefined;
         return { ok: true, principal: { subject: credential.userId, permissions, expiresAt, details: body } };
       }
       case 401:
-        throw new ProviderFailure('misconfigured', `${name} refused the server's API key`, false, undefined, 401);
+        throw new ProviderFailure('misconfigured', `${name} refused the server's API key`, { status: 401 });
       case 400:
       case 403:
       case 404:
         // 403: this server's key may not check that user; for the client it is the same as an unknown token.
         if (!CheckTokenError.safeParse(answer.body).success) {
-          throw new ProviderFailure(
-            'invalid_answer',
-            `${name} check_token error answer does not match its schema`,
-            false,
-            undefined,
-            answer.status,
-          );
+          throw new ProviderFailure('invalid_answer', `${name} check_token error answer does not match its schema`, {
+            status: answer.status,
+          });
         }
         return NOT_ACCEPTED;
       default:
-        throw new ProviderFailure(
-          'status',
-          `${name} check_token answered ${answer.status}`,
-          false,
-          undefined,
-          answer.status,
-        );
+        throw new ProviderFailure('status', `${name} check_token answered ${answer.status}`, { status: answer.status });
     }
   }
 
   return {
     name,
+    source: 'query:connection',
     cacheScope,
     extract: (req, realm) => extractConnection(req, names, realm),
     verify: cancellableVerify(verifyConnectionToken),

@@ -3,7 +3,7 @@
  * table, no network. Goes through the same gate, cache and guards as the
  * real providers, so routes behave as in production.
  */
-import { type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
 import type { Provider, Verdict } from '../types.js';
 
 /** One token the stub accepts. */
@@ -35,6 +35,7 @@ export function stubProvider(options: StubProviderOptions): Provider<BearerCrede
   const instance = ++stubCount;
   return {
     name,
+    source: BEARER_SOURCE,
     cacheScope: JSON.stringify(['stub', name, instance]),
     extract: extractBearer,
     async verify(credential: BearerCredential): Promise<Verdict> {

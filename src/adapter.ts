@@ -1,0 +1,107 @@
+/**
+ * The seam for framework adapters: everything an adapter needs, from the
+ * public exports alone. `tokengate/express` and `tokengate/koa` are built on
+ * it, and so can be an adapter for Fastify, Hono or your own server.
+ *
+ * An adapter translates, nothing more:
+ * 1. at mount, `authenticator(gate, options, name)` checks its arguments and
+ *    returns the request handler;
+ * 2. per request, it hands over a plain request (headers, query, the
+ *    connection), and a `holder`: the framework object it stores the result
+ *    on (`req` in Express, `ctx` in Koa). It gets the context itself when it
+ *    is at hand, else a promise;
+ * 3. its guards call `authorize(auth, guard, holder)`, which knows the realm
+ *    of an anonymous request's 401 without anything stored on the request.
+ *
+ * @example
+ * const authenticate = authenticator(gate, { optional: false }, 'my-adapter');
+ * const auth = authenticate({ headers, rawHeaders, query, connection: socket }, request);
+ * // auth: AuthContext | undefined, or a promise of one: store it, then go on.
+ */
+import { z } from 'zod';
+import { type AuthContext, isAuthContext } from './context.js';
+import { credentialsRequired, insufficientScope } from './errors.js';
+import type { AuthenticateOptions, Gate } from './gate.js';
+import type { Guard } from './guards.js';
+import { checkOptions, optionsObject, shown } from './options.js';
+import type { CredentialRequest } from './types.js';
+
+/** What {@link authenticator} returns: authenticates one request for the framework object `holder`. */
+export type Authenticate = (
+  req: CredentialRequest,
+  holder: object,
+) => AuthContext | undefined | Promise<AuthContext | undefined>;
+
+/** Realms of requests let through anonymously (`optional: true`), by holder: only those need the gate's realm later. */
+const anonymous = new WeakMap<object, string>();
+
+const AdapterOptionsSchema = optionsObject(
+  { optional: z.boolean({ error: 'expected true or false' }).optional() },
+  'an options object ({ optional })',
+);
+
+/**
+ * Checks `gate` and `options` at mount and returns the per-request handler.
+ * `adapter` names the adapter in error messages (`tokengate/express`).
+ *
+ * @throws TypeError when `gate` is not a gate (for example when the factory
+ *   itself was mounted as middleware and is called with a request), or an
+ *   option is wrong.
+ */
+export function authenticator(gate: Gate, options: AuthenticateOptions | undefined, adapter: string): Authenticate {
+  if (!isGate(gate)) {
+    throw new TypeError(
+      looksLikeRequest(gate)
+        ? `${adapter}: authenticate was mounted without being called: mount authenticate(gate), not authenticate`
+        : `${adapter}: authenticate(gate) expects a gate from createGate(), got ${shown(gate)}`,
+    );
+  }
+  checkOptions(AdapterOptionsSchema, options ?? {}, `${adapter}: authenticate options`);
+  const authenticateOptions = { optional: options?.optional === true };
+  const realm = gate.realm;
+  if (!authenticateOptions.optional) return (req) => gate.authenticateNow(req, authenticateOptions);
+  return (req, holder) => {
+    const auth = gate.authenticateNow(req, authenticateOptions);
+    if (auth === undefined) anonymous.set(holder, realm);
+    else if (auth instanceof Promise) {
+      return auth.then((verified) => {
+        if (verified === undefined) anonymous.set(holder, realm);
+        return verified;
+      });
+    }
+    return auth;
+  };
+}
+
+/**
+ * Runs `guard` for the request held by `holder`, whose `authenticate` result
+ * is `auth`. Call it on every request, cached or not.
+ *
+ * @throws AuthError 403 `insufficient_scope` when the guard does not pass,
+ *   401 `credentials_required` for a request let through anonymously; an
+ *   `Error` (500) when no `authenticate` ran before the guard.
+ */
+export function authorize(auth: unknown, guard: Guard, holder: object): void {
+  if (isAuthContext(auth)) {
+    if (!guard.allows(auth)) throw insufficientScope(auth.origin.realm, guard.permissions, guard.mode === 'all');
+    return;
+  }
+  const realm = auth === undefined ? anonymous.get(holder) : undefined;
+  if (realm !== undefined) throw credentialsRequired(realm);
+  throw new Error('tokengate: mount authenticate(gate) before requires()');
+}
+
+/** Whether `value` can serve as a gate (duck-typed, so that a gate from another copy of the package works too). */
+export function isGate(value: unknown): value is Gate {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Gate).realm === 'string' &&
+    typeof (value as Gate).authenticateNow === 'function'
+  );
+}
+
+/** A framework request or context passed where a gate was expected: the factory was mounted uncalled. */
+function looksLikeRequest(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && ('headers' in value || 'req' in value);
+}

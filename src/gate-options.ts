@@ -1,0 +1,164 @@
+/**
+ * The options of `createGate`, documented where they are defined, and the
+ * schema that checks them once, at construction.
+ */
+import { z } from 'zod';
+import type { EventListener } from './events.js';
+import { checkOptions, numberOption, optionsObject, shown } from './options.js';
+import type { BreakerOptions, RetryOptions } from './resilience.js';
+import type { SharedTier } from './shared-tier.js';
+import type { CacheOptions } from './store.js';
+import type { Provider } from './types.js';
+
+/** Options of `createGate`. Times are in milliseconds. */
+export interface GateOptions {
+  /**
+   * Providers, in order. Each looks for its own kind of credential; the
+   * first that finds one handles the request, and its rejection is final
+   * (no fallback to the next). Credentials in two places at once are a 400.
+   */
+  readonly providers: readonly Provider[];
+  /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`. Default `"api"`. */
+  readonly realm?: string;
+  /** Overall deadline for verifying one credential, retries included. Default 5000. */
+  readonly timeout?: number;
+  /** The in-process cache of verdicts; see {@link CacheOptions}. */
+  readonly cache?: CacheOptions;
+  /**
+   * A cache tier shared by several instances of the app, asked after the
+   * in-process cache and before the provider. A failing or slow tier is a
+   * miss, never a pass. See {@link SharedTier}.
+   */
+  readonly sharedCache?: SharedTier;
+  /** Retries of failed upstream calls; `false` turns them off. See {@link RetryOptions}. */
+  readonly retry?: RetryOptions | false;
+  /** Circuit breaker per provider; `false` turns it off. See {@link BreakerOptions}. */
+  readonly breaker?: BreakerOptions | false;
+  /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
+  readonly onEvent?: EventListener;
+}
+
+/** Gate options with every default filled in. */
+export interface ResolvedGateOptions {
+  readonly providers: readonly Provider[];
+  readonly realm: string;
+  readonly timeout: number;
+  readonly cache: CacheOptions;
+  readonly sharedCache: SharedTier | undefined;
+  readonly retry: Required<RetryOptions> | undefined;
+  readonly breaker: BreakerOptions | undefined;
+  readonly onEvent: EventListener | undefined;
+}
+
+const fn = (what: string) =>
+  z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', {
+    error: (issue) => `expected ${what}, got ${shown(issue.input)}`,
+  });
+
+const ProviderSchema = z.custom<Provider>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Provider).name === 'string' &&
+    (value as Provider).name.length > 0 &&
+    typeof (value as Provider).cacheScope === 'string' &&
+    !(value as Provider).cacheScope.includes('\0') &&
+    typeof (value as Provider).extract === 'function' &&
+    typeof (value as Provider).verify === 'function' &&
+    ((value as Provider).source === undefined || typeof (value as Provider).source === 'string') &&
+    ((value as Provider).close === undefined || typeof (value as Provider).close === 'function'),
+  {
+    error: (issue) =>
+      typeof issue.input === 'function'
+        ? 'expected a provider, got a function: call the factory (onlineOrNot(), not onlineOrNot)'
+        : `expected a provider ({ name, cacheScope without NUL, extract(), verify() }), got ${shown(issue.input)}`,
+  },
+);
+
+const SharedTierSchema = z.custom<SharedTier>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    ['get', 'set', 'delete'].every((method) => typeof (value as Record<string, unknown>)[method] === 'function'),
+  { error: (issue) => `expected a shared tier ({ get, set, delete }), got ${shown(issue.input)}` },
+);
+
+export const CacheOptionsSchema = optionsObject(
+  {
+    max: numberOption(1, { integer: true }).optional(),
+    ttl: numberOption(1).optional(),
+    negativeTtl: numberOption(0).optional(),
+    staleIfError: numberOption(0).optional(),
+  },
+  'a cache options object',
+);
+
+const GateOptionsSchema = optionsObject(
+  {
+    providers: z
+      .array(ProviderSchema, { error: (issue) => `expected an array of providers, got ${shown(issue.input)}` })
+      .min(1, { error: 'expected at least one provider' }),
+    realm: z
+      .string({ error: 'expected a string' })
+      .regex(/^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, { error: 'expected printable ASCII without " or \\' })
+      .optional(),
+    timeout: numberOption(1).optional(),
+    cache: CacheOptionsSchema.optional(),
+    sharedCache: SharedTierSchema.optional(),
+    retry: z
+      .union([
+        z.literal(false),
+        optionsObject(
+          {
+            retries: numberOption(0, { integer: true }).optional(),
+            baseDelay: numberOption(0).optional(),
+            maxDelay: numberOption(0).optional(),
+          },
+          'false or a retry options object',
+        ),
+      ])
+      .optional(),
+    breaker: z
+      .union([
+        z.literal(false),
+        optionsObject(
+          { threshold: numberOption(1, { integer: true }).optional(), cooldown: numberOption(0).optional() },
+          'false or a breaker options object',
+        ),
+      ])
+      .optional(),
+    onEvent: fn('a function').optional(),
+  },
+  'an options object with providers',
+);
+
+/** Where unknown top-level keys most likely belong. */
+const HINTS = {
+  ttl: 'cache.ttl',
+  max: 'cache.max',
+  negativeTtl: 'cache.negativeTtl',
+  staleIfError: 'cache.staleIfError',
+  retries: 'retry.retries',
+  threshold: 'breaker.threshold',
+  cooldown: 'breaker.cooldown',
+  provider: 'providers',
+};
+
+/** Checks `options` and fills in the defaults. @throws TypeError naming the first wrong option. */
+export function resolveGateOptions(options: GateOptions): ResolvedGateOptions {
+  checkOptions(GateOptionsSchema, options, 'createGate', HINTS);
+  const { retry, breaker } = options;
+  return {
+    providers: options.providers,
+    realm: options.realm ?? 'api',
+    timeout: options.timeout ?? 5000,
+    cache: options.cache ?? {},
+    sharedCache: options.sharedCache,
+    retry:
+      retry === false
+        ? undefined
+        : { retries: retry?.retries ?? 2, baseDelay: retry?.baseDelay ?? 50, maxDelay: retry?.maxDelay ?? 1000 },
+    breaker: breaker === false ? undefined : (breaker ?? {}),
+    onEvent: options.onEvent,
+  };
+}

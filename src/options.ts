@@ -1,0 +1,155 @@
+/**
+ * Option validation for `createGate` and the provider factories: every
+ * option is checked once, at construction, and a mistake throws a
+ * `TypeError` that names the option path and what was expected:
+ *
+ *   createGate: cache.ttl: expected a number >= 1, got 0
+ *   onlineOrNot.baseUrl: expected an absolute http(s) URL, got "api.onlineornot.com"
+ *
+ * Unknown keys are refused (`cache.TTL`, a top-level `ttl`), with a
+ * suggestion when one is near. String values are shown only where the
+ * schema says so: an option may hold a secret.
+ */
+import { z } from 'zod';
+
+/** A number option in `[min, max]`; `integer` for counts. */
+export function numberOption(min: number, { integer = false, max = Number.MAX_SAFE_INTEGER } = {}) {
+  const expected = `expected ${integer ? 'an integer' : 'a number'} >= ${min}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}`;
+  const error = (issue: { input?: unknown }) => `${expected}, got ${shown(issue.input)}`;
+  const base = integer ? z.number({ error }).int({ error }) : z.number({ error });
+  return base.min(min, { error }).max(max, { error });
+}
+
+/** A non-empty string option; its value is never echoed in errors. */
+export const secretOption = z
+  .string({ error: 'expected a non-empty string' })
+  .min(1, { error: 'expected a non-empty string' });
+
+/** A non-empty string option whose value may be shown in errors. */
+export const nameOption = z
+  .string({ error: 'expected a non-empty string' })
+  .min(1, { error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` });
+
+/** An absolute `http:` or `https:` URL without credentials, query or fragment. */
+export const baseUrlOption = z.string({ error: 'expected an absolute http(s) URL' }).superRefine((value, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
+    return;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
+  } else if (url.username || url.password || url.search || url.hash) {
+    ctx.addIssue({ code: 'custom', message: 'expected a URL without credentials, query or fragment' });
+  }
+});
+
+/** A list of non-empty strings (a single string is refused, not split into characters). */
+export const stringListOption = z.array(nameOption, {
+  error: (issue) => `expected an array of strings, got ${shown(issue.input)}`,
+});
+
+/**
+ * Checks `value` against `schema` and returns it, or throws a `TypeError`
+ * naming `where` and the first offending option. `hints` suggests where an
+ * unknown key belongs (`{ ttl: 'cache.ttl' }`).
+ */
+export function checkOptions<T>(
+  schema: z.ZodType,
+  value: unknown,
+  where: string,
+  hints: Readonly<Record<string, string>> = {},
+): T {
+  const parsed = schema.safeParse(value, { reportInput: true });
+  if (parsed.success) return value as T;
+  const message = `${where}: ${describeIssue(schema, parsed.error.issues, hints)}`;
+  // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw.
+  throw typeof pickIssue(parsed.error.issues)?.input === 'number' ? new RangeError(message) : new TypeError(message);
+}
+
+type Issue = z.core.$ZodIssue;
+
+function describeIssue(schema: z.ZodType, issues: readonly Issue[], hints: Readonly<Record<string, string>>): string {
+  const issue = pickIssue(issues);
+  if (issue === undefined) return 'invalid options';
+  const path = issue.path.map((part, i) =>
+    typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`,
+  );
+  const at = path.join('');
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0] ?? '';
+    const name = at === '' ? key : `${at}.${key}`;
+    const hint = hints[name] ?? nearKey(key, keysAt(schema, issue.path));
+    return `${name}: unknown option${hint === undefined ? '' : ` (did you mean ${hint}?)`}`;
+  }
+  const message =
+    issue.code === 'invalid_type' && !/^expected /.test(issue.message)
+      ? `expected ${issue.expected}, got ${shown(issue.input)}`
+      : issue.message;
+  return at === '' ? message : `${at}: ${message}`;
+}
+
+/** The issue to report: inside a union, the branch that got furthest into the value. */
+function pickIssue(issues: readonly Issue[]): Issue | undefined {
+  const first = issues[0];
+  if (first?.code !== 'invalid_union') return first;
+  let best: Issue | undefined;
+  for (const branch of first.errors) {
+    const candidate = pickIssue(branch);
+    if (candidate === undefined) continue;
+    const depth = candidate.path.length + (candidate.code === 'invalid_type' ? 0 : 0.5);
+    const bestDepth = best === undefined ? -1 : best.path.length + (best.code === 'invalid_type' ? 0 : 0.5);
+    if (depth >= bestDepth) best = candidate;
+  }
+  return best === undefined ? first : { ...best, path: [...first.path, ...best.path] };
+}
+
+/** A known key that differs from `key` only in case, `_` or `-`. */
+function nearKey(key: string, known: readonly string[]): string | undefined {
+  const plain = (name: string) => name.toLowerCase().replace(/[-_]/g, '');
+  return known.find((name) => plain(name) === plain(key));
+}
+
+/** The keys the object schema at `path` knows (through optionals, unions and arrays). */
+function keysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  let found: unknown[] = [schema];
+  for (const part of [...path, undefined]) {
+    const next: unknown[] = [];
+    for (const candidate of found.flatMap(unwrap)) {
+      if (candidate instanceof z.ZodObject) {
+        if (part === undefined) return Object.keys(candidate.shape);
+        const child = (candidate.shape as Record<string, unknown>)[String(part)];
+        if (child !== undefined) next.push(child);
+      } else if (candidate instanceof z.ZodArray && typeof part === 'number') {
+        next.push(candidate.element);
+      }
+    }
+    found = next;
+  }
+  return [];
+}
+
+function unwrap(schema: unknown): unknown[] {
+  if (schema instanceof z.ZodOptional) return unwrap(schema.unwrap());
+  if (schema instanceof z.ZodUnion) return (schema.options as unknown[]).flatMap(unwrap);
+  return [schema];
+}
+
+/** How a value is named in a message: numbers and literals as they are, strings by type only. */
+export function shown(value: unknown): string {
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') {
+    return String(value);
+  }
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  return `${typeof value === 'object' ? 'an' : 'a'} ${typeof value}`;
+}
+
+/** `z.strictObject` whose wrong-type message says what was `expected` (`an options object with apiKey`). */
+export function optionsObject<Shape extends z.core.$ZodLooseShape>(shape: Shape, expected: string) {
+  return z.strictObject(shape, {
+    error: (issue) => (issue.code === 'invalid_type' ? `expected ${expected}, got ${shown(issue.input)}` : undefined),
+  });
+}

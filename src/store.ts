@@ -1,0 +1,282 @@
+/**
+ * The verdict store: what the gate knows about credentials it has asked
+ * about, in tiers, with the expiry rules in one place and one upstream call
+ * per key at a time.
+ *
+ * Tiers: an in-process LRU first (a hit never leaves the process), then an
+ * optional {@link SharedTier} that several instances share. A failing or
+ * slow shared tier is a miss, never a pass.
+ *
+ * Expiry rules:
+ * - an accepted credential is fresh for `ttl`, never past its own `expiresAt`;
+ * - with `staleIfError` it is kept that much longer, for the upstream
+ *   policy to serve while the provider fails, still never past `expiresAt`;
+ * - a rejection lives `negativeTtl` (short: providers have denied valid
+ *   tokens while their own database was down); provider failures are not kept;
+ * - reading an entry never extends its life.
+ *
+ * Local expiry is kept on the entries, in whole ms of `performance.now()`
+ * (small integers, which V8 stores unboxed); lru-cache only keeps recency and
+ * `max`, so no timer runs per entry.
+ */
+import { hash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
+import { type SharedTier, type SharedVerdict, SharedVerdictSchema } from './shared-tier.js';
+import type { Principal } from './types.js';
+
+/** Cache settings. Times are in milliseconds. */
+export interface CacheOptions {
+  /** Most credentials remembered in process (accepted and rejected together). Default 10 000. */
+  readonly max?: number;
+  /** How long an accepted credential is trusted without asking the provider again. Default 60 000. */
+  readonly ttl?: number;
+  /** How long a rejected credential is remembered. 0 remembers none. Default 5 000. */
+  readonly negativeTtl?: number;
+  /**
+   * How long past `ttl` an accepted credential may still be served while the
+   * provider is failing (unreachable, slow, 5xx, breaker open), flagged
+   * `stale` on its context. Never past the credential's own expiry; never
+   * for rejected credentials. Default 0 (off).
+   */
+  readonly staleIfError?: number;
+}
+
+/** An accepted context with its expiry: fresh until `freshUntil`, kept until `until` (ms of `performance.now()`). */
+export class Accepted {
+  constructor(
+    readonly context: AuthContext,
+    readonly freshUntil: number,
+    readonly until: number,
+  ) {}
+}
+
+/** A remembered rejection, kept until `until` (ms of `performance.now()`). */
+export class Rejection {
+  constructor(
+    readonly reason: string,
+    readonly until: number,
+  ) {}
+}
+
+export type StoreEntry = Accepted | Rejection;
+
+/** One upstream call under way for a key; `cancelled` once the key is forgotten meanwhile. */
+export interface Flight {
+  readonly key: string;
+  readonly origin: ContextOrigin;
+  cancelled: boolean;
+  promise: Promise<unknown> | undefined;
+}
+
+/**
+ * Cache key: SHA-256 over the provider's scope and the credential, kept as
+ * 32 Latin-1 characters (only ever compared, never shown). A raw credential
+ * is never a key, and two providers (or base URLs, or API keys) never share
+ * an answer. `scope` must not contain NUL.
+ */
+export function cacheKey(scope: string, secret: string): string {
+  return hash('sha256', `${scope}\0${secret}`, 'binary'); // 'binary' is Node's name for Latin-1
+}
+
+/** Reports a shared tier operation that failed or timed out; the store carries on without it. */
+export type SharedFailureListener = (
+  operation: 'get' | 'set' | 'delete',
+  reason: 'error' | 'timeout',
+  provider: string,
+) => void;
+
+const DEFAULT_SHARED_TIMEOUT_MS = 50;
+
+export class VerdictStore {
+  readonly ttl: number;
+  readonly negativeTtl: number;
+  readonly staleIfError: number;
+  readonly #lru: LRUCache<string, StoreEntry>;
+  readonly #inflight = new Map<string, Flight>();
+  readonly #grants = new GrantsTable();
+  readonly #shared: SharedTier | undefined;
+  readonly #onSharedFailure: SharedFailureListener;
+  #generation = 0;
+
+  constructor(options: CacheOptions = {}, shared?: SharedTier, onSharedFailure: SharedFailureListener = () => {}) {
+    this.ttl = options.ttl ?? 60_000;
+    this.negativeTtl = options.negativeTtl ?? 5_000;
+    this.staleIfError = options.staleIfError ?? 0;
+    this.#shared = shared;
+    this.#onSharedFailure = onSharedFailure;
+    // Every way an entry leaves (eviction, delete, overwrite, clear) moves the generation on.
+    this.#lru = new LRUCache<string, StoreEntry>({ max: options.max ?? 10_000, dispose: () => this.#generation++ });
+  }
+
+  /**
+   * Changes whenever an entry leaves the in-process tier. While it stays the
+   * same, an entry read earlier is still the store's answer for its key
+   * (until its own expiry), so a holder may use it without another lookup.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** The in-process entry for `key` if alive at `now` (ms of `performance.now()`); an expired one is dropped. */
+  get(key: string, now: number): StoreEntry | undefined {
+    const entry = this.#lru.get(key);
+    if (entry === undefined || entry.until > now) return entry;
+    this.#lru.delete(key);
+    return undefined;
+  }
+
+  /**
+   * Single flight: the first caller for `key` asks the shared tier, then
+   * (on a miss there) runs `fetch`; callers that arrive meanwhile share its
+   * promise (`joined`). `fetch` must not reject, and stores the provider's
+   * answer through {@link accept} or {@link reject} with the flight it is given.
+   */
+  load<T>(
+    key: string,
+    origin: ContextOrigin,
+    fetch: (flight: Flight) => Promise<T>,
+  ): { promise: Promise<T | AuthContext | Rejection>; joined: boolean } {
+    const running = this.#inflight.get(key);
+    if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true };
+    const flight: Flight = { key, origin, cancelled: false, promise: undefined };
+    const promise = this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch);
+    flight.promise = promise;
+    this.#inflight.set(key, flight);
+    const land = () => {
+      if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
+    };
+    promise.then(land, land);
+    return { promise, joined: false };
+  }
+
+  /** Stores a provider's acceptance; an already expired credential becomes a rejection. */
+  accept(flight: Flight, principal: Principal): AuthContext | Rejection {
+    const wallNow = Date.now();
+    const expiresAt = principal.expiresAt?.getTime();
+    const remaining = expiresAt === undefined ? Number.POSITIVE_INFINITY : expiresAt - wallNow;
+    if (remaining <= 0) return this.reject(flight, 'The access token has expired');
+    const fresh = Math.min(this.ttl, remaining);
+    const stale = Math.floor(Math.min(this.staleIfError, remaining - fresh));
+    const context = this.#context(
+      flight.origin,
+      principal.subject,
+      principal.permissions,
+      expiresAt,
+      principal.details,
+    );
+    if (flight.cancelled) return context;
+    const now = performance.now();
+    this.#lru.set(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh + stale)));
+    this.#share(flight, {
+      ok: true,
+      subject: context.subject,
+      permissions: context.permissions,
+      expiresAt,
+      details: context.details,
+      freshUntil: Math.floor(wallNow + fresh),
+      until: Math.floor(wallNow + fresh + stale),
+    });
+    return context;
+  }
+
+  /** Stores a provider's rejection for `negativeTtl` (not at all when it is 0). */
+  reject(flight: Flight, reason: string): Rejection {
+    const rejection = new Rejection(reason, Math.floor(performance.now() + this.negativeTtl));
+    if (flight.cancelled) return rejection;
+    if (this.negativeTtl > 0) {
+      this.#lru.set(flight.key, rejection);
+      this.#share(flight, { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) });
+    } else {
+      this.#lru.delete(flight.key);
+    }
+    return rejection;
+  }
+
+  /**
+   * Forgets `key` in every tier, including an upstream call under way for it:
+   * that call's answer still reaches the requests already waiting, but is
+   * not stored, and the next request asks again.
+   */
+  delete(key: string, origin: ContextOrigin): boolean {
+    const flight = this.#inflight.get(key);
+    if (flight !== undefined) {
+      flight.cancelled = true;
+      this.#inflight.delete(key);
+    }
+    this.#shared?.delete(key).catch(() => this.#onSharedFailure('delete', 'error', origin.provider));
+    return this.#lru.delete(key) || flight !== undefined;
+  }
+
+  /** Forgets everything in process, upstream calls under way included (see {@link delete}). */
+  clear(): void {
+    for (const flight of this.#inflight.values()) flight.cancelled = true;
+    this.#inflight.clear();
+    this.#lru.clear();
+  }
+
+  #context(
+    origin: ContextOrigin,
+    subject: string,
+    permissions: readonly string[],
+    expiresAt: number | undefined,
+    details: Readonly<Record<string, unknown>>,
+  ): AuthContext {
+    return new AuthContext({ origin, subject, grants: this.#grants.intern(permissions), expiresAt, details });
+  }
+
+  async #loadShared<T>(flight: Flight, fetch: (flight: Flight) => Promise<T>): Promise<T | AuthContext | Rejection> {
+    const found = await this.#sharedGet(flight);
+    const wallNow = Date.now();
+    if (found === undefined || flight.cancelled || found.until <= wallNow) return fetch(flight);
+    const now = performance.now();
+    if (!found.ok) {
+      const rejection = new Rejection(
+        found.reason,
+        Math.floor(now + Math.min(found.until - wallNow, this.negativeTtl)),
+      );
+      if (this.negativeTtl > 0) this.#lru.set(flight.key, rejection);
+      return rejection;
+    }
+    // Only a fresh shared answer stands in for the provider; a stale one is the upstream policy's to serve.
+    if (found.freshUntil <= wallNow) return fetch(flight);
+    const context = this.#context(flight.origin, found.subject, found.permissions, found.expiresAt, found.details);
+    const fresh = Math.min(found.freshUntil - wallNow, this.ttl);
+    this.#lru.set(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh)));
+    return context;
+  }
+
+  /** The shared tier's verdict for `key`, or undefined on a miss, a failure, a late answer or a malformed value. */
+  #sharedGet({ key, origin }: Flight): Promise<SharedVerdict | undefined> {
+    const shared = this.#shared as SharedTier;
+    const failed = (reason: 'error' | 'timeout') => this.#onSharedFailure('get', reason, origin.provider);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        failed('timeout');
+        resolve(undefined);
+      }, shared.timeout ?? DEFAULT_SHARED_TIMEOUT_MS);
+      let answer: Promise<unknown>;
+      try {
+        answer = shared.get(key);
+      } catch (error) {
+        answer = Promise.reject(error);
+      }
+      answer.then(
+        (value) => {
+          clearTimeout(timer);
+          const parsed = value === undefined || value === null ? undefined : SharedVerdictSchema.safeParse(value);
+          resolve(parsed?.success === true ? (parsed.data as SharedVerdict) : undefined);
+        },
+        () => {
+          clearTimeout(timer);
+          failed('error');
+          resolve(undefined);
+        },
+      );
+    });
+  }
+
+  #share(flight: Flight, verdict: SharedVerdict): void {
+    this.#shared?.set(flight.key, verdict).catch(() => this.#onSharedFailure('set', 'error', flight.origin.provider));
+  }
+}

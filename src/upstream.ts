@@ -1,0 +1,186 @@
+/**
+ * The upstream policy of one provider: how the gate asks it about a
+ * credential. Each verification runs under one deadline (retries included),
+ * failed attempts are retried with backoff while time is left, a circuit
+ * breaker stops asking a provider that keeps failing, and while it fails a
+ * context past its `ttl` may be served stale (`staleIfError`).
+ *
+ * It never rejects and never lets a failure through: the answer is a
+ * checked verdict, a stale context, or an `AuthError` (503, or 500 for a
+ * provider that refused our own credentials).
+ */
+import type { AuthContext } from './context.js';
+import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
+import { type AuthError, providerMisconfigured, providerUnavailable } from './errors.js';
+import type { GateEvent } from './events.js';
+import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, sleep } from './resilience.js';
+import { type Credential, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
+
+/** Counters the upstream policy keeps for `gate.stats()`. */
+export interface UpstreamCounters {
+  upstreamCalls: number;
+  errors: number;
+  stale: number;
+}
+
+/** How one provider is asked. */
+export interface UpstreamPolicy {
+  /** Overall deadline of one verification, retries included (ms). */
+  readonly timeout: number;
+  readonly retry: Required<RetryOptions> | undefined;
+  readonly breaker: BreakerOptions | undefined;
+  readonly emit: ((event: GateEvent) => void) | undefined;
+  readonly counters: UpstreamCounters;
+}
+
+export class Upstream {
+  readonly provider: Provider;
+  readonly #verify: (credential: Credential, deadline: Deadline) => Promise<Verdict>;
+  readonly #policy: UpstreamPolicy;
+  readonly #breaker: CircuitBreaker | undefined;
+
+  constructor(provider: Provider, policy: UpstreamPolicy) {
+    this.provider = provider;
+    this.#verify = verifierOf(provider);
+    this.#policy = policy;
+    this.#breaker =
+      policy.breaker === undefined
+        ? undefined
+        : new CircuitBreaker(policy.breaker, (state) =>
+            policy.emit?.({ type: 'breaker', provider: provider.name, state }),
+          );
+  }
+
+  /** The breaker's state (`closed` when there is none). */
+  get breakerState(): CircuitBreaker['state'] {
+    return this.#breaker?.state ?? 'closed';
+  }
+
+  /**
+   * Asks the provider about `credential`. `stale` is the context to serve if
+   * the provider fails (one past its `ttl`, within `staleIfError`).
+   */
+  async verify(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
+    const { provider } = this;
+    const { emit, counters, timeout } = this.#policy;
+    const breaker = this.#breaker;
+    const started = performance.now();
+    const wait = breaker?.admit(started) ?? 0;
+    if (wait > 0) return this.#staleOr(stale, providerUnavailable(provider.name, wait / 1000));
+    const deadline = new Deadline(timeout);
+    let answered = false;
+    try {
+      for (let attempts = 1; ; attempts++) {
+        counters.upstreamCalls++;
+        const attemptStarted = performance.now();
+        try {
+          const verdict = checkVerdict(await deadline.race(this.#verify(credential, deadline)), provider.name);
+          answered = true;
+          breaker?.succeeded();
+          const accepted =
+            verdict.ok &&
+            !(verdict.principal.expiresAt !== undefined && verdict.principal.expiresAt.getTime() <= Date.now());
+          emit?.({
+            type: 'verify',
+            provider: provider.name,
+            outcome: accepted ? 'accepted' : 'rejected',
+            durationMs: performance.now() - started,
+            attempts,
+          });
+          return verdict;
+        } catch (error) {
+          const failure = asFailure(error, deadline);
+          emit?.({
+            type: 'provider_error',
+            provider: provider.name,
+            reason: failure.kind,
+            ...(failure.upstreamStatus === undefined ? {} : { status: failure.upstreamStatus }),
+            durationMs: performance.now() - attemptStarted,
+          });
+          const delay =
+            failure.kind === 'misconfigured' ? undefined : this.#retryDelay(failure, attempts, started + timeout);
+          if (delay === undefined) return this.#failed(failure, stale, started, attempts);
+          emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
+          await sleep(delay, deadline);
+        }
+      }
+    } finally {
+      // A provider that answered is done; one that failed may have left work running, which this cancels.
+      deadline.end(!answered);
+    }
+  }
+
+  /** The answer after the last failed attempt. A refusal of our own credentials says nothing of the provider's health. */
+  #failed(
+    failure: ProviderFailure,
+    stale: AuthContext | undefined,
+    started: number,
+    attempts: number,
+  ): AuthContext | AuthError {
+    const { provider } = this;
+    const { emit, counters } = this.#policy;
+    const misconfigured = failure.kind === 'misconfigured';
+    if (misconfigured) this.#breaker?.succeeded();
+    else this.#breaker?.failed(performance.now());
+    counters.errors++;
+    emit?.({
+      type: 'verify',
+      provider: provider.name,
+      outcome: 'failed',
+      durationMs: performance.now() - started,
+      attempts,
+    });
+    if (misconfigured) return providerMisconfigured(provider.name);
+    return this.#staleOr(stale, providerUnavailable(provider.name, failure.retryAfter));
+  }
+
+  /** Ms to wait before the next attempt, or undefined when there is none (not retryable, none left, or no time left). */
+  #retryDelay(failure: ProviderFailure, attempts: number, deadline: number): number | undefined {
+    const retry = this.#policy.retry;
+    if (retry === undefined || !failure.retryable || attempts > retry.retries) return undefined;
+    const delay = Math.max(backoffDelay(attempts - 1, retry), (failure.retryAfter ?? 0) * 1000);
+    return performance.now() + delay < deadline ? delay : undefined;
+  }
+
+  /** `stale` flagged as such while the credential itself has not expired, else `error`. */
+  #staleOr(stale: AuthContext | undefined, error: AuthError): AuthContext | AuthError {
+    if (stale === undefined || (stale.expiresAtMs !== undefined && stale.expiresAtMs <= Date.now())) return error;
+    this.#policy.counters.stale++;
+    this.#policy.emit?.({ type: 'stale', provider: this.provider.name });
+    return stale.asStale();
+  }
+}
+
+/** `verdict` if it is a well-formed verdict; anything else is a provider failure (fail closed). */
+function checkVerdict(verdict: Verdict | undefined, provider: string): Verdict {
+  if (verdict?.ok === false && typeof verdict.reason === 'string') return verdict;
+  if (verdict?.ok === true && isPrincipal(verdict.principal)) return verdict;
+  throw new ProviderFailure('invalid_answer', `${provider} returned no usable verdict`);
+}
+
+function isPrincipal(value: Principal | undefined): value is Principal {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof value.subject === 'string' &&
+    Array.isArray(value.permissions) &&
+    value.permissions.every((permission) => typeof permission === 'string') &&
+    (value.expiresAt === undefined || (value.expiresAt instanceof Date && !Number.isNaN(value.expiresAt.getTime()))) &&
+    typeof value.details === 'object' &&
+    value.details !== null
+  );
+}
+
+/** `provider.verify` as the gate calls it: the built-in providers' cancellation-taking twin when there is one. */
+function verifierOf(provider: Provider): (credential: Credential, deadline: Deadline) => Promise<Verdict> {
+  const within = (provider.verify as CancellableVerify<Credential, Verdict>)[VERIFY_WITHIN];
+  if (typeof within === 'function') return within;
+  return (credential, deadline) => provider.verify(credential, deadline.signal);
+}
+
+/** Any error from verify as a ProviderFailure: unexpected errors fail closed too. */
+function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure {
+  if (error instanceof ProviderFailure) return error;
+  if (cancellation.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline');
+  return new ProviderFailure('invalid_answer', 'provider verify threw', { cause: error });
+}
