@@ -1,11 +1,11 @@
 /**
- * Express middleware (Express 4 and 5), on the public adapter seam. Errors
- * go to `next(err)`, so the app's error handler decides the body; Express's
- * default handler already applies an `AuthError`'s `status` and `headers`.
+ * Express middleware (Express 4 and 5) on the public adapter seam. An `AuthError` goes to `next(err)`
+ * (Express passes a synchronous throw there too): the app's error handler applies `status` and `headers`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type AuthContext,
+  type AuthenticateOptions,
   authenticator,
   authorize,
   type Gate,
@@ -25,18 +25,15 @@ declare global {
 
 /** The parts of an Express request the middleware reads and writes. */
 export interface ExpressLikeRequest extends IncomingMessage {
-  query?: unknown;
+  query?: Readonly<Record<string, unknown>> | undefined;
   auth?: AuthContext | undefined;
 }
 
 /** An Express middleware function. */
 export type ExpressMiddleware = (req: ExpressLikeRequest, res: ServerResponse, next: (error?: unknown) => void) => void;
 
-/** Options of {@link authenticate}. */
-export interface ExpressAuthenticateOptions {
-  /** Let requests with no credential through with `req.auth` undefined; bad credentials are still rejected. */
-  readonly optional?: boolean;
-}
+/** Options of {@link authenticate}: `optional` lets requests without a credential through, `req.auth` undefined. */
+export type ExpressAuthenticateOptions = AuthenticateOptions;
 
 const NOT_EXPRESS = 'tokengate/express middleware called without next(): in a Koa app, use tokengate/koa';
 
@@ -45,19 +42,11 @@ export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): 
   const check = authenticator(gate, options, 'tokengate/express');
   return function tokengateAuthenticate(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
-    let auth: ReturnType<typeof check>;
-    try {
-      // The request is the plain request as it is (its `connection` is the socket): no copy.
-      auth = check(req as ExpressLikeRequest & { query?: Record<string, unknown> }, req);
-    } catch (error) {
-      next(error);
-      return;
-    }
+    const auth = check(req, req); // `req` is a plain request as it is; its `connection` is the socket
     // A cached answer comes back as it is: no promise, no extra turn of the event loop.
     if (!(auth instanceof Promise)) {
       req.auth = auth;
-      next();
-      return;
+      return next();
     }
     auth.then((verified) => {
       req.auth = verified;
@@ -69,22 +58,14 @@ export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): 
 function guardMiddleware(guard: Guard): ExpressMiddleware {
   return function tokengateGuard(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
-    try {
-      authorize(req.auth, guard, req);
-    } catch (error) {
-      next(error);
-      return;
-    }
+    authorize(req.auth, guard, req);
     next();
   };
 }
 
 /** Middleware that lets the request through only when `req.auth` carries every one of `permissions`. */
-export function requires(...permissions: string[]): ExpressMiddleware {
-  return guardMiddleware(requiresGuard(...permissions));
-}
+export const requires = (...permissions: string[]): ExpressMiddleware => guardMiddleware(requiresGuard(...permissions));
 
 /** Middleware that lets the request through when `req.auth` carries at least one of `permissions`. */
-export function requiresAny(...permissions: string[]): ExpressMiddleware {
-  return guardMiddleware(requiresAnyGuard(...permissions));
-}
+export const requiresAny = (...permissions: string[]): ExpressMiddleware =>
+  guardMiddleware(requiresAnyGuard(...permissions));

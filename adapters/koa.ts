@@ -1,17 +1,18 @@
 /**
- * Koa middleware (Koa 2 and 3), on the public adapter seam. Errors are
- * thrown as `AuthError`, whose `status`, `headers` and `expose` Koa's own
- * error handler applies.
+ * Koa middleware (Koa 2 and 3) on the public adapter seam. An `AuthError` is thrown (Koa turns a
+ * synchronous throw into a rejection), and Koa's error handler applies its `status`, `headers`, `expose`.
  */
 import type { IncomingMessage } from 'node:http';
 import type {} from 'koa';
 import {
   type AuthContext,
+  type AuthenticateOptions,
   authenticator,
   authorize,
   type CredentialRequest,
   type Gate,
   type Guard,
+  NodeRequest,
   requiresAny as requiresAnyGuard,
   requires as requiresGuard,
 } from '../src/index.js';
@@ -31,35 +32,12 @@ export interface KoaLikeContext {
 }
 
 /** A Koa middleware function. */
-export type KoaMiddleware = (ctx: KoaLikeContext, next: () => Promise<unknown>) => Promise<void>;
+export type KoaMiddleware = (ctx: KoaLikeContext, next: () => Promise<unknown>) => Promise<unknown>;
 
-/** Options of {@link authenticate}. */
-export interface KoaAuthenticateOptions {
-  /** Let requests with no credential through with `ctx.state.auth` undefined; bad credentials are still rejected. */
-  readonly optional?: boolean;
-}
+/** Options of {@link authenticate}: `optional` lets requests without a credential through, `ctx.state.auth` undefined. */
+export type KoaAuthenticateOptions = AuthenticateOptions;
 
 const NOT_KOA = 'tokengate/koa middleware called without a Koa context: in an Express app, use tokengate/express';
-
-/** Reads the Koa context lazily: the query is only parsed when a provider asks for it. */
-class KoaCredentialRequest implements CredentialRequest {
-  readonly #ctx: KoaLikeContext;
-  constructor(ctx: KoaLikeContext) {
-    this.#ctx = ctx;
-  }
-  get headers() {
-    return this.#ctx.req.headers;
-  }
-  get rawHeaders() {
-    return this.#ctx.req.rawHeaders;
-  }
-  get query() {
-    return this.#ctx.query;
-  }
-  get connection() {
-    return this.#ctx.req.socket;
-  }
-}
 
 /** Middleware that authenticates the request with `gate` and sets `ctx.state.auth`. */
 export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaMiddleware {
@@ -67,19 +45,14 @@ export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaM
   // Not `async`: a cached answer goes straight on to `next()` without an extra promise and await.
   return function tokengateAuthenticate(ctx, next) {
     if (typeof next !== 'function' || ctx?.req === undefined) throw new Error(NOT_KOA);
-    let auth: ReturnType<typeof check>;
-    try {
-      auth = check(new KoaCredentialRequest(ctx), ctx);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const auth = check(new NodeRequest(ctx.req, ctx), ctx);
     if (!(auth instanceof Promise)) {
       ctx.state.auth = auth;
-      return next() as Promise<void>;
+      return next();
     }
     return auth.then((verified) => {
       ctx.state.auth = verified;
-      return next() as Promise<void>;
+      return next();
     });
   };
 }
@@ -87,21 +60,14 @@ export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaM
 function guardMiddleware(guard: Guard): KoaMiddleware {
   return function tokengateGuard(ctx, next) {
     if (typeof next !== 'function' || ctx?.state === undefined) throw new Error(NOT_KOA);
-    try {
-      authorize(ctx.state.auth, guard, ctx);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return next() as Promise<void>;
+    authorize(ctx.state.auth, guard, ctx);
+    return next();
   };
 }
 
 /** Middleware that lets the request through only when `ctx.state.auth` carries every one of `permissions`. */
-export function requires(...permissions: string[]): KoaMiddleware {
-  return guardMiddleware(requiresGuard(...permissions));
-}
+export const requires = (...permissions: string[]): KoaMiddleware => guardMiddleware(requiresGuard(...permissions));
 
 /** Middleware that lets the request through when `ctx.state.auth` carries at least one of `permissions`. */
-export function requiresAny(...permissions: string[]): KoaMiddleware {
-  return guardMiddleware(requiresAnyGuard(...permissions));
-}
+export const requiresAny = (...permissions: string[]): KoaMiddleware =>
+  guardMiddleware(requiresAnyGuard(...permissions));

@@ -18,6 +18,7 @@
  * const auth = authenticate({ headers, rawHeaders, query, connection: socket }, request);
  * // auth: AuthContext | undefined, or a promise of one: store it, then go on.
  */
+import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { type AuthContext, isAuthContext } from './context.js';
 import { credentialsRequired, insufficientScope } from './errors.js';
@@ -89,6 +90,34 @@ export function authorize(auth: unknown, guard: Guard, holder: object): void {
   const realm = auth === undefined ? anonymous.get(holder) : undefined;
   if (realm !== undefined) throw credentialsRequired(realm);
   throw new Error('tokengate: mount authenticate(gate) before requires()');
+}
+
+/**
+ * A Node request as the gate reads it, for frameworks that wrap the request
+ * (Koa's `ctx`, Fastify's `request`): headers from `req`, the query from
+ * `parsed.query`, each read only when a provider asks for it (Node builds
+ * `headers`, and frameworks parse the query, on first access).
+ */
+export class NodeRequest implements CredentialRequest {
+  readonly #req: IncomingMessage;
+  readonly #parsed: { readonly query?: CredentialRequest['query'] };
+
+  constructor(req: IncomingMessage, parsed: { readonly query?: CredentialRequest['query'] }) {
+    this.#req = req;
+    this.#parsed = parsed;
+  }
+  get headers(): IncomingMessage['headers'] {
+    return this.#req.headers;
+  }
+  get rawHeaders(): readonly string[] {
+    return this.#req.rawHeaders;
+  }
+  get query(): CredentialRequest['query'] {
+    return this.#parsed.query;
+  }
+  get connection(): object {
+    return this.#req.socket;
+  }
 }
 
 /** Whether `value` can serve as a gate (duck-typed, so that a gate from another copy of the package works too). */

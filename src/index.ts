@@ -6,7 +6,7 @@
  */
 
 export type { Authenticate } from './adapter.js';
-export { authenticator, authorize, isGate } from './adapter.js';
+export { authenticator, authorize, isGate, NodeRequest } from './adapter.js';
 export { AuthContext } from './context.js';
 export type { BearerCredential } from './credentials/bearer.js';
 export { extractBearer } from './credentials/bearer.js';

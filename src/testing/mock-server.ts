@@ -3,46 +3,12 @@
  * real `node:http` server on 127.0.0.1 with call and connection counting,
  * latency, fault injection and a `close()` that leaves no handle behind.
  */
-import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { pipeline, Readable } from 'node:stream';
+import { checkFault, hugeJson, type MockFault } from './mock-faults.js';
 
-/**
- * A fault a mock injects instead of (or into) its normal answer.
- *
- * `every` injects the fault only on every Nth request counted from the moment
- * the fault was assigned: with `every: 2` the 1st request is answered
- * normally, the 2nd gets the fault, the 3rd is normal and so on (a flapping
- * provider). Default 1: every request gets the fault.
- */
-export type MockFault =
-  /** Destroys the socket with a TCP RST without answering: the client sees `ECONNRESET`. */
-  (
-    | { readonly kind: 'reset' }
-    /** Never answers; the request stays open until the client gives up or the mock closes. */
-    | { readonly kind: 'hang' }
-    /**
-     * Answers `status` (e.g. 500, 502, 503, 429), with `Retry-After: <retryAfter>` (seconds)
-     * when given. `body` is sent verbatim (as `application/json` when it parses as JSON, else
-     * `text/plain`); by default a small JSON error object.
-     */
-    | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: number; readonly body?: string }
-    /** 200 with `Content-Type: application/json` and a body that is not JSON. */
-    | { readonly kind: 'garbage' }
-    /** 200 JSON whose shape is not the endpoint's (`{"result":{"id":42}}`, `{"status":"maybe"}`). */
-    | { readonly kind: 'wrong-shape' }
-    /** The normal answer (status and body) with `Content-Type: text/html`. */
-    | { readonly kind: 'wrong-content-type' }
-    /** 200 `application/json`, chunked (no `Content-Length`), a valid JSON object of `bytes` bytes (at least 14). */
-    | { readonly kind: 'huge'; readonly bytes: number }
-    /** 200 `application/json` headers at once, then one space every `intervalMs`, never ending. */
-    | { readonly kind: 'drip'; readonly intervalMs: number }
-    /** 302 with `Location: <location>` and an empty body. */
-    | { readonly kind: 'redirect'; readonly location: string }
-  ) & {
-    /** Inject the fault on every Nth request only (positive integer, default 1). */
-    readonly every?: number;
-  };
+export type { MockFault } from './mock-faults.js';
 
 /**
  * What every mock provider server offers.
@@ -98,7 +64,6 @@ export interface MockServerSpec<Endpoint extends string> {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
-const HUGE_CHUNK = 'x'.repeat(64 * 1024);
 
 const nextCheck = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -120,31 +85,97 @@ function send(res: ServerResponse, status: number, body: string, headers: Record
   res.end(body);
 }
 
-/** `{"padding":"xxx…"}` of exactly `bytes` bytes (at least 14), in 64 KiB pieces. */
-function* hugeJson(bytes: number): Generator<string> {
-  yield '{"padding":"';
-  for (let left = bytes - 14; left > 0; left -= HUGE_CHUNK.length) {
-    yield left >= HUGE_CHUNK.length ? HUGE_CHUNK : HUGE_CHUNK.slice(0, left);
-  }
-  yield '"}';
-}
-
-function checkFault(fault: MockFault | undefined): void {
-  if (fault === undefined) return;
-  const bad = (what: string): never => {
-    throw new RangeError(`Invalid mock fault '${fault.kind}': ${what}`);
-  };
-  const every = fault.every ?? 1;
-  if (!Number.isInteger(every) || every < 1) bad('every must be a positive integer');
-  if (fault.kind === 'status') {
-    if (!Number.isInteger(fault.status) || fault.status < 200 || fault.status > 599) bad('status must be 200-599');
-    if (fault.retryAfter !== undefined && !(Number.isInteger(fault.retryAfter) && fault.retryAfter >= 0)) {
-      bad('retryAfter must be a non-negative integer');
+/** Answers one request: normally, or with the injected fault. */
+function answer(
+  req: IncomingMessage,
+  res: ServerResponse,
+  injected: MockFault | undefined,
+  normal: () => JsonReply,
+  wrongShape: unknown,
+  timers: Set<NodeJS.Timeout>,
+): void {
+  if (res.destroyed) return; // the client left during the latency
+  switch (injected?.kind) {
+    case 'reset':
+      req.socket.resetAndDestroy();
+      return;
+    case 'hang':
+      return;
+    case 'status': {
+      const body = injected.body ?? JSON.stringify({ error: STATUS_CODES[injected.status] ?? 'Error' });
+      const headers: Record<string, string> = {};
+      if (!isJson(body)) headers['content-type'] = 'text/plain; charset=utf-8';
+      if (injected.retryAfter !== undefined) headers['retry-after'] = String(injected.retryAfter);
+      send(res, injected.status, body, headers);
+      return;
+    }
+    case 'garbage':
+      send(res, 200, '{"result": <html>Bad Gateway</html>');
+      return;
+    case 'wrong-shape':
+      send(res, 200, JSON.stringify(wrongShape));
+      return;
+    case 'wrong-content-type': {
+      const reply = normal();
+      send(res, reply.status, JSON.stringify(reply.body), { 'content-type': 'text/html; charset=utf-8' });
+      return;
+    }
+    case 'huge':
+      res.writeHead(200, { 'content-type': JSON_TYPE });
+      pipeline(Readable.from(hugeJson(injected.bytes)), res, () => {});
+      return;
+    case 'drip': {
+      res.writeHead(200, { 'content-type': JSON_TYPE });
+      res.flushHeaders();
+      const timer = setInterval(() => res.write(' '), injected.intervalMs);
+      timers.add(timer);
+      res.once('close', () => {
+        clearInterval(timer);
+        timers.delete(timer);
+      });
+      return;
+    }
+    case 'redirect':
+      send(res, 302, '', { location: injected.location });
+      return;
+    case undefined: {
+      const reply = normal();
+      send(res, reply.status, JSON.stringify(reply.body));
     }
   }
-  if (fault.kind === 'huge' && !(Number.isInteger(fault.bytes) && fault.bytes >= 14))
-    bad('bytes must be an integer >= 14');
-  if (fault.kind === 'drip' && !(fault.intervalMs > 0)) bad('intervalMs must be > 0');
+}
+
+/** The normal answer: the route's, or 404 / 405. */
+function routeReply(handle: RouteHandler | undefined, req: IncomingMessage, query: URLSearchParams): JsonReply {
+  if (handle === undefined) return { status: 404, body: { error: 'Not Found' } };
+  if (req.method !== 'GET') return { status: 405, body: { error: 'Method Not Allowed' } };
+  return handle(req, query);
+}
+
+/** Listens on 127.0.0.1, on a free port. */
+function listen(server: Server): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Closes the server and every socket, clears every timer, and resolves once libuv has let go of them all. */
+function closeServer(server: Server, sockets: Set<Socket>, timers: Set<NodeJS.Timeout>): Promise<void> {
+  for (const timer of timers) clearTimeout(timer);
+  timers.clear();
+  const socketsClosed = [...sockets].map((s) => new Promise((done) => s.once('close', done)));
+  const serverClosed = new Promise((done) => server.close(done));
+  for (const socket of sockets) socket.destroy();
+  // 'close' events can come before libuv has released every handle (the listening handle closes
+  // without a JS callback): two turns of the event loop's check phase let those callbacks run.
+  return Promise.all([serverClosed, ...socketsClosed])
+    .then(nextCheck)
+    .then(nextCheck)
+    .then(() => undefined);
 }
 
 /** @internal Starts a mock server on 127.0.0.1, on a free port. */
@@ -160,7 +191,6 @@ export async function startMockServer<Endpoint extends string>(
   let fault: MockFault | undefined;
   let faultSeen = 0;
   let closing: Promise<void> | undefined;
-
   const resetCalls = (): void => {
     for (const name of [...names, 'total']) counts.set(name, 0);
   };
@@ -169,80 +199,18 @@ export async function startMockServer<Endpoint extends string>(
   };
   resetCalls();
 
-  const answer = (
-    req: IncomingMessage,
-    res: ServerResponse,
-    injected: MockFault | undefined,
-    normal: () => JsonReply,
-  ): void => {
-    if (res.destroyed) return; // the client left during the latency
-    switch (injected?.kind) {
-      case 'reset':
-        req.socket.resetAndDestroy();
-        return;
-      case 'hang':
-        return;
-      case 'status': {
-        const body = injected.body ?? JSON.stringify({ error: STATUS_CODES[injected.status] ?? 'Error' });
-        const headers: Record<string, string> = {};
-        if (!isJson(body)) headers['content-type'] = 'text/plain; charset=utf-8';
-        if (injected.retryAfter !== undefined) headers['retry-after'] = String(injected.retryAfter);
-        send(res, injected.status, body, headers);
-        return;
-      }
-      case 'garbage':
-        send(res, 200, '{"result": <html>Bad Gateway</html>');
-        return;
-      case 'wrong-shape':
-        send(res, 200, JSON.stringify(spec.wrongShape));
-        return;
-      case 'wrong-content-type': {
-        const reply = normal();
-        send(res, reply.status, JSON.stringify(reply.body), { 'content-type': 'text/html; charset=utf-8' });
-        return;
-      }
-      case 'huge':
-        res.writeHead(200, { 'content-type': JSON_TYPE });
-        pipeline(Readable.from(hugeJson(injected.bytes)), res, () => {});
-        return;
-      case 'drip': {
-        res.writeHead(200, { 'content-type': JSON_TYPE });
-        res.flushHeaders();
-        const timer = setInterval(() => res.write(' '), injected.intervalMs);
-        timers.add(timer);
-        res.once('close', () => {
-          clearInterval(timer);
-          timers.delete(timer);
-        });
-        return;
-      }
-      case 'redirect':
-        send(res, 302, '', { location: injected.location });
-        return;
-      case undefined: {
-        const reply = normal();
-        send(res, reply.status, JSON.stringify(reply.body));
-      }
-    }
-  };
-
   const server = createServer((req, res) => {
     const target = req.url ?? '/';
     const q = target.indexOf('?');
     const pathname = q === -1 ? target : target.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : target.slice(q + 1));
     const route = routes.get(pathname);
-
     bump('total');
     if (route && req.method === 'GET') bump(route.name);
     const injected = fault !== undefined && ++faultSeen % (fault.every ?? 1) === 0 ? fault : undefined;
 
-    const normal = (): JsonReply => {
-      if (!route) return { status: 404, body: { error: 'Not Found' } };
-      if (req.method !== 'GET') return { status: 405, body: { error: 'Method Not Allowed' } };
-      return route.handle(req, query);
-    };
-    const reply = (): void => answer(req, res, injected, normal);
+    const normal = (): JsonReply => routeReply(route?.handle, req, query);
+    const reply = (): void => answer(req, res, injected, normal, spec.wrongShape, timers);
     // Let the request body (normally none) drain so keep-alive works.
     req.resume();
     if (mock.latency <= 0) return reply();
@@ -259,13 +227,7 @@ export async function startMockServer<Endpoint extends string>(
     socket.once('close', () => sockets.delete(socket));
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server);
   const { port } = server.address() as AddressInfo;
 
   const mock: MockProvider<Endpoint> = {
@@ -287,20 +249,7 @@ export async function startMockServer<Endpoint extends string>(
     },
     resetCalls,
     close() {
-      closing ??= new Promise<void>((resolve) => {
-        for (const timer of timers) clearTimeout(timer);
-        timers.clear();
-        const socketsClosed = [...sockets].map((s) => new Promise((done) => s.once('close', done)));
-        const serverClosed = new Promise((done) => server.close(done));
-        for (const socket of sockets) socket.destroy();
-        // 'close' events can come before libuv has released every handle
-        // (the listening handle closes without a JS callback): two turns of
-        // the event loop's check phase let the pending close callbacks run.
-        void Promise.all([serverClosed, ...socketsClosed])
-          .then(nextCheck)
-          .then(nextCheck)
-          .then(() => resolve());
-      });
+      closing ??= closeServer(server, sockets, timers);
       return closing;
     },
   };

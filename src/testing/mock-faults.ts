@@ -1,0 +1,67 @@
+/** The faults a mock provider server can inject, and their checks. */
+
+/**
+ * A fault a mock injects instead of (or into) its normal answer.
+ *
+ * `every` injects the fault only on every Nth request counted from the moment
+ * the fault was assigned: with `every: 2` the 1st request is answered
+ * normally, the 2nd gets the fault, the 3rd is normal and so on (a flapping
+ * provider). Default 1: every request gets the fault.
+ */
+export type MockFault =
+  /** Destroys the socket with a TCP RST without answering: the client sees `ECONNRESET`. */
+  (
+    | { readonly kind: 'reset' }
+    /** Never answers; the request stays open until the client gives up or the mock closes. */
+    | { readonly kind: 'hang' }
+    /**
+     * Answers `status` (e.g. 500, 502, 503, 429), with `Retry-After: <retryAfter>` (seconds)
+     * when given. `body` is sent verbatim (as `application/json` when it parses as JSON, else
+     * `text/plain`); by default a small JSON error object.
+     */
+    | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: number; readonly body?: string }
+    /** 200 with `Content-Type: application/json` and a body that is not JSON. */
+    | { readonly kind: 'garbage' }
+    /** 200 JSON whose shape is not the endpoint's (`{"result":{"id":42}}`, `{"status":"maybe"}`). */
+    | { readonly kind: 'wrong-shape' }
+    /** The normal answer (status and body) with `Content-Type: text/html`. */
+    | { readonly kind: 'wrong-content-type' }
+    /** 200 `application/json`, chunked (no `Content-Length`), a valid JSON object of `bytes` bytes (at least 14). */
+    | { readonly kind: 'huge'; readonly bytes: number }
+    /** 200 `application/json` headers at once, then one space every `intervalMs`, never ending. */
+    | { readonly kind: 'drip'; readonly intervalMs: number }
+    /** 302 with `Location: <location>` and an empty body. */
+    | { readonly kind: 'redirect'; readonly location: string }
+  ) & {
+    /** Inject the fault on every Nth request only (positive integer, default 1). */
+    readonly every?: number;
+  };
+
+const HUGE_CHUNK = 'x'.repeat(64 * 1024);
+
+/** `{"padding":"xxx…"}` of exactly `bytes` bytes (at least 14), in 64 KiB pieces. */
+export function* hugeJson(bytes: number): Generator<string> {
+  yield '{"padding":"';
+  for (let left = bytes - 14; left > 0; left -= HUGE_CHUNK.length) {
+    yield left >= HUGE_CHUNK.length ? HUGE_CHUNK : HUGE_CHUNK.slice(0, left);
+  }
+  yield '"}';
+}
+
+export function checkFault(fault: MockFault | undefined): void {
+  if (fault === undefined) return;
+  const bad = (what: string): never => {
+    throw new RangeError(`Invalid mock fault '${fault.kind}': ${what}`);
+  };
+  const every = fault.every ?? 1;
+  if (!Number.isInteger(every) || every < 1) bad('every must be a positive integer');
+  if (fault.kind === 'status') {
+    if (!Number.isInteger(fault.status) || fault.status < 200 || fault.status > 599) bad('status must be 200-599');
+    if (fault.retryAfter !== undefined && !(Number.isInteger(fault.retryAfter) && fault.retryAfter >= 0)) {
+      bad('retryAfter must be a non-negative integer');
+    }
+  }
+  if (fault.kind === 'huge' && !(Number.isInteger(fault.bytes) && fault.bytes >= 14))
+    bad('bytes must be an integer >= 14');
+  if (fault.kind === 'drip' && !(fault.intervalMs > 0)) bad('intervalMs must be > 0');
+}
