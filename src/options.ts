@@ -95,21 +95,38 @@ function describeIssue(schema: z.ZodType, issues: readonly Issue[], hints: Reado
 function pickIssue(issues: readonly Issue[]): Issue | undefined {
   const first = issues[0];
   if (first?.code !== 'invalid_union') return first;
+  // Deeper issues win, then those about a value of the right type; on a tie, the later branch (the object one).
+  const weight = (issue: Issue) =>
+    issue.path.length + (issue.code === 'invalid_type' || issue.code === 'invalid_value' ? 0 : 0.5);
   let best: Issue | undefined;
   for (const branch of first.errors) {
     const candidate = pickIssue(branch);
-    if (candidate === undefined) continue;
-    const depth = candidate.path.length + (candidate.code === 'invalid_type' ? 0 : 0.5);
-    const bestDepth = best === undefined ? -1 : best.path.length + (best.code === 'invalid_type' ? 0 : 0.5);
-    if (depth >= bestDepth) best = candidate;
+    if (candidate !== undefined && (best === undefined || weight(candidate) >= weight(best))) best = candidate;
   }
   return best === undefined ? first : { ...best, path: [...first.path, ...best.path] };
 }
 
-/** A known key that differs from `key` only in case, `_` or `-`. */
+/** A known key within two edits of `key`, ignoring case, `_` and `-` (`TTL` for `ttl`, `optinal` for `optional`). */
 function nearKey(key: string, known: readonly string[]): string | undefined {
   const plain = (name: string) => name.toLowerCase().replace(/[-_]/g, '');
-  return known.find((name) => plain(name) === plain(key));
+  return known.find((name) => editDistance(plain(name), plain(key)) <= Math.min(2, name.length >> 2));
+}
+
+/** Levenshtein distance (option names are short). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(
+        (row[j] ?? 0) + 1,
+        (next[j - 1] ?? 0) + 1,
+        (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    row = next;
+  }
+  return row[b.length] ?? 0;
 }
 
 /** The keys the object schema at `path` knows (through optionals, unions and arrays). */

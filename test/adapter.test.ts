@@ -1,0 +1,211 @@
+/**
+ * The public adapter seam (`authenticator`, `authorize`, `NodeRequest`), and
+ * what a developer sees when middleware is mounted wrongly: a clear 500 that
+ * names the mistake, never a hang and never a crashed process.
+ */
+import { createServer, type RequestListener, type Server } from 'node:http';
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import Koa from 'koa';
+import { afterEach, describe, expect, it } from 'vitest';
+import * as expressGate from '../adapters/express.js';
+import * as koaGate from '../adapters/koa.js';
+import {
+  AuthError,
+  authenticator,
+  authorize,
+  createGate,
+  type Gate,
+  NodeRequest,
+  requires,
+} from '../src/index.js';
+import { stubProvider } from '../src/testing/index.js';
+
+const express4 = createRequire(import.meta.url)('express4') as typeof express;
+const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
+
+const READER = 'SECRETadapterReader1';
+const open: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const close of open.splice(0)) await close();
+});
+
+function stubGate(): Gate {
+  const gate = createGate({
+    realm: 'adapters',
+    providers: [stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } })],
+  });
+  open.push(() => gate.close().catch(() => {}));
+  return gate;
+}
+
+async function serve(listener: RequestListener): Promise<string> {
+  const server: Server = createServer(listener);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  open.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** GET with a deadline: a hang fails the test instead of holding it. */
+async function get(url: string, token?: string) {
+  const res = await fetch(url, {
+    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(3000),
+  });
+  return { status: res.status, body: await res.text(), challenge: res.headers.get('www-authenticate') };
+}
+
+/** Koa apps log every 500 through `app.emit('error')`; keep what was logged. */
+function quietKoa(Framework: typeof Koa): { app: Koa; logged: string[] } {
+  const app = new Framework();
+  const logged: string[] = [];
+  app.on('error', (error: Error) => logged.push(error.message));
+  return { app, logged };
+}
+
+describe('a custom adapter on the public seam alone (plain node:http)', () => {
+  function plainApp(gate: Gate, optional: boolean): RequestListener {
+    const authenticate = authenticator(gate, { optional }, 'plain');
+    const guard = requires('read');
+    return async (req, res) => {
+      const holder = {};
+      try {
+        const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+        const auth = await authenticate(new NodeRequest(req, { query: Object.fromEntries(url.searchParams) }), holder);
+        authorize(auth, guard, holder);
+        res.end(`hello ${auth?.subject}`);
+      } catch (error) {
+        const status = error instanceof AuthError ? error.status : 500;
+        res.writeHead(status, error instanceof AuthError ? error.headers : {}).end();
+      }
+    };
+  }
+
+  it('answers 200, 401 with the realm, and 403 like the built-in adapters', async () => {
+    const gate = stubGate();
+    const url = await serve(plainApp(gate, false));
+    expect(await get(url, READER)).toMatchObject({ status: 200, body: 'hello reader' });
+    expect(await get(url)).toMatchObject({ status: 401, challenge: 'Bearer realm="adapters"' });
+    expect((await get(url, 'SECRETunknown')).challenge).toContain('error="invalid_token"');
+  });
+
+  it('knows the realm of an anonymous request under optional: true without the gate on the request', async () => {
+    const url = await serve(plainApp(stubGate(), true));
+    expect(await get(url)).toMatchObject({ status: 401, challenge: 'Bearer realm="adapters"' });
+  });
+
+  it('refuses a guard that runs before any authenticate, never passing it', () => {
+    expect(() => authorize(undefined, requires('read'), {})).toThrow('mount authenticate(gate) before requires()');
+    expect(() => authorize({ subject: 'forged', can: () => true }, requires('read'), {})).toThrow(
+      'mount authenticate(gate) before requires()',
+    );
+  });
+
+  it('throws at mount for anything but a gate, naming the adapter', () => {
+    expect(() => authenticator({} as Gate, undefined, 'plain')).toThrow(
+      'plain: authenticate(gate) expects a gate from createGate(), got an object',
+    );
+    expect(() => authenticator(stubGate(), { optinal: true } as never, 'plain')).toThrow(
+      'plain: authenticate options: optinal: unknown option (did you mean optional?)',
+    );
+  });
+});
+
+describe('mistakes at mount', () => {
+  it('authenticate(x) with anything but a gate throws when mounted, in both adapters', () => {
+    expect(() => expressGate.authenticate(undefined as unknown as Gate)).toThrow(
+      'tokengate/express: authenticate(gate) expects a gate from createGate(), got undefined',
+    );
+    expect(() => koaGate.authenticate('gate' as unknown as Gate)).toThrow(
+      'tokengate/koa: authenticate(gate) expects a gate from createGate(), got a string',
+    );
+  });
+
+  for (const [name, framework] of [
+    ['express 5', express],
+    ['express 4', express4],
+  ] as const) {
+    it(`${name}: app.use(authenticate) (not called) answers a 500 naming the mistake, without hanging`, async () => {
+      const app = framework();
+      app.use(expressGate.authenticate as never);
+      app.get('/', (_req, res) => {
+        res.send('reached');
+      });
+      const url = await serve(app);
+      const answer = await get(url, READER);
+      expect(answer.status).toBe(500);
+      expect(answer.body).toContain('authenticate was mounted without being called');
+    });
+
+    it(`${name}: the Koa middleware mounted in Express is a 500 naming the right import`, async () => {
+      const app = framework();
+      app.use(koaGate.authenticate(stubGate()) as never);
+      const url = await serve(app);
+      const answer = await get(url, READER);
+      expect(answer.status).toBe(500);
+      expect(answer.body).toContain('use tokengate/express');
+    });
+  }
+
+  for (const [name, Framework] of [
+    ['koa 3', Koa],
+    ['koa 2', Koa2],
+  ] as const) {
+    it(`${name}: app.use(authenticate) (not called) answers a 500 and logs the mistake`, async () => {
+      const { app, logged } = quietKoa(Framework);
+      app.use(koaGate.authenticate as never);
+      const url = await serve(app.callback());
+      expect((await get(url, READER)).status).toBe(500);
+      expect(logged.join('\n')).toContain('authenticate was mounted without being called');
+    });
+
+    it(`${name}: the Express middleware mounted in Koa is a 500, and the process lives on`, async () => {
+      const { app, logged } = quietKoa(Framework);
+      app.use(expressGate.authenticate(stubGate()) as never);
+      app.use(expressGate.requires('read') as never);
+      const url = await serve(app.callback());
+      expect((await get(url, READER)).status).toBe(500);
+      expect((await get(url, READER)).status).toBe(500);
+      expect(logged[0]).toContain('use tokengate/koa');
+    });
+  }
+});
+
+describe('a closed gate', () => {
+  it('throws "gate is closed" from every method', async () => {
+    const gate = stubGate();
+    await gate.close();
+    const req = { headers: { authorization: `Bearer ${READER}` } };
+    const calls: Array<[string, () => unknown]> = [
+      ['authenticateNow', () => gate.authenticateNow(req)],
+      ['authorize', () => gate.authorize(undefined, requires('read'))],
+      ['invalidate', () => gate.invalidate(req)],
+      ['clear', () => gate.clear()],
+      ['stats', () => gate.stats()],
+    ];
+    for (const [, call] of calls) expect(call).toThrow('gate is closed');
+    await expect(gate.authenticate(req)).rejects.toThrow('gate is closed');
+    await expect(gate.close()).rejects.toThrow('gate is closed');
+  });
+
+  it('makes an app answer 500 (a programming error), not 503 and not a pass: the stub gate too', async () => {
+    const gate = stubGate();
+    const app = express();
+    app.get('/', expressGate.authenticate(gate), (_req, res) => {
+      res.send('reached');
+    });
+    const url = await serve(app);
+    expect((await get(url, READER)).status).toBe(200);
+    await gate.close();
+    const answer = await get(url, READER);
+    expect(answer.status).toBe(500);
+    expect(answer.body).not.toContain('reached');
+  });
+});

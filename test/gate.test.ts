@@ -1,0 +1,151 @@
+/**
+ * The gate's request flow seen from its public methods: the per-connection
+ * fast path is taken exactly when a provider declares it reads one header,
+ * and whatever it remembers, guards run on every request.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { Client } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
+import * as expressGate from '../adapters/express.js';
+import {
+  type BearerCredential,
+  type CredentialRequest,
+  createGate,
+  extractBearer,
+  type Gate,
+  type Provider,
+  requires,
+} from '../src/index.js';
+import { stubProvider } from '../src/testing/index.js';
+
+const READER = 'SECRETgateReader1';
+const WRITER = 'SECRETgateWriter1';
+const open: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const close of open.splice(0)) await close();
+});
+
+/** A stub provider whose `extract` is counted; `source` as given. */
+function countedProvider(source: string | undefined): { provider: Provider<BearerCredential>; extracts: () => number } {
+  const stub = stubProvider({
+    tokens: {
+      [READER]: { subject: 'reader', permissions: ['read'] },
+      [WRITER]: { subject: 'writer', permissions: ['write'] },
+    },
+  });
+  let extracts = 0;
+  const provider: Provider<BearerCredential> = {
+    name: stub.name,
+    cacheScope: stub.cacheScope,
+    ...(source === undefined ? {} : { source }),
+    extract: (req, realm) => {
+      extracts++;
+      return extractBearer(req, realm);
+    },
+    verify: (credential, signal) => stub.verify(credential, signal),
+  };
+  return { provider, extracts: () => extracts };
+}
+
+function gateOf(provider: Provider): Gate {
+  const gate = createGate({ providers: [provider] });
+  open.push(() => gate.close());
+  return gate;
+}
+
+const request = (token: string, connection?: object): CredentialRequest => ({
+  headers: { authorization: `Bearer ${token}` },
+  connection,
+});
+
+describe('the per-connection fast path', () => {
+  it('is taken for a provider that declares it reads the Authorization header: extract runs once per connection', async () => {
+    const { provider, extracts } = countedProvider('header:authorization');
+    const gate = gateOf(provider);
+    const connection = {};
+    await gate.authenticate(request(READER, connection));
+    for (let i = 0; i < 10; i++) {
+      const auth = gate.authenticateNow(request(READER, connection));
+      expect(auth).not.toBeInstanceOf(Promise);
+      expect((auth as { subject: string }).subject).toBe('reader');
+    }
+    // The first request and the first cache hit (which remembers it) read the header; the rest are recalled.
+    expect(extracts()).toBe(2);
+    expect(gate.stats().hits).toBe(10);
+  });
+
+  it('is not taken without the declaration (a wrapped extractBearer is asked every time), nor without a connection', async () => {
+    const undeclared = countedProvider(undefined);
+    const gate = gateOf(undeclared.provider);
+    const connection = {};
+    for (let i = 0; i < 5; i++) await gate.authenticate(request(READER, connection));
+    expect(undeclared.extracts()).toBe(5);
+    const declared = countedProvider('header:authorization');
+    const other = gateOf(declared.provider);
+    for (let i = 0; i < 5; i++) await other.authenticate(request(READER));
+    expect(declared.extracts()).toBe(5);
+  });
+
+  it('is not taken for a gate whose providers read different places', async () => {
+    const bearer = countedProvider('header:authorization');
+    const query: Provider = { ...countedProvider('query:connection').provider, name: 'q', extract: () => undefined };
+    const gate = createGate({ providers: [bearer.provider, query] });
+    open.push(() => gate.close());
+    const connection = {};
+    for (let i = 0; i < 4; i++) await gate.authenticate(request(READER, connection));
+    expect(bearer.extracts()).toBe(4);
+  });
+
+  it('decides a changed header afresh on the same connection', async () => {
+    const { provider } = countedProvider('header:authorization');
+    const gate = gateOf(provider);
+    const connection = {};
+    for (let i = 0; i < 3; i++) {
+      expect((await gate.authenticate(request(READER, connection))).subject).toBe('reader');
+      expect((await gate.authenticate(request(WRITER, connection))).subject).toBe('writer');
+    }
+    await expect(gate.authenticate(request('SECRETunknown', connection))).rejects.toMatchObject({ status: 401 });
+    await expect(gate.authenticate({ headers: {}, connection })).rejects.toMatchObject({ status: 401 });
+    expect((await gate.authenticate(request(READER, connection))).subject).toBe('reader');
+  });
+
+  it('is used by the Express adapter over a keep-alive connection, and the guard still runs every time', async () => {
+    const { provider, extracts } = countedProvider('header:authorization');
+    const gate = gateOf(provider);
+    const app = express();
+    app.get('/read', expressGate.authenticate(gate), expressGate.requires('read'), (_req, res) => {
+      res.send('ok');
+    });
+    const server: Server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    open.push(() => new Promise((resolve) => server.close(() => resolve())));
+    const client = new Client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { pipelining: 1 });
+    open.push(() => client.close());
+    let connections = 0;
+    server.on('connection', () => connections++);
+    const statuses: number[] = [];
+    for (const token of [READER, READER, READER, WRITER, WRITER, WRITER, READER]) {
+      const res = await client.request({ method: 'GET', path: '/read', headers: { authorization: `Bearer ${token}` } });
+      await res.body.text();
+      statuses.push(res.statusCode);
+    }
+    expect(statuses).toEqual([200, 200, 200, 403, 403, 403, 200]);
+    expect(connections).toBe(1);
+    // Read: each token's first request (a miss), the cache hit that remembers it, and the header change back
+    // to READER (a hit at once); the other two repeats of each run are recalled without reading.
+    expect(extracts()).toBe(5);
+  });
+
+  it('checks guards on recalled contexts through the gate too', async () => {
+    const { provider } = countedProvider('header:authorization');
+    const gate = gateOf(provider);
+    const connection = {};
+    const write = requires('write');
+    for (let i = 0; i < 5; i++) {
+      const auth = await gate.authenticate(request(READER, connection));
+      expect(() => gate.authorize(auth, write)).toThrow(expect.objectContaining({ status: 403 }));
+    }
+  });
+});

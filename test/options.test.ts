@@ -1,0 +1,173 @@
+/**
+ * Misuse by a developer fails at construction, with the option named and
+ * what was expected: every message below is what the developer reads.
+ */
+import { describe, expect, it } from 'vitest';
+import { createGate, type GateOptions, onlineOrNot, type PartooOptions, partoo } from '../src/index.js';
+import { stubProvider } from '../src/testing/index.js';
+
+const provider = stubProvider({ tokens: {} });
+const gateWith = (extra: Record<string, unknown>) => () =>
+  createGate({ providers: [provider], ...extra } as unknown as GateOptions);
+
+describe('createGate options', () => {
+  it.each([
+    [
+      'no options at all',
+      () => (createGate as (o?: unknown) => unknown)(),
+      TypeError,
+      'createGate: expected an options object with providers, got undefined',
+    ],
+    [
+      'a factory instead of a provider',
+      () => createGate({ providers: [onlineOrNot as never] }),
+      TypeError,
+      'createGate: providers[0]: expected a provider, got a function: call the factory (onlineOrNot(), not onlineOrNot)',
+    ],
+    ['no provider', gateWith({ providers: [] }), TypeError, 'createGate: providers: expected at least one provider'],
+    ['a top-level ttl', gateWith({ ttl: 5 }), TypeError, 'createGate: ttl: unknown option (did you mean cache.ttl?)'],
+    [
+      'cache.TTL',
+      gateWith({ cache: { TTL: 5 } }),
+      TypeError,
+      'createGate: cache.TTL: unknown option (did you mean ttl?)',
+    ],
+    [
+      'cache.ttl 0',
+      gateWith({ cache: { ttl: 0 } }),
+      RangeError,
+      'createGate: cache.ttl: expected a number >= 1, got 0',
+    ],
+    [
+      'cache.max 1.5',
+      gateWith({ cache: { max: 1.5 } }),
+      RangeError,
+      'createGate: cache.max: expected an integer >= 1, got 1.5',
+    ],
+    [
+      'retry.retries -1',
+      gateWith({ retry: { retries: -1 } }),
+      RangeError,
+      'createGate: retry.retries: expected an integer >= 0, got -1',
+    ],
+    [
+      'retry as a string',
+      gateWith({ retry: 'no' }),
+      TypeError,
+      'createGate: retry: expected false or a retry options object, got a string',
+    ],
+    [
+      'breaker.threshold 0',
+      gateWith({ breaker: { threshold: 0 } }),
+      RangeError,
+      'createGate: breaker.threshold: expected an integer >= 1, got 0',
+    ],
+    [
+      'timeout Infinity',
+      gateWith({ timeout: Number.POSITIVE_INFINITY }),
+      RangeError,
+      'createGate: timeout: expected a number >= 1, got Infinity',
+    ],
+    [
+      'a realm with a quote',
+      gateWith({ realm: 'a"b' }),
+      TypeError,
+      'createGate: realm: expected printable ASCII without " or \\',
+    ],
+    [
+      'onEvent not a function',
+      gateWith({ onEvent: 'log' }),
+      TypeError,
+      'createGate: onEvent: expected a function, got a string',
+    ],
+    [
+      'a shared cache without methods',
+      gateWith({ sharedCache: {} }),
+      TypeError,
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got an object',
+    ],
+  ])('%s', (_name, make, type, message) => {
+    expect(make).toThrow(type);
+    expect(make).toThrow(message);
+  });
+
+  it('accepts every documented option', () => {
+    const gate = createGate({
+      providers: [provider],
+      realm: 'api',
+      timeout: 1000,
+      cache: { max: 10, ttl: 1000, negativeTtl: 0, staleIfError: 0 },
+      retry: false,
+      breaker: { threshold: 3, cooldown: 0 },
+      onEvent: () => {},
+    });
+    expect(gate.realm).toBe('api');
+    return gate.close();
+  });
+});
+
+describe('provider options', () => {
+  const partooWith = (options: Record<string, unknown>) => () => partoo(options as unknown as PartooOptions);
+
+  it.each([
+    [
+      'partoo() without options',
+      () => (partoo as (o?: unknown) => unknown)(),
+      TypeError,
+      'partoo: expected an options object with apiKey, got undefined',
+    ],
+    ['an empty apiKey', partooWith({ apiKey: '' }), TypeError, 'partoo: apiKey: expected a non-empty string'],
+    [
+      'permissions as a string',
+      partooWith({ apiKey: 'k', permissions: 'read' }),
+      TypeError,
+      'partoo: permissions: expected an array of strings, got a string',
+    ],
+    [
+      'the same query names',
+      partooWith({ apiKey: 'k', query: { userId: 'id', token: 'id' } }),
+      TypeError,
+      'partoo: query: expected userId and token to differ',
+    ],
+    [
+      'an unknown status',
+      partooWith({ apiKey: 'k', accept: ['valid', 'maybe'] }),
+      TypeError,
+      'partoo: accept[1]: expected valid, consumed, revoked or expired',
+    ],
+    [
+      'a URL without a scheme',
+      () => onlineOrNot({ baseUrl: 'api.onlineornot.com' }),
+      TypeError,
+      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got "api.onlineornot.com"',
+    ],
+    [
+      'a URL with credentials',
+      () => onlineOrNot({ baseUrl: 'https://u:p@127.0.0.1' }),
+      TypeError,
+      'onlineOrNot: baseUrl: expected a URL without credentials, query or fragment',
+    ],
+    [
+      'connections 0',
+      () => onlineOrNot({ connections: 0 }),
+      RangeError,
+      'onlineOrNot: connections: expected an integer >= 1 and <= 1024, got 0',
+    ],
+    [
+      'an unknown option',
+      () => onlineOrNot({ baseURL: 'http://127.0.0.1' } as never),
+      TypeError,
+      'onlineOrNot: baseURL: unknown option (did you mean baseUrl?)',
+    ],
+  ])('%s', (_name, make, type, message) => {
+    expect(make).toThrow(type);
+    expect(make).toThrow(message);
+  });
+
+  it('never echoes an API key in an option error', () => {
+    const make = partooWith({ apiKey: 42, baseUrl: 'nope' });
+    expect(make).toThrow('partoo: apiKey: expected a non-empty string');
+    expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'nope' })).toThrow(/^partoo: baseUrl: .*"nope"$/);
+    expect(() => partoo({ apiKey: 'SECRETkey', name: '' })).not.toThrow(/SECRET/);
+  });
+});

@@ -1,0 +1,177 @@
+/**
+ * The verdict store: expiry rules, single flight, and its shared tier
+ * contract (a failing, slow or garbage-answering tier is a miss, never a pass).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { AuthContext } from '../src/context.js';
+import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from '../src/store.js';
+import type { Principal } from '../src/types.js';
+import { MemoryTier } from './support/memory-tier.js';
+
+const ORIGIN = Object.freeze({ provider: 'p', realm: 'api' });
+const KEY = cacheKey('scope', 'SECRETstoreToken');
+const PRINCIPAL: Principal = { subject: 'user-1', permissions: ['read'], details: { id: 'user-1' } };
+
+/** Loads `key` through the store, answering with `principal` (or a rejection) when asked upstream. */
+async function load(store: VerdictStore, answer: Principal | string, key = KEY) {
+  let fetched = 0;
+  const { promise, joined } = store.load(key, ORIGIN, async (flight: Flight) => {
+    fetched++;
+    return typeof answer === 'string' ? store.reject(flight, answer) : store.accept(flight, answer);
+  });
+  return { outcome: await promise, fetched, joined };
+}
+
+describe('VerdictStore: expiry rules', () => {
+  it('keeps an accepted credential fresh for ttl, then drops it', async () => {
+    const store = new VerdictStore({ ttl: 1000 });
+    await load(store, PRINCIPAL);
+    const now = performance.now();
+    const entry = store.get(KEY, now);
+    expect(entry).toBeInstanceOf(Accepted);
+    expect((entry as Accepted).freshUntil - now).toBeGreaterThan(900);
+    expect((entry as Accepted).freshUntil - now).toBeLessThanOrEqual(1000);
+    expect(store.get(KEY, now + 1001)).toBeUndefined();
+  });
+
+  it('never keeps a context past the credential expiry, and refuses one already expired', async () => {
+    const store = new VerdictStore({ ttl: 60_000, staleIfError: 60_000 });
+    await load(store, { ...PRINCIPAL, expiresAt: new Date(Date.now() + 2000) });
+    const entry = store.get(KEY, performance.now()) as Accepted;
+    expect(entry.until - performance.now()).toBeLessThanOrEqual(2000);
+    const expired = await load(store, { ...PRINCIPAL, expiresAt: new Date(Date.now() - 1) }, 'other-key');
+    expect(expired.outcome).toBeInstanceOf(Rejection);
+    expect((expired.outcome as Rejection).reason).toBe('The access token has expired');
+  });
+
+  it('keeps a context staleIfError past its ttl, fresh only until ttl', async () => {
+    const store = new VerdictStore({ ttl: 1000, staleIfError: 5000 });
+    await load(store, PRINCIPAL);
+    const entry = store.get(KEY, performance.now()) as Accepted;
+    expect(entry.until - entry.freshUntil).toBe(5000);
+  });
+
+  it('remembers a rejection negativeTtl, and none at all with negativeTtl 0', async () => {
+    const store = new VerdictStore({ negativeTtl: 300 });
+    await load(store, 'The access token is invalid');
+    const now = performance.now();
+    expect(store.get(KEY, now)).toBeInstanceOf(Rejection);
+    expect(store.get(KEY, now + 301)).toBeUndefined();
+    const none = new VerdictStore({ negativeTtl: 0 });
+    await load(none, 'The access token is invalid');
+    expect(none.get(KEY, performance.now())).toBeUndefined();
+  });
+
+  it('shares one interned permission list between contexts with the same permissions', async () => {
+    const store = new VerdictStore();
+    const a = (await load(store, PRINCIPAL, 'a')).outcome as AuthContext;
+    const b = (await load(store, { ...PRINCIPAL, permissions: ['read'] }, 'b')).outcome as AuthContext;
+    expect(a.permissions).toBe(b.permissions);
+  });
+});
+
+describe('VerdictStore: single flight', () => {
+  it('runs one load per key at a time; later callers join it', async () => {
+    const store = new VerdictStore();
+    let fetched = 0;
+    const slow = (flight: Flight) =>
+      sleep(20).then(() => {
+        fetched++;
+        return store.accept(flight, PRINCIPAL);
+      });
+    const first = store.load(KEY, ORIGIN, slow);
+    const second = store.load(KEY, ORIGIN, slow);
+    expect([first.joined, second.joined]).toEqual([false, true]);
+    expect(await second.promise).toBe(await first.promise);
+    expect(fetched).toBe(1);
+  });
+
+  it('does not store the answer of a load whose key was deleted meanwhile', async () => {
+    const store = new VerdictStore();
+    const { promise } = store.load(KEY, ORIGIN, (flight) => sleep(20).then(() => store.accept(flight, PRINCIPAL)));
+    expect(store.delete(KEY, ORIGIN)).toBe(true);
+    expect(await promise).toBeInstanceOf(AuthContext);
+    expect(store.get(KEY, performance.now())).toBeUndefined();
+  });
+
+  it('moves its generation on whenever an entry leaves', async () => {
+    const store = new VerdictStore({ max: 1 });
+    await load(store, PRINCIPAL, 'a');
+    const before = store.generation;
+    await load(store, PRINCIPAL, 'b'); // evicts a
+    expect(store.generation).toBeGreaterThan(before);
+    const after = store.generation;
+    store.delete('b', ORIGIN);
+    expect(store.generation).toBeGreaterThan(after);
+  });
+});
+
+describe('VerdictStore: shared tier', () => {
+  it('answers a second instance from the shared tier: one upstream call for both', async () => {
+    const tier = new MemoryTier();
+    const one = new VerdictStore({}, tier);
+    const two = new VerdictStore({}, tier);
+    expect((await load(one, PRINCIPAL)).fetched).toBe(1);
+    const second = await load(two, PRINCIPAL);
+    expect(second.fetched).toBe(0);
+    expect(second.outcome).toBeInstanceOf(AuthContext);
+    expect((second.outcome as AuthContext).subject).toBe('user-1');
+    expect(two.get(KEY, performance.now())).toBeInstanceOf(Accepted);
+  });
+
+  it('shares rejections too, and never for longer than negativeTtl', async () => {
+    const tier = new MemoryTier();
+    await load(new VerdictStore({ negativeTtl: 200 }, tier), 'The access token is invalid');
+    const second = await load(new VerdictStore({ negativeTtl: 200 }, tier), PRINCIPAL);
+    expect(second.fetched).toBe(0);
+    expect(second.outcome).toBeInstanceOf(Rejection);
+    const later = new VerdictStore({ negativeTtl: 200 }, tier);
+    await sleep(250);
+    expect((await load(later, PRINCIPAL)).fetched).toBe(1);
+  });
+
+  it('writes hashed keys and verdicts only: no raw secret anywhere in the tier', async () => {
+    const tier = new MemoryTier();
+    await load(new VerdictStore({}, tier), PRINCIPAL);
+    expect(tier.writes).toHaveLength(1);
+    for (const { key, value } of tier.writes) {
+      expect(key).not.toContain('SECRET');
+      expect(value).not.toContain('SECRET');
+    }
+  });
+
+  for (const mode of ['fail', 'hang', 'garbage'] as const) {
+    it(`treats a tier that ${mode === 'fail' ? 'fails' : mode === 'hang' ? 'hangs' : 'answers garbage'} as a miss: the provider decides`, async () => {
+      const tier = new MemoryTier(30);
+      const failures: string[] = [];
+      const store = new VerdictStore({}, tier, (operation, reason) => failures.push(`${operation}:${reason}`));
+      tier.mode = mode;
+      const started = performance.now();
+      const { outcome, fetched } = await load(store, 'The access token is invalid');
+      expect(fetched).toBe(1);
+      expect(outcome).toBeInstanceOf(Rejection);
+      expect(performance.now() - started).toBeLessThan(2000);
+      if (mode === 'fail') expect(failures).toContain('get:error');
+      if (mode === 'hang') expect(failures).toContain('get:timeout');
+    });
+  }
+
+  it('never lets a foreign or corrupt value through: it is ignored and overwritten', async () => {
+    const tier = new MemoryTier();
+    tier.put(KEY, { ok: true, subject: 'mallory', permissions: ['admin'], details: {}, freshUntil: 'soon' });
+    const { outcome, fetched } = await load(new VerdictStore({}, tier), 'The access token is invalid');
+    expect(fetched).toBe(1);
+    expect(outcome).toBeInstanceOf(Rejection);
+    expect(tier.writes.at(-1)?.value).toContain('"ok":false');
+  });
+
+  it('deletes in the shared tier too', async () => {
+    const tier = new MemoryTier();
+    const store = new VerdictStore({}, tier);
+    await load(store, PRINCIPAL);
+    store.delete(KEY, ORIGIN);
+    expect(tier.deletes).toEqual([KEY]);
+    expect((await load(new VerdictStore({}, tier), PRINCIPAL)).fetched).toBe(1);
+  });
+});
