@@ -22,10 +22,9 @@ import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { type AuthContext, isAuthContext } from './context.js';
 import { credentialsRequired, insufficientScope } from './errors.js';
-import type { AuthenticateOptions, Gate } from './gate.js';
 import type { Guard } from './guards.js';
 import { checkOptions, optionsObject, shown } from './options.js';
-import type { CredentialRequest } from './types.js';
+import type { AuthenticateOptions, CredentialRequest, Gate } from './types.js';
 
 /** What {@link authenticator} returns: authenticates one request for the framework object `holder`. */
 export type Authenticate = (

@@ -50,7 +50,7 @@ export function requiresAny(...permissions: string[]): Guard {
  * last context checked. The answer depends on that list alone, and contexts with identical lists
  * share one interned `Grants` object, so one identity comparison stands for every `can()` call:
  * those Set lookups touch memory that the rest of a request has pushed out of the CPU caches
- * (side by side, the guard cost a cached Koa request 0.6% of its throughput; see bench/README.md).
+ * (bench/README.md, "Design rules", says how to measure it).
  */
 function allowsByGrants(check: (auth: AuthContext) => boolean): (auth: AuthContext) => boolean {
   let lastGrants: Grants | undefined;

@@ -15,8 +15,8 @@ export { extractConnection } from './credentials/connection.js';
 export type { AuthErrorCode } from './errors.js';
 export { AuthError, formatScope } from './errors.js';
 export type { BreakerState, EventListener, GateEvent } from './events.js';
-export type { AuthenticateOptions, Gate, GateOptions, GateStats } from './gate.js';
 export { createGate } from './gate.js';
+export type { GateOptions } from './gate-options.js';
 export type { Guard } from './guards.js';
 export { requires, requiresAny } from './guards.js';
 export type { HttpOptions } from './http.js';
@@ -28,8 +28,11 @@ export type { BreakerOptions, RetryOptions } from './resilience.js';
 export type { SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';
 export type {
+  AuthenticateOptions,
   Credential,
   CredentialRequest,
+  Gate,
+  GateStats,
   HeaderValue,
   Principal,
   Provider,

@@ -1,4 +1,7 @@
 /** Types shared by the gate, the providers and the adapters. */
+import type { AuthContext } from './context.js';
+import type { BreakerState } from './events.js';
+import type { Guard } from './guards.js';
 
 /** A header value as Node's `IncomingMessage.headers` holds it. */
 export type HeaderValue = string | readonly string[] | undefined;
@@ -149,4 +152,68 @@ export class ProviderFailure extends Error {
     this.retryAfter = details.retryAfter;
     this.upstreamStatus = details.status;
   }
+}
+
+/** Counters since the gate was created (`clear()` empties the cache, not the counters). */
+export interface GateStats {
+  /** Requests answered from the cache. */
+  readonly hits: number;
+  /** Requests that needed an upstream answer (including those that joined one under way). */
+  readonly misses: number;
+  /** Misses that joined an upstream call already under way instead of making their own. */
+  readonly coalesced: number;
+  /** Upstream verifications attempted, retries included. */
+  readonly upstreamCalls: number;
+  /** Verifications that ended in a provider failure (503 or 500). */
+  readonly errors: number;
+  /** Accepted answers served stale under `staleIfError`. */
+  readonly stale: number;
+  /** Circuit breaker state per provider name. */
+  readonly breakers: Readonly<Record<string, BreakerState>>;
+}
+
+/** Options of {@link Gate.authenticate}. */
+export interface AuthenticateOptions {
+  /** Resolve to `undefined` instead of throwing when the request carries no credential at all. */
+  readonly optional?: boolean;
+}
+
+/** A configured gate. Create one per app with `createGate` and share it. */
+export interface Gate {
+  /** The realm used in challenges. */
+  readonly realm: string;
+  /**
+   * Finds the request's credential and verifies it (from cache when it can).
+   *
+   * @throws AuthError 401 `credentials_required` (no credential), 400
+   *   `invalid_request`, 401 `invalid_token`, 503 `provider_unavailable`,
+   *   500 `provider_misconfigured`.
+   */
+  authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
+  authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
+  /**
+   * {@link authenticate} for adapters: the answer itself when it is at hand
+   * (a fresh cached context, or no credential under `optional`), a promise
+   * otherwise. A bad credential throws synchronously. Saves a promise and a
+   * turn of the event loop on every cached request.
+   */
+  authenticateNow(
+    req: CredentialRequest,
+    options?: AuthenticateOptions,
+  ): AuthContext | undefined | Promise<AuthContext | undefined>;
+  /**
+   * Checks `guard` against `auth`. Run it on every request, cached or not.
+   *
+   * @throws AuthError 401 `credentials_required` when `auth` is undefined,
+   *   403 `insufficient_scope` when the guard does not pass.
+   */
+  authorize(auth: AuthContext | undefined, guard: Guard): void;
+  /** Forgets the cached answer for the request's credential. Returns whether there was one. */
+  invalidate(req: CredentialRequest): boolean;
+  /** Forgets every cached answer. */
+  clear(): void;
+  /** Counters and breaker states. */
+  stats(): GateStats;
+  /** Closes the providers' connection pools. Every method throws afterwards. */
+  close(): Promise<void>;
 }
