@@ -86,6 +86,7 @@ const SharedTierSchema = z.custom<SharedTier>(
 export const CacheOptionsSchema = optionsObject(
   {
     max: numberOption(1, { integer: true }).optional(),
+    negativeMax: numberOption(1, { integer: true }).optional(),
     ttl: numberOption(1).optional(),
     negativeTtl: numberOption(0).optional(),
     staleIfError: numberOption(0).optional(),

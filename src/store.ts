@@ -27,8 +27,14 @@ import type { Principal } from './types.js';
 
 /** Cache settings. Times are in milliseconds. */
 export interface CacheOptions {
-  /** Most credentials remembered in process (accepted and rejected together). Default 10 000. */
+  /** Most accepted credentials remembered in process. Default 10 000. */
   readonly max?: number;
+  /**
+   * Most rejected credentials remembered in process, in a space of their own:
+   * a flood of unknown tokens evicts other rejections, never an accepted
+   * credential. Default a tenth of `max` (at least 1).
+   */
+  readonly negativeMax?: number;
   /** How long an accepted credential is trusted without asking the provider again. Default 60 000. */
   readonly ttl?: number;
   /** How long a rejected credential is remembered. 0 remembers none. Default 5 000. */
@@ -92,7 +98,9 @@ export class VerdictStore {
   readonly ttl: number;
   readonly negativeTtl: number;
   readonly staleIfError: number;
-  readonly #lru: LRUCache<string, StoreEntry>;
+  /** Accepted credentials: the only space whose departures move the generation on. */
+  readonly #accepted: LRUCache<string, Accepted>;
+  readonly #rejected: LRUCache<string, Rejection>;
   readonly #inflight = new Map<string, Flight>();
   readonly #grants = new GrantsTable();
   readonly #shared: SharedTier | undefined;
@@ -105,14 +113,17 @@ export class VerdictStore {
     this.staleIfError = options.staleIfError ?? 0;
     this.#shared = shared;
     this.#onSharedFailure = onSharedFailure;
-    // Every way an entry leaves (eviction, delete, overwrite, clear) moves the generation on.
-    this.#lru = new LRUCache<string, StoreEntry>({ max: options.max ?? 10_000, dispose: () => this.#generation++ });
+    const max = options.max ?? 10_000;
+    // Every way an accepted entry leaves (eviction, delete, overwrite, clear) moves the generation on.
+    this.#accepted = new LRUCache<string, Accepted>({ max, dispose: () => this.#generation++ });
+    this.#rejected = new LRUCache<string, Rejection>({ max: options.negativeMax ?? Math.max(1, Math.floor(max / 10)) });
   }
 
   /**
-   * Changes whenever an entry leaves the in-process tier. While it stays the
-   * same, an entry read earlier is still the store's answer for its key
-   * (until its own expiry), so a holder may use it without another lookup.
+   * Changes whenever an accepted entry leaves the in-process tier (a
+   * rejection replacing it included). While it stays the same, an accepted
+   * entry read earlier is still the store's answer for its key (until its
+   * own expiry), so a holder may use it without another lookup.
    */
   get generation(): number {
     return this.#generation;
@@ -120,9 +131,15 @@ export class VerdictStore {
 
   /** The in-process entry for `key` if alive at `now` (ms of `performance.now()`); an expired one is dropped. */
   get(key: string, now: number): StoreEntry | undefined {
-    const entry = this.#lru.get(key);
-    if (entry === undefined || entry.until > now) return entry;
-    this.#lru.delete(key);
+    const accepted = this.#accepted.get(key);
+    if (accepted !== undefined) {
+      if (accepted.until > now) return accepted;
+      this.#accepted.delete(key);
+      return undefined;
+    }
+    const rejected = this.#rejected.get(key);
+    if (rejected === undefined || rejected.until > now) return rejected;
+    this.#rejected.delete(key);
     return undefined;
   }
 
@@ -167,7 +184,7 @@ export class VerdictStore {
     );
     if (flight.cancelled) return context;
     const now = performance.now();
-    this.#lru.set(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh + stale)));
+    this.#keep(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh + stale)));
     this.#share(flight, {
       ok: true,
       subject: context.subject,
@@ -180,17 +197,30 @@ export class VerdictStore {
     return context;
   }
 
-  /** Stores a provider's rejection for `negativeTtl` (not at all when it is 0). */
+  /**
+   * Stores a provider's rejection for `negativeTtl` (not at all when it is
+   * 0). Whatever was accepted for the key before is gone: a credential the
+   * provider has rejected is never served again, stale or not.
+   */
   reject(flight: Flight, reason: string): Rejection {
     const rejection = new Rejection(reason, Math.floor(performance.now() + this.negativeTtl));
     if (flight.cancelled) return rejection;
-    if (this.negativeTtl > 0) {
-      this.#lru.set(flight.key, rejection);
+    this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
+    if (this.negativeTtl > 0)
       this.#share(flight, { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) });
-    } else {
-      this.#lru.delete(flight.key);
-    }
     return rejection;
+  }
+
+  /** Makes `entry` the in-process answer for `key` (none when undefined), in its own space. */
+  #keep(key: string, entry: StoreEntry | undefined): void {
+    if (entry instanceof Accepted) {
+      this.#rejected.delete(key);
+      this.#accepted.set(key, entry);
+    } else {
+      this.#accepted.delete(key);
+      if (entry === undefined) this.#rejected.delete(key);
+      else this.#rejected.set(key, entry);
+    }
   }
 
   /**
@@ -205,14 +235,16 @@ export class VerdictStore {
       this.#inflight.delete(key);
     }
     this.#shared?.delete(key).catch(() => this.#onSharedFailure('delete', 'error', origin.provider));
-    return this.#lru.delete(key) || flight !== undefined;
+    const accepted = this.#accepted.delete(key);
+    return this.#rejected.delete(key) || accepted || flight !== undefined;
   }
 
   /** Forgets everything in process, upstream calls under way included (see {@link delete}). */
   clear(): void {
     for (const flight of this.#inflight.values()) flight.cancelled = true;
     this.#inflight.clear();
-    this.#lru.clear();
+    this.#accepted.clear();
+    this.#rejected.clear();
   }
 
   #context(
@@ -235,14 +267,14 @@ export class VerdictStore {
         found.reason,
         Math.floor(now + Math.min(found.until - wallNow, this.negativeTtl)),
       );
-      if (this.negativeTtl > 0) this.#lru.set(flight.key, rejection);
+      this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
       return rejection;
     }
     // Only a fresh shared answer stands in for the provider; a stale one is the upstream policy's to serve.
     if (found.freshUntil <= wallNow) return fetch(flight);
     const context = this.#context(flight.origin, found.subject, found.permissions, found.expiresAt, found.details);
     const fresh = Math.min(found.freshUntil - wallNow, this.ttl);
-    this.#lru.set(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh)));
+    this.#keep(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh)));
     return context;
   }
 

@@ -71,6 +71,58 @@ describe('VerdictStore: expiry rules', () => {
   });
 });
 
+describe('VerdictStore: rejections in a space of their own', () => {
+  it('a flood of rejections evicts other rejections, never an accepted credential', async () => {
+    const store = new VerdictStore({ max: 50, negativeMax: 10 });
+    for (let i = 0; i < 20; i++) await load(store, PRINCIPAL, `good-${i}`);
+    for (let i = 0; i < 5000; i++) await load(store, 'The access token is invalid', `random-${i}`);
+    const now = performance.now();
+    for (let i = 0; i < 20; i++) expect(store.get(`good-${i}`, now)).toBeInstanceOf(Accepted);
+    expect(store.get('random-4999', now)).toBeInstanceOf(Rejection);
+    expect(store.get('random-0', now)).toBeUndefined();
+  });
+
+  it('keeps a tenth of max for rejections by default', async () => {
+    const store = new VerdictStore({ max: 100 });
+    for (let i = 0; i < 11; i++) await load(store, 'The access token is invalid', `random-${i}`);
+    expect(store.get('random-0', performance.now())).toBeUndefined();
+    expect(store.get('random-10', performance.now())).toBeInstanceOf(Rejection);
+  });
+
+  it('a rejection replaces what was accepted for the key, stale copy included', async () => {
+    const store = new VerdictStore({ ttl: 1, staleIfError: 60_000 });
+    await load(store, PRINCIPAL);
+    expect(store.get(KEY, performance.now())).toBeInstanceOf(Accepted);
+    await load(store, 'The access token was revoked');
+    expect(store.get(KEY, performance.now())).toBeInstanceOf(Rejection);
+    const none = new VerdictStore({ ttl: 1, staleIfError: 60_000, negativeTtl: 0 });
+    await load(none, PRINCIPAL);
+    await load(none, 'The access token was revoked');
+    expect(none.get(KEY, performance.now())).toBeUndefined();
+  });
+
+  it('a flood of rejections leaves the generation alone (remembered contexts stay usable)', async () => {
+    const store = new VerdictStore({ max: 10, negativeMax: 2 });
+    await load(store, PRINCIPAL);
+    const generation = store.generation;
+    for (let i = 0; i < 100; i++) await load(store, 'The access token is invalid', `random-${i}`);
+    expect(store.generation).toBe(generation);
+  });
+
+  it('delete forgets accepted and rejected entries alike', async () => {
+    const store = new VerdictStore();
+    await load(store, PRINCIPAL, 'a');
+    await load(store, 'The access token is invalid', 'b');
+    expect([store.delete('a', ORIGIN), store.delete('b', ORIGIN), store.delete('c', ORIGIN)]).toEqual([
+      true,
+      true,
+      false,
+    ]);
+    expect(store.get('a', performance.now())).toBeUndefined();
+    expect(store.get('b', performance.now())).toBeUndefined();
+  });
+});
+
 describe('VerdictStore: single flight', () => {
   it('runs one load per key at a time; later callers join it', async () => {
     const store = new VerdictStore();
