@@ -34,6 +34,12 @@ export interface GateOptions {
   readonly retry?: RetryOptions | false;
   /** Circuit breaker per provider; `false` turns it off. See {@link BreakerOptions}. */
   readonly breaker?: BreakerOptions | false;
+  /**
+   * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
+   * provider asked for, and longest pause it honours after a provider's 429.
+   * Default the breaker's `cooldown` (10 000).
+   */
+  readonly maxRetryAfter?: number;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
   readonly onEvent?: EventListener;
 }
@@ -47,6 +53,7 @@ export interface ResolvedGateOptions {
   readonly sharedCache: SharedTier | undefined;
   readonly retry: Required<RetryOptions> | undefined;
   readonly breaker: BreakerOptions | undefined;
+  readonly maxRetryAfter: number;
   readonly onEvent: EventListener | undefined;
 }
 
@@ -128,6 +135,7 @@ const GateOptionsSchema = optionsObject(
         ),
       ])
       .optional(),
+    maxRetryAfter: numberOption(1000).optional(),
     onEvent: fn('a function').optional(),
   },
   'an options object with providers',
@@ -160,6 +168,7 @@ export function resolveGateOptions(options: GateOptions): ResolvedGateOptions {
         ? undefined
         : { retries: retry?.retries ?? 2, baseDelay: retry?.baseDelay ?? 50, maxDelay: retry?.maxDelay ?? 1000 },
     breaker: breaker === false ? undefined : (breaker ?? {}),
+    maxRetryAfter: options.maxRetryAfter ?? (breaker === false ? undefined : breaker?.cooldown) ?? 10_000,
     onEvent: options.onEvent,
   };
 }

@@ -54,7 +54,8 @@ class TokenGate implements Gate {
       emit?.({ type: 'shared_cache_error', provider, operation, reason }),
     );
     const counters: UpstreamCounters = this.#counters;
-    const policy = { timeout: resolved.timeout, retry: resolved.retry, breaker: resolved.breaker, emit, counters };
+    const { timeout, retry, breaker, maxRetryAfter } = resolved;
+    const policy = { timeout, retry, breaker, maxRetryAfter, emit, counters };
     const labels = new Set<string>();
     this.#slots = resolved.providers.map((provider) => {
       let label = provider.name;
@@ -133,6 +134,7 @@ class TokenGate implements Gate {
   clear(): void {
     if (this.#closed) throw closedError();
     this.#store.clear();
+    for (const slot of this.#slots) slot.upstream.reset();
   }
 
   stats(): GateStats {

@@ -46,12 +46,17 @@ export function sleep(ms: number, cancellation: Cancellation): Promise<void> {
  * Closed → (threshold failures in a row) → open → (cooldown) → half-open,
  * where exactly one call probes the provider: its success closes the
  * breaker, its failure opens it again for another cooldown.
+ *
+ * Only provider faults count as failures. A provider that asks us to slow
+ * down (429 with `Retry-After`) is paused for that long instead: no call
+ * goes out meanwhile, and its state and failure count stay as they are.
  */
 export class CircuitBreaker {
   #state: BreakerState = 'closed';
   #failures = 0;
   #openedAt = 0;
   #probing = false;
+  #pausedUntil = 0;
   readonly #threshold: number;
   readonly #cooldown: number;
   readonly #onChange: (state: BreakerState) => void;
@@ -73,6 +78,7 @@ export class CircuitBreaker {
    * ms the caller should wait before trying again (sent as `Retry-After`).
    */
   admit(now: number): number {
+    if (this.#pausedUntil > now) return this.#pausedUntil - now;
     if (this.#state === 'closed') return 0;
     if (this.#state === 'open') {
       const remaining = this.#openedAt + this.#cooldown - now;
@@ -99,6 +105,25 @@ export class CircuitBreaker {
       this.#openedAt = now;
       this.#set('open');
     }
+  }
+
+  /** The provider asked for no calls during `ms` (429 `Retry-After`). A probe under way is over. */
+  pause(now: number, ms: number): void {
+    this.#probing = false;
+    this.#pausedUntil = Math.max(this.#pausedUntil, now + ms);
+  }
+
+  /** Back to closed, with no failures counted and no pause. */
+  reset(): void {
+    this.#failures = 0;
+    this.#probing = false;
+    this.#pausedUntil = 0;
+    if (this.#state !== 'closed') this.#set('closed');
+  }
+
+  /** ms of cooldown: how long the breaker stays open. */
+  get cooldown(): number {
+    return this.#cooldown;
   }
 
   #set(state: BreakerState): void {

@@ -210,7 +210,7 @@ export interface Gate {
   authorize(auth: AuthContext | undefined, guard: Guard): void;
   /** Forgets the cached answer for the request's credential. Returns whether there was one. */
   invalidate(req: CredentialRequest): boolean;
-  /** Forgets every cached answer. */
+  /** Forgets every cached answer, and closes every provider's breaker (a fresh start, as in a new gate). */
   clear(): void;
   /** Counters and breaker states. */
   stats(): GateStats;

@@ -29,6 +29,8 @@ export interface UpstreamPolicy {
   readonly timeout: number;
   readonly retry: Required<RetryOptions> | undefined;
   readonly breaker: BreakerOptions | undefined;
+  /** Longest `Retry-After` passed on to clients (ms). */
+  readonly maxRetryAfter: number;
   readonly emit: ((event: GateEvent) => void) | undefined;
   readonly counters: UpstreamCounters;
 }
@@ -66,7 +68,7 @@ export class Upstream {
     const breaker = this.#breaker;
     const started = performance.now();
     const wait = breaker?.admit(started) ?? 0;
-    if (wait > 0) return this.#staleOr(stale, providerUnavailable(provider.name, wait / 1000));
+    if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
     const deadline = new Deadline(timeout);
     let answered = false;
     try {
@@ -110,7 +112,7 @@ export class Upstream {
     }
   }
 
-  /** The answer after the last failed attempt. A refusal of our own credentials says nothing of the provider's health. */
+  /** The answer after the last failed attempt. */
   #failed(
     failure: ProviderFailure,
     stale: AuthContext | undefined,
@@ -120,7 +122,11 @@ export class Upstream {
     const { provider } = this;
     const { emit, counters } = this.#policy;
     const misconfigured = failure.kind === 'misconfigured';
+    const throttled = failure.upstreamStatus === 429;
+    // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.
     if (misconfigured) this.#breaker?.succeeded();
+    else if (throttled)
+      this.#breaker?.pause(performance.now(), Math.min((failure.retryAfter ?? 0) * 1000, this.#policy.maxRetryAfter));
     else this.#breaker?.failed(performance.now());
     counters.errors++;
     emit?.({
@@ -131,7 +137,21 @@ export class Upstream {
       attempts,
     });
     if (misconfigured) return providerMisconfigured(provider.name);
-    return this.#staleOr(stale, providerUnavailable(provider.name, failure.retryAfter));
+    return this.#staleOr(
+      stale,
+      this.#unavailable(failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000),
+    );
+  }
+
+  /** 503, with `Retry-After` capped at `maxRetryAfter`. */
+  #unavailable(retryAfterMs: number | undefined): AuthError {
+    const capped = retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, this.#policy.maxRetryAfter);
+    return providerUnavailable(this.provider.name, capped === undefined ? undefined : capped / 1000);
+  }
+
+  /** Closes the breaker and lifts any pause. */
+  reset(): void {
+    this.#breaker?.reset();
   }
 
   /** Ms to wait before the next attempt, or undefined when there is none (not retryable, none left, or no time left). */

@@ -11,15 +11,7 @@ import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
-import {
-  AuthError,
-  authenticator,
-  authorize,
-  createGate,
-  type Gate,
-  NodeRequest,
-  requires,
-} from '../src/index.js';
+import { AuthError, authenticator, authorize, createGate, type Gate, NodeRequest, requires } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
 
 const express4 = createRequire(import.meta.url)('express4') as typeof express;

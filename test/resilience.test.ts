@@ -244,13 +244,37 @@ describe('retries', () => {
   });
 
   it('a Retry-After beyond the deadline is not waited for: 503 with the Retry-After', async () => {
-    const { app, pt, events } = await setup({ timeout: 1000, retry: fastRetry, breaker: false });
+    const { app, pt, events } = await setup({ timeout: 1000, retry: fastRetry, breaker: false, maxRetryAfter: 60_000 });
     pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
     const res = await request(app).get('/me').query(CONN);
     expect(res.status).toBe(503);
     expect(res.headers['retry-after']).toBe('30');
     expect(pt.calls.checkToken).toBe(1);
     expect(ofType(events, 'retry')).toEqual([]);
+  });
+
+  it("a provider's Retry-After is capped before it reaches clients: the breaker's cooldown by default", async () => {
+    const { app, pt } = await setup({ timeout: 1000, retry: false, breaker: { cooldown: 5000 } });
+    pt.fault = { kind: 'status', status: 503, retryAfter: 86_400 };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('5');
+  });
+
+  it('a 429 pauses calls to the provider for its Retry-After, and never opens the breaker', async () => {
+    const { app, pt, gate, events } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1 } });
+    pt.fault = { kind: 'status', status: 429, retryAfter: 1 };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    pt.fault = undefined;
+    // Paused: the next cold token is not sent upstream during the second the provider asked for.
+    const paused = await request(app).get('/me').query(peer(1));
+    expect(paused.status).toBe(503);
+    expect(paused.headers['retry-after']).toBe('1');
+    expect(pt.calls.checkToken).toBe(1);
+    expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
+    expect(ofType(events, 'breaker')).toEqual([]);
+    await sleep(1050);
+    expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
   });
 
   it('retry: false makes one attempt', async () => {
