@@ -91,17 +91,24 @@ export function authorize(auth: unknown, guard: Guard, holder: object): void {
   throw new Error('tokengate: mount authenticate(gate) before requires()');
 }
 
+/** What a framework adds to a Node request: the parsed query, and the client address under its proxy settings. */
+export interface FrameworkRequest {
+  readonly query?: CredentialRequest['query'];
+  readonly ip?: string | undefined;
+}
+
 /**
  * A Node request as the gate reads it, for frameworks that wrap the request
- * (Koa's `ctx`, Fastify's `request`): headers from `req`, the query from
- * `parsed.query`, each read only when a provider asks for it (Node builds
- * `headers`, and frameworks parse the query, on first access).
+ * (Koa's `ctx`, Fastify's `request`): headers from `req`, the query and
+ * the client address from `parsed`, each read only when the gate asks for
+ * it (Node builds `headers`, and frameworks parse the query and work out
+ * the address, on first access).
  */
 export class NodeRequest implements CredentialRequest {
   readonly #req: IncomingMessage;
-  readonly #parsed: { readonly query?: CredentialRequest['query'] };
+  readonly #parsed: FrameworkRequest;
 
-  constructor(req: IncomingMessage, parsed: { readonly query?: CredentialRequest['query'] }) {
+  constructor(req: IncomingMessage, parsed: FrameworkRequest) {
     this.#req = req;
     this.#parsed = parsed;
   }
@@ -116,6 +123,9 @@ export class NodeRequest implements CredentialRequest {
   }
   get connection(): object {
     return this.#req.socket;
+  }
+  get ip(): string | undefined {
+    return this.#parsed.ip ?? this.#req.socket.remoteAddress;
   }
 }
 

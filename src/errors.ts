@@ -14,6 +14,7 @@ export type AuthErrorCode =
   | 'invalid_token'
   | 'insufficient_scope'
   | 'provider_unavailable'
+  | 'overloaded'
   | 'provider_misconfigured';
 
 /** Thrown by the gate and its guards; adapters hand it to the framework as is. */
@@ -110,6 +111,16 @@ export function providerUnavailable(provider: string, retryAfterSeconds?: number
   const headers: Record<string, string> = {};
   if (retryAfterSeconds !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterSeconds)));
   return new AuthError('provider_unavailable', 503, `Token provider ${provider} is unavailable`, headers);
+}
+
+/**
+ * 503 `overloaded`: more verifications wait for the provider than the gate
+ * lets wait. The provider is not at fault; the client may try again shortly.
+ */
+export function overloaded(provider: string): AuthError {
+  return new AuthError('overloaded', 503, `Too many credentials are waiting for token provider ${provider}`, {
+    'Retry-After': '1',
+  });
 }
 
 /** 500: the provider refused this server's own credentials (e.g. its API key). Not shown to clients. */

@@ -33,6 +33,12 @@ export type GateEvent =
   | { readonly type: 'breaker'; readonly provider: string; readonly state: BreakerState }
   /** The provider failed and an expired positive answer was served under `staleIfError`. */
   | { readonly type: 'stale'; readonly provider: string }
+  /**
+   * A verification was refused a slot with the provider: `full`, no room to
+   * wait; `expired`, the request's timeout passed while it waited. Our own
+   * load, not the provider's failure: the breaker is not told.
+   */
+  | { readonly type: 'overloaded'; readonly provider: string; readonly reason: 'full' | 'expired' }
   /** The shared cache tier failed or answered too late for a credential of `provider`; the gate carried on without it. */
   | {
       readonly type: 'shared_cache_error';

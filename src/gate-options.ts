@@ -8,7 +8,7 @@ import { checkOptions, numberOption, optionsObject, shown } from './options.js';
 import type { BreakerOptions, RetryOptions } from './resilience.js';
 import type { SharedTier } from './shared-tier.js';
 import type { CacheOptions } from './store.js';
-import type { Provider } from './types.js';
+import type { CredentialRequest, Provider } from './types.js';
 
 /** Options of `createGate`. Times are in milliseconds. */
 export interface GateOptions {
@@ -34,6 +34,8 @@ export interface GateOptions {
   readonly retry?: RetryOptions | false;
   /** Circuit breaker per provider; `false` turns it off. See {@link BreakerOptions}. */
   readonly breaker?: BreakerOptions | false;
+  /** Admission of cold verifications to each provider; see {@link AdmissionOptions}. */
+  readonly admission?: AdmissionOptions;
   /**
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
    * provider asked for, and longest pause it honours after a provider's 429.
@@ -42,6 +44,23 @@ export interface GateOptions {
   readonly maxRetryAfter?: number;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
   readonly onEvent?: EventListener;
+}
+
+/**
+ * Admission: each provider serves at most `Provider.concurrency`
+ * verifications at once (its pool's size); others wait, shared fairly
+ * between clients, and past `maxWaiting` a new credential gets a fast 503
+ * `overloaded` with `Retry-After: 1`, without an upstream call. Cached
+ * answers never wait.
+ */
+export interface AdmissionOptions {
+  /** Most verifications waiting per provider. Default four times its concurrency. */
+  readonly maxWaiting?: number;
+  /**
+   * The client a request counts for, in fairness. Default the request's `ip`
+   * (Express `req.ip`, Koa `ctx.ip`), else its connection's remote address.
+   */
+  readonly clientKey?: (req: CredentialRequest) => string;
 }
 
 /** Gate options with every default filled in. */
@@ -54,6 +73,7 @@ export interface ResolvedGateOptions {
   readonly retry: Required<RetryOptions> | undefined;
   readonly breaker: BreakerOptions | undefined;
   readonly maxRetryAfter: number;
+  readonly admission: AdmissionOptions;
   readonly onEvent: EventListener | undefined;
 }
 
@@ -73,12 +93,14 @@ const ProviderSchema = z.custom<Provider>(
     typeof (value as Provider).extract === 'function' &&
     typeof (value as Provider).verify === 'function' &&
     ((value as Provider).source === undefined || typeof (value as Provider).source === 'string') &&
+    ((value as Provider).concurrency === undefined ||
+      (Number.isSafeInteger((value as Provider).concurrency) && ((value as Provider).concurrency as number) >= 1)) &&
     ((value as Provider).close === undefined || typeof (value as Provider).close === 'function'),
   {
     error: (issue) =>
       typeof issue.input === 'function'
         ? 'expected a provider, got a function: call the factory (onlineOrNot(), not onlineOrNot)'
-        : `expected a provider ({ name, cacheScope without NUL, extract(), verify() }), got ${shown(issue.input)}`,
+        : `expected a provider ({ name, cacheScope without NUL, extract(), verify(), concurrency >= 1 if any }), got ${shown(issue.input)}`,
   },
 );
 
@@ -136,6 +158,10 @@ const GateOptionsSchema = optionsObject(
       ])
       .optional(),
     maxRetryAfter: numberOption(1000).optional(),
+    admission: optionsObject(
+      { maxWaiting: numberOption(0, { integer: true }).optional(), clientKey: fn('a function').optional() },
+      'an admission options object',
+    ).optional(),
     onEvent: fn('a function').optional(),
   },
   'an options object with providers',
@@ -169,6 +195,7 @@ export function resolveGateOptions(options: GateOptions): ResolvedGateOptions {
         : { retries: retry?.retries ?? 2, baseDelay: retry?.baseDelay ?? 50, maxDelay: retry?.maxDelay ?? 1000 },
     breaker: breaker === false ? undefined : (breaker ?? {}),
     maxRetryAfter: options.maxRetryAfter ?? (breaker === false ? undefined : breaker?.cooldown) ?? 10_000,
+    admission: options.admission ?? {},
     onEvent: options.onEvent,
   };
 }

@@ -42,7 +42,8 @@ class TokenGate implements Gate {
   /** Reads the one header every provider takes its credential from, when they all declare the same one. */
   readonly #header: HeaderReader | undefined;
   readonly #emit: ((event: GateEvent) => void) | undefined;
-  readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0 };
+  readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0, overloaded: 0 };
+  readonly #clientOf: (req: CredentialRequest) => string;
   #closed = false;
 
   constructor(options: GateOptions) {
@@ -54,8 +55,10 @@ class TokenGate implements Gate {
       emit?.({ type: 'shared_cache_error', provider, operation, reason }),
     );
     const counters: UpstreamCounters = this.#counters;
-    const { timeout, retry, breaker, maxRetryAfter } = resolved;
-    const policy = { timeout, retry, breaker, maxRetryAfter, emit, counters };
+    const { timeout, retry, breaker, maxRetryAfter, admission } = resolved;
+    const maxWaiting = (concurrency: number) => admission.maxWaiting ?? concurrency * 4;
+    const policy = { timeout, retry, breaker, maxRetryAfter, maxWaiting, emit, counters };
+    this.#clientOf = admission.clientKey ?? defaultClientKey;
     const labels = new Set<string>();
     this.#slots = resolved.providers.map((provider) => {
       let label = provider.name;
@@ -115,7 +118,7 @@ class TokenGate implements Gate {
       }
       stale = entry.context;
     }
-    return this.#miss(slot, credential, key, stale);
+    return this.#miss(slot, credential, key, stale, req);
   }
 
   authorize(auth: AuthContext | undefined, guard: Guard): void {
@@ -162,10 +165,16 @@ class TokenGate implements Gate {
   }
 
   /** Asks upstream (or joins the call under way for `key`) and turns the outcome into the answer. */
-  #miss(slot: Slot, credential: Credential, key: string, stale: AuthContext | undefined): Promise<AuthContext> {
+  #miss(
+    slot: Slot,
+    credential: Credential,
+    key: string,
+    stale: AuthContext | undefined,
+    req: CredentialRequest,
+  ): Promise<AuthContext> {
     this.#counters.misses++;
     const { promise, joined } = this.#store.load<Outcome>(key, slot.origin, async (flight) => {
-      const answer = await slot.upstream.verify(credential, stale);
+      const answer = await slot.upstream.verify(credential, stale, this.#clientOf(req));
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
@@ -191,6 +200,11 @@ class TokenGate implements Gate {
     }
     return found;
   }
+}
+
+/** The client's address: the framework's (`req.ip`), else the connection's. */
+function defaultClientKey(req: CredentialRequest): string {
+  return req.ip ?? (req.connection as { remoteAddress?: string } | undefined)?.remoteAddress ?? 'unknown';
 }
 
 /** `onEvent` made safe: a throwing or rejecting listener never fails authentication. */

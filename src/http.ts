@@ -33,6 +33,8 @@ export interface JsonAnswer {
 }
 
 const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+/** Sockets per provider pool when `connections` is not given. */
+export const DEFAULT_CONNECTIONS = 16;
 
 /** A pool to one provider origin, plus the base path the provider's API lives under. */
 export class ProviderHttp {
@@ -48,7 +50,7 @@ export class ProviderHttp {
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.#pool = new Pool(url.origin, {
-      connections: options.connections ?? 16,
+      connections: options.connections ?? DEFAULT_CONNECTIONS,
       keepAliveTimeout: options.keepAliveTimeout ?? 10_000,
       pipelining: 1,
       maxResponseSize: this.#maxBodyBytes,

@@ -5,7 +5,7 @@
  * `authenticator` / `authorize` for writing an adapter of your own.
  */
 
-export type { Authenticate } from './adapter.js';
+export type { Authenticate, FrameworkRequest } from './adapter.js';
 export { authenticator, authorize, isGate, NodeRequest } from './adapter.js';
 export { AuthContext } from './context.js';
 export type { BearerCredential } from './credentials/bearer.js';
@@ -16,7 +16,7 @@ export type { AuthErrorCode } from './errors.js';
 export { AuthError, formatScope } from './errors.js';
 export type { BreakerState, EventListener, GateEvent } from './events.js';
 export { createGate } from './gate.js';
-export type { GateOptions } from './gate-options.js';
+export type { AdmissionOptions, GateOptions } from './gate-options.js';
 export type { Guard } from './guards.js';
 export { requires, requiresAny } from './guards.js';
 export type { HttpOptions } from './http.js';

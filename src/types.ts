@@ -32,6 +32,13 @@ export interface CredentialRequest {
    * looked up afresh).
    */
   readonly connection?: object | undefined;
+  /**
+   * The client's address, as the framework sees it (Express `req.ip`, Koa
+   * `ctx.ip`: each applies its own trust-proxy setting). The gate shares
+   * each provider's capacity fairly between clients by it; without it, the
+   * connection's `remoteAddress` is used.
+   */
+  readonly ip?: string | undefined;
 }
 
 /** What a provider learned about a credential it accepted. */
@@ -90,6 +97,12 @@ export interface Provider<C extends Credential = Credential> {
    * `extract` reads anything else.
    */
   readonly source?: string;
+  /**
+   * Most verifications the provider can serve at once (what its connection
+   * pool serves without queueing). The gate admits no more: the rest wait,
+   * a bounded number of them, shared fairly between clients. Default 16.
+   */
+  readonly concurrency?: number;
   /**
    * Everything besides the credential that decides the answer (name, base
    * URL, a digest of the server's API key). Part of every cache key, so two
@@ -168,6 +181,8 @@ export interface GateStats {
   readonly errors: number;
   /** Accepted answers served stale under `staleIfError`. */
   readonly stale: number;
+  /** Verifications answered 503 `overloaded`: no room to wait for a slot with the provider, or the wait timed out. */
+  readonly overloaded: number;
   /** Circuit breaker state per provider name. */
   readonly breakers: Readonly<Record<string, BreakerState>>;
 }

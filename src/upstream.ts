@@ -9,16 +9,21 @@
  * checked verdict, a stale context, or an `AuthError` (503, or 500 for a
  * provider that refused our own credentials).
  */
+import { Admission } from './admission.js';
 import type { AuthContext } from './context.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
-import { type AuthError, providerMisconfigured, providerUnavailable } from './errors.js';
+import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
 import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, sleep } from './resilience.js';
 import { type Credential, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
 
+/** Verifications in flight per provider when it does not say (`Provider.concurrency`). */
+const DEFAULT_CONCURRENCY = 16;
+
 /** Counters the upstream policy keeps for `gate.stats()`. */
 export interface UpstreamCounters {
   upstreamCalls: number;
+  overloaded: number;
   errors: number;
   stale: number;
 }
@@ -29,6 +34,8 @@ export interface UpstreamPolicy {
   readonly timeout: number;
   readonly retry: Required<RetryOptions> | undefined;
   readonly breaker: BreakerOptions | undefined;
+  /** Most verifications waiting for a slot of one provider (see `Admission`). */
+  readonly maxWaiting: (concurrency: number) => number;
   /** Longest `Retry-After` passed on to clients (ms). */
   readonly maxRetryAfter: number;
   readonly emit: ((event: GateEvent) => void) | undefined;
@@ -40,9 +47,12 @@ export class Upstream {
   readonly #verify: (credential: Credential, deadline: Deadline) => Promise<Verdict>;
   readonly #policy: UpstreamPolicy;
   readonly #breaker: CircuitBreaker | undefined;
+  readonly #admission: Admission;
 
   constructor(provider: Provider, policy: UpstreamPolicy) {
     this.provider = provider;
+    const concurrency = provider.concurrency ?? DEFAULT_CONCURRENCY;
+    this.#admission = new Admission(concurrency, policy.maxWaiting(concurrency));
     this.#verify = verifierOf(provider);
     this.#policy = policy;
     this.#breaker =
@@ -62,13 +72,40 @@ export class Upstream {
    * Asks the provider about `credential`. `stale` is the context to serve if
    * the provider fails (one past its `ttl`, within `staleIfError`).
    */
-  async verify(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
+  async verify(
+    credential: Credential,
+    stale: AuthContext | undefined,
+    client: string,
+  ): Promise<Verdict | AuthContext | AuthError> {
+    const requested = performance.now();
+    const wait = this.#breaker?.admit(requested) ?? 0;
+    if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
+    const { timeout } = this.#policy;
+    const slot = this.#admission.acquire(client, timeout);
+    const admitted = typeof slot === 'string' ? slot : await slot;
+    if (admitted !== 'admitted') return this.#overloaded(admitted);
+    const asked = this.#ask(credential, stale);
+    asked.then(this.#release, this.#release);
+    const waited = performance.now() - requested;
+    // The provider gets its whole deadline from the moment it has a slot; the request still ends at its own.
+    return waited < 1 ? asked : within(asked, timeout - waited, () => this.#overloaded('expired'));
+  }
+
+  readonly #release = (): void => this.#admission.release();
+
+  /** Verifications refused or timed out in our own wait: a fast 503 that never touches the breaker or serves stale. */
+  #overloaded(reason: 'full' | 'expired'): AuthError {
+    this.#policy.counters.overloaded++;
+    this.#policy.emit?.({ type: 'overloaded', provider: this.provider.name, reason });
+    return overloaded(this.provider.name);
+  }
+
+  /** The attempts under one deadline, with retries and the breaker. */
+  async #ask(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
-    const wait = breaker?.admit(started) ?? 0;
-    if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
     const deadline = new Deadline(timeout);
     let answered = false;
     try {
@@ -169,6 +206,18 @@ export class Upstream {
     this.#policy.emit?.({ type: 'stale', provider: this.provider.name });
     return stale.asStale();
   }
+}
+
+/** `promise`, or `late()` when it has not settled within `ms`. */
+function within<T>(promise: Promise<T>, ms: number, late: () => T): Promise<T> {
+  if (ms <= 0) return Promise.resolve(late());
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(late()), ms);
+    promise.then((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+  });
 }
 
 /** `verdict` if it is a well-formed verdict; anything else is a provider failure (fail closed). */

@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
-import { type HttpOptions, httpOptionsShape, type JsonAnswer, ProviderHttp } from '../http.js';
+import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer, ProviderHttp } from '../http.js';
 import { baseUrlOption, checkOptions, nameOption, optionsObject } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
@@ -128,6 +128,8 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   return {
     name,
     source: BEARER_SOURCE,
+    // Two requests per verification (verify and permissions, side by side).
+    concurrency: Math.max(1, Math.floor((options.connections ?? DEFAULT_CONNECTIONS) / 2)),
     cacheScope: JSON.stringify(['onlineornot', name, new URL(baseUrl).href]),
     extract: extractBearer,
     verify: cancellableVerify(verifyOnlineOrNotToken),

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type ConnectionCredential, type ConnectionQueryNames, extractConnection } from '../credentials/connection.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
-import { type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
+import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
 import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption, stringListOption } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
@@ -145,6 +145,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
   return {
     name,
     source: 'query:connection',
+    concurrency: options.connections ?? DEFAULT_CONNECTIONS,
     cacheScope,
     extract: (req, realm) => extractConnection(req, names, realm),
     verify: cancellableVerify(verifyConnectionToken),

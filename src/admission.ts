@@ -1,0 +1,111 @@
+/**
+ * Admission of cold verifications to one provider: at most `concurrency`
+ * in flight (what its connection pool can serve), at most `maxWaiting`
+ * waiting, and the free slots shared fairly between clients.
+ *
+ * Fairness: each client (an address, or whatever key the gate is given)
+ * waits in its own queue, and a freed slot goes to the clients in turn
+ * (round robin), so a client flooding random tokens gets one slot in N
+ * when N clients wait. When the wait is full, a newcomer whose client waits
+ * less than the longest queue takes the place of that queue's newest
+ * waiter; otherwise it is refused at once. Waiting is our own time, never
+ * the provider's: a wait that ends unserved says nothing about it.
+ */
+
+/** What a waiter learns: a slot, or why not. */
+export type Admitted = 'admitted' | 'full' | 'expired';
+
+interface Waiter {
+  readonly client: string;
+  readonly settle: (admitted: Admitted) => void;
+}
+
+export class Admission {
+  readonly #concurrency: number;
+  readonly #maxWaiting: number;
+  #inFlight = 0;
+  #waiting = 0;
+  /** Queues of the clients that wait, in the order they are served (a Map keeps insertion order). */
+  readonly #queues = new Map<string, Waiter[]>();
+
+  constructor(concurrency: number, maxWaiting: number) {
+    this.#concurrency = concurrency;
+    this.#maxWaiting = maxWaiting;
+  }
+
+  /** Verifications in flight now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /**
+   * Asks for a slot for `client`: `'admitted'` at once when one is free, else
+   * a promise of one, which settles `'full'` when a fairer waiter took this
+   * one's place and `'expired'` after `maxWaitMs`. `'full'` at once when
+   * there is no room to wait. Every `'admitted'` must be followed by one
+   * {@link release}.
+   */
+  acquire(client: string, maxWaitMs: number): Admitted | Promise<Admitted> {
+    if (this.#inFlight < this.#concurrency && this.#waiting === 0) {
+      this.#inFlight++;
+      return 'admitted';
+    }
+    if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client)) return 'full';
+    return new Promise<Admitted>((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiter: Waiter = {
+        client,
+        settle: (admitted) => {
+          clearTimeout(timer);
+          resolve(admitted);
+        },
+      };
+      timer = setTimeout(() => {
+        if (this.#remove(waiter)) resolve('expired');
+      }, maxWaitMs);
+      const queue = this.#queues.get(client);
+      if (queue === undefined) this.#queues.set(client, [waiter]);
+      else queue.push(waiter);
+      this.#waiting++;
+    });
+  }
+
+  /** Frees a slot: the next client in turn gets it. */
+  release(): void {
+    const next = this.#queues.entries().next();
+    if (next.done === true) {
+      this.#inFlight--;
+      return;
+    }
+    const [client, queue] = next.value;
+    const waiter = queue.shift() as Waiter;
+    this.#waiting--;
+    // The client goes to the back of the line, or leaves it when nothing of it waits.
+    this.#queues.delete(client);
+    if (queue.length > 0) this.#queues.set(client, queue);
+    waiter.settle('admitted');
+  }
+
+  /** Makes room for `client` by refusing the newest waiter of the longest queue, when that queue is longer than its own. */
+  #displaceFor(client: string): boolean {
+    const own = this.#queues.get(client)?.length ?? 0;
+    let longest: Waiter[] | undefined;
+    for (const queue of this.#queues.values()) if (queue.length > (longest?.length ?? 0)) longest = queue;
+    if (longest === undefined || longest.length <= own + 1) return false;
+    const displaced = longest.pop() as Waiter;
+    this.#waiting--;
+    displaced.settle('full');
+    return true;
+  }
+
+  /** Takes `waiter` out of its queue; false when it was no longer waiting. */
+  #remove(waiter: Waiter): boolean {
+    const queue = this.#queues.get(waiter.client);
+    const at = queue?.indexOf(waiter) ?? -1;
+    if (queue === undefined || at === -1) return false;
+    queue.splice(at, 1);
+    if (queue.length === 0) this.#queues.delete(waiter.client);
+    this.#waiting--;
+    return true;
+  }
+}
