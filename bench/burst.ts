@@ -88,11 +88,9 @@ try {
     requests: answered.length,
     latencyP50: round1(percentile(latencies, 50)),
     latencyP99: round1(percentile(latencies, 99)),
-    latencyMax: round1(latencies.at(-1) ?? Number.NaN),
     non2xx: answered.filter((answer) => answer.status < 200 || answer.status > 299).length,
     errors: settled.length - answered.length,
     timeouts: 0,
-    durationSeconds,
     burstWriteMs: round1(writesTook),
   };
   send({ type: 'result', result });

@@ -49,9 +49,8 @@ export type ServerMessage =
       readonly cpuMicros: number;
       /** `performance.now()` of the server, ms. */
       readonly wallMs: number;
-      /** `gate.stats()` when the variant has a gate. */
-      readonly gate?: { readonly hits: number; readonly misses: number; readonly upstreamCalls: number };
-      readonly rss: number;
+      /** `gate.stats().upstreamCalls` when the variant has a gate. */
+      readonly gateUpstreamCalls?: number;
     };
 
 /** One load run (bench/load.ts: autocannon; bench/burst.ts: one burst). */
@@ -69,19 +68,15 @@ export interface LoadConfig {
   readonly coldLimit?: number;
 }
 
-/** The part of an autocannon result the suite keeps. */
+/** What a load run saw (autocannon or a burst). */
 export interface LoadResult {
   readonly requestsPerSecond: number;
   readonly requests: number;
   readonly latencyP50: number;
   readonly latencyP99: number;
-  readonly latencyMax: number;
   readonly non2xx: number;
   readonly errors: number;
   readonly timeouts: number;
-  readonly durationSeconds: number;
-  /** Cold tokens used (warm-up included), for `coldLimit`. */
-  readonly coldTokensUsed?: number;
   /** bench/burst.ts: how long writing every request of the burst took, ms. */
   readonly burstWriteMs?: number;
 }

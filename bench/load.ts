@@ -51,12 +51,9 @@ function run(config: LoadConfig): Promise<LoadResult> {
         requests: result.requests.total,
         latencyP50: result.latency.p50,
         latencyP99: result.latency.p99,
-        latencyMax: result.latency.max,
         non2xx: result.non2xx,
         errors: result.errors,
         timeouts: result.timeouts,
-        durationSeconds: result.duration,
-        ...(config.coldPrefix === undefined ? {} : { coldTokensUsed: coldUsed }),
       });
     });
   });

@@ -176,9 +176,9 @@ function toRun(
 ): Run {
   const cpu = after.cpuMicros - before.cpuMicros;
   const gateCalls =
-    after.gate === undefined || before.gate === undefined
+    after.gateUpstreamCalls === undefined || before.gateUpstreamCalls === undefined
       ? undefined
-      : after.gate.upstreamCalls - before.gate.upstreamCalls;
+      : after.gateUpstreamCalls - before.gateUpstreamCalls;
   return {
     variant,
     load,

@@ -238,15 +238,11 @@ process.on('message', (message: { type: string; path?: string }) => {
   if (message.type.startsWith('profile-')) void profile(message);
   if (message.type === 'usage') {
     const cpu = process.cpuUsage();
-    const stats = gate?.stats();
     send({
       type: 'usage',
       cpuMicros: cpu.user + cpu.system,
       wallMs: performance.now(),
-      rss: process.memoryUsage.rss(),
-      ...(stats === undefined
-        ? {}
-        : { gate: { hits: stats.hits, misses: stats.misses, upstreamCalls: stats.upstreamCalls } }),
+      ...(gate === undefined ? {} : { gateUpstreamCalls: gate.stats().upstreamCalls }),
     });
   }
 });
