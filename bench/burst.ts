@@ -7,8 +7,8 @@
  * as its connection comes up, so with 1,000 connections its latencies are
  * mostly connection set-up and its own queueing; here the connections exist
  * before the clock starts and the server gets 1,000 requests at once, which
- * is the stampede. Started pinned to core 1 by bench/run.ts; talks over IPC
- * like bench/load.ts (`warm` when connected, `go`, `result`).
+ * is the stampede. Started pinned to the load core by bench/runs.ts; talks
+ * over IPC (`warm` when connected, then `go`, answered by `result`).
  */
 import { connect, type Socket } from 'node:net';
 import type { LoadCommand, LoadConfig, LoadMessage, LoadResult } from './lib.js';
@@ -57,10 +57,9 @@ const waitForGo = () =>
   });
 
 try {
-  const count = config.amount ?? config.connections;
   const sockets = await Promise.all(
     Array.from(
-      { length: count },
+      { length: config.connections },
       () =>
         new Promise<Socket>((resolve, reject) => {
           const socket = connect({ host: url.hostname, port, noDelay: true }, () => resolve(socket));
@@ -89,11 +88,9 @@ try {
     requests: answered.length,
     latencyP50: round1(percentile(latencies, 50)),
     latencyP99: round1(percentile(latencies, 99)),
-    latencyMax: round1(latencies.at(-1) ?? Number.NaN),
     non2xx: answered.filter((answer) => answer.status < 200 || answer.status > 299).length,
     errors: settled.length - answered.length,
     timeouts: 0,
-    durationSeconds,
     burstWriteMs: round1(writesTook),
   };
   send({ type: 'result', result });

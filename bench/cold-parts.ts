@@ -5,8 +5,8 @@
  * call, against the OnlineOrNot mock in a child process on core 1, and prints
  * the median CPU time per call of each variant over alternating rounds:
  *
- * - `hand`: both endpoints through an undici pool, `body.json()`, no checks
- *   (the hand-written middleware of the cold-path scenario);
+ * - `hand`: the hand-written middleware's lookup of the cold-path scenario
+ *   (bench/hand-written.ts: both endpoints through an undici pool, `body.json()`);
  * - `provider`: `onlineOrNot().verify()` with a fresh AbortSignal (deadline
  *   signal, size cap, content-type check, zod on both answers);
  * - `gate, cache.max 1`: `gate.authenticate()` whose cache keeps one entry
@@ -15,9 +15,10 @@
  */
 import { execFileSync, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Pool } from 'undici';
 import { compiled } from './compile.js';
+import { handWrittenLookup } from './hand-written.js';
 import { BENCH_PERMISSIONS, median, round } from './lib.js';
+import { pin } from './processes.js';
 
 const TOKENS = 400_000;
 
@@ -37,25 +38,15 @@ if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
 } else {
   const { createGate, onlineOrNot } = await import('../src/index.js');
   const child = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, BENCH_COLD_PARTS_MOCK: '1' } });
-  execFileSync('taskset', ['-a', '-p', '-c', '1', String(child.pid)], { stdio: 'ignore' });
+  pin(child.pid as number, '1');
   const { url } = await new Promise<{ url: string }>((resolve) => child.once('message', resolve as never));
-  const pool = new Pool(url, { connections: 16, keepAliveTimeout: 10_000 });
   const provider = onlineOrNot({ baseUrl: url });
   const gate = createGate({ providers: [onlineOrNot({ baseUrl: url })] });
   const smallGate = createGate({ providers: [onlineOrNot({ baseUrl: url })], cache: { max: 1 } });
   const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
-  async function hand(token: string): Promise<unknown> {
-    const headers = { accept: 'application/json', authorization: `Bearer ${token}` };
-    const [verify, permissions] = await Promise.all([
-      pool.request({ method: 'GET', path: '/v1/tokens/verify', headers }),
-      pool.request({ method: 'GET', path: '/v1/tokens/permissions', headers }),
-    ]);
-    return Promise.all([verify.body.json(), permissions.body.json()]);
-  }
-
   const variants: Record<string, (token: string) => Promise<unknown>> = {
-    hand,
+    hand: handWrittenLookup(url),
     provider: (token) =>
       provider.verify({ source: 'header:authorization', secret: token }, new AbortController().signal),
     'gate, cache.max 1': (token) => smallGate.authenticate(bearer(token)),
@@ -96,6 +87,6 @@ if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
       `${name.padEnd(18)} ${round(median(values), 1).toFixed(1).padStart(7)} µs CPU per call (rounds ${values.map((v) => round(v)).join(', ')})`,
     );
   }
-  await Promise.all([pool.close(), provider.close?.(), gate.close(), smallGate.close()]);
+  await Promise.all([provider.close?.(), gate.close(), smallGate.close()]);
   child.kill();
 }

@@ -19,11 +19,15 @@ let done = false;
 /** Path of the compiled `bench/<file>`, compiling everything on first use. */
 export function compiled(file: string): string {
   if (!done) {
-    const sources = ['bench', 'src', 'src/credentials', 'src/providers', 'src/testing', 'adapters'].flatMap((dir) =>
-      readdirSync(join(root, dir))
-        .filter((name) => name.endsWith('.ts'))
-        .map((name) => join(root, dir, name)),
-    );
+    // bench/'s own programs (its scenarios run in the orchestrator), and every module of the package.
+    const sources = [
+      ...readdirSync(join(root, 'bench')).map((name) => join('bench', name)),
+      ...['src', 'adapters'].flatMap((dir) =>
+        readdirSync(join(root, dir), { recursive: true }).map((name) => join(dir, String(name))),
+      ),
+    ]
+      .filter((path) => path.endsWith('.ts'))
+      .map((path) => join(root, path));
     buildSync({
       entryPoints: sources,
       outdir,

@@ -22,6 +22,9 @@ export type Variant = (typeof VARIANTS)[number];
 /** The hot path's token: cached after its first request. */
 export const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';
 
+/** The gate's default upstream `connections`, and the hand-written variants' pool size. */
+export const PROVIDER_POOL_SIZE = 16;
+
 /** Provider latency of the stampede, ms (the mock's, and the `express-wait` variant's shared wait). */
 export const STAMPEDE_LATENCY_MS = 100;
 
@@ -46,46 +49,34 @@ export type ServerMessage =
       readonly cpuMicros: number;
       /** `performance.now()` of the server, ms. */
       readonly wallMs: number;
-      /** `gate.stats()` when the variant has a gate. */
-      readonly gate?: { readonly hits: number; readonly misses: number; readonly upstreamCalls: number };
-      readonly rss: number;
+      /** `gate.stats().upstreamCalls` when the variant has a gate. */
+      readonly gateUpstreamCalls?: number;
     };
 
-/** What the orchestrator tells a load process (as JSON in `BENCH_LOAD`). */
+/** One load run (bench/load.ts: autocannon; bench/burst.ts: one burst). */
 export interface LoadConfig {
   readonly url: string;
+  /** Concurrent connections; for a burst, also its number of requests (one per connection). */
   readonly connections: number;
-  /** Seconds of warm-up before the measured run (0: none). */
-  readonly warmup: number;
-  /** Seconds of measured run; ignored when `amount` is set. */
+  /** Seconds of the run (autocannon only). */
   readonly duration: number;
-  /** Exact number of requests of the measured run. */
-  readonly amount?: number;
   /** Fixed Authorization header, or none. */
   readonly authorization?: string;
-  /** When set, every request carries `Bearer <coldPrefix><n>` with n counting from 0 (warm-up included). */
+  /** When set, every request carries `Bearer <coldPrefix><n>` with n counting from 0 over the process's runs. */
   readonly coldPrefix?: string;
   /** Highest n the provider knows; the load process fails rather than reuse a token. */
   readonly coldLimit?: number;
-  /** Per-request timeout, seconds. */
-  readonly timeout?: number;
-  /** `burst`: bench/burst.ts (pre-connected sockets, one request each, all at once) instead of autocannon. */
-  readonly generator?: 'autocannon' | 'burst';
 }
 
-/** The part of an autocannon result the suite keeps. */
+/** What a load run saw (autocannon or a burst). */
 export interface LoadResult {
   readonly requestsPerSecond: number;
   readonly requests: number;
   readonly latencyP50: number;
   readonly latencyP99: number;
-  readonly latencyMax: number;
   readonly non2xx: number;
   readonly errors: number;
   readonly timeouts: number;
-  readonly durationSeconds: number;
-  /** Cold tokens used (warm-up included), for `coldLimit`. */
-  readonly coldTokensUsed?: number;
   /** bench/burst.ts: how long writing every request of the burst took, ms. */
   readonly burstWriteMs?: number;
 }
@@ -97,11 +88,14 @@ export type LoadMessage =
   | { readonly type: 'results'; readonly results: readonly LoadResult[] }
   | { readonly type: 'failed'; readonly message: string };
 
-/** What the orchestrator tells a load process after `warm`: `go` (single run) or `run` (kept process). */
+/**
+ * What the orchestrator tells a load process after `warm`: bench/load.ts takes `run` (one autocannon run,
+ * answered by `result`) and `runAll` (one instance per config at once, answered by `results`);
+ * bench/burst.ts takes `go` (send the burst, answered by `result`).
+ */
 export type LoadCommand =
   | { readonly type: 'go' }
   | { readonly type: 'run'; readonly config: LoadConfig }
-  /** Several runs at once (side by side), one autocannon instance per config, answered by `results`. */
   | { readonly type: 'runAll'; readonly configs: readonly LoadConfig[] };
 
 export function median(values: readonly number[]): number {

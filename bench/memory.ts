@@ -7,8 +7,7 @@
  * before the gate exists, so the cache's own preallocation counts too.
  * Run with --expose-gc (bench/run.ts does).
  */
-import { extractBearer } from '../src/credentials/bearer.js';
-import { type AuthContext, createGate, type Provider, type Verdict } from '../src/index.js';
+import { type AuthContext, createGate, extractBearer, type Provider, type Verdict } from '../src/index.js';
 
 export interface MemoryResult {
   readonly entries: number;
@@ -122,7 +121,7 @@ const result: MemoryResult = {
   sharedPermissionLists,
   distinctPermissionLists: lists.size,
 };
-if (process.send === undefined) console.log(JSON.stringify(result, null, 2));
+console.log(JSON.stringify(result, null, 2));
 process.send?.({ type: 'result', result });
 await gate.close();
 process.disconnect?.();

@@ -8,23 +8,14 @@
  * in Chrome DevTools); printed are tokengate's share of the CPU time, the busy
  * time split by where the code lives, and the functions with the most self time.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { mockOnlineOrNot } from '../src/testing/index.js';
-import { compiled } from './compile.js';
-import {
-  BENCH_PERMISSIONS,
-  HOST,
-  HOT_TOKEN,
-  type LoadConfig,
-  type LoadMessage,
-  type ServerConfig,
-  type ServerMessage,
-  type Variant,
-} from './lib.js';
+import { BENCH_PERMISSIONS, HOT_TOKEN, type LoadConfig, STAMPEDE_LATENCY_MS, type Variant } from './lib.js';
+import { nextMessage, pin, stop } from './processes.js';
+import { type Bench, startServer, withBurst, withLoader } from './runs.js';
+import { settings } from './settings.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const variant = (process.argv[2] ?? 'express-gate') as Variant;
@@ -32,115 +23,72 @@ const mode = process.argv[3] ?? 'hot';
 const seconds = Number(process.argv[4] ?? 8);
 const profiles = join(here, 'profiles');
 mkdirSync(profiles, { recursive: true });
+/** Frames are labelled by their path inside the repository (or package, for node_modules). */
+const repository = `${pathToFileURL(join(here, '..')).href}/`;
 
-const TOKEN = HOT_TOKEN;
-const provider = await mockOnlineOrNot({ tokens: { [TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
+// The mock shares the load core with autocannon: the server's core does only the work being profiled.
+pin(process.pid, settings.loadCore);
+
+const provider = await mockOnlineOrNot({ tokens: { [HOT_TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
 const COLD = 200_000;
-if (mode === 'cold')
+if (mode === 'cold') {
   for (let i = 0; i < COLD; i++) provider.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
-
-const config: ServerConfig = { variant, providerUrl: provider.url, jwksUri: '', issuer: '', audience: '' };
-const server = spawn(
-  'taskset',
-  [
-    '-c',
-    '0',
-    process.execPath,
-    ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean),
-    compiled('server.ts'),
-  ],
-  {
-    env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  },
-);
-const reply = (type: ServerMessage['type']) =>
-  new Promise<ServerMessage>((resolve) => {
-    const onMessage = (message: ServerMessage) => {
-      if (message.type !== type) return;
-      server.off('message', onMessage);
-      resolve(message);
-    };
-    server.on('message', onMessage);
-  });
-const ready = await reply('ready');
-const port = ready.type === 'ready' ? ready.port : 0;
-
-let cold = 0;
-const load = (duration: number) =>
-  autocannon({
-    url: `http://${HOST}:${port}/hello`,
-    connections: 32,
-    duration,
-    headers: { authorization: `Bearer ${TOKEN}` },
-    ...(mode === 'cold'
-      ? {
-          requests: [
-            {
-              method: 'GET',
-              path: '/hello',
-              setupRequest: (request: autocannon.Request) => ({
-                ...request,
-                headers: { ...request.headers, authorization: `Bearer cold-${cold++ % COLD}` },
-              }),
-            },
-          ],
-        }
-      : {}),
-  });
-await load(2); // warm-up, not profiled
+}
+const bench: Bench = { provider, server: { providerUrl: provider.url, jwksUri: '', issuer: '', audience: '' } };
+const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+const server = await startServer(bench, variant, nodeFlags);
 const profilePath = join(profiles, `${variant}-${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
-const profiling = reply('profiled');
-server.send({ type: 'profile-start' });
-await profiling;
-if (mode === 'stampede') {
-  // bench/burst.ts on core 1: 1,000 pre-connected sockets, one request each for a token the gate has not
-  // seen (none on the bare route), the mock taking 100 ms.
-  const token = 'stampede-token-0123456789';
-  provider.setToken(token, { id: 'tok_stampede', permissions: BENCH_PERMISSIONS });
-  provider.latency = 100;
-  const burst = spawn('taskset', ['-c', '1', process.execPath, compiled('burst.ts')], {
-    env: {
-      ...process.env,
-      BENCH_LOAD: JSON.stringify({
-        url: `http://${HOST}:${port}/hello`,
+
+/** Sends `type` to the server (`profile-start`, `profile-stop`) and waits for its `profiled`. */
+async function profiler(type: string, path?: string): Promise<void> {
+  const done = nextMessage(server.child, 'profiled');
+  server.child.send({ type, path });
+  await done;
+}
+
+try {
+  await withLoader(async (loader) => {
+    const load: LoadConfig = {
+      url: server.url,
+      connections: 32,
+      duration: seconds,
+      ...(mode === 'cold' ? { coldPrefix: 'cold-', coldLimit: COLD } : { authorization: `Bearer ${HOT_TOKEN}` }),
+    };
+    await loader.run({ ...load, duration: 2 }); // warm-up, not profiled
+    await profiler('profile-start');
+    if (mode === 'stampede') {
+      // 1,000 pre-connected sockets, one request each for a token the gate has not seen (none on the bare
+      // route), the mock taking the stampede's latency.
+      const token = 'stampede-token-0123456789';
+      provider.setToken(token, { id: 'tok_stampede', permissions: BENCH_PERMISSIONS });
+      provider.latency = STAMPEDE_LATENCY_MS;
+      const burst = {
+        url: server.url,
         connections: 1000,
-        warmup: 0,
         duration: 0,
         ...(variant.endsWith('bare') ? {} : { authorization: `Bearer ${token}` }),
-      } satisfies LoadConfig),
-    },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      };
+      const { latencyP50, latencyP99, requestsPerSecond, non2xx } = await withBurst(burst, (go) => go());
+      console.log(
+        `${variant} stampede: p50 ${latencyP50} ms, p99 ${latencyP99} ms, ${Math.round(requestsPerSecond)} req/s, non2xx ${non2xx}`,
+      );
+    } else {
+      const result = await loader.run(load);
+      console.log(`${variant} ${mode}: ${Math.round(result.requestsPerSecond)} req/s, non2xx ${result.non2xx}`);
+    }
+    await profiler('profile-stop', profilePath);
   });
-  const next = (type: LoadMessage['type']) =>
-    new Promise<LoadMessage>((resolve) => burst.on('message', (m: LoadMessage) => m.type === type && resolve(m)));
-  await next('warm');
-  burst.send({ type: 'go' });
-  const message = await next('result');
-  if (message.type !== 'result') throw new Error('burst failed');
-  const { latencyP50, latencyP99, requestsPerSecond, non2xx } = message.result;
-  console.log(
-    `${variant} stampede: p50 ${latencyP50} ms, p99 ${latencyP99} ms, ${Math.round(requestsPerSecond)} req/s, non2xx ${non2xx}`,
-  );
-} else {
-  const result = await load(seconds);
-  console.log(
-    `${variant} ${mode}: ${Math.round(result.requests.total / result.duration)} req/s, non2xx ${result.non2xx}`,
-  );
+} finally {
+  await stop(server.child);
+  await provider.close();
 }
-const written = reply('profiled');
-server.send({ type: 'profile-stop', path: profilePath });
-await written;
-server.kill('SIGTERM');
-await provider.close();
-const newest = profilePath;
 
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   children?: number[];
 }
-const profile = JSON.parse(readFileSync(newest, 'utf8')) as {
+const profile = JSON.parse(readFileSync(profilePath, 'utf8')) as {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
@@ -160,7 +108,7 @@ profile.samples.forEach((id, i) => {
   if (node === undefined) return;
   total += delta;
   const { functionName, url, lineNumber } = node.callFrame;
-  const label = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(node_modules|work\/main)\//, '')}:${lineNumber + 1}`;
+  const label = `${functionName || '(anonymous)'} ${url.replace(repository, '').replace(/^.*\/node_modules\//, '')}:${lineNumber + 1}`;
   self.set(label, (self.get(label) ?? 0) + delta);
   const origin = originOf(functionName, url);
   byOrigin.set(origin, (byOrigin.get(origin) ?? 0) + delta);
@@ -173,7 +121,7 @@ profile.samples.forEach((id, i) => {
     break;
   }
 });
-console.log(`profile: ${newest}`);
+console.log(`profile: ${profilePath}`);
 console.log(
   `CPU time whose nearest non-internal frame is tokengate's (src/, adapters/): ${((100 * underOurs) / total).toFixed(1)}% of CPU time`,
 );

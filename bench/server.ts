@@ -2,7 +2,7 @@
  * One benchmark server process: builds the app named by `BENCH_SERVER.variant`
  * around the same route body, listens on 127.0.0.1, and answers the
  * orchestrator's `usage` requests (CPU time, gate stats) over IPC.
- * Started pinned to core 0 by bench/run.ts.
+ * Started pinned to the server core by bench/runs.ts.
  */
 import { writeFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
@@ -12,10 +12,10 @@ import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
 import Koa from 'koa';
 import passport from 'passport';
 import { Strategy as BearerStrategy } from 'passport-http-bearer';
-import { Pool } from 'undici';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
 import { createGate, type Gate, onlineOrNot } from '../src/index.js';
+import { type HandUser, handWrittenLookup } from './hand-written.js';
 import {
   BENCH_PERMISSIONS,
   HOST,
@@ -31,34 +31,6 @@ const config = JSON.parse(process.env.BENCH_SERVER ?? '') as ServerConfig;
 /** The route body every variant shares. */
 function routeBody(_req: Request, res: Response): void {
   res.json({ ok: true });
-}
-
-interface HandUser {
-  readonly id: string;
-  readonly permissions: readonly string[];
-}
-
-/**
- * What people write by hand: both OnlineOrNot endpoints through a keep-alive
- * undici pool of the same size as the gate's (16), no cache. Resolves
- * undefined for a rejected token.
- */
-function handWrittenLookup(providerUrl: string): (token: string) => Promise<HandUser | undefined> {
-  const pool = new Pool(providerUrl, { connections: 16, keepAliveTimeout: 10_000 });
-  return async (token) => {
-    const headers = { accept: 'application/json', authorization: `Bearer ${token}` };
-    const [verify, permissions] = await Promise.all([
-      pool.request({ method: 'GET', path: '/v1/tokens/verify', headers }),
-      pool.request({ method: 'GET', path: '/v1/tokens/permissions', headers }),
-    ]);
-    const [verifyBody, permissionsBody] = (await Promise.all([verify.body.json(), permissions.body.json()])) as [
-      { result?: { id?: string; status?: string } },
-      { result?: { permissions?: string[] } },
-    ];
-    if (verify.statusCode !== 200 || permissions.statusCode !== 200) return undefined;
-    if (verifyBody.result?.status !== 'active' || typeof verifyBody.result.id !== 'string') return undefined;
-    return { id: verifyBody.result.id, permissions: permissionsBody.result?.permissions ?? [] };
-  };
 }
 
 function requireHandPermission(req: Request, res: Response, next: NextFunction): void {
@@ -266,15 +238,11 @@ process.on('message', (message: { type: string; path?: string }) => {
   if (message.type.startsWith('profile-')) void profile(message);
   if (message.type === 'usage') {
     const cpu = process.cpuUsage();
-    const stats = gate?.stats();
     send({
       type: 'usage',
       cpuMicros: cpu.user + cpu.system,
       wallMs: performance.now(),
-      rss: process.memoryUsage.rss(),
-      ...(stats === undefined
-        ? {}
-        : { gate: { hits: stats.hits, misses: stats.misses, upstreamCalls: stats.upstreamCalls } }),
+      ...(gate === undefined ? {} : { gateUpstreamCalls: gate.stats().upstreamCalls }),
     });
   }
 });

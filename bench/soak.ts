@@ -1,5 +1,5 @@
 /**
- * Soak benchmark (issue 4): mixed traffic at high concurrency through a real
+ * Soak benchmark: mixed traffic at high concurrency through a real
  * Express app while the providers flap.
  *
  *   npm run bench:soak                       # 60 s
