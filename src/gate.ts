@@ -16,7 +16,15 @@ import type { Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, Rejection, VerdictStore } from './store.js';
-import type { AuthenticateOptions, Credential, CredentialRequest, Gate, GateStats, Provider } from './types.js';
+import type {
+  AuthenticateOptions,
+  Credential,
+  CredentialRequest,
+  Gate,
+  GateStats,
+  PartialCredential,
+  Provider,
+} from './types.js';
 import { Upstream, type UpstreamCounters } from './upstream.js';
 
 /** One provider as the gate holds it. */
@@ -187,17 +195,23 @@ class TokenGate implements Gate {
     });
   }
 
-  /** The provider that handles `req` and its credential, or undefined when there is none. */
+  /**
+   * The provider that handles `req` and its credential, or undefined when there is none. Complete
+   * credentials in two places are a 400; a partial one is a 400 only when there is nothing else.
+   */
   #find(req: CredentialRequest): { slot: Slot; credential: Credential } | undefined {
     let found: { slot: Slot; credential: Credential } | undefined;
+    let partial: PartialCredential | undefined;
     for (const slot of this.#slots) {
       const credential = slot.provider.extract(req, this.realm);
       if (credential === undefined) continue;
-      if (found === undefined) found = { slot, credential };
+      if ('partial' in credential) partial ??= credential;
+      else if (found === undefined) found = { slot, credential };
       else if (credential.source !== found.credential.source) {
         throw invalidRequest(this.realm, 'Credentials were sent in more than one place');
       }
     }
+    if (found === undefined && partial !== undefined) throw invalidRequest(this.realm, partial.partial);
     return found;
   }
 }

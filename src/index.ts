@@ -11,7 +11,7 @@ export { AuthContext } from './context.js';
 export type { BearerCredential } from './credentials/bearer.js';
 export { extractBearer } from './credentials/bearer.js';
 export type { ConnectionCredential, ConnectionQueryNames } from './credentials/connection.js';
-export { extractConnection } from './credentials/connection.js';
+export { extractConnection, findConnection } from './credentials/connection.js';
 export type { AuthErrorCode } from './errors.js';
 export { AuthError, formatScope } from './errors.js';
 export type { BreakerState, EventListener, GateEvent } from './events.js';
@@ -34,6 +34,7 @@ export type {
   Gate,
   GateStats,
   HeaderValue,
+  PartialCredential,
   Principal,
   Provider,
   ProviderFailureKind,

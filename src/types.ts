@@ -72,11 +72,25 @@ export interface Credential {
 }
 
 /**
+ * What `extract` returns for a credential that is only partly there (a
+ * connection `token` without its `user_id`): the gate answers it 400
+ * `invalid_request` with `partial` as the description only when the request
+ * carries no complete credential. Next to a complete one (a Bearer header
+ * with an unrelated `?token=` in the URL) it is ignored.
+ */
+export interface PartialCredential {
+  readonly source: string;
+  /** Why it is incomplete, for the 400's `error_description`. */
+  readonly partial: string;
+}
+
+/**
  * A token provider: finds its kind of credential in a request and verifies it.
  *
  * `extract` runs on every request and must be cheap and synchronous; it
- * returns `undefined` when the request has no credential of its kind and
- * throws an `invalid_request` {@link AuthError} when it has a malformed one.
+ * returns `undefined` when the request has no credential of its kind, a
+ * {@link PartialCredential} when it has part of one, and throws an
+ * `invalid_request` `AuthError` when it has a malformed one.
  * `verify` runs on cache misses; it throws {@link ProviderFailure} when the
  * provider cannot give an answer, and must honour `signal`. The gate aborts
  * `signal` when the deadline passes and when `verify` throws (so that work it
@@ -109,7 +123,7 @@ export interface Provider<C extends Credential = Credential> {
    * providers never share answers.
    */
   readonly cacheScope: string;
-  extract(req: CredentialRequest, realm: string): C | undefined;
+  extract(req: CredentialRequest, realm: string): C | PartialCredential | undefined;
   verify(credential: C, signal: AbortSignal): Promise<Verdict>;
   /** Releases connection pools. */
   close?(): Promise<void>;

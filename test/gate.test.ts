@@ -16,6 +16,7 @@ import {
   extractBearer,
   type Gate,
   type Provider,
+  partoo,
   requires,
 } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
@@ -147,5 +148,48 @@ describe('the per-connection fast path', () => {
       const auth = await gate.authenticate(request(READER, connection));
       expect(() => gate.authorize(auth, write)).toThrow(expect.objectContaining({ status: 403 }));
     }
+  });
+});
+
+describe('a half connection credential', () => {
+  function bothProviders(): Gate {
+    // Partoo is never asked in these tests: a half credential never reaches a provider.
+    const gate = createGate({
+      providers: [
+        stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } }),
+        partoo({ apiKey: 'SECRETunusedKey', baseUrl: 'http://127.0.0.1:9' }),
+      ],
+    });
+    open.push(() => gate.close());
+    return gate;
+  }
+
+  it('is ignored next to a complete Bearer credential (an unrelated ?token= in the URL)', async () => {
+    const gate = bothProviders();
+    const auth = await gate.authenticate({ ...request(READER), query: { token: 'pageCursor123' } });
+    expect(auth.subject).toBe('reader');
+    const other = await gate.authenticate({ ...request(READER), query: { user_id: 'u1' } });
+    expect(other.subject).toBe('reader');
+  });
+
+  it('is a 400 naming both parameters when it is the only credential', async () => {
+    const gate = bothProviders();
+    for (const query of [{ token: 'pageCursor123' }, { user_id: 'u1' }]) {
+      await expect(gate.authenticate({ headers: {}, query })).rejects.toMatchObject({
+        status: 400,
+        code: 'invalid_request',
+        message: 'Both user_id and token are required',
+      });
+    }
+  });
+
+  it('does not excuse a malformed Bearer header, nor a complete credential in a second place', async () => {
+    const gate = bothProviders();
+    await expect(
+      gate.authenticate({ headers: { authorization: 'Bearer a b' }, query: { token: 'x' } }),
+    ).rejects.toMatchObject({ status: 400, message: 'Malformed Bearer token' });
+    await expect(
+      gate.authenticate({ ...request(READER), query: { user_id: 'u1', token: 'SECRETconn' } }),
+    ).rejects.toMatchObject({ status: 400, message: 'Credentials were sent in more than one place' });
   });
 });

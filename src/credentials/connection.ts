@@ -3,7 +3,7 @@
  * string (`?user_id=…&token=…`), as Partoo's connection links carry them.
  */
 import { invalidRequest } from '../errors.js';
-import type { Credential, CredentialRequest } from '../types.js';
+import type { Credential, CredentialRequest, PartialCredential } from '../types.js';
 
 /** Names of the two query parameters. */
 export interface ConnectionQueryNames {
@@ -18,6 +18,9 @@ export interface ConnectionCredential extends Credential {
   readonly userId: string;
   readonly token: string;
 }
+
+/** The `source` of every connection credential. */
+export const CONNECTION_SOURCE = 'query:connection';
 
 export const MAX_USER_ID_LENGTH = 256;
 export const MAX_CONNECTION_TOKEN_LENGTH = 1024;
@@ -39,18 +42,33 @@ export function extractConnection(
   names: ConnectionQueryNames,
   realm: string,
 ): ConnectionCredential | undefined {
+  const found = findConnection(req, names, realm);
+  if (found !== undefined && 'partial' in found) throw invalidRequest(realm, found.partial);
+  return found;
+}
+
+/**
+ * {@link extractConnection} for a provider's `extract`: a half credential
+ * (only one of the two parameters) is a {@link PartialCredential}, which the
+ * gate refuses only when the request carries no other credential.
+ */
+export function findConnection(
+  req: CredentialRequest,
+  names: ConnectionQueryNames,
+  realm: string,
+): ConnectionCredential | PartialCredential | undefined {
   const query = req.query;
   if (query === undefined || query === null) return undefined;
   const userId = query[names.userId];
   const token = query[names.token];
   if (userId === undefined && token === undefined) return undefined;
   if (userId === undefined || token === undefined) {
-    throw invalidRequest(realm, `Both ${names.userId} and ${names.token} are required`);
+    return { source: CONNECTION_SOURCE, partial: `Both ${names.userId} and ${names.token} are required` };
   }
   const checkedUserId = checkParameter(userId, names.userId, MAX_USER_ID_LENGTH, realm);
   const checkedToken = checkParameter(token, names.token, MAX_CONNECTION_TOKEN_LENGTH, realm);
   return {
-    source: 'query:connection',
+    source: CONNECTION_SOURCE,
     userId: checkedUserId,
     token: checkedToken,
     // NUL cannot occur in either part (visible ASCII only), so the pair is unambiguous.

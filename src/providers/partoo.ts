@@ -6,7 +6,12 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { type ConnectionCredential, type ConnectionQueryNames, extractConnection } from '../credentials/connection.js';
+import {
+  CONNECTION_SOURCE,
+  type ConnectionCredential,
+  type ConnectionQueryNames,
+  findConnection,
+} from '../credentials/connection.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
 import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption, stringListOption } from '../options.js';
@@ -144,10 +149,10 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
 
   return {
     name,
-    source: 'query:connection',
+    source: CONNECTION_SOURCE,
     concurrency: options.connections ?? DEFAULT_CONNECTIONS,
     cacheScope,
-    extract: (req, realm) => extractConnection(req, names, realm),
+    extract: (req, realm) => findConnection(req, names, realm),
     verify: cancellableVerify(verifyConnectionToken),
     close: () => http.close(),
   };
