@@ -193,3 +193,90 @@ describe('a half connection credential', () => {
     ).rejects.toMatchObject({ status: 400, message: 'Credentials were sent in more than one place' });
   });
 });
+
+describe('admission through the gate', () => {
+  /** A provider that holds every verification until `releaseAll()`, counting calls. */
+  function heldProvider(concurrency: number) {
+    const held: Array<() => void> = [];
+    let calls = 0;
+    const provider: Provider<BearerCredential> = {
+      name: 'held',
+      cacheScope: 'held',
+      source: 'header:authorization',
+      concurrency,
+      extract: extractBearer,
+      verify: async (credential) => {
+        calls++;
+        await new Promise<void>((resolve) => held.push(resolve));
+        return credential.secret.startsWith('SECRETok')
+          ? { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } }
+          : { ok: false, reason: 'The access token is invalid' };
+      },
+    };
+    return { provider, calls: () => calls, releaseAll: () => held.splice(0).forEach((release) => release()) };
+  }
+
+  it('answers 503 overloaded at once when the wait is full: no upstream call, no breaker, no stale', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [provider],
+      admission: { maxWaiting: 0 },
+      breaker: { threshold: 1 },
+      onEvent: (event) => events.push(event.type),
+    });
+    open.push(() => gate.close());
+    const first = gate.authenticate(request('SECRETok1'));
+    await expect(gate.authenticate(request('SECRETok2'))).rejects.toMatchObject({
+      status: 503,
+      code: 'overloaded',
+      headers: { 'Retry-After': '1' },
+    });
+    expect(calls()).toBe(1);
+    releaseAll();
+    expect((await first).subject).toBe('SECRETok1');
+    expect(gate.stats()).toMatchObject({ overloaded: 1, breakers: { held: 'closed' }, stale: 0 });
+    expect(events).toContain('overloaded');
+    expect(events).not.toContain('breaker');
+  });
+
+  it('shares the wait between clients: a flooding client cannot keep another one out', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const gate = createGate({ providers: [provider], admission: { maxWaiting: 3 } });
+    open.push(() => gate.close());
+    const flood = Array.from({ length: 10 }, (_, i) =>
+      gate
+        .authenticate({ ...request(`SECRETbad${i}`), ip: '127.0.0.1' })
+        .catch((error: { code: string }) => error.code),
+    );
+    const other = gate.authenticate({ ...request('SECRETokB'), ip: '127.0.0.2' });
+    for (let round = 0; round < 12 && calls() < 11; round++) {
+      releaseAll();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    releaseAll();
+    expect((await other).subject).toBe('SECRETokB');
+    const floodCodes = await Promise.all(flood);
+    expect(floodCodes.filter((code) => code === 'overloaded').length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('uses admission.clientKey when given', async () => {
+    const { provider, releaseAll } = heldProvider(1);
+    const keys: string[] = [];
+    const gate = createGate({
+      providers: [provider],
+      admission: {
+        clientKey: (req) => {
+          const key = String(req.headers['x-tenant']);
+          keys.push(key);
+          return key;
+        },
+      },
+    });
+    open.push(() => gate.close());
+    const pending = gate.authenticate({ headers: { authorization: 'Bearer SECRETok1', 'x-tenant': 'tenant-a' } });
+    releaseAll();
+    await pending;
+    expect(keys).toEqual(['tenant-a']);
+  });
+});
