@@ -201,3 +201,53 @@ describe('a closed gate', () => {
     expect(answer.body).not.toContain('reached');
   });
 });
+
+describe('the client address the gate shares capacity by', () => {
+  function recordingGate(seen: Array<string | undefined>): Gate {
+    const gate = createGate({
+      providers: [stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } })],
+      admission: {
+        clientKey: (req) => {
+          seen.push(req.ip);
+          return req.ip ?? 'unknown';
+        },
+      },
+    });
+    open.push(() => gate.close());
+    return gate;
+  }
+
+  async function getVia(url: string, forwardedFor: string) {
+    const res = await fetch(url, {
+      headers: { authorization: `Bearer ${READER}`, 'x-forwarded-for': forwardedFor },
+      signal: AbortSignal.timeout(3000),
+    });
+    return res.status;
+  }
+
+  it("is Express's req.ip, so its trust proxy setting applies", async () => {
+    for (const trust of [false, true]) {
+      const seen: Array<string | undefined> = [];
+      const app = express();
+      app.set('trust proxy', trust);
+      app.get('/', expressGate.authenticate(recordingGate(seen)), (_req, res) => {
+        res.send('ok');
+      });
+      expect(await getVia(await serve(app), '127.0.0.9')).toBe(200);
+      expect(seen).toEqual([trust ? '127.0.0.9' : '127.0.0.1']);
+    }
+  });
+
+  it("is Koa's ctx.ip, so app.proxy applies", async () => {
+    for (const proxy of [false, true]) {
+      const seen: Array<string | undefined> = [];
+      const app = new Koa({ proxy });
+      app.use(koaGate.authenticate(recordingGate(seen)));
+      app.use((ctx) => {
+        ctx.body = 'ok';
+      });
+      expect(await getVia(await serve(app.callback()), '127.0.0.9')).toBe(200);
+      expect(seen).toEqual([proxy ? '127.0.0.9' : '127.0.0.1']);
+    }
+  });
+});
