@@ -4,8 +4,12 @@
  * `tokengate` (as built by tsup from this repository), express, koa and their
  * types. A failure names the README line of each error.
  *
- * A block that is deliberately not a complete module is preceded by the line
- * `<!-- snippet: fragment -->` and is listed as skipped.
+ * The line before a block may mark it:
+ * - `<!-- snippet: runs -->`: it also runs to the end under node in that
+ *   project (exit 0, nothing on stderr). Only for blocks that talk to
+ *   127.0.0.1 alone and close what they open.
+ * - `<!-- snippet: fragment -->`: deliberately not a complete module; not
+ *   checked, listed as skipped.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -19,6 +23,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MARKDOWN_FILES = ['README.md', 'examples/README.md'];
 const FRAGMENT_MARKER = '<!-- snippet: fragment -->';
+const RUNS_MARKER = '<!-- snippet: runs -->';
 
 /** One fenced ```ts block. */
 interface Snippet {
@@ -29,6 +34,8 @@ interface Snippet {
   readonly code: string;
   /** Marked with {@link FRAGMENT_MARKER}: not typechecked. */
   readonly fragment: boolean;
+  /** Marked with {@link RUNS_MARKER}: run as well. */
+  readonly runs: boolean;
 }
 
 /**
@@ -49,11 +56,13 @@ function extractSnippets(markdownFile: string): Snippet[] {
     if (language === 'ts' || language === 'typescript') {
       let previous = i - 1;
       while (previous >= 0 && (lines[previous] ?? '').trim() === '') previous--;
+      const marker = (lines[previous] ?? '').trim();
       snippets.push({
         markdownFile,
         fenceLine: i + 1,
         code: `${lines.slice(i + 1, end).join('\n')}\n`,
-        fragment: (lines[previous] ?? '').trim() === FRAGMENT_MARKER,
+        fragment: marker === FRAGMENT_MARKER,
+        runs: marker === RUNS_MARKER,
       });
     }
     i = end;
@@ -70,17 +79,20 @@ const locationOf = (snippet: Snippet) => `${snippet.markdownFile}:${snippet.fenc
 const fileNameOf = (snippet: Snippet) =>
   `${snippet.markdownFile.replace(/[^A-Za-z0-9]+/g, '-')}-line-${snippet.fenceLine}.ts`;
 
-/** Runs `node args` in the repository root; rejects with its output unless it exits 0. */
-function runNode(args: readonly string[]): Promise<void> {
+/** Runs `node args` in `cwd` to its end (killed after `timeoutMs`); resolves with how it ended and what it printed. */
+function runNode(
+  args: readonly string[],
+  cwd: string,
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.once('error', reject);
-    child.once('exit', (code, signal) =>
-      code === 0 ? resolve() : reject(new Error(`node ${args.join(' ')} ended with ${code ?? signal}:\n${output}`)),
-    );
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
 
@@ -118,14 +130,12 @@ async function createConsumerProject(): Promise<string> {
 
   const tsupPackage = requireFromRoot.resolve('tsup/package.json');
   const tsupBin = (JSON.parse(readFileSync(tsupPackage, 'utf8')) as { bin: { tsup: string } }).bin.tsup;
-  await runNode([
-    path.join(path.dirname(tsupPackage), tsupBin),
-    '--format',
-    'esm',
-    '--out-dir',
-    path.join(packageDir, 'dist'),
-    '--silent',
-  ]);
+  const build = await runNode(
+    [path.join(path.dirname(tsupPackage), tsupBin), '--format', 'esm', '--out-dir', path.join(packageDir, 'dist')],
+    ROOT,
+    100_000,
+  );
+  if (build.code !== 0) throw new Error(`tsup failed (${build.code}):\n${build.stdout}\n${build.stderr}`);
   return dir;
 }
 
@@ -210,4 +220,18 @@ for (const snippet of snippets) {
     const errors = (diagnosticsByFile.get(fileNameOf(snippet)) ?? []).map((d) => describeDiagnostic(snippet, d));
     expect(errors, `${locationOf(snippet)}\n${snippet.code}`).toEqual([]);
   });
+  if (snippet.runs) {
+    it(`ts block at ${locationOf(snippet)} runs to the end under node`, { timeout: 30_000 }, async () => {
+      const dir = projectDir as string;
+      const { outputText } = ts.transpileModule(snippet.code, {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
+      });
+      const file = fileNameOf(snippet).replace(/\.ts$/, '.mjs');
+      writeFileSync(path.join(dir, file), outputText);
+      // Exit code 0 within the time limit: it ran through and left nothing open.
+      const { code, stderr } = await runNode([file], dir, 20_000);
+      expect(stderr, locationOf(snippet)).toBe('');
+      expect(code, locationOf(snippet)).toBe(0);
+    });
+  }
 }
