@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { curlLine, DEMO_CASES, type DemoProviders, SAMPLE, startDemoProviders } from '../examples/demo.js';
 import { createExampleApp as createExpressApp } from '../examples/express-app.js';
 import { createExampleApp as createKoaApp } from '../examples/koa-app.js';
-import { createExampleApp as createNodeApp } from '../examples/node-http-app.js';
+import { createExampleApp as createNodeApp, queryOf } from '../examples/node-http-app.js';
 import type { Gate } from '../src/index.js';
 import { rawGet } from './support/raw-http.js';
 
@@ -146,19 +146,28 @@ describe.each([['examples/express.ts'], ['examples/koa.ts'], ['examples/node-htt
 });
 
 describe('node:http demo app', () => {
-  it('answers a request target that is no URL with 400 and an unknown route with 404, both as JSON', async () => {
+  it('keeps every value of a repeated query parameter, and `__proto__` as a plain name', () => {
+    expect(Object.entries(queryOf('/checks?__proto__=a&x=1&__proto__=b&y=%20'))).toEqual([
+      ['__proto__', ['a', 'b']],
+      ['x', '1'],
+      ['y', ' '],
+    ]);
+    expect(Object.entries(queryOf('/checks'))).toEqual([]);
+  });
+
+  it('answers a target that is no route with 404 as JSON, an absolute-form one too', async () => {
     const providers = await startDemoProviders();
     const server = createServer(createNodeApp(providers.gate));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
-      const { port } = server.address() as AddressInfo;
-      // An absolute-form target with a port out of range: Node passes it on, `new URL` would throw.
-      const malformed = await rawGet(port, 'http://127.0.0.1:99999/checks', []);
-      expect(malformed.status).toBe(400);
-      expect(JSON.parse(malformed.body)).toEqual({ error: 'invalid_request', error_description: expect.any(String) });
-      const unknown = await request(server).get('/nowhere');
+      const unknown = await request(server).get('/nowhere?token=a&token=b');
       expect(unknown.status).toBe(404);
       expect(unknown.body).toEqual({ error: 'not_found', error_description: expect.any(String) });
+      // Node passes an absolute-form target on as it is (here with a port `new URL` would refuse).
+      const { port } = server.address() as AddressInfo;
+      const absolute = await rawGet(port, 'http://127.0.0.1:99999/checks', []);
+      expect(absolute.status).toBe(404);
+      expect(JSON.parse(absolute.body)).toEqual({ error: 'not_found', error_description: expect.any(String) });
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
