@@ -109,7 +109,8 @@ function runNode(
  * `@internal` as published), and links to what a user installs beside it.
  */
 async function createConsumerProject(): Promise<string> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tokengate-readme-'));
+  // Real path: tsc names files relative to it.
+  const dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'tokengate-readme-')));
   const nodeModules = path.join(dir, 'node_modules');
   const packageDir = path.join(nodeModules, 'tokengate');
   mkdirSync(path.join(nodeModules, '@types'), { recursive: true });
@@ -146,75 +147,97 @@ async function createConsumerProject(): Promise<string> {
   return dir;
 }
 
-/** What a user's strict tsconfig says (the repository's own settings, plus the types a user installs). */
-function compilerOptions(dir: string): ts.CompilerOptions {
-  const { options, errors } = ts.convertCompilerOptionsFromJson(
-    {
-      target: 'ES2022',
-      lib: ['ES2023'],
-      module: 'NodeNext',
-      moduleResolution: 'NodeNext',
-      moduleDetection: 'force',
-      types: ['node', 'express', 'koa'],
-      strict: true,
-      exactOptionalPropertyTypes: true,
-      noUncheckedIndexedAccess: true,
-      noImplicitOverride: true,
-      noFallthroughCasesInSwitch: true,
-      isolatedModules: true,
-      verbatimModuleSyntax: true,
-      esModuleInterop: true,
-      skipLibCheck: true,
-      noEmit: true,
-    },
-    dir,
-  );
-  if (errors.length > 0) throw new Error(ts.formatDiagnostics(errors, formatHost(dir)));
-  return options;
+/** What a user's strict tsconfig says: the repository's own settings, plus the types a user installs. */
+const COMPILER_OPTIONS = {
+  target: 'ES2022',
+  lib: ['ES2023'],
+  module: 'NodeNext',
+  moduleResolution: 'NodeNext',
+  moduleDetection: 'force',
+  types: ['node', 'express', 'koa'],
+  strict: true,
+  exactOptionalPropertyTypes: true,
+  noUncheckedIndexedAccess: true,
+  noImplicitOverride: true,
+  noFallthroughCasesInSwitch: true,
+  isolatedModules: true,
+  verbatimModuleSyntax: true,
+  esModuleInterop: true,
+  skipLibCheck: true,
+  noEmit: true,
+};
+
+/** One error as `tsc --pretty false` prints it: `file(line,column): error TS2304: message`. */
+interface CompilerError {
+  /** Absolute path, or undefined for an error about the configuration. */
+  readonly file: string | undefined;
+  readonly line: number;
+  readonly column: number;
+  /** `TS2304: Cannot find name 'gate'.`, continuation lines included. */
+  text: string;
 }
 
-function formatHost(dir: string): ts.FormatDiagnosticsHost {
-  return {
-    getCanonicalFileName: (fileName) => fileName,
-    getCurrentDirectory: () => dir,
-    getNewLine: () => '\n',
-  };
+const COMPILER_ERROR = /^(?:(?<file>.+?)\((?<line>\d+),(?<column>\d+)\): )?error (?<text>TS\d+: .*)$/;
+
+/**
+ * Typechecks the project in `dir` as its `tsconfig.json` says, with the TypeScript compiler in a
+ * low-priority child process, and returns the errors it printed.
+ */
+async function typecheck(dir: string): Promise<CompilerError[]> {
+  const typescriptPackage = createRequire(path.join(ROOT, 'package.json')).resolve('typescript/package.json');
+  const tscBin = (JSON.parse(readFileSync(typescriptPackage, 'utf8')) as { bin: { tsc: string } }).bin.tsc;
+  const tsc = path.join(path.dirname(typescriptPackage), tscBin);
+  const { code, stdout, stderr } = await runNode([tsc, '-p', dir, '--pretty', 'false'], dir, 170_000, {
+    lowPriority: true,
+  });
+  // 0: no errors; 1 and 2: errors found.
+  if (code === null || code > 2 || stderr !== '') throw new Error(`tsc ended with ${code}:\n${stdout}\n${stderr}`);
+  const errors: CompilerError[] = [];
+  for (const line of stdout.split('\n')) {
+    if (line.trim() === '') continue;
+    const match = COMPILER_ERROR.exec(line);
+    const last = errors.at(-1);
+    if (match?.groups !== undefined) {
+      const { file, line: row = '0', column = '0', text = '' } = match.groups;
+      const absolute = file === undefined ? undefined : path.resolve(dir, file);
+      errors.push({ file: absolute, line: Number(row), column: Number(column), text });
+    } else if (last !== undefined && /^\s/.test(line)) {
+      last.text += `\n${line}`;
+    } else {
+      throw new Error(`unexpected tsc output line ${JSON.stringify(line)}:\n${stdout}`);
+    }
+  }
+  if (code !== 0 && errors.length === 0) throw new Error(`tsc ended with ${code} but printed no error:\n${stdout}`);
+  return errors;
 }
 
 /** `README.md:42:7 TS2304: Cannot find name 'gate'.`, located in the markdown file. */
-function describeDiagnostic(snippet: Snippet, diagnostic: ts.Diagnostic): string {
-  const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n  ');
-  if (diagnostic.file === undefined || diagnostic.start === undefined) return `TS${diagnostic.code}: ${message}`;
-  const { line, character } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start);
-  return `${snippet.markdownFile}:${snippet.fenceLine + 1 + line}:${character + 1} TS${diagnostic.code}: ${message}`;
+function describeError(snippet: Snippet, error: CompilerError): string {
+  return `${snippet.markdownFile}:${snippet.fenceLine + error.line}:${error.column} ${error.text}`;
 }
 
 let projectDir: string | undefined;
-let diagnosticsByFile: Map<string, ts.Diagnostic[]>;
+let errorsByFile: Map<string, CompilerError[]>;
 
 beforeAll(async () => {
   projectDir = await createConsumerProject();
   const dir = projectDir;
   for (const snippet of checked) writeFileSync(path.join(dir, fileNameOf(snippet)), snippet.code);
-  const program = ts.createProgram(
-    checked.map((snippet) => path.join(dir, fileNameOf(snippet))),
-    compilerOptions(dir),
-  );
-  const global = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
-  if (global.length > 0) throw new Error(ts.formatDiagnostics(global, formatHost(dir)));
-  diagnosticsByFile = new Map();
-  const snippetFiles = new Set(checked.map(fileNameOf));
-  const elsewhere: ts.Diagnostic[] = [];
-  for (const diagnostic of ts.getPreEmitDiagnostics(program)) {
-    const fileName =
-      diagnostic.file && path.dirname(diagnostic.file.fileName) === dir && path.basename(diagnostic.file.fileName);
-    if (!fileName || !snippetFiles.has(fileName)) elsewhere.push(diagnostic);
-    else diagnosticsByFile.set(fileName, [...(diagnosticsByFile.get(fileName) ?? []), diagnostic]);
+  const tsconfig = { compilerOptions: COMPILER_OPTIONS, files: checked.map(fileNameOf) };
+  writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2));
+  errorsByFile = new Map(checked.map((snippet) => [path.join(dir, fileNameOf(snippet)), []]));
+  const elsewhere: CompilerError[] = [];
+  for (const error of await typecheck(dir)) {
+    const inSnippet = error.file === undefined ? undefined : errorsByFile.get(error.file);
+    if (inSnippet === undefined) elsewhere.push(error);
+    else inSnippet.push(error);
   }
-  // Errors outside the snippets (the built declarations, the project's setup) would otherwise go unseen.
-  if (elsewhere.length > 0) throw new Error(ts.formatDiagnostics(elsewhere, formatHost(dir)));
-  // Generous: at low priority the build waits for every other test on a busy machine.
-}, 180_000);
+  // Errors outside the snippets (the built declarations, the configuration) would otherwise go unseen.
+  if (elsewhere.length > 0) {
+    throw new Error(elsewhere.map((e) => `${e.file ?? 'tsconfig'}(${e.line},${e.column}): ${e.text}`).join('\n'));
+  }
+  // Generous: at low priority, the build and the compiler wait for every other test on a busy machine.
+}, 360_000);
 
 afterAll(() => {
   if (projectDir !== undefined) rmSync(projectDir, { recursive: true, force: true });
@@ -231,7 +254,9 @@ for (const snippet of snippets) {
     continue;
   }
   it(title, () => {
-    const errors = (diagnosticsByFile.get(fileNameOf(snippet)) ?? []).map((d) => describeDiagnostic(snippet, d));
+    const errors = (errorsByFile.get(path.join(projectDir as string, fileNameOf(snippet))) ?? []).map((error) =>
+      describeError(snippet, error),
+    );
     expect(errors, `${locationOf(snippet)}\n${snippet.code}`).toEqual([]);
   });
   if (snippet.runs) {
