@@ -103,14 +103,12 @@ function runNode(
 }
 
 /**
- * A consumer project in a temp dir: `"type": "module"`, `node_modules/tokengate`
+ * Lays out a consumer project in `dir`: `"type": "module"`, `node_modules/tokengate`
  * holding this repository's package.json and a fresh tsup build (ESM output;
  * the build's own config, so declarations are bundled and stripped of
  * `@internal` as published), and links to what a user installs beside it.
  */
-async function createConsumerProject(): Promise<string> {
-  // Real path: tsc names files relative to it.
-  const dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'tokengate-readme-')));
+async function createConsumerProject(dir: string): Promise<void> {
   const nodeModules = path.join(dir, 'node_modules');
   const packageDir = path.join(nodeModules, 'tokengate');
   mkdirSync(path.join(nodeModules, '@types'), { recursive: true });
@@ -144,7 +142,6 @@ async function createConsumerProject(): Promise<string> {
     { lowPriority: true },
   );
   if (build.code !== 0) throw new Error(`tsup failed (${build.code}):\n${build.stdout}\n${build.stderr}`);
-  return dir;
 }
 
 /** What a user's strict tsconfig says: the repository's own settings, plus the types a user installs. */
@@ -220,8 +217,10 @@ let projectDir: string | undefined;
 let errorsByFile: Map<string, CompilerError[]>;
 
 beforeAll(async () => {
-  projectDir = await createConsumerProject();
-  const dir = projectDir;
+  // Real path: tsc names files relative to it.
+  const dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'tokengate-readme-')));
+  projectDir = dir;
+  await createConsumerProject(dir);
   for (const snippet of checked) writeFileSync(path.join(dir, fileNameOf(snippet)), snippet.code);
   const tsconfig = { compilerOptions: COMPILER_OPTIONS, files: checked.map(fileNameOf) };
   writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2));
