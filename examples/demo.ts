@@ -145,6 +145,12 @@ export const DEMO_CASES: readonly DemoCase[] = [
     path: `/checks?${connectionQuery(SAMPLE.usedConnection)}`,
     status: 401,
   },
+  {
+    title: 'connection token given twice',
+    method: 'GET',
+    path: `/checks?${connectionQuery(SAMPLE.connection)}&${new URLSearchParams({ token: SAMPLE.connection.token })}`,
+    status: 400,
+  },
 ];
 
 /** A ready-to-paste curl command for `demoCase` against `baseUrl`. */

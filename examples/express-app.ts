@@ -9,13 +9,18 @@ import { authenticate, requires } from '../adapters/express.js';
 import { AuthError, type Gate } from '../src/index.js';
 import { READ, WRITE } from './demo.js';
 
-/** Renders tokengate's errors as JSON; anything else goes on to Express's default handler. */
-const authErrorsAsJson: ErrorRequestHandler = (err, _req, res, next) => {
+/**
+ * Renders tokengate's errors as JSON with their status and headers (`WWW-Authenticate`, `Retry-After`);
+ * anything else goes on to Express's default handler. Without it, Express would answer an HTML page and log
+ * every 401 with a stack trace.
+ */
+const authErrorsAsJson = ((err, _req, res, next) => {
   if (!(err instanceof AuthError)) return next(err);
-  res.set(err.headers);
   // `expose` is false only for server-side misconfiguration: keep its message in the logs.
-  res.status(err.status).json({ error: err.code, message: err.expose ? err.message : 'Internal Server Error' });
-};
+  if (!err.expose) console.error(err);
+  const description = err.expose ? err.message : 'Internal Server Error';
+  res.status(err.status).set(err.headers).json({ error: err.code, error_description: description });
+}) satisfies ErrorRequestHandler;
 
 export function createExampleApp(gate: Gate): Express {
   const app = express();

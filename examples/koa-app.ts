@@ -35,7 +35,7 @@ const authErrorsAsJson: Middleware = async (ctx, next) => {
     ctx.set(err.headers);
     ctx.status = err.status;
     // `expose` is false only for server-side misconfiguration: keep its message in the logs.
-    ctx.body = { error: err.code, message: err.expose ? err.message : 'Internal Server Error' };
+    ctx.body = { error: err.code, error_description: err.expose ? err.message : 'Internal Server Error' };
     if (!err.expose) ctx.app.emit('error', err, ctx);
   }
 };

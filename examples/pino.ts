@@ -136,10 +136,12 @@ app.get('/checks', authenticate(gate), requires(READ), (req, res) => {
 // Without this, Express's default handler would print every 401 to stderr with a stack trace.
 app.use(((error, _req, res, _next) => {
   if (error instanceof AuthError) {
+    // `expose` is false only for server-side misconfiguration (the provider refused the API key).
+    if (!error.expose) logger.error({ err: error }, 'tokengate misconfigured');
     res
       .status(error.status)
       .set(error.headers)
-      .json({ error: error.code, message: error.expose ? error.message : undefined });
+      .json({ error: error.code, error_description: error.expose ? error.message : 'Internal Server Error' });
     return;
   }
   logger.error({ err: error }, 'request failed');

@@ -1,23 +1,28 @@
 /**
- * The demos: every request the demo prints gets the status it promises, in
- * the Express and the Koa app, and `npm start`'s entry points start, print
- * working curl lines and stop cleanly on SIGTERM.
+ * The examples: every request the demo prints gets the status it promises, in
+ * the Express, Koa and plain node:http apps, with a JSON error body; the entry
+ * points (`npm start` and friends) start, print working curl lines and stop
+ * cleanly on SIGTERM; examples/pino.ts runs to the end and logs what it says.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import type { RequestListener } from 'node:http';
+import { createServer, type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { curlLine, DEMO_CASES, type DemoProviders, SAMPLE, startDemoProviders } from '../examples/demo.js';
 import { createExampleApp as createExpressApp } from '../examples/express-app.js';
 import { createExampleApp as createKoaApp } from '../examples/koa-app.js';
+import { createExampleApp as createNodeApp, queryOf } from '../examples/node-http-app.js';
 import type { Gate } from '../src/index.js';
+import { rawGet } from './support/raw-http.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 describe.each([
   ['express', (gate: Gate): RequestListener => createExpressApp(gate)],
   ['koa', (gate: Gate): RequestListener => createKoaApp(gate).callback()],
+  ['node:http', (gate: Gate): RequestListener => createNodeApp(gate)],
 ])('%s demo app', (_label, createApp) => {
   let providers: DemoProviders;
   let app: RequestListener;
@@ -34,7 +39,32 @@ describe.each([
     expect(res.status).toBe(demoCase.status);
     if (res.status === 401 || res.status === 403)
       expect(res.headers['www-authenticate']).toMatch(/^Bearer realm="api"/);
-    if (res.status >= 400) expect(res.body).toMatchObject({ error: expect.any(String), message: expect.any(String) });
+    if (res.status === 400)
+      expect(res.headers['www-authenticate']).toMatch(/^Bearer realm="api", error="invalid_request"/);
+    if (res.status >= 400) {
+      expect(res.headers['content-type']).toMatch(/^application\/json/);
+      expect(res.body).toEqual({ error: expect.any(String), error_description: expect.any(String) });
+    }
+  });
+
+  it('answers a repeated connection token or Authorization header with 400 invalid_request', async () => {
+    const { userId, token } = SAMPLE.connection;
+    const twice = await request(app).get(`/checks?user_id=${userId}&token=${token}&token=${token}`);
+    expect(twice.status).toBe(400);
+    expect(twice.body).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('token') });
+
+    const server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const bearer = `Authorization: Bearer ${SAMPLE.readToken}`;
+      const res = await rawGet(port, '/checks', [bearer, bearer]);
+      expect(res.status).toBe(400);
+      expect(res.headers['www-authenticate']?.[0]).toMatch(/error="invalid_request"/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('routes see who is calling', async () => {
@@ -93,7 +123,7 @@ function startEntryPoint(file: string): Promise<{ child: ChildProcess; baseUrl: 
   });
 }
 
-describe.each([['examples/express.ts'], ['examples/koa.ts']])('%s', (file) => {
+describe.each([['examples/express.ts'], ['examples/koa.ts'], ['examples/node-http.ts']])('%s', (file) => {
   it('prints a curl line per case, answers them as promised, and exits 0 on SIGTERM', { timeout: 60_000 }, async () => {
     const { child, baseUrl, output } = await startEntryPoint(file);
     try {
@@ -112,5 +142,91 @@ describe.each([['examples/express.ts'], ['examples/koa.ts']])('%s', (file) => {
       expect(await exited).toBe(0);
     }
     expect(output()).toContain('SIGTERM: shutting down');
+  });
+});
+
+describe('node:http demo app', () => {
+  it('keeps every value of a repeated query parameter, and `__proto__` as a plain name', () => {
+    expect(Object.entries(queryOf('/checks?__proto__=a&x=1&__proto__=b&y=%20'))).toEqual([
+      ['__proto__', ['a', 'b']],
+      ['x', '1'],
+      ['y', ' '],
+    ]);
+    expect(Object.entries(queryOf('/checks'))).toEqual([]);
+  });
+
+  it('answers a target that is no route with 404 as JSON, an absolute-form one too', async () => {
+    const providers = await startDemoProviders();
+    const server = createServer(createNodeApp(providers.gate));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const unknown = await request(server).get('/nowhere?token=a&token=b');
+      expect(unknown.status).toBe(404);
+      expect(unknown.body).toEqual({ error: 'not_found', error_description: expect.any(String) });
+      // Node passes an absolute-form target on as it is (here with a port `new URL` would refuse).
+      const { port } = server.address() as AddressInfo;
+      const absolute = await rawGet(port, 'http://127.0.0.1:99999/checks', []);
+      expect(absolute.status).toBe(404);
+      expect(JSON.parse(absolute.body)).toEqual({ error: 'not_found', error_description: expect.any(String) });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await providers.close();
+    }
+  });
+});
+
+/** Runs an example script to its end; resolves with its exit code and output. */
+function runToEnd(file: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('examples/pino.ts', () => {
+  it('logs requests and gate events as JSON lines, prints metrics, exits 0', { timeout: 60_000 }, async () => {
+    const { code, stdout, stderr } = await runToEnd('examples/pino.ts');
+    expect(code, stderr).toBe(0);
+    // pino writes asynchronously: its lines and the metrics block may interleave.
+    const lines = stdout.split('\n');
+    const logLines = lines
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const metricsPart = lines.filter((line) => line.startsWith('tokengate_')).join('\n');
+    expect(stdout).toContain('\n# tokengate metrics\n');
+
+    const requests = logLines.filter((line) => line.component === 'client').map((line) => [line.what, line.status]);
+    expect(requests).toEqual([
+      ['valid bearer token (cache miss)', 200],
+      ['same token again (cache hit)', 200],
+      ['unknown bearer token', 401],
+      ['no credential', 401],
+      ['valid connection token', 200],
+      ['cached token while the provider fails (served stale)', 200],
+      ['uncached token while the provider fails', 503],
+      ['uncached token, breaker open (fails fast)', 503],
+      ['after recovery (half-open probe)', 200],
+      ['after recovery', 200],
+    ]);
+    const eventTypes = new Set(logLines.filter((line) => line.component === 'tokengate').map((line) => line.type));
+    expect([...eventTypes].sort()).toEqual(['breaker', 'cache', 'provider_error', 'retry', 'stale', 'verify']);
+    const stats = logLines.find((line) => line.msg === 'gate stats')?.stats;
+    expect(stats).toMatchObject({ stale: 1, breakers: { onlineornot: 'closed', partoo: 'closed' } });
+
+    expect(metricsPart).toMatch(/^tokengate_stale_total\{provider="onlineornot"\} 1$/m);
+    expect(metricsPart).toMatch(/^tokengate_breaker_transitions_total\{provider="onlineornot",state="open"\} 1$/m);
+    expect(metricsPart).toMatch(/^tokengate_verify_total\{provider="partoo",outcome="accepted"\} 1$/m);
+    expect(metricsPart).toMatch(/^tokengate_verify_duration_ms\{provider="onlineornot",quantile="0\.5"\} \d+\.\d$/m);
+
+    // The example's fake credentials never reach its logs.
+    const secrets = ['example-read-token', 'example-other-token', 'example-unknown-token', 'example-connection-token'];
+    for (const secret of [...secrets, 'example-partoo-api-key']) expect(stdout + stderr).not.toContain(secret);
   });
 });
