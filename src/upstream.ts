@@ -82,13 +82,22 @@ export class Upstream {
     if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
     const { timeout } = this.#policy;
     const slot = this.#admission.acquire(client, timeout);
-    const admitted = typeof slot === 'string' ? slot : await slot;
+    if (typeof slot === 'string') {
+      if (slot !== 'admitted') return this.#overloaded(slot);
+      return this.#asked(credential, stale);
+    }
+    const admitted = await slot;
     if (admitted !== 'admitted') return this.#overloaded(admitted);
+    // The provider gets its whole deadline from the moment it has a slot; the request still ends at its own.
+    const left = timeout - (performance.now() - requested);
+    return within(this.#asked(credential, stale), left, () => providerUnavailable(this.provider.name));
+  }
+
+  /** The provider asked under the slot just taken, which is released when it is done. */
+  #asked(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
     const asked = this.#ask(credential, stale);
     asked.then(this.#release, this.#release);
-    const waited = performance.now() - requested;
-    // The provider gets its whole deadline from the moment it has a slot; the request still ends at its own.
-    return waited < 1 ? asked : within(asked, timeout - waited, () => this.#overloaded('expired'));
+    return asked;
   }
 
   readonly #release = (): void => this.#admission.release();
