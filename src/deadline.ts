@@ -64,22 +64,36 @@ const VERIFICATION_OVER = new DOMException('The verification is over', 'AbortErr
  * provider that ignores it still cannot hold a request: {@link race} rejects
  * at the deadline. Driven by its own timer; the `AbortSignal` for providers
  * that take one is created only when asked for.
+ *
+ * A verification the gate ends with a verdict may leave work running (a
+ * request whose answer the verdict did not need): while any `onCancel`
+ * listener remains, the timer runs on and cancels it at the deadline; once
+ * none remains, no timer is left behind.
  */
 export class Deadline implements Cancellation {
   #aborted = false;
   #reason: unknown;
   #listeners: Array<() => void> = [];
   #controller: AbortController | undefined;
-  readonly #timer: ReturnType<typeof setTimeout>;
+  /** Armed while the deadline may still pass and something may still need telling. */
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the deadline passes, in `performance.now()` ms. */
+  readonly #at: number;
+  /** Set by `end`: the verification has its answer. */
+  #ended = false;
   /** Rejects the attempt under way, if any. */
   #onExpiry: ((failure: ProviderFailure) => void) | undefined;
 
   constructor(ms: number) {
-    this.#timer = setTimeout(() => {
-      this.#cancel(deadlinePassed());
-      this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline'));
-    }, ms);
+    this.#at = performance.now() + ms;
+    this.#timer = setTimeout(this.#expire, ms);
   }
+
+  readonly #expire = (): void => {
+    this.#timer = undefined;
+    this.#cancel(deadlinePassed());
+    this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline'));
+  };
 
   get aborted(): boolean {
     return this.#aborted;
@@ -99,12 +113,18 @@ export class Deadline implements Cancellation {
   }
 
   onCancel(listener: () => void): void {
-    if (!this.#aborted) this.#listeners.push(listener);
+    if (this.#aborted) return;
+    this.#listeners.push(listener);
+    // Work that starts after the verification ended is still bounded by its deadline.
+    if (this.#ended && this.#timer === undefined) {
+      this.#timer = setTimeout(this.#expire, Math.max(0, this.#at - performance.now()));
+    }
   }
 
   offCancel(listener: () => void): void {
     const at = this.#listeners.indexOf(listener);
     if (at !== -1) this.#listeners.splice(at, 1);
+    if (this.#ended && this.#listeners.length === 0) this.#stopTimer();
   }
 
   /** Settles with `promise`, or rejects when the deadline passes first. */
@@ -128,10 +148,26 @@ export class Deadline implements Cancellation {
     });
   }
 
-  /** Stops the timer; `cancel` also tells the provider that the verification is over. */
+  /**
+   * Ends the verification. `cancel` tells the provider at once that it is
+   * over (its work is cancelled); without it, work still listening is left
+   * to finish, or to be cancelled when the deadline passes, and the timer
+   * stops as soon as nothing listens.
+   */
   end(cancel: boolean): void {
+    this.#ended = true;
+    if (cancel) {
+      this.#stopTimer();
+      this.#cancel(VERIFICATION_OVER);
+    } else if (this.#listeners.length === 0) {
+      this.#stopTimer();
+    }
+  }
+
+  #stopTimer(): void {
+    if (this.#timer === undefined) return;
     clearTimeout(this.#timer);
-    if (cancel) this.#cancel(VERIFICATION_OVER);
+    this.#timer = undefined;
   }
 
   #cancel(reason: unknown): void {

@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import { type Dispatcher, Pool, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createGate, onlineOrNot } from '../src/index.js';
 import { type MockProvider, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 
 interface Reply {
@@ -398,6 +399,72 @@ describe('faults', () => {
     expect(mock.calls.verify).toBe(8);
   });
 
+  it('every counts OnlineOrNot verifications: verify and permissions with the same Authorization are one', async () => {
+    const mock = await start();
+    mock.setToken('other', { id: 'a2' });
+    const ask = (endpoint: 'verify' | 'permissions', token: string) =>
+      get(`${mock.url}/v1/tokens/${endpoint}`, { headers: bearer(token) }).then((res) => res.status);
+    mock.fault = { kind: 'status', status: 500, every: 2 };
+    // 1st verification: both answered normally; 2nd: both get the fault; 3rd, permissions first: normal.
+    expect([await ask('verify', 'good'), await ask('permissions', 'good')]).toEqual([200, 200]);
+    expect([await ask('verify', 'other'), await ask('permissions', 'other')]).toEqual([500, 500]);
+    expect([await ask('permissions', 'good'), await ask('verify', 'good')]).toEqual([200, 200]);
+    // Interleaved: the 4th (good) gets the fault, the 5th (other) does not, whatever the order of arrival.
+    expect(await ask('verify', 'good')).toBe(500);
+    expect(await ask('verify', 'other')).toBe(200);
+    expect(await ask('permissions', 'other')).toBe(200);
+    expect(await ask('permissions', 'good')).toBe(500);
+    // A second verify of the same token is a new verification, not the partner of the first.
+    mock.fault = { kind: 'status', status: 500, every: 2 };
+    expect([await ask('verify', 'good'), await ask('verify', 'good')]).toEqual([200, 500]);
+  });
+
+  it('every: 2 on OnlineOrNot fails every second verification through a real gate, not all', async () => {
+    const mock = await start();
+    const tokens = Array.from({ length: 6 }, (_, i) => `token-${i}`);
+    for (const [i, token] of tokens.entries()) mock.setToken(token, { id: `id-${i}`, permissions: ['p'] });
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false });
+    try {
+      mock.fault = { kind: 'status', status: 502, every: 2 };
+      const outcomes: Array<string | number> = [];
+      for (const token of tokens) {
+        outcomes.push(
+          await gate.authenticate({ headers: bearer(token) }).then(
+            (auth) => auth.subject,
+            (error: { status: number }) => error.status,
+          ),
+        );
+      }
+      expect(outcomes).toEqual(['id-0', 503, 'id-2', 503, 'id-4', 503]);
+      expect(mock.calls).toMatchObject({ verify: 6, permissions: 6 });
+    } finally {
+      await gate.close();
+    }
+  });
+
+  it('endpoints: the fault only on the named endpoints, the rest of the verification normal', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status: 503, endpoints: ['permissions'] };
+    expect((await verify(mock)).json()).toEqual(OK);
+    const permissions = await get(`${mock.url}/v1/tokens/permissions`, { headers: bearer('good') });
+    expect(permissions.status).toBe(503);
+
+    const partooMock = track(await mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 't' }] }));
+    partooMock.fault = { kind: 'status', status: 502, endpoints: ['checkToken'] };
+    const checked = await get(`${partooMock.url}/connection/check_token?user_id=u&token=t`, {
+      headers: { 'x-apikey': 'k' },
+    });
+    expect(checked.status).toBe(502);
+  });
+
+  it('delay: the normal answer, late', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'delay', ms: 120 };
+    const started = Date.now();
+    expect((await verify(mock)).json()).toEqual(OK);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(110);
+  });
+
   it('rejects out-of-range faults', async () => {
     const mock = await start();
     expect(() => {
@@ -408,6 +475,15 @@ describe('faults', () => {
     }).toThrow(RangeError);
     expect(() => {
       mock.fault = { kind: 'huge', bytes: 3 };
+    }).toThrow(RangeError);
+    expect(() => {
+      mock.fault = { kind: 'delay', ms: 0 };
+    }).toThrow(RangeError);
+    expect(() => {
+      mock.fault = { kind: 'hang', endpoints: [] };
+    }).toThrow(RangeError);
+    expect(() => {
+      mock.fault = { kind: 'hang', endpoints: ['checkToken'] };
     }).toThrow(RangeError);
     expect(mock.fault).toBeUndefined();
   });

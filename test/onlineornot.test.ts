@@ -2,8 +2,9 @@
  * onlineOrNot() against the OnlineOrNot mock over real HTTP: which tokens
  * pass, what the principal holds, and that both endpoints are asked at once.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { createGate, onlineOrNot } from '../src/index.js';
+import { createGate, type GateEvent, onlineOrNot } from '../src/index.js';
 import { mockOnlineOrNot } from '../src/testing/index.js';
 import { rejectionOf } from './support/catch-auth-error.js';
 import { closeAfterEach } from './support/close-after-each.js';
@@ -13,6 +14,37 @@ const closeLater = closeAfterEach();
 const READ = 'uptime_checks (read)';
 const WRITE = 'uptime_checks (write)';
 const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+/** Counts of active handles by type (sockets, servers, timers…). */
+function activeResources(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const type of process.getActiveResourcesInfo()) counts.set(type, (counts.get(type) ?? 0) + 1);
+  return counts;
+}
+
+/** The handle types there are more of than in `before`, once sockets had (a bounded) time to finish closing. */
+async function resourcesBackTo(before: Map<string, number>): Promise<string[]> {
+  const grown = () =>
+    [...activeResources()]
+      .filter(([type, count]) => count > (before.get(type) ?? 0))
+      .map(([type, count]) => `${type}: ${before.get(type) ?? 0} -> ${count}`);
+  for (let waited = 0; grown().length > 0 && waited < 2000; waited += 20) await sleep(20);
+  return grown();
+}
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  const timeout = new AbortController();
+  const settled = await Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    sleep(ms, false, { signal: timeout.signal }).catch(() => false),
+  ]);
+  timeout.abort();
+  return settled;
+}
+
 const INVALID_TOKEN_CHALLENGE =
   'Bearer realm="api", error="invalid_token", error_description="The access token is invalid"';
 
@@ -116,8 +148,59 @@ describe('onlineOrNot', () => {
       expect((await rejectionOf(gate.authenticate(bearer(`unknown-${i}`)))).status).toBe(401);
     }
     expect(mock.calls).toMatchObject({ verify: 40, permissions: 40 });
-    // Two requests at a time need two sockets; cancelling the sibling call would open new ones each time.
-    expect(mock.connections).toBeLessThanOrEqual(4);
+    // Two requests at a time need two sockets, and a few more when a verification starts while the
+    // last one's permissions answer is still on its way; cancelling that call would open one per token.
+    expect(mock.connections).toBeLessThanOrEqual(8);
+  });
+
+  it('a rejection by verify is the answer at once while permissions hangs; the hanging call ends at the deadline', async () => {
+    const TIMEOUT = 1500;
+    const before = activeResources();
+    const mock = await mockOnlineOrNot({ tokens: { 'disabled-token': { id: 'tok_disabled', status: 'disabled' } } });
+    const events: GateEvent[] = [];
+    const gate = createGate({
+      providers: [onlineOrNot({ baseUrl: mock.url })],
+      timeout: TIMEOUT,
+      retry: false,
+      // One failure would open it, and the second token would get a 503.
+      breaker: { threshold: 1, cooldown: 60_000 },
+      onEvent: (event) => events.push(event),
+    });
+    try {
+      mock.fault = { kind: 'hang', endpoints: ['permissions'] };
+      for (const [token, description] of [
+        ['unknown-token', 'The access token is invalid'],
+        ['disabled-token', 'The access token is not active'],
+      ]) {
+        const started = performance.now();
+        const error = await rejectionOf(gate.authenticate(bearer(token as string)));
+        expect(error.status).toBe(401);
+        expect(error.headers['WWW-Authenticate']).toContain(description);
+        expect(performance.now() - started).toBeLessThan(TIMEOUT / 2);
+      }
+      expect(mock.calls.verify).toBe(2);
+      expect(events.filter((event) => event.type === 'provider_error' || event.type === 'breaker')).toEqual([]);
+      expect(gate.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
+    } finally {
+      // The pool's close waits for requests in flight: it ends only once the deadline has cancelled both.
+      expect(await settlesWithin(gate.close(), TIMEOUT * 3)).toBe(true);
+      await mock.close();
+    }
+    expect(await resourcesBackTo(before)).toEqual([]);
+  });
+
+  it('a rejection by verify while permissions is slow: the next verification reuses both sockets', async () => {
+    const DELAY = 300;
+    const { mock, gate } = await setup();
+    mock.fault = { kind: 'delay', ms: DELAY, endpoints: ['permissions'] };
+    for (let i = 0; i < 4; i++) {
+      const started = performance.now();
+      expect((await rejectionOf(gate.authenticate(bearer(`unknown-${i}`)))).status).toBe(401);
+      expect(performance.now() - started).toBeLessThan(DELAY);
+      await sleep(DELAY * 2); // the permissions call answers meanwhile, and its socket goes back to the pool
+    }
+    expect(mock.calls).toMatchObject({ verify: 4, permissions: 4 });
+    expect(mock.connections).toBe(2);
   });
 
   it('calls both endpoints concurrently: one verification takes about one round trip', async () => {

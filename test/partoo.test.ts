@@ -3,8 +3,11 @@
  * pass, what the principal holds, how each answer of check_token maps to a
  * status, and what actually goes on the wire (key header, URL encoding).
  */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { createGate, onlineOrNot, type PartooOptions, partoo } from '../src/index.js';
+import { createGate, type GateEvent, onlineOrNot, type PartooOptions, partoo } from '../src/index.js';
 import { type MockPartoo, mockPartoo, type PartooTokenEntry } from '../src/testing/index.js';
 import { rejectionOf } from './support/catch-auth-error.js';
 import { closeAfterEach } from './support/close-after-each.js';
@@ -155,6 +158,61 @@ describe('partoo', () => {
       'The access token has expired',
     );
   });
+
+  it('reads an expiration_date without an offset as UTC', async () => {
+    const { gate } = await setup([
+      { userId: 'user-1', token: 'conn-token-1', expirationDate: '2099-08-02T19:15:54.256000' },
+    ]);
+    const auth = await gate.authenticate(connection('user-1', 'conn-token-1'));
+    expect(auth.expiresAt?.toISOString()).toBe('2099-08-02T19:15:54.256Z');
+  });
+
+  it.each([
+    'x 2099',
+    '12/31/2099',
+    'Sun, 02 Aug 2099 19:15:54 GMT',
+    '2099-02-30T19:15:54.256000+00:00',
+    '2099-13-02T19:15:54.256000+00:00',
+    '2099-08-02T24:00:00.000000+00:00',
+    '2099-08-02T19:15:54.256000+0000',
+    '2099-08-02',
+    '',
+  ])('answers 503, never a pass or a 401, to the expiration_date %j', async (expirationDate) => {
+    const events: GateEvent[] = [];
+    const mock = closeLater(
+      await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: 'user-1', token: 'conn-token-1', expirationDate }] }),
+    );
+    const gate = closeLater(
+      createGate({
+        providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url })],
+        retry: false,
+        onEvent: (event) => events.push(event),
+      }),
+    );
+    const error = await rejectionOf(gate.authenticate(connection('user-1', 'conn-token-1')));
+    expect(error.status).toBe(503);
+    expect(error.code).toBe('provider_unavailable');
+    expect(events).toContainEqual(expect.objectContaining({ type: 'provider_error', reason: 'invalid_answer' }));
+  });
+
+  it('gives the same expiresAt for an offset-less expiration_date whatever the server time zone', async () => {
+    const probe = fileURLToPath(new URL('./support/partoo-expiry-probe.ts', import.meta.url));
+    const run = async (tz: string) => {
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        ['--import', 'tsx', probe, '2099-08-02T19:15:54.256000'],
+        { env: { ...process.env, TZ: tz } },
+      );
+      return JSON.parse(stdout) as { expiresAtMs: number; localOffsetMinutes: number };
+    };
+    const [kiritimati, losAngeles] = await Promise.all([run('Pacific/Kiritimati'), run('America/Los_Angeles')]);
+    // The zones really differ in the children (UTC+14 and, in August, UTC-7)…
+    expect(kiritimati.localOffsetMinutes).toBe(-14 * 60);
+    expect(losAngeles.localOffsetMinutes).toBe(7 * 60);
+    // …and the token expires at the same instant in both.
+    expect(kiritimati.expiresAtMs).toBe(Date.UTC(2099, 7, 2, 19, 15, 54, 256));
+    expect(losAngeles.expiresAtMs).toBe(kiritimati.expiresAtMs);
+  }, 60_000); // two Node processes that compile TypeScript at start
 
   it("answers 500 provider_misconfigured, not exposed and without the key, when the server's key is refused", async () => {
     const mock = closeLater(

@@ -1,7 +1,8 @@
 /**
  * OnlineOrNot-style API tokens: `Authorization: Bearer <token>`, checked with
  * `GET /v1/tokens/verify` (is it active, whose is it) and
- * `GET /v1/tokens/permissions` (what may it do), called concurrently, as
+ * `GET /v1/tokens/permissions` (what may it do), called concurrently (a
+ * rejection by verify decides without waiting for permissions), as
  * OnlineOrNot's public API documentation describes them (API reference:
  * "Tokens", verify and permissions).
  */
@@ -65,6 +66,11 @@ const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The acces
 /**
  * A provider for OnlineOrNot-style Bearer tokens. Accepts only tokens whose
  * status is `active`; the principal's `subject` is the token id.
+ *
+ * A rejection by `verify` is returned without waiting for `permissions`,
+ * whose request then ends with its answer or when the verification's
+ * deadline (or, for `verify(credential, signal)` called directly, `signal`)
+ * cancels it.
  */
 export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCredential> {
   checkOptions(OnlineOrNotOptionsSchema, options, 'onlineOrNot');
@@ -74,20 +80,27 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
 
   async function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const headers = { authorization: `Bearer ${credential.secret}` };
-    // Both calls go out at once and both are awaited, even when verify alone
-    // decides: cancelling the other would destroy its keep-alive socket (a
-    // new TLS handshake next time), and it costs no latency since they run
-    // side by side. The gate's deadline still bounds both.
-    const [verify, permissions] = await Promise.allSettled([
-      http.getJson('/v1/tokens/verify', headers, cancellation),
-      http.getJson('/v1/tokens/permissions', headers, cancellation),
-    ]);
-    if (verify.status === 'rejected') throw verify.reason;
-    const id = readVerify(verify.value);
+    // Both calls go out at once. A rejection by verify (401, not active) is
+    // the answer at once, whatever permissions does: that call is left to
+    // finish on its own, so its keep-alive socket goes back to the pool (a
+    // cancelled request would destroy it), and the deadline still cancels it
+    // if it hangs. Its failure, if any, is then nobody's: hence the catch.
+    const verifying = http.getJson('/v1/tokens/verify', headers, cancellation);
+    const permitting = http.getJson('/v1/tokens/permissions', headers, cancellation);
+    permitting.catch(() => {});
+    let id: string | Verdict;
+    try {
+      id = readVerify(await verifying);
+    } catch (failure) {
+      // A failed verify decides nothing about the token. The sibling call is
+      // let finish for the same reason (its socket), within the deadline.
+      await permitting.catch(() => {});
+      throw failure;
+    }
     if (typeof id !== 'string') return id;
-    if (permissions.status === 'rejected') throw permissions.reason;
-    if (permissions.value.status === 401) return readUnauthorized(permissions.value, 'permissions');
-    const list = parseAnswer(PermissionsAnswer, permissions.value, 'permissions');
+    const permissions = await permitting;
+    if (permissions.status === 401) return readUnauthorized(permissions, 'permissions');
+    const list = parseAnswer(PermissionsAnswer, permissions, 'permissions');
     return {
       ok: true,
       principal: {

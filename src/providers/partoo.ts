@@ -16,23 +16,24 @@ import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
 import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption, stringListOption } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+import { DateTimeText, dateTimeMs } from './date-time.js';
 
 /** Connection token statuses, as the API names them. */
 export type ConnectionTokenStatus = 'valid' | 'consumed' | 'revoked' | 'expired';
 
-const DateTime = z.string().refine((value) => !Number.isNaN(Date.parse(value)), 'not a date-time');
-
 /**
  * 200 from check_token. Every field but `status` may be null or absent in
- * real answers. The `token` field (a new connection token) is dropped: it is
- * a secret and must not travel on in `details`.
+ * real answers. The dates are RFC 3339 date-times, or the same without an
+ * offset, which is UTC (see `dateTimeMs`); an answer with any other date
+ * does not match. The `token` field (a new connection token) is dropped: it
+ * is a secret and must not travel on in `details`.
  */
 export const CheckTokenAnswer = z.object({
   status: z.enum(['valid', 'consumed', 'revoked', 'expired']),
-  expiration_date: DateTime.nullish(),
+  expiration_date: DateTimeText.nullish(),
   generated_by: z.string().nullish(),
-  creation_date: DateTime.nullish(),
-  consumption_date: DateTime.nullish(),
+  creation_date: DateTimeText.nullish(),
+  consumption_date: DateTimeText.nullish(),
 });
 
 /** 400, 403 and 404 from check_token: `{ "errors": { … } }`. */
@@ -127,7 +128,9 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
           });
         const body = parsed.data;
         if (!accept.has(body.status)) return { ok: false, reason: `The connection token is ${body.status}` };
-        const expiresAt = body.expiration_date ? new Date(body.expiration_date) : undefined;
+        // The schema has checked the date; `dateTimeMs` cannot fail on it.
+        const expiresMs = body.expiration_date ? dateTimeMs(body.expiration_date) : undefined;
+        const expiresAt = expiresMs === undefined ? undefined : new Date(expiresMs);
         return { ok: true, principal: { subject: credential.userId, permissions, expiresAt, details: body } };
       }
       case 401:

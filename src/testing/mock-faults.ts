@@ -3,10 +3,18 @@
 /**
  * A fault a mock injects instead of (or into) its normal answer.
  *
- * `every` injects the fault only on every Nth request counted from the moment
- * the fault was assigned: with `every: 2` the 1st request is answered
- * normally, the 2nd gets the fault, the 3rd is normal and so on (a flapping
- * provider). Default 1: every request gets the fault.
+ * `every` injects the fault only into every Nth verification counted from the
+ * moment the fault was assigned: with `every: 2` the 1st verification is
+ * answered normally, the 2nd gets the fault, the 3rd is normal and so on (a
+ * flapping provider). Default 1: every verification gets the fault. A
+ * verification is one request for the Partoo mock; for the OnlineOrNot mock it
+ * is a `verify` and a `permissions` request with the same `Authorization`
+ * header, in either order, and both get the decision made for it (a request
+ * that finds no such partner counts as a verification of its own).
+ *
+ * `endpoints` limits the fault to requests to the named endpoints (the names
+ * the mock counts in `calls`, e.g. `['permissions']`); the other requests of a
+ * verification are answered normally. Default: every endpoint.
  */
 export type MockFault =
   /** Destroys the socket with a TCP RST without answering: the client sees `ECONNRESET`. */
@@ -32,9 +40,13 @@ export type MockFault =
     | { readonly kind: 'drip'; readonly intervalMs: number }
     /** 302 with `Location: <location>` and an empty body. */
     | { readonly kind: 'redirect'; readonly location: string }
+    /** The normal answer, `ms` milliseconds late (on top of `latency`): a slow provider that does answer. */
+    | { readonly kind: 'delay'; readonly ms: number }
   ) & {
-    /** Inject the fault on every Nth request only (positive integer, default 1). */
+    /** Inject the fault into every Nth verification only (positive integer, default 1). */
     readonly every?: number;
+    /** Inject it only into requests to these endpoints (names as in `calls`, at least one). Default all. */
+    readonly endpoints?: readonly string[];
   };
 
 const HUGE_CHUNK = 'x'.repeat(64 * 1024);
@@ -48,7 +60,8 @@ export function* hugeJson(bytes: number): Generator<string> {
   yield '"}';
 }
 
-export function checkFault(fault: MockFault | undefined): void {
+/** Throws `RangeError` for a fault with out-of-range numbers or an endpoint name not in `endpoints`. */
+export function checkFault(fault: MockFault | undefined, endpoints: readonly string[]): void {
   if (fault === undefined) return;
   const bad = (what: string): never => {
     throw new RangeError(`Invalid mock fault '${fault.kind}': ${what}`);
@@ -64,4 +77,11 @@ export function checkFault(fault: MockFault | undefined): void {
   if (fault.kind === 'huge' && !(Number.isInteger(fault.bytes) && fault.bytes >= 14))
     bad('bytes must be an integer >= 14');
   if (fault.kind === 'drip' && !(fault.intervalMs > 0)) bad('intervalMs must be > 0');
+  if (fault.kind === 'delay' && !(fault.ms > 0 && Number.isFinite(fault.ms))) bad('ms must be a finite number > 0');
+  if (fault.endpoints !== undefined) {
+    if (!Array.isArray(fault.endpoints) || fault.endpoints.length === 0) bad('endpoints must be a non-empty array');
+    for (const name of fault.endpoints) {
+      if (!endpoints.includes(name)) bad(`endpoints must be among ${endpoints.join(', ')}`);
+    }
+  }
 }

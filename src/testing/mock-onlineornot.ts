@@ -20,7 +20,11 @@ export interface MockOnlineOrNotOptions {
   readonly tokens?: Readonly<Record<string, OnlineOrNotTokenDef>>;
 }
 
-/** The OnlineOrNot mock; endpoints counted in `calls`: `verify` and `permissions`. */
+/**
+ * The OnlineOrNot mock; endpoints counted in `calls`: `verify` and
+ * `permissions`. For `fault.every`, one verification is a request to each
+ * with the same `Authorization` header.
+ */
 export interface MockOnlineOrNot extends MockProvider<'verify' | 'permissions'> {
   /**
    * Adds or replaces a known token. Throws `TypeError` when `token` is not
@@ -76,6 +80,8 @@ export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Pro
       },
     },
     wrongShape: { result: { id: 42 } },
+    // One verification asks both endpoints with the same token.
+    verification: { endpoints: ['verify', 'permissions'], key: (req) => req.headers.authorization ?? '' },
   });
   return Object.assign(server, { setToken, removeToken: (token: string) => tokens.delete(token) });
 }

@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { pipeline, Readable } from 'node:stream';
+import { FaultSchedule, type VerificationParts } from './mock-fault-schedule.js';
 import { checkFault, hugeJson, type MockFault } from './mock-faults.js';
 
 export type { MockFault } from './mock-faults.js';
@@ -30,8 +31,8 @@ export interface MockProvider<Endpoint extends string = string> {
   latency: number;
   /**
    * Fault to inject; `undefined` = behave normally. Assigning (even the same
-   * fault again) restarts the `every` count. Throws `RangeError` for a fault
-   * with out-of-range numbers.
+   * fault again) restarts the `every` count of verifications. Throws
+   * `RangeError` for a fault with out-of-range numbers or an unknown endpoint.
    */
   fault: MockFault | undefined;
   /** Sets every count in {@link MockProvider.calls} back to 0. */
@@ -61,6 +62,8 @@ export interface MockServerSpec<Endpoint extends string> {
   readonly routes: Readonly<Record<string, { readonly name: Endpoint; readonly handle: RouteHandler }>>;
   /** 200 body of the `wrong-shape` fault. */
   readonly wrongShape: unknown;
+  /** The requests that make up one verification, for `MockFault.every`; default one request. */
+  readonly verification?: VerificationParts;
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -138,6 +141,20 @@ function answer(
     case 'redirect':
       send(res, 302, '', { location: injected.location });
       return;
+    case 'delay': {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        if (res.destroyed) return;
+        const reply = normal();
+        send(res, reply.status, JSON.stringify(reply.body));
+      }, injected.ms);
+      timers.add(timer);
+      res.once('close', () => {
+        clearTimeout(timer);
+        timers.delete(timer);
+      });
+      return;
+    }
     case undefined: {
       const reply = normal();
       send(res, reply.status, JSON.stringify(reply.body));
@@ -188,8 +205,7 @@ export async function startMockServer<Endpoint extends string>(
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let connections = 0;
-  let fault: MockFault | undefined;
-  let faultSeen = 0;
+  const schedule = new FaultSchedule(spec.verification);
   let closing: Promise<void> | undefined;
   const resetCalls = (): void => {
     for (const name of [...names, 'total']) counts.set(name, 0);
@@ -205,9 +221,10 @@ export async function startMockServer<Endpoint extends string>(
     const pathname = q === -1 ? target : target.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : target.slice(q + 1));
     const route = routes.get(pathname);
+    const endpoint = route && req.method === 'GET' ? route.name : undefined;
     bump('total');
-    if (route && req.method === 'GET') bump(route.name);
-    const injected = fault !== undefined && ++faultSeen % (fault.every ?? 1) === 0 ? fault : undefined;
+    if (endpoint !== undefined) bump(endpoint);
+    const injected = schedule.faultFor(endpoint, req);
 
     const normal = (): JsonReply => routeReply(route?.handle, req, query);
     const reply = (): void => answer(req, res, injected, normal, spec.wrongShape, timers);
@@ -240,12 +257,11 @@ export async function startMockServer<Endpoint extends string>(
     },
     latency: 0,
     get fault() {
-      return fault;
+      return schedule.fault;
     },
     set fault(value) {
-      checkFault(value);
-      fault = value;
-      faultSeen = 0;
+      checkFault(value, names);
+      schedule.fault = value;
     },
     resetCalls,
     close() {

@@ -1,0 +1,100 @@
+/**
+ * Which requests get a mock's injected fault: `every` counts verifications,
+ * not requests, and `endpoints` picks the requests of a verification that
+ * get it (see {@link MockFault}).
+ */
+import type { IncomingMessage } from 'node:http';
+import type { MockFault } from './mock-faults.js';
+
+/** How a mock's requests make up verifications: one request to each of `endpoints` with the same `key`. */
+export interface VerificationParts {
+  readonly endpoints: readonly string[];
+  readonly key: (req: IncomingMessage) => string;
+}
+
+/** A verification with requests still to come, and the decision made for it. */
+interface OpenVerification {
+  readonly inject: boolean;
+  readonly missing: Set<string>;
+}
+
+/** Verifications waiting for their other requests, at most; past it the oldest is forgotten. */
+const MAX_OPEN = 1024;
+
+export class FaultSchedule {
+  readonly #parts: VerificationParts | undefined;
+  #fault: MockFault | undefined;
+  #verifications = 0;
+  /** Open verifications by key, oldest first. */
+  #open = new Map<string, OpenVerification[]>();
+  #openCount = 0;
+
+  /** `parts` undefined: every request is a verification of its own. */
+  constructor(parts: VerificationParts | undefined) {
+    this.#parts = parts;
+  }
+
+  get fault(): MockFault | undefined {
+    return this.#fault;
+  }
+
+  /** Sets the fault (checked by the caller) and starts counting afresh. */
+  set fault(fault: MockFault | undefined) {
+    this.#fault = fault;
+    this.#verifications = 0;
+    this.#open.clear();
+    this.#openCount = 0;
+  }
+
+  /** The fault for one request to `endpoint` (undefined for an unknown path), or undefined to answer normally. */
+  faultFor(endpoint: string | undefined, req: IncomingMessage): MockFault | undefined {
+    const fault = this.#fault;
+    if (fault === undefined) return undefined;
+    const inject = this.#decide(endpoint, req, fault.every ?? 1);
+    if (!inject) return undefined;
+    if (fault.endpoints !== undefined && (endpoint === undefined || !fault.endpoints.includes(endpoint))) {
+      return undefined;
+    }
+    return fault;
+  }
+
+  /** Whether the verification this request belongs to gets the fault: decided by its first request. */
+  #decide(endpoint: string | undefined, req: IncomingMessage, every: number): boolean {
+    const parts = this.#parts;
+    if (parts === undefined || endpoint === undefined || !parts.endpoints.includes(endpoint)) return this.#next(every);
+    const key = parts.key(req);
+    const queue = this.#open.get(key);
+    const joined = queue?.find((open) => open.missing.has(endpoint));
+    if (queue !== undefined && joined !== undefined) {
+      joined.missing.delete(endpoint);
+      if (joined.missing.size === 0) this.#close(key, queue, joined);
+      return joined.inject;
+    }
+    const inject = this.#next(every);
+    const missing = new Set(parts.endpoints.filter((name) => name !== endpoint));
+    if (missing.size > 0) this.#remember(key, { inject, missing });
+    return inject;
+  }
+
+  #next(every: number): boolean {
+    this.#verifications += 1;
+    return this.#verifications % every === 0;
+  }
+
+  #remember(key: string, open: OpenVerification): void {
+    const queue = this.#open.get(key);
+    if (queue === undefined) this.#open.set(key, [open]);
+    else queue.push(open);
+    this.#openCount += 1;
+    if (this.#openCount > MAX_OPEN) {
+      const [oldestKey, oldestQueue] = this.#open.entries().next().value as [string, OpenVerification[]];
+      this.#close(oldestKey, oldestQueue, oldestQueue[0] as OpenVerification);
+    }
+  }
+
+  #close(key: string, queue: OpenVerification[], open: OpenVerification): void {
+    queue.splice(queue.indexOf(open), 1);
+    if (queue.length === 0) this.#open.delete(key);
+    this.#openCount -= 1;
+  }
+}
