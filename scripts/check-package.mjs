@@ -283,6 +283,22 @@ async function listen(handler) {
   return { url: 'http://127.0.0.1:' + server.address().port, close: () => new Promise((r) => server.close(r)) };
 }
 
+/**
+ * Class names as logs show them: \`constructor.name\` (read by log serializers) and the
+ * start of util.inspect, for each public class, on an instance this build made.
+ */
+function checkClassName(expected, instance) {
+  const constructorName = instance && instance.constructor && instance.constructor.name;
+  expect(constructorName === expected, expected + ': constructor.name is ' + JSON.stringify(constructorName));
+  const shown = util.inspect(instance).split('\\n')[0];
+  // An error shows as "AuthError: message", an object as "AuthContext {"; a lost name as "_class [AuthError]: ...".
+  expect(shown.startsWith(expected + ': ') || shown.startsWith(expected + ' {'),
+    expected + ': util.inspect starts ' + JSON.stringify(shown.slice(0, 60)));
+}
+checkClassName('AuthError', new core.AuthError('invalid_token', 401, 'The access token is invalid'));
+checkClassName('ProviderFailure', new core.ProviderFailure('timeout', 'The provider did not answer in time', true));
+expect(core.AuthContext.name === 'AuthContext', 'AuthContext: the exported class is named ' + JSON.stringify(core.AuthContext.name));
+
 /** Requests /private three ways; \`caught\` holds the errors the app's error handler saw, in order. */
 async function roundTrip(name, handler, caught) {
   const server = await listen(handler);
@@ -291,7 +307,9 @@ async function roundTrip(name, handler, caught) {
   try {
     // No credential: the gate (core) throws.
     const anonymous = await fetch(server.url + '/private');
-    isCoreAuthError(caught.shift(), 'no credential');
+    const firstError = caught.shift();
+    isCoreAuthError(firstError, 'no credential');
+    if (name === 'express') checkClassName('AuthError', firstError);
     expect(anonymous.status === 401, name + ', no credential: answered ' + anonymous.status + ', expected 401');
     expect(/^Bearer /.test(anonymous.headers.get('www-authenticate') || ''), name + ', no credential: 401 without a Bearer WWW-Authenticate challenge');
     // Malformed Bearer: the stub provider from tokengate/testing throws while extracting.
@@ -314,9 +332,13 @@ async function main() {
     providers: [testing.stubProvider({ tokens: { 'good-token': { subject: 'u1', permissions: ['read'] } } })],
   });
 
+  let contextChecked = false;
   const expressErrors = [];
   const app = expressLib();
   app.get('/private', expressAdapter.authenticate(gate), expressAdapter.requires('read'), (req, res) => {
+    // An AuthContext the gate made, as a route sees it.
+    if (!contextChecked) checkClassName('AuthContext', req.auth);
+    contextChecked = true;
     res.type('text/plain').send('hello ' + req.auth.subject);
   });
   app.use((err, _req, res, _next) => {
@@ -324,6 +346,7 @@ async function main() {
     res.status(err.status || 500).set(err.headers || {}).end();
   });
   await roundTrip('express', app, expressErrors);
+  expect(contextChecked, 'AuthContext: no request reached the Express route to check its name');
 
   const koaErrors = [];
   const koaApp = new Koa();
@@ -352,7 +375,7 @@ main().then(
       console.error(problems.join('\\n'));
       process.exit(1);
     }
-    console.log('express + koa: 401 and 400 errors are instanceof tokengate.AuthError, good token 200');
+    console.log('express + koa: 401 and 400 errors are instanceof tokengate.AuthError, good token 200; AuthError, ProviderFailure, AuthContext keep their names');
     process.exit(0);
   },
   (error) => {
@@ -365,6 +388,7 @@ main().then(
 writeFileSync(
   path.join(consumer, 'esm.mjs'),
   `import http from 'node:http';
+import util from 'node:util';
 import expressLib from 'express';
 import Koa from 'koa';
 import * as core from 'tokengate';
@@ -381,6 +405,7 @@ writeFileSync(
   path.join(consumer, 'cjs.cjs'),
   `'use strict';
 const http = require('node:http');
+const util = require('node:util');
 const expressLib = require('express');
 const Koa = require('koa');
 const core = require('tokengate');
