@@ -18,14 +18,12 @@ export default {
   // The machine has 2 cores.
   concurrency: 2,
   mutate: [
-    // Request flow, verdict store and per-connection memo, the framework adapter seam.
-    'src/{gate,store,memo,adapter}.ts',
+    // Request flow, verdict store, admission, per-connection memo, the framework adapter seam.
+    'src/{gate,store,admission,memo,adapter}.ts',
     // Permission checks, credential parsers, the errors that reach clients.
     'src/guards.ts',
     'src/credentials/*.ts',
     'src/errors.ts',
-    // The verdict cache, until src/store.ts replaces it.
-    'src/cache.ts',
   ],
   ignorePatterns: ['dist', 'coverage', 'reports', 'bench', '*.tgz', '*.cpuprofile'],
   // Tests start real HTTP servers; a mutant that hangs one is a timeout (counted as detected).
