@@ -16,6 +16,7 @@ import type { Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, Rejection, VerdictStore } from './store.js';
+import { type CacheTrace, cacheChannel } from './tracing.js';
 import type {
   AuthenticateOptions,
   Credential,
@@ -170,6 +171,7 @@ class TokenGate implements Gate {
   #counted(provider: string): void {
     this.#counters.hits++;
     this.#emit?.({ type: 'cache', provider, result: 'hit' });
+    if (cacheChannel.hasSubscribers) cacheChannel.publish({ provider, result: 'hit' } satisfies CacheTrace);
   }
 
   /** Asks upstream (or joins the call under way for `key`) and turns the outcome into the answer. */
@@ -187,7 +189,10 @@ class TokenGate implements Gate {
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
     if (joined) this.#counters.coalesced++;
-    this.#emit?.({ type: 'cache', provider: slot.provider.name, result: joined ? 'coalesced' : 'miss' });
+    const result = joined ? 'coalesced' : 'miss';
+    this.#emit?.({ type: 'cache', provider: slot.provider.name, result });
+    if (cacheChannel.hasSubscribers)
+      cacheChannel.publish({ provider: slot.provider.name, result } satisfies CacheTrace);
     return promise.then((outcome) => {
       if (outcome instanceof AuthContext) return outcome;
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);

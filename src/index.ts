@@ -27,6 +27,8 @@ export { partoo } from './providers/partoo.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
 export type { SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';
+export type { BreakerTrace, CacheTrace, VerifyTrace } from './tracing.js';
+export { CHANNELS } from './tracing.js';
 export type {
   AuthenticateOptions,
   Credential,

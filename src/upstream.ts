@@ -15,6 +15,7 @@ import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } fr
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
 import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, sleep } from './resilience.js';
+import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
 import { type Credential, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
 
 /** Verifications in flight per provider when it does not say (`Provider.concurrency`). */
@@ -58,9 +59,11 @@ export class Upstream {
     this.#breaker =
       policy.breaker === undefined
         ? undefined
-        : new CircuitBreaker(policy.breaker, (state) =>
-            policy.emit?.({ type: 'breaker', provider: provider.name, state }),
-          );
+        : new CircuitBreaker(policy.breaker, (state) => {
+            policy.emit?.({ type: 'breaker', provider: provider.name, state });
+            if (breakerChannel.hasSubscribers)
+              breakerChannel.publish({ provider: provider.name, state } satisfies BreakerTrace);
+          });
   }
 
   /** The breaker's state (`closed` when there is none). */
@@ -93,9 +96,15 @@ export class Upstream {
     return within(this.#asked(credential, stale), left, () => providerUnavailable(this.provider.name));
   }
 
-  /** The provider asked under the slot just taken, which is released when it is done. */
+  /** The provider asked under the slot just taken, which is released when it is done; traced when anything listens. */
   #asked(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
-    const asked = this.#ask(credential, stale);
+    let asked: Promise<Verdict | AuthContext | AuthError>;
+    if (tracingVerify()) {
+      const trace: VerifyTrace = { provider: this.provider.name };
+      asked = verifyChannel.tracePromise(this.#ask, trace, this, credential, stale, trace);
+    } else {
+      asked = this.#ask(credential, stale);
+    }
     asked.then(this.#release, this.#release);
     return asked;
   }
@@ -110,7 +119,11 @@ export class Upstream {
   }
 
   /** The attempts under one deadline, with retries and the breaker. */
-  async #ask(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
+  async #ask(
+    credential: Credential,
+    stale: AuthContext | undefined,
+    trace?: VerifyTrace,
+  ): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
@@ -128,13 +141,7 @@ export class Upstream {
           const accepted =
             verdict.ok &&
             !(verdict.principal.expiresAt !== undefined && verdict.principal.expiresAt.getTime() <= Date.now());
-          emit?.({
-            type: 'verify',
-            provider: provider.name,
-            outcome: accepted ? 'accepted' : 'rejected',
-            durationMs: performance.now() - started,
-            attempts,
-          });
+          this.#ended(accepted ? 'accepted' : 'rejected', started, attempts, trace);
           return verdict;
         } catch (error) {
           const failure = asFailure(error, deadline);
@@ -147,7 +154,10 @@ export class Upstream {
           });
           const delay =
             failure.kind === 'misconfigured' ? undefined : this.#retryDelay(failure, attempts, started + timeout);
-          if (delay === undefined) return this.#failed(failure, stale, started, attempts);
+          if (delay === undefined) {
+            this.#ended('failed', started, attempts, trace);
+            return this.#failed(failure, stale);
+          }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
         }
@@ -158,15 +168,21 @@ export class Upstream {
     }
   }
 
+  /** Reports the end of a verification: the `verify` event, the error count, and the trace when one runs. */
+  #ended(outcome: 'accepted' | 'rejected' | 'failed', started: number, attempts: number, trace?: VerifyTrace): void {
+    const durationMs = performance.now() - started;
+    if (outcome === 'failed') this.#policy.counters.errors++;
+    this.#policy.emit?.({ type: 'verify', provider: this.provider.name, outcome, durationMs, attempts });
+    if (trace !== undefined) {
+      trace.outcome = outcome;
+      trace.attempts = attempts;
+      trace.durationMs = durationMs;
+    }
+  }
+
   /** The answer after the last failed attempt. */
-  #failed(
-    failure: ProviderFailure,
-    stale: AuthContext | undefined,
-    started: number,
-    attempts: number,
-  ): AuthContext | AuthError {
+  #failed(failure: ProviderFailure, stale: AuthContext | undefined): AuthContext | AuthError {
     const { provider } = this;
-    const { emit, counters } = this.#policy;
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
     // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.
@@ -174,14 +190,6 @@ export class Upstream {
     else if (throttled)
       this.#breaker?.pause(performance.now(), Math.min((failure.retryAfter ?? 0) * 1000, this.#policy.maxRetryAfter));
     else this.#breaker?.failed(performance.now());
-    counters.errors++;
-    emit?.({
-      type: 'verify',
-      provider: provider.name,
-      outcome: 'failed',
-      durationMs: performance.now() - started,
-      attempts,
-    });
     if (misconfigured) return providerMisconfigured(provider.name);
     return this.#staleOr(
       stale,

@@ -1,0 +1,64 @@
+/**
+ * Tracing through `node:diagnostics_channel`, the mechanism undici and
+ * Node itself use: free when nothing subscribes (one `hasSubscribers` read),
+ * and open to any tracer (OpenTelemetry, Datadog, your own logs).
+ *
+ * - `tokengate:verify`, a TracingChannel around every upstream verification
+ *   (`start`, `end`, `asyncStart`, `asyncEnd`, `error`): the context is a
+ *   {@link VerifyTrace}, filled with the outcome when it ends (and, as for
+ *   any traced promise, `result`: the provider's verdict, or a 503/500 error).
+ * - `tokengate:cache`: every cache lookup, `{ provider, result }`.
+ * - `tokengate:breaker`: every breaker change, `{ provider, state }`.
+ *
+ * No message carries a token, a key or a cache key: only provider names,
+ * outcomes, counts and durations.
+ */
+import { channel, tracingChannel } from 'node:diagnostics_channel';
+import type { BreakerState } from './events.js';
+
+/** The context of a `tokengate:verify` trace. */
+export interface VerifyTrace {
+  /** The provider asked. */
+  readonly provider: string;
+  /** How the verification ended; set when it ends. */
+  outcome?: 'accepted' | 'rejected' | 'failed';
+  /** Upstream attempts made, retries included; set when it ends. */
+  attempts?: number;
+  /** Milliseconds from the first attempt to the answer; set when it ends. */
+  durationMs?: number;
+}
+
+/** A message on `tokengate:cache`. */
+export interface CacheTrace {
+  readonly provider: string;
+  readonly result: 'hit' | 'miss' | 'coalesced';
+}
+
+/** A message on `tokengate:breaker`. */
+export interface BreakerTrace {
+  readonly provider: string;
+  readonly state: BreakerState;
+}
+
+/** Names of the channels, for `diagnostics_channel.subscribe` / `tracingChannel`. */
+export const CHANNELS = Object.freeze({
+  verify: 'tokengate:verify',
+  cache: 'tokengate:cache',
+  breaker: 'tokengate:breaker',
+});
+
+/** @internal */ export const verifyChannel = tracingChannel<VerifyTrace>(CHANNELS.verify);
+/** @internal */ export const cacheChannel = channel(CHANNELS.cache);
+/** @internal */ export const breakerChannel = channel(CHANNELS.breaker);
+
+/** @internal Whether anything listens to the verify trace (Node 20 has no `hasSubscribers` on TracingChannel before 20.13). */
+export function tracingVerify(): boolean {
+  const { start, end, asyncStart, asyncEnd, error } = verifyChannel;
+  return (
+    start.hasSubscribers ||
+    end.hasSubscribers ||
+    asyncStart.hasSubscribers ||
+    asyncEnd.hasSubscribers ||
+    error.hasSubscribers
+  );
+}

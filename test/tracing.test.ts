@@ -1,0 +1,116 @@
+/**
+ * Tracing through diagnostics_channel: subscribers see every verification,
+ * cache lookup and breaker change, and no message carries a credential.
+ */
+import { channel, tracingChannel } from 'node:diagnostics_channel';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CHANNELS, createGate, type Gate, onlineOrNot } from '../src/index.js';
+import { mockOnlineOrNot } from '../src/testing/index.js';
+
+const GOOD = 'SECRETtraceGood1';
+const BAD = 'SECRETtraceBad1';
+const open: Array<() => Promise<void>> = [];
+const unsubscribe: Array<() => void> = [];
+afterEach(async () => {
+  for (const stop of unsubscribe.splice(0)) stop();
+  for (const close of open.splice(0)) await close();
+});
+
+/** Everything published on the three channels, as `[channel, message]`. */
+function record(): Array<[string, Record<string, unknown>]> {
+  const seen: Array<[string, Record<string, unknown>]> = [];
+  for (const name of [CHANNELS.cache, CHANNELS.breaker]) {
+    const listener = (message: unknown) => seen.push([name, { ...(message as Record<string, unknown>) }]);
+    channel(name).subscribe(listener);
+    unsubscribe.push(() => channel(name).unsubscribe(listener));
+  }
+  const verify = tracingChannel(CHANNELS.verify);
+  const handlers = {
+    start: (context: unknown) => seen.push(['verify:start', { ...(context as Record<string, unknown>) }]),
+    end: () => {},
+    asyncStart: (context: unknown) => seen.push(['verify:asyncStart', { ...(context as Record<string, unknown>) }]),
+    asyncEnd: (context: unknown) => seen.push(['verify:asyncEnd', { ...(context as Record<string, unknown>) }]),
+    error: (context: unknown) => seen.push(['verify:error', { ...(context as Record<string, unknown>) }]),
+  };
+  verify.subscribe(handlers);
+  unsubscribe.push(() => verify.unsubscribe(handlers));
+  return seen;
+}
+
+async function setup(): Promise<{ gate: Gate; fault: (on: boolean) => void }> {
+  const mock = await mockOnlineOrNot({ tokens: { [GOOD]: { id: 'tok-good', permissions: ['read'] } } });
+  const gate = createGate({
+    providers: [onlineOrNot({ baseUrl: mock.url })],
+    retry: false,
+    breaker: { threshold: 1, cooldown: 60_000 },
+    timeout: 2000,
+  });
+  open.push(
+    () => gate.close(),
+    () => mock.close(),
+  );
+  return { gate, fault: (on) => (mock.fault = on ? { kind: 'status', status: 500 } : undefined) };
+}
+
+const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+describe('diagnostics_channel', () => {
+  it('traces each verification with its outcome, attempts and duration', async () => {
+    const seen = record();
+    const { gate } = await setup();
+    await gate.authenticate(bearer(GOOD));
+    await expect(gate.authenticate(bearer(BAD))).rejects.toMatchObject({ status: 401 });
+    const ends = seen.filter(([name]) => name === 'verify:asyncEnd').map(([, message]) => message);
+    expect(ends).toMatchObject([
+      { provider: 'onlineornot', outcome: 'accepted', attempts: 1 },
+      { provider: 'onlineornot', outcome: 'rejected', attempts: 1 },
+    ]);
+    expect(seen.filter(([name]) => name === 'verify:start')).toHaveLength(2);
+    for (const end of ends) expect(end.durationMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('publishes every cache lookup: misses, hits and joins', async () => {
+    const seen = record();
+    const { gate } = await setup();
+    await Promise.all([gate.authenticate(bearer(GOOD)), gate.authenticate(bearer(GOOD))]);
+    await gate.authenticate(bearer(GOOD));
+    const results = seen.filter(([name]) => name === CHANNELS.cache).map(([, message]) => message.result);
+    expect(results).toEqual(['miss', 'coalesced', 'hit']);
+  });
+
+  it('publishes breaker changes, and a failed verification ends its trace as failed', async () => {
+    const seen = record();
+    const { gate, fault } = await setup();
+    fault(true);
+    await expect(gate.authenticate(bearer(GOOD))).rejects.toMatchObject({ status: 503 });
+    expect(seen.filter(([name]) => name === CHANNELS.breaker).map(([, message]) => message)).toEqual([
+      { provider: 'onlineornot', state: 'open' },
+    ]);
+    expect(seen.find(([name]) => name === 'verify:asyncEnd')?.[1]).toMatchObject({ outcome: 'failed' });
+  });
+
+  it('carries no credential on any channel', async () => {
+    const seen = record();
+    const { gate, fault } = await setup();
+    await gate.authenticate(bearer(GOOD));
+    await gate.authenticate(bearer(GOOD));
+    await expect(gate.authenticate(bearer(BAD))).rejects.toBeDefined();
+    fault(true);
+    await expect(gate.authenticate(bearer(`${GOOD}x`))).rejects.toBeDefined();
+    expect(seen.length).toBeGreaterThan(8);
+    const text = JSON.stringify(seen);
+    expect(text).not.toContain('SECRET');
+    for (const [, message] of seen) {
+      // `result` is the verification's answer (a verdict: subject, permissions, details), set by tracePromise.
+      const { result, ...fields } = message;
+      for (const value of Object.values(fields)) expect(['string', 'number']).toContain(typeof value);
+      if (result !== undefined) expect(Object.keys(result as object).sort()).toEqual(expect.arrayContaining(['ok']));
+    }
+  });
+
+  it('costs nothing observable when nobody subscribes: the gate works the same', async () => {
+    const { gate } = await setup();
+    expect((await gate.authenticate(bearer(GOOD))).subject).toBe('tok-good');
+    expect(channel(CHANNELS.cache).hasSubscribers).toBe(false);
+  });
+});
