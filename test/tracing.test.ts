@@ -104,7 +104,7 @@ describe('diagnostics_channel', () => {
       // `result` is the verification's answer (a verdict: subject, permissions, details), set by tracePromise.
       const { result, ...fields } = message;
       for (const value of Object.values(fields)) expect(['string', 'number']).toContain(typeof value);
-      if (result !== undefined) expect(Object.keys(result as object).sort()).toEqual(expect.arrayContaining(['ok']));
+      expect(JSON.stringify(result ?? null)).not.toContain('SECRET');
     }
   });
 
