@@ -213,7 +213,10 @@ describe('admission through the gate', () => {
           : { ok: false, reason: 'The access token is invalid' };
       },
     };
-    return { provider, calls: () => calls, releaseAll: () => held.splice(0).forEach((release) => release()) };
+    const releaseAll = () => {
+      for (const release of held.splice(0)) release();
+    };
+    return { provider, calls: () => calls, releaseAll };
   }
 
   it('answers 503 overloaded at once when the wait is full: no upstream call, no breaker, no stale', async () => {
