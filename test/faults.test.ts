@@ -1,8 +1,9 @@
 /**
- * The fault suite (issue 4): a real Express app in front of the mock
- * providers while they fail in every way the mocks can: down (connection
- * reset), flapping (every other call fails), slow beyond the deadline,
- * garbage, then recovery. Mixed traffic runs through every phase.
+ * The fault suite: a real Express app in front of the mock providers while
+ * they fail in every way the mocks can: down (connection reset), flapping
+ * (every other call fails), slow beyond the deadline, garbage, then
+ * recovery. Mixed traffic runs through every phase; each phase has its own
+ * mocks, gate and app, so it passes or fails on its own, in any order.
  *
  * Invariants checked in every phase:
  * - no request passes unverified: a route body only ever runs for a valid
@@ -10,15 +11,17 @@
  * - every status is one the README documents (200/400/401/403/503), and the
  *   one that fits the credential (a malformed one is always 400, a valid one
  *   is 200 or 503 — never 401);
+ * - the events name the failure the phase caused, and the traffic was real
+ *   (many answers, successes before and after the fault);
  * - no unhandled rejection; no socket or timer left after `gate.close()`
  *   and the mocks' `close()`;
  * - once the provider recovers, requests succeed again.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGate, type Gate, type GateEvent, onlineOrNot, partoo } from '../src/index.js';
-import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createGate, type GateEvent, onlineOrNot, partoo } from '../src/index.js';
+import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { gatedApp, listen, READ_CHECKS, type SeenRequest } from './support/gated-app.js';
 
 const API_KEY = 'fault-suite-api-key';
@@ -104,19 +107,34 @@ function activeResources(): Map<string, number> {
   return counts;
 }
 
-describe('fault suite: Express app in front of failing providers', () => {
-  let resourcesBefore: Map<string, number>;
+/** Everything one phase runs against: its own mocks, gate, app, events and counts. */
+async function startFixture() {
+  const resourcesBefore = activeResources();
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown) => unhandled.push(reason);
-  let oon: MockOnlineOrNot;
-  let pt: MockPartoo;
-  let gate: Gate;
-  let seen: SeenRequest[];
-  let server: Awaited<ReturnType<typeof listen>>;
+  process.on('unhandledRejection', onUnhandled);
+  const oon = await mockOnlineOrNot({
+    tokens: {
+      [READ_TOKEN]: { id: 'tok-read', permissions: [READ_CHECKS] },
+      [BARE_TOKEN]: { id: 'tok-bare' },
+      [OFF_TOKEN]: { id: 'tok-off', status: 'revoked' },
+    },
+  });
+  const pt = await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: CONN.user_id, token: CONN.token }] });
   const events: GateEvent[] = [];
-  let responses = 0;
-  let successes = 0;
-  /** Each close runs once, whether the last test or afterAll (after a failure) gets there first. */
+  const gate = createGate({
+    providers: [onlineOrNot({ baseUrl: oon.url }), partoo({ apiKey: API_KEY, baseUrl: pt.url })],
+    timeout: TIMEOUT,
+    retry: { retries: 2, baseDelay: 10, maxDelay: 40 },
+    breaker: { threshold: 5, cooldown: COOLDOWN },
+    cache: { ttl: 100, negativeTtl: 50 },
+    onEvent: (event) => events.push(event),
+  });
+  const { app, seen } = gatedApp(gate);
+  const server = await listen(app);
+  const counts = { responses: 0, successes: 0 };
+
+  /** Each close runs once, whether the test or the afterEach (after a failure) gets there first. */
   const closing = new Map<string, Promise<void>>();
   const closeOnce = (name: string, close: () => Promise<void>) => {
     if (!closing.has(name)) closing.set(name, close());
@@ -127,44 +145,17 @@ describe('fault suite: Express app in front of failing providers', () => {
     await closeOnce('gate', () => gate.close());
     await closeOnce('onlineornot', () => oon.close());
     await closeOnce('partoo', () => pt.close());
-  }
-
-  beforeAll(async () => {
-    resourcesBefore = activeResources();
-    process.on('unhandledRejection', onUnhandled);
-    oon = await mockOnlineOrNot({
-      tokens: {
-        [READ_TOKEN]: { id: 'tok-read', permissions: [READ_CHECKS] },
-        [BARE_TOKEN]: { id: 'tok-bare' },
-        [OFF_TOKEN]: { id: 'tok-off', status: 'revoked' },
-      },
-    });
-    pt = await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: CONN.user_id, token: CONN.token }] });
-    gate = createGate({
-      providers: [onlineOrNot({ baseUrl: oon.url }), partoo({ apiKey: API_KEY, baseUrl: pt.url })],
-      timeout: TIMEOUT,
-      retry: { retries: 2, baseDelay: 10, maxDelay: 40 },
-      breaker: { threshold: 5, cooldown: COOLDOWN },
-      cache: { ttl: 100, negativeTtl: 50 },
-      onEvent: (event) => events.push(event),
-    });
-    const gated = gatedApp(gate);
-    seen = gated.seen;
-    server = await listen(gated.app);
-  });
-
-  afterAll(async () => {
-    await closeAll();
     process.off('unhandledRejection', onUnhandled);
-  });
+  }
+  open.push(closeAll);
 
   async function send(probe: Probe): Promise<{ probe: Probe; status: number }> {
     let req = request(server.server).get(probe.path);
     // An array value goes out as repeated header lines (superagent hands it to Node as is).
     for (const [name, value] of Object.entries(probe.headers ?? {})) req = req.set(name, value as string);
     const res = await req;
-    responses++;
-    if (res.status === 200) successes++;
+    counts.responses++;
+    if (res.status === 200) counts.successes++;
     expect(probe.allowed, `${probe.name} got ${res.status}`).toContain(res.status);
     const challenge = res.headers['www-authenticate'];
     if (res.status === 400) expect(challenge).toMatch(/^Bearer realm="api", error="invalid_request"/);
@@ -182,12 +173,9 @@ describe('fault suite: Express app in front of failing providers', () => {
     }
     // No request passed unverified: whatever reached a route was a valid credential, as its own subject.
     for (const entry of seen) expect(entry.subject, JSON.stringify(entry)).toBe(expectedSubject(entry));
-    expect(seen.length).toBe(successes);
+    expect(seen.length).toBe(counts.successes);
     return results;
   }
-
-  const validStatuses = (results: Array<{ probe: Probe; status: number }>) =>
-    results.filter((r) => r.probe.valid).map((r) => r.status);
 
   /** Waits (bounded) until the providers answer again through the breaker, then checks a full round. */
   async function expectRecovery(): Promise<void> {
@@ -208,36 +196,98 @@ describe('fault suite: Express app in front of failing providers', () => {
     expect(gate.stats().breakers).toEqual({ onlineornot: 'closed', partoo: 'closed' });
   }
 
+  /** The provider_error reasons and breaker states the events reported. */
+  const reported = () => ({
+    reasons: new Set(events.flatMap((e) => (e.type === 'provider_error' ? [e.reason] : []))),
+    breaker: new Set(events.flatMap((e) => (e.type === 'breaker' ? [e.state] : []))),
+  });
+
+  /** Closes the app and the gate, then the mocks: nothing may be left open, and nothing was unhandled. */
+  async function closeAndExpectNothingLeft(): Promise<void> {
+    expect(unhandled).toEqual([]);
+    const grown = () =>
+      [...activeResources()]
+        .filter(([type, count]) => count > (resourcesBefore.get(type) ?? 0))
+        .map(([type, count]) => `${type}: ${resourcesBefore.get(type) ?? 0} -> ${count}`);
+    /** Sockets close a moment after close() resolves on the other end: wait (bounded) for `done`. */
+    const settle = async (done: () => boolean) => {
+      const deadline = performance.now() + 3000;
+      while (!done() && performance.now() < deadline) await sleep(20);
+    };
+    const servers = resourcesBefore.get('TCPServerWrap') ?? 0;
+    const onlyTheMocks = [`TCPServerWrap: ${servers} -> ${servers + 2}`];
+
+    await closeOnce('server', () => server.close());
+    await closeOnce('gate', () => gate.close());
+    // The mocks still listen (and finish their delayed answers): anything else left now is the gate's.
+    await settle(() => JSON.stringify(grown()) === JSON.stringify(onlyTheMocks));
+    expect(grown()).toEqual(onlyTheMocks);
+    await closeAll();
+    await settle(() => grown().length === 0);
+    expect(grown()).toEqual([]);
+    expect(unhandled).toEqual([]);
+  }
+
+  return { oon, pt, gate, counts, traffic, expectRecovery, reported, closeAndExpectNothingLeft };
+}
+
+const validStatuses = (results: Array<{ probe: Probe; status: number }>) =>
+  results.filter((r) => r.probe.valid).map((r) => r.status);
+
+/** Closers of the fixtures a failed test left open. */
+const open: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const close of open.splice(0)) await close();
+});
+
+describe('fault suite: Express app in front of failing providers', () => {
   it('healthy: every valid credential passes, everything else is refused', async () => {
+    const { traffic, reported, closeAndExpectNothingLeft } = await startFixture();
     const results = await traffic(3);
     expect(validStatuses(results)).toEqual(results.filter((r) => r.probe.valid).map(() => 200));
     expect(results.filter((r) => r.status === 503)).toEqual([]);
+    expect(reported()).toEqual({ reasons: new Set(), breaker: new Set() });
+    await closeAndExpectNothingLeft();
   });
 
   it('provider down (connections reset): valid credentials get 503, nothing passes; then recovery', async () => {
-    gate.clear();
+    const { oon, pt, gate, counts, traffic, expectRecovery, reported, closeAndExpectNothingLeft } =
+      await startFixture();
     oon.fault = { kind: 'reset' };
     pt.fault = { kind: 'reset' };
     const results = await traffic(3);
     expect(new Set(validStatuses(results))).toEqual(new Set([503]));
     expect(results.filter((r) => r.status === 200)).toEqual([]);
     expect(gate.stats().breakers).toEqual({ onlineornot: 'open', partoo: 'open' });
+    expect(reported().reasons).toEqual(new Set(['unreachable']));
     await expectRecovery();
+    // Open while down, then a probe (half-open) that closed it again.
+    expect(reported().breaker).toEqual(new Set(['open', 'half-open', 'closed']));
+    expect(counts.responses).toBeGreaterThan(3 * PROBES.length);
+    expect(counts.successes).toBeGreaterThan(0);
+    await closeAndExpectNothingLeft();
   });
 
   it('flapping (every other call fails): answers are right or 503; then recovery', async () => {
-    gate.clear();
+    const { oon, pt, counts, traffic, expectRecovery, reported, closeAndExpectNothingLeft } = await startFixture();
     oon.fault = { kind: 'status', status: 502, every: 2 };
     pt.fault = { kind: 'reset', every: 2 };
     for (let i = 0; i < 4; i++) {
       await traffic(2);
       await sleep(60); // let cached answers expire so the providers keep being asked
     }
+    expect(reported().reasons).toEqual(new Set(['status', 'unreachable']));
+    // Retries get past every other failure: valid credentials pass during the flapping too.
+    const duringFlapping = counts.successes;
+    expect(duringFlapping).toBeGreaterThan(0);
     await expectRecovery();
+    expect(counts.successes).toBeGreaterThan(duringFlapping);
+    expect(counts.responses).toBeGreaterThan(8 * PROBES.length);
+    await closeAndExpectNothingLeft();
   });
 
   it('slow beyond the deadline: 503 within a bounded time; then recovery', async () => {
-    gate.clear();
+    const { oon, pt, traffic, expectRecovery, reported, closeAndExpectNothingLeft } = await startFixture();
     oon.latency = TIMEOUT * 3;
     pt.latency = TIMEOUT * 3;
     const started = performance.now();
@@ -245,11 +295,13 @@ describe('fault suite: Express app in front of failing providers', () => {
     expect(new Set(validStatuses(results))).toEqual(new Set([503]));
     // Each request gives up at its deadline instead of waiting for the provider (generous bound).
     expect(performance.now() - started).toBeLessThan(TIMEOUT * 3 + 2000);
+    expect(reported().reasons).toEqual(new Set(['timeout']));
     await expectRecovery();
+    await closeAndExpectNothingLeft();
   });
 
   it('garbage answers: 503, never a pass; then recovery', async () => {
-    gate.clear();
+    const { oon, pt, gate, traffic, expectRecovery, reported, closeAndExpectNothingLeft } = await startFixture();
     oon.fault = { kind: 'garbage' };
     pt.fault = { kind: 'garbage' };
     const results = await traffic(2);
@@ -260,40 +312,8 @@ describe('fault suite: Express app in front of failing providers', () => {
     await sleep(COOLDOWN + 50);
     const more = await traffic(2);
     expect(more.filter((r) => r.status === 200)).toEqual([]);
+    expect(reported().reasons).toEqual(new Set(['invalid_answer']));
     await expectRecovery();
-  });
-
-  it('the events saw every kind of failure, and the traffic was real', () => {
-    const reasons = new Set(events.flatMap((e) => (e.type === 'provider_error' ? [e.reason] : [])));
-    expect(reasons).toEqual(new Set(['unreachable', 'status', 'timeout', 'invalid_answer']));
-    expect(new Set(events.flatMap((e) => (e.type === 'breaker' ? [e.state] : [])))).toEqual(
-      new Set(['open', 'half-open', 'closed']),
-    );
-    expect(responses).toBeGreaterThan(200);
-    expect(successes).toBeGreaterThan(20);
-  });
-
-  it('no unhandled rejection, and no socket or timer left after close', async () => {
-    expect(unhandled).toEqual([]);
-    const grown = () =>
-      [...activeResources()]
-        .filter(([type, count]) => count > (resourcesBefore.get(type) ?? 0))
-        .map(([type, count]) => `${type}: ${resourcesBefore.get(type) ?? 0} -> ${count}`);
-    /** Sockets close a moment after close() resolves on the other end: wait (bounded) for `done`. */
-    const settle = async (done: () => boolean) => {
-      const deadline = performance.now() + 2000;
-      while (!done() && performance.now() < deadline) await sleep(20);
-    };
-    const sockets = () => activeResources().get('TCPSocketWrap') ?? 0;
-
-    await closeOnce('server', () => server.close());
-    await closeOnce('gate', () => gate.close());
-    // The mocks still listen: any socket left now is one the gate failed to close.
-    await settle(() => sockets() <= (resourcesBefore.get('TCPSocketWrap') ?? 0));
-    expect(grown()).toEqual(['TCPServerWrap: 0 -> 2']);
-    await closeAll();
-    await settle(() => grown().length === 0);
-    expect(grown()).toEqual([]);
-    expect(unhandled).toEqual([]);
+    await closeAndExpectNothingLeft();
   });
 });
