@@ -23,6 +23,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createGate, type GateEvent, onlineOrNot, partoo } from '../src/index.js';
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { gatedApp, listen, READ_CHECKS, type SeenRequest } from './support/gated-app.js';
+import { watchTimers } from './support/live-timers.js';
 
 const API_KEY = 'fault-suite-api-key';
 const READ_TOKEN = 'faultREAD0123456789';
@@ -100,15 +101,20 @@ function expectedSubject(seen: SeenRequest): string | undefined {
   return undefined;
 }
 
-/** Counts of active handles by type (sockets, servers, timers…). */
-function activeResources(): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const type of process.getActiveResourcesInfo()) counts.set(type, (counts.get(type) ?? 0) + 1);
-  return counts;
-}
-
 /** Everything one phase runs against: its own mocks, gate, app, events and counts. */
 async function startFixture() {
+  // Timers are counted from the ones created here on: the test runner's own come and go meanwhile.
+  const timers = watchTimers();
+  /** Counts of active handles by type (sockets, servers) and of the timers still pending. */
+  const activeResources = (): Map<string, number> => {
+    const counts = new Map<string, number>();
+    for (const type of process.getActiveResourcesInfo()) {
+      if (type !== 'Timeout') counts.set(type, (counts.get(type) ?? 0) + 1);
+    }
+    const pending = timers.pending();
+    if (pending > 0) counts.set('Timeout', pending);
+    return counts;
+  };
   const resourcesBefore = activeResources();
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown) => unhandled.push(reason);
@@ -146,6 +152,7 @@ async function startFixture() {
     await closeOnce('onlineornot', () => oon.close());
     await closeOnce('partoo', () => pt.close());
     process.off('unhandledRejection', onUnhandled);
+    timers.stop();
   }
   open.push(closeAll);
 
@@ -196,6 +203,16 @@ async function startFixture() {
     expect(gate.stats().breakers).toEqual({ onlineornot: 'closed', partoo: 'closed' });
   }
 
+  /**
+   * Checks that the events reported every failure in `caused`, and no other but `timeout` (retries
+   * of a failing call may run into the deadline on a busy machine).
+   */
+  const expectFailuresReported = (...caused: string[]) => {
+    const { reasons } = reported();
+    for (const reason of caused) expect(reasons).toContain(reason);
+    for (const reason of reasons) expect([...caused, 'timeout']).toContain(reason);
+  };
+
   /** The provider_error reasons and breaker states the events reported. */
   const reported = () => ({
     reasons: new Set(events.flatMap((e) => (e.type === 'provider_error' ? [e.reason] : []))),
@@ -209,26 +226,40 @@ async function startFixture() {
       [...activeResources()]
         .filter(([type, count]) => count > (resourcesBefore.get(type) ?? 0))
         .map(([type, count]) => `${type}: ${resourcesBefore.get(type) ?? 0} -> ${count}`);
-    /** Sockets close a moment after close() resolves on the other end: wait (bounded) for `done`. */
+    /**
+     * Sockets close a moment after close() resolves on the other end: wait (bounded) for `done`. The
+     * bound is well below the keep-alive timeouts, so an idle socket the gate left open is still there.
+     */
     const settle = async (done: () => boolean) => {
-      const deadline = performance.now() + 3000;
+      const deadline = performance.now() + 1500;
       while (!done() && performance.now() < deadline) await sleep(20);
     };
-    const servers = resourcesBefore.get('TCPServerWrap') ?? 0;
-    const onlyTheMocks = [`TCPServerWrap: ${servers} -> ${servers + 2}`];
+    const sockets = () => activeResources().get('TCPSocketWrap') ?? 0;
 
     await closeOnce('server', () => server.close());
     await closeOnce('gate', () => gate.close());
-    // The mocks still listen (and finish their delayed answers): anything else left now is the gate's.
-    await settle(() => JSON.stringify(grown()) === JSON.stringify(onlyTheMocks));
-    expect(grown()).toEqual(onlyTheMocks);
-    await closeAll();
+    // The mocks still listen: any socket left now is one the gate failed to close.
+    await settle(() => sockets() <= (resourcesBefore.get('TCPSocketWrap') ?? 0));
+    expect(sockets()).toBe(resourcesBefore.get('TCPSocketWrap') ?? 0);
+    // Then the mocks, which end their own delayed answers: any timer or handle left now is the gate's.
+    await closeOnce('onlineornot', () => oon.close());
+    await closeOnce('partoo', () => pt.close());
     await settle(() => grown().length === 0);
     expect(grown()).toEqual([]);
     expect(unhandled).toEqual([]);
   }
 
-  return { oon, pt, gate, counts, traffic, expectRecovery, reported, closeAndExpectNothingLeft };
+  return {
+    oon,
+    pt,
+    gate,
+    counts,
+    traffic,
+    expectRecovery,
+    reported,
+    expectFailuresReported,
+    closeAndExpectNothingLeft,
+  };
 }
 
 const validStatuses = (results: Array<{ probe: Probe; status: number }>) =>
@@ -242,78 +273,77 @@ afterEach(async () => {
 
 describe('fault suite: Express app in front of failing providers', () => {
   it('healthy: every valid credential passes, everything else is refused', async () => {
-    const { traffic, reported, closeAndExpectNothingLeft } = await startFixture();
-    const results = await traffic(3);
+    const phase = await startFixture();
+    const results = await phase.traffic(3);
     expect(validStatuses(results)).toEqual(results.filter((r) => r.probe.valid).map(() => 200));
     expect(results.filter((r) => r.status === 503)).toEqual([]);
-    expect(reported()).toEqual({ reasons: new Set(), breaker: new Set() });
-    await closeAndExpectNothingLeft();
+    expect(phase.reported()).toEqual({ reasons: new Set(), breaker: new Set() });
+    await phase.closeAndExpectNothingLeft();
   });
 
   it('provider down (connections reset): valid credentials get 503, nothing passes; then recovery', async () => {
-    const { oon, pt, gate, counts, traffic, expectRecovery, reported, closeAndExpectNothingLeft } =
-      await startFixture();
-    oon.fault = { kind: 'reset' };
-    pt.fault = { kind: 'reset' };
-    const results = await traffic(3);
+    const phase = await startFixture();
+    phase.oon.fault = { kind: 'reset' };
+    phase.pt.fault = { kind: 'reset' };
+    const results = await phase.traffic(3);
     expect(new Set(validStatuses(results))).toEqual(new Set([503]));
     expect(results.filter((r) => r.status === 200)).toEqual([]);
-    expect(gate.stats().breakers).toEqual({ onlineornot: 'open', partoo: 'open' });
-    expect(reported().reasons).toEqual(new Set(['unreachable']));
-    await expectRecovery();
+    expect(phase.gate.stats().breakers).toEqual({ onlineornot: 'open', partoo: 'open' });
+    phase.expectFailuresReported('unreachable');
+    await phase.expectRecovery();
     // Open while down, then a probe (half-open) that closed it again.
-    expect(reported().breaker).toEqual(new Set(['open', 'half-open', 'closed']));
-    expect(counts.responses).toBeGreaterThan(3 * PROBES.length);
-    expect(counts.successes).toBeGreaterThan(0);
-    await closeAndExpectNothingLeft();
+    expect(phase.reported().breaker).toEqual(new Set(['open', 'half-open', 'closed']));
+    expect(phase.counts.responses).toBeGreaterThan(3 * PROBES.length);
+    expect(phase.counts.successes).toBeGreaterThan(0);
+    await phase.closeAndExpectNothingLeft();
   });
 
   it('flapping (every other call fails): answers are right or 503; then recovery', async () => {
-    const { oon, pt, counts, traffic, expectRecovery, reported, closeAndExpectNothingLeft } = await startFixture();
-    oon.fault = { kind: 'status', status: 502, every: 2 };
-    pt.fault = { kind: 'reset', every: 2 };
+    const phase = await startFixture();
+    phase.oon.fault = { kind: 'status', status: 502, every: 2 };
+    phase.pt.fault = { kind: 'reset', every: 2 };
     for (let i = 0; i < 4; i++) {
-      await traffic(2);
+      await phase.traffic(2);
       await sleep(60); // let cached answers expire so the providers keep being asked
     }
-    expect(reported().reasons).toEqual(new Set(['status', 'unreachable']));
+    phase.expectFailuresReported('status', 'unreachable');
     // Retries get past every other failure: valid credentials pass during the flapping too.
-    const duringFlapping = counts.successes;
+    const duringFlapping = phase.counts.successes;
     expect(duringFlapping).toBeGreaterThan(0);
-    await expectRecovery();
-    expect(counts.successes).toBeGreaterThan(duringFlapping);
-    expect(counts.responses).toBeGreaterThan(8 * PROBES.length);
-    await closeAndExpectNothingLeft();
+    await phase.expectRecovery();
+    expect(phase.counts.successes).toBeGreaterThan(duringFlapping);
+    expect(phase.counts.responses).toBeGreaterThan(8 * PROBES.length);
+    await phase.closeAndExpectNothingLeft();
   });
 
   it('slow beyond the deadline: 503 within a bounded time; then recovery', async () => {
-    const { oon, pt, traffic, expectRecovery, reported, closeAndExpectNothingLeft } = await startFixture();
-    oon.latency = TIMEOUT * 3;
-    pt.latency = TIMEOUT * 3;
+    const phase = await startFixture();
+    phase.oon.latency = TIMEOUT * 3;
+    phase.pt.latency = TIMEOUT * 3;
     const started = performance.now();
-    const results = await traffic(2);
+    const results = await phase.traffic(2);
     expect(new Set(validStatuses(results))).toEqual(new Set([503]));
     // Each request gives up at its deadline instead of waiting for the provider (generous bound).
     expect(performance.now() - started).toBeLessThan(TIMEOUT * 3 + 2000);
-    expect(reported().reasons).toEqual(new Set(['timeout']));
-    await expectRecovery();
-    await closeAndExpectNothingLeft();
+    phase.expectFailuresReported('timeout');
+    await phase.expectRecovery();
+    await phase.closeAndExpectNothingLeft();
   });
 
   it('garbage answers: 503, never a pass; then recovery', async () => {
-    const { oon, pt, gate, traffic, expectRecovery, reported, closeAndExpectNothingLeft } = await startFixture();
-    oon.fault = { kind: 'garbage' };
-    pt.fault = { kind: 'garbage' };
-    const results = await traffic(2);
+    const phase = await startFixture();
+    phase.oon.fault = { kind: 'garbage' };
+    phase.pt.fault = { kind: 'garbage' };
+    const results = await phase.traffic(2);
     expect(new Set(validStatuses(results))).toEqual(new Set([503]));
-    oon.fault = { kind: 'wrong-shape' };
-    pt.fault = { kind: 'wrong-content-type' };
-    gate.clear();
+    phase.oon.fault = { kind: 'wrong-shape' };
+    phase.pt.fault = { kind: 'wrong-content-type' };
+    phase.gate.clear();
     await sleep(COOLDOWN + 50);
-    const more = await traffic(2);
+    const more = await phase.traffic(2);
     expect(more.filter((r) => r.status === 200)).toEqual([]);
-    expect(reported().reasons).toEqual(new Set(['invalid_answer']));
-    await expectRecovery();
-    await closeAndExpectNothingLeft();
+    phase.expectFailuresReported('invalid_answer');
+    await phase.expectRecovery();
+    await phase.closeAndExpectNothingLeft();
   });
 });
