@@ -5,13 +5,12 @@
  * identical request on). Whatever it remembers, every request still goes
  * through its route's guard, and an anonymous request is anonymous.
  *
- * Each test sends many requests over ONE TCP connection (an agent with
- * `keepAlive` and `maxSockets: 1`) and checks that the server saw one
- * connection and the client one local port, so the requests really shared it.
+ * Each test sends many requests over ONE TCP connection and checks that the
+ * server saw one connection and the client one local port, so the requests
+ * really shared it (test/support/one-connection.ts).
  */
-import { Agent, createServer, type IncomingHttpHeaders, type RequestListener, request } from 'node:http';
+import type { RequestListener } from 'node:http';
 import { createRequire } from 'node:module';
-import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Koa, { type Middleware } from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -19,6 +18,7 @@ import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
 import { createGate, type Gate, onlineOrNot } from '../src/index.js';
 import { mockOnlineOrNot } from '../src/testing/index.js';
+import { serveOnOneConnection } from './support/one-connection.js';
 
 const READ = 'uptime_checks (read)';
 const WRITE = 'uptime_checks (write)';
@@ -129,52 +129,16 @@ async function setup(build: AppFactory) {
   cleanup.push(() => mock.close());
   const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false });
   cleanup.push(() => gate.close());
-  const server = createServer(build(gate));
-  let connections = 0;
-  server.on('connection', () => connections++);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  );
-  const { port } = server.address() as AddressInfo;
-  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  cleanup.push(async () => agent.destroy());
-  const localPorts = new Set<number>();
+  const client = await serveOnOneConnection(build(gate));
+  cleanup.push(() => client.close());
 
-  /** GET `path` over the agent's one connection, with `token` as a Bearer credential when given. */
-  const send = (path: string, token?: string): Promise<Answer> =>
-    new Promise((resolve, reject) => {
-      const headers: IncomingHttpHeaders = token === undefined ? {} : { authorization: `Bearer ${token}` };
-      const req = request({ host: '127.0.0.1', port, path, agent, headers }, (res) => {
-        if (res.socket.localPort !== undefined) localPorts.add(res.socket.localPort);
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const status = res.statusCode ?? 0;
-          const body = Buffer.concat(chunks).toString('utf8');
-          const challenge = res.headers['www-authenticate'];
-          resolve({
-            status,
-            challenge,
-            subject: status === 200 ? (JSON.parse(body) as { subject: string | null }).subject : undefined,
-          });
-        });
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end();
-    });
-
-  /** Every request so far went over one and the same TCP connection. */
-  const expectOneConnection = () => {
-    expect(connections).toBe(1);
-    expect(localPorts.size).toBe(1);
+  /** GET `path` over the one connection, with `token` as a Bearer credential when given. */
+  const send = async (path: string, token?: string): Promise<Answer> => {
+    const res = await client.get(path, token === undefined ? {} : { authorization: `Bearer ${token}` });
+    const subject = res.status === 200 ? (JSON.parse(res.body) as { subject: string | null }).subject : undefined;
+    return { status: res.status, challenge: res.challenge, subject };
   };
-  return { mock, gate, send, expectOneConnection };
+  return { mock, gate, send, expectOneConnection: client.expectOneConnection };
 }
 
 const allowed = (token: string): Answer => ({ status: 200, challenge: undefined, subject: SUBJECTS[token] });
