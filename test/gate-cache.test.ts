@@ -71,7 +71,7 @@ describe('gate cache: hits and lifetimes', () => {
 
   it('never keeps a token past its own expiresAt, even with a long ttl', async () => {
     const mock = closeLater(await mockPartoo({ apiKey: API_KEY }));
-    mock.setToken({ userId: 'user-1', token: 'short-lived', expirationDate: new Date(Date.now() + 300) });
+    mock.setToken({ userId: 'user-1', token: 'short-lived', expirationDate: new Date(Date.now() + 1000) });
     const gate = closeLater(
       createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url })], cache: { ttl: 60_000 }, retry: false }),
     );
@@ -79,7 +79,7 @@ describe('gate cache: hits and lifetimes', () => {
     await gate.authenticate(connection('user-1', 'short-lived'));
     expect(mock.calls.checkToken).toBe(1);
 
-    await sleep(400);
+    await sleep(1200);
     mock.setToken({
       userId: 'user-1',
       token: 'short-lived',
@@ -94,10 +94,10 @@ describe('gate cache: hits and lifetimes', () => {
 
   it('rejects a token once its expiry has passed, even when the provider still says valid', async () => {
     const mock = closeLater(await mockPartoo({ apiKey: API_KEY }));
-    mock.setToken({ userId: 'user-1', token: 'short-lived', expirationDate: new Date(Date.now() + 300) });
+    mock.setToken({ userId: 'user-1', token: 'short-lived', expirationDate: new Date(Date.now() + 1000) });
     const gate = closeLater(createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url })], retry: false }));
     await gate.authenticate(connection('user-1', 'short-lived'));
-    await sleep(400);
+    await sleep(1200);
     const error = await rejectionOf(gate.authenticate(connection('user-1', 'short-lived')));
     expect(error.status).toBe(401);
     expect(error.headers['WWW-Authenticate']).toContain('error_description="The access token has expired"');
@@ -105,16 +105,16 @@ describe('gate cache: hits and lifetimes', () => {
   });
 
   it('never extends an entry on a hit (Oathkeeper renewed entries on hits)', async () => {
-    const { mock, gate } = await setup({ cache: { ttl: 400 } });
+    const { mock, gate } = await setup({ cache: { ttl: 1000 } });
     const started = performance.now();
     await gate.authenticate(bearer('reader-token'));
-    // Hits well inside the ttl; were a hit to renew the entry, the last one would keep it alive until ~650 ms.
-    for (const at of [100, 200, 250]) {
+    // Hits well inside the ttl; were a hit to renew the entry, the last one would keep it alive until ~1600 ms.
+    for (const at of [100, 300, 600]) {
       await sleepUntil(started + at);
       await gate.authenticate(bearer('reader-token'));
     }
     expect(mock.calls.verify).toBe(1);
-    await sleepUntil(started + 520);
+    await sleepUntil(started + 1200);
     await gate.authenticate(bearer('reader-token'));
     expect(mock.calls.verify).toBe(2);
     expect(gate.stats()).toMatchObject({ hits: 3, misses: 2 });
