@@ -321,7 +321,8 @@ describe('retries', () => {
 });
 
 describe('circuit breaker', () => {
-  const breaker = { threshold: 3, cooldown: 200 };
+  // A cooldown long enough that the requests meant to find the breaker open always come inside it.
+  const breaker = { threshold: 3, cooldown: 1000 };
 
   /** Opens the partoo breaker with `threshold` failing requests. */
   async function openBreaker(ctx: Awaited<ReturnType<typeof setup>>) {
@@ -351,7 +352,7 @@ describe('circuit breaker', () => {
     expect((await request(app).get('/me').set(bearer(READ_TOKEN))).status).toBe(200);
 
     pt.fault = undefined;
-    await sleep(breaker.cooldown + 50);
+    await sleep(breaker.cooldown + 100);
     const probe = await request(app).get('/me').query(CONN);
     expect(probe.status).toBe(200);
     expect(pt.calls.checkToken).toBe(4);
@@ -363,7 +364,7 @@ describe('circuit breaker', () => {
     const ctx = await setup({ retry: false, breaker });
     const { app, pt, gate, events } = ctx;
     await openBreaker(ctx);
-    await sleep(breaker.cooldown + 50);
+    await sleep(breaker.cooldown + 100);
     expect((await request(app).get('/me').query(CONN)).status).toBe(503);
     expect(pt.calls.checkToken).toBe(4);
     expect(breakerStates(events)).toEqual(['partoo:open', 'partoo:half-open', 'partoo:open']);
@@ -381,7 +382,7 @@ describe('circuit breaker', () => {
     await openBreaker(ctx);
     pt.fault = undefined;
     pt.latency = 500; // keeps the probe in flight while the others arrive, even on a busy machine
-    await sleep(breaker.cooldown + 50);
+    await sleep(breaker.cooldown + 100);
     const responses = await Promise.all(connections.map((c) => request(app).get('/me').query(c)));
     const statuses = responses.map((r) => r.status).sort();
     expect(statuses).toEqual([200, 503, 503, 503, 503, 503]);
@@ -508,7 +509,8 @@ describe('events', () => {
     const ctx = await setup({
       timeout: 1000,
       retry: { retries: 1, baseDelay: 1, maxDelay: 1 },
-      breaker: { threshold: 2, cooldown: 100 },
+      // Long enough that the request after the opening one always finds the breaker open.
+      breaker: { threshold: 2, cooldown: 1000 },
       cache: { ttl: 100, staleIfError: 60_000 },
       onEvent: (event) => {
         events.push(event);
@@ -533,7 +535,7 @@ describe('events', () => {
     await request(app).get('/me').query(peer(0));
     await request(app).get('/me').query(peer(1));
     pt.fault = undefined;
-    await sleep(150);
+    await sleep(1100);
     await request(app).get('/me').query(peer(2)); // half-open probe, closed
     oon.fault = { kind: 'garbage' };
     await request(app).get('/me').set(bearer('SECRETunknownToken1'));
