@@ -186,17 +186,25 @@ describe('deadline', () => {
       onEvent: (event) => stamped.push({ at: performance.now(), event }),
     });
     pt.fault = { kind: 'status', status: 500 };
-    const started = performance.now();
     const res = await request(app).get('/me').query(CONN);
     expect(res.status).toBe(503);
     const retries = stamped.filter((s) => s.event.type === 'retry');
     expect(retries.length).toBeGreaterThan(0);
     expect(retries.length).toBeLessThan(1000);
+    const verify = stamped.find(
+      (s): s is { at: number; event: Extract<GateEvent, { type: 'verify' }> } => s.event.type === 'verify',
+    );
+    if (verify === undefined) throw new Error('no verify event');
+    expect(verify.event).toMatchObject({ outcome: 'failed', attempts: retries.length + 1 });
+    // Where the gate's deadline started: the verify event says how long the verification took from there.
+    const gateStarted = verify.at - verify.event.durationMs;
     for (const { at, event } of retries) {
-      // A retry is only planned when its wait ends inside the deadline (a little slack for clocks).
-      expect(at + (event as { delayMs: number }).delayMs).toBeLessThan(started + timeout + 20);
+      // A retry is only planned when its wait ends inside the deadline (slack for the listener's own clock read).
+      expect(at + (event as { delayMs: number }).delayMs).toBeLessThan(gateStarted + timeout + 10);
     }
-    expect(pt.calls.checkToken).toBe(retries.length + 1);
+    // Every attempt but the last got its 500 from the provider; the deadline may end the last before it arrives.
+    expect(pt.calls.checkToken).toBeGreaterThanOrEqual(retries.length);
+    expect(pt.calls.checkToken).toBeLessThanOrEqual(retries.length + 1);
   });
 });
 
