@@ -270,6 +270,29 @@ describe('retries', () => {
     expect(ofType(events, 'retry')).toEqual([]);
   });
 
+  it('Retry-After waits are taken while they end inside the deadline, and the first that would not is not', async () => {
+    // Waits of 1 s under a 2.7 s deadline: two fit (ending near 1 s and 2 s, with 700 ms to spare for the
+    // attempts), a third would end past 3 s.
+    const timeout = 2700;
+    const { app, pt, events } = await setup({
+      timeout,
+      retry: { retries: 10, baseDelay: 1, maxDelay: 5 },
+      breaker: false,
+    });
+    pt.fault = { kind: 'status', status: 503, retryAfter: 1 };
+    const started = performance.now();
+    const res = await request(app).get('/me').query(CONN);
+    const elapsed = performance.now() - started;
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(ofType(events, 'retry').map((e) => e.attempt)).toEqual([1, 2]);
+    for (const retry of ofType(events, 'retry')) expect(retry.delayMs).toBeGreaterThanOrEqual(1000);
+    expect(pt.calls.checkToken).toBe(3);
+    // Answered as soon as the third wait did not fit: not slept into the deadline.
+    expect(elapsed).toBeGreaterThanOrEqual(1900);
+    expect(elapsed).toBeLessThan(timeout);
+  });
+
   it('retry: false makes one attempt', async () => {
     const { app, pt } = await setup({ retry: false, breaker: false });
     pt.fault = { kind: 'reset' };
