@@ -9,7 +9,7 @@ import { createServer, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import request from 'supertest';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { curlLine, DEMO_CASES, type DemoProviders, SAMPLE, startDemoProviders } from '../examples/demo.js';
 import { createExampleApp as createExpressApp } from '../examples/express-app.js';
 import { createExampleApp as createKoaApp } from '../examples/koa-app.js';
@@ -26,11 +26,12 @@ describe.each([
 ])('%s demo app', (_label, createApp) => {
   let providers: DemoProviders;
   let app: RequestListener;
-  beforeAll(async () => {
+  // Providers, gate and app per test: whatever one case caches or creates, the next starts afresh.
+  beforeEach(async () => {
     providers = await startDemoProviders();
     app = createApp(providers.gate);
   });
-  afterAll(() => providers.close());
+  afterEach(() => providers.close());
 
   it.each(DEMO_CASES.map((demoCase) => [demoCase.title, demoCase] as const))('%s', async (_title, demoCase) => {
     let req = demoCase.method === 'GET' ? request(app).get(demoCase.path) : request(app).post(demoCase.path);

@@ -1,5 +1,5 @@
 /**
- * Hostile provider answers (issue 4): wrong JSON, wrong types, missing or
+ * Hostile provider answers: wrong JSON, wrong types, missing or
  * extra fields, huge and slow-drip bodies, wrong content types and
  * redirects. Anything that is not a well-formed answer fails closed: 503,
  * never a pass and never a 401. Answers come from a tiny server whose every
@@ -8,7 +8,7 @@
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import request from 'supertest';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AuthContext, AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
 import { type Answer, type AnswerServer, reply, startAnswerServer } from './support/answer-server.js';
 import { gatedApp } from './support/gated-app.js';
@@ -22,7 +22,8 @@ let provider: AnswerServer;
 let elsewhere: AnswerServer;
 let gate: Gate;
 
-beforeAll(async () => {
+// Every test gets its own servers and gate: no connection, cached answer or count carries over.
+beforeEach(async () => {
   provider = await startAnswerServer();
   // A redirect target that would happily answer: it must never be asked.
   elsewhere = await startAnswerServer();
@@ -36,18 +37,13 @@ beforeAll(async () => {
     breaker: false,
   });
 });
-afterAll(async () => {
+afterEach(async () => {
   await gate.close();
   await provider.close();
   await elsewhere.close();
 });
-beforeEach(() => {
-  gate.clear();
-  provider.calls = 0;
-  elsewhere.calls = 0;
-});
 
-// ---- well-formed answers (from the reference pages) --------------------------------
+// ---- well-formed answers, as documented by OnlineOrNot API: Tokens (verify, permissions) and Partoo API: Check connection token ----
 
 const envelope = (result: unknown) => ({ result, success: true, errors: [], messages: [] });
 const verifyBody = (result: unknown = { id: 'tok-1', status: 'active' }) => envelope(result);

@@ -141,9 +141,10 @@ describe.each(apps)('one keep-alive connection (%s)', (_name, build) => {
   });
 
   it('an expired entry is verified again', async () => {
-    const { mock, send } = await setup(build, { ttl: 100 });
+    // A ttl the three warming requests always fit in, and a sleep that always outlasts it.
+    const { mock, send } = await setup(build, { ttl: 1000 });
     await warm(mock, send);
-    await sleep(150);
+    await sleep(1200);
     mock.removeToken(TOKEN);
     expect((await send(asBearer(TOKEN))).status).toBe(401);
     expect(mock.calls.verify).toBe(2);

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import Koa, { type Middleware } from 'koa';
 import request from 'supertest';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { authenticate, requires, requiresAny } from '../adapters/koa.js';
 import { AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
 import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
@@ -40,7 +40,8 @@ const connectionQuery = ({ userId, token }: { userId: string; token: string }) =
 let oon: MockOnlineOrNot;
 let partooMock: MockPartoo;
 
-beforeAll(async () => {
+// Mocks per test: no call count, fault or connection carries over from another test.
+beforeEach(async () => {
   oon = await mockOnlineOrNot({
     tokens: {
       [TOKENS.read]: { id: 'tok_read', permissions: [READ] },
@@ -53,7 +54,7 @@ beforeAll(async () => {
     tokens: [CONNECTION, { ...CONSUMED, status: 'consumed' }],
   });
 });
-afterAll(async () => {
+afterEach(async () => {
   await Promise.all([oon.close(), partooMock.close()]);
 });
 
@@ -155,10 +156,6 @@ describe.each([
     server = await listen(buildApp(Framework, gate));
   });
   afterEach(async () => {
-    oon.fault = undefined;
-    partooMock.fault = undefined;
-    oon.resetCalls();
-    partooMock.resetCalls();
     await Promise.all(servers.splice(0).map((s) => new Promise((done) => s.close(done))));
     await gate.close();
   });

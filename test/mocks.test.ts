@@ -1,8 +1,9 @@
 import { connect } from 'node:net';
 import { type Dispatcher, Pool, request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { createGate, onlineOrNot } from '../src/index.js';
 import { type MockProvider, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { watchTimers } from './support/live-timers.js';
 
 interface Reply {
   status: number;
@@ -539,12 +540,17 @@ describe('connections and close', () => {
   });
 
   it('close() destroys pending requests and leaves no sockets or timers', async () => {
+    // Timers are counted from the ones created here: the test runner's own come and go meanwhile.
+    const timers = watchTimers();
+    onTestFinished(() => timers.stop());
     const count = () => {
-      const counts = { TCPServerWrap: 0, TCPSocketWrap: 0, Timeout: 0 };
-      for (const kind of process.getActiveResourcesInfo()) if (kind in counts) counts[kind as keyof typeof counts]++;
+      const counts = { TCPServerWrap: 0, TCPSocketWrap: 0, Timeout: timers.pending() };
+      for (const kind of process.getActiveResourcesInfo())
+        if (kind === 'TCPServerWrap' || kind === 'TCPSocketWrap') counts[kind]++;
       return counts;
     };
     const before = count();
+    expect(before.Timeout).toBe(0);
     const mock = await mockOnlineOrNot({ tokens: { good: { id: 'a1' } } });
     const pool = new Pool(new URL(mock.url).origin, { connections: 4 });
     const url = `${mock.url}/v1/tokens/verify`;
