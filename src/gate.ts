@@ -146,6 +146,10 @@ class TokenGate implements Gate {
   clear(): void {
     if (this.#closed) throw closedError();
     this.#store.clear();
+  }
+
+  reset(): void {
+    this.clear();
     for (const slot of this.#slots) slot.upstream.reset();
   }
 

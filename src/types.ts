@@ -239,8 +239,10 @@ export interface Gate {
   authorize(auth: AuthContext | undefined, guard: Guard): void;
   /** Forgets the cached answer for the request's credential. Returns whether there was one. */
   invalidate(req: CredentialRequest): boolean;
-  /** Forgets every cached answer, and closes every provider's breaker (a fresh start, as in a new gate). */
+  /** Forgets every cached answer. Breakers keep their state: see {@link reset}. */
   clear(): void;
+  /** Forgets every cached answer and closes every provider's breaker: a fresh start, as a new gate (between tests). */
+  reset(): void;
   /** Counters and breaker states. */
   stats(): GateStats;
   /** Closes the providers' connection pools. Every method throws afterwards. */

@@ -180,6 +180,7 @@ describe('a closed gate', () => {
       ['authorize', () => gate.authorize(undefined, requires('read'))],
       ['invalidate', () => gate.invalidate(req)],
       ['clear', () => gate.clear()],
+      ['reset', () => gate.reset()],
       ['stats', () => gate.stats()],
     ];
     for (const [, call] of calls) expect(call).toThrow('gate is closed');

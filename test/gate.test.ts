@@ -16,6 +16,7 @@ import {
   extractBearer,
   type Gate,
   type Provider,
+  ProviderFailure,
   partoo,
   requires,
 } from '../src/index.js';
@@ -281,5 +282,30 @@ describe('admission through the gate', () => {
     releaseAll();
     await pending;
     expect(keys).toEqual(['tenant-a']);
+  });
+});
+
+describe('clear() and reset()', () => {
+  it('clear() forgets answers and leaves an open breaker open; reset() closes it too', async () => {
+    let failing = true;
+    const provider: Provider<BearerCredential> = {
+      name: 'flaky',
+      cacheScope: 'flaky',
+      extract: extractBearer,
+      verify: async () => {
+        if (failing) throw new ProviderFailure('unreachable', 'flaky is unreachable');
+        return { ok: true, principal: { subject: 'someone', permissions: [], details: {} } };
+      },
+    };
+    const gate = createGate({ providers: [provider], retry: false, breaker: { threshold: 1, cooldown: 60_000 } });
+    open.push(() => gate.close());
+    await expect(gate.authenticate(request(READER))).rejects.toMatchObject({ status: 503 });
+    failing = false;
+    gate.clear();
+    expect(gate.stats().breakers).toEqual({ flaky: 'open' });
+    await expect(gate.authenticate(request(READER))).rejects.toMatchObject({ status: 503 });
+    gate.reset();
+    expect(gate.stats().breakers).toEqual({ flaky: 'closed' });
+    expect((await gate.authenticate(request(READER))).subject).toBe('someone');
   });
 });
