@@ -44,6 +44,7 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     express: 'adapters/express.ts',
+    fastify: 'adapters/fastify.ts',
     koa: 'adapters/koa.ts',
     testing: 'src/testing/index.ts',
   },

@@ -33,7 +33,7 @@ const keep = argv.has('--keep');
 const verbose = argv.has('--verbose');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
 
-const ENTRIES = ['index', 'express', 'koa', 'testing'];
+const ENTRIES = ['index', 'express', 'fastify', 'koa', 'testing'];
 
 let failures = 0;
 
