@@ -6,8 +6,11 @@
  */
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import express, { type RequestHandler } from 'express';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { FastifyInstance as Fastify4Instance } from 'fastify4';
+import Koa from 'koa';
+import request from 'supertest';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { authenticate, type FastifyHook, requires, requiresAny } from '../adapters/fastify.js';
@@ -563,6 +566,42 @@ it("the hooks fit Fastify 4's own declarations (for `npm run typecheck`), on a t
     expect(res.body).toBe('page 2');
   } finally {
     await app.close();
+    await gate.close();
+  }
+});
+
+it('a tokengate/fastify hook mounted in Express or Koa is a 500 naming the mistake, before the gate is asked', async () => {
+  const gate = makeGate();
+  oon.resetCalls();
+  try {
+    const app = express();
+    // 'test' keeps Express's default handler from logging the error; outside production it shows the message.
+    app.set('env', 'test');
+    app.get('/', authenticate(gate) as unknown as RequestHandler, (_req, res) => {
+      res.send(ROUTE_MARK);
+    });
+    const inExpress = await request(app).get('/').set('Authorization', bearer(TOKENS.read));
+    expect(inExpress.status).toBe(500);
+    expect(inExpress.text).toContain('tokengate/fastify hook called without a Fastify request');
+    expect(inExpress.text).not.toContain(ROUTE_MARK);
+
+    const koa = new Koa();
+    koa.silent = true;
+    let thrown: unknown;
+    koa.use(async (_ctx, next) => {
+      try {
+        await next();
+      } catch (error) {
+        thrown = error;
+        throw error;
+      }
+    });
+    koa.use(requires(READ) as unknown as Koa.Middleware);
+    const inKoa = await request(koa.callback()).get('/').set('Authorization', bearer(TOKENS.read));
+    expect(inKoa.status).toBe(500);
+    expect((thrown as Error).message).toContain('tokengate/fastify hook called without a Fastify request');
+    expect(oon.calls.total).toBe(0);
+  } finally {
     await gate.close();
   }
 });
