@@ -44,6 +44,7 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     express: 'adapters/express.ts',
+    fastify: 'adapters/fastify.ts',
     koa: 'adapters/koa.ts',
     testing: 'src/testing/index.ts',
   },
@@ -53,7 +54,7 @@ export default defineConfig({
   dts: { compilerOptions: { stripInternal: true } },
   // Code shared by several entries (the core, and so the one AuthError class) goes
   // into a chunk per format, so `instanceof AuthError` holds across `tokengate`,
-  // `tokengate/express`, `tokengate/koa` and `tokengate/testing`. tsup splits esm
+  // `tokengate/express`, `tokengate/koa`, `tokengate/fastify` and `tokengate/testing`. tsup splits esm
   // by default; for cjs it must be asked.
   splitting: true,
   // With splitting, tsup turns the esm-style cjs chunks into CommonJS with sucrase, which

@@ -102,6 +102,9 @@ const byOrigin = new Map<string, number>();
 let total = 0;
 let underOurs = 0;
 const ours = /\/(src|adapters)\/[^/]+(\/[^/]+)?\.[jt]s$/;
+/** The frameworks' own packages and those they are built from. */
+const FRAMEWORK_MODULES =
+  /\/node_modules\/(express|router|koa|koa-compose|finalhandler|send|on-finished|delegates|fastify|find-my-way|fast-json-stringify|@fastify\/[^/]+)\//;
 profile.samples.forEach((id, i) => {
   const delta = profile.timeDeltas[i] ?? 0;
   const node = byId.get(id);
@@ -146,7 +149,6 @@ function originOf(functionName: string, url: string): string {
   if (/^node:(net|stream|internal\/(streams|stream_base))/.test(url)) return 'sockets and streams';
   if (url.startsWith('node:')) return 'other Node internals';
   if (ours.test(url)) return 'tokengate';
-  if (/\/node_modules\/(express|router|koa|koa-compose|finalhandler|send|on-finished|delegates)\//.test(url))
-    return 'framework (express, router, koa)';
+  if (FRAMEWORK_MODULES.test(url)) return 'framework (express, router, koa, fastify)';
   return 'other JavaScript';
 }

@@ -9,10 +9,12 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
+import Fastify, { type FastifyReply, type FastifyRequest, type HookHandlerDoneFunction } from 'fastify';
 import Koa from 'koa';
 import passport from 'passport';
 import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import * as expressGate from '../adapters/express.js';
+import * as fastifyGate from '../adapters/fastify.js';
 import * as koaGate from '../adapters/koa.js';
 import { createGate, type Gate, onlineOrNot } from '../src/index.js';
 import { type HandUser, handWrittenLookup } from './hand-written.js';
@@ -200,6 +202,66 @@ function koaApp(): Koa {
   return app;
 }
 
+/** What the `-floor` Fastify hooks store on the request. */
+interface FloorRequest extends FastifyRequest {
+  floorUser?: FloorUser;
+}
+
+/**
+ * The Fastify variants: the hooks sit where the gate's go (`onRequest` authenticates before the body is
+ * read, `preHandler` guards). Served through `app.routing`, Fastify's own request handler, by the same
+ * Node server as every other variant.
+ */
+async function fastifyApp(): Promise<RequestListener> {
+  const app = Fastify();
+  const send = (_request: FastifyRequest, reply: FastifyReply) => reply.send({ ok: true });
+  switch (config.variant) {
+    case 'fastify-bare':
+      app.get('/hello', send);
+      break;
+    case 'fastify-noop': {
+      const passThroughHook = (_request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction) => done();
+      app.get('/hello', { onRequest: passThroughHook, preHandler: passThroughHook }, send);
+      break;
+    }
+    case 'fastify-floor': {
+      const users = floorUsers();
+      app.get(
+        '/hello',
+        {
+          onRequest: (request: FloorRequest, reply, done) => {
+            const user = users.get(request.headers.authorization ?? '');
+            if (user === undefined) reply.code(401).send();
+            else {
+              request.floorUser = user;
+              done();
+            }
+          },
+          preHandler: (request: FloorRequest, reply, done) => {
+            if (request.floorUser?.permissions.has(ROUTE_PERMISSION) === true) done();
+            else reply.code(403).send();
+          },
+        },
+        send,
+      );
+      break;
+    }
+    case 'fastify-gate': {
+      const gate = newGate();
+      app.get(
+        '/hello',
+        { onRequest: fastifyGate.authenticate(gate), preHandler: fastifyGate.requires(ROUTE_PERMISSION) },
+        send,
+      );
+      break;
+    }
+    default:
+      throw new Error(`not a Fastify variant: ${config.variant}`);
+  }
+  await app.ready();
+  return app.routing;
+}
+
 function listen(handler: RequestListener): Promise<Server> {
   return new Promise<Server>((resolve) => {
     const server = createServer(handler);
@@ -212,7 +274,11 @@ function send(message: ServerMessage): void {
   process.send?.(message);
 }
 
-const handler: RequestListener = config.variant.startsWith('koa') ? koaApp().callback() : expressApp();
+const handler: RequestListener = config.variant.startsWith('koa')
+  ? koaApp().callback()
+  : config.variant.startsWith('fastify')
+    ? await fastifyApp()
+    : expressApp();
 const server = await listen(handler);
 const address = server.address();
 if (address === null || typeof address === 'string') throw new Error('server has no port');

@@ -3,11 +3,11 @@
 //
 //   1. `npm run build`
 //   2. the build put AuthError in one shared chunk per format (so `instanceof`
-//      holds across `tokengate`, `tokengate/express`, `tokengate/koa`, `tokengate/testing`)
+//      holds across `tokengate`, `tokengate/express`, `tokengate/fastify`, `tokengate/koa`, `tokengate/testing`)
 //   3. `publint --strict`
 //   4. `npm pack` into a temp dir
 //   5. `attw --profile strict` on that tarball (node10, node16-cjs, node16-esm, bundler)
-//   6. a throwaway consumer project in os.tmpdir() installs the tarball + express + koa
+//   6. a throwaway consumer project in os.tmpdir() installs the tarball + express + koa + fastify
 //   7. an ESM and a CJS consumer import every entry point at run time
 //   8. TypeScript consumers type-check against the shipped .d.ts/.d.cts (node16 esm+cjs, bundler)
 //
@@ -33,7 +33,7 @@ const keep = argv.has('--keep');
 const verbose = argv.has('--verbose');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
 
-const ENTRIES = ['index', 'express', 'koa', 'testing'];
+const ENTRIES = ['index', 'express', 'fastify', 'koa', 'testing'];
 
 let failures = 0;
 
@@ -234,19 +234,22 @@ check('attw --profile strict (node10, node16-cjs, node16-esm, bundler)', () => {
 
 const typesFor = ['@types/express', '@types/koa', '@types/node'];
 check(
-  'consumer project: npm install <tarball> express koa',
+  'consumer project: npm install <tarball> express koa fastify',
   () => {
     writeFileSync(
       path.join(consumer, 'package.json'),
       `${JSON.stringify({ name: 'tokengate-consumer', private: true, version: '0.0.0', type: 'module' }, null, 2)}\n`,
     );
     // Same versions as this repo's lockfile, so npm finds them in its cache (prefer-offline).
-    const specs = [tarball, ...['express', 'koa', ...typesFor].map((name) => `${name}@${localVersion(name)}`)];
+    const specs = [
+      tarball,
+      ...['express', 'koa', 'fastify', ...typesFor].map((name) => `${name}@${localVersion(name)}`),
+    ];
     run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs], {
       cwd: consumer,
       env: consumerEnv(),
     });
-    return `express@${localVersion('express')}, koa@${localVersion('koa')}`;
+    return ['express', 'koa', 'fastify'].map((name) => `${name}@${localVersion(name)}`).join(', ');
   },
   { fatal: true },
 );
@@ -254,14 +257,14 @@ check(
 // ---------------------------------------------------------------------------
 // 7. run time: ESM and CJS
 //
-// Both consumers import every entry point, then drive a real Express app and a
-// real Koa app through tokengate's adapters with the stub provider from
+// Both consumers import every entry point, then drive a real Express app, a real
+// Koa app and a real Fastify app through tokengate's adapters with the stub provider from
 // tokengate/testing. No credential (thrown by the core gate) and a malformed Bearer
 // (thrown by the provider that tokengate/testing built) must both reach the
 // framework as `instanceof` the AuthError exported by `tokengate` (one class
 // across entries), as 401 + WWW-Authenticate and 400; a good token -> 200.
 
-/** Body shared by the ESM and CJS consumers; expects core, adapters, testing, expressLib, Koa in scope. */
+/** Body shared by the ESM and CJS consumers; expects core, adapters, testing, expressLib, Koa, fastifyLib in scope. */
 const scenario = `
 const problems = [];
 const expect = (ok, what) => { if (!ok) problems.push(what); };
@@ -271,9 +274,10 @@ expect(typeof core.AuthError === 'function' && core.AuthError.prototype instance
   'tokengate: AuthError is not a class extending Error');
 expect(typeof expressAdapter.authenticate === 'function', 'tokengate/express: authenticate is not a function');
 expect(typeof koaAdapter.authenticate === 'function', 'tokengate/koa: authenticate is not a function');
+expect(typeof fastifyAdapter.authenticate === 'function', 'tokengate/fastify: authenticate is not a function');
 expect(typeof testing.mockOnlineOrNot === 'function', 'tokengate/testing: mockOnlineOrNot is not a function');
 expect(typeof testing.stubProvider === 'function', 'tokengate/testing: stubProvider is not a function');
-for (const [name, mod] of Object.entries({ 'tokengate/express': expressAdapter, 'tokengate/koa': koaAdapter, 'tokengate/testing': testing })) {
+for (const [name, mod] of Object.entries({ 'tokengate/express': expressAdapter, 'tokengate/fastify': fastifyAdapter, 'tokengate/koa': koaAdapter, 'tokengate/testing': testing })) {
   if ('AuthError' in mod) expect(mod.AuthError === core.AuthError, name + ': re-exported AuthError differs from tokengate\\'s');
 }
 
@@ -366,6 +370,19 @@ async function main() {
   });
   await roundTrip('koa', koaApp.callback(), koaErrors);
 
+  // Fastify's default error handler answers: a handler that records the error and throws it on hands it there.
+  const fastifyErrors = [];
+  const fastifyApp = fastifyLib();
+  fastifyApp.setErrorHandler((err) => {
+    fastifyErrors.push(err);
+    throw err;
+  });
+  fastifyApp.addHook('onRequest', fastifyAdapter.authenticate(gate));
+  fastifyApp.get('/private', { preHandler: fastifyAdapter.requires('read') }, async (request) => 'hello ' + request.auth.subject);
+  await fastifyApp.ready();
+  await roundTrip('fastify', fastifyApp.routing, fastifyErrors);
+  await fastifyApp.close();
+
   if (typeof gate.close === 'function') await gate.close();
 }
 
@@ -375,7 +392,7 @@ main().then(
       console.error(problems.join('\\n'));
       process.exit(1);
     }
-    console.log('express + koa: 401 and 400 errors are instanceof tokengate.AuthError, good token 200; AuthError, ProviderFailure, AuthContext keep their names');
+    console.log('express + koa + fastify: 401 and 400 errors are instanceof tokengate.AuthError, good token 200; AuthError, ProviderFailure, AuthContext keep their names');
     process.exit(0);
   },
   (error) => {
@@ -391,10 +408,12 @@ writeFileSync(
 import util from 'node:util';
 import expressLib from 'express';
 import Koa from 'koa';
+import fastifyLib from 'fastify';
 import * as core from 'tokengate';
 import { AuthError, createGate, requires } from 'tokengate';
 import * as expressAdapter from 'tokengate/express';
 import { authenticate } from 'tokengate/express';
+import * as fastifyAdapter from 'tokengate/fastify';
 import * as koaAdapter from 'tokengate/koa';
 import * as testing from 'tokengate/testing';
 import { mockOnlineOrNot } from 'tokengate/testing';
@@ -408,10 +427,12 @@ const http = require('node:http');
 const util = require('node:util');
 const expressLib = require('express');
 const Koa = require('koa');
+const fastifyLib = require('fastify');
 const core = require('tokengate');
 const { AuthError, createGate, requires } = require('tokengate');
 const expressAdapter = require('tokengate/express');
 const { authenticate } = require('tokengate/express');
+const fastifyAdapter = require('tokengate/fastify');
 const koaAdapter = require('tokengate/koa');
 const testing = require('tokengate/testing');
 const { mockOnlineOrNot } = require('tokengate/testing');
@@ -420,8 +441,8 @@ ${scenario}`,
 );
 
 for (const [label, file] of [
-  ['ESM consumer (import): every entry point, Express + Koa round trip', 'esm.mjs'],
-  ['CJS consumer (require): every entry point, Express + Koa round trip', 'cjs.cjs'],
+  ['ESM consumer (import): every entry point, Express + Koa + Fastify round trip', 'esm.mjs'],
+  ['CJS consumer (require): every entry point, Express + Koa + Fastify round trip', 'cjs.cjs'],
 ]) {
   check(label, () => run(process.execPath, [file], { cwd: consumer, timeout: 60_000 }).split('\n').pop());
 }
@@ -429,13 +450,15 @@ for (const [label, file] of [
 // ---------------------------------------------------------------------------
 // 8. TypeScript consumers
 //
-// The same imports, plus the adapters mounted on real Express and Koa apps, so the
-// shipped declarations must fit the frameworks' own types (@types/express, @types/koa).
+// The same imports, plus the adapters mounted on real Express, Koa and Fastify apps, so the
+// shipped declarations must fit the frameworks' own types (@types/express, @types/koa, fastify's).
 
-const tsSource = (importExpress, importKoa) => `${importExpress}
+const tsSource = (importExpress, importKoa, importFastify) => `${importExpress}
 ${importKoa}
+${importFastify}
 import { AuthError, createGate, requires } from 'tokengate';
 import { authenticate } from 'tokengate/express';
+import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
 import { mockOnlineOrNot, stubProvider } from 'tokengate/testing';
 
@@ -457,12 +480,23 @@ koaApp.use((ctx) => {
   ctx.body = subject;
 });
 
+export const fastifyApp = fastify();
+fastifyApp.addHook('onRequest', fastifyGate.authenticate(gate));
+fastifyApp.get('/private', { preHandler: fastifyGate.requiresAny('read', 'admin') }, async (request) => {
+  const subject: string | undefined = request.auth?.subject;
+  return subject;
+});
+
 export function describe(error: unknown): string | undefined {
   return error instanceof AuthError ? \`\${error.name} \${error.status}: \${error.message}\` : undefined;
 }
 `;
-const esModuleImports = ["import express from 'express';", "import Koa from 'koa';"];
-const cjsImports = ["import express = require('express');", "import Koa = require('koa');"];
+const esModuleImports = ["import express from 'express';", "import Koa from 'koa';", "import fastify from 'fastify';"];
+const cjsImports = [
+  "import express = require('express');",
+  "import Koa = require('koa');",
+  "import fastify = require('fastify');",
+];
 mkdirSync(path.join(consumer, 'ts-node16'));
 mkdirSync(path.join(consumer, 'ts-bundler'));
 writeFileSync(path.join(consumer, 'ts-node16', 'esm.mts'), tsSource(...esModuleImports));

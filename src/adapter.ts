@@ -1,15 +1,16 @@
 /**
  * The seam for framework adapters: everything an adapter needs, from the
- * public exports alone. `tokengate/express` and `tokengate/koa` are built on
- * it, and so can be an adapter for Fastify, Hono or your own server.
+ * public exports alone. `tokengate/express`, `tokengate/koa` and
+ * `tokengate/fastify` are built on it, and so can be an adapter for Hono or
+ * your own server.
  *
  * An adapter translates, nothing more:
  * 1. at mount, `authenticator(gate, options, name)` checks its arguments and
  *    returns the request handler;
  * 2. per request, it hands over a plain request (headers, query, the
  *    connection), and a `holder`: the framework object it stores the result
- *    on (`req` in Express, `ctx` in Koa). It gets the context itself when it
- *    is at hand, else a promise;
+ *    on (`req` in Express, `ctx` in Koa, `request` in Fastify). It gets the
+ *    context itself when it is at hand, else a promise;
  * 3. its guards call `authorize(auth, guard, holder)`, which knows the realm
  *    of an anonymous request's 401 without anything stored on the request.
  *

@@ -1,7 +1,8 @@
 /**
  * tokengate: authenticate requests against remote token providers and gate
- * routes by permission. Framework-free core; see `tokengate/express` and
- * `tokengate/koa` for middleware, `tokengate/testing` for test doubles, and
+ * routes by permission. Framework-free core; see `tokengate/express`,
+ * `tokengate/koa` and `tokengate/fastify` for middleware and hooks,
+ * `tokengate/testing` for test doubles, and
  * `authenticator` / `authorize` for writing an adapter of your own.
  */
 

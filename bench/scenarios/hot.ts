@@ -1,5 +1,5 @@
 /**
- * Scenario 1, the hot path (Express and Koa): the bare route against `authenticate(gate)` +
+ * Scenario 1, the hot path (Express, Koa and Fastify): the bare route against `authenticate(gate)` +
  * `requires(...)` with a cached token, side by side (what the goal is judged on); for scale, the floor
  * against the bare route side by side, and bare, two pass-through middleware and gated one after the other.
  */
@@ -26,6 +26,7 @@ export function hotSideBySide<V extends Variant>(bench: Bench, name: string, var
 const FRAMEWORKS = [
   { framework: 'Express', bare: 'express-bare', noop: 'express-noop', floor: 'express-floor', gated: 'express-gate' },
   { framework: 'Koa', bare: 'koa-bare', noop: 'koa-noop', floor: 'koa-floor', gated: 'koa-gate' },
+  { framework: 'Fastify', bare: 'fastify-bare', noop: 'fastify-noop', floor: 'fastify-floor', gated: 'fastify-gate' },
 ] as const;
 
 export async function runHot(bench: Bench): Promise<Outcome> {

@@ -1,0 +1,607 @@
+/**
+ * tokengate/fastify on real Fastify 4 and 5 apps, through `app.inject()` and
+ * a server listening on 127.0.0.1, against the mock OnlineOrNot and Partoo
+ * servers on 127.0.0.1. Errors go through Fastify's own error handling: its
+ * default handler applies the AuthError's statusCode and headers.
+ */
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
+import express, { type RequestHandler } from 'express';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyInstance as Fastify4Instance } from 'fastify4';
+import Koa from 'koa';
+import request from 'supertest';
+import { Client } from 'undici';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { authenticate, type FastifyHook, requires, requiresAny } from '../adapters/fastify.js';
+import { AuthError, createGate, type Gate, type GateOptions, onlineOrNot, partoo } from '../src/index.js';
+import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { rawGet } from './support/raw-http.js';
+
+// `fastify4` is `npm:fastify@4`; its own declarations describe another module name, which
+// tokengate's `request.auth` does not augment. The Fastify 5 types cover everything these tests touch.
+const Fastify4 = createRequire(import.meta.url)('fastify4') as typeof Fastify;
+
+const READ = 'uptime_checks (read)';
+const WRITE = 'uptime_checks (write)';
+const PARTOO_KEY = 'partoo-server-key-must-not-leak';
+const TOKENS = {
+  read: 'read-token-5b1e0f',
+  write: 'write-token-9c4d2a',
+  disabled: 'disabled-token-77aa01',
+  unknown: 'unknown-token-3f3f3f',
+};
+const CONNECTION = { userId: 'user-1', token: 'conn-valid-0a9b8c' };
+const CONSUMED = { userId: 'user-2', token: 'conn-consumed-d4e5f6' };
+/** Every secret in play: none may show up in a response. */
+const SECRETS = [...Object.values(TOKENS), CONNECTION.token, CONSUMED.token, PARTOO_KEY];
+/** What the route handlers answer; a failed authentication must never reach them. */
+const ROUTE_MARK = 'route-was-reached';
+
+const bearer = (token: string) => `Bearer ${token}`;
+const connectionQuery = ({ userId, token }: { userId: string; token: string }) =>
+  `user_id=${encodeURIComponent(userId)}&token=${encodeURIComponent(token)}`;
+
+let oon: MockOnlineOrNot;
+let partooMock: MockPartoo;
+
+beforeAll(async () => {
+  oon = await mockOnlineOrNot({
+    tokens: {
+      [TOKENS.read]: { id: 'tok_read', permissions: [READ] },
+      [TOKENS.write]: { id: 'tok_write', permissions: [READ, WRITE] },
+      [TOKENS.disabled]: { id: 'tok_disabled', permissions: [READ], status: 'disabled' },
+    },
+  });
+  partooMock = await mockPartoo({
+    apiKey: PARTOO_KEY,
+    tokens: [CONNECTION, { ...CONSUMED, status: 'consumed' }],
+  });
+});
+afterAll(async () => {
+  await Promise.all([oon.close(), partooMock.close()]);
+});
+
+function makeGate(overrides: { oonUrl?: string; partooKey?: string; admission?: GateOptions['admission'] } = {}): Gate {
+  return createGate({
+    providers: [
+      onlineOrNot({ baseUrl: overrides.oonUrl ?? oon.url }),
+      partoo({ apiKey: overrides.partooKey ?? PARTOO_KEY, baseUrl: partooMock.url, permissions: [READ] }),
+    ],
+    ...(overrides.admission === undefined ? {} : { admission: overrides.admission }),
+  });
+}
+
+/** Answers with what the route saw of `request.auth`. */
+function showAuth(request: FastifyRequest) {
+  const { auth } = request;
+  return {
+    mark: ROUTE_MARK,
+    auth: auth === undefined ? null : { provider: auth.provider, subject: auth.subject, permissions: auth.permissions },
+  };
+}
+
+/** JSON from the error's fields; `authError` shows whether `instanceof AuthError` held. */
+function jsonErrorHandler(error: Error, _request: FastifyRequest, reply: FastifyReply): void {
+  if (error instanceof AuthError) {
+    void reply
+      .headers(error.headers)
+      .code(error.status)
+      .send({ authError: true, code: error.code, message: error.expose ? error.message : 'internal' });
+  } else {
+    void reply.code(500).send({ authError: false, code: 'internal', message: 'internal' });
+  }
+}
+
+type Framework = typeof Fastify;
+
+/**
+ * The Express suite's routes: `authenticate` as an `onRequest` hook (before the body is read), the
+ * guards as `preHandler` hooks; `/public/guarded` has both as `preHandler`s, `/scoped` gets its
+ * `authenticate` from a plugin's `addHook`.
+ */
+function buildApp(framework: Framework, gate: Gate, errorHandler?: typeof jsonErrorHandler): FastifyInstance {
+  const app = framework();
+  app.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);
+  app.post('/checks', { onRequest: authenticate(gate), preHandler: requires(WRITE) }, showAuth);
+  app.get('/checks/any', { onRequest: authenticate(gate), preHandler: requiresAny(WRITE, 'admin') }, showAuth);
+  app.get('/me', { onRequest: authenticate(gate) }, showAuth);
+  app.get('/public', { onRequest: authenticate(gate, { optional: true }) }, showAuth);
+  app.get('/public/guarded', { preHandler: [authenticate(gate, { optional: true }), requires(READ)] }, showAuth);
+  app.get('/unmounted', { preHandler: requires(READ) }, showAuth);
+  void app.register(async (scope) => {
+    scope.addHook('onRequest', authenticate(gate));
+    scope.get('/scoped', { preHandler: requires(READ) }, showAuth);
+  });
+  if (errorHandler) app.setErrorHandler(errorHandler);
+  return app;
+}
+
+/** Apps closed after each test. */
+const apps: FastifyInstance[] = [];
+function track(app: FastifyInstance): FastifyInstance {
+  apps.push(app);
+  return app;
+}
+
+/** `app` listening on 127.0.0.1; its origin. */
+async function listen(app: FastifyInstance): Promise<string> {
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+}
+
+/** `GET` or `POST` through `app.inject()`, with an Authorization header when given. */
+async function send(app: FastifyInstance, url: string, authorization?: string, method: 'GET' | 'POST' = 'GET') {
+  const res = await app.inject({ method, url, headers: authorization === undefined ? {} : { authorization } });
+  return { status: res.statusCode, headers: res.headers, text: res.body, json: () => res.json() };
+}
+
+function expectNoSecrets(res: { headers: Record<string, unknown>; text: string }): void {
+  const seen = `${JSON.stringify(res.headers)}\n${res.text}`;
+  for (const secret of SECRETS) expect(seen).not.toContain(secret);
+}
+
+describe.each([
+  ['fastify 5', Fastify],
+  ['fastify 4', Fastify4],
+])('%s', (_label, framework) => {
+  let gate: Gate;
+  let app: FastifyInstance;
+
+  beforeEach(() => {
+    // A fresh gate per test: no cached verdicts or breaker state carried over.
+    gate = makeGate();
+    app = track(buildApp(framework, gate));
+  });
+  afterEach(async () => {
+    oon.fault = undefined;
+    partooMock.fault = undefined;
+    oon.resetCalls();
+    partooMock.resetCalls();
+    await Promise.all(apps.splice(0).map((a) => a.close()));
+    await gate.close();
+  });
+
+  describe('authenticate + requires', () => {
+    it('lets a Bearer token with the permission through, with request.auth set', async () => {
+      const res = await send(app, '/checks', bearer(TOKENS.read));
+      expect(res.status).toBe(200);
+      expect(res.json()).toEqual({
+        mark: ROUTE_MARK,
+        auth: { provider: 'onlineornot', subject: 'tok_read', permissions: [READ] },
+      });
+    });
+
+    it('accepts a lower-case scheme name', async () => {
+      const res = await send(app, '/checks', `bearer ${TOKENS.read}`);
+      expect(res.status).toBe(200);
+      expect(res.json().auth.subject).toBe('tok_read');
+    });
+
+    it('lets a Partoo connection token from the query through', async () => {
+      const res = await send(app, `/checks?${connectionQuery(CONNECTION)}`);
+      expect(res.status).toBe(200);
+      expect(res.json().auth).toEqual({ provider: 'partoo', subject: CONNECTION.userId, permissions: [READ] });
+      expect(partooMock.calls.checkToken).toBe(1);
+    });
+
+    it('answers a second request from the cache and still runs the guard', async () => {
+      expect((await send(app, '/checks', bearer(TOKENS.read))).status).toBe(200);
+      const denied = await send(app, '/checks', bearer(TOKENS.read), 'POST');
+      expect(denied.status).toBe(403);
+      expect(oon.calls.verify).toBe(1);
+      expect(gate.stats().hits).toBe(1);
+    });
+
+    it('works as an onRequest hook added by a plugin', async () => {
+      expect((await send(app, '/scoped', bearer(TOKENS.read))).json().auth.subject).toBe('tok_read');
+      const missing = await send(app, '/scoped');
+      expect(missing.status).toBe(401);
+      expect(missing.headers['www-authenticate']).toBe('Bearer realm="api"');
+    });
+
+    it('401 with a bare challenge when there is no credential', async () => {
+      const res = await send(app, '/checks');
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="api"');
+      expect(res.text).not.toContain(ROUTE_MARK);
+      expect(oon.calls.total + partooMock.calls.total).toBe(0);
+    });
+
+    it('treats another scheme (Basic) as no credential', async () => {
+      const res = await send(app, '/checks', 'Basic dXNlcjpwYXNz');
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="api"');
+    });
+
+    it('400 invalid_request for a malformed Bearer token', async () => {
+      for (const header of ['Bearer', 'Bearer two words', 'Bearer tok"en']) {
+        const res = await send(app, '/checks', header);
+        expect(res.status, header).toBe(400);
+        expect(res.headers['www-authenticate'], header).toMatch(/^Bearer realm="api", error="invalid_request"/);
+      }
+      expect(oon.calls.total).toBe(0);
+    });
+
+    it('401 invalid_token for an unknown or a disabled token', async () => {
+      for (const token of [TOKENS.unknown, TOKENS.disabled]) {
+        const res = await send(app, '/checks', bearer(token));
+        expect(res.status).toBe(401);
+        expect(res.headers['www-authenticate']).toMatch(/^Bearer realm="api", error="invalid_token"/);
+        expect(res.text).not.toContain(ROUTE_MARK);
+        expectNoSecrets(res);
+      }
+    });
+
+    it('401 invalid_token for a consumed connection token', async () => {
+      const res = await send(app, `/checks?${connectionQuery(CONSUMED)}`);
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+      expectNoSecrets(res);
+    });
+
+    it('403 insufficient_scope naming the missing permission', async () => {
+      const res = await send(app, '/checks', bearer(TOKENS.read), 'POST');
+      expect(res.status).toBe(403);
+      const challenge = res.headers['www-authenticate'];
+      expect(challenge).toMatch(/^Bearer realm="api", error="insufficient_scope"/);
+      expect(challenge).toContain('scope="uptime_checks%20(write)"');
+      expect(res.text).not.toContain(ROUTE_MARK);
+      expectNoSecrets(res);
+    });
+
+    it('requiresAny passes with one of the permissions and names them all when none is there', async () => {
+      const ok = await send(app, '/checks/any', bearer(TOKENS.write));
+      expect(ok.status).toBe(200);
+      expect(ok.json().auth.subject).toBe('tok_write');
+      const denied = await send(app, '/checks/any', bearer(TOKENS.read));
+      expect(denied.status).toBe(403);
+      expect(denied.headers['www-authenticate']).toContain('scope="uptime_checks%20(write) admin"');
+    });
+
+    it('400 for credentials in two places (Bearer header and connection query)', async () => {
+      const res = await send(app, `/checks?${connectionQuery(CONNECTION)}`, bearer(TOKENS.read));
+      expect(res.status).toBe(400);
+      expect(oon.calls.total + partooMock.calls.total).toBe(0);
+    });
+  });
+
+  describe('provider failures', () => {
+    it('503 when the provider resets connections, never the route body', async () => {
+      oon.fault = { kind: 'reset' };
+      const res = await send(app, '/checks', bearer(TOKENS.read));
+      expect(res.status).toBe(503);
+      expect(res.text).not.toContain(ROUTE_MARK);
+      expect(res.headers['www-authenticate']).toBeUndefined();
+      expectNoSecrets(res);
+    });
+
+    it('503 when the provider is not listening at all', async () => {
+      const closed = await mockOnlineOrNot();
+      await closed.close();
+      const deadGate = makeGate({ oonUrl: closed.url });
+      try {
+        const res = await send(track(buildApp(framework, deadGate)), '/me', bearer(TOKENS.read));
+        expect(res.status).toBe(503);
+        expect(res.text).not.toContain(ROUTE_MARK);
+      } finally {
+        await deadGate.close();
+      }
+    });
+
+    it("turns the provider's 429 into 503 with Retry-After", async () => {
+      oon.fault = { kind: 'status', status: 429, retryAfter: 7 };
+      const res = await send(app, '/checks', bearer(TOKENS.read));
+      expect(res.status).toBe(503);
+      expect(res.headers['retry-after']).toBe('7');
+      expect(res.text).not.toContain(ROUTE_MARK);
+    });
+
+    it('500 without the API key when Partoo refuses the server key', async () => {
+      const wrongKeyGate = makeGate({ partooKey: 'wrong-key-also-secret' });
+      try {
+        const res = await send(track(buildApp(framework, wrongKeyGate)), `/checks?${connectionQuery(CONNECTION)}`);
+        expect(res.status).toBe(500);
+        expect(res.text).not.toContain(ROUTE_MARK);
+        expect(res.text).not.toContain('wrong-key-also-secret');
+        expectNoSecrets(res);
+      } finally {
+        await wrongKeyGate.close();
+      }
+    });
+  });
+
+  describe('connection token in the query string', () => {
+    it('400 for a repeated token parameter', async () => {
+      const res = await send(app, `/checks?user_id=${CONNECTION.userId}&token=a&token=b`);
+      expect(res.status).toBe(400);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_request"/);
+      expect(partooMock.calls.total).toBe(0);
+    });
+
+    it('400 for a bracketed token parameter (a stray key under Fastify’s query parser)', async () => {
+      const res = await send(app, '/checks?token[x]=1&user_id=u');
+      expect(res.status).toBe(400);
+      expect(res.headers['www-authenticate']).toMatch(/error="invalid_request"/);
+      expect(partooMock.calls.total).toBe(0);
+    });
+
+    it('400 when only one of user_id and token is there', async () => {
+      const res = await send(app, `/checks?user_id=${CONNECTION.userId}`);
+      expect(res.status).toBe(400);
+      expect(partooMock.calls.total).toBe(0);
+    });
+  });
+
+  describe('optional: true', () => {
+    it('lets an anonymous request through with request.auth undefined', async () => {
+      const res = await send(app, '/public');
+      expect(res.status).toBe(200);
+      expect(res.json()).toEqual({ mark: ROUTE_MARK, auth: null });
+    });
+
+    it('still authenticates a request that carries a token', async () => {
+      const res = await send(app, '/public', bearer(TOKENS.read));
+      expect(res.status).toBe(200);
+      expect(res.json().auth.subject).toBe('tok_read');
+    });
+
+    it('still rejects a bad token (401) and a malformed one (400)', async () => {
+      const bad = await send(app, '/public', bearer(TOKENS.unknown));
+      expect(bad.status).toBe(401);
+      expect(bad.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+      const malformed = await send(app, '/public', 'Bearer a b');
+      expect(malformed.status).toBe(400);
+    });
+
+    it('with requires after it, an anonymous request gets the 401 challenge', async () => {
+      const res = await send(app, '/public/guarded');
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="api"');
+      expect(res.text).not.toContain(ROUTE_MARK);
+    });
+  });
+
+  it('requires() without authenticate() is a 500 that says what to fix', async () => {
+    const res = await send(app, '/unmounted', bearer(TOKENS.read));
+    expect(res.status).toBe(500);
+    // Fastify's default handler answers the error's message as JSON.
+    expect(res.json().message).toBe('tokengate: mount authenticate(gate) before requires()');
+    expect(res.text).not.toContain(ROUTE_MARK);
+  });
+
+  it("requires() behind another library's request.auth is the same 500, never a pass", async () => {
+    const foreign = track(framework());
+    // What another auth plugin might leave in request.auth: not a tokengate context.
+    const foreignAuth: FastifyHook = (request, _reply, done) => {
+      (request as { auth?: unknown }).auth = { payload: { scope: READ }, can: () => true };
+      done();
+    };
+    foreign.get('/foreign', { preHandler: [foreignAuth, requires(READ)] }, () => ROUTE_MARK);
+    const res = await send(foreign, '/foreign');
+    expect(res.status).toBe(500);
+    expect(res.text).toContain('mount authenticate(gate) before requires()');
+    expect(res.text).not.toContain(ROUTE_MARK);
+  });
+
+  it('authenticate() with anything but a gate throws at registration; mounted uncalled, it is a 500 saying so', async () => {
+    expect(() => authenticate({} as Gate)).toThrow(/tokengate\/fastify: authenticate\(gate\) expects a gate/);
+    const uncalled = track(framework());
+    uncalled.get('/uncalled', { onRequest: authenticate as unknown as FastifyHook }, () => ROUTE_MARK);
+    const res = await send(uncalled, '/uncalled', bearer(TOKENS.read));
+    expect(res.status).toBe(500);
+    expect(res.json().message).toMatch(/mount authenticate\(gate\), not authenticate/);
+  });
+
+  it("passes Fastify's request.ip, under its trustProxy setting, to the gate", async () => {
+    const seen: Array<string | undefined> = [];
+    const ipGate = makeGate({
+      admission: {
+        clientKey: (req) => {
+          seen.push(req.ip);
+          return req.ip ?? '';
+        },
+      },
+    });
+    try {
+      const proxied = track(framework({ trustProxy: true }));
+      proxied.get('/me', { onRequest: authenticate(ipGate) }, showAuth);
+      const res = await proxied.inject({
+        url: '/me',
+        headers: { authorization: bearer(TOKENS.read), 'x-forwarded-for': '127.0.0.9' },
+      });
+      expect(res.statusCode).toBe(200);
+      expect(seen).toEqual(['127.0.0.9']);
+    } finally {
+      await ipGate.close();
+    }
+  });
+
+  describe('with a custom error handler', () => {
+    let jsonApp: FastifyInstance;
+    beforeEach(() => {
+      jsonApp = track(buildApp(framework, gate, jsonErrorHandler));
+    });
+
+    it('renders JSON from error.code, error.status and error.headers; the error is an AuthError', async () => {
+      const missing = await send(jsonApp, '/checks');
+      expect(missing.status).toBe(401);
+      expect(missing.json()).toEqual({
+        authError: true,
+        code: 'credentials_required',
+        message: 'Authentication required',
+      });
+      expect(missing.headers['www-authenticate']).toBe('Bearer realm="api"');
+
+      const forbidden = await send(jsonApp, '/checks', bearer(TOKENS.read), 'POST');
+      expect(forbidden.status).toBe(403);
+      expect(forbidden.json()).toMatchObject({ authError: true, code: 'insufficient_scope' });
+      expect(forbidden.headers['www-authenticate']).toContain('error="insufficient_scope"');
+
+      const unknown = await send(jsonApp, '/checks', bearer(TOKENS.unknown));
+      expect(unknown.json()).toMatchObject({ authError: true, code: 'invalid_token' });
+      expectNoSecrets(unknown);
+    });
+
+    it('gets provider_unavailable with Retry-After, and a plain Error for a missing authenticate()', async () => {
+      oon.fault = { kind: 'status', status: 429, retryAfter: 7 };
+      const unavailable = await send(jsonApp, '/checks', bearer(TOKENS.read));
+      expect(unavailable.status).toBe(503);
+      expect(unavailable.json()).toMatchObject({ authError: true, code: 'provider_unavailable' });
+      expect(unavailable.headers['retry-after']).toBe('7');
+
+      const unmounted = await send(jsonApp, '/unmounted');
+      expect(unmounted.status).toBe(500);
+      expect(unmounted.json()).toEqual({ authError: false, code: 'internal', message: 'internal' });
+    });
+
+    it('gets provider_misconfigured with expose false', async () => {
+      const wrongKeyGate = makeGate({ partooKey: 'another-wrong-key' });
+      try {
+        const wrongKeyApp = track(buildApp(framework, wrongKeyGate, jsonErrorHandler));
+        const res = await send(wrongKeyApp, `/checks?${connectionQuery(CONNECTION)}`);
+        expect(res.status).toBe(500);
+        expect(res.json()).toEqual({ authError: true, code: 'provider_misconfigured', message: 'internal' });
+        expect(res.text).not.toContain('another-wrong-key');
+      } finally {
+        await wrongKeyGate.close();
+      }
+    });
+  });
+
+  describe('on a listening server', () => {
+    let origin: string;
+    let port: number;
+    let connections: number;
+    let client: Client;
+
+    beforeEach(async () => {
+      connections = 0;
+      app.server.on('connection', () => connections++);
+      origin = await listen(app);
+      port = Number(new URL(origin).port);
+      // One keep-alive connection, like a client's pool of one.
+      client = new Client(origin, { pipelining: 1 });
+    });
+    afterEach(async () => {
+      await client.close();
+    });
+
+    /** One request over the kept connection. */
+    async function overClient(path: string, authorization?: string, method: 'GET' | 'POST' = 'GET') {
+      const res = await client.request({ method, path, headers: authorization === undefined ? {} : { authorization } });
+      const text = await res.body.text();
+      return { status: res.statusCode, challenge: res.headers['www-authenticate'], text };
+    }
+
+    it('400 invalid_request for a repeated Authorization header', async () => {
+      const res = await rawGet(port, '/checks', [
+        `Authorization: ${bearer(TOKENS.read)}`,
+        `Authorization: ${bearer(TOKENS.write)}`,
+      ]);
+      expect(res.status).toBe(400);
+      expect(res.headers['www-authenticate']?.[0]).toMatch(/^Bearer realm="api", error="invalid_request"/);
+      expect(res.body).not.toContain(ROUTE_MARK);
+      expect(oon.calls.total).toBe(0);
+      // The same raw request with one header passes: the 400 is about the repeat.
+      const single = await rawGet(port, '/checks', [`Authorization: ${bearer(TOKENS.read)}`]);
+      expect(single.status).toBe(200);
+    });
+
+    it('a token without the permission is a 403 on every request over one connection', async () => {
+      for (let i = 0; i < 25; i++) {
+        const res = await overClient('/checks', bearer(TOKENS.read), 'POST');
+        expect(res.status, `request ${i}`).toBe(403);
+        expect(res.challenge, `request ${i}`).toContain('error="insufficient_scope"');
+        expect(res.text).not.toContain(ROUTE_MARK);
+        // The same token where it has the permission, in between: the guard runs on every request.
+        expect((await overClient('/checks', bearer(TOKENS.read))).status, `request ${i}`).toBe(200);
+      }
+      expect(oon.calls.verify).toBe(1);
+      expect(connections).toBe(1);
+    });
+
+    it('switching tokens on one connection gives each token its own answer', async () => {
+      const subject = async (authorization?: string) => {
+        const res = await overClient('/me', authorization);
+        return res.status === 200 ? (JSON.parse(res.text) as { auth: { subject: string } }).auth.subject : res.status;
+      };
+      for (let round = 0; round < 3; round++) {
+        expect(await subject(bearer(TOKENS.read))).toBe('tok_read');
+        expect(await subject(bearer(TOKENS.write))).toBe('tok_write');
+        expect(await subject(bearer(TOKENS.unknown))).toBe(401);
+        expect(await subject()).toBe(401);
+        expect(await subject('Bearer a b')).toBe(400);
+      }
+      const anonymous = await overClient('/me');
+      expect(anonymous.challenge).toBe('Bearer realm="api"');
+      expect(oon.calls.verify).toBe(3);
+      expect(connections).toBe(1);
+    });
+
+    it('a Partoo connection token from the query, then a Bearer token, on one connection', async () => {
+      const viaQuery = await overClient(`/checks?${connectionQuery(CONNECTION)}`);
+      expect(viaQuery.status).toBe(200);
+      expect(JSON.parse(viaQuery.text).auth.provider).toBe('partoo');
+      const viaHeader = await overClient('/checks', bearer(TOKENS.read));
+      expect(JSON.parse(viaHeader.text).auth.provider).toBe('onlineornot');
+      const both = await overClient(`/checks?${connectionQuery(CONNECTION)}`, bearer(TOKENS.read));
+      expect(both.status).toBe(400);
+      expect(connections).toBe(1);
+    });
+  });
+});
+
+it("the hooks fit Fastify 4's own declarations (for `npm run typecheck`), on a typed route", async () => {
+  const gate = makeGate();
+  const app = Fastify4() as unknown as Fastify4Instance;
+  try {
+    app.addHook('onRequest', authenticate(gate));
+    app.get<{ Querystring: { page: string } }>(
+      '/typed',
+      { preHandler: [requiresAny(READ, WRITE)] },
+      (request) => `page ${request.query.page}`,
+    );
+    const res = await app.inject({ url: '/typed?page=2', headers: { authorization: bearer(TOKENS.read) } });
+    expect(res.body).toBe('page 2');
+  } finally {
+    await app.close();
+    await gate.close();
+  }
+});
+
+it('a tokengate/fastify hook mounted in Express or Koa is a 500 naming the mistake, before the gate is asked', async () => {
+  const gate = makeGate();
+  oon.resetCalls();
+  try {
+    const app = express();
+    // 'test' keeps Express's default handler from logging the error; outside production it shows the message.
+    app.set('env', 'test');
+    app.get('/', authenticate(gate) as unknown as RequestHandler, (_req, res) => {
+      res.send(ROUTE_MARK);
+    });
+    const inExpress = await request(app).get('/').set('Authorization', bearer(TOKENS.read));
+    expect(inExpress.status).toBe(500);
+    expect(inExpress.text).toContain('tokengate/fastify hook called without a Fastify request');
+    expect(inExpress.text).not.toContain(ROUTE_MARK);
+
+    const koa = new Koa();
+    koa.silent = true;
+    let thrown: unknown;
+    koa.use(async (_ctx, next) => {
+      try {
+        await next();
+      } catch (error) {
+        thrown = error;
+        throw error;
+      }
+    });
+    koa.use(requires(READ) as unknown as Koa.Middleware);
+    const inKoa = await request(koa.callback()).get('/').set('Authorization', bearer(TOKENS.read));
+    expect(inKoa.status).toBe(500);
+    expect((thrown as Error).message).toContain('tokengate/fastify hook called without a Fastify request');
+    expect(oon.calls.total).toBe(0);
+  } finally {
+    await gate.close();
+  }
+});
