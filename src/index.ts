@@ -24,6 +24,7 @@ export type { OnlineOrNotDetails, OnlineOrNotOptions } from './providers/onlineo
 export { onlineOrNot } from './providers/onlineornot.js';
 export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './providers/partoo.js';
 export { partoo } from './providers/partoo.js';
+export { secretDigest } from './providers/secret-digest.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
 export type { SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';
