@@ -20,6 +20,12 @@ export type { AdmissionOptions, GateOptions } from './gate-options.js';
 export type { Guard } from './guards.js';
 export { requires, requiresAny } from './guards.js';
 export type { HttpOptions } from './http.js';
+export type {
+  IntrospectionClientAuth,
+  IntrospectionDetails,
+  IntrospectionOptions,
+} from './providers/introspection.js';
+export { introspection } from './providers/introspection.js';
 export type { OnlineOrNotDetails, OnlineOrNotOptions } from './providers/onlineornot.js';
 export { onlineOrNot } from './providers/onlineornot.js';
 export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './providers/partoo.js';
