@@ -106,6 +106,19 @@ function readBody(req: IncomingMessage, done: (body: string | undefined) => void
   req.once('end', () => done(size <= MAX_REQUEST_BODY ? Buffer.concat(chunks).toString('utf8') : undefined));
 }
 
+/** Runs `reply` now, or after `latency` ms on a timer kept in `timers` (so that `close()` can clear it). */
+function afterLatency(latency: number, timers: Set<NodeJS.Timeout>, reply: () => void): void {
+  if (latency <= 0) {
+    reply();
+    return;
+  }
+  const timer = setTimeout(() => {
+    timers.delete(timer);
+    reply();
+  }, latency);
+  timers.add(timer);
+}
+
 /** Listens on 127.0.0.1, on a free port. */
 function listen(server: Server): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -165,16 +178,7 @@ export async function startMockServer<Endpoint extends string>(
 
     const respond = (body: string | undefined): void => {
       const normal = (): JsonReply => routeReply(route, req, query, body);
-      const reply = (): void => answer(req, res, injected, normal, spec.wrongShape, timers);
-      if (mock.latency <= 0) {
-        reply();
-        return;
-      }
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        reply();
-      }, mock.latency);
-      timers.add(timer);
+      afterLatency(mock.latency, timers, () => answer(req, res, injected, normal, spec.wrongShape, timers));
     };
     // A POST route reads its body first. Any other request's body (normally none) is drained so keep-alive works.
     if (endpoint !== undefined && route?.method === 'POST') {
