@@ -66,6 +66,31 @@ export class ProviderHttp {
    *   and bodies that are too large, not JSON, or not labelled JSON (`invalid_answer`).
    */
   getJson(path: string, headers: Record<string, string>, cancellation: Cancellation): Promise<JsonAnswer> {
+    return this.#dispatch('GET', path, headers, null, cancellation);
+  }
+
+  /**
+   * POSTs `form` as an `application/x-www-form-urlencoded` body to `path`
+   * (relative to the base URL) and reads the answer as {@link getJson} does,
+   * with the same failures.
+   */
+  postForm(
+    path: string,
+    form: URLSearchParams,
+    headers: Record<string, string>,
+    cancellation: Cancellation,
+  ): Promise<JsonAnswer> {
+    const formHeaders = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
+    return this.#dispatch('POST', path, formHeaders, form.toString(), cancellation);
+  }
+
+  #dispatch(
+    method: 'GET' | 'POST',
+    path: string,
+    headers: Record<string, string>,
+    body: string | null,
+    cancellation: Cancellation,
+  ): Promise<JsonAnswer> {
     if (cancellation.aborted) {
       return Promise.reject(transportFailure(this.#provider, cancellation.reason, cancellation));
     }
@@ -73,7 +98,7 @@ export class ProviderHttp {
       // undici's dispatch API rather than request(): the answer is small and read whole, so the
       // Readable stream that request() builds around every body is pure overhead on the cold path.
       this.#pool.dispatch(
-        { method: 'GET', path: this.#basePath + path, headers: { accept: 'application/json', ...headers } },
+        { method, path: this.#basePath + path, headers: { accept: 'application/json', ...headers }, body },
         new JsonAnswerReader(this, cancellation, resolve, reject),
       );
     });

@@ -21,10 +21,17 @@ export type { AdmissionOptions, GateOptions } from './gate-options.js';
 export type { Guard } from './guards.js';
 export { requires, requiresAny } from './guards.js';
 export type { HttpOptions } from './http.js';
+export type {
+  IntrospectionClientAuth,
+  IntrospectionDetails,
+  IntrospectionOptions,
+} from './providers/introspection.js';
+export { introspection } from './providers/introspection.js';
 export type { OnlineOrNotDetails, OnlineOrNotOptions } from './providers/onlineornot.js';
 export { onlineOrNot } from './providers/onlineornot.js';
 export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './providers/partoo.js';
 export { partoo } from './providers/partoo.js';
+export { secretDigest } from './providers/secret-digest.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
 export type { SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';

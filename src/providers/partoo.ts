@@ -4,7 +4,6 @@
  * key in `x-APIKey`, as Partoo's public API documentation describes it
  * (API reference: "Check connection token").
  */
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import {
   CONNECTION_SOURCE,
@@ -17,6 +16,7 @@ import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp }
 import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption, stringListOption } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 import { DateTimeText, dateTimeMs } from './date-time.js';
+import { secretDigest } from './secret-digest.js';
 
 /** Connection token statuses, as the API names them. */
 export type ConnectionTokenStatus = 'valid' | 'consumed' | 'revoked' | 'expired';
@@ -110,7 +110,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     'partoo',
     name,
     new URL(baseUrl).href,
-    createHash('sha256').update(apiKey).digest('base64url'),
+    secretDigest(apiKey),
     [...accept].sort(),
     permissions,
   ]);

@@ -2,6 +2,13 @@
 
 export type { StubProviderOptions, StubToken } from '../providers/stub.js';
 export { stubProvider } from '../providers/stub.js';
+export type {
+  IntrospectionTokenDef,
+  MockIntrospection,
+  MockIntrospectionOptions,
+  MockMetadataDocument,
+} from './mock-introspection.js';
+export { mockIntrospection } from './mock-introspection.js';
 export type { MockOnlineOrNot, MockOnlineOrNotOptions, OnlineOrNotTokenDef } from './mock-onlineornot.js';
 export { mockOnlineOrNot } from './mock-onlineornot.js';
 export type { MockPartoo, MockPartooOptions, PartooTokenEntry } from './mock-partoo.js';

@@ -3,12 +3,13 @@
  * real `node:http` server on 127.0.0.1 with call and connection counting,
  * latency, fault injection and a `close()` that leaves no handle behind.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { pipeline, Readable } from 'node:stream';
+import { answer, type JsonReply } from './mock-answer.js';
 import { FaultSchedule, type VerificationParts } from './mock-fault-schedule.js';
-import { checkFault, hugeJson, type MockFault } from './mock-faults.js';
+import { checkFault, type MockFault } from './mock-faults.js';
 
+export type { JsonReply } from './mock-answer.js';
 export type { MockFault } from './mock-faults.js';
 
 /**
@@ -20,8 +21,9 @@ export interface MockProvider<Endpoint extends string = string> {
   /** Base URL to give the provider as `baseUrl`, without a trailing slash. */
   readonly url: string;
   /**
-   * Snapshot of the request counts: one entry per endpoint name (GET requests
-   * to that endpoint, whatever the answer, faults included) and `total`
+   * Snapshot of the request counts: one entry per endpoint name (requests to
+   * that endpoint with its method, GET unless the mock says otherwise,
+   * whatever the answer, faults included) and `total`
    * (every request the server received, unknown paths included).
    */
   readonly calls: Readonly<Record<Endpoint | 'total', number>>;
@@ -45,128 +47,76 @@ export interface MockProvider<Endpoint extends string = string> {
   close(): Promise<void>;
 }
 
-/** A JSON answer from a route handler. */
-export interface JsonReply {
-  readonly status: number;
-  readonly body: unknown;
-}
+/**
+ * Answers one request to an endpoint, with its method; must not throw.
+ * `body` is the request body as text (`''` for a GET route, whose body is
+ * only drained).
+ */
+export type RouteHandler = (req: IncomingMessage, query: URLSearchParams, body: string) => JsonReply;
 
-/** Answers one GET request to an endpoint; must not throw. */
-export type RouteHandler = (req: IncomingMessage, query: URLSearchParams) => JsonReply;
+/** One endpoint of a mock: its name in `calls`, its method (default GET) and its handler. */
+export interface MockRoute<Endpoint extends string> {
+  readonly name: Endpoint;
+  readonly method?: 'GET' | 'POST';
+  readonly handle: RouteHandler;
+}
 
 /** @internal What a mock provider tells {@link startMockServer}. */
 export interface MockServerSpec<Endpoint extends string> {
   /** Path appended to `http://127.0.0.1:<port>` to make `url` (`''` or `'/v2'`). */
   readonly basePath: string;
-  /** GET endpoints by exact pathname (`/v1/tokens/verify`). */
-  readonly routes: Readonly<Record<string, { readonly name: Endpoint; readonly handle: RouteHandler }>>;
+  /** Endpoints by exact pathname (`/v1/tokens/verify`). */
+  readonly routes: Readonly<Record<string, MockRoute<Endpoint>>>;
   /** 200 body of the `wrong-shape` fault. */
   readonly wrongShape: unknown;
   /** The requests that make up one verification, for `MockFault.every`; default one request. */
   readonly verification?: VerificationParts;
 }
 
-const JSON_TYPE = 'application/json; charset=utf-8';
+/** Largest request body a POST route reads; a larger one is answered 413. */
+const MAX_REQUEST_BODY = 64 * 1024;
 
 const nextCheck = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function isJson(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, {
-    'content-type': JSON_TYPE,
-    'content-length': String(Buffer.byteLength(body)),
-    ...headers,
-  });
-  res.end(body);
-}
-
-/** Answers one request: normally, or with the injected fault. */
-function answer(
+/** The normal answer: the route's, or 404 / 405 / 413. `body` is undefined when it was too large. */
+function routeReply(
+  route: MockRoute<string> | undefined,
   req: IncomingMessage,
-  res: ServerResponse,
-  injected: MockFault | undefined,
-  normal: () => JsonReply,
-  wrongShape: unknown,
-  timers: Set<NodeJS.Timeout>,
-): void {
-  if (res.destroyed) return; // the client left during the latency
-  switch (injected?.kind) {
-    case 'reset':
-      req.socket.resetAndDestroy();
-      return;
-    case 'hang':
-      return;
-    case 'status': {
-      const body = injected.body ?? JSON.stringify({ error: STATUS_CODES[injected.status] ?? 'Error' });
-      const headers: Record<string, string> = {};
-      if (!isJson(body)) headers['content-type'] = 'text/plain; charset=utf-8';
-      if (injected.retryAfter !== undefined) headers['retry-after'] = String(injected.retryAfter);
-      send(res, injected.status, body, headers);
-      return;
-    }
-    case 'garbage':
-      send(res, 200, '{"result": <html>Bad Gateway</html>');
-      return;
-    case 'wrong-shape':
-      send(res, 200, JSON.stringify(wrongShape));
-      return;
-    case 'wrong-content-type': {
-      const reply = normal();
-      send(res, reply.status, JSON.stringify(reply.body), { 'content-type': 'text/html; charset=utf-8' });
-      return;
-    }
-    case 'huge':
-      res.writeHead(200, { 'content-type': JSON_TYPE });
-      pipeline(Readable.from(hugeJson(injected.bytes)), res, () => {});
-      return;
-    case 'drip': {
-      res.writeHead(200, { 'content-type': JSON_TYPE });
-      res.flushHeaders();
-      const timer = setInterval(() => res.write(' '), injected.intervalMs);
-      timers.add(timer);
-      res.once('close', () => {
-        clearInterval(timer);
-        timers.delete(timer);
-      });
-      return;
-    }
-    case 'redirect':
-      send(res, 302, '', { location: injected.location });
-      return;
-    case 'delay': {
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        if (res.destroyed) return;
-        const reply = normal();
-        send(res, reply.status, JSON.stringify(reply.body));
-      }, injected.ms);
-      timers.add(timer);
-      res.once('close', () => {
-        clearTimeout(timer);
-        timers.delete(timer);
-      });
-      return;
-    }
-    case undefined: {
-      const reply = normal();
-      send(res, reply.status, JSON.stringify(reply.body));
-    }
-  }
+  query: URLSearchParams,
+  body: string | undefined,
+): JsonReply {
+  if (route === undefined) return { status: 404, body: { error: 'Not Found' } };
+  if (req.method !== (route.method ?? 'GET')) return { status: 405, body: { error: 'Method Not Allowed' } };
+  if (body === undefined) return { status: 413, body: { error: 'Payload Too Large' } };
+  return route.handle(req, query, body);
 }
 
-/** The normal answer: the route's, or 404 / 405. */
-function routeReply(handle: RouteHandler | undefined, req: IncomingMessage, query: URLSearchParams): JsonReply {
-  if (handle === undefined) return { status: 404, body: { error: 'Not Found' } };
-  if (req.method !== 'GET') return { status: 405, body: { error: 'Method Not Allowed' } };
-  return handle(req, query);
+/**
+ * Calls `done` with the request body as text once it has all arrived, or
+ * with undefined when it is larger than {@link MAX_REQUEST_BODY} (the rest
+ * is drained).
+ */
+function readBody(req: IncomingMessage, done: (body: string | undefined) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= MAX_REQUEST_BODY) chunks.push(chunk);
+  });
+  req.once('end', () => done(size <= MAX_REQUEST_BODY ? Buffer.concat(chunks).toString('utf8') : undefined));
+}
+
+/** Runs `reply` now, or after `latency` ms on a timer kept in `timers` (so that `close()` can clear it). */
+function afterLatency(latency: number, timers: Set<NodeJS.Timeout>, reply: () => void): void {
+  if (latency <= 0) {
+    reply();
+    return;
+  }
+  const timer = setTimeout(() => {
+    timers.delete(timer);
+    reply();
+  }, latency);
+  timers.add(timer);
 }
 
 /** Listens on 127.0.0.1, on a free port. */
@@ -221,21 +171,22 @@ export async function startMockServer<Endpoint extends string>(
     const pathname = q === -1 ? target : target.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : target.slice(q + 1));
     const route = routes.get(pathname);
-    const endpoint = route && req.method === 'GET' ? route.name : undefined;
+    const endpoint = route && req.method === (route.method ?? 'GET') ? route.name : undefined;
     bump('total');
     if (endpoint !== undefined) bump(endpoint);
     const injected = schedule.faultFor(endpoint, req);
 
-    const normal = (): JsonReply => routeReply(route?.handle, req, query);
-    const reply = (): void => answer(req, res, injected, normal, spec.wrongShape, timers);
-    // Let the request body (normally none) drain so keep-alive works.
-    req.resume();
-    if (mock.latency <= 0) return reply();
-    const timer = setTimeout(() => {
-      timers.delete(timer);
-      reply();
-    }, mock.latency);
-    timers.add(timer);
+    const respond = (body: string | undefined): void => {
+      const normal = (): JsonReply => routeReply(route, req, query, body);
+      afterLatency(mock.latency, timers, () => answer(req, res, injected, normal, spec.wrongShape, timers));
+    };
+    // A POST route reads its body first. Any other request's body (normally none) is drained so keep-alive works.
+    if (endpoint !== undefined && route?.method === 'POST') {
+      readBody(req, respond);
+    } else {
+      req.resume();
+      respond('');
+    }
   });
 
   server.on('connection', (socket: Socket) => {

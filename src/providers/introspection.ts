@@ -1,0 +1,230 @@
+/**
+ * OAuth 2.0 token introspection (RFC 7662): `Authorization: Bearer <token>`,
+ * checked by POSTing the token to the authorization server's introspection
+ * endpoint, which this server calls as an OAuth client (RFC 6749 §2.3.1
+ * client authentication). The endpoint is configured, or found through the
+ * issuer's authorization server metadata (RFC 8414).
+ */
+import { z } from 'zod';
+import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import { type Cancellation, cancellableVerify } from '../deadline.js';
+import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer } from '../http.js';
+import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption } from '../options.js';
+import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+import { IntrospectionTarget } from './oauth-discovery.js';
+import { secretDigest } from './secret-digest.js';
+
+/** A JWT NumericDate (RFC 7519 §2): seconds since the epoch, within the range of a `Date`. */
+const NumericDate = z.number().min(-8.64e12).max(8.64e12);
+
+/**
+ * 200 from the introspection endpoint for an active token (RFC 7662 §2.2).
+ * Every member but `active` is optional (null counts as absent); one of
+ * `sub`, `username` and `client_id` must name the principal. Members the RFC
+ * does not name are kept.
+ */
+export const IntrospectionAnswer = z
+  .looseObject({
+    active: z.literal(true),
+    scope: z.string().nullish(),
+    client_id: z.string().nullish(),
+    username: z.string().nullish(),
+    token_type: z.string().nullish(),
+    exp: NumericDate.nullish(),
+    iat: NumericDate.nullish(),
+    nbf: NumericDate.nullish(),
+    sub: z.string().nullish(),
+    aud: z.union([z.string(), z.array(z.string())]).nullish(),
+    iss: z.string().nullish(),
+    jti: z.string().nullish(),
+  })
+  .refine((answer) => subjectOf(answer) !== undefined, { error: 'expected sub, username or client_id' });
+
+/** Details kept from an introspection answer: the validated answer of an active token. */
+export type IntrospectionDetails = z.infer<typeof IntrospectionAnswer>;
+
+/** How the client authenticates to the introspection endpoint (RFC 6749 §2.3.1). */
+export type IntrospectionClientAuth = 'basic' | 'post';
+
+/** Options of {@link introspection}. Give `endpoint`, or `issuer` to find it. */
+export interface IntrospectionOptions extends HttpOptions {
+  /** The introspection endpoint. Without it, `issuer`'s metadata names it. */
+  readonly endpoint?: string;
+  /**
+   * The authorization server's issuer identifier. With `endpoint`, only
+   * compared with `iss` (which the answer must then carry); without it, its
+   * metadata is fetched to find the endpoint, and an `iss` in an answer must
+   * equal it.
+   */
+  readonly issuer?: string;
+  /** This server's client id at the authorization server. */
+  readonly clientId: string;
+  /** This server's client secret. Never shown in errors. */
+  readonly clientSecret: string;
+  /** `basic` (HTTP Basic, default) or `post` (`client_id` and `client_secret` in the form body). */
+  readonly clientAuth?: IntrospectionClientAuth;
+  /** When given, only tokens whose `aud` is or contains it pass. */
+  readonly audience?: string;
+  /** Name in errors, events and `AuthContext.provider`. Default `introspection`. */
+  readonly name?: string;
+}
+
+const IntrospectionOptionsSchema = optionsObject(
+  {
+    ...httpOptionsShape,
+    endpoint: baseUrlOption.optional(),
+    issuer: baseUrlOption.optional(),
+    clientId: nameOption,
+    clientSecret: secretOption,
+    clientAuth: z.enum(['basic', 'post'], { error: 'expected basic or post' }).optional(),
+    audience: nameOption.optional(),
+    name: nameOption.optional(),
+  },
+  'an options object with endpoint or issuer, clientId and clientSecret',
+).refine((options) => options.endpoint !== undefined || options.issuer !== undefined, {
+  error: 'expected endpoint or issuer',
+});
+
+/** What an active token's answer is checked against. */
+interface ClaimChecks {
+  readonly name: string;
+  readonly audience: string | undefined;
+  readonly issuer: string | undefined;
+  /** Whether an answer without `iss` fails the issuer check. */
+  readonly issRequired: boolean;
+}
+
+const NOT_ACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
+const EXPIRED: Verdict = Object.freeze({ ok: false, reason: 'The access token has expired' });
+const NOT_YET_VALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is not valid yet' });
+const WRONG_ISSUER: Verdict = Object.freeze({ ok: false, reason: 'The access token is from another issuer' });
+const WRONG_AUDIENCE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not meant for this API' });
+
+/**
+ * A provider for RFC 7662 token introspection. Accepts only answers with
+ * `"active": true` (the JSON boolean), within their `nbf` and `exp`, and
+ * passing the `audience` and `issuer` checks. `subject` is `sub`, else
+ * `username`, else `client_id`; `permissions` the `scope` split on spaces;
+ * `expiresAt` the `exp`.
+ *
+ * The server refusing the client credentials (401, 403) is a 500
+ * `provider_misconfigured`; an answer that is not a 200 with a JSON object
+ * holding `active` is a 503.
+ */
+export function introspection(options: IntrospectionOptions): Provider<BearerCredential> {
+  checkOptions(IntrospectionOptionsSchema, options, 'introspection');
+  const name = options.name ?? 'introspection';
+  const { clientId, clientSecret, endpoint, issuer, audience } = options;
+  const clientAuth = options.clientAuth ?? 'basic';
+  const target = new IntrospectionTarget(name, options, { endpoint, issuer });
+  const checks: ClaimChecks = { name, audience, issuer, issRequired: endpoint !== undefined };
+  const headers: Record<string, string> =
+    clientAuth === 'basic' ? { authorization: basicAuthorization(clientId, clientSecret) } : {};
+
+  async function verifyIntrospectedToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
+    const { http, path } = await target.get(cancellation);
+    const form = new URLSearchParams({ token: credential.secret, token_type_hint: 'access_token' });
+    if (clientAuth === 'post') {
+      form.append('client_id', clientId);
+      form.append('client_secret', clientSecret);
+    }
+    let answer: JsonAnswer;
+    try {
+      answer = await http.postForm(path, form, headers, cancellation);
+    } catch (failure) {
+      // A refusal with a body that is not JSON (an empty 401 with `WWW-Authenticate: Basic`) is still a refusal.
+      const status = failure instanceof ProviderFailure ? failure.upstreamStatus : undefined;
+      throw status === 401 || status === 403 ? refused(name, status) : failure;
+    }
+    if (answer.status === 401 || answer.status === 403) throw refused(name, answer.status);
+    if (answer.status !== 200) {
+      throw new ProviderFailure('status', `${name} introspection answered ${answer.status}`, { status: answer.status });
+    }
+    return readIntrospection(answer.body, checks);
+  }
+
+  return {
+    name,
+    source: BEARER_SOURCE,
+    // One request per verification (discovery aside, once).
+    concurrency: options.connections ?? DEFAULT_CONNECTIONS,
+    cacheScope: JSON.stringify([
+      'introspection',
+      name,
+      endpoint === undefined ? null : new URL(endpoint).href,
+      issuer ?? null,
+      clientId,
+      secretDigest(clientSecret),
+      clientAuth,
+      audience ?? null,
+    ]),
+    extract: extractBearer,
+    verify: cancellableVerify(verifyIntrospectedToken),
+    close: () => target.close(),
+  };
+}
+
+/** The verdict on a 200 answer's body. */
+function readIntrospection(body: unknown, checks: ClaimChecks): Verdict {
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || !Object.hasOwn(body, 'active')) {
+    throw invalidAnswer(checks.name);
+  }
+  // Only the JSON boolean: "true" (a string), 1 or null is not active.
+  if ((body as { active: unknown }).active !== true) return NOT_ACTIVE;
+  const parsed = IntrospectionAnswer.safeParse(body);
+  if (!parsed.success) throw invalidAnswer(checks.name);
+  const answer = parsed.data;
+  const nowSeconds = Date.now() / 1000;
+  if (answer.exp != null && answer.exp <= nowSeconds) return EXPIRED;
+  if (answer.nbf != null && answer.nbf > nowSeconds) return NOT_YET_VALID;
+  if (checks.issuer !== undefined && !issuerMatches(answer.iss, checks)) return WRONG_ISSUER;
+  if (checks.audience !== undefined && !audiences(answer.aud).includes(checks.audience)) return WRONG_AUDIENCE;
+  return {
+    ok: true,
+    principal: {
+      subject: subjectOf(answer) as string,
+      permissions: (answer.scope ?? '').split(' ').filter((scope) => scope !== ''),
+      expiresAt: answer.exp == null ? undefined : new Date(answer.exp * 1000),
+      details: answer,
+    },
+  };
+}
+
+/** `sub`, else `username`, else `client_id` (empty strings count as absent). */
+function subjectOf(answer: {
+  sub?: string | null | undefined;
+  username?: string | null | undefined;
+  client_id?: string | null | undefined;
+}): string | undefined {
+  return answer.sub || answer.username || answer.client_id || undefined;
+}
+
+/** `iss` equals the configured issuer; an answer without `iss` passes only when it is not required. */
+function issuerMatches(iss: string | null | undefined, checks: ClaimChecks): boolean {
+  return iss == null ? !checks.issRequired : iss === checks.issuer;
+}
+
+function audiences(aud: string | readonly string[] | null | undefined): readonly string[] {
+  if (aud == null) return [];
+  return typeof aud === 'string' ? [aud] : aud;
+}
+
+/**
+ * `Basic` credentials as RFC 6749 §2.3.1 has them: the client id and secret
+ * each form-urlencoded (so a `:` in the id cannot move the split, and
+ * non-ASCII travels as UTF-8 percent-escapes), then joined and base64-encoded.
+ */
+function basicAuthorization(clientId: string, clientSecret: string): string {
+  const encode = (value: string) => new URLSearchParams({ value }).toString().slice('value='.length);
+  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(clientSecret)}`).toString('base64')}`;
+}
+
+function refused(name: string, status: number): ProviderFailure {
+  return new ProviderFailure('misconfigured', `${name} refused this server's client credentials`, { status });
+}
+
+function invalidAnswer(name: string): ProviderFailure {
+  return new ProviderFailure('invalid_answer', `${name} introspection answer does not match its schema`, {
+    status: 200,
+  });
+}

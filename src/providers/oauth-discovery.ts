@@ -1,0 +1,143 @@
+/**
+ * Where an introspection provider sends its requests: the configured
+ * endpoint, or the `introspection_endpoint` that the issuer's authorization
+ * server metadata names (RFC 8414), found on first use and kept. A discovery
+ * that fails decides nothing: it is a {@link ProviderFailure} for the
+ * verification that ran it, and the next verification tries again.
+ */
+import { z } from 'zod';
+import type { Cancellation } from '../deadline.js';
+import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
+import { ProviderFailure } from '../types.js';
+
+/** The part of an authorization server metadata document (RFC 8414 §2) that is read. */
+const ServerMetadata = z.object({ issuer: z.string(), introspection_endpoint: z.string().optional() });
+
+/** An endpoint's pool, and the path (query included) to request on it. */
+export interface Target {
+  readonly http: ProviderHttp;
+  readonly path: string;
+}
+
+/**
+ * The metadata documents of `issuer`, as paths on its origin, in the order
+ * they are tried: RFC 8414 §3.1 (the well-known part inserted before the
+ * issuer's path, without its terminating `/`), then `openid-configuration`,
+ * inserted the same way (RFC 8414 §5) and, for an issuer with a path,
+ * appended to it as OpenID Connect Discovery 1.0 §4 does.
+ */
+export function metadataLocations(issuer: string): string[] {
+  const path = new URL(issuer).pathname.replace(/\/+$/, '');
+  const inserted = [`/.well-known/oauth-authorization-server${path}`, `/.well-known/openid-configuration${path}`];
+  return path === '' ? inserted : [...inserted, `${path}/.well-known/openid-configuration`];
+}
+
+/** Introspection requests' target: fixed, or discovered once through the issuer's metadata. */
+export class IntrospectionTarget {
+  readonly #name: string;
+  readonly #options: HttpOptions;
+  readonly #pools = new Map<string, ProviderHttp>();
+  readonly #issuer: string | undefined;
+  #target: Target | undefined;
+  #discovering: Promise<Target> | undefined;
+  #closed = false;
+
+  /** `endpoint` when given, else `issuer` (both checked by the provider's option schema). */
+  constructor(
+    name: string,
+    options: HttpOptions,
+    where: { endpoint?: string | undefined; issuer?: string | undefined },
+  ) {
+    this.#name = name;
+    this.#options = options;
+    if (where.endpoint !== undefined) this.#target = this.#targetAt(new URL(where.endpoint));
+    else this.#issuer = where.issuer;
+  }
+
+  /** The target, or the discovery that finds it (shared by the verifications that wait for it). */
+  get(cancellation: Cancellation): Target | Promise<Target> {
+    if (this.#target !== undefined) return this.#target;
+    this.#discovering ??= this.#discover(cancellation).then(
+      (target) => {
+        this.#target = target;
+        return target;
+      },
+      (failure: unknown) => {
+        this.#discovering = undefined;
+        throw failure;
+      },
+    );
+    return this.#discovering;
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.all([...this.#pools.values()].map((http) => http.close())).then(() => undefined);
+  }
+
+  #targetAt(url: URL): Target {
+    if (this.#closed) throw new ProviderFailure('unreachable', `${this.#name} is closed`);
+    let http = this.#pools.get(url.origin);
+    if (http === undefined) {
+      http = new ProviderHttp(this.#name, url.origin, this.#options);
+      this.#pools.set(url.origin, http);
+    }
+    return { http, path: url.pathname + url.search };
+  }
+
+  async #discover(cancellation: Cancellation): Promise<Target> {
+    const issuer = this.#issuer as string;
+    const { http } = this.#targetAt(new URL(issuer));
+    for (const location of metadataLocations(issuer)) {
+      const metadata = readMetadata(await this.#fetch(http, location, cancellation));
+      if (metadata?.introspection_endpoint === undefined) continue;
+      // RFC 8414 §3.3: a document naming another issuer must not be used.
+      if (metadata.issuer !== issuer) {
+        throw new ProviderFailure('invalid_answer', `${this.#name} metadata at ${location} names another issuer`);
+      }
+      return this.#targetAt(this.#endpointUrl(metadata.introspection_endpoint, location));
+    }
+    throw new ProviderFailure('invalid_answer', `${this.#name} issuer metadata names no introspection_endpoint`);
+  }
+
+  /**
+   * The answer at `location`, or undefined when there is no document there
+   * (3xx, 4xx, not JSON): the next location is tried. A server that is down
+   * (unreachable, past the deadline, 5xx, 429, too large) fails the discovery.
+   */
+  async #fetch(http: ProviderHttp, location: string, cancellation: Cancellation): Promise<JsonAnswer | undefined> {
+    try {
+      return await http.getJson(location, {}, cancellation);
+    } catch (failure) {
+      const status = failure instanceof ProviderFailure ? failure.upstreamStatus : undefined;
+      if (status !== undefined && status < 500 && status !== 429) return undefined;
+      throw failure;
+    }
+  }
+
+  /** The discovered endpoint as a URL: absolute http(s), no credentials or fragment, https for an https issuer. */
+  #endpointUrl(value: string, location: string): URL {
+    const url = URL.canParse(value) ? new URL(value) : undefined;
+    const issuerHttps = new URL(this.#issuer as string).protocol === 'https:';
+    const usable =
+      url !== undefined &&
+      (url.protocol === 'https:' || (url.protocol === 'http:' && !issuerHttps)) &&
+      url.username === '' &&
+      url.password === '' &&
+      url.hash === '';
+    if (!usable) {
+      throw new ProviderFailure(
+        'invalid_answer',
+        `${this.#name} metadata at ${location} names an introspection_endpoint that is not an ${issuerHttps ? 'https' : 'http(s)'} URL`,
+      );
+    }
+    return url;
+  }
+}
+
+/** A metadata document from a 200 answer, or undefined for any other answer. */
+function readMetadata(answer: JsonAnswer | undefined): z.infer<typeof ServerMetadata> | undefined {
+  if (answer?.status !== 200) return undefined;
+  const parsed = ServerMetadata.safeParse(answer.body);
+  return parsed.success ? parsed.data : undefined;
+}

@@ -1,0 +1,112 @@
+/**
+ * How a mock provider server writes one answer: the route's JSON, or the
+ * fault injected in its place (see {@link MockFault}).
+ */
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { pipeline, Readable } from 'node:stream';
+import { hugeJson, type MockFault } from './mock-faults.js';
+
+/** A JSON answer from a route handler. */
+export interface JsonReply {
+  readonly status: number;
+  readonly body: unknown;
+  /** Headers besides `Content-Type` and `Content-Length`. */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, {
+    'content-type': JSON_TYPE,
+    'content-length': String(Buffer.byteLength(body)),
+    ...headers,
+  });
+  res.end(body);
+}
+
+/** Answers one request: normally, or with the injected fault. */
+export function answer(
+  req: IncomingMessage,
+  res: ServerResponse,
+  injected: MockFault | undefined,
+  normal: () => JsonReply,
+  wrongShape: unknown,
+  timers: Set<NodeJS.Timeout>,
+): void {
+  if (res.destroyed) return; // the client left during the latency
+  switch (injected?.kind) {
+    case 'reset':
+      req.socket.resetAndDestroy();
+      return;
+    case 'hang':
+      return;
+    case 'status': {
+      const body = injected.body ?? JSON.stringify({ error: STATUS_CODES[injected.status] ?? 'Error' });
+      const headers: Record<string, string> = {};
+      if (!isJson(body)) headers['content-type'] = 'text/plain; charset=utf-8';
+      if (injected.retryAfter !== undefined) headers['retry-after'] = String(injected.retryAfter);
+      send(res, injected.status, body, headers);
+      return;
+    }
+    case 'garbage':
+      send(res, 200, '{"result": <html>Bad Gateway</html>');
+      return;
+    case 'wrong-shape':
+      send(res, 200, JSON.stringify(wrongShape));
+      return;
+    case 'wrong-content-type': {
+      const reply = normal();
+      send(res, reply.status, JSON.stringify(reply.body), {
+        ...reply.headers,
+        'content-type': 'text/html; charset=utf-8',
+      });
+      return;
+    }
+    case 'huge':
+      res.writeHead(200, { 'content-type': JSON_TYPE });
+      pipeline(Readable.from(hugeJson(injected.bytes)), res, () => {});
+      return;
+    case 'drip': {
+      res.writeHead(200, { 'content-type': JSON_TYPE });
+      res.flushHeaders();
+      const timer = setInterval(() => res.write(' '), injected.intervalMs);
+      timers.add(timer);
+      res.once('close', () => {
+        clearInterval(timer);
+        timers.delete(timer);
+      });
+      return;
+    }
+    case 'redirect':
+      send(res, 302, '', { location: injected.location });
+      return;
+    case 'delay': {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        if (res.destroyed) return;
+        const reply = normal();
+        send(res, reply.status, JSON.stringify(reply.body), reply.headers);
+      }, injected.ms);
+      timers.add(timer);
+      res.once('close', () => {
+        clearTimeout(timer);
+        timers.delete(timer);
+      });
+      return;
+    }
+    case undefined: {
+      const reply = normal();
+      send(res, reply.status, JSON.stringify(reply.body), reply.headers);
+    }
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * A real HTTP server that answers like an OAuth 2.0 authorization server's
+ * token introspection endpoint (RFC 7662, `POST /introspect`), with client
+ * authentication (RFC 6749 §2.3.1) and its metadata documents (RFC 8414,
+ * OpenID Connect Discovery).
+ */
+import type { IncomingMessage } from 'node:http';
+import type { JsonReply } from './mock-answer.js';
+import { type MockProvider, type MockRoute, startMockServer } from './mock-server.js';
+
+/**
+ * The introspection answer for a token the mock knows, sent as JSON as it is
+ * (members left `undefined` are left out).
+ */
+export interface IntrospectionTokenDef {
+  /** `true` for an active token; anything else (`false`, the string `"true"`, `undefined`) as a server might send it. */
+  readonly active: unknown;
+  /** Space-separated scopes. */
+  readonly scope?: string;
+  readonly sub?: string;
+  readonly username?: string;
+  readonly client_id?: string;
+  /** Seconds since the epoch. */
+  readonly exp?: number;
+  /** Seconds since the epoch. */
+  readonly nbf?: number;
+  readonly aud?: string | readonly string[];
+  readonly iss?: string;
+  /** Any other member. */
+  readonly [member: string]: unknown;
+}
+
+/** The metadata documents the mock can serve. */
+export type MockMetadataDocument = 'oauth-authorization-server' | 'openid-configuration';
+
+/** Options of {@link mockIntrospection}. */
+export interface MockIntrospectionOptions {
+  /** The only client id accepted. */
+  readonly clientId: string;
+  /** The only client secret accepted. */
+  readonly clientSecret: string;
+  /** The one client authentication accepted: `basic` (default) or `post`. */
+  readonly clientAuth?: 'basic' | 'post';
+  /** Known tokens, keyed by the token itself; any other token is `{ "active": false }`. */
+  readonly tokens?: Readonly<Record<string, IntrospectionTokenDef>>;
+  /** Path of the issuer on the mock (`/realms/a`): the issuer is `url + issuerPath`. Default none. */
+  readonly issuerPath?: string;
+  /** Documents served (default both); the others answer 404. */
+  readonly wellKnown?: readonly MockMetadataDocument[];
+  /** Members added to (or replacing those of) both metadata documents, such as another `issuer`. */
+  readonly metadata?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The introspection mock; endpoints counted in `calls`: `introspect`,
+ * `oauthMetadata` and `openidMetadata` (either location of the latter). For
+ * `fault.every`, every request is a verification of its own, metadata
+ * requests included.
+ */
+export interface MockIntrospection extends MockProvider<'introspect' | 'oauthMetadata' | 'openidMetadata'> {
+  /** The issuer identifier: `url` plus `issuerPath`. */
+  readonly issuer: string;
+  /** The introspection endpoint: `url` + `/introspect`. */
+  readonly endpoint: string;
+  /** Adds or replaces a known token. */
+  setToken(token: string, def: IntrospectionTokenDef): void;
+  /** Forgets a token; returns whether it was known. */
+  removeToken(token: string): boolean;
+}
+
+const FORM_TYPE = 'application/x-www-form-urlencoded';
+const INVALID_REQUEST: JsonReply = { status: 400, body: { error: 'invalid_request' } };
+
+/** A form-urlencoded value decoded (`+` is a space), or undefined when its escapes are broken. */
+function formDecode(value: string): string | undefined {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, ' '));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The client a request authenticates as, and how; `'both'` when it uses two methods (RFC 6749 §2.3 forbids it). */
+function clientOf(
+  req: IncomingMessage,
+  form: URLSearchParams,
+): { method: 'basic' | 'post'; id?: string | undefined; secret?: string | undefined } | 'both' | undefined {
+  const header = req.headers.authorization;
+  const basic = header === undefined ? undefined : /^Basic +([A-Za-z0-9+/]+=*)$/i.exec(header)?.[1];
+  const inBody = form.has('client_id') || form.has('client_secret');
+  if (header !== undefined && inBody) return 'both';
+  if (inBody)
+    return { method: 'post', id: form.get('client_id') ?? undefined, secret: form.get('client_secret') ?? '' };
+  if (basic === undefined) return undefined;
+  // Latin-1: a client that sent its id or secret without form-encoding them first matches nothing non-ASCII.
+  const pair = Buffer.from(basic, 'base64').toString('latin1');
+  const colon = pair.indexOf(':');
+  if (colon === -1) return { method: 'basic' };
+  return { method: 'basic', id: formDecode(pair.slice(0, colon)), secret: formDecode(pair.slice(colon + 1)) };
+}
+
+/**
+ * Starts an introspection mock on 127.0.0.1. Give its `endpoint` to the
+ * provider, or its `issuer` to have the provider discover the endpoint.
+ *
+ * `POST /introspect` answers, in this order: 400 `invalid_request` for a body
+ * that is not `application/x-www-form-urlencoded` or uses two client
+ * authentication methods; 401 `invalid_client` (with `WWW-Authenticate:
+ * Basic` for `basic`) for a missing or wrong client, or another method than
+ * `clientAuth`; 400 for a missing `token`; else 200 with the token's answer.
+ * The metadata documents are served at their RFC 8414 §3.1 locations (and,
+ * for `openid-configuration` of an issuer with a path, appended to it too).
+ */
+export async function mockIntrospection(options: MockIntrospectionOptions): Promise<MockIntrospection> {
+  const { clientId, clientSecret } = options;
+  if (!clientId || !clientSecret) throw new TypeError('mockIntrospection: clientId and clientSecret must be non-empty');
+  const clientAuth = options.clientAuth ?? 'basic';
+  const issuerPath = (options.issuerPath ?? '').replace(/\/+$/, '');
+  if (issuerPath !== '' && !issuerPath.startsWith('/'))
+    throw new TypeError('mockIntrospection: issuerPath must start with /');
+  const served = new Set<MockMetadataDocument>(
+    options.wellKnown ?? ['oauth-authorization-server', 'openid-configuration'],
+  );
+  const tokens = new Map<string, IntrospectionTokenDef>(Object.entries(options.tokens ?? {}));
+  let origin = '';
+
+  const introspect = (req: IncomingMessage, _query: URLSearchParams, body: string): JsonReply => {
+    const type = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
+    if (type !== FORM_TYPE) return INVALID_REQUEST;
+    const form = new URLSearchParams(body);
+    const client = clientOf(req, form);
+    if (client === 'both') return INVALID_REQUEST;
+    if (client?.method !== clientAuth || client.id !== clientId || client.secret !== clientSecret) {
+      const headers: Record<string, string> =
+        clientAuth === 'basic' ? { 'www-authenticate': 'Basic realm="mock"' } : {};
+      return { status: 401, body: { error: 'invalid_client' }, headers };
+    }
+    const token = form.get('token');
+    if (token === null) return INVALID_REQUEST;
+    return { status: 200, body: tokens.get(token) ?? { active: false } };
+  };
+
+  const document = (kind: MockMetadataDocument) => (): JsonReply => {
+    if (!served.has(kind)) return { status: 404, body: { error: 'Not Found' } };
+    const body = {
+      issuer: origin + issuerPath,
+      introspection_endpoint: `${origin}/introspect`,
+      introspection_endpoint_auth_methods_supported: [`client_secret_${clientAuth}`],
+      ...options.metadata,
+    };
+    return { status: 200, body };
+  };
+
+  const openid: MockRoute<'openidMetadata'> = { name: 'openidMetadata', handle: document('openid-configuration') };
+  const server = await startMockServer<'introspect' | 'oauthMetadata' | 'openidMetadata'>({
+    basePath: '',
+    routes: {
+      '/introspect': { name: 'introspect', method: 'POST', handle: introspect },
+      [`/.well-known/oauth-authorization-server${issuerPath}`]: {
+        name: 'oauthMetadata',
+        handle: document('oauth-authorization-server'),
+      },
+      [`/.well-known/openid-configuration${issuerPath}`]: openid,
+      [`${issuerPath}/.well-known/openid-configuration`]: openid,
+    },
+    wrongShape: { scope: 'read', sub: 'no-active-member' },
+  });
+  origin = server.url;
+  return Object.assign(server, {
+    issuer: server.url + issuerPath,
+    endpoint: `${server.url}/introspect`,
+    setToken: (token: string, def: IntrospectionTokenDef) => void tokens.set(token, def),
+    removeToken: (token: string) => tokens.delete(token),
+  });
+}

@@ -1,0 +1,204 @@
+/**
+ * introspection({ issuer }) without an endpoint: the endpoint found through
+ * the issuer's metadata (RFC 8414: the locations, their order, path
+ * insertion, the issuer check), once, and again after a failed discovery.
+ * Also how long the gate keeps an introspected token: never past its `exp`.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { createGate, type IntrospectionOptions, introspection } from '../src/index.js';
+import { type MockIntrospectionOptions, mockIntrospection } from '../src/testing/index.js';
+import { type AnswerServer, reply, startAnswerServer } from './support/answer-server.js';
+import { closeAfterEach } from './support/close-after-each.js';
+import {
+  bearer,
+  CLIENT_ID,
+  CLIENT_SECRET,
+  expectInvalidToken,
+  expectUnavailable,
+  introspectionSetup,
+} from './support/introspection-setup.js';
+
+const closeLater = closeAfterEach();
+const setup = introspectionSetup(closeLater);
+const ACTIVE = { active: true, sub: 'user-42', scope: 'orders:read' };
+
+/** A mock, and a gate whose provider knows only the mock's issuer. */
+async function discovering(
+  mockOptions: Partial<MockIntrospectionOptions> = {},
+  providerOptions: Partial<IntrospectionOptions> = {},
+) {
+  const mock = closeLater(
+    await mockIntrospection({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      tokens: { 'tok-1': ACTIVE },
+      ...mockOptions,
+    }),
+  );
+  const provider = introspection({
+    issuer: mock.issuer,
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    ...providerOptions,
+  });
+  const gate = closeLater(createGate({ providers: [provider], retry: false, timeout: 1000 }));
+  return { mock, gate };
+}
+
+/** A gate whose issuer is `path` on `server`. */
+function gateOn(server: AnswerServer, path: string) {
+  const provider = introspection({ issuer: server.url + path, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+  return closeLater(createGate({ providers: [provider], retry: false }));
+}
+
+describe('introspection: discovery', () => {
+  it('finds the endpoint in oauth-authorization-server, once', async () => {
+    const { mock, gate } = await discovering({ tokens: { 'tok-1': ACTIVE, 'tok-2': { active: true, sub: 'ada' } } });
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect((await gate.authenticate(bearer('tok-2'))).subject).toBe('ada');
+    expect(mock.calls).toEqual({ introspect: 2, oauthMetadata: 1, openidMetadata: 0, total: 3 });
+  });
+
+  it('verifications that start together share one discovery', async () => {
+    const tokens = { a: ACTIVE, b: ACTIVE, c: ACTIVE };
+    const { mock, gate } = await discovering({ tokens });
+    const subjects = await Promise.all(
+      ['a', 'b', 'c'].map(async (token) => (await gate.authenticate(bearer(token))).subject),
+    );
+    expect(subjects).toEqual(['user-42', 'user-42', 'user-42']);
+    expect(mock.calls).toMatchObject({ introspect: 3, oauthMetadata: 1 });
+  });
+
+  it('falls back to openid-configuration when there is no oauth-authorization-server', async () => {
+    const { mock, gate } = await discovering({ wellKnown: ['openid-configuration'] });
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect(mock.calls).toEqual({ introspect: 1, oauthMetadata: 1, openidMetadata: 1, total: 3 });
+  });
+
+  it('inserts the well-known part before the path of an issuer with one (RFC 8414 §3.1)', async () => {
+    const { mock, gate } = await discovering({
+      issuerPath: '/realms/orders',
+      wellKnown: ['oauth-authorization-server'],
+    });
+    expect(mock.issuer).toBe(`${mock.url}/realms/orders`);
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect(mock.calls).toEqual({ introspect: 1, oauthMetadata: 1, openidMetadata: 0, total: 2 });
+  });
+
+  it.each([
+    [
+      'a path issuer (its terminating / dropped)',
+      '/realms/orders/',
+      [
+        '/.well-known/oauth-authorization-server/realms/orders',
+        '/.well-known/openid-configuration/realms/orders',
+        '/realms/orders/.well-known/openid-configuration',
+      ],
+    ],
+    ['a root issuer', '', ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']],
+  ])(
+    'tries the locations in order for %s, past 404s in JSON or HTML; none found is a 503',
+    async (_, path, locations) => {
+      const server = closeLater(await startAnswerServer());
+      server.answer = (req, res) =>
+        req.url?.includes('oauth') ? reply(res, 404, '<h1>Not Found</h1>', 'text/html') : reply(res, 404, '{}');
+      await expectUnavailable(gateOn(server, path).authenticate(bearer('tok-1')));
+      expect(server.paths).toEqual(locations);
+    },
+  );
+
+  it('reads openid-configuration appended to a path issuer, and an endpoint on another origin', async () => {
+    const mock = closeLater(
+      await mockIntrospection({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, tokens: { 'tok-1': ACTIVE } }),
+    );
+    const server = closeLater(await startAnswerServer());
+    server.answer = (req, res) => {
+      if (req.url !== '/tenant/.well-known/openid-configuration') return reply(res, 404, '{}');
+      reply(res, 200, JSON.stringify({ issuer: `${server.url}/tenant`, introspection_endpoint: mock.endpoint }));
+    };
+    const gate = gateOn(server, '/tenant');
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect(server.paths).toHaveLength(3);
+    expect(mock.calls).toMatchObject({ introspect: 1, oauthMetadata: 0, openidMetadata: 0 });
+  });
+
+  it('refuses metadata naming another issuer (RFC 8414 §3.3): 503, the endpoint never asked', async () => {
+    const { mock, gate } = await discovering({ metadata: { issuer: 'http://127.0.0.1:9/someone-else' } });
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 0 });
+  });
+
+  it.each([
+    'ftp://127.0.0.1/introspect',
+    'javascript:alert(1)',
+    '/introspect',
+    'http://client:secret@127.0.0.1/introspect',
+  ])('refuses a discovered endpoint %s: 503, and the failure says why', async (endpoint) => {
+    const { mock, gate } = await discovering({ metadata: { introspection_endpoint: endpoint } });
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    const provider = introspection({ issuer: mock.issuer, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    const credential = { source: 'header:authorization', secret: 'tok-1' } as const;
+    await expect(provider.verify(credential, AbortSignal.timeout(1000))).rejects.toMatchObject({
+      name: 'ProviderFailure',
+      kind: 'invalid_answer',
+      message: expect.stringMatching(/names an introspection_endpoint that is not an http\(s\) URL$/),
+    });
+    await provider.close?.();
+    expect(mock.calls.introspect).toBe(0);
+  });
+
+  it('metadata without introspection_endpoint in either document is a 503', async () => {
+    const { mock, gate } = await discovering({ metadata: { introspection_endpoint: undefined } });
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 1 });
+  });
+
+  it.each([
+    ['answers 503', { kind: 'status', status: 503, endpoints: ['oauthMetadata'] }],
+    ['does not answer in time', { kind: 'hang', endpoints: ['oauthMetadata'] }],
+  ] as const)(
+    'a discovery whose server %s is a 503, not remembered: a later verification discovers',
+    async (_, fault) => {
+      const { mock, gate } = await discovering();
+      mock.fault = fault;
+      await expectUnavailable(gate.authenticate(bearer('tok-1')));
+      expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 0 });
+      mock.fault = undefined;
+      expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+      expect(mock.calls).toMatchObject({ introspect: 1, oauthMetadata: 2 });
+    },
+  );
+
+  it('a 429 for the metadata is a 503 with its Retry-After, not a reason to try the next document', async () => {
+    const { mock, gate } = await discovering();
+    mock.fault = { kind: 'status', status: 429, retryAfter: 2, endpoints: ['oauthMetadata'] };
+    const error = await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect(error.headers['Retry-After']).toBe('2');
+    expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 0 });
+  });
+
+  it('in discovery, an answer without iss passes and one with another iss does not', async () => {
+    const { gate } = await discovering({
+      tokens: { unsaid: ACTIVE, theirs: { ...ACTIVE, iss: 'http://127.0.0.1:9/realms/billing' } },
+    });
+    expect((await gate.authenticate(bearer('unsaid'))).subject).toBe('user-42');
+    await expectInvalidToken(gate.authenticate(bearer('theirs')), 'The access token is from another issuer');
+  });
+});
+
+describe('introspection: the cache', () => {
+  it('answers from the cache until exp, then asks again (and the expired token is refused)', async () => {
+    const exp = (Date.now() + 1500) / 1000;
+    const { mock, gate } = await setup({ tokens: { 'tok-1': { ...ACTIVE, exp } } }, {}, { cache: { ttl: 60_000 } });
+    expect((await gate.authenticate(bearer('tok-1'))).permissions).toEqual(['orders:read']);
+    mock.setToken('tok-1', { ...ACTIVE, scope: 'orders:read orders:write', exp });
+    // Within exp: the cached answer, whatever the server would say now.
+    expect((await gate.authenticate(bearer('tok-1'))).permissions).toEqual(['orders:read']);
+    expect(mock.calls.introspect).toBe(1);
+
+    await sleep(exp * 1000 - Date.now() + 50);
+    await expectInvalidToken(gate.authenticate(bearer('tok-1')), 'The access token has expired');
+    expect(mock.calls.introspect).toBe(2);
+  });
+});

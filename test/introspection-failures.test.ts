@@ -1,0 +1,224 @@
+/**
+ * introspection() when the server fails (every failure a 503, never a pass),
+ * its option checks and what it declares to the gate (source, concurrency,
+ * cacheScope), secretDigest, and a real Express app in front of the mock.
+ */
+import { createHash } from 'node:crypto';
+import express from 'express';
+import request from 'supertest';
+import { describe, expect, it } from 'vitest';
+import { authenticate, requires } from '../adapters/express.js';
+import { createGate, type Gate, introspection, partoo, secretDigest } from '../src/index.js';
+import type { MockFault } from '../src/testing/index.js';
+import { reply, startAnswerServer } from './support/answer-server.js';
+import { closeAfterEach } from './support/close-after-each.js';
+import {
+  bearer,
+  CLIENT_ID,
+  CLIENT_SECRET,
+  expectUnavailable,
+  introspectionSetup,
+} from './support/introspection-setup.js';
+
+const closeLater = closeAfterEach();
+const setup = introspectionSetup(closeLater);
+const ACTIVE = { active: true, sub: 'user-42', scope: 'orders:read' };
+
+describe('introspection: failures are 503s', () => {
+  it.each<[string, MockFault]>([
+    ['500', { kind: 'status', status: 500 }],
+    ['502 with an HTML body', { kind: 'status', status: 502, body: '<html>Bad Gateway</html>' }],
+    ['garbage (not JSON)', { kind: 'garbage' }],
+    ['a JSON answer without active', { kind: 'wrong-shape' }],
+    ['the right answer as text/html', { kind: 'wrong-content-type' }],
+    ['a redirect', { kind: 'redirect', location: 'http://127.0.0.1:9/elsewhere' }],
+    ['a connection reset', { kind: 'reset' }],
+    ['an answer over maxBodyBytes', { kind: 'huge', bytes: 100_000 }],
+  ])('%s', async (_, fault) => {
+    const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } });
+    mock.fault = fault;
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    mock.fault = undefined;
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+  });
+
+  it('429 with its Retry-After', async () => {
+    const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } });
+    mock.fault = { kind: 'status', status: 429, retryAfter: 3 };
+    const error = await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect(error.headers['Retry-After']).toBe('3');
+  });
+
+  it('a server that does not answer within the timeout', async () => {
+    const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } }, {}, { timeout: 300 });
+    mock.fault = { kind: 'hang' };
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+  });
+
+  it('a real answer larger than maxBodyBytes, which passes under the default cap', async () => {
+    const big = { ...ACTIVE, note: 'x'.repeat(3000) };
+    const capped = await setup({ tokens: { 'tok-1': big } }, { maxBodyBytes: 2048 });
+    await expectUnavailable(capped.gate.authenticate(bearer('tok-1')));
+    const roomy = await setup({ tokens: { 'tok-1': big } });
+    expect((await roomy.gate.authenticate(bearer('tok-1'))).details.note).toHaveLength(3000);
+  });
+
+  it('400 from the server (a request it did not understand)', async () => {
+    const server = closeLater(await startAnswerServer());
+    server.answer = (_req, res) => reply(res, 400, '{"error":"invalid_request"}');
+    const provider = introspection({
+      endpoint: `${server.url}/oauth/introspect`,
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+    });
+    const gate = closeLater(createGate({ providers: [provider], retry: false }));
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect(server.paths).toEqual(['/oauth/introspect']);
+  });
+});
+
+describe('introspection: options and what the gate is told', () => {
+  const base = { endpoint: 'http://127.0.0.1:9/introspect', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET };
+
+  it.each<[string, Record<string, unknown>, string]>([
+    [
+      'neither endpoint nor issuer',
+      { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET },
+      'introspection: expected endpoint or issuer',
+    ],
+    [
+      'no clientSecret',
+      { endpoint: base.endpoint, clientId: CLIENT_ID },
+      'introspection: clientSecret: expected a non-empty string',
+    ],
+    [
+      'an empty clientId',
+      { ...base, clientId: '' },
+      'introspection: clientId: expected a non-empty string, got a string',
+    ],
+    ['an unknown clientAuth', { ...base, clientAuth: 'jwt' }, 'introspection: clientAuth: expected basic or post'],
+    [
+      'an endpoint that is no http(s) URL',
+      { ...base, endpoint: 'ftp://127.0.0.1/introspect' },
+      'introspection: endpoint: expected an absolute http(s) URL, got "ftp://127.0.0.1/introspect"',
+    ],
+    [
+      'an issuer with a query',
+      { ...base, issuer: 'http://127.0.0.1:9/?tenant=a' },
+      'introspection: issuer: expected a URL without credentials, query or fragment',
+    ],
+    [
+      'a misspelt option',
+      { ...base, clientSecrets: 'x' },
+      'introspection: clientSecrets: unknown option (did you mean clientSecret?)',
+    ],
+  ])('refuses %s at construction', (_, options, message) => {
+    expect(() => introspection(options as never)).toThrow(new TypeError(message));
+  });
+
+  it('never shows the client secret in an option error', () => {
+    const secret = 'very-secret-value-42';
+    const messageOf = (options: Record<string, unknown>) => {
+      try {
+        introspection(options as never);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return 'no error';
+    };
+    for (const wrong of [
+      { endpoint: 'not a url' },
+      { audience: 7 },
+      { clientSecret: [secret] },
+      { clientSecret: `${secret}`, extra: secret },
+    ]) {
+      const message = messageOf({ ...base, clientSecret: secret, ...wrong });
+      expect(message).toMatch(/^introspection: /);
+      expect(message).not.toContain(secret);
+    }
+  });
+
+  it('reads the Bearer header alone, and serves as many verifications as its pool has sockets', () => {
+    expect(introspection(base).source).toBe('header:authorization');
+    expect(introspection(base).concurrency).toBe(16);
+    expect(introspection({ ...base, connections: 5 }).concurrency).toBe(5);
+  });
+
+  it('cacheScope changes with everything that decides the answer and holds the secret only as its digest', () => {
+    const scope = introspection(base).cacheScope;
+    expect(scope).not.toContain(CLIENT_SECRET);
+    expect(scope).toContain(secretDigest(CLIENT_SECRET));
+    expect(introspection({ ...base }).cacheScope).toBe(scope);
+    const variants = [
+      { ...base, endpoint: 'http://127.0.0.1:9/other' },
+      { ...base, clientId: 'other-client' },
+      { ...base, clientSecret: 'other-secret' },
+      { ...base, clientAuth: 'post' as const },
+      { ...base, audience: 'orders' },
+      { ...base, issuer: 'http://127.0.0.1:9' },
+      { ...base, name: 'idp' },
+    ];
+    const scopes = new Set([scope, ...variants.map((options) => introspection(options).cacheScope)]);
+    expect(scopes.size).toBe(variants.length + 1);
+  });
+
+  it('secretDigest is the base64url SHA-256 of the secret, and what partoo puts in its cacheScope', () => {
+    expect(secretDigest('key')).toBe(createHash('sha256').update('key').digest('base64url'));
+    expect(secretDigest('key')).toHaveLength(43);
+    expect(secretDigest('key')).not.toBe(secretDigest('key2'));
+    const scope = partoo({ apiKey: 'partoo-key', baseUrl: 'http://127.0.0.1:9/v2' }).cacheScope;
+    expect(scope).toContain(secretDigest('partoo-key'));
+    expect(scope).not.toContain('partoo-key"');
+  });
+});
+
+describe('introspection: through a real Express app', () => {
+  function ordersApp(gate: Gate) {
+    const app = express();
+    app.get('/orders', authenticate(gate), requires('orders:read'), (req, res) => {
+      res.json({ subject: req.auth?.subject, permissions: req.auth?.permissions });
+    });
+    return app;
+  }
+
+  it('lets an active token with the scope through; 403 without the scope, 401 inactive or absent', async () => {
+    const { mock, gate } = await setup({
+      tokens: {
+        reader: ACTIVE,
+        writer: { active: true, sub: 'user-7', scope: 'orders:write' },
+        old: { active: false },
+      },
+    });
+    const app = ordersApp(gate);
+    const ok = await request(app).get('/orders').set('authorization', 'Bearer reader');
+    expect(ok.status).toBe(200);
+    expect(ok.body).toEqual({ subject: 'user-42', permissions: ['orders:read'] });
+
+    const forbidden = await request(app).get('/orders').set('authorization', 'Bearer writer');
+    expect(forbidden.status).toBe(403);
+    expect(forbidden.headers['www-authenticate']).toBe(
+      'Bearer realm="api", error="insufficient_scope", error_description="Requires: orders:read", scope="orders%3Aread"',
+    );
+    const inactive = await request(app).get('/orders').set('authorization', 'Bearer old');
+    expect(inactive.status).toBe(401);
+    expect(inactive.headers['www-authenticate']).toContain('error_description="The access token is not active"');
+    const anonymous = await request(app).get('/orders');
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers['www-authenticate']).toBe('Bearer realm="api"');
+    expect(mock.calls.introspect).toBe(3);
+  });
+
+  it('answers 500 when the server refuses our client, 503 when it fails; neither shows the secret', async () => {
+    const { mock, gate } = await setup({ tokens: { reader: ACTIVE } }, { clientSecret: 'wrong-secret-value' });
+    const app = ordersApp(gate);
+    const refused = await request(app).get('/orders').set('authorization', 'Bearer reader');
+    expect(refused.status).toBe(500);
+    expect(refused.text).not.toContain('wrong-secret-value');
+    expect(refused.text).not.toContain(CLIENT_SECRET);
+
+    mock.fault = { kind: 'status', status: 503 };
+    const down = await request(app).get('/orders').set('authorization', 'Bearer reader');
+    expect(down.status).toBe(503);
+    expect(down.text).not.toContain('wrong-secret-value');
+  });
+});

@@ -1,0 +1,243 @@
+/**
+ * introspection() against the introspection mock over real HTTP, through a
+ * real gate: which answers pass (RFC 7662 §2.2), what the principal holds,
+ * client authentication as it goes on the wire (RFC 6749 §2.3.1), how a
+ * refusal of the client maps to a status.
+ * Failures, options and Express are in introspection-failures.test.ts;
+ * discovery (RFC 8414) and the cache in introspection-discovery.test.ts.
+ */
+import { request as undiciRequest } from 'undici';
+import { describe, expect, it } from 'vitest';
+import { createGate, introspection } from '../src/index.js';
+import { mockIntrospection } from '../src/testing/index.js';
+import { reply, startAnswerServer } from './support/answer-server.js';
+import { closeAfterEach } from './support/close-after-each.js';
+import { startFormRecorder } from './support/form-recorder.js';
+import {
+  bearer,
+  CLIENT_ID,
+  CLIENT_SECRET,
+  expectInvalidToken,
+  expectMisconfigured,
+  expectUnavailable,
+  inSeconds,
+  introspectionSetup,
+  raw,
+} from './support/introspection-setup.js';
+
+const closeLater = closeAfterEach();
+const setup = introspectionSetup(closeLater);
+const ISSUER = 'http://127.0.0.1:9/realms/orders';
+
+describe('introspection: which answers pass', () => {
+  it('accepts an active token: subject from sub, permissions the scope, expiresAt the exp, details the answer', async () => {
+    const exp = inSeconds(3600);
+    const answer = {
+      active: true,
+      sub: 'user-42',
+      scope: 'orders:read  orders:write',
+      exp,
+      client_id: 'web',
+      tenant: 'a',
+    };
+    const { mock, gate } = await setup({ tokens: { 'tok-1': answer } });
+    const auth = await gate.authenticate(bearer('tok-1'));
+    expect(auth.provider).toBe('introspection');
+    expect(auth.subject).toBe('user-42');
+    expect(auth.permissions).toEqual(['orders:read', 'orders:write']);
+    expect(auth.expiresAt?.getTime()).toBe(exp * 1000);
+    expect(auth.details).toEqual(answer);
+    expect(JSON.stringify(auth)).not.toContain('tok-1');
+    expect(mock.calls.introspect).toBe(1);
+  });
+
+  it.each([
+    ['username when there is no sub', { username: 'ada', client_id: 'web' }, 'ada'],
+    ['client_id when there is neither sub nor username', { client_id: 'web' }, 'web'],
+    ['username when sub is empty', { sub: '', username: 'ada' }, 'ada'],
+  ])('takes the subject from %s', async (_, members, subject) => {
+    const { gate } = await setup({ tokens: { 'tok-1': { active: true, ...members } } });
+    const auth = await gate.authenticate(bearer('tok-1'));
+    expect(auth.subject).toBe(subject);
+    expect(auth.permissions).toEqual([]);
+    expect(auth.expiresAt).toBeUndefined();
+  });
+
+  it.each([
+    ['false', raw('{"active":false,"sub":"user-42"}')],
+    ['the string "true"', raw('{"active":"true","sub":"user-42","scope":"orders:read"}')],
+    ['the number 1', raw('{"active":1,"sub":"user-42"}')],
+    ['null', raw('{"active":null,"sub":"user-42"}')],
+  ])('answers 401 when active is %s', async (_, answer) => {
+    const { mock, gate } = await setup({ tokens: { 'tok-1': answer } });
+    await expectInvalidToken(gate.authenticate(bearer('tok-1')), 'The access token is not active');
+    expect(mock.calls.introspect).toBe(1);
+  });
+
+  it('answers 401 to a token the server does not know ({"active":false})', async () => {
+    const { gate } = await setup();
+    await expectInvalidToken(gate.authenticate(bearer('unknown')), 'The access token is not active');
+  });
+
+  it.each([
+    ['has no active member', raw('{"sub":"user-42","scope":"orders:read"}')],
+    ['is active but names no sub, username or client_id', raw('{"active":true,"scope":"orders:read"}')],
+    ['has a scope that is not a string', raw('{"active":true,"sub":"u","scope":["orders:read"]}')],
+    ['has an exp that is not a number', raw('{"active":true,"sub":"u","exp":"tomorrow"}')],
+    ['has an aud of numbers', raw('{"active":true,"sub":"u","aud":[1]}')],
+  ])('answers 503 when the answer %s (its schema)', async (_, answer) => {
+    const { gate } = await setup({ tokens: { 'tok-1': answer } });
+    await expectUnavailable(gate.authenticate(bearer('tok-1')));
+  });
+
+  it('answers 401 past exp and before nbf, and accepts the token between them', async () => {
+    const { gate } = await setup({
+      tokens: {
+        expired: { active: true, sub: 'u', exp: inSeconds(-10) },
+        early: { active: true, sub: 'u', nbf: inSeconds(600), exp: inSeconds(3600) },
+        current: { active: true, sub: 'u', nbf: inSeconds(-600), exp: inSeconds(3600) },
+      },
+    });
+    await expectInvalidToken(gate.authenticate(bearer('expired')), 'The access token has expired');
+    await expectInvalidToken(gate.authenticate(bearer('early')), 'The access token is not valid yet');
+    expect((await gate.authenticate(bearer('current'))).subject).toBe('u');
+  });
+
+  it('with audience, accepts an aud that is it or an array holding it, and refuses others or none', async () => {
+    const { gate } = await setup(
+      {
+        tokens: {
+          single: { active: true, sub: 'u', aud: 'orders' },
+          list: { active: true, sub: 'u', aud: ['billing', 'orders'] },
+          other: { active: true, sub: 'u', aud: ['billing', 'orders-v2'] },
+          none: { active: true, sub: 'u' },
+        },
+      },
+      { audience: 'orders' },
+    );
+    expect((await gate.authenticate(bearer('single'))).subject).toBe('u');
+    expect((await gate.authenticate(bearer('list'))).details.aud).toEqual(['billing', 'orders']);
+    await expectInvalidToken(gate.authenticate(bearer('other')), 'The access token is not meant for this API');
+    await expectInvalidToken(gate.authenticate(bearer('none')), 'The access token is not meant for this API');
+  });
+
+  it('without audience, lets any aud through', async () => {
+    const { gate } = await setup({ tokens: { other: { active: true, sub: 'u', aud: ['billing'] } } });
+    expect((await gate.authenticate(bearer('other'))).subject).toBe('u');
+  });
+
+  it('with endpoint and issuer, requires iss to be the issuer', async () => {
+    const { mock, gate } = await setup(
+      {
+        tokens: {
+          ours: { active: true, sub: 'u', iss: ISSUER },
+          theirs: { active: true, sub: 'u', iss: 'http://127.0.0.1:9/realms/billing' },
+          unsaid: { active: true, sub: 'u' },
+        },
+      },
+      { issuer: ISSUER },
+    );
+    expect((await gate.authenticate(bearer('ours'))).subject).toBe('u');
+    await expectInvalidToken(gate.authenticate(bearer('theirs')), 'The access token is from another issuer');
+    await expectInvalidToken(gate.authenticate(bearer('unsaid')), 'The access token is from another issuer');
+    expect(mock.calls).toMatchObject({ oauthMetadata: 0, openidMetadata: 0, introspect: 3 });
+  });
+});
+
+describe('introspection: client authentication on the wire', () => {
+  const ODD_ID = 'orders:api%1';
+  const ODD_SECRET = 'sé cret:+%';
+
+  it('sends Basic with the id and secret each form-urlencoded first, and the form token=…&token_type_hint=access_token', async () => {
+    const mock = closeLater(await mockIntrospection({ clientId: ODD_ID, clientSecret: ODD_SECRET }));
+    mock.setToken('tok-1', { active: true, sub: 'u' });
+    const recorder = closeLater(await startFormRecorder(mock.url));
+    const provider = introspection({
+      endpoint: `${recorder.url}/introspect`,
+      clientId: ODD_ID,
+      clientSecret: ODD_SECRET,
+    });
+    const gate = closeLater(createGate({ providers: [provider], retry: false }));
+
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('u');
+    const [sent] = recorder.requests;
+    expect(sent?.method).toBe('POST');
+    expect(sent?.url).toBe('/introspect');
+    expect(sent?.headers['content-type']).toBe('application/x-www-form-urlencoded');
+    expect(sent?.headers.authorization).toBe(
+      `Basic ${Buffer.from('orders%3Aapi%251:s%C3%A9+cret%3A%2B%25').toString('base64')}`,
+    );
+    expect(sent?.body).toBe('token=tok-1&token_type_hint=access_token');
+  });
+
+  it('the mock refuses the same credentials joined and base64-encoded without form-encoding', async () => {
+    const mock = closeLater(await mockIntrospection({ clientId: ODD_ID, clientSecret: ODD_SECRET }));
+    const res = await undiciRequest(mock.endpoint, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from(`${ODD_ID}:${ODD_SECRET}`).toString('base64')}`,
+      },
+      body: 'token=tok-1',
+    });
+    expect(res.statusCode).toBe(401);
+    expect(await res.body.json()).toEqual({ error: 'invalid_client' });
+  });
+
+  it("'post' sends client_id and client_secret in the form, and no Authorization header", async () => {
+    const mock = closeLater(
+      await mockIntrospection({ clientId: ODD_ID, clientSecret: ODD_SECRET, clientAuth: 'post' }),
+    );
+    mock.setToken('tok-1', { active: true, sub: 'u' });
+    const recorder = closeLater(await startFormRecorder(mock.url));
+    const endpoint = `${recorder.url}/introspect`;
+    const provider = introspection({ endpoint, clientId: ODD_ID, clientSecret: ODD_SECRET, clientAuth: 'post' });
+    const gate = closeLater(createGate({ providers: [provider], retry: false }));
+
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('u');
+    const [sent] = recorder.requests;
+    expect(sent?.headers.authorization).toBeUndefined();
+    expect(Object.fromEntries(new URLSearchParams(sent?.body))).toEqual({
+      token: 'tok-1',
+      token_type_hint: 'access_token',
+      client_id: ODD_ID,
+      client_secret: ODD_SECRET,
+    });
+  });
+
+  it.each([
+    ['basic', 'post'],
+    ['post', 'basic'],
+  ] as const)('a %s client against a server that wants %s is a 500 provider_misconfigured', async (mine, theirs) => {
+    const { gate } = await setup(
+      { clientAuth: theirs, tokens: { 'tok-1': { active: true, sub: 'u' } } },
+      { clientAuth: mine },
+    );
+    await expectMisconfigured(gate.authenticate(bearer('tok-1')));
+  });
+
+  it('a refused secret (401) is a 500 not shown to the client, asked once despite retries', async () => {
+    const { mock, gate } = await setup(
+      { tokens: { 'tok-1': { active: true, sub: 'u' } } },
+      { clientSecret: 'not-the-secret' },
+      { retry: { retries: 2, baseDelay: 1 } },
+    );
+    await expectMisconfigured(gate.authenticate(bearer('tok-1')));
+    expect(mock.calls.introspect).toBe(1);
+  });
+
+  it.each([
+    ['401 with an empty text/plain body', 401, '', 'text/plain'],
+    ['403 JSON', 403, '{"error":"unauthorized_client"}', 'application/json'],
+  ])('a %s is a 500 too', async (_, status, body, type) => {
+    const server = closeLater(await startAnswerServer());
+    server.answer = (_req, res) => reply(res, status, body, type);
+    const provider = introspection({
+      endpoint: `${server.url}/introspect`,
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+    });
+    const gate = closeLater(createGate({ providers: [provider], retry: false }));
+    await expectMisconfigured(gate.authenticate(bearer('tok-1')));
+  });
+});

@@ -1,0 +1,127 @@
+/**
+ * mockIntrospection on its own, over real HTTP: what it answers to requests
+ * a provider might get wrong (method, content type, two client
+ * authentication methods, an oversized body), its metadata documents, and
+ * its counts.
+ */
+import { request } from 'undici';
+import { describe, expect, it } from 'vitest';
+import { mockIntrospection } from '../src/testing/index.js';
+import { closeAfterEach } from './support/close-after-each.js';
+
+const closeLater = closeAfterEach();
+const BASIC = `Basic ${Buffer.from('client:secret').toString('base64')}`;
+const FORM = 'application/x-www-form-urlencoded';
+
+async function post(url: string, headers: Record<string, string>, body: string) {
+  const res = await request(url, { method: 'POST', headers, body });
+  return { status: res.statusCode, headers: res.headers, body: (await res.body.json()) as unknown };
+}
+
+const start = () =>
+  mockIntrospection({ clientId: 'client', clientSecret: 'secret', tokens: { t1: { active: true, sub: 'u' } } }).then(
+    closeLater,
+  );
+
+describe('mockIntrospection', () => {
+  it('answers a known token, and {"active":false} for any other', async () => {
+    const mock = await start();
+    expect(mock.endpoint).toBe(`${mock.url}/introspect`);
+    expect(await post(mock.endpoint, { authorization: BASIC, 'content-type': FORM }, 'token=t1')).toMatchObject({
+      status: 200,
+      body: { active: true, sub: 'u' },
+    });
+    expect((await post(mock.endpoint, { authorization: BASIC, 'content-type': FORM }, 'token=t2')).body).toEqual({
+      active: false,
+    });
+    mock.setToken('t2', { active: true, sub: 'v' });
+    expect(mock.removeToken('t1')).toBe(true);
+    expect((await post(mock.endpoint, { authorization: BASIC, 'content-type': FORM }, 'token=t2')).body).toEqual({
+      active: true,
+      sub: 'v',
+    });
+    expect(mock.calls).toEqual({ introspect: 3, oauthMetadata: 0, openidMetadata: 0, total: 3 });
+  });
+
+  it('401 invalid_client with a Basic challenge for a wrong or missing client', async () => {
+    const mock = await start();
+    const wrong = `Basic ${Buffer.from('client:nope').toString('base64')}`;
+    for (const headers of [{ authorization: wrong }, {}, { authorization: 'Bearer t1' }]) {
+      const res = await post(mock.endpoint, { ...headers, 'content-type': FORM }, 'token=t1');
+      expect(res.status).toBe(401);
+      expect(res.body).toEqual({ error: 'invalid_client' });
+      expect(res.headers['www-authenticate']).toBe('Basic realm="mock"');
+    }
+  });
+
+  it('400 invalid_request for another content type, two client methods or no token', async () => {
+    const mock = await start();
+    const cases = [
+      [{ authorization: BASIC, 'content-type': 'application/json' }, '{"token":"t1"}'],
+      [{ authorization: BASIC, 'content-type': FORM }, 'token=t1&client_id=client&client_secret=secret'],
+      [{ authorization: BASIC, 'content-type': FORM }, 'token_type_hint=access_token'],
+    ] as const;
+    for (const [headers, body] of cases) {
+      expect(await post(mock.endpoint, headers, body)).toMatchObject({
+        status: 400,
+        body: { error: 'invalid_request' },
+      });
+    }
+  });
+
+  it('405 for GET /introspect, 413 for a body over 64 KiB, both without counting as introspect', async () => {
+    const mock = await start();
+    const get = await request(mock.endpoint);
+    expect(get.statusCode).toBe(405);
+    await get.body.dump();
+    const huge = await post(
+      mock.endpoint,
+      { authorization: BASIC, 'content-type': FORM },
+      `token=${'x'.repeat(70_000)}`,
+    );
+    expect(huge.status).toBe(413);
+    expect(mock.calls).toMatchObject({ introspect: 1, total: 2 });
+  });
+
+  it('serves both metadata documents for its issuer, with any members replaced', async () => {
+    const mock = closeLater(
+      await mockIntrospection({
+        clientId: 'client',
+        clientSecret: 'secret',
+        clientAuth: 'post',
+        issuerPath: '/realms/a/',
+        metadata: { scopes_supported: ['orders:read'] },
+      }),
+    );
+    expect(mock.issuer).toBe(`${mock.url}/realms/a`);
+    const expected = {
+      issuer: mock.issuer,
+      introspection_endpoint: mock.endpoint,
+      introspection_endpoint_auth_methods_supported: ['client_secret_post'],
+      scopes_supported: ['orders:read'],
+    };
+    for (const path of [
+      '/.well-known/oauth-authorization-server/realms/a',
+      '/.well-known/openid-configuration/realms/a',
+      '/realms/a/.well-known/openid-configuration',
+    ]) {
+      const res = await request(mock.url + path);
+      expect(res.statusCode).toBe(200);
+      expect(await res.body.json()).toEqual(expected);
+    }
+    expect(mock.calls).toMatchObject({ oauthMetadata: 1, openidMetadata: 2 });
+  });
+
+  it('answers 404 for a document it was told not to serve, and refuses bad options', async () => {
+    const mock = closeLater(
+      await mockIntrospection({ clientId: 'c', clientSecret: 's', wellKnown: ['openid-configuration'] }),
+    );
+    const res = await request(`${mock.url}/.well-known/oauth-authorization-server`);
+    expect(res.statusCode).toBe(404);
+    await res.body.dump();
+    await expect(mockIntrospection({ clientId: '', clientSecret: 's' })).rejects.toThrow(TypeError);
+    await expect(mockIntrospection({ clientId: 'c', clientSecret: 's', issuerPath: 'realms' })).rejects.toThrow(
+      'mockIntrospection: issuerPath must start with /',
+    );
+  });
+});
