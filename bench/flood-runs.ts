@@ -1,0 +1,72 @@
+/**
+ * The flood scenario's runs: flood clients (bench/flood-client.ts), each a process on the load core
+ * with its own loopback address, started together once all are connected; and the `express-flood`
+ * server's own report of its memory and its gate.
+ */
+import type { ChildProcess } from 'node:child_process';
+import type {
+  FloodClientConfig,
+  FloodClientMessage,
+  FloodClientResult,
+  FloodServerStats,
+  ServerMessage,
+} from './lib.js';
+import { nextMessage, startPinned, stop } from './processes.js';
+import type { LiveServer } from './runs.js';
+import { settings } from './settings.js';
+
+/** The flooding client's address. */
+export const FLOODER = '127.0.0.1';
+/** The client sending new valid tokens. */
+export const NEWCOMER = '127.0.0.2';
+/** The client with a cached token. */
+export const CACHED = '127.0.0.3';
+
+/** A flood client's settings, without the server's address. */
+export type Client = Omit<FloodClientConfig, 'url'>;
+
+/** Runs `clients` against `server` at once (each started when every one is connected) and returns what each saw. */
+export async function runClients(server: LiveServer, clients: readonly Client[]): Promise<FloodClientResult[]> {
+  const url = new URL(server.url).origin;
+  const children: ChildProcess[] = [];
+  try {
+    for (const client of clients) {
+      const config: FloodClientConfig = { ...client, url };
+      const child = startPinned(settings.loadCore, 'flood-client.ts');
+      child.send({ type: 'config', config } satisfies FloodClientMessage);
+      children.push(child);
+    }
+    await Promise.all(children.map((child) => nextMessage(child, 'warm')));
+    const results = children.map((child) =>
+      nextMessage<Extract<FloodClientMessage, { type: 'flood-result' }>>(child, 'flood-result'),
+    );
+    for (const child of children) child.send({ type: 'go' } satisfies FloodClientMessage);
+    return (await Promise.all(results)).map((message) => message.result);
+  } finally {
+    await Promise.all(children.map(stop));
+  }
+}
+
+/** Runs one client against `server` and returns what it saw. */
+export async function runClient(server: LiveServer, client: Client): Promise<FloodClientResult> {
+  const [result] = await runClients(server, [client]);
+  if (result === undefined) throw new Error('no result from the flood client');
+  return result;
+}
+
+/** The `express-flood` server's memory (after a full GC) and its gate's counts, now. */
+export function floodStats(server: LiveServer): Promise<FloodServerStats> {
+  const reply = nextMessage<Extract<ServerMessage, { type: 'flood-stats' }>>(server.child, 'flood-stats');
+  server.child.send({ type: 'flood-stats' });
+  return reply.then((message) => message.stats);
+}
+
+/** Answers of `kind` (`200`, `503 overloaded`, ...). */
+export const answered = (result: FloodClientResult, kind: string): number => result.answers[kind] ?? 0;
+
+/** `answers` and `errors` in one line: `200: 98, 503 overloaded: 2`. */
+export function describeAnswers(result: FloodClientResult): string {
+  const parts = Object.entries(result.answers).map(([kind, n]) => `${kind}: ${n}`);
+  for (const [code, n] of Object.entries(result.errors)) parts.push(`error ${code}: ${n}`);
+  return parts.join(', ') || 'none';
+}
