@@ -22,6 +22,8 @@ export const NEWCOMER = '127.0.0.2';
 /** The client with a cached token. */
 export const CACHED = '127.0.0.3';
 
+const CLIENT_NICENESS = 10;
+
 /** A flood client's settings, without the server's address. */
 export type Client = Omit<FloodClientConfig, 'url'>;
 
@@ -32,7 +34,9 @@ export async function runClients(server: LiveServer, clients: readonly Client[])
   try {
     for (const client of clients) {
       const config: FloodClientConfig = { ...client, url };
-      const child = startPinned(settings.loadCore, 'flood-client.ts');
+      // Below the orchestrator's priority: the mock provider and the proxy share the load core with the
+      // clients, and the provider's answers must take their set latency, not wait for the flood's CPU.
+      const child = startPinned(settings.loadCore, 'flood-client.ts', {}, [], CLIENT_NICENESS);
       child.send({ type: 'config', config } satisfies FloodClientMessage);
       children.push(child);
     }
@@ -64,9 +68,10 @@ export function floodStats(server: LiveServer): Promise<FloodServerStats> {
 /** Answers of `kind` (`200`, `503 overloaded`, ...). */
 export const answered = (result: FloodClientResult, kind: string): number => result.answers[kind] ?? 0;
 
-/** `answers` and `errors` in one line: `200: 98, 503 overloaded: 2`. */
+/** `answers`, `errors` and reconnections in one line: `200: 98, 503 overloaded: 2`. */
 export function describeAnswers(result: FloodClientResult): string {
   const parts = Object.entries(result.answers).map(([kind, n]) => `${kind}: ${n}`);
   for (const [code, n] of Object.entries(result.errors)) parts.push(`error ${code}: ${n}`);
+  if (result.reconnects > 0) parts.push(`sockets opened again: ${result.reconnects}`);
   return parts.join(', ') || 'none';
 }

@@ -160,6 +160,8 @@ export interface FloodClientResult {
   readonly unanswered: number;
   /** Requests that failed without an answer, by error code. */
   readonly errors: Readonly<Record<string, number>>;
+  /** Sockets opened again after the server had closed one. */
+  readonly reconnects: number;
 }
 
 /**

@@ -22,6 +22,8 @@ export class RawConnection {
   readonly #localAddress: string;
   #socket: Socket | undefined;
   #buffered = '';
+  /** Sockets opened so far. */
+  connects = 0;
   #waiting: { resolve: (answer: RawAnswer) => void; reject: (error: Error) => void } | undefined;
 
   constructor(origin: string, localAddress: string) {
@@ -31,9 +33,10 @@ export class RawConnection {
     this.#localAddress = localAddress;
   }
 
-  /** `GET path` with `Authorization: <authorization>`; one retry on a fresh socket when a kept one was closed meanwhile. */
-  async get(path: string, authorization: string): Promise<RawAnswer> {
-    const request = `GET ${path} HTTP/1.1\r\nHost: ${this.#host}:${this.#port}\r\nAuthorization: ${authorization}\r\n\r\n`;
+  /** `GET path` (with `Authorization` when given); one retry on a fresh socket when a kept one was closed meanwhile. */
+  async get(path: string, authorization?: string): Promise<RawAnswer> {
+    const credentials = authorization === undefined ? '' : `Authorization: ${authorization}\r\n`;
+    const request = `GET ${path} HTTP/1.1\r\nHost: ${this.#host}:${this.#port}\r\n${credentials}\r\n`;
     const reused = this.#socket !== undefined;
     try {
       return await this.#send(request);
@@ -41,11 +44,6 @@ export class RawConnection {
       if (!reused || (error as { code?: string }).code !== 'CLOSED_BEFORE_ANSWER') throw error;
       return this.#send(request);
     }
-  }
-
-  /** Opens the socket now, so that a measured run does not pay for connecting. */
-  async open(): Promise<void> {
-    if (this.#socket === undefined) await this.#connect();
   }
 
   close(): void {
@@ -63,6 +61,7 @@ export class RawConnection {
   }
 
   #connect(): Promise<Socket> {
+    this.connects++;
     return new Promise((resolve, reject) => {
       const socket = connect({ host: this.#host, port: this.#port, localAddress: this.#localAddress, noDelay: true });
       socket.setEncoding('latin1');
@@ -120,9 +119,13 @@ export class RawPool {
     this.#free.push(...this.#all);
   }
 
-  /** Opens every connection. */
-  async open(): Promise<void> {
-    await Promise.all(this.#all.map((connection) => connection.open()));
+  /**
+   * Opens every connection and sends `path` once on each, without credentials: by the time it
+   * resolves, the server has accepted every connection and set it up, which a measured run must
+   * not pay for (a server busy with a flood takes seconds over hundreds of new connections).
+   */
+  async open(path: string): Promise<void> {
+    await Promise.all(this.#all.map((connection) => connection.get(path)));
   }
 
   async get(path: string, authorization: string): Promise<RawAnswer> {
@@ -134,6 +137,11 @@ export class RawPool {
       if (next === undefined) this.#free.push(connection);
       else next(connection);
     }
+  }
+
+  /** Sockets opened after {@link open}: reconnections after the server closed one. */
+  get reconnects(): number {
+    return this.#all.reduce((sum, connection) => sum + connection.connects, 0) - this.#all.length;
   }
 
   close(): void {

@@ -288,6 +288,8 @@ function send(message: ServerMessage): void {
 
 const handler: RequestListener = config.variant.startsWith('koa') ? koaApp().callback() : expressApp();
 const server = await listen(handler);
+// The flood's clients connect before their run starts: their sockets stay open while the others connect.
+if (config.variant === 'express-flood') server.keepAliveTimeout = 60_000;
 const address = server.address();
 if (address === null || typeof address === 'string') throw new Error('server has no port');
 

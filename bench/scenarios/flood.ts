@@ -103,7 +103,9 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
     const warmMs = settings.warmupSeconds * 1000;
     await runClients(server, [cached(warmMs), { ...flooder, durationMs: warmMs }]);
     const start = await floodStats(server);
+    const aloneFrom = await usage(server.child);
     const alone = await runClient(server, cached(floodMs / 2));
+    const aloneTo = await usage(server.child);
     console.log(`C alone: ${formatInt(rps(alone))} req/s (${describeAnswers(alone)})`);
     await floodStats(server); // starts the server-side timings
     proxy.resetPeaks();
@@ -130,6 +132,7 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
       serverRequestsPerSecond: round(served / ((after.wallMs - before.wallMs) / 1000)),
       serverCpuShare: round(cpuMicros / 1000 / (after.wallMs - before.wallMs), 3),
       serverCpuMicrosPerRequest: round(cpuMicros / served, 1),
+      serverCpuMicrosPerRequestCachedAlone: round((aloneTo.cpuMicros - aloneFrom.cpuMicros) / alone.requests, 1),
       providerMaxInFlight: peaks.maxInFlight,
       providerMaxOpenConnections: peaks.maxOpenConnections,
       serverTimings: timings,
@@ -278,7 +281,7 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
       measure: `C's cached-token req/s during the flood / alone (${settings.connections} connections from ${CACHED})`,
       result:
         `${f.cachedRatio} (${formatInt(rps(c))} / ${formatInt((rps(before) + rps(after)) / 2)} req/s; alone before ${formatInt(rps(before))}, after ${formatInt(rps(after))}; ` +
-        `C's p99 during ${c.latencyAll.p99} ms; server during the flood: ${formatInt(f.serverRequestsPerSecond)} req/s in all, core ${Math.round(f.serverCpuShare * 100)}% busy, ${f.serverCpuMicrosPerRequest} µs CPU/request)`,
+        `C's p99 during ${c.latencyAll.p99} ms; server during the flood: ${formatInt(f.serverRequestsPerSecond)} req/s in all, core ${Math.round(f.serverCpuShare * 100)}% busy, ${f.serverCpuMicrosPerRequest} µs CPU/request, against ${f.serverCpuMicrosPerRequestCachedAlone} for C alone)`,
       goal: '>= 0.9',
       met: f.cachedRatio >= 0.9 && answered(c, '200') === c.requests,
     },
