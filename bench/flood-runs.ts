@@ -27,8 +27,15 @@ const CLIENT_NICENESS = 10;
 /** A flood client's settings, without the server's address. */
 export type Client = Omit<FloodClientConfig, 'url'>;
 
-/** Runs `clients` against `server` at once (each started when every one is connected) and returns what each saw. */
-export async function runClients(server: LiveServer, clients: readonly Client[]): Promise<FloodClientResult[]> {
+/**
+ * Runs `clients` against `server` at once and returns what each saw. They start together once every
+ * one is connected, right after `ready` (for readings that must cover the run and nothing else).
+ */
+export async function runClients(
+  server: LiveServer,
+  clients: readonly Client[],
+  ready: () => Promise<void> = async () => {},
+): Promise<FloodClientResult[]> {
   const url = new URL(server.url).origin;
   const children: ChildProcess[] = [];
   try {
@@ -44,6 +51,7 @@ export async function runClients(server: LiveServer, clients: readonly Client[])
     const results = children.map((child) =>
       nextMessage<Extract<FloodClientMessage, { type: 'flood-result' }>>(child, 'flood-result'),
     );
+    await ready();
     for (const child of children) child.send({ type: 'go' } satisfies FloodClientMessage);
     return (await Promise.all(results)).map((message) => message.result);
   } finally {
@@ -51,9 +59,13 @@ export async function runClients(server: LiveServer, clients: readonly Client[])
   }
 }
 
-/** Runs one client against `server` and returns what it saw. */
-export async function runClient(server: LiveServer, client: Client): Promise<FloodClientResult> {
-  const [result] = await runClients(server, [client]);
+/** Runs one client against `server` (see {@link runClients}) and returns what it saw. */
+export async function runClient(
+  server: LiveServer,
+  client: Client,
+  ready?: () => Promise<void>,
+): Promise<FloodClientResult> {
+  const [result] = await runClients(server, [client], ready);
   if (result === undefined) throw new Error('no result from the flood client');
   return result;
 }

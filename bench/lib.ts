@@ -55,7 +55,9 @@ export interface FloodServerStats {
   readonly gate: GateStats;
   /**
    * Since the previous report: time from a request's arrival in the app to its answer's last byte
-   * handed to the socket, by client address and answer (`127.0.0.1 503 overloaded`).
+   * handed to the socket, by client address and answer (`127.0.0.1 503 overloaded`); and the
+   * gate's verifications, from its first call to the provider to the verdict
+   * (`verification (provider asked, answer read)`, the `verify` event's `durationMs`).
    */
   readonly timings: Readonly<Record<string, Percentiles & { readonly count: number }>>;
 }

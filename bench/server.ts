@@ -65,7 +65,8 @@ function newGate(): Gate {
 const floodEvents = { breakerOpens: 0, overloaded: {} as Record<string, number> };
 
 function onFloodEvent(event: GateEvent): void {
-  if (event.type === 'breaker' && event.state === 'open') floodEvents.breakerOpens++;
+  if (event.type === 'verify') timing('verification (provider asked, answer read)', event.durationMs);
+  else if (event.type === 'breaker' && event.state === 'open') floodEvents.breakerOpens++;
   else if (event.type === 'overloaded') {
     floodEvents.overloaded[event.reason] = (floodEvents.overloaded[event.reason] ?? 0) + 1;
   }
@@ -88,16 +89,20 @@ function floodApp(app: express.Express): void {
   }) satisfies express.ErrorRequestHandler);
 }
 
-/** Server-side time per answer, by client address and answer, since the last `flood-stats`. */
+/** Server-side time per answer, by client address and answer, and per verification, since the last `flood-stats`. */
 const timings = new Map<string, RecordableHistogram>();
+
+function timing(key: string, ms: number): void {
+  let histogram = timings.get(key);
+  if (histogram === undefined) timings.set(key, (histogram = createHistogram()));
+  histogram.record(Math.max(1, Math.round(ms * 1000)));
+}
 
 function timed(req: Request, res: Response, next: NextFunction): void {
   const arrived = performance.now();
   res.once('finish', () => {
-    const key = `${req.socket.remoteAddress} ${res.statusCode}${res.locals.code === undefined ? '' : ` ${res.locals.code}`}`;
-    let histogram = timings.get(key);
-    if (histogram === undefined) timings.set(key, (histogram = createHistogram()));
-    histogram.record(Math.max(1, Math.round((performance.now() - arrived) * 1000)));
+    const code = res.locals.code === undefined ? '' : ` ${res.locals.code}`;
+    timing(`${req.socket.remoteAddress} ${res.statusCode}${code}`, performance.now() - arrived);
   });
   next();
 }

@@ -45,7 +45,7 @@ import { type MockFault, mockOnlineOrNot, mockPartoo } from '../src/testing/inde
 const DURATION_S = positive('BENCH_SOAK_SECONDS', positive('DURATION', 60));
 const CONNECTIONS = positive('CONNECTIONS', 100);
 /** Loops of the flooding client, each on its own keep-alive connection from {@link FLOOD_ADDRESS}. */
-const FLOOD_CONNECTIONS = positive('FLOOD_CONNECTIONS', 50);
+const FLOOD_CONNECTIONS = positive('FLOOD_CONNECTIONS', 50, { zero: true });
 /** The flooding client's address: the gate shares its verifications fairly between addresses. */
 const FLOOD_ADDRESS = '127.0.0.2';
 /** Far above what one core can serve: a count bound on top of the time bound. */
@@ -56,10 +56,12 @@ const API_KEY = 'soak-partoo-api-key';
 const GATE_TIMEOUT_MS = 500;
 const SLOW_MS = 1500;
 
-function positive(name: string, fallback: number): number {
+function positive(name: string, fallback: number, { zero = false } = {}): number {
   const raw = process.env[name];
   const value = raw === undefined ? fallback : Number(raw);
-  if (!(Number.isFinite(value) && value > 0)) throw new RangeError(`${name} must be a positive number`);
+  if (!(Number.isFinite(value) && (value > 0 || (zero && value === 0)))) {
+    throw new RangeError(`${name} must be a positive number${zero ? ' or 0' : ''}`);
+  }
   return value;
 }
 
@@ -431,8 +433,11 @@ const PHASES: readonly Phase[] = [
   { name: '429s', fault: { kind: 'status', status: 429, retryAfter: 1 } },
 ];
 
-/** One step of the schedule: 2 s, or less when the run is too short for every phase to come once. */
-const FLAP_MS = positive('FLAP_MS', Math.min(2000, Math.floor((DURATION_S * 1000) / PHASES.length)));
+/**
+ * One step of the schedule: 2 s, or less when the run is too short for every phase to come once
+ * (with two steps to spare, for the timer's lag on a busy event loop).
+ */
+const FLAP_MS = positive('FLAP_MS', Math.min(2000, Math.floor((DURATION_S * 1000) / (PHASES.length + 2))));
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 

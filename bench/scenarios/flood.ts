@@ -26,10 +26,18 @@ import {
   runClient,
   runClients,
 } from '../flood-runs.js';
-import { BENCH_PERMISSIONS, type FloodClientResult, formatInt, HOT_TOKEN, PROVIDER_POOL_SIZE, round } from '../lib.js';
+import {
+  BENCH_PERMISSIONS,
+  type FloodClientResult,
+  type FloodServerStats,
+  formatInt,
+  HOT_TOKEN,
+  PROVIDER_POOL_SIZE,
+  round,
+} from '../lib.js';
 import { stop } from '../processes.js';
 import type { Outcome, Row } from '../report.js';
-import { type Bench, type LiveServer, startServer, usage } from '../runs.js';
+import { type Bench, type LiveServer, startServer, type Usage, usage } from '../runs.js';
 import { settings } from '../settings.js';
 
 const PROVIDER_LATENCY_MS = 50;
@@ -44,6 +52,8 @@ const MIB = 2 ** 20;
 /** Heap growth that still counts as flat: what a flood may keep is bounded (rejections, waiters), and far below this. */
 const FLAT_HEAP_BYTES = 5 * MIB;
 const SCENARIO = '7. Flood';
+/** The server's timing of the gate's verifications (bench/server.ts). */
+const VERIFICATION = 'verification (provider asked, answer read)';
 
 /** Runs `body` with a fresh `express-flood` server (with `--expose-gc`, for its memory figures). */
 async function withFloodServer<T>(
@@ -103,50 +113,79 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
     const warmMs = settings.warmupSeconds * 1000;
     await runClients(server, [cached(warmMs), { ...flooder, durationMs: warmMs }]);
     const start = await floodStats(server);
-    const aloneFrom = await usage(server.child);
-    const alone = await runClient(server, cached(floodMs / 2));
-    const aloneTo = await usage(server.child);
-    console.log(`C alone: ${formatInt(rps(alone))} req/s (${describeAnswers(alone)})`);
-    await floodStats(server); // starts the server-side timings
-    proxy.resetPeaks();
-    const before = await usage(server.child);
-    const [a, b, c] = await runClients(server, [flooder, newcomer, cached(floodMs)]);
-    const after = await usage(server.child);
-    const peaks = proxy.counts;
-    const { timings } = await floodStats(server);
-    if (a === undefined || b === undefined || c === undefined) throw new Error('a flood client gave no result');
-    const aloneAfter = await runClient(server, cached(floodMs / 2));
-    console.log(`C alone again: ${formatInt(rps(aloneAfter))} req/s (${describeAnswers(aloneAfter)})`);
+    const before = await cachedAlone(server, cached(floodMs / 2));
+    const flood = await floodRun(server, proxy, [flooder, newcomer, cached(floodMs)]);
+    const after = await cachedAlone(server, cached(floodMs / 2));
     const end = await floodStats(server);
-    const served = a.requests + b.requests + c.requests;
-    const cpuMicros = after.cpuMicros - before.cpuMicros;
     const figures = {
       providerLatencyMs: PROVIDER_LATENCY_MS,
       seconds: settings.floodSeconds,
       newcomerTokens: fresh.length,
-      flooder: a,
-      newcomer: b,
-      cached: c,
-      cachedAlone: [alone, aloneAfter] as const,
-      cachedRatio: round(rps(c) / ((rps(alone) + rps(aloneAfter)) / 2), 3),
-      serverRequestsPerSecond: round(served / ((after.wallMs - before.wallMs) / 1000)),
-      serverCpuShare: round(cpuMicros / 1000 / (after.wallMs - before.wallMs), 3),
-      serverCpuMicrosPerRequest: round(cpuMicros / served, 1),
-      serverCpuMicrosPerRequestCachedAlone: round((aloneTo.cpuMicros - aloneFrom.cpuMicros) / alone.requests, 1),
-      providerMaxInFlight: peaks.maxInFlight,
-      providerMaxOpenConnections: peaks.maxOpenConnections,
-      serverTimings: timings,
+      ...flood,
+      cachedAlone: [before.result, after.result] as const,
+      cachedRatio: round(rps(flood.cached) / ((rps(before.result) + rps(after.result)) / 2), 3),
+      serverCpuMicrosPerRequestCachedAlone: before.cpuMicrosPerRequest,
       start,
       end,
     };
     console.log(
-      `A: ${describeAnswers(a)}; B: ${describeAnswers(b)}; C: ${formatInt(rps(c))} req/s (${describeAnswers(c)})`,
-    );
-    console.log(
-      `server: ${formatInt(figures.serverRequestsPerSecond)} req/s in all, core ${Math.round(figures.serverCpuShare * 100)}% busy, ${figures.serverCpuMicrosPerRequest} µs CPU/request; provider: at most ${peaks.maxInFlight} calls in flight on ${peaks.maxOpenConnections} connections`,
+      `server: ${formatInt(figures.serverRequestsPerSecond)} req/s in all, core ${Math.round(figures.serverCpuShare * 100)}% busy, ${figures.serverCpuMicrosPerRequest} µs CPU/request; provider: at most ${figures.providerMaxInFlight} calls in flight on ${figures.providerMaxOpenConnections} connections`,
     );
     return figures;
   });
+}
+
+/** C alone: what it saw, and the server's CPU time per request over exactly its run. */
+async function cachedAlone(server: LiveServer, client: Client) {
+  let from: Usage | undefined;
+  const result = await runClient(server, client, async () => {
+    from = await usage(server.child);
+  });
+  const to = await usage(server.child);
+  console.log(`C alone: ${formatInt(rps(result))} req/s (${describeAnswers(result)})`);
+  return { result, cpuMicrosPerRequest: round((to.cpuMicros - (from?.cpuMicros ?? Number.NaN)) / result.requests, 1) };
+}
+
+/**
+ * A, B and C at once: what each saw; over exactly their run, the server's requests, CPU, refusals by
+ * reason and own timings, and the most calls the provider had in flight.
+ */
+async function floodRun(server: LiveServer, proxy: CountingProxy, clients: readonly [Client, Client, Client]) {
+  let atGo: FloodServerStats | undefined;
+  let before: Usage | undefined;
+  const results = await runClients(server, clients, async () => {
+    atGo = await floodStats(server); // also starts the server-side timings
+    proxy.resetPeaks();
+    before = await usage(server.child);
+  });
+  const after = await usage(server.child);
+  const peaks = proxy.counts;
+  const [a, b, c] = results;
+  if (a === undefined || b === undefined || c === undefined || atGo === undefined || before === undefined) {
+    throw new Error('a flood client gave no result');
+  }
+  const flooded = await floodStats(server);
+  const refusals = Object.fromEntries(
+    Object.entries(flooded.overloaded).map(([reason, n]) => [reason, n - (atGo?.overloaded[reason] ?? 0)]),
+  );
+  const served = a.requests + b.requests + c.requests;
+  const cpuMicros = after.cpuMicros - before.cpuMicros;
+  const wallSeconds = (after.wallMs - before.wallMs) / 1000;
+  console.log(
+    `A: ${describeAnswers(a)}; B: ${describeAnswers(b)}; C: ${formatInt(rps(c))} req/s (${describeAnswers(c)})`,
+  );
+  return {
+    flooder: a,
+    newcomer: b,
+    cached: c,
+    serverRequestsPerSecond: round(served / wallSeconds),
+    serverCpuShare: round(cpuMicros / 1e6 / wallSeconds, 3),
+    serverCpuMicrosPerRequest: round(cpuMicros / served, 1),
+    providerMaxInFlight: peaks.maxInFlight,
+    providerMaxOpenConnections: peaks.maxOpenConnections,
+    serverTimings: flooded.timings,
+    refusals,
+  };
 }
 
 async function rejectedFlood(bench: Bench, proxy: CountingProxy) {
@@ -227,7 +266,7 @@ export async function runFlood(bench: Bench): Promise<Outcome> {
 /** Server-side time of one kind of answer: `p99 12.3 ms (p50 1.2)`. */
 function serverTime(f: Awaited<ReturnType<typeof isolation>>, key: string): string {
   const timing = f.serverTimings[key];
-  return timing === undefined ? 'none' : `p99 ${timing.p99} ms (p50 ${timing.p50}, ${formatInt(timing.count)} answers)`;
+  return timing === undefined ? 'none' : `p99 ${timing.p99} ms (p50 ${timing.p50}, ${formatInt(timing.count)} of them)`;
 }
 
 function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
@@ -249,7 +288,9 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
     {
       scenario: SCENARIO,
       measure: "B's latency p99, ms",
-      result: `${b.latencyAll.p99} (p50 ${b.latencyAll.p50}, max ${b.latencyAll.max}; in the server: ${serverTime(f, `${NEWCOMER} 200`)})`,
+      result:
+        `${b.latencyAll.p99} (p50 ${b.latencyAll.p50}, max ${b.latencyAll.max}; in the server: ${serverTime(f, `${NEWCOMER} 200`)}; ` +
+        `a verification, from the gate's first call to its verdict: ${serverTime(f, VERIFICATION)})`,
       goal: '< 500',
       met: b.latencyAll.p99 < 500,
     },
@@ -272,7 +313,7 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
       measure: `A's 503 overloaded latency p99, ms (${FLOOD_CONNECTIONS} connections of never-seen tokens)`,
       result:
         `${p99Of(a, '503 overloaded')} (p50 ${a.latency['503 overloaded']?.p50}; in the server: ${serverTime(f, `${FLOODER} 503 overloaded`)}; ${formatInt(answered(a, '503 overloaded'))} refused, ` +
-        `${formatInt(answered(a, '401'))} rejected by the provider, of ${formatInt(a.requests)}; ${describeAnswers(a)})`,
+        `${formatInt(answered(a, '401'))} rejected by the provider, of ${formatInt(a.requests)}; ${describeAnswers(a)}; refusals by reason ${JSON.stringify(f.refusals)})`,
       goal: '< 50, Retry-After: 1, no other answer',
       met: p99Of(a, '503 overloaded') < 50 && aOnlyRefusedOrRejected,
     },
@@ -281,7 +322,7 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
       measure: `C's cached-token req/s during the flood / alone (${settings.connections} connections from ${CACHED})`,
       result:
         `${f.cachedRatio} (${formatInt(rps(c))} / ${formatInt((rps(before) + rps(after)) / 2)} req/s; alone before ${formatInt(rps(before))}, after ${formatInt(rps(after))}; ` +
-        `C's p99 during ${c.latencyAll.p99} ms; server during the flood: ${formatInt(f.serverRequestsPerSecond)} req/s in all, core ${Math.round(f.serverCpuShare * 100)}% busy, ${f.serverCpuMicrosPerRequest} µs CPU/request, against ${f.serverCpuMicrosPerRequestCachedAlone} for C alone)`,
+        `C's p99 during ${c.latencyAll.p99} ms, in the server ${serverTime(f, `${CACHED} 200`)}; server during the flood: ${formatInt(f.serverRequestsPerSecond)} req/s in all, core ${Math.round(f.serverCpuShare * 100)}% busy, ${f.serverCpuMicrosPerRequest} µs CPU/request, against ${f.serverCpuMicrosPerRequestCachedAlone} for C alone)`,
       goal: '>= 0.9',
       met: f.cachedRatio >= 0.9 && answered(c, '200') === c.requests,
     },
