@@ -1,10 +1,11 @@
 /**
  * One client of the flood scenario (bench/scenarios/flood.ts), in a process of its own on the load
- * core: keep-alive connections that all come from one loopback address (the gate tells clients
- * apart by address; bench/raw-client.ts), sending Bearer tokens as its `config` message says (see `FloodClientConfig`).
- * It says `warm` once its connections are open, starts on `go`, and answers with `flood-result`: answers by
- * status (503s by their JSON `error` code), latency percentiles per kind of answer, and errors.
- * Every loop ends after `durationMs`; `each` also after 50 tries per token.
+ * core: keep-alive connections that all come from one loopback address (the gate tells clients apart
+ * by address; bench/raw-client.ts), sending Bearer tokens as its `config` message says (see
+ * `FloodClientConfig`). It says `warm` once its connections are open and served once, starts on `go`,
+ * and answers with `flood-result`: answers by status (503s by their JSON `error` code), latency
+ * percentiles per kind of answer, and errors. Every loop ends after `durationMs`; `each` also after
+ * 50 tries per token.
  */
 import { randomBytes } from 'node:crypto';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
