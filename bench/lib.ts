@@ -1,4 +1,5 @@
 /** Shared by the benchmark processes: the messages they exchange and small statistics helpers. */
+import type { CacheOptions, GateStats } from '../src/index.js';
 
 /** The apps a server process can run (`bench/server.ts`). */
 export const VARIANTS = [
@@ -18,6 +19,7 @@ export const VARIANTS = [
   'express-jwt',
   'express-hand',
   'express-wait',
+  'express-flood',
 ] as const;
 
 /** Which app a server process runs. */
@@ -41,12 +43,34 @@ export interface ServerConfig {
   readonly jwksUri: string;
   readonly issuer: string;
   readonly audience: string;
+  /** The `express-flood` gate's cache options (its defaults when absent). */
+  readonly cache?: CacheOptions;
+}
+
+/** What the `express-flood` server reports on `flood-stats`: its memory, and what its gate went through. */
+export interface FloodServerStats {
+  /** Resident set size and heap used, bytes, after a full GC when the server runs with `--expose-gc`. */
+  readonly rss: number;
+  readonly heapUsed: number;
+  /** Times the breaker opened since the server started. */
+  readonly breakerOpens: number;
+  /** `overloaded` events by reason (`full`, `expired`). */
+  readonly overloaded: Readonly<Record<string, number>>;
+  readonly gate: GateStats;
+  /**
+   * Since the previous report: time from a request's arrival in the app to its answer's last byte
+   * handed to the socket, by client address and answer (`127.0.0.1 503 overloaded`); and the
+   * gate's verifications, from its first call to the provider to the verdict
+   * (`verification (provider asked, answer read)`, the `verify` event's `durationMs`).
+   */
+  readonly timings: Readonly<Record<string, Percentiles & { readonly count: number }>>;
 }
 
 /** Messages from a server process. */
 export type ServerMessage =
   | { readonly type: 'ready'; readonly port: number }
   | { readonly type: 'profiled' }
+  | { readonly type: 'flood-stats'; readonly stats: FloodServerStats }
   | {
       readonly type: 'usage';
       /** `process.cpuUsage()` user + system, µs. */
@@ -101,6 +125,61 @@ export type LoadCommand =
   | { readonly type: 'go' }
   | { readonly type: 'run'; readonly config: LoadConfig }
   | { readonly type: 'runAll'; readonly configs: readonly LoadConfig[] };
+
+/**
+ * One client of the flood scenario (bench/flood-client.ts): a keep-alive pool from one loopback
+ * address, sending `GET /hello` with Bearer tokens chosen by `mode`:
+ * - `random`: a new never-seen token on every request, from every connection at once;
+ * - `cycle`: `tokens` in turn, over and over;
+ * - `paced`: `tokens` in order, one every `intervalMs`, each without waiting for the previous answers;
+ * - `each`: every one of `tokens` until it gets an answer other than 503 `overloaded` (sent again later).
+ * Every mode stops after `durationMs`.
+ */
+export interface FloodClientConfig {
+  readonly url: string;
+  readonly localAddress: string;
+  readonly connections: number;
+  readonly durationMs: number;
+  readonly mode: 'random' | 'cycle' | 'paced' | 'each';
+  readonly tokens?: readonly string[];
+  readonly intervalMs?: number;
+}
+
+/** Latency percentiles of one kind of answer, ms. */
+export interface Percentiles {
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+}
+
+/** What one flood client saw. Answers are keyed by status, 503s by status and code (`503 overloaded`). */
+export interface FloodClientResult {
+  readonly requests: number;
+  readonly elapsedMs: number;
+  readonly answers: Readonly<Record<string, number>>;
+  readonly latency: Readonly<Record<string, Percentiles>>;
+  /** Every answer, whatever its status. */
+  readonly latencyAll: Percentiles;
+  /** 503 `overloaded` answers without `Retry-After: 1`. */
+  readonly overloadedWithoutRetryAfter: number;
+  /** `paced` and `each`: tokens that never got an answer other than 503 `overloaded`. */
+  readonly unanswered: number;
+  /** Requests that failed without an answer, by error code. */
+  readonly errors: Readonly<Record<string, number>>;
+  /** Sockets opened again after the server had closed one. */
+  readonly reconnects: number;
+}
+
+/**
+ * Messages between the orchestrator and a flood client: `config` (too large for the environment with
+ * thousands of tokens), `warm` once its connections are open, then `go`, then `flood-result`.
+ */
+export type FloodClientMessage =
+  | { readonly type: 'config'; readonly config: FloodClientConfig }
+  | { readonly type: 'warm' }
+  | { readonly type: 'go' }
+  | { readonly type: 'flood-result'; readonly result: FloodClientResult }
+  | { readonly type: 'failed'; readonly message: string };
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN;

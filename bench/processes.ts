@@ -11,14 +11,20 @@ export function pin(pid: number, core: string): void {
   }
 }
 
-/** Runs `bench/<file>`, compiled (see compile.ts), pinned to `core`, with an IPC channel. */
+/**
+ * Runs `bench/<file>`, compiled (see compile.ts), pinned to `core`, with an IPC channel; `niceness`
+ * above 0 lowers its priority (on a shared core, the processes it competes with go first).
+ */
 export function startPinned(
   core: string,
   file: string,
   env: Record<string, string> = {},
   nodeFlags: readonly string[] = [],
+  niceness = 0,
 ): ChildProcess {
-  return spawn('taskset', ['-c', core, process.execPath, ...nodeFlags, compiled(file)], {
+  const pinned = ['taskset', '-c', core, process.execPath, ...nodeFlags, compiled(file)];
+  const [command, ...args] = niceness > 0 ? ['nice', '-n', String(niceness), ...pinned] : pinned;
+  return spawn(command as string, args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -15,6 +15,7 @@ import { pin } from './processes.js';
 import { type Outcome, table } from './report.js';
 import type { Bench } from './runs.js';
 import { runCold } from './scenarios/cold.js';
+import { runFlood } from './scenarios/flood.js';
 import { runHot } from './scenarios/hot.js';
 import { runMemory } from './scenarios/memory.js';
 import { runMicro } from './scenarios/micro.js';
@@ -32,6 +33,7 @@ const scenarios: Record<ScenarioName, (suite: Suite) => Promise<Outcome>> = {
   stampede: runStampede,
   memory: runMemory,
   micro: runMicro,
+  flood: runFlood,
 };
 
 pin(process.pid, settings.loadCore);
@@ -59,6 +61,7 @@ const meta = {
   durationSeconds: settings.durationSeconds,
   warmupSeconds: settings.warmupSeconds,
   connections: settings.connections,
+  floodSeconds: settings.floodSeconds,
   serverCore: settings.serverCore,
   loadCore: settings.loadCore,
   quick: settings.quick,

@@ -69,7 +69,7 @@ export interface Loader {
   runAll(configs: readonly LoadConfig[]): Promise<readonly LoadResult[]>;
 }
 
-type Usage = Extract<ServerMessage, { type: 'usage' }>;
+export type Usage = Extract<ServerMessage, { type: 'usage' }>;
 
 /** Starts the server process of `variant` on the server core and waits until it listens. */
 export async function startServer<V extends Variant>(
@@ -127,7 +127,7 @@ export async function withBurst<T>(
 }
 
 /** The server's CPU time, clock and gate stats, now. */
-function usage(server: ChildProcess): Promise<Usage> {
+export function usage(server: ChildProcess): Promise<Usage> {
   const reply = nextMessage<Usage>(server, 'usage');
   server.send({ type: 'usage' });
   return reply;

@@ -7,6 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { Session } from 'node:inspector/promises';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
 import Fastify, { type FastifyReply, type FastifyRequest, type HookHandlerDoneFunction } from 'fastify';
@@ -16,10 +17,11 @@ import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import * as expressGate from '../adapters/express.js';
 import * as fastifyGate from '../adapters/fastify.js';
 import * as koaGate from '../adapters/koa.js';
-import { createGate, type Gate, onlineOrNot } from '../src/index.js';
+import { AuthError, createGate, type Gate, type GateEvent, onlineOrNot } from '../src/index.js';
 import { type HandUser, handWrittenLookup } from './hand-written.js';
 import {
   BENCH_PERMISSIONS,
+  type FloodServerStats,
   HOST,
   HOT_TOKEN,
   ROUTE_PERMISSION,
@@ -59,6 +61,80 @@ let gate: Gate | undefined;
 function newGate(): Gate {
   gate = createGate({ providers: [onlineOrNot({ baseUrl: config.providerUrl })] });
   return gate;
+}
+
+/** What the `express-flood` gate went through, for `flood-stats`. */
+const floodEvents = { breakerOpens: 0, overloaded: {} as Record<string, number> };
+
+function onFloodEvent(event: GateEvent): void {
+  if (event.type === 'verify') timing('verification (provider asked, answer read)', event.durationMs);
+  else if (event.type === 'breaker' && event.state === 'open') floodEvents.breakerOpens++;
+  else if (event.type === 'overloaded') {
+    floodEvents.overloaded[event.reason] = (floodEvents.overloaded[event.reason] ?? 0) + 1;
+  }
+}
+
+/** The flood scenario's app: the gated route, and errors as JSON (`{ error: code }`) with their status and headers. */
+function floodApp(app: express.Express): void {
+  gate = createGate({
+    providers: [onlineOrNot({ baseUrl: config.providerUrl })],
+    ...(config.cache === undefined ? {} : { cache: config.cache }),
+    onEvent: onFloodEvent,
+  });
+  app.use(timed);
+  app.get('/hello', expressGate.authenticate(gate), expressGate.requires(ROUTE_PERMISSION), routeBody);
+  app.use(((error, _req, res, _next) => {
+    const code = error instanceof AuthError ? error.code : 'internal';
+    res.locals.code = code;
+    if (error instanceof AuthError) res.status(error.status).set(error.headers).json({ error: code });
+    else res.status(500).json({ error: code });
+  }) satisfies express.ErrorRequestHandler);
+}
+
+/** Server-side time per answer, by client address and answer, and per verification, since the last `flood-stats`. */
+const timings = new Map<string, RecordableHistogram>();
+
+function timing(key: string, ms: number): void {
+  let histogram = timings.get(key);
+  if (histogram === undefined) timings.set(key, (histogram = createHistogram()));
+  histogram.record(Math.max(1, Math.round(ms * 1000)));
+}
+
+function timed(req: Request, res: Response, next: NextFunction): void {
+  const arrived = performance.now();
+  res.once('finish', () => {
+    const code = res.locals.code === undefined ? '' : ` ${res.locals.code}`;
+    timing(`${req.socket.remoteAddress} ${res.statusCode}${code}`, performance.now() - arrived);
+  });
+  next();
+}
+
+/** The timings since the last call, in ms; starts them again. */
+function takeTimings(): FloodServerStats['timings'] {
+  const ms = (micros: number) => Math.round(micros / 100) / 10;
+  const taken = Object.fromEntries(
+    [...timings].map(([key, h]) => [
+      key,
+      { count: h.count, p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max) },
+    ]),
+  );
+  timings.clear();
+  return taken;
+}
+
+/** The flood server's memory (after a full GC when it can) and its gate's counts. */
+function floodStats(): FloodServerStats {
+  (globalThis as { gc?: () => void }).gc?.();
+  const { rss, heapUsed } = process.memoryUsage();
+  if (gate === undefined) throw new Error('flood-stats asked of a server without a gate');
+  return {
+    rss,
+    heapUsed,
+    ...floodEvents,
+    overloaded: { ...floodEvents.overloaded },
+    gate: gate.stats(),
+    timings: takeTimings(),
+  };
 }
 
 function expressApp(): express.Express {
@@ -162,6 +238,9 @@ function expressApp(): express.Express {
       );
       break;
     }
+    case 'express-flood':
+      floodApp(app);
+      break;
     default:
       throw new Error(`not an Express variant: ${config.variant}`);
   }
@@ -280,6 +359,8 @@ const handler: RequestListener = config.variant.startsWith('koa')
     ? await fastifyApp()
     : expressApp();
 const server = await listen(handler);
+// The flood's clients connect before their run starts: their sockets stay open while the others connect.
+if (config.variant === 'express-flood') server.keepAliveTimeout = 60_000;
 const address = server.address();
 if (address === null || typeof address === 'string') throw new Error('server has no port');
 
@@ -302,6 +383,7 @@ async function profile(message: { type: string; path?: string }): Promise<void> 
 
 process.on('message', (message: { type: string; path?: string }) => {
   if (message.type.startsWith('profile-')) void profile(message);
+  if (message.type === 'flood-stats') send({ type: 'flood-stats', stats: floodStats() });
   if (message.type === 'usage') {
     const cpu = process.cpuUsage();
     send({

@@ -2,7 +2,7 @@
 import { VARIANTS, type Variant } from './lib.js';
 
 /** The scenarios `npm run bench` runs, in order (names for `BENCH_ONLY`). */
-export const SCENARIOS = ['hot', 'peers', 'cold', 'stampede', 'memory', 'micro'] as const;
+export const SCENARIOS = ['hot', 'peers', 'cold', 'stampede', 'memory', 'micro', 'flood'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 const env = process.env;
@@ -39,6 +39,7 @@ const hotRounds = numberFrom('BENCH_HOT_ROUNDS', quick ? 3 : 30);
 const durationSeconds = numberFrom('BENCH_DURATION', quick ? 1 : 2);
 const warmupSeconds = numberFrom('BENCH_WARMUP', quick ? 1 : 2);
 const connections = numberFrom('BENCH_CONNECTIONS', 32);
+const floodSeconds = numberFrom('BENCH_FLOOD_SECONDS', quick ? 3 : 10);
 const only = onlyFrom(env.BENCH_ONLY, pair);
 
 export const settings = {
@@ -57,6 +58,8 @@ export const settings = {
   connections,
   serverCore: env.BENCH_SERVER_CORE ?? '0',
   loadCore: env.BENCH_LOAD_CORE ?? '1',
+  /** The flood scenario's flood, s (a cached client alone runs half as long before and after it). */
+  floodSeconds,
   /** Distinct tokens the mock knows for the cold path (the load generator never reuses one). */
   coldTokens: numberFrom('BENCH_COLD_TOKENS', 250_000),
   pair,
@@ -74,6 +77,7 @@ export const settings = {
     durationSeconds === 2 &&
     warmupSeconds === 2 &&
     connections === 32 &&
+    floodSeconds === 10 &&
     numberFrom('BENCH_MICRO_MS', 1500) === 1500 &&
     numberFrom('BENCH_MEMORY_ENTRIES', 100_000) === 100_000,
 } as const;

@@ -3,7 +3,8 @@
  * Express app while the providers flap.
  *
  *   npm run bench:soak                       # 60 s
- *   DURATION=20 CONNECTIONS=50 npm run bench:soak
+ *   BENCH_SOAK_SECONDS=20 npm run bench:soak  # the CI form: 20 s
+ *   BENCH_SOAK_SECONDS=20 CONNECTIONS=50 FLOOD_CONNECTIONS=20 npm run bench:soak
  *
  * One file, four roles, each its own process:
  * - entry: re-runs itself with `--expose-gc` (to read the heap after a forced GC);
@@ -15,7 +16,9 @@
  * - load: CONNECTIONS concurrent loops, each on its own keep-alive connection,
  *   of undici requests with mixed credentials (half of them the loop's
  *   previous request again, as clients send the same token), each answer
- *   checked against what the credential deserves.
+ *   checked against what the credential deserves; and a flooding client,
+ *   FLOOD_CONNECTIONS loops from another address (127.0.0.2) sending Bearer
+ *   tokens no one has seen, whose every 2xx is a wrong decision.
  *
  * Bearer requests go to two routes: `/checks`, behind a gate with both
  * providers, and `/bearer/checks`, behind a Bearer-only gate, the kind whose
@@ -23,8 +26,9 @@
  *
  * Prints requests served, status breakdown (overall, per credential kind and
  * per provider phase), wrong decisions (must be 0), latency percentiles, RSS
- * over time, and heap after a forced GC. Exits 1 when any decision was wrong
- * or any status was unexpected. Every loop is bounded in time and count.
+ * over time, and heap after a forced GC. Exits 1 when any decision was wrong,
+ * any status was unexpected or the server answered 500. Every loop is
+ * bounded in time and count.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -38,9 +42,12 @@ import { authenticate, requires } from '../adapters/express.js';
 import { AuthError, createGate, type GateEvent, onlineOrNot, partoo } from '../src/index.js';
 import { type MockFault, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 
-const DURATION_S = positive('DURATION', 60);
+const DURATION_S = positive('BENCH_SOAK_SECONDS', positive('DURATION', 60));
 const CONNECTIONS = positive('CONNECTIONS', 100);
-const FLAP_MS = positive('FLAP_MS', 2000);
+/** Loops of the flooding client, each on its own keep-alive connection from {@link FLOOD_ADDRESS}. */
+const FLOOD_CONNECTIONS = positive('FLOOD_CONNECTIONS', 50, { zero: true });
+/** The flooding client's address: the gate shares its verifications fairly between addresses. */
+const FLOOD_ADDRESS = '127.0.0.2';
 /** Far above what one core can serve: a count bound on top of the time bound. */
 const MAX_REQUESTS = DURATION_S * 100_000;
 
@@ -49,10 +56,12 @@ const API_KEY = 'soak-partoo-api-key';
 const GATE_TIMEOUT_MS = 500;
 const SLOW_MS = 1500;
 
-function positive(name: string, fallback: number): number {
+function positive(name: string, fallback: number, { zero = false } = {}): number {
   const raw = process.env[name];
   const value = raw === undefined ? fallback : Number(raw);
-  if (!(Number.isFinite(value) && value > 0)) throw new RangeError(`${name} must be a positive number`);
+  if (!(Number.isFinite(value) && (value > 0 || (zero && value === 0)))) {
+    throw new RangeError(`${name} must be a positive number${zero ? ' or 0' : ''}`);
+  }
   return value;
 }
 
@@ -93,6 +102,8 @@ const KINDS = {
   'connection-invalid': { weight: 8, allowed: [401, 503] },
   /** Connection parameters missing, empty or repeated. */
   'connection-malformed': { weight: 7, allowed: [400] },
+  /** A Bearer token no one has seen, from the flooding client only (never picked by the mixed loops). */
+  flood: { weight: 0, allowed: [401, 503] },
 } as const satisfies Record<string, { weight: number; allowed: readonly number[] }>;
 type Kind = keyof typeof KINDS;
 
@@ -140,7 +151,7 @@ interface LoadReport {
 type LoadMessage = { readonly type: 'started' } | { readonly type: 'report'; readonly report: LoadReport };
 
 /** Kinds sent as Bearer headers: half of them go to the Bearer-only gate's route. */
-const BEARER_KINDS: ReadonlySet<Kind> = new Set(['valid', 'unpermitted', 'invalid', 'malformed', 'missing']);
+const BEARER_KINDS: ReadonlySet<Kind> = new Set(['valid', 'unpermitted', 'invalid', 'malformed', 'missing', 'flood']);
 
 /** One request: where, with what, and (for accepted credentials) the subject the answer must name. */
 interface Planned {
@@ -166,6 +177,9 @@ const MALFORMED_HEADERS: ReadonlyArray<Record<string, string> | string[]> = [
   ['authorization', `Bearer ${VALID_TOKENS[0]?.token}`, 'authorization', `Bearer ${VALID_TOKENS[1]?.token}`],
 ];
 let freshInvalid = 0;
+let flooded = 0;
+const floodRun = Math.random().toString(36).slice(2, 10);
+const floodToken = () => `soak-flood-${floodRun}-${flooded++}`;
 
 function plan(kind: Kind): Planned {
   switch (kind) {
@@ -192,6 +206,8 @@ function plan(kind: Kind): Planned {
       const query = new URLSearchParams({ user_id: pick(VALID_CONNECTIONS).userId, token: pick(INVALID_POOL) });
       return { kind, path: `/checks?${query}`, headers: {} };
     }
+    case 'flood':
+      return { kind, path: '/checks', headers: { authorization: `Bearer ${floodToken()}` } };
     case 'connection-malformed': {
       const { userId, token } = pick(VALID_CONNECTIONS);
       const query = pick([`user_id=${userId}&token=${token}&token=${token}`, `token=${token}`, 'user_id=&token=']);
@@ -255,6 +271,36 @@ async function runLoad(): Promise<void> {
   const started = performance.now();
   const endAt = started + config.durationMs;
 
+  /** Sends one request and records its answer; `timed` adds its latency to the mixed loops' figures. */
+  async function exchange(client: Client, planned: Planned, timed: boolean): Promise<void> {
+    const sent = performance.now();
+    try {
+      const res = await client.request({ method: 'GET', path: planned.path, headers: planned.headers });
+      const status = res.statusCode;
+      let subject: unknown;
+      let answer = String(status);
+      if (status === 200) subject = ((await res.body.json()) as { subject?: unknown }).subject;
+      else if (status === 503) answer = `503 ${((await res.body.json()) as { error?: unknown }).error}`;
+      else await res.body.dump();
+      if (timed) histogram.record(Math.max(1, Math.round((performance.now() - sent) * 1000)));
+      statuses[answer] = (statuses[answer] ?? 0) + 1;
+      const kindCounts = (byKind[planned.kind] ??= {});
+      kindCounts[answer] = (kindCounts[answer] ?? 0) + 1;
+      const verdict = judge(planned, status, subject);
+      const example = `${planned.kind} ${planned.path.split('?')[0]} -> ${status}${subject === undefined ? '' : ` (${String(subject)})`}`;
+      if (verdict === 'wrong') {
+        wrongDecisions++;
+        if (wrongExamples.length < 10) wrongExamples.push(example);
+      } else if (verdict === 'unexpected') {
+        unexpected++;
+        if (unexpectedExamples.length < 10) unexpectedExamples.push(example);
+      }
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? (error as Error).name;
+      clientErrors[code] = (clientErrors[code] ?? 0) + 1;
+    }
+  }
+
   async function worker(): Promise<void> {
     // One connection per loop, so that a repeated request goes over the connection that sent it before.
     const client = new Client(config.url, { pipelining: 1, headersTimeout: 15_000, bodyTimeout: 15_000 });
@@ -264,35 +310,30 @@ async function runLoad(): Promise<void> {
       issued++;
       const planned = previous !== undefined && Math.random() < 0.5 ? previous : planRoute(randomKind());
       previous = planned;
-      const sent = performance.now();
-      try {
-        const res = await client.request({ method: 'GET', path: planned.path, headers: planned.headers });
-        const status = res.statusCode;
-        let subject: unknown;
-        if (status === 200) subject = ((await res.body.json()) as { subject?: unknown }).subject;
-        else await res.body.dump();
-        histogram.record(Math.max(1, Math.round((performance.now() - sent) * 1000)));
-        statuses[status] = (statuses[status] ?? 0) + 1;
-        const kindCounts = (byKind[planned.kind] ??= {});
-        kindCounts[status] = (kindCounts[status] ?? 0) + 1;
-        const verdict = judge(planned, status, subject);
-        const example = `${planned.kind} ${planned.path.split('?')[0]} -> ${status}${subject === undefined ? '' : ` (${String(subject)})`}`;
-        if (verdict === 'wrong') {
-          wrongDecisions++;
-          if (wrongExamples.length < 10) wrongExamples.push(example);
-        } else if (verdict === 'unexpected') {
-          unexpected++;
-          if (unexpectedExamples.length < 10) unexpectedExamples.push(example);
-        }
-      } catch (error) {
-        const code = (error as { code?: string }).code ?? (error as Error).name;
-        clientErrors[code] = (clientErrors[code] ?? 0) + 1;
-      }
+      await exchange(client, planned, true);
+    }
+  }
+
+  /** A loop of the flooding client: from its own address, a never-seen Bearer token on every request. */
+  async function flooder(): Promise<void> {
+    const client = new Client(config.url, {
+      pipelining: 1,
+      headersTimeout: 15_000,
+      bodyTimeout: 15_000,
+      localAddress: FLOOD_ADDRESS,
+    });
+    clients.push(client);
+    while (performance.now() < endAt && issued < MAX_REQUESTS) {
+      issued++;
+      await exchange(client, planRoute('flood'), false);
     }
   }
 
   process.send?.({ type: 'started' } satisfies LoadMessage);
-  await Promise.all(Array.from({ length: CONNECTIONS }, worker));
+  await Promise.all([
+    ...Array.from({ length: CONNECTIONS }, worker),
+    ...Array.from({ length: FLOOD_CONNECTIONS }, flooder),
+  ]);
   const elapsedMs = performance.now() - started;
   await Promise.all(clients.map((client) => client.close()));
   const ms = (micros: number) => Math.round(micros / 10) / 100;
@@ -392,6 +433,12 @@ const PHASES: readonly Phase[] = [
   { name: '429s', fault: { kind: 'status', status: 429, retryAfter: 1 } },
 ];
 
+/**
+ * One step of the schedule: 2 s, or less when the run is too short for every phase to come once
+ * (with two steps to spare, for the timer's lag on a busy event loop).
+ */
+const FLAP_MS = positive('FLAP_MS', Math.min(2000, Math.floor((DURATION_S * 1000) / (PHASES.length + 2))));
+
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
 async function runServer(gc: () => void): Promise<void> {
@@ -462,7 +509,7 @@ async function runServer(gc: () => void): Promise<void> {
   gc();
   const start = process.memoryUsage();
   console.log(
-    `soak: ${DURATION_S} s, ${CONNECTIONS} connections, provider phase every ${FLAP_MS} ms ` +
+    `soak: ${DURATION_S} s, ${CONNECTIONS} connections and ${FLOOD_CONNECTIONS} flooding from ${FLOOD_ADDRESS}, provider phase every ${FLAP_MS} ms ` +
       `(${PHASES.map((p) => p.name).join(' > ')}), gate timeout ${GATE_TIMEOUT_MS} ms, slow = ${SLOW_MS} ms`,
   );
   console.log(`start: rss ${mb(start.rss)}, heap used after GC ${mb(start.heapUsed)}`);
@@ -547,7 +594,7 @@ async function runServer(gc: () => void): Promise<void> {
   const seconds = report.elapsedMs / 1000;
   const line = (counts: Record<string, number>) =>
     Object.entries(counts)
-      .sort(([a], [b]) => Number(a) - Number(b))
+      .sort(([a], [b]) => a.localeCompare(b))
       .map(([status, n]) => `${status}: ${n}`)
       .join(', ');
   console.log(
