@@ -252,3 +252,29 @@ describe('the client address the gate shares capacity by', () => {
     }
   });
 });
+
+describe('what a request shows of earlier ones', () => {
+  it('util.inspect of an anonymous request and its socket shows no token an earlier request sent on the connection', async () => {
+    const { inspect } = await import('node:util');
+    const { Client } = await import('undici');
+    const gate = createGate({
+      providers: [stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } })],
+    });
+    open.push(() => gate.close());
+    const shown: string[] = [];
+    const app = express();
+    app.get('/', expressGate.authenticate(gate, { optional: true }), (req, res) => {
+      shown.push(inspect(req, { depth: 4, showHidden: true }), inspect(req.socket, { depth: 4, showHidden: true }));
+      res.send(req.auth?.subject ?? 'anonymous');
+    });
+    const client = new Client(await serve(app));
+    open.push(() => client.close());
+    const first = await client.request({ method: 'GET', path: '/', headers: { authorization: `Bearer ${READER}` } });
+    expect(await first.body.text()).toBe('reader');
+    shown.length = 0;
+    const second = await client.request({ method: 'GET', path: '/' });
+    expect(await second.body.text()).toBe('anonymous');
+    expect(shown).toHaveLength(2);
+    for (const text of shown) expect(text).not.toContain(READER);
+  });
+});
