@@ -100,6 +100,16 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
     );
   });
 
+  it('refuses null, an object without a realm, and one without authenticateNow, with its own message', () => {
+    const realmOnly = { realm: 'api' };
+    const methodOnly = { authenticateNow: () => undefined };
+    for (const value of [null, realmOnly, methodOnly]) {
+      expect(() => authenticator(value as unknown as Gate, undefined, 'plain')).toThrow(
+        /^plain: authenticate\(gate\) expects a gate from createGate\(\), got (null|an object)$/,
+      );
+    }
+  });
+
   it('throws at mount for anything but a gate, naming the adapter', () => {
     expect(() => authenticator({} as Gate, undefined, 'plain')).toThrow(
       'plain: authenticate(gate) expects a gate from createGate(), got an object',

@@ -6,9 +6,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import Koa from 'koa';
 import { Client } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
+import * as koaGate from '../adapters/koa.js';
 import {
   type BearerCredential,
   type CredentialRequest,
@@ -138,6 +140,31 @@ describe('the per-connection fast path', () => {
     // Read: each token's first request (a miss), the cache hit that remembers it, and the header change back
     // to READER (a hit at once); the other two repeats of each run are recalled without reading.
     expect(extracts()).toBe(5);
+  });
+
+  it('is used by the Koa adapter too (through NodeRequest), the guard still running every time', async () => {
+    const { provider, extracts } = countedProvider('header:authorization');
+    const gate = gateOf(provider);
+    const app = new Koa();
+    app.use(koaGate.authenticate(gate));
+    app.use(koaGate.requires('read'));
+    app.use((ctx) => {
+      ctx.body = 'ok';
+    });
+    const server: Server = createServer(app.callback());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    open.push(() => new Promise((resolve) => server.close(() => resolve())));
+    const client = new Client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { pipelining: 1 });
+    open.push(() => client.close());
+    const statuses: number[] = [];
+    for (const token of [READER, READER, READER, READER, WRITER, WRITER]) {
+      const res = await client.request({ method: 'GET', path: '/', headers: { authorization: `Bearer ${token}` } });
+      await res.body.text();
+      statuses.push(res.statusCode);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 403, 403]);
+    // READER: its miss and the hit that remembers it; WRITER: the same. The other repeats are recalled.
+    expect(extracts()).toBe(4);
   });
 
   it('checks guards on recalled contexts through the gate too', async () => {

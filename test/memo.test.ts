@@ -99,6 +99,13 @@ describe('ConnectionMemo: recall', () => {
     expect(other.recall(connection, HEADER, 7, 1000)).toBeUndefined();
   });
 
+  it('remembers nothing for a connection it computed no key for', () => {
+    const memo = new ConnectionMemo();
+    const connection = {};
+    memo.remember(connection, HEADER, entry(61_000), 7, 1000);
+    expect(memo.recall(connection, HEADER, 7, 1000)).toBeUndefined();
+  });
+
   it('forgets a connection whose request carried no credential', () => {
     const { memo, connection } = remembered();
     memo.forget(connection);
