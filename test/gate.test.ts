@@ -261,6 +261,7 @@ describe('admission through the gate', () => {
     await expect(gate.authenticate(request('SECRETok2'))).rejects.toMatchObject({
       status: 503,
       code: 'overloaded',
+      message: 'Too many credentials are waiting for token provider held',
       headers: { 'Retry-After': '1' },
     });
     expect(calls()).toBe(1);

@@ -117,10 +117,12 @@ describe('requires and requiresAny', () => {
   });
 
   it('throws on an empty list or an empty name, at route definition', () => {
-    expect(() => requires()).toThrow(TypeError);
-    expect(() => requiresAny()).toThrow(TypeError);
-    expect(() => requires(READ, '')).toThrow(TypeError);
-    expect(() => requiresAny(undefined as unknown as string)).toThrow(TypeError);
+    expect(() => requires()).toThrow(new TypeError('requires() needs at least one permission'));
+    expect(() => requiresAny()).toThrow(new TypeError('requiresAny() needs at least one permission'));
+    expect(() => requires(READ, '')).toThrow(new TypeError('requires() takes non-empty permission names'));
+    expect(() => requiresAny(undefined as unknown as string)).toThrow(
+      new TypeError('requiresAny() takes non-empty permission names'),
+    );
   });
 
   it('guards are frozen: a route cannot widen them later', () => {
