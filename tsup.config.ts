@@ -46,6 +46,7 @@ export default defineConfig({
     express: 'adapters/express.ts',
     koa: 'adapters/koa.ts',
     testing: 'src/testing/index.ts',
+    redis: 'src/redis/index.ts',
   },
   // "type": "module": esm -> .js / .d.ts, cjs -> .cjs / .d.cts, matching package.json "exports".
   format: ['esm', 'cjs'],

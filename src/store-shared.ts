@@ -148,10 +148,9 @@ export class SharedLink {
         resolve(value);
         return true;
       };
-      const timer =
-        budget === undefined
-          ? undefined
-          : setTimeout(() => settle(FAILED) && this.#onFailure(operation, 'timeout', provider), budget.left);
+      // As in the Redis tier's guard: an answer read in the I/O poll right after the timer still counts.
+      const late = () => setImmediate(() => settle(FAILED) && this.#onFailure(operation, 'timeout', provider));
+      const timer = budget === undefined ? undefined : setTimeout(late, budget.left);
       let answer: Promise<T>;
       try {
         answer = start();

@@ -102,7 +102,10 @@ export class RedisBus {
 
   #receive(text: string): void {
     const probe = PROBE_MESSAGE.exec(text);
-    if (probe !== null) return this.#probed(probe[1] as string, probe[2] as string);
+    if (probe !== null) {
+      this.#probed(probe[1] as string, probe[2] as string);
+      return;
+    }
     const parsed = MESSAGE.exec(text);
     if (parsed === null) return;
     const [, kind, encodedKey, sender] = parsed as unknown as [string, MessageKind, string, string];

@@ -2,8 +2,8 @@
  * Every Redis command of the tier goes through a guard: its own timeout,
  * and a circuit breaker that skips Redis while it is down. A skipped or
  * late command rejects with an error whose `code` the store reads
- * (`EUNAVAILABLE`, `ETIMEDOUT`); no command ever holds a caller past the
- * timeout.
+ * (`EUNAVAILABLE`, `ETIMEDOUT`); no command holds a caller past the timeout
+ * and the I/O poll that follows it.
  */
 import { CircuitBreaker } from '../resilience.js';
 
@@ -44,12 +44,19 @@ export class RedisGuard {
     }
     return new Promise<T>((resolve, reject) => {
       let settled = false;
-      const timer = setTimeout(() => {
-        settled = true;
-        this.#breaker.failed(performance.now());
-        onLate?.();
-        reject(failure('ETIMEDOUT', 'Redis did not answer in time'));
-      }, this.#timeout);
+      // Late only when no answer came by the first I/O poll after the timeout: a busy event
+      // loop that runs the timer before reading an answer already there is not a slow Redis.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return;
+            settled = true;
+            this.#breaker.failed(performance.now());
+            onLate?.();
+            reject(failure('ETIMEDOUT', 'Redis did not answer in time'));
+          }),
+        this.#timeout,
+      );
       const answered = (ok: boolean) => {
         if (settled) return false;
         settled = true;

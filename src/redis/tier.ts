@@ -181,7 +181,7 @@ export class RedisTier implements SharedTier {
       };
       const stopWatching = this.#bus.watch(keys.encoded, (kind) => (kind === 'a' ? peek() : abandon()));
       const deadline = setTimeout(abandon, leaseTime);
-      const poll = setInterval(peek, Math.max(10, Math.min(100, leaseTime / 4)));
+      const poll = setInterval(peek, Math.max(10, Math.min(50, leaseTime / 4)));
       this.#waits.add(abandon);
     });
   }
