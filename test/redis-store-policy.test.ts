@@ -24,7 +24,7 @@ const fresh = (): SharedVerdict => ({
 
 /** A leasing tier that answers from scripts, and records what the store asked. */
 class ScriptedTier implements SharedTier {
-  readonly timeout = 30;
+  timeout?: number = 30;
   readonly calls: string[] = [];
   readonly stored: Array<{ verdict: SharedVerdict; claim: SharedClaim | undefined }> = [];
   released = 0;
@@ -180,6 +180,48 @@ describe('store with a leasing shared tier', () => {
       expect(tier.stored).toEqual([]);
     });
   }
+
+  it('asks the provider without a claim when leasing over an unusable value fails or finds a value', async () => {
+    const stale = { ...fresh(), freshUntil: Date.now() - 1 };
+    for (const second of [() => Promise.reject(new Error('down')), resolved({ state: 'stored', value: fresh() })]) {
+      const tier = new ScriptedTier([resolved({ state: 'stored', value: stale }), second]);
+      const { fetched } = await load(tier);
+      expect(fetched).toBe(1);
+      expect(tier.calls).toEqual(['lease', 'lease(replace)']);
+    }
+  });
+
+  it('spends one budget of `timeout` on its lookups: none is sent once it is spent', async () => {
+    const stale = { ...fresh(), freshUntil: Date.now() - 1 };
+    const slow = () => {
+      // Holds the thread past the whole budget, then answers at once.
+      const until = performance.now() + 40;
+      while (performance.now() < until);
+      return Promise.resolve<SharedLease>({ state: 'stored', value: stale });
+    };
+    const tier = new ScriptedTier([slow]);
+    const { fetched, failures } = await load(tier);
+    expect(fetched).toBe(1);
+    expect(tier.calls).toEqual(['lease']);
+    expect(failures).toEqual(['lease:timeout']);
+  });
+
+  it('gives a tier without its own timeout 50 ms', async () => {
+    const tier = new ScriptedTier([() => new Promise<SharedLease>(() => {})]);
+    delete tier.timeout;
+    const started = performance.now();
+    const { failures } = await load(tier);
+    expect(failures).toEqual(['lease:timeout']);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(45);
+  });
+
+  it('keeps no rejection from another instance with negativeTtl 0', async () => {
+    const rejection: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
+    const tier = new ScriptedTier([resolved({ state: 'stored', value: rejection })]);
+    const store = new VerdictStore({ negativeTtl: 0 }, tier);
+    expect(await store.load('key', ORIGIN, async () => 'not asked').promise).toBeInstanceOf(Rejection);
+    expect(store.get('key', performance.now())).toBeUndefined();
+  });
 
   it('asks the provider when waiting fails, and reports wait:error', async () => {
     const tier = new ScriptedTier([resolved({ state: 'held' })], [() => Promise.reject(new Error('down'))]);

