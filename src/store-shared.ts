@@ -68,8 +68,15 @@ export class SharedLink {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
       return value === FAILED ? undefined : usable(value);
     }
+    // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
-      this.#call('lease', flight, budget, () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace));
+      this.#call(
+        'lease',
+        flight,
+        budget,
+        () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace),
+        (late) => (late.state === 'claimed' ? late.claim.release() : undefined),
+      );
     for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
       let found = await lease(false);
       if (found === FAILED) return undefined;
@@ -124,13 +131,15 @@ export class SharedLink {
 
   /**
    * `start()`'s answer, or FAILED (reported) when it fails or when `budget`
-   * runs out first; the time it took is taken from `budget` (none: unbounded).
+   * runs out first (an answer after that goes to `onLate`); the time it took
+   * is taken from `budget` (none: unbounded).
    */
   #call<T>(
     operation: SharedOperation,
     flight: SharedFlight,
     budget: Budget | undefined,
     start: () => Promise<T>,
+    onLate?: (value: T) => void,
   ): Promise<T | typeof FAILED> {
     const provider = flight.origin.provider;
     if (budget !== undefined && budget.left <= 0) {
@@ -157,7 +166,10 @@ export class SharedLink {
       } catch (error) {
         answer = Promise.reject(error);
       }
-      answer.then(settle, (error: unknown) => settle(FAILED) && this.#failed(operation, error, provider));
+      answer.then(
+        (value) => settle(value) || onLate?.(value),
+        (error: unknown) => settle(FAILED) && this.#failed(operation, error, provider),
+      );
     });
   }
 

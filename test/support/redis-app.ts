@@ -5,7 +5,9 @@
  *
  * Environment: `REDIS_PORT`, `PROVIDER_URL` (the OnlineOrNot mock, in the
  * test process), `REDIS_CLIENT` (`ioredis` or `node-redis`), `REDIS_TIMEOUT`
- * (the tier's per-command timeout, ms). Once its tier's
+ * (the tier's per-command timeout, ms; default 50), `SHARED=off` (no shared
+ * tier at all: the same app with the gate alone, for the benchmark's
+ * comparison). Once its tier's
  * subscription is live it sends `{ port }` to its parent over IPC, and it
  * exits when the parent goes away.
  *
@@ -20,14 +22,18 @@ import { AuthError, createGate, type GateEvent, onlineOrNot } from '../../src/in
 import { redisCache } from '../../src/redis/index.js';
 import { type ClientKind, connectClient, sharedErrors } from './redis-instances.js';
 
-const port = Number(process.env.REDIS_PORT);
-const kind = process.env.REDIS_CLIENT as ClientKind;
-const connected = await connectClient(kind, port);
-const tier = redisCache(connected.client, { timeout: Number(process.env.REDIS_TIMEOUT) });
+const shared = process.env.SHARED !== 'off';
+const connected = shared
+  ? await connectClient(process.env.REDIS_CLIENT as ClientKind, Number(process.env.REDIS_PORT))
+  : undefined;
+const tier =
+  connected === undefined
+    ? undefined
+    : redisCache(connected.client, { timeout: Number(process.env.REDIS_TIMEOUT ?? 50) });
 const events: GateEvent[] = [];
 const gate = createGate({
   providers: [onlineOrNot({ baseUrl: process.env.PROVIDER_URL as string })],
-  sharedCache: tier,
+  ...(tier === undefined ? {} : { sharedCache: tier }),
   onEvent: (event) => events.push(event),
 });
 
@@ -50,7 +56,7 @@ app.use((error: unknown, _req: express.Request, res: express.Response, _next: ex
   res.status(status).json({ code: error instanceof AuthError ? error.code : 'internal' });
 });
 
-await tier.ready();
+await tier?.ready();
 const server = app.listen(0, '127.0.0.1', () => {
   process.send?.({ port: (server.address() as AddressInfo).port });
 });
