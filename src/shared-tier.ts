@@ -130,7 +130,10 @@ export interface SharedTier {
    * has taken it; a tier that could not may keep retrying on its own.
    */
   invalidate?(key: string): Promise<void>;
-  /** Calls `listener` with each key another instance invalidated. Returns a function that stops it. */
+  /**
+   * Calls `listener` with each key invalidated through this tier or by another
+   * instance (a listener may hear of its own invalidation). Returns a function that stops it.
+   */
   onInvalidate?(listener: (key: string) => void): () => void;
   /**
    * Calls `listener` when the tier's link to the others comes back after a

@@ -279,6 +279,21 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await instances[0].gate.revoke({ headers: {} })).toBe(false);
     });
 
+    it('two gates on one tier: a revocation through one reaches the other at once', async () => {
+      const [a] = (await start(1, { redis: { localTtl: 60_000 } })) as [Instance];
+      const sibling = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: a.tier });
+      try {
+        const token = knownToken();
+        await a.gate.authenticate(bearer(token));
+        await sibling.authenticate(bearer(token));
+        mock.removeToken(token);
+        expect(await a.gate.revoke(bearer(token))).toBe(true);
+        expect(await outcome(sibling.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+      } finally {
+        await sibling.close();
+      }
+    });
+
     it('invalidate(req) still returns a boolean, and reaches every instance too', async () => {
       const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
       const token = knownToken();

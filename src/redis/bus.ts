@@ -61,10 +61,15 @@ export class RedisBus {
     );
   }
 
-  /** Calls `listener` with each store key another instance invalidated. */
+  /** Calls `listener` with each store key invalidated, here ({@link announce}) or by another instance. */
   onInvalidate(listener: (key: string) => void): () => void {
     this.#invalidated.add(listener);
     return () => this.#invalidated.delete(listener);
+  }
+
+  /** Tells this instance's own listeners that `key` was invalidated here (its own messages are not echoed to them). */
+  announce(key: string): void {
+    for (const listener of this.#invalidated) listener(key);
   }
 
   /** Calls `listener` each time the subscriber connects again after a break. */

@@ -188,6 +188,8 @@ export class RedisTier implements SharedTier {
 
   /** Deletes `key`'s value and lease, leaves a tombstone, tells every instance; retried later if Redis fails. */
   async invalidate(key: string): Promise<void> {
+    // Gates sharing this tier in this process forget it at once; other instances hear it from Redis.
+    this.#bus.announce(key);
     this.#pending.delete(key);
     try {
       await this.#invalidateNow(key);
