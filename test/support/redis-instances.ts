@@ -60,7 +60,9 @@ export async function startInstance(
   options: InstanceOptions = {},
 ): Promise<Instance> {
   const connected = await connectClient(kind, port);
-  const tier = redisCache(connected.client, options.redis);
+  // A generous Redis timeout unless a test sets one: these tests are about what is shared, on machines
+  // whose load can delay an answer past the default 50 ms (a late answer is, by design, not waited for).
+  const tier = redisCache(connected.client, { timeout: 250, ...options.redis });
   await tier.ready();
   const events: GateEvent[] = [];
   const gate = createGate({
