@@ -5,6 +5,7 @@
  * stored only under a claim, and that every tier failure is a miss reported
  * as an event. The Redis tier itself is in redis.test.ts.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { AuthContext } from '../src/context.js';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from '../src/shared-tier.js';
@@ -204,6 +205,21 @@ describe('store with a leasing shared tier', () => {
     expect(fetched).toBe(1);
     expect(tier.calls).toEqual(['lease']);
     expect(failures).toEqual(['lease:timeout']);
+  });
+
+  it('releases a lease that came back after the flight gave up on it', async () => {
+    const claimed: SharedLease = { state: 'claimed', claim: { release: () => tier.released++ } };
+    const tier: ScriptedTier = new ScriptedTier([() => sleep(60).then(() => claimed)]);
+    const store = new VerdictStore({}, tier);
+    let fetched = 0;
+    await store.load('key', ORIGIN, async (flight) => {
+      fetched++;
+      return store.accept(flight, PRINCIPAL);
+    }).promise;
+    expect(fetched).toBe(1);
+    expect(tier.stored).toEqual([]);
+    await sleep(60);
+    expect(tier.released).toBe(1);
   });
 
   it('gives a tier without its own timeout 50 ms', async () => {

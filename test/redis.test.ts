@@ -34,6 +34,7 @@ import {
   adminClient,
   CLIENT_KINDS,
   type ClientKind,
+  connectClient,
   type Instance,
   type InstanceOptions,
   sharedErrors,
@@ -279,8 +280,21 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await instances[0].gate.revoke({ headers: {} })).toBe(false);
     });
 
+    it('closes cleanly right after it was made, before its subscription is up', async () => {
+      const connected = await connectClient(kind, redis.port);
+      try {
+        const tier = redisCache(connected.client);
+        await tier.close();
+        await tier.close();
+        expect(await tier.waitFor?.(cacheKey('scope', 'closed'))).toBeUndefined();
+      } finally {
+        await connected.close();
+      }
+    });
+
     it('two gates on one tier: a revocation through one reaches the other at once', async () => {
       const [a] = (await start(1, { redis: { localTtl: 60_000 } })) as [Instance];
+      await a.tier.ready();
       const sibling = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: a.tier });
       try {
         const token = knownToken();

@@ -91,9 +91,8 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
       const subscriber = client.duplicate();
       subscriber.on('error', ignore);
       subscriber.on('ready', onReady);
-      subscriber.on('message', (from, message) => {
-        if (from === channel) onMessage(message);
-      });
+      // Its only subscription is `channel`: every message is one of ours.
+      subscriber.on('message', (_channel, message) => onMessage(message));
       subscriber.subscribe(channel).catch(ignore);
       return () => subscriber.disconnect();
     },

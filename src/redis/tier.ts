@@ -135,12 +135,10 @@ export class RedisTier implements SharedTier {
       () => this.#driver.run(LEASE, [keys.value, keys.lease, keys.tombstone], args),
       end,
     );
-    const [state, payload] = Array.isArray(answer) ? (answer as unknown[]) : [];
+    // LEASE answers a table: {'s', value}, {'c', tombstone id or ''} or {'h'}.
+    const [state, payload] = answer as [unknown, unknown];
     if (state === 's') return { state: 'stored', value: decode(payload) };
-    if (state === 'c') {
-      const claim = new RedisClaim(id, typeof payload === 'string' ? payload : '', performance.now(), end);
-      return { state: 'claimed', claim };
-    }
+    if (state === 'c') return { state: 'claimed', claim: new RedisClaim(id, String(payload), performance.now(), end) };
     if (state === 'h') return { state: 'held' };
     throw new Error('Redis answered a lease with an unexpected reply');
   }
