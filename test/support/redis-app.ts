@@ -34,7 +34,9 @@ const events: GateEvent[] = [];
 const gate = createGate({
   providers: [onlineOrNot({ baseUrl: process.env.PROVIDER_URL as string })],
   ...(tier === undefined ? {} : { sharedCache: tier }),
-  onEvent: (event) => events.push(event),
+  onEvent: (event) => {
+    if (event.type === 'shared_cache_error') events.push(event);
+  },
 });
 
 const app = express();
