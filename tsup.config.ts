@@ -47,6 +47,7 @@ export default defineConfig({
     fastify: 'adapters/fastify.ts',
     koa: 'adapters/koa.ts',
     testing: 'src/testing/index.ts',
+    redis: 'src/redis/index.ts',
   },
   // "type": "module": esm -> .js / .d.ts, cjs -> .cjs / .d.cts, matching package.json "exports".
   format: ['esm', 'cjs'],

@@ -21,6 +21,7 @@ import { runMemory } from './scenarios/memory.js';
 import { runMicro } from './scenarios/micro.js';
 import { runPair } from './scenarios/pair.js';
 import { runPeers } from './scenarios/peers.js';
+import { runRedis } from './scenarios/redis.js';
 import { runStampede } from './scenarios/stampede.js';
 import { SCENARIOS, type ScenarioName, settings } from './settings.js';
 
@@ -45,9 +46,14 @@ const suite: Suite = {
   jwt: jwks.sign({ sub: 'user-1', scope: BENCH_PERMISSIONS.join(' ') }),
 };
 
+// The Redis tier's scenario needs redis-server: `BENCH_REDIS=1` adds it to the run, `BENCH_REDIS=only` runs it alone.
+const redisScenario = process.env.BENCH_REDIS;
 const outcomes: Outcome[] = [];
 if (settings.pair !== undefined) outcomes.push(await runPair(suite, settings.pair));
-for (const name of SCENARIOS) if (settings.only.has(name)) outcomes.push(await scenarios[name](suite));
+if (redisScenario !== 'only') {
+  for (const name of SCENARIOS) if (settings.only.has(name)) outcomes.push(await scenarios[name](suite));
+}
+if (redisScenario === '1' || redisScenario === 'only') outcomes.push(await runRedis(suite));
 const rows = outcomes.flatMap((outcome) => outcome.rows);
 const results: Record<string, unknown> = Object.assign({}, ...outcomes.map((outcome) => outcome.results));
 if (rows.length > 0) console.log(`\n${table(rows)}\n`);
@@ -70,7 +76,8 @@ const meta = {
 };
 // Only a full run replaces the committed figures; any other run leaves them alone.
 const here = dirname(fileURLToPath(import.meta.url));
-const file = settings.full ? join(here, 'results.json') : join(here, '.build', 'results.json');
+const file =
+  settings.full && redisScenario !== 'only' ? join(here, 'results.json') : join(here, '.build', 'results.json');
 mkdirSync(dirname(file), { recursive: true });
 writeFileSync(file, `${JSON.stringify({ meta, table: rows, ...results }, null, 2)}\n`);
 console.log(

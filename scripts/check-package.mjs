@@ -33,7 +33,7 @@ const keep = argv.has('--keep');
 const verbose = argv.has('--verbose');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
 
-const ENTRIES = ['index', 'express', 'fastify', 'koa', 'testing'];
+const ENTRIES = ['index', 'express', 'fastify', 'koa', 'testing', 'redis'];
 
 let failures = 0;
 
@@ -277,7 +277,8 @@ expect(typeof koaAdapter.authenticate === 'function', 'tokengate/koa: authentica
 expect(typeof fastifyAdapter.authenticate === 'function', 'tokengate/fastify: authenticate is not a function');
 expect(typeof testing.mockOnlineOrNot === 'function', 'tokengate/testing: mockOnlineOrNot is not a function');
 expect(typeof testing.stubProvider === 'function', 'tokengate/testing: stubProvider is not a function');
-for (const [name, mod] of Object.entries({ 'tokengate/express': expressAdapter, 'tokengate/fastify': fastifyAdapter, 'tokengate/koa': koaAdapter, 'tokengate/testing': testing })) {
+expect(typeof redisTier.redisCache === 'function', 'tokengate/redis: redisCache is not a function');
+for (const [name, mod] of Object.entries({ 'tokengate/express': expressAdapter, 'tokengate/fastify': fastifyAdapter, 'tokengate/koa': koaAdapter, 'tokengate/testing': testing, 'tokengate/redis': redisTier })) {
   if ('AuthError' in mod) expect(mod.AuthError === core.AuthError, name + ': re-exported AuthError differs from tokengate\\'s');
 }
 
@@ -417,6 +418,7 @@ import * as fastifyAdapter from 'tokengate/fastify';
 import * as koaAdapter from 'tokengate/koa';
 import * as testing from 'tokengate/testing';
 import { mockOnlineOrNot } from 'tokengate/testing';
+import * as redisTier from 'tokengate/redis';
 void [AuthError, createGate, requires, authenticate, mockOnlineOrNot];
 ${scenario}`,
 );
@@ -436,6 +438,7 @@ const fastifyAdapter = require('tokengate/fastify');
 const koaAdapter = require('tokengate/koa');
 const testing = require('tokengate/testing');
 const { mockOnlineOrNot } = require('tokengate/testing');
+const redisTier = require('tokengate/redis');
 void [AuthError, createGate, requires, authenticate, mockOnlineOrNot];
 ${scenario}`,
 );
@@ -461,8 +464,10 @@ import { authenticate } from 'tokengate/express';
 import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
 import { mockOnlineOrNot, stubProvider } from 'tokengate/testing';
+import { type RedisCacheOptions, redisCache } from 'tokengate/redis';
 
-export const functions: Array<(...args: never[]) => unknown> = [createGate, requires, authenticate, mockOnlineOrNot];
+export const functions: Array<(...args: never[]) => unknown> = [createGate, requires, authenticate, mockOnlineOrNot, redisCache];
+export const redisOptions: RedisCacheOptions = { prefix: 'app:', localTtl: 1000 };
 
 const gate = createGate({ providers: [stubProvider({ tokens: { t: { subject: 'u1', permissions: ['read'] } } })] });
 

@@ -39,12 +39,18 @@ export type GateEvent =
    * load, not the provider's failure: the breaker is not told.
    */
   | { readonly type: 'overloaded'; readonly provider: string; readonly reason: 'full' | 'expired' }
-  /** The shared cache tier failed or answered too late for a credential of `provider`; the gate carried on without it. */
+  /**
+   * The shared cache tier failed (`error`), answered too late (`timeout`) or
+   * was skipped while known to be down (`unavailable`) for a credential of
+   * `provider`; the gate carried on without it (the in-process cache and the
+   * provider). `lease` and `wait` are its cluster-wide single flight,
+   * `invalidate` a revocation told to every instance.
+   */
   | {
       readonly type: 'shared_cache_error';
       readonly provider: string;
-      readonly operation: 'get' | 'set' | 'delete';
-      readonly reason: 'error' | 'timeout';
+      readonly operation: 'get' | 'set' | 'delete' | 'lease' | 'wait' | 'invalidate';
+      readonly reason: 'error' | 'timeout' | 'unavailable';
     };
 
 /** Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. */

@@ -143,6 +143,13 @@ class TokenGate implements Gate {
     return this.#store.delete(cacheKey(found.slot.provider.cacheScope, found.credential.secret), found.slot.origin);
   }
 
+  async revoke(req: CredentialRequest): Promise<boolean> {
+    if (this.#closed) throw closedError();
+    const found = this.#find(req);
+    if (found === undefined) return false;
+    return this.#store.revoke(cacheKey(found.slot.provider.cacheScope, found.credential.secret), found.slot.origin);
+  }
+
   clear(): void {
     if (this.#closed) throw closedError();
     this.#store.clear();
@@ -163,7 +170,7 @@ class TokenGate implements Gate {
   async close(): Promise<void> {
     if (this.#closed) throw closedError();
     this.#closed = true;
-    this.#store.clear();
+    this.#store.close();
     await Promise.all(this.#slots.map((slot) => slot.provider.close?.()));
   }
 

@@ -7,7 +7,13 @@
  * What crosses it is plain JSON keyed by the store's SHA-256 key: never a
  * raw credential or key. Times are epoch milliseconds, so that instances
  * agree on them. What comes back is checked against {@link SharedVerdictSchema};
- * anything else (corrupt, foreign, another version) is a miss.
+ * anything else (corrupt, foreign, another version) is a miss, and the
+ * provider's answer overwrites it.
+ *
+ * Only `get`, `set` and `delete` are required. A tier that also offers
+ * `lease` and `waitFor` gets one upstream call per key across every
+ * instance; `invalidate` and `onInvalidate` carry revocations to every
+ * instance; `onReconnect` lets each instance drop what it may have missed.
  */
 import { z } from 'zod';
 
@@ -47,21 +53,93 @@ export const SharedVerdictSchema = z.union([
 ]);
 
 /**
- * A shared tier. Every method may be slow and may fail: the store treats a
- * `get` that fails or takes longer than `timeout` as a miss, and a failed
- * `set` or `delete` as nothing more than an event. A shared tier can never
- * let a request through on its own: it only ever stands in for an answer the
- * provider gave.
+ * This instance's lease on a key: the right to ask the provider about it
+ * on behalf of every instance, and to store the answer ({@link SharedTier.set}).
+ */
+export interface SharedClaim {
+  /**
+   * Ends the lease without an answer (the provider failed, or the answer is
+   * not to be kept): instances waiting on it stop waiting at once. Best
+   * effort, never throws; a no-op once the claim's answer was stored.
+   */
+  release(): void;
+}
+
+/** What {@link SharedTier.lease} found. */
+export type SharedLease =
+  /** A value is stored under the key (unchecked: the store checks it). */
+  | { readonly state: 'stored'; readonly value: unknown }
+  /** No value, and this instance now holds the key's lease. */
+  | { readonly state: 'claimed'; readonly claim: SharedClaim }
+  /** No value, and another instance holds the lease: its answer is on the way ({@link SharedTier.waitFor}). */
+  | { readonly state: 'held' };
+
+/**
+ * Ways a tier may reject a call, named by the error's `code`: `ETIMEDOUT`
+ * (it gave up waiting for its backend), `EUNAVAILABLE` (it did not try: its
+ * backend is known to be down). Any other rejection counts as an error.
+ */
+export type SharedFailureCode = 'ETIMEDOUT' | 'EUNAVAILABLE';
+
+/**
+ * A shared tier. Every method may be slow and may fail: the store gives a
+ * `get`, a `lease` and an `invalidate` at most `timeout` ms before it carries
+ * on without them, treats what fails as a miss, and reports it as an event.
+ * A shared tier can never let a request through on its own: it only ever
+ * stands in for an answer the provider gave.
  */
 export interface SharedTier {
-  /** Ms after which a `get` counts as a miss. Default 50. */
+  /** Ms the store waits for `get` and `lease` together, and for `invalidate`. Default 50. */
   readonly timeout?: number;
-  /** The verdict stored under `key`, or `undefined`. */
+  /**
+   * Longest time (ms) an instance serves an answer from its in-process LRU
+   * without asking this tier again: bounds how long a missed invalidation
+   * can matter. Default none (the cache's own `ttl`).
+   */
+  readonly localTtl?: number;
+  /** The value stored under `key` (unchecked: the store checks it), or `undefined`. */
   get(key: string): Promise<unknown>;
-  /** Stores `verdict` under `key` until `verdict.until`. */
-  set(key: string, verdict: SharedVerdict): Promise<void>;
+  /**
+   * Stores `verdict` under `key` until `verdict.until`. A tier with `lease`
+   * is only ever given verdicts with the `claim` that was taken before the
+   * provider was asked; it must drop the verdict when `key` was invalidated
+   * since that claim was taken, and tell instances waiting for `key`.
+   */
+  set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void>;
   /** Forgets `key`. */
   delete(key: string): Promise<void>;
+  /**
+   * Cluster-wide single flight: the value stored under `key`, or else the
+   * key's lease when no other instance holds it. With `replace` (the stored
+   * value is unusable: corrupt, foreign, only stale), the value is not read
+   * and the lease is taken over it. A lease lapses on its own after a time
+   * of the tier's choosing, so that an instance that dies holding one holds
+   * up the others at most that long.
+   */
+  lease?(key: string, replace: boolean): Promise<SharedLease>;
+  /**
+   * Waits for the answer of the instance that holds `key`'s lease. Resolves
+   * with the value it stored (unchecked), or `undefined` when the lease ended
+   * without one (released, lapsed, invalidated) or after the tier's lease time.
+   */
+  waitFor?(key: string): Promise<unknown>;
+  /**
+   * Forgets `key` on every instance: deletes it, leaves a short tombstone so
+   * that an answer already under way elsewhere is not stored over it, and
+   * tells every instance's `onInvalidate` listeners. Resolves once the tier
+   * has taken it; a tier that could not may keep retrying on its own.
+   */
+  invalidate?(key: string): Promise<void>;
+  /**
+   * Calls `listener` with each key invalidated through this tier or by another
+   * instance (a listener may hear of its own invalidation). Returns a function that stops it.
+   */
+  onInvalidate?(listener: (key: string) => void): () => void;
+  /**
+   * Calls `listener` when the tier's link to the others comes back after a
+   * break (invalidations may have been missed meanwhile). Returns a function that stops it.
+   */
+  onReconnect?(listener: () => void): () => void;
   /** Forgets every key of this tier. */
   clear?(): Promise<void>;
   /** Releases the tier's connections. */

@@ -4,8 +4,11 @@
  * per key at a time.
  *
  * Tiers: an in-process LRU first (a hit never leaves the process), then an
- * optional {@link SharedTier} that several instances share. A failing or
- * slow shared tier is a miss, never a pass.
+ * optional {@link SharedTier} that several instances share (its policy in
+ * store-shared.ts). A failing or slow shared tier is a miss, never a pass.
+ * With a shared tier, an in-process answer is fresh at most its `localTtl`,
+ * keys another instance invalidated are forgotten here too, and everything
+ * in process is forgotten when the tier's link comes back after a break.
  *
  * Expiry rules:
  * - an accepted credential is fresh for `ttl`, never past its own `expiresAt`;
@@ -22,7 +25,8 @@
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
-import { type SharedTier, type SharedVerdict, SharedVerdictSchema } from './shared-tier.js';
+import type { SharedTier, SharedVerdict } from './shared-tier.js';
+import { type SharedFailureListener, type SharedFlight, SharedLink } from './store-shared.js';
 import type { Principal } from './types.js';
 
 /** Cache settings. Times are in milliseconds. */
@@ -68,10 +72,8 @@ export class Rejection {
 export type StoreEntry = Accepted | Rejection;
 
 /** One upstream call under way for a key; `cancelled` once the key is forgotten meanwhile. */
-export interface Flight {
-  readonly key: string;
+export interface Flight extends SharedFlight {
   readonly origin: ContextOrigin;
-  cancelled: boolean;
   promise: Promise<unknown> | undefined;
 }
 
@@ -85,15 +87,6 @@ export function cacheKey(scope: string, secret: string): string {
   return hash('sha256', `${scope}\0${secret}`, 'binary'); // 'binary' is Node's name for Latin-1
 }
 
-/** Reports a shared tier operation that failed or timed out; the store carries on without it. */
-export type SharedFailureListener = (
-  operation: 'get' | 'set' | 'delete',
-  reason: 'error' | 'timeout',
-  provider: string,
-) => void;
-
-const DEFAULT_SHARED_TIMEOUT_MS = 50;
-
 export class VerdictStore {
   readonly ttl: number;
   readonly negativeTtl: number;
@@ -103,20 +96,25 @@ export class VerdictStore {
   readonly #rejected: LRUCache<string, Rejection>;
   readonly #inflight = new Map<string, Flight>();
   readonly #grants = new GrantsTable();
-  readonly #shared: SharedTier | undefined;
-  readonly #onSharedFailure: SharedFailureListener;
+  readonly #shared: SharedLink | undefined;
+  /** Longest in-process freshness (ms): the shared tier's `localTtl`, else unbounded. */
+  readonly #localTtl: number;
+  readonly #detach: Array<() => void> = [];
   #generation = 0;
 
   constructor(options: CacheOptions = {}, shared?: SharedTier, onSharedFailure: SharedFailureListener = () => {}) {
     this.ttl = options.ttl ?? 60_000;
     this.negativeTtl = options.negativeTtl ?? 5_000;
     this.staleIfError = options.staleIfError ?? 0;
-    this.#shared = shared;
-    this.#onSharedFailure = onSharedFailure;
+    this.#shared = shared === undefined ? undefined : new SharedLink(shared, onSharedFailure);
+    this.#localTtl = shared?.localTtl ?? Number.POSITIVE_INFINITY;
     const max = options.max ?? 10_000;
     // Every way an accepted entry leaves (eviction, delete, overwrite, clear) moves the generation on.
     this.#accepted = new LRUCache<string, Accepted>({ max, dispose: () => this.#generation++ });
     this.#rejected = new LRUCache<string, Rejection>({ max: options.negativeMax ?? Math.max(1, Math.floor(max / 10)) });
+    const stopEvicting = shared?.onInvalidate?.((key) => this.#forget(key));
+    const stopPurging = shared?.onReconnect?.(() => this.clear());
+    for (const stop of [stopEvicting, stopPurging]) if (typeof stop === 'function') this.#detach.push(stop);
   }
 
   /**
@@ -175,17 +173,12 @@ export class VerdictStore {
     if (remaining <= 0) return this.reject(flight, 'The access token has expired');
     const fresh = Math.min(this.ttl, remaining);
     const stale = Math.floor(Math.min(this.staleIfError, remaining - fresh));
-    const context = this.#context(
-      flight.origin,
-      principal.subject,
-      principal.permissions,
-      expiresAt,
-      principal.details,
-    );
+    const context = this.#context(flight.origin, principal, expiresAt);
     if (flight.cancelled) return context;
     const now = performance.now();
-    this.#keep(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh + stale)));
-    this.#share(flight, {
+    const local = Math.min(fresh, this.#localTtl);
+    this.#keep(flight.key, new Accepted(context, Math.floor(now + local), Math.floor(now + fresh + stale)));
+    this.#shared?.share(flight, {
       ok: true,
       subject: context.subject,
       permissions: context.permissions,
@@ -203,11 +196,11 @@ export class VerdictStore {
    * provider has rejected is never served again, stale or not.
    */
   reject(flight: Flight, reason: string): Rejection {
-    const rejection = new Rejection(reason, Math.floor(performance.now() + this.negativeTtl));
+    const rejection = new Rejection(reason, Math.floor(performance.now() + Math.min(this.negativeTtl, this.#localTtl)));
     if (flight.cancelled) return rejection;
     this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
     if (this.negativeTtl > 0)
-      this.#share(flight, { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) });
+      this.#shared?.share(flight, { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) });
     return rejection;
   }
 
@@ -226,15 +219,31 @@ export class VerdictStore {
   /**
    * Forgets `key` in every tier, including an upstream call under way for it:
    * that call's answer still reaches the requests already waiting, but is
-   * not stored, and the next request asks again.
+   * not stored, and the next request asks again. The shared tier is told in
+   * the background; {@link revoke} waits for it.
    */
   delete(key: string, origin: ContextOrigin): boolean {
+    const found = this.#forget(key);
+    void this.#shared?.invalidate(key, origin.provider);
+    return found;
+  }
+
+  /**
+   * {@link delete}, resolved once the shared tier confirmed it (true), or
+   * false when it did not within its `timeout` (reported as an event).
+   */
+  revoke(key: string, origin: ContextOrigin): Promise<boolean> {
+    this.#forget(key);
+    return this.#shared?.invalidate(key, origin.provider) ?? Promise.resolve(true);
+  }
+
+  /** Forgets `key` in process, cancelling its upstream call; whether there was anything. */
+  #forget(key: string): boolean {
     const flight = this.#inflight.get(key);
     if (flight !== undefined) {
       flight.cancelled = true;
       this.#inflight.delete(key);
     }
-    this.#shared?.delete(key).catch(() => this.#onSharedFailure('delete', 'error', origin.provider));
     const accepted = this.#accepted.delete(key);
     return this.#rejected.delete(key) || accepted || flight !== undefined;
   }
@@ -247,68 +256,41 @@ export class VerdictStore {
     this.#rejected.clear();
   }
 
-  #context(
-    origin: ContextOrigin,
-    subject: string,
-    permissions: readonly string[],
-    expiresAt: number | undefined,
-    details: Readonly<Record<string, unknown>>,
-  ): AuthContext {
+  /** {@link clear}, and stops listening to the shared tier. */
+  close(): void {
+    for (const stop of this.#detach.splice(0)) stop();
+    this.clear();
+  }
+
+  #context(origin: ContextOrigin, answer: Omit<Principal, 'expiresAt'>, expiresAt: number | undefined): AuthContext {
+    const { subject, permissions, details } = answer;
     return new AuthContext({ origin, subject, grants: this.#grants.intern(permissions), expiresAt, details });
   }
 
   async #loadShared<T>(flight: Flight, fetch: (flight: Flight) => Promise<T>): Promise<T | AuthContext | Rejection> {
-    const found = await this.#sharedGet(flight);
+    const shared = this.#shared as SharedLink;
+    const found = await shared.lookup(flight);
+    try {
+      return found === undefined || flight.cancelled ? await fetch(flight) : this.#adopt(flight, found);
+    } finally {
+      shared.end(flight);
+    }
+  }
+
+  /** Keeps another instance's verdict in process, never longer than this store's own rules allow. */
+  #adopt(flight: Flight, found: SharedVerdict): AuthContext | Rejection {
     const wallNow = Date.now();
-    if (found === undefined || flight.cancelled || found.until <= wallNow) return fetch(flight);
     const now = performance.now();
     if (!found.ok) {
-      const rejection = new Rejection(
-        found.reason,
-        Math.floor(now + Math.min(found.until - wallNow, this.negativeTtl)),
-      );
+      const alive = Math.min(found.until - wallNow, this.negativeTtl, this.#localTtl);
+      const rejection = new Rejection(found.reason, Math.floor(now + alive));
       this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
       return rejection;
     }
-    // Only a fresh shared answer stands in for the provider; a stale one is the upstream policy's to serve.
-    if (found.freshUntil <= wallNow) return fetch(flight);
-    const context = this.#context(flight.origin, found.subject, found.permissions, found.expiresAt, found.details);
-    const fresh = Math.min(found.freshUntil - wallNow, this.ttl);
-    this.#keep(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + fresh)));
+    const context = this.#context(flight.origin, found, found.expiresAt);
+    const fresh = Math.min(found.freshUntil - wallNow, this.ttl, this.#localTtl);
+    const kept = Math.max(fresh, Math.min(found.until - wallNow, this.ttl + this.staleIfError));
+    this.#keep(flight.key, new Accepted(context, Math.floor(now + fresh), Math.floor(now + kept)));
     return context;
-  }
-
-  /** The shared tier's verdict for `key`, or undefined on a miss, a failure, a late answer or a malformed value. */
-  #sharedGet({ key, origin }: Flight): Promise<SharedVerdict | undefined> {
-    const shared = this.#shared as SharedTier;
-    const failed = (reason: 'error' | 'timeout') => this.#onSharedFailure('get', reason, origin.provider);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        failed('timeout');
-        resolve(undefined);
-      }, shared.timeout ?? DEFAULT_SHARED_TIMEOUT_MS);
-      let answer: Promise<unknown>;
-      try {
-        answer = shared.get(key);
-      } catch (error) {
-        answer = Promise.reject(error);
-      }
-      answer.then(
-        (value) => {
-          clearTimeout(timer);
-          const parsed = value === undefined || value === null ? undefined : SharedVerdictSchema.safeParse(value);
-          resolve(parsed?.success === true ? (parsed.data as SharedVerdict) : undefined);
-        },
-        () => {
-          clearTimeout(timer);
-          failed('error');
-          resolve(undefined);
-        },
-      );
-    });
-  }
-
-  #share(flight: Flight, verdict: SharedVerdict): void {
-    this.#shared?.set(flight.key, verdict).catch(() => this.#onSharedFailure('set', 'error', flight.origin.provider));
   }
 }

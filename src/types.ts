@@ -237,8 +237,23 @@ export interface Gate {
    *   403 `insufficient_scope` when the guard does not pass.
    */
   authorize(auth: AuthContext | undefined, guard: Guard): void;
-  /** Forgets the cached answer for the request's credential. Returns whether there was one. */
+  /**
+   * Forgets the cached answer for the request's credential. Returns whether
+   * there was one in this process. With a shared cache tier, every instance
+   * forgets it too, in the background; {@link revoke} waits for that.
+   */
   invalidate(req: CredentialRequest): boolean;
+  /**
+   * {@link invalidate}, resolved once the shared cache tier has taken the
+   * revocation (deleted the entry, left a tombstone so that an answer under
+   * way elsewhere is not stored over it, told every instance): `true`. `false`
+   * when the request carries no credential, or the tier did not confirm within
+   * its `timeout` (reported through `onEvent`; other instances still stop
+   * serving it within the tier's `localTtl`). Without a shared tier, `true` at once.
+   *
+   * @throws AuthError 400 `invalid_request` (as a rejection) for credentials in two places.
+   */
+  revoke(req: CredentialRequest): Promise<boolean>;
   /** Forgets every cached answer. Breakers keep their state: see {@link reset}. */
   clear(): void;
   /** Forgets every cached answer and closes every provider's breaker: a fresh start, as a new gate (between tests). */

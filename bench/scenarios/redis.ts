@@ -1,0 +1,209 @@
+/**
+ * Scenario 7, the shared Redis tier (`tokengate/redis`), run with `BENCH_REDIS=1` (or `only`), against
+ * a redis-server it starts on a free loopback port. The app is test/support/redis-app.ts (Express, a
+ * gate, `redisCache` on ioredis), bundled with esbuild like the other measured processes and pinned to
+ * the server core; `SHARED=off` runs the same app with the gate alone.
+ *
+ * - upstream calls per unique token with 1, 2 and 4 instances, every instance asked about each new
+ *   token at once (without the tier it would be one per instance);
+ * - the cold path through an L2 hit (another instance verified the token) against the provider path
+ *   (the mock answers without added latency, so this is the provider path at its cheapest);
+ * - the hot path with the tier on against the same app without it, side by side: a hit never touches
+ *   Redis, so the goal is >= 0.95.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildSync } from 'esbuild';
+import { type RedisServer, startRedisServer } from '../../test/support/redis-server.js';
+import { BENCH_PERMISSIONS, HOST, HOT_TOKEN, median, round } from '../lib.js';
+import { stop } from '../processes.js';
+import type { Outcome, Row } from '../report.js';
+import { type Bench, withLoader } from '../runs.js';
+import { settings } from '../settings.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const TOKENS_PER_COUNT = settings.quick ? 50 : 200;
+const COLD_SAMPLES = settings.quick ? 100 : 500;
+
+interface App {
+  /** The gated route. */
+  readonly url: string;
+  /** The `shared_cache_error` events the app saw, as `operation:reason`. */
+  readonly events: string;
+  readonly child: ChildProcess;
+}
+
+/** The app, bundled once into bench/.build/redis-app.js (its packages stay external). */
+function compiledApp(): string {
+  const outfile = join(root, 'bench', '.build', 'redis-app.js');
+  buildSync({
+    entryPoints: [join(root, 'test', 'support', 'redis-app.ts')],
+    outfile,
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+  });
+  return outfile;
+}
+
+/** Starts one app process pinned to the server core; resolves once it listens (its tier live). */
+function startApp(file: string, env: Record<string, string>): Promise<App> {
+  const child = spawn('taskset', ['-c', settings.serverCore, process.execPath, file], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`redis bench app exited (${code}) before listening`)));
+    child.once('message', (message: { port: number }) =>
+      resolve({
+        url: `http://${HOST}:${message.port}/private`,
+        events: `http://${HOST}:${message.port}/events`,
+        child,
+      }),
+    );
+  });
+}
+
+/** One request's status and latency (ms), from this process. */
+async function timed(url: string, token: string): Promise<{ status: number; ms: number }> {
+  const started = performance.now();
+  const response = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  await response.arrayBuffer();
+  return { status: response.status, ms: performance.now() - started };
+}
+
+const percentile = (values: readonly number[], p: number) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.ceil((p / 100) * values.length) - 1)] ?? NaN;
+
+let tokenCount = 0;
+function newToken(bench: Bench): string {
+  const token = `redis-bench-${++tokenCount}`;
+  bench.provider.setToken(token, { id: `tok_redis_${tokenCount}`, permissions: BENCH_PERMISSIONS });
+  return token;
+}
+
+/** How many times Redis failed or answered late, over `apps` so far. */
+async function redisTrouble(apps: readonly App[]): Promise<number> {
+  const lists = await Promise.all(apps.map(async (app) => (await (await fetch(app.events)).json()) as string[]));
+  return lists.flat().length;
+}
+
+/** Upstream verifications per new token when `apps` are all asked about it at once. */
+async function callsPerToken(bench: Bench, apps: readonly App[]): Promise<number> {
+  const before = bench.provider.calls.verify;
+  for (let i = 0; i < TOKENS_PER_COUNT; i++) {
+    const token = newToken(bench);
+    const answers = await Promise.all(apps.map((app) => timed(app.url, token)));
+    if (answers.some((answer) => answer.status !== 200)) throw new Error('redis bench: a request failed');
+  }
+  return round((bench.provider.calls.verify - before) / TOKENS_PER_COUNT, 3);
+}
+
+/** Latencies of a new token's first request on `first`, then on `second` (an L2 hit), and on `alone`. */
+async function coldPaths(bench: Bench, first: App, second: App, alone: App) {
+  const providerWithTier: number[] = [];
+  const l2Hit: number[] = [];
+  const providerAlone: number[] = [];
+  for (let i = 0; i < COLD_SAMPLES; i++) {
+    const token = newToken(bench);
+    providerWithTier.push((await timed(first.url, token)).ms);
+    l2Hit.push((await timed(second.url, token)).ms);
+    providerAlone.push((await timed(alone.url, newToken(bench))).ms);
+  }
+  const summary = (values: number[]) => ({
+    p50: round(percentile(values, 50), 2),
+    p99: round(percentile(values, 99), 2),
+  });
+  return { l2Hit: summary(l2Hit), providerWithTier: summary(providerWithTier), providerAlone: summary(providerAlone) };
+}
+
+/** Hot path, side by side: req/s of the app with the tier over the app without, per round. */
+async function hotPath(withTier: App, alone: App) {
+  const load = {
+    connections: Math.max(1, settings.connections / 2),
+    duration: settings.durationSeconds,
+    authorization: `Bearer ${HOT_TOKEN}`,
+  };
+  return withLoader(async (loader) => {
+    await loader.runAll([
+      { ...load, url: withTier.url, duration: settings.warmupSeconds },
+      { ...load, url: alone.url, duration: settings.warmupSeconds },
+    ]);
+    const ratios: number[] = [];
+    let failed = 0;
+    for (let r = 0; r < settings.rounds; r++) {
+      // Each goes first in every other round, so that the order of the load's two instances cancels out.
+      const configs = [
+        { ...load, url: withTier.url },
+        { ...load, url: alone.url },
+      ];
+      const results = await loader.runAll(r % 2 === 0 ? configs : [...configs].reverse());
+      const [on, off] = r % 2 === 0 ? results : [...results].reverse();
+      if (on === undefined || off === undefined) throw new Error('redis bench: a load run is missing');
+      failed += on.non2xx + on.errors + off.non2xx + off.errors;
+      ratios.push(round(on.requestsPerSecond / off.requestsPerSecond, 3));
+      console.log(
+        `round ${r + 1}/${settings.rounds}  with tier ${round(on.requestsPerSecond, 0)} req/s, without ${round(off.requestsPerSecond, 0)} req/s`,
+      );
+    }
+    return { ratios, median: round(median(ratios), 3), failed };
+  });
+}
+
+export async function runRedis(bench: Bench): Promise<Outcome> {
+  console.log('\n## 7. Shared Redis tier: calls per token over 1, 2 and 4 instances; L2 hit vs provider; hot path');
+  const redis: RedisServer = await startRedisServer();
+  const apps: App[] = [];
+  try {
+    const file = compiledApp();
+    const env = { REDIS_PORT: String(redis.port), PROVIDER_URL: bench.provider.url, REDIS_CLIENT: 'ioredis' };
+    apps.push(...(await Promise.all([1, 2, 3, 4].map(() => startApp(file, env)))));
+    const alone = await startApp(file, { ...env, SHARED: 'off' });
+    apps.push(alone);
+    const perToken: Record<string, number> = {};
+    let late = 0;
+    for (const count of [1, 2, 4]) {
+      perToken[count] = await callsPerToken(bench, apps.slice(0, count));
+      late = await redisTrouble(apps);
+      console.log(
+        `${count} instance(s): ${perToken[count]} upstream calls per new token (without the tier: ${count}); Redis late or failing so far: ${late} times`,
+      );
+    }
+    const [first, second] = apps as [App, App];
+    const cold = await coldPaths(bench, first, second, alone);
+    console.log(`cold path, ms: ${JSON.stringify(cold)}`);
+    const hot = await hotPath(first, alone);
+    const shared = Object.values(perToken).every((calls) => calls === 1);
+    const rows: Row[] = [
+      {
+        scenario: '7. Redis tier',
+        measure: 'upstream calls per new token, all instances asked at once: 1 / 2 / 4 instances',
+        result: `${perToken[1]} / ${perToken[2]} / ${perToken[4]} (without the tier: 1 / 2 / 4); Redis answered late or failed ${late} times (such a lookup is not shared, by design)`,
+        goal: '1 each',
+        met: shared,
+      },
+      {
+        scenario: '7. Redis tier',
+        measure: 'cold request latency p50 / p99, ms: L2 hit; provider path with the tier; without it',
+        result: `${cold.l2Hit.p50} / ${cold.l2Hit.p99}; ${cold.providerWithTier.p50} / ${cold.providerWithTier.p99}; ${cold.providerAlone.p50} / ${cold.providerAlone.p99}`,
+        goal: '(information: the mock answers without latency)',
+        met: undefined,
+      },
+      {
+        scenario: '7. Redis tier',
+        measure: 'hot path req/s with the tier / without, side by side (median of per-round ratios)',
+        result: `${hot.median} (rounds ${hot.ratios.join(', ')})`,
+        goal: '>= 0.95',
+        met: hot.failed === 0 && hot.median >= 0.95,
+      },
+    ];
+    return { rows, results: { redis: { callsPerToken: perToken, redisLateOrFailed: late, cold, hot } } };
+  } finally {
+    await Promise.all(apps.map((app) => stop(app.child)));
+    await redis.close();
+  }
+}

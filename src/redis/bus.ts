@@ -1,0 +1,147 @@
+/**
+ * The tier's messages between instances, on one channel, through a
+ * subscriber connection of its own. A message is a kind, a key and the
+ * sender's instance id (`i<key>:<id>`), nothing else: the key is the store's
+ * digest in base64url, never a credential, and no verdict travels here.
+ *
+ * Kinds: `a` an answer was stored, `r` a lease ended without one, `i` the
+ * key was invalidated; `p<nonce>:<id>` is an instance's probe of its own
+ * subscription. Anything else on the channel is ignored.
+ *
+ * The subscription counts as live only once a probe this instance published
+ * comes back through it (after every (re)connection): from then on no
+ * invalidation is missed, and at that moment the `onReconnect` listeners
+ * drop whatever was cached while it was not live (on the first time too).
+ */
+import { randomBytes } from 'node:crypto';
+import type { RedisDriver } from './driver.js';
+import { PROBE } from './scripts.js';
+
+/** What a message says about its key. */
+export type MessageKind = 'a' | 'r' | 'i';
+
+const MESSAGE = /^([ari])([A-Za-z0-9_-]{43}):([0-9a-f]{16})$/;
+const PROBE_MESSAGE = /^p([0-9a-f]{16}):([0-9a-f]{16})$/;
+/** Ms between probes, and most probes after one (re)connection. */
+const PROBE_INTERVAL_MS = 50;
+const MAX_PROBES = 200;
+
+/** The store's key (32 Latin-1 characters) as it appears in Redis keys and messages. */
+export function encodeKey(key: string): string {
+  return Buffer.from(key, 'latin1').toString('base64url');
+}
+
+export function message(kind: MessageKind, encodedKey: string, instance: string): string {
+  return `${kind}${encodedKey}:${instance}`;
+}
+
+export class RedisBus {
+  readonly #instance: string;
+  readonly #invalidated = new Set<(key: string) => void>();
+  readonly #reconnected = new Set<() => void>();
+  /** Listeners waiting for news of one encoded key. */
+  readonly #watchers = new Map<string, Set<(kind: MessageKind) => void>>();
+  readonly #close: () => void;
+  readonly #driver: RedisDriver;
+  readonly #channel: string;
+  /** The nonce of the probes since the last (re)connection; undefined once one came back. */
+  #probe: string | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  #live = false;
+  readonly #whenLive: Array<() => void> = [];
+
+  constructor(driver: RedisDriver, channel: string, instance: string) {
+    this.#instance = instance;
+    this.#driver = driver;
+    this.#channel = channel;
+    this.#close = driver.subscribe(
+      channel,
+      (text) => this.#receive(text),
+      () => this.#ready(),
+    );
+  }
+
+  /** Calls `listener` with each store key invalidated, here ({@link announce}) or by another instance. */
+  onInvalidate(listener: (key: string) => void): () => void {
+    this.#invalidated.add(listener);
+    return () => this.#invalidated.delete(listener);
+  }
+
+  /** Tells this instance's own listeners that `key` was invalidated here (its own messages are not echoed to them). */
+  announce(key: string): void {
+    for (const listener of this.#invalidated) listener(key);
+  }
+
+  /** Calls `listener` each time the subscriber connects again after a break. */
+  onReconnect(listener: () => void): () => void {
+    this.#reconnected.add(listener);
+    return () => this.#reconnected.delete(listener);
+  }
+
+  /** Calls `listener` with each message about `encodedKey` until the returned function is called. */
+  watch(encodedKey: string, listener: (kind: MessageKind) => void): () => void {
+    let listeners = this.#watchers.get(encodedKey);
+    if (listeners === undefined) {
+      listeners = new Set();
+      this.#watchers.set(encodedKey, listeners);
+    }
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size === 0 && this.#watchers.get(encodedKey) === listeners) this.#watchers.delete(encodedKey);
+    };
+  }
+
+  /** Resolves once the subscription is live (at once if it is). */
+  ready(): Promise<void> {
+    return this.#live ? Promise.resolve() : new Promise((resolve) => this.#whenLive.push(resolve));
+  }
+
+  close(): void {
+    this.#invalidated.clear();
+    this.#reconnected.clear();
+    clearInterval(this.#probeTimer);
+    this.#probe = undefined;
+    this.#close();
+  }
+
+  #receive(text: string): void {
+    const probe = PROBE_MESSAGE.exec(text);
+    if (probe !== null) {
+      this.#probed(probe[1] as string, probe[2] as string);
+      return;
+    }
+    const parsed = MESSAGE.exec(text);
+    if (parsed === null) return;
+    const [, kind, encodedKey, sender] = parsed as unknown as [string, MessageKind, string, string];
+    for (const listener of this.#watchers.get(encodedKey) ?? []) listener(kind);
+    if (kind !== 'i' || sender === this.#instance) return;
+    const key = Buffer.from(encodedKey, 'base64url').toString('latin1');
+    for (const listener of this.#invalidated) listener(key);
+  }
+
+  /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times. */
+  #ready(): void {
+    this.#live = false;
+    const nonce = randomBytes(8).toString('hex');
+    this.#probe = nonce;
+    clearInterval(this.#probeTimer);
+    let sent = 0;
+    const send = () => {
+      if (++sent > MAX_PROBES) return clearInterval(this.#probeTimer);
+      const args = [this.#channel, `p${nonce}:${this.#instance}`];
+      this.#driver.run(PROBE, [], args).catch(() => {});
+    };
+    this.#probeTimer = setInterval(send, PROBE_INTERVAL_MS).unref();
+    send();
+  }
+
+  #probed(nonce: string, sender: string): void {
+    if (sender !== this.#instance || nonce !== this.#probe) return;
+    this.#probe = undefined;
+    clearInterval(this.#probeTimer);
+    this.#live = true;
+    for (const listener of this.#reconnected) listener();
+    for (const resolve of this.#whenLive.splice(0)) resolve();
+  }
+}

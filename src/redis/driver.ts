@@ -1,0 +1,134 @@
+/**
+ * One way to talk to Redis whichever client the app brings: an ioredis
+ * `Redis` or `Cluster`, or a node-redis client. Only scripts run on the
+ * app's client (EVALSHA, with EVAL when the node does not know the script
+ * yet); subscriptions run on a connection of the tier's own (`duplicate()`),
+ * since a subscribed connection can do nothing else.
+ */
+import type { Script } from './scripts.js';
+
+/** The part of an ioredis `Redis` or `Cluster` the tier uses. */
+export interface IoRedisClient {
+  evalsha(sha: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
+  eval(script: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
+  duplicate(): IoRedisSubscriber;
+  on(event: 'ready', listener: () => void): unknown;
+  off(event: 'ready', listener: () => void): unknown;
+}
+
+/** The tier's own ioredis connection, for its subscription. */
+export interface IoRedisSubscriber {
+  on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  on(event: 'ready', listener: () => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  subscribe(channel: string): Promise<unknown>;
+  disconnect(): void;
+}
+
+/** The part of a node-redis (`redis` package) client the tier uses. The app connects it. */
+export interface NodeRedisClient {
+  evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  duplicate(): NodeRedisSubscriber;
+  on(event: 'ready', listener: () => void): unknown;
+  off(event: 'ready', listener: () => void): unknown;
+}
+
+/** The tier's own node-redis connection, for its subscription. */
+export interface NodeRedisSubscriber {
+  on(event: 'ready', listener: () => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  connect(): Promise<unknown>;
+  subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  destroy(): void;
+}
+
+/** A Redis client the tier can use: ioredis (`Redis`, `Cluster`) or node-redis. */
+export type RedisClient = IoRedisClient | NodeRedisClient;
+
+/** What the tier needs from a client. */
+export interface RedisDriver {
+  /** Runs `script` with `keys` and `args`. */
+  run(script: Script, keys: readonly string[], args: readonly string[]): Promise<unknown>;
+  /**
+   * Subscribes a connection of its own to `channel`: `onMessage` for each
+   * message, `onReady` on each (re)connection. Returns its closing function.
+   */
+  subscribe(channel: string, onMessage: (message: string) => void, onReady: () => void): () => void;
+  /** Calls `listener` whenever the app's client is (again) ready. Returns a function that stops it. */
+  onReady(listener: () => void): () => void;
+}
+
+const ignore = () => {};
+
+/** A driver for `client`. @throws TypeError when it is neither an ioredis nor a node-redis client. */
+export function driverFor(client: RedisClient): RedisDriver {
+  const candidate = client as Partial<Record<'evalSha' | 'evalsha' | 'duplicate' | 'on', unknown>>;
+  const common = typeof candidate.duplicate === 'function' && typeof candidate.on === 'function';
+  if (common && typeof candidate.evalSha === 'function') return nodeRedisDriver(client as NodeRedisClient);
+  if (common && typeof candidate.evalsha === 'function') return ioRedisDriver(client as IoRedisClient);
+  throw new TypeError('redisCache: expected an ioredis Redis or Cluster, or a node-redis client');
+}
+
+/** `evalsha()`, and `evaluate()` when the node answers NOSCRIPT (it restarted, or never saw the script). */
+async function withScript(evalsha: () => Promise<unknown>, evaluate: () => Promise<unknown>): Promise<unknown> {
+  try {
+    return await evalsha();
+  } catch (error) {
+    if (!String((error as Error | undefined)?.message).startsWith('NOSCRIPT')) throw error;
+    return evaluate();
+  }
+}
+
+function ioRedisDriver(client: IoRedisClient): RedisDriver {
+  return {
+    run: (script, keys, args) =>
+      withScript(
+        () => client.evalsha(script.sha, keys.length, ...keys, ...args),
+        () => client.eval(script.source, keys.length, ...keys, ...args),
+      ),
+    subscribe(channel, onMessage, onReady) {
+      const subscriber = client.duplicate();
+      subscriber.on('error', ignore);
+      subscriber.on('ready', onReady);
+      // Its only subscription is `channel`: every message is one of ours.
+      subscriber.on('message', (_channel, message) => onMessage(message));
+      subscriber.subscribe(channel).catch(ignore);
+      return () => subscriber.disconnect();
+    },
+    onReady(listener) {
+      client.on('ready', listener);
+      return () => client.off('ready', listener);
+    },
+  };
+}
+
+function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
+  return {
+    run: (script, keys, args) => {
+      const options = { keys: [...keys], arguments: [...args] };
+      return withScript(
+        () => client.evalSha(script.sha, options),
+        () => client.eval(script.source, options),
+      );
+    },
+    subscribe(channel, onMessage, onReady) {
+      const subscriber = client.duplicate();
+      let closed = false;
+      subscriber.on('error', ignore);
+      subscriber.on('ready', onReady);
+      subscriber
+        .connect()
+        .then(() => (closed ? undefined : subscriber.subscribe(channel, onMessage)))
+        .catch(ignore);
+      return () => {
+        closed = true;
+        subscriber.destroy();
+      };
+    },
+    onReady(listener) {
+      client.on('ready', listener);
+      return () => client.off('ready', listener);
+    },
+  };
+}

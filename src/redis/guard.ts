@@ -1,0 +1,74 @@
+/**
+ * Every Redis command of the tier goes through a guard: its own timeout,
+ * and a circuit breaker that skips Redis while it is down. A skipped or
+ * late command rejects with an error whose `code` the store reads
+ * (`EUNAVAILABLE`, `ETIMEDOUT`); no command holds a caller past the timeout
+ * and the I/O poll that follows it.
+ */
+import { CircuitBreaker } from '../resilience.js';
+
+/** Consecutive failed commands that open the breaker. */
+export const BREAKER_THRESHOLD = 3;
+/** Ms the breaker stays open before one command probes Redis again. */
+export const BREAKER_COOLDOWN_MS = 1000;
+
+/** An error with the `code` the store reads. */
+export function failure(code: 'ETIMEDOUT' | 'EUNAVAILABLE', message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+export class RedisGuard {
+  readonly #timeout: number;
+  readonly #breaker: CircuitBreaker;
+
+  /** `onRecovered` runs when the breaker closes again after Redis was down. */
+  constructor(timeout: number, onRecovered: () => void) {
+    this.#timeout = timeout;
+    this.#breaker = new CircuitBreaker({ threshold: BREAKER_THRESHOLD, cooldown: BREAKER_COOLDOWN_MS }, (state) => {
+      if (state === 'closed') onRecovered();
+    });
+  }
+
+  /**
+   * `command()`'s answer (an async function: it rejects, never throws), within the timeout. `onLate` runs when the timeout
+   * passed first (the command may still reach Redis later: undo what it would do).
+   */
+  run<T>(command: () => Promise<T>, onLate?: () => void): Promise<T> {
+    if (this.#breaker.admit(performance.now()) > 0) {
+      return Promise.reject(failure('EUNAVAILABLE', 'Redis is down: command skipped'));
+    }
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      // Late only when no answer came by the first I/O poll after the timeout: a busy event
+      // loop that runs the timer before reading an answer already there is not a slow Redis.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return;
+            settled = true;
+            this.#breaker.failed(performance.now());
+            onLate?.();
+            reject(failure('ETIMEDOUT', 'Redis did not answer in time'));
+          }),
+        this.#timeout,
+      );
+      const answered = (ok: boolean) => {
+        if (settled) return false;
+        settled = true;
+        clearTimeout(timer);
+        if (ok) this.#breaker.succeeded();
+        else this.#breaker.failed(performance.now());
+        return true;
+      };
+      command().then(
+        (value) => answered(true) && resolve(value),
+        (error: unknown) => answered(false) && reject(error),
+      );
+    });
+  }
+
+  /** The client is connected again: let commands through at once. */
+  reset(): void {
+    this.#breaker.reset();
+  }
+}

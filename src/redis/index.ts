@@ -1,0 +1,85 @@
+/**
+ * `tokengate/redis`: a shared verdict tier in Redis, for apps that run on
+ * several processes or machines. One upstream verification per credential
+ * across every instance, and a revocation on one instance reaches all.
+ *
+ *   const gate = createGate({ providers, sharedCache: redisCache(redis) });
+ *
+ * The client is the app's own (ioredis `Redis` or `Cluster`, or a connected
+ * node-redis client); the tier opens one more connection (`duplicate()`) for
+ * its subscription and closes it in `close()`.
+ */
+import { z } from 'zod';
+import { checkOptions, numberOption, optionsObject } from '../options.js';
+import type { SharedTier } from '../shared-tier.js';
+import type { RedisClient } from './driver.js';
+import { RedisTier } from './tier.js';
+
+export type { IoRedisClient, IoRedisSubscriber, NodeRedisClient, NodeRedisSubscriber, RedisClient } from './driver.js';
+
+/** Options of {@link redisCache}. Times are in milliseconds. */
+export interface RedisCacheOptions {
+  /**
+   * Start of every key and of the channel name, so that several apps (or
+   * versions) can share one Redis without seeing each other's entries.
+   * Letters, digits and `:_.-`. Default `'tokengate:'`.
+   */
+  readonly prefix?: string;
+  /** Longest wait for any one Redis command; past it, the gate carries on without Redis. Default 50. */
+  readonly timeout?: number;
+  /**
+   * Longest time an instance serves an answer from its in-process cache
+   * without looking at Redis again: the bound on how long a revocation
+   * message that was lost (Redis partitioned, subscriber down) can matter.
+   * Default 5000.
+   */
+  readonly localTtl?: number;
+  /**
+   * How long one instance's upstream call holds the others waiting for its
+   * answer for the same credential; past it, they ask the provider
+   * themselves. Should cover most provider answers. Default 2000.
+   */
+  readonly leaseTime?: number;
+}
+
+/** The Redis tier: a {@link SharedTier} with every optional part, and `close()`. */
+export interface RedisCache extends SharedTier {
+  readonly timeout: number;
+  readonly localTtl: number;
+  /**
+   * Resolves once invalidations from other instances reach this one: its
+   * subscription is confirmed live (a message it published came back). Never
+   * rejects, and need not be awaited: the tier works meanwhile, and whatever
+   * the gate cached before that moment is dropped then.
+   */
+  ready(): Promise<void>;
+  /** Closes the tier's own subscriber connection; the app's client stays open (quit it yourself). */
+  close(): Promise<void>;
+}
+
+const RedisCacheOptionsSchema = optionsObject(
+  {
+    prefix: z
+      .string({ error: 'expected a string' })
+      .regex(/^[A-Za-z0-9:_.-]{1,64}$/, { error: 'expected 1 to 64 letters, digits or :_.-' })
+      .optional(),
+    timeout: numberOption(1).optional(),
+    localTtl: numberOption(0).optional(),
+    leaseTime: numberOption(10).optional(),
+  },
+  'a redisCache options object',
+);
+
+/**
+ * A shared tier in Redis for `createGate({ sharedCache })`.
+ * @throws TypeError naming a wrong option, or when `client` is not an ioredis or node-redis client.
+ */
+export function redisCache(client: RedisClient, options: RedisCacheOptions = {}): RedisCache {
+  checkOptions(RedisCacheOptionsSchema, options, 'redisCache');
+  return new RedisTier(client, {
+    prefix: options.prefix ?? 'tokengate:',
+    timeout: options.timeout ?? 50,
+    localTtl: options.localTtl ?? 5000,
+    leaseTime: options.leaseTime ?? 2000,
+  });
+}

@@ -1,0 +1,197 @@
+/**
+ * The verdict store's side of a shared tier: when to ask it, for how long,
+ * and what its answers are worth. The tier owns its commands; this file
+ * owns the policy:
+ *
+ * - a flight spends at most `timeout` ms in `get` and `lease` together; on a
+ *   failure, a late answer or a spent budget it asks the provider without
+ *   the tier (reported through the failure listener, never an error);
+ * - only a checked verdict that is still fresh (a rejection: still alive)
+ *   stands in for the provider; anything else is replaced;
+ * - with a leasing tier, an answer is stored only under the claim taken
+ *   before the provider was asked, and a flight waits for another instance's
+ *   answer in at most {@link ROUNDS} rounds before asking itself;
+ * - waiting is bounded by the tier (its lease time), not by `timeout`.
+ */
+import type { SharedClaim, SharedTier, SharedVerdict } from './shared-tier.js';
+import { SharedVerdictSchema } from './shared-tier.js';
+
+/** A shared tier operation, as reported in `shared_cache_error` events. */
+export type SharedOperation = 'get' | 'set' | 'delete' | 'lease' | 'wait' | 'invalidate';
+
+/** Why a shared tier operation was given up: it failed, answered too late, or its tier skipped it (down). */
+export type SharedFailureReason = 'error' | 'timeout' | 'unavailable';
+
+/** Reports a shared tier operation that failed or timed out; the store carries on without it. */
+export type SharedFailureListener = (operation: SharedOperation, reason: SharedFailureReason, provider: string) => void;
+
+/** What the store's flights carry for this file. */
+export interface SharedFlight {
+  readonly key: string;
+  readonly origin: { readonly provider: string };
+  cancelled: boolean;
+  /** The lease this flight holds, until its answer is stored or it ends. */
+  claim?: SharedClaim | undefined;
+}
+
+const DEFAULT_TIMEOUT_MS = 50;
+/** Lease-or-wait rounds before a flight asks the provider without a lease. */
+const ROUNDS = 2;
+const FAILED: unique symbol = Symbol('failed');
+
+/** Time left for a flight's calls to the tier; waiting for another instance is not counted. */
+interface Budget {
+  left: number;
+}
+
+export class SharedLink {
+  readonly #tier: SharedTier;
+  readonly #onFailure: SharedFailureListener;
+  readonly #timeout: number;
+  readonly #leasing: boolean;
+
+  constructor(tier: SharedTier, onFailure: SharedFailureListener) {
+    this.#tier = tier;
+    this.#onFailure = onFailure;
+    this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
+    this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
+  }
+
+  /**
+   * The tier's usable verdict for `flight`'s key, or undefined: the flight
+   * then asks the provider, holding `flight.claim` when it took the lease.
+   */
+  async lookup(flight: SharedFlight): Promise<SharedVerdict | undefined> {
+    const tier = this.#tier;
+    const budget: Budget = { left: this.#timeout };
+    if (!this.#leasing) {
+      const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
+      return value === FAILED ? undefined : usable(value);
+    }
+    // A lease taken after this flight gave up on it is released at once: no instance waits on it.
+    const lease = (replace: boolean) =>
+      this.#call(
+        'lease',
+        flight,
+        budget,
+        () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace),
+        (late) => (late.state === 'claimed' ? late.claim.release() : undefined),
+      );
+    for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
+      let found = await lease(false);
+      if (found === FAILED) return undefined;
+      if (found.state === 'stored') {
+        const verdict = usable(found.value);
+        if (verdict !== undefined) return verdict;
+        found = await lease(true);
+        if (found === FAILED) return undefined;
+      }
+      if (found.state === 'claimed') {
+        flight.claim = found.claim;
+        return undefined;
+      }
+      if (found.state !== 'held') return undefined;
+      const waited = await this.#call('wait', flight, undefined, () =>
+        (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
+      );
+      if (waited === FAILED) return undefined;
+      const verdict = usable(waited);
+      if (verdict !== undefined) return verdict;
+    }
+    return undefined;
+  }
+
+  /** Stores the provider's answer for `flight` (under its claim, with a leasing tier; not at all without one). */
+  share(flight: SharedFlight, verdict: SharedVerdict): void {
+    const claim = flight.claim;
+    if (this.#leasing && claim === undefined) return;
+    flight.claim = undefined;
+    const provider = flight.origin.provider;
+    this.#tier.set(flight.key, verdict, claim).catch((error: unknown) => this.#failed('set', error, provider));
+  }
+
+  /** Ends `flight`'s lease when its answer was not stored, so that waiting instances go on at once. */
+  end(flight: SharedFlight): void {
+    const claim = flight.claim;
+    flight.claim = undefined;
+    claim?.release();
+  }
+
+  /** Forgets `key` in the tier (on every instance, when the tier can); resolves whether the tier confirmed in time. */
+  async invalidate(key: string, provider: string): Promise<boolean> {
+    const tier = this.#tier;
+    const operation = typeof tier.invalidate === 'function' ? 'invalidate' : 'delete';
+    const flight = { key, origin: { provider }, cancelled: false };
+    const budget = { left: this.#timeout };
+    const done = await this.#call(operation, flight, budget, () =>
+      operation === 'invalidate' ? (tier.invalidate as (key: string) => Promise<void>)(key) : tier.delete(key),
+    );
+    return done !== FAILED;
+  }
+
+  /**
+   * `start()`'s answer, or FAILED (reported) when it fails or when `budget`
+   * runs out first (an answer after that goes to `onLate`); the time it took
+   * is taken from `budget` (none: unbounded).
+   */
+  #call<T>(
+    operation: SharedOperation,
+    flight: SharedFlight,
+    budget: Budget | undefined,
+    start: () => Promise<T>,
+    onLate?: (value: T) => void,
+  ): Promise<T | typeof FAILED> {
+    const provider = flight.origin.provider;
+    if (budget !== undefined && budget.left <= 0) {
+      this.#onFailure(operation, 'timeout', provider);
+      return Promise.resolve(FAILED);
+    }
+    const started = performance.now();
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (value: T | typeof FAILED) => {
+        if (settled) return false;
+        settled = true;
+        clearTimeout(timer);
+        if (budget !== undefined) budget.left -= performance.now() - started;
+        resolve(value);
+        return true;
+      };
+      // As in the Redis tier's guard: an answer read in the I/O poll right after the timer still counts.
+      const late = () => setImmediate(() => settle(FAILED) && this.#onFailure(operation, 'timeout', provider));
+      const timer = budget === undefined ? undefined : setTimeout(late, budget.left);
+      let answer: Promise<T>;
+      try {
+        answer = start();
+      } catch (error) {
+        answer = Promise.reject(error);
+      }
+      answer.then(
+        (value) => settle(value) || onLate?.(value),
+        (error: unknown) => settle(FAILED) && this.#failed(operation, error, provider),
+      );
+    });
+  }
+
+  #failed(operation: SharedOperation, error: unknown, provider: string): void {
+    const code = (error as { code?: unknown } | null)?.code;
+    this.#onFailure(
+      operation,
+      code === 'ETIMEDOUT' ? 'timeout' : code === 'EUNAVAILABLE' ? 'unavailable' : 'error',
+      provider,
+    );
+  }
+}
+
+/**
+ * `value` as a verdict that may stand in for the provider now: it passes the
+ * schema and, accepted, is still fresh; rejected, still alive. Else undefined.
+ */
+function usable(value: unknown): SharedVerdict | undefined {
+  if (value === undefined || value === null) return undefined;
+  const parsed = SharedVerdictSchema.safeParse(value);
+  if (!parsed.success) return undefined;
+  const verdict = parsed.data as SharedVerdict;
+  const wallNow = Date.now();
+  return (verdict.ok ? verdict.freshUntil : verdict.until) > wallNow ? verdict : undefined;
+}

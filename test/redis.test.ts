@@ -1,0 +1,648 @@
+/**
+ * The Redis tier (`tokengate/redis`) against a real redis-server, through
+ * both clients (ioredis and node-redis, the same suite): instances in one
+ * process, each with its own client, tier and gate, sharing only Redis.
+ *
+ * Covers sharing (one upstream call per credential, stampede included),
+ * what Redis holds (lifetimes, no secrets, foreign values), leases that
+ * lapse or end early, revocation (messages, tombstones, localTtl, the purge
+ * on reconnect), and Redis paused or killed.
+ */
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Cluster, type Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type AuthContext,
+  type CredentialRequest,
+  createGate,
+  extractBearer,
+  type GateEvent,
+  onlineOrNot,
+  type Provider,
+  ProviderFailure,
+  partoo,
+  type Verdict,
+} from '../src/index.js';
+import { redisCache } from '../src/redis/index.js';
+import type { SharedVerdict } from '../src/shared-tier.js';
+import { cacheKey } from '../src/store.js';
+import { type MockOnlineOrNot, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import {
+  adminClient,
+  CLIENT_KINDS,
+  type ClientKind,
+  connectClient,
+  type Instance,
+  type InstanceOptions,
+  sharedErrors,
+  startInstance,
+} from './support/redis-instances.js';
+import { type RedisServer, redisServerMissing, startRedisServer } from './support/redis-server.js';
+
+const READ = 'uptime_checks (read)';
+const PARTOO_KEY = 'SECRETpartooApiKey';
+const bearer = (token: string): CredentialRequest => ({ headers: { authorization: `Bearer ${token}` } });
+
+/** Redis key of `kind` (`v` value, `l` lease, `t` tombstone) for `secret` under `provider`. */
+function redisKey(provider: Provider, secret: string, kind: 'v' | 'l' | 't', prefix = 'tokengate:'): string {
+  const encoded = Buffer.from(cacheKey(provider.cacheScope, secret), 'latin1').toString('base64url');
+  return `${prefix}{${encoded}}:${kind}`;
+}
+
+/** What `promise` ended with: the context, or the error. */
+const outcome = (promise: Promise<AuthContext>) =>
+  promise.then(
+    (context) => ({ ok: true as const, subject: context.subject }),
+    (error: { code?: string }) => ({ ok: false as const, code: error.code }),
+  );
+
+/** Runs `probe` every 10 ms until it returns true; fails after `ms`. Resolves with the ms it took. */
+async function eventually(probe: () => Promise<boolean>, ms: number, what: string): Promise<number> {
+  const started = performance.now();
+  while (!(await probe())) {
+    if (performance.now() - started > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(10);
+  }
+  return performance.now() - started;
+}
+
+const rejects = (instance: Instance, token: string) => async () =>
+  !(await outcome(instance.gate.authenticate(bearer(token)))).ok;
+
+describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server', () => {
+  let redis: RedisServer;
+  let admin: Redis;
+  let mock: MockOnlineOrNot;
+  let provider: Provider;
+  let tokens = 0;
+  const open: Instance[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    admin = adminClient(redis.port);
+    mock = await mockOnlineOrNot();
+    provider = onlineOrNot({ baseUrl: mock.url });
+  });
+
+  afterAll(async () => {
+    admin?.disconnect();
+    await mock?.close();
+    await redis?.close();
+  });
+
+  afterEach(async () => {
+    redis.signal('SIGCONT');
+    await Promise.all(open.splice(0).map((instance) => instance.close()));
+    await admin.flushall();
+    mock.latency = 0;
+    mock.fault = undefined;
+    mock.resetCalls();
+  });
+
+  /** Resolves once Redis holds a value for `token` (instances write in the background). */
+  const stored = (token: string, scope: Provider = provider) =>
+    eventually(async () => (await admin.exists(redisKey(scope, token, 'v'))) === 1, 2000, 'stored in Redis');
+
+  /** A token the mock knows, new to every test. */
+  function knownToken(): string {
+    const token = `tok-${++tokens}-${Math.random().toString(36).slice(2)}`;
+    mock.setToken(token, { id: `id-${tokens}`, permissions: [READ] });
+    return token;
+  }
+
+  describe.each(CLIENT_KINDS)('with %s', (kind: ClientKind) => {
+    /** `count` instances, each with providers of its own (`makeProviders`), alike in all else. */
+    async function start(
+      count: number,
+      options: InstanceOptions = {},
+      makeProviders: () => Provider[] = () => [onlineOrNot({ baseUrl: mock.url })],
+    ): Promise<Instance[]> {
+      const started = await Promise.all(
+        Array.from({ length: count }, () => startInstance(kind, redis.port, makeProviders(), options)),
+      );
+      open.push(...started);
+      return started;
+    }
+
+    it('a second instance answers from Redis: one upstream verification for both, rejections too', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const token = knownToken();
+      const first = await a.gate.authenticate(bearer(token));
+      const second = await b.gate.authenticate(bearer(token));
+      expect(second.subject).toBe(first.subject);
+      expect(second.permissions).toEqual([READ]);
+      expect(mock.calls.verify).toBe(1);
+      expect(await outcome(a.gate.authenticate(bearer('never-issued')))).toEqual({ ok: false, code: 'invalid_token' });
+      expect(await outcome(b.gate.authenticate(bearer('never-issued')))).toEqual({ ok: false, code: 'invalid_token' });
+      expect(mock.calls.verify).toBe(2);
+      expect(sharedErrors([...a.events, ...b.events])).toEqual([]);
+    });
+
+    it('answers a hit in process without a Redis command', async () => {
+      const [a] = (await start(1)) as [Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await stored(token);
+      const commands = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await admin.info('commandstats'))?.[1]);
+      const before = await commands();
+      for (let i = 0; i < 100; i++) await a.gate.authenticate(bearer(token));
+      expect(before).toBeGreaterThan(0);
+      expect(await commands()).toBe(before);
+    });
+
+    it('stores hashed keys and verdicts only, for no longer than the in-process rules allow', async () => {
+      const partooMock = await mockPartoo({ apiKey: PARTOO_KEY });
+      try {
+        const partooProvider = partoo({ apiKey: PARTOO_KEY, baseUrl: partooMock.url });
+        const expiresAt = new Date(Date.now() + 3000);
+        partooMock.setToken({ userId: 'u1', token: 'SECRETconnection', expirationDate: expiresAt });
+        const [a] = (await start(1, { gate: { cache: { negativeTtl: 1000 } } }, () => [
+          onlineOrNot({ baseUrl: mock.url }),
+          partoo({ apiKey: PARTOO_KEY, baseUrl: partooMock.url }),
+        ])) as [Instance];
+        const monitor = await admin.monitor();
+        const seen: string[] = [];
+        monitor.on('monitor', (_time: string, args: string[]) => seen.push(args.join(' ')));
+        const bearerToken = `SECRET${knownToken()}`;
+        mock.setToken(bearerToken, { id: 'id-secret', permissions: [READ] });
+        await a.gate.authenticate({ headers: {}, query: { user_id: 'u1', token: 'SECRETconnection' } });
+        await a.gate.authenticate(bearer(bearerToken));
+        await outcome(a.gate.authenticate(bearer('SECRETnever-issued')));
+        expect(await a.gate.revoke(bearer(bearerToken))).toBe(true);
+        await sleep(50);
+        monitor.disconnect();
+        expect(seen.some((line) => line.includes('PUBLISH'))).toBe(true);
+        expect(seen.join('\n')).not.toMatch(/SECRET/);
+        const connectionKey = redisKey(partooProvider, 'SECRETconnection', 'v');
+        expect(await admin.pttl(connectionKey)).toBeLessThanOrEqual(expiresAt.getTime() - Date.now() + 50);
+        const rejectionKey = redisKey(provider, 'SECRETnever-issued', 'v');
+        expect(JSON.parse((await admin.get(rejectionKey)) ?? '{}')).toMatchObject({ ok: false });
+        expect(await admin.pttl(rejectionKey)).toBeLessThanOrEqual(1000);
+        expect(await admin.pttl(rejectionKey)).toBeGreaterThan(0);
+        expect(await admin.get(redisKey(provider, bearerToken, 'v'))).toBeNull();
+        expect(await admin.pttl(redisKey(provider, bearerToken, 't'))).toBeGreaterThan(0);
+      } finally {
+        await partooMock.close();
+      }
+    });
+
+    it('ignores a corrupt, foreign or other-version value and overwrites it with the provider answer', async () => {
+      const [a] = (await start(1)) as [Instance];
+      const foreign = [
+        'not json',
+        JSON.stringify({ ok: false, reason: 'x'.repeat(70_000), until: Date.now() + 60_000 }),
+        JSON.stringify({ ok: true, subject: 'mallory', permissions: ['admin'], details: {}, freshUntil: 'soon' }),
+        JSON.stringify({
+          v: 2,
+          ok: true,
+          subject: 'mallory',
+          permissions: ['admin'],
+          details: {},
+          freshUntil: Date.now() + 60_000,
+          until: Date.now() + 60_000,
+        }),
+      ];
+      for (const value of foreign) {
+        await admin.set(redisKey(provider, 'never-issued', 'v'), value, 'PX', 60_000);
+        a.gate.clear();
+        expect(await outcome(a.gate.authenticate(bearer('never-issued')))).toEqual({
+          ok: false,
+          code: 'invalid_token',
+        });
+        const replaced = async () =>
+          /"ok":false/.test((await admin.get(redisKey(provider, 'never-issued', 'v'))) ?? '');
+        await eventually(replaced, 2000, 'overwritten');
+      }
+      expect(mock.calls.verify).toBe(foreign.length);
+    });
+
+    it('makes one upstream call for a cold token stampeding three instances', async () => {
+      const instances = await start(3);
+      const token = knownToken();
+      mock.latency = 100;
+      const answers = await Promise.all(
+        instances.flatMap((instance) =>
+          Array.from({ length: 30 }, () => outcome(instance.gate.authenticate(bearer(token)))),
+        ),
+      );
+      expect(answers.filter((answer) => answer.ok)).toHaveLength(90);
+      expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+    });
+
+    it('waits for a lease whose holder died at most the lease time, then asks itself', async () => {
+      const [a] = (await start(1, { redis: { leaseTime: 300 } })) as [Instance];
+      const token = knownToken();
+      await admin.set(redisKey(provider, token, 'l'), 'dead-holder', 'PX', 300);
+      const started = performance.now();
+      expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+      const waited = performance.now() - started;
+      expect(waited).toBeGreaterThanOrEqual(250);
+      expect(waited).toBeLessThan(300 + 1000);
+      expect(mock.calls.verify).toBe(1);
+    });
+
+    it('ends the lease of a failed upstream call at once: the waiting instance asks without waiting it out', async () => {
+      let calls = 0;
+      const scripted = (): Provider => ({
+        name: 'scripted',
+        cacheScope: 'scripted-scope',
+        extract: extractBearer,
+        async verify(): Promise<Verdict> {
+          calls++;
+          await sleep(100);
+          if (calls === 1) throw new ProviderFailure('status', 'scripted failure', { status: 500 });
+          return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
+        },
+      });
+      const [a, b] = (await start(2, { redis: { leaseTime: 5000 } }, () => [scripted()])) as [Instance, Instance];
+      const first = outcome(a.gate.authenticate(bearer('scripted-token')));
+      await sleep(30);
+      const started = performance.now();
+      const second = await outcome(b.gate.authenticate(bearer('scripted-token')));
+      expect(await first).toEqual({ ok: false, code: 'provider_unavailable' });
+      expect(second).toEqual({ ok: true, subject: 'u1' });
+      expect(performance.now() - started).toBeLessThan(2500);
+      expect(calls).toBe(2);
+    });
+
+    it('revoke on one instance: every instance rejects the token next, told through Redis', async () => {
+      const instances = (await start(3, { redis: { localTtl: 60_000 } })) as [Instance, Instance, Instance];
+      const token = knownToken();
+      for (const instance of instances) await instance.gate.authenticate(bearer(token));
+      expect(mock.calls.verify).toBe(1);
+      mock.removeToken(token);
+      expect((await outcome(instances[1].gate.authenticate(bearer(token)))).ok).toBe(true);
+      expect(await instances[0].gate.revoke(bearer(token))).toBe(true);
+      for (const instance of instances) await eventually(rejects(instance, token), 2000, 'rejected');
+      expect(await instances[0].gate.revoke({ headers: {} })).toBe(false);
+    });
+
+    it('closes cleanly right after it was made, before its subscription is up', async () => {
+      const connected = await connectClient(kind, redis.port);
+      try {
+        const tier = redisCache(connected.client);
+        await tier.close();
+        await tier.close();
+        expect(await tier.waitFor?.(cacheKey('scope', 'closed'))).toBeUndefined();
+      } finally {
+        await connected.close();
+      }
+    });
+
+    it('two gates on one tier: a revocation through one reaches the other at once', async () => {
+      const [a] = (await start(1, { redis: { localTtl: 60_000 } })) as [Instance];
+      await a.tier.ready();
+      const sibling = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: a.tier });
+      try {
+        const token = knownToken();
+        await a.gate.authenticate(bearer(token));
+        await sibling.authenticate(bearer(token));
+        mock.removeToken(token);
+        expect(await a.gate.revoke(bearer(token))).toBe(true);
+        expect(await outcome(sibling.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+      } finally {
+        await sibling.close();
+      }
+    });
+
+    it('invalidate(req) still returns a boolean, and reaches every instance too', async () => {
+      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await b.gate.authenticate(bearer(token));
+      mock.removeToken(token);
+      expect(a.gate.invalidate(bearer(token))).toBe(true);
+      expect(a.gate.invalidate(bearer('never-seen'))).toBe(false);
+      await eventually(rejects(b, token), 2000, 'rejected by the other instance');
+    });
+
+    it('never stores an answer that was under way when the key was invalidated (tombstone)', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const key = cacheKey('scope', 'tombstone-test');
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      const before = await a.tier.lease?.(key, false);
+      expect(before?.state).toBe('claimed');
+      await b.tier.invalidate?.(key);
+      await a.tier.set(key, verdict, before?.state === 'claimed' ? before.claim : undefined);
+      expect(await a.tier.get(key)).toBeUndefined();
+      const after = await a.tier.lease?.(key, false);
+      expect(after?.state).toBe('claimed');
+      await a.tier.set(key, verdict, after?.state === 'claimed' ? after.claim : undefined);
+      expect(await a.tier.get(key)).toEqual(verdict);
+    });
+
+    it('stores under a claim once; never a verdict already expired; without a claim only while no tombstone', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const key = cacheKey('scope', 'set-rules');
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      const first = await a.tier.lease?.(key, false);
+      if (first?.state !== 'claimed') throw new Error(`expected a claim, got ${first?.state}`);
+      await a.tier.set(key, { ...verdict, until: Date.now() - 1 }, first.claim);
+      expect(await a.tier.get(key)).toBeUndefined();
+      // The expired verdict ended the lease: another instance gets it at once.
+      const second = await b.tier.lease?.(key, false);
+      if (second?.state !== 'claimed') throw new Error(`expected a claim, got ${second?.state}`);
+      await b.tier.set(key, verdict, second.claim);
+      await b.tier.set(key, { ...verdict, reason: 'again' }, second.claim);
+      expect(await a.tier.get(key)).toEqual(verdict);
+      await a.tier.delete(key);
+      expect(await a.tier.get(key)).toBeUndefined();
+      await a.tier.set(key, verdict);
+      expect(await a.tier.get(key)).toBeUndefined();
+      await admin.del(redisKey({ cacheScope: 'scope' } as Provider, 'set-rules', 't'));
+      await a.tier.set(key, verdict);
+      expect(await a.tier.get(key)).toEqual(verdict);
+    });
+
+    it('waits end without an answer when the lease goes away unannounced, when the tier closes, and at once once closed', async () => {
+      const [a] = (await start(1)) as [Instance];
+      const key = cacheKey('scope', 'waits');
+      const lease = redisKey({ cacheScope: 'scope' } as Provider, 'waits', 'l');
+      await admin.set(lease, 'holder', 'PX', 10_000);
+      const waits = [a.tier.waitFor?.(key), a.tier.waitFor?.(key)];
+      await sleep(30);
+      await admin.del(lease);
+      expect(await Promise.all(waits)).toEqual([undefined, undefined]);
+      await admin.set(lease, 'holder', 'PX', 10_000);
+      const closing = a.tier.waitFor?.(key);
+      await a.tier.close();
+      expect(await closing).toBeUndefined();
+      expect(await a.tier.waitFor?.(key)).toBeUndefined();
+    });
+
+    it('a wait fails when Redis stops answering, and takes an answer announced on the channel', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const key = cacheKey('scope', 'wait-fails');
+      const held = await b.tier.lease?.(key, false);
+      if (held?.state !== 'claimed') throw new Error(`expected a claim, got ${held?.state}`);
+      const answered = a.tier.waitFor?.(key);
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      await b.tier.set(key, verdict, held.claim);
+      expect(await answered).toEqual(verdict);
+      await admin.set(redisKey({ cacheScope: 'scope' } as Provider, 'wait-fails', 'l'), 'holder', 'PX', 10_000);
+      const failing = a.tier.waitFor?.(key);
+      redis.signal('SIGSTOP');
+      try {
+        await expect(failing).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+      } finally {
+        redis.signal('SIGCONT');
+      }
+    });
+
+    it('ignores foreign messages on its channel', async () => {
+      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      const encoded = Buffer.from(cacheKey(provider.cacheScope, token), 'latin1').toString('base64url');
+      for (const text of ['hello', `x${encoded}:0123456789abcdef`, `i${encoded}`, `pnot-a-nonce:0123456789abcdef`]) {
+        await admin.publish('tokengate:bus', text);
+      }
+      await sleep(50);
+      const before = mock.calls.verify;
+      await a.gate.authenticate(bearer(token));
+      expect(mock.calls.verify).toBe(before);
+      // The real message, for contrast (with the value gone from Redis, as an invalidation leaves it).
+      await admin.del(redisKey(provider, token, 'v'));
+      mock.removeToken(token);
+      await admin.publish('tokengate:bus', `i${encoded}:0123456789abcdef`);
+      await eventually(rejects(a, token), 2000, 'rejected once told');
+      expect(sharedErrors(b.events)).toEqual([]);
+    });
+
+    it('an instance asking upstream during a revocation neither keeps nor shares the old answer', async () => {
+      let calls = 0;
+      const scripted = (): Provider => ({
+        name: 'scripted',
+        cacheScope: 'scripted-scope',
+        extract: extractBearer,
+        async verify(): Promise<Verdict> {
+          // The first answer is the one given before the revocation, and arrives after it.
+          if (++calls > 1) return { ok: false, reason: 'The access token was revoked' };
+          await sleep(200);
+          return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
+        },
+      });
+      const [a, b, c] = (await start(3, {}, () => [scripted()])) as [Instance, Instance, Instance];
+      const underWay = outcome(b.gate.authenticate(bearer('revoked-token')));
+      await sleep(60);
+      expect(await a.gate.revoke(bearer('revoked-token'))).toBe(true);
+      expect(await underWay).toEqual({ ok: true, subject: 'u1' });
+      await sleep(50);
+      expect(await c.gate.authenticate(bearer('revoked-token')).catch((error: Error) => error.message)).toBe(
+        'The access token was revoked',
+      );
+      expect(await outcome(b.gate.authenticate(bearer('revoked-token')))).toMatchObject({ ok: false });
+    });
+
+    it('serves from process no longer than localTtl: a lost message matters that long at most', async () => {
+      const [a] = (await start(1, { redis: { localTtl: 200 } })) as [Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await stored(token);
+      await admin.del(redisKey(provider, token, 'v'));
+      mock.removeToken(token);
+      expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+      await sleep(250);
+      expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+    });
+
+    it('forgets what it holds in process when its subscriber reconnects', async () => {
+      const [a] = (await start(1, { redis: { localTtl: 60_000 } })) as [Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await stored(token);
+      await admin.del(redisKey(provider, token, 'v'));
+      mock.removeToken(token);
+      expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+      await admin.client('KILL', 'TYPE', 'pubsub');
+      await eventually(rejects(a, token), 3000, 'rejected after the subscriber reconnected');
+    });
+
+    it('Redis paused: the provider answers within the Redis timeout, Redis is skipped while down, sharing resumes', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const warm = knownToken();
+      await a.gate.authenticate(bearer(warm));
+      mock.latency = 20;
+      redis.signal('SIGSTOP');
+      const slowest = { ms: 0 };
+      try {
+        for (let i = 0; i < 8; i++) {
+          const started = performance.now();
+          expect((await outcome(a.gate.authenticate(bearer(knownToken())))).ok).toBe(true);
+          expect((await outcome(a.gate.authenticate(bearer(warm)))).ok).toBe(true);
+          slowest.ms = Math.max(slowest.ms, performance.now() - started);
+        }
+        expect(await a.gate.revoke(bearer(warm))).toBe(false);
+      } finally {
+        redis.signal('SIGCONT');
+      }
+      expect(slowest.ms).toBeLessThan(1000);
+      expect(sharedErrors(a.events)).toContain('lease:timeout');
+      expect(sharedErrors(a.events)).toContain('lease:unavailable');
+      await eventually(
+        async () => {
+          mock.resetCalls();
+          const token = knownToken();
+          await a.gate.authenticate(bearer(token));
+          await b.gate.authenticate(bearer(token));
+          return mock.calls.verify === 1;
+        },
+        5000,
+        'sharing resumed',
+      );
+    });
+
+    it('Redis paused: a revocation Redis missed is retried, and reaches the other instances once it is back', async () => {
+      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await b.gate.authenticate(bearer(token));
+      mock.removeToken(token);
+      redis.signal('SIGSTOP');
+      try {
+        expect(await a.gate.revoke(bearer(token))).toBe(false);
+        expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+        expect((await outcome(b.gate.authenticate(bearer(token)))).ok).toBe(true);
+      } finally {
+        redis.signal('SIGCONT');
+      }
+      expect(sharedErrors(a.events)).toContain('invalidate:timeout');
+      await eventually(rejects(b, token), 5000, 'rejected by the other instance');
+    });
+
+    it('Redis killed and restarted: answered by the provider meanwhile, sharing resumes', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const warm = knownToken();
+      await a.gate.authenticate(bearer(warm));
+      mock.latency = 20;
+      await redis.kill();
+      let slowest = 0;
+      for (let i = 0; i < 8; i++) {
+        const started = performance.now();
+        expect((await outcome(b.gate.authenticate(bearer(knownToken())))).ok).toBe(true);
+        expect((await outcome(a.gate.authenticate(bearer(warm)))).ok).toBe(true);
+        slowest = Math.max(slowest, performance.now() - started);
+      }
+      expect(slowest).toBeLessThan(1000);
+      expect(sharedErrors(b.events).length).toBeGreaterThan(0);
+      await redis.restart();
+      await eventually(
+        async () => {
+          mock.resetCalls();
+          const token = knownToken();
+          await a.gate.authenticate(bearer(token));
+          await b.gate.authenticate(bearer(token));
+          return mock.calls.verify === 1;
+        },
+        5000,
+        'sharing resumed',
+      );
+    });
+  });
+
+  it('keeps at most 10,000 invalidations Redis missed for a retry, the oldest dropped first, and retries them once Redis is back', async () => {
+    const a = await startInstance('ioredis', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    redis.signal('SIGSTOP');
+    try {
+      // Three that time out open the breaker; then every invalidation fails at once, in order.
+      const opening = Array.from({ length: 3 }, (_, i) => a.tier.invalidate?.(cacheKey('scope', `opening-${i}`)));
+      await Promise.allSettled(opening);
+      const failed = await Promise.allSettled(
+        Array.from({ length: 10_001 }, (_, i) => a.tier.invalidate?.(cacheKey('scope', `pending-${i}`))),
+      );
+      expect(failed.every((result) => result.status === 'rejected')).toBe(true);
+      // Still down when the first retry comes: those wait for the next one.
+      await sleep(1300);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    const tombstone = (i: number) => redisKey(scope, `pending-${i}`, 't');
+    await eventually(async () => (await admin.exists(tombstone(10_000))) === 1, 5000, 'retried');
+    await eventually(async () => (await admin.exists(tombstone(1))) === 1, 5000, 'all retried');
+    expect(await admin.exists(tombstone(0))).toBe(0);
+  });
+
+  it('refuses a wrong option or a client it does not know, naming it', async () => {
+    const client = adminClient(redis.port);
+    try {
+      expect(() => redisCache(client, { prefix: 'a{b}' })).toThrow(/redisCache: prefix: expected 1 to 64/);
+      expect(() => redisCache(client, { timeout: 0 })).toThrow(RangeError);
+      expect(() => redisCache(client, { ttl: 5 } as never)).toThrow(/redisCache: ttl: unknown option/);
+      expect(() => redisCache({} as never)).toThrow(/expected an ioredis Redis or Cluster, or a node-redis client/);
+    } finally {
+      client.disconnect();
+    }
+  });
+});
+
+describe.skipIf(redisServerMissing)('tokengate/redis on an ioredis Cluster', () => {
+  let redis: RedisServer;
+  let mock: MockOnlineOrNot;
+  const nodesFile = path.join(os.tmpdir(), `tokengate-nodes-${process.pid}.conf`);
+
+  beforeAll(async () => {
+    redis = await startRedisServer([
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      nodesFile,
+      '--cluster-announce-ip',
+      '127.0.0.1',
+    ]);
+    const admin = adminClient(redis.port);
+    await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    const clusterUp = async () => String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok');
+    await eventually(clusterUp, 5000, 'cluster up');
+    admin.disconnect();
+    mock = await mockOnlineOrNot();
+  });
+
+  afterAll(async () => {
+    await mock?.close();
+    await redis?.close();
+    rmSync(nodesFile, { force: true });
+  });
+
+  it('shares verdicts and revocations: a key, its lease and its tombstone live in one slot', async () => {
+    mock.setToken('cluster-token', { id: 'id-cluster', permissions: [READ] });
+    const clusters = [0, 1].map(() => new Cluster([{ host: '127.0.0.1', port: redis.port }]));
+    const tiers = clusters.map((cluster) => redisCache(cluster));
+    await Promise.all(tiers.map((tier) => tier.ready()));
+    const events: GateEvent[] = [];
+    const gates = tiers.map((sharedCache) =>
+      createGate({
+        providers: [onlineOrNot({ baseUrl: mock.url })],
+        sharedCache,
+        retry: false,
+        onEvent: (event) => events.push(event),
+      }),
+    );
+    try {
+      const [a, b] = gates as [(typeof gates)[number], (typeof gates)[number]];
+      await a.authenticate(bearer('cluster-token'));
+      await b.authenticate(bearer('cluster-token'));
+      expect(sharedErrors(events)).toEqual([]);
+      expect(mock.calls.verify).toBe(1);
+      mock.removeToken('cluster-token');
+      expect(await a.revoke(bearer('cluster-token'))).toBe(true);
+      await eventually(
+        () =>
+          b.authenticate(bearer('cluster-token')).then(
+            () => false,
+            () => true,
+          ),
+        2000,
+        'rejected on the other instance',
+      );
+    } finally {
+      await Promise.all(gates.map((gate) => gate.close()));
+      await Promise.all(tiers.map((tier) => tier.close()));
+      for (const cluster of clusters) cluster.disconnect();
+    }
+  });
+});

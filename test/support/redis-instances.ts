@@ -1,0 +1,91 @@
+/**
+ * App instances for the Redis tier tests, in one process: each has its own
+ * Redis client (ioredis or node-redis), its own `redisCache` tier and its
+ * own gate, as separate processes would; they share only Redis.
+ */
+import { Redis } from 'ioredis';
+import { createClient } from 'redis';
+import { createGate, type Gate, type GateEvent, type GateOptions, type Provider } from '../../src/index.js';
+import { type RedisCache, type RedisCacheOptions, type RedisClient, redisCache } from '../../src/redis/index.js';
+
+export type ClientKind = 'ioredis' | 'node-redis';
+export const CLIENT_KINDS: readonly ClientKind[] = ['ioredis', 'node-redis'];
+
+export interface ConnectedClient {
+  readonly client: RedisClient;
+  close(): Promise<void>;
+}
+
+/** A connected client of `kind` for the redis-server on `port`; it reconnects every 50 to 200 ms while Redis is gone. */
+export async function connectClient(kind: ClientKind, port: number): Promise<ConnectedClient> {
+  if (kind === 'ioredis') {
+    const client = new Redis({ host: '127.0.0.1', port, retryStrategy: (times) => Math.min(times * 50, 200) });
+    client.on('error', () => {});
+    await client.ping();
+    return { client, close: async () => client.disconnect() };
+  }
+  const client = createClient({
+    socket: { host: '127.0.0.1', port, reconnectStrategy: (retries) => Math.min((retries + 1) * 50, 200) },
+  });
+  client.on('error', () => {});
+  await client.connect();
+  return { client, close: async () => client.destroy() };
+}
+
+/** An ioredis connection for looking at Redis behind the tier's back (an admin's `redis-cli`). */
+export function adminClient(port: number): Redis {
+  const admin = new Redis({ host: '127.0.0.1', port, retryStrategy: (times) => Math.min(times * 50, 200) });
+  admin.on('error', () => {});
+  return admin;
+}
+
+export interface Instance {
+  readonly gate: Gate;
+  readonly tier: RedisCache;
+  /** Every event the gate reported. */
+  readonly events: GateEvent[];
+  close(): Promise<void>;
+}
+
+export interface InstanceOptions {
+  readonly redis?: RedisCacheOptions;
+  readonly gate?: Partial<GateOptions>;
+}
+
+/** One app instance: a client of `kind`, a tier on it, a gate over `providers` with the tier as its shared cache. */
+export async function startInstance(
+  kind: ClientKind,
+  port: number,
+  providers: readonly Provider[],
+  options: InstanceOptions = {},
+): Promise<Instance> {
+  const connected = await connectClient(kind, port);
+  // A generous Redis timeout unless a test sets one: these tests are about what is shared, on machines
+  // whose load can delay an answer past the default 50 ms (a late answer is, by design, not waited for).
+  const tier = redisCache(connected.client, { timeout: 250, ...options.redis });
+  await tier.ready();
+  const events: GateEvent[] = [];
+  const gate = createGate({
+    providers,
+    retry: false,
+    breaker: false,
+    sharedCache: tier,
+    onEvent: (event) => events.push(event),
+    ...options.gate,
+  });
+  return {
+    gate,
+    tier,
+    events,
+    close: async () => {
+      await gate.close();
+      await tier.close();
+      await connected.close();
+    },
+  };
+}
+
+/** The `shared_cache_error` events among `events`, as `operation:reason`. */
+export function sharedErrors(events: readonly GateEvent[]): string[] {
+  return events.flatMap((event) => (event.type === 'shared_cache_error' ? [`${event.operation}:${event.reason}`] : []));
+}
