@@ -9,49 +9,32 @@ import request from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { authenticate, requires, requiresAny } from '../adapters/express.js';
 import { AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
-import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot } from '../src/testing/index.js';
+import {
+  bearer,
+  CONNECTION,
+  CONSUMED,
+  connectionQuery,
+  PARTOO_KEY,
+  READ,
+  ROUTE_MARK,
+  SECRETS,
+  startMocks,
+  TOKENS,
+  WRITE,
+} from './support/adapter-fixture.js';
 import { rawGet } from './support/raw-http.js';
 
 // `express4` is `npm:express@4`, which has no type declarations under that
 // name; the Express 5 types cover everything these tests touch.
 const express4 = createRequire(import.meta.url)('express4') as typeof express;
 
-const READ = 'uptime_checks (read)';
-const WRITE = 'uptime_checks (write)';
-const PARTOO_KEY = 'partoo-server-key-must-not-leak';
-const TOKENS = {
-  read: 'read-token-5b1e0f',
-  write: 'write-token-9c4d2a',
-  disabled: 'disabled-token-77aa01',
-  unknown: 'unknown-token-3f3f3f',
-};
-const CONNECTION = { userId: 'user-1', token: 'conn-valid-0a9b8c' };
-const CONSUMED = { userId: 'user-2', token: 'conn-consumed-d4e5f6' };
-/** Every secret in play: none may show up in a response. */
-const SECRETS = [...Object.values(TOKENS), CONNECTION.token, CONSUMED.token, PARTOO_KEY];
-/** What the route handlers answer; a failed authentication must never reach them. */
-const ROUTE_MARK = 'route-was-reached';
-
-const bearer = (token: string) => `Bearer ${token}`;
-const connectionQuery = ({ userId, token }: { userId: string; token: string }) =>
-  `user_id=${encodeURIComponent(userId)}&token=${encodeURIComponent(token)}`;
-
 let oon: MockOnlineOrNot;
 let partooMock: MockPartoo;
 
 // Mocks per test: no call count, fault or connection carries over from another test.
 beforeEach(async () => {
-  oon = await mockOnlineOrNot({
-    tokens: {
-      [TOKENS.read]: { id: 'tok_read', permissions: [READ] },
-      [TOKENS.write]: { id: 'tok_write', permissions: [READ, WRITE] },
-      [TOKENS.disabled]: { id: 'tok_disabled', permissions: [READ], status: 'disabled' },
-    },
-  });
-  partooMock = await mockPartoo({
-    apiKey: PARTOO_KEY,
-    tokens: [CONNECTION, { ...CONSUMED, status: 'consumed' }],
-  });
+  ({ oon, partooMock } = await startMocks());
 });
 afterEach(async () => {
   await Promise.all([oon.close(), partooMock.close()]);

@@ -28,7 +28,10 @@ function recorder(): { tracer: Tracer; meter: Meter; recorded: Recorded } {
       recorded.spans.push(span);
       const api = {
         setAttributes: (attributes: Attributes) => Object.assign(span.attributes, attributes) && api,
-        setStatus: (status: { code: number }) => ((span.status = status.code), api),
+        setStatus: (status: { code: number }) => {
+          span.status = status.code;
+          return api;
+        },
         end: () => {
           span.ended = true;
         },

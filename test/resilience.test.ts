@@ -17,7 +17,6 @@ import {
   type Provider,
   partoo,
 } from '../src/index.js';
-import { cacheKey } from '../src/store.js';
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { gatedApp, READ_CHECKS } from './support/gated-app.js';
 
