@@ -22,7 +22,9 @@
  * (small integers, which V8 stores unboxed); lru-cache only keeps recency and
  * `max`, so no timer runs per entry.
  */
+
 import { hash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
 import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
 import type { SharedTier, SharedVerdict } from './shared-tier.js';
