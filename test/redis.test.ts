@@ -8,6 +8,8 @@
  * lapse or end early, revocation (messages, tombstones, localTtl, the purge
  * on reconnect), and Redis paused or killed.
  */
+
+import type { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -512,6 +514,36 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(sharedErrors(a.events)).toContain('invalidate:timeout');
       await eventually(rejects(b, token), 5000, 'rejected by the other instance');
     });
+
+    it('Redis killed: from the moment the client has lost its connection, Redis is skipped, not waited for', async () => {
+      const [a] = (await start(1, { redis: { timeout: 10_000 } })) as [Instance];
+      await a.gate.authenticate(bearer(knownToken()));
+      const lostEvent = kind === 'ioredis' ? 'close' : 'reconnecting';
+      const lost = new Promise<void>((resolve) => {
+        (a.client as unknown as EventEmitter).once(lostEvent, () => resolve());
+      });
+      await redis.kill();
+      await lost;
+      for (let i = 0; i < 5; i++) {
+        const started = performance.now();
+        expect((await outcome(a.gate.authenticate(bearer(knownToken())))).ok).toBe(true);
+        // Far below the 10 s Redis timeout, and below the 3.7 s after which ioredis itself gives up on a queued
+        // command (20 reconnection attempts): no command went to wait in the client's offline queue.
+        expect(performance.now() - started).toBeLessThan(2000);
+      }
+      // Reported as skipped (a command already sent when Redis went may fail on its own first).
+      expect(sharedErrors(a.events)).toContain('lease:unavailable');
+      await redis.restart();
+      await eventually(
+        async () => {
+          const token = knownToken();
+          await a.gate.authenticate(bearer(token));
+          return (await admin.exists(redisKey(provider, token, 'v'))) === 1;
+        },
+        5000,
+        'shared again once the client is ready',
+      );
+    }, 30_000);
 
     it('Redis killed and restarted: answered by the provider meanwhile, sharing resumes', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];

@@ -12,8 +12,8 @@ export interface IoRedisClient {
   evalsha(sha: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
   eval(script: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
   duplicate(): IoRedisSubscriber;
-  on(event: 'ready', listener: () => void): unknown;
-  off(event: 'ready', listener: () => void): unknown;
+  on(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
+  off(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
 }
 
 /** The tier's own ioredis connection, for its subscription. */
@@ -30,8 +30,8 @@ export interface NodeRedisClient {
   evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   duplicate(): NodeRedisSubscriber;
-  on(event: 'ready', listener: () => void): unknown;
-  off(event: 'ready', listener: () => void): unknown;
+  on(event: 'ready' | 'end' | 'reconnecting', listener: () => void): unknown;
+  off(event: 'ready' | 'end' | 'reconnecting', listener: () => void): unknown;
 }
 
 /** The tier's own node-redis connection, for its subscription. */
@@ -55,8 +55,29 @@ export interface RedisDriver {
    * message, `onReady` on each (re)connection. Returns its closing function.
    */
   subscribe(channel: string, onMessage: (message: string) => void, onReady: () => void): () => void;
-  /** Calls `listener` whenever the app's client is (again) ready. Returns a function that stops it. */
-  onReady(listener: () => void): () => void;
+  /**
+   * Calls `ready` whenever the app's client is (again) ready, and `lost` whenever it has lost its
+   * connection (its commands then wait in the client's queue). Returns a function that stops both.
+   */
+  onConnection(ready: () => void, lost: () => void): () => void;
+}
+
+/** Listens to `events` of `client`: `ready` for its ready event, `lost` for the others. */
+function connectionEvents<E extends string>(
+  client: {
+    on(event: E | 'ready', listener: () => void): unknown;
+    off(event: E | 'ready', listener: () => void): unknown;
+  },
+  lostEvents: readonly E[],
+  ready: () => void,
+  lost: () => void,
+): () => void {
+  client.on('ready', ready);
+  for (const event of lostEvents) client.on(event, lost);
+  return () => {
+    client.off('ready', ready);
+    for (const event of lostEvents) client.off(event, lost);
+  };
 }
 
 const ignore = () => {};
@@ -96,10 +117,7 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
       subscriber.subscribe(channel).catch(ignore);
       return () => subscriber.disconnect();
     },
-    onReady(listener) {
-      client.on('ready', listener);
-      return () => client.off('ready', listener);
-    },
+    onConnection: (ready, lost) => connectionEvents(client, ['close', 'reconnecting'], ready, lost),
   };
 }
 
@@ -126,9 +144,6 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
         subscriber.destroy();
       };
     },
-    onReady(listener) {
-      client.on('ready', listener);
-      return () => client.off('ready', listener);
-    },
+    onConnection: (ready, lost) => connectionEvents(client, ['end', 'reconnecting'], ready, lost),
   };
 }

@@ -1,10 +1,14 @@
 /**
  * Every Redis command of the tier goes through a guard: its own timeout,
- * and a circuit breaker that skips Redis while it is down. A skipped or
- * late command rejects with an error whose `code` the store reads
+ * and a circuit breaker that skips Redis while it is down. Redis is down
+ * when commands time out or fail ({@link BREAKER_THRESHOLD} in a row), and
+ * from the moment the client says it lost its connection until it is ready
+ * again: no command is sent to wait in the client's offline queue. A skipped
+ * or late command rejects with an error whose `code` the store reads
  * (`EUNAVAILABLE`, `ETIMEDOUT`); no command holds a caller past the timeout
  * and the I/O poll that follows it.
  */
+import { performance } from 'node:perf_hooks';
 import { CircuitBreaker } from '../resilience.js';
 
 /** Consecutive failed commands that open the breaker. */
@@ -20,10 +24,14 @@ export function failure(code: 'ETIMEDOUT' | 'EUNAVAILABLE', message: string): Er
 export class RedisGuard {
   readonly #timeout: number;
   readonly #breaker: CircuitBreaker;
+  readonly #onRecovered: () => void;
+  /** The client lost its connection and is not ready again yet. */
+  #disconnected = false;
 
   /** `onRecovered` runs when the breaker closes again after Redis was down. */
   constructor(timeout: number, onRecovered: () => void) {
     this.#timeout = timeout;
+    this.#onRecovered = onRecovered;
     this.#breaker = new CircuitBreaker({ threshold: BREAKER_THRESHOLD, cooldown: BREAKER_COOLDOWN_MS }, (state) => {
       if (state === 'closed') onRecovered();
     });
@@ -34,7 +42,7 @@ export class RedisGuard {
    * passed first (the command may still reach Redis later: undo what it would do).
    */
   run<T>(command: () => Promise<T>, onLate?: () => void): Promise<T> {
-    if (this.#breaker.admit(performance.now()) > 0) {
+    if (this.#disconnected || this.#breaker.admit(performance.now()) > 0) {
       return Promise.reject(failure('EUNAVAILABLE', 'Redis is down: command skipped'));
     }
     return new Promise<T>((resolve, reject) => {
@@ -67,8 +75,18 @@ export class RedisGuard {
     });
   }
 
+  /** The client lost its connection: skip Redis until {@link reset}. */
+  disconnected(): void {
+    this.#disconnected = true;
+  }
+
   /** The client is connected again: let commands through at once. */
   reset(): void {
+    const reconnected = this.#disconnected;
+    const opened = this.#breaker.state !== 'closed';
+    this.#disconnected = false;
     this.#breaker.reset();
+    // A breaker closed all along reports nothing when reset: what waited for Redis goes now.
+    if (reconnected && !opened) this.#onRecovered();
   }
 }

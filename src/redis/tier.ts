@@ -14,7 +14,9 @@
  * - an invalidation Redis did not take is retried until it is (at most
  *   {@link MAX_PENDING} keys waiting), on recovery and every breaker cooldown.
  */
+
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from '../shared-tier.js';
 import { encodeKey, type MessageKind, message, RedisBus } from './bus.js';
 import { driverFor, type RedisClient, type RedisDriver } from './driver.js';
@@ -94,7 +96,10 @@ export class RedisTier implements SharedTier {
     this.#channel = `${settings.prefix}bus`;
     this.#guard = new RedisGuard(settings.timeout, () => this.#flush());
     this.#bus = new RedisBus(this.#driver, this.#channel, this.#instance);
-    this.#stopReady = this.#driver.onReady(() => this.#guard.reset());
+    this.#stopReady = this.#driver.onConnection(
+      () => this.#guard.reset(),
+      () => this.#guard.disconnected(),
+    );
   }
 
   async get(key: string): Promise<unknown> {

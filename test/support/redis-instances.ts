@@ -40,6 +40,8 @@ export function adminClient(port: number): Redis {
 }
 
 export interface Instance {
+  /** The instance's own Redis client (the app's), which the tier uses. */
+  readonly client: RedisClient;
   readonly gate: Gate;
   readonly tier: RedisCache;
   /** Every event the gate reported. */
@@ -74,6 +76,7 @@ export async function startInstance(
     ...options.gate,
   });
   return {
+    client: connected.client,
     gate,
     tier,
     events,
