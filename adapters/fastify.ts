@@ -1,6 +1,7 @@
 /**
- * Fastify hooks (Fastify 4 and 5) on the public adapter seam. An `AuthError` is thrown or passed to
- * `done`, and Fastify's error handling answers it: the default handler applies its `statusCode` and `headers`.
+ * Fastify hooks (Fastify 4 and 5) on the public adapter seam, and the `tokengate` plugin that gives
+ * `request.auth` its place on every request. An `AuthError` is thrown or passed to `done`, and Fastify's
+ * error handling answers it: the default handler applies its `statusCode` and `headers`.
  */
 import type { IncomingMessage } from 'node:http';
 import type {} from 'fastify';
@@ -43,6 +44,27 @@ export type FastifyHook = (request: FastifyLikeRequest, reply: unknown, done: (e
 export type FastifyAuthenticateOptions = AuthenticateOptions;
 
 const NOT_FASTIFY = 'tokengate/fastify hook called without a Fastify request: in Express or Koa, use their adapters';
+
+/** The parts of a Fastify instance the plugin uses. */
+export interface FastifyLikeInstance {
+  decorateRequest(name: string, value: undefined): unknown;
+  hasRequestDecorator(name: string): boolean;
+}
+
+/**
+ * Fastify plugin that declares `request.auth` (`app.register(tokengate)`, before the routes). Fastify
+ * then builds every request with the property in place, and setting it does not change the request's
+ * shape. Optional: the hooks work without it, at a small cost per request. Not encapsulated: it
+ * applies to the instance it is registered on and every child, and registering it twice is harmless.
+ */
+export function tokengate(instance: FastifyLikeInstance, _options: unknown, done: (error?: Error) => void): void {
+  if (!instance.hasRequestDecorator('auth')) instance.decorateRequest('auth', undefined);
+  done();
+}
+Object.defineProperties(tokengate, {
+  [Symbol.for('skip-override')]: { value: true },
+  [Symbol.for('fastify.display-name')]: { value: 'tokengate' },
+});
 
 /** Hook that authenticates the request with `gate` and sets `request.auth`. */
 export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): FastifyHook {

@@ -15,6 +15,7 @@ export const VARIANTS = [
   'fastify-noop',
   'fastify-gate',
   'fastify-floor',
+  'fastify-undeclared',
   'express-passport',
   'express-jwt',
   'express-hand',

@@ -305,6 +305,7 @@ async function fastifyApp(): Promise<RequestListener> {
     }
     case 'fastify-floor': {
       const users = floorUsers();
+      app.decorateRequest('floorUser', undefined);
       app.get(
         '/hello',
         {
@@ -325,8 +326,11 @@ async function fastifyApp(): Promise<RequestListener> {
       );
       break;
     }
-    case 'fastify-gate': {
+    case 'fastify-gate':
+    case 'fastify-undeclared': {
       const gate = newGate();
+      // `fastify-undeclared`: the hooks without the plugin that declares `request.auth`.
+      if (config.variant === 'fastify-gate') await app.register(fastifyGate.tokengate);
       app.get(
         '/hello',
         { onRequest: fastifyGate.authenticate(gate), preHandler: fastifyGate.requires(ROUTE_PERMISSION) },

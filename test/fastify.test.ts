@@ -13,7 +13,7 @@ import Koa from 'koa';
 import request from 'supertest';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { authenticate, type FastifyHook, requires, requiresAny } from '../adapters/fastify.js';
+import { authenticate, type FastifyHook, requires, requiresAny, tokengate } from '../adapters/fastify.js';
 import { AuthError, createGate, type Gate, type GateOptions, onlineOrNot, partoo } from '../src/index.js';
 import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot } from '../src/testing/index.js';
 import {
@@ -79,12 +79,13 @@ function jsonErrorHandler(error: Error, _request: FastifyRequest, reply: Fastify
 type Framework = typeof Fastify;
 
 /**
- * The Express suite's routes: `authenticate` as an `onRequest` hook (before the body is read), the
- * guards as `preHandler` hooks; `/public/guarded` has both as `preHandler`s, `/scoped` gets its
- * `authenticate` from a plugin's `addHook`.
+ * The Express suite's routes, on an app with the `tokengate` plugin registered: `authenticate` as an
+ * `onRequest` hook (before the body is read), the guards as `preHandler` hooks; `/public/guarded` has
+ * both as `preHandler`s, `/scoped` gets its `authenticate` from a plugin's `addHook`.
  */
 function buildApp(framework: Framework, gate: Gate, errorHandler?: typeof jsonErrorHandler): FastifyInstance {
   const app = framework();
+  void app.register(tokengate);
   app.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);
   app.post('/checks', { onRequest: authenticate(gate), preHandler: requires(WRITE) }, showAuth);
   app.get('/checks/any', { onRequest: authenticate(gate), preHandler: requiresAny(WRITE, 'admin') }, showAuth);
@@ -390,6 +391,7 @@ describe.each([
     });
     try {
       const proxied = track(framework({ trustProxy: true }));
+      void proxied.register(tokengate);
       proxied.get('/me', { onRequest: authenticate(ipGate) }, showAuth);
       const res = await proxied.inject({
         url: '/me',
@@ -451,6 +453,38 @@ describe.each([
       } finally {
         await wrongKeyGate.close();
       }
+    });
+  });
+
+  describe('the tokengate plugin', () => {
+    it('declares request.auth on every request, in child scopes too', async () => {
+      const plain = track(framework());
+      void plain.register(tokengate);
+      plain.get('/', (request) => ({ declared: 'auth' in request, auth: request.auth ?? null }));
+      void plain.register(async (scope) => {
+        scope.get('/child', (request) => ({ declared: 'auth' in request }));
+      });
+      expect((await send(plain, '/')).json()).toEqual({ declared: true, auth: null });
+      expect((await send(plain, '/child')).json()).toEqual({ declared: true });
+    });
+
+    it('can be registered twice (by two plugins of the app)', async () => {
+      const twice = track(framework());
+      void twice.register(tokengate);
+      void twice.register(tokengate);
+      twice.get('/me', { onRequest: authenticate(gate) }, showAuth);
+      expect((await send(twice, '/me', bearer(TOKENS.read))).json().auth.subject).toBe('tok_read');
+    });
+
+    it('is optional: without it, the hooks set request.auth all the same', async () => {
+      const bare = track(framework());
+      bare.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);
+      bare.get('/public', { onRequest: authenticate(gate, { optional: true }) }, (request) => ({
+        declared: 'auth' in request,
+      }));
+      expect((await send(bare, '/checks', bearer(TOKENS.read))).json().auth.subject).toBe('tok_read');
+      expect((await send(bare, '/checks')).status).toBe(401);
+      expect((await send(bare, '/public')).json()).toEqual({ declared: true });
     });
   });
 
@@ -541,6 +575,7 @@ it("the hooks fit Fastify 4's own declarations (for `npm run typecheck`), on a t
   const gate = makeGate();
   const app = Fastify4() as unknown as Fastify4Instance;
   try {
+    await app.register(tokengate);
     app.addHook('onRequest', authenticate(gate));
     app.get<{ Querystring: { page: string } }>(
       '/typed',
