@@ -13,7 +13,10 @@
  *
  * Routes: `GET /private` answers `{ subject }` or the AuthError's status and
  * `{ code }`; `POST /revoke` revokes the request's credential and answers
- * `{ confirmed }`; `GET /events` answers the `shared_cache_error` events seen.
+ * `{ confirmed }`; `GET /events` answers the `shared_cache_error` events seen;
+ * `GET /timings` answers the slowest `/private` request in this process (from
+ * its arrival to its answer) and the slowest upstream verification, in ms,
+ * since the last `/timings`.
  */
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -31,15 +34,29 @@ const tier =
     ? undefined
     : redisCache(connected.client, { timeout: Number(process.env.REDIS_TIMEOUT ?? 50) });
 const events: GateEvent[] = [];
+const timings = { slowestRequest: 0, slowestVerification: 0 };
 const gate = createGate({
   providers: [onlineOrNot({ baseUrl: process.env.PROVIDER_URL as string })],
   ...(tier === undefined ? {} : { sharedCache: tier }),
   onEvent: (event) => {
     if (event.type === 'shared_cache_error') events.push(event);
+    if (event.type === 'verify') timings.slowestVerification = Math.max(timings.slowestVerification, event.durationMs);
   },
 });
 
 const app = express();
+app.use('/private', (_req, res, next) => {
+  const arrived = performance.now();
+  res.once('finish', () => {
+    timings.slowestRequest = Math.max(timings.slowestRequest, performance.now() - arrived);
+  });
+  next();
+});
+app.get('/timings', (_req, res) => {
+  res.json({ ...timings });
+  timings.slowestRequest = 0;
+  timings.slowestVerification = 0;
+});
 app.get('/private', authenticate(gate), (req, res) => {
   res.json({ subject: req.auth?.subject });
 });
