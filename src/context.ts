@@ -64,7 +64,6 @@ export interface AuthContextInit {
   /** Epoch ms. */
   readonly expiresAt: number | undefined;
   readonly details: Readonly<Record<string, unknown>>;
-  readonly stale?: boolean;
 }
 
 /**
@@ -80,11 +79,6 @@ export class AuthContext {
   /** @internal epoch ms */ readonly expiresAtMs: number | undefined;
   /** The validated provider answer, secrets left out. */
   readonly details: Readonly<Record<string, unknown>>;
-  /**
-   * True when the provider failed and this answer was served from cache past
-   * its time to live, under the gate's `staleIfError` option.
-   */
-  readonly stale: boolean;
 
   /** @internal Contexts are made by the gate. */
   constructor(init: AuthContextInit) {
@@ -93,7 +87,14 @@ export class AuthContext {
     this.grants = init.grants;
     this.expiresAtMs = init.expiresAt;
     this.details = init.details;
-    this.stale = init.stale === true;
+  }
+
+  /**
+   * True when the provider failed and this answer was served from cache past
+   * its time to live, under the gate's `staleIfError` option.
+   */
+  get stale(): boolean {
+    return false;
   }
 
   /** Name of the provider that verified the credential. */
@@ -118,13 +119,12 @@ export class AuthContext {
 
   /** @internal A copy flagged as served stale. */
   asStale(): AuthContext {
-    return new AuthContext({
+    return new StaleAuthContext({
       origin: this.origin,
       subject: this.subject,
       grants: this.grants,
       expiresAt: this.expiresAtMs,
       details: this.details,
-      stale: true,
     });
   }
 
@@ -143,6 +143,16 @@ export class AuthContext {
     };
     if (this.expiresAtMs !== undefined) json.expiresAt = new Date(this.expiresAtMs).toISOString();
     return json;
+  }
+}
+
+/**
+ * A context served past its time to live while the provider fails. `stale` is a getter, not a
+ * field: each cached context is one field (8 bytes) smaller, and stale copies are rare.
+ */
+class StaleAuthContext extends AuthContext {
+  override get stale(): boolean {
+    return true;
   }
 }
 

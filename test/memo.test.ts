@@ -20,7 +20,7 @@ function entry(freshUntil: number): Accepted {
     expiresAt: undefined,
     details: {},
   });
-  return new Accepted(context, freshUntil, freshUntil);
+  return Accepted.of(context, freshUntil, freshUntil);
 }
 
 /** A memo holding `HEADER` -> entry on a fresh connection, read at `now` and generation 7. */
