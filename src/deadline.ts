@@ -9,7 +9,6 @@
  * saves: `npm run bench` micro scenario). A real signal is created, lazily,
  * only for a provider that asks for one.
  */
-import { performance } from 'node:perf_hooks';
 import { ProviderFailure } from './types.js';
 
 /** What an in-flight request needs from a deadline: the contract of an `AbortSignal`, minus `EventTarget`. */

@@ -8,7 +8,6 @@
  * their own files: the verdict store (`store.ts`), the upstream policy
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
-import { performance } from 'node:perf_hooks';
 import { AuthContext, type ContextOrigin } from './context.js';
 import { AuthError, credentialsRequired, insufficientScope, invalidRequest, invalidToken } from './errors.js';
 import type { BreakerState, GateEvent } from './events.js';

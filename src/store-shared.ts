@@ -13,7 +13,6 @@
  *   answer in at most {@link ROUNDS} rounds before asking itself;
  * - waiting is bounded by the tier (its lease time), not by `timeout`.
  */
-import { performance } from 'node:perf_hooks';
 import type { SharedClaim, SharedTier, SharedVerdict } from './shared-tier.js';
 import { SharedVerdictSchema } from './shared-tier.js';
 

@@ -9,7 +9,6 @@
  * checked verdict, a stale context, or an `AuthError` (503, or 500 for a
  * provider that refused our own credentials).
  */
-import { performance } from 'node:perf_hooks';
 import { Admission } from './admission.js';
 import type { AuthContext } from './context.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
