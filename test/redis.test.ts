@@ -545,6 +545,25 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       );
     }, 30_000);
 
+    it('Redis killed while a command waits for it: the command is given up as the connection goes, not at its timeout', async () => {
+      const [a] = (await start(1, { redis: { timeout: 10_000 } })) as [Instance];
+      await a.gate.authenticate(bearer(knownToken()));
+      redis.signal('SIGSTOP');
+      try {
+        const started = performance.now();
+        const pending = outcome(a.gate.authenticate(bearer(knownToken())));
+        // Its lookup is sent, and waits on the paused Redis; then Redis dies and its connection closes.
+        await sleep(100);
+        await redis.kill();
+        expect((await pending).ok).toBe(true);
+        // Far below the 10 s Redis timeout, and below ioredis's own 3.7 s of reconnection attempts.
+        expect(performance.now() - started, sharedErrors(a.events).join(', ')).toBeLessThan(3000);
+        expect(sharedErrors(a.events).some((error) => error.endsWith(':unavailable'))).toBe(true);
+      } finally {
+        await redis.restart();
+      }
+    }, 30_000);
+
     it('Redis killed and restarted: answered by the provider meanwhile, sharing resumes', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const warm = knownToken();

@@ -8,7 +8,6 @@
  * (`EUNAVAILABLE`, `ETIMEDOUT`); no command holds a caller past the timeout
  * and the I/O poll that follows it.
  */
-import { performance } from 'node:perf_hooks';
 import { CircuitBreaker } from '../resilience.js';
 
 /** Consecutive failed commands that open the breaker. */
@@ -27,6 +26,8 @@ export class RedisGuard {
   readonly #onRecovered: () => void;
   /** The client lost its connection and is not ready again yet. */
   #disconnected = false;
+  /** Gives up each command under way. */
+  readonly #underWay = new Set<() => void>();
 
   /** `onRecovered` runs when the breaker closes again after Redis was down. */
   constructor(timeout: number, onRecovered: () => void) {
@@ -39,7 +40,7 @@ export class RedisGuard {
 
   /**
    * `command()`'s answer (an async function: it rejects, never throws), within the timeout. `onLate` runs when the timeout
-   * passed first (the command may still reach Redis later: undo what it would do).
+   * passed first, or the connection was lost first (the command may still reach Redis later: undo what it would do).
    */
   run<T>(command: () => Promise<T>, onLate?: () => void): Promise<T> {
     if (this.#disconnected || this.#breaker.admit(performance.now()) > 0) {
@@ -47,23 +48,31 @@ export class RedisGuard {
     }
     return new Promise<T>((resolve, reject) => {
       let settled = false;
+      const giveUp = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#underWay.delete(lost);
+        onLate?.();
+        reject(error);
+      };
+      const lost = () => giveUp(failure('EUNAVAILABLE', 'Redis connection lost: command given up'));
       // Late only when no answer came by the first I/O poll after the timeout: a busy event
       // loop that runs the timer before reading an answer already there is not a slow Redis.
       const timer = setTimeout(
         () =>
           setImmediate(() => {
-            if (settled) return;
-            settled = true;
-            this.#breaker.failed(performance.now());
-            onLate?.();
-            reject(failure('ETIMEDOUT', 'Redis did not answer in time'));
+            if (!settled) this.#breaker.failed(performance.now());
+            giveUp(failure('ETIMEDOUT', 'Redis did not answer in time'));
           }),
         this.#timeout,
       );
+      this.#underWay.add(lost);
       const answered = (ok: boolean) => {
         if (settled) return false;
         settled = true;
         clearTimeout(timer);
+        this.#underWay.delete(lost);
         if (ok) this.#breaker.succeeded();
         else this.#breaker.failed(performance.now());
         return true;
@@ -75,9 +84,13 @@ export class RedisGuard {
     });
   }
 
-  /** The client lost its connection: skip Redis until {@link reset}. */
+  /**
+   * The client lost its connection: skip Redis until {@link reset}, and give up the commands under
+   * way, which the client would otherwise hold until it reconnects (or their timeout).
+   */
   disconnected(): void {
     this.#disconnected = true;
+    for (const lost of [...this.#underWay]) lost();
   }
 
   /** The client is connected again: let commands through at once. */

@@ -16,7 +16,6 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from '../shared-tier.js';
 import { encodeKey, type MessageKind, message, RedisBus } from './bus.js';
 import { driverFor, type RedisClient, type RedisDriver } from './driver.js';
