@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Cluster, type Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuthContext,
   type CredentialRequest,
@@ -373,6 +373,26 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await a.tier.close();
       expect(await closing).toBeUndefined();
       expect(await a.tier.waitFor?.(key)).toBeUndefined();
+    });
+
+    it('a wait takes an answer stored before it began (its message long gone) at once, not at a poll', {
+      timeout: 3000,
+    }, async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const key = cacheKey('scope', 'stored-before');
+      const held = await b.tier.lease?.(key, false);
+      if (held?.state !== 'claimed') throw new Error(`expected a claim, got ${held?.state}`);
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      await b.tier.set(key, verdict, held.claim);
+      // The answer's message has reached every subscriber before the wait begins.
+      await sleep(100);
+      // Timers stand still: neither the wait's poll nor its deadline can answer it; only a look at Redis can.
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });
+      try {
+        expect(await a.tier.waitFor?.(key)).toEqual(verdict);
+      } finally {
+        vi.useRealTimers();
+      }
     });
 
     it('a wait fails when Redis stops answering, and takes an answer announced on the channel', async () => {

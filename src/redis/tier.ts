@@ -148,10 +148,11 @@ export class RedisTier implements SharedTier {
   }
 
   /**
-   * Waits for the lease holder's answer: told by a message, checked by a poll
-   * as well (messages can be lost). Ends with no answer when the lease ends
-   * without one, after the lease time, or when the tier closes; rejects when
-   * Redis fails meanwhile.
+   * Waits for the lease holder's answer: told by a message, checked once at
+   * the start (an answer stored before this wait began watching sent its
+   * message already) and by a poll as well (messages can be lost). Ends with
+   * no answer when the lease ends without one, after the lease time, or when
+   * the tier closes; rejects when Redis fails meanwhile.
    */
   waitFor(key: string): Promise<unknown> {
     if (this.#closed) return Promise.resolve(undefined);
@@ -185,6 +186,7 @@ export class RedisTier implements SharedTier {
       const deadline = setTimeout(abandon, leaseTime);
       const poll = setInterval(peek, Math.max(10, Math.min(50, leaseTime / 4)));
       this.#waits.add(abandon);
+      peek();
     });
   }
 
