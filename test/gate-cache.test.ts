@@ -9,7 +9,7 @@
  * remembered a rejection.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   type BearerCredential,
   createGate,
@@ -46,6 +46,35 @@ async function setup(options: Partial<GateOptions> = {}) {
 
 /** Sleeps until `performance.now()` reaches `at`. */
 const sleepUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
+
+describe("gate cache: an app's fake timers", () => {
+  it('move the cache clock: under vi.useFakeTimers(), advancing past ttl asks the provider again', async () => {
+    let verified = 0;
+    const counted: Provider = {
+      name: 'counted',
+      cacheScope: 'counted',
+      extract: extractBearer,
+      async verify(): Promise<Verdict> {
+        verified++;
+        return { ok: true, principal: { subject: 'user', permissions: [READ], details: {} } };
+      },
+    };
+    vi.useFakeTimers();
+    const gate = createGate({ providers: [counted], cache: { ttl: 60_000 } });
+    try {
+      await gate.authenticate(bearer('fake-timers-token'));
+      vi.advanceTimersByTime(59_000);
+      await gate.authenticate(bearer('fake-timers-token'));
+      expect(verified).toBe(1);
+      vi.advanceTimersByTime(2_000);
+      await gate.authenticate(bearer('fake-timers-token'));
+      expect(verified).toBe(2);
+    } finally {
+      vi.useRealTimers();
+      await gate.close();
+    }
+  });
+});
 
 describe('gate cache: hits and lifetimes', () => {
   it('answers the second request from the cache', async () => {
