@@ -108,6 +108,20 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
   const stored = (token: string, scope: Provider = provider) =>
     eventually(async () => (await admin.exists(redisKey(scope, token, 'v'))) === 1, 2000, 'stored in Redis');
 
+  /** Resolves once a new token asked of `a` then `b` costs one upstream verification again (shared through Redis). */
+  const sharingResumes = (a: Instance, b: Instance) =>
+    eventually(
+      async () => {
+        mock.resetCalls();
+        const token = knownToken();
+        await a.gate.authenticate(bearer(token));
+        await b.gate.authenticate(bearer(token));
+        return mock.calls.verify === 1;
+      },
+      5000,
+      'sharing resumed',
+    );
+
   /** A token the mock knows, new to every test. */
   function knownToken(): string {
     const token = `tok-${++tokens}-${Math.random().toString(36).slice(2)}`;
@@ -505,17 +519,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(slowest.ms).toBeLessThan(1000);
       expect(sharedErrors(a.events)).toContain('lease:timeout');
       expect(sharedErrors(a.events)).toContain('lease:unavailable');
-      await eventually(
-        async () => {
-          mock.resetCalls();
-          const token = knownToken();
-          await a.gate.authenticate(bearer(token));
-          await b.gate.authenticate(bearer(token));
-          return mock.calls.verify === 1;
-        },
-        5000,
-        'sharing resumed',
-      );
+      await sharingResumes(a, b);
     });
 
     it('Redis paused: a revocation Redis missed is retried, and reaches the other instances once it is back', async () => {
@@ -606,17 +610,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(slowest).toBeLessThan(1000);
       expect(sharedErrors(b.events).length).toBeGreaterThan(0);
       await redis.restart();
-      await eventually(
-        async () => {
-          mock.resetCalls();
-          const token = knownToken();
-          await a.gate.authenticate(bearer(token));
-          await b.gate.authenticate(bearer(token));
-          return mock.calls.verify === 1;
-        },
-        5000,
-        'sharing resumed',
-      );
+      await sharingResumes(a, b);
     });
   });
 
