@@ -11,7 +11,7 @@ export type HeaderReader = (req: CredentialRequest) => string | undefined | null
 
 /** A reader for the header `name` (any case). */
 export function headerReader(name: string): HeaderReader {
-  const lower = name.toLowerCase();
+  const lower = flat(name.toLowerCase());
   // The usual spelling (`Authorization`, `X-Api-Key`) is compared first: toLowerCase() allocates.
   const usual = lower.replace(/(^|-)([a-z])/g, (_, dash: string, letter: string) => dash + letter.toUpperCase());
   const length = lower.length;
@@ -31,4 +31,13 @@ export function headerReader(name: string): HeaderReader {
     }
     return value;
   };
+}
+
+/**
+ * A flat copy of `text`. The names compared on every request must not be slices of a longer string
+ * (`'header:authorization'.slice(7)` is one): V8 compares a slice in its runtime, flattening it each
+ * time, which costs more than the rest of a cached request's header read.
+ */
+function flat(text: string): string {
+  return Array.from(text).join('');
 }
