@@ -15,9 +15,22 @@
 /** What a waiter learns: a slot, or why not. */
 export type Admitted = 'admitted' | 'full' | 'expired';
 
-interface Waiter {
+/** A verification waiting for a slot: `admitted` settles once it has one, or is refused one. */
+export interface Waiting {
+  readonly admitted: Promise<Admitted>;
+}
+
+class Waiter implements Waiting {
   readonly client: string;
-  readonly settle: (admitted: Admitted) => void;
+  readonly admitted: Promise<Admitted>;
+  settle!: (admitted: Admitted) => void;
+
+  constructor(client: string) {
+    this.client = client;
+    this.admitted = new Promise<Admitted>((resolve) => {
+      this.settle = resolve;
+    });
+  }
 }
 
 export class Admission {
@@ -39,35 +52,37 @@ export class Admission {
   }
 
   /**
-   * Asks for a slot for `client`: `'admitted'` at once when one is free, else
-   * a promise of one, which settles `'full'` when a fairer waiter took this
-   * one's place and `'expired'` after `maxWaitMs`. `'full'` at once when
-   * there is no room to wait. Every `'admitted'` must be followed by one
-   * {@link release}.
+   * Asks for a slot for `client`: `'admitted'` at once when one is free,
+   * `'full'` at once when there is no room to wait, else a {@link Waiting}
+   * that settles `'admitted'`, or `'full'` when a fairer waiter took its
+   * place. A wait has no bound of its own: the caller ends it with
+   * {@link expire}. Every `'admitted'` must be followed by one {@link release}.
    */
-  acquire(client: string, maxWaitMs: number): Admitted | Promise<Admitted> {
+  acquire(client: string): 'admitted' | 'full' | Waiting {
     if (this.#inFlight < this.#concurrency && this.#waiting === 0) {
       this.#inFlight++;
       return 'admitted';
     }
     if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client)) return 'full';
-    return new Promise<Admitted>((resolve) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const waiter: Waiter = {
-        client,
-        settle: (admitted) => {
-          clearTimeout(timer);
-          resolve(admitted);
-        },
-      };
-      timer = setTimeout(() => {
-        if (this.#remove(waiter)) resolve('expired');
-      }, maxWaitMs);
-      const queue = this.#queues.get(client);
-      if (queue === undefined) this.#queues.set(client, [waiter]);
-      else queue.push(waiter);
-      this.#waiting++;
-    });
+    const waiter = new Waiter(client);
+    const queue = this.#queues.get(client);
+    if (queue === undefined) this.#queues.set(client, [waiter]);
+    else queue.push(waiter);
+    this.#waiting++;
+    return waiter;
+  }
+
+  /** Ends `waiting`'s wait unserved: it settles `'expired'`. False when it no longer waited (it was settled before). */
+  expire(waiting: Waiting): boolean {
+    const waiter = waiting as Waiter;
+    const queue = this.#queues.get(waiter.client);
+    const at = queue?.indexOf(waiter) ?? -1;
+    if (queue === undefined || at === -1) return false;
+    queue.splice(at, 1);
+    if (queue.length === 0) this.#queues.delete(waiter.client);
+    this.#waiting--;
+    waiter.settle('expired');
+    return true;
   }
 
   /** Frees a slot: the next client in turn gets it. */
@@ -95,17 +110,6 @@ export class Admission {
     const displaced = longest.pop() as Waiter;
     this.#waiting--;
     displaced.settle('full');
-    return true;
-  }
-
-  /** Takes `waiter` out of its queue; false when it was no longer waiting. */
-  #remove(waiter: Waiter): boolean {
-    const queue = this.#queues.get(waiter.client);
-    const at = queue?.indexOf(waiter) ?? -1;
-    if (queue === undefined || at === -1) return false;
-    queue.splice(at, 1);
-    if (queue.length === 0) this.#queues.delete(waiter.client);
-    this.#waiting--;
     return true;
   }
 }

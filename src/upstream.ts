@@ -83,17 +83,40 @@ export class Upstream {
     const requested = performance.now();
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
-    const { timeout } = this.#policy;
-    const slot = this.#admission.acquire(client, timeout);
-    if (typeof slot === 'string') {
-      if (slot !== 'admitted') return this.#overloaded(slot);
-      return this.#asked(credential, stale);
-    }
-    const admitted = await slot;
-    if (admitted !== 'admitted') return this.#overloaded(admitted);
-    // The provider gets its whole deadline from the moment it has a slot; the request still ends at its own.
-    const left = timeout - (performance.now() - requested);
-    return within(this.#asked(credential, stale), left, () => providerUnavailable(this.provider.name));
+    const slot = this.#admission.acquire(client);
+    if (slot === 'full') return this.#overloaded('full');
+    if (slot === 'admitted') return this.#asked(credential, stale);
+    // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
+    // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
+    return new Promise((resolve) => {
+      let state: 'waiting' | 'asking' | 'ended' = 'waiting';
+      const timer = setTimeout(() => {
+        if (state === 'asking') resolve(providerUnavailable(this.provider.name));
+        else {
+          // Still waiting, or given a slot a moment ago without having asked: our own time, not the provider's.
+          this.#admission.expire(slot);
+          resolve(this.#overloaded('expired'));
+        }
+        state = 'ended';
+      }, this.#policy.timeout);
+      slot.admitted.then((admitted) => {
+        if (state === 'ended') {
+          if (admitted === 'admitted') this.#admission.release();
+          return;
+        }
+        if (admitted !== 'admitted') {
+          clearTimeout(timer);
+          state = 'ended';
+          resolve(this.#overloaded(admitted));
+          return;
+        }
+        state = 'asking';
+        this.#asked(credential, stale).then((answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        });
+      });
+    });
   }
 
   /** The provider asked under the slot just taken, which is released when it is done; traced when anything listens. */
@@ -223,18 +246,6 @@ export class Upstream {
     this.#policy.emit?.({ type: 'stale', provider: this.provider.name });
     return stale.asStale();
   }
-}
-
-/** `promise`, or `late()` when it has not settled within `ms`. */
-function within<T>(promise: Promise<T>, ms: number, late: () => T): Promise<T> {
-  if (ms <= 0) return Promise.resolve(late());
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(late()), ms);
-    promise.then((value) => {
-      clearTimeout(timer);
-      resolve(value);
-    });
-  });
 }
 
 /** `verdict` if it is a well-formed verdict; anything else is a provider failure (fail closed). */

@@ -1,30 +1,36 @@
 /**
  * Admission as a unit: slots, the bounded wait, fairness between clients,
- * and waits that expire. No timing is asserted beyond "before the bound".
+ * and waits ended by their caller. No timing is asserted.
  */
 import { describe, expect, it } from 'vitest';
-import { Admission, type Admitted } from '../src/admission.js';
+import { Admission, type Admitted, type Waiting } from '../src/admission.js';
 
-/** Settles `pending` and reports what each got, in order. */
-async function outcomes(pending: ReadonlyArray<Admitted | Promise<Admitted>>): Promise<Admitted[]> {
-  return Promise.all(pending);
+/** What `slot` comes to: itself when it was decided at once, else what its wait settles to. */
+function outcome(slot: 'admitted' | 'full' | Waiting): Promise<Admitted> {
+  return typeof slot === 'string' ? Promise.resolve(slot) : slot.admitted;
+}
+
+/** A slot that had to wait. */
+function waiting(slot: 'admitted' | 'full' | Waiting): Waiting {
+  if (typeof slot === 'string') throw new Error(`expected to wait, got ${slot}`);
+  return slot;
 }
 
 describe('Admission', () => {
   it('admits up to its concurrency at once, then queues', () => {
     const admission = new Admission(2, 10);
-    expect(admission.acquire('a', 1000)).toBe('admitted');
-    expect(admission.acquire('a', 1000)).toBe('admitted');
-    expect(admission.acquire('a', 1000)).toBeInstanceOf(Promise);
+    expect(admission.acquire('a')).toBe('admitted');
+    expect(admission.acquire('a')).toBe('admitted');
+    expect(waiting(admission.acquire('a')).admitted).toBeInstanceOf(Promise);
     expect(admission.inFlight).toBe(2);
   });
 
   it('hands a freed slot to the next waiter, keeping the in-flight count', async () => {
     const admission = new Admission(1, 10);
-    admission.acquire('a', 1000);
-    const waiting = admission.acquire('b', 1000);
+    admission.acquire('a');
+    const next = waiting(admission.acquire('b'));
     admission.release();
-    expect(await waiting).toBe('admitted');
+    expect(await next.admitted).toBe('admitted');
     expect(admission.inFlight).toBe(1);
     admission.release();
     expect(admission.inFlight).toBe(0);
@@ -32,18 +38,18 @@ describe('Admission', () => {
 
   it('refuses at once when the wait is full and the newcomer waits as much as anyone', () => {
     const admission = new Admission(1, 2);
-    admission.acquire('a', 1000);
-    admission.acquire('a', 1000);
-    admission.acquire('b', 1000);
-    expect(admission.acquire('b', 1000)).toBe('full');
+    admission.acquire('a');
+    admission.acquire('a');
+    admission.acquire('b');
+    expect(admission.acquire('b')).toBe('full');
   });
 
   it('serves waiting clients in turn, however many one of them queued', async () => {
     const admission = new Admission(1, 100);
-    admission.acquire('flood', 1000);
+    admission.acquire('flood');
     const order: string[] = [];
     const track = (client: string) => {
-      const slot = admission.acquire(client, 1000) as Promise<Admitted>;
+      const slot = waiting(admission.acquire(client)).admitted;
       slot.then(() => order.push(client));
       return slot;
     };
@@ -52,7 +58,7 @@ describe('Admission', () => {
       admission.release();
       await Promise.resolve();
     }
-    await outcomes(pending);
+    await Promise.all(pending);
     // After the flood's first waiter, b and c each get the very next slots.
     expect(order.slice(0, 3)).toEqual(['flood', 'b', 'c']);
     expect(order.filter((client) => client === 'flood')).toHaveLength(5);
@@ -60,25 +66,28 @@ describe('Admission', () => {
 
   it("lets a client with nothing waiting take the place of the longest queue's newest waiter", async () => {
     const admission = new Admission(1, 4);
-    admission.acquire('flood', 1000);
-    const flood = Array.from({ length: 4 }, () => admission.acquire('flood', 1000));
-    const b = admission.acquire('b', 1000);
-    expect(b).toBeInstanceOf(Promise);
-    expect(await flood[3]).toBe('full');
+    admission.acquire('flood');
+    const flood = Array.from({ length: 4 }, () => waiting(admission.acquire('flood')));
+    const b = waiting(admission.acquire('b'));
+    expect(await flood[3]?.admitted).toBe('full');
     admission.release();
     admission.release();
-    expect(await flood[0]).toBe('admitted');
-    expect(await b).toBe('admitted');
+    expect(await flood[0]?.admitted).toBe('admitted');
+    expect(await b.admitted).toBe('admitted');
   });
 
-  it('expires a wait after its bound, and the slot goes to the next one', async () => {
+  it('ends a wait its caller expires, and the slot goes to the next one', async () => {
     const admission = new Admission(1, 10);
-    admission.acquire('a', 1000);
-    const short = admission.acquire('b', 20);
-    const long = admission.acquire('c', 5000);
-    expect(await short).toBe('expired');
+    admission.acquire('a');
+    const short = waiting(admission.acquire('b'));
+    const long = waiting(admission.acquire('c'));
+    expect(admission.expire(short)).toBe(true);
+    expect(await short.admitted).toBe('expired');
     admission.release();
-    expect(await long).toBe('admitted');
+    expect(await long.admitted).toBe('admitted');
+    // A wait that already ended is not ended again.
+    expect(admission.expire(long)).toBe(false);
+    expect(admission.expire(short)).toBe(false);
   });
 
   it('never admits more than its concurrency, whatever the interleaving', async () => {
@@ -86,8 +95,9 @@ describe('Admission', () => {
     let inFlight = 0;
     let most = 0;
     const work = async (client: string) => {
-      const slot = admission.acquire(client, 5000);
-      if ((await slot) !== 'admitted') return;
+      const slot = admission.acquire(client);
+      if (typeof slot !== 'string' && Math.random() < 0.1) admission.expire(slot);
+      if ((await outcome(slot)) !== 'admitted') return;
       inFlight++;
       most = Math.max(most, inFlight);
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 5));

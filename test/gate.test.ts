@@ -17,6 +17,7 @@ import {
   createGate,
   extractBearer,
   type Gate,
+  type GateEvent,
   type Provider,
   ProviderFailure,
   partoo,
@@ -290,6 +291,53 @@ describe('admission through the gate', () => {
     expect((await other).subject).toBe('SECRETokB');
     const floodCodes = await Promise.all(flood);
     expect(floodCodes.filter((code) => code === 'overloaded').length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('ends a wait that outlasts the timeout with 503 overloaded: no upstream call, nothing against the provider', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const events: GateEvent[] = [];
+    const gate = createGate({
+      providers: [provider],
+      timeout: 150,
+      retry: false,
+      onEvent: (event) => events.push(event),
+    });
+    open.push(() => gate.close());
+    // The first is asked and held until its deadline; the second gets its slot then; the third waits throughout.
+    const codes = ['SECRETok1', 'SECRETok2', 'SECRETok3'].map((token) =>
+      gate.authenticate(request(token)).catch((error: { code: string }) => error.code),
+    );
+    expect(await codes[2]).toBe('overloaded');
+    expect(events).toContainEqual({ type: 'overloaded', provider: 'held', reason: 'expired' });
+    expect(calls()).toBeLessThan(3);
+    expect(gate.stats().breakers.held).toBe('closed');
+    releaseAll();
+    await Promise.all(codes);
+    expect(gate.stats().overloaded).toBe(1);
+  });
+
+  it('gives a verification that waited its whole deadline from its slot, while the request ends at its own', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [provider],
+      timeout: 300,
+      retry: false,
+      onEvent: (event) => events.push(event.type === 'provider_error' ? `provider_error:${event.reason}` : event.type),
+    });
+    open.push(() => gate.close());
+    const first = gate.authenticate(request('SECRETok1'));
+    const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    releaseAll(); // the first answers; the second gets its slot, and its verification is held in turn
+    expect((await first).subject).toBe('SECRETok1');
+    expect(await second).toBe('provider_unavailable');
+    expect(calls()).toBe(2);
+    // The request gave up at its own deadline; its verification's deadline, later, has not passed yet.
+    expect(events).not.toContain('provider_error:timeout');
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(events).toContain('provider_error:timeout');
+    releaseAll();
   });
 
   it('uses admission.clientKey when given', async () => {
