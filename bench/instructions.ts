@@ -27,6 +27,7 @@ const DEFAULT_VARIANTS: readonly Variant[] = [
   'fastify-floor',
   'fastify-gate',
   'fastify-undeclared',
+  'fastify-client',
   'express-bare',
   'express-floor',
   'express-gate',

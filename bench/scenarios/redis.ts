@@ -12,7 +12,11 @@
  *   Redis, so the goal is >= 0.95;
  * - revocation: a token cached on all 4 instances, removed at the provider and revoked on one of them,
  *   timed from the revoking request until the last instance answers 401 (the multi-process test prints
- *   the same figure, under whatever else the machine runs beside it).
+ *   the same figure, under whatever else the machine runs beside it);
+ * - Redis killed (SIGKILL) and restarted, then paused (SIGSTOP) and resumed, for 2 s each under load
+ *   from 8 clients over the 4 instances (the mock answering in 30 ms): requests that failed, and the
+ *   slowest request in the apps against the tier's timeout (the default, 50 ms) plus the slowest
+ *   verification; then whether sharing resumed (one upstream call for a new token asked on all 4).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -29,6 +33,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TOKENS_PER_COUNT = settings.quick ? 50 : 200;
 const COLD_SAMPLES = settings.quick ? 100 : 500;
 const REVOCATIONS = settings.quick ? 20 : 100;
+/** The tier's per-command timeout in the apps: `redisCache`'s default. */
+const REDIS_TIMEOUT_MS = 50;
+const TROUBLE_PROVIDER_LATENCY_MS = 30;
+const OUTAGE_MS = 2000;
 
 interface App {
   /** The gated route. */
@@ -37,6 +45,8 @@ interface App {
   readonly events: string;
   /** Revokes the request's credential (`POST`), answering `{ confirmed }` once Redis has taken it. */
   readonly revoke: string;
+  /** The app's slowest request and slowest verification since the last read, ms. */
+  readonly timings: string;
   readonly child: ChildProcess;
 }
 
@@ -69,6 +79,7 @@ function startApp(file: string, env: Record<string, string>): Promise<App> {
         url: `http://${HOST}:${message.port}/private`,
         events: `http://${HOST}:${message.port}/events`,
         revoke: `http://${HOST}:${message.port}/revoke`,
+        timings: `http://${HOST}:${message.port}/timings`,
         child,
       }),
     );
@@ -160,6 +171,74 @@ async function revocations(bench: Bench, apps: readonly App[]) {
   };
 }
 
+/** The slowest request and verification in any of `apps` since the last call, ms. */
+async function appTimings(apps: readonly App[]): Promise<{ slowestRequest: number; slowestVerification: number }> {
+  const all = (await Promise.all(apps.map(async (app) => (await fetch(app.timings)).json()))) as Array<{
+    slowestRequest: number;
+    slowestVerification: number;
+  }>;
+  return {
+    slowestRequest: Math.max(...all.map((timing) => timing.slowestRequest)),
+    slowestVerification: Math.max(...all.map((timing) => timing.slowestVerification)),
+  };
+}
+
+/** Ms until a new token asked on each of `apps` in turn costs one upstream call again, within `withinMs`. */
+async function sharingResumes(bench: Bench, apps: readonly App[], withinMs: number): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const token = newToken(bench);
+    const before = bench.provider.calls.verify;
+    for (const app of apps) await timed(app.url, token);
+    if (bench.provider.calls.verify - before === 1) return performance.now() - started;
+    if (performance.now() - started > withinMs)
+      throw new Error(`redis bench: sharing did not resume in ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Redis `trouble` for OUTAGE_MS under load from 8 clients over `apps`: warm, new and unknown tokens. */
+async function troubled(bench: Bench, redis: RedisServer, apps: readonly App[], trouble: 'killed' | 'paused') {
+  const warm = Array.from({ length: 4 }, () => newToken(bench));
+  for (const token of warm) for (const app of apps) await timed(app.url, token);
+  await appTimings(apps);
+  let running = true;
+  let requests = 0;
+  let failed = 0;
+  let slowestClient = 0;
+  const client = async (c: number) => {
+    for (let i = 0; running; i++) {
+      const app = apps[(c + i) % apps.length] as App;
+      const pick = i % 3;
+      const token = pick === 0 ? (warm[i % warm.length] as string) : pick === 1 ? newToken(bench) : 'never-issued';
+      const answer = await timed(app.url, token).catch(() => ({ status: 0, ms: Number.POSITIVE_INFINITY }));
+      requests++;
+      if (answer.status !== (pick === 2 ? 401 : 200)) failed++;
+      slowestClient = Math.max(slowestClient, answer.ms);
+    }
+  };
+  const clients = Promise.all(Array.from({ length: 8 }, (_, c) => client(c)));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  if (trouble === 'killed') await redis.kill();
+  else redis.signal('SIGSTOP');
+  await new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
+  if (trouble === 'killed') await redis.restart();
+  else redis.signal('SIGCONT');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  running = false;
+  await clients;
+  const inApps = await appTimings(apps);
+  const resumedMs = await sharingResumes(bench, apps, 8000);
+  return {
+    requests,
+    failed,
+    slowestClient: round(slowestClient, 1),
+    slowestRequest: round(inApps.slowestRequest, 1),
+    bound: round(REDIS_TIMEOUT_MS + inApps.slowestVerification, 1),
+    resumedMs: round(resumedMs, 0),
+  };
+}
+
 /** Hot path, side by side: req/s of the app with the tier over the app without, per round. */
 async function hotPath(withTier: App, alone: App) {
   const load = {
@@ -217,6 +296,12 @@ export async function runRedis(bench: Bench): Promise<Outcome> {
     console.log(`cold path, ms: ${JSON.stringify(cold)}`);
     const revoked = await revocations(bench, apps.slice(0, 4));
     console.log(`revocation until all 4 instances reject, ms: ${JSON.stringify(revoked)}`);
+    bench.provider.latency = TROUBLE_PROVIDER_LATENCY_MS;
+    const killed = await troubled(bench, redis, apps.slice(0, 4), 'killed');
+    console.log(`Redis killed and restarted: ${JSON.stringify(killed)}`);
+    const paused = await troubled(bench, redis, apps.slice(0, 4), 'paused');
+    console.log(`Redis paused and resumed: ${JSON.stringify(paused)}`);
+    bench.provider.latency = 0;
     const hot = await hotPath(first, alone);
     const shared = Object.values(perToken).every((calls) => calls === 1);
     const rows: Row[] = [
@@ -241,6 +326,18 @@ export async function runRedis(bench: Bench): Promise<Outcome> {
         goal: 'p99 < 50',
         met: revoked.p99 < 50,
       },
+      ...(
+        [
+          ['killed (SIGKILL) and restarted', killed],
+          ['paused (SIGSTOP) and resumed', paused],
+        ] as const
+      ).map(([trouble, outcome]) => ({
+        scenario: '7. Redis tier',
+        measure: `Redis ${trouble}, ${OUTAGE_MS} ms under load (8 clients, 4 instances, provider ${TROUBLE_PROVIDER_LATENCY_MS} ms): failed requests; slowest request in the apps against the Redis timeout + the slowest verification`,
+        result: `${outcome.failed} failed of ${outcome.requests}; slowest ${outcome.slowestRequest} ms against ${outcome.bound} ms (${outcome.slowestClient} ms at the client); sharing resumed ${outcome.resumedMs} ms after the load stopped`,
+        goal: '0 failed; slowest <= bound',
+        met: outcome.failed === 0 && outcome.slowestRequest <= outcome.bound,
+      })),
       {
         scenario: '7. Redis tier',
         measure: 'hot path req/s with the tier / without, side by side (median of per-round ratios)',
@@ -251,7 +348,9 @@ export async function runRedis(bench: Bench): Promise<Outcome> {
     ];
     return {
       rows,
-      results: { redis: { callsPerToken: perToken, redisLateOrFailed: late, cold, revocation: revoked, hot } },
+      results: {
+        redis: { callsPerToken: perToken, redisLateOrFailed: late, cold, revocation: revoked, killed, paused, hot },
+      },
     };
   } finally {
     await Promise.all(apps.map((app) => stop(app.child)));
