@@ -52,17 +52,20 @@ export class Admission {
   }
 
   /**
-   * Asks for a slot for `client`: `'admitted'` at once when one is free,
-   * `'full'` at once when there is no room to wait, else a {@link Waiting}
-   * that settles `'admitted'`, or `'full'` when a fairer waiter took its
-   * place. A wait has no bound of its own: the caller ends it with
-   * {@link expire}. Every `'admitted'` must be followed by one {@link release}.
+   * Asks for a slot for the client that `clientOf` names (read only when the
+   * verification has to wait: fairness matters only between waiters):
+   * `'admitted'` at once when one is free, `'full'` at once when there is no
+   * room to wait, else a {@link Waiting} that settles `'admitted'`, or
+   * `'full'` when a fairer waiter took its place. A wait has no bound of its
+   * own: the caller ends it with {@link expire}. Every `'admitted'` must be
+   * followed by one {@link release}.
    */
-  acquire(client: string): 'admitted' | 'full' | Waiting {
+  acquire(clientOf: () => string): 'admitted' | 'full' | Waiting {
     if (this.#inFlight < this.#concurrency && this.#waiting === 0) {
       this.#inFlight++;
       return 'admitted';
     }
+    const client = clientOf();
     if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client)) return 'full';
     const waiter = new Waiter(client);
     const queue = this.#queues.get(client);

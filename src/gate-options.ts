@@ -59,6 +59,8 @@ export interface AdmissionOptions {
   /**
    * The client a request counts for, in fairness. Default the request's `ip`
    * (Express `req.ip`, Koa `ctx.ip`), else its connection's remote address.
+   * Called only for a verification that has to wait for a slot: fairness is
+   * between waiters, and Express works `req.ip` out anew on each read.
    */
   readonly clientKey?: (req: CredentialRequest) => string;
 }

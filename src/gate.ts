@@ -195,7 +195,8 @@ class TokenGate implements Gate {
   ): Promise<AuthContext> {
     this.#counters.misses++;
     const { promise, joined } = this.#store.load<Outcome>(key, slot.origin, async (flight) => {
-      const answer = await slot.upstream.verify(credential, stale, this.#clientOf(req));
+      // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
+      const answer = await slot.upstream.verify(credential, stale, () => this.#clientOf(req));
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });

@@ -73,17 +73,18 @@ export class Upstream {
 
   /**
    * Asks the provider about `credential`. `stale` is the context to serve if
-   * the provider fails (one past its `ttl`, within `staleIfError`).
+   * the provider fails (one past its `ttl`, within `staleIfError`); `clientOf`
+   * names the request's client, read only if it has to wait for a slot.
    */
   async verify(
     credential: Credential,
     stale: AuthContext | undefined,
-    client: string,
+    clientOf: () => string,
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
-    const slot = this.#admission.acquire(client);
+    const slot = this.#admission.acquire(clientOf);
     if (slot === 'full') return this.#overloaded('full');
     if (slot === 'admitted') return this.#asked(credential, stale);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its

@@ -11,7 +11,18 @@ import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
-import { AuthError, authenticator, authorize, createGate, type Gate, NodeRequest, requires } from '../src/index.js';
+import {
+  AuthError,
+  authenticator,
+  authorize,
+  type BearerCredential,
+  createGate,
+  extractBearer,
+  type Gate,
+  NodeRequest,
+  type Provider,
+  requires,
+} from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
 
 const express4 = createRequire(import.meta.url)('express4') as typeof express;
@@ -214,9 +225,24 @@ describe('a closed gate', () => {
 });
 
 describe('the client address the gate shares capacity by', () => {
+  /**
+   * A gate whose provider verifies one credential at a time, each in 50 ms: of two requests sent at once, the
+   * second waits for a slot, and the gate asks its `clientKey` who its client is (it asks only of waiters).
+   */
   function recordingGate(seen: Array<string | undefined>): Gate {
+    const oneAtATime: Provider<BearerCredential> = {
+      name: 'one-at-a-time',
+      cacheScope: 'one-at-a-time',
+      source: 'header:authorization',
+      concurrency: 1,
+      extract: extractBearer,
+      verify: async (credential) => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
+      },
+    };
     const gate = createGate({
-      providers: [stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } })],
+      providers: [oneAtATime],
       admission: {
         clientKey: (req) => {
           seen.push(req.ip);
@@ -228,12 +254,16 @@ describe('the client address the gate shares capacity by', () => {
     return gate;
   }
 
+  /** Two new tokens at once through `url`, both from `forwardedFor`: their statuses. */
   async function getVia(url: string, forwardedFor: string) {
-    const res = await fetch(url, {
-      headers: { authorization: `Bearer ${READER}`, 'x-forwarded-for': forwardedFor },
-      signal: AbortSignal.timeout(3000),
-    });
-    return res.status;
+    const get = async (token: string) => {
+      const res = await fetch(url, {
+        headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwardedFor },
+        signal: AbortSignal.timeout(3000),
+      });
+      return res.status;
+    };
+    return Promise.all([get(`SECRETfirst${forwardedFor}`), get(`SECRETsecond${forwardedFor}`)]);
   }
 
   it("is Express's req.ip, so its trust proxy setting applies", async () => {
@@ -244,7 +274,7 @@ describe('the client address the gate shares capacity by', () => {
       app.get('/', expressGate.authenticate(recordingGate(seen)), (_req, res) => {
         res.send('ok');
       });
-      expect(await getVia(await serve(app), '127.0.0.9')).toBe(200);
+      expect(await getVia(await serve(app), '127.0.0.9')).toEqual([200, 200]);
       expect(seen).toEqual([trust ? '127.0.0.9' : '127.0.0.1']);
     }
   });
@@ -257,7 +287,7 @@ describe('the client address the gate shares capacity by', () => {
       app.use((ctx) => {
         ctx.body = 'ok';
       });
-      expect(await getVia(await serve(app.callback()), '127.0.0.9')).toBe(200);
+      expect(await getVia(await serve(app.callback()), '127.0.0.9')).toEqual([200, 200]);
       expect(seen).toEqual([proxy ? '127.0.0.9' : '127.0.0.1']);
     }
   });

@@ -19,16 +19,16 @@ function waiting(slot: 'admitted' | 'full' | Waiting): Waiting {
 describe('Admission', () => {
   it('admits up to its concurrency at once, then queues', () => {
     const admission = new Admission(2, 10);
-    expect(admission.acquire('a')).toBe('admitted');
-    expect(admission.acquire('a')).toBe('admitted');
-    expect(waiting(admission.acquire('a')).admitted).toBeInstanceOf(Promise);
+    expect(admission.acquire(() => 'a')).toBe('admitted');
+    expect(admission.acquire(() => 'a')).toBe('admitted');
+    expect(waiting(admission.acquire(() => 'a')).admitted).toBeInstanceOf(Promise);
     expect(admission.inFlight).toBe(2);
   });
 
   it('hands a freed slot to the next waiter, keeping the in-flight count', async () => {
     const admission = new Admission(1, 10);
-    admission.acquire('a');
-    const next = waiting(admission.acquire('b'));
+    admission.acquire(() => 'a');
+    const next = waiting(admission.acquire(() => 'b'));
     admission.release();
     expect(await next.admitted).toBe('admitted');
     expect(admission.inFlight).toBe(1);
@@ -38,18 +38,18 @@ describe('Admission', () => {
 
   it('refuses at once when the wait is full and the newcomer waits as much as anyone', () => {
     const admission = new Admission(1, 2);
-    admission.acquire('a');
-    admission.acquire('a');
-    admission.acquire('b');
-    expect(admission.acquire('b')).toBe('full');
+    admission.acquire(() => 'a');
+    admission.acquire(() => 'a');
+    admission.acquire(() => 'b');
+    expect(admission.acquire(() => 'b')).toBe('full');
   });
 
   it('serves waiting clients in turn, however many one of them queued', async () => {
     const admission = new Admission(1, 100);
-    admission.acquire('flood');
+    admission.acquire(() => 'flood');
     const order: string[] = [];
     const track = (client: string) => {
-      const slot = waiting(admission.acquire(client)).admitted;
+      const slot = waiting(admission.acquire(() => client)).admitted;
       slot.then(() => order.push(client));
       return slot;
     };
@@ -66,9 +66,9 @@ describe('Admission', () => {
 
   it("lets a client with nothing waiting take the place of the longest queue's newest waiter", async () => {
     const admission = new Admission(1, 4);
-    admission.acquire('flood');
-    const flood = Array.from({ length: 4 }, () => waiting(admission.acquire('flood')));
-    const b = waiting(admission.acquire('b'));
+    admission.acquire(() => 'flood');
+    const flood = Array.from({ length: 4 }, () => waiting(admission.acquire(() => 'flood')));
+    const b = waiting(admission.acquire(() => 'b'));
     expect(await flood[3]?.admitted).toBe('full');
     admission.release();
     admission.release();
@@ -78,9 +78,9 @@ describe('Admission', () => {
 
   it('ends a wait its caller expires, and the slot goes to the next one', async () => {
     const admission = new Admission(1, 10);
-    admission.acquire('a');
-    const short = waiting(admission.acquire('b'));
-    const long = waiting(admission.acquire('c'));
+    admission.acquire(() => 'a');
+    const short = waiting(admission.acquire(() => 'b'));
+    const long = waiting(admission.acquire(() => 'c'));
     expect(admission.expire(short)).toBe(true);
     expect(await short.admitted).toBe('expired');
     admission.release();
@@ -95,7 +95,7 @@ describe('Admission', () => {
     let inFlight = 0;
     let most = 0;
     const work = async (client: string) => {
-      const slot = admission.acquire(client);
+      const slot = admission.acquire(() => client);
       if (typeof slot !== 'string' && Math.random() < 0.1) admission.expire(slot);
       if ((await outcome(slot)) !== 'admitted') return;
       inFlight++;

@@ -45,10 +45,12 @@ afterAll(async () => {
   await Promise.all([oon.close(), partooMock.close()]);
 });
 
-function makeGate(overrides: { oonUrl?: string; partooKey?: string; admission?: GateOptions['admission'] } = {}): Gate {
+function makeGate(
+  overrides: { oonUrl?: string; partooKey?: string; admission?: GateOptions['admission']; connections?: number } = {},
+): Gate {
   return createGate({
     providers: [
-      onlineOrNot({ baseUrl: overrides.oonUrl ?? oon.url }),
+      onlineOrNot({ baseUrl: overrides.oonUrl ?? oon.url, connections: overrides.connections ?? 16 }),
       partoo({ apiKey: overrides.partooKey ?? PARTOO_KEY, baseUrl: partooMock.url, permissions: [READ] }),
     ],
     ...(overrides.admission === undefined ? {} : { admission: overrides.admission }),
@@ -382,6 +384,7 @@ describe.each([
   it("passes Fastify's request.ip, under its trustProxy setting, to the gate", async () => {
     const seen: Array<string | undefined> = [];
     const ipGate = makeGate({
+      connections: 2, // one verification at a time
       admission: {
         clientKey: (req) => {
           seen.push(req.ip);
@@ -393,13 +396,18 @@ describe.each([
       const proxied = track(framework({ trustProxy: true }));
       void proxied.register(tokengate);
       proxied.get('/me', { onRequest: authenticate(ipGate) }, showAuth);
-      const res = await proxied.inject({
-        url: '/me',
-        headers: { authorization: bearer(TOKENS.read), 'x-forwarded-for': '127.0.0.9' },
-      });
-      expect(res.statusCode).toBe(200);
+      // Two new tokens at once on a provider that verifies one at a time: the second waits, and only a
+      // verification that waits is asked who its client is.
+      oon.latency = 50;
+      const [first, second] = await Promise.all(
+        [TOKENS.read, TOKENS.write].map((token) =>
+          proxied.inject({ url: '/me', headers: { authorization: bearer(token), 'x-forwarded-for': '127.0.0.9' } }),
+        ),
+      );
+      expect([first?.statusCode, second?.statusCode]).toEqual([200, 200]);
       expect(seen).toEqual(['127.0.0.9']);
     } finally {
+      oon.latency = 0;
       await ipGate.close();
     }
   });
