@@ -1,7 +1,7 @@
 /**
  * Instructions per cached request, counted by valgrind's callgrind: `npx tsx bench/instructions.ts
- * [variant ...]` (default the Fastify, Express and Koa bare, floor and gated variants, and Fastify's gated one
- * without the `tokengate` plugin). A count of
+ * [variant ...]` (default the Fastify, Express and Koa bare, floor and gated variants, Fastify's gated one
+ * without the `tokengate` plugin, and its bare route in a process that has made an HTTP call). A count of
  * instructions does not move with what else the machine runs, so it answers "what does the gate
  * add to a request" on a machine whose neighbours make req/s ratios swing by several per cent.
  *

@@ -59,8 +59,16 @@ function floorUsers(): Map<string, FloorUser> {
 
 let gate: Gate | undefined;
 
+/**
+ * The gate of the `-gate` variants. `BENCH_GATE_CONCURRENCY` overrides how many verifications it runs at once
+ * (`Provider.concurrency`; OnlineOrNot's default is half its 16 sockets, two calls each), for measurements only.
+ */
 function newGate(): Gate {
-  gate = createGate({ providers: [onlineOrNot({ baseUrl: config.providerUrl })] });
+  const provider = onlineOrNot({ baseUrl: config.providerUrl });
+  const concurrency = process.env.BENCH_GATE_CONCURRENCY;
+  gate = createGate({
+    providers: [concurrency === undefined ? provider : { ...provider, concurrency: Number(concurrency) }],
+  });
   return gate;
 }
 
