@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockOnlineOrNot, mockOnlineOrNot } from '../src/testing/index.js';
+import { slowestTimings } from './support/redis-app-timings.js';
 import { type RedisServer, redisServerMissing, startRedisServer } from './support/redis-server.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -118,18 +119,9 @@ describe.skipIf(redisServerMissing)('four app processes sharing one Redis', () =
     await redis?.close();
   });
 
-  /** The `shared_cache_error` events every instance reported so far, as `operation:reason`. */
   /** The slowest request and verification in any app since the last call, ms (each app's own timing). */
-  const appTimings = async () => {
-    const all = (await Promise.all(apps.map(async (app) => (await fetch(`${app.url}/timings`)).json()))) as Array<{
-      slowestRequest: number;
-      slowestVerification: number;
-    }>;
-    return {
-      slowestRequest: Math.max(...all.map((timing) => timing.slowestRequest)),
-      slowestVerification: Math.max(...all.map((timing) => timing.slowestVerification)),
-    };
-  };
+  const appTimings = () => slowestTimings(apps.map((app) => `${app.url}/timings`));
+  /** The `shared_cache_error` events every instance reported so far, as `operation:reason`. */
   const sharedErrors = async () =>
     (await Promise.all(apps.map(async (app) => (await fetch(`${app.url}/events`)).json()))).flat() as string[];
 

@@ -296,6 +296,23 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await instances[0].gate.revoke({ headers: {} })).toBe(false);
     });
 
+    it('subscribes again when Redis drops its subscriber connection, and revocations reach it', async () => {
+      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await b.gate.authenticate(bearer(token));
+      mock.removeToken(token);
+      const subscribers = async () =>
+        String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))
+          .split('\n')
+          .filter(Boolean);
+      expect(await subscribers()).toHaveLength(2);
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      await eventually(async () => (await subscribers()).length === 2, 5000, 'both subscribed again');
+      expect(await a.gate.revoke(bearer(token))).toBe(true);
+      await eventually(rejects(b, token), 2000, 'rejected');
+    });
+
     it('closes cleanly right after it was made, before its subscription is up', async () => {
       const connected = await connectClient(kind, redis.port);
       try {
@@ -494,7 +511,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await admin.del(redisKey(provider, token, 'v'));
       mock.removeToken(token);
       expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
-      await admin.client('KILL', 'TYPE', 'pubsub');
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
       await eventually(rejects(a, token), 3000, 'rejected after the subscriber reconnected');
     });
 

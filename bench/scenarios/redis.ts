@@ -22,6 +22,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
+import { type AppTimings, slowestTimings } from '../../test/support/redis-app-timings.js';
 import { type RedisServer, startRedisServer } from '../../test/support/redis-server.js';
 import { BENCH_PERMISSIONS, HOST, HOT_TOKEN, median, round } from '../lib.js';
 import { stop } from '../processes.js';
@@ -172,15 +173,8 @@ async function revocations(bench: Bench, apps: readonly App[]) {
 }
 
 /** The slowest request and verification in any of `apps` since the last call, ms. */
-async function appTimings(apps: readonly App[]): Promise<{ slowestRequest: number; slowestVerification: number }> {
-  const all = (await Promise.all(apps.map(async (app) => (await fetch(app.timings)).json()))) as Array<{
-    slowestRequest: number;
-    slowestVerification: number;
-  }>;
-  return {
-    slowestRequest: Math.max(...all.map((timing) => timing.slowestRequest)),
-    slowestVerification: Math.max(...all.map((timing) => timing.slowestVerification)),
-  };
+function appTimings(apps: readonly App[]): Promise<AppTimings> {
+  return slowestTimings(apps.map((app) => app.timings));
 }
 
 /** Ms until a new token asked on each of `apps` in turn costs one upstream call again, within `withinMs`. */

@@ -11,7 +11,10 @@ import type { Script } from './scripts.js';
 export interface IoRedisClient {
   evalsha(sha: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
   eval(script: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
+  /** A new connection with the same options (a `Redis` also takes options to override). */
   duplicate(): IoRedisSubscriber;
+  /** True on an ioredis `Cluster`, false on a `Redis`. */
+  readonly isCluster?: boolean;
   on(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
   off(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
 }
@@ -109,12 +112,23 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
         () => client.eval(script.source, keys.length, ...keys, ...args),
       ),
     subscribe(channel, onMessage, onReady) {
-      const subscriber = client.duplicate();
+      // A `Redis` subscribes again on each `ready` here, its failure caught: ioredis's own resubscription leaves its
+      // promise unhandled when the connection drops again before Redis answers, and an unhandled rejection ends a
+      // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes them itself.
+      const resubscribes = client.isCluster !== true;
+      const subscriber = resubscribes
+        ? (client.duplicate as (override: { autoResubscribe: boolean }) => IoRedisSubscriber).call(client, {
+            autoResubscribe: false,
+          })
+        : client.duplicate();
       subscriber.on('error', ignore);
-      subscriber.on('ready', onReady);
+      subscriber.on('ready', () => {
+        if (resubscribes) subscriber.subscribe(channel).catch(ignore);
+        onReady();
+      });
       // Its only subscription is `channel`: every message is one of ours.
       subscriber.on('message', (_channel, message) => onMessage(message));
-      subscriber.subscribe(channel).catch(ignore);
+      if (!resubscribes) subscriber.subscribe(channel).catch(ignore);
       return () => subscriber.disconnect();
     },
     onConnection: (ready, lost) => connectionEvents(client, ['close', 'reconnecting'], ready, lost),
