@@ -143,6 +143,16 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       return started;
     }
 
+    /** Two instances (each keeping answers in process a minute) that cached a token the provider has removed since. */
+    async function twoHoldingARemovedToken(): Promise<{ a: Instance; b: Instance; token: string }> {
+      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await b.gate.authenticate(bearer(token));
+      mock.removeToken(token);
+      return { a, b, token };
+    }
+
     it('a second instance answers from Redis: one upstream verification for both, rejections too', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const token = knownToken();
@@ -297,11 +307,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     });
 
     it('subscribes again when Redis drops its subscriber connection, and revocations reach it', async () => {
-      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
-      const token = knownToken();
-      await a.gate.authenticate(bearer(token));
-      await b.gate.authenticate(bearer(token));
-      mock.removeToken(token);
+      const { a, b, token } = await twoHoldingARemovedToken();
       const subscribers = async () =>
         String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))
           .split('\n')
@@ -342,11 +348,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     });
 
     it('invalidate(req) still returns a boolean, and reaches every instance too', async () => {
-      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
-      const token = knownToken();
-      await a.gate.authenticate(bearer(token));
-      await b.gate.authenticate(bearer(token));
-      mock.removeToken(token);
+      const { a, b, token } = await twoHoldingARemovedToken();
       expect(a.gate.invalidate(bearer(token))).toBe(true);
       expect(a.gate.invalidate(bearer('never-seen'))).toBe(false);
       await eventually(rejects(b, token), 2000, 'rejected by the other instance');
@@ -540,11 +542,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     });
 
     it('Redis paused: a revocation Redis missed is retried, and reaches the other instances once it is back', async () => {
-      const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
-      const token = knownToken();
-      await a.gate.authenticate(bearer(token));
-      await b.gate.authenticate(bearer(token));
-      mock.removeToken(token);
+      const { a, b, token } = await twoHoldingARemovedToken();
       redis.signal('SIGSTOP');
       try {
         expect(await a.gate.revoke(bearer(token))).toBe(false);
