@@ -11,8 +11,11 @@ import type { Script } from './scripts.js';
 export interface IoRedisClient {
   evalsha(sha: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
   eval(script: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
-  /** A new connection with the same options (a `Redis` also takes options to override). */
-  duplicate(): IoRedisSubscriber;
+  /**
+   * A new connection with the same options. A `Redis` takes options to override; a `Cluster` takes
+   * its startup nodes first, so it is called without any.
+   */
+  duplicate(override?: unknown): IoRedisSubscriber;
   /** True on an ioredis `Cluster`, false on a `Redis`. */
   readonly isCluster?: boolean;
   on(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
@@ -116,11 +119,7 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
       // promise unhandled when the connection drops again before Redis answers, and an unhandled rejection ends a
       // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes them itself.
       const resubscribes = client.isCluster !== true;
-      const subscriber = resubscribes
-        ? (client.duplicate as (override: { autoResubscribe: boolean }) => IoRedisSubscriber).call(client, {
-            autoResubscribe: false,
-          })
-        : client.duplicate();
+      const subscriber = resubscribes ? client.duplicate({ autoResubscribe: false }) : client.duplicate();
       subscriber.on('error', ignore);
       subscriber.on('ready', () => {
         if (resubscribes) subscriber.subscribe(channel).catch(ignore);
