@@ -1,7 +1,7 @@
 /**
  * Where a cold verification's time goes, without a web framework in the way:
  * `npx tsx bench/cold-parts.ts [rounds]`. This process (compiled, pinned to
- * core 0) runs 32 concurrent loops of one variant at a time, a new token per
+ * core 0) runs 32 concurrent loops (`BENCH_COLD_PARTS_LOOPS`) of one variant at a time, a new token per
  * call, against the OnlineOrNot mock in a child process on core 1, and prints
  * the median CPU time per call of each variant over alternating rounds:
  *
@@ -21,6 +21,8 @@ import { BENCH_PERMISSIONS, median, round } from './lib.js';
 import { pin } from './processes.js';
 
 const TOKENS = 400_000;
+/** Concurrent loops per variant (`BENCH_COLD_PARTS_LOOPS`, default 32). */
+const LOOPS = Number(process.env.BENCH_COLD_PARTS_LOOPS ?? 32);
 
 if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
   // The child: the mock, on core 1.
@@ -54,13 +56,13 @@ if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
   };
 
   let next = 0;
-  /** CPU µs per call of `call` over `ms` of 32 concurrent loops. */
+  /** CPU µs per call of `call` over `ms` of LOOPS concurrent loops. */
   async function cpuPerCall(call: (token: string) => Promise<unknown>, ms: number): Promise<number> {
     const end = performance.now() + ms;
     let calls = 0;
     const start = process.cpuUsage();
     await Promise.all(
-      Array.from({ length: 32 }, async () => {
+      Array.from({ length: LOOPS }, async () => {
         while (performance.now() < end) {
           if (next >= TOKENS) throw new Error('ran out of cold tokens: fewer rounds');
           await call(`cold-${next++}`);
