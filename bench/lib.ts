@@ -33,7 +33,7 @@ export type Variant = (typeof VARIANTS)[number];
 export const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';
 
 /** The gate's default upstream `connections`, and the hand-written variants' pool size. */
-export const PROVIDER_POOL_SIZE = 16;
+export const PROVIDER_POOL_SIZE = 32;
 
 /** Provider latency of the stampede, ms (the mock's, and the `express-wait` variant's shared wait). */
 export const STAMPEDE_LATENCY_MS = 100;

@@ -61,7 +61,7 @@ let gate: Gate | undefined;
 
 /**
  * The gate of the `-gate` variants. `BENCH_GATE_CONCURRENCY` overrides how many verifications it runs at once
- * (`Provider.concurrency`; OnlineOrNot's default is half its 16 sockets, two calls each), for measurements only.
+ * (`Provider.concurrency`; OnlineOrNot's default is half its 32 sockets, two calls each), for measurements only.
  */
 function newGate(): Gate {
   const provider = onlineOrNot({ baseUrl: config.providerUrl });

@@ -142,6 +142,27 @@ describe('onlineOrNot', () => {
     ]);
   });
 
+  it('serves 16 verifications at once by default, on 32 sockets (two calls each); the rest wait for a slot', async () => {
+    const tokens = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`token-${i}`, { id: `tok_${i}` }]));
+    const mock = closeLater(await mockOnlineOrNot({ tokens }));
+    mock.latency = 400;
+    const provider = onlineOrNot({ baseUrl: mock.url });
+    expect(provider.concurrency).toBe(16);
+    expect(onlineOrNot({ baseUrl: mock.url, connections: 5 }).concurrency).toBe(2);
+    const gate = closeLater(createGate({ providers: [provider] }));
+    const answers = Object.keys(tokens).map((token) => gate.authenticate(bearer(token)));
+    for (let waited = 0; mock.calls.permissions < 16 && waited < 5000; waited += 10) await sleep(10);
+    await sleep(50);
+    expect(mock.calls).toMatchObject({ verify: 16, permissions: 16 });
+    expect((await Promise.all(answers)).map((auth) => auth.subject).sort()).toEqual(
+      Object.values(tokens)
+        .map((token) => token.id)
+        .sort(),
+    );
+    expect(mock.calls).toMatchObject({ verify: 20, permissions: 20 });
+    expect(mock.connections).toBe(32);
+  });
+
   it('keeps its keep-alive sockets when verify alone decides: 40 rejected tokens in a row reuse them', async () => {
     const { mock, gate } = await setup();
     for (let i = 0; i < 40; i++) {

@@ -46,7 +46,7 @@ const NEWCOMER_INTERVAL_MS = 100;
 const KEPT_TOKENS = 500;
 const REJECTED_TOKENS = 5000;
 const REVOKED_TOKENS = 20;
-/** The gate's defaults for a pool of 16: 8 verifications at once (two calls each), 32 waiting. */
+/** The gate's defaults for OnlineOrNot's pool: half as many verifications at once (two calls each), four times as many waiting. */
 const GATE_ADMITS = PROVIDER_POOL_SIZE / 2 + 4 * (PROVIDER_POOL_SIZE / 2);
 const MIB = 2 ** 20;
 /** Heap growth that still counts as flat: what a flood may keep is bounded (rejections, waiters), and far below this. */

@@ -40,6 +40,11 @@ export const UnauthorizedAnswer = z.object({ success: z.literal(false), errors: 
 
 /** Options of {@link onlineOrNot}. */
 export interface OnlineOrNotOptions extends HttpOptions {
+  /**
+   * Most sockets open to the provider at once. Default 32: a verification makes two calls at once, so the
+   * provider serves 16 verifications at once, as the other providers do on their 16.
+   */
+  readonly connections?: number;
   /** API root. Default `https://api.onlineornot.com`. */
   readonly baseUrl?: string;
   /** Name in errors, events and `AuthContext.provider`. Default `onlineornot`. */
@@ -76,7 +81,8 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   checkOptions(OnlineOrNotOptionsSchema, options, 'onlineOrNot');
   const name = options.name ?? 'onlineornot';
   const baseUrl = options.baseUrl ?? 'https://api.onlineornot.com';
-  const http = new ProviderHttp(name, baseUrl, options);
+  const connections = options.connections ?? 2 * DEFAULT_CONNECTIONS;
+  const http = new ProviderHttp(name, baseUrl, { ...options, connections });
 
   async function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const headers = { authorization: `Bearer ${credential.secret}` };
@@ -142,7 +148,7 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
     name,
     source: BEARER_SOURCE,
     // Two requests per verification (verify and permissions, side by side).
-    concurrency: Math.max(1, Math.floor((options.connections ?? DEFAULT_CONNECTIONS) / 2)),
+    concurrency: Math.max(1, Math.floor(connections / 2)),
     cacheScope: JSON.stringify(['onlineornot', name, new URL(baseUrl).href]),
     extract: extractBearer,
     verify: cancellableVerify(verifyOnlineOrNotToken),
