@@ -24,6 +24,7 @@ export const VARIANTS = [
   'express-hand',
   'express-wait',
   'express-flood',
+  'express-flood-floor',
 ] as const;
 
 /** Which app a server process runs. */
@@ -60,7 +61,8 @@ export interface FloodServerStats {
   readonly breakerOpens: number;
   /** `overloaded` events by reason (`full`, `expired`). */
   readonly overloaded: Readonly<Record<string, number>>;
-  readonly gate: GateStats;
+  /** The gate's counts; undefined for `express-flood-floor`, which has none. */
+  readonly gate: GateStats | undefined;
   /**
    * Since the previous report: time from a request's arrival in the app to its answer's last byte
    * handed to the socket, by client address and answer (`127.0.0.1 503 overloaded`); and the

@@ -100,6 +100,34 @@ function floodApp(app: express.Express): void {
   }) satisfies express.ErrorRequestHandler);
 }
 
+/**
+ * The flood's floor, for scale: the same app with the gate replaced by a `Map` lookup of the raw header
+ * that refuses every other request at once with the gate's 503 `overloaded` (`Retry-After: 1`). No
+ * middleware answers a flood of unknown tokens for less, so what A and C see here is this machine's.
+ */
+function floodFloorApp(app: express.Express): void {
+  const users = floorUsers();
+  app.use(timed);
+  app.get(
+    '/hello',
+    (req, res, next) => {
+      const user = users.get(req.headers.authorization ?? '');
+      if (user === undefined) {
+        res.locals.code = 'overloaded';
+        res.status(503).set('retry-after', '1').json({ error: 'overloaded' });
+      } else {
+        req.user = user;
+        next();
+      }
+    },
+    (req, res, next) => {
+      if ((req.user as FloorUser).permissions.has(ROUTE_PERMISSION)) next();
+      else res.sendStatus(403);
+    },
+    routeBody,
+  );
+}
+
 /** Server-side time per answer, by client address and answer, and per verification, since the last `flood-stats`. */
 const timings = new Map<string, RecordableHistogram>();
 
@@ -135,13 +163,12 @@ function takeTimings(): FloodServerStats['timings'] {
 function floodStats(): FloodServerStats {
   (globalThis as { gc?: () => void }).gc?.();
   const { rss, heapUsed } = process.memoryUsage();
-  if (gate === undefined) throw new Error('flood-stats asked of a server without a gate');
   return {
     rss,
     heapUsed,
     ...floodEvents,
     overloaded: { ...floodEvents.overloaded },
-    gate: gate.stats(),
+    gate: gate?.stats(),
     timings: takeTimings(),
   };
 }
@@ -250,6 +277,9 @@ function expressApp(): express.Express {
     }
     case 'express-flood':
       floodApp(app);
+      break;
+    case 'express-flood-floor':
+      floodFloorApp(app);
       break;
     default:
       throw new Error(`not an Express variant: ${config.variant}`);
@@ -392,7 +422,7 @@ const handler: RequestListener = config.variant.startsWith('koa')
     : expressApp();
 const server = await listen(handler);
 // The flood's clients connect before their run starts: their sockets stay open while the others connect.
-if (config.variant === 'express-flood') server.keepAliveTimeout = 60_000;
+if (config.variant.startsWith('express-flood')) server.keepAliveTimeout = 60_000;
 const address = server.address();
 if (address === null || typeof address === 'string') throw new Error('server has no port');
 

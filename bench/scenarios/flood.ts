@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CacheOptions } from '../../src/index.js';
+import type { CacheOptions, GateStats } from '../../src/index.js';
 import { type CountingProxy, startCountingProxy } from '../counting-proxy.js';
 import {
   answered,
@@ -55,14 +55,15 @@ const SCENARIO = '7. Flood';
 /** The server's timing of the gate's verifications (bench/server.ts). */
 const VERIFICATION = 'verification (provider asked, answer read)';
 
-/** Runs `body` with a fresh `express-flood` server (with `--expose-gc`, for its memory figures). */
+/** Runs `body` with a fresh `express-flood` server, or its floor (with `--expose-gc`, for its memory figures). */
 async function withFloodServer<T>(
   bench: Bench,
   cache: CacheOptions | undefined,
   body: (server: LiveServer) => Promise<T>,
+  variant: 'express-flood' | 'express-flood-floor' = 'express-flood',
 ): Promise<T> {
   const config = cache === undefined ? bench : { ...bench, server: { ...bench.server, cache } };
-  const server = await startServer(config, 'express-flood', ['--expose-gc']);
+  const server = await startServer(config, variant, ['--expose-gc']);
   try {
     return await body(server);
   } finally {
@@ -83,6 +84,12 @@ function validTokens(bench: Bench, name: string, n: number): string[] {
 const rps = (result: FloodClientResult) => result.requests / (result.elapsedMs / 1000);
 const p99Of = (result: FloodClientResult, kind: string) => result.latency[kind]?.p99 ?? Number.NaN;
 const mib = (bytes: number) => `${round(bytes / MIB, 1)} MiB`;
+
+/** The gate's counts in a report from a gated server. */
+function gateOf(stats: FloodServerStats): GateStats {
+  if (stats.gate === undefined) throw new Error('flood-stats of a server without a gate');
+  return stats.gate;
+}
 
 async function isolation(bench: Bench, proxy: CountingProxy) {
   const floodMs = settings.floodSeconds * 1000;
@@ -109,7 +116,7 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
     tokens: [HOT_TOKEN],
   });
   bench.provider.latency = PROVIDER_LATENCY_MS;
-  return withFloodServer(bench, undefined, async (server) => {
+  const gated = await withFloodServer(bench, undefined, async (server) => {
     const warmMs = settings.warmupSeconds * 1000;
     await runClients(server, [cached(warmMs), { ...flooder, durationMs: warmMs }]);
     const start = await floodStats(server);
@@ -133,6 +140,23 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
     );
     return figures;
   });
+  // The same clients against the floor: what A's refusals and C's share cost this machine without a gate.
+  const floor = await withFloodServer(
+    bench,
+    undefined,
+    async (server) => {
+      const warmMs = settings.warmupSeconds * 1000;
+      await runClients(server, [cached(warmMs), { ...flooder, durationMs: warmMs }]);
+      const before = await cachedAlone(server, cached(floodMs / 2));
+      const flood = await floodRun(server, proxy, [flooder, newcomer, cached(floodMs)]);
+      const after = await cachedAlone(server, cached(floodMs / 2));
+      const cachedRatio = round(rps(flood.cached) / ((rps(before.result) + rps(after.result)) / 2), 3);
+      console.log(`floor: A's 503 p99 ${p99Of(flood.flooder, '503 overloaded')} ms, C during / alone ${cachedRatio}`);
+      return { flooder: flood.flooder, cached: flood.cached, cachedRatio, serverTimings: flood.serverTimings };
+    },
+    'express-flood-floor',
+  );
+  return { ...gated, floor };
 }
 
 /** C alone: what it saw, and the server's CPU time per request over exactly its run. */
@@ -237,7 +261,7 @@ async function revokedFlood(bench: Bench) {
       { localAddress: FLOODER, connections: 4, durationMs: floodMs, mode: 'cycle', tokens: revoked },
     ]);
     if (asked === undefined) throw new Error('no result from the revoked tokens client');
-    const { gate } = await floodStats(server);
+    const gate = gateOf(await floodStats(server));
     console.log(`revoked tokens during a flood: ${describeAnswers(asked)}; served stale: ${gate.stale}`);
     return { warm, asked, staleServed: gate.stale };
   });
@@ -264,7 +288,7 @@ export async function runFlood(bench: Bench): Promise<Outcome> {
 }
 
 /** Server-side time of one kind of answer: `p99 12.3 ms (p50 1.2)`. */
-function serverTime(f: Awaited<ReturnType<typeof isolation>>, key: string): string {
+function serverTime(f: { readonly serverTimings: FloodServerStats['timings'] }, key: string): string {
   const timing = f.serverTimings[key];
   return timing === undefined ? 'none' : `p99 ${timing.p99} ms (p50 ${timing.p50}, ${formatInt(timing.count)} of them)`;
 }
@@ -297,9 +321,9 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
     {
       scenario: SCENARIO,
       measure: 'circuit breaker during the flood',
-      result: `opened ${f.end.breakerOpens} times, ${f.end.gate.breakers.onlineornot} at the end`,
+      result: `opened ${f.end.breakerOpens} times, ${gateOf(f.end).breakers.onlineornot} at the end`,
       goal: 'stays closed',
-      met: f.end.breakerOpens === 0 && f.end.gate.breakers.onlineornot === 'closed',
+      met: f.end.breakerOpens === 0 && gateOf(f.end).breakers.onlineornot === 'closed',
     },
     {
       scenario: SCENARIO,
@@ -325,6 +349,16 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
         `C's p99 during ${c.latencyAll.p99} ms, in the server ${serverTime(f, `${CACHED} 200`)}; server during the flood: ${formatInt(f.serverRequestsPerSecond)} req/s in all, core ${Math.round(f.serverCpuShare * 100)}% busy, ${f.serverCpuMicrosPerRequest} µs CPU/request, against ${f.serverCpuMicrosPerRequestCachedAlone} for C alone)`,
       goal: '>= 0.9',
       met: f.cachedRatio >= 0.9 && answered(c, '200') === c.requests,
+    },
+    {
+      scenario: SCENARIO,
+      measure:
+        "for scale: the same clients against the floor (a Map lookup of the raw header that refuses every other token at once with 503 overloaded; no gate): A's 503 p99, ms; C's req/s during / alone",
+      result:
+        `${p99Of(f.floor.flooder, '503 overloaded')} (p50 ${f.floor.flooder.latency['503 overloaded']?.p50}; in the server: ${serverTime(f.floor, `${FLOODER} 503 overloaded`)}; ` +
+        `${formatInt(answered(f.floor.flooder, '503 overloaded'))} refused); C: ${f.floor.cachedRatio}`,
+      goal: "(information: what A's refusals and C's share cost this machine without any gate)",
+      met: undefined,
     },
     {
       scenario: SCENARIO,
