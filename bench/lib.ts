@@ -33,8 +33,21 @@ export type Variant = (typeof VARIANTS)[number];
 /** The hot path's token: cached after its first request. */
 export const HOT_TOKEN = 'bench-hot-token-0123456789abcdef';
 
-/** The gate's default upstream `connections`, and the hand-written variants' pool size. */
-export const PROVIDER_POOL_SIZE = 32;
+/**
+ * OnlineOrNot's pool: the gate's default `connections`, and the hand-written variants' pool size.
+ * `BENCH_PROVIDER_CONNECTIONS` sets both, for a measurement.
+ */
+export const PROVIDER_POOL_SIZE = poolSize(process.env.BENCH_PROVIDER_CONNECTIONS);
+
+/** The gated variants' `onlineOrNot` options beside `baseUrl`: `connections` only when the pool size was set. */
+export const GATE_POOL_OPTIONS: { readonly connections?: number } =
+  process.env.BENCH_PROVIDER_CONNECTIONS === undefined ? {} : { connections: PROVIDER_POOL_SIZE };
+
+function poolSize(raw: string | undefined): number {
+  const value = Number(raw ?? 32);
+  if (!Number.isInteger(value) || value < 2) throw new RangeError('BENCH_PROVIDER_CONNECTIONS must be an integer >= 2');
+  return value;
+}
 
 /** Provider latency of the stampede, ms (the mock's, and the `express-wait` variant's shared wait). */
 export const STAMPEDE_LATENCY_MS = 100;

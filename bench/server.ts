@@ -23,6 +23,7 @@ import { type HandUser, handWrittenLookup } from './hand-written.js';
 import {
   BENCH_PERMISSIONS,
   type FloodServerStats,
+  GATE_POOL_OPTIONS,
   HOST,
   HOT_TOKEN,
   ROUTE_PERMISSION,
@@ -64,7 +65,7 @@ let gate: Gate | undefined;
  * (`Provider.concurrency`; OnlineOrNot's default is half its 32 sockets, two calls each), for measurements only.
  */
 function newGate(): Gate {
-  const provider = onlineOrNot({ baseUrl: config.providerUrl });
+  const provider = onlineOrNot({ baseUrl: config.providerUrl, ...GATE_POOL_OPTIONS });
   const concurrency = process.env.BENCH_GATE_CONCURRENCY;
   gate = createGate({
     providers: [concurrency === undefined ? provider : { ...provider, concurrency: Number(concurrency) }],
@@ -86,7 +87,7 @@ function onFloodEvent(event: GateEvent): void {
 /** The flood scenario's app: the gated route, and errors as JSON (`{ error: code }`) with their status and headers. */
 function floodApp(app: express.Express): void {
   gate = createGate({
-    providers: [onlineOrNot({ baseUrl: config.providerUrl })],
+    providers: [onlineOrNot({ baseUrl: config.providerUrl, ...GATE_POOL_OPTIONS })],
     ...(config.cache === undefined ? {} : { cache: config.cache }),
     onEvent: onFloodEvent,
   });
