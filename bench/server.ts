@@ -107,16 +107,22 @@ function floodApp(app: express.Express): void {
  * middleware answers a flood of unknown tokens for less, so what A and C see here is this machine's.
  */
 function floodFloorApp(app: express.Express): void {
-  const users = floorUsers();
   app.use(timed);
-  app.get(
-    '/hello',
+  const floor = expressFloor((res) => {
+    res.locals.code = 'overloaded';
+    res.status(503).set('retry-after', '1').json({ error: 'overloaded' });
+  });
+  app.get('/hello', ...floor, routeBody);
+}
+
+/** The Express floor's two handlers: the `Map` lookup, whose misses `refuse` answers, and the permission check. */
+function expressFloor(refuse: (res: Response) => void): [express.RequestHandler, express.RequestHandler] {
+  const users = floorUsers();
+  return [
     (req, res, next) => {
       const user = users.get(req.headers.authorization ?? '');
-      if (user === undefined) {
-        res.locals.code = 'overloaded';
-        res.status(503).set('retry-after', '1').json({ error: 'overloaded' });
-      } else {
+      if (user === undefined) refuse(res);
+      else {
         req.user = user;
         next();
       }
@@ -125,8 +131,7 @@ function floodFloorApp(app: express.Express): void {
       if ((req.user as FloorUser).permissions.has(ROUTE_PERMISSION)) next();
       else res.sendStatus(403);
     },
-    routeBody,
-  );
+  ];
 }
 
 /** Server-side time per answer, by client address and answer, and per verification, since the last `flood-stats`. */
@@ -186,26 +191,9 @@ function expressApp(): express.Express {
       // what the framework itself charges for two more handlers.
       app.get('/hello', passThrough, passThrough, routeBody);
       break;
-    case 'express-floor': {
-      const users = floorUsers();
-      app.get(
-        '/hello',
-        (req, res, next) => {
-          const user = users.get(req.headers.authorization ?? '');
-          if (user === undefined) res.sendStatus(401);
-          else {
-            req.user = user;
-            next();
-          }
-        },
-        (req, res, next) => {
-          if ((req.user as FloorUser).permissions.has(ROUTE_PERMISSION)) next();
-          else res.sendStatus(403);
-        },
-        routeBody,
-      );
+    case 'express-floor':
+      app.get('/hello', ...expressFloor((res) => res.sendStatus(401)), routeBody);
       break;
-    }
     case 'express-gate': {
       const gate = newGate();
       app.get('/hello', expressGate.authenticate(gate), expressGate.requires(ROUTE_PERMISSION), routeBody);
