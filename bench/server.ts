@@ -103,8 +103,8 @@ function floodApp(app: express.Express): void {
 
 /**
  * The flood's floor, for scale: the same app with the gate replaced by a `Map` lookup of the raw header
- * that refuses every other request at once with the gate's 503 `overloaded` (`Retry-After: 1`). No
- * middleware answers a flood of unknown tokens for less, so what A and C see here is this machine's.
+ * that refuses every token it does not hold at once with the gate's 503 `overloaded` (`Retry-After: 1`):
+ * the cheapest refusal there is.
  */
 function floodFloorApp(app: express.Express): void {
   app.use(timed);

@@ -142,25 +142,40 @@ describe('onlineOrNot', () => {
     ]);
   });
 
-  it('serves 16 verifications at once by default, on 32 sockets (two calls each); the rest wait for a slot', async () => {
-    const tokens = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`token-${i}`, { id: `tok_${i}` }]));
+  /**
+   * Starts `count` new tokens at once against a mock that holds every answer for 1.5 s, and returns the
+   * calls it had received once `expected` verifications were under way, or after 1 s (answers not yet sent).
+   */
+  async function firstWave(connections: number | undefined, count: number, expected: number) {
+    const tokens = Object.fromEntries(Array.from({ length: count }, (_, i) => [`token-${i}`, { id: `tok_${i}` }]));
     const mock = closeLater(await mockOnlineOrNot({ tokens }));
-    mock.latency = 400;
-    const provider = onlineOrNot({ baseUrl: mock.url });
-    expect(provider.concurrency).toBe(16);
-    expect(onlineOrNot({ baseUrl: mock.url, connections: 5 }).concurrency).toBe(2);
+    mock.latency = 1500;
+    const provider = onlineOrNot({ baseUrl: mock.url, ...(connections === undefined ? {} : { connections }) });
     const gate = closeLater(createGate({ providers: [provider] }));
     const answers = Object.keys(tokens).map((token) => gate.authenticate(bearer(token)));
-    for (let waited = 0; mock.calls.permissions < 16 && waited < 5000; waited += 10) await sleep(10);
+    const started = performance.now();
+    while (mock.calls.permissions < expected && performance.now() - started < 1000) await sleep(10);
     await sleep(50);
-    expect(mock.calls).toMatchObject({ verify: 16, permissions: 16 });
-    expect((await Promise.all(answers)).map((auth) => auth.subject).sort()).toEqual(
-      Object.values(tokens)
-        .map((token) => token.id)
-        .sort(),
-    );
+    const wave = { ...mock.calls };
+    const subjects = (await Promise.all(answers)).map((auth) => auth.subject);
+    return { provider, mock, wave, subjects, ids: Object.values(tokens).map((token) => token.id) };
+  }
+
+  it('serves 16 verifications at once by default, on 32 sockets (two calls each); the rest wait for a slot', async () => {
+    const { provider, mock, wave, subjects, ids } = await firstWave(undefined, 20, 16);
+    expect(provider.concurrency).toBe(16);
+    expect(wave).toMatchObject({ verify: 16, permissions: 16 });
+    expect(subjects.sort()).toEqual(ids.sort());
     expect(mock.calls).toMatchObject({ verify: 20, permissions: 20 });
     expect(mock.connections).toBe(32);
+  });
+
+  it('serves half as many verifications at once as the connections it is given', async () => {
+    const { provider, mock, wave, subjects, ids } = await firstWave(5, 4, 2);
+    expect(provider.concurrency).toBe(2);
+    expect(wave).toMatchObject({ verify: 2, permissions: 2 });
+    expect(subjects.sort()).toEqual(ids.sort());
+    expect(mock.connections).toBeLessThanOrEqual(5);
   });
 
   it('keeps its keep-alive sockets when verify alone decides: 40 rejected tokens in a row reuse them', async () => {

@@ -47,7 +47,7 @@ const KEPT_TOKENS = 500;
 const REJECTED_TOKENS = 5000;
 const REVOKED_TOKENS = 20;
 /** The gate's defaults for OnlineOrNot's pool: half as many verifications at once (two calls each), four times as many waiting. */
-const GATE_ADMITS = PROVIDER_POOL_SIZE / 2 + 4 * (PROVIDER_POOL_SIZE / 2);
+const GATE_ADMITS = 5 * Math.floor(PROVIDER_POOL_SIZE / 2);
 const MIB = 2 ** 20;
 /** Heap growth that still counts as flat: what a flood may keep is bounded (rejections, waiters), and far below this. */
 const FLAT_HEAP_BYTES = 5 * MIB;
@@ -353,7 +353,7 @@ function isolationRows(f: Awaited<ReturnType<typeof isolation>>): Row[] {
     {
       scenario: SCENARIO,
       measure:
-        "for scale: the same clients against the floor (a Map lookup of the raw header that refuses every other token at once with 503 overloaded; no gate): A's 503 p99, ms; C's req/s during / alone",
+        "for scale: the same clients against the floor (a Map lookup of the raw header that refuses every token it does not hold at once with 503 overloaded; no gate): A's 503 p99, ms; C's req/s during / alone",
       result:
         `${p99Of(f.floor.flooder, '503 overloaded')} (p50 ${f.floor.flooder.latency['503 overloaded']?.p50}; in the server: ${serverTime(f.floor, `${FLOODER} 503 overloaded`)}; ` +
         `${formatInt(answered(f.floor.flooder, '503 overloaded'))} refused); C: ${f.floor.cachedRatio}`,
