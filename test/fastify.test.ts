@@ -50,7 +50,10 @@ function makeGate(
 ): Gate {
   return createGate({
     providers: [
-      onlineOrNot({ baseUrl: overrides.oonUrl ?? oon.url, connections: overrides.connections ?? 16 }),
+      onlineOrNot({
+        baseUrl: overrides.oonUrl ?? oon.url,
+        ...(overrides.connections === undefined ? {} : { connections: overrides.connections }),
+      }),
       partoo({ apiKey: overrides.partooKey ?? PARTOO_KEY, baseUrl: partooMock.url, permissions: [READ] }),
     ],
     ...(overrides.admission === undefined ? {} : { admission: overrides.admission }),
