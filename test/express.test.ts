@@ -305,6 +305,95 @@ describe.each([
     });
   });
 
+  describe('req.auth', () => {
+    const readAuth = { provider: 'onlineornot', subject: 'tok_read', permissions: [READ] };
+
+    it('reaches a mounted sub-app, and comes back from one to an app that never ran tokengate', async () => {
+      const down = framework();
+      down.set('env', 'test');
+      const guarded = framework();
+      guarded.get('/x', requires(READ), showAuth);
+      down.use('/sub', authenticate(gate), guarded);
+      const up = framework(); // runs no tokengate middleware itself
+      up.set('env', 'test');
+      const authenticating = framework();
+      authenticating.use(authenticate(gate));
+      up.use('/sub', authenticating);
+      up.get('/sub/x', showAuth);
+      for (const app of [down, up]) {
+        const res = await request(app).get('/sub/x').set('Authorization', bearer(TOKENS.read));
+        expect(res.status).toBe(200);
+        expect(res.body.auth).toEqual(readAuth);
+      }
+    });
+
+    it('is what a later middleware set: requires() judges that, not the context it replaced', async () => {
+      const app = framework();
+      app.set('env', 'test');
+      const replace: RequestHandler = (req, _res, next) => {
+        (req as { auth?: unknown }).auth = { payload: { scope: READ } };
+        next();
+      };
+      app.get('/replaced', authenticate(gate), replace, requires(READ), showAuth);
+      app.get('/read', authenticate(gate), replace, (req, res) => {
+        res.json(req.auth);
+      });
+      const guarded = await request(app).get('/replaced').set('Authorization', bearer(TOKENS.read));
+      expect(guarded.status).toBe(500);
+      expect(guarded.text).not.toContain(ROUTE_MARK);
+      const read = await request(app).get('/read').set('Authorization', bearer(TOKENS.read));
+      expect(read.body).toEqual({ payload: { scope: READ } });
+    });
+
+    it("replaces an auth the request already had of its own, and leaves an app's own auth property working", async () => {
+      const app = framework();
+      app.set('env', 'test');
+      const ownAuth: RequestHandler = (req, _res, next) => {
+        Object.defineProperty(req, 'auth', { value: 'stale', writable: true, configurable: true, enumerable: true });
+        next();
+      };
+      app.get('/own', ownAuth, authenticate(gate), requires(READ), showAuth);
+      const own = await request(app).get('/own').set('Authorization', bearer(TOKENS.read));
+      expect(own.status).toBe(200);
+      expect(own.body.auth).toEqual(readAuth);
+
+      const declaring = framework();
+      declaring.set('env', 'test');
+      Object.defineProperty(declaring.request, 'auth', { value: undefined, writable: true, configurable: true });
+      declaring.get('/declared', authenticate(gate), requires(READ), showAuth);
+      const declared = await request(declaring).get('/declared').set('Authorization', bearer(TOKENS.read));
+      expect(declared.status).toBe(200);
+      expect(declared.body.auth).toEqual(readAuth);
+    });
+
+    it('is readable with `in` on an Express request, and a property of its own on a plain Node request', async () => {
+      const app = framework();
+      app.get('/shape', authenticate(gate), (req, res) => {
+        res.json({ in: 'auth' in req, subject: req.auth?.subject });
+      });
+      const shape = await request(app).get('/shape').set('Authorization', bearer(TOKENS.read));
+      expect(shape.body).toEqual({ in: true, subject: 'tok_read' });
+
+      const middleware = authenticate(gate);
+      const plain = createServer((req, res) => {
+        middleware(req, res, (error) => {
+          const seen = req as typeof req & { auth?: { subject: string } };
+          res.end(
+            JSON.stringify({
+              error: error !== undefined,
+              own: Object.hasOwn(req, 'auth'),
+              subject: seen.auth?.subject,
+            }),
+          );
+        });
+      });
+      servers.push(plain);
+      await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+      const res = await request(plain).get('/').set('Authorization', bearer(TOKENS.read));
+      expect(JSON.parse(res.text)).toEqual({ error: false, own: true, subject: 'tok_read' });
+    });
+  });
+
   describe('optional: true', () => {
     it('lets an anonymous request through with req.auth undefined', async () => {
       const res = await request(server).get('/public');
