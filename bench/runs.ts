@@ -275,30 +275,57 @@ export async function sideBySide<V extends Variant>(
   rounds = settings.rounds,
   roundsPerStart = rounds,
 ): Promise<Record<V, Run[]>> {
-  console.log(`\n## ${name}, side by side on core ${settings.serverCore}`);
   const runs = emptyRuns(variants);
-  for (let first = 0; first < rounds; first += roundsPerStart) {
-    const order = (first / roundsPerStart) % 2 === 0 ? variants : [...variants].reverse();
+  const byPosition = await sideBySideRuns(bench, name, variants, load, rounds, roundsPerStart);
+  variants.forEach((variant, i) => {
+    runs[variant].push(...(byPosition[i] ?? []));
+  });
+  return runs;
+}
+
+/**
+ * {@link sideBySide}'s runs by the position of their server in `variants`, which may name one variant
+ * twice (two servers of the same code: what the method itself spreads by).
+ */
+export async function sideBySideRuns<V extends Variant>(
+  bench: Bench,
+  name: string,
+  variants: readonly V[],
+  load: Load,
+  rounds: number,
+  roundsPerStart: number,
+): Promise<Run[][]> {
+  console.log(`\n## ${name}, side by side on core ${settings.serverCore}`);
+  const runs: Run[][] = variants.map(() => []);
+  const positions = variants.map((_, i) => i);
+  for (let first = 0, start = 0; first < rounds; first += roundsPerStart, start++) {
+    const order = start % 2 === 0 ? positions : [...positions].reverse();
     const last = Math.min(rounds, first + roundsPerStart);
-    await withServers(bench, order, async (loader, servers) => {
-      const runAll = (duration: number) =>
-        loader.runAll(servers.map((server) => ({ ...load, url: server.url, duration })));
-      // Two servers share the core, so each gets half the time to warm its JIT: a longer warm-up.
-      await runAll(Math.max(5, 2 * settings.warmupSeconds));
-      for (let r = first; r < last; r++) {
-        const before = await Promise.all(servers.map((server) => usage(server.child)));
-        const results = await runAll(settings.durationSeconds);
-        const after = await Promise.all(servers.map((server) => usage(server.child)));
-        servers.forEach((server, i) => {
-          const [from, to, result] = [before[i], after[i], results[i]];
-          if (from === undefined || to === undefined || result === undefined) throw new Error('missing report');
-          // The servers share the mock: its calls and connections are not any one server's.
-          const run = toRun(server.variant, result, from, to, UNKNOWN_CALLS, Number.NaN, Number.NaN);
-          runs[server.variant].push(run);
-          console.log(`run ${r + 1}/${rounds}  ${describeRun(run)}`);
-        });
-      }
-    });
+    await withServers(
+      bench,
+      order.map((i) => variants[i] as V),
+      async (loader, servers) => {
+        const runAll = (duration: number) =>
+          loader.runAll(servers.map((server) => ({ ...load, url: server.url, duration })));
+        // Two servers share the core, so each gets half the time to warm its JIT: a longer warm-up.
+        await runAll(Math.max(5, 2 * settings.warmupSeconds));
+        for (let r = first; r < last; r++) {
+          const before = await Promise.all(servers.map((server) => usage(server.child)));
+          const results = await runAll(settings.durationSeconds);
+          const after = await Promise.all(servers.map((server) => usage(server.child)));
+          servers.forEach((server, i) => {
+            const [from, to, result, position] = [before[i], after[i], results[i], order[i]];
+            if (from === undefined || to === undefined || result === undefined || position === undefined) {
+              throw new Error('missing report');
+            }
+            // The servers share the mock: its calls and connections are not any one server's.
+            const run = toRun(server.variant, result, from, to, UNKNOWN_CALLS, Number.NaN, Number.NaN);
+            runs[position]?.push(run);
+            console.log(`run ${r + 1}/${rounds} (start ${start + 1})  ${describeRun(run)}`);
+          });
+        }
+      },
+    );
   }
   return runs;
 }

@@ -34,8 +34,9 @@ function onlyFrom(raw: string | undefined, pair: unknown): ReadonlySet<ScenarioN
 const pair = pairFrom(env.BENCH_PAIR);
 const rounds = numberFrom('BENCH_ROUNDS', quick ? 3 : 10);
 // The hot path's goal sits a few hundredths from the bare route, so its side-by-side pairs run 30 times,
-// from three fresh starts of both servers (bench/README.md, "Reading the table").
+// two from each of 15 fresh starts of both servers (bench/README.md, "Reading the table").
 const hotRounds = numberFrom('BENCH_HOT_ROUNDS', quick ? 3 : 30);
+const hotStarts = Math.min(hotRounds, numberFrom('BENCH_HOT_STARTS', quick ? 1 : 15));
 const durationSeconds = numberFrom('BENCH_DURATION', quick ? 1 : 2);
 const warmupSeconds = numberFrom('BENCH_WARMUP', quick ? 1 : 2);
 const connections = numberFrom('BENCH_CONNECTIONS', 32);
@@ -48,8 +49,8 @@ export const settings = {
   rounds,
   /** The hot path's side-by-side pairs (and `BENCH_PAIR`'s). */
   hotRounds,
-  /** Runs per start of the servers: the hot path's pairs come from three starts. */
-  hotRoundsPerStart: Math.max(1, Math.ceil(hotRounds / 3)),
+  /** Runs per start of the servers: the hot path's pairs come from `BENCH_HOT_STARTS` starts (default 15). */
+  hotRoundsPerStart: Math.ceil(hotRounds / hotStarts),
   /** Stampede rounds, each with fresh servers. */
   stampedeRounds: quick ? 1 : 5,
   durationSeconds,
@@ -74,6 +75,7 @@ export const settings = {
     SCENARIOS.every((name) => only.has(name)) &&
     rounds === 10 &&
     hotRounds === 30 &&
+    hotStarts === 15 &&
     durationSeconds === 2 &&
     warmupSeconds === 2 &&
     connections === 32 &&

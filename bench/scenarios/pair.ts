@@ -1,14 +1,38 @@
 /**
  * `BENCH_PAIR=a,b`: one side-by-side comparison of two variants under the hot path's load, to check one
- * change. Prints the ratio b / a; gives the table no row.
+ * change. Prints the ratio b / a, and its median per start of the servers; gives the table no row.
+ * `a` and `b` may be the same variant: two servers of the same code show what the method itself spreads by.
  */
 import type { Variant } from '../lib.js';
-import { compared, type Outcome, ratioResult } from '../report.js';
-import type { Bench } from '../runs.js';
-import { hotSideBySide } from './hot.js';
+import { compared, type Outcome, ratio, ratioResult } from '../report.js';
+import { type Bench, sideBySideRuns } from '../runs.js';
+import { settings } from '../settings.js';
+import { sideBySideHotLoad } from './hot.js';
+
+/** The median of each start's per-run ratios: how far one start of the servers moves the result. */
+function byStart(perRound: readonly number[], roundsPerStart: number): number[] {
+  const medians: number[] = [];
+  for (let first = 0; first < perRound.length; first += roundsPerStart) {
+    const start = perRound.slice(first, first + roundsPerStart).sort((x, y) => x - y);
+    const middle = Math.floor(start.length / 2);
+    const value = start.length % 2 === 1 ? start[middle] : ((start[middle - 1] ?? 0) + (start[middle] ?? 0)) / 2;
+    medians.push(Math.round((value ?? Number.NaN) * 1000) / 1000);
+  }
+  return medians;
+}
 
 export async function runPair(bench: Bench, [a, b]: readonly [Variant, Variant]): Promise<Outcome> {
-  const runs = await hotSideBySide(bench, `${b} / ${a}`, [a, b]);
-  console.log(`\n${b} / ${a}, side by side: ${ratioResult(runs[b], runs[a])}`);
-  return { rows: [], results: { pair: compared([b, runs[b]], [a, runs[a]]) } };
+  const [first = [], second = []] = await sideBySideRuns(
+    bench,
+    `${b} / ${a}`,
+    [a, b],
+    sideBySideHotLoad,
+    settings.hotRounds,
+    settings.hotRoundsPerStart,
+  );
+  const starts = byStart(ratio(second, first).perRound, settings.hotRoundsPerStart);
+  console.log(`\n${b} / ${a}, side by side: ${ratioResult(second, first)}`);
+  console.log(`median by start of the servers: ${starts.join(', ')}`);
+  const [nameA, nameB] = a === b ? [`${a} (first)`, `${b} (second)`] : [a, b];
+  return { rows: [], results: { pair: { ...compared([nameB, second], [nameA, first]), byStart: starts } } };
 }
