@@ -345,6 +345,19 @@ describe.each([
       expect(read.body).toEqual({ payload: { scope: READ } });
     });
 
+    it('is gone once a later middleware deletes it: requires() then refuses', async () => {
+      const app = framework();
+      app.set('env', 'test');
+      const forget: RequestHandler = (req, _res, next) => {
+        delete (req as { auth?: unknown }).auth;
+        next();
+      };
+      app.get('/forgotten', authenticate(gate), forget, requires(READ), showAuth);
+      const res = await request(app).get('/forgotten').set('Authorization', bearer(TOKENS.read));
+      expect(res.status).toBe(500);
+      expect(res.text).not.toContain(ROUTE_MARK);
+    });
+
     it("replaces an auth the request already had of its own, and leaves an app's own auth property working", async () => {
       const app = framework();
       app.set('env', 'test');
