@@ -116,13 +116,19 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
     tokens: [HOT_TOKEN],
   });
   bench.provider.latency = PROVIDER_LATENCY_MS;
-  const gated = await withFloodServer(bench, undefined, async (server) => {
-    const warmMs = settings.warmupSeconds * 1000;
+  const warmMs = settings.warmupSeconds * 1000;
+  /** Warms `server` with C and A, then runs C alone, the flood (A, B and C), and C alone again. */
+  const aroundFlood = async <T>(server: LiveServer, warmed: () => Promise<T>) => {
     await runClients(server, [cached(warmMs), { ...flooder, durationMs: warmMs }]);
-    const start = await floodStats(server);
+    const start = await warmed();
     const before = await cachedAlone(server, cached(floodMs / 2));
     const flood = await floodRun(server, proxy, [flooder, newcomer, cached(floodMs)]);
     const after = await cachedAlone(server, cached(floodMs / 2));
+    const cachedRatio = round(rps(flood.cached) / ((rps(before.result) + rps(after.result)) / 2), 3);
+    return { start, before, flood, after, cachedRatio };
+  };
+  const gated = await withFloodServer(bench, undefined, async (server) => {
+    const { start, before, flood, after, cachedRatio } = await aroundFlood(server, () => floodStats(server));
     const end = await floodStats(server);
     const figures = {
       providerLatencyMs: PROVIDER_LATENCY_MS,
@@ -130,7 +136,7 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
       newcomerTokens: fresh.length,
       ...flood,
       cachedAlone: [before.result, after.result] as const,
-      cachedRatio: round(rps(flood.cached) / ((rps(before.result) + rps(after.result)) / 2), 3),
+      cachedRatio,
       serverCpuMicrosPerRequestCachedAlone: before.cpuMicrosPerRequest,
       start,
       end,
@@ -145,12 +151,7 @@ async function isolation(bench: Bench, proxy: CountingProxy) {
     bench,
     undefined,
     async (server) => {
-      const warmMs = settings.warmupSeconds * 1000;
-      await runClients(server, [cached(warmMs), { ...flooder, durationMs: warmMs }]);
-      const before = await cachedAlone(server, cached(floodMs / 2));
-      const flood = await floodRun(server, proxy, [flooder, newcomer, cached(floodMs)]);
-      const after = await cachedAlone(server, cached(floodMs / 2));
-      const cachedRatio = round(rps(flood.cached) / ((rps(before.result) + rps(after.result)) / 2), 3);
+      const { flood, cachedRatio } = await aroundFlood(server, async () => undefined);
       console.log(`floor: A's 503 p99 ${p99Of(flood.flooder, '503 overloaded')} ms, C during / alone ${cachedRatio}`);
       return { flooder: flood.flooder, cached: flood.cached, cachedRatio, serverTimings: flood.serverTimings };
     },

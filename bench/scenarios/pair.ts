@@ -3,7 +3,7 @@
  * change. Prints the ratio b / a, and its median per start of the servers; gives the table no row.
  * `a` and `b` may be the same variant: two servers of the same code show what the method itself spreads by.
  */
-import type { Variant } from '../lib.js';
+import { median, round, type Variant } from '../lib.js';
 import { compared, type Outcome, ratio, ratioResult } from '../report.js';
 import { type Bench, sideBySideRuns } from '../runs.js';
 import { settings } from '../settings.js';
@@ -13,10 +13,7 @@ import { sideBySideHotLoad } from './hot.js';
 function byStart(perRound: readonly number[], roundsPerStart: number): number[] {
   const medians: number[] = [];
   for (let first = 0; first < perRound.length; first += roundsPerStart) {
-    const start = perRound.slice(first, first + roundsPerStart).sort((x, y) => x - y);
-    const middle = Math.floor(start.length / 2);
-    const value = start.length % 2 === 1 ? start[middle] : ((start[middle - 1] ?? 0) + (start[middle] ?? 0)) / 2;
-    medians.push(Math.round((value ?? Number.NaN) * 1000) / 1000);
+    medians.push(round(median(perRound.slice(first, first + roundsPerStart)), 3));
   }
   return medians;
 }
