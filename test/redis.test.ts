@@ -245,6 +245,55 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(mock.calls.verify).toBe(foreign.length);
     });
 
+    it('with a secret, trusts only verdicts sealed with it for their own key', async () => {
+      const current = 'current-secret-0123456789abcdef0123456789';
+      const next = 'next-secret-0123456789abcdef0123456789abcd';
+      const [sealed] = (await start(1, { redis: { secret: current } })) as [Instance];
+      const forged = JSON.stringify({
+        ok: true,
+        subject: 'mallory',
+        permissions: [READ, 'admin'],
+        details: {},
+        freshUntil: Date.now() + 60_000,
+        until: Date.now() + 60_000,
+      });
+      // A verdict written by someone without the secret: the provider decides.
+      await admin.set(redisKey(provider, 'never-issued', 'v'), forged, 'PX', 60_000);
+      expect(await outcome(sealed.gate.authenticate(bearer('never-issued')))).toEqual({
+        ok: false,
+        code: 'invalid_token',
+      });
+      expect(mock.calls.verify).toBe(1);
+      // A sealed verdict copied from another token's key: the provider decides too.
+      const token = knownToken();
+      const first = await sealed.gate.authenticate(bearer(token));
+      await stored(token);
+      const value = (await admin.get(redisKey(provider, token, 'v'))) ?? '';
+      expect(value).toMatch(/^[A-Za-z0-9_-]{43}\.\{"ok":true/);
+      expect(value).not.toContain(current);
+      await admin.set(redisKey(provider, 'never-issued-2', 'v'), value, 'PX', 60_000);
+      expect(await outcome(sealed.gate.authenticate(bearer('never-issued-2')))).toEqual({
+        ok: false,
+        code: 'invalid_token',
+      });
+      expect(mock.calls.verify).toBe(3);
+      // Sealed with the secret: another instance that holds it (first or not) answers from Redis.
+      const [rotated] = (await start(1, { redis: { secret: [next, current] } })) as [Instance];
+      expect((await rotated.gate.authenticate(bearer(token))).subject).toBe(first.subject);
+      expect(mock.calls.verify).toBe(3);
+      // Without the secret, or with another one, it is not trusted.
+      const [plain, other] = (await Promise.all([start(1), start(1, { redis: { secret: next } })])).flat() as [
+        Instance,
+        Instance,
+      ];
+      await plain.gate.authenticate(bearer(token));
+      expect(mock.calls.verify).toBe(4);
+      await admin.set(redisKey(provider, token, 'v'), value, 'PX', 60_000);
+      await other.gate.authenticate(bearer(token));
+      expect(mock.calls.verify).toBe(5);
+      expect(sharedErrors([sealed.events, rotated.events, plain.events, other.events].flat())).toEqual([]);
+    });
+
     it('makes one upstream call for a cold token stampeding three instances', async () => {
       const instances = await start(3);
       const token = knownToken();
@@ -660,6 +709,15 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(() => redisCache(client, { timeout: 0 })).toThrow(RangeError);
       expect(() => redisCache(client, { ttl: 5 } as never)).toThrow(/redisCache: ttl: unknown option/);
       expect(() => redisCache({} as never)).toThrow(/expected an ioredis Redis or Cluster, or a node-redis client/);
+      const secretErrors = [
+        [{ secret: 'SECRETshort' }, 'redisCache: secret: expected at least 32 characters'],
+        [{ secret: [] }, 'redisCache: secret: expected at least one secret'],
+        [{ secret: ['x'.repeat(32), 'SECRETshort'] }, 'redisCache: secret[1]: expected at least 32 characters'],
+        [{ secret: true }, 'redisCache: secret: expected a string of at least 32 characters, or an array of them'],
+      ] as const;
+      for (const [options, message] of secretErrors) {
+        expect(() => redisCache(client, options as never)).toThrow(new TypeError(message));
+      }
     } finally {
       client.disconnect();
     }

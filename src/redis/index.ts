@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { checkOptions, numberOption, optionsObject } from '../options.js';
 import type { SharedTier } from '../shared-tier.js';
 import type { RedisClient } from './driver.js';
+import { VerdictSeal } from './seal.js';
 import { RedisTier } from './tier.js';
 
 export type { IoRedisClient, IoRedisSubscriber, NodeRedisClient, NodeRedisSubscriber, RedisClient } from './driver.js';
@@ -40,6 +41,17 @@ export interface RedisCacheOptions {
    * themselves. Should cover most provider answers. Default 2000.
    */
   readonly leaseTime?: number;
+  /**
+   * Seals every verdict the tier stores in Redis (an HMAC-SHA256 over its
+   * key and value) and trusts only values sealed with it: whoever can write
+   * to Redis without the secret can no longer make an instance accept a
+   * token, or move a verdict from one token to another. Give every instance
+   * the same secret, at least 32 characters of random (keep it out of the
+   * code, like a session secret). An array rotates: the first secret seals,
+   * every one is trusted. Default: none; values are plain JSON, and Redis is
+   * trusted as a whole.
+   */
+  readonly secret?: string | readonly string[];
 }
 
 /** The Redis tier: a {@link SharedTier} with every optional part, and `close()`. */
@@ -57,6 +69,10 @@ export interface RedisCache extends SharedTier {
   close(): Promise<void>;
 }
 
+const secretSchema = z
+  .string({ error: 'expected a string of at least 32 characters' })
+  .min(32, { error: 'expected at least 32 characters' });
+
 const RedisCacheOptionsSchema = optionsObject(
   {
     prefix: z
@@ -66,6 +82,19 @@ const RedisCacheOptionsSchema = optionsObject(
     timeout: numberOption(1).optional(),
     localTtl: numberOption(0).optional(),
     leaseTime: numberOption(10).optional(),
+    secret: z
+      .union(
+        [
+          secretSchema,
+          z
+            .array(secretSchema, { error: 'expected a string of at least 32 characters, or an array of them' })
+            .min(1, { error: 'expected at least one secret' }),
+        ],
+        {
+          error: 'expected a string of at least 32 characters, or a non-empty array of them',
+        },
+      )
+      .optional(),
   },
   'a redisCache options object',
 );
@@ -81,5 +110,6 @@ export function redisCache(client: RedisClient, options: RedisCacheOptions = {})
     timeout: options.timeout ?? 50,
     localTtl: options.localTtl ?? 5000,
     leaseTime: options.leaseTime ?? 2000,
+    seal: options.secret === undefined ? undefined : new VerdictSeal([options.secret].flat()),
   });
 }

@@ -7,6 +7,8 @@
  * Invariants:
  * - keys, values and messages hold the store's digest and verdicts, never a
  *   credential or an API key;
+ * - with a seal (`redisCache({ secret })`), a value is read only when it was
+ *   sealed with the secret for its own key; any other value is a miss;
  * - a verdict is written only with a claim whose lease was taken after the
  *   key's last invalidation (its tombstone is the one the claim saw), and
  *   within {@link TOMBSTONE_MS} of taking it, so that no answer older than a
@@ -21,6 +23,7 @@ import { encodeKey, type MessageKind, message, RedisBus } from './bus.js';
 import { driverFor, type RedisClient, type RedisDriver } from './driver.js';
 import { BREAKER_COOLDOWN_MS, RedisGuard } from './guard.js';
 import { GET, INVALIDATE, LEASE, PEEK, RELEASE, SET } from './scripts.js';
+import type { VerdictSeal } from './seal.js';
 
 /** How long a tombstone lives, and so the longest upstream call whose answer may still be stored (ms). */
 export const TOMBSTONE_MS = 10_000;
@@ -35,6 +38,8 @@ export interface RedisTierSettings {
   readonly timeout: number;
   readonly localTtl: number;
   readonly leaseTime: number;
+  /** Seals every verdict written and opens every verdict read; none: values are plain JSON. */
+  readonly seal: VerdictSeal | undefined;
 }
 
 /** Keys of one store key in Redis, all under one hash tag. */
@@ -103,7 +108,7 @@ export class RedisTier implements SharedTier {
 
   async get(key: string): Promise<unknown> {
     const { value } = this.#keys(key);
-    return decode(await this.#guard.run(() => this.#driver.run(GET, [value], [])));
+    return this.#decode(value, await this.#guard.run(() => this.#driver.run(GET, [value], [])));
   }
 
   /** Stores `verdict` under `claim` (or, without one, only when `key` has no tombstone); ends the claim's lease. */
@@ -118,7 +123,9 @@ export class RedisTier implements SharedTier {
     const keys = this.#keys(key);
     const answered = this.#message('a', keys);
     const released = this.#message('r', keys);
-    const args = [JSON.stringify(verdict), String(ms), held?.id ?? '', held?.tombstone ?? ''];
+    const json = JSON.stringify(verdict);
+    const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
+    const args = [stored, String(ms), held?.id ?? '', held?.tombstone ?? ''];
     const run = () =>
       this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone], [...args, this.#channel, answered, released]);
     await this.#guard.run(run);
@@ -141,7 +148,7 @@ export class RedisTier implements SharedTier {
     );
     // LEASE answers a table: {'s', value}, {'c', tombstone id or ''} or {'h'}.
     const [state, payload] = answer as [unknown, unknown];
-    if (state === 's') return { state: 'stored', value: decode(payload) };
+    if (state === 's') return { state: 'stored', value: this.#decode(keys.value, payload) };
     if (state === 'c') return { state: 'claimed', claim: new RedisClaim(id, String(payload), performance.now(), end) };
     if (state === 'h') return { state: 'held' };
     throw new Error('Redis answered a lease with an unexpected reply');
@@ -176,7 +183,7 @@ export class RedisTier implements SharedTier {
           .then(
             (answer) => {
               const [value, held] = Array.isArray(answer) ? (answer as unknown[]) : [];
-              if (typeof value === 'string' && value !== '') finish(() => resolve(decode(value)));
+              if (typeof value === 'string' && value !== '') finish(() => resolve(this.#decode(keys.value, value)));
               else if (held !== 1) abandon();
             },
             (error: unknown) => finish(() => reject(error)),
@@ -233,6 +240,23 @@ export class RedisTier implements SharedTier {
     return { encoded, value: `${base}v`, lease: `${base}l`, tombstone: `${base}t` };
   }
 
+  /**
+   * A value stored at `redisKey` as the store reads it: parsed JSON, else as it
+   * came (which fails the store's schema). With a seal, only a value sealed
+   * for `redisKey` is parsed.
+   */
+  #decode(redisKey: string, value: unknown): unknown {
+    if (value === null || value === undefined) return undefined;
+    if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return value;
+    const json = this.#settings.seal === undefined ? value : this.#settings.seal.open(redisKey, value);
+    if (json === undefined) return value;
+    try {
+      return JSON.parse(json);
+    } catch {
+      return value;
+    }
+  }
+
   #message(kind: MessageKind, keys: KeySet): string {
     return message(kind, keys.encoded, this.#instance);
   }
@@ -267,16 +291,5 @@ export class RedisTier implements SharedTier {
       this.#pending.delete(key);
       this.#invalidateNow(key).catch(() => this.#queue(key));
     }
-  }
-}
-
-/** A stored value as the store reads it: parsed JSON, else as it came (which fails the store's schema). */
-function decode(value: unknown): unknown {
-  if (value === null || value === undefined) return undefined;
-  if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return value;
-  try {
-    return JSON.parse(value);
-  } catch {
-    return value;
   }
 }
