@@ -52,4 +52,20 @@ describe('VerdictSeal', () => {
     ];
     for (const value of hostile) expect(seal.open(key, value)).toBeUndefined();
   });
+
+  it('opens a MAC only in its canonical spelling', () => {
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    // The last of 43 characters carries 2 spare bits; '+' and '/' are base64 for '-' and '_'.
+    const withDash = Array.from({ length: 100 }, (_, i) => seal.seal(key, `{"n":${i}}`)).find((value) =>
+      /[-_]/.test(value.slice(0, 43)),
+    );
+    if (withDash === undefined) throw new Error('no MAC with - or _ in 100');
+    const last = alphabet.indexOf(sealed[42] ?? '');
+    const respelled = [
+      `${sealed.slice(0, 42)}${alphabet[last ^ 1]}${sealed.slice(43)}`,
+      `${withDash.slice(0, 43).replaceAll('-', '+').replaceAll('_', '/')}${withDash.slice(43)}`,
+    ];
+    expect(seal.open(key, withDash)).toBeDefined();
+    for (const value of respelled) expect(seal.open(key, value)).toBeUndefined();
+  });
 });

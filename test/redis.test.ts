@@ -294,6 +294,36 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(sharedErrors([sealed.events, rotated.events, plain.events, other.events].flat())).toEqual([]);
     });
 
+    it('with a secret, instances share sealed answers in a stampede, and a waiting one takes no unsealed answer', async () => {
+      const secret = 'stampede-secret-0123456789abcdef01234567';
+      const instances = await start(3, { redis: { secret } });
+      const token = knownToken();
+      mock.latency = 100;
+      const answers = await Promise.all(
+        instances.flatMap((instance) =>
+          Array.from({ length: 10 }, () => outcome(instance.gate.authenticate(bearer(token)))),
+        ),
+      );
+      expect(answers.filter((answer) => answer.ok)).toHaveLength(30);
+      expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+      // Another instance holds the lease; meanwhile someone without the secret writes an answer.
+      mock.latency = 0;
+      const [a] = instances as [Instance];
+      await admin.set(redisKey(provider, 'never-issued', 'l'), 'another-instance', 'PX', 300);
+      const pending = outcome(a.gate.authenticate(bearer('never-issued')));
+      await sleep(30);
+      const forged = { ok: true, subject: 'mallory', permissions: [READ], details: {} };
+      const until = Date.now() + 60_000;
+      await admin.set(
+        redisKey(provider, 'never-issued', 'v'),
+        JSON.stringify({ ...forged, freshUntil: until, until }),
+        'PX',
+        60_000,
+      );
+      expect(await pending).toEqual({ ok: false, code: 'invalid_token' });
+      expect(mock.calls.verify).toBe(2);
+    });
+
     it('makes one upstream call for a cold token stampeding three instances', async () => {
       const instances = await start(3);
       const token = knownToken();

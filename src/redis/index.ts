@@ -44,8 +44,10 @@ export interface RedisCacheOptions {
   /**
    * Seals every verdict the tier stores in Redis (an HMAC-SHA256 over its
    * key and value) and trusts only values sealed with it: whoever can write
-   * to Redis without the secret can no longer make an instance accept a
-   * token, or move a verdict from one token to another. Give every instance
+   * to Redis without the secret can no longer forge a verdict, or move one
+   * from one token to another (they can still replay a verdict for the same
+   * token within its lifetime, and slow or stop the sharing through leases,
+   * tombstones and messages, which are not sealed). Give every instance
    * the same secret, at least 32 characters of random (keep it out of the
    * code, like a session secret). An array rotates: the first secret seals,
    * every one is trusted. Default: none; values are plain JSON, and Redis is

@@ -9,7 +9,8 @@
  *   key, opens to nothing;
  * - the first secret seals; every secret opens (rotation: put the new one
  *   first, and drop the old one once every instance runs with the new one);
- * - MACs are compared in constant time.
+ * - a MAC is read only in its canonical base64url spelling, and compared in
+ *   constant time.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -32,8 +33,10 @@ export class VerdictSeal {
   /** The JSON that `stored` seals for `key`, or undefined when no secret made its seal. */
   open(key: string, stored: string): string | undefined {
     if (stored.length <= MAC_LENGTH || stored[MAC_LENGTH] !== '.') return undefined;
-    const given = Buffer.from(stored.slice(0, MAC_LENGTH), 'base64url');
-    if (given.length !== 32) return undefined;
+    const written = stored.slice(0, MAC_LENGTH);
+    const given = Buffer.from(written, 'base64url');
+    // Node's decoder is lenient (spare bits, '+' and '/'): only the one canonical spelling of a MAC opens.
+    if (given.length !== 32 || given.toString('base64url') !== written) return undefined;
     const json = stored.slice(MAC_LENGTH + 1);
     for (const secret of this.#secrets) {
       if (timingSafeEqual(given, mac(secret, key, json))) return json;

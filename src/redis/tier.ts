@@ -242,13 +242,15 @@ export class RedisTier implements SharedTier {
 
   /**
    * A value stored at `redisKey` as the store reads it: parsed JSON, else as it
-   * came (which fails the store's schema). With a seal, only a value sealed
+   * came (which fails the store's schema). With a seal, only a string sealed
    * for `redisKey` is parsed.
    */
   #decode(redisKey: string, value: unknown): unknown {
     if (value === null || value === undefined) return undefined;
-    if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return value;
-    const json = this.#settings.seal === undefined ? value : this.#settings.seal.open(redisKey, value);
+    const seal = this.#settings.seal;
+    if (typeof value !== 'string') return seal === undefined ? value : undefined;
+    if (value.length > MAX_VALUE_LENGTH) return value;
+    const json = seal === undefined ? value : seal.open(redisKey, value);
     if (json === undefined) return value;
     try {
       return JSON.parse(json);
