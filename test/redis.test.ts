@@ -143,6 +143,18 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       return started;
     }
 
+    /** `perInstance` requests for `token` on every one of `instances` at once, the provider taking 100 ms: how many passed. */
+    async function stampede(instances: readonly Instance[], token: string, perInstance: number): Promise<number> {
+      mock.latency = 100;
+      const answers = await Promise.all(
+        instances.flatMap((instance) =>
+          Array.from({ length: perInstance }, () => outcome(instance.gate.authenticate(bearer(token)))),
+        ),
+      );
+      mock.latency = 0;
+      return answers.filter((answer) => answer.ok).length;
+    }
+
     /** Two instances (each keeping answers in process a minute) that cached a token the provider has removed since. */
     async function twoHoldingARemovedToken(): Promise<{ a: Instance; b: Instance; token: string }> {
       const [a, b] = (await start(2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
@@ -297,17 +309,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     it('with a secret, instances share sealed answers in a stampede, and a waiting one takes no unsealed answer', async () => {
       const secret = 'stampede-secret-0123456789abcdef01234567';
       const instances = await start(3, { redis: { secret } });
-      const token = knownToken();
-      mock.latency = 100;
-      const answers = await Promise.all(
-        instances.flatMap((instance) =>
-          Array.from({ length: 10 }, () => outcome(instance.gate.authenticate(bearer(token)))),
-        ),
-      );
-      expect(answers.filter((answer) => answer.ok)).toHaveLength(30);
+      expect(await stampede(instances, knownToken(), 10)).toBe(30);
       expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
       // Another instance holds the lease; meanwhile someone without the secret writes an answer.
-      mock.latency = 0;
       const [a] = instances as [Instance];
       await admin.set(redisKey(provider, 'never-issued', 'l'), 'another-instance', 'PX', 300);
       const pending = outcome(a.gate.authenticate(bearer('never-issued')));
@@ -325,15 +329,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     });
 
     it('makes one upstream call for a cold token stampeding three instances', async () => {
-      const instances = await start(3);
-      const token = knownToken();
-      mock.latency = 100;
-      const answers = await Promise.all(
-        instances.flatMap((instance) =>
-          Array.from({ length: 30 }, () => outcome(instance.gate.authenticate(bearer(token)))),
-        ),
-      );
-      expect(answers.filter((answer) => answer.ok)).toHaveLength(90);
+      expect(await stampede(await start(3), knownToken(), 30)).toBe(90);
       expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
     });
 
