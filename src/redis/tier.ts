@@ -241,21 +241,18 @@ export class RedisTier implements SharedTier {
   }
 
   /**
-   * A value stored at `redisKey` as the store reads it: parsed JSON, else as it
-   * came (which fails the store's schema). With a seal, only a string sealed
-   * for `redisKey` is parsed.
+   * The value stored at `redisKey` as the store reads it: parsed JSON, or
+   * undefined (a miss) for anything else. With a seal, only a value sealed for
+   * `redisKey` is parsed.
    */
   #decode(redisKey: string, value: unknown): unknown {
-    if (value === null || value === undefined) return undefined;
-    const seal = this.#settings.seal;
-    if (typeof value !== 'string') return seal === undefined ? value : undefined;
-    if (value.length > MAX_VALUE_LENGTH) return value;
-    const json = seal === undefined ? value : seal.open(redisKey, value);
-    if (json === undefined) return value;
+    if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return undefined;
+    const json = this.#settings.seal === undefined ? value : this.#settings.seal.open(redisKey, value);
+    if (json === undefined) return undefined;
     try {
       return JSON.parse(json);
     } catch {
-      return value;
+      return undefined;
     }
   }
 
