@@ -14,14 +14,13 @@ import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Cluster, type Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuthContext,
   type CredentialRequest,
   createGate,
   extractBearer,
-  type GateEvent,
   onlineOrNot,
   type Provider,
   ProviderFailure,
@@ -35,6 +34,7 @@ import { type MockOnlineOrNot, mockOnlineOrNot, mockPartoo } from '../src/testin
 import {
   adminClient,
   CLIENT_KINDS,
+  CLUSTER_KINDS,
   type ClientKind,
   connectClient,
   type Instance,
@@ -70,6 +70,23 @@ async function eventually(probe: () => Promise<boolean>, ms: number, what: strin
   }
   return performance.now() - started;
 }
+
+/**
+ * Resolves once a new token (from `newToken`) asked of `a` then `b` costs `mock` one upstream verification again
+ * (shared through Redis); fails after `ms`.
+ */
+const sharedAgain = (mock: MockOnlineOrNot, newToken: () => string, a: Instance, b: Instance, ms = 5000) =>
+  eventually(
+    async () => {
+      const before = mock.calls.verify;
+      const token = newToken();
+      await a.gate.authenticate(bearer(token));
+      await b.gate.authenticate(bearer(token));
+      return mock.calls.verify - before === 1;
+    },
+    ms,
+    'sharing resumed',
+  );
 
 const rejects = (instance: Instance, token: string) => async () =>
   !(await outcome(instance.gate.authenticate(bearer(token)))).ok;
@@ -108,19 +125,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
   const stored = (token: string, scope: Provider = provider) =>
     eventually(async () => (await admin.exists(redisKey(scope, token, 'v'))) === 1, 2000, 'stored in Redis');
 
-  /** Resolves once a new token asked of `a` then `b` costs one upstream verification again (shared through Redis). */
-  const sharingResumes = (a: Instance, b: Instance) =>
-    eventually(
-      async () => {
-        mock.resetCalls();
-        const token = knownToken();
-        await a.gate.authenticate(bearer(token));
-        await b.gate.authenticate(bearer(token));
-        return mock.calls.verify === 1;
-      },
-      5000,
-      'sharing resumed',
-    );
+  const sharingResumes = (a: Instance, b: Instance) => sharedAgain(mock, knownToken, a, b);
 
   /** A token the mock knows, new to every test. */
   function knownToken(): string {
@@ -750,8 +755,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
   });
 });
 
-describe.skipIf(redisServerMissing)('tokengate/redis on an ioredis Cluster', () => {
+describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => {
   let redis: RedisServer;
+  let admin: Redis;
   let mock: MockOnlineOrNot;
   const nodesFile = path.join(os.tmpdir(), `tokengate-nodes-${process.pid}.conf`);
 
@@ -764,55 +770,98 @@ describe.skipIf(redisServerMissing)('tokengate/redis on an ioredis Cluster', () 
       '--cluster-announce-ip',
       '127.0.0.1',
     ]);
-    const admin = adminClient(redis.port);
+    admin = adminClient(redis.port);
     await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
     const clusterUp = async () => String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok');
     await eventually(clusterUp, 5000, 'cluster up');
-    admin.disconnect();
     mock = await mockOnlineOrNot();
   });
 
   afterAll(async () => {
+    admin?.disconnect();
     await mock?.close();
     await redis?.close();
     rmSync(nodesFile, { force: true });
   });
 
-  it('shares verdicts and revocations: a key, its lease and its tombstone live in one slot', async () => {
-    mock.setToken('cluster-token', { id: 'id-cluster', permissions: [READ] });
-    const clusters = [0, 1].map(() => new Cluster([{ host: '127.0.0.1', port: redis.port }]));
-    const tiers = clusters.map((cluster) => redisCache(cluster));
-    await Promise.all(tiers.map((tier) => tier.ready()));
-    const events: GateEvent[] = [];
-    const gates = tiers.map((sharedCache) =>
-      createGate({
-        providers: [onlineOrNot({ baseUrl: mock.url })],
-        sharedCache,
-        retry: false,
-        onEvent: (event) => events.push(event),
-      }),
+  const instances: Instance[] = [];
+  const provider = () => onlineOrNot({ baseUrl: mock.url });
+  afterEach(async () => {
+    await Promise.all(instances.splice(0).map((instance) => instance.close()));
+  });
+
+  /** `count` instances, each with its own cluster client of `kind`, once their subscriptions are live. */
+  async function start(kind: ClientKind, count: number, options?: InstanceOptions): Promise<Instance[]> {
+    const started = await Promise.all(
+      Array.from({ length: count }, () => startInstance(kind, redis.port, [provider()], options)),
     );
-    try {
-      const [a, b] = gates as [(typeof gates)[number], (typeof gates)[number]];
-      await a.authenticate(bearer('cluster-token'));
-      await b.authenticate(bearer('cluster-token'));
-      expect(sharedErrors(events)).toEqual([]);
-      expect(mock.calls.verify).toBe(1);
-      mock.removeToken('cluster-token');
-      expect(await a.revoke(bearer('cluster-token'))).toBe(true);
-      await eventually(
-        () =>
-          b.authenticate(bearer('cluster-token')).then(
-            () => false,
-            () => true,
-          ),
-        2000,
-        'rejected on the other instance',
-      );
-    } finally {
-      await Promise.all(gates.map((gate) => gate.close()));
-      await Promise.all(tiers.map((tier) => tier.close()));
-      for (const cluster of clusters) cluster.disconnect();
-    }
+    instances.push(...started);
+    return started;
+  }
+
+  /** An instance with `localTtl` holding a token in process that neither Redis nor the provider knows any more. */
+  async function holdingARemovedToken(kind: ClientKind, localTtl: number): Promise<{ a: Instance; token: string }> {
+    const token = `cluster-reconnect-${kind.replace(' ', '-')}`;
+    mock.setToken(token, { id: 'id-cluster', permissions: [READ] });
+    const [a] = (await start(kind, 1, { redis: { localTtl } })) as [Instance];
+    await a.gate.authenticate(bearer(token));
+    const key = redisKey(provider(), token, 'v');
+    await eventually(async () => (await admin.exists(key)) === 1, 2000, 'stored in Redis');
+    await admin.del(key);
+    mock.removeToken(token);
+    expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+    return { a, token };
+  }
+
+  it.each(CLUSTER_KINDS)(
+    '%s: is ready, and shares verdicts and revocations (a key, its lease and its tombstone live in one slot)',
+    async (kind) => {
+      const token = `cluster-${kind.replace(' ', '-')}`;
+      mock.setToken(token, { id: 'id-cluster', permissions: [READ] });
+      const callsBefore = mock.calls.verify;
+      const [a, b] = (await start(kind, 2)) as [Instance, Instance];
+      expect((await a.gate.authenticate(bearer(token))).subject).toBe('id-cluster');
+      expect((await b.gate.authenticate(bearer(token))).subject).toBe('id-cluster');
+      expect([...sharedErrors(a.events), ...sharedErrors(b.events)]).toEqual([]);
+      expect(mock.calls.verify - callsBefore).toBe(1);
+      mock.removeToken(token);
+      expect(await a.gate.revoke(bearer(token))).toBe(true);
+      await eventually(rejects(b, token), 2000, 'rejected on the other instance');
+    },
+  );
+
+  it('node-redis Cluster: forgets what it holds in process when its subscriber reconnects', async () => {
+    const { a, token } = await holdingARemovedToken('node-redis Cluster', 60_000);
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await eventually(rejects(a, token), 3000, 'rejected after the subscriber reconnected');
+  });
+
+  it.each(CLUSTER_KINDS)(
+    '%s: Redis killed and restarted, answered by the provider meanwhile, sharing resumes',
+    async (kind) => {
+      let tokens = 0;
+      const newToken = () => {
+        const token = `cluster-down-${kind.replace(' ', '-')}-${++tokens}`;
+        mock.setToken(token, { id: `id-${tokens}`, permissions: [READ] });
+        return token;
+      };
+      const [a, b] = (await start(kind, 2)) as [Instance, Instance];
+      await redis.kill();
+      for (let i = 0; i < 5; i++) {
+        expect(await outcome(b.gate.authenticate(bearer(newToken())))).toEqual({ ok: true, subject: `id-${tokens}` });
+      }
+      expect(sharedErrors(b.events).length).toBeGreaterThan(0);
+      await redis.restart();
+      await sharedAgain(mock, newToken, a, b, 15_000);
+    },
+  );
+
+  // An ioredis Cluster subscribes again on a new connection without a sign the tier could see: what an instance
+  // holds then lasts until its localTtl, the bound every client keeps.
+  it('ioredis Cluster: after its subscriber drops, serves from process no longer than localTtl', async () => {
+    const localTtl = 500;
+    const { a, token } = await holdingARemovedToken('ioredis Cluster', localTtl);
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await eventually(rejects(a, token), localTtl + 1000, 'rejected within localTtl');
   });
 });

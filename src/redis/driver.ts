@@ -1,6 +1,6 @@
 /**
  * One way to talk to Redis whichever client the app brings: an ioredis
- * `Redis` or `Cluster`, or a node-redis client. Only scripts run on the
+ * `Redis` or `Cluster`, or a node-redis client or cluster. Only scripts run on the
  * app's client (EVALSHA, with EVAL when the node does not know the script
  * yet); subscriptions run on a connection of the tier's own (`duplicate()`),
  * since a subscribed connection can do nothing else.
@@ -31,7 +31,7 @@ export interface IoRedisSubscriber {
   disconnect(): void;
 }
 
-/** The part of a node-redis (`redis` package) client the tier uses. The app connects it. */
+/** The part of a node-redis (`redis` package) client or cluster the tier uses. The app connects it. */
 export interface NodeRedisClient {
   evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
@@ -40,16 +40,16 @@ export interface NodeRedisClient {
   off(event: 'ready' | 'end' | 'reconnecting', listener: () => void): unknown;
 }
 
-/** The tier's own node-redis connection, for its subscription. */
+/** The tier's own node-redis connection (or cluster), for its subscription. */
 export interface NodeRedisSubscriber {
-  on(event: 'ready', listener: () => void): unknown;
+  on(event: 'ready' | 'node-reconnecting', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
   connect(): Promise<unknown>;
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
   destroy(): void;
 }
 
-/** A Redis client the tier can use: ioredis (`Redis`, `Cluster`) or node-redis. */
+/** A Redis client the tier can use: ioredis (`Redis`, `Cluster`) or node-redis (`createClient`, `createCluster`). */
 export type RedisClient = IoRedisClient | NodeRedisClient;
 
 /** What the tier needs from a client. */
@@ -144,13 +144,19 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
       );
     },
     subscribe(channel, onMessage, onReady) {
+      // A client is subscribed again by node-redis after each reconnection, and says 'ready'. A cluster never says
+      // 'ready': its subscription is live once SUBSCRIBE has answered, and may have lapsed whenever one of its nodes
+      // reconnects (it then subscribes again itself). Each of these starts the bus's probe, which finds out when
+      // messages flow again.
       const subscriber = client.duplicate();
       let closed = false;
       subscriber.on('error', ignore);
       subscriber.on('ready', onReady);
+      subscriber.on('node-reconnecting', onReady);
       subscriber
         .connect()
         .then(() => (closed ? undefined : subscriber.subscribe(channel, onMessage)))
+        .then(() => (closed ? undefined : onReady()))
         .catch(ignore);
       return () => {
         closed = true;

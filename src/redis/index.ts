@@ -6,8 +6,8 @@
  *   const gate = createGate({ providers, sharedCache: redisCache(redis) });
  *
  * The client is the app's own (ioredis `Redis` or `Cluster`, or a connected
- * node-redis client); the tier opens one more connection (`duplicate()`) for
- * its subscription and closes it in `close()`.
+ * node-redis client or cluster); the tier opens one more connection
+ * (`duplicate()`) for its subscription and closes it in `close()`.
  */
 import { z } from 'zod';
 import { checkOptions, numberOption, optionsObject } from '../options.js';

@@ -3,33 +3,58 @@
  * Redis client (ioredis or node-redis), its own `redisCache` tier and its
  * own gate, as separate processes would; they share only Redis.
  */
-import { Redis } from 'ioredis';
-import { createClient } from 'redis';
+import { Cluster, Redis } from 'ioredis';
+import { createClient, createCluster } from 'redis';
 import { createGate, type Gate, type GateEvent, type GateOptions, type Provider } from '../../src/index.js';
 import { type RedisCache, type RedisCacheOptions, type RedisClient, redisCache } from '../../src/redis/index.js';
 
-export type ClientKind = 'ioredis' | 'node-redis';
+export type ClientKind = 'ioredis' | 'node-redis' | 'ioredis Cluster' | 'node-redis Cluster';
+/** The clients of a single redis-server. */
 export const CLIENT_KINDS: readonly ClientKind[] = ['ioredis', 'node-redis'];
+/** The clients of a Redis Cluster. */
+export const CLUSTER_KINDS: readonly ClientKind[] = ['ioredis Cluster', 'node-redis Cluster'];
 
 export interface ConnectedClient {
   readonly client: RedisClient;
   close(): Promise<void>;
 }
 
-/** A connected client of `kind` for the redis-server on `port`; it reconnects every 50 to 200 ms while Redis is gone. */
+/**
+ * A connected client of `kind` for the redis-server on `port` (for a Cluster kind, a cluster's node); it reconnects
+ * every 50 to 200 ms while Redis is gone.
+ */
 export async function connectClient(kind: ClientKind, port: number): Promise<ConnectedClient> {
-  if (kind === 'ioredis') {
-    const client = new Redis({ host: '127.0.0.1', port, retryStrategy: (times) => Math.min(times * 50, 200) });
-    client.on('error', () => {});
-    await client.ping();
-    return { client, close: async () => client.disconnect() };
+  const retryStrategy = (times: number) => Math.min(times * 50, 200);
+  const reconnectStrategy = (retries: number) => Math.min((retries + 1) * 50, 200);
+  switch (kind) {
+    case 'ioredis': {
+      const client = new Redis({ host: '127.0.0.1', port, retryStrategy });
+      client.on('error', () => {});
+      await client.ping();
+      return { client, close: async () => client.disconnect() };
+    }
+    case 'ioredis Cluster': {
+      const client = new Cluster([{ host: '127.0.0.1', port }], { clusterRetryStrategy: retryStrategy });
+      client.on('error', () => {});
+      await client.ping();
+      return { client, close: async () => client.disconnect() };
+    }
+    case 'node-redis': {
+      const client = createClient({ socket: { host: '127.0.0.1', port, reconnectStrategy } });
+      client.on('error', () => {});
+      await client.connect();
+      return { client, close: async () => client.destroy() };
+    }
+    case 'node-redis Cluster': {
+      const client = createCluster({
+        rootNodes: [{ socket: { host: '127.0.0.1', port } }],
+        defaults: { socket: { reconnectStrategy } },
+      });
+      client.on('error', () => {});
+      await client.connect();
+      return { client, close: async () => client.destroy() };
+    }
   }
-  const client = createClient({
-    socket: { host: '127.0.0.1', port, reconnectStrategy: (retries) => Math.min((retries + 1) * 50, 200) },
-  });
-  client.on('error', () => {});
-  await client.connect();
-  return { client, close: async () => client.destroy() };
 }
 
 /** An ioredis connection for looking at Redis behind the tier's back (an admin's `redis-cli`). */
