@@ -786,9 +786,17 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
 
   const instances: Instance[] = [];
   const provider = () => onlineOrNot({ baseUrl: mock.url });
+  let tokens = 0;
   afterEach(async () => {
     await Promise.all(instances.splice(0).map((instance) => instance.close()));
   });
+
+  /** A token the mock knows, new to every use. */
+  function newToken(): string {
+    const token = `cluster-${++tokens}`;
+    mock.setToken(token, { id: `id-${tokens}`, permissions: [READ] });
+    return token;
+  }
 
   /** `count` instances, each with its own cluster client of `kind`, once their subscriptions are live. */
   async function start(kind: ClientKind, count: number, options?: InstanceOptions): Promise<Instance[]> {
@@ -799,29 +807,42 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
     return started;
   }
 
-  /** An instance with `localTtl` holding a token in process that neither Redis nor the provider knows any more. */
-  async function holdingARemovedToken(kind: ClientKind, localTtl: number): Promise<{ a: Instance; token: string }> {
-    const token = `cluster-reconnect-${kind.replace(' ', '-')}`;
-    mock.setToken(token, { id: 'id-cluster', permissions: [READ] });
-    const [a] = (await start(kind, 1, { redis: { localTtl } })) as [Instance];
-    await a.gate.authenticate(bearer(token));
+  /** The lines of Redis's CLIENT LIST of `type`. */
+  const clientsOf = async (type: 'normal' | 'pubsub') =>
+    String(await admin.call('CLIENT', 'LIST', 'TYPE', type))
+      .split('\n')
+      .filter(Boolean);
+
+  /** Drops every pub/sub connection and waits until `count` are back. */
+  async function dropSubscribers(count: number): Promise<void> {
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await eventually(async () => (await clientsOf('pubsub')).length === count, 5000, 'subscribed again');
+  }
+
+  /** Waits until Redis holds `token`'s verdict, then deletes it: only the instances' processes hold it then. */
+  async function dropFromRedis(token: string): Promise<void> {
     const key = redisKey(provider(), token, 'v');
     await eventually(async () => (await admin.exists(key)) === 1, 2000, 'stored in Redis');
     await admin.del(key);
+  }
+
+  /** `a` and `b` both hold a new token in process; the provider has since removed it. */
+  async function bothHoldingARemovedToken(a: Instance, b: Instance): Promise<string> {
+    const token = newToken();
+    await a.gate.authenticate(bearer(token));
+    await b.gate.authenticate(bearer(token));
     mock.removeToken(token);
-    expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
-    return { a, token };
+    return token;
   }
 
   it.each(CLUSTER_KINDS)(
     '%s: is ready, and shares verdicts and revocations (a key, its lease and its tombstone live in one slot)',
     async (kind) => {
-      const token = `cluster-${kind.replace(' ', '-')}`;
-      mock.setToken(token, { id: 'id-cluster', permissions: [READ] });
-      const callsBefore = mock.calls.verify;
       const [a, b] = (await start(kind, 2)) as [Instance, Instance];
-      expect((await a.gate.authenticate(bearer(token))).subject).toBe('id-cluster');
-      expect((await b.gate.authenticate(bearer(token))).subject).toBe('id-cluster');
+      const callsBefore = mock.calls.verify;
+      const token = newToken();
+      expect((await a.gate.authenticate(bearer(token))).subject).toBe(`id-${tokens}`);
+      expect((await b.gate.authenticate(bearer(token))).subject).toBe(`id-${tokens}`);
       expect([...sharedErrors(a.events), ...sharedErrors(b.events)]).toEqual([]);
       expect(mock.calls.verify - callsBefore).toBe(1);
       mock.removeToken(token);
@@ -830,21 +851,89 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
     },
   );
 
+  it.each(CLUSTER_KINDS)('%s: after its subscriber drops, revocations reach it again', async (kind) => {
+    const [a, b] = (await start(kind, 2, { redis: { localTtl: 60_000 } })) as [Instance, Instance];
+    const token = await bothHoldingARemovedToken(a, b);
+    await dropSubscribers(2);
+    expect(await a.gate.revoke(bearer(token))).toBe(true);
+    await eventually(rejects(b, token), 2000, 'rejected on the other instance');
+  });
+
   it('node-redis Cluster: forgets what it holds in process when its subscriber reconnects', async () => {
-    const { a, token } = await holdingARemovedToken('node-redis Cluster', 60_000);
-    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    const [a] = (await start('node-redis Cluster', 1, { redis: { localTtl: 60_000 } })) as [Instance];
+    const token = newToken();
+    await a.gate.authenticate(bearer(token));
+    await dropFromRedis(token);
+    mock.removeToken(token);
+    expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+    await dropSubscribers(1);
     await eventually(rejects(a, token), 3000, 'rejected after the subscriber reconnected');
   });
 
+  it('node-redis Cluster: keeps what it holds in process when another of its connections reconnects', async () => {
+    const [a] = (await start('node-redis Cluster', 1, { redis: { localTtl: 60_000 } })) as [Instance];
+    const token = newToken();
+    await a.gate.authenticate(bearer(token));
+    await dropFromRedis(token);
+    const connections = (await clientsOf('normal')).length;
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await eventually(async () => (await clientsOf('normal')).length === connections, 5000, 'connected again');
+    const callsBefore = mock.calls.verify;
+    // Long enough for a probe to have come back through the subscription, which never dropped.
+    await sleep(500);
+    expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: true, subject: `id-${tokens}` });
+    expect(mock.calls.verify).toBe(callsBefore);
+    expect(a.events.filter((event) => event.type === 'shared_cache_error')).toEqual([]);
+  });
+
+  // An ioredis Cluster subscribes again on a new connection without a sign the tier could see: what an instance
+  // holds then lasts until its localTtl, the bound every client keeps.
+  it('ioredis Cluster: after its subscriber drops, serves from process no longer than localTtl', async () => {
+    const localTtl = 2000;
+    const [a, b] = (await start('ioredis Cluster', 2, { redis: { localTtl } })) as [Instance, Instance];
+    const token = await bothHoldingARemovedToken(a, b);
+    await dropFromRedis(token);
+    await dropSubscribers(2);
+    await eventually(rejects(a, token), localTtl + 1500, 'rejected within localTtl');
+  });
+
+  it.each(CLUSTER_KINDS)('%s: closed at once after it was made, it leaves no connection open', async (kind) => {
+    const connected = await connectClient(kind, redis.port);
+    const count = async () => (await clientsOf('normal')).length + (await clientsOf('pubsub')).length;
+    try {
+      // Connections closed by earlier tests may still be listed for a moment: count once they are gone.
+      await eventually(async () => (await count()) === (await sleep(100).then(count)), 5000, 'settled');
+      const connections = await count();
+      const tier = redisCache(connected.client);
+      await tier.close();
+      await sleep(500);
+      expect(await count()).toBe(connections);
+    } finally {
+      await connected.close();
+    }
+  });
+
+  it.each(CLUSTER_KINDS)('%s: made while Redis is down, it subscribes once Redis is back', async (kind) => {
+    const connected = await connectClient(kind, redis.port);
+    await redis.kill();
+    const tier = redisCache(connected.client);
+    try {
+      await sleep(300);
+      await redis.restart();
+      let ready = false;
+      void tier.ready().then(() => {
+        ready = true;
+      });
+      await eventually(async () => ready, 10_000, 'ready once Redis is back');
+    } finally {
+      await tier.close();
+      await connected.close();
+    }
+  });
+
   it.each(CLUSTER_KINDS)(
-    '%s: Redis killed and restarted, answered by the provider meanwhile, sharing resumes',
+    '%s: Redis killed and restarted, answered by the provider meanwhile, sharing and revocations resume',
     async (kind) => {
-      let tokens = 0;
-      const newToken = () => {
-        const token = `cluster-down-${kind.replace(' ', '-')}-${++tokens}`;
-        mock.setToken(token, { id: `id-${tokens}`, permissions: [READ] });
-        return token;
-      };
       const [a, b] = (await start(kind, 2)) as [Instance, Instance];
       await redis.kill();
       for (let i = 0; i < 5; i++) {
@@ -853,15 +942,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
       expect(sharedErrors(b.events).length).toBeGreaterThan(0);
       await redis.restart();
       await sharedAgain(mock, newToken, a, b, 15_000);
+      const token = await bothHoldingARemovedToken(a, b);
+      expect(await a.gate.revoke(bearer(token))).toBe(true);
+      await eventually(rejects(b, token), 2000, 'rejected on the other instance');
     },
   );
-
-  // An ioredis Cluster subscribes again on a new connection without a sign the tier could see: what an instance
-  // holds then lasts until its localTtl, the bound every client keeps.
-  it('ioredis Cluster: after its subscriber drops, serves from process no longer than localTtl', async () => {
-    const localTtl = 500;
-    const { a, token } = await holdingARemovedToken('ioredis Cluster', localTtl);
-    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
-    await eventually(rejects(a, token), localTtl + 1000, 'rejected within localTtl');
-  });
 });

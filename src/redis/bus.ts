@@ -48,6 +48,7 @@ export class RedisBus {
   #probe: string | undefined;
   #probeTimer: NodeJS.Timeout | undefined;
   #live = false;
+  #closed = false;
   readonly #whenLive: Array<() => void> = [];
 
   constructor(driver: RedisDriver, channel: string, instance: string) {
@@ -98,6 +99,7 @@ export class RedisBus {
   }
 
   close(): void {
+    this.#closed = true;
     this.#invalidated.clear();
     this.#reconnected.clear();
     clearInterval(this.#probeTimer);
@@ -122,6 +124,7 @@ export class RedisBus {
 
   /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times. */
   #ready(): void {
+    if (this.#closed) return;
     this.#live = false;
     const nonce = randomBytes(8).toString('hex');
     this.#probe = nonce;

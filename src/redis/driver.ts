@@ -42,11 +42,13 @@ export interface NodeRedisClient {
 
 /** The tier's own node-redis connection (or cluster), for its subscription. */
 export interface NodeRedisSubscriber {
-  on(event: 'ready' | 'node-reconnecting', listener: () => void): unknown;
+  on(event: 'ready', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
   connect(): Promise<unknown>;
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
   destroy(): void;
+  /** A cluster's pub/sub node, whose client carries the subscription; absent on a client. */
+  readonly pubSubNode?: { readonly client: { on(event: 'ready', listener: () => void): unknown } } | undefined;
 }
 
 /** A Redis client the tier can use: ioredis (`Redis`, `Cluster`) or node-redis (`createClient`, `createCluster`). */
@@ -87,6 +89,18 @@ function connectionEvents<E extends string>(
 }
 
 const ignore = () => {};
+
+/** Ms before a node-redis subscriber that could not connect or subscribe is made anew. */
+const RESTART_PAUSE_MS = 1000;
+
+/** Closes a node-redis connection that may already be closed (node-redis then throws). */
+function destroy(connection: NodeRedisSubscriber): void {
+  try {
+    connection.destroy();
+  } catch {
+    // Already closed: nothing left to close.
+  }
+}
 
 /** A driver for `client`. @throws TypeError when it is neither an ioredis nor a node-redis client. */
 export function driverFor(client: RedisClient): RedisDriver {
@@ -144,23 +158,43 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
       );
     },
     subscribe(channel, onMessage, onReady) {
-      // A client is subscribed again by node-redis after each reconnection, and says 'ready'. A cluster never says
-      // 'ready': its subscription is live once SUBSCRIBE has answered, and may have lapsed whenever one of its nodes
-      // reconnects (it then subscribes again itself). Each of these starts the bus's probe, which finds out when
-      // messages flow again.
-      const subscriber = client.duplicate();
+      // A client is subscribed again by node-redis after each reconnection, then says 'ready'. A cluster says nothing
+      // itself: its subscription is live once SUBSCRIBE has answered, and again each time the client of its pub/sub
+      // node is ready (node-redis has then subscribed it again). A subscriber that could not connect or subscribe (a
+      // cluster that cannot reach a node does not try again) is made anew after a pause. Once closed, nothing calls
+      // `onReady` and no connection is left open.
       let closed = false;
-      subscriber.on('error', ignore);
-      subscriber.on('ready', onReady);
-      subscriber.on('node-reconnecting', onReady);
-      subscriber
-        .connect()
-        .then(() => (closed ? undefined : subscriber.subscribe(channel, onMessage)))
-        .then(() => (closed ? undefined : onReady()))
-        .catch(ignore);
+      let subscriber: NodeRedisSubscriber | undefined;
+      let pause: NodeJS.Timeout | undefined;
+      const ready = () => {
+        if (!closed) onReady();
+      };
+      const start = () => {
+        const current = client.duplicate();
+        subscriber = current;
+        current.on('error', ignore);
+        current.on('ready', ready);
+        current
+          .connect()
+          .then(() => {
+            if (closed) return destroy(current);
+            return current.subscribe(channel, onMessage).then(() => {
+              if (closed || current.pubSubNode === undefined) return;
+              current.pubSubNode.client.on('ready', ready);
+              ready();
+            });
+          })
+          .catch(() => {
+            if (closed) return;
+            destroy(current);
+            pause = setTimeout(start, RESTART_PAUSE_MS).unref();
+          });
+      };
+      start();
       return () => {
         closed = true;
-        subscriber.destroy();
+        clearTimeout(pause);
+        if (subscriber !== undefined) destroy(subscriber);
       };
     },
     onConnection: (ready, lost) => connectionEvents(client, ['end', 'reconnecting'], ready, lost),

@@ -6,7 +6,7 @@
  *   const gate = createGate({ providers, sharedCache: redisCache(redis) });
  *
  * The client is the app's own (ioredis `Redis` or `Cluster`, or a connected
- * node-redis client or cluster); the tier opens one more connection
+ * node-redis client or cluster); the tier opens a client of its own
  * (`duplicate()`) for its subscription and closes it in `close()`.
  */
 import { z } from 'zod';
