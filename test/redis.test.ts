@@ -859,11 +859,17 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
     await eventually(rejects(b, token), 2000, 'rejected on the other instance');
   });
 
-  it('node-redis Cluster: forgets what it holds in process when its subscriber reconnects', async () => {
+  /** A node-redis Cluster instance holding a new token that only its process holds (Redis no longer does). */
+  async function holdingOnlyInProcess(): Promise<{ a: Instance; token: string }> {
     const [a] = (await start('node-redis Cluster', 1, { redis: { localTtl: 60_000 } })) as [Instance];
     const token = newToken();
     await a.gate.authenticate(bearer(token));
     await dropFromRedis(token);
+    return { a, token };
+  }
+
+  it('node-redis Cluster: forgets what it holds in process when its subscriber reconnects', async () => {
+    const { a, token } = await holdingOnlyInProcess();
     mock.removeToken(token);
     expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
     await dropSubscribers(1);
@@ -871,10 +877,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
   });
 
   it('node-redis Cluster: keeps what it holds in process when another of its connections reconnects', async () => {
-    const [a] = (await start('node-redis Cluster', 1, { redis: { localTtl: 60_000 } })) as [Instance];
-    const token = newToken();
-    await a.gate.authenticate(bearer(token));
-    await dropFromRedis(token);
+    const { a, token } = await holdingOnlyInProcess();
     const connections = (await clientsOf('normal')).length;
     await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     await eventually(async () => (await clientsOf('normal')).length === connections, 5000, 'connected again');
