@@ -772,7 +772,6 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
     ]);
     admin = adminClient(redis.port);
     await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-    const clusterUp = async () => String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok');
     await eventually(clusterUp, 5000, 'cluster up');
     mock = await mockOnlineOrNot();
   });
@@ -787,6 +786,13 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
   const instances: Instance[] = [];
   const provider = () => onlineOrNot({ baseUrl: mock.url });
   let tokens = 0;
+  const clusterUp = async () => String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok');
+
+  /** Restarts the node and waits until the cluster takes writes again (a restarted node refuses them for a while). */
+  async function restartRedis(): Promise<void> {
+    await redis.restart();
+    await eventually(clusterUp, 10_000, 'cluster up again');
+  }
   afterEach(async () => {
     await Promise.all(instances.splice(0).map((instance) => instance.close()));
   });
@@ -922,7 +928,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
     const tier = redisCache(connected.client);
     try {
       await sleep(300);
-      await redis.restart();
+      await restartRedis();
       let ready = false;
       void tier.ready().then(() => {
         ready = true;
@@ -943,7 +949,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
         expect(await outcome(b.gate.authenticate(bearer(newToken())))).toEqual({ ok: true, subject: `id-${tokens}` });
       }
       expect(sharedErrors(b.events).length).toBeGreaterThan(0);
-      await redis.restart();
+      await restartRedis();
       await sharedAgain(mock, newToken, a, b, 15_000);
       const token = await bothHoldingARemovedToken(a, b);
       expect(await a.gate.revoke(bearer(token))).toBe(true);
