@@ -122,7 +122,7 @@ export class RedisBus {
     for (const listener of this.#invalidated) listener(key);
   }
 
-  /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times. */
+  /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times; nothing once closed. */
   #ready(): void {
     if (this.#closed) return;
     this.#live = false;

@@ -161,27 +161,24 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
       // A client is subscribed again by node-redis after each reconnection, then says 'ready'. A cluster says nothing
       // itself: its subscription is live once SUBSCRIBE has answered, and again each time the client of its pub/sub
       // node is ready (node-redis has then subscribed it again). A subscriber that could not connect or subscribe (a
-      // cluster that cannot reach a node does not try again) is made anew after a pause. Once closed, nothing calls
-      // `onReady` and no connection is left open.
+      // cluster that cannot reach a node does not try again) is made anew after a pause. Once closed, no connection is
+      // left open, not even one a cluster was still making.
       let closed = false;
       let subscriber: NodeRedisSubscriber | undefined;
       let pause: NodeJS.Timeout | undefined;
-      const ready = () => {
-        if (!closed) onReady();
-      };
       const start = () => {
         const current = client.duplicate();
         subscriber = current;
         current.on('error', ignore);
-        current.on('ready', ready);
+        current.on('ready', onReady);
         current
           .connect()
           .then(() => {
             if (closed) return destroy(current);
             return current.subscribe(channel, onMessage).then(() => {
               if (closed || current.pubSubNode === undefined) return;
-              current.pubSubNode.client.on('ready', ready);
-              ready();
+              current.pubSubNode.client.on('ready', onReady);
+              onReady();
             });
           })
           .catch(() => {
