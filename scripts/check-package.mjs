@@ -7,7 +7,8 @@
 //   3. `publint --strict`
 //   4. `npm pack` into a temp dir
 //   5. `attw --profile strict` on that tarball (node10, node16-cjs, node16-esm, bundler)
-//   6. a throwaway consumer project in os.tmpdir() installs the tarball + express + koa + fastify
+//   6. a throwaway consumer project in os.tmpdir() installs the tarball + express + koa + fastify + ioredis + redis
+//      (this repo's versions, the newest majors: their peer ranges must admit them)
 //   7. an ESM and a CJS consumer import every entry point at run time
 //   8. TypeScript consumers type-check against the shipped .d.ts/.d.cts (node16 esm+cjs, bundler)
 //
@@ -233,8 +234,9 @@ check('attw --profile strict (node10, node16-cjs, node16-esm, bundler)', () => {
 // 6. consumer project
 
 const typesFor = ['@types/express', '@types/koa', '@types/node'];
+const peers = ['express', 'koa', 'fastify', 'ioredis', 'redis'];
 check(
-  'consumer project: npm install <tarball> express koa fastify',
+  'consumer project: npm install <tarball> express koa fastify ioredis redis',
   () => {
     writeFileSync(
       path.join(consumer, 'package.json'),
@@ -243,13 +245,13 @@ check(
     // Same versions as this repo's lockfile, so npm finds them in its cache (prefer-offline).
     const specs = [
       tarball,
-      ...['express', 'koa', 'fastify', ...typesFor].map((name) => `${name}@${localVersion(name)}`),
+      ...[...peers, ...typesFor].map((name) => `${name}@${localVersion(name)}`),
     ];
     run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs], {
       cwd: consumer,
       env: consumerEnv(),
     });
-    return ['express', 'koa', 'fastify'].map((name) => `${name}@${localVersion(name)}`).join(', ');
+    return peers.map((name) => `${name}@${localVersion(name)}`).join(', ');
   },
   { fatal: true },
 );
@@ -464,10 +466,19 @@ import { authenticate } from 'tokengate/express';
 import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
 import { mockOnlineOrNot, stubProvider } from 'tokengate/testing';
-import { type RedisCacheOptions, redisCache } from 'tokengate/redis';
+import { type RedisCache, type RedisCacheOptions, redisCache } from 'tokengate/redis';
+import { Cluster, Redis } from 'ioredis';
+import { createClient, createCluster } from 'redis';
 
 export const functions: Array<(...args: never[]) => unknown> = [createGate, requires, authenticate, mockOnlineOrNot, redisCache];
 export const redisOptions: RedisCacheOptions = { prefix: 'app:', localTtl: 1000 };
+// Each client the README names fits redisCache's parameter as its own package types it.
+export const redisTiers: Array<() => RedisCache> = [
+  () => redisCache(new Redis(), redisOptions),
+  () => redisCache(new Cluster([{ host: '127.0.0.1', port: 7000 }])),
+  () => redisCache(createClient({ url: 'redis://127.0.0.1:6379' })),
+  () => redisCache(createCluster({ rootNodes: [{ url: 'redis://127.0.0.1:7000' }] })),
+];
 
 const gate = createGate({ providers: [stubProvider({ tokens: { t: { subject: 'u1', permissions: ['read'] } } })] });
 

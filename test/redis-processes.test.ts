@@ -1,6 +1,6 @@
 /**
  * Four app processes sharing one Redis (test/support/redis-app.ts: Express,
- * a gate, `redisCache`; two on ioredis, two on node-redis), in front of one
+ * a gate, `redisCache`; one each on ioredis 6 and 5 and node-redis 6 and 5), in front of one
  * OnlineOrNot mock in this process that counts the verifications.
  *
  * - one upstream verification per token across all four, a stampede of 200
@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockOnlineOrNot, mockOnlineOrNot } from '../src/testing/index.js';
 import { slowestTimings } from './support/redis-app-timings.js';
+import { CLIENT_LIBRARIES, type ClientLibrary } from './support/redis-instances.js';
 import { type RedisServer, redisServerMissing, startRedisServer } from './support/redis-server.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -39,7 +40,7 @@ interface App {
 }
 
 /** Starts one app process on `client`; resolves once it listens (its tier's subscription live). */
-function startApp(redisPort: number, providerUrl: string, client: 'ioredis' | 'node-redis'): Promise<App> {
+function startApp(redisPort: number, providerUrl: string, client: ClientLibrary): Promise<App> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/redis-app.ts'], {
     cwd: ROOT,
     env: {
@@ -100,8 +101,9 @@ describe.skipIf(redisServerMissing)('four app processes sharing one Redis', () =
     redis = await startRedisServer();
     mock = await mockOnlineOrNot();
     mock.latency = PROVIDER_LATENCY_MS;
-    const clients = ['ioredis', 'node-redis', 'ioredis', 'node-redis'] as const;
-    apps = await Promise.all(clients.slice(0, INSTANCES).map((client) => startApp(redis.port, mock.url, client)));
+    apps = await Promise.all(
+      CLIENT_LIBRARIES.slice(0, INSTANCES).map((client) => startApp(redis.port, mock.url, client)),
+    );
   }, 60_000);
 
   afterAll(async () => {

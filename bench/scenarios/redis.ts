@@ -272,7 +272,7 @@ export async function runRedis(bench: Bench): Promise<Outcome> {
   const apps: App[] = [];
   try {
     const file = compiledApp();
-    const env = { REDIS_PORT: String(redis.port), PROVIDER_URL: bench.provider.url, REDIS_CLIENT: 'ioredis' };
+    const env = { REDIS_PORT: String(redis.port), PROVIDER_URL: bench.provider.url, REDIS_CLIENT: 'ioredis 6' };
     apps.push(...(await Promise.all([1, 2, 3, 4].map(() => startApp(file, env)))));
     const alone = await startApp(file, { ...env, SHARED: 'off' });
     apps.push(alone);

@@ -4,7 +4,7 @@
  * whose shared cache is `redisCache` on its own Redis client.
  *
  * Environment: `REDIS_PORT`, `PROVIDER_URL` (the OnlineOrNot mock, in the
- * test process), `REDIS_CLIENT` (`ioredis` or `node-redis`), `REDIS_TIMEOUT`
+ * test process), `REDIS_CLIENT` (a `ClientKind` of test/support/redis-instances.ts, e.g. `ioredis 6`), `REDIS_TIMEOUT`
  * (the tier's per-command timeout, ms; default 50), `SHARED=off` (no shared
  * tier at all: the same app with the gate alone, for the benchmark's
  * comparison). Once its tier's

@@ -3,63 +3,93 @@
  * Redis client (ioredis or node-redis), its own `redisCache` tier and its
  * own gate, as separate processes would; they share only Redis.
  */
-import { Cluster, Redis } from 'ioredis';
-import { createClient, createCluster } from 'redis';
+import * as ioredis6 from 'ioredis';
+import * as ioredis5 from 'ioredis5';
+import * as nodeRedis6 from 'redis';
+import * as nodeRedis5 from 'redis5';
 import { createGate, type Gate, type GateEvent, type GateOptions, type Provider } from '../../src/index.js';
 import { type RedisCache, type RedisCacheOptions, type RedisClient, redisCache } from '../../src/redis/index.js';
 
-export type ClientKind = 'ioredis' | 'node-redis' | 'ioredis Cluster' | 'node-redis Cluster';
+/** A client library at one of the majors the package supports (`ioredis5` and `redis5` are their 5.x, by alias). */
+export type ClientLibrary = 'ioredis 6' | 'node-redis 6' | 'ioredis 5' | 'node-redis 5';
+/** A client of a single redis-server, or (`… Cluster`) of a Redis Cluster. */
+export type ClientKind = ClientLibrary | `${ClientLibrary} Cluster`;
+/** The client libraries, each major. */
+export const CLIENT_LIBRARIES: readonly ClientLibrary[] = ['ioredis 6', 'node-redis 6', 'ioredis 5', 'node-redis 5'];
 /** The clients of a single redis-server. */
-export const CLIENT_KINDS: readonly ClientKind[] = ['ioredis', 'node-redis'];
+export const CLIENT_KINDS: readonly ClientKind[] = CLIENT_LIBRARIES;
 /** The clients of a Redis Cluster. */
-export const CLUSTER_KINDS: readonly ClientKind[] = ['ioredis Cluster', 'node-redis Cluster'];
+export const CLUSTER_KINDS: readonly ClientKind[] = [
+  'ioredis 6 Cluster',
+  'node-redis 6 Cluster',
+  'ioredis 5 Cluster',
+  'node-redis 5 Cluster',
+];
 
 export interface ConnectedClient {
   readonly client: RedisClient;
   close(): Promise<void>;
 }
 
+/** What connecting needs of an ioredis `Redis` or `Cluster`, whichever major. */
+interface IoRedisConnection {
+  on(event: 'error', listener: () => void): unknown;
+  ping(): Promise<unknown>;
+  disconnect(): void;
+}
+
+/** What connecting needs of a node-redis client or cluster, whichever major. */
+interface NodeRedisConnection {
+  on(event: 'error', listener: () => void): unknown;
+  connect(): Promise<unknown>;
+  destroy(): void;
+}
+
+async function connectIoRedis(client: IoRedisConnection): Promise<ConnectedClient> {
+  client.on('error', () => {});
+  await client.ping();
+  return { client: client as unknown as RedisClient, close: async () => client.disconnect() };
+}
+
+async function connectNodeRedis(client: NodeRedisConnection): Promise<ConnectedClient> {
+  client.on('error', () => {});
+  await client.connect();
+  return { client: client as unknown as RedisClient, close: async () => client.destroy() };
+}
+
+const retryStrategy = (times: number) => Math.min(times * 50, 200);
+const reconnectStrategy = (retries: number) => Math.min((retries + 1) * 50, 200);
+const ioRedisOptions = (port: number) => ({ host: '127.0.0.1', port, retryStrategy });
+const ioRedisNodes = (port: number) => [{ host: '127.0.0.1', port }];
+const ioRedisClusterOptions = { clusterRetryStrategy: retryStrategy };
+const nodeRedisOptions = (port: number) => ({ socket: { host: '127.0.0.1', port, reconnectStrategy } });
+const nodeRedisClusterOptions = (port: number) => ({
+  rootNodes: [{ socket: { host: '127.0.0.1', port } }],
+  defaults: { socket: { reconnectStrategy } },
+});
+
+const CONNECT: Record<ClientKind, (port: number) => Promise<ConnectedClient>> = {
+  'ioredis 6': (port) => connectIoRedis(new ioredis6.Redis(ioRedisOptions(port))),
+  'ioredis 5': (port) => connectIoRedis(new ioredis5.Redis(ioRedisOptions(port))),
+  'ioredis 6 Cluster': (port) => connectIoRedis(new ioredis6.Cluster(ioRedisNodes(port), ioRedisClusterOptions)),
+  'ioredis 5 Cluster': (port) => connectIoRedis(new ioredis5.Cluster(ioRedisNodes(port), ioRedisClusterOptions)),
+  'node-redis 6': (port) => connectNodeRedis(nodeRedis6.createClient(nodeRedisOptions(port))),
+  'node-redis 5': (port) => connectNodeRedis(nodeRedis5.createClient(nodeRedisOptions(port))),
+  'node-redis 6 Cluster': (port) => connectNodeRedis(nodeRedis6.createCluster(nodeRedisClusterOptions(port))),
+  'node-redis 5 Cluster': (port) => connectNodeRedis(nodeRedis5.createCluster(nodeRedisClusterOptions(port))),
+};
+
 /**
  * A connected client of `kind` for the redis-server on `port` (for a Cluster kind, a cluster's node); it reconnects
  * every 50 to 200 ms while Redis is gone.
  */
-export async function connectClient(kind: ClientKind, port: number): Promise<ConnectedClient> {
-  const retryStrategy = (times: number) => Math.min(times * 50, 200);
-  const reconnectStrategy = (retries: number) => Math.min((retries + 1) * 50, 200);
-  switch (kind) {
-    case 'ioredis': {
-      const client = new Redis({ host: '127.0.0.1', port, retryStrategy });
-      client.on('error', () => {});
-      await client.ping();
-      return { client, close: async () => client.disconnect() };
-    }
-    case 'ioredis Cluster': {
-      const client = new Cluster([{ host: '127.0.0.1', port }], { clusterRetryStrategy: retryStrategy });
-      client.on('error', () => {});
-      await client.ping();
-      return { client, close: async () => client.disconnect() };
-    }
-    case 'node-redis': {
-      const client = createClient({ socket: { host: '127.0.0.1', port, reconnectStrategy } });
-      client.on('error', () => {});
-      await client.connect();
-      return { client, close: async () => client.destroy() };
-    }
-    case 'node-redis Cluster': {
-      const client = createCluster({
-        rootNodes: [{ socket: { host: '127.0.0.1', port } }],
-        defaults: { socket: { reconnectStrategy } },
-      });
-      client.on('error', () => {});
-      await client.connect();
-      return { client, close: async () => client.destroy() };
-    }
-  }
+export function connectClient(kind: ClientKind, port: number): Promise<ConnectedClient> {
+  return CONNECT[kind](port);
 }
 
 /** An ioredis connection for looking at Redis behind the tier's back (an admin's `redis-cli`). */
-export function adminClient(port: number): Redis {
-  const admin = new Redis({ host: '127.0.0.1', port, retryStrategy: (times) => Math.min(times * 50, 200) });
+export function adminClient(port: number): ioredis6.Redis {
+  const admin = new ioredis6.Redis(ioRedisOptions(port));
   admin.on('error', () => {});
   return admin;
 }
