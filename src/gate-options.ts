@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import type { EventListener } from './events.js';
-import { checkOptions, numberOption, optionsObject, shown } from './options.js';
+import { checkOptions, durationOption, numberOption, optionsObject, shown } from './options.js';
 import type { BreakerOptions, RetryOptions } from './resilience.js';
 import type { SharedTier } from './shared-tier.js';
 import type { CacheOptions } from './store.js';
@@ -39,7 +39,7 @@ export interface GateOptions {
   /**
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
    * provider asked for, and longest pause it honours after a provider's 429.
-   * Default the breaker's `cooldown` (10 000).
+   * At least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
    */
   readonly maxRetryAfter?: number;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
@@ -114,6 +114,11 @@ const SharedTierSchema = z.custom<SharedTier>(
   { error: (issue) => `expected a shared tier ({ get, set, delete }), got ${shown(issue.input)}` },
 );
 
+/** The breaker's default `cooldown`, in ms. */
+const DEFAULT_COOLDOWN_MS = 10_000;
+/** The least `maxRetryAfter`: `Retry-After` counts in whole seconds. */
+const MIN_RETRY_AFTER_MS = 1000;
+
 export const CacheOptionsSchema = optionsObject(
   {
     max: numberOption(1, { integer: true }).optional(),
@@ -134,7 +139,7 @@ const GateOptionsSchema = optionsObject(
       .string({ error: 'expected a string' })
       .regex(/^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, { error: 'expected printable ASCII without " or \\' })
       .optional(),
-    timeout: numberOption(1).optional(),
+    timeout: durationOption(1).optional(),
     cache: CacheOptionsSchema.optional(),
     sharedCache: SharedTierSchema.optional(),
     retry: z
@@ -143,8 +148,8 @@ const GateOptionsSchema = optionsObject(
         optionsObject(
           {
             retries: numberOption(0, { integer: true }).optional(),
-            baseDelay: numberOption(0).optional(),
-            maxDelay: numberOption(0).optional(),
+            baseDelay: durationOption(0).optional(),
+            maxDelay: durationOption(0).optional(),
           },
           'false or a retry options object',
         ),
@@ -154,12 +159,12 @@ const GateOptionsSchema = optionsObject(
       .union([
         z.literal(false),
         optionsObject(
-          { threshold: numberOption(1, { integer: true }).optional(), cooldown: numberOption(0).optional() },
+          { threshold: numberOption(1, { integer: true }).optional(), cooldown: durationOption(0).optional() },
           'false or a breaker options object',
         ),
       ])
       .optional(),
-    maxRetryAfter: numberOption(1000).optional(),
+    maxRetryAfter: durationOption(MIN_RETRY_AFTER_MS).optional(),
     admission: optionsObject(
       { maxWaiting: numberOption(0, { integer: true }).optional(), clientKey: fn('a function').optional() },
       'an admission options object',
@@ -196,7 +201,9 @@ export function resolveGateOptions(options: GateOptions): ResolvedGateOptions {
         ? undefined
         : { retries: retry?.retries ?? 2, baseDelay: retry?.baseDelay ?? 50, maxDelay: retry?.maxDelay ?? 1000 },
     breaker: breaker === false ? undefined : (breaker ?? {}),
-    maxRetryAfter: options.maxRetryAfter ?? (breaker === false ? undefined : breaker?.cooldown) ?? 10_000,
+    maxRetryAfter:
+      options.maxRetryAfter ??
+      Math.max(MIN_RETRY_AFTER_MS, (breaker === false ? undefined : breaker?.cooldown) ?? DEFAULT_COOLDOWN_MS),
     admission: options.admission ?? {},
     onEvent: options.onEvent,
   };

@@ -15,11 +15,28 @@ export interface Guard {
   allows(auth: AuthContext): boolean;
 }
 
+/** A UTF-16 surrogate that is not half of a pair: such a string has no UTF-8 form, so no scope can name it. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+/**
+ * The permission list of a guard, each name once.
+ *
+ * @throws TypeError when a name is not a non-empty, well-formed string; an object among them means the
+ *   factory itself was mounted as middleware (called with a request).
+ */
 function checkPermissions(permissions: readonly string[], factory: string): readonly string[] {
   if (permissions.length === 0) throw new TypeError(`${factory}() needs at least one permission`);
-  for (const permission of permissions) {
+  for (const permission of permissions as readonly unknown[]) {
+    if (typeof permission === 'object' && permission !== null) {
+      throw new TypeError(
+        `${factory} was mounted without being called: mount ${factory}('permission'), not ${factory}`,
+      );
+    }
     if (typeof permission !== 'string' || permission.length === 0) {
       throw new TypeError(`${factory}() takes non-empty permission names`);
+    }
+    if (LONE_SURROGATE.test(permission)) {
+      throw new TypeError(`${factory}() takes well-formed permission names, got ${JSON.stringify(permission)}`);
     }
   }
   return Object.freeze([...new Set(permissions)]);

@@ -6,7 +6,7 @@
  */
 import { type Dispatcher, Pool } from 'undici';
 import type { Cancellation } from './deadline.js';
-import { numberOption } from './options.js';
+import { durationOption, numberOption } from './options.js';
 import { ProviderFailure } from './types.js';
 
 /** Connection settings shared by the HTTP providers. */
@@ -23,7 +23,7 @@ export interface HttpOptions {
 export const httpOptionsShape = {
   connections: numberOption(1, { integer: true, max: 1024 }).optional(),
   maxBodyBytes: numberOption(1, { integer: true }).optional(),
-  keepAliveTimeout: numberOption(1).optional(),
+  keepAliveTimeout: durationOption(1).optional(),
 };
 
 /** A provider answer that parsed as JSON. */

@@ -20,6 +20,12 @@ export function numberOption(min: number, { integer = false, max = Number.MAX_SA
   return base.min(min, { error }).max(max, { error });
 }
 
+/** The longest delay Node's timers keep (2^31 - 1 ms, about 24.8 days): a longer one fires at once. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration in ms that ends up as a timer's delay: in `[min, MAX_TIMER_MS]`. */
+export const durationOption = (min: number) => numberOption(min, { max: MAX_TIMER_MS });
+
 /** A non-empty string option; its value is never echoed in errors. */
 export const secretOption = z
   .string({ error: 'expected a non-empty string' })

@@ -157,6 +157,18 @@ describe('mistakes at mount', () => {
       expect(answer.body).toContain('authenticate was mounted without being called');
     });
 
+    it(`${name}: app.use(requires) (not called) answers a 500 naming the mistake`, async () => {
+      const app = framework();
+      app.use(expressGate.authenticate(stubGate()));
+      app.use(expressGate.requires as never);
+      app.get('/', (_req, res) => {
+        res.send('reached');
+      });
+      const answer = await get(await serve(app), READER);
+      expect(answer.status).toBe(500);
+      expect(answer.body).toContain('requires was mounted without being called');
+    });
+
     it(`${name}: the Koa middleware mounted in Express is a 500 naming the right import`, async () => {
       const app = framework();
       app.use(koaGate.authenticate(stubGate()) as never);
@@ -177,6 +189,14 @@ describe('mistakes at mount', () => {
       const url = await serve(app.callback());
       expect((await get(url, READER)).status).toBe(500);
       expect(logged.join('\n')).toContain('authenticate was mounted without being called');
+    });
+
+    it(`${name}: app.use(requiresAny) (not called) answers a 500 and logs the mistake`, async () => {
+      const { app, logged } = quietKoa(Framework);
+      app.use(koaGate.authenticate(stubGate()));
+      app.use(koaGate.requiresAny as never);
+      expect((await get(await serve(app.callback()), READER)).status).toBe(500);
+      expect(logged.join('\n')).toContain('requiresAny was mounted without being called');
     });
 
     it(`${name}: the Express middleware mounted in Koa is a 500, and the process lives on`, async () => {

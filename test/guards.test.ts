@@ -125,6 +125,22 @@ describe('requires and requiresAny', () => {
     );
   });
 
+  it('throws on a name with a lone UTF-16 surrogate (no scope can carry it), and takes one with a pair', () => {
+    expect(() => requires(READ, '\uD800')).toThrow(
+      new TypeError('requires() takes well-formed permission names, got "\\ud800"'),
+    );
+    expect(() => requiresAny('x\uDE00y')).toThrow(/requiresAny\(\) takes well-formed permission names/);
+    expect(requires('emoji \uD83D\uDE00').permissions).toEqual(['emoji \uD83D\uDE00']);
+  });
+
+  it('says so when the factory itself is called with a request (mounted without being called)', () => {
+    const request = { headers: {}, method: 'GET' } as unknown as string;
+    expect(() => requires(request, {} as string)).toThrow(
+      new TypeError("requires was mounted without being called: mount requires('permission'), not requires"),
+    );
+    expect(() => requiresAny(request)).toThrow(/requiresAny was mounted without being called/);
+  });
+
   it('guards are frozen: a route cannot widen them later', () => {
     const guard = requires(READ);
     expect(Object.isFrozen(guard)).toBe(true);

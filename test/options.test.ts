@@ -66,7 +66,19 @@ describe('createGate options', () => {
       'timeout Infinity',
       gateWith({ timeout: Number.POSITIVE_INFINITY }),
       RangeError,
-      'createGate: timeout: expected a number >= 1, got Infinity',
+      'createGate: timeout: expected a number >= 1 and <= 2147483647, got Infinity',
+    ],
+    [
+      "a timeout past Node's timers (which would fire at once)",
+      gateWith({ timeout: 2 ** 31 }),
+      RangeError,
+      'createGate: timeout: expected a number >= 1 and <= 2147483647, got 2147483648',
+    ],
+    [
+      'a breaker cooldown past them',
+      gateWith({ breaker: { cooldown: 30 * 86_400_000 } }),
+      RangeError,
+      'createGate: breaker.cooldown: expected a number >= 0 and <= 2147483647, got 2592000000',
     ],
     [
       'a realm with a quote',

@@ -278,6 +278,17 @@ describe('retries', () => {
     expect(res.headers['retry-after']).toBe('5');
   });
 
+  it('with a breaker cooldown of 0, a Retry-After is still capped at 1 s, not 0: a 429 still pauses calls', async () => {
+    const { app, pt } = await setup({ timeout: 1000, retry: false, breaker: { cooldown: 0 } });
+    pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
+    const first = await request(app).get('/me').query(CONN);
+    expect(first.status).toBe(503);
+    expect(first.headers['retry-after']).toBe('1');
+    pt.fault = undefined;
+    expect((await request(app).get('/me').query(peer(1))).status).toBe(503);
+    expect(pt.calls.checkToken).toBe(1);
+  });
+
   it('a 429 pauses calls to the provider for its Retry-After, and never opens the breaker', async () => {
     const { app, pt, gate, events } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1 } });
     pt.fault = { kind: 'status', status: 429, retryAfter: 1 };

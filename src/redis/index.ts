@@ -10,7 +10,7 @@
  * (`duplicate()`) for its subscription and closes it in `close()`.
  */
 import { z } from 'zod';
-import { checkOptions, numberOption, optionsObject } from '../options.js';
+import { checkOptions, durationOption, numberOption, optionsObject } from '../options.js';
 import type { SharedTier } from '../shared-tier.js';
 import type { RedisClient } from './driver.js';
 import { VerdictSeal } from './seal.js';
@@ -81,9 +81,9 @@ const RedisCacheOptionsSchema = optionsObject(
       .string({ error: 'expected a string' })
       .regex(/^[A-Za-z0-9:_.-]{1,64}$/, { error: 'expected 1 to 64 letters, digits or :_.-' })
       .optional(),
-    timeout: numberOption(1).optional(),
+    timeout: durationOption(1).optional(),
     localTtl: numberOption(0).optional(),
-    leaseTime: numberOption(10).optional(),
+    leaseTime: durationOption(10).optional(),
     secret: z
       .union(
         [
