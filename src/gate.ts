@@ -113,7 +113,7 @@ class TokenGate implements Gate {
         ? cacheKey(scope, credential.secret)
         : this.#memo.key(connection, scope, credential.secret, cacheKey);
     const entry = this.#store.get(key, now);
-    let stale: AuthContext | undefined;
+    let stale: Accepted | undefined;
     if (entry instanceof Rejection) {
       this.#counted(slot.provider.name);
       throw invalidToken(this.realm, entry.reason);
@@ -125,7 +125,7 @@ class TokenGate implements Gate {
         }
         return this.#hit(entry.context);
       }
-      stale = entry.context;
+      stale = entry;
     }
     return this.#miss(slot, credential, key, stale, req);
   }
@@ -190,13 +190,19 @@ class TokenGate implements Gate {
     slot: Slot,
     credential: Credential,
     key: string,
-    stale: AuthContext | undefined,
+    stale: Accepted | undefined,
     req: CredentialRequest,
   ): Promise<AuthContext> {
     this.#counters.misses++;
+    // Served stale only while the store still keeps that very entry: not past its window, nor once the credential
+    // was invalidated, rejected or evicted.
+    const staleCopy =
+      stale === undefined
+        ? undefined
+        : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
     const { promise, joined } = this.#store.load<Outcome>(key, slot.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
-      const answer = await slot.upstream.verify(credential, stale, () => this.#clientOf(req));
+      const answer = await slot.upstream.verify(credential, staleCopy, () => this.#clientOf(req));
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });

@@ -22,6 +22,13 @@ import { type Credential, type Principal, type Provider, ProviderFailure, type V
 const DEFAULT_CONCURRENCY = 16;
 
 /** Counters the upstream policy keeps for `gate.stats()`. */
+/**
+ * The context a failing verification may serve stale, asked only once the provider has failed:
+ * undefined when there is none any more (its `staleIfError` window ended, or it was invalidated,
+ * rejected or evicted since the request read it).
+ */
+export type StaleCopy = () => AuthContext | undefined;
+
 export interface UpstreamCounters {
   upstreamCalls: number;
   overloaded: number;
@@ -72,13 +79,14 @@ export class Upstream {
   }
 
   /**
-   * Asks the provider about `credential`. `stale` is the context to serve if
-   * the provider fails (one past its `ttl`, within `staleIfError`); `clientOf`
+   * Asks the provider about `credential`. `stale` gives the context to serve if
+   * the provider fails (one past its `ttl`, within `staleIfError`), asked at
+   * that moment; `clientOf`
    * names the request's client, read only if it has to wait for a slot.
    */
   async verify(
     credential: Credential,
-    stale: AuthContext | undefined,
+    stale: StaleCopy | undefined,
     clientOf: () => string,
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
@@ -121,7 +129,7 @@ export class Upstream {
   }
 
   /** The provider asked under the slot just taken, which is released when it is done; traced when anything listens. */
-  #asked(credential: Credential, stale: AuthContext | undefined): Promise<Verdict | AuthContext | AuthError> {
+  #asked(credential: Credential, stale: StaleCopy | undefined): Promise<Verdict | AuthContext | AuthError> {
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
@@ -145,7 +153,7 @@ export class Upstream {
   /** The attempts under one deadline, with retries and the breaker. */
   async #ask(
     credential: Credential,
-    stale: AuthContext | undefined,
+    stale: StaleCopy | undefined,
     trace?: VerifyTrace,
   ): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
@@ -205,7 +213,7 @@ export class Upstream {
   }
 
   /** The answer after the last failed attempt. */
-  #failed(failure: ProviderFailure, stale: AuthContext | undefined): AuthContext | AuthError {
+  #failed(failure: ProviderFailure, stale: StaleCopy | undefined): AuthContext | AuthError {
     const { provider } = this;
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
@@ -240,12 +248,13 @@ export class Upstream {
     return performance.now() + delay < deadline ? delay : undefined;
   }
 
-  /** `stale` flagged as such while the credential itself has not expired, else `error`. */
-  #staleOr(stale: AuthContext | undefined, error: AuthError): AuthContext | AuthError {
-    if (stale === undefined || (stale.expiresAtMs !== undefined && stale.expiresAtMs <= Date.now())) return error;
+  /** The stale copy, flagged as such, while it may still be served and the credential has not expired; else `error`. */
+  #staleOr(stale: StaleCopy | undefined, error: AuthError): AuthContext | AuthError {
+    const context = stale?.();
+    if (context === undefined || (context.expiresAtMs !== undefined && context.expiresAtMs <= Date.now())) return error;
     this.#policy.counters.stale++;
     this.#policy.emit?.({ type: 'stale', provider: this.provider.name });
-    return stale.asStale();
+    return context.asStale();
   }
 }
 

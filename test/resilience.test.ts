@@ -512,6 +512,28 @@ describe('staleIfError', () => {
     expect(pt.calls.checkToken).toBe(3);
   });
 
+  it('is not served once its window has ended, even to a request that began inside it', async () => {
+    const { app, pt, events } = await setup({ ...base, timeout: 1200, cache: { ttl: 100, staleIfError: 300 } });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(150);
+    // Asked inside the window (it ends 400 ms after the answer); the provider fails only at the deadline, past it.
+    pt.fault = { kind: 'hang' };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(ofType(events, 'stale')).toEqual([]);
+  });
+
+  it('is not served for a credential invalidated while its verification was under way', async () => {
+    const { app, pt, gate } = await setup({ ...base, timeout: 800, cache: { ttl: 100, staleIfError: 60_000 } });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(150);
+    pt.fault = { kind: 'hang' };
+    const pending = request(app).get('/me').query(CONN).then((res) => res);
+    await sleep(200);
+    expect(gate.invalidate({ headers: {}, query: CONN })).toBe(true);
+    expect((await pending).status).toBe(503);
+  });
+
   it('is off by default: an expired answer is not served when the provider fails', async () => {
     const { app, pt } = await setup({ ...base, cache: { ttl: 100 } });
     expect((await request(app).get('/me').query(CONN)).status).toBe(200);
