@@ -243,10 +243,7 @@ check(
       `${JSON.stringify({ name: 'tokengate-consumer', private: true, version: '0.0.0', type: 'module' }, null, 2)}\n`,
     );
     // Same versions as this repo's lockfile, so npm finds them in its cache (prefer-offline).
-    const specs = [
-      tarball,
-      ...[...peers, ...typesFor].map((name) => `${name}@${localVersion(name)}`),
-    ];
+    const specs = [tarball, ...[...peers, ...typesFor].map((name) => `${name}@${localVersion(name)}`)];
     run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs], {
       cwd: consumer,
       env: consumerEnv(),

@@ -60,8 +60,11 @@ class TokenGate implements Gate {
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
-    this.#store = new VerdictStore(resolved.cache, resolved.sharedCache, (operation, reason, provider) =>
-      emit?.({ type: 'shared_cache_error', provider, operation, reason }),
+    this.#store = new VerdictStore(
+      resolved.cache,
+      resolved.sharedCache,
+      (operation, reason, provider) => emit?.({ type: 'shared_cache_error', provider, operation, reason }),
+      resolved.timeout,
     );
     const counters: UpstreamCounters = this.#counters;
     const { timeout, retry, breaker, maxRetryAfter, admission } = resolved;

@@ -11,9 +11,13 @@
  * - with a leasing tier, an answer is stored only under the claim taken
  *   before the provider was asked, and a flight waits for another instance's
  *   answer in at most {@link ROUNDS} rounds before asking itself;
- * - waiting is bounded by the tier (its lease time), not by `timeout`.
+ * - waiting is bounded by the tier (its lease time), not by `timeout`, and
+ *   by the gate's own `timeout` should the tier not bound it;
+ * - whatever the tier does (throw, answer a promise of garbage, answer
+ *   something that is not a promise, settle late), a flight goes on without
+ *   it: never an error of its own, never an unhandled rejection.
  */
-import type { SharedClaim, SharedTier, SharedVerdict } from './shared-tier.js';
+import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
 import { SharedVerdictSchema } from './shared-tier.js';
 
 /** A shared tier operation, as reported in `shared_cache_error` events. */
@@ -35,6 +39,8 @@ export interface SharedFlight {
 }
 
 const DEFAULT_TIMEOUT_MS = 50;
+/** Longest wait for another instance's answer when the store is given none (the gate's default `timeout`). */
+const DEFAULT_WAIT_LIMIT_MS = 5000;
 /** Lease-or-wait rounds before a flight asks the provider without a lease. */
 const ROUNDS = 2;
 const FAILED: unique symbol = Symbol('failed');
@@ -49,10 +55,13 @@ export class SharedLink {
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
   readonly #leasing: boolean;
+  readonly #waitLimit: number;
 
-  constructor(tier: SharedTier, onFailure: SharedFailureListener) {
+  /** `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner. */
+  constructor(tier: SharedTier, onFailure: SharedFailureListener, waitLimit = DEFAULT_WAIT_LIMIT_MS) {
     this.#tier = tier;
     this.#onFailure = onFailure;
+    this.#waitLimit = waitLimit;
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
   }
@@ -74,8 +83,8 @@ export class SharedLink {
         'lease',
         flight,
         budget,
-        () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace),
-        (late) => (late.state === 'claimed' ? late.claim.release() : undefined),
+        () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace).then(checkedLease),
+        (late) => (late.state === 'claimed' ? release(late.claim) : undefined),
       );
     for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
       let found = await lease(false);
@@ -91,7 +100,8 @@ export class SharedLink {
         return undefined;
       }
       if (found.state !== 'held') return undefined;
-      const waited = await this.#call('wait', flight, undefined, () =>
+      // The holder's own flight ends within the gate's timeout, after its lookups (the tier's timeout).
+      const waited = await this.#call('wait', flight, { left: this.#waitLimit + this.#timeout }, () =>
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
       );
       if (waited === FAILED) return undefined;
@@ -107,14 +117,16 @@ export class SharedLink {
     if (this.#leasing && claim === undefined) return;
     flight.claim = undefined;
     const provider = flight.origin.provider;
-    this.#tier.set(flight.key, verdict, claim).catch((error: unknown) => this.#failed('set', error, provider));
+    attempt(() => this.#tier.set(flight.key, verdict, claim)).catch((error: unknown) =>
+      this.#failed('set', error, provider),
+    );
   }
 
   /** Ends `flight`'s lease when its answer was not stored, so that waiting instances go on at once. */
   end(flight: SharedFlight): void {
     const claim = flight.claim;
     flight.claim = undefined;
-    claim?.release();
+    release(claim);
   }
 
   /** Forgets `key` in the tier (on every instance, when the tier can); resolves whether the tier confirmed in time. */
@@ -132,17 +144,17 @@ export class SharedLink {
   /**
    * `start()`'s answer, or FAILED (reported) when it fails or when `budget`
    * runs out first (an answer after that goes to `onLate`); the time it took
-   * is taken from `budget` (none: unbounded).
+   * is taken from `budget`.
    */
   #call<T>(
     operation: SharedOperation,
     flight: SharedFlight,
-    budget: Budget | undefined,
+    budget: Budget,
     start: () => Promise<T>,
     onLate?: (value: T) => void,
   ): Promise<T | typeof FAILED> {
     const provider = flight.origin.provider;
-    if (budget !== undefined && budget.left <= 0) {
+    if (budget.left <= 0) {
       this.#onFailure(operation, 'timeout', provider);
       return Promise.resolve(FAILED);
     }
@@ -153,21 +165,22 @@ export class SharedLink {
         if (settled) return false;
         settled = true;
         clearTimeout(timer);
-        if (budget !== undefined) budget.left -= performance.now() - started;
+        budget.left -= performance.now() - started;
         resolve(value);
         return true;
       };
       // As in the Redis tier's guard: an answer read in the I/O poll right after the timer still counts.
       const late = () => setImmediate(() => settle(FAILED) && this.#onFailure(operation, 'timeout', provider));
-      const timer = budget === undefined ? undefined : setTimeout(late, budget.left);
-      let answer: Promise<T>;
-      try {
-        answer = start();
-      } catch (error) {
-        answer = Promise.reject(error);
-      }
-      answer.then(
-        (value) => settle(value) || onLate?.(value),
+      const timer = setTimeout(late, budget.left);
+      attempt(start).then(
+        (value) => {
+          if (settle(value)) return;
+          try {
+            onLate?.(value);
+          } catch (error) {
+            this.#failed(operation, error, provider);
+          }
+        },
         (error: unknown) => settle(FAILED) && this.#failed(operation, error, provider),
       );
     });
@@ -181,6 +194,29 @@ export class SharedLink {
       provider,
     );
   }
+}
+
+/** `start()` as a promise, whatever it does: a throw is a rejection, a plain value a resolution. */
+function attempt<T>(start: () => Promise<T>): Promise<T> {
+  return new Promise<T>((resolve) => resolve(start()));
+}
+
+/** Ends `claim` if there is one; a claim's `release` never throws, and one that does changes nothing. */
+function release(claim: SharedClaim | undefined): void {
+  try {
+    claim?.release();
+  } catch {
+    // Best effort by contract: the lease lapses on its own.
+  }
+}
+
+/** `value` if it is a lease answer the store can act on. @throws TypeError otherwise (reported as the tier's error). */
+function checkedLease(value: unknown): SharedLease {
+  const lease = value as { state?: unknown; claim?: { release?: unknown } } | null | undefined;
+  const state = lease?.state;
+  if (state === 'stored' || state === 'held') return value as SharedLease;
+  if (state === 'claimed' && typeof lease?.claim?.release === 'function') return value as SharedLease;
+  throw new TypeError('shared tier: lease answered neither stored, claimed nor held');
 }
 
 /**

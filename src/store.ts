@@ -129,11 +129,17 @@ export class VerdictStore {
   readonly #detach: Array<() => void> = [];
   #generation = 0;
 
-  constructor(options: CacheOptions = {}, shared?: SharedTier, onSharedFailure: SharedFailureListener = () => {}) {
+  /** `sharedWaitLimit`: the longest wait for another instance's answer through `shared` (the gate's `timeout`). */
+  constructor(
+    options: CacheOptions = {},
+    shared?: SharedTier,
+    onSharedFailure: SharedFailureListener = () => {},
+    sharedWaitLimit?: number,
+  ) {
     this.ttl = options.ttl ?? 60_000;
     this.negativeTtl = options.negativeTtl ?? 5_000;
     this.staleIfError = options.staleIfError ?? 0;
-    this.#shared = shared === undefined ? undefined : new SharedLink(shared, onSharedFailure);
+    this.#shared = shared === undefined ? undefined : new SharedLink(shared, onSharedFailure, sharedWaitLimit);
     this.#localTtl = shared?.localTtl ?? Number.POSITIVE_INFINITY;
     const max = options.max ?? 10_000;
     // Every way an accepted entry leaves (eviction, delete, overwrite, clear) moves the generation on.

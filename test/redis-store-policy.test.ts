@@ -171,6 +171,10 @@ describe('store with a leasing shared tier', () => {
       },
       'error',
     ],
+    ['answers undefined', () => Promise.resolve(undefined), 'error'],
+    ['answers a state it does not know', () => Promise.resolve({ state: 'mine' }), 'error'],
+    ['claims without a release', () => Promise.resolve({ state: 'claimed', claim: {} }), 'error'],
+    ['answers something that is not a promise', () => ({ state: 'held' }), 'error'],
   ] as const) {
     it(`asks the provider when the lease ${what}, stores nothing, and reports lease:${reason}`, async () => {
       const tier = new ScriptedTier([lease as () => Promise<SharedLease>]);
@@ -181,6 +185,65 @@ describe('store with a leasing shared tier', () => {
       expect(tier.stored).toEqual([]);
     });
   }
+
+  it('still answers when storing throws at once, and reports set:error', async () => {
+    const tier = new ScriptedTier([]);
+    tier.set = () => {
+      throw new Error('sync');
+    };
+    const { outcome, failures } = await load(tier);
+    expect(outcome).toBeInstanceOf(AuthContext);
+    await sleep(0);
+    expect(failures).toEqual(['set:error']);
+  });
+
+  it("ends the flight when a claim's release throws (release never throws, by contract)", async () => {
+    const tier = new ScriptedTier([
+      resolved({
+        state: 'claimed',
+        claim: {
+          release: () => {
+            throw new Error('sync');
+          },
+        },
+      }),
+    ]);
+    const store = new VerdictStore({}, tier);
+    expect(await store.load('key', ORIGIN, async () => 'provider failed').promise).toBe('provider failed');
+  });
+
+  it('ignores a lease that comes back late and malformed: no unhandled rejection', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const tier = new ScriptedTier([() => sleep(60).then(() => ({ state: 'claimed', claim: null }) as never)]);
+      const { fetched, failures } = await load(tier);
+      expect(fetched).toBe(1);
+      await sleep(100);
+      expect(failures).toEqual(['lease:timeout']);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it("waits for another instance's answer no longer than the gate's timeout when the tier's waitFor never ends", async () => {
+    const tier = new ScriptedTier([resolved({ state: 'held' })], [() => new Promise(() => {})]);
+    const failures: string[] = [];
+    const store = new VerdictStore({}, tier, (operation, reason) => failures.push(`${operation}:${reason}`), 100);
+    const started = performance.now();
+    let fetched = 0;
+    const outcome = await store.load('key', ORIGIN, async (flight: Flight) => {
+      fetched++;
+      return store.accept(flight, PRINCIPAL);
+    }).promise;
+    expect(outcome).toBeInstanceOf(AuthContext);
+    expect(fetched).toBe(1);
+    expect(failures).toEqual(['wait:timeout']);
+    // 100 ms, and the tier's own 30 ms for the holder's lookups.
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
 
   it('asks the provider without a claim when leasing over an unusable value fails or finds a value', async () => {
     const stale = { ...fresh(), freshUntil: Date.now() - 1 };

@@ -528,7 +528,10 @@ describe('staleIfError', () => {
     expect((await request(app).get('/me').query(CONN)).status).toBe(200);
     await sleep(150);
     pt.fault = { kind: 'hang' };
-    const pending = request(app).get('/me').query(CONN).then((res) => res);
+    const pending = request(app)
+      .get('/me')
+      .query(CONN)
+      .then((res) => res);
     await sleep(200);
     expect(gate.invalidate({ headers: {}, query: CONN })).toBe(true);
     expect((await pending).status).toBe(503);
