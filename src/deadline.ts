@@ -55,6 +55,37 @@ export function cancellableVerify<C, V>(
   return Object.defineProperty(verify, VERIFY_WITHIN, { value: verifyWithin });
 }
 
+/** A {@link Cancellation} cancelled by hand ({@link cancel}), once: for work that several verifications share. */
+export class ManualCancellation implements Cancellation {
+  #aborted = false;
+  readonly #listeners = new Set<() => void>();
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  get reason(): unknown {
+    return this.#aborted
+      ? new DOMException('Every verification waiting for this work gave up', 'AbortError')
+      : undefined;
+  }
+
+  onCancel(listener: () => void): void {
+    if (!this.#aborted) this.#listeners.add(listener);
+  }
+
+  offCancel(listener: () => void): void {
+    this.#listeners.delete(listener);
+  }
+
+  cancel(): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    for (const listener of this.#listeners) listener();
+    this.#listeners.clear();
+  }
+}
+
 const deadlinePassed = () => new DOMException('The verification deadline passed', 'TimeoutError');
 const VERIFICATION_OVER = new DOMException('The verification is over', 'AbortError');
 

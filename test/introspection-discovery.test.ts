@@ -70,6 +70,53 @@ describe('introspection: discovery', () => {
     expect(mock.calls).toMatchObject({ introspect: 3, oauthMetadata: 1 });
   });
 
+  /** An issuer on an answer server whose metadata answers `metadataDelay` ms late; its endpoint answers at once. */
+  async function slowIssuer(metadataDelay: number) {
+    const server = closeLater(await startAnswerServer());
+    const timers = new Set<NodeJS.Timeout>();
+    closeLater({ close: async () => timers.forEach(clearTimeout) });
+    const metadataRequests = { abandoned: 0 };
+    server.answer = (req, res) => {
+      if (req.url === '/introspect') return reply(res, 200, JSON.stringify(ACTIVE));
+      if (req.url !== '/.well-known/oauth-authorization-server') return reply(res, 404, '{}');
+      res.once('close', () => {
+        if (!res.writableEnded) metadataRequests.abandoned++;
+      });
+      const metadata = JSON.stringify({ issuer: server.url, introspection_endpoint: `${server.url}/introspect` });
+      timers.add(setTimeout(() => reply(res, 200, metadata), metadataDelay));
+    };
+    const provider = introspection({ issuer: server.url, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    const gate = closeLater(createGate({ providers: [provider], retry: false, breaker: false, timeout: 1000 }));
+    return { server, gate, metadataRequests };
+  }
+
+  const outcomeOf = (promise: Promise<{ subject: string }>) =>
+    promise.then(
+      (auth) => auth.subject,
+      (error: { code?: string }) => error.code,
+    );
+
+  it("a shared discovery runs until the last waiter's deadline, not the first's", async () => {
+    const { server, gate } = await slowIssuer(1250);
+    const first = outcomeOf(gate.authenticate(bearer('a')));
+    await sleep(500);
+    // Its deadline passes 1,500 ms in, after the metadata's answer at 1,250 ms.
+    const second = outcomeOf(gate.authenticate(bearer('b')));
+    expect(await first).toBe('provider_unavailable');
+    expect(await second).toBe('user-42');
+    expect(server.paths.filter((path) => path.startsWith('/.well-known'))).toHaveLength(1);
+  });
+
+  it('a discovery every waiter gave up on is cancelled, and the next verification starts another', async () => {
+    const { server, gate, metadataRequests } = await slowIssuer(3000);
+    expect(await outcomeOf(gate.authenticate(bearer('a')))).toBe('provider_unavailable');
+    await sleep(100);
+    expect(metadataRequests.abandoned).toBe(1);
+    const second = outcomeOf(gate.authenticate(bearer('b')));
+    expect(await second).toBe('provider_unavailable');
+    expect(server.paths.filter((path) => path.startsWith('/.well-known'))).toHaveLength(2);
+  });
+
   it('falls back to openid-configuration when there is no oauth-authorization-server', async () => {
     const { mock, gate } = await discovering({ wellKnown: ['openid-configuration'] });
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');

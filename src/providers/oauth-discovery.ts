@@ -3,10 +3,12 @@
  * endpoint, or the `introspection_endpoint` that the issuer's authorization
  * server metadata names (RFC 8414), found on first use and kept. A discovery
  * that fails decides nothing: it is a {@link ProviderFailure} for the
- * verification that ran it, and the next verification tries again.
+ * verifications that waited for it, and the next verification tries again.
+ * One discovery at a time serves every verification that waits for it, each
+ * until its own deadline; it is cancelled only once none of them waits.
  */
 import { z } from 'zod';
-import type { Cancellation } from '../deadline.js';
+import { type Cancellation, ManualCancellation } from '../deadline.js';
 import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
 import { ProviderFailure } from '../types.js';
 
@@ -39,7 +41,7 @@ export class IntrospectionTarget {
   readonly #pools = new Map<string, ProviderHttp>();
   readonly #issuer: string | undefined;
   #target: Target | undefined;
-  #discovering: Promise<Target> | undefined;
+  #discovering: Discovery | undefined;
   #closed = false;
 
   /** `endpoint` when given, else `issuer` (both checked by the provider's option schema). */
@@ -54,20 +56,23 @@ export class IntrospectionTarget {
     else this.#issuer = where.issuer;
   }
 
-  /** The target, or the discovery that finds it (shared by the verifications that wait for it). */
+  /** The target, or the discovery that finds it (shared by the verifications that wait for it, each until `cancellation`). */
   get(cancellation: Cancellation): Target | Promise<Target> {
     if (this.#target !== undefined) return this.#target;
-    this.#discovering ??= this.#discover(cancellation).then(
-      (target) => {
-        this.#target = target;
-        return target;
-      },
-      (failure: unknown) => {
-        this.#discovering = undefined;
-        throw failure;
-      },
-    );
-    return this.#discovering;
+    if (this.#discovering === undefined) {
+      const discovery = new Discovery(this.#name, (shared) => this.#discover(shared));
+      this.#discovering = discovery;
+      discovery.found.then(
+        (target) => {
+          this.#target = target;
+        },
+        () => {},
+      );
+      discovery.over.then(() => {
+        if (this.#discovering === discovery) this.#discovering = undefined;
+      });
+    }
+    return this.#discovering.join(cancellation);
   }
 
   close(): Promise<void> {
@@ -132,6 +137,78 @@ export class IntrospectionTarget {
       );
     }
     return url;
+  }
+}
+
+/**
+ * One discovery and the verifications waiting for it. It runs under a
+ * cancellation of its own, which is cancelled once every waiter has given up
+ * (at its own deadline) before it ended; `over` resolves when it ended or was
+ * given up, and the next verification then starts another.
+ */
+class Discovery {
+  readonly found: Promise<Target>;
+  readonly over: Promise<void>;
+  readonly #name: string;
+  readonly #cancellation = new ManualCancellation();
+  #waiting = 0;
+  #ended = false;
+  #givenUp: () => void = () => {};
+
+  constructor(name: string, discover: (cancellation: Cancellation) => Promise<Target>) {
+    this.#name = name;
+    this.found = discover(this.#cancellation);
+    const ended = this.found.then(
+      () => this.#end(),
+      () => this.#end(),
+    );
+    const givenUp = new Promise<void>((resolve) => {
+      this.#givenUp = resolve;
+    });
+    this.over = Promise.race([ended, givenUp]);
+  }
+
+  /** The discovery's target for one waiter, which stops waiting when `cancellation` does. */
+  join(cancellation: Cancellation): Promise<Target> {
+    if (cancellation.aborted) return Promise.reject(this.#timedOut());
+    this.#waiting++;
+    return new Promise<Target>((resolve, reject) => {
+      let waiting = true;
+      const leave = () => {
+        const was = waiting;
+        waiting = false;
+        if (was) this.#waiting--;
+        return was;
+      };
+      const onCancel = () => {
+        if (!leave()) return;
+        reject(this.#timedOut());
+        if (this.#waiting === 0 && !this.#ended) {
+          this.#ended = true;
+          this.#cancellation.cancel();
+          this.#givenUp();
+        }
+      };
+      cancellation.onCancel(onCancel);
+      this.found.then(
+        (target) => {
+          if (leave()) cancellation.offCancel(onCancel);
+          resolve(target);
+        },
+        (failure: unknown) => {
+          if (leave()) cancellation.offCancel(onCancel);
+          reject(failure);
+        },
+      );
+    });
+  }
+
+  #end(): void {
+    this.#ended = true;
+  }
+
+  #timedOut(): ProviderFailure {
+    return new ProviderFailure('timeout', `${this.#name} did not answer within the deadline`);
   }
 }
 
