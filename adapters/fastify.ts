@@ -44,6 +44,29 @@ export type FastifyHook = (request: FastifyLikeRequest, reply: unknown, done: (e
 export type FastifyAuthenticateOptions = AuthenticateOptions;
 
 const NOT_FASTIFY = 'tokengate/fastify hook called without a Fastify request: in Express or Koa, use their adapters';
+const NO_DONE =
+  "tokengate/fastify hook called without Fastify's done callback: add the hook itself (app.addHook('onRequest', authenticate(gate))), not a function that calls it";
+/** The options Fastify's `register` itself reads; any other option given to the plugin is a mistake. */
+const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
+
+/**
+ * Reports a hook called without a Fastify request and its `done` (`hook` names it): thrown, or handed
+ * to `done` when there is one. A hook registered as a plugin gets the instance and `done`, so Fastify
+ * fails at startup (`ready()`, `listen()`) with the mistake.
+ */
+function misused(request: unknown, done: unknown, hook: string): void {
+  const mistake =
+    typeof (request as { addHook?: unknown } | null)?.addHook === 'function'
+      ? new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`)
+      : new Error((request as { raw?: unknown } | null)?.raw === undefined ? NOT_FASTIFY : NO_DONE);
+  fail(mistake, done);
+}
+
+/** Throws `error`, or hands it to `done` when there is one (Fastify then reports it). */
+function fail(error: Error, done: unknown): void {
+  if (typeof done !== 'function') throw error;
+  done(error);
+}
 
 /** The parts of a Fastify instance the plugin uses. */
 export interface FastifyLikeInstance {
@@ -56,10 +79,31 @@ export interface FastifyLikeInstance {
  * then builds every request with the property in place, and setting it does not change the request's
  * shape. Optional: the hooks work without it, at a small cost per request. Not encapsulated: it
  * applies to the instance it is registered on and every child, and registering it twice is harmless.
+ * It takes no options and authenticates nothing: routes are protected by {@link authenticate}'s hook,
+ * and an option (`{ gate }`) fails Fastify's startup rather than leave them open.
  */
-export function tokengate(instance: FastifyLikeInstance, _options: unknown, done: (error?: Error) => void): void {
+export function tokengate(instance: FastifyLikeInstance, options: unknown, done: (error?: Error) => void): void {
+  const mistake = pluginMisuse(instance, options);
+  if (mistake !== undefined) {
+    fail(mistake, done);
+    return;
+  }
   if (!instance.hasRequestDecorator('auth')) instance.decorateRequest('auth', undefined);
   done();
+}
+
+/** Why the plugin cannot run as registered, or undefined. */
+function pluginMisuse(instance: FastifyLikeInstance, options: unknown): Error | undefined {
+  if (typeof instance?.hasRequestDecorator !== 'function') {
+    return new Error(
+      'tokengate/fastify: tokengate is the plugin (app.register(tokengate)), not a hook: add authenticate(gate) as the hook',
+    );
+  }
+  const unknown = Object.keys(options ?? {}).filter((key) => !REGISTER_OPTIONS.has(key));
+  if (unknown.length === 0) return undefined;
+  return new TypeError(
+    `tokengate/fastify: the tokengate plugin takes no options, got ${unknown.join(', ')}: it only declares request.auth; protect routes with app.addHook('onRequest', authenticate(gate))`,
+  );
 }
 Object.defineProperties(tokengate, {
   [Symbol.for('skip-override')]: { value: true },
@@ -70,7 +114,10 @@ Object.defineProperties(tokengate, {
 export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): FastifyHook {
   const check = authenticator(gate, options, 'tokengate/fastify');
   return function tokengateAuthenticate(request, _reply, done) {
-    if (typeof done !== 'function' || request?.raw === undefined) throw new Error(NOT_FASTIFY);
+    if (typeof done !== 'function' || request?.raw === undefined) {
+      misused(request, done, 'authenticate(gate)');
+      return;
+    }
     // Fastify's request supplies the parsed query and `ip` (under its `trustProxy` setting).
     const auth = check(new NodeRequest(request.raw, request as FrameworkRequest), request);
     if (!(auth instanceof Promise)) {
@@ -85,16 +132,20 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
   };
 }
 
-function guardHook(guard: Guard): FastifyHook {
+function guardHook(guard: Guard, name: string): FastifyHook {
   return function tokengateGuard(request, _reply, done) {
-    if (typeof done !== 'function' || request?.raw === undefined) throw new Error(NOT_FASTIFY);
+    if (typeof done !== 'function' || request?.raw === undefined) {
+      misused(request, done, `${name}(...)`);
+      return;
+    }
     authorize(request.auth, guard, request);
     done();
   };
 }
 
 /** Hook that lets the request through only when `request.auth` carries every one of `permissions`. */
-export const requires = (...permissions: string[]): FastifyHook => guardHook(requiresGuard(...permissions));
+export const requires = (...permissions: string[]): FastifyHook => guardHook(requiresGuard(...permissions), 'requires');
 
 /** Hook that lets the request through when `request.auth` carries at least one of `permissions`. */
-export const requiresAny = (...permissions: string[]): FastifyHook => guardHook(requiresAnyGuard(...permissions));
+export const requiresAny = (...permissions: string[]): FastifyHook =>
+  guardHook(requiresAnyGuard(...permissions), 'requiresAny');

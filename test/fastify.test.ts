@@ -487,6 +487,53 @@ describe.each([
       expect((await send(twice, '/me', bearer(TOKENS.read))).json().auth.subject).toBe('tok_read');
     });
 
+    it('given options ({ gate }), fails the app at startup instead of leaving routes open', async () => {
+      const app = track(framework());
+      void app.register(tokengate as never, { gate } as never);
+      app.get('/me', showAuth);
+      await expect(app.ready()).rejects.toThrow(
+        "tokengate/fastify: the tokengate plugin takes no options, got gate: it only declares request.auth; protect routes with app.addHook('onRequest', authenticate(gate))",
+      );
+    });
+
+    it("takes Fastify's own register options", async () => {
+      const app = track(framework());
+      void app.register(tokengate, { prefix: '/api', logLevel: 'warn' } as never);
+      app.get('/me', { onRequest: authenticate(gate) }, showAuth);
+      expect((await send(app, '/me', bearer(TOKENS.read))).json().auth.subject).toBe('tok_read');
+    });
+
+    it('a hook registered as a plugin fails the app at startup, naming the mistake', async () => {
+      const hooked = track(framework());
+      void hooked.register(authenticate(gate) as never);
+      await expect(hooked.ready()).rejects.toThrow(
+        "tokengate/fastify: authenticate(gate) is a hook, not a plugin: app.addHook('onRequest', authenticate(gate))",
+      );
+      const guarded = track(framework());
+      void guarded.register(requiresAny(READ) as never);
+      await expect(guarded.ready()).rejects.toThrow('tokengate/fastify: requiresAny(...) is a hook, not a plugin');
+    });
+
+    it('added as a hook, the plugin answers 500 naming the mistake, and the route is not reached', async () => {
+      const app = track(framework());
+      app.addHook('onRequest', tokengate as never);
+      app.get('/me', () => ROUTE_MARK);
+      const res = await send(app, '/me', bearer(TOKENS.read));
+      expect(res.status).toBe(500);
+      expect(res.json().message).toContain('tokengate/fastify: tokengate is the plugin (app.register(tokengate))');
+      expect(res.text).not.toContain(ROUTE_MARK);
+    });
+
+    it('a hook called from an async function without done answers 500 saying so', async () => {
+      const app = track(framework());
+      const hook = authenticate(gate);
+      app.addHook('onRequest', async (request, reply) => hook(request, reply, undefined as never));
+      app.get('/me', () => ROUTE_MARK);
+      const res = await send(app, '/me', bearer(TOKENS.read));
+      expect(res.status).toBe(500);
+      expect(res.json().message).toContain("tokengate/fastify hook called without Fastify's done callback");
+    });
+
     it('is optional: without it, the hooks set request.auth all the same', async () => {
       const bare = track(framework());
       bare.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);
