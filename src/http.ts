@@ -272,11 +272,22 @@ function isJsonContentType(value: HeaderField): boolean {
 }
 
 /** `Retry-After` as seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). */
+/** An HTTP-date (RFC 9110 §5.6.7) in its GMT forms: IMF-fixdate, or the obsolete RFC 850 form. */
+const HTTP_DATE =
+  /^(?:[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4}|[A-Z][a-z]{5,8}, \d{2}-[A-Z][a-z]{2}-\d{2}) \d{2}:\d{2}:\d{2} GMT$/;
+/** The obsolete asctime form of an HTTP-date, GMT though it does not say so. */
+const ASCTIME_DATE = /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/;
+
+/** `Retry-After` (RFC 9110 §10.2.3) in seconds from now: delta-seconds or an HTTP-date; anything else is ignored. */
 function parseRetryAfter(value: HeaderField): number | undefined {
   if (typeof value !== 'string') return undefined;
   const trimmed = value.trim();
   if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed);
-  const date = Date.parse(trimmed);
+  const date = HTTP_DATE.test(trimmed)
+    ? Date.parse(trimmed)
+    : ASCTIME_DATE.test(trimmed)
+      ? Date.parse(`${trimmed} GMT`)
+      : Number.NaN;
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, (date - Date.now()) / 1000);
 }

@@ -328,6 +328,39 @@ describe('OnlineOrNot answers (property)', () => {
 
 // ---- hand-written, through a real Express app -------------------------------------------
 
+describe("a provider's Retry-After, as the client sees it", () => {
+  /** `seconds` from now as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and as an asctime date. */
+  const inFormats = (seconds: number) => {
+    const [weekday, day, month, year, time] = new Date(Date.now() + seconds * 1000).toUTCString().split(/,? /);
+    return {
+      imf: `${weekday}, ${day} ${month} ${year} ${time} GMT`,
+      asctime: `${weekday} ${month} ${String(Number(day)).padStart(2, ' ')} ${time} ${year}`,
+    };
+  };
+  const soon = ['4', '5', '6']; // 5 s ahead, to the second
+  // The gate's default cap is the breaker's cooldown, 10 s.
+  it.each([
+    ['delta-seconds', () => '3', ['3']],
+    ['an IMF-fixdate 5 s ahead', () => inFormats(5).imf, soon],
+    ['an IMF-fixdate a day ahead (capped)', () => inFormats(86_400).imf, ['10']],
+    ['an asctime date 5 s ahead (GMT)', () => inFormats(5).asctime, soon],
+    ['an RFC 850 date in the past', () => 'Sunday, 06-Nov-94 08:49:37 GMT', ['1']],
+    ['a fraction', () => '1.5', [undefined]],
+    ['a negative number', () => '-1', [undefined]],
+    ['a word', () => 'soon', [undefined]],
+    ['a date with a zone other than GMT', () => 'Sun, 06 Nov 2094 08:49:37 +0200', [undefined]],
+    ['a number too long to be seconds', () => '99999999999', [undefined]],
+  ])('%s', async (_name, value, shown) => {
+    provider.answer = (_req, res) => {
+      res.setHeader('retry-after', value());
+      reply(res, 503, '{}');
+    };
+    const res = await request(gatedApp(gate).app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(shown).toContain(res.headers['retry-after']);
+  });
+});
+
 describe('hand-written hostile answers: 503 through Express', () => {
   const both = ['bearer', 'connection'] as const;
 
