@@ -103,6 +103,22 @@ describe('introspection: which answers pass', () => {
     expect((await gate.authenticate(bearer('current'))).subject).toBe('u');
   });
 
+  it('reads times beyond what a Date holds (RFC 7519 allows any number): an exp that far is no expiry, an nbf not yet', async () => {
+    const never = Number.MAX_SAFE_INTEGER;
+    const { gate } = await setup({
+      tokens: {
+        forever: { active: true, sub: 'u', exp: never, iat: never },
+        later: { active: true, sub: 'u', nbf: never },
+        fraction: { active: true, sub: 'u', exp: inSeconds(3600) + 0.5 },
+      },
+    });
+    const forever = await gate.authenticate(bearer('forever'));
+    expect(forever.subject).toBe('u');
+    expect(forever.expiresAt).toBeUndefined();
+    await expectInvalidToken(gate.authenticate(bearer('later')), 'The access token is not valid yet');
+    expect((await gate.authenticate(bearer('fraction'))).expiresAt).toBeInstanceOf(Date);
+  });
+
   it('with audience, accepts an aud that is it or an array holding it, and refuses others or none', async () => {
     const { gate } = await setup(
       {

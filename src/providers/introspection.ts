@@ -14,8 +14,10 @@ import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 import { IntrospectionTarget } from './oauth-discovery.js';
 import { secretDigest } from './secret-digest.js';
 
-/** A JWT NumericDate (RFC 7519 §2): seconds since the epoch, within the range of a `Date`. */
-const NumericDate = z.number().min(-8.64e12).max(8.64e12);
+/** A JWT NumericDate (RFC 7519 §2): seconds since the epoch, any finite JSON number. */
+const NumericDate = z.number();
+/** The latest NumericDate a `Date` can hold (8.64e15 ms); an `exp` past it is no expiry at all. */
+const LATEST_DATE_SECONDS = 8.64e12;
 
 /**
  * 200 from the introspection endpoint for an active token (RFC 7662 §2.2).
@@ -105,7 +107,7 @@ const WRONG_AUDIENCE: Verdict = Object.freeze({ ok: false, reason: 'The access t
  * `"active": true` (the JSON boolean), within their `nbf` and `exp`, and
  * passing the `audience` and `issuer` checks. `subject` is `sub`, else
  * `username`, else `client_id`; `permissions` the `scope` split on spaces;
- * `expiresAt` the `exp`.
+ * `expiresAt` the `exp` (none for an `exp` past what a `Date` holds).
  *
  * The server refusing the client credentials (401, 403) is a 500
  * `provider_misconfigured`; an answer that is not a 200 with a JSON object
@@ -184,7 +186,7 @@ function readIntrospection(body: unknown, checks: ClaimChecks): Verdict {
     principal: {
       subject: subjectOf(answer) as string,
       permissions: (answer.scope ?? '').split(' ').filter((scope) => scope !== ''),
-      expiresAt: answer.exp == null ? undefined : new Date(answer.exp * 1000),
+      expiresAt: answer.exp == null || answer.exp > LATEST_DATE_SECONDS ? undefined : new Date(answer.exp * 1000),
       details: answer,
     },
   };
