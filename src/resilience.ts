@@ -90,6 +90,16 @@ export class CircuitBreaker {
     return 0;
   }
 
+  /**
+   * The ms calls are held back for at `now` (open, or paused), or 0; unlike {@link admit}, it
+   * changes nothing. For a call admitted earlier that is about to go.
+   */
+  holdsBack(now: number): number {
+    if (this.#pausedUntil > now) return this.#pausedUntil - now;
+    if (this.#state === 'open') return Math.max(0, this.#openedAt + this.#cooldown - now);
+    return 0;
+  }
+
   /** The provider answered (accepted or rejected): it works. */
   succeeded(): void {
     this.#failures = 0;

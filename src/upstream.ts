@@ -119,6 +119,15 @@ export class Upstream {
           resolve(this.#overloaded(admitted));
           return;
         }
+        // The breaker may have opened, or a 429 paused calls, while this verification waited.
+        const heldBack = this.#breaker?.holdsBack(performance.now()) ?? 0;
+        if (heldBack > 0) {
+          this.#admission.release();
+          clearTimeout(timer);
+          state = 'ended';
+          resolve(this.#staleOr(stale, this.#unavailable(heldBack)));
+          return;
+        }
         state = 'asking';
         this.#asked(credential, stale).then((answer) => {
           clearTimeout(timer);

@@ -402,6 +402,38 @@ describe('circuit breaker', () => {
   }
   const breakerStates = (events: GateEvent[]) => ofType(events, 'breaker').map((e) => `${e.provider}:${e.state}`);
 
+  it.each([
+    ['it opened (a 500)', { kind: 'status', status: 500 } as const, [undefined, '5', '5']],
+    ['a 429 paused calls', { kind: 'status', status: 429, retryAfter: 2 } as const, ['2', '2', '2']],
+  ])(
+    'holds back verifications that waited for a slot while %s: they never reach the provider',
+    async (_, fault, retryAfter) => {
+      const expirationDate = new Date(Date.now() + 3_600_000);
+      const pt = await mockPartoo({
+        apiKey: API_KEY,
+        tokens: connections.map((c) => ({ userId: c.user_id, token: c.token, expirationDate })),
+      });
+      cleanup.push(() => pt.close());
+      pt.latency = 200;
+      pt.fault = fault;
+      const gate = createGate({
+        providers: [partoo({ apiKey: API_KEY, baseUrl: pt.url, connections: 1 })],
+        retry: false,
+        breaker: { threshold: 1, cooldown: 5000 },
+        timeout: 2000,
+      });
+      cleanup.push(() => gate.close());
+      const { app } = gatedApp(gate);
+      const started = performance.now();
+      const answers = await Promise.all([0, 1, 2].map((i) => request(app).get('/me').query(peer(i))));
+      expect(answers.map((res) => res.status)).toEqual([503, 503, 503]);
+      // The first call's answer held back the two waiting behind it: answered at once, with its Retry-After.
+      expect(pt.calls.checkToken).toBe(1);
+      expect(answers.map((res) => res.headers['retry-after'])).toEqual(retryAfter);
+      expect(performance.now() - started).toBeLessThan(1500);
+    },
+  );
+
   it('closed -> open (fails fast with Retry-After) -> half-open -> closed', async () => {
     const ctx = await setup({ retry: false, breaker });
     const { app, pt, gate, events } = ctx;
