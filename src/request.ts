@@ -1,8 +1,9 @@
 /**
- * Reading one header of a plain {@link CredentialRequest}, repeats included:
- * Node keeps only the first of repeated `Authorization` headers in
- * `headers`, while `rawHeaders` shows every one. Scanning `rawHeaders` also
- * spares Node building the whole `headers` object, which it does lazily.
+ * Reading one header of a plain {@link CredentialRequest}: its value is
+ * `headers`' (so middleware that sets or removes it before the gate is
+ * heard), and `rawHeaders`, when given, tells whether the client sent it
+ * more than once: Node keeps only the first of repeated `Authorization`
+ * headers in `headers`, while `rawHeaders` shows every one.
  */
 import type { CredentialRequest } from './types.js';
 
@@ -16,20 +17,20 @@ export function headerReader(name: string): HeaderReader {
   const usual = lower.replace(/(^|-)([a-z])/g, (_, dash: string, letter: string) => dash + letter.toUpperCase());
   const length = lower.length;
   return (req) => {
+    const header = req.headers[lower];
+    if (header === undefined) return undefined;
+    if (typeof header !== 'string') return null;
     const raw = req.rawHeaders;
-    if (raw === undefined) {
-      const header = req.headers[lower];
-      return header === undefined || typeof header === 'string' ? header : null;
-    }
-    let value: string | undefined;
+    if (raw === undefined) return header;
+    let sent = false;
     for (let i = 0; i < raw.length; i += 2) {
       const key = raw[i] as string;
       if (key.length === length && (key === usual || key === lower || key.toLowerCase() === lower)) {
-        if (value !== undefined) return null;
-        value = raw[i + 1];
+        if (sent) return null;
+        sent = true;
       }
     }
-    return value;
+    return header;
   };
 }
 

@@ -18,7 +18,8 @@ export interface CredentialRequest {
   /**
    * `IncomingMessage.rawHeaders`. Node keeps only the first of repeated
    * `Authorization` headers in `headers`; with `rawHeaders` the gate can see
-   * the repeat and answer 400 instead of picking one.
+   * the repeat and answer 400 instead of picking one. Only read for that:
+   * a header's value is always the one in `headers`.
    */
   readonly rawHeaders?: readonly string[] | undefined;
   /**

@@ -313,6 +313,77 @@ describe('the client address the gate shares capacity by', () => {
   });
 });
 
+describe('an Authorization header set or removed by middleware before the gate', () => {
+  /** GET with `headers`, answered with the status and the body. */
+  const send = async (url: string, headers: Record<string, string>) => {
+    const res = await fetch(url, { headers, signal: AbortSignal.timeout(3000) });
+    return [res.status, await res.text()];
+  };
+  const fromCookie = (cookie: string | undefined) => {
+    const token = /(?:^|; )session=([^;]+)/.exec(cookie ?? '')?.[1];
+    return token === undefined ? undefined : `Bearer ${token}`;
+  };
+
+  for (const [name, framework] of [
+    ['express 5', express],
+    ['express 4', express4],
+  ] as const) {
+    it(`${name}: is what the gate reads (a credential from a cookie, or none)`, async () => {
+      const app = framework();
+      app.use((req, _res, next) => {
+        if (req.path === '/stripped') delete req.headers.authorization;
+        else req.headers.authorization ??= fromCookie(req.headers.cookie);
+        next();
+      });
+      app.use(expressGate.authenticate(stubGate()));
+      app.use((req, res) => {
+        res.send(req.auth?.subject);
+      });
+      app.use((error: AuthError, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+        res.status(error.status).send(error.code);
+      });
+      const url = await serve(app);
+      expect(await send(url, { cookie: `theme=dark; session=${READER}` })).toEqual([200, 'reader']);
+      expect(await send(`${url}/stripped`, { authorization: `Bearer ${READER}` })).toEqual([
+        401,
+        'credentials_required',
+      ]);
+    });
+  }
+
+  for (const [name, Framework] of [
+    ['koa 3', Koa],
+    ['koa 2', Koa2],
+  ] as const) {
+    it(`${name}: is what the gate reads (a credential from a cookie, or none)`, async () => {
+      const { app } = quietKoa(Framework);
+      app.use(async (ctx, next) => {
+        try {
+          await next();
+        } catch (error) {
+          ctx.status = (error as AuthError).status;
+          ctx.body = (error as AuthError).code;
+        }
+      });
+      app.use(async (ctx, next) => {
+        if (ctx.path === '/stripped') delete ctx.headers.authorization;
+        else ctx.headers.authorization ??= fromCookie(ctx.get('cookie'));
+        await next();
+      });
+      app.use(koaGate.authenticate(stubGate()));
+      app.use((ctx) => {
+        ctx.body = ctx.state.auth?.subject;
+      });
+      const url = await serve(app.callback());
+      expect(await send(url, { cookie: `session=${READER}` })).toEqual([200, 'reader']);
+      expect(await send(`${url}/stripped`, { authorization: `Bearer ${READER}` })).toEqual([
+        401,
+        'credentials_required',
+      ]);
+    });
+  }
+});
+
 describe('what a request shows of earlier ones', () => {
   it('util.inspect of an anonymous request and its socket shows no token an earlier request sent on the connection', async () => {
     const { inspect } = await import('node:util');

@@ -49,15 +49,20 @@ describe('extractBearer: accepted credentials', () => {
     expect(extractBearer(req, 'api')?.secret).toBe('abc');
   });
 
-  it('reads rawHeaders alone when given, without building headers (Node builds them lazily)', () => {
-    const unread = (rawHeaders: string[]): CredentialRequest => ({
-      get headers(): never {
-        throw new Error('headers read');
-      },
+  it('takes the value from headers (what middleware left there), and rawHeaders only to see a repeat', () => {
+    const request = (authorization: string | undefined, rawHeaders: string[]): CredentialRequest => ({
+      headers: authorization === undefined ? {} : { authorization },
       rawHeaders,
     });
-    expect(extractBearer(unread(['Host', 'example', 'authorization', 'bearer xyz']), 'api')?.secret).toBe('xyz');
-    expect(extractBearer(unread(['Host', 'example']), 'api')).toBeUndefined();
+    // Set by middleware from elsewhere (a cookie): the client sent none.
+    expect(extractBearer(request('Bearer fromCookie', ['Host', 'example']), 'api')?.secret).toBe('fromCookie');
+    // Replaced, or removed, by middleware.
+    expect(extractBearer(request('Bearer replaced', ['Authorization', 'Bearer sent']), 'api')?.secret).toBe('replaced');
+    expect(extractBearer(request(undefined, ['Authorization', 'Bearer sent']), 'api')).toBeUndefined();
+    // Sent twice by the client: a 400, whatever headers kept.
+    expect(() =>
+      extractBearer(request('Bearer a', ['Authorization', 'Bearer a', 'authorization', 'Bearer b']), 'api'),
+    ).toThrow('Only one Authorization header is allowed');
   });
 });
 

@@ -534,6 +534,21 @@ describe.each([
       expect(res.json().message).toContain("tokengate/fastify hook called without Fastify's done callback");
     });
 
+    it('authenticate reads an Authorization header an earlier hook set (from a cookie) or removed', async () => {
+      const app = track(framework());
+      app.addHook('onRequest', (request, _reply, done) => {
+        if (request.url === '/stripped') delete request.headers.authorization;
+        else request.headers.authorization ??= request.headers.cookie?.replace(/^session=/, 'Bearer ');
+        done();
+      });
+      app.addHook('onRequest', authenticate(gate));
+      app.get('/me', showAuth);
+      app.get('/stripped', showAuth);
+      const fromCookie = await app.inject({ url: '/me', headers: { cookie: `session=${TOKENS.read}` } });
+      expect(fromCookie.json().auth.subject).toBe('tok_read');
+      expect((await send(app, '/stripped', bearer(TOKENS.read))).status).toBe(401);
+    });
+
     it('is optional: without it, the hooks set request.auth all the same', async () => {
       const bare = track(framework());
       bare.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);
