@@ -271,7 +271,6 @@ function isJsonContentType(value: HeaderField): boolean {
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 
-/** `Retry-After` as seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). */
 /** An HTTP-date (RFC 9110 §5.6.7) in its GMT forms: IMF-fixdate, or the obsolete RFC 850 form. */
 const HTTP_DATE =
   /^(?:[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4}|[A-Z][a-z]{5,8}, \d{2}-[A-Z][a-z]{2}-\d{2}) \d{2}:\d{2}:\d{2} GMT$/;

@@ -17,6 +17,7 @@
  *   something that is not a promise, settle late), a flight goes on without
  *   it: never an error of its own, never an unhandled rejection.
  */
+import { MAX_TIMER_MS } from './options.js';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
 import { SharedVerdictSchema } from './shared-tier.js';
 
@@ -101,7 +102,8 @@ export class SharedLink {
       }
       if (found.state !== 'held') return undefined;
       // The holder's own flight ends within the gate's timeout, after its lookups (the tier's timeout).
-      const waited = await this.#call('wait', flight, { left: this.#waitLimit + this.#timeout }, () =>
+      const waitBudget = { left: Math.min(MAX_TIMER_MS, this.#waitLimit + this.#timeout) };
+      const waited = await this.#call('wait', flight, waitBudget, () =>
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
       );
       if (waited === FAILED) return undefined;

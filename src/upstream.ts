@@ -21,7 +21,6 @@ import { type Credential, type Principal, type Provider, ProviderFailure, type V
 /** Verifications in flight per provider when it does not say (`Provider.concurrency`). */
 const DEFAULT_CONCURRENCY = 16;
 
-/** Counters the upstream policy keeps for `gate.stats()`. */
 /**
  * The context a failing verification may serve stale, asked only once the provider has failed:
  * undefined when there is none any more (its `staleIfError` window ended, or it was invalidated,
@@ -29,6 +28,7 @@ const DEFAULT_CONCURRENCY = 16;
  */
 export type StaleCopy = () => AuthContext | undefined;
 
+/** Counters the upstream policy keeps for `gate.stats()`. */
 export interface UpstreamCounters {
   upstreamCalls: number;
   overloaded: number;

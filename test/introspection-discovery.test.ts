@@ -117,6 +117,35 @@ describe('introspection: discovery', () => {
     expect(server.paths.filter((path) => path.startsWith('/.well-known'))).toHaveLength(2);
   });
 
+  it('once the first waiter has given up, a new verification starts another discovery (a hung server is asked again)', async () => {
+    const { server, gate, metadataRequests } = await slowIssuer(60_000);
+    const discoveries = () => server.paths.filter((path) => path.startsWith('/.well-known')).length;
+    const first = outcomeOf(gate.authenticate(bearer('a')));
+    await sleep(500);
+    const second = outcomeOf(gate.authenticate(bearer('b')));
+    expect(await first).toBe('provider_unavailable');
+    expect(discoveries()).toBe(1);
+    // The first discovery still serves the second verification, until its deadline; a third starts its own.
+    const third = outcomeOf(gate.authenticate(bearer('c')));
+    await sleep(100);
+    expect(discoveries()).toBe(2);
+    expect(await second).toBe('provider_unavailable');
+    await sleep(100);
+    expect(metadataRequests.abandoned).toBe(1);
+    expect(await third).toBe('provider_unavailable');
+  });
+
+  it('a verification whose signal is already aborted starts no discovery', async () => {
+    const { server } = await slowIssuer(10);
+    const provider = introspection({ issuer: server.url, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    closeLater({ close: async () => provider.close?.() });
+    await expect(
+      provider.verify({ source: 'header:authorization', secret: 'a' }, AbortSignal.abort()),
+    ).rejects.toMatchObject({ kind: 'timeout' });
+    await sleep(50);
+    expect(server.calls).toBe(0);
+  });
+
   it('falls back to openid-configuration when there is no oauth-authorization-server', async () => {
     const { mock, gate } = await discovering({ wellKnown: ['openid-configuration'] });
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');

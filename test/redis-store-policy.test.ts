@@ -245,6 +245,20 @@ describe('store with a leasing shared tier', () => {
     expect(performance.now() - started).toBeLessThan(1000);
   });
 
+  it("waits for another instance's answer under the longest timeout there is (its sum with the tier's stays a timer Node keeps)", async () => {
+    const tier = new ScriptedTier([resolved({ state: 'held' })], [() => sleep(100).then(() => fresh())]);
+    const failures: string[] = [];
+    const store = new VerdictStore(
+      {},
+      tier,
+      (operation, reason) => failures.push(`${operation}:${reason}`),
+      2 ** 31 - 1,
+    );
+    const outcome = await store.load('key', ORIGIN, async () => 'not asked').promise;
+    expect((outcome as AuthContext).subject).toBe('from-tier');
+    expect(failures).toEqual([]);
+  });
+
   it('asks the provider without a claim when leasing over an unusable value fails or finds a value', async () => {
     const stale = { ...fresh(), freshUntil: Date.now() - 1 };
     for (const second of [() => Promise.reject(new Error('down')), resolved({ state: 'stored', value: fresh() })]) {

@@ -4,8 +4,9 @@
  * server metadata names (RFC 8414), found on first use and kept. A discovery
  * that fails decides nothing: it is a {@link ProviderFailure} for the
  * verifications that waited for it, and the next verification tries again.
- * One discovery at a time serves every verification that waits for it, each
- * until its own deadline; it is cancelled only once none of them waits.
+ * A discovery serves every verification that joins it, each until its own
+ * deadline; it is cancelled once none of them waits, and once the first of
+ * them has given up, later verifications start another.
  */
 import { z } from 'zod';
 import { type Cancellation, ManualCancellation } from '../deadline.js';
@@ -59,20 +60,22 @@ export class IntrospectionTarget {
   /** The target, or the discovery that finds it (shared by the verifications that wait for it, each until `cancellation`). */
   get(cancellation: Cancellation): Target | Promise<Target> {
     if (this.#target !== undefined) return this.#target;
-    if (this.#discovering === undefined) {
-      const discovery = new Discovery(this.#name, (shared) => this.#discover(shared));
-      this.#discovering = discovery;
-      discovery.found.then(
+    if (cancellation.aborted) return Promise.reject(timedOut(this.#name));
+    let discovery = this.#discovering;
+    if (discovery === undefined || discovery.retired) {
+      const started = new Discovery(this.#name, (shared) => this.#discover(shared));
+      discovery = started;
+      this.#discovering = started;
+      started.found.then(
         (target) => {
           this.#target = target;
         },
-        () => {},
+        () => {
+          if (this.#discovering === started) this.#discovering = undefined;
+        },
       );
-      discovery.over.then(() => {
-        if (this.#discovering === discovery) this.#discovering = undefined;
-      });
     }
-    return this.#discovering.join(cancellation);
+    return discovery.join(cancellation);
   }
 
   close(): Promise<void> {
@@ -141,36 +144,37 @@ export class IntrospectionTarget {
 }
 
 /**
- * One discovery and the verifications waiting for it. It runs under a
- * cancellation of its own, which is cancelled once every waiter has given up
- * (at its own deadline) before it ended; `over` resolves when it ended or was
- * given up, and the next verification then starts another.
+ * One fetch of the issuer's metadata and the verifications waiting for it, each until its own
+ * deadline. It runs under a cancellation of its own, cancelled once every waiter has given up before
+ * it ended. It is retired (later verifications start another) once its first waiter has given up, so
+ * that no fetch outlives the deadlines of the verifications that joined it within its first one's.
  */
 class Discovery {
   readonly found: Promise<Target>;
-  readonly over: Promise<void>;
   readonly #name: string;
   readonly #cancellation = new ManualCancellation();
+  #joined = 0;
   #waiting = 0;
   #ended = false;
-  #givenUp: () => void = () => {};
+  #retired = false;
 
   constructor(name: string, discover: (cancellation: Cancellation) => Promise<Target>) {
     this.#name = name;
     this.found = discover(this.#cancellation);
-    const ended = this.found.then(
-      () => this.#end(),
-      () => this.#end(),
-    );
-    const givenUp = new Promise<void>((resolve) => {
-      this.#givenUp = resolve;
-    });
-    this.over = Promise.race([ended, givenUp]);
+    const end = () => {
+      this.#ended = true;
+    };
+    this.found.then(end, end);
   }
 
-  /** The discovery's target for one waiter, which stops waiting when `cancellation` does. */
+  /** Whether new verifications should start a discovery of their own instead of joining this one. */
+  get retired(): boolean {
+    return this.#retired;
+  }
+
+  /** The discovery's target for one waiter, which stops waiting when `cancellation` (not aborted yet) does. */
   join(cancellation: Cancellation): Promise<Target> {
-    if (cancellation.aborted) return Promise.reject(this.#timedOut());
+    const first = this.#joined++ === 0;
     this.#waiting++;
     return new Promise<Target>((resolve, reject) => {
       let waiting = true;
@@ -182,11 +186,11 @@ class Discovery {
       };
       const onCancel = () => {
         if (!leave()) return;
-        reject(this.#timedOut());
+        if (first) this.#retired = true;
+        reject(timedOut(this.#name));
         if (this.#waiting === 0 && !this.#ended) {
           this.#ended = true;
           this.#cancellation.cancel();
-          this.#givenUp();
         }
       };
       cancellation.onCancel(onCancel);
@@ -202,14 +206,10 @@ class Discovery {
       );
     });
   }
+}
 
-  #end(): void {
-    this.#ended = true;
-  }
-
-  #timedOut(): ProviderFailure {
-    return new ProviderFailure('timeout', `${this.#name} did not answer within the deadline`);
-  }
+function timedOut(name: string): ProviderFailure {
+  return new ProviderFailure('timeout', `${name} did not answer within the deadline`);
 }
 
 /** A metadata document from a 200 answer, or undefined for any other answer. */
