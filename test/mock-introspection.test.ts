@@ -54,6 +54,22 @@ describe('mockIntrospection', () => {
     }
   });
 
+  it('with clientAuth post, a 401 carries a Basic challenge only when the client tried Basic (RFC 6749 §5.2)', async () => {
+    const mock = closeLater(
+      await mockIntrospection({ clientId: 'client', clientSecret: 'secret', clientAuth: 'post' }),
+    );
+    const triedBasic = await post(mock.endpoint, { authorization: BASIC, 'content-type': FORM }, 'token=t1');
+    expect(triedBasic.status).toBe(401);
+    expect(triedBasic.headers['www-authenticate']).toBe('Basic realm="mock"');
+    const wrongInBody = await post(
+      mock.endpoint,
+      { 'content-type': FORM },
+      'token=t1&client_id=client&client_secret=no',
+    );
+    expect(wrongInBody.status).toBe(401);
+    expect(wrongInBody.headers['www-authenticate']).toBeUndefined();
+  });
+
   it('400 invalid_request for another content type, two client methods or no token', async () => {
     const mock = await start();
     const cases = [
@@ -110,6 +126,16 @@ describe('mockIntrospection', () => {
       expect(await res.body.json()).toEqual(expected);
     }
     expect(mock.calls).toMatchObject({ oauthMetadata: 1, openidMetadata: 2 });
+  });
+
+  it('serves an issuer path with characters a URL escapes where a client asks for it', async () => {
+    const mock = closeLater(
+      await mockIntrospection({ clientId: 'c', clientSecret: 's', issuerPath: '/realms/my realm' }),
+    );
+    expect(mock.issuer).toBe(`${mock.url}/realms/my%20realm`);
+    const res = await request(`${mock.url}/.well-known/oauth-authorization-server/realms/my%20realm`);
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.json()).toMatchObject({ issuer: mock.issuer });
   });
 
   it('answers 404 for a document it was told not to serve, and refuses bad options', async () => {

@@ -106,8 +106,8 @@ function clientOf(
  * `POST /introspect` answers, in this order: 400 `invalid_request` for a body
  * that is not `application/x-www-form-urlencoded` or uses two client
  * authentication methods; 401 `invalid_client` (with `WWW-Authenticate:
- * Basic` for `basic`) for a missing or wrong client, or another method than
- * `clientAuth`; 400 for a missing `token`; else 200 with the token's answer.
+ * Basic` when the client tried Basic, or sent nothing and `clientAuth` is
+ * `basic`) for a missing or wrong client, or another method than `clientAuth`; 400 for a missing `token`; else 200 with the token's answer.
  * The metadata documents are served at their RFC 8414 §3.1 locations (and,
  * for `openid-configuration` of an issuer with a path, appended to it too).
  */
@@ -115,9 +115,10 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   const { clientId, clientSecret } = options;
   if (!clientId || !clientSecret) throw new TypeError('mockIntrospection: clientId and clientSecret must be non-empty');
   const clientAuth = options.clientAuth ?? 'basic';
-  const issuerPath = (options.issuerPath ?? '').replace(/\/+$/, '');
-  if (issuerPath !== '' && !issuerPath.startsWith('/'))
+  if (options.issuerPath !== undefined && !options.issuerPath.startsWith('/'))
     throw new TypeError('mockIntrospection: issuerPath must start with /');
+  // As a request carries it (percent-encoded), so that the metadata routes are found.
+  const issuerPath = new URL(options.issuerPath ?? '/', 'http://mock').pathname.replace(/\/+$/, '');
   const served = new Set<MockMetadataDocument>(
     options.wellKnown ?? ['oauth-authorization-server', 'openid-configuration'],
   );
@@ -131,8 +132,9 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
     const client = clientOf(req, form);
     if (client === 'both') return INVALID_REQUEST;
     if (client?.method !== clientAuth || client.id !== clientId || client.secret !== clientSecret) {
-      const headers: Record<string, string> =
-        clientAuth === 'basic' ? { 'www-authenticate': 'Basic realm="mock"' } : {};
+      // RFC 6749 §5.2: a client that tried Basic is told the scheme; so is one that sent nothing, when Basic is ours.
+      const basic = client === undefined ? clientAuth === 'basic' : client.method === 'basic';
+      const headers: Record<string, string> = basic ? { 'www-authenticate': 'Basic realm="mock"' } : {};
       return { status: 401, body: { error: 'invalid_client' }, headers };
     }
     const token = form.get('token');
