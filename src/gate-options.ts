@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { EventListener } from './events.js';
 import { checkOptions, durationOption, numberOption, optionsObject, shown } from './options.js';
-import type { BreakerOptions, RetryOptions } from './resilience.js';
+import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions } from './resilience.js';
 import type { SharedTier } from './shared-tier.js';
 import type { CacheOptions } from './store.js';
 import type { CredentialRequest, Provider } from './types.js';
@@ -114,8 +114,6 @@ const SharedTierSchema = z.custom<SharedTier>(
   { error: (issue) => `expected a shared tier ({ get, set, delete }), got ${shown(issue.input)}` },
 );
 
-/** The breaker's default `cooldown`, in ms. */
-const DEFAULT_COOLDOWN_MS = 10_000;
 /** The least `maxRetryAfter`: `Retry-After` counts in whole seconds. */
 const MIN_RETRY_AFTER_MS = 1000;
 

@@ -51,6 +51,9 @@ export function sleep(ms: number, cancellation: Cancellation): Promise<void> {
  * down (429 with `Retry-After`) is paused for that long instead: no call
  * goes out meanwhile, and its state and failure count stay as they are.
  */
+/** How long an open breaker stays open when `cooldown` is not given, in ms. */
+export const DEFAULT_COOLDOWN_MS = 10_000;
+
 export class CircuitBreaker {
   #state: BreakerState = 'closed';
   #failures = 0;
@@ -63,7 +66,7 @@ export class CircuitBreaker {
 
   constructor(options: BreakerOptions, onChange: (state: BreakerState) => void) {
     this.#threshold = options.threshold ?? 5;
-    this.#cooldown = options.cooldown ?? 10_000;
+    this.#cooldown = options.cooldown ?? DEFAULT_COOLDOWN_MS;
     if (!(this.#threshold >= 1) || !(this.#cooldown >= 0))
       throw new RangeError('breaker: threshold >= 1 and cooldown >= 0');
     this.#onChange = onChange;

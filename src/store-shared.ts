@@ -11,8 +11,9 @@
  * - with a leasing tier, an answer is stored only under the claim taken
  *   before the provider was asked, and a flight waits for another instance's
  *   answer in at most {@link ROUNDS} rounds before asking itself;
- * - waiting is bounded by the tier (its lease time), not by `timeout`, and
- *   by the gate's own `timeout` should the tier not bound it;
+ * - waiting for another instance is bounded by the tier (its lease time),
+ *   not by the tier's `timeout`; should the tier not bound it, the gate's
+ *   `timeout` (plus the tier's) does;
  * - whatever the tier does (throw, answer a promise of garbage, answer
  *   something that is not a promise, settle late), a flight goes on without
  *   it: never an error of its own, never an unhandled rejection.

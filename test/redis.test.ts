@@ -738,6 +738,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     try {
       expect(() => redisCache(client, { prefix: 'a{b}' })).toThrow(/redisCache: prefix: expected 1 to 64/);
       expect(() => redisCache(client, { timeout: 0 })).toThrow(RangeError);
+      // A lease's expiry goes to Redis as PX, which takes whole ms: 1500.5 would fail every lease.
+      expect(() => redisCache(client, { leaseTime: 1500.5 })).toThrow(
+        'redisCache: leaseTime: expected an integer >= 10 and <= 2147483647, got 1500.5',
+      );
       expect(() => redisCache(client, { ttl: 5 } as never)).toThrow(/redisCache: ttl: unknown option/);
       expect(() => redisCache({} as never)).toThrow(/expected an ioredis Redis or Cluster, or a node-redis client/);
       const secretErrors = [

@@ -10,7 +10,7 @@
  * (`duplicate()`) for its subscription and closes it in `close()`.
  */
 import { z } from 'zod';
-import { checkOptions, durationOption, numberOption, optionsObject } from '../options.js';
+import { checkOptions, durationOption, MAX_TIMER_MS, numberOption, optionsObject } from '../options.js';
 import type { SharedTier } from '../shared-tier.js';
 import type { RedisClient } from './driver.js';
 import { VerdictSeal } from './seal.js';
@@ -83,7 +83,8 @@ const RedisCacheOptionsSchema = optionsObject(
       .optional(),
     timeout: durationOption(1).optional(),
     localTtl: numberOption(0).optional(),
-    leaseTime: durationOption(10).optional(),
+    // Sent to Redis as a PX expiry, which takes whole ms.
+    leaseTime: numberOption(10, { integer: true, max: MAX_TIMER_MS }).optional(),
     secret: z
       .union(
         [

@@ -107,7 +107,8 @@ function clientOf(
  * that is not `application/x-www-form-urlencoded` or uses two client
  * authentication methods; 401 `invalid_client` (with `WWW-Authenticate:
  * Basic` when the client tried Basic, or sent nothing and `clientAuth` is
- * `basic`) for a missing or wrong client, or another method than `clientAuth`; 400 for a missing `token`; else 200 with the token's answer.
+ * `basic`) for a missing or wrong client, or another method than
+ * `clientAuth`; 400 for a missing `token`; else 200 with the token's answer.
  * The metadata documents are served at their RFC 8414 §3.1 locations (and,
  * for `openid-configuration` of an issuer with a path, appended to it too).
  */
