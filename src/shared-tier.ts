@@ -121,6 +121,9 @@ export interface SharedTier {
    * Waits for the answer of the instance that holds `key`'s lease. Resolves
    * with the value it stored (unchecked), or `undefined` when the lease ended
    * without one (released, lapsed, invalidated) or after the tier's lease time.
+   * A value stored before the lease was taken (the one a `replace` lease is
+   * taken over) is not the holder's answer: it is not resolved while the lease
+   * is held.
    */
   waitFor?(key: string): Promise<unknown>;
   /**

@@ -28,6 +28,7 @@ import {
   type Verdict,
 } from '../src/index.js';
 import { redisCache } from '../src/redis/index.js';
+import { TOMBSTONE_MS } from '../src/redis/tier.js';
 import type { SharedVerdict } from '../src/shared-tier.js';
 import { cacheKey } from '../src/store.js';
 import { type MockOnlineOrNot, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
@@ -338,6 +339,19 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
     });
 
+    it('makes one upstream call when four instances refresh a verdict Redis holds only stale (staleIfError)', async () => {
+      const cache = { ttl: 200, staleIfError: 60_000 };
+      const instances = await start(4, { gate: { cache } });
+      const token = knownToken();
+      await instances[0]?.gate.authenticate(bearer(token));
+      await stored(token);
+      await sleep(300);
+      for (const instance of instances) instance.gate.clear();
+      mock.resetCalls();
+      expect(await stampede(instances, token, 5)).toBe(20);
+      expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+    });
+
     it('waits for a lease whose holder died at most the lease time, then asks itself', async () => {
       const [a] = (await start(1, { redis: { leaseTime: 300 } })) as [Instance];
       const token = knownToken();
@@ -448,6 +462,32 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await a.tier.set(key, verdict, after?.state === 'claimed' ? after.claim : undefined);
       expect(await a.tier.get(key)).toEqual(verdict);
     });
+
+    // Redis's clock is what matters, and the script is the same whichever client sends it: one client suffices.
+    it.runIf(kind === 'ioredis 6')(
+      'never stores an answer that reaches Redis after the tombstone of an invalidation since its claim lapsed',
+      { timeout: 30_000 },
+      async () => {
+        const [a, b] = (await start(2)) as [Instance, Instance];
+        const key = cacheKey('scope', 'late-set');
+        const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
+        const lease = await a.tier.lease?.(key, false);
+        if (lease?.state !== 'claimed') throw new Error(`expected a claim, got ${lease?.state}`);
+        await b.tier.invalidate?.(key);
+        redis.signal('SIGSTOP');
+        try {
+          // Sent at once (the claim is fresh here), given up after the tier's timeout, taken by Redis once it is back.
+          await expect(a.tier.set(key, verdict, lease.claim)).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+          await sleep(TOMBSTONE_MS + 500);
+        } finally {
+          redis.signal('SIGCONT');
+        }
+        await eventually(async () => (await admin.ping()) === 'PONG', 5000, 'Redis back');
+        await sleep(100);
+        expect(await admin.exists(redisKey({ cacheScope: 'scope' } as Provider, 'late-set', 'v'))).toBe(0);
+        expect(await a.tier.get(key)).toBeUndefined();
+      },
+    );
 
     it('stores under a claim once; never a verdict already expired; without a claim only while no tombstone', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];

@@ -11,7 +11,8 @@
  *   sealed with the secret for its own key; any other value is a miss;
  * - a verdict is written only with a claim whose lease was taken after the
  *   key's last invalidation (its tombstone is the one the claim saw), and
- *   within {@link TOMBSTONE_MS} of taking it, so that no answer older than a
+ *   within {@link TOMBSTONE_MS} of taking it on Redis's own clock (however
+ *   late the command reaches Redis), so that no answer older than a
  *   revocation is stored over it;
  * - an invalidation Redis did not take is retried until it is (at most
  *   {@link MAX_PENDING} keys waiting), on recovery and every breaker cooldown.
@@ -53,13 +54,14 @@ interface KeySet {
 const randomId = () => randomBytes(8).toString('hex');
 const ignore = () => {};
 
-/** A lease this instance holds: its id, the tombstone it saw, when it was taken. */
+/** A lease this instance holds: its id, the tombstone it saw, when it was taken (here, and on Redis's clock). */
 class RedisClaim implements SharedClaim {
   #ended = false;
   constructor(
     readonly id: string,
     readonly tombstone: string,
     readonly takenAt: number,
+    readonly redisTakenAt: string,
     readonly end: () => void,
   ) {}
 
@@ -125,9 +127,10 @@ export class RedisTier implements SharedTier {
     const released = this.#message('r', keys);
     const json = JSON.stringify(verdict);
     const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
-    const args = [stored, String(ms), held?.id ?? '', held?.tombstone ?? ''];
-    const run = () =>
-      this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone], [...args, this.#channel, answered, released]);
+    const claimArgs = [held?.id ?? '', held?.tombstone ?? ''];
+    const ageArgs = [held?.redisTakenAt ?? '', String(TOMBSTONE_MS)];
+    const args = [stored, String(ms), ...claimArgs, this.#channel, answered, released, ...ageArgs];
+    const run = () => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone], args);
     await this.#guard.run(run);
   }
 
@@ -146,11 +149,14 @@ export class RedisTier implements SharedTier {
       () => this.#driver.run(LEASE, [keys.value, keys.lease, keys.tombstone], args),
       end,
     );
-    // LEASE answers a table: {'s', value}, {'c', tombstone id or ''} or {'h'}.
-    const [state, payload] = answer as [unknown, unknown];
+    // LEASE answers a table: {'s', value}, {'c', tombstone id or '', Redis's time} or {'h'}.
+    const [state, payload, redisTime] = answer as [unknown, unknown, unknown];
     if (state === 's') return { state: 'stored', value: this.#decode(keys.value, payload) };
-    if (state === 'c') return { state: 'claimed', claim: new RedisClaim(id, String(payload), performance.now(), end) };
+    if (state === 'c' && typeof redisTime === 'string' && /^\d{1,16}$/.test(redisTime)) {
+      return { state: 'claimed', claim: new RedisClaim(id, String(payload), performance.now(), redisTime, end) };
+    }
     if (state === 'h') return { state: 'held' };
+    end();
     throw new Error('Redis answered a lease with an unexpected reply');
   }
 
