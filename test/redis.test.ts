@@ -14,7 +14,8 @@ import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
+import { Redis as IoRedis6, type Redis } from 'ioredis';
+import { Redis as IoRedis5 } from 'ioredis5';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuthContext,
@@ -772,6 +773,36 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     await eventually(async () => (await admin.exists(tombstone(1))) === 1, 5000, 'all retried');
     expect(await admin.exists(tombstone(0))).toBe(0);
   });
+
+  const lazyClients = [
+    ['ioredis 6', (port: number) => new IoRedis6({ host: '127.0.0.1', port, lazyConnect: true })],
+    ['ioredis 5', (port: number) => new IoRedis5({ host: '127.0.0.1', port, lazyConnect: true })],
+  ] as const;
+  it.each(lazyClients)(
+    '%s with lazyConnect: its subscription connects, and revocations from other instances reach it',
+    async (_, connect) => {
+      const client = connect(redis.port);
+      client.on('error', () => {});
+      const other = adminClient(redis.port);
+      const tier = redisCache(client);
+      const otherTier = redisCache(other);
+      try {
+        let ready = false;
+        void tier.ready().then(() => {
+          ready = true;
+        });
+        await eventually(async () => ready, 3000, 'ready()');
+        const key = cacheKey('scope', 'lazy-connect');
+        const heard = new Promise((resolve) => tier.onInvalidate?.(resolve));
+        await otherTier.invalidate?.(key);
+        expect(await heard).toBe(key);
+      } finally {
+        await Promise.all([tier.close(), otherTier.close()]);
+        client.disconnect();
+        other.disconnect();
+      }
+    },
+  );
 
   it('refuses a wrong option or a client it does not know, naming it', async () => {
     const client = adminClient(redis.port);

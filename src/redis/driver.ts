@@ -13,9 +13,9 @@ export interface IoRedisClient {
   eval(script: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
   /**
    * A new connection with the same options. A `Redis` takes options to override; a `Cluster` takes
-   * its startup nodes first, so it is called without any.
+   * its startup nodes first (none: its own), then options to override.
    */
-  duplicate(override?: unknown): IoRedisSubscriber;
+  duplicate(first?: unknown, second?: unknown): IoRedisSubscriber;
   /** True on an ioredis `Cluster`, false on a `Redis`. */
   readonly isCluster?: boolean;
   on(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
@@ -132,8 +132,12 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
       // A `Redis` subscribes again on each `ready` here, its failure caught: ioredis's own resubscription leaves its
       // promise unhandled when the connection drops again before Redis answers, and an unhandled rejection ends a
       // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes them itself.
+      // The app's client may connect lazily (`lazyConnect`, on its first command); the subscriber has no command to
+      // send before it is connected, so it connects at once.
       const resubscribes = client.isCluster !== true;
-      const subscriber = resubscribes ? client.duplicate({ autoResubscribe: false }) : client.duplicate();
+      const subscriber = resubscribes
+        ? client.duplicate({ autoResubscribe: false, lazyConnect: false })
+        : client.duplicate([], { lazyConnect: false });
       subscriber.on('error', ignore);
       subscriber.on('ready', () => {
         if (resubscribes) subscriber.subscribe(channel).catch(ignore);
