@@ -480,6 +480,18 @@ describe('faults', () => {
     expect(() => {
       mock.fault = { kind: 'delay', ms: 0 };
     }).toThrow(RangeError);
+    // Node fires a timer longer than 2^31-1 ms at once: such a delay or drip would answer at once, not late.
+    for (const fault of [
+      { kind: 'delay', ms: 2 ** 31 },
+      { kind: 'delay', ms: Number.POSITIVE_INFINITY },
+      { kind: 'drip', intervalMs: 2 ** 31 },
+      { kind: 'drip', intervalMs: Number.NaN },
+      { kind: 'drip', intervalMs: 0 },
+    ] as const) {
+      expect(() => {
+        mock.fault = fault;
+      }).toThrow(RangeError);
+    }
     expect(() => {
       mock.fault = { kind: 'hang', endpoints: [] };
     }).toThrow(RangeError);
@@ -487,6 +499,20 @@ describe('faults', () => {
       mock.fault = { kind: 'hang', endpoints: ['checkToken'] };
     }).toThrow(RangeError);
     expect(mock.fault).toBeUndefined();
+  });
+
+  it('rejects a latency that is not a timer Node keeps, and keeps the one it had', async () => {
+    const mock = await start();
+    mock.latency = 30;
+    for (const latency of [-1, Number.NaN, 2 ** 31, Number.POSITIVE_INFINITY, '5' as unknown as number]) {
+      expect(() => {
+        mock.latency = latency;
+      }).toThrow(new RangeError(`Invalid mock latency: expected 0 to 2147483647 ms, got ${String(latency)}`));
+    }
+    expect(mock.latency).toBe(30);
+    const started = Date.now();
+    expect((await verify(mock)).json()).toEqual(OK);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(25);
   });
 
   it('a client leaving during the latency does not disturb the mock', async () => {

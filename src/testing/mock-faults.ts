@@ -1,4 +1,5 @@
 /** The faults a mock provider server can inject, and their checks. */
+import { MAX_TIMER_MS } from '../options.js';
 
 /**
  * A fault a mock injects instead of (or into) its normal answer.
@@ -60,6 +61,9 @@ export function* hugeJson(bytes: number): Generator<string> {
   yield '"}';
 }
 
+/** True for a delay Node keeps as a timer: above 0, at most {@link MAX_TIMER_MS} (a longer one fires at once). */
+const isTimerDelay = (ms: number): boolean => typeof ms === 'number' && ms > 0 && ms <= MAX_TIMER_MS;
+
 /** Throws `RangeError` for a fault with out-of-range numbers or an endpoint name not in `endpoints`. */
 export function checkFault(fault: MockFault | undefined, endpoints: readonly string[]): void {
   if (fault === undefined) return;
@@ -76,8 +80,8 @@ export function checkFault(fault: MockFault | undefined, endpoints: readonly str
   }
   if (fault.kind === 'huge' && !(Number.isInteger(fault.bytes) && fault.bytes >= 14))
     bad('bytes must be an integer >= 14');
-  if (fault.kind === 'drip' && !(fault.intervalMs > 0)) bad('intervalMs must be > 0');
-  if (fault.kind === 'delay' && !(fault.ms > 0 && Number.isFinite(fault.ms))) bad('ms must be a finite number > 0');
+  if (fault.kind === 'drip' && !isTimerDelay(fault.intervalMs)) bad(`intervalMs must be > 0 and <= ${MAX_TIMER_MS}`);
+  if (fault.kind === 'delay' && !isTimerDelay(fault.ms)) bad(`ms must be > 0 and <= ${MAX_TIMER_MS}`);
   if (fault.endpoints !== undefined) {
     if (!Array.isArray(fault.endpoints) || fault.endpoints.length === 0) bad('endpoints must be a non-empty array');
     for (const name of fault.endpoints) {

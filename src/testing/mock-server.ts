@@ -5,6 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { MAX_TIMER_MS } from '../options.js';
 import { answer, type JsonReply } from './mock-answer.js';
 import { FaultSchedule, type VerificationParts } from './mock-fault-schedule.js';
 import { checkFault, type MockFault } from './mock-faults.js';
@@ -29,7 +30,11 @@ export interface MockProvider<Endpoint extends string = string> {
   readonly calls: Readonly<Record<Endpoint | 'total', number>>;
   /** TCP connections accepted since start (to check keep-alive). Not reset by {@link MockProvider.resetCalls}. */
   readonly connections: number;
-  /** Milliseconds to wait before answering every request, faults included (default 0). */
+  /**
+   * Milliseconds to wait before answering every request, faults included
+   * (default 0). Throws `RangeError` for anything but a number from 0 to
+   * 2^31-1 (the longest timer Node keeps).
+   */
   latency: number;
   /**
    * Fault to inject; `undefined` = behave normally. Assigning (even the same
@@ -155,6 +160,7 @@ export async function startMockServer<Endpoint extends string>(
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let connections = 0;
+  let latency = 0;
   const schedule = new FaultSchedule(spec.verification);
   let closing: Promise<void> | undefined;
   const resetCalls = (): void => {
@@ -178,7 +184,7 @@ export async function startMockServer<Endpoint extends string>(
 
     const respond = (body: string | undefined): void => {
       const normal = (): JsonReply => routeReply(route, req, query, body);
-      afterLatency(mock.latency, timers, () => answer(req, res, injected, normal, spec.wrongShape, timers));
+      afterLatency(latency, timers, () => answer(req, res, injected, normal, spec.wrongShape, timers));
     };
     // A POST route reads its body first. Any other request's body (normally none) is drained so keep-alive works.
     if (endpoint !== undefined && route?.method === 'POST') {
@@ -206,7 +212,15 @@ export async function startMockServer<Endpoint extends string>(
     get connections() {
       return connections;
     },
-    latency: 0,
+    get latency() {
+      return latency;
+    },
+    set latency(value) {
+      if (!(typeof value === 'number' && value >= 0 && value <= MAX_TIMER_MS)) {
+        throw new RangeError(`Invalid mock latency: expected 0 to ${MAX_TIMER_MS} ms, got ${String(value)}`);
+      }
+      latency = value;
+    },
     get fault() {
       return schedule.fault;
     },
