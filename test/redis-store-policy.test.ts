@@ -217,10 +217,11 @@ describe('store with a leasing shared tier', () => {
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
-      const tier = new ScriptedTier([() => sleep(60).then(() => ({ state: 'claimed', claim: null }) as never)]);
+      // Far past the tier's 50 ms, so that a loaded machine cannot run both timers in one turn.
+      const tier = new ScriptedTier([() => sleep(300).then(() => ({ state: 'claimed', claim: null }) as never)]);
       const { fetched, failures } = await load(tier);
       expect(fetched).toBe(1);
-      await sleep(100);
+      await sleep(400);
       expect(failures).toEqual(['lease:timeout']);
       expect(unhandled).toEqual([]);
     } finally {
