@@ -121,15 +121,14 @@ export interface SharedTier {
    * Waits for the answer of the instance that holds `key`'s lease. Resolves
    * with the value it stored (unchecked), or `undefined` when the lease ended
    * without one (released, lapsed, invalidated) or after the tier's lease time.
-   * A value stored before the lease was taken (the one a `replace` lease is
-   * taken over) is not the holder's answer: it is not resolved while the lease
-   * is held.
+   * A value stored before the wait (the one a `replace` lease is taken over)
+   * is not an answer: it is not resolved while the lease is held.
    */
   waitFor?(key: string): Promise<unknown>;
   /**
-   * Forgets `key` on every instance: deletes it, leaves a short tombstone so
-   * that an answer already under way elsewhere is not stored over it, and
-   * tells every instance's `onInvalidate` listeners. Resolves once the tier
+   * Forgets `key` on every instance: deletes it, sees to it that no answer
+   * already under way elsewhere is stored over it (however late it comes),
+   * and tells every instance's `onInvalidate` listeners. Resolves once the tier
    * has taken it; a tier that could not may keep retrying on its own.
    */
   invalidate?(key: string): Promise<void>;

@@ -93,13 +93,15 @@ export class RedisBus {
     };
   }
 
-  /** Resolves once the subscription is live (at once if it is). */
+  /** Resolves once the subscription is live (at once if it is), or once the bus is closed: no wait outlives it. */
   ready(): Promise<void> {
-    return this.#live ? Promise.resolve() : new Promise((resolve) => this.#whenLive.push(resolve));
+    if (this.#live || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#whenLive.push(resolve));
   }
 
   close(): void {
     this.#closed = true;
+    for (const resolve of this.#whenLive.splice(0)) resolve();
     this.#invalidated.clear();
     this.#reconnected.clear();
     clearInterval(this.#probeTimer);

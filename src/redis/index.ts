@@ -47,7 +47,7 @@ export interface RedisCacheOptions {
    * to Redis without the secret can no longer forge a verdict, or move one
    * from one token to another (they can still replay a verdict for the same
    * token within its lifetime, and slow or stop the sharing through leases,
-   * tombstones and messages, which are not sealed). Give every instance
+   * lease lists, tombstones and messages, which are not sealed). Give every instance
    * the same secret, at least 32 characters of random (keep it out of the
    * code, like a session secret). An array rotates: the first secret seals,
    * every one is trusted. Default: none; values are plain JSON, and Redis is
@@ -62,9 +62,10 @@ export interface RedisCache extends SharedTier {
   readonly localTtl: number;
   /**
    * Resolves once invalidations from other instances reach this one: its
-   * subscription is confirmed live (a message it published came back). Never
-   * rejects, and need not be awaited: the tier works meanwhile, and whatever
-   * the gate cached before that moment is dropped then.
+   * subscription is confirmed live (a message it published came back); or
+   * once the tier is closed. Never rejects, and need not be awaited: the tier
+   * works meanwhile, and whatever the gate cached before that moment is
+   * dropped then.
    */
   ready(): Promise<void>;
   /** Closes the tier's own subscriber connection; the app's client stays open (quit it yourself). */

@@ -5,6 +5,7 @@
  *
  * Keys of a store key K (its digest in base64url): `<prefix>{K}:v` the
  * verdict (JSON), `<prefix>{K}:l` the lease (the holder's claim id),
+ * `<prefix>{K}:c` the claims that may still store (a hash of claim ids),
  * `<prefix>{K}:t` the tombstone (a random id per invalidation). Messages on
  * `<prefix>bus` carry a kind, K and the sender's instance id, nothing else.
  */
@@ -23,15 +24,11 @@ function script(source: string): Script {
 /** KEYS value. The stored value, or nil. */
 export const GET = script(`return redis.call('GET', KEYS[1])`);
 
-/** Lua: `now`, Redis's own clock in ms (scripts replicate their effects, Redis 5 and later). */
-const NOW = `local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)`;
-
 /**
- * KEYS value, lease, tombstone; ARGV replace ('1' or ''), claim id, lease ms.
- * {'s', value} when a value is stored (unless replace); else {'c', tombstone
- * id or '', Redis's time in ms} when the lease was free and is now this
- * claim's; else {'h'}.
+ * KEYS value, lease, claims; ARGV replace ('1' or ''), claim id, lease ms,
+ * claim ms. {'s', value} when a value is stored (unless replace); else {'c'}
+ * when the lease was free and is now this claim's (its id joins the claims
+ * that may store, for claim ms); else {'h'}.
  */
 export const LEASE = script(`
 if ARGV[1] == '' then
@@ -39,40 +36,42 @@ if ARGV[1] == '' then
   if value then return {'s', value} end
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-  ${NOW}
-  return {'c', redis.call('GET', KEYS[3]) or '', string.format('%.0f', now)}
+  redis.call('HSET', KEYS[3], ARGV[2], '1')
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  return {'c'}
 end
 return {'h'}`);
 
 /**
- * KEYS value, lease, tombstone; ARGV JSON, ms to live, claim id, tombstone id
- * seen when the claim was taken, channel, answered message, released message,
- * Redis's time when the claim was taken, longest age of a claim that stores.
- * Ends the claim's lease; stores the value only when no invalidation came
- * since the claim was taken (the tombstone is the one it saw) and the claim
- * is younger, on Redis's clock, than a tombstone lives: an invalidation after
- * the claim leaves a tombstone that outlives it. 1 stored, 0 not. Without a
- * claim (ARGV 3, 4 and 8 empty), stores only while the key has no tombstone.
+ * KEYS value, lease, tombstone, claims; ARGV JSON, ms to live, claim id or
+ * '', channel, answered message, released message. Under a claim, ends its
+ * lease and stores the value only when the claim is still among the claims
+ * that may store: an invalidation deletes them all, so no answer asked for
+ * before it is stored after it, however late it reaches Redis; a claim
+ * evicted or expired stores nothing. Without a claim, stores only while the
+ * key has no tombstone. 1 stored, 0 not.
  */
 export const SET = script(`
-local tombstone = redis.call('GET', KEYS[3]) or ''
-local mine = redis.call('GET', KEYS[2]) == ARGV[3]
-if mine then redis.call('DEL', KEYS[2]) end
-local stale = false
-if ARGV[8] ~= '' then
-  ${NOW}
-  stale = now - tonumber(ARGV[8]) >= tonumber(ARGV[9])
-end
-if stale or tombstone ~= ARGV[4] then
-  if mine then redis.call('PUBLISH', ARGV[5], ARGV[7]) end
+if ARGV[3] ~= '' then
+  local mine = redis.call('GET', KEYS[2]) == ARGV[3]
+  if mine then redis.call('DEL', KEYS[2]) end
+  if redis.call('HDEL', KEYS[4], ARGV[3]) == 0 then
+    if mine then redis.call('PUBLISH', ARGV[4], ARGV[6]) end
+    return 0
+  end
+elseif redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`);
 
-/** KEYS lease; ARGV claim id, channel, released message. Ends the lease if the claim still holds it. */
+/**
+ * KEYS lease, claims; ARGV claim id, channel, released message. Withdraws the
+ * claim, and ends the lease if the claim still holds it.
+ */
 export const RELEASE = script(`
+redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
@@ -80,25 +79,28 @@ end
 return 0`);
 
 /**
- * KEYS value, lease, tombstone; ARGV tombstone id, tombstone ms, channel,
- * invalidated message. Deletes the value and the lease (a claim taken before
- * can no longer store), leaves the tombstone, tells every instance.
+ * KEYS value, lease, tombstone, claims; ARGV tombstone id, tombstone ms,
+ * channel, invalidated message. Deletes the value, the lease and the claims
+ * (none taken before can store any more), leaves the tombstone (a store
+ * without a claim waits it out), tells every instance.
  */
 export const INVALIDATE = script(`
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1`);
 
 /**
- * KEYS value, lease. What a waiting instance polls: {'', 1} while the lease is
- * held, else {value or '', 0}. A value is read only once the lease is free: the
- * holder ends it as it stores, and a value beside a held lease is the one the
- * holder is replacing (unusable), not its answer.
+ * KEYS value, lease; ARGV '1' to read the value whatever the lease. What a
+ * waiting instance reads: {value or '', 1 when the lease is held else 0}, the
+ * value left out while the lease is held unless asked for. A poll leaves it
+ * out: a value beside a held lease may be the one the holder is replacing
+ * (unusable). A wait told of an answer reads it: it was stored since.
  */
 export const PEEK = script(`
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'', 1} end
-return {redis.call('GET', KEYS[1]) or '', 0}`);
+local held = redis.call('EXISTS', KEYS[2])
+if held == 1 and ARGV[1] ~= '1' then return {'', 1} end
+return {redis.call('GET', KEYS[1]) or '', held}`);
 
 /** ARGV channel, message. Publishes `message`: how an instance checks that its own subscription is live. */
 export const PROBE = script(`return redis.call('PUBLISH', ARGV[1], ARGV[2])`);

@@ -9,11 +9,13 @@
  *   credential or an API key;
  * - with a seal (`redisCache({ secret })`), a value is read only when it was
  *   sealed with the secret for its own key; any other value is a miss;
- * - a verdict is written only with a claim whose lease was taken after the
- *   key's last invalidation (its tombstone is the one the claim saw), and
- *   within {@link TOMBSTONE_MS} of taking it on Redis's own clock (however
- *   late the command reaches Redis), so that no answer older than a
- *   revocation is stored over it;
+ * - a verdict is written under a claim only while Redis still lists the
+ *   claim among those that may store; an invalidation deletes that list, so
+ *   no answer asked for before a revocation is stored after it, however
+ *   late it reaches Redis, and a list Redis lost (evicted, expired) only
+ *   means the answer is not shared;
+ * - a waiting instance reads a value beside a held lease only once told of
+ *   an answer: before, it may be the unusable one the holder replaces;
  * - an invalidation Redis did not take is retried until it is (at most
  *   {@link MAX_PENDING} keys waiting), on recovery and every breaker cooldown.
  */
@@ -26,8 +28,10 @@ import { BREAKER_COOLDOWN_MS, RedisGuard } from './guard.js';
 import { GET, INVALIDATE, LEASE, PEEK, RELEASE, SET } from './scripts.js';
 import type { VerdictSeal } from './seal.js';
 
-/** How long a tombstone lives, and so the longest upstream call whose answer may still be stored (ms). */
-export const TOMBSTONE_MS = 10_000;
+/** How long a tombstone lives (ms): a store without a claim waits it out. */
+const TOMBSTONE_MS = 10_000;
+/** Least time (ms) a claim may store its answer after it was taken (the lease time, when longer). */
+const CLAIM_MS = 10_000;
 /** Longest value read as JSON; a longer one is foreign and unusable. */
 const MAX_VALUE_LENGTH = 64 * 1024;
 /** Most invalidations kept for a retry; the oldest goes first. */
@@ -49,19 +53,18 @@ interface KeySet {
   readonly value: string;
   readonly lease: string;
   readonly tombstone: string;
+  readonly claims: string;
 }
 
 const randomId = () => randomBytes(8).toString('hex');
 const ignore = () => {};
 
-/** A lease this instance holds: its id, the tombstone it saw, when it was taken (here, and on Redis's clock). */
+/** A lease this instance holds: its id, and when it was taken. */
 class RedisClaim implements SharedClaim {
   #ended = false;
   constructor(
     readonly id: string,
-    readonly tombstone: string,
     readonly takenAt: number,
-    readonly redisTakenAt: string,
     readonly end: () => void,
   ) {}
 
@@ -86,6 +89,8 @@ export class RedisTier implements SharedTier {
   readonly #bus: RedisBus;
   readonly #channel: string;
   readonly #instance = randomId();
+  /** How long a claim may store its answer (ms). */
+  readonly #claimTime: number;
   /** Store keys whose invalidation Redis has not taken yet. */
   readonly #pending = new Set<string>();
   /** Ends each wait under way (with no answer). */
@@ -96,6 +101,7 @@ export class RedisTier implements SharedTier {
 
   constructor(client: RedisClient, settings: RedisTierSettings) {
     this.#settings = settings;
+    this.#claimTime = Math.max(settings.leaseTime, CLAIM_MS);
     this.timeout = settings.timeout;
     this.localTtl = settings.localTtl;
     this.#driver = driverFor(client);
@@ -113,25 +119,25 @@ export class RedisTier implements SharedTier {
     return this.#decode(value, await this.#guard.run(() => this.#driver.run(GET, [value], [])));
   }
 
-  /** Stores `verdict` under `claim` (or, without one, only when `key` has no tombstone); ends the claim's lease. */
+  /**
+   * Stores `verdict` under `claim` while the claim still holds `key`'s lease
+   * (without one, only while `key` has no tombstone); ends the claim's lease.
+   */
   async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void> {
     const held = claim instanceof RedisClaim ? claim : undefined;
     if (held !== undefined && !held.take()) return;
     const ms = Math.floor(verdict.until - Date.now());
-    if (ms <= 0 || (held !== undefined && performance.now() - held.takenAt >= TOMBSTONE_MS)) {
+    // A claim past its time here is past it in Redis too (taken there before it was taken here): Redis would refuse.
+    if (ms <= 0 || (held !== undefined && performance.now() - held.takenAt >= this.#claimTime)) {
       held?.end();
       return;
     }
     const keys = this.#keys(key);
-    const answered = this.#message('a', keys);
-    const released = this.#message('r', keys);
     const json = JSON.stringify(verdict);
     const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
-    const claimArgs = [held?.id ?? '', held?.tombstone ?? ''];
-    const ageArgs = [held?.redisTakenAt ?? '', String(TOMBSTONE_MS)];
-    const args = [stored, String(ms), ...claimArgs, this.#channel, answered, released, ...ageArgs];
-    const run = () => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone], args);
-    await this.#guard.run(run);
+    const messages = [this.#message('a', keys), this.#message('r', keys)];
+    const args = [stored, String(ms), held?.id ?? '', this.#channel, ...messages];
+    await this.#guard.run(() => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args));
   }
 
   /** Invalidates `key` (see {@link invalidate}). */
@@ -143,18 +149,16 @@ export class RedisTier implements SharedTier {
     const keys = this.#keys(key);
     const id = randomId();
     const end = () => this.#release(keys, id);
-    const args = [replace ? '1' : '', id, String(this.#settings.leaseTime)];
+    const args = [replace ? '1' : '', id, String(this.#settings.leaseTime), String(this.#claimTime)];
     // A lease command that reaches Redis after its timeout takes a lease no one will use: end it behind it.
     const answer = await this.#guard.run(
-      () => this.#driver.run(LEASE, [keys.value, keys.lease, keys.tombstone], args),
+      () => this.#driver.run(LEASE, [keys.value, keys.lease, keys.claims], args),
       end,
     );
-    // LEASE answers a table: {'s', value}, {'c', tombstone id or '', Redis's time} or {'h'}.
-    const [state, payload, redisTime] = answer as [unknown, unknown, unknown];
+    // LEASE answers a table: {'s', value}, {'c'} or {'h'}.
+    const [state, payload] = answer as [unknown, unknown];
     if (state === 's') return { state: 'stored', value: this.#decode(keys.value, payload) };
-    if (state === 'c' && typeof redisTime === 'string' && /^\d{1,16}$/.test(redisTime)) {
-      return { state: 'claimed', claim: new RedisClaim(id, String(payload), performance.now(), redisTime, end) };
-    }
+    if (state === 'c') return { state: 'claimed', claim: new RedisClaim(id, performance.now(), end) };
     if (state === 'h') return { state: 'held' };
     end();
     throw new Error('Redis answered a lease with an unexpected reply');
@@ -163,8 +167,10 @@ export class RedisTier implements SharedTier {
   /**
    * Waits for the lease holder's answer: told by a message, checked once at
    * the start (an answer stored before this wait began watching sent its
-   * message already) and by a poll as well (messages can be lost). Ends with
-   * no answer when the lease ends without one, after the lease time, or when
+   * message already) and by a poll as well (messages can be lost). A value
+   * beside a held lease is taken only once a message told of an answer (a
+   * holder whose lease lapsed stores beside the next one's). Ends with no
+   * answer when the lease ends without one, after the lease time, or when
    * the tier closes; rejects when Redis fails meanwhile.
    */
   waitFor(key: string): Promise<unknown> {
@@ -183,9 +189,10 @@ export class RedisTier implements SharedTier {
         settle();
       };
       const abandon = () => finish(() => resolve(undefined));
+      let answered = false;
       const peek = () => {
         this.#guard
-          .run(() => this.#driver.run(PEEK, [keys.value, keys.lease], []))
+          .run(() => this.#driver.run(PEEK, [keys.value, keys.lease], [answered ? '1' : '']))
           .then(
             (answer) => {
               const [value, held] = Array.isArray(answer) ? (answer as unknown[]) : [];
@@ -195,7 +202,11 @@ export class RedisTier implements SharedTier {
             (error: unknown) => finish(() => reject(error)),
           );
       };
-      const stopWatching = this.#bus.watch(keys.encoded, (kind) => (kind === 'a' ? peek() : abandon()));
+      const stopWatching = this.#bus.watch(keys.encoded, (kind) => {
+        if (kind !== 'a') return abandon();
+        answered = true;
+        peek();
+      });
       const deadline = setTimeout(abandon, leaseTime);
       const poll = setInterval(peek, Math.max(10, Math.min(50, leaseTime / 4)));
       this.#waits.add(abandon);
@@ -243,7 +254,7 @@ export class RedisTier implements SharedTier {
   #keys(key: string): KeySet {
     const encoded = encodeKey(key);
     const base = `${this.#settings.prefix}{${encoded}}:`;
-    return { encoded, value: `${base}v`, lease: `${base}l`, tombstone: `${base}t` };
+    return { encoded, value: `${base}v`, lease: `${base}l`, tombstone: `${base}t`, claims: `${base}c` };
   }
 
   /**
@@ -267,13 +278,14 @@ export class RedisTier implements SharedTier {
   }
 
   #release(keys: KeySet, id: string): void {
-    this.#driver.run(RELEASE, [keys.lease], [id, this.#channel, this.#message('r', keys)]).catch(ignore);
+    this.#driver.run(RELEASE, [keys.lease, keys.claims], [id, this.#channel, this.#message('r', keys)]).catch(ignore);
   }
 
   #invalidateNow(key: string): Promise<unknown> {
     const keys = this.#keys(key);
     const args = [randomId(), String(TOMBSTONE_MS), this.#channel, this.#message('i', keys)];
-    return this.#guard.run(() => this.#driver.run(INVALIDATE, [keys.value, keys.lease, keys.tombstone], args));
+    const all = [keys.value, keys.lease, keys.tombstone, keys.claims];
+    return this.#guard.run(() => this.#driver.run(INVALIDATE, all, args));
   }
 
   #queue(key: string): void {
