@@ -128,11 +128,31 @@ export const CacheOptionsSchema = optionsObject(
   'a cache options object',
 );
 
+/**
+ * Refuses a provider no request can reach: one with the same `extract` and `source` as a provider
+ * before it, which finds every credential it would (two Bearer providers, say: the first always
+ * answers). Providers with extractors of their own may share a source (each takes its own tokens).
+ */
+function checkReachable(providers: readonly Provider[], context: z.RefinementCtx): void {
+  providers.forEach((provider, index) => {
+    const first = providers.findIndex(
+      (other) => other.extract === provider.extract && other.source === provider.source,
+    );
+    if (first === index) return;
+    context.addIssue({
+      code: 'custom',
+      path: [index],
+      message: `${provider.name} is never asked: providers[${first}] (${providers[first]?.name}) finds every credential it would first; keep one of them`,
+    });
+  });
+}
+
 const GateOptionsSchema = optionsObject(
   {
     providers: z
       .array(ProviderSchema, { error: (issue) => `expected an array of providers, got ${shown(issue.input)}` })
-      .min(1, { error: 'expected at least one provider' }),
+      .min(1, { error: 'expected at least one provider' })
+      .superRefine(checkReachable),
     realm: z
       .string({ error: 'expected a string' })
       .regex(/^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, { error: 'expected printable ASCII without " or \\' })
@@ -184,7 +204,10 @@ const HINTS = {
   provider: 'providers',
 };
 
-/** Checks `options` and fills in the defaults. @throws TypeError naming the first wrong option. */
+/**
+ * Checks `options` and fills in the defaults.
+ * @throws TypeError naming the first wrong option; RangeError when it is a number out of its range.
+ */
 export function resolveGateOptions(options: GateOptions): ResolvedGateOptions {
   checkOptions(GateOptionsSchema, options, 'createGate', HINTS);
   const { retry, breaker } = options;

@@ -38,7 +38,10 @@ interface Slot {
 
 type Outcome = AuthContext | Rejection | AuthError;
 
-/** Creates a gate. See {@link GateOptions} for every option. @throws TypeError naming a wrong option. */
+/**
+ * Creates a gate. See {@link GateOptions} for every option.
+ * @throws TypeError naming a wrong option; RangeError for a number out of its range.
+ */
 export function createGate(options: GateOptions): Gate {
   return new TokenGate(options);
 }

@@ -21,12 +21,17 @@ const LONE_SURROGATE = /\p{Surrogate}/u;
 /**
  * The permission list of a guard, each name once.
  *
- * @throws TypeError when a name is not a non-empty, well-formed string; an object among them means the
- *   factory itself was mounted as middleware (called with a request).
+ * @throws TypeError when a name is not a non-empty, well-formed string; an array among them is a list
+ *   passed whole; another object means the factory itself was mounted as middleware (called with a request).
  */
 function checkPermissions(permissions: readonly string[], factory: string): readonly string[] {
   if (permissions.length === 0) throw new TypeError(`${factory}() needs at least one permission`);
   for (const permission of permissions as readonly unknown[]) {
+    if (Array.isArray(permission)) {
+      throw new TypeError(
+        `${factory}() takes permission names as arguments: ${factory}(...names), not ${factory}(names)`,
+      );
+    }
     if (typeof permission === 'object' && permission !== null) {
       throw new TypeError(
         `${factory} was mounted without being called: mount ${factory}('permission'), not ${factory}`,

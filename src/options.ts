@@ -26,10 +26,14 @@ export const MAX_TIMER_MS = 2_147_483_647;
 /** A duration in ms that ends up as a timer's delay: in `[min, MAX_TIMER_MS]`. */
 export const durationOption = (min: number) => numberOption(min, { max: MAX_TIMER_MS });
 
-/** A non-empty string option; its value is never echoed in errors. */
+/** What a secret option was, without its value: `undefined`, `null` or its type. */
+const secretKind = (value: unknown): string =>
+  value === undefined || value === null ? String(value) : `a ${typeof value}`;
+
+/** A non-empty string option; its value is never echoed in errors (only what it was, `undefined` say). */
 export const secretOption = z
-  .string({ error: 'expected a non-empty string' })
-  .min(1, { error: 'expected a non-empty string' });
+  .string({ error: (issue) => `expected a non-empty string, got ${secretKind(issue.input)}` })
+  .min(1, { error: 'expected a non-empty string, got an empty string' });
 
 /** A non-empty string option whose value may be shown in errors. */
 export const nameOption = z

@@ -141,6 +141,14 @@ describe('requires and requiresAny', () => {
     expect(() => requiresAny(request)).toThrow(/requiresAny was mounted without being called/);
   });
 
+  it('says so when a list is passed whole (JavaScript; TypeScript refuses it)', () => {
+    const list = ['a', 'b'] as unknown as string;
+    expect(() => requires(list)).toThrow(
+      new TypeError('requires() takes permission names as arguments: requires(...names), not requires(names)'),
+    );
+    expect(() => requiresAny(READ, list)).toThrow(/requiresAny\(\) takes permission names as arguments/);
+  });
+
   it('guards are frozen: a route cannot widen them later', () => {
     const guard = requires(READ);
     expect(Object.isFrozen(guard)).toBe(true);

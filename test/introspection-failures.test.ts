@@ -89,7 +89,7 @@ describe('introspection: options and what the gate is told', () => {
     [
       'no clientSecret',
       { endpoint: base.endpoint, clientId: CLIENT_ID },
-      'introspection: clientSecret: expected a non-empty string',
+      'introspection: clientSecret: expected a non-empty string, got undefined',
     ],
     [
       'an empty clientId',

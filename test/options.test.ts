@@ -25,6 +25,12 @@ describe('createGate options', () => {
       'createGate: providers[0]: expected a provider, got a function: call the factory (onlineOrNot(), not onlineOrNot)',
     ],
     ['no provider', gateWith({ providers: [] }), TypeError, 'createGate: providers: expected at least one provider'],
+    [
+      'a second Bearer provider, which the first always answers for',
+      () => createGate({ providers: [partoo({ apiKey: 'k' }), onlineOrNot(), stubProvider({ tokens: {} })] }),
+      TypeError,
+      'createGate: providers[2]: stub is never asked: providers[1] (onlineornot) finds every credential it would first; keep one of them',
+    ],
     ['a top-level ttl', gateWith({ ttl: 5 }), TypeError, 'createGate: ttl: unknown option (did you mean cache.ttl?)'],
     [
       'cache.TTL',
@@ -128,7 +134,12 @@ describe('provider options', () => {
       TypeError,
       'partoo: expected an options object with apiKey, got undefined',
     ],
-    ['an empty apiKey', partooWith({ apiKey: '' }), TypeError, 'partoo: apiKey: expected a non-empty string'],
+    [
+      'an empty apiKey',
+      partooWith({ apiKey: '' }),
+      TypeError,
+      'partoo: apiKey: expected a non-empty string, got an empty string',
+    ],
     [
       'permissions as a string',
       partooWith({ apiKey: 'k', permissions: 'read' }),
@@ -178,7 +189,7 @@ describe('provider options', () => {
 
   it('never echoes an API key in an option error', () => {
     const make = partooWith({ apiKey: 42, baseUrl: 'nope' });
-    expect(make).toThrow('partoo: apiKey: expected a non-empty string');
+    expect(make).toThrow('partoo: apiKey: expected a non-empty string, got a number');
     expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'nope' })).toThrow(/^partoo: baseUrl: .*"nope"$/);
     expect(() => partoo({ apiKey: 'SECRETkey', name: '' })).not.toThrow(/SECRET/);
   });

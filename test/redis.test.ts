@@ -16,6 +16,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis as IoRedis6, type Redis } from 'ioredis';
 import { Redis as IoRedis5 } from 'ioredis5';
+import { createClient as createNodeRedis6, createCluster as createNodeRedisCluster6 } from 'redis';
+import { createClient as createNodeRedis5 } from 'redis5';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuthContext,
@@ -838,6 +840,15 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       );
       expect(() => redisCache(client, { ttl: 5 } as never)).toThrow(/redisCache: ttl: unknown option/);
       expect(() => redisCache({} as never)).toThrow(/expected an ioredis Redis or Cluster, or a node-redis client/);
+      expect(() => redisCache(undefined as never)).toThrow(
+        /expected an ioredis Redis or Cluster, or a node-redis client/,
+      );
+      // node-redis clients are the app's to connect: one never opened would make every command fail.
+      for (const unopened of [createNodeRedis6(), createNodeRedis5(), createNodeRedisCluster6({ rootNodes: [] })]) {
+        expect(() => redisCache(unopened as never)).toThrow(
+          new TypeError('redisCache: the node-redis client is not open: call client.connect() before redisCache()'),
+        );
+      }
       const secretErrors = [
         [{ secret: 'SECRETshort' }, 'redisCache: secret: expected at least 32 characters'],
         [{ secret: [] }, 'redisCache: secret: expected at least one secret'],
