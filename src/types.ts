@@ -246,8 +246,8 @@ export interface Gate {
   invalidate(req: CredentialRequest): boolean;
   /**
    * {@link invalidate}, resolved once the shared cache tier has taken the
-   * revocation (deleted the entry, left a tombstone so that an answer under
-   * way elsewhere is not stored over it, told every instance): `true`. `false`
+   * revocation (deleted the entry, seen to it that no answer under way
+   * elsewhere is stored over it, told every instance): `true`. `false`
    * when the request carries no credential, or the tier did not confirm within
    * its `timeout` (reported through `onEvent`; other instances still stop
    * serving it within the tier's `localTtl`). Without a shared tier, `true` at once.

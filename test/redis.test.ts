@@ -500,6 +500,35 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await admin.exists(redisKey(scope, 'evicted-claims', 'l'))).toBe(0);
     });
 
+    it("a claim past its time on Redis's clock stores nothing (a command that reached Redis late)", async () => {
+      const [a] = (await start(1)) as [Instance];
+      const scope = { cacheScope: 'scope' } as Provider;
+      const key = cacheKey('scope', 'late-claim');
+      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
+      const lease = await a.tier.lease?.(key, false);
+      if (lease?.state !== 'claimed') throw new Error(`expected a claim, got ${lease?.state}`);
+      const claims = redisKey(scope, 'late-claim', 'c');
+      const [id] = await admin.hkeys(claims);
+      // As Redis sees a claim whose command arrives after its time: its deadline is behind Redis's clock.
+      const [seconds] = await admin.time();
+      await admin.hset(claims, String(id), String(Number(seconds) * 1000 - 1000));
+      await a.tier.set(key, verdict, lease.claim);
+      expect(await admin.exists(redisKey(scope, 'late-claim', 'v'))).toBe(0);
+    });
+
+    it('lists at most 32 claims per key, whatever number of holders died holding one', async () => {
+      const [a] = (await start(1)) as [Instance];
+      const scope = { cacheScope: 'scope' } as Provider;
+      const key = cacheKey('scope', 'many-claims');
+      for (let i = 0; i < 40; i++) {
+        expect((await a.tier.lease?.(key, false))?.state).toBe('claimed');
+        // The holder died: its lease lapses, its claim is never used.
+        await admin.del(redisKey(scope, 'many-claims', 'l'));
+      }
+      expect(await admin.hlen(redisKey(scope, 'many-claims', 'c'))).toBeLessThanOrEqual(32);
+      expect(await admin.pttl(redisKey(scope, 'many-claims', 'c'))).toBeGreaterThan(0);
+    });
+
     it('a holder slower than leaseTime: its answer is shared, with those waiting on the next holder too', async () => {
       const instances = (await start(3, { redis: { leaseTime: 300 } })) as [Instance, Instance, Instance];
       const [a, b, c] = instances;

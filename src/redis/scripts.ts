@@ -1,12 +1,13 @@
 /**
  * The Lua scripts of the Redis tier. Each runs atomically on the node that
- * holds its keys; a key's value, lease and tombstone share one hash tag, so
- * they are always on one node (Redis Cluster included).
+ * holds its keys; a key's value, lease, claims and tombstone share one hash
+ * tag, so they are always on one node (Redis Cluster included).
  *
  * Keys of a store key K (its digest in base64url): `<prefix>{K}:v` the
  * verdict (JSON), `<prefix>{K}:l` the lease (the holder's claim id),
- * `<prefix>{K}:c` the claims that may still store (a hash of claim ids),
- * `<prefix>{K}:t` the tombstone (a random id per invalidation). Messages on
+ * `<prefix>{K}:c` the claims that may still store (a hash: claim id to its
+ * deadline on Redis's clock, ms), `<prefix>{K}:t` the tombstone (a random id
+ * per invalidation; only a store without a claim reads it). Messages on
  * `<prefix>bus` carry a kind, K and the sender's instance id, nothing else.
  */
 import { createHash } from 'node:crypto';
@@ -24,11 +25,18 @@ function script(source: string): Script {
 /** KEYS value. The stored value, or nil. */
 export const GET = script(`return redis.call('GET', KEYS[1])`);
 
+/** Lua: `now`, Redis's own clock in ms (scripts replicate their effects: Redis 5 and later). */
+const NOW = `local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)`;
+
+/** Most claims a key lists; past it the list starts anew (its claims then store nothing, which is safe). */
+export const MAX_CLAIMS = 32;
+
 /**
  * KEYS value, lease, claims; ARGV replace ('1' or ''), claim id, lease ms,
  * claim ms. {'s', value} when a value is stored (unless replace); else {'c'}
- * when the lease was free and is now this claim's (its id joins the claims
- * that may store, for claim ms); else {'h'}.
+ * when the lease was free and is now this claim's (it joins the claims that
+ * may store, until claim ms from now on Redis's clock); else {'h'}.
  */
 export const LEASE = script(`
 if ARGV[1] == '' then
@@ -36,7 +44,9 @@ if ARGV[1] == '' then
   if value then return {'s', value} end
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-  redis.call('HSET', KEYS[3], ARGV[2], '1')
+  ${NOW}
+  if redis.call('HLEN', KEYS[3]) >= ${MAX_CLAIMS} then redis.call('DEL', KEYS[3]) end
+  redis.call('HSET', KEYS[3], ARGV[2], string.format('%.0f', now + tonumber(ARGV[4])))
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return {'c'}
 end
@@ -45,17 +55,25 @@ return {'h'}`);
 /**
  * KEYS value, lease, tombstone, claims; ARGV JSON, ms to live, claim id or
  * '', channel, answered message, released message. Under a claim, ends its
- * lease and stores the value only when the claim is still among the claims
- * that may store: an invalidation deletes them all, so no answer asked for
- * before it is stored after it, however late it reaches Redis; a claim
- * evicted or expired stores nothing. Without a claim, stores only while the
- * key has no tombstone. 1 stored, 0 not.
+ * lease and stores the value only when the claim is still listed among those
+ * that may store and its time (on Redis's clock) has not passed: an
+ * invalidation deletes the list, so no answer asked for before it is stored
+ * after it, however late it reaches Redis; a list evicted stores nothing.
+ * Without a claim (a direct store), stores only while the key has no
+ * tombstone. 1 stored, 0 not.
  */
 export const SET = script(`
 if ARGV[3] ~= '' then
   local mine = redis.call('GET', KEYS[2]) == ARGV[3]
   if mine then redis.call('DEL', KEYS[2]) end
-  if redis.call('HDEL', KEYS[4], ARGV[3]) == 0 then
+  local deadline = redis.call('HGET', KEYS[4], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  local listed = false
+  if deadline then
+    ${NOW}
+    listed = now <= tonumber(deadline)
+  end
+  if not listed then
     if mine then redis.call('PUBLISH', ARGV[4], ARGV[6]) end
     return 0
   end

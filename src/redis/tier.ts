@@ -1,6 +1,6 @@
 /**
- * The Redis tier: verdicts, leases and tombstones in Redis, invalidations
- * on a channel. Every command goes through the guard (its own timeout, a
+ * The Redis tier: verdicts, leases, claims and tombstones in Redis,
+ * invalidations on a channel. Every command goes through the guard (its own timeout, a
  * breaker while Redis is down); nothing here ever turns Redis trouble into
  * more than a rejected promise, which the store takes as a miss.
  *
@@ -120,8 +120,9 @@ export class RedisTier implements SharedTier {
   }
 
   /**
-   * Stores `verdict` under `claim` while the claim still holds `key`'s lease
-   * (without one, only while `key` has no tombstone); ends the claim's lease.
+   * Stores `verdict` under `claim` while Redis lists the claim and its time
+   * has not passed (without one, only while `key` has no tombstone); ends the
+   * claim's lease.
    */
   async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void> {
     const held = claim instanceof RedisClaim ? claim : undefined;
@@ -214,7 +215,10 @@ export class RedisTier implements SharedTier {
     });
   }
 
-  /** Deletes `key`'s value and lease, leaves a tombstone, tells every instance; retried later if Redis fails. */
+  /**
+   * Deletes `key`'s value, lease and claims (none taken before can store), leaves a tombstone, tells every
+   * instance; retried later if Redis fails.
+   */
   async invalidate(key: string): Promise<void> {
     // Gates sharing this tier in this process forget it at once; other instances hear it from Redis.
     this.#bus.announce(key);
