@@ -201,7 +201,10 @@ check(
     const info = JSON.parse(out.slice(out.indexOf('[')))[0];
     tarball = path.join(packDir, info.filename);
     const files = info.files.map((f) => f.path);
-    const expected = ENTRIES.flatMap((e) => ['.js', '.cjs', '.d.ts', '.d.cts'].map((ext) => `dist/${e}${ext}`));
+    const expected = [
+      'LICENSE',
+      ...ENTRIES.flatMap((e) => ['.js', '.cjs', '.d.ts', '.d.cts'].map((ext) => `dist/${e}${ext}`)),
+    ];
     const missing = expected.filter((f) => !files.includes(f));
     if (missing.length) throw new CheckError(`tarball lacks ${missing.join(', ')}`, files.join('\n'));
     const stray = files.filter((f) => !/^(dist\/|package\.json$|README\.md$|LICENSE)/i.test(f));
