@@ -56,8 +56,11 @@ export interface RedisCacheOptions {
   readonly secret?: string | readonly string[];
 }
 
-/** The Redis tier: a {@link SharedTier} with every optional part, and `close()`. */
-export interface RedisCache extends SharedTier {
+/**
+ * The Redis tier: a {@link SharedTier} with every optional part but `clear` (`lease`, `invalidate`…: it
+ * never forgets every key at once), and `ready()` and `close()`.
+ */
+export interface RedisCache extends Required<Omit<SharedTier, 'clear'>> {
   readonly timeout: number;
   readonly localTtl: number;
   /**
