@@ -471,49 +471,52 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await a.tier.get(key)).toEqual(verdict);
     });
 
+    /** A rejection to store, alive a minute. */
+    const rejection = (): SharedVerdict => ({
+      ok: false,
+      reason: 'The access token is invalid',
+      until: Date.now() + 60_000,
+    });
+
+    /** The store key `name` (in scope `scope`), claimed by `instance`, and a Redis key of it by kind. */
+    async function claimed(instance: Instance, name: string) {
+      const key = cacheKey('scope', name);
+      const lease = await instance.tier.lease(key, false);
+      if (lease.state !== 'claimed') throw new Error(`expected a claim, got ${lease.state}`);
+      const stored = (kind: 'v' | 'l' | 't' | 'c') => redisKey({ cacheScope: 'scope' } as Provider, name, kind);
+      return { key, claim: lease.claim, stored };
+    }
+
     it('never stores an answer asked for before a revocation, even when Redis evicted the tombstone since', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
-      const scope = { cacheScope: 'scope' } as Provider;
-      const key = cacheKey('scope', 'evicted-tombstone');
-      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
-      const lease = await a.tier.lease?.(key, false);
-      if (lease?.state !== 'claimed') throw new Error(`expected a claim, got ${lease?.state}`);
-      await b.tier.invalidate?.(key);
+      const { key, claim, stored } = await claimed(a, 'evicted-tombstone');
+      await b.tier.invalidate(key);
       // What `maxmemory-policy volatile-ttl` evicts first: the keys nearest their expiry.
-      await admin.del(redisKey(scope, 'evicted-tombstone', 't'));
-      await a.tier.set(key, verdict, lease.claim);
-      expect(await admin.exists(redisKey(scope, 'evicted-tombstone', 'v'))).toBe(0);
+      await admin.del(stored('t'));
+      await a.tier.set(key, rejection(), claim);
+      expect(await admin.exists(stored('v'))).toBe(0);
     });
 
     it('a claim Redis no longer lists (evicted) stores nothing, and its lease ends for those waiting', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
-      const scope = { cacheScope: 'scope' } as Provider;
-      const key = cacheKey('scope', 'evicted-claims');
-      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
-      const lease = await a.tier.lease?.(key, false);
-      if (lease?.state !== 'claimed') throw new Error(`expected a claim, got ${lease?.state}`);
-      const waited = b.tier.waitFor?.(key);
-      await admin.del(redisKey(scope, 'evicted-claims', 'c'));
-      await a.tier.set(key, verdict, lease.claim);
+      const { key, claim, stored } = await claimed(a, 'evicted-claims');
+      const waited = b.tier.waitFor(key);
+      await admin.del(stored('c'));
+      await a.tier.set(key, rejection(), claim);
       expect(await waited).toBeUndefined();
-      expect(await admin.exists(redisKey(scope, 'evicted-claims', 'v'))).toBe(0);
-      expect(await admin.exists(redisKey(scope, 'evicted-claims', 'l'))).toBe(0);
+      expect(await admin.exists(stored('v'))).toBe(0);
+      expect(await admin.exists(stored('l'))).toBe(0);
     });
 
     it("a claim past its time on Redis's clock stores nothing (a command that reached Redis late)", async () => {
       const [a] = (await start(1)) as [Instance];
-      const scope = { cacheScope: 'scope' } as Provider;
-      const key = cacheKey('scope', 'late-claim');
-      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
-      const lease = await a.tier.lease?.(key, false);
-      if (lease?.state !== 'claimed') throw new Error(`expected a claim, got ${lease?.state}`);
-      const claims = redisKey(scope, 'late-claim', 'c');
-      const [id] = await admin.hkeys(claims);
+      const { key, claim, stored } = await claimed(a, 'late-claim');
+      const [id] = await admin.hkeys(stored('c'));
       // As Redis sees a claim whose command arrives after its time: its deadline is behind Redis's clock.
       const [seconds] = await admin.time();
-      await admin.hset(claims, String(id), String(Number(seconds) * 1000 - 1000));
-      await a.tier.set(key, verdict, lease.claim);
-      expect(await admin.exists(redisKey(scope, 'late-claim', 'v'))).toBe(0);
+      await admin.hset(stored('c'), String(id), String(Number(seconds) * 1000 - 1000));
+      await a.tier.set(key, rejection(), claim);
+      expect(await admin.exists(stored('v'))).toBe(0);
     });
 
     it('lists at most 32 claims per key, whatever number of holders died holding one', async () => {
