@@ -3,6 +3,7 @@
  * schema that checks them once, at construction.
  */
 import { z } from 'zod';
+import { extractBearer } from './credentials/bearer.js';
 import type { EventListener } from './events.js';
 import { checkOptions, durationOption, numberOption, optionsObject, shown } from './options.js';
 import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions } from './resilience.js';
@@ -129,16 +130,15 @@ export const CacheOptionsSchema = optionsObject(
 );
 
 /**
- * Refuses a provider no request can reach: one with the same `extract` and `source` as a provider
- * before it, which finds every credential it would (two Bearer providers, say: the first always
- * answers). Providers with extractors of their own may share a source (each takes its own tokens).
+ * Refuses a provider no request can reach: a second one taking its credential with the package's own
+ * `extractBearer` (`onlineOrNot()`, `introspection()`, `stubProvider()`), which the first always
+ * answers for. Extractors of the app's own may share a function or a source: each may take its own
+ * tokens.
  */
 function checkReachable(providers: readonly Provider[], context: z.RefinementCtx): void {
+  const first = providers.findIndex((provider) => provider.extract === extractBearer);
   providers.forEach((provider, index) => {
-    const first = providers.findIndex(
-      (other) => other.extract === provider.extract && other.source === provider.source,
-    );
-    if (first === index) return;
+    if (provider.extract !== extractBearer || index === first) return;
     context.addIssue({
       code: 'custom',
       path: [index],

@@ -3,7 +3,16 @@
  * what was expected: every message below is what the developer reads.
  */
 import { describe, expect, it } from 'vitest';
-import { createGate, type GateOptions, onlineOrNot, type PartooOptions, partoo } from '../src/index.js';
+import {
+  type CredentialRequest,
+  createGate,
+  type GateOptions,
+  onlineOrNot,
+  type PartooOptions,
+  type Provider,
+  partoo,
+  type Verdict,
+} from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
 
 const provider = stubProvider({ tokens: {} });
@@ -185,6 +194,27 @@ describe('provider options', () => {
   ])('%s', (_name, make, type, message) => {
     expect(make).toThrow(type);
     expect(make).toThrow(message);
+  });
+
+  it('takes providers of one class, whose shared extract reads what each instance was made with', () => {
+    class HeaderKey implements Provider {
+      readonly cacheScope: string;
+      constructor(
+        readonly name: string,
+        readonly header: string,
+      ) {
+        this.cacheScope = `header-key:${header}`;
+      }
+      extract(req: CredentialRequest) {
+        const value = req.headers[this.header];
+        return typeof value === 'string' ? { source: `header:${this.header}`, secret: value } : undefined;
+      }
+      async verify(): Promise<Verdict> {
+        return { ok: true, principal: { subject: this.name, permissions: [], details: {} } };
+      }
+    }
+    const gate = createGate({ providers: [new HeaderKey('a', 'x-a-key'), new HeaderKey('b', 'x-b-key')] });
+    return expect(gate.authenticate({ headers: { 'x-b-key': 'k' } })).resolves.toMatchObject({ subject: 'b' });
   });
 
   it('never echoes an API key in an option error', () => {

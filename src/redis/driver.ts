@@ -102,20 +102,11 @@ function destroy(connection: NodeRedisSubscriber): void {
   }
 }
 
-/**
- * A driver for `client`.
- * @throws TypeError when it is neither an ioredis nor a node-redis client, or is a node-redis client
- *   never opened (its commands would all fail, and the tier share nothing).
- */
+/** A driver for `client`. @throws TypeError when it is neither an ioredis nor a node-redis client. */
 export function driverFor(client: RedisClient): RedisDriver {
-  const candidate = (client ?? {}) as Partial<Record<'evalSha' | 'evalsha' | 'duplicate' | 'on' | 'isOpen', unknown>>;
+  const candidate = (client ?? {}) as Partial<Record<'evalSha' | 'evalsha' | 'duplicate' | 'on', unknown>>;
   const common = typeof candidate.duplicate === 'function' && typeof candidate.on === 'function';
-  if (common && typeof candidate.evalSha === 'function') {
-    if (candidate.isOpen === false) {
-      throw new TypeError('redisCache: the node-redis client is not open: call client.connect() before redisCache()');
-    }
-    return nodeRedisDriver(client as NodeRedisClient);
-  }
+  if (common && typeof candidate.evalSha === 'function') return nodeRedisDriver(client as NodeRedisClient);
   if (common && typeof candidate.evalsha === 'function') return ioRedisDriver(client as IoRedisClient);
   throw new TypeError('redisCache: expected an ioredis Redis or Cluster, or a node-redis client');
 }

@@ -109,7 +109,7 @@ const RedisCacheOptionsSchema = optionsObject(
 /**
  * A shared tier in Redis for `createGate({ sharedCache })`.
  * @throws TypeError naming a wrong option (RangeError for a number out of its range), or when `client`
- *   is not an ioredis or node-redis client, or is a node-redis client not yet opened (`connect()`).
+ *   is not an ioredis or node-redis client.
  */
 export function redisCache(client: RedisClient, options: RedisCacheOptions = {}): RedisCache {
   checkOptions(RedisCacheOptionsSchema, options, 'redisCache');
