@@ -3,7 +3,6 @@
  * schema that checks them once, at construction.
  */
 import { z } from 'zod';
-import { extractBearer } from './credentials/bearer.js';
 import type { EventListener } from './events.js';
 import { checkOptions, durationOption, numberOption, optionsObject, shown } from './options.js';
 import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions } from './resilience.js';
@@ -130,15 +129,19 @@ export const CacheOptionsSchema = optionsObject(
 );
 
 /**
- * Refuses a provider no request can reach: a second one taking its credential with the package's own
- * `extractBearer` (`onlineOrNot()`, `introspection()`, `stubProvider()`), which the first always
- * answers for. Extractors of the app's own may share a function or a source: each may take its own
- * tokens.
+ * Refuses a provider no request can reach: one whose `extract` is the very function of a provider
+ * before it, with the same declared `source` (`onlineOrNot()` then `introspection()`: both take any
+ * Bearer token, and the first always answers). A declared source promises that `extract` reads that
+ * place alone, so the two find the same credentials; without one, a shared `extract` (a class's
+ * method) may read what each provider was made with.
  */
 function checkReachable(providers: readonly Provider[], context: z.RefinementCtx): void {
-  const first = providers.findIndex((provider) => provider.extract === extractBearer);
   providers.forEach((provider, index) => {
-    if (provider.extract !== extractBearer || index === first) return;
+    if (provider.source === undefined) return;
+    const first = providers.findIndex(
+      (other) => other.extract === provider.extract && other.source === provider.source,
+    );
+    if (first === index) return;
     context.addIssue({
       code: 'custom',
       path: [index],
