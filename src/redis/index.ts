@@ -5,9 +5,10 @@
  *
  *   const gate = createGate({ providers, sharedCache: redisCache(redis) });
  *
- * The client is the app's own (ioredis `Redis` or `Cluster`, or a connected
- * node-redis client or cluster); the tier opens a client of its own
- * (`duplicate()`) for its subscription and closes it in `close()`.
+ * The client is the app's own (ioredis `Redis` or `Cluster`, or a node-redis
+ * client or cluster, which the app connects, before or after); the tier opens
+ * a client of its own (`duplicate()`) for its subscription and closes it in
+ * `close()`.
  */
 import { z } from 'zod';
 import { checkOptions, durationOption, MAX_TIMER_MS, numberOption, optionsObject } from '../options.js';
