@@ -42,6 +42,9 @@ export function sleep(ms: number, cancellation: Cancellation): Promise<void> {
   });
 }
 
+/** How long an open breaker stays open when `cooldown` is not given, in ms. */
+export const DEFAULT_COOLDOWN_MS = 10_000;
+
 /**
  * Closed → (threshold failures in a row) → open → (cooldown) → half-open,
  * where exactly one call probes the provider: its success closes the
@@ -51,9 +54,6 @@ export function sleep(ms: number, cancellation: Cancellation): Promise<void> {
  * down (429 with `Retry-After`) is paused for that long instead: no call
  * goes out meanwhile, and its state and failure count stay as they are.
  */
-/** How long an open breaker stays open when `cooldown` is not given, in ms. */
-export const DEFAULT_COOLDOWN_MS = 10_000;
-
 export class CircuitBreaker {
   #state: BreakerState = 'closed';
   #failures = 0;
