@@ -424,7 +424,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         const readyBeforeClose = tier.ready();
         await tier.close();
         await tier.close();
-        expect(await tier.waitFor?.(cacheKey('scope', 'closed'))).toBeUndefined();
+        expect(await tier.waitFor(cacheKey('scope', 'closed'))).toBeUndefined();
         // Neither a ready() under way nor one after close waits for a subscription that will never come.
         await readyBeforeClose;
         await tier.ready();
@@ -460,14 +460,14 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'tombstone-test');
       const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
-      const before = await a.tier.lease?.(key, false);
-      expect(before?.state).toBe('claimed');
-      await b.tier.invalidate?.(key);
-      await a.tier.set(key, verdict, before?.state === 'claimed' ? before.claim : undefined);
+      const before = await a.tier.lease(key, false);
+      expect(before.state).toBe('claimed');
+      await b.tier.invalidate(key);
+      await a.tier.set(key, verdict, before.state === 'claimed' ? before.claim : undefined);
       expect(await a.tier.get(key)).toBeUndefined();
-      const after = await a.tier.lease?.(key, false);
-      expect(after?.state).toBe('claimed');
-      await a.tier.set(key, verdict, after?.state === 'claimed' ? after.claim : undefined);
+      const after = await a.tier.lease(key, false);
+      expect(after.state).toBe('claimed');
+      await a.tier.set(key, verdict, after.state === 'claimed' ? after.claim : undefined);
       expect(await a.tier.get(key)).toEqual(verdict);
     });
 
@@ -524,7 +524,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const scope = { cacheScope: 'scope' } as Provider;
       const key = cacheKey('scope', 'many-claims');
       for (let i = 0; i < 40; i++) {
-        expect((await a.tier.lease?.(key, false))?.state).toBe('claimed');
+        expect((await a.tier.lease(key, false)).state).toBe('claimed');
         // The holder died: its lease lapses, its claim is never used.
         await admin.del(redisKey(scope, 'many-claims', 'l'));
       }
@@ -551,13 +551,13 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'set-rules');
       const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
-      const first = await a.tier.lease?.(key, false);
-      if (first?.state !== 'claimed') throw new Error(`expected a claim, got ${first?.state}`);
+      const first = await a.tier.lease(key, false);
+      if (first.state !== 'claimed') throw new Error(`expected a claim, got ${first.state}`);
       await a.tier.set(key, { ...verdict, until: Date.now() - 1 }, first.claim);
       expect(await a.tier.get(key)).toBeUndefined();
       // The expired verdict ended the lease: another instance gets it at once.
-      const second = await b.tier.lease?.(key, false);
-      if (second?.state !== 'claimed') throw new Error(`expected a claim, got ${second?.state}`);
+      const second = await b.tier.lease(key, false);
+      if (second.state !== 'claimed') throw new Error(`expected a claim, got ${second.state}`);
       await b.tier.set(key, verdict, second.claim);
       await b.tier.set(key, { ...verdict, reason: 'again' }, second.claim);
       expect(await a.tier.get(key)).toEqual(verdict);
@@ -575,15 +575,15 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const key = cacheKey('scope', 'waits');
       const lease = redisKey({ cacheScope: 'scope' } as Provider, 'waits', 'l');
       await admin.set(lease, 'holder', 'PX', 10_000);
-      const waits = [a.tier.waitFor?.(key), a.tier.waitFor?.(key)];
+      const waits = [a.tier.waitFor(key), a.tier.waitFor(key)];
       await sleep(30);
       await admin.del(lease);
       expect(await Promise.all(waits)).toEqual([undefined, undefined]);
       await admin.set(lease, 'holder', 'PX', 10_000);
-      const closing = a.tier.waitFor?.(key);
+      const closing = a.tier.waitFor(key);
       await a.tier.close();
       expect(await closing).toBeUndefined();
-      expect(await a.tier.waitFor?.(key)).toBeUndefined();
+      expect(await a.tier.waitFor(key)).toBeUndefined();
     });
 
     it('a wait takes an answer stored before it began (its message long gone) at once, not at a poll', {
@@ -591,8 +591,8 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     }, async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'stored-before');
-      const held = await b.tier.lease?.(key, false);
-      if (held?.state !== 'claimed') throw new Error(`expected a claim, got ${held?.state}`);
+      const held = await b.tier.lease(key, false);
+      if (held.state !== 'claimed') throw new Error(`expected a claim, got ${held.state}`);
       const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
       await b.tier.set(key, verdict, held.claim);
       // The answer's message has reached every subscriber before the wait begins.
@@ -600,7 +600,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       // Timers stand still: neither the wait's poll nor its deadline can answer it; only a look at Redis can.
       vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });
       try {
-        expect(await a.tier.waitFor?.(key)).toEqual(verdict);
+        expect(await a.tier.waitFor(key)).toEqual(verdict);
       } finally {
         vi.useRealTimers();
       }
@@ -609,15 +609,15 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     it('a wait fails when Redis stops answering, and takes an answer announced on the channel', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'wait-fails');
-      const held = await b.tier.lease?.(key, false);
-      if (held?.state !== 'claimed') throw new Error(`expected a claim, got ${held?.state}`);
-      const answered = a.tier.waitFor?.(key);
+      const held = await b.tier.lease(key, false);
+      if (held.state !== 'claimed') throw new Error(`expected a claim, got ${held.state}`);
+      const answered = a.tier.waitFor(key);
       const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
       await b.tier.set(key, verdict, held.claim);
       expect(await answered).toEqual(verdict);
       // Another token, whose lease is held and whose answer never comes: Redis stops answering meanwhile.
       await admin.set(redisKey({ cacheScope: 'scope' } as Provider, 'wait-fails-2', 'l'), 'holder', 'PX', 10_000);
-      const failing = a.tier.waitFor?.(cacheKey('scope', 'wait-fails-2'));
+      const failing = a.tier.waitFor(cacheKey('scope', 'wait-fails-2'));
       redis.signal('SIGSTOP');
       try {
         await expect(failing).rejects.toMatchObject({ code: 'ETIMEDOUT' });
@@ -814,10 +814,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     redis.signal('SIGSTOP');
     try {
       // Three that time out open the breaker; then every invalidation fails at once, in order.
-      const opening = Array.from({ length: 3 }, (_, i) => a.tier.invalidate?.(cacheKey('scope', `opening-${i}`)));
+      const opening = Array.from({ length: 3 }, (_, i) => a.tier.invalidate(cacheKey('scope', `opening-${i}`)));
       await Promise.allSettled(opening);
       const failed = await Promise.allSettled(
-        Array.from({ length: 10_001 }, (_, i) => a.tier.invalidate?.(cacheKey('scope', `pending-${i}`))),
+        Array.from({ length: 10_001 }, (_, i) => a.tier.invalidate(cacheKey('scope', `pending-${i}`))),
       );
       expect(failed.every((result) => result.status === 'rejected')).toBe(true);
       // Still down when the first retry comes: those wait for the next one.
@@ -850,7 +850,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         });
         await eventually(async () => ready, 3000, 'ready()');
         const key = cacheKey('scope', 'lazy-connect');
-        const heard = new Promise((resolve) => tier.onInvalidate?.(resolve));
+        const heard = new Promise((resolve) => tier.onInvalidate(resolve));
         await otherTier.invalidate?.(key);
         expect(await heard).toBe(key);
       } finally {
