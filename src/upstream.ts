@@ -18,6 +18,9 @@ import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, s
 import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
 import { type Credential, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
 
+/** How long calls pause after a 429 that names no `Retry-After` (ms). */
+const DEFAULT_THROTTLE_PAUSE_MS = 1000;
+
 /** Verifications in flight per provider when it does not say (`Provider.concurrency`). */
 const DEFAULT_CONCURRENCY = 16;
 
@@ -227,15 +230,16 @@ export class Upstream {
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
     // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.
-    if (misconfigured) this.#breaker?.succeeded();
-    else if (throttled)
-      this.#breaker?.pause(performance.now(), Math.min((failure.retryAfter ?? 0) * 1000, this.#policy.maxRetryAfter));
-    else this.#breaker?.failed(performance.now());
-    if (misconfigured) return providerMisconfigured(provider.name);
-    return this.#staleOr(
-      stale,
-      this.#unavailable(failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000),
-    );
+    if (misconfigured) {
+      this.#breaker?.succeeded();
+      return providerMisconfigured(provider.name);
+    }
+    let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
+    if (throttled) {
+      retryAfterMs ??= DEFAULT_THROTTLE_PAUSE_MS;
+      this.#breaker?.pause(performance.now(), Math.min(retryAfterMs, this.#policy.maxRetryAfter));
+    } else this.#breaker?.failed(performance.now());
+    return this.#staleOr(stale, this.#unavailable(retryAfterMs));
   }
 
   /** 503, with `Retry-After` capped at `maxRetryAfter`. */

@@ -305,6 +305,22 @@ describe('retries', () => {
     expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
   });
 
+  it('a 429 without Retry-After pauses calls for 1 s, and says so to the client', async () => {
+    const { app, pt, gate } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1 } });
+    pt.fault = { kind: 'status', status: 429 };
+    const first = await request(app).get('/me').query(CONN);
+    expect(first.status).toBe(503);
+    expect(first.headers['retry-after']).toBe('1');
+    pt.fault = undefined;
+    const paused = await request(app).get('/me').query(peer(1));
+    expect(paused.status).toBe(503);
+    expect(paused.headers['retry-after']).toBe('1');
+    expect(pt.calls.checkToken).toBe(1);
+    expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
+    await sleep(1050);
+    expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
+  });
+
   it('Retry-After waits are taken while they end inside the deadline, and the first that would not is not', async () => {
     // Waits of 1 s under a 2.7 s deadline: two fit (ending near 1 s and 2 s, with 700 ms to spare for the
     // attempts), a third would end past 3 s.
