@@ -37,8 +37,8 @@ export const secretOption = z
 
 /** A non-empty string option whose value may be shown in errors. */
 export const nameOption = z
-  .string({ error: 'expected a non-empty string' })
-  .min(1, { error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` });
+  .string({ error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` })
+  .min(1, { error: 'expected a non-empty string, got an empty string' });
 
 /** An absolute `http:` or `https:` URL without credentials, query or fragment. */
 export const baseUrlOption = z.string({ error: 'expected an absolute http(s) URL' }).superRefine((value, ctx) => {

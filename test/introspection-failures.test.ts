@@ -94,7 +94,7 @@ describe('introspection: options and what the gate is told', () => {
     [
       'an empty clientId',
       { ...base, clientId: '' },
-      'introspection: clientId: expected a non-empty string, got a string',
+      'introspection: clientId: expected a non-empty string, got an empty string',
     ],
     ['an unknown clientAuth', { ...base, clientAuth: 'jwt' }, 'introspection: clientAuth: expected basic or post'],
     [

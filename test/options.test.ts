@@ -196,6 +196,46 @@ describe('provider options', () => {
     expect(make).toThrow(message);
   });
 
+  it.each([
+    [
+      'stubProvider() without options',
+      undefined,
+      'stubProvider: expected an options object with tokens, got undefined',
+    ],
+    ['no tokens', { token: {} }, 'stubProvider: tokens: expected an object of tokens, got undefined'],
+    [
+      'a token given as its subject',
+      { tokens: { SECRETstub1: 'alice' } },
+      'stubProvider: tokens (entry 1): expected a token ({ subject, permissions?, expiresAt? }), got a string',
+    ],
+    [
+      'a key no Bearer header can carry',
+      { tokens: { ok: { subject: 'a' }, 'SECRET stub': { subject: 'b' } } },
+      'stubProvider: tokens (entry 2): expected a b64token (RFC 6750) as the key',
+    ],
+    [
+      'an empty subject',
+      { tokens: { SECRETstub1: { subject: '' } } },
+      'stubProvider: tokens (entry 1): subject: expected a non-empty string, got an empty string',
+    ],
+    [
+      'a misspelt field',
+      { tokens: { SECRETstub1: { subject: 'a', permisions: ['read'] } } },
+      'stubProvider: tokens (entry 1): permisions: unknown option (did you mean permissions?)',
+    ],
+    [
+      'an invalid date',
+      { tokens: { SECRETstub1: { subject: 'a', expiresAt: new Date('soon') } } },
+      'stubProvider: tokens (entry 1): expiresAt: expected a valid Date, got Invalid Date',
+    ],
+    ['an unknown option', { tokens: {}, names: 'x' }, 'stubProvider: names: unknown option (did you mean name?)'],
+  ])('%s', (_name, options, message) => {
+    const make = () => stubProvider(options as never);
+    expect(make).toThrow(TypeError);
+    expect(make).toThrow(message);
+    expect(make).not.toThrow(/SECRET/);
+  });
+
   it('takes providers of one class, whose shared extract reads what each instance was made with', () => {
     class HeaderKey implements Provider {
       readonly cacheScope: string;

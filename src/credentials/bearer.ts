@@ -28,6 +28,11 @@ export interface BearerCredential extends Credential {
 
 // Linear: the token class excludes "=", so no backtracking.
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/** Whether `token` is a b64token no longer than {@link MAX_BEARER_LENGTH}: one a Bearer header can carry. */
+export function isBearerToken(token: string): boolean {
+  return token.length <= MAX_BEARER_LENGTH && B64TOKEN.test(token);
+}
 const SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)/;
 
 /**

@@ -3,7 +3,9 @@
  * table, no network. Goes through the same gate, cache and guards as the
  * real providers, so routes behave as in production.
  */
-import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
+import { z } from 'zod';
+import { BEARER_SOURCE, type BearerCredential, extractBearer, isBearerToken } from '../credentials/bearer.js';
+import { checkOptions, nameOption, optionsObject, shown, stringListOption } from '../options.js';
 import type { Provider, Verdict } from '../types.js';
 
 /** One token the stub accepts. */
@@ -24,11 +26,47 @@ export interface StubProviderOptions {
   readonly name?: string;
 }
 
+const StubTokenSchema = optionsObject(
+  {
+    subject: nameOption,
+    permissions: stringListOption.optional(),
+    expiresAt: z.date({
+      error: (issue) =>
+        `expected a valid Date, got ${issue.input instanceof Date ? 'Invalid Date' : shown(issue.input)}`,
+    }),
+  },
+  'a token ({ subject, permissions?, expiresAt? })',
+).partial({ permissions: true, expiresAt: true });
+
+const StubOptionsSchema = optionsObject(
+  {
+    tokens: z.record(z.string(), z.unknown(), {
+      error: (issue) => `expected an object of tokens, got ${shown(issue.input)}`,
+    }),
+    name: nameOption.optional(),
+  },
+  'an options object with tokens',
+);
+
+/**
+ * The options, checked; a token is named by its position in `tokens`, never by its value.
+ * A key that is not a b64token is refused: no Bearer header could carry it.
+ */
+function checkStubOptions(options: StubProviderOptions): void {
+  checkOptions(StubOptionsSchema, options, 'stubProvider');
+  Object.entries(options.tokens).forEach(([token, definition], index) => {
+    const where = `stubProvider: tokens (entry ${index + 1})`;
+    if (!isBearerToken(token)) throw new TypeError(`${where}: expected a b64token (RFC 6750) as the key`);
+    checkOptions(StubTokenSchema, definition, where);
+  });
+}
+
 let stubCount = 0;
 const REJECTED: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 
 /** A Bearer-token provider that answers from `options.tokens`, in process. */
 export function stubProvider(options: StubProviderOptions): Provider<BearerCredential> {
+  checkStubOptions(options);
   const name = options.name ?? 'stub';
   // Copied, so later changes to the caller's object do not slip past the cache.
   const tokens = new Map(Object.entries(options.tokens));
