@@ -329,11 +329,14 @@ describe('OnlineOrNot answers (property)', () => {
 // ---- hand-written, through a real Express app -------------------------------------------
 
 describe("a provider's Retry-After, as the client sees it", () => {
-  /** `seconds` from now as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and as an asctime date. */
+  /** `seconds` from now in the three forms of an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`, …). */
   const inFormats = (seconds: number) => {
-    const [weekday, day, month, year, time] = new Date(Date.now() + seconds * 1000).toUTCString().split(/,? /);
+    const date = new Date(Date.now() + seconds * 1000);
+    const [weekday, day, month, year, time] = date.toUTCString().split(/,? /);
+    const longWeekday = date.toLocaleDateString('en-US', { weekday: 'long', timeZone: 'UTC' });
     return {
       imf: `${weekday}, ${day} ${month} ${year} ${time} GMT`,
+      rfc850: `${longWeekday}, ${day}-${month}-${year?.slice(2)} ${time} GMT`,
       asctime: `${weekday} ${month} ${String(Number(day)).padStart(2, ' ')} ${time} ${year}`,
     };
   };
@@ -349,7 +352,13 @@ describe("a provider's Retry-After, as the client sees it", () => {
     ['a negative number', () => '-1', [undefined]],
     ['a word', () => 'soon', [undefined]],
     ['a date with a zone other than GMT', () => 'Sun, 06 Nov 2094 08:49:37 +0200', [undefined]],
-    ['a number too long to be seconds', () => '99999999999', [undefined]],
+    ['delay-seconds longer than any cap (clamped)', () => '9'.repeat(400), ['10']],
+    ['an RFC 850 date 5 s ahead', () => inFormats(5).rfc850, soon],
+    // RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past century; one less is ahead.
+    ['an RFC 850 date whose year is 60 years ahead', () => inFormats(60 * 365.25 * 86_400).rfc850, ['1']],
+    ['an RFC 850 date whose year is 40 years ahead (capped)', () => inFormats(40 * 365.25 * 86_400).rfc850, ['10']],
+    ['a day that does not exist', () => 'Thu, 31 Feb 2099 08:49:37 GMT', [undefined]],
+    ['an hour that does not exist', () => 'Sun, 02 Aug 2099 24:00:00 GMT', [undefined]],
   ])('%s', async (_name, value, shown) => {
     provider.answer = (_req, res) => {
       res.setHeader('retry-after', value());
