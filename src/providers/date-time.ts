@@ -4,8 +4,9 @@
  * the same without an offset (`2019-08-02T17:15:54.256000`, what Python's
  * `isoformat()` writes for a naive time), which is read as UTC, never in the
  * server's own time zone. Anything else is not a date-time: other layouts
- * (`12/31/2099`, `x 2099`), dates that do not exist (February 30th, month 13,
- * hour 24) and leap seconds (`:60`, which a `Date` cannot hold).
+ * (`12/31/2099`, `x 2099`) and dates that do not exist (February 30th, month 13,
+ * hour 24). A leap second (`:60`, RFC 3339 §5.7), which a `Date` cannot hold,
+ * is read as the last millisecond of its minute.
  */
 import { z } from 'zod';
 
@@ -41,11 +42,12 @@ export function dateTimeMs(text: string): number | undefined {
   const offsetHour = Number(offsetHours);
   const offsetMinute = Number(offsetMinutes);
   if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
-  if (hour > 23 || minute > 59 || second > 59 || offsetHour > 23 || offsetMinute > 59) return undefined;
+  if (hour > 23 || minute > 59 || second > 60 || offsetHour > 23 || offsetMinute > 59) return undefined;
   // setUTCFullYear, unlike Date.UTC, takes years 0-99 as they are.
   const date = new Date(0);
   date.setUTCFullYear(year, month - 1, day);
-  date.setUTCHours(hour, minute, second, Number(fraction.slice(0, 3).padEnd(3, '0')));
+  if (second === 60) date.setUTCHours(hour, minute, 59, 999);
+  else date.setUTCHours(hour, minute, second, Number(fraction.slice(0, 3).padEnd(3, '0')));
   const offset = (offsetHour * 60 + offsetMinute) * MINUTE_MS;
   return date.getTime() - (sign === '-' ? -offset : offset);
 }
