@@ -40,21 +40,40 @@ export const nameOption = z
   .string({ error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` })
   .min(1, { error: 'expected a non-empty string, got an empty string' });
 
+/** An absolute `http:` or `https:` URL without credentials or fragment, nor a query unless `query`. */
+function httpUrlOption({ query }: { query: boolean }) {
+  const refused = query ? 'credentials or fragment' : 'credentials, query or fragment';
+  return z.string({ error: 'expected an absolute http(s) URL' }).superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
+      return;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
+    } else if (url.username || url.password || (url.search && !query) || url.hash) {
+      ctx.addIssue({ code: 'custom', message: `expected a URL without ${refused}` });
+    }
+  });
+}
+
 /** An absolute `http:` or `https:` URL without credentials, query or fragment. */
-export const baseUrlOption = z.string({ error: 'expected an absolute http(s) URL' }).superRefine((value, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
-    return;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
-  } else if (url.username || url.password || url.search || url.hash) {
-    ctx.addIssue({ code: 'custom', message: 'expected a URL without credentials, query or fragment' });
-  }
-});
+export const baseUrlOption = httpUrlOption({ query: false });
+
+/** An absolute `http:` or `https:` URL without credentials or fragment; it may have a query (RFC 6749 §3.1). */
+export const endpointUrlOption = httpUrlOption({ query: true });
+
+/** Whether `url` is https, or http to this host (`localhost`, 127.0.0.0/8, `[::1]`), where it crosses no network. */
+export function isSecureUrl(url: URL): boolean {
+  if (url.protocol === 'https:') return true;
+  const host = url.hostname;
+  return (
+    url.protocol === 'http:' &&
+    (host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host))
+  );
+}
 
 /** A list of non-empty strings (a single string is refused, not split into characters). */
 export const stringListOption = z.array(nameOption, {

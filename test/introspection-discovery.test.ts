@@ -210,6 +210,8 @@ describe('introspection: discovery', () => {
     'javascript:alert(1)',
     '/introspect',
     'http://client:secret@127.0.0.1/introspect',
+    // Plain http beyond this host (RFC 7662 §4); never connected to.
+    'http://192.0.2.1/introspect',
   ])('refuses a discovered endpoint %s: 503, and the failure says why', async (endpoint) => {
     const { mock, gate } = await discovering({ metadata: { introspection_endpoint: endpoint } });
     await expectUnavailable(gate.authenticate(bearer('tok-1')));
@@ -218,7 +220,7 @@ describe('introspection: discovery', () => {
     await expect(provider.verify(credential, AbortSignal.timeout(1000))).rejects.toMatchObject({
       name: 'ProviderFailure',
       kind: 'invalid_answer',
-      message: expect.stringMatching(/names an introspection_endpoint that is not an http\(s\) URL$/),
+      message: expect.stringMatching(/names an introspection_endpoint that is not an https URL$/),
     });
     await provider.close?.();
     expect(mock.calls.introspect).toBe(0);

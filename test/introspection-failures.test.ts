@@ -108,12 +108,50 @@ describe('introspection: options and what the gate is told', () => {
       'introspection: issuer: expected a URL without credentials, query or fragment',
     ],
     [
+      'an endpoint over plain http to another host',
+      { ...base, endpoint: 'http://idp.example.com/introspect' },
+      'introspection: endpoint: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://idp.example.com/introspect"',
+    ],
+    [
+      'an issuer over plain http to another host',
+      { ...base, endpoint: undefined, issuer: 'http://idp.example.com' },
+      'introspection: issuer: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://idp.example.com"',
+    ],
+    [
+      'allowInsecureRequests that is not a boolean',
+      { ...base, allowInsecureRequests: 'yes' },
+      'introspection: allowInsecureRequests: expected a boolean',
+    ],
+    [
       'a misspelt option',
       { ...base, clientSecrets: 'x' },
       'introspection: clientSecrets: unknown option (did you mean clientSecret?)',
     ],
   ])('refuses %s at construction', (_, options, message) => {
     expect(() => introspection(options as never)).toThrow(new TypeError(message));
+  });
+
+  it.each<[string, Record<string, unknown>]>([
+    ['https to any host', { endpoint: 'https://idp.example.com/introspect' }],
+    ['http to localhost', { endpoint: 'http://localhost:9/introspect' }],
+    ['http to 127.0.0.0/8', { endpoint: 'http://127.1.2.3:9/introspect', issuer: 'http://127.0.0.1:9' }],
+    ['http to [::1]', { endpoint: 'http://[::1]:9/introspect' }],
+    ['http to another host, allowed', { endpoint: 'http://idp.internal/introspect', allowInsecureRequests: true }],
+    ['an endpoint with a query (RFC 6749 §3.1)', { endpoint: 'https://idp.example.com/introspect?tenant=a' }],
+  ])('takes %s', (_, where) => {
+    const provider = introspection({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, ...where });
+    return provider.close?.();
+  });
+
+  it('posts to an endpoint with a query, query included', async () => {
+    const server = closeLater(await startAnswerServer());
+    server.answer = (_req, res) => reply(res, 200, JSON.stringify(ACTIVE));
+    const endpoint = `${server.url}/oauth/introspect?tenant=acme`;
+    const gate = closeLater(
+      createGate({ providers: [introspection({ endpoint, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET })] }),
+    );
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect(server.paths).toEqual(['/oauth/introspect?tenant=acme']);
   });
 
   it('never shows the client secret in an option error', () => {

@@ -9,7 +9,15 @@ import { z } from 'zod';
 import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer } from '../http.js';
-import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption } from '../options.js';
+import {
+  baseUrlOption,
+  checkOptions,
+  endpointUrlOption,
+  isSecureUrl,
+  nameOption,
+  optionsObject,
+  secretOption,
+} from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 import { IntrospectionTarget } from './oauth-discovery.js';
 import { secretDigest } from './secret-digest.js';
@@ -67,6 +75,13 @@ export interface IntrospectionOptions extends HttpOptions {
   readonly clientAuth?: IntrospectionClientAuth;
   /** When given, only tokens whose `aud` is or contains it pass. */
   readonly audience?: string;
+  /**
+   * Takes plain `http:` for `endpoint`, `issuer` and a discovered endpoint on
+   * any host. Default `false`: https only (RFC 7662 §4, RFC 8414 §2), but for
+   * loopback hosts (`localhost`, 127.0.0.0/8, `[::1]`), where http crosses no
+   * network. The client secret and every token travel to these URLs.
+   */
+  readonly allowInsecureRequests?: boolean;
   /** Name in errors, events and `AuthContext.provider`. Default `introspection`. */
   readonly name?: string;
 }
@@ -74,18 +89,32 @@ export interface IntrospectionOptions extends HttpOptions {
 const IntrospectionOptionsSchema = optionsObject(
   {
     ...httpOptionsShape,
-    endpoint: baseUrlOption.optional(),
+    endpoint: endpointUrlOption.optional(),
     issuer: baseUrlOption.optional(),
     clientId: nameOption,
     clientSecret: secretOption,
     clientAuth: z.enum(['basic', 'post'], { error: 'expected basic or post' }).optional(),
     audience: nameOption.optional(),
+    allowInsecureRequests: z.boolean({ error: 'expected a boolean' }).optional(),
     name: nameOption.optional(),
   },
   'an options object with endpoint or issuer, clientId and clientSecret',
-).refine((options) => options.endpoint !== undefined || options.issuer !== undefined, {
-  error: 'expected endpoint or issuer',
-});
+)
+  .refine((options) => options.endpoint !== undefined || options.issuer !== undefined, {
+    error: 'expected endpoint or issuer',
+  })
+  .superRefine((options, ctx) => {
+    for (const key of ['endpoint', 'issuer'] as const) {
+      const value = options[key];
+      if (value === undefined || options.allowInsecureRequests === true || !URL.canParse(value)) continue;
+      if (isSecureUrl(new URL(value))) continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got ${JSON.stringify(value)}`,
+      });
+    }
+  });
 
 /** What an active token's answer is checked against. */
 interface ClaimChecks {
@@ -118,7 +147,8 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
   const name = options.name ?? 'introspection';
   const { clientId, clientSecret, endpoint, issuer, audience } = options;
   const clientAuth = options.clientAuth ?? 'basic';
-  const target = new IntrospectionTarget(name, options, { endpoint, issuer });
+  const insecure = options.allowInsecureRequests === true;
+  const target = new IntrospectionTarget(name, options, { endpoint, issuer, insecure });
   const checks: ClaimChecks = { name, audience, issuer, issRequired: endpoint !== undefined };
   const headers: Record<string, string> =
     clientAuth === 'basic' ? { authorization: basicAuthorization(clientId, clientSecret) } : {};

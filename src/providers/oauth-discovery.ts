@@ -11,6 +11,7 @@
 import { z } from 'zod';
 import { type Cancellation, ManualCancellation } from '../deadline.js';
 import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
+import { isSecureUrl } from '../options.js';
 import { ProviderFailure } from '../types.js';
 
 /** The part of an authorization server metadata document (RFC 8414 §2) that is read. */
@@ -41,18 +42,23 @@ export class IntrospectionTarget {
   readonly #options: HttpOptions;
   readonly #pools = new Map<string, ProviderHttp>();
   readonly #issuer: string | undefined;
+  readonly #insecure: boolean;
   #target: Target | undefined;
   #discovering: Discovery | undefined;
   #closed = false;
 
-  /** `endpoint` when given, else `issuer` (both checked by the provider's option schema). */
+  /**
+   * `endpoint` when given, else `issuer` (both checked by the provider's option schema); `insecure` takes a
+   * discovered endpoint over plain http on any host.
+   */
   constructor(
     name: string,
     options: HttpOptions,
-    where: { endpoint?: string | undefined; issuer?: string | undefined },
+    where: { endpoint?: string | undefined; issuer?: string | undefined; insecure: boolean },
   ) {
     this.#name = name;
     this.#options = options;
+    this.#insecure = where.insecure;
     if (where.endpoint !== undefined) this.#target = this.#targetAt(new URL(where.endpoint));
     else this.#issuer = where.issuer;
   }
@@ -123,20 +129,24 @@ export class IntrospectionTarget {
     }
   }
 
-  /** The discovered endpoint as a URL: absolute http(s), no credentials or fragment, https for an https issuer. */
+  /**
+   * The discovered endpoint as a URL: absolute, no credentials or fragment, https (or http to a loopback host,
+   * or to any host when `insecure`), and never http for an https issuer.
+   */
   #endpointUrl(value: string, location: string): URL {
     const url = URL.canParse(value) ? new URL(value) : undefined;
     const issuerHttps = new URL(this.#issuer as string).protocol === 'https:';
     const usable =
       url !== undefined &&
-      (url.protocol === 'https:' || (url.protocol === 'http:' && !issuerHttps)) &&
+      (url.protocol === 'https:' ||
+        (url.protocol === 'http:' && !issuerHttps && (this.#insecure || isSecureUrl(url)))) &&
       url.username === '' &&
       url.password === '' &&
       url.hash === '';
     if (!usable) {
       throw new ProviderFailure(
         'invalid_answer',
-        `${this.#name} metadata at ${location} names an introspection_endpoint that is not an ${issuerHttps ? 'https' : 'http(s)'} URL`,
+        `${this.#name} metadata at ${location} names an introspection_endpoint that is not an https URL`,
       );
     }
     return url;
