@@ -270,8 +270,37 @@ describe('onlineOrNot', () => {
     const error = await rejectionOf(gate.authenticate(bearer('active-token')));
     expect(error.status).toBe(401);
     expect(error.code).toBe('invalid_token');
-    expect(mock.calls.verify).toBe(1);
+    await expect.poll(() => mock.calls.verify).toBe(1);
   });
+
+  it.each([
+    ['is down (503)', { kind: 'status', status: 503, endpoints: ['verify'] }],
+    ['hangs', { kind: 'hang', endpoints: ['verify'] }],
+  ] as const)(
+    'a rejection by permissions decides while verify %s: 401 at once, never the stale copy',
+    async (_, fault) => {
+      const TIMEOUT = 1500;
+      const { mock } = await setup();
+      const gate = closeLater(
+        createGate({
+          providers: [onlineOrNot({ baseUrl: mock.url })],
+          timeout: TIMEOUT,
+          retry: false,
+          cache: { ttl: 100, staleIfError: 60_000 },
+        }),
+      );
+      expect((await gate.authenticate(bearer('active-token'))).subject).toBeTruthy();
+      mock.removeToken('active-token');
+      mock.fault = fault;
+      await sleep(150);
+      const started = performance.now();
+      const error = await rejectionOf(gate.authenticate(bearer('active-token')));
+      expect(error.status).toBe(401);
+      expect(error.code).toBe('invalid_token');
+      expect(performance.now() - started).toBeLessThan(TIMEOUT / 2);
+      expect(gate.stats()).toMatchObject({ stale: 0, errors: 0 });
+    },
+  );
 
   it('answers 503, never a pass or a 401, when the permissions answer is malformed', async () => {
     const { mock } = await setup();

@@ -72,10 +72,10 @@ const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The acces
  * A provider for OnlineOrNot-style Bearer tokens. Accepts only tokens whose
  * status is `active`; the principal's `subject` is the token id.
  *
- * A rejection by `verify` is returned without waiting for `permissions`,
- * whose request then ends with its answer or when the verification's
- * deadline (or, for `verify(credential, signal)` called directly, `signal`)
- * cancels it.
+ * A rejection by `verify` or `permissions` is returned without waiting for
+ * the other call, whose request then ends with its answer or when the
+ * verification's deadline (or, for `verify(credential, signal)` called
+ * directly, `signal`) cancels it.
  */
 export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCredential> {
   checkOptions(OnlineOrNotOptionsSchema, options, 'onlineOrNot');
@@ -86,35 +86,45 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
 
   async function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const headers = { authorization: `Bearer ${credential.secret}` };
-    // Both calls go out at once. A rejection by verify (401, not active) is
-    // the answer at once, whatever permissions does: that call is left to
+    // Both calls go out at once. A rejection by either (401, or not active)
+    // is the answer at once, whatever the other does: that call is left to
     // finish on its own, so its keep-alive socket goes back to the pool (a
     // cancelled request would destroy it), and the deadline still cancels it
-    // if it hangs. Its failure, if any, is then nobody's: hence the catch.
-    const verifying = http.getJson('/v1/tokens/verify', headers, cancellation);
-    const permitting = http.getJson('/v1/tokens/permissions', headers, cancellation);
-    permitting.catch(() => {});
-    let id: string | Verdict;
-    try {
-      id = readVerify(await verifying);
-    } catch (failure) {
-      // A failed verify decides nothing about the token. The sibling call is
-      // let finish for the same reason (its socket), within the deadline.
-      await permitting.catch(() => {});
-      throw failure;
-    }
-    if (typeof id !== 'string') return id;
-    const permissions = await permitting;
-    if (permissions.status === 401) return readUnauthorized(permissions, 'permissions');
-    const list = parseAnswer(PermissionsAnswer, permissions, 'permissions');
+    // if it hangs. A failure decides nothing about the token: it is thrown
+    // only once the other call has not rejected the token either.
+    const verified = http.getJson('/v1/tokens/verify', headers, cancellation).then(readVerify);
+    const permitted = http.getJson('/v1/tokens/permissions', headers, cancellation).then(readPermissions);
+    const rejected = new Promise<Verdict>((resolve) => {
+      const decides = (answer: string | readonly string[] | Verdict) => isVerdict(answer) && resolve(answer);
+      verified.then(decides, () => {});
+      permitted.then(decides, () => {});
+    });
+    const both = await Promise.race([rejected, Promise.allSettled([verified, permitted])]);
+    if (isVerdict(both)) return both;
+    const [id, permissions] = both;
+    if (id.status === 'rejected') throw id.reason;
+    if (permissions.status === 'rejected') throw permissions.reason;
+    if (isVerdict(id.value)) return id.value;
+    if (isVerdict(permissions.value)) return permissions.value;
     return {
       ok: true,
       principal: {
-        subject: id,
-        permissions: list.result.permissions,
-        details: { id, status: 'active' } satisfies OnlineOrNotDetails,
+        subject: id.value,
+        permissions: permissions.value,
+        details: { id: id.value, status: 'active' } satisfies OnlineOrNotDetails,
       },
     };
+  }
+
+  /** Whether a call's reading is a verdict: the token rejected. */
+  function isVerdict<T>(reading: T | Verdict): reading is Verdict {
+    return typeof reading === 'object' && reading !== null && 'ok' in reading;
+  }
+
+  /** The permissions of a valid token, or the rejection. */
+  function readPermissions(answer: JsonAnswer): readonly string[] | Verdict {
+    if (answer.status === 401) return readUnauthorized(answer, 'permissions');
+    return parseAnswer(PermissionsAnswer, answer, 'permissions').result.permissions;
   }
 
   /** The token id of an active token, or the rejection. */
