@@ -101,9 +101,11 @@ export interface SharedTier {
   get(key: string): Promise<unknown>;
   /**
    * Stores `verdict` under `key` until `verdict.until`. A tier with `lease`
-   * is only ever given verdicts with the `claim` that was taken before the
+   * is given acceptances only with the `claim` that was taken before the
    * provider was asked; it must drop the verdict when `key` was invalidated
-   * since that claim was taken, and tell instances waiting for `key`.
+   * since that claim was taken, and tell instances waiting for `key`. A
+   * rejection may come without a claim (the flight could not take one): it
+   * replaces whatever `key` holds.
    */
   set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void>;
   /** Forgets `key`. */

@@ -8,9 +8,13 @@
  *   the tier (reported through the failure listener, never an error);
  * - only a checked verdict that is still fresh (a rejection: still alive)
  *   stands in for the provider; anything else is replaced;
- * - with a leasing tier, an answer is stored only under the claim taken
+ * - with a leasing tier, an acceptance is stored only under the claim taken
  *   before the provider was asked, and a flight waits for another instance's
  *   answer in at most {@link ROUNDS} rounds before asking itself;
+ * - a rejection is stored with or without a claim: whatever the tier held
+ *   for the key, an acceptance the provider has since refused must not be
+ *   adopted once this instance's own rejection is gone (with `negativeTtl`
+ *   0, a flight that could not read the tier deletes the key instead);
  * - waiting for another instance is bounded by the tier (its lease time),
  *   not by the tier's `timeout`; should the tier not bound it, the gate's
  *   `timeout` (plus the tier's) does;
@@ -38,6 +42,8 @@ export interface SharedFlight {
   cancelled: boolean;
   /** The lease this flight holds, until its answer is stored or it ends. */
   claim?: SharedClaim | undefined;
+  /** Whether the flight asks the provider without knowing what the tier holds (a call to it failed). */
+  blind?: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 50;
@@ -77,7 +83,9 @@ export class SharedLink {
     const budget: Budget = { left: this.#timeout };
     if (!this.#leasing) {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
-      return value === FAILED ? undefined : usable(value);
+      if (value !== FAILED) return usable(value);
+      flight.blind = true;
+      return undefined;
     }
     // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
@@ -88,14 +96,18 @@ export class SharedLink {
         () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace).then(checkedLease),
         (late) => (late.state === 'claimed' ? release(late.claim) : undefined),
       );
+    const blind = () => {
+      flight.blind = true;
+      return undefined;
+    };
     for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
       let found = await lease(false);
-      if (found === FAILED) return undefined;
+      if (found === FAILED) return blind();
       if (found.state === 'stored') {
         const verdict = usable(found.value);
         if (verdict !== undefined) return verdict;
         found = await lease(true);
-        if (found === FAILED) return undefined;
+        if (found === FAILED) return blind();
       }
       if (found.state === 'claimed') {
         flight.claim = found.claim;
@@ -107,19 +119,28 @@ export class SharedLink {
       const waited = await this.#call('wait', flight, waitBudget, () =>
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
       );
-      if (waited === FAILED) return undefined;
+      if (waited === FAILED) return blind();
       const verdict = usable(waited);
       if (verdict !== undefined) return verdict;
     }
     return undefined;
   }
 
-  /** Stores the provider's answer for `flight` (under its claim, with a leasing tier; not at all without one). */
-  share(flight: SharedFlight, verdict: SharedVerdict): void {
+  /**
+   * Stores the provider's answer for `flight`: under its claim, with a leasing tier; a rejection also without one.
+   * `undefined` is a rejection not to be kept: only a flight that could not read the tier deletes the key then.
+   */
+  share(flight: SharedFlight, verdict: SharedVerdict | undefined): void {
     const claim = flight.claim;
-    if (this.#leasing && claim === undefined) return;
-    flight.claim = undefined;
     const provider = flight.origin.provider;
+    if (verdict === undefined) {
+      if (flight.blind === true) {
+        attempt(() => this.#tier.delete(flight.key)).catch((error: unknown) => this.#failed('delete', error, provider));
+      }
+      return;
+    }
+    if (this.#leasing && claim === undefined && verdict.ok) return;
+    flight.claim = undefined;
     attempt(() => this.#tier.set(flight.key, verdict, claim)).catch((error: unknown) =>
       this.#failed('set', error, provider),
     );

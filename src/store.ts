@@ -232,8 +232,10 @@ export class VerdictStore {
     const rejection = new Rejection(reason, Math.floor(performance.now() + Math.min(this.negativeTtl, this.#localTtl)));
     if (flight.cancelled) return rejection;
     this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
-    if (this.negativeTtl > 0)
-      this.#shared?.share(flight, { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) });
+    this.#shared?.share(
+      flight,
+      this.negativeTtl > 0 ? { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) } : undefined,
+    );
     return rejection;
   }
 

@@ -719,6 +719,23 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await sharingResumes(a, b);
     });
 
+    it.each([300, 0])(
+      "a rejection seen while Redis was too slow to lease outlives this instance's own (negativeTtl %i): the acceptance Redis held is gone",
+      async (negativeTtl) => {
+        const [a] = (await start(1, { redis: { localTtl: 200 }, gate: { cache: { negativeTtl } } })) as [Instance];
+        const token = knownToken();
+        expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+        await stored(token);
+        mock.removeToken(token);
+        await sleep(250); // past localTtl: the next request reads Redis
+        await admin.call('CLIENT', 'PAUSE', '400', 'ALL');
+        expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+        expect(sharedErrors(a.events)).toContain('lease:timeout');
+        await sleep(negativeTtl + 400); // Redis back, this instance's rejection gone
+        expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+      },
+    );
+
     it('Redis paused: a revocation Redis missed is retried, and reaches the other instances once it is back', async () => {
       const { a, b, token } = await twoHoldingARemovedToken();
       redis.signal('SIGSTOP');
