@@ -20,7 +20,10 @@ export interface GateOptions {
   readonly providers: readonly Provider[];
   /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`. Default `"api"`. */
   readonly realm?: string;
-  /** Overall deadline for verifying one credential, retries included. Default 5000. */
+  /**
+   * Overall deadline for verifying one credential, retries included, and with a shared tier the wait for another
+   * instance's answer too (plus the tier's own `timeout`). Default 5000.
+   */
   readonly timeout?: number;
   /** The in-process cache of verdicts; see {@link CacheOptions}. */
   readonly cache?: CacheOptions;

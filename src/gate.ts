@@ -56,6 +56,8 @@ class TokenGate implements Gate {
   readonly #emit: ((event: GateEvent) => void) | undefined;
   readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0, overloaded: 0 };
   readonly #clientOf: (req: CredentialRequest) => string;
+  /** Whether a miss may wait for another instance's answer first (a shared tier): its `timeout` then counts from the miss. */
+  readonly #sharing: boolean;
   #closed = false;
 
   constructor(options: GateOptions) {
@@ -63,6 +65,7 @@ class TokenGate implements Gate {
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
+    this.#sharing = resolved.sharedCache !== undefined;
     this.#store = new VerdictStore(
       resolved.cache,
       resolved.sharedCache,
@@ -206,9 +209,10 @@ class TokenGate implements Gate {
       stale === undefined
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
+    const missed = this.#sharing ? performance.now() : undefined;
     const { promise, joined } = this.#store.load<Outcome>(key, slot.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
-      const answer = await slot.upstream.verify(credential, staleCopy, () => this.#clientOf(req));
+      const answer = await slot.upstream.verify(credential, staleCopy, () => this.#clientOf(req), missed);
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });

@@ -16,8 +16,8 @@
  *   adopted once this instance's own rejection is gone (with `negativeTtl`
  *   0, a flight that could not read the tier deletes the key instead);
  * - waiting for another instance is bounded by the tier (its lease time),
- *   not by the tier's `timeout`; should the tier not bound it, the gate's
- *   `timeout` (plus the tier's) does;
+ *   not by the tier's `timeout`, and all of a flight's waits together by the
+ *   gate's `timeout` (plus the tier's), which the provider call then shares;
  * - whatever the tier does (throw, answer a promise of garbage, answer
  *   something that is not a promise, settle late), a flight goes on without
  *   it: never an error of its own, never an unhandled rejection.
@@ -100,6 +100,7 @@ export class SharedLink {
       flight.blind = true;
       return undefined;
     };
+    const waitUntil = performance.now() + this.#waitLimit + this.#timeout;
     for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
       let found = await lease(false);
       if (found === FAILED) return blind();
@@ -115,7 +116,9 @@ export class SharedLink {
       }
       if (found.state !== 'held') return undefined;
       // The holder's own flight ends within the gate's timeout, after its lookups (the tier's timeout).
-      const waitBudget = { left: Math.min(MAX_TIMER_MS, this.#waitLimit + this.#timeout) };
+      const waitLeft = waitUntil - performance.now();
+      if (waitLeft <= 0) return undefined;
+      const waitBudget = { left: Math.min(MAX_TIMER_MS, waitLeft) };
       const waited = await this.#call('wait', flight, waitBudget, () =>
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
       );

@@ -84,22 +84,29 @@ export class Upstream {
   /**
    * Asks the provider about `credential`. `stale` gives the context to serve if
    * the provider fails (one past its `ttl`, within `staleIfError`), asked at
-   * that moment; `clientOf`
-   * names the request's client, read only if it has to wait for a slot.
+   * that moment; `clientOf` names the request's client, read only if it has
+   * to wait for a slot; `since`, when given, is when the request's `timeout`
+   * began (before it waited for another instance's answer).
    */
   async verify(
     credential: Credential,
     stale: StaleCopy | undefined,
     clientOf: () => string,
+    since?: number,
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
+    const { timeout } = this.#policy;
+    const left = since === undefined ? timeout : timeout - (requested - since);
+    // Its time went waiting for another instance's call, which did not answer either: not this provider's fault.
+    if (left <= 0) return providerUnavailable(this.provider.name);
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
     const slot = this.#admission.acquire(clientOf);
     if (slot === 'full') return this.#overloaded('full');
-    if (slot === 'admitted') return this.#asked(credential, stale);
+    if (slot === 'admitted' && since === undefined) return this.#asked(credential, stale);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
+    if (slot === 'admitted') return this.#within(this.#asked(credential, stale), left);
     return new Promise((resolve) => {
       let state: 'waiting' | 'asking' | 'ended' = 'waiting';
       const timer = setTimeout(() => {
@@ -110,7 +117,7 @@ export class Upstream {
           resolve(this.#overloaded('expired'));
         }
         state = 'ended';
-      }, this.#policy.timeout);
+      }, left);
       slot.admitted.then((admitted) => {
         if (state === 'ended') {
           if (admitted === 'admitted') this.#admission.release();
@@ -154,6 +161,17 @@ export class Upstream {
   }
 
   readonly #release = (): void => this.#admission.release();
+
+  /** `asked`, or a 503 once `ms` have passed: the request's time is up, the provider's need not be. */
+  #within(asked: Promise<Verdict | AuthContext | AuthError>, ms: number): Promise<Verdict | AuthContext | AuthError> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(providerUnavailable(this.provider.name)), ms);
+      asked.then((answer) => {
+        clearTimeout(timer);
+        resolve(answer);
+      });
+    });
+  }
 
   /** Verifications refused or timed out in our own wait: a fast 503 that never touches the breaker or serves stale. */
   #overloaded(reason: 'full' | 'expired'): AuthError {

@@ -392,6 +392,26 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(calls).toBe(2);
     });
 
+    it("a provider that hangs: every instance's 503 within its own timeout, waits for the others' calls included", async () => {
+      const TIMEOUT = 1000;
+      const instances = await start(4, { gate: { timeout: TIMEOUT, retry: false } });
+      const token = knownToken();
+      mock.fault = { kind: 'hang' };
+      const took = await Promise.all(
+        instances.map(async (instance, i) => {
+          await sleep(5 * i);
+          const started = performance.now();
+          expect(await outcome(instance.gate.authenticate(bearer(token)))).toEqual({
+            ok: false,
+            code: 'provider_unavailable',
+          });
+          return performance.now() - started;
+        }),
+      );
+      // The tier's timeout is 250 ms here: a miss spends at most that in Redis besides the gate's timeout.
+      for (const ms of took) expect(ms).toBeLessThan(TIMEOUT + 250 + 300);
+    });
+
     it('revoke on one instance: every instance rejects the token next, told through Redis', async () => {
       const instances = (await start(3, { redis: { localTtl: 60_000 } })) as [Instance, Instance, Instance];
       const token = knownToken();
