@@ -144,8 +144,6 @@ export interface SharedTier {
    * break (invalidations may have been missed meanwhile). Returns a function that stops it.
    */
   onReconnect?(listener: () => void): () => void;
-  /** Forgets every key of this tier. */
-  clear?(): Promise<void>;
   /** Releases the tier's connections. */
   close?(): Promise<void>;
 }

@@ -255,9 +255,15 @@ export interface Gate {
    * @throws AuthError 400 `invalid_request` (as a rejection) for credentials in two places.
    */
   revoke(req: CredentialRequest): Promise<boolean>;
-  /** Forgets every cached answer. Breakers keep their state: see {@link reset}. */
+  /**
+   * Forgets every answer cached in this process, and the calls under way. Breakers keep their state (see
+   * {@link reset}); a shared tier keeps its verdicts (its keys' prefix, or the Redis database, is yours to empty).
+   */
   clear(): void;
-  /** Forgets every cached answer and closes every provider's breaker: a fresh start, as a new gate (between tests). */
+  /**
+   * Forgets every answer cached in this process and closes every provider's breaker: a fresh start, as a new gate
+   * on the same shared tier (between tests). A shared tier keeps its verdicts, as for {@link clear}.
+   */
   reset(): void;
   /** Counters and breaker states. */
   stats(): GateStats;

@@ -57,11 +57,8 @@ export interface RedisCacheOptions {
   readonly secret?: string | readonly string[];
 }
 
-/**
- * The Redis tier: a {@link SharedTier} with every optional part but `clear` (`lease`, `invalidate`…: it
- * never forgets every key at once), and `ready()` and `close()`.
- */
-export interface RedisCache extends Required<Omit<SharedTier, 'clear'>> {
+/** The Redis tier: a {@link SharedTier} with every optional part (`lease`, `invalidate`…), and `ready()` and `close()`. */
+export interface RedisCache extends Required<SharedTier> {
   readonly timeout: number;
   readonly localTtl: number;
   /**
