@@ -38,6 +38,12 @@ interface Slot {
 
 type Outcome = AuthContext | Rejection | AuthError;
 
+/** The provider that handles a request, and the credential it found. */
+interface Found {
+  readonly slot: Slot;
+  readonly credential: Credential;
+}
+
 /**
  * Creates a gate. See {@link GateOptions} for every option.
  * @throws TypeError naming a wrong option; RangeError for a number out of its range.
@@ -109,7 +115,14 @@ class TokenGate implements Gate {
       const remembered = this.#memo.recall(connection as object, header, this.#store.generation, now);
       if (remembered !== undefined) return this.#hit(remembered);
     }
-    const found = this.#find(req);
+    let found: Found | undefined;
+    try {
+      found = this.#find(req);
+    } catch (error) {
+      // A malformed credential is not the one remembered: the memo keeps no raw token it was not sent again.
+      if (connection !== undefined) this.#memo.forget(connection);
+      throw error;
+    }
     if (found === undefined) {
       if (connection !== undefined) this.#memo.forget(connection);
       if (options?.optional === true) return undefined;
@@ -232,8 +245,8 @@ class TokenGate implements Gate {
    * The provider that handles `req` and its credential, or undefined when there is none. Complete
    * credentials in two places are a 400; a partial one is a 400 only when there is nothing else.
    */
-  #find(req: CredentialRequest): { slot: Slot; credential: Credential } | undefined {
-    let found: { slot: Slot; credential: Credential } | undefined;
+  #find(req: CredentialRequest): Found | undefined {
+    let found: Found | undefined;
     let partial: PartialCredential | undefined;
     for (const slot of this.#slots) {
       const credential = slot.provider.extract(req, this.realm);

@@ -3,8 +3,10 @@
  * fast path is taken exactly when a provider declares it reads one header,
  * and whatever it remembers, guards run on every request.
  */
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { getHeapSnapshot } from 'node:v8';
 import express from 'express';
 import Koa from 'koa';
 import { Client } from 'undici';
@@ -177,6 +179,45 @@ describe('the per-connection fast path', () => {
       const auth = await gate.authenticate(request(READER, connection));
       expect(() => gate.authorize(auth, write)).toThrow(expect.objectContaining({ status: 403 }));
     }
+  });
+});
+
+describe("a connection's memo", () => {
+  /** Whether the heap holds `text` anywhere (V8 collects garbage before a snapshot). */
+  async function heapHolds(text: string): Promise<boolean> {
+    /./.exec('-'); // RegExp.input keeps the last string a regular expression matched
+    const chunks: string[] = [];
+    for await (const chunk of getHeapSnapshot()) chunks.push(String(chunk));
+    return chunks.join('').includes(text);
+  }
+
+  /** The status `req` gets (the error itself is not kept: its stack's frames would hold the request). */
+  const statusOf = (gate: Gate, req: CredentialRequest) =>
+    gate.authenticate(req).then(
+      () => 200,
+      (error: { status: number }) => error.status,
+    );
+
+  /** Sends a never-seen token on `connection` (the stub rejects it); returns it reversed, so that nothing here holds it. */
+  async function sendSecret(gate: Gate, connection: object): Promise<string> {
+    const hex = randomBytes(16).toString('hex');
+    expect(await statusOf(gate, { headers: { authorization: `Bearer SECRETheap${hex}` }, connection })).toBe(401);
+    return [...hex].reverse().join('');
+  }
+
+  it.each([
+    ['no credential', {}, 401],
+    ['a malformed credential', { authorization: 'Bearer not a token' }, 400],
+    ['two Authorization headers', { authorization: ['Bearer a', 'Bearer b'] }, 400],
+  ] as const)('holds no raw token after a request with %s on the connection', async (_, headers, status) => {
+    const gate = gateOf(stubProvider({ tokens: {} }));
+    const connection = {};
+    const kept = await sendSecret(gate, connection);
+    const needle = () => `SECRETheap${[...kept].reverse().join('')}`;
+    expect(await heapHolds(needle())).toBe(true); // the memo remembers the connection's token: what is checked below
+    expect(await statusOf(gate, { headers, connection })).toBe(status);
+    expect(await heapHolds(needle())).toBe(false);
+    expect(connection).toBeDefined(); // the memo lives as long as its connection
   });
 });
 
