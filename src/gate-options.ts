@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import type { EventListener } from './events.js';
-import { checkOptions, durationOption, numberOption, optionsObject, shown } from './options.js';
+import { checkOptions, durationOption, MAX_TIMER_MS, numberOption, optionsObject, shown } from './options.js';
 import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions } from './resilience.js';
 import type { SharedTier } from './shared-tier.js';
 import type { CacheOptions } from './store.js';
@@ -87,34 +87,111 @@ const fn = (what: string) =>
     error: (issue) => `expected ${what}, got ${shown(issue.input)}`,
   });
 
-const ProviderSchema = z.custom<Provider>(
-  (value) =>
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as Provider).name === 'string' &&
-    (value as Provider).name.length > 0 &&
-    typeof (value as Provider).cacheScope === 'string' &&
-    !(value as Provider).cacheScope.includes('\0') &&
-    typeof (value as Provider).extract === 'function' &&
-    typeof (value as Provider).verify === 'function' &&
-    ((value as Provider).source === undefined || typeof (value as Provider).source === 'string') &&
-    ((value as Provider).concurrency === undefined ||
-      (Number.isSafeInteger((value as Provider).concurrency) && ((value as Provider).concurrency as number) >= 1)) &&
-    ((value as Provider).close === undefined || typeof (value as Provider).close === 'function'),
-  {
-    error: (issue) =>
-      typeof issue.input === 'function'
-        ? 'expected a provider, got a function: call the factory (onlineOrNot(), not onlineOrNot)'
-        : `expected a provider ({ name, cacheScope without NUL, extract(), verify(), concurrency >= 1 if any }), got ${shown(issue.input)}`,
-  },
-);
+/** A `header:` source names one header as Node's `req.headers` keys it: a lowercase field name. */
+const HEADER_SOURCE = /^header:[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
-const SharedTierSchema = z.custom<SharedTier>(
-  (value) =>
-    typeof value === 'object' &&
-    value !== null &&
-    ['get', 'set', 'delete'].every((method) => typeof (value as Record<string, unknown>)[method] === 'function'),
-  { error: (issue) => `expected a shared tier ({ get, set, delete }), got ${shown(issue.input)}` },
+/** What a provider or shared tier must hold: each field wrong is an issue under its own name. */
+type FieldCheck = readonly [field: string, expected: string, ok: (value: unknown) => boolean];
+
+const isFunction = (value: unknown) => typeof value === 'function';
+const optionalFunction = (value: unknown) => value === undefined || typeof value === 'function';
+
+const PROVIDER_FIELDS: readonly FieldCheck[] = [
+  ['name', 'a non-empty string', (value) => typeof value === 'string' && value !== ''],
+  ['cacheScope', 'a string without NUL', (value) => typeof value === 'string' && !value.includes('\0')],
+  ['extract', 'a function', isFunction],
+  ['verify', 'a function', isFunction],
+  [
+    'source',
+    'a non-empty string, header:<lowercase field name> for a header',
+    (value) =>
+      value === undefined ||
+      (typeof value === 'string' && value !== '' && (!value.startsWith('header:') || HEADER_SOURCE.test(value))),
+  ],
+  [
+    'concurrency',
+    'an integer >= 1',
+    (value) => value === undefined || (Number.isSafeInteger(value) && (value as number) >= 1),
+  ],
+  ['close', 'a function', optionalFunction],
+];
+
+const SHARED_TIER_FIELDS: readonly FieldCheck[] = [
+  ['lease', 'a function', optionalFunction],
+  ['waitFor', 'a function', optionalFunction],
+  ['invalidate', 'a function', optionalFunction],
+  ['onInvalidate', 'a function', optionalFunction],
+  ['onReconnect', 'a function', optionalFunction],
+  ['close', 'a function', optionalFunction],
+  [
+    'timeout',
+    'a number >= 1',
+    (value) => value === undefined || (typeof value === 'number' && value >= 1 && value <= MAX_TIMER_MS),
+  ],
+  ['localTtl', 'a number >= 0', (value) => value === undefined || (typeof value === 'number' && value >= 0)],
+];
+
+/**
+ * An object (class instances included: methods may live on its prototype) whose `fields` pass their checks.
+ * `factory` names what makes one, for the message when the factory itself was passed.
+ */
+function objectWith<T>(
+  fields: readonly FieldCheck[],
+  expected: string,
+  factory: string,
+  refine?: (value: T, context: z.RefinementCtx) => void,
+) {
+  return z.unknown().superRefine((value, context) => {
+    if (typeof value !== 'object' || value === null) {
+      const called = factory.replace(/\(.*\)$/, '');
+      context.addIssue({
+        code: 'custom',
+        message:
+          typeof value === 'function'
+            ? `expected ${expected}, got a function: call the factory (${factory}, not ${called})`
+            : `expected ${expected}, got ${shown(value)}`,
+      });
+      return;
+    }
+    const record = value as Record<string, unknown>;
+    for (const [field, wanted, ok] of fields) {
+      if (!ok(record[field])) {
+        context.addIssue({
+          code: 'custom',
+          path: [field],
+          input: record[field],
+          message: `expected ${wanted}, got ${shown(record[field])}`,
+        });
+      }
+    }
+    refine?.(value as T, context);
+  }) as unknown as z.ZodType<T>;
+}
+
+const ProviderSchema = objectWith<Provider>(PROVIDER_FIELDS, 'a provider', 'onlineOrNot()');
+
+const SharedTierSchema = objectWith<SharedTier>(
+  SHARED_TIER_FIELDS,
+  'a shared tier ({ get, set, delete })',
+  'redisCache(client)',
+  (tier, context) => {
+    const missing = (['get', 'set', 'delete'] as const).filter((method) => typeof tier[method] !== 'function');
+    if (missing.length > 0) {
+      context.addIssue({
+        code: 'custom',
+        message: `expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without ${missing.join(', ')}`,
+      });
+      return;
+    }
+    // Single flight across instances takes both: a lease nobody can wait on would only add a command.
+    if ((tier.lease === undefined) !== (tier.waitFor === undefined)) {
+      context.addIssue({
+        code: 'custom',
+        path: [tier.lease === undefined ? 'lease' : 'waitFor'],
+        message: 'expected lease and waitFor together, or neither',
+      });
+    }
+  },
 );
 
 /** The least `maxRetryAfter`: `Retry-After` counts in whole seconds. */
@@ -202,12 +279,18 @@ const GateOptionsSchema = optionsObject(
 const HINTS = {
   ttl: 'cache.ttl',
   max: 'cache.max',
+  negativeMax: 'cache.negativeMax',
   negativeTtl: 'cache.negativeTtl',
   staleIfError: 'cache.staleIfError',
   retries: 'retry.retries',
+  baseDelay: 'retry.baseDelay',
+  maxDelay: 'retry.maxDelay',
   threshold: 'breaker.threshold',
   cooldown: 'breaker.cooldown',
+  maxWaiting: 'admission.maxWaiting',
+  clientKey: 'admission.clientKey',
   provider: 'providers',
+  redis: 'sharedCache',
 };
 
 /**

@@ -16,6 +16,8 @@ import {
 import { stubProvider } from '../src/testing/index.js';
 
 const provider = stubProvider({ tokens: {} });
+/** The least shared tier: get, set and delete. */
+const tier = { get: async () => undefined, set: async () => {}, delete: async () => {} };
 const gateWith = (extra: Record<string, unknown>) => () =>
   createGate({ providers: [provider], ...extra } as unknown as GateOptions);
 
@@ -111,7 +113,85 @@ describe('createGate options', () => {
       'a shared cache without methods',
       gateWith({ sharedCache: {} }),
       TypeError,
-      'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got an object',
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without get, set, delete',
+    ],
+    [
+      'a Redis client instead of a tier',
+      gateWith({ sharedCache: { get() {}, set() {}, del() {} } }),
+      TypeError,
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without delete',
+    ],
+    [
+      'the tier factory itself',
+      gateWith({ sharedCache: () => {} }),
+      TypeError,
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got a function: call the factory (redisCache(client), not redisCache)',
+    ],
+    [
+      'a tier that leases but cannot wait',
+      gateWith({ sharedCache: { ...tier, lease() {} } }),
+      TypeError,
+      'createGate: sharedCache.waitFor: expected lease and waitFor together, or neither',
+    ],
+    [
+      "a tier's timeout as a string",
+      gateWith({ sharedCache: { ...tier, timeout: '50' } }),
+      TypeError,
+      'createGate: sharedCache.timeout: expected a number >= 1, got a string',
+    ],
+    [
+      "a tier's negative localTtl",
+      gateWith({ sharedCache: { ...tier, localTtl: -5 } }),
+      RangeError,
+      'createGate: sharedCache.localTtl: expected a number >= 0, got -5',
+    ],
+    [
+      "a tier's invalidate that is no function",
+      gateWith({ sharedCache: { ...tier, invalidate: true } }),
+      TypeError,
+      'createGate: sharedCache.invalidate: expected a function, got true',
+    ],
+    [
+      'a provider with an empty name',
+      gateWith({ providers: [{ ...provider, name: '' }] }),
+      TypeError,
+      'createGate: providers[0].name: expected a non-empty string, got an empty string',
+    ],
+    [
+      'a provider serving 0 verifications at once',
+      gateWith({ providers: [{ ...provider, concurrency: 0 }] }),
+      RangeError,
+      'createGate: providers[0].concurrency: expected an integer >= 1, got 0',
+    ],
+    [
+      'a provider reading an unnamed header',
+      gateWith({ providers: [{ ...provider, source: 'header:' }] }),
+      TypeError,
+      'createGate: providers[0].source: expected a non-empty string, header:<lowercase field name> for a header, got a string',
+    ],
+    [
+      'a provider reading a header named as it is sent, not as Node keys it',
+      gateWith({ providers: [{ ...provider, source: 'header:Authorization' }] }),
+      TypeError,
+      'createGate: providers[0].source: expected a non-empty string, header:<lowercase field name> for a header, got a string',
+    ],
+    [
+      'a provider without verify',
+      gateWith({ providers: [{ ...provider, verify: undefined }] }),
+      TypeError,
+      'createGate: providers[0].verify: expected a function, got undefined',
+    ],
+    [
+      'a top-level negativeMax',
+      gateWith({ negativeMax: 5 }),
+      TypeError,
+      'createGate: negativeMax: unknown option (did you mean cache.negativeMax?)',
+    ],
+    [
+      'a top-level maxWaiting',
+      gateWith({ maxWaiting: 5 }),
+      TypeError,
+      'createGate: maxWaiting: unknown option (did you mean admission.maxWaiting?)',
     ],
   ])('%s', (_name, make, type, message) => {
     expect(make).toThrow(type);
