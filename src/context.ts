@@ -73,7 +73,7 @@ export interface AuthContextInit {
  */
 export class AuthContext {
   /** @internal */ readonly origin: ContextOrigin;
-  /** Who the credential belongs to: the token id (OnlineOrNot) or the user id (Partoo). */
+  /** Who the credential belongs to: the token id (OnlineOrNot), the user id (Partoo), `sub` (introspection). */
   readonly subject: string;
   /** @internal */ readonly grants: Grants;
   /** @internal epoch ms */ readonly expiresAtMs: number | undefined;

@@ -1,8 +1,10 @@
 /**
- * The one error class the gate throws. Each instance carries what an HTTP
- * framework needs to answer: `status`, `headers` (with the RFC 6750
- * `WWW-Authenticate` challenge where one is due) and `expose`, the flag Koa
- * and http-errors use to decide whether the message may reach the client.
+ * The error of every failure the gate answers a request with (misuse, such
+ * as a wrong option or a closed gate, throws a plain `TypeError` or `Error`
+ * instead). Each instance carries what an HTTP framework needs to answer:
+ * `status`, `headers` (with the RFC 6750 `WWW-Authenticate` challenge where
+ * one is due) and `expose`, the flag Koa and http-errors use to decide
+ * whether the message may reach the client.
  *
  * Messages are written by tokengate alone and never contain a token or a key.
  */

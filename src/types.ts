@@ -62,7 +62,7 @@ export type Verdict =
 
 /**
  * A credential found in a request. `source` names where it was found
- * (`header:authorization`, `query:user_id+token`): credentials in more than
+ * (`header:authorization`, `query:connection`): credentials in more than
  * one source are refused, credentials in the same source go to the first
  * provider that found them.
  */
@@ -217,7 +217,8 @@ export interface Gate {
    *
    * @throws AuthError 401 `credentials_required` (no credential), 400
    *   `invalid_request`, 401 `invalid_token`, 503 `provider_unavailable`,
-   *   500 `provider_misconfigured`.
+   *   503 `overloaded` (no room to wait for the provider), 500
+   *   `provider_misconfigured`.
    */
   authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
   authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
