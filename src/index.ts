@@ -33,7 +33,7 @@ export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './prov
 export { partoo } from './providers/partoo.js';
 export { secretDigest } from './providers/secret-digest.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
-export type { SharedTier, SharedVerdict } from './shared-tier.js';
+export type { SharedClaim, SharedFailureCode, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';
 export type { BreakerTrace, CacheTrace, VerifyTrace } from './tracing.js';
 export { CHANNELS } from './tracing.js';
