@@ -48,10 +48,43 @@ export const IntrospectionAnswer = z
     iss: z.string().nullish(),
     jti: z.string().nullish(),
   })
-  .refine((answer) => subjectOf(answer) !== undefined, { error: 'expected sub, username or client_id' });
+  .refine((answer) => subjectOf(answer) !== undefined, {
+    error: 'expected sub, username or client_id',
+  }) satisfies z.ZodType<IntrospectionDetails>;
 
-/** Details kept from an introspection answer: the validated answer of an active token. */
-export type IntrospectionDetails = z.infer<typeof IntrospectionAnswer>;
+/**
+ * Details kept from an introspection answer: the validated answer of an active
+ * token (RFC 7662 §2.2). A member the server left out or sent as `null` is
+ * absent or `null`; members the RFC does not name are kept as they came.
+ */
+export interface IntrospectionDetails {
+  /** Always `true`: only active tokens are accepted. */
+  readonly active: true;
+  /** Space-separated scopes; `auth.permissions` holds them split. */
+  readonly scope?: string | null | undefined;
+  /** The client the token was issued to. */
+  readonly client_id?: string | null | undefined;
+  /** A human-readable identifier of the resource owner. */
+  readonly username?: string | null | undefined;
+  /** The type of the token (`Bearer`). */
+  readonly token_type?: string | null | undefined;
+  /** Expiry, in seconds since the epoch; `auth.expiresAt` as a `Date`. */
+  readonly exp?: number | null | undefined;
+  /** Issue time, in seconds since the epoch. */
+  readonly iat?: number | null | undefined;
+  /** Not-before time, in seconds since the epoch. */
+  readonly nbf?: number | null | undefined;
+  /** The subject of the token, usually the resource owner's id. */
+  readonly sub?: string | null | undefined;
+  /** The audience(s) the token is meant for. */
+  readonly aud?: string | readonly string[] | null | undefined;
+  /** The issuer of the token. */
+  readonly iss?: string | null | undefined;
+  /** The token's identifier. */
+  readonly jti?: string | null | undefined;
+  /** Members the RFC does not name, as the server sent them. */
+  readonly [member: string]: unknown;
+}
 
 /** How the client authenticates to the introspection endpoint (RFC 6749 §2.3.1). */
 export type IntrospectionClientAuth = 'basic' | 'post';

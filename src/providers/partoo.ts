@@ -34,13 +34,25 @@ export const CheckTokenAnswer = z.object({
   generated_by: z.string().nullish(),
   creation_date: DateTimeText.nullish(),
   consumption_date: DateTimeText.nullish(),
-});
+}) satisfies z.ZodType<PartooDetails>;
 
 /** 400, 403 and 404 from check_token: `{ "errors": { … } }`. */
 export const CheckTokenError = z.object({ errors: z.record(z.string(), z.unknown()) });
 
-/** Details kept from a check_token answer (the validated body without `token`). */
-export type PartooDetails = z.infer<typeof CheckTokenAnswer> & { readonly [key: string]: unknown };
+/** Details kept from a check_token answer: the validated body, without `token` (a secret). */
+export interface PartooDetails {
+  /** The connection token's status; `valid` (or another status in `accept`) for an accepted one. */
+  readonly status: ConnectionTokenStatus;
+  /** When the token expires: an RFC 3339 date-time, or the same without an offset (UTC). */
+  readonly expiration_date?: string | null | undefined;
+  /** Who generated the token. */
+  readonly generated_by?: string | null | undefined;
+  /** When the token was created (as `expiration_date`). */
+  readonly creation_date?: string | null | undefined;
+  /** When the token was consumed, if it was (as `expiration_date`). */
+  readonly consumption_date?: string | null | undefined;
+  readonly [member: string]: unknown;
+}
 
 /** Options of {@link partoo}. */
 export interface PartooOptions extends HttpOptions {
