@@ -94,7 +94,9 @@ export function authorize(auth: unknown, guard: Guard, holder: object): void {
 
 /** What a framework adds to a Node request: the parsed query, and the client address under its proxy settings. */
 export interface FrameworkRequest {
+  /** The query as the framework parsed it (`req.query`, `ctx.query`). */
   readonly query?: CredentialRequest['query'];
+  /** The client address as the framework works it out (`req.ip` under `trust proxy`, `ctx.ip` under `app.proxy`). */
   readonly ip?: string | undefined;
 }
 
@@ -109,22 +111,28 @@ export class NodeRequest implements CredentialRequest {
   readonly #req: IncomingMessage;
   readonly #parsed: FrameworkRequest;
 
+  /** `req`, the Node request; `parsed`, what the framework adds to it (read lazily). */
   constructor(req: IncomingMessage, parsed: FrameworkRequest) {
     this.#req = req;
     this.#parsed = parsed;
   }
+  /** The Node request's headers. */
   get headers(): IncomingMessage['headers'] {
     return this.#req.headers;
   }
+  /** The Node request's raw headers (repeated headers told apart). */
   get rawHeaders(): readonly string[] {
     return this.#req.rawHeaders;
   }
+  /** The framework's parsed query. */
   get query(): CredentialRequest['query'] {
     return this.#parsed.query;
   }
+  /** The request's socket: the key of its connection's memo. */
   get connection(): object {
     return this.#req.socket;
   }
+  /** The framework's client address, else the socket's. */
   get ip(): string | undefined {
     return this.#parsed.ip ?? this.#req.socket.remoteAddress;
   }

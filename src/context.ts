@@ -128,6 +128,7 @@ export class AuthContext {
     });
   }
 
+  /** What `JSON.stringify` shows: provider, subject, permissions, `expiresAt` (ISO) when known, `stale`; no details. */
   toJSON(): { provider: string; subject: string; permissions: readonly string[]; expiresAt?: string; stale: boolean } {
     const json: {
       provider: string;

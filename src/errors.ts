@@ -33,6 +33,7 @@ export class AuthError extends Error {
   /** Whether `message` is safe to show the client (false only for server-side misconfiguration). */
   readonly expose: boolean;
 
+  /** An error answered with `status` and `headers`; `expose: false` keeps `message` for the server's logs. */
   constructor(
     code: AuthErrorCode,
     status: number,

@@ -30,13 +30,17 @@ export interface VerifyTrace {
 
 /** A message on `tokengate:cache`. */
 export interface CacheTrace {
+  /** The provider's name. */
   readonly provider: string;
+  /** Answered from the cache, asked upstream, or joined a call under way. */
   readonly result: 'hit' | 'miss' | 'coalesced';
 }
 
 /** A message on `tokengate:breaker`. */
 export interface BreakerTrace {
+  /** The provider's name. */
   readonly provider: string;
+  /** The state the breaker moved to. */
   readonly state: BreakerState;
 }
 

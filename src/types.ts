@@ -67,6 +67,7 @@ export type Verdict =
  * provider that found them.
  */
 export interface Credential {
+  /** Where it was found: the provider's declared `source` (`header:authorization`). */
   readonly source: string;
   /** The exact bytes that decide the provider's answer; hashed, never stored. */
   readonly secret: string;
@@ -124,7 +125,9 @@ export interface Provider<C extends Credential = Credential> {
    * providers never share answers.
    */
   readonly cacheScope: string;
+  /** The request's credential of this provider's kind, part of one, or `undefined` (see above). */
   extract(req: CredentialRequest, realm: string): C | PartialCredential | undefined;
+  /** The provider's verdict on `credential`, asked on a cache miss; `signal` aborts at the deadline (see above). */
   verify(credential: C, signal: AbortSignal): Promise<Verdict>;
   /** Releases connection pools. */
   close?(): Promise<void>;

@@ -15,7 +15,9 @@ export interface ConnectionQueryNames {
 
 /** A user id and connection token found in the query. */
 export interface ConnectionCredential extends Credential {
+  /** The user id, as sent. */
   readonly userId: string;
+  /** The connection token, as sent: a secret. */
   readonly token: string;
 }
 

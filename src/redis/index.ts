@@ -59,7 +59,9 @@ export interface RedisCacheOptions {
 
 /** The Redis tier: a {@link SharedTier} with every optional part (`lease`, `invalidate`…), and `ready()` and `close()`. */
 export interface RedisCache extends Required<SharedTier> {
+  /** Longest wait for any one Redis command, in ms (the option, default 50). */
   readonly timeout: number;
+  /** Longest an instance serves an answer from process without asking Redis, in ms (the option, default 5000). */
   readonly localTtl: number;
   /**
    * Resolves once invalidations from other instances reach this one: its
