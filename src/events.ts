@@ -7,10 +7,19 @@
 /** A breaker's state: `closed` lets calls through, `open` fails fast, `half-open` lets one probe through. */
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
+/** How a credential's cache lookup went: answered from it, asked upstream, or joined a call under way. */
+export type CacheResult = 'hit' | 'miss' | 'coalesced';
+
+/** A shared tier operation, as reported in `shared_cache_error` events. */
+export type SharedOperation = 'get' | 'set' | 'delete' | 'lease' | 'wait' | 'invalidate';
+
+/** Why a shared tier operation was given up: it failed, answered too late, or its tier skipped it (down). */
+export type SharedFailureReason = 'error' | 'timeout' | 'unavailable';
+
 /** Everything `onEvent` can receive. `provider` is the provider's name. */
 export type GateEvent =
   /** A credential was looked up in the cache. `coalesced`: it joined an upstream call already under way. */
-  | { readonly type: 'cache'; readonly provider: string; readonly result: 'hit' | 'miss' | 'coalesced' }
+  | { readonly type: 'cache'; readonly provider: string; readonly result: CacheResult }
   /** An upstream verification ended (after any retries). */
   | {
       readonly type: 'verify';
@@ -49,8 +58,8 @@ export type GateEvent =
   | {
       readonly type: 'shared_cache_error';
       readonly provider: string;
-      readonly operation: 'get' | 'set' | 'delete' | 'lease' | 'wait' | 'invalidate';
-      readonly reason: 'error' | 'timeout' | 'unavailable';
+      readonly operation: SharedOperation;
+      readonly reason: SharedFailureReason;
     };
 
 /** Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. */

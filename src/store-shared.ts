@@ -22,15 +22,10 @@
  *   something that is not a promise, settle late), a flight goes on without
  *   it: never an error of its own, never an unhandled rejection.
  */
+import type { SharedFailureReason, SharedOperation } from './events.js';
 import { MAX_TIMER_MS } from './options.js';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
 import { SharedVerdictSchema } from './shared-tier.js';
-
-/** A shared tier operation, as reported in `shared_cache_error` events. */
-export type SharedOperation = 'get' | 'set' | 'delete' | 'lease' | 'wait' | 'invalidate';
-
-/** Why a shared tier operation was given up: it failed, answered too late, or its tier skipped it (down). */
-export type SharedFailureReason = 'error' | 'timeout' | 'unavailable';
 
 /** Reports a shared tier operation that failed or timed out; the store carries on without it. */
 export type SharedFailureListener = (operation: SharedOperation, reason: SharedFailureReason, provider: string) => void;

@@ -14,7 +14,7 @@
  * outcomes, counts and durations.
  */
 import { channel, tracingChannel } from 'node:diagnostics_channel';
-import type { BreakerState } from './events.js';
+import type { BreakerState, CacheResult } from './events.js';
 
 /** The context of a `tokengate:verify` trace. */
 export interface VerifyTrace {
@@ -33,7 +33,7 @@ export interface CacheTrace {
   /** The provider's name. */
   readonly provider: string;
   /** Answered from the cache, asked upstream, or joined a call under way. */
-  readonly result: 'hit' | 'miss' | 'coalesced';
+  readonly result: CacheResult;
 }
 
 /** A message on `tokengate:breaker`. */

@@ -19,7 +19,10 @@ import { DateTimeText, dateTimeMs } from './date-time.js';
 import { secretDigest } from './secret-digest.js';
 
 /** Connection token statuses, as the API names them. */
-export type ConnectionTokenStatus = 'valid' | 'consumed' | 'revoked' | 'expired';
+const STATUSES = ['valid', 'consumed', 'revoked', 'expired'] as const;
+
+/** A connection token's status, as the API names it. */
+export type ConnectionTokenStatus = (typeof STATUSES)[number];
 
 /**
  * 200 from check_token. Every field but `status` may be null or absent in
@@ -29,7 +32,7 @@ export type ConnectionTokenStatus = 'valid' | 'consumed' | 'revoked' | 'expired'
  * is a secret and must not travel on in `details`.
  */
 export const CheckTokenAnswer = z.object({
-  status: z.enum(['valid', 'consumed', 'revoked', 'expired']),
+  status: z.enum(STATUSES),
   expiration_date: DateTimeText.nullish(),
   generated_by: z.string().nullish(),
   creation_date: DateTimeText.nullish(),
@@ -76,12 +79,9 @@ const PartooOptionsSchema = optionsObject(
     apiKey: secretOption,
     baseUrl: baseUrlOption.optional(),
     accept: z
-      .array(
-        z.enum(['valid', 'consumed', 'revoked', 'expired'], { error: 'expected valid, consumed, revoked or expired' }),
-        {
-          error: 'expected an array of statuses',
-        },
-      )
+      .array(z.enum(STATUSES, { error: `expected ${STATUSES.slice(0, -1).join(', ')} or ${STATUSES.at(-1)}` }), {
+        error: 'expected an array of statuses',
+      })
       .min(1, { error: 'expected at least one status' })
       .optional(),
     query: optionsObject(

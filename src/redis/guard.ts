@@ -9,6 +9,7 @@
  * and the I/O poll that follows it.
  */
 import { CircuitBreaker } from '../resilience.js';
+import type { SharedFailureCode } from '../shared-tier.js';
 
 /** Consecutive failed commands that open the breaker. */
 export const BREAKER_THRESHOLD = 3;
@@ -16,7 +17,7 @@ export const BREAKER_THRESHOLD = 3;
 export const BREAKER_COOLDOWN_MS = 1000;
 
 /** An error with the `code` the store reads. */
-export function failure(code: 'ETIMEDOUT' | 'EUNAVAILABLE', message: string): Error {
+export function failure(code: SharedFailureCode, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 

@@ -2,6 +2,7 @@
  * A real HTTP server that answers like Partoo's
  * `GET /v2/connection/check_token?user_id=&token=`.
  */
+import type { ConnectionTokenStatus } from '../providers/partoo.js';
 import { type MockProvider, startMockServer } from './mock-server.js';
 
 /** A connection token the Partoo mock knows. */
@@ -11,7 +12,7 @@ export interface PartooTokenEntry {
   /** The connection token (`token` in the query), answered back as `token`. */
   readonly token: string;
   /** Answered as `status` (default `'valid'`); `'consumed'` also sets `consumption_date`. */
-  readonly status?: 'valid' | 'consumed' | 'revoked' | 'expired';
+  readonly status?: ConnectionTokenStatus;
   /**
    * Answered as `expiration_date`: a string is sent verbatim, a `Date` as
    * `2019-08-02T17:15:54.256000+00:00`, `null` as `null`. Default: one hour
