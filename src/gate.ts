@@ -28,8 +28,8 @@ import type {
 } from './types.js';
 import { Upstream, type UpstreamCounters } from './upstream.js';
 
-/** One provider as the gate holds it. */
-interface Slot {
+/** One provider as the gate holds it: with its upstream policy, its label in `stats()` and its contexts' origin. */
+interface Member {
   readonly provider: Provider;
   readonly upstream: Upstream;
   readonly label: string;
@@ -40,7 +40,7 @@ type Outcome = AuthContext | Rejection | AuthError;
 
 /** The provider that handles a request, and the credential it found. */
 interface Found {
-  readonly slot: Slot;
+  readonly member: Member;
   readonly credential: Credential;
 }
 
@@ -54,7 +54,7 @@ export function createGate(options: GateOptions): Gate {
 
 class TokenGate implements Gate {
   readonly realm: string;
-  readonly #slots: readonly Slot[];
+  readonly #members: readonly Member[];
   readonly #store: VerdictStore;
   readonly #memo = new ConnectionMemo();
   /** Reads the one header every provider takes its credential from, when they all declare the same one. */
@@ -84,14 +84,14 @@ class TokenGate implements Gate {
     const policy = { timeout, retry, breaker, maxRetryAfter, maxWaiting, emit, counters };
     this.#clientOf = admission.clientKey ?? defaultClientKey;
     const labels = new Set<string>();
-    this.#slots = resolved.providers.map((provider) => {
+    this.#members = resolved.providers.map((provider) => {
       let label = provider.name;
       for (let n = 2; labels.has(label); n++) label = `${provider.name}#${n}`;
       labels.add(label);
       const origin = Object.freeze({ provider: provider.name, realm: this.realm });
       return { provider, upstream: new Upstream(provider, policy), label, origin };
     });
-    const sources = new Set(this.#slots.map((slot) => slot.provider.source));
+    const sources = new Set(this.#members.map((member) => member.provider.source));
     const [source] = sources;
     this.#header = sources.size === 1 && source?.startsWith('header:') ? headerReader(source.slice(7)) : undefined;
   }
@@ -128,8 +128,8 @@ class TokenGate implements Gate {
       if (options?.optional === true) return undefined;
       throw credentialsRequired(this.realm);
     }
-    const { slot, credential } = found;
-    const scope = slot.provider.cacheScope;
+    const { member, credential } = found;
+    const scope = member.provider.cacheScope;
     const key =
       connection === undefined
         ? cacheKey(scope, credential.secret)
@@ -137,7 +137,7 @@ class TokenGate implements Gate {
     const entry = this.#store.get(key, now);
     let stale: Accepted | undefined;
     if (entry instanceof Rejection) {
-      this.#counted(slot.provider.name);
+      this.#counted(member.provider.name);
       throw invalidToken(this.realm, entry.reason);
     }
     if (entry instanceof Accepted) {
@@ -149,7 +149,7 @@ class TokenGate implements Gate {
       }
       stale = entry;
     }
-    return this.#miss(slot, credential, key, stale, req);
+    return this.#miss(member, credential, key, stale, req);
   }
 
   authorize(auth: AuthContext | undefined, guard: Guard): void {
@@ -162,14 +162,14 @@ class TokenGate implements Gate {
     if (this.#closed) throw closedError();
     const found = this.#find(req);
     if (found === undefined) return false;
-    return this.#store.delete(cacheKey(found.slot.provider.cacheScope, found.credential.secret), found.slot.origin);
+    return this.#store.delete(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
   }
 
   async revoke(req: CredentialRequest): Promise<boolean> {
     if (this.#closed) throw closedError();
     const found = this.#find(req);
     if (found === undefined) return false;
-    return this.#store.revoke(cacheKey(found.slot.provider.cacheScope, found.credential.secret), found.slot.origin);
+    return this.#store.revoke(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
   }
 
   clear(): void {
@@ -179,13 +179,13 @@ class TokenGate implements Gate {
 
   reset(): void {
     this.clear();
-    for (const slot of this.#slots) slot.upstream.reset();
+    for (const member of this.#members) member.upstream.reset();
   }
 
   stats(): GateStats {
     if (this.#closed) throw closedError();
     const breakers: Record<string, BreakerState> = {};
-    for (const slot of this.#slots) breakers[slot.label] = slot.upstream.breakerState;
+    for (const member of this.#members) breakers[member.label] = member.upstream.breakerState;
     return { ...this.#counters, breakers };
   }
 
@@ -193,7 +193,7 @@ class TokenGate implements Gate {
     if (this.#closed) throw closedError();
     this.#closed = true;
     this.#store.close();
-    await Promise.all(this.#slots.map((slot) => slot.provider.close?.()));
+    await Promise.all(this.#members.map((member) => member.provider.close?.()));
   }
 
   #hit(context: AuthContext): AuthContext {
@@ -209,7 +209,7 @@ class TokenGate implements Gate {
 
   /** Asks upstream (or joins the call under way for `key`) and turns the outcome into the answer. */
   #miss(
-    slot: Slot,
+    member: Member,
     credential: Credential,
     key: string,
     stale: Accepted | undefined,
@@ -223,17 +223,17 @@ class TokenGate implements Gate {
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
     const missed = this.#sharing ? performance.now() : undefined;
-    const { promise, joined } = this.#store.load<Outcome>(key, slot.origin, async (flight) => {
+    const { promise, joined } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
-      const answer = await slot.upstream.verify(credential, staleCopy, () => this.#clientOf(req), missed);
+      const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req), missed);
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
     if (joined) this.#counters.coalesced++;
     const result = joined ? 'coalesced' : 'miss';
-    this.#emit?.({ type: 'cache', provider: slot.provider.name, result });
+    this.#emit?.({ type: 'cache', provider: member.provider.name, result });
     if (cacheChannel.hasSubscribers)
-      cacheChannel.publish({ provider: slot.provider.name, result } satisfies CacheTrace);
+      cacheChannel.publish({ provider: member.provider.name, result } satisfies CacheTrace);
     return promise.then((outcome) => {
       if (outcome instanceof AuthContext) return outcome;
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
@@ -248,11 +248,11 @@ class TokenGate implements Gate {
   #find(req: CredentialRequest): Found | undefined {
     let found: Found | undefined;
     let partial: PartialCredential | undefined;
-    for (const slot of this.#slots) {
-      const credential = slot.provider.extract(req, this.realm);
+    for (const member of this.#members) {
+      const credential = member.provider.extract(req, this.realm);
       if (credential === undefined) continue;
       if ('partial' in credential) partial ??= credential;
-      else if (found === undefined) found = { slot, credential };
+      else if (found === undefined) found = { member, credential };
       else if (credential.source !== found.credential.source) {
         throw invalidRequest(this.realm, 'Credentials were sent in more than one place');
       }
