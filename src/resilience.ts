@@ -103,7 +103,7 @@ export class CircuitBreaker {
     return 0;
   }
 
-  /** The provider answered (accepted or rejected): it works. */
+  /** The provider answered (a verdict, or a refusal of our own credentials): it works. */
   succeeded(): void {
     this.#failures = 0;
     this.#probing = false;
