@@ -62,8 +62,6 @@ class TokenGate implements Gate {
   readonly #emit: ((event: GateEvent) => void) | undefined;
   readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0, overloaded: 0 };
   readonly #clientOf: (req: CredentialRequest) => string;
-  /** Whether a miss may wait for another instance's answer first (a shared tier): its `timeout` then counts from the miss. */
-  readonly #sharing: boolean;
   #closed = false;
 
   constructor(options: GateOptions) {
@@ -71,7 +69,6 @@ class TokenGate implements Gate {
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
-    this.#sharing = resolved.sharedCache !== undefined;
     this.#store = new VerdictStore(
       resolved.cache,
       resolved.sharedCache,
@@ -222,10 +219,12 @@ class TokenGate implements Gate {
       stale === undefined
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
-    const missed = this.#sharing ? performance.now() : undefined;
+    // With a shared tier, the time past its own calls' budget (waits for other instances) counts against `timeout`.
+    const sharedTimeout = this.#store.sharedTimeout;
+    const counted = sharedTimeout === undefined ? undefined : performance.now() + sharedTimeout;
     const { promise, joined } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
-      const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req), missed);
+      const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req), counted);
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });

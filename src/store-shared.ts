@@ -54,6 +54,8 @@ interface Budget {
 }
 
 export class SharedLink {
+  /** Ms a flight may spend in the tier's `get` and `lease` calls together. */
+  readonly timeout: number;
   readonly #tier: SharedTier;
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
@@ -66,6 +68,7 @@ export class SharedLink {
     this.#onFailure = onFailure;
     this.#waitLimit = waitLimit;
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
+    this.timeout = this.#timeout;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
   }
 

@@ -86,7 +86,7 @@ export class Upstream {
    * the provider fails (one past its `ttl`, within `staleIfError`), asked at
    * that moment; `clientOf` names the request's client, read only if it has
    * to wait for a slot; `since`, when given, is when the request's `timeout`
-   * began (before it waited for another instance's answer).
+   * began counting (it may have waited for another instance's answer since).
    */
   async verify(
     credential: Credential,
@@ -96,17 +96,16 @@ export class Upstream {
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
     const { timeout } = this.#policy;
-    const left = since === undefined ? timeout : timeout - (requested - since);
-    // Its time went waiting for another instance's call, which did not answer either: not this provider's fault.
-    if (left <= 0) return providerUnavailable(this.provider.name);
+    // The time a request spent waiting for another instance's call to this provider is the provider's time.
+    const left = since === undefined ? timeout : Math.floor(Math.min(timeout, timeout - (requested - since)));
+    if (left <= 0) return this.#staleOr(stale, providerUnavailable(this.provider.name));
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
     const slot = this.#admission.acquire(clientOf);
     if (slot === 'full') return this.#overloaded('full');
-    if (slot === 'admitted' && since === undefined) return this.#asked(credential, stale);
+    if (slot === 'admitted') return this.#asked(credential, stale, left);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
-    if (slot === 'admitted') return this.#within(this.#asked(credential, stale), left);
     return new Promise((resolve) => {
       let state: 'waiting' | 'asking' | 'ended' = 'waiting';
       const timer = setTimeout(() => {
@@ -148,30 +147,23 @@ export class Upstream {
   }
 
   /** The provider asked under the slot just taken, which is released when it is done; traced when anything listens. */
-  #asked(credential: Credential, stale: StaleCopy | undefined): Promise<Verdict | AuthContext | AuthError> {
+  #asked(
+    credential: Credential,
+    stale: StaleCopy | undefined,
+    ms = this.#policy.timeout,
+  ): Promise<Verdict | AuthContext | AuthError> {
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
-      asked = verifyChannel.tracePromise(this.#ask, trace, this, credential, stale, trace);
+      asked = verifyChannel.tracePromise(this.#ask, trace, this, credential, stale, ms, trace);
     } else {
-      asked = this.#ask(credential, stale);
+      asked = this.#ask(credential, stale, ms);
     }
     asked.then(this.#release, this.#release);
     return asked;
   }
 
   readonly #release = (): void => this.#admission.release();
-
-  /** `asked`, or a 503 once `ms` have passed: the request's time is up, the provider's need not be. */
-  #within(asked: Promise<Verdict | AuthContext | AuthError>, ms: number): Promise<Verdict | AuthContext | AuthError> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(providerUnavailable(this.provider.name)), ms);
-      asked.then((answer) => {
-        clearTimeout(timer);
-        resolve(answer);
-      });
-    });
-  }
 
   /** Verifications refused or timed out in our own wait: a fast 503 that never touches the breaker or serves stale. */
   #overloaded(reason: 'full' | 'expired'): AuthError {
@@ -180,14 +172,15 @@ export class Upstream {
     return overloaded(this.provider.name);
   }
 
-  /** The attempts under one deadline, with retries and the breaker. */
+  /** The attempts under one deadline of `timeout` ms, with retries and the breaker. */
   async #ask(
     credential: Credential,
     stale: StaleCopy | undefined,
+    timeout: number,
     trace?: VerifyTrace,
   ): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
-    const { emit, counters, timeout } = this.#policy;
+    const { emit, counters } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
     const deadline = new Deadline(timeout);

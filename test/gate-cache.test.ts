@@ -25,6 +25,7 @@ import {
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { rejectionOf, thrownBy } from './support/catch-auth-error.js';
 import { closeAfterEach } from './support/close-after-each.js';
+import { MemoryTier } from './support/memory-tier.js';
 
 const closeLater = closeAfterEach();
 const READ = 'uptime_checks (read)';
@@ -517,5 +518,43 @@ describe('gate cache: no secrets in events or errors', () => {
       },
     });
     expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
+  });
+});
+
+describe("gate cache: a shared tier's calls and the request's timeout", () => {
+  const TIMEOUT = 300;
+
+  async function sharing(tier: MemoryTier, cache: GateOptions['cache'] = {}) {
+    const mock = closeLater(await mockOnlineOrNot({ tokens: { 'tok-1': { id: 'tok_1', permissions: [READ] } } }));
+    const gate = closeLater(
+      createGate({
+        providers: [onlineOrNot({ baseUrl: mock.url })],
+        sharedCache: tier,
+        timeout: TIMEOUT,
+        retry: false,
+        cache,
+      }),
+    );
+    return { mock, gate };
+  }
+
+  it('serves the stale copy while the provider hangs (staleIfError), as without a tier', async () => {
+    const { mock, gate } = await sharing(new MemoryTier(), { ttl: 50, staleIfError: 60_000 });
+    expect((await gate.authenticate(bearer('tok-1'))).stale).toBe(false);
+    await sleep(100);
+    mock.fault = { kind: 'hang' };
+    const context = await gate.authenticate(bearer('tok-1'));
+    expect(context).toMatchObject({ subject: 'tok_1', stale: true });
+    expect(gate.stats().stale).toBe(1);
+  });
+
+  it("gives the provider the whole timeout, the tier's own calls aside: a slow tier and a slow provider still answer", async () => {
+    const tier = new MemoryTier(100);
+    tier.latency = 60;
+    const { mock, gate } = await sharing(tier);
+    mock.latency = 250;
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('tok_1');
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('tok_1');
+    expect(mock.calls.verify).toBe(1);
   });
 });

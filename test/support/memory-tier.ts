@@ -10,6 +10,8 @@ export type TierMode = 'ok' | 'fail' | 'hang' | 'garbage';
 export class MemoryTier implements SharedTier {
   readonly timeout: number;
   mode: TierMode = 'ok';
+  /** Ms each `get` takes. */
+  latency = 0;
   readonly #values = new Map<string, string>();
   /** Every key and JSON value written, in order. */
   readonly writes: Array<{ key: string; value: string }> = [];
@@ -26,7 +28,9 @@ export class MemoryTier implements SharedTier {
     if (this.mode === 'hang') return new Promise(() => {});
     if (this.mode === 'garbage') return Promise.resolve({ ok: true, subject: 7 });
     const value = this.#values.get(key);
-    return Promise.resolve(value === undefined ? undefined : JSON.parse(value));
+    const found = value === undefined ? undefined : JSON.parse(value);
+    if (this.latency > 0) return new Promise((resolve) => setTimeout(() => resolve(found), this.latency));
+    return Promise.resolve(found);
   }
 
   set(key: string, verdict: SharedVerdict): Promise<void> {
