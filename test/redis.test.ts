@@ -868,6 +868,32 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(tombstone(0))).toBe(0);
   });
 
+  it("deletes only the value on the store's delete: nothing announced, nothing retried once Redis is back", async () => {
+    const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    const [kept, dropped] = [cacheKey('scope', 'kept'), cacheKey('scope', 'dropped')];
+    await admin.set(redisKey(scope, 'kept', 'v'), '{}', 'PX', 60_000);
+    await admin.set(redisKey(scope, 'dropped', 'v'), '{}', 'PX', 60_000);
+    const announced: string[] = [];
+    a.tier.onInvalidate((key) => announced.push(key));
+    await a.tier.delete(dropped);
+    expect(await admin.exists(redisKey(scope, 'dropped', 'v'))).toBe(0);
+    expect(await admin.exists(redisKey(scope, 'dropped', 't'))).toBe(0);
+    redis.signal('SIGSTOP');
+    try {
+      // Three that time out open the breaker; then the delete is skipped at once.
+      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
+      await expect(a.tier.delete(kept)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    await sleep(2500); // past the breaker's cooldown and a retry of what Redis missed
+    expect(await admin.exists(redisKey(scope, 'kept', 'v'))).toBe(1);
+    expect(await admin.exists(redisKey(scope, 'kept', 't'))).toBe(0);
+    expect(announced).toEqual([]);
+  });
+
   const lazyClients = [
     ['ioredis 6', (port: number) => new IoRedis6({ host: '127.0.0.1', port, lazyConnect: true })],
     ['ioredis 5', (port: number) => new IoRedis5({ host: '127.0.0.1', port, lazyConnect: true })],

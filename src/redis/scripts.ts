@@ -25,6 +25,9 @@ function script(source: string): Script {
 /** KEYS value. The stored value, or nil. */
 export const GET = script(`return redis.call('GET', KEYS[1])`);
 
+/** KEYS value. Deletes the stored value alone: leases and claims stand, nothing is announced. */
+export const DEL = script(`return redis.call('DEL', KEYS[1])`);
+
 /** Lua: `now`, Redis's own clock in ms (scripts replicate their effects: Redis 5 and later). */
 const NOW = `local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)`;

@@ -25,7 +25,7 @@ import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from '../sha
 import { encodeKey, type MessageKind, message, RedisBus } from './bus.js';
 import { driverFor, type RedisClient, type RedisDriver } from './driver.js';
 import { BREAKER_COOLDOWN_MS, RedisGuard } from './guard.js';
-import { GET, INVALIDATE, LEASE, PEEK, RELEASE, SET } from './scripts.js';
+import { DEL, GET, INVALIDATE, LEASE, PEEK, RELEASE, SET } from './scripts.js';
 import type { VerdictSeal } from './seal.js';
 
 /** How long a tombstone lives (ms): a store without a claim waits it out. */
@@ -141,9 +141,12 @@ export class RedisTier implements SharedTier {
     await this.#guard.run(() => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args));
   }
 
-  /** Invalidates `key` (see {@link invalidate}). */
-  delete(key: string): Promise<void> {
-    return this.invalidate(key);
+  /**
+   * Deletes `key`'s value alone, once, as the store asks when it must not leave an answer behind (a rejection it
+   * does not keep). Not announced, not retried: a revocation is {@link invalidate}.
+   */
+  async delete(key: string): Promise<void> {
+    await this.#guard.run(() => this.#driver.run(DEL, [this.#keys(key).value], []));
   }
 
   async lease(key: string, replace: boolean): Promise<SharedLease> {
