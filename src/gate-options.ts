@@ -125,7 +125,7 @@ const SHARED_TIER_FIELDS: readonly FieldCheck[] = [
   ['close', 'a function', optionalFunction],
   [
     'timeout',
-    'a number >= 1',
+    `a number >= 1 and <= ${MAX_TIMER_MS}`,
     (value) => value === undefined || (typeof value === 'number' && value >= 1 && value <= MAX_TIMER_MS),
   ],
   ['localTtl', 'a number >= 0', (value) => value === undefined || (typeof value === 'number' && value >= 0)],

@@ -303,10 +303,9 @@ function parseHttpDate(text: string): number | undefined {
   ] as const;
   let year = Number(fields.y);
   if (fields.yy !== undefined) {
-    // A two-digit year more than 50 years ahead is the latest past year with those digits.
-    const thisYear = new Date().getUTCFullYear();
-    year = thisYear - (thisYear % 100) + Number(fields.yy);
-    if (year > thisYear + 50) year -= 100;
+    // The latest year with those two digits that is not more than 50 years ahead (RFC 9110 §5.6.7).
+    const latest = new Date().getUTCFullYear() + 50;
+    year = latest - ((latest - Number(fields.yy)) % 100);
   }
   const daysInMonth = new Date(Date.UTC(year, month + 1, 0)).getUTCDate();
   if (month < 0 || day < 1 || day > daysInMonth || hours > 23 || minutes > 59 || seconds > 60) return undefined;

@@ -137,7 +137,7 @@ describe('createGate options', () => {
       "a tier's timeout as a string",
       gateWith({ sharedCache: { ...tier, timeout: '50' } }),
       TypeError,
-      'createGate: sharedCache.timeout: expected a number >= 1, got a string',
+      'createGate: sharedCache.timeout: expected a number >= 1 and <= 2147483647, got a string',
     ],
     [
       "a tier's negative localTtl",
