@@ -581,7 +581,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await b.tier.set(key, verdict, second.claim);
       await b.tier.set(key, { ...verdict, reason: 'again' }, second.claim);
       expect(await a.tier.get(key)).toEqual(verdict);
-      await a.tier.delete(key);
+      await a.tier.invalidate(key);
       expect(await a.tier.get(key)).toBeUndefined();
       await a.tier.set(key, verdict);
       expect(await a.tier.get(key)).toBeUndefined();
