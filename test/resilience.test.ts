@@ -289,37 +289,29 @@ describe('retries', () => {
     expect(pt.calls.checkToken).toBe(1);
   });
 
-  it('a 429 pauses calls to the provider for its Retry-After, and never opens the breaker', async () => {
-    const { app, pt, gate, events } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1 } });
-    pt.fault = { kind: 'status', status: 429, retryAfter: 1 };
-    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
-    pt.fault = undefined;
-    // Paused: the next cold token is not sent upstream during the second the provider asked for.
-    const paused = await request(app).get('/me').query(peer(1));
-    expect(paused.status).toBe(503);
-    expect(paused.headers['retry-after']).toBe('1');
-    expect(pt.calls.checkToken).toBe(1);
-    expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
-    expect(ofType(events, 'breaker')).toEqual([]);
-    await sleep(1050);
-    expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
-  });
-
-  it('a 429 without Retry-After pauses calls for 1 s, and says so to the client', async () => {
-    const { app, pt, gate } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1 } });
-    pt.fault = { kind: 'status', status: 429 };
-    const first = await request(app).get('/me').query(CONN);
-    expect(first.status).toBe(503);
-    expect(first.headers['retry-after']).toBe('1');
-    pt.fault = undefined;
-    const paused = await request(app).get('/me').query(peer(1));
-    expect(paused.status).toBe(503);
-    expect(paused.headers['retry-after']).toBe('1');
-    expect(pt.calls.checkToken).toBe(1);
-    expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
-    await sleep(1050);
-    expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
-  });
+  it.each([
+    ['its Retry-After', 1],
+    ['1 s when it names no Retry-After', undefined],
+  ] as const)(
+    'a 429 pauses calls to the provider for %s, says so, and never opens the breaker',
+    async (_, retryAfter) => {
+      const { app, pt, gate, events } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1 } });
+      pt.fault = { kind: 'status', status: 429, ...(retryAfter === undefined ? {} : { retryAfter }) };
+      const first = await request(app).get('/me').query(CONN);
+      expect(first.status).toBe(503);
+      expect(first.headers['retry-after']).toBe('1');
+      pt.fault = undefined;
+      // Paused: the next cold token is not sent upstream during the second the provider asked for.
+      const paused = await request(app).get('/me').query(peer(1));
+      expect(paused.status).toBe(503);
+      expect(paused.headers['retry-after']).toBe('1');
+      expect(pt.calls.checkToken).toBe(1);
+      expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
+      expect(ofType(events, 'breaker')).toEqual([]);
+      await sleep(1050);
+      expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
+    },
+  );
 
   it('Retry-After waits are taken while they end inside the deadline, and the first that would not is not', async () => {
     // Waits of 1 s under a 2.7 s deadline: two fit (ending near 1 s and 2 s, with 700 ms to spare for the
