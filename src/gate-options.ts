@@ -21,8 +21,9 @@ export interface GateOptions {
   /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`. Default `"api"`. */
   readonly realm?: string;
   /**
-   * Overall deadline for verifying one credential, retries included, and with a shared tier the wait for another
-   * instance's answer too (plus the tier's own `timeout`). Default 5000.
+   * Overall deadline for verifying one credential, retries included. With a shared tier, a request that waited for
+   * another instance's answer ends by `timeout` plus the tier's own `timeout`; its verification goes on meanwhile,
+   * with a whole `timeout` of its own, and its answer is kept. Default 5000.
    */
   readonly timeout?: number;
   /** The in-process cache of verdicts; see {@link CacheOptions}. */

@@ -9,13 +9,20 @@
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
 import { AuthContext, type ContextOrigin } from './context.js';
-import { AuthError, credentialsRequired, insufficientScope, invalidRequest, invalidToken } from './errors.js';
+import {
+  AuthError,
+  credentialsRequired,
+  insufficientScope,
+  invalidRequest,
+  invalidToken,
+  providerUnavailable,
+} from './errors.js';
 import type { BreakerState, GateEvent } from './events.js';
 import { type GateOptions, resolveGateOptions } from './gate-options.js';
 import type { Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { type HeaderReader, headerReader } from './request.js';
-import { Accepted, cacheKey, Rejection, VerdictStore } from './store.js';
+import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
 import type {
   AuthenticateOptions,
@@ -62,6 +69,8 @@ class TokenGate implements Gate {
   readonly #emit: ((event: GateEvent) => void) | undefined;
   readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0, overloaded: 0 };
   readonly #clientOf: (req: CredentialRequest) => string;
+  /** The gate's `timeout`, which with a shared tier also bounds the wait for other instances' answers. */
+  readonly #timeout: number;
   #closed = false;
 
   constructor(options: GateOptions) {
@@ -69,6 +78,7 @@ class TokenGate implements Gate {
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
+    this.#timeout = resolved.timeout;
     this.#store = new VerdictStore(
       resolved.cache,
       resolved.sharedCache,
@@ -219,12 +229,10 @@ class TokenGate implements Gate {
       stale === undefined
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
-    // With a shared tier, the time past its own calls' budget (waits for other instances) counts against `timeout`.
-    const sharedTimeout = this.#store.sharedTimeout;
-    const counted = sharedTimeout === undefined ? undefined : performance.now() + sharedTimeout;
-    const { promise, joined } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
+    const missed = performance.now();
+    const { promise, joined, flight } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
-      const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req), counted);
+      const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req));
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
@@ -233,10 +241,39 @@ class TokenGate implements Gate {
     this.#emit?.({ type: 'cache', provider: member.provider.name, result });
     if (cacheChannel.hasSubscribers)
       cacheChannel.publish({ provider: member.provider.name, result } satisfies CacheTrace);
-    return promise.then((outcome) => {
+    const answer = promise.then((outcome) => {
       if (outcome instanceof AuthContext) return outcome;
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
       throw outcome;
+    });
+    const sharedTimeout = this.#store.sharedTimeout;
+    if (sharedTimeout === undefined) return answer;
+    return this.#bounded(answer, flight, missed + this.#timeout + sharedTimeout, member.provider.name);
+  }
+
+  /**
+   * `answer`, or a 503 at `deadline` when its flight spent part of the request's `timeout` waiting for another
+   * instance's call: the request ends then, while the flight goes on asking the provider under its own deadline
+   * and keeps its answer. A flight that did not wait ends in time by itself (tier calls, then the provider).
+   */
+  #bounded(answer: Promise<AuthContext>, flight: Flight, deadline: number, provider: string): Promise<AuthContext> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => {
+          if (flight.waited === true) reject(providerUnavailable(provider));
+        },
+        Math.max(0, deadline - performance.now()),
+      );
+      answer.then(
+        (context) => {
+          clearTimeout(timer);
+          resolve(context);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
   }
 

@@ -17,7 +17,8 @@
  *   0, a flight that could not read the tier deletes the key instead);
  * - waiting for another instance is bounded by the tier (its lease time),
  *   not by the tier's `timeout`, and all of a flight's waits together by the
- *   gate's `timeout` (plus the tier's), which the provider call then shares;
+ *   gate's `timeout` (plus the tier's); a flight that waited is marked so
+ *   (`waited`), and its requests end by then while it goes on to ask;
  * - whatever the tier does (throw, answer a promise of garbage, answer
  *   something that is not a promise, settle late), a flight goes on without
  *   it: never an error of its own, never an unhandled rejection.
@@ -39,6 +40,8 @@ export interface SharedFlight {
   claim?: SharedClaim | undefined;
   /** Whether the flight asks the provider without knowing what the tier holds (a call to it failed). */
   blind?: boolean;
+  /** Whether the flight waited for another instance's answer before asking the provider itself. */
+  waited?: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 50;
@@ -117,6 +120,7 @@ export class SharedLink {
       const waitLeft = waitUntil - performance.now();
       if (waitLeft <= 0) return undefined;
       const waitBudget = { left: Math.min(MAX_TIMER_MS, waitLeft) };
+      flight.waited = true;
       const waited = await this.#call('wait', flight, waitBudget, () =>
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
       );

@@ -187,9 +187,9 @@ export class VerdictStore {
     key: string,
     origin: ContextOrigin,
     fetch: (flight: Flight) => Promise<T>,
-  ): { promise: Promise<T | AuthContext | Rejection>; joined: boolean } {
+  ): { promise: Promise<T | AuthContext | Rejection>; joined: boolean; flight: Flight } {
     const running = this.#inflight.get(key);
-    if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true };
+    if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true, flight: running };
     const flight: Flight = { key, origin, cancelled: false, promise: undefined };
     const promise = this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch);
     flight.promise = promise;
@@ -198,7 +198,7 @@ export class VerdictStore {
       if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
     };
     promise.then(land, land);
-    return { promise, joined: false };
+    return { promise, joined: false, flight };
   }
 
   /** Stores a provider's acceptance; an already expired credential becomes a rejection. */

@@ -84,26 +84,20 @@ export class Upstream {
   /**
    * Asks the provider about `credential`. `stale` gives the context to serve if
    * the provider fails (one past its `ttl`, within `staleIfError`), asked at
-   * that moment; `clientOf` names the request's client, read only if it has
-   * to wait for a slot; `since`, when given, is when the request's `timeout`
-   * began counting (it may have waited for another instance's answer since).
+   * that moment; `clientOf`
+   * names the request's client, read only if it has to wait for a slot.
    */
   async verify(
     credential: Credential,
     stale: StaleCopy | undefined,
     clientOf: () => string,
-    since?: number,
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
-    const { timeout } = this.#policy;
-    // The time a request spent waiting for another instance's call to this provider is the provider's time.
-    const left = since === undefined ? timeout : Math.floor(Math.min(timeout, timeout - (requested - since)));
-    if (left <= 0) return this.#staleOr(stale, providerUnavailable(this.provider.name));
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
     const slot = this.#admission.acquire(clientOf);
     if (slot === 'full') return this.#overloaded('full');
-    if (slot === 'admitted') return this.#asked(credential, stale, left);
+    if (slot === 'admitted') return this.#asked(credential, stale);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
     return new Promise((resolve) => {
@@ -116,7 +110,7 @@ export class Upstream {
           resolve(this.#overloaded('expired'));
         }
         state = 'ended';
-      }, left);
+      }, this.#policy.timeout);
       slot.admitted.then((admitted) => {
         if (state === 'ended') {
           if (admitted === 'admitted') this.#admission.release();
@@ -147,17 +141,13 @@ export class Upstream {
   }
 
   /** The provider asked under the slot just taken, which is released when it is done; traced when anything listens. */
-  #asked(
-    credential: Credential,
-    stale: StaleCopy | undefined,
-    ms = this.#policy.timeout,
-  ): Promise<Verdict | AuthContext | AuthError> {
+  #asked(credential: Credential, stale: StaleCopy | undefined): Promise<Verdict | AuthContext | AuthError> {
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
-      asked = verifyChannel.tracePromise(this.#ask, trace, this, credential, stale, ms, trace);
+      asked = verifyChannel.tracePromise(this.#ask, trace, this, credential, stale, trace);
     } else {
-      asked = this.#ask(credential, stale, ms);
+      asked = this.#ask(credential, stale);
     }
     asked.then(this.#release, this.#release);
     return asked;
@@ -172,15 +162,14 @@ export class Upstream {
     return overloaded(this.provider.name);
   }
 
-  /** The attempts under one deadline of `timeout` ms, with retries and the breaker. */
+  /** The attempts under one deadline, with retries and the breaker. */
   async #ask(
     credential: Credential,
     stale: StaleCopy | undefined,
-    timeout: number,
     trace?: VerifyTrace,
   ): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
-    const { emit, counters } = this.#policy;
+    const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
     const deadline = new Deadline(timeout);

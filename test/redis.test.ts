@@ -368,6 +368,25 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(mock.calls.verify).toBe(1);
     });
 
+    it("a dead holder's lease outlasting the request: 503 in time, then the provider asked in full, its answer kept, nothing against it", async () => {
+      const TIMEOUT = 1000;
+      const [a] = (await start(1, { redis: { leaseTime: 5000 }, gate: { timeout: TIMEOUT, retry: false } })) as [
+        Instance,
+      ];
+      const token = knownToken();
+      // Lapses after the request's time (timeout plus the tier's 250 ms) is nearly spent.
+      await admin.set(redisKey(provider, token, 'l'), 'dead-holder', 'PX', TIMEOUT + 150);
+      mock.latency = 200;
+      const started = performance.now();
+      expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'provider_unavailable' });
+      expect(performance.now() - started).toBeLessThan(TIMEOUT + 250 + 300);
+      await eventually(async () => mock.calls.verify === 1, 2000, 'asked the provider');
+      await sleep(400);
+      expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+      expect(mock.calls.verify).toBe(1);
+      expect(a.gate.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
+    });
+
     it('ends the lease of a failed upstream call at once: the waiting instance asks without waiting it out', async () => {
       let calls = 0;
       const scripted = (): Provider => ({
