@@ -108,7 +108,10 @@ export interface SharedTier {
    * replaces whatever `key` holds.
    */
   set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void>;
-  /** Forgets `key`. */
+  /**
+   * Forgets the value under `key`. The store calls it after a rejection it does not keep (`negativeTtl: 0`) from a
+   * flight that could not read the tier, and, on a tier without `invalidate`, for a revocation.
+   */
   delete(key: string): Promise<void>;
   /**
    * Cluster-wide single flight: the value stored under `key`, or else the

@@ -221,7 +221,7 @@ describe('introspection: discovery', () => {
       name: 'ProviderFailure',
       kind: 'invalid_answer',
       message: expect.stringMatching(
-        /names an introspection_endpoint it may not use \(an https URL, or http to a loopback host, without credentials or fragment\)$/,
+        /names an introspection_endpoint it may not use \(https without credentials or fragment; http only for an http issuer, to a loopback host unless allowInsecureRequests\)$/,
       ),
     });
     await provider.close?.();

@@ -146,7 +146,7 @@ export class IntrospectionTarget {
     if (!usable) {
       throw new ProviderFailure(
         'invalid_answer',
-        `${this.#name} metadata at ${location} names an introspection_endpoint it may not use (an https URL, or http to a loopback host, without credentials or fragment)`,
+        `${this.#name} metadata at ${location} names an introspection_endpoint it may not use (https without credentials or fragment; http only for an http issuer, to a loopback host unless allowInsecureRequests)`,
       );
     }
     return url;

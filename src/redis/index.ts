@@ -63,6 +63,8 @@ export interface RedisCache extends Required<SharedTier> {
   readonly timeout: number;
   /** Longest an instance serves an answer from process without asking Redis, in ms (the option, default 5000). */
   readonly localTtl: number;
+  /** Deletes the value under `key` alone: not announced, not retried. A revocation is {@link RedisCache.invalidate}. */
+  delete(key: string): Promise<void>;
   /**
    * Resolves once invalidations from other instances reach this one: its
    * subscription is confirmed live (a message it published came back); or
