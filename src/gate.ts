@@ -69,8 +69,6 @@ class TokenGate implements Gate {
   readonly #emit: ((event: GateEvent) => void) | undefined;
   readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0, overloaded: 0 };
   readonly #clientOf: (req: CredentialRequest) => string;
-  /** The gate's `timeout`, which with a shared tier also bounds the wait for other instances' answers. */
-  readonly #timeout: number;
   #closed = false;
 
   constructor(options: GateOptions) {
@@ -78,7 +76,6 @@ class TokenGate implements Gate {
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
-    this.#timeout = resolved.timeout;
     this.#store = new VerdictStore(
       resolved.cache,
       resolved.sharedCache,
@@ -229,9 +226,10 @@ class TokenGate implements Gate {
       stale === undefined
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
-    const missed = performance.now();
     const { promise, joined, flight } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
+      // A gate closed while this flight waited for another instance asks nothing any more.
+      if (this.#closed) return providerUnavailable(member.provider.name);
       const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req));
       if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
@@ -246,24 +244,20 @@ class TokenGate implements Gate {
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
       throw outcome;
     });
-    const sharedTimeout = this.#store.sharedTimeout;
-    if (sharedTimeout === undefined) return answer;
-    return this.#bounded(answer, flight, missed + this.#timeout + sharedTimeout, member.provider.name);
+    const bound = this.#store.waitBound;
+    return bound === undefined ? answer : this.#bounded(answer, flight, bound, member.provider.name);
   }
 
   /**
-   * `answer`, or a 503 at `deadline` when its flight spent part of the request's `timeout` waiting for another
+   * `answer`, or a 503 `ms` from now when its flight spent part of the request's `timeout` waiting for another
    * instance's call: the request ends then, while the flight goes on asking the provider under its own deadline
    * and keeps its answer. A flight that did not wait ends in time by itself (tier calls, then the provider).
    */
-  #bounded(answer: Promise<AuthContext>, flight: Flight, deadline: number, provider: string): Promise<AuthContext> {
+  #bounded(answer: Promise<AuthContext>, flight: Flight, ms: number, provider: string): Promise<AuthContext> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => {
-          if (flight.waited === true) reject(providerUnavailable(provider));
-        },
-        Math.max(0, deadline - performance.now()),
-      );
+      const timer = setTimeout(() => {
+        if (flight.waited === true) reject(providerUnavailable(provider));
+      }, ms);
       answer.then(
         (context) => {
           clearTimeout(timer);

@@ -57,8 +57,11 @@ interface Budget {
 }
 
 export class SharedLink {
-  /** Ms a flight may spend in the tier's `get` and `lease` calls together. */
-  readonly timeout: number;
+  /**
+   * With a leasing tier, the ms after which a flight has ended all its waits for other instances (the wait
+   * limit plus the tier's own `timeout`); undefined when flights never wait.
+   */
+  readonly waitBound: number | undefined;
   readonly #tier: SharedTier;
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
@@ -71,8 +74,8 @@ export class SharedLink {
     this.#onFailure = onFailure;
     this.#waitLimit = waitLimit;
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
-    this.timeout = this.#timeout;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
+    this.waitBound = this.#leasing ? Math.min(MAX_TIMER_MS, waitLimit + this.#timeout) : undefined;
   }
 
   /**

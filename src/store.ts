@@ -126,8 +126,8 @@ export class VerdictStore {
   readonly #shared: SharedLink | undefined;
   /** Longest in-process freshness (ms): the shared tier's `localTtl`, else unbounded. */
   readonly #localTtl: number;
-  /** Ms a miss may spend in the shared tier's own calls (`get`, `lease`), or undefined without one. */
-  readonly sharedTimeout: number | undefined;
+  /** With a leasing shared tier, the ms by which a flight has ended its waits for other instances (see SharedLink). */
+  readonly waitBound: number | undefined;
   readonly #detach: Array<() => void> = [];
   #generation = 0;
 
@@ -143,7 +143,7 @@ export class VerdictStore {
     this.staleIfError = options.staleIfError ?? 0;
     this.#shared = shared === undefined ? undefined : new SharedLink(shared, onSharedFailure, sharedWaitLimit);
     this.#localTtl = shared?.localTtl ?? Number.POSITIVE_INFINITY;
-    this.sharedTimeout = this.#shared?.timeout;
+    this.waitBound = this.#shared?.waitBound;
     const max = options.max ?? 10_000;
     // Every way an accepted entry leaves (eviction, delete, overwrite, clear) moves the generation on.
     this.#accepted = new LRUCache<string, Accepted>({ max, dispose: () => this.#generation++ });

@@ -387,6 +387,28 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(a.gate.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
     });
 
+    it('a gate closed while a request waits for another instance asks its provider nothing afterwards', async () => {
+      let calls = 0;
+      const counted = (): Provider => ({
+        name: 'counted',
+        cacheScope: 'counted-scope',
+        extract: extractBearer,
+        async verify(): Promise<Verdict> {
+          calls++;
+          return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
+        },
+      });
+      const [a] = (await start(1, { redis: { leaseTime: 5000 } }, () => [counted()])) as [Instance];
+      await admin.set(redisKey({ cacheScope: 'counted-scope' } as Provider, 'counted-token', 'l'), 'holder', 'PX', 300);
+      const waiting = outcome(a.gate.authenticate(bearer('counted-token')));
+      await sleep(50);
+      open.splice(open.indexOf(a), 1);
+      await a.close();
+      expect(await waiting).toEqual({ ok: false, code: 'provider_unavailable' });
+      await sleep(400); // past the lease: a flight still going would have asked by now
+      expect(calls).toBe(0);
+    });
+
     it('ends the lease of a failed upstream call at once: the waiting instance asks without waiting it out', async () => {
       let calls = 0;
       const scripted = (): Provider => ({
