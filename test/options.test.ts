@@ -304,6 +304,11 @@ describe('provider options', () => {
       'stubProvider: tokens (entry 1): permisions: unknown option (did you mean permissions?)',
     ],
     [
+      'a date given as a string',
+      { tokens: { SECRETstub1: { subject: 'a', expiresAt: '2099-01-01' } } },
+      'stubProvider: tokens (entry 1): expiresAt: expected a valid Date, got a string',
+    ],
+    [
       'an invalid date',
       { tokens: { SECRETstub1: { subject: 'a', expiresAt: new Date('soon') } } },
       'stubProvider: tokens (entry 1): expiresAt: expected a valid Date, got Invalid Date',
