@@ -91,6 +91,19 @@ const sharedAgain = (mock: MockOnlineOrNot, newToken: () => string, a: Instance,
     'sharing resumed',
   );
 
+/** A Bearer provider named `name` (cache scope `<name>-scope`) that runs `before`, then accepts as subject `u1`. */
+function scriptedProvider(name: string, before: () => Promise<void>): Provider {
+  return {
+    name,
+    cacheScope: `${name}-scope`,
+    extract: extractBearer,
+    async verify(): Promise<Verdict> {
+      await before();
+      return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
+    },
+  };
+}
+
 const rejects = (instance: Instance, token: string) => async () =>
   !(await outcome(instance.gate.authenticate(bearer(token)))).ok;
 
@@ -389,16 +402,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
 
     it('a gate closed while a request waits for another instance asks its provider nothing afterwards', async () => {
       let calls = 0;
-      const counted = (): Provider => ({
-        name: 'counted',
-        cacheScope: 'counted-scope',
-        extract: extractBearer,
-        async verify(): Promise<Verdict> {
-          calls++;
-          return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
-        },
+      const counted = scriptedProvider('counted', async () => {
+        calls++;
       });
-      const [a] = (await start(1, { redis: { leaseTime: 5000 } }, () => [counted()])) as [Instance];
+      const [a] = (await start(1, { redis: { leaseTime: 5000 } }, () => [counted])) as [Instance];
       await admin.set(redisKey({ cacheScope: 'counted-scope' } as Provider, 'counted-token', 'l'), 'holder', 'PX', 300);
       const waiting = outcome(a.gate.authenticate(bearer('counted-token')));
       await sleep(50);
@@ -411,18 +418,12 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
 
     it('ends the lease of a failed upstream call at once: the waiting instance asks without waiting it out', async () => {
       let calls = 0;
-      const scripted = (): Provider => ({
-        name: 'scripted',
-        cacheScope: 'scripted-scope',
-        extract: extractBearer,
-        async verify(): Promise<Verdict> {
-          calls++;
-          await sleep(100);
-          if (calls === 1) throw new ProviderFailure('status', 'scripted failure', { status: 500 });
-          return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
-        },
+      const scripted = scriptedProvider('scripted', async () => {
+        calls++;
+        await sleep(100);
+        if (calls === 1) throw new ProviderFailure('status', 'scripted failure', { status: 500 });
       });
-      const [a, b] = (await start(2, { redis: { leaseTime: 5000 } }, () => [scripted()])) as [Instance, Instance];
+      const [a, b] = (await start(2, { redis: { leaseTime: 5000 } }, () => [scripted])) as [Instance, Instance];
       const first = outcome(a.gate.authenticate(bearer('scripted-token')));
       await sleep(30);
       const started = performance.now();
