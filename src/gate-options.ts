@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import type { EventListener } from './events.js';
-import { checkOptions, durationOption, MAX_TIMER_MS, numberOption, optionsObject, shown } from './options.js';
+import { checkOptions, durationOption, nameOption, numberOption, optionsObject, shown } from './options.js';
 import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions } from './resilience.js';
 import type { SharedTier } from './shared-tier.js';
 import type { CacheOptions } from './store.js';
@@ -92,44 +92,37 @@ const fn = (what: string) =>
 const HEADER_SOURCE = /^header:[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
 /** What a provider or shared tier must hold: each field wrong is an issue under its own name. */
-type FieldCheck = readonly [field: string, expected: string, ok: (value: unknown) => boolean];
-
-const isFunction = (value: unknown) => typeof value === 'function';
-const optionalFunction = (value: unknown) => value === undefined || typeof value === 'function';
+type FieldCheck = readonly [field: string, schema: z.ZodType];
 
 const PROVIDER_FIELDS: readonly FieldCheck[] = [
-  ['name', 'a non-empty string', (value) => typeof value === 'string' && value !== ''],
-  ['cacheScope', 'a string without NUL', (value) => typeof value === 'string' && !value.includes('\0')],
-  ['extract', 'a function', isFunction],
-  ['verify', 'a function', isFunction],
+  ['name', nameOption],
+  [
+    'cacheScope',
+    z
+      .string({ error: (issue) => `expected a string without NUL, got ${shown(issue.input)}` })
+      .refine((scope) => !scope.includes('\0'), { error: 'expected a string without NUL' }),
+  ],
+  ['extract', fn('a function')],
+  ['verify', fn('a function')],
   [
     'source',
-    'a non-empty string, header:<lowercase field name> for a header',
-    (value) =>
-      value === undefined ||
-      (typeof value === 'string' && value !== '' && (!value.startsWith('header:') || HEADER_SOURCE.test(value))),
+    z
+      .string({ error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` })
+      .refine((source) => source !== '' && (!source.startsWith('header:') || HEADER_SOURCE.test(source)), {
+        error: 'expected a non-empty string, header:<lowercase field name> for a header, got a string',
+      })
+      .optional(),
   ],
-  [
-    'concurrency',
-    'an integer >= 1',
-    (value) => value === undefined || (Number.isSafeInteger(value) && (value as number) >= 1),
-  ],
-  ['close', 'a function', optionalFunction],
+  ['concurrency', numberOption(1, { integer: true }).optional()],
+  ['close', fn('a function').optional()],
 ];
 
 const SHARED_TIER_FIELDS: readonly FieldCheck[] = [
-  ['lease', 'a function', optionalFunction],
-  ['waitFor', 'a function', optionalFunction],
-  ['invalidate', 'a function', optionalFunction],
-  ['onInvalidate', 'a function', optionalFunction],
-  ['onReconnect', 'a function', optionalFunction],
-  ['close', 'a function', optionalFunction],
-  [
-    'timeout',
-    `a number >= 1 and <= ${MAX_TIMER_MS}`,
-    (value) => value === undefined || (typeof value === 'number' && value >= 1 && value <= MAX_TIMER_MS),
-  ],
-  ['localTtl', 'a number >= 0', (value) => value === undefined || (typeof value === 'number' && value >= 0)],
+  ...['lease', 'waitFor', 'invalidate', 'onInvalidate', 'onReconnect', 'close'].map(
+    (method) => [method, fn('a function').optional()] as const,
+  ),
+  ['timeout', durationOption(1).optional()],
+  ['localTtl', numberOption(0).optional()],
 ];
 
 /**
@@ -155,15 +148,10 @@ function objectWith<T>(
       return;
     }
     const record = value as Record<string, unknown>;
-    for (const [field, wanted, ok] of fields) {
-      if (!ok(record[field])) {
-        context.addIssue({
-          code: 'custom',
-          path: [field],
-          input: record[field],
-          message: `expected ${wanted}, got ${shown(record[field])}`,
-        });
-      }
+    for (const [field, schema] of fields) {
+      const checked = schema.safeParse(record[field]);
+      const message = checked.error?.issues[0]?.message;
+      if (message !== undefined) context.addIssue({ code: 'custom', path: [field], input: record[field], message });
     }
     refine?.(value as T, context);
   }) as unknown as z.ZodType<T>;

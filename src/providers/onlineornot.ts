@@ -68,6 +68,11 @@ const OnlineOrNotOptionsSchema = optionsObject(
 const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
 
+/** Whether a call's reading is a verdict: the token rejected. */
+function isVerdict<T>(reading: T | Verdict): reading is Verdict {
+  return typeof reading === 'object' && reading !== null && 'ok' in reading;
+}
+
 /**
  * A provider for OnlineOrNot-style Bearer tokens. Accepts only tokens whose
  * status is `active`; the principal's `subject` is the token id.
@@ -114,11 +119,6 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
         details: { id: id.value, status: 'active' } satisfies OnlineOrNotDetails,
       },
     };
-  }
-
-  /** Whether a call's reading is a verdict: the token rejected. */
-  function isVerdict<T>(reading: T | Verdict): reading is Verdict {
-    return typeof reading === 'object' && reading !== null && 'ok' in reading;
   }
 
   /** The permissions of a valid token, or the rejection. */
