@@ -184,6 +184,8 @@ class TokenGate implements Gate {
   reset(): void {
     this.clear();
     for (const member of this.#members) member.upstream.reset();
+    const counters = this.#counters;
+    for (const name of Object.keys(counters) as (keyof typeof counters)[]) counters[name] = 0;
   }
 
   stats(): GateStats {

@@ -185,7 +185,7 @@ export class ProviderFailure extends Error {
   }
 }
 
-/** Counters since the gate was created (`clear()` empties the cache, not the counters). */
+/** Counters since the gate was created or last `reset()` (`clear()` empties the cache, not the counters). */
 export interface GateStats {
   /** Requests answered from the cache. */
   readonly hits: number;
@@ -201,7 +201,7 @@ export interface GateStats {
   readonly stale: number;
   /** Verifications answered 503 `overloaded`: no room to wait for a slot with the provider, or the wait timed out. */
   readonly overloaded: number;
-  /** Circuit breaker state per provider name. */
+  /** Circuit breaker state per provider, by name (a second provider of the same name is `name#2`, and so on). */
   readonly breakers: Readonly<Record<string, BreakerState>>;
 }
 
@@ -254,7 +254,7 @@ export interface Gate {
    * elsewhere is stored over it, told every instance): `true`. `false`
    * when the request carries no credential, or the tier did not confirm within
    * its `timeout` (reported through `onEvent`; other instances still stop
-   * serving it within the tier's `localTtl`). Without a shared tier, `true` at once.
+   * serving it within the tier's `localTtl`). Without a shared tier, `true` at once for a request with a credential.
    *
    * @throws AuthError 400 `invalid_request` (as a rejection) for credentials in two places.
    */
@@ -265,12 +265,16 @@ export interface Gate {
    */
   clear(): void;
   /**
-   * Forgets every answer cached in this process and closes every provider's breaker: a fresh start, as a new gate
-   * on the same shared tier (between tests). A shared tier keeps its verdicts, as for {@link clear}.
+   * Forgets every answer cached in this process, closes every provider's breaker and zeroes the {@link stats}
+   * counters: a fresh start, as a new gate on the same shared tier (between tests). A shared tier keeps its
+   * verdicts, as for {@link clear}. Verifications under way when it is called still count when they end.
    */
   reset(): void;
   /** Counters and breaker states. */
   stats(): GateStats;
-  /** Closes the providers' connection pools. Every method throws afterwards. */
+  /**
+   * Closes the providers' connection pools (not a `sharedCache`: close that yourself). Every method throws afterwards,
+   * the async ones by rejecting.
+   */
   close(): Promise<void>;
 }

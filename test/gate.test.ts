@@ -408,7 +408,7 @@ describe('admission through the gate', () => {
 });
 
 describe('clear() and reset()', () => {
-  it('clear() forgets answers and leaves an open breaker open; reset() closes it too', async () => {
+  it('clear() forgets answers and leaves breakers and counters as they are; reset() closes the breakers and zeroes the counters', async () => {
     let failing = true;
     const provider: Provider<BearerCredential> = {
       name: 'flaky',
@@ -424,10 +424,20 @@ describe('clear() and reset()', () => {
     await expect(gate.authenticate(request(READER))).rejects.toMatchObject({ status: 503 });
     failing = false;
     gate.clear();
-    expect(gate.stats().breakers).toEqual({ flaky: 'open' });
+    expect(gate.stats()).toMatchObject({ misses: 1, errors: 1, breakers: { flaky: 'open' } });
     await expect(gate.authenticate(request(READER))).rejects.toMatchObject({ status: 503 });
     gate.reset();
-    expect(gate.stats().breakers).toEqual({ flaky: 'closed' });
+    expect(gate.stats()).toEqual({
+      hits: 0,
+      misses: 0,
+      coalesced: 0,
+      upstreamCalls: 0,
+      errors: 0,
+      stale: 0,
+      overloaded: 0,
+      breakers: { flaky: 'closed' },
+    });
     expect((await gate.authenticate(request(READER))).subject).toBe('someone');
+    expect(gate.stats()).toMatchObject({ misses: 1, upstreamCalls: 1, errors: 0 });
   });
 });
