@@ -137,12 +137,11 @@ function objectWith<T>(
 ) {
   return z.unknown().superRefine((value, context) => {
     if (typeof value !== 'object' || value === null) {
-      const called = factory.replace(/\(.*\)$/, '');
       context.addIssue({
         code: 'custom',
         message:
           typeof value === 'function'
-            ? `expected ${expected}, got a function: call the factory (${factory}, not ${called})`
+            ? `expected ${expected}, got a function: ${callIt(value, factory)}`
             : `expected ${expected}, got ${shown(value)}`,
       });
       return;
@@ -155,6 +154,13 @@ function objectWith<T>(
     }
     refine?.(value as T, context);
   }) as unknown as z.ZodType<T>;
+}
+
+/** The hint for a factory passed uncalled: named by the function's own name when it has one (`partoo`), else by `factory`. */
+function callIt(value: { readonly name: string }, factory: string): string {
+  if (!/^[A-Za-z_$][\w$]*$/.test(value.name)) return `call its factory, such as ${factory}`;
+  const parameters = /\(.*\)$/.exec(factory)?.[0] ?? '()';
+  return `call the factory (${value.name}${parameters}, not ${value.name})`;
 }
 
 const ProviderSchema = objectWith<Provider>(PROVIDER_FIELDS, 'a provider', 'onlineOrNot()');

@@ -13,6 +13,7 @@ import {
   partoo,
   type Verdict,
 } from '../src/index.js';
+import { redisCache } from '../src/redis/index.js';
 import { stubProvider } from '../src/testing/index.js';
 
 const provider = stubProvider({ tokens: {} });
@@ -34,6 +35,18 @@ describe('createGate options', () => {
       () => createGate({ providers: [onlineOrNot as never] }),
       TypeError,
       'createGate: providers[0]: expected a provider, got a function: call the factory (onlineOrNot(), not onlineOrNot)',
+    ],
+    [
+      'another factory instead of a provider',
+      () => createGate({ providers: [partoo as never] }),
+      TypeError,
+      'createGate: providers[0]: expected a provider, got a function: call the factory (partoo(), not partoo)',
+    ],
+    [
+      'a function without a name instead of a provider',
+      () => createGate({ providers: [(() => () => {})() as never] }),
+      TypeError,
+      'createGate: providers[0]: expected a provider, got a function: call its factory, such as onlineOrNot()',
     ],
     ['no provider', gateWith({ providers: [] }), TypeError, 'createGate: providers: expected at least one provider'],
     [
@@ -123,7 +136,7 @@ describe('createGate options', () => {
     ],
     [
       'the tier factory itself',
-      gateWith({ sharedCache: () => {} }),
+      gateWith({ sharedCache: redisCache as never }),
       TypeError,
       'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got a function: call the factory (redisCache(client), not redisCache)',
     ],
