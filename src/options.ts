@@ -4,7 +4,7 @@
  * `TypeError` that names the option path and what was expected:
  *
  *   createGate: cache.ttl: expected a number >= 1, got 0
- *   onlineOrNot.baseUrl: expected an absolute http(s) URL, got "api.onlineornot.com"
+ *   onlineOrNot: baseUrl: expected an absolute http(s) URL, got "api.onlineornot.com"
  *
  * Unknown keys are refused (`cache.TTL`, a top-level `ttl`), with a
  * suggestion when one is near. String values are shown only where the
