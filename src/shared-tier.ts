@@ -105,12 +105,14 @@ export interface SharedTier {
    * provider was asked; it must drop the verdict when `key` was invalidated
    * since that claim was taken, and tell instances waiting for `key`. A
    * rejection may come without a claim (the flight could not take one): it
-   * replaces whatever `key` holds.
+   * replaces whatever `key` holds, and no acceptance under a claim taken
+   * before it may be stored after it.
    */
   set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void>;
   /**
-   * Forgets the value under `key`. The store calls it after a rejection it does not keep (`negativeTtl: 0`) from a
-   * flight that could not read the tier, and, on a tier without `invalidate`, for a revocation.
+   * Forgets the value under `key`, and (a tier with `lease`) lets no acceptance under a claim taken before be stored
+   * after it. The store calls it after a rejection it does not keep (`negativeTtl: 0`) and, on a tier without
+   * `invalidate`, for a revocation.
    */
   delete(key: string): Promise<void>;
   /**

@@ -14,7 +14,7 @@
  * - a rejection is stored with or without a claim: whatever the tier held
  *   for the key, an acceptance the provider has since refused must not be
  *   adopted once this instance's own rejection is gone (with `negativeTtl`
- *   0, a flight that could not read the tier deletes the key instead);
+ *   0, the key is deleted instead);
  * - waiting for another instance is bounded by the tier (its lease time),
  *   not by the tier's `timeout`, and all of a flight's waits together by the
  *   gate's `timeout` (plus the tier's); a flight that waited is marked so
@@ -38,8 +38,6 @@ export interface SharedFlight {
   cancelled: boolean;
   /** The lease this flight holds, until its answer is stored or it ends. */
   claim?: SharedClaim | undefined;
-  /** Whether the flight asks the provider without knowing what the tier holds (a call to it failed). */
-  blind?: boolean;
   /** Whether the flight waited for another instance's answer before asking the provider itself. */
   waited?: boolean;
 }
@@ -87,9 +85,7 @@ export class SharedLink {
     const budget: Budget = { left: this.#timeout };
     if (!this.#leasing) {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
-      if (value !== FAILED) return usable(value);
-      flight.blind = true;
-      return undefined;
+      return value === FAILED ? undefined : usable(value);
     }
     // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
@@ -100,19 +96,15 @@ export class SharedLink {
         () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace).then(checkedLease),
         (late) => (late.state === 'claimed' ? release(late.claim) : undefined),
       );
-    const blind = () => {
-      flight.blind = true;
-      return undefined;
-    };
     const waitUntil = performance.now() + this.#waitLimit + this.#timeout;
     for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
       let found = await lease(false);
-      if (found === FAILED) return blind();
+      if (found === FAILED) return undefined;
       if (found.state === 'stored') {
         const verdict = usable(found.value);
         if (verdict !== undefined) return verdict;
         found = await lease(true);
-        if (found === FAILED) return blind();
+        if (found === FAILED) return undefined;
       }
       if (found.state === 'claimed') {
         flight.claim = found.claim;
@@ -127,7 +119,7 @@ export class SharedLink {
       const waited = await this.#call('wait', flight, waitBudget, () =>
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
       );
-      if (waited === FAILED) return blind();
+      if (waited === FAILED) return undefined;
       const verdict = usable(waited);
       if (verdict !== undefined) return verdict;
     }
@@ -136,15 +128,13 @@ export class SharedLink {
 
   /**
    * Stores the provider's answer for `flight`: under its claim, with a leasing tier; a rejection also without one.
-   * `undefined` is a rejection not to be kept: only a flight that could not read the tier deletes the key then.
+   * `undefined` is a rejection not to be kept: the key is deleted.
    */
   share(flight: SharedFlight, verdict: SharedVerdict | undefined): void {
     const claim = flight.claim;
     const provider = flight.origin.provider;
     if (verdict === undefined) {
-      if (flight.blind === true) {
-        attempt(() => this.#tier.delete(flight.key)).catch((error: unknown) => this.#failed('delete', error, provider));
-      }
+      attempt(() => this.#tier.delete(flight.key)).catch((error: unknown) => this.#failed('delete', error, provider));
       return;
     }
     if (this.#leasing && claim === undefined && verdict.ok) return;

@@ -317,6 +317,17 @@ describe('store with a leasing shared tier', () => {
     expect(store.get('key', performance.now())).toBeUndefined();
   });
 
+  it('deletes the key on a rejection it does not keep (negativeTtl 0), also under a claim', async () => {
+    const tier = new ScriptedTier([]);
+    const store = new VerdictStore({ negativeTtl: 0 }, tier);
+    const { promise } = store.load('key', ORIGIN, async (flight) =>
+      store.reject(flight, 'The access token is invalid'),
+    );
+    expect(await promise).toBeInstanceOf(Rejection);
+    expect(tier.calls).toEqual(['lease', 'delete']);
+    expect(tier.released).toBe(1);
+  });
+
   it('asks the provider when waiting fails, and reports wait:error', async () => {
     const tier = new ScriptedTier([resolved({ state: 'held' })], [() => Promise.reject(new Error('down'))]);
     const { fetched, failures } = await load(tier);

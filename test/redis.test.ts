@@ -518,10 +518,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await eventually(rejects(b, token), 2000, 'rejected by the other instance');
     });
 
-    it('never stores an answer that was under way when the key was invalidated (tombstone)', async () => {
+    it('never stores an acceptance that was under way when the key was invalidated (tombstone)', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'tombstone-test');
-      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      const verdict = acceptance();
       const before = await a.tier.lease(key, false);
       expect(before.state).toBe('claimed');
       await b.tier.invalidate(key);
@@ -540,6 +540,16 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       until: Date.now() + 60_000,
     });
 
+    /** An acceptance to store, fresh a minute. */
+    const acceptance = (): SharedVerdict => ({
+      ok: true,
+      subject: 'someone',
+      permissions: ['read'],
+      details: {},
+      freshUntil: Date.now() + 60_000,
+      until: Date.now() + 60_000,
+    });
+
     /** The store key `name` (in scope `scope`), claimed by `instance`, and a Redis key of it by kind. */
     async function claimed(instance: Instance, name: string) {
       const key = cacheKey('scope', name);
@@ -549,35 +559,65 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       return { key, claim: lease.claim, stored };
     }
 
-    it('never stores an answer asked for before a revocation, even when Redis evicted the tombstone since', async () => {
+    it('never stores an acceptance asked for before a revocation, even when Redis evicted the tombstone since', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const { key, claim, stored } = await claimed(a, 'evicted-tombstone');
       await b.tier.invalidate(key);
       // What `maxmemory-policy volatile-ttl` evicts first: the keys nearest their expiry.
       await admin.del(stored('t'));
-      await a.tier.set(key, rejection(), claim);
+      await a.tier.set(key, acceptance(), claim);
       expect(await admin.exists(stored('v'))).toBe(0);
     });
 
-    it('a claim Redis no longer lists (evicted) stores nothing, and its lease ends for those waiting', async () => {
+    it('a claim Redis no longer lists (evicted) stores no acceptance, and its lease ends for those waiting', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const { key, claim, stored } = await claimed(a, 'evicted-claims');
       const waited = b.tier.waitFor(key);
       await admin.del(stored('c'));
-      await a.tier.set(key, rejection(), claim);
+      await a.tier.set(key, acceptance(), claim);
       expect(await waited).toBeUndefined();
       expect(await admin.exists(stored('v'))).toBe(0);
       expect(await admin.exists(stored('l'))).toBe(0);
     });
 
-    it("a claim past its time on Redis's clock stores nothing (a command that reached Redis late)", async () => {
+    it("a claim past its time on Redis's clock stores no acceptance (a command that reached Redis late)", async () => {
       const [a] = (await start(1)) as [Instance];
       const { key, claim, stored } = await claimed(a, 'late-claim');
       const [id] = await admin.hkeys(stored('c'));
       // As Redis sees a claim whose command arrives after its time: its deadline is behind Redis's clock.
       const [seconds] = await admin.time();
       await admin.hset(stored('c'), String(id), String(Number(seconds) * 1000 - 1000));
+      await a.tier.set(key, acceptance(), claim);
+      expect(await admin.exists(stored('v'))).toBe(0);
+    });
+
+    it('a rejection is stored whatever its claim and the tombstone, and no claim taken before it stores after it', async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      // Under a claim an invalidation ended, and without one beside a tombstone: a rejection is always safe to keep.
+      const { key, claim, stored } = await claimed(a, 'rejection-rules');
+      await b.tier.invalidate(key);
       await a.tier.set(key, rejection(), claim);
+      expect(await a.tier.get(key)).toMatchObject({ ok: false });
+      await a.tier.invalidate(key);
+      expect(await admin.exists(stored('t'))).toBe(1);
+      await b.tier.set(key, rejection());
+      expect(await a.tier.get(key)).toMatchObject({ ok: false });
+      // An instance that asked before another heard the rejection: its acceptance comes too late.
+      await admin.del(stored('v'), stored('t'));
+      const early = await a.tier.lease(key, false);
+      if (early.state !== 'claimed') throw new Error(`expected a claim, got ${early.state}`);
+      await admin.del(stored('l'));
+      const next = await b.tier.lease(key, false);
+      if (next.state !== 'claimed') throw new Error(`expected a claim, got ${next.state}`);
+      await b.tier.set(key, rejection(), next.claim);
+      await a.tier.set(key, acceptance(), early.claim);
+      expect(await a.tier.get(key)).toMatchObject({ ok: false });
+      // The same when the rejection is not kept (negativeTtl 0): the store deletes the key instead.
+      await admin.del(stored('v'));
+      const before = await a.tier.lease(key, false);
+      if (before.state !== 'claimed') throw new Error(`expected a claim, got ${before.state}`);
+      await b.tier.delete(key);
+      await a.tier.set(key, acceptance(), before.claim);
       expect(await admin.exists(stored('v'))).toBe(0);
     });
 
@@ -609,10 +649,41 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(mock.calls.verify).toBeLessThanOrEqual(2);
     });
 
+    it('an acceptance asked for before another instance heard the token rejected is not stored over that rejection', async () => {
+      // The provider decides as it is asked; its first answer takes 600 ms to arrive.
+      let revoked = false;
+      let calls = 0;
+      const revocable: Provider = {
+        ...scriptedProvider('revocable', async () => {}),
+        async verify(): Promise<Verdict> {
+          const valid = !revoked;
+          if (++calls === 1) await sleep(600);
+          if (!valid) return { ok: false, reason: 'The access token is invalid' };
+          return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
+        },
+      };
+      const instances = await start(3, { redis: { leaseTime: 100 } }, () => [revocable]);
+      const [a, b, c] = instances as [Instance, Instance, Instance];
+      const first = outcome(a.gate.authenticate(bearer('revocable-token')));
+      await sleep(200); // A's lease has lapsed; its answer is still on its way
+      revoked = true;
+      expect(await outcome(b.gate.authenticate(bearer('revocable-token')))).toEqual({
+        ok: false,
+        code: 'invalid_token',
+      });
+      expect((await first).ok).toBe(true); // asked before the revocation
+      await sleep(50);
+      expect(await outcome(c.gate.authenticate(bearer('revocable-token')))).toEqual({
+        ok: false,
+        code: 'invalid_token',
+      });
+      expect(calls).toBe(2);
+    });
+
     it('stores under a claim once; never a verdict already expired; without a claim only while no tombstone', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'set-rules');
-      const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
+      const verdict = acceptance() as SharedVerdict & { ok: true };
       const first = await a.tier.lease(key, false);
       if (first.state !== 'claimed') throw new Error(`expected a claim, got ${first.state}`);
       await a.tier.set(key, { ...verdict, until: Date.now() - 1 }, first.claim);
@@ -621,7 +692,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const second = await b.tier.lease(key, false);
       if (second.state !== 'claimed') throw new Error(`expected a claim, got ${second.state}`);
       await b.tier.set(key, verdict, second.claim);
-      await b.tier.set(key, { ...verdict, reason: 'again' }, second.claim);
+      await b.tier.set(key, { ...verdict, subject: 'again' }, second.claim);
       expect(await a.tier.get(key)).toEqual(verdict);
       await a.tier.invalidate(key);
       expect(await a.tier.get(key)).toBeUndefined();
@@ -910,30 +981,68 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(tombstone(0))).toBe(0);
   });
 
-  it("deletes only the value on the store's delete: nothing announced, nothing retried once Redis is back", async () => {
+  it('a verdict longer than a value is read back (64 KiB) is not written, and its lease ends at once', async () => {
     const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
     open.push(a);
     const scope = { cacheScope: 'scope' } as Provider;
-    const [kept, dropped] = [cacheKey('scope', 'kept'), cacheKey('scope', 'dropped')];
-    await admin.set(redisKey(scope, 'kept', 'v'), '{}', 'PX', 60_000);
-    await admin.set(redisKey(scope, 'dropped', 'v'), '{}', 'PX', 60_000);
+    const key = cacheKey('scope', 'large');
+    const lease = await a.tier.lease(key, false);
+    if (lease.state !== 'claimed') throw new Error(`expected a claim, got ${lease.state}`);
+    const large: SharedVerdict = {
+      ok: true,
+      subject: 'someone',
+      permissions: [],
+      details: { blob: 'x'.repeat(70_000) },
+      freshUntil: Date.now() + 60_000,
+      until: Date.now() + 60_000,
+    };
+    await expect(a.tier.set(key, large, lease.claim)).rejects.toThrow(/is not shared \(at most 65536\)/);
+    await eventually(async () => (await admin.exists(redisKey(scope, 'large', 'l'))) === 0, 1000, 'lease ended');
+    expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
+  });
+
+  it('what Redis missed (a revocation, a rejection, a delete) is sent again once it is back, and read back by nothing before', async () => {
+    const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    const names = ['revoked', 'rejected', 'deleted', 'probe'] as const;
+    const accepted: SharedVerdict = {
+      ok: true,
+      subject: 'someone',
+      permissions: [],
+      details: {},
+      freshUntil: Date.now() + 60_000,
+      until: Date.now() + 60_000,
+    };
+    for (const name of names) await admin.set(redisKey(scope, name, 'v'), JSON.stringify(accepted), 'PX', 60_000);
     const announced: string[] = [];
     a.tier.onInvalidate((key) => announced.push(key));
-    await a.tier.delete(dropped);
-    expect(await admin.exists(redisKey(scope, 'dropped', 'v'))).toBe(0);
-    expect(await admin.exists(redisKey(scope, 'dropped', 't'))).toBe(0);
+    const rejected: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
     redis.signal('SIGSTOP');
+    let opened: number;
     try {
-      // Three that time out open the breaker; then the delete is skipped at once.
+      // Three that time out open the breaker; then every command is skipped at once, and kept for a retry.
       await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
-      await expect(a.tier.delete(kept)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
+      opened = performance.now();
+      await sleep(400);
+      await expect(a.tier.invalidate(cacheKey('scope', 'revoked'))).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
+      await expect(a.tier.set(cacheKey('scope', 'rejected'), rejected)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
+      await expect(a.tier.set(cacheKey('scope', 'probe'), rejected)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
+      await expect(a.tier.delete(cacheKey('scope', 'deleted'))).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
     } finally {
       redis.signal('SIGCONT');
     }
-    await sleep(2500); // past the breaker's cooldown and a retry of what Redis missed
-    expect(await admin.exists(redisKey(scope, 'kept', 'v'))).toBe(1);
-    expect(await admin.exists(redisKey(scope, 'kept', 't'))).toBe(0);
-    expect(announced).toEqual([]);
+    // Past the breaker's cooldown, before the retry (a cooldown after the first command kept): this read is the
+    // command that probes Redis, and what this instance heard rejected is not read back.
+    await sleep(opened + 1100 - performance.now());
+    expect(await a.tier.get(cacheKey('scope', 'probe'))).toBeUndefined();
+    await sleep(1500); // the retry has run
+    for (const name of names) expect(await admin.exists(redisKey(scope, name, 'v'))).toBe(0);
+    // Only the revocation leaves a tombstone, and it was announced once, when it was asked for.
+    expect(await admin.exists(redisKey(scope, 'revoked', 't'))).toBe(1);
+    expect(await admin.exists(redisKey(scope, 'rejected', 't'))).toBe(0);
+    expect(await admin.exists(redisKey(scope, 'deleted', 't'))).toBe(0);
+    expect(announced).toEqual([cacheKey('scope', 'revoked')]);
   });
 
   const lazyClients = [

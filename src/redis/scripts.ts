@@ -25,8 +25,11 @@ function script(source: string): Script {
 /** KEYS value. The stored value, or nil. */
 export const GET = script(`return redis.call('GET', KEYS[1])`);
 
-/** KEYS value. Deletes the stored value alone: leases and claims stand, nothing is announced. */
-export const DEL = script(`return redis.call('DEL', KEYS[1])`);
+/**
+ * KEYS value, claims. Deletes the stored value and the claims that may still store, so that no answer asked for
+ * before it lands after it; the lease stands (its holder's answer is refused), nothing is announced.
+ */
+export const DEL = script(`return redis.call('DEL', KEYS[1], KEYS[2])`);
 
 /** Lua: `now`, Redis's own clock in ms (scripts replicate their effects: Redis 5 and later). */
 const NOW = `local clock = redis.call('TIME')
@@ -57,15 +60,17 @@ return {'h'}`);
 
 /**
  * KEYS value, lease, tombstone, claims; ARGV JSON, ms to live, claim id or
- * '', channel, answered message, released message. Under a claim, ends its
- * lease and stores the value only when the claim is still listed among those
- * that may store and its time (on Redis's clock) has not passed: an
- * invalidation deletes the list, so no answer asked for before it is stored
- * after it, however late it reaches Redis; a list evicted stores nothing.
- * Without a claim (a direct store), stores only while the key has no
- * tombstone. 1 stored, 0 not.
+ * '', channel, answered message, released message, '1' for a rejection.
+ * Under a claim, ends its lease. An acceptance is stored only when its claim
+ * is still listed among those that may store and its time (on Redis's
+ * clock) has not passed: an invalidation or a rejection deletes the list, so
+ * no answer asked for before either is stored after it, however late it
+ * reaches Redis; a list evicted stores nothing. An acceptance without a claim
+ * is stored only while the key has no tombstone. A rejection is always
+ * stored. 1 stored, 0 not.
  */
 export const SET = script(`
+local rejection = ARGV[7] == '1'
 if ARGV[3] ~= '' then
   local mine = redis.call('GET', KEYS[2]) == ARGV[3]
   if mine then redis.call('DEL', KEYS[2]) end
@@ -76,13 +81,14 @@ if ARGV[3] ~= '' then
     ${NOW}
     listed = now <= tonumber(deadline)
   end
-  if not listed then
+  if not listed and not rejection then
     if mine then redis.call('PUBLISH', ARGV[4], ARGV[6]) end
     return 0
   end
-elseif redis.call('EXISTS', KEYS[3]) == 1 then
+elseif not rejection and redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
+if rejection then redis.call('DEL', KEYS[4]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`);

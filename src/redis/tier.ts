@@ -16,8 +16,13 @@
  *   means the answer is not shared;
  * - a waiting instance reads a value beside a held lease only once told of
  *   an answer: before, it may be the unusable one the holder replaces;
- * - an invalidation Redis did not take is retried until it is (at most
- *   {@link MAX_PENDING} keys waiting), on recovery and every breaker cooldown.
+ * - a rejection ends every claim on its key: no answer asked for before it
+ *   is stored after it; a rejection is stored whatever the tombstone;
+ * - an invalidation, and a rejection (or its deletion), that Redis did not
+ *   take is retried until it is (at most {@link MAX_PENDING} keys waiting in
+ *   each queue, so that rejections never push out a revocation), on
+ *   recovery and every breaker cooldown; until then this instance reads
+ *   nothing of that key from Redis without sending it first.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -93,6 +98,8 @@ export class RedisTier implements SharedTier {
   readonly #claimTime: number;
   /** Store keys whose invalidation Redis has not taken yet. */
   readonly #pending = new Set<string>();
+  /** Store keys with a rejection Redis has not taken yet: their value and claims are deleted on a retry. */
+  readonly #rejected = new Set<string>();
   /** Ends each wait under way (with no answer). */
   readonly #waits = new Set<() => void>();
   readonly #stopReady: () => void;
@@ -115,41 +122,65 @@ export class RedisTier implements SharedTier {
   }
 
   async get(key: string): Promise<unknown> {
+    await this.#settle(key);
     const { value } = this.#keys(key);
     return this.#decode(value, await this.#guard.run(() => this.#driver.run(GET, [value], [])));
   }
 
   /**
-   * Stores `verdict` under `claim` while Redis lists the claim and its time
-   * has not passed (without one, only while `key` has no tombstone); ends the
-   * claim's lease.
+   * Stores an acceptance under `claim` while Redis lists the claim and its time has not passed (without one, only
+   * while `key` has no tombstone); stores a rejection in any case, ending every claim on `key`, and retries it later
+   * if Redis fails. Ends the claim's lease.
+   * @throws Error for a verdict longer than a value is read back (64 KiB): it is not shared.
    */
   async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void> {
     const held = claim instanceof RedisClaim ? claim : undefined;
     if (held !== undefined && !held.take()) return;
     const ms = Math.floor(verdict.until - Date.now());
+    if (!verdict.ok && ms <= 0) {
+      held?.end();
+      return this.delete(key);
+    }
     // A claim past its time here is past it in Redis too (taken there before it was taken here): Redis would refuse.
-    if (ms <= 0 || (held !== undefined && performance.now() - held.takenAt >= this.#claimTime)) {
+    if (verdict.ok && (ms <= 0 || (held !== undefined && performance.now() - held.takenAt >= this.#claimTime))) {
       held?.end();
       return;
     }
     const keys = this.#keys(key);
     const json = JSON.stringify(verdict);
     const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
+    if (stored.length > MAX_VALUE_LENGTH) {
+      held?.end();
+      throw new Error(
+        `tokengate: a verdict of ${stored.length} characters is not shared (at most ${MAX_VALUE_LENGTH})`,
+      );
+    }
     const messages = [this.#message('a', keys), this.#message('r', keys)];
-    const args = [stored, String(ms), held?.id ?? '', this.#channel, ...messages];
-    await this.#guard.run(() => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args));
+    const args = [stored, String(ms), held?.id ?? '', this.#channel, ...messages, verdict.ok ? '' : '1'];
+    try {
+      await this.#guard.run(() => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args));
+    } catch (error) {
+      if (!verdict.ok) this.#queue(key, this.#rejected);
+      throw error;
+    }
   }
 
   /**
-   * Deletes `key`'s value alone, once, as the store asks when it must not leave an answer behind (a rejection it
-   * does not keep). Not announced, not retried: a revocation is {@link invalidate}.
+   * Deletes `key`'s value and ends every claim on it, as the store asks when it must not leave an answer behind (a
+   * rejection it does not keep); retried later if Redis fails, as a rejection is. Not announced: a revocation is
+   * {@link invalidate}.
    */
   async delete(key: string): Promise<void> {
-    await this.#guard.run(() => this.#driver.run(DEL, [this.#keys(key).value], []));
+    try {
+      await this.#deleteNow(key);
+    } catch (error) {
+      this.#queue(key, this.#rejected);
+      throw error;
+    }
   }
 
   async lease(key: string, replace: boolean): Promise<SharedLease> {
+    await this.#settle(key);
     const keys = this.#keys(key);
     const id = randomId();
     const end = () => this.#release(keys, id);
@@ -226,10 +257,11 @@ export class RedisTier implements SharedTier {
     // Gates sharing this tier in this process forget it at once; other instances hear it from Redis.
     this.#bus.announce(key);
     this.#pending.delete(key);
+    this.#rejected.delete(key);
     try {
       await this.#invalidateNow(key);
     } catch (error) {
-      this.#queue(key);
+      this.#queue(key, this.#pending);
       throw error;
     }
   }
@@ -253,6 +285,7 @@ export class RedisTier implements SharedTier {
     this.#closed = true;
     clearTimeout(this.#retry);
     this.#pending.clear();
+    this.#rejected.clear();
     for (const abandon of [...this.#waits]) abandon();
     this.#stopReady();
     this.#bus.close();
@@ -295,12 +328,36 @@ export class RedisTier implements SharedTier {
     return this.#guard.run(() => this.#driver.run(INVALIDATE, all, args));
   }
 
-  #queue(key: string): void {
+  #deleteNow(key: string): Promise<unknown> {
+    const keys = this.#keys(key);
+    return this.#guard.run(() => this.#driver.run(DEL, [keys.value, keys.claims], []));
+  }
+
+  /**
+   * Sends `key`'s invalidation, or its rejection's deletion, if Redis has not taken it yet: what this instance
+   * revoked or heard rejected is never read back from Redis before Redis has taken it.
+   */
+  async #settle(key: string): Promise<void> {
+    if (this.#pending.size === 0 && this.#rejected.size === 0) return;
+    const queue = this.#pending.has(key) ? this.#pending : this.#rejected.has(key) ? this.#rejected : undefined;
+    if (queue === undefined) return;
+    queue.delete(key);
+    try {
+      await (queue === this.#pending ? this.#invalidateNow(key) : this.#deleteNow(key));
+    } catch (error) {
+      this.#queue(key, queue);
+      throw error;
+    }
+  }
+
+  /** Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes. */
+  #queue(key: string, queue: Set<string>): void {
     if (this.#closed) return;
-    this.#pending.add(key);
-    if (this.#pending.size > MAX_PENDING)
-      for (const oldest of this.#pending) {
-        this.#pending.delete(oldest);
+    if (queue === this.#rejected && this.#pending.has(key)) return;
+    queue.add(key);
+    if (queue.size > MAX_PENDING)
+      for (const oldest of queue) {
+        queue.delete(oldest);
         break;
       }
     this.#retry ??= setTimeout(() => {
@@ -309,11 +366,15 @@ export class RedisTier implements SharedTier {
     }, BREAKER_COOLDOWN_MS).unref();
   }
 
-  /** Tries every waiting invalidation again; those that fail wait for the next try. */
+  /** Tries every waiting invalidation and rejection again; those that fail wait for the next try. */
   #flush(): void {
     for (const key of [...this.#pending]) {
       this.#pending.delete(key);
-      this.#invalidateNow(key).catch(() => this.#queue(key));
+      this.#invalidateNow(key).catch(() => this.#queue(key, this.#pending));
+    }
+    for (const key of [...this.#rejected]) {
+      this.#rejected.delete(key);
+      this.#deleteNow(key).catch(() => this.#queue(key, this.#rejected));
     }
   }
 }
