@@ -87,14 +87,24 @@ export function invalidToken(realm: string, description: string): AuthError {
   });
 }
 
+/** What a scope token may not hold as it is (RFC 6749 §3.3 NQCHAR), and `%`, which starts an escape. */
+const NOT_IN_SCOPE_TOKEN = /[^\x21\x23\x24\x26-\x5b\x5d-\x7e]/gu;
+
 /**
- * Encodes permission names as RFC 6749 §3.3 scope tokens. Permission names
- * such as `uptime_checks (read)` contain spaces, which the scope syntax uses
- * as its separator, so each name is percent-encoded (encodeURIComponent) and
- * the names are joined by one space.
+ * Encodes permission names as RFC 6749 §3.3 scope tokens, joined by one
+ * space. A name keeps every character a scope token allows (`orders:read`,
+ * `api://x/.default` stay as they are); a space, `"`, `\`, `%`, a control
+ * character or a non-ASCII one is percent-encoded as UTF-8, so that
+ * `decodeURIComponent` gives the name back (a lone surrogate comes back as U+FFFD).
  */
 export function formatScope(permissions: readonly string[]): string {
-  return permissions.map(encodeURIComponent).join(' ');
+  return permissions.map((permission) => permission.replace(NOT_IN_SCOPE_TOKEN, encodeScopeChar)).join(' ');
+}
+
+/** One character as UTF-8 escapes; a lone surrogate, which has no UTF-8 form, as U+FFFD's. */
+function encodeScopeChar(char: string): string {
+  const code = char.charCodeAt(0);
+  return char.length === 1 && code >= 0xd800 && code <= 0xdfff ? '%EF%BF%BD' : encodeURIComponent(char);
 }
 
 /** 403 `insufficient_scope`, naming the permissions the guard asked for. */

@@ -217,12 +217,20 @@ describe('insufficient_scope challenge', () => {
     expect(Object.keys(params)).toEqual(['realm', 'error', 'error_description', 'scope']);
     expect(params.error).toBe('insufficient_scope');
     // scope round-trips to the exact name; scope tokens never hold spaces, quotes or backslashes.
-    expect(params.scope).toBe(encodeURIComponent(name));
     expect(decodeURIComponent(params.scope ?? '')).toBe(name);
-    expect(params.scope).not.toMatch(/[ "\\]/);
+    expect(params.scope).toMatch(/^[\x21\x23-\x5b\x5d-\x7e]+$/);
   });
 
   it('formatScope is the exported encoding of the scope parameter', () => {
     expect(formatScope([READ, 'a"b\\c', 'é'])).toBe('uptime_checks%20(read) a%22b%5Cc %C3%A9');
+  });
+
+  it('formatScope keeps what a scope token allows, and what it encodes decodes back', () => {
+    const names = ['orders:read', 'api://x/.default', 'urn:example:User.Read', 'a+b=c&d?e#f[g];$,@!*~', '50%'];
+    expect(formatScope(names)).toBe('orders:read api://x/.default urn:example:User.Read a+b=c&d?e#f[g];$,@!*~ 50%25');
+    const hostile = ['tab\there', 'line\nbreak', 'nul\u0000', 'del\u007f', '😀', 'lone\ud800'];
+    const scope = formatScope(hostile);
+    expect(scope).toMatch(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/);
+    expect(scope.split(' ').map(decodeURIComponent)).toEqual([...hostile.slice(0, -1), 'lone\ufffd']);
   });
 });
