@@ -23,9 +23,11 @@ declare global {
   }
 }
 
-/** The parts of an Express request the middleware reads and writes. */
+/**
+ * The parts of an Express request the middleware reads and writes. Express's `req.query` and `req.ip` are read as the
+ * gate's request reads them, and are not declared here: a route's handlers keep Express's own types for them.
+ */
 export interface ExpressLikeRequest extends IncomingMessage {
-  query?: Readonly<Record<string, unknown>> | undefined;
   auth?: AuthContext | undefined;
 }
 

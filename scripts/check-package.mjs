@@ -445,9 +445,29 @@ void [AuthError, createGate, requires, authenticate, mockOnlineOrNot];
 ${scenario}`,
 );
 
+// An app that both imports and requires tokengate holds two copies of AuthError: instanceof must hold across them.
+writeFileSync(
+  path.join(consumer, 'mixed.mjs'),
+  `import { createRequire } from 'node:module';
+import { AuthError } from 'tokengate';
+const require = createRequire(import.meta.url);
+const cjs = require('tokengate');
+const { stubProvider } = require('tokengate/testing');
+if (cjs.AuthError === AuthError) throw new Error('expected the CommonJS build to hold its own AuthError');
+const gate = cjs.createGate({ providers: [stubProvider({ tokens: {} })] });
+const thrown = await gate.authenticate({ headers: {} }).then(() => undefined, (error) => error);
+await gate.close();
+if (!(thrown instanceof AuthError)) throw new Error('a 401 of the CommonJS build is not instanceof the ESM AuthError');
+if (!(new AuthError('invalid_token', 401, 'x') instanceof cjs.AuthError)) throw new Error('not instanceof, ESM to CJS');
+if (new Error('x') instanceof AuthError || null instanceof AuthError) throw new Error('a plain Error is instanceof AuthError');
+console.log('a 401 thrown by the CommonJS build is instanceof the ESM AuthError, and back; a plain Error is not');
+`,
+);
+
 for (const [label, file] of [
   ['ESM consumer (import): every entry point, Express + Koa + Fastify round trip', 'esm.mjs'],
   ['CJS consumer (require): every entry point, Express + Koa + Fastify round trip', 'cjs.cjs'],
+  ['ESM and CJS copies in one app: instanceof AuthError holds across them', 'mixed.mjs'],
 ]) {
   check(label, () => run(process.execPath, [file], { cwd: consumer, timeout: 60_000 }).split('\n').pop());
 }
@@ -462,7 +482,7 @@ const tsSource = (importExpress, importKoa, importFastify) => `${importExpress}
 ${importKoa}
 ${importFastify}
 import { AuthError, createGate, requires } from 'tokengate';
-import { authenticate } from 'tokengate/express';
+import { authenticate, requires as expressRequires } from 'tokengate/express';
 import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
 import { mockOnlineOrNot, stubProvider } from 'tokengate/testing';
@@ -486,6 +506,11 @@ export const app = express();
 app.get('/private', authenticate(gate), (req, res) => {
   const subject: string | undefined = req.auth?.subject;
   res.send(subject);
+});
+// The middleware inline on a route leaves Express's own types of req.query to the handler.
+app.get('/pages', authenticate(gate), expressRequires('read'), (req, res) => {
+  const page = req.query.page;
+  res.send(typeof page === 'string' ? page : undefined);
 });
 
 export const koaApp = new Koa();

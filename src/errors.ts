@@ -19,8 +19,21 @@ export type AuthErrorCode =
   | 'overloaded'
   | 'provider_misconfigured';
 
-/** Thrown by the gate and its guards; adapters hand it to the framework as is. */
+/** Marks the prototype of every copy of {@link AuthError} (the package's ESM and CommonJS builds each hold one). */
+const AUTH_ERROR = Symbol.for('tokengate.AuthError');
+
+/**
+ * Thrown by the gate and its guards; adapters hand it to the framework as is. `instanceof AuthError` holds for an
+ * error from either build of the package, so an app that both imports and requires tokengate still recognises it.
+ */
 export class AuthError extends Error {
+  /** An AuthError of this copy of tokengate or of another one; a subclass is checked as usual. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class `instanceof` asks about, a subclass included.
+    if (this !== AuthError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && (value as { [AUTH_ERROR]?: unknown })[AUTH_ERROR] === true;
+  }
+
   override readonly name = 'AuthError';
   /** HTTP status the response should carry. */
   readonly status: number;
@@ -49,6 +62,7 @@ export class AuthError extends Error {
     this.expose = expose;
   }
 }
+Object.defineProperty(AuthError.prototype, AUTH_ERROR, { value: true });
 
 /**
  * Quoted-string for an auth-param (RFC 9110 §5.6.4). RFC 6750 further limits

@@ -234,3 +234,22 @@ describe('optional authentication', () => {
     expect((await gate.authenticate(bearer(TOKEN), { optional: true }))?.subject).toBe('tok_1');
   });
 });
+
+describe('instanceof AuthError', () => {
+  it('holds for the AuthError of another copy of the package (ESM and CommonJS builds), not for other errors', () => {
+    // What the other build's class looks like from here: another class whose prototype carries the shared brand.
+    class OtherCopy extends Error {}
+    Object.defineProperty(OtherCopy.prototype, Symbol.for('tokengate.AuthError'), { value: true });
+    expect(new OtherCopy('x') instanceof AuthError).toBe(true);
+    expect(new Error('x') instanceof AuthError).toBe(false);
+    expect(Object.create(null) instanceof AuthError).toBe(false);
+    expect(('AuthError' as unknown) instanceof AuthError).toBe(false);
+  });
+
+  it('checks a subclass as usual', () => {
+    class AppAuthError extends AuthError {}
+    expect(new AuthError('invalid_token', 401, 'x') instanceof AppAuthError).toBe(false);
+    expect(new AppAuthError('invalid_token', 401, 'x') instanceof AppAuthError).toBe(true);
+    expect(new AppAuthError('invalid_token', 401, 'x') instanceof AuthError).toBe(true);
+  });
+});
