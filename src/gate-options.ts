@@ -171,6 +171,16 @@ const SharedTierSchema = objectWith<SharedTier>(
   'redisCache(client)',
   (tier, context) => {
     const missing = (['get', 'set', 'delete'] as const).filter((method) => typeof tier[method] !== 'function');
+    const client = tier as unknown as Record<string, unknown>;
+    // ioredis and node-redis clients (and clusters) have `del` and `duplicate`, and no `delete`.
+    if (missing.length > 0 && typeof client.del === 'function' && typeof client.duplicate === 'function') {
+      context.addIssue({
+        code: 'custom',
+        message:
+          'expected a shared tier ({ get, set, delete }), got a Redis client: wrap it, sharedCache: redisCache(client) from tokengate/redis',
+      });
+      return;
+    }
     if (missing.length > 0) {
       context.addIssue({
         code: 'custom',

@@ -189,6 +189,7 @@ export function shown(value: unknown): string {
     return String(value);
   }
   if (typeof value === 'function') return 'a function';
+  if (value instanceof Promise) return 'a promise (missing await?)';
   if (value === '') return 'an empty string';
   if (Array.isArray(value)) return 'an array';
   return `${typeof value === 'object' ? 'an' : 'a'} ${typeof value}`;

@@ -139,6 +139,9 @@ describe('mistakes at mount', () => {
     expect(() => koaGate.authenticate('gate' as unknown as Gate)).toThrow(
       'tokengate/koa: authenticate(gate) expects a gate from createGate(), got a string',
     );
+    expect(() => expressGate.authenticate(Promise.resolve(stubGate()) as unknown as Gate)).toThrow(
+      'tokengate/express: authenticate(gate) expects a gate from createGate(), got a promise (missing await?)',
+    );
   });
 
   for (const [name, framework] of [

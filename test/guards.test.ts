@@ -3,6 +3,7 @@
  * `gate.authorize`, and the 403 `insufficient_scope` challenge they produce.
  */
 import { describe, expect, it } from 'vitest';
+import * as expressGate from '../adapters/express.js';
 import { type AuthContext, createGate, formatScope, requires, requiresAny } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
 import { thrownBy } from './support/catch-auth-error.js';
@@ -139,6 +140,15 @@ describe('requires and requiresAny', () => {
       new TypeError("requires was mounted without being called: mount requires('permission'), not requires"),
     );
     expect(() => requiresAny(request)).toThrow(/requiresAny was mounted without being called/);
+  });
+
+  it("says so when a guard is passed in place of names (an adapter's requires given the core's)", () => {
+    expect(() => requires(requires('a') as unknown as string)).toThrow(
+      new TypeError(
+        "requires() takes permission names, got a guard: pass the names themselves, requires('permission')",
+      ),
+    );
+    expect(() => expressGate.requires(requiresAny('a') as unknown as string)).toThrow(/got a guard/);
   });
 
   it('says so when a list is passed whole (JavaScript; TypeScript refuses it)', () => {

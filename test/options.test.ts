@@ -2,6 +2,9 @@
  * Misuse by a developer fails at construction, with the option named and
  * what was expected: every message below is what the developer reads.
  */
+
+import { Redis as IoRedis } from 'ioredis';
+import { createClient } from 'redis';
 import { describe, expect, it } from 'vitest';
 import {
   type CredentialRequest,
@@ -17,6 +20,16 @@ import { redisCache } from '../src/redis/index.js';
 import { stubProvider } from '../src/testing/index.js';
 
 const provider = stubProvider({ tokens: {} });
+
+/** createGate with a Redis client (never connected) passed as the shared tier itself. */
+const gateOnClient = (make: () => object) => () => {
+  const client = make() as { disconnect?: () => void };
+  try {
+    createGate({ providers: [provider], sharedCache: client as never });
+  } finally {
+    client.disconnect?.();
+  }
+};
 /** The least shared tier: get, set and delete. */
 const tier = { get: async () => undefined, set: async () => {}, delete: async () => {} };
 const gateWith = (extra: Record<string, unknown>) => () =>
@@ -129,10 +142,22 @@ describe('createGate options', () => {
       'createGate: sharedCache: expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without get, set, delete',
     ],
     [
-      'a Redis client instead of a tier',
+      'a client with get, set and del but no delete',
       gateWith({ sharedCache: { get() {}, set() {}, del() {} } }),
       TypeError,
       'createGate: sharedCache: expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without delete',
+    ],
+    [
+      'an ioredis client instead of a tier',
+      gateOnClient(() => new IoRedis({ lazyConnect: true })),
+      TypeError,
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got a Redis client: wrap it, sharedCache: redisCache(client) from tokengate/redis',
+    ],
+    [
+      'a node-redis client instead of a tier',
+      gateOnClient(() => createClient()),
+      TypeError,
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got a Redis client: wrap it, sharedCache: redisCache(client) from tokengate/redis',
     ],
     [
       'the tier factory itself',
