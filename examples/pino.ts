@@ -46,6 +46,12 @@ function logGateEvent(log: Logger, event: GateEvent): void {
     case 'stale':
       log.warn(event, 'tokengate served a stale answer');
       return;
+    case 'overloaded':
+      log.warn(event, 'tokengate overloaded: too many new credentials wait for the provider');
+      return;
+    case 'shared_cache_error':
+      log.warn(event, 'tokengate shared cache error: asking the provider instead');
+      return;
   }
 }
 
@@ -78,6 +84,14 @@ class GateMetrics {
         return;
       case 'stale':
         this.#count(`tokengate_stale_total{${provider}}`);
+        return;
+      case 'overloaded':
+        this.#count(`tokengate_overloaded_total{${provider},reason="${event.reason}"}`);
+        return;
+      case 'shared_cache_error':
+        this.#count(
+          `tokengate_shared_cache_errors_total{${provider},operation="${event.operation}",reason="${event.reason}"}`,
+        );
         return;
     }
   }
