@@ -235,7 +235,7 @@ describe('introspection: through a real Express app', () => {
     const forbidden = await request(app).get('/orders').set('authorization', 'Bearer writer');
     expect(forbidden.status).toBe(403);
     expect(forbidden.headers['www-authenticate']).toBe(
-      'Bearer realm="api", error="insufficient_scope", error_description="Requires: orders:read", scope="orders%3Aread"',
+      'Bearer realm="api", error="insufficient_scope", error_description="Requires: orders:read", scope="orders:read"',
     );
     const inactive = await request(app).get('/orders').set('authorization', 'Bearer old');
     expect(inactive.status).toBe(401);
