@@ -17,18 +17,21 @@ import {
   requires as requiresGuard,
 } from '../src/index.js';
 
+/** What `authenticate()` adds to `ctx.state`; an app with its own state type adds it: `new Koa<MyState & AuthState>()`. */
+export interface AuthState {
+  /** Set by tokengate's `authenticate()`; undefined for anonymous requests under `optional: true`. */
+  auth?: AuthContext | undefined;
+}
+
 declare module 'koa' {
-  interface DefaultState {
-    /** Set by tokengate's `authenticate()`; undefined for anonymous requests under `optional: true`. */
-    auth?: AuthContext | undefined;
-  }
+  interface DefaultState extends AuthState {}
 }
 
 /** The parts of a Koa context the middleware reads and writes. */
 export interface KoaLikeContext {
   readonly req: IncomingMessage;
   readonly query: CredentialRequest['query'];
-  state: { auth?: AuthContext | undefined };
+  state: AuthState;
 }
 
 /** A Koa middleware function. */

@@ -521,6 +521,14 @@ koaApp.use((ctx) => {
   ctx.body = subject;
 });
 
+// An app with its own state type adds the one authenticate() fills in.
+export const typedKoaApp = new Koa<{ tenant: string } & koa.AuthState>();
+typedKoaApp.use(koa.authenticate(gate));
+typedKoaApp.use((ctx) => {
+  const subject: string | undefined = ctx.state.auth?.subject;
+  ctx.body = \`\${ctx.state.tenant} \${subject}\`;
+});
+
 export const fastifyApp = fastify();
 fastifyApp.addHook('onRequest', fastifyGate.authenticate(gate));
 fastifyApp.get('/private', { preHandler: fastifyGate.requiresAny('read', 'admin') }, async (request) => {
