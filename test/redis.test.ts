@@ -104,6 +104,23 @@ function scriptedProvider(name: string, before: () => Promise<void>): Provider {
   };
 }
 
+/** A rejection to store, alive a minute. */
+const rejection = (): SharedVerdict => ({
+  ok: false,
+  reason: 'The access token is invalid',
+  until: Date.now() + 60_000,
+});
+
+/** An acceptance to store, fresh a minute, with `details`. */
+const acceptance = (details: Readonly<Record<string, unknown>> = {}): SharedVerdict & { ok: true } => ({
+  ok: true,
+  subject: 'someone',
+  permissions: ['read'],
+  details,
+  freshUntil: Date.now() + 60_000,
+  until: Date.now() + 60_000,
+});
+
 const rejects = (instance: Instance, token: string) => async () =>
   !(await outcome(instance.gate.authenticate(bearer(token)))).ok;
 
@@ -254,15 +271,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         'not json',
         JSON.stringify({ ok: false, reason: 'x'.repeat(70_000), until: Date.now() + 60_000 }),
         JSON.stringify({ ok: true, subject: 'mallory', permissions: ['admin'], details: {}, freshUntil: 'soon' }),
-        JSON.stringify({
-          v: 2,
-          ok: true,
-          subject: 'mallory',
-          permissions: ['admin'],
-          details: {},
-          freshUntil: Date.now() + 60_000,
-          until: Date.now() + 60_000,
-        }),
+        JSON.stringify({ v: 2, ...acceptance(), subject: 'mallory', permissions: ['admin'] }),
       ];
       for (const value of foreign) {
         await admin.set(redisKey(provider, 'never-issued', 'v'), value, 'PX', 60_000);
@@ -284,14 +293,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const current = 'current-secret-0123456789abcdef0123456789';
       const next = 'next-secret-0123456789abcdef0123456789abcd';
       const [sealed] = (await start(1, { redis: { secret: current } })) as [Instance];
-      const forged = JSON.stringify({
-        ok: true,
-        subject: 'mallory',
-        permissions: [READ, 'admin'],
-        details: {},
-        freshUntil: Date.now() + 60_000,
-        until: Date.now() + 60_000,
-      });
+      const forged = JSON.stringify({ ...acceptance(), subject: 'mallory', permissions: [READ, 'admin'] });
       // A verdict written by someone without the secret: the provider decides.
       await admin.set(redisKey(provider, 'never-issued', 'v'), forged, 'PX', 60_000);
       expect(await outcome(sealed.gate.authenticate(bearer('never-issued')))).toEqual({
@@ -533,23 +535,6 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await a.tier.get(key)).toEqual(verdict);
     });
 
-    /** A rejection to store, alive a minute. */
-    const rejection = (): SharedVerdict => ({
-      ok: false,
-      reason: 'The access token is invalid',
-      until: Date.now() + 60_000,
-    });
-
-    /** An acceptance to store, fresh a minute. */
-    const acceptance = (): SharedVerdict => ({
-      ok: true,
-      subject: 'someone',
-      permissions: ['read'],
-      details: {},
-      freshUntil: Date.now() + 60_000,
-      until: Date.now() + 60_000,
-    });
-
     /** The store key `name` (in scope `scope`), claimed by `instance`, and a Redis key of it by kind. */
     async function claimed(instance: Instance, name: string) {
       const key = cacheKey('scope', name);
@@ -683,7 +668,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     it('stores under a claim once; never a verdict already expired; without a claim only while no tombstone', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'set-rules');
-      const verdict = acceptance() as SharedVerdict & { ok: true };
+      const verdict = acceptance();
       const first = await a.tier.lease(key, false);
       if (first.state !== 'claimed') throw new Error(`expected a claim, got ${first.state}`);
       await a.tier.set(key, { ...verdict, until: Date.now() - 1 }, first.claim);
@@ -988,15 +973,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const key = cacheKey('scope', 'large');
     const lease = await a.tier.lease(key, false);
     if (lease.state !== 'claimed') throw new Error(`expected a claim, got ${lease.state}`);
-    const large: SharedVerdict = {
-      ok: true,
-      subject: 'someone',
-      permissions: [],
-      details: { blob: 'x'.repeat(70_000) },
-      freshUntil: Date.now() + 60_000,
-      until: Date.now() + 60_000,
-    };
-    await expect(a.tier.set(key, large, lease.claim)).rejects.toThrow(/is not shared \(at most 65536\)/);
+    await expect(a.tier.set(key, acceptance({ blob: 'x'.repeat(70_000) }), lease.claim)).rejects.toThrow(
+      /is not shared \(at most 65536\)/,
+    );
     await eventually(async () => (await admin.exists(redisKey(scope, 'large', 'l'))) === 0, 1000, 'lease ended');
     expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
   });
@@ -1006,18 +985,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     open.push(a);
     const scope = { cacheScope: 'scope' } as Provider;
     const names = ['revoked', 'rejected', 'deleted', 'probe'] as const;
-    const accepted: SharedVerdict = {
-      ok: true,
-      subject: 'someone',
-      permissions: [],
-      details: {},
-      freshUntil: Date.now() + 60_000,
-      until: Date.now() + 60_000,
-    };
-    for (const name of names) await admin.set(redisKey(scope, name, 'v'), JSON.stringify(accepted), 'PX', 60_000);
+    for (const name of names) await admin.set(redisKey(scope, name, 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
     const announced: string[] = [];
     a.tier.onInvalidate((key) => announced.push(key));
-    const rejected: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 60_000 };
+    const rejected = rejection();
     redis.signal('SIGSTOP');
     let opened: number;
     try {
