@@ -19,8 +19,11 @@ export type AuthErrorCode =
   | 'overloaded'
   | 'provider_misconfigured';
 
-/** Marks the prototype of every copy of {@link AuthError} (the package's ESM and CommonJS builds each hold one). */
-const AUTH_ERROR = Symbol.for('tokengate.AuthError');
+/**
+ * Marks the prototype of every copy of {@link AuthError} of this major version (the package's ESM and CommonJS builds
+ * each hold one); another major's AuthError, whose shape may differ, carries another mark.
+ */
+const AUTH_ERROR = Symbol.for('tokengate.AuthError@1');
 
 /**
  * Thrown by the gate and its guards; adapters hand it to the framework as is. `instanceof AuthError` holds for an

@@ -966,7 +966,72 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(tombstone(0))).toBe(0);
   });
 
-  it('a verdict longer than a value is read back (64 KiB) is not written, and its lease ends at once', async () => {
+  it('the instance that revoked while Redis was down does not take the token back through its next lease', async () => {
+    const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+      redis: { localTtl: 60_000 },
+    });
+    open.push(a);
+    const token = knownToken();
+    expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
+    await stored(token);
+    redis.signal('SIGSTOP');
+    let opened: number;
+    try {
+      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
+      opened = performance.now();
+      await sleep(400);
+      expect(await a.gate.revoke(bearer(token))).toBe(false);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    mock.removeToken(token);
+    // Past the breaker's cooldown, before the retry: this request's lease is the command that probes Redis.
+    await sleep(opened + 1100 - performance.now());
+    expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+  });
+
+  it('a read waits for the revocation under way for its key, even one Redis makes resend (scripts lost in a failover)', async () => {
+    const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    const key = cacheKey('scope', 'resent');
+    await admin.set(redisKey(scope, 'resent', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
+    redis.signal('SIGSTOP');
+    let opened: number;
+    try {
+      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
+      opened = performance.now();
+      await sleep(400);
+      await expect(a.tier.invalidate(key)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    // As a promoted replica: the data, none of the scripts. The revocation's script is answered NOSCRIPT and sent again.
+    await admin.script('FLUSH');
+    await sleep(opened + 1100 - performance.now());
+    await a.tier.lease(cacheKey('scope', 'probe'), false); // closes the breaker: the retry goes out
+    expect((await a.tier.lease(key, false)).state).toBe('claimed');
+    expect(await admin.exists(redisKey(scope, 'resent', 't'))).toBe(1);
+  });
+
+  it('sends every rejection Redis missed once it is back, more than one batch of them', async () => {
+    const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    const values = Array.from({ length: 600 }, (_, n) => redisKey(scope, `missed-${n}`, 'v'));
+    for (const value of values) await admin.set(value, JSON.stringify(acceptance()), 'PX', 60_000);
+    redis.signal('SIGSTOP');
+    try {
+      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
+      const missed = await Promise.allSettled(values.map((_, n) => a.tier.delete(cacheKey('scope', `missed-${n}`))));
+      expect(missed.every((result) => result.status === 'rejected')).toBe(true);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    await eventually(async () => (await admin.exists(...values)) === 0, 5000, 'every value deleted');
+  });
+
+  it('a verdict longer than a value is read back (64 KiB) is not written, its lease ends at once, and a rejection deletes instead', async () => {
     const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
     open.push(a);
     const scope = { cacheScope: 'scope' } as Provider;
@@ -977,6 +1042,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       /is not shared \(at most 65536\)/,
     );
     await eventually(async () => (await admin.exists(redisKey(scope, 'large', 'l'))) === 0, 1000, 'lease ended');
+    expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
+    // A rejection that large still replaces what Redis holds: it deletes it.
+    await admin.set(redisKey(scope, 'large', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
+    await a.tier.set(key, { ...rejection(), reason: 'x'.repeat(70_000) });
     expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
   });
 

@@ -63,7 +63,10 @@ export interface RedisCache extends Required<SharedTier> {
   readonly timeout: number;
   /** Longest an instance serves an answer from process without asking Redis, in ms (the option, default 5000). */
   readonly localTtl: number;
-  /** Deletes the value under `key` alone: not announced, not retried. A revocation is {@link RedisCache.invalidate}. */
+  /**
+   * Deletes the value under `key` and ends every lease that may still store there: not announced; retried if Redis
+   * fails. A revocation is {@link RedisCache.invalidate}.
+   */
   delete(key: string): Promise<void>;
   /**
    * Resolves once invalidations from other instances reach this one: its

@@ -18,11 +18,12 @@
  *   an answer: before, it may be the unusable one the holder replaces;
  * - a rejection ends every claim on its key: no answer asked for before it
  *   is stored after it; a rejection is stored whatever the tombstone;
- * - an invalidation, and a rejection (or its deletion), that Redis did not
- *   take is retried until it is (at most {@link MAX_PENDING} keys waiting in
- *   each queue, so that rejections never push out a revocation), on
- *   recovery and every breaker cooldown; until then this instance reads
- *   nothing of that key from Redis without sending it first.
+ * - an invalidation that Redis did not take is retried until it is, and so
+ *   is a rejection, as a deletion of the key's value and claims (at most
+ *   {@link MAX_PENDING} keys waiting in each queue, so that rejections never
+ *   push out a revocation), on recovery and every breaker cooldown, one
+ *   command first and then in batches; until Redis has taken it, this
+ *   instance reads nothing of that key from Redis.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -39,8 +40,10 @@ const TOMBSTONE_MS = 10_000;
 const CLAIM_MS = 10_000;
 /** Longest value read as JSON; a longer one is foreign and unusable. */
 const MAX_VALUE_LENGTH = 64 * 1024;
-/** Most invalidations kept for a retry; the oldest goes first. */
+/** Most keys kept for a retry in each queue (invalidations, rejections); the oldest goes first. */
 const MAX_PENDING = 10_000;
+/** Most retried commands sent at once, once one has found Redis answering. */
+const FLUSH_BATCH = 256;
 
 /** The tier's settings, defaults filled in. */
 export interface RedisTierSettings {
@@ -103,7 +106,10 @@ export class RedisTier implements SharedTier {
   /** Ends each wait under way (with no answer). */
   readonly #waits = new Set<() => void>();
   readonly #stopReady: () => void;
+  /** Each key's invalidation or deletion sent and not answered yet: a read of that key waits for it. */
+  readonly #sending = new Map<string, Promise<unknown>>();
   #retry: NodeJS.Timeout | undefined;
+  #flushing = false;
   #closed = false;
 
   constructor(client: RedisClient, settings: RedisTierSettings) {
@@ -113,7 +119,7 @@ export class RedisTier implements SharedTier {
     this.localTtl = settings.localTtl;
     this.#driver = driverFor(client);
     this.#channel = `${settings.prefix}bus`;
-    this.#guard = new RedisGuard(settings.timeout, () => this.#flush());
+    this.#guard = new RedisGuard(settings.timeout, () => void this.#flush());
     this.#bus = new RedisBus(this.#driver, this.#channel, this.#instance);
     this.#stopReady = this.#driver.onConnection(
       () => this.#guard.reset(),
@@ -151,6 +157,8 @@ export class RedisTier implements SharedTier {
     const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
     if (stored.length > MAX_VALUE_LENGTH) {
       held?.end();
+      // A rejection still replaces what Redis holds, if not with itself.
+      if (!verdict.ok) return this.delete(key);
       throw new Error(
         `tokengate: a verdict of ${stored.length} characters is not shared (at most ${MAX_VALUE_LENGTH})`,
       );
@@ -171,12 +179,8 @@ export class RedisTier implements SharedTier {
    * {@link invalidate}.
    */
   async delete(key: string): Promise<void> {
-    try {
-      await this.#deleteNow(key);
-    } catch (error) {
-      this.#queue(key, this.#rejected);
-      throw error;
-    }
+    this.#rejected.delete(key);
+    await this.#send(key, this.#rejected);
   }
 
   async lease(key: string, replace: boolean): Promise<SharedLease> {
@@ -258,12 +262,7 @@ export class RedisTier implements SharedTier {
     this.#bus.announce(key);
     this.#pending.delete(key);
     this.#rejected.delete(key);
-    try {
-      await this.#invalidateNow(key);
-    } catch (error) {
-      this.#queue(key, this.#pending);
-      throw error;
-    }
+    await this.#send(key, this.#pending);
   }
 
   onInvalidate(listener: (key: string) => void): () => void {
@@ -334,20 +333,33 @@ export class RedisTier implements SharedTier {
   }
 
   /**
-   * Sends `key`'s invalidation, or its rejection's deletion, if Redis has not taken it yet: what this instance
-   * revoked or heard rejected is never read back from Redis before Redis has taken it.
+   * Sends `key`'s invalidation (`queue` is the pending revocations) or its deletion (the rejections Redis missed);
+   * if Redis does not take it, `key` goes back to `queue` for a retry.
+   */
+  #send(key: string, queue: Set<string>): Promise<unknown> {
+    const sent = queue === this.#pending ? this.#invalidateNow(key) : this.#deleteNow(key);
+    this.#sending.set(key, sent);
+    const answered = () => {
+      if (this.#sending.get(key) === sent) this.#sending.delete(key);
+    };
+    sent.then(answered, () => {
+      answered();
+      this.#queue(key, queue);
+    });
+    return sent;
+  }
+
+  /**
+   * Before `key` is read: waits for its invalidation or deletion under way, and sends the one Redis has not taken yet,
+   * so that this instance never reads back from Redis what it revoked or heard rejected.
    */
   async #settle(key: string): Promise<void> {
+    if (this.#sending.size > 0) await this.#sending.get(key)?.catch(ignore);
     if (this.#pending.size === 0 && this.#rejected.size === 0) return;
     const queue = this.#pending.has(key) ? this.#pending : this.#rejected.has(key) ? this.#rejected : undefined;
     if (queue === undefined) return;
     queue.delete(key);
-    try {
-      await (queue === this.#pending ? this.#invalidateNow(key) : this.#deleteNow(key));
-    } catch (error) {
-      this.#queue(key, queue);
-      throw error;
-    }
+    await this.#send(key, queue);
   }
 
   /** Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes. */
@@ -360,21 +372,48 @@ export class RedisTier implements SharedTier {
         queue.delete(oldest);
         break;
       }
+    this.#arm();
+  }
+
+  /** Tries the queues again after a breaker cooldown. */
+  #arm(): void {
+    if (this.#closed) return;
     this.#retry ??= setTimeout(() => {
       this.#retry = undefined;
-      this.#flush();
+      void this.#flush();
     }, BREAKER_COOLDOWN_MS).unref();
   }
 
-  /** Tries every waiting invalidation and rejection again; those that fail wait for the next try. */
-  #flush(): void {
-    for (const key of [...this.#pending]) {
-      this.#pending.delete(key);
-      this.#invalidateNow(key).catch(() => this.#queue(key, this.#pending));
+  /**
+   * Sends what waits, revocations first: one command to find Redis answering, then {@link FLUSH_BATCH} at a time,
+   * each batch once the last one was answered. Stops at the first failure; the rest waits for the next try.
+   */
+  async #flush(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      for (let size = 1; ; size = FLUSH_BATCH) {
+        const batch = this.#take(size);
+        if (batch.length === 0) return;
+        const sent = await Promise.allSettled(batch.map(([key, queue]) => this.#send(key, queue)));
+        if (sent.some((result) => result.status === 'rejected')) return;
+      }
+    } finally {
+      this.#flushing = false;
+      if (this.#pending.size > 0 || this.#rejected.size > 0) this.#arm();
     }
-    for (const key of [...this.#rejected]) {
-      this.#rejected.delete(key);
-      this.#deleteNow(key).catch(() => this.#queue(key, this.#rejected));
+  }
+
+  /** Takes up to `size` keys out of the queues, revocations first, each with the queue it came from. */
+  #take(size: number): Array<[string, Set<string>]> {
+    const batch: Array<[string, Set<string>]> = [];
+    for (const queue of [this.#pending, this.#rejected]) {
+      for (const key of queue) {
+        if (batch.length === size) return batch;
+        queue.delete(key);
+        batch.push([key, queue]);
+      }
     }
+    return batch;
   }
 }
