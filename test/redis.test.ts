@@ -1014,6 +1014,40 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(redisKey(scope, 'resent', 't'))).toBe(1);
   });
 
+  it('two reads of a key whose revocation is resent: neither reads before Redis has taken it', async () => {
+    const client = adminClient(redis.port);
+    const tier = redisCache(client, { timeout: 300 });
+    try {
+      await tier.ready();
+      const scope = { cacheScope: 'scope' } as Provider;
+      const key = cacheKey('scope', 'read-twice');
+      await admin.set(redisKey(scope, 'read-twice', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
+      // As after a failover: the data, none of the scripts; then a read loads the read's script again, not the revocation's.
+      await admin.script('FLUSH');
+      await tier.get(cacheKey('scope', 'warm'));
+      redis.signal('SIGSTOP');
+      let reads: Array<Promise<unknown>>;
+      try {
+        // Both reads wait for the revocation under way; it times out, and goes out again before either reads.
+        const revoked = tier.invalidate(key);
+        reads = [tier.get(key), tier.get(key)];
+        await expect(revoked).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+        await sleep(20);
+      } finally {
+        redis.signal('SIGCONT');
+      }
+      const read = await Promise.allSettled(reads);
+      expect(read.map((result) => (result.status === 'fulfilled' ? result.value : 'failed'))).toEqual([
+        undefined,
+        undefined,
+      ]);
+      expect(await admin.exists(redisKey(scope, 'read-twice', 'v'))).toBe(0);
+    } finally {
+      await tier.close();
+      client.disconnect();
+    }
+  });
+
   it('sends every rejection Redis missed once it is back, more than one batch of them', async () => {
     const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
     open.push(a);
@@ -1045,7 +1079,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
     // A rejection that large still replaces what Redis holds: it deletes it.
     await admin.set(redisKey(scope, 'large', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
-    await a.tier.set(key, { ...rejection(), reason: 'x'.repeat(70_000) });
+    await a.tier.set(key, { ok: false, reason: 'x'.repeat(70_000), until: Date.now() + 60_000 });
     expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
   });
 

@@ -110,6 +110,8 @@ export class RedisTier implements SharedTier {
   readonly #sending = new Map<string, Promise<unknown>>();
   #retry: NodeJS.Timeout | undefined;
   #flushing = false;
+  /** A flush was asked for while one ran: it runs again once that one ends. */
+  #flushAgain = false;
   #closed = false;
 
   constructor(client: RedisClient, settings: RedisTierSettings) {
@@ -354,12 +356,19 @@ export class RedisTier implements SharedTier {
    * so that this instance never reads back from Redis what it revoked or heard rejected.
    */
   async #settle(key: string): Promise<void> {
-    if (this.#sending.size > 0) await this.#sending.get(key)?.catch(ignore);
-    if (this.#pending.size === 0 && this.#rejected.size === 0) return;
-    const queue = this.#pending.has(key) ? this.#pending : this.#rejected.has(key) ? this.#rejected : undefined;
-    if (queue === undefined) return;
-    queue.delete(key);
-    await this.#send(key, queue);
+    for (;;) {
+      // Another read may have sent it again meanwhile: wait until nothing of this key is under way.
+      const underWay = this.#sending.get(key);
+      if (underWay !== undefined) {
+        await underWay.catch(ignore);
+        continue;
+      }
+      const queue = this.#pending.has(key) ? this.#pending : this.#rejected.has(key) ? this.#rejected : undefined;
+      if (queue === undefined) return;
+      queue.delete(key);
+      await this.#send(key, queue);
+      return;
+    }
   }
 
   /** Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes. */
@@ -389,8 +398,12 @@ export class RedisTier implements SharedTier {
    * each batch once the last one was answered. Stops at the first failure; the rest waits for the next try.
    */
   async #flush(): Promise<void> {
-    if (this.#flushing) return;
+    if (this.#flushing) {
+      this.#flushAgain = true;
+      return;
+    }
     this.#flushing = true;
+    this.#flushAgain = false;
     try {
       for (let size = 1; ; size = FLUSH_BATCH) {
         const batch = this.#take(size);
@@ -400,7 +413,8 @@ export class RedisTier implements SharedTier {
       }
     } finally {
       this.#flushing = false;
-      if (this.#pending.size > 0 || this.#rejected.size > 0) this.#arm();
+      if (this.#flushAgain) void this.#flush();
+      else if (this.#pending.size > 0 || this.#rejected.size > 0) this.#arm();
     }
   }
 
