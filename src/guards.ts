@@ -22,7 +22,8 @@ const LONE_SURROGATE = /\p{Surrogate}/u;
  * The permission list of a guard, each name once.
  *
  * @throws TypeError when a name is not a non-empty, well-formed string; an array among them is a list
- *   passed whole; another object means the factory itself was mounted as middleware (called with a request).
+ *   passed whole; a guard among them is a guard passed for names; another object means the factory itself was
+ *   mounted as middleware (called with a request).
  */
 function checkPermissions(permissions: readonly string[], factory: string): readonly string[] {
   if (permissions.length === 0) throw new TypeError(`${factory}() needs at least one permission`);

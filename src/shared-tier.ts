@@ -102,11 +102,11 @@ export interface SharedTier {
   /**
    * Stores `verdict` under `key` until `verdict.until`. A tier with `lease`
    * is given acceptances only with the `claim` that was taken before the
-   * provider was asked; it must drop the verdict when `key` was invalidated
-   * since that claim was taken, and tell instances waiting for `key`. A
-   * rejection may come without a claim (the flight could not take one): it
-   * replaces whatever `key` holds, and no acceptance under a claim taken
-   * before it may be stored after it.
+   * provider was asked; it must drop an acceptance when `key` was
+   * invalidated since that claim was taken, and tell instances waiting for
+   * `key`. A rejection is stored in any case, with or without a claim (the
+   * flight could not take one): it replaces whatever `key` holds, and no
+   * acceptance under a claim taken before it may be stored after it.
    */
   set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void>;
   /**

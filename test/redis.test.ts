@@ -665,7 +665,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(calls).toBe(2);
     });
 
-    it('stores under a claim once; never a verdict already expired; without a claim only while no tombstone', async () => {
+    it('stores an acceptance under a claim once; never one already expired; without a claim only while no tombstone', async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const key = cacheKey('scope', 'set-rules');
       const verdict = acceptance();
@@ -1048,7 +1048,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     }
   });
 
-  it('sends every rejection Redis missed once it is back, more than one batch of them', async () => {
+  it('sends every deletion (of a rejection not kept) Redis missed once it is back, more than one batch of them', async () => {
     const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
     open.push(a);
     const scope = { cacheScope: 'scope' } as Provider;

@@ -64,8 +64,8 @@ export interface RedisCache extends Required<SharedTier> {
   /** Longest an instance serves an answer from process without asking Redis, in ms (the option, default 5000). */
   readonly localTtl: number;
   /**
-   * Deletes the value under `key` and ends every lease that may still store there: not announced; retried if Redis
-   * fails. A revocation is {@link RedisCache.invalidate}.
+   * Deletes the value under `key`, and refuses the answer of every lease taken before (the lease itself runs on):
+   * not announced; retried if Redis fails. A revocation is {@link RedisCache.invalidate}.
    */
   delete(key: string): Promise<void>;
   /**

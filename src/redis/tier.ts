@@ -38,7 +38,7 @@ import type { VerdictSeal } from './seal.js';
 const TOMBSTONE_MS = 10_000;
 /** Least time (ms) a claim may store its answer after it was taken (the lease time, when longer). */
 const CLAIM_MS = 10_000;
-/** Longest value read as JSON; a longer one is foreign and unusable. */
+/** Longest value written or read as JSON; a longer one read is foreign and unusable. */
 const MAX_VALUE_LENGTH = 64 * 1024;
 /** Most keys kept for a retry in each queue (invalidations, rejections); the oldest goes first. */
 const MAX_PENDING = 10_000;
@@ -138,8 +138,9 @@ export class RedisTier implements SharedTier {
   /**
    * Stores an acceptance under `claim` while Redis lists the claim and its time has not passed (without one, only
    * while `key` has no tombstone); stores a rejection in any case, ending every claim on `key`, and retries it later
-   * if Redis fails. Ends the claim's lease.
-   * @throws Error for a verdict longer than a value is read back (64 KiB): it is not shared.
+   * if Redis fails. A rejection already expired, or too long to store, deletes `key`'s value instead. Ends the
+   * claim's lease.
+   * @throws Error for an acceptance longer than a value is read back (64 KiB): it is not shared.
    */
   async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void> {
     const held = claim instanceof RedisClaim ? claim : undefined;
