@@ -167,6 +167,23 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     return token;
   }
 
+  /**
+   * Pauses Redis until `instance`'s tier opens its breaker (three commands timed out; then every command is skipped
+   * at once), runs `whileDown` 400 ms later, and resumes Redis. Resolves with the moment the breaker opened.
+   */
+  async function whileBreakerOpen(instance: Instance, whileDown: () => Promise<void>): Promise<number> {
+    redis.signal('SIGSTOP');
+    try {
+      await Promise.allSettled(Array.from({ length: 3 }, () => instance.tier.get(cacheKey('scope', 'other'))));
+      const opened = performance.now();
+      await sleep(400);
+      await whileDown();
+      return opened;
+    } finally {
+      redis.signal('SIGCONT');
+    }
+  }
+
   describe.each(CLIENT_KINDS)('with %s', (kind: ClientKind) => {
     /** `count` instances, each with providers of its own (`makeProviders`), alike in all else. */
     async function start(
@@ -974,16 +991,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const token = knownToken();
     expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
     await stored(token);
-    redis.signal('SIGSTOP');
-    let opened: number;
-    try {
-      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
-      opened = performance.now();
-      await sleep(400);
+    const opened = await whileBreakerOpen(a, async () => {
       expect(await a.gate.revoke(bearer(token))).toBe(false);
-    } finally {
-      redis.signal('SIGCONT');
-    }
+    });
     mock.removeToken(token);
     // Past the breaker's cooldown, before the retry: this request's lease is the command that probes Redis.
     await sleep(opened + 1100 - performance.now());
@@ -996,16 +1006,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const scope = { cacheScope: 'scope' } as Provider;
     const key = cacheKey('scope', 'resent');
     await admin.set(redisKey(scope, 'resent', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
-    redis.signal('SIGSTOP');
-    let opened: number;
-    try {
-      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
-      opened = performance.now();
-      await sleep(400);
+    const opened = await whileBreakerOpen(a, async () => {
       await expect(a.tier.invalidate(key)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
-    } finally {
-      redis.signal('SIGCONT');
-    }
+    });
     // As a promoted replica: the data, none of the scripts. The revocation's script is answered NOSCRIPT and sent again.
     await admin.script('FLUSH');
     await sleep(opened + 1100 - performance.now());
@@ -1054,14 +1057,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const scope = { cacheScope: 'scope' } as Provider;
     const values = Array.from({ length: 600 }, (_, n) => redisKey(scope, `missed-${n}`, 'v'));
     for (const value of values) await admin.set(value, JSON.stringify(acceptance()), 'PX', 60_000);
-    redis.signal('SIGSTOP');
-    try {
-      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
+    await whileBreakerOpen(a, async () => {
       const missed = await Promise.allSettled(values.map((_, n) => a.tier.delete(cacheKey('scope', `missed-${n}`))));
       expect(missed.every((result) => result.status === 'rejected')).toBe(true);
-    } finally {
-      redis.signal('SIGCONT');
-    }
+    });
     await eventually(async () => (await admin.exists(...values)) === 0, 5000, 'every value deleted');
   });
 
@@ -1092,20 +1091,13 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const announced: string[] = [];
     a.tier.onInvalidate((key) => announced.push(key));
     const rejected = rejection();
-    redis.signal('SIGSTOP');
-    let opened: number;
-    try {
-      // Three that time out open the breaker; then every command is skipped at once, and kept for a retry.
-      await Promise.allSettled(Array.from({ length: 3 }, () => a.tier.get(cacheKey('scope', 'other'))));
-      opened = performance.now();
-      await sleep(400);
+    // Every command is skipped at once, and kept for a retry.
+    const opened = await whileBreakerOpen(a, async () => {
       await expect(a.tier.invalidate(cacheKey('scope', 'revoked'))).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
       await expect(a.tier.set(cacheKey('scope', 'rejected'), rejected)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
       await expect(a.tier.set(cacheKey('scope', 'probe'), rejected)).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
       await expect(a.tier.delete(cacheKey('scope', 'deleted'))).rejects.toMatchObject({ code: 'EUNAVAILABLE' });
-    } finally {
-      redis.signal('SIGCONT');
-    }
+    });
     // Past the breaker's cooldown, before the retry (a cooldown after the first command kept): this read is the
     // command that probes Redis, and what this instance heard rejected is not read back.
     await sleep(opened + 1100 - performance.now());
