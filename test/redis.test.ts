@@ -1064,7 +1064,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     await eventually(async () => (await admin.exists(...values)) === 0, 5000, 'every value deleted');
   });
 
-  it('a verdict longer than a value is read back (64 KiB) is not written, its lease ends at once, and a rejection deletes instead', async () => {
+  it('a verdict longer than a value is read back (64 KiB) is not written, its lease ends at once, and a rejection that large or already expired deletes instead', async () => {
     const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
     open.push(a);
     const scope = { cacheScope: 'scope' } as Provider;
@@ -1079,6 +1079,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     // A rejection that large still replaces what Redis holds: it deletes it.
     await admin.set(redisKey(scope, 'large', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
     await a.tier.set(key, { ok: false, reason: 'x'.repeat(70_000), until: Date.now() + 60_000 });
+    expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
+    // So does a rejection already expired (a negativeTtl shorter than the way to Redis).
+    await admin.set(redisKey(scope, 'large', 'v'), JSON.stringify(acceptance()), 'PX', 60_000);
+    await a.tier.set(key, { ...rejection(), until: Date.now() - 1 } as SharedVerdict);
     expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
   });
 
