@@ -171,20 +171,15 @@ const SharedTierSchema = objectWith<SharedTier>(
   'redisCache(client)',
   (tier, context) => {
     const missing = (['get', 'set', 'delete'] as const).filter((method) => typeof tier[method] !== 'function');
-    const client = tier as unknown as Record<string, unknown>;
-    // ioredis and node-redis clients (and clusters) have `del` and `duplicate`, and no `delete`.
-    if (missing.length > 0 && typeof client.del === 'function' && typeof client.duplicate === 'function') {
-      context.addIssue({
-        code: 'custom',
-        message:
-          'expected a shared tier ({ get, set, delete }), got a Redis client: wrap it, sharedCache: redisCache(client) from tokengate/redis',
-      });
-      return;
-    }
     if (missing.length > 0) {
+      const client = tier as unknown as Record<string, unknown>;
+      // ioredis and node-redis clients (and clusters) have `del` and `duplicate`, and no `delete`.
+      const redisClient = typeof client.del === 'function' && typeof client.duplicate === 'function';
       context.addIssue({
         code: 'custom',
-        message: `expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without ${missing.join(', ')}`,
+        message: redisClient
+          ? 'expected a shared tier ({ get, set, delete }), got a Redis client: wrap it, sharedCache: redisCache(client) from tokengate/redis'
+          : `expected a shared tier ({ get, set, delete }) such as redisCache(client), got an object without ${missing.join(', ')}`,
       });
       return;
     }

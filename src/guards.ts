@@ -33,14 +33,11 @@ function checkPermissions(permissions: readonly string[], factory: string): read
         `${factory}() takes permission names as arguments: ${factory}(...names), not ${factory}(names)`,
       );
     }
-    if (typeof permission === 'object' && permission !== null && 'allows' in permission) {
-      throw new TypeError(
-        `${factory}() takes permission names, got a guard: pass the names themselves, ${factory}('permission')`,
-      );
-    }
     if (typeof permission === 'object' && permission !== null) {
       throw new TypeError(
-        `${factory} was mounted without being called: mount ${factory}('permission'), not ${factory}`,
+        'allows' in permission
+          ? `${factory}() takes permission names, got a guard: pass the names themselves, ${factory}('permission')`
+          : `${factory} was mounted without being called: mount ${factory}('permission'), not ${factory}`,
       );
     }
     if (typeof permission !== 'string' || permission.length === 0) {

@@ -64,13 +64,11 @@ export class SharedLink {
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
   readonly #leasing: boolean;
-  readonly #waitLimit: number;
 
   /** `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner. */
   constructor(tier: SharedTier, onFailure: SharedFailureListener, waitLimit = DEFAULT_WAIT_LIMIT_MS) {
     this.#tier = tier;
     this.#onFailure = onFailure;
-    this.#waitLimit = waitLimit;
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
     this.waitBound = this.#leasing ? Math.min(MAX_TIMER_MS, waitLimit + this.#timeout) : undefined;
@@ -96,7 +94,7 @@ export class SharedLink {
         () => (tier.lease as NonNullable<SharedTier['lease']>)(flight.key, replace).then(checkedLease),
         (late) => (late.state === 'claimed' ? release(late.claim) : undefined),
       );
-    const waitUntil = performance.now() + this.#waitLimit + this.#timeout;
+    const waitUntil = performance.now() + (this.waitBound as number);
     for (let round = 1; round <= ROUNDS && !flight.cancelled; round++) {
       let found = await lease(false);
       if (found === FAILED) return undefined;
