@@ -52,7 +52,10 @@ export const DEFAULT_COOLDOWN_MS = 10_000;
  *
  * Only provider faults count as failures. A provider that asks us to slow
  * down (429 with `Retry-After`) is paused for that long instead: no call
- * goes out meanwhile, and its state and failure count stay as they are.
+ * goes out meanwhile, and its state and failure count stay as they are. A
+ * provider that refuses one request (another 4xx) changes neither: what it
+ * refused may be the client's token, and a client must not open the
+ * breaker for everyone else by sending such tokens.
  */
 export class CircuitBreaker {
   #state: BreakerState = 'closed';
@@ -118,6 +121,15 @@ export class CircuitBreaker {
       this.#openedAt = now;
       this.#set('open');
     }
+  }
+
+  /**
+   * The provider refused this one request (a 4xx that is not 408 or 429):
+   * that tells nothing of its health, so the failure count and the state
+   * stay as they are. A probe under way is over; the next call probes again.
+   */
+  inconclusive(): void {
+    this.#probing = false;
   }
 
   /** The provider asked for no calls during `ms` (429 `Retry-After`). A probe under way is over. */

@@ -142,7 +142,11 @@ export interface ProviderFailureOptions {
   readonly retryable?: boolean | undefined;
   /** Seconds the provider asked us to wait (`Retry-After`). */
   readonly retryAfter?: number | undefined;
-  /** Upstream HTTP status, when there was one. */
+  /**
+   * Upstream HTTP status, when there was one. A 429 pauses calls to the
+   * provider; another 4xx but 408 never counts toward the breaker (the
+   * provider refused one request, not every request).
+   */
   readonly status?: number | undefined;
   /** The underlying error, for debugging; never shown to clients. */
   readonly cause?: unknown;

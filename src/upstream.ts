@@ -238,7 +238,8 @@ export class Upstream {
     if (throttled) {
       retryAfterMs ??= DEFAULT_THROTTLE_PAUSE_MS;
       this.#breaker?.pause(performance.now(), Math.min(retryAfterMs, this.#policy.maxRetryAfter));
-    } else this.#breaker?.failed(performance.now());
+    } else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive();
+    else this.#breaker?.failed(performance.now());
     return this.#staleOr(stale, this.#unavailable(retryAfterMs));
   }
 
@@ -269,6 +270,15 @@ export class Upstream {
     this.#policy.emit?.({ type: 'stale', provider: this.provider.name });
     return context.asStale();
   }
+}
+
+/**
+ * A 4xx other than 408 (the provider timed out reading us) and 429: the
+ * provider answered, and refused this request, which carries the client's
+ * credential. It may say nothing of the provider's health.
+ */
+function refusedOneRequest(status: number | undefined): boolean {
+  return status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
 }
 
 /** `verdict` if it is a well-formed verdict; anything else is a provider failure (fail closed). */

@@ -517,6 +517,41 @@ describe('circuit breaker', () => {
     expect(ofType(events, 'breaker')).toEqual([]);
   });
 
+  it.each([
+    ['a 409 (JSON)', { kind: 'status', status: 409 } as const],
+    ['a 413 (a proxy, text)', { kind: 'status', status: 413, body: 'Request Entity Too Large' } as const],
+  ])('%s refuses one request, not the provider: 503, and it never opens the breaker', async (_, fault) => {
+    const { app, pt, gate, events } = await setup({ retry: false, breaker: { threshold: 2, cooldown: 10_000 } });
+    pt.fault = fault;
+    for (let i = 0; i < 4; i++) expect((await request(app).get('/me').query(peer(i))).status).toBe(503);
+    expect(pt.calls.checkToken).toBe(4);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+    expect(ofType(events, 'breaker')).toEqual([]);
+    pt.fault = undefined;
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+  });
+
+  it('a 408 is the provider timing out: it counts toward the breaker', async () => {
+    const { app, pt, gate } = await setup({ retry: false, breaker: { threshold: 2, cooldown: 10_000 } });
+    pt.fault = { kind: 'status', status: 408 };
+    for (let i = 0; i < 2; i++) expect((await request(app).get('/me').query(peer(i))).status).toBe(503);
+    expect(gate.stats().breakers.partoo).toBe('open');
+  });
+
+  it('half-open: a probe refused with a 4xx leaves it half-open, and the next call probes again', async () => {
+    const ctx = await setup({ retry: false, breaker });
+    const { app, pt, gate, events } = ctx;
+    await openBreaker(ctx);
+    await sleep(breaker.cooldown + 100);
+    pt.fault = { kind: 'status', status: 409 };
+    expect((await request(app).get('/me').query(peer(0))).status).toBe(503);
+    expect(gate.stats().breakers.partoo).toBe('half-open');
+    pt.fault = undefined;
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    expect(pt.calls.checkToken).toBe(breaker.threshold + 2);
+    expect(breakerStates(events)).toEqual(['partoo:open', 'partoo:half-open', 'partoo:closed']);
+  });
+
   it('breaker: false never fails fast', async () => {
     const { app, pt, gate } = await setup({ retry: false, breaker: false });
     pt.fault = { kind: 'status', status: 500 };
