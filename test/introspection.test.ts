@@ -81,13 +81,68 @@ describe('introspection: which answers pass', () => {
 
   it.each([
     ['has no active member', raw('{"sub":"user-42","scope":"orders:read"}')],
-    ['is active but names no sub, username or client_id', raw('{"active":true,"scope":"orders:read"}')],
     ['has a scope that is not a string', raw('{"active":true,"sub":"u","scope":["orders:read"]}')],
     ['has an exp that is not a number', raw('{"active":true,"sub":"u","exp":"tomorrow"}')],
     ['has an aud of numbers', raw('{"active":true,"sub":"u","aud":[1]}')],
   ])('answers 503 when the answer %s (its schema)', async (_, answer) => {
     const { gate } = await setup({ tokens: { 'tok-1': answer } });
     await expectUnavailable(gate.authenticate(bearer('tok-1')));
+  });
+
+  it('answers 401 to an active answer that names no subject, and it never opens the breaker', async () => {
+    const { mock, gate } = await setup(
+      { tokens: { odd: raw('{"active":true,"scope":"orders:read"}'), good: { active: true, sub: 'alice' } } },
+      {},
+      { breaker: { threshold: 2, cooldown: 10_000 }, cache: { negativeTtl: 0 } },
+    );
+    for (let i = 0; i < 3; i++) {
+      await expectInvalidToken(
+        gate.authenticate(bearer('odd')),
+        'The access token names no subject (sub, username or client_id)',
+      );
+    }
+    expect(mock.calls.introspect).toBe(3);
+    expect(gate.stats().breakers).toEqual({ introspection: 'closed' });
+    expect((await gate.authenticate(bearer('good'))).subject).toBe('alice');
+  });
+
+  const KEY_BOUND = 'The access token is bound to a key (cnf): it is not accepted as a bearer token';
+  const NOT_BEARER = 'The token is not a bearer access token';
+  it.each([
+    [
+      'bound to a DPoP key (RFC 9449)',
+      raw('{"active":true,"sub":"u","token_type":"DPoP","cnf":{"jkt":"0ZcO"}}'),
+      KEY_BOUND,
+    ],
+    [
+      'bound to a certificate (RFC 8705)',
+      raw('{"active":true,"sub":"u","token_type":"Bearer","cnf":{"x5t#S256":"bwc"}}'),
+      KEY_BOUND,
+    ],
+    ['of token_type DPoP without cnf', raw('{"active":true,"sub":"u","token_type":"DPoP"}'), NOT_BEARER],
+    ['of token_type n_a (RFC 8693)', raw('{"active":true,"sub":"u","token_type":"n_a"}'), NOT_BEARER],
+    ['a refresh token (token_type)', raw('{"active":true,"sub":"u","token_type":"refresh_token"}'), NOT_BEARER],
+    [
+      'a refresh token (Ory token_use)',
+      raw('{"active":true,"sub":"u","token_type":"Bearer","token_use":"refresh_token"}'),
+      NOT_BEARER,
+    ],
+  ])('answers 401 to an active token: %s', async (_, answer, description) => {
+    const { gate } = await setup({ tokens: { 'tok-1': answer } });
+    await expectInvalidToken(gate.authenticate(bearer('tok-1')), description);
+  });
+
+  it.each([
+    ['Bearer', raw('{"active":true,"sub":"u","token_type":"Bearer"}')],
+    ['bearer (any case)', raw('{"active":true,"sub":"u","token_type":"bEaReR"}')],
+    [
+      'access_token (a server naming the use)',
+      raw('{"active":true,"sub":"u","token_type":"access_token","token_use":"access_token"}'),
+    ],
+    ['absent', raw('{"active":true,"sub":"u","cnf":null}')],
+  ])('accepts token_type %s', async (_, answer) => {
+    const { gate } = await setup({ tokens: { 'tok-1': answer } });
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('u');
   });
 
   it('answers 401 past exp and before nbf, and accepts the token between them', async () => {
@@ -117,6 +172,31 @@ describe('introspection: which answers pass', () => {
     expect(forever.expiresAt).toBeUndefined();
     await expectInvalidToken(gate.authenticate(bearer('later')), 'The access token is not valid yet');
     expect((await gate.authenticate(bearer('fraction'))).expiresAt).toBeInstanceOf(Date);
+  });
+
+  it('reads a JSON number too large for a double (1e400, Infinity to JSON.parse) as any other', async () => {
+    const server = closeLater(await startAnswerServer());
+    const answers: Record<string, string> = {
+      forever: '{"active":true,"sub":"u","exp":1e400,"nbf":-1e400}',
+      expired: '{"active":true,"sub":"u","exp":-1e400}',
+      later: '{"active":true,"sub":"u","nbf":1e400}',
+    };
+    server.answer = (req, res) => {
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => reply(res, 200, answers[new URLSearchParams(body).get('token') ?? ''] ?? '{"active":false}'));
+    };
+    const provider = introspection({
+      endpoint: `${server.url}/introspect`,
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+    });
+    const gate = closeLater(createGate({ providers: [provider], retry: false }));
+    const forever = await gate.authenticate(bearer('forever'));
+    expect(forever.subject).toBe('u');
+    expect(forever.expiresAt).toBeUndefined();
+    await expectInvalidToken(gate.authenticate(bearer('expired')), 'The access token has expired');
+    await expectInvalidToken(gate.authenticate(bearer('later')), 'The access token is not valid yet');
   });
 
   it('with audience, accepts an aud that is it or an array holding it, and refuses others or none', async () => {

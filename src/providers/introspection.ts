@@ -22,16 +22,21 @@ import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 import { IntrospectionTarget } from './oauth-discovery.js';
 import { secretDigest } from './secret-digest.js';
 
-/** A JWT NumericDate (RFC 7519 §2): seconds since the epoch, any finite JSON number. */
-const NumericDate = z.number();
+/**
+ * A JWT NumericDate (RFC 7519 §2): seconds since the epoch, any JSON number,
+ * also one too large for a double (`1e400`, which `JSON.parse` reads as
+ * `Infinity`).
+ */
+const NumericDate = z.custom<number>((value) => typeof value === 'number' && !Number.isNaN(value), {
+  error: 'expected a number',
+});
 /** The latest NumericDate a `Date` can hold (8.64e15 ms); an `exp` past it is no expiry at all. */
 const LATEST_DATE_SECONDS = 8.64e12;
 
 /**
  * 200 from the introspection endpoint for an active token (RFC 7662 §2.2).
- * Every member but `active` is optional (null counts as absent); one of
- * `sub`, `username` and `client_id` must name the principal. Members the RFC
- * does not name are kept.
+ * Every member but `active` is optional (null counts as absent). Members the
+ * RFC does not name are kept.
  */
 export const IntrospectionAnswer = z
   .looseObject({
@@ -47,9 +52,6 @@ export const IntrospectionAnswer = z
     aud: z.union([z.string(), z.array(z.string())]).nullish(),
     iss: z.string().nullish(),
     jti: z.string().nullish(),
-  })
-  .refine((answer) => subjectOf(answer) !== undefined, {
-    error: 'expected sub, username or client_id',
   }) satisfies z.ZodType<IntrospectionDetails>;
 
 /**
@@ -163,6 +165,26 @@ const EXPIRED: Verdict = Object.freeze({ ok: false, reason: 'The access token ha
 const NOT_YET_VALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is not valid yet' });
 const WRONG_ISSUER: Verdict = Object.freeze({ ok: false, reason: 'The access token is from another issuer' });
 const WRONG_AUDIENCE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not meant for this API' });
+const KEY_BOUND: Verdict = Object.freeze({
+  ok: false,
+  reason: 'The access token is bound to a key (cnf): it is not accepted as a bearer token',
+});
+const NOT_BEARER: Verdict = Object.freeze({ ok: false, reason: 'The token is not a bearer access token' });
+const NO_SUBJECT: Verdict = Object.freeze({
+  ok: false,
+  reason: 'The access token names no subject (sub, username or client_id)',
+});
+
+/**
+ * `token_type` values that are not a plain bearer access token: the
+ * proof-of-possession types of the IANA "OAuth Access Token Types" registry
+ * (`DPoP`, RFC 9449; `PoP`; `N_A`, RFC 8693, not an access token) and the
+ * `mac` draft, and `refresh_token`, which some servers send to say what the
+ * token is for. Compared in lower case (RFC 6749 §5.1: case-insensitive).
+ * Other values (`Bearer`, or `access_token` from servers that name the use
+ * there) pass.
+ */
+const NOT_BEARER_TYPES: ReadonlySet<string> = new Set(['dpop', 'pop', 'n_a', 'mac', 'refresh_token']);
 
 /**
  * A provider for RFC 7662 token introspection. Accepts only answers with
@@ -170,6 +192,13 @@ const WRONG_AUDIENCE: Verdict = Object.freeze({ ok: false, reason: 'The access t
  * passing the `audience` and `issuer` checks. `subject` is `sub`, else
  * `username`, else `client_id`; `permissions` the `scope` split on spaces;
  * `expiresAt` the `exp` (none for an `exp` past what a `Date` holds).
+ *
+ * An active token is still a 401 when it cannot be used as a plain bearer
+ * token: bound to a key or certificate (a `cnf` member: DPoP, RFC 9449, or
+ * mutual TLS, RFC 8705, whose proof this gate does not check), of a
+ * `token_type` that is not bearer (`DPoP`, `N_A`), or a refresh token
+ * (`token_type` or Ory's `token_use` `refresh_token`); and when the answer
+ * names no subject.
  *
  * The server refusing the client credentials (401, 403) is a 500
  * `provider_misconfigured`; an answer that is not a 200 with a JSON object
@@ -239,15 +268,20 @@ function readIntrospection(body: unknown, checks: ClaimChecks): Verdict {
   const parsed = IntrospectionAnswer.safeParse(body);
   if (!parsed.success) throw invalidAnswer(checks.name);
   const answer = parsed.data;
+  if (answer.cnf != null) return KEY_BOUND;
+  if (typeof answer.token_type === 'string' && NOT_BEARER_TYPES.has(answer.token_type.toLowerCase())) return NOT_BEARER;
+  if (answer.token_use === 'refresh_token') return NOT_BEARER;
   const nowSeconds = Date.now() / 1000;
   if (answer.exp != null && answer.exp <= nowSeconds) return EXPIRED;
   if (answer.nbf != null && answer.nbf > nowSeconds) return NOT_YET_VALID;
   if (checks.issuer !== undefined && !issuerMatches(answer.iss, checks)) return WRONG_ISSUER;
   if (checks.audience !== undefined && !audiences(answer.aud).includes(checks.audience)) return WRONG_AUDIENCE;
+  const subject = subjectOf(answer);
+  if (subject === undefined) return NO_SUBJECT;
   return {
     ok: true,
     principal: {
-      subject: subjectOf(answer) as string,
+      subject,
       permissions: (answer.scope ?? '').split(' ').filter((scope) => scope !== ''),
       expiresAt: answer.exp == null || answer.exp > LATEST_DATE_SECONDS ? undefined : new Date(answer.exp * 1000),
       details: answer,
