@@ -162,6 +162,16 @@ describe('introspection: discovery', () => {
     expect(mock.calls).toEqual({ introspect: 1, oauthMetadata: 1, openidMetadata: 0, total: 2 });
   });
 
+  it.each(['/', '/realms/orders/'])(
+    'finds the endpoint of an issuer ending in / (issuerPath %s), which its metadata names with the /',
+    async (issuerPath) => {
+      const { mock, gate } = await discovering({ issuerPath, wellKnown: ['oauth-authorization-server'] });
+      expect(mock.issuer).toBe(`${mock.url}${issuerPath}`);
+      expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+      expect(mock.calls).toEqual({ introspect: 1, oauthMetadata: 1, openidMetadata: 0, total: 2 });
+    },
+  );
+
   it.each([
     [
       'a path issuer (its terminating / dropped)',

@@ -109,7 +109,7 @@ describe('mockIntrospection', () => {
         metadata: { scopes_supported: ['orders:read'] },
       }),
     );
-    expect(mock.issuer).toBe(`${mock.url}/realms/a`);
+    expect(mock.issuer).toBe(`${mock.url}/realms/a/`);
     const expected = {
       issuer: mock.issuer,
       introspection_endpoint: mock.endpoint,

@@ -38,21 +38,20 @@ const LATEST_DATE_SECONDS = 8.64e12;
  * Every member but `active` is optional (null counts as absent). Members the
  * RFC does not name are kept.
  */
-export const IntrospectionAnswer = z
-  .looseObject({
-    active: z.literal(true),
-    scope: z.string().nullish(),
-    client_id: z.string().nullish(),
-    username: z.string().nullish(),
-    token_type: z.string().nullish(),
-    exp: NumericDate.nullish(),
-    iat: NumericDate.nullish(),
-    nbf: NumericDate.nullish(),
-    sub: z.string().nullish(),
-    aud: z.union([z.string(), z.array(z.string())]).nullish(),
-    iss: z.string().nullish(),
-    jti: z.string().nullish(),
-  }) satisfies z.ZodType<IntrospectionDetails>;
+export const IntrospectionAnswer = z.looseObject({
+  active: z.literal(true),
+  scope: z.string().nullish(),
+  client_id: z.string().nullish(),
+  username: z.string().nullish(),
+  token_type: z.string().nullish(),
+  exp: NumericDate.nullish(),
+  iat: NumericDate.nullish(),
+  nbf: NumericDate.nullish(),
+  sub: z.string().nullish(),
+  aud: z.union([z.string(), z.array(z.string())]).nullish(),
+  iss: z.string().nullish(),
+  jti: z.string().nullish(),
+}) satisfies z.ZodType<IntrospectionDetails>;
 
 /**
  * Details kept from an introspection answer: the validated answer of an active

@@ -43,7 +43,10 @@ export interface MockIntrospectionOptions {
   readonly clientAuth?: 'basic' | 'post';
   /** Known tokens, keyed by the token itself; any other token is `{ "active": false }`. */
   readonly tokens?: Readonly<Record<string, IntrospectionTokenDef>>;
-  /** Path of the issuer on the mock (`/realms/a`): the issuer is `url + issuerPath`. Default none. */
+  /**
+   * Path of the issuer on the mock (`/realms/a`): the issuer is `url + issuerPath`, a terminating `/` kept
+   * (`'/'` gives `url + '/'`, as an issuer such as `https://tenant.example/` has it). Default none: the issuer is `url`.
+   */
   readonly issuerPath?: string;
   /** Documents served (default both); the others answer 404. */
   readonly wellKnown?: readonly MockMetadataDocument[];
@@ -58,7 +61,7 @@ export interface MockIntrospectionOptions {
  * requests included.
  */
 export interface MockIntrospection extends MockProvider<'introspect' | 'oauthMetadata' | 'openidMetadata'> {
-  /** The issuer identifier: `url` plus `issuerPath`. */
+  /** The issuer identifier: `url` plus `issuerPath` (its terminating `/` kept), percent-encoded as in a URL. */
   readonly issuer: string;
   /** The introspection endpoint: `url` + `/introspect`. */
   readonly endpoint: string;
@@ -118,8 +121,9 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   const clientAuth = options.clientAuth ?? 'basic';
   if (options.issuerPath !== undefined && !options.issuerPath.startsWith('/'))
     throw new TypeError('mockIntrospection: issuerPath must start with /');
-  // As a request carries it (percent-encoded), so that the metadata routes are found.
+  // As a request carries it (percent-encoded), so that the metadata routes are found; RFC 8414 §3.1 drops a terminating /.
   const issuerPath = new URL(options.issuerPath ?? '/', 'http://mock').pathname.replace(/\/+$/, '');
+  const issuer = (url: string) => `${url}${issuerPath}${options.issuerPath?.endsWith('/') ? '/' : ''}`;
   const served = new Set<MockMetadataDocument>(
     options.wellKnown ?? ['oauth-authorization-server', 'openid-configuration'],
   );
@@ -146,7 +150,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   const document = (kind: MockMetadataDocument) => (): JsonReply => {
     if (!served.has(kind)) return { status: 404, body: { error: 'Not Found' } };
     const body = {
-      issuer: origin + issuerPath,
+      issuer: issuer(origin),
       introspection_endpoint: `${origin}/introspect`,
       introspection_endpoint_auth_methods_supported: [`client_secret_${clientAuth}`],
       ...options.metadata,
@@ -170,7 +174,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   });
   origin = server.url;
   return Object.assign(server, {
-    issuer: server.url + issuerPath,
+    issuer: issuer(server.url),
     endpoint: `${server.url}/introspect`,
     setToken: (token: string, def: IntrospectionTokenDef) => void tokens.set(token, def),
     removeToken: (token: string) => tokens.delete(token),
