@@ -21,6 +21,7 @@ import type { BreakerState, GateEvent } from './events.js';
 import { type GateOptions, resolveGateOptions } from './gate-options.js';
 import type { Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
+import { shown } from './options.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
@@ -86,7 +87,17 @@ class TokenGate implements Gate {
     const { timeout, retry, breaker, maxRetryAfter, admission } = resolved;
     const maxWaiting = (concurrency: number) => admission.maxWaiting ?? concurrency * 4;
     const policy = { timeout, retry, breaker, maxRetryAfter, maxWaiting, emit, counters };
-    this.#clientOf = admission.clientKey ?? defaultClientKey;
+    const { clientKey } = admission;
+    this.#clientOf =
+      clientKey === undefined
+        ? defaultClientKey
+        : (req) => {
+            try {
+              return clientKey(req);
+            } catch (error) {
+              throw asError(error, 'admission.clientKey');
+            }
+          };
     const labels = new Set<string>();
     this.#members = resolved.providers.map((provider) => {
       let label = provider.name;
@@ -281,7 +292,12 @@ class TokenGate implements Gate {
     let found: Found | undefined;
     let partial: PartialCredential | undefined;
     for (const member of this.#members) {
-      const credential = member.provider.extract(req, this.realm);
+      let credential: Credential | PartialCredential | undefined;
+      try {
+        credential = member.provider.extract(req, this.realm);
+      } catch (error) {
+        throw asError(error, `${member.provider.name}'s extract`);
+      }
       if (credential === undefined) continue;
       if ('partial' in credential) partial ??= credential;
       else if (found === undefined) found = { member, credential };
@@ -292,6 +308,14 @@ class TokenGate implements Gate {
     if (found === undefined && partial !== undefined) throw invalidRequest(this.realm, partial.partial);
     return found;
   }
+}
+
+/**
+ * `error` when it is an `Error`, else an `Error` naming `who`: a framework takes a falsy error (`undefined`, `0`, `''`)
+ * for none, and would let the request go on unauthenticated.
+ */
+function asError(error: unknown, who: string): unknown {
+  return error instanceof Error ? error : new TypeError(`tokengate: ${who} threw ${shown(error)}, not an Error`);
 }
 
 /** The client's address: the framework's (`req.ip`), else the connection's. */

@@ -7,9 +7,11 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import Fastify from 'fastify';
 import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
+import * as fastifyGate from '../adapters/fastify.js';
 import * as koaGate from '../adapters/koa.js';
 import {
   AuthError,
@@ -314,6 +316,78 @@ describe('the client address the gate shares capacity by', () => {
       expect(seen).toEqual([proxy ? '127.0.0.9' : '127.0.0.1']);
     }
   });
+});
+
+describe('a callback of yours that throws something that is not an Error', () => {
+  /** A gate whose custom `extract`, or `admission.clientKey` (asked of a second request waiting for a slot), throws `undefined`. */
+  function throwingGate(what: 'extract' | 'clientKey'): Gate {
+    const provider: Provider<BearerCredential> = {
+      name: 'custom',
+      cacheScope: 'custom',
+      concurrency: 1,
+      extract: (req, realm) => {
+        if (what === 'extract') throw undefined;
+        return extractBearer(req, realm);
+      },
+      verify: async (credential) => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
+      },
+    };
+    const gate = createGate({
+      providers: [provider],
+      admission: {
+        clientKey: () => {
+          throw undefined;
+        },
+      },
+    });
+    open.push(() => gate.close());
+    return gate;
+  }
+
+  const apps: Record<string, (gate: Gate) => Promise<string>> = {
+    'Express 5': (gate) => {
+      const app = express();
+      app.get('/', expressGate.authenticate(gate), (req, res) => {
+        res.send(`reached as ${req.auth?.subject}`);
+      });
+      return serve(app);
+    },
+    'Koa 3': (gate) => {
+      const { app } = quietKoa(Koa);
+      app.use(koaGate.authenticate(gate));
+      app.use((ctx) => {
+        ctx.body = `reached as ${ctx.state.auth?.subject}`;
+      });
+      return serve(app.callback());
+    },
+    'Fastify 5': async (gate) => {
+      const app = Fastify();
+      app.addHook('onRequest', fastifyGate.authenticate(gate));
+      app.get('/', async (request) => `reached as ${request.auth?.subject}`);
+      open.push(() => app.close());
+      return app.listen({ port: 0, host: '127.0.0.1' });
+    },
+  };
+
+  it.each(Object.keys(apps))('%s: a 500, never the route, when extract throws it', async (framework) => {
+    const url = await (apps[framework] as (gate: Gate) => Promise<string>)(throwingGate('extract'));
+    const answer = await get(url, READER);
+    expect(answer.status).toBe(500);
+    expect(answer.body).not.toContain('reached');
+  });
+
+  it.each(Object.keys(apps))(
+    '%s: a 500 for the request that waited, never the route, when clientKey throws it',
+    async (framework) => {
+      const url = await (apps[framework] as (gate: Gate) => Promise<string>)(throwingGate('clientKey'));
+      const answers = await Promise.all([get(url, 'SECRETfirstToken'), get(url, 'SECRETsecondToken')]);
+      expect(answers.map((answer) => answer.status).sort()).toEqual([200, 500]);
+      const failed = answers.find((answer) => answer.status === 500);
+      expect(failed?.body).not.toContain('reached');
+    },
+  );
 });
 
 describe('an Authorization header set or removed by middleware before the gate', () => {
