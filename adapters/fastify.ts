@@ -46,6 +46,8 @@ export type FastifyAuthenticateOptions = AuthenticateOptions;
 const NOT_FASTIFY = 'tokengate/fastify hook called without a Fastify request: in Express or Koa, use their adapters';
 const NO_DONE =
   "tokengate/fastify hook called without Fastify's done callback: add the hook itself (app.addHook('onRequest', authenticate(gate))), not a function that calls it";
+/** The hooks a guard or `authenticate` protects a route from: they run before the handler. */
+const BEFORE_HANDLER = "an onRequest, preValidation or preHandler hook (app.addHook('onRequest', authenticate(gate)))";
 /** The options Fastify's `register` itself reads; any other option given to the plugin is a mistake. */
 const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
 
@@ -54,12 +56,31 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
  * to `done` when there is one. A hook registered as a plugin gets the instance and `done`, so Fastify
  * fails at startup (`ready()`, `listen()`) with the mistake.
  */
-function misused(request: unknown, done: unknown, hook: string): void {
-  const mistake =
-    typeof (request as { addHook?: unknown } | null)?.addHook === 'function'
-      ? new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`)
-      : new Error((request as { raw?: unknown } | null)?.raw === undefined ? NOT_FASTIFY : NO_DONE);
-  fail(mistake, done);
+function misused(request: unknown, done: unknown, fourth: unknown, hook: string): void {
+  if (typeof (request as { addHook?: unknown } | null)?.addHook === 'function') {
+    fail(new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`), done);
+  } else if ((request as { raw?: unknown } | null)?.raw === undefined) {
+    fail(new Error(NOT_FASTIFY), done);
+  } else if (typeof fourth === 'function') {
+    // (request, reply, payload or error, done): onSend, preSerialization, preParsing, onError.
+    fail(
+      new Error(
+        `tokengate/fastify: ${hook} was added as a hook that passes a payload or an error: add it as ${BEFORE_HANDLER}`,
+      ),
+      fourth,
+    );
+  } else fail(new Error(NO_DONE), done);
+}
+
+/**
+ * The error of a hook that runs once the reply is sent (onResponse, onTimeout), or undefined. Such a hook
+ * protects nothing: the handler has run. Asked of a hook's first calls only, until one finds it in place.
+ */
+function afterReply(reply: unknown, hook: string): Error | undefined {
+  if ((reply as { sent?: unknown } | null)?.sent !== true) return undefined;
+  return new Error(
+    `tokengate/fastify: ${hook} ran after the reply was sent (onResponse, onTimeout): add it as ${BEFORE_HANDLER}`,
+  );
 }
 
 /** Throws `error`, or hands it to `done` when there is one (Fastify then reports it). */
@@ -113,10 +134,16 @@ Object.defineProperties(tokengate, {
 /** Hook that authenticates the request with `gate` and sets `request.auth`. */
 export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): FastifyHook {
   const check = authenticator(gate, options, 'tokengate/fastify');
-  return function tokengateAuthenticate(request, _reply, done) {
+  let placed = false;
+  return function tokengateAuthenticate(request, reply, done, ...rest: unknown[]) {
     if (typeof done !== 'function' || request?.raw === undefined) {
-      misused(request, done, 'authenticate(gate)');
+      misused(request, done, rest[0], 'authenticate(gate)');
       return;
+    }
+    if (!placed) {
+      const late = afterReply(reply, 'authenticate(gate)');
+      if (late !== undefined) return done(late);
+      placed = true;
     }
     // Fastify's request supplies the parsed query and `ip` (under its `trustProxy` setting).
     const auth = check(new NodeRequest(request.raw, request as FrameworkRequest), request);
@@ -133,10 +160,16 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
 }
 
 function guardHook(guard: Guard, name: string): FastifyHook {
-  return function tokengateGuard(request, _reply, done) {
+  let placed = false;
+  return function tokengateGuard(request, reply, done, ...rest: unknown[]) {
     if (typeof done !== 'function' || request?.raw === undefined) {
-      misused(request, done, `${name}(...)`);
+      misused(request, done, rest[0], `${name}(...)`);
       return;
+    }
+    if (!placed) {
+      const late = afterReply(reply, `${name}(...)`);
+      if (late !== undefined) return done(late);
+      placed = true;
     }
     authorize(request.auth, guard, request);
     done();

@@ -534,6 +534,40 @@ describe.each([
       expect(res.json().message).toContain("tokengate/fastify hook called without Fastify's done callback");
     });
 
+    it.each([
+      ['onSend', 'authenticate(gate)'],
+      ['preSerialization', 'authenticate(gate)'],
+      ['preParsing', 'authenticate(gate)'],
+      ['onSend', 'requires(...)'],
+    ] as const)('added with addHook(%s), %s answers 500 naming the hooks to use', async (name, hook) => {
+      const app = track(framework());
+      const added = hook === 'authenticate(gate)' ? authenticate(gate) : requires(READ);
+      app.addHook(name as 'onRequest', added);
+      app.get('/me', () => ({ mark: ROUTE_MARK }));
+      const res = await send(app, '/me');
+      expect(res.status).toBe(500);
+      expect(res.json().message).toBe(
+        `tokengate/fastify: ${hook} was added as a hook that passes a payload or an error: add it as an onRequest, preValidation or preHandler hook (app.addHook('onRequest', authenticate(gate)))`,
+      );
+    });
+
+    it.each(['authenticate(gate)', 'requires(...)'] as const)(
+      'added with addHook(onResponse), %s logs on every request that it protects nothing',
+      async (hook) => {
+        const logged: string[] = [];
+        const stream = { write: (line: string) => void logged.push(line) };
+        const app = track(framework({ logger: { level: 'error', stream } }));
+        app.addHook('onResponse', hook === 'authenticate(gate)' ? authenticate(gate) : requires(READ));
+        app.get('/me', () => ({ mark: ROUTE_MARK }));
+        for (let i = 0; i < 2; i++) await send(app, '/me');
+        const errors = logged.filter((line) =>
+          line.includes(`tokengate/fastify: ${hook} ran after the reply was sent`),
+        );
+        expect(errors).toHaveLength(2);
+        expect(errors[0]).toContain('add it as an onRequest, preValidation or preHandler hook');
+      },
+    );
+
     it('authenticate reads an Authorization header an earlier hook set (from a cookie) or removed', async () => {
       const app = track(framework());
       app.addHook('onRequest', (request, _reply, done) => {
