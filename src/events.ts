@@ -44,8 +44,10 @@ export type GateEvent =
   | { readonly type: 'stale'; readonly provider: string }
   /**
    * A verification was refused a slot with the provider: `full`, no room to
-   * wait; `expired`, the request's timeout passed while it waited. Our own
-   * load, not the provider's failure: the breaker is not told.
+   * wait; `expired`, the request's timeout passed while it waited, or once it
+   * had waited, before the provider answered (the provider keeps its own
+   * deadline from its slot, and its answer is kept for the next requests).
+   * Our own load, not the provider's failure: the breaker is not told.
    */
   | { readonly type: 'overloaded'; readonly provider: string; readonly reason: 'full' | 'expired' }
   /**

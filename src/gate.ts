@@ -239,20 +239,29 @@ class TokenGate implements Gate {
       stale === undefined
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
-    const { promise, joined, flight } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
-      // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
-      // A gate closed while this flight waited for another instance asks nothing any more.
-      if (this.#closed) return providerUnavailable(member.provider.name);
-      const answer = await member.upstream.verify(credential, staleCopy, () => this.#clientOf(req));
-      if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
-      return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
-    });
+    // Told before the flight starts, so that its verification's own events and traces come after this one.
+    const joined = this.#store.loading(key);
     if (joined) this.#counters.coalesced++;
     const result = joined ? 'coalesced' : 'miss';
     this.#emit?.({ type: 'cache', provider: member.provider.name, result });
     if (cacheChannel.hasSubscribers)
       cacheChannel.publish({ provider: member.provider.name, result } satisfies CacheTrace);
-    const answer = promise.then((outcome) => {
+    const { promise, flight } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
+      // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
+      // A gate closed while this flight waited for another instance asks nothing any more.
+      if (this.#closed) return providerUnavailable(member.provider.name);
+      const answer = await member.upstream.verify(
+        credential,
+        staleCopy,
+        () => this.#clientOf(req),
+        (error) => flight.end?.(error),
+      );
+      if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
+      return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
+    });
+    // The flight's requests may end before it (see Upstream.verify); those that join after that wait for the flight.
+    const waited = joined ? ((flight.requests as typeof promise | undefined) ?? promise) : endable(flight, promise);
+    const answer = waited.then((outcome) => {
       if (outcome instanceof AuthContext) return outcome;
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
       throw outcome;
@@ -308,6 +317,23 @@ class TokenGate implements Gate {
     if (found === undefined && partial !== undefined) throw invalidRequest(this.realm, partial.partial);
     return found;
   }
+}
+
+/**
+ * `promise` as the requests of `flight` wait for it: `flight.end(error)` ends those waiting so far with `error` (their
+ * time ran out while the provider still has its own), and the requests that join later wait for the flight itself.
+ */
+function endable<T>(flight: Flight, promise: Promise<T>): Promise<T> {
+  const requests = new Promise<T>((resolve, reject) => {
+    flight.end = (error) => {
+      flight.end = undefined;
+      flight.requests = promise;
+      reject(error);
+    };
+    promise.then(resolve, reject);
+  });
+  flight.requests = requests;
+  return requests;
 }
 
 /**

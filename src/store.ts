@@ -102,6 +102,13 @@ export type StoreEntry = Accepted | Rejection;
 export interface Flight extends SharedFlight {
   readonly origin: ContextOrigin;
   promise: Promise<unknown> | undefined;
+  /**
+   * What the flight's requests wait for, when the gate may end them before the flight (its own field;
+   * the store only gives it a place).
+   */
+  requests: Promise<unknown> | undefined;
+  /** Ends the requests waiting on `requests` so far with `error`; undefined when there is nothing to end. */
+  end: ((error: Error) => void) | undefined;
 }
 
 /**
@@ -190,7 +197,7 @@ export class VerdictStore {
   ): { promise: Promise<T | AuthContext | Rejection>; joined: boolean; flight: Flight } {
     const running = this.#inflight.get(key);
     if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true, flight: running };
-    const flight: Flight = { key, origin, cancelled: false, promise: undefined };
+    const flight: Flight = { key, origin, cancelled: false, promise: undefined, requests: undefined, end: undefined };
     const promise = this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch);
     flight.promise = promise;
     this.#inflight.set(key, flight);
@@ -199,6 +206,11 @@ export class VerdictStore {
     };
     promise.then(land, land);
     return { promise, joined: false, flight };
+  }
+
+  /** Whether a flight for `key` is under way: a {@link load} now joins it. */
+  loading(key: string): boolean {
+    return this.#inflight.has(key);
   }
 
   /** Stores a provider's acceptance; an already expired credential becomes a rejection. */

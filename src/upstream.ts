@@ -84,13 +84,17 @@ export class Upstream {
   /**
    * Asks the provider about `credential`. `stale` gives the context to serve if
    * the provider fails (one past its `ttl`, within `staleIfError`), asked at
-   * that moment; `clientOf`
-   * names the request's client, read only if it has to wait for a slot.
+   * that moment; `clientOf` names the request's client, read only if it has
+   * to wait for a slot. A verification that waited is given the provider's
+   * whole deadline from its slot; when the request's `timeout` passes first,
+   * `expire` is called with the 503 for the requests, and the answer still
+   * comes, to be kept.
    */
   async verify(
     credential: Credential,
     stale: StaleCopy | undefined,
     clientOf: () => string,
+    expire: (error: AuthError) => void,
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
     const wait = this.#breaker?.admit(requested) ?? 0;
@@ -100,16 +104,19 @@ export class Upstream {
     if (slot === 'admitted') return this.#asked(credential, stale);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
+    // Either way the time that ran out was spent in our own wait first: overloaded, not the provider's failure.
     return new Promise((resolve) => {
       let state: 'waiting' | 'asking' | 'ended' = 'waiting';
       const timer = setTimeout(() => {
-        if (state === 'asking') resolve(providerUnavailable(this.provider.name));
-        else {
-          // Still waiting, or given a slot a moment ago without having asked: our own time, not the provider's.
-          this.#admission.expire(slot);
-          resolve(this.#overloaded('expired'));
+        if (state === 'asking') {
+          // The requests end; the verification goes on, and its answer is kept for the next ones.
+          expire(this.#overloaded('expired'));
+          return;
         }
+        // Still waiting, or given a slot a moment ago without having asked: it never asks.
+        this.#admission.expire(slot);
         state = 'ended';
+        resolve(this.#overloaded('expired'));
       }, this.#policy.timeout);
       slot.admitted.then((admitted) => {
         if (state === 'ended') {

@@ -353,18 +353,19 @@ describe('admission through the gate', () => {
     expect(calls()).toBeLessThan(3);
     expect(gate.stats().breakers.held).toBe('closed');
     releaseAll();
-    await Promise.all(codes);
-    expect(gate.stats().overloaded).toBe(1);
+    // The second's own timeout, armed as it asked, ends it too: it waited for the first's whole deadline.
+    expect(await Promise.all(codes)).toEqual(['provider_unavailable', 'overloaded', 'overloaded']);
+    expect(gate.stats()).toMatchObject({ overloaded: 2, errors: 1 });
   });
 
-  it('gives a verification that waited its whole deadline from its slot, while the request ends at its own', async () => {
+  it('gives a verification that waited its whole deadline from its slot, while the request ends at its own, overloaded', async () => {
     const { provider, calls, releaseAll } = heldProvider(1);
     const events: string[] = [];
     const gate = createGate({
       providers: [provider],
       timeout: 300,
       retry: false,
-      onEvent: (event) => events.push(event.type === 'provider_error' ? `provider_error:${event.reason}` : event.type),
+      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
     });
     open.push(() => gate.close());
     const first = gate.authenticate(request('SECRETok1'));
@@ -372,13 +373,82 @@ describe('admission through the gate', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     releaseAll(); // the first answers; the second gets its slot, and its verification is held in turn
     expect((await first).subject).toBe('SECRETok1');
-    expect(await second).toBe('provider_unavailable');
+    expect(await second).toBe('overloaded');
     expect(calls()).toBe(2);
+    expect(events).toContain('overloaded:expired');
+    expect(gate.stats()).toMatchObject({ overloaded: 1, errors: 0 });
     // The request gave up at its own deadline; its verification's deadline, later, has not passed yet.
     expect(events).not.toContain('provider_error:timeout');
     await new Promise((resolve) => setTimeout(resolve, 250));
     expect(events).toContain('provider_error:timeout');
     releaseAll();
+  });
+
+  it('keeps the answer of a verification whose request ended first: later requests join it, then hit the cache', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const gate = createGate({ providers: [provider], timeout: 150, retry: false });
+    open.push(() => gate.close());
+    const first = gate.authenticate(request('SECRETok1'));
+    const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    releaseAll(); // the first answers; the second gets its slot, and is held past its request's timeout
+    await first;
+    expect(await second).toBe('overloaded');
+    expect(calls()).toBe(2);
+    // Still under way: a request for it now waits for that verification rather than asking again.
+    const joined = gate.authenticate(request('SECRETok2'));
+    releaseAll();
+    expect((await joined).subject).toBe('SECRETok2');
+    expect((await gate.authenticate(request('SECRETok2'))).subject).toBe('SECRETok2');
+    expect(calls()).toBe(2);
+    expect(gate.stats()).toMatchObject({ hits: 1, coalesced: 1, overloaded: 1 });
+  });
+
+  it('a rejection that comes after its request ended is kept: the token is never served stale afterwards', async () => {
+    const held: Array<() => void> = [];
+    const revoked = new Set<string>();
+    let down = false;
+    const provider: Provider<BearerCredential> = {
+      name: 'held',
+      cacheScope: 'held',
+      concurrency: 1,
+      extract: extractBearer,
+      verify: async (credential) => {
+        await new Promise<void>((resolve) => held.push(resolve));
+        if (down) throw new ProviderFailure('unreachable', 'held is down');
+        return credential.secret.startsWith('SECRETok') && !revoked.has(credential.secret)
+          ? { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } }
+          : { ok: false, reason: 'The access token is invalid' };
+      },
+    };
+    const releaseAll = () => {
+      for (const release of held.splice(0)) release();
+    };
+    const gate = createGate({
+      providers: [provider],
+      timeout: 150,
+      retry: false,
+      cache: { ttl: 50, staleIfError: 60_000 },
+    });
+    open.push(() => gate.close());
+    const accepted = gate.authenticate(request('SECRETokT'));
+    releaseAll();
+    expect((await accepted).subject).toBe('SECRETokT');
+    await new Promise((resolve) => setTimeout(resolve, 60)); // past its ttl, inside staleIfError
+    revoked.add('SECRETokT');
+    const hog = gate.authenticate(request('SECRETbadHog')).catch(() => undefined);
+    const again = gate.authenticate(request('SECRETokT')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    releaseAll(); // the hog answers; the token's verification gets its slot, and is held past its request's timeout
+    await hog;
+    expect(await again).toBe('overloaded');
+    releaseAll(); // the provider rejects the token, after its request ended
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    down = true;
+    const during = gate.authenticate(request('SECRETokT')).catch((error: { status: number }) => error.status);
+    releaseAll();
+    expect(await during).toBe(401);
+    expect(gate.stats().stale).toBe(0);
   });
 
   it('uses admission.clientKey when given', async () => {

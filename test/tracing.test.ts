@@ -78,6 +78,14 @@ describe('diagnostics_channel', () => {
     expect(results).toEqual(['miss', 'coalesced', 'hit']);
   });
 
+  it('publishes a cache miss before the verification it starts, and a join before its answer', async () => {
+    const seen = record();
+    const { gate } = await setup();
+    await Promise.all([gate.authenticate(bearer(GOOD)), gate.authenticate(bearer(GOOD))]);
+    const names = seen.map(([name, message]) => (name === CHANNELS.cache ? `cache:${message.result}` : name));
+    expect(names).toEqual(['cache:miss', 'verify:start', 'cache:coalesced', 'verify:asyncStart', 'verify:asyncEnd']);
+  });
+
   it('publishes breaker changes, and a failed verification ends its trace as failed', async () => {
     const seen = record();
     const { gate, fault } = await setup();
