@@ -8,6 +8,7 @@
  * their own files: the verdict store (`store.ts`), the upstream policy
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
+import { defaultClientKey } from './client-key.js';
 import { AuthContext, type ContextOrigin } from './context.js';
 import {
   AuthError,
@@ -342,11 +343,6 @@ function endable<T>(flight: Flight, promise: Promise<T>): Promise<T> {
  */
 function asError(error: unknown, who: string): unknown {
   return error instanceof Error ? error : new TypeError(`tokengate: ${who} threw ${shown(error)}, not an Error`);
-}
-
-/** The client's address: the framework's (`req.ip`), else the connection's. */
-function defaultClientKey(req: CredentialRequest): string {
-  return req.ip ?? (req.connection as { remoteAddress?: string } | undefined)?.remoteAddress ?? 'unknown';
 }
 
 /** `onEvent` made safe: a throwing or rejecting listener never fails authentication. */

@@ -334,6 +334,25 @@ describe('admission through the gate', () => {
     expect(floodCodes.filter((code) => code === 'overloaded').length).toBeGreaterThanOrEqual(6);
   });
 
+  it('counts a flood from many addresses of one IPv6 /64 as one client: another client still gets a slot', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const gate = createGate({ providers: [provider], admission: { maxWaiting: 3 } });
+    open.push(() => gate.close());
+    const flood = Array.from({ length: 10 }, (_, i) =>
+      gate
+        .authenticate({ ...request(`SECRETbad${i}`), ip: `2001:db8:0:1::${(i + 1).toString(16)}` })
+        .catch((error: { code: string }) => error.code),
+    );
+    const other = gate.authenticate({ ...request('SECRETokB'), ip: '2001:db8:1::1' });
+    for (let round = 0; round < 12 && calls() < 11; round++) {
+      releaseAll();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    releaseAll();
+    expect((await other).subject).toBe('SECRETokB');
+    expect((await Promise.all(flood)).filter((code) => code === 'overloaded').length).toBeGreaterThanOrEqual(6);
+  });
+
   it('ends a wait that outlasts the timeout with 503 overloaded: no upstream call, nothing against the provider', async () => {
     const { provider, calls, releaseAll } = heldProvider(1);
     const events: GateEvent[] = [];

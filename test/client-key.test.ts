@@ -1,0 +1,57 @@
+/**
+ * The client a request counts for in admission, by default: its address, an
+ * IPv6 one by its /56, an IPv4-mapped one as IPv4. Hostile and odd addresses
+ * are keys too, never a throw.
+ */
+import { describe, expect, it } from 'vitest';
+import { clientOfAddress, defaultClientKey } from '../src/client-key.js';
+
+describe('the default client key', () => {
+  it.each([
+    ['127.0.0.1', '127.0.0.1'],
+    ['::ffff:127.0.0.2', '127.0.0.2'],
+    ['::FFFF:127.0.0.2', '127.0.0.2'],
+    ['::1', '0:0:0:0::/56'],
+    ['::', '0:0:0:0::/56'],
+    ['2001:db8:0:1::1', '2001:db8:0:0::/56'],
+    ['2001:db8:0:1:ffff:ffff:ffff:ffff', '2001:db8:0:0::/56'],
+    ['2001:DB8:0:12ab::9', '2001:db8:0:1200::/56'],
+    ['2001:db8:0:13ff:0:0:0:1', '2001:db8:0:1300::/56'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/56'],
+    ['64:ff9b::192.0.2.1', '64:ff9b:0:0::/56'],
+    ['0:0:0:0:0:ffff:192.0.2.1', '0:0:0:0::/56'],
+  ])('%s counts as %s', (address, client) => {
+    expect(clientOfAddress(address)).toBe(client);
+  });
+
+  it('puts every address of one /56 in one client, and the next /56 in another', () => {
+    const clients = new Set(
+      Array.from({ length: 256 }, (_, i) => clientOfAddress(`2001:db8:0:${(0x1200 + i).toString(16)}::${i}`)),
+    );
+    expect(clients).toEqual(new Set(['2001:db8:0:1200::/56']));
+    expect(clientOfAddress('2001:db8:0:1300::1')).not.toBe('2001:db8:0:1200::/56');
+  });
+
+  it.each([
+    '',
+    'unknown',
+    ':::',
+    '1::2::3',
+    '2001:db8::g',
+    '::ffff:999.0.0.1',
+    `${'a:'.repeat(5000)}1`,
+    'x'.repeat(10_000),
+    '\u0000::1',
+  ])('takes %j, which is no IP address, as it is', (address) => {
+    expect(clientOfAddress(address)).toBe(address);
+  });
+
+  it("reads the framework's ip first, then the connection's address, else 'unknown'", () => {
+    expect(defaultClientKey({ headers: {}, ip: '::ffff:10.0.0.1', connection: { remoteAddress: '10.0.0.2' } })).toBe(
+      '10.0.0.1',
+    );
+    expect(defaultClientKey({ headers: {}, connection: { remoteAddress: '2001:db8::5' } })).toBe('2001:db8:0:0::/56');
+    expect(defaultClientKey({ headers: {}, connection: { remoteAddress: 42 } })).toBe('unknown');
+    expect(defaultClientKey({ headers: {} })).toBe('unknown');
+  });
+});
