@@ -140,7 +140,7 @@ export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invali
 export interface ProviderFailureOptions {
   /** Whether trying again may help (connection errors, 5xx, 429). Default: true for `unreachable` only. */
   readonly retryable?: boolean | undefined;
-  /** Seconds the provider asked us to wait (`Retry-After`). */
+  /** Seconds the provider asked us to wait (`Retry-After`); anything but a finite number >= 0 is taken as none. */
   readonly retryAfter?: number | undefined;
   /**
    * Upstream HTTP status, when there was one. A 429 pauses calls to the
@@ -184,7 +184,9 @@ export class ProviderFailure extends Error {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.kind = kind;
     this.retryable = details.retryable ?? kind === 'unreachable';
-    this.retryAfter = details.retryAfter;
+    const seconds = details.retryAfter;
+    // Only a real wait: NaN (a `Number()` of an HTTP-date), a negative or an infinite value says nothing.
+    this.retryAfter = typeof seconds === 'number' && seconds >= 0 && Number.isFinite(seconds) ? seconds : undefined;
     this.upstreamStatus = details.status;
   }
 }

@@ -203,6 +203,8 @@ export class Upstream {
             ...(failure.upstreamStatus === undefined ? {} : { status: failure.upstreamStatus }),
             durationMs: performance.now() - attemptStarted,
           });
+          // A 429 pauses every other call at once, not only once this verification has used up its retries.
+          if (failure.upstreamStatus === 429) this.#pause(failure);
           const delay =
             failure.kind === 'misconfigured' ? undefined : this.#retryDelay(failure, attempts, started + timeout);
           if (delay === undefined) {
@@ -242,12 +244,18 @@ export class Upstream {
       return providerMisconfigured(provider.name);
     }
     let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
-    if (throttled) {
-      retryAfterMs ??= DEFAULT_THROTTLE_PAUSE_MS;
-      this.#breaker?.pause(performance.now(), Math.min(retryAfterMs, this.#policy.maxRetryAfter));
-    } else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive();
+    if (throttled) retryAfterMs = this.#pause(failure);
+    else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive();
     else this.#breaker?.failed(performance.now());
     return this.#staleOr(stale, this.#unavailable(retryAfterMs));
+  }
+
+  /** Pauses calls for a 429's `Retry-After` (1 s when it names none), at most `maxRetryAfter`; returns that pause in ms. */
+  #pause(failure: ProviderFailure): number {
+    const asked = failure.retryAfter === undefined ? DEFAULT_THROTTLE_PAUSE_MS : failure.retryAfter * 1000;
+    const ms = Math.min(asked, this.#policy.maxRetryAfter);
+    this.#breaker?.pause(performance.now(), ms);
+    return ms;
   }
 
   /** 503, with `Retry-After` capped at `maxRetryAfter`. */

@@ -496,6 +496,37 @@ describe('admission through the gate', () => {
   });
 });
 
+describe('a provider failure with a Retry-After that is no wait', () => {
+  it.each([Number.NaN, -5, Number.POSITIVE_INFINITY])(
+    'sends no Retry-After for %s, and a later 429 still pauses calls',
+    async (retryAfter) => {
+      let calls = 0;
+      let status = 503;
+      const provider: Provider<BearerCredential> = {
+        name: 'custom',
+        cacheScope: 'custom',
+        extract: extractBearer,
+        verify: async () => {
+          calls++;
+          throw new ProviderFailure('status', `custom answered ${status}`, { status, retryAfter });
+        },
+      };
+      const gate = createGate({ providers: [provider], retry: false, breaker: { threshold: 100 } });
+      open.push(() => gate.close());
+      const first = await gate.authenticate(request('SECRETfirst')).catch((error: { headers: object }) => error);
+      expect(first).toMatchObject({ status: 503 });
+      expect((first as { headers: object }).headers).toEqual({});
+      status = 429;
+      await expect(gate.authenticate(request('SECRETsecond'))).rejects.toMatchObject({ status: 503 });
+      await expect(gate.authenticate(request('SECRETthird'))).rejects.toMatchObject({
+        status: 503,
+        headers: { 'Retry-After': '1' },
+      });
+      expect(calls).toBe(2);
+    },
+  );
+});
+
 describe('clear() and reset()', () => {
   it('clear() forgets answers and leaves breakers and counters as they are; reset() closes the breakers and zeroes the counters', async () => {
     let failing = true;

@@ -260,6 +260,27 @@ describe('retries', () => {
     expect(ofType(events, 'retry')[0]?.delayMs).toBeGreaterThanOrEqual(1000);
   });
 
+  it('a 429 pauses every other call at once, while the verification it answered waits to retry', async () => {
+    const { app, pt } = await setup({ timeout: 3000, retry: { retries: 2, baseDelay: 1, maxDelay: 5 } });
+    pt.fault = { kind: 'status', status: 429, retryAfter: 1 };
+    const first = request(app)
+      .get('/me')
+      .query(CONN)
+      .then((res) => res);
+    await sleep(200);
+    expect(pt.calls.checkToken).toBe(1);
+    const others = await Promise.all([0, 1, 2].map((i) => request(app).get('/me').query(peer(i))));
+    for (const res of others) {
+      expect(res.status).toBe(503);
+      expect(res.headers['retry-after']).toBe('1');
+    }
+    expect(pt.calls.checkToken).toBe(1);
+    pt.fault = undefined;
+    // The throttled verification itself retries once the second is over.
+    expect((await first).status).toBe(200);
+    expect(pt.calls.checkToken).toBe(2);
+  });
+
   it('a Retry-After beyond the deadline is not waited for: 503 with the Retry-After', async () => {
     const { app, pt, events } = await setup({ timeout: 1000, retry: fastRetry, breaker: false, maxRetryAfter: 60_000 });
     pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
