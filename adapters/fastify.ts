@@ -83,6 +83,21 @@ function afterReply(reply: unknown, hook: string): Error | undefined {
   );
 }
 
+/**
+ * The hook of a factory registered uncalled (`app.register(authenticate)`): Fastify calls it as a plugin,
+ * with the instance first and `done` third, and the mistake goes to `done`, so startup fails naming it.
+ */
+function registeredUncalled(factory: string, use: string, done: unknown): FastifyHook {
+  const error = new Error(`tokengate/fastify: ${factory} was registered uncalled, as a plugin: ${use}`);
+  fail(error, done);
+  return (_request, _reply, next) => next(error);
+}
+
+/** Whether `value` is a Fastify instance (what a plugin is called with). */
+function isFastifyInstance(value: unknown): boolean {
+  return typeof (value as { addHook?: unknown } | null)?.addHook === 'function';
+}
+
 /** Throws `error`, or hands it to `done` when there is one (Fastify then reports it). */
 function fail(error: Error, done: unknown): void {
   if (typeof done !== 'function') throw error;
@@ -133,6 +148,10 @@ Object.defineProperties(tokengate, {
 
 /** Hook that authenticates the request with `gate` and sets `request.auth`. */
 export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): FastifyHook {
+  if (isFastifyInstance(gate)) {
+    // biome-ignore lint/complexity/noArguments: registered as a plugin, it is called with Fastify's `done` third
+    return registeredUncalled('authenticate', "app.addHook('onRequest', authenticate(gate))", arguments[2]);
+  }
   const check = authenticator(gate, options, 'tokengate/fastify');
   let placed = false;
   return function tokengateAuthenticate(request, reply, done, ...rest: unknown[]) {
@@ -176,9 +195,18 @@ function guardHook(guard: Guard, name: string): FastifyHook {
   };
 }
 
+/** `factory`'s hook, or, when it was registered uncalled as a plugin (its first argument the instance), the mistake. */
+function guardFactory(factory: 'requires' | 'requiresAny', make: (...permissions: string[]) => Guard) {
+  return (...permissions: string[]): FastifyHook => {
+    if (isFastifyInstance(permissions[0])) {
+      return registeredUncalled(factory, `app.addHook('preHandler', ${factory}('permission'))`, permissions[2]);
+    }
+    return guardHook(make(...permissions), factory);
+  };
+}
+
 /** Hook that lets the request through only when `request.auth` carries every one of `permissions`. */
-export const requires = (...permissions: string[]): FastifyHook => guardHook(requiresGuard(...permissions), 'requires');
+export const requires: (...permissions: string[]) => FastifyHook = guardFactory('requires', requiresGuard);
 
 /** Hook that lets the request through when `request.auth` carries at least one of `permissions`. */
-export const requiresAny = (...permissions: string[]): FastifyHook =>
-  guardHook(requiresAnyGuard(...permissions), 'requiresAny');
+export const requiresAny: (...permissions: string[]) => FastifyHook = guardFactory('requiresAny', requiresAnyGuard);

@@ -514,6 +514,21 @@ describe.each([
       await expect(guarded.ready()).rejects.toThrow('tokengate/fastify: requiresAny(...) is a hook, not a plugin');
     });
 
+    it.each([
+      ['authenticate', authenticate, "app.addHook('onRequest', authenticate(gate))"],
+      ['requires', requires, "app.addHook('preHandler', requires('permission'))"],
+      ['requiresAny', requiresAny, "app.addHook('preHandler', requiresAny('permission'))"],
+    ] as const)(
+      '%s registered uncalled, as a plugin, fails the app at startup saying so',
+      async (name, factory, use) => {
+        const app = track(framework());
+        void app.register(factory as never);
+        await expect(app.ready()).rejects.toThrow(
+          `tokengate/fastify: ${name} was registered uncalled, as a plugin: ${use}`,
+        );
+      },
+    );
+
     it('added as a hook, the plugin answers 500 naming the mistake, and the route is not reached', async () => {
       const app = track(framework());
       app.addHook('onRequest', tokengate as never);
