@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { type Dispatcher, Pool, request } from 'undici';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
-import { createGate, onlineOrNot } from '../src/index.js';
+import { createGate, onlineOrNot, partoo } from '../src/index.js';
 import { type MockProvider, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { watchTimers } from './support/live-timers.js';
 
@@ -294,13 +294,44 @@ describe('faults', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(140);
   });
 
-  it('status: 503 with the default JSON body', async () => {
+  it("status: 503 with the API's own error body by default", async () => {
     const mock = await start();
     mock.fault = { kind: 'status', status: 503 };
     const res = await verify(mock);
     expect(res.status).toBe(503);
-    expect(res.json()).toEqual({ error: 'Service Unavailable' });
+    expect(res.json()).toEqual({
+      result: null,
+      success: false,
+      errors: [{ code: 503, message: 'Service Unavailable' }],
+      messages: [],
+    });
     expect(res.headers['retry-after']).toBeUndefined();
+  });
+
+  it('a 4xx status fault means to a gate what the same status means from the real API', async () => {
+    const oon = await start();
+    const pt = track(await mockPartoo({ apiKey: 'mock-key', tokens: [{ userId: 'u1', token: 't1' }] }));
+    const gate = createGate({
+      providers: [onlineOrNot({ baseUrl: oon.url }), partoo({ apiKey: 'mock-key', baseUrl: pt.url })],
+      retry: false,
+    });
+    onTestFinished(() => gate.close());
+    const outcome = (req: Parameters<typeof gate.authenticate>[0]) =>
+      gate.authenticate(req).then(
+        () => 200,
+        (error: { status: number }) => error.status,
+      );
+    const connection = (i: number) => ({ headers: {}, query: { user_id: 'u1', token: `t${i}` } });
+    oon.fault = { kind: 'status', status: 401 };
+    expect(await outcome({ headers: bearer('good') })).toBe(401); // OnlineOrNot: the token is refused
+    for (const [status, expected] of [
+      [404, 401], // Partoo: not found, a rejection
+      [403, 401], // Partoo: not allowed, a rejection
+      [401, 500], // Partoo: the server's API key is refused
+    ] as const) {
+      pt.fault = { kind: 'status', status };
+      expect(await outcome(connection(status))).toBe(expected);
+    }
   });
 
   it('status: 429 with Retry-After', async () => {

@@ -34,13 +34,21 @@ function send(res: ServerResponse, status: number, body: string, headers: Record
   res.end(body);
 }
 
+/** What a mock's faults answer with: the body of `wrong-shape`, and its API's error body for a `status`. */
+export interface FaultBodies {
+  /** 200 body of the `wrong-shape` fault. */
+  readonly wrongShape: unknown;
+  /** The API's own error answer for `status`: the default body of a `status` fault (`{ error }` without it). */
+  readonly errorBody?: ((status: number) => unknown) | undefined;
+}
+
 /** Answers one request: normally, or with the injected fault. */
 export function answer(
   req: IncomingMessage,
   res: ServerResponse,
   injected: MockFault | undefined,
   normal: () => JsonReply,
-  wrongShape: unknown,
+  bodies: FaultBodies,
   timers: Set<NodeJS.Timeout>,
 ): void {
   if (res.destroyed) return; // the client left during the latency
@@ -51,7 +59,9 @@ export function answer(
     case 'hang':
       return;
     case 'status': {
-      const body = injected.body ?? JSON.stringify({ error: STATUS_CODES[injected.status] ?? 'Error' });
+      const body =
+        injected.body ??
+        JSON.stringify(bodies.errorBody?.(injected.status) ?? { error: STATUS_CODES[injected.status] ?? 'Error' });
       const headers: Record<string, string> = {};
       if (!isJson(body)) headers['content-type'] = 'text/plain; charset=utf-8';
       if (injected.retryAfter !== undefined) headers['retry-after'] = String(injected.retryAfter);
@@ -62,7 +72,7 @@ export function answer(
       send(res, 200, '{"result": <html>Bad Gateway</html>');
       return;
     case 'wrong-shape':
-      send(res, 200, JSON.stringify(wrongShape));
+      send(res, 200, JSON.stringify(bodies.wrongShape));
       return;
     case 'wrong-content-type': {
       const reply = normal();

@@ -2,6 +2,7 @@
  * A real HTTP server that answers like the OnlineOrNot token API
  * (`GET /v1/tokens/verify`, `GET /v1/tokens/permissions`).
  */
+import { STATUS_CODES } from 'node:http';
 import { type MockProvider, type RouteHandler, startMockServer } from './mock-server.js';
 
 /** A token the OnlineOrNot mock knows. */
@@ -80,6 +81,12 @@ export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Pro
       },
     },
     wrongShape: { result: { id: 42 } },
+    errorBody: (status) => ({
+      result: null,
+      success: false,
+      errors: [{ code: status === 401 ? 10000 : status, message: STATUS_CODES[status] ?? 'Error' }],
+      messages: [],
+    }),
     // One verification asks both endpoints with the same token.
     verification: { endpoints: ['verify', 'permissions'], key: (req) => req.headers.authorization ?? '' },
   });

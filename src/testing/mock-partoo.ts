@@ -2,6 +2,7 @@
  * A real HTTP server that answers like Partoo's
  * `GET /v2/connection/check_token?user_id=&token=`.
  */
+import { STATUS_CODES } from 'node:http';
 import type { ConnectionTokenStatus } from '../providers/partoo.js';
 import { type MockProvider, startMockServer } from './mock-server.js';
 
@@ -116,6 +117,14 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
       },
     },
     wrongShape: { status: 'maybe' },
+    errorBody: (status) => ({
+      errors:
+        status === 401
+          ? { authentication: 'User not authenticated' }
+          : status === 403
+            ? { authorization: 'Operation not allowed' }
+            : { json: STATUS_CODES[status] ?? 'Error' },
+    }),
   });
   return Object.assign(server, { setToken, removeToken });
 }

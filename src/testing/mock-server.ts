@@ -74,6 +74,8 @@ export interface MockServerSpec<Endpoint extends string> {
   readonly routes: Readonly<Record<string, MockRoute<Endpoint>>>;
   /** 200 body of the `wrong-shape` fault. */
   readonly wrongShape: unknown;
+  /** The API's own error answer for a status: the default body of a `status` fault. */
+  readonly errorBody?: (status: number) => unknown;
   /** The requests that make up one verification, for `MockFault.every`; default one request. */
   readonly verification?: VerificationParts;
 }
@@ -184,7 +186,7 @@ export async function startMockServer<Endpoint extends string>(
 
     const respond = (body: string | undefined): void => {
       const normal = (): JsonReply => routeReply(route, req, query, body);
-      afterLatency(latency, timers, () => answer(req, res, injected, normal, spec.wrongShape, timers));
+      afterLatency(latency, timers, () => answer(req, res, injected, normal, spec, timers));
     };
     // A POST route reads its body first. Any other request's body (normally none) is drained so keep-alive works.
     if (endpoint !== undefined && route?.method === 'POST') {
