@@ -247,7 +247,7 @@ class TokenGate implements Gate {
     this.#emit?.({ type: 'cache', provider: member.provider.name, result });
     if (cacheChannel.hasSubscribers)
       cacheChannel.publish({ provider: member.provider.name, result } satisfies CacheTrace);
-    const { promise, flight } = this.#store.load<Outcome>(key, member.origin, async (flight) => {
+    const started = this.#store.load<Outcome>(key, member.origin, async (flight) => {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
       // A gate closed while this flight waited for another instance asks nothing any more.
       if (this.#closed) return providerUnavailable(member.provider.name);
@@ -261,7 +261,11 @@ class TokenGate implements Gate {
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
     // The flight's requests may end before it (see Upstream.verify); those that join after that wait for the flight.
-    const waited = joined ? ((flight.requests as typeof promise | undefined) ?? promise) : endable(flight, promise);
+    // `started.joined` decides, not `joined`: a listener told of the lookup may have cleared the cache since.
+    const { promise, flight } = started;
+    const waited = started.joined
+      ? ((flight.requests as typeof promise | undefined) ?? promise)
+      : endable(flight, promise);
     const answer = waited.then((outcome) => {
       if (outcome instanceof AuthContext) return outcome;
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);

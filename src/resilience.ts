@@ -53,7 +53,8 @@ export const DEFAULT_COOLDOWN_MS = 10_000;
  * Only provider faults count as failures. A provider that asks us to slow
  * down (429 with `Retry-After`) is paused for that long instead: no call
  * goes out meanwhile, and its state and failure count stay as they are. A
- * provider that refuses one request (another 4xx) changes neither: what it
+ * provider that refuses one request as malformed or too large (400, 413,
+ * 414, 422, 431) changes neither: what it
  * refused may be the client's token, and a client must not open the
  * breaker for everyone else by sending such tokens.
  */
@@ -124,7 +125,7 @@ export class CircuitBreaker {
   }
 
   /**
-   * The provider refused this one request (a 4xx that is not 408 or 429):
+   * The provider refused this one request (400, 413, 414, 422, 431):
    * that tells nothing of its health, so the failure count and the state
    * stay as they are. A probe under way is over; the next call probes again.
    */

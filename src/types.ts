@@ -144,8 +144,9 @@ export interface ProviderFailureOptions {
   readonly retryAfter?: number | undefined;
   /**
    * Upstream HTTP status, when there was one. A 429 pauses calls to the
-   * provider; another 4xx but 408 never counts toward the breaker (the
-   * provider refused one request, not every request).
+   * provider; a 400, 413, 414, 422 or 431 never counts toward the breaker
+   * (the provider refused one request as malformed or too large, which a
+   * client's credential can cause, not every request).
    */
   readonly status?: number | undefined;
   /** The underlying error, for debugging; never shown to clients. */

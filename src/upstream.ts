@@ -288,12 +288,16 @@ export class Upstream {
 }
 
 /**
- * A 4xx other than 408 (the provider timed out reading us) and 429: the
- * provider answered, and refused this request, which carries the client's
- * credential. It may say nothing of the provider's health.
+ * Statuses a client's credential can cause by itself: the request that
+ * carries it is malformed (400, 422) or too large (413, 414, 431) for the
+ * provider or a proxy before it. They say nothing of the provider's health.
+ * Any other 4xx (a 404 or 405 for every request: a wrong URL, a moved
+ * endpoint) is a fault of the provider or of its configuration.
  */
+const CREDENTIAL_REFUSALS: ReadonlySet<number> = new Set([400, 413, 414, 422, 431]);
+
 function refusedOneRequest(status: number | undefined): boolean {
-  return status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
+  return status !== undefined && CREDENTIAL_REFUSALS.has(status);
 }
 
 /** `verdict` if it is a well-formed verdict; anything else is a provider failure (fail closed). */

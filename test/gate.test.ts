@@ -423,6 +423,32 @@ describe('admission through the gate', () => {
     expect(gate.stats()).toMatchObject({ hits: 1, coalesced: 1, overloaded: 1 });
   });
 
+  it('ends a request at its timeout even when a listener cleared the cache between its lookup and its flight', async () => {
+    const { provider, releaseAll } = heldProvider(1);
+    let gate: Gate | undefined;
+    gate = createGate({
+      providers: [provider],
+      timeout: 150,
+      retry: false,
+      onEvent: (event) => {
+        if (event.type === 'cache' && event.result === 'coalesced') gate?.clear();
+      },
+    });
+    open.push(() => (gate as Gate).close());
+    const hog = gate.authenticate(request('SECRETbadHog')).catch(() => undefined);
+    const first = gate.authenticate(request('SECRETokB')).catch((error: { code: string }) => error.code);
+    // Its lookup joins the first one's flight; the listener clears the cache, and the request starts a flight of its own.
+    const second = gate.authenticate(request('SECRETokB')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    releaseAll(); // the hog answers: the first flight asks, and is held
+    await hog;
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    releaseAll(); // the first flight answers; the second asks, and is held past its request's timeout
+    expect(await first).toMatchObject({ subject: 'SECRETokB' });
+    expect(await second).toBe('overloaded');
+    releaseAll();
+  });
+
   it('a rejection that comes after its request ended is kept: the token is never served stale afterwards', async () => {
     const held: Array<() => void> = [];
     const revoked = new Set<string>();

@@ -539,7 +539,7 @@ describe('circuit breaker', () => {
   });
 
   it.each([
-    ['a 409 (JSON)', { kind: 'status', status: 409 } as const],
+    ['a 422 (JSON)', { kind: 'status', status: 422 } as const],
     ['a 413 (a proxy, text)', { kind: 'status', status: 413, body: 'Request Entity Too Large' } as const],
   ])('%s refuses one request, not the provider: 503, and it never opens the breaker', async (_, fault) => {
     const { app, pt, gate, events } = await setup({ retry: false, breaker: { threshold: 2, cooldown: 10_000 } });
@@ -552,9 +552,13 @@ describe('circuit breaker', () => {
     expect((await request(app).get('/me').query(CONN)).status).toBe(200);
   });
 
-  it('a 408 is the provider timing out: it counts toward the breaker', async () => {
+  it.each([
+    ['a 408, the provider timing out', { kind: 'status', status: 408 } as const],
+    ['a 405 for every request, an endpoint gone', { kind: 'status', status: 405 } as const],
+    ['a 404 page from a proxy for every request', { kind: 'status', status: 404, body: '<h1>Not Found</h1>' } as const],
+  ])('%s counts toward the breaker', async (_, fault) => {
     const { app, pt, gate } = await setup({ retry: false, breaker: { threshold: 2, cooldown: 10_000 } });
-    pt.fault = { kind: 'status', status: 408 };
+    pt.fault = fault;
     for (let i = 0; i < 2; i++) expect((await request(app).get('/me').query(peer(i))).status).toBe(503);
     expect(gate.stats().breakers.partoo).toBe('open');
   });
@@ -564,7 +568,7 @@ describe('circuit breaker', () => {
     const { app, pt, gate, events } = ctx;
     await openBreaker(ctx);
     await sleep(breaker.cooldown + 100);
-    pt.fault = { kind: 'status', status: 409 };
+    pt.fault = { kind: 'status', status: 400, body: 'Bad Request' };
     expect((await request(app).get('/me').query(peer(0))).status).toBe(503);
     expect(gate.stats().breakers.partoo).toBe('half-open');
     pt.fault = undefined;
