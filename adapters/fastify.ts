@@ -73,14 +73,12 @@ function misused(request: unknown, done: unknown, fourth: unknown, hook: string)
 }
 
 /**
- * The error of a hook that runs once the reply is sent (onResponse, onTimeout), or undefined. Such a hook
- * protects nothing: the handler has run. Asked of a hook's first calls only, until one finds it in place.
+ * The error of a hook that runs once the reply is sent (onResponse), or undefined. Such a hook protects
+ * nothing: the handler has run. Asked of a hook's first calls only, until one finds it in place.
  */
 function afterReply(reply: unknown, hook: string): Error | undefined {
   if ((reply as { sent?: unknown } | null)?.sent !== true) return undefined;
-  return new Error(
-    `tokengate/fastify: ${hook} ran after the reply was sent (onResponse, onTimeout): add it as ${BEFORE_HANDLER}`,
-  );
+  return new Error(`tokengate/fastify: ${hook} ran after the reply was sent (onResponse): add it as ${BEFORE_HANDLER}`);
 }
 
 /**

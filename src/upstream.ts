@@ -203,10 +203,13 @@ export class Upstream {
             ...(failure.upstreamStatus === undefined ? {} : { status: failure.upstreamStatus }),
             durationMs: performance.now() - attemptStarted,
           });
-          // A 429 pauses every other call at once, not only once this verification has used up its retries.
-          if (failure.upstreamStatus === 429) this.#pause(failure);
+          // A 429 pauses every other call at once, not only once this verification has used up its retries, and
+          // its own retry waits the pause out too.
+          const paused = failure.upstreamStatus === 429 ? this.#pause(failure) : 0;
           const delay =
-            failure.kind === 'misconfigured' ? undefined : this.#retryDelay(failure, attempts, started + timeout);
+            failure.kind === 'misconfigured'
+              ? undefined
+              : this.#retryDelay(failure, attempts, started + timeout, paused);
           if (delay === undefined) {
             this.#ended('failed', started, attempts, trace);
             return this.#failed(failure, stale);
@@ -269,11 +272,14 @@ export class Upstream {
     this.#breaker?.reset();
   }
 
-  /** Ms to wait before the next attempt, or undefined when there is none (not retryable, none left, or no time left). */
-  #retryDelay(failure: ProviderFailure, attempts: number, deadline: number): number | undefined {
+  /**
+   * Ms to wait before the next attempt (at least `atLeast`), or undefined when there is none (not retryable, none
+   * left, or no time left).
+   */
+  #retryDelay(failure: ProviderFailure, attempts: number, deadline: number, atLeast: number): number | undefined {
     const retry = this.#policy.retry;
     if (retry === undefined || !failure.retryable || attempts > retry.retries) return undefined;
-    const delay = Math.max(backoffDelay(attempts - 1, retry), (failure.retryAfter ?? 0) * 1000);
+    const delay = Math.max(backoffDelay(attempts - 1, retry), (failure.retryAfter ?? 0) * 1000, atLeast);
     return performance.now() + delay < deadline ? delay : undefined;
   }
 

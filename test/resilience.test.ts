@@ -281,6 +281,16 @@ describe('retries', () => {
     expect(pt.calls.checkToken).toBe(2);
   });
 
+  it('a 429 without Retry-After is retried only once the pause it caused is over', async () => {
+    const { app, pt, events } = await setup({ timeout: 3000, retry: { retries: 1, baseDelay: 20, maxDelay: 50 } });
+    pt.fault = { kind: 'status', status: 429 };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(pt.calls.checkToken).toBe(2);
+    expect(ofType(events, 'retry')).toHaveLength(1);
+    expect(ofType(events, 'retry')[0]?.delayMs).toBeGreaterThanOrEqual(1000);
+  });
+
   it('a Retry-After beyond the deadline is not waited for: 503 with the Retry-After', async () => {
     const { app, pt, events } = await setup({ timeout: 1000, retry: fastRetry, breaker: false, maxRetryAfter: 60_000 });
     pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
