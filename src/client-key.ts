@@ -2,7 +2,7 @@
  * The client a request counts for when the gate shares a provider's slots
  * fairly between clients (admission), unless `admission.clientKey` says.
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 import type { CredentialRequest } from './types.js';
 
 /**
@@ -16,9 +16,10 @@ const IPV6_CLIENT_BITS = 56;
 /**
  * The request's client: the framework's address (`req.ip`, under its
  * trust-proxy setting), else the connection's, else `'unknown'`. An IPv4
- * address mapped into IPv6 (`::ffff:192.0.2.1`) is the IPv4 address; any
- * other IPv6 address is its /56 (`2001:db8:0:1200::/56`). Anything else is
- * taken as it is.
+ * address written as IPv6 (IPv4-mapped `::ffff:192.0.2.1`, or NAT64
+ * `64:ff9b::192.0.2.1`, RFC 6052) is the IPv4 address; any other IPv6
+ * address is its /56 (`2001:db8:0:1200::/56`). Anything else is taken as it
+ * is.
  */
 export function defaultClientKey(req: CredentialRequest): string {
   const address = req.ip ?? (req.connection as { remoteAddress?: unknown } | undefined)?.remoteAddress;
@@ -30,22 +31,32 @@ export function clientOfAddress(address: string): string {
   if (!address.includes(':')) return address;
   const bare = address.split('%', 1)[0] as string; // a zone (`fe80::1%eth0`) names an interface, not a client
   if (!isIPv6(bare)) return address;
-  const lower = bare.toLowerCase();
-  if (lower.startsWith('::ffff:') && isIPv4(lower.slice(7))) return lower.slice(7);
-  const groups = leadingGroups(lower);
-  const kept = IPV6_CLIENT_BITS / 16; // 3.5 groups: three whole, and the high byte of the fourth
-  const whole = groups.slice(0, Math.floor(kept)).map((group) => group.toString(16));
-  const half = ((groups[Math.floor(kept)] as number) & 0xff00).toString(16);
-  return `${[...whole, half].join(':')}::/${IPV6_CLIENT_BITS}`;
+  const [a, b, c, d, e, f, g, h] = groups(bare);
+  if (
+    c === 0 &&
+    d === 0 &&
+    e === 0 &&
+    ((a === 0 && b === 0 && f === 0xffff) || (a === 0x64 && b === 0xff9b && f === 0))
+  ) {
+    return `${g >> 8}.${g & 0xff}.${h >> 8}.${h & 0xff}`;
+  }
+  // IPV6_CLIENT_BITS: three whole groups, and the high byte of the fourth.
+  return `${a.toString(16)}:${b.toString(16)}:${c.toString(16)}:${(d & 0xff00).toString(16)}::/${IPV6_CLIENT_BITS}`;
 }
 
-/** The first four 16-bit groups of a valid IPv6 address, `::` expanded (an embedded IPv4 part is always later). */
-function leadingGroups(address: string): number[] {
+/** The eight 16-bit groups of a valid IPv6 address: `::` expanded, an embedded IPv4 tail as the last two. */
+function groups(address: string): [number, number, number, number, number, number, number, number] {
+  const parse = (part: string): number[] =>
+    part === ''
+      ? []
+      : part.split(':').flatMap((group) => {
+          if (!group.includes('.')) return [Number.parseInt(group, 16)];
+          const [w = 0, x = 0, y = 0, z = 0] = group.split('.').map(Number);
+          return [(w << 8) | x, (y << 8) | z];
+        });
   const [head = '', tail] = address.split('::');
-  const headGroups = head === '' ? [] : head.split(':');
-  if (tail === undefined) return headGroups.slice(0, 4).map((group) => Number.parseInt(group, 16));
-  const tailGroups = tail === '' ? [] : tail.split(':');
-  const tailWidth = tailGroups.reduce((width, group) => width + (group.includes('.') ? 2 : 1), 0);
-  const zeros: string[] = Array.from({ length: 8 - headGroups.length - tailWidth }, () => '0');
-  return [...headGroups, ...zeros, ...tailGroups].slice(0, 4).map((group) => Number.parseInt(group, 16));
+  const front = parse(head);
+  const back = tail === undefined ? [] : parse(tail);
+  const zeros: number[] = Array.from({ length: 8 - front.length - back.length }, () => 0);
+  return [...front, ...zeros, ...back] as [number, number, number, number, number, number, number, number];
 }

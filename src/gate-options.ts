@@ -63,7 +63,7 @@ export interface AdmissionOptions {
   /**
    * The client a request counts for, in fairness. Default the request's `ip`
    * (Express `req.ip`, Koa `ctx.ip`), else its connection's remote address;
-   * an IPv6 address by its /56, an IPv4-mapped one as IPv4.
+   * an IPv6 address by its /56, an IPv4 one written as IPv6 (mapped, NAT64) as IPv4.
    * Called only for a verification that has to wait for a slot: fairness is
    * between waiters, and Express works `req.ip` out anew on each read.
    */
