@@ -122,6 +122,8 @@ describe('introspection: which answers pass', () => {
     ['of token_type DPoP without cnf', raw('{"active":true,"sub":"u","token_type":"DPoP"}'), NOT_BEARER],
     ['of token_type n_a (RFC 8693)', raw('{"active":true,"sub":"u","token_type":"n_a"}'), NOT_BEARER],
     ['a refresh token (token_type)', raw('{"active":true,"sub":"u","token_type":"refresh_token"}'), NOT_BEARER],
+    ['a refresh token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"Refresh"}'), NOT_BEARER],
+    ['an offline token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"Offline"}'), NOT_BEARER],
     [
       'a refresh token (Ory token_use)',
       raw('{"active":true,"sub":"u","token_type":"Bearer","token_use":"refresh_token"}'),
@@ -140,6 +142,7 @@ describe('introspection: which answers pass', () => {
       raw('{"active":true,"sub":"u","token_type":"access_token","token_use":"access_token"}'),
     ],
     ['absent', raw('{"active":true,"sub":"u","cnf":null}')],
+    ['absent, with Keycloak typ Bearer', raw('{"active":true,"sub":"u","typ":"Bearer"}')],
   ])('accepts token_type %s', async (_, answer) => {
     const { gate } = await setup({ tokens: { 'tok-1': answer } });
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('u');

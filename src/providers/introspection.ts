@@ -185,6 +185,9 @@ const NO_SUBJECT: Verdict = Object.freeze({
  */
 const NOT_BEARER_TYPES: ReadonlySet<string> = new Set(['dpop', 'pop', 'n_a', 'mac', 'refresh_token']);
 
+/** Keycloak's `typ` claim of a token that is not an access token (`Bearer`), in lower case. */
+const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id', 'logout']);
+
 /**
  * A provider for RFC 7662 token introspection. Accepts only answers with
  * `"active": true` (the JSON boolean), within their `nbf` and `exp`, and
@@ -196,7 +199,8 @@ const NOT_BEARER_TYPES: ReadonlySet<string> = new Set(['dpop', 'pop', 'n_a', 'ma
  * token: bound to a key or certificate (a `cnf` member: DPoP, RFC 9449, or
  * mutual TLS, RFC 8705, whose proof this gate does not check), of a
  * `token_type` that is not bearer (`DPoP`, `N_A`), or a refresh token
- * (`token_type` or Ory's `token_use` `refresh_token`); and when the answer
+ * (`token_type` or Ory's `token_use` `refresh_token`, Keycloak's `typ`
+ * `Refresh`, `Offline` or `ID`); and when the answer
  * names no subject.
  *
  * The server refusing the client credentials (401, 403) is a 500
@@ -270,6 +274,7 @@ function readIntrospection(body: unknown, checks: ClaimChecks): Verdict {
   if (answer.cnf != null) return KEY_BOUND;
   if (typeof answer.token_type === 'string' && NOT_BEARER_TYPES.has(answer.token_type.toLowerCase())) return NOT_BEARER;
   if (answer.token_use === 'refresh_token') return NOT_BEARER;
+  if (typeof answer.typ === 'string' && NOT_ACCESS_TYP.has(answer.typ.toLowerCase())) return NOT_BEARER;
   const nowSeconds = Date.now() / 1000;
   if (answer.exp != null && answer.exp <= nowSeconds) return EXPIRED;
   if (answer.nbf != null && answer.nbf > nowSeconds) return NOT_YET_VALID;
