@@ -145,7 +145,8 @@ export function providerUnavailable(provider: string, retryAfterSeconds?: number
 
 /**
  * 503 `overloaded`: more verifications wait for the provider than the gate
- * lets wait. The provider is not at fault; the client may try again shortly.
+ * lets wait, or the request's time went to that wait. The provider is not
+ * at fault; the client may try again shortly.
  */
 export function overloaded(provider: string): AuthError {
   return new AuthError('overloaded', 503, `Too many credentials are waiting for token provider ${provider}`, {

@@ -206,7 +206,10 @@ export interface GateStats {
   readonly errors: number;
   /** Accepted answers served stale under `staleIfError`. */
   readonly stale: number;
-  /** Verifications answered 503 `overloaded`: no room to wait for a slot with the provider, or the wait timed out. */
+  /**
+   * Verifications answered 503 `overloaded`: no room to wait for a slot with the provider, or the request's
+   * `timeout` passed during the wait or, after it, before the provider answered.
+   */
   readonly overloaded: number;
   /** Circuit breaker state per provider, by name (a second provider of the same name is `name#2`, and so on). */
   readonly breakers: Readonly<Record<string, BreakerState>>;
