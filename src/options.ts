@@ -35,10 +35,27 @@ export const secretOption = z
   .string({ error: (issue) => `expected a non-empty string, got ${secretKind(issue.input)}` })
   .min(1, { error: 'expected a non-empty string, got an empty string' });
 
+/**
+ * A secret sent as an HTTP header value (an API key): visible ASCII or Latin-1, spaces only inside. A trailing
+ * newline (a key read from a file) or a character past U+00FF cannot go in a header: the request would never
+ * leave the process, and every verification would look like an outage.
+ */
+export const headerSecretOption = secretOption.regex(
+  /^[\x21-\x7e\xa1-\xff](?:[\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa1-\xff])?$/,
+  {
+    error: 'expected characters an HTTP header can carry, without spaces at either end (a trailing newline?)',
+  },
+);
+
 /** A non-empty string option whose value may be shown in errors. */
 export const nameOption = z
   .string({ error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` })
   .min(1, { error: 'expected a non-empty string, got an empty string' });
+
+/** A query parameter's name: a {@link nameOption} that no plain object holds already (`constructor`). */
+export const queryNameOption = nameOption.refine((name) => !(name in {}), {
+  error: (issue) => `expected a name no plain object holds already, got ${JSON.stringify(issue.input)}`,
+});
 
 /** An absolute `http:` or `https:` URL without credentials or fragment, nor a query unless `query`. */
 function httpUrlOption({ query }: { query: boolean }) {

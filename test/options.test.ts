@@ -268,6 +268,24 @@ describe('provider options', () => {
       'partoo: apiKey: expected a non-empty string, got an empty string',
     ],
     [
+      'an apiKey read from a file with its newline',
+      partooWith({ apiKey: 'SECRETkey\n' }),
+      TypeError,
+      'partoo: apiKey: expected characters an HTTP header can carry, without spaces at either end (a trailing newline?)',
+    ],
+    [
+      'an apiKey a header cannot carry',
+      partooWith({ apiKey: 'SECRET\u2603key' }),
+      TypeError,
+      'partoo: apiKey: expected characters an HTTP header can carry, without spaces at either end (a trailing newline?)',
+    ],
+    [
+      'a query name every object holds',
+      partooWith({ apiKey: 'k', query: { token: 'constructor' } }),
+      TypeError,
+      'partoo: query.token: expected a name no plain object holds already, got "constructor"',
+    ],
+    [
       'permissions as a string',
       partooWith({ apiKey: 'k', permissions: 'read' }),
       TypeError,

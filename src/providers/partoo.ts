@@ -13,7 +13,15 @@ import {
 } from '../credentials/connection.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
-import { baseUrlOption, checkOptions, nameOption, optionsObject, secretOption, stringListOption } from '../options.js';
+import {
+  baseUrlOption,
+  checkOptions,
+  headerSecretOption,
+  nameOption,
+  optionsObject,
+  queryNameOption,
+  stringListOption,
+} from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 import { DateTimeText, dateTimeMs } from './date-time.js';
 import { secretDigest } from './secret-digest.js';
@@ -76,7 +84,7 @@ export interface PartooOptions extends HttpOptions {
 const PartooOptionsSchema = optionsObject(
   {
     ...httpOptionsShape,
-    apiKey: secretOption,
+    apiKey: headerSecretOption,
     baseUrl: baseUrlOption.optional(),
     accept: z
       .array(z.enum(STATUSES, { error: `expected ${STATUSES.slice(0, -1).join(', ')} or ${STATUSES.at(-1)}` }), {
@@ -85,7 +93,7 @@ const PartooOptionsSchema = optionsObject(
       .min(1, { error: 'expected at least one status' })
       .optional(),
     query: optionsObject(
-      { userId: nameOption.optional(), token: nameOption.optional() },
+      { userId: queryNameOption.optional(), token: queryNameOption.optional() },
       'an object ({ userId, token })',
     )
       .refine((names) => (names.userId ?? 'user_id') !== (names.token ?? 'token'), {
