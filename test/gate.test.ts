@@ -405,7 +405,7 @@ describe('admission through the gate', () => {
 
   it('keeps the answer of a verification whose request ended first: later requests join it, then hit the cache', async () => {
     const { provider, calls, releaseAll } = heldProvider(1);
-    const gate = createGate({ providers: [provider], timeout: 150, retry: false });
+    const gate = createGate({ providers: [provider], timeout: 600, retry: false });
     open.push(() => gate.close());
     const first = gate.authenticate(request('SECRETok1'));
     const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
@@ -428,7 +428,7 @@ describe('admission through the gate', () => {
     let gate: Gate | undefined;
     gate = createGate({
       providers: [provider],
-      timeout: 150,
+      timeout: 600,
       retry: false,
       onEvent: (event) => {
         if (event.type === 'cache' && event.result === 'coalesced') gate?.clear();
@@ -439,10 +439,10 @@ describe('admission through the gate', () => {
     const first = gate.authenticate(request('SECRETokB')).catch((error: { code: string }) => error.code);
     // Its lookup joins the first one's flight; the listener clears the cache, and the request starts a flight of its own.
     const second = gate.authenticate(request('SECRETokB')).catch((error: { code: string }) => error.code);
-    await new Promise((resolve) => setTimeout(resolve, 40));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     releaseAll(); // the hog answers: the first flight asks, and is held
     await hog;
-    await new Promise((resolve) => setTimeout(resolve, 40));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     releaseAll(); // the first flight answers; the second asks, and is held past its request's timeout
     expect(await first).toMatchObject({ subject: 'SECRETokB' });
     expect(await second).toBe('overloaded');
@@ -471,7 +471,7 @@ describe('admission through the gate', () => {
     };
     const gate = createGate({
       providers: [provider],
-      timeout: 150,
+      timeout: 600,
       retry: false,
       cache: { ttl: 50, staleIfError: 60_000 },
     });
