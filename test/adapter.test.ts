@@ -18,6 +18,7 @@ import {
   authenticator,
   authorize,
   type BearerCredential,
+  type CredentialRequest,
   createGate,
   extractBearer,
   type Gate,
@@ -249,35 +250,38 @@ describe('a closed gate', () => {
   });
 });
 
+/**
+ * A gate whose provider verifies one credential at a time, each in 50 ms, with `extract` and `clientKey` as given:
+ * of two new tokens sent at once, the second waits for a slot, and only then is its client asked for.
+ */
+function oneAtATimeGate(options: {
+  extract?: Provider<BearerCredential>['extract'];
+  clientKey: (req: CredentialRequest) => string;
+}): Gate {
+  const oneAtATime: Provider<BearerCredential> = {
+    name: 'one-at-a-time',
+    cacheScope: 'one-at-a-time',
+    concurrency: 1,
+    extract: options.extract ?? extractBearer,
+    verify: async (credential) => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
+    },
+  };
+  const gate = createGate({ providers: [oneAtATime], admission: { clientKey: options.clientKey } });
+  open.push(() => gate.close());
+  return gate;
+}
+
 describe('the client address the gate shares capacity by', () => {
-  /**
-   * A gate whose provider verifies one credential at a time, each in 50 ms: of two requests sent at once, the
-   * second waits for a slot, and the gate asks its `clientKey` who its client is (it asks only of waiters).
-   */
-  function recordingGate(seen: Array<string | undefined>): Gate {
-    const oneAtATime: Provider<BearerCredential> = {
-      name: 'one-at-a-time',
-      cacheScope: 'one-at-a-time',
-      source: 'header:authorization',
-      concurrency: 1,
-      extract: extractBearer,
-      verify: async (credential) => {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
-      },
-    };
-    const gate = createGate({
-      providers: [oneAtATime],
-      admission: {
-        clientKey: (req) => {
-          seen.push(req.ip);
-          return req.ip ?? 'unknown';
-        },
+  /** A one-at-a-time gate whose `clientKey` records the `ip` it is asked about (it is asked only of waiters). */
+  const recordingGate = (seen: Array<string | undefined>): Gate =>
+    oneAtATimeGate({
+      clientKey: (req) => {
+        seen.push(req.ip);
+        return req.ip ?? 'unknown';
       },
     });
-    open.push(() => gate.close());
-    return gate;
-  }
 
   /** Two new tokens at once through `url`, both from `forwardedFor`: their statuses. */
   async function getVia(url: string, forwardedFor: string) {
@@ -319,32 +323,17 @@ describe('the client address the gate shares capacity by', () => {
 });
 
 describe('a callback of yours that throws something that is not an Error', () => {
-  /** A gate whose custom `extract`, or `admission.clientKey` (asked of a second request waiting for a slot), throws `undefined`. */
-  function throwingGate(what: 'extract' | 'clientKey'): Gate {
-    const provider: Provider<BearerCredential> = {
-      name: 'custom',
-      cacheScope: 'custom',
-      concurrency: 1,
+  /** A one-at-a-time gate whose `extract`, or `admission.clientKey` (asked of a request that waits), throws `undefined`. */
+  const throwingGate = (what: 'extract' | 'clientKey'): Gate =>
+    oneAtATimeGate({
       extract: (req, realm) => {
         if (what === 'extract') throw undefined;
         return extractBearer(req, realm);
       },
-      verify: async (credential) => {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
-      },
-    };
-    const gate = createGate({
-      providers: [provider],
-      admission: {
-        clientKey: () => {
-          throw undefined;
-        },
+      clientKey: () => {
+        throw undefined;
       },
     });
-    open.push(() => gate.close());
-    return gate;
-  }
 
   const apps: Record<string, (gate: Gate) => Promise<string>> = {
     'Express 5': (gate) => {
