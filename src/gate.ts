@@ -325,8 +325,9 @@ class TokenGate implements Gate {
 }
 
 /**
- * `promise` as the requests of `flight` wait for it: `flight.end(error)` ends those waiting so far with `error` (their
- * time ran out while the provider still has its own), and the requests that join later wait for the flight itself.
+ * `promise` as the requests of `flight` wait for it: `flight.end(error)` ends those waiting so far with `error` (the
+ * first one's time ran out while the provider still has its own), and the requests that join later wait for the
+ * flight itself.
  */
 function endable<T>(flight: Flight, promise: Promise<T>): Promise<T> {
   const requests = new Promise<T>((resolve, reject) => {

@@ -205,7 +205,7 @@ export class Upstream {
           });
           // A 429 pauses every other call at once, not only once this verification has used up its retries, and
           // its own retry waits the pause out too.
-          const paused = failure.upstreamStatus === 429 ? this.#pause(failure) : 0;
+          const paused = failure.upstreamStatus === 429 && this.#breaker !== undefined ? this.#pause(failure) : 0;
           const delay =
             failure.kind === 'misconfigured'
               ? undefined

@@ -51,6 +51,13 @@ describe('extractConnection', () => {
     expect(extract(undefined)).toBeUndefined();
   });
 
+  it('reads only what the query holds itself: names every plain object has (constructor) are no credential', () => {
+    const names = { userId: 'toString', token: 'constructor' };
+    expect(extract({}, names)).toBeUndefined();
+    expect(extract({ page: '2' }, names)).toBeUndefined();
+    expect(extract({ toString: 'u1', constructor: 't1' }, names)).toMatchObject({ userId: 'u1', token: 't1' });
+  });
+
   it.each([
     ['only user_id', { user_id: 'u1' }],
     ['only token', { token: 't1' }],

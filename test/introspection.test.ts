@@ -124,6 +124,10 @@ describe('introspection: which answers pass', () => {
     ['a refresh token (token_type)', raw('{"active":true,"sub":"u","token_type":"refresh_token"}'), NOT_BEARER],
     ['a refresh token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"Refresh"}'), NOT_BEARER],
     ['an offline token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"Offline"}'), NOT_BEARER],
+    ['an ID token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"ID"}'), NOT_BEARER],
+    ['a logout token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"Logout"}'), NOT_BEARER],
+    ['of token_type mac', raw('{"active":true,"sub":"u","token_type":"mac"}'), NOT_BEARER],
+    ['of token_type PoP', raw('{"active":true,"sub":"u","token_type":"PoP"}'), NOT_BEARER],
     [
       'a refresh token (Ory token_use)',
       raw('{"active":true,"sub":"u","token_type":"Bearer","token_use":"refresh_token"}'),
@@ -328,6 +332,13 @@ describe('introspection: client authentication on the wire', () => {
   it.each([
     ['401 with an empty text/plain body', 401, '', 'text/plain'],
     ['403 JSON', 403, '{"error":"unauthorized_client"}', 'application/json'],
+    [
+      '400 invalid_client (RFC 6749 §5.2, a client that sent no Authorization)',
+      400,
+      '{"error":"invalid_client"}',
+      'application/json',
+    ],
+    ['400 unauthorized_client', 400, '{"error":"unauthorized_client"}', 'application/json'],
   ])('a %s is a 500 too', async (_, status, body, type) => {
     const server = closeLater(await startAnswerServer());
     server.answer = (_req, res) => reply(res, status, body, type);

@@ -325,6 +325,7 @@ describe('faults', () => {
     oon.fault = { kind: 'status', status: 401 };
     expect(await outcome({ headers: bearer('good') })).toBe(401); // OnlineOrNot: the token is refused
     for (const [status, expected] of [
+      [400, 401], // Partoo: a request it cannot read, a rejection
       [404, 401], // Partoo: not found, a rejection
       [403, 401], // Partoo: not allowed, a rejection
       [401, 500], // Partoo: the server's API key is refused

@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import request from 'supertest';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   type BearerCredential,
   createGate,
@@ -267,8 +267,7 @@ describe('retries', () => {
       .get('/me')
       .query(CONN)
       .then((res) => res);
-    await sleep(200);
-    expect(pt.calls.checkToken).toBe(1);
+    await vi.waitFor(() => expect(pt.calls.checkToken).toBe(1));
     const others = await Promise.all([0, 1, 2].map((i) => request(app).get('/me').query(peer(i))));
     for (const res of others) {
       expect(res.status).toBe(503);
@@ -289,6 +288,18 @@ describe('retries', () => {
     expect(pt.calls.checkToken).toBe(2);
     expect(ofType(events, 'retry')).toHaveLength(1);
     expect(ofType(events, 'retry')[0]?.delayMs).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('with breaker: false nothing is paused, and a 429 without Retry-After is retried after its backoff', async () => {
+    const { app, pt, events } = await setup({
+      timeout: 3000,
+      retry: { retries: 1, baseDelay: 20, maxDelay: 50 },
+      breaker: false,
+    });
+    pt.fault = { kind: 'status', status: 429 };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    expect(pt.calls.checkToken).toBe(2);
+    expect(ofType(events, 'retry')[0]?.delayMs).toBeLessThan(1000);
   });
 
   it('a Retry-After beyond the deadline is not waited for: 503 with the Retry-After', async () => {

@@ -61,8 +61,9 @@ export function findConnection(
 ): ConnectionCredential | PartialCredential | undefined {
   const query = req.query;
   if (query === undefined || query === null) return undefined;
-  const userId = query[names.userId];
-  const token = query[names.token];
+  // Own members only: a parser's plain object holds `constructor` and the like for every request.
+  const userId = Object.hasOwn(query, names.userId) ? query[names.userId] : undefined;
+  const token = Object.hasOwn(query, names.token) ? query[names.token] : undefined;
   if (userId === undefined && token === undefined) return undefined;
   if (userId === undefined || token === undefined) {
     return { source: CONNECTION_SOURCE, partial: `Both ${names.userId} and ${names.token} are required` };

@@ -200,10 +200,11 @@ const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id',
  * mutual TLS, RFC 8705, whose proof this gate does not check), of a
  * `token_type` that is not bearer (`DPoP`, `N_A`), or a refresh token
  * (`token_type` or Ory's `token_use` `refresh_token`, Keycloak's `typ`
- * `Refresh`, `Offline` or `ID`); and when the answer
+ * `Refresh`, `Offline`, `ID` or `Logout`); and when the answer
  * names no subject.
  *
- * The server refusing the client credentials (401, 403) is a 500
+ * The server refusing the client credentials (401, 403, or a 400
+ * `invalid_client` or `unauthorized_client`) is a 500
  * `provider_misconfigured`; an answer that is not a 200 with a JSON object
  * holding `active` is a 503.
  */
@@ -233,7 +234,7 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
       const status = failure instanceof ProviderFailure ? failure.upstreamStatus : undefined;
       throw status === 401 || status === 403 ? refused(name, status) : failure;
     }
-    if (answer.status === 401 || answer.status === 403) throw refused(name, answer.status);
+    if (answer.status === 401 || answer.status === 403 || refusesClient(answer)) throw refused(name, answer.status);
     if (answer.status !== 200) {
       throw new ProviderFailure('status', `${name} introspection answered ${answer.status}`, { status: answer.status });
     }
@@ -320,6 +321,16 @@ function audiences(aud: string | readonly string[] | null | undefined): readonly
 function basicAuthorization(clientId: string, clientSecret: string): string {
   const encode = (value: string) => new URLSearchParams({ value }).toString().slice('value='.length);
   return `Basic ${Buffer.from(`${encode(clientId)}:${encode(clientSecret)}`).toString('base64')}`;
+}
+
+/**
+ * A 400 that refuses this server as a client (RFC 6749 §5.2: `invalid_client`, the status a server may use for a
+ * client that did not authenticate with the Authorization header, or `unauthorized_client`), not the token.
+ */
+function refusesClient(answer: JsonAnswer): boolean {
+  if (answer.status !== 400) return false;
+  const error = (answer.body as { error?: unknown } | null)?.error;
+  return error === 'invalid_client' || error === 'unauthorized_client';
 }
 
 function refused(name: string, status: number): ProviderFailure {

@@ -19,7 +19,6 @@ import {
   headerSecretOption,
   nameOption,
   optionsObject,
-  queryNameOption,
   stringListOption,
 } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
@@ -93,7 +92,7 @@ const PartooOptionsSchema = optionsObject(
       .min(1, { error: 'expected at least one status' })
       .optional(),
     query: optionsObject(
-      { userId: queryNameOption.optional(), token: queryNameOption.optional() },
+      { userId: nameOption.optional(), token: nameOption.optional() },
       'an object ({ userId, token })',
     )
       .refine((names) => (names.userId ?? 'user_id') !== (names.token ?? 'token'), {

@@ -26,9 +26,10 @@ export type MockFault =
     /**
      * Answers `status` (e.g. 500, 502, 503, 429), with `Retry-After: <retryAfter>` (seconds)
      * when given. `body` is sent verbatim (as `application/json` when it parses as JSON, else
-     * `text/plain`); by default the API's own error body for that status, so a 4xx means to
-     * the gate what it means from the real API (OnlineOrNot 401: the token is refused;
-     * Partoo 403 or 404: refused, 401: the server's key is).
+     * `text/plain`). By default the OnlineOrNot and Partoo mocks send their API's own error body
+     * for that status, so a 4xx means to the gate what it means from the real API (OnlineOrNot
+     * 401: the token is refused; Partoo 400, 403 or 404: refused, 401: the server's key is); the
+     * introspection mock sends `{ "error": "<reason phrase>" }`.
      */
     | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: number; readonly body?: string }
     /** 200 with `Content-Type: application/json` and a body that is not JSON. */

@@ -117,13 +117,18 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
       },
     },
     wrongShape: { status: 'maybe' },
+    // The API's documented error bodies: 401, 403 and 404 as it words them, 400 with the fields at fault.
     errorBody: (status) => ({
       errors:
         status === 401
           ? { authentication: 'User not authenticated' }
           : status === 403
             ? { authorization: 'Operation not allowed' }
-            : { json: STATUS_CODES[status] ?? 'Error' },
+            : status === 404
+              ? { json: 'Resource not found' }
+              : status === 400
+                ? { json: { token: ['Not a valid string.'] } }
+                : { json: STATUS_CODES[status] ?? 'Error' },
     }),
   });
   return Object.assign(server, { setToken, removeToken });
