@@ -251,24 +251,37 @@ describe('a closed gate', () => {
 });
 
 /**
- * A gate whose provider verifies one credential at a time, each in 50 ms, with `extract` and `clientKey` as given:
- * of two new tokens sent at once, the second waits for a slot, and only then is its client asked for.
+ * A gate whose provider verifies one credential at a time, with `extract` and `clientKey` as given. Its first
+ * verification is held until a second new token has reached the gate (or 2 s have passed): of two new tokens sent at
+ * once, the second always waits for a slot, and only then is its client asked for.
  */
 function oneAtATimeGate(options: {
   extract?: Provider<BearerCredential>['extract'];
   clientKey: (req: CredentialRequest) => string;
 }): Gate {
+  let misses = 0;
+  let bothArrived: () => void = () => {};
+  const second = new Promise<void>((resolve) => {
+    bothArrived = resolve;
+    setTimeout(resolve, 2000).unref();
+  });
   const oneAtATime: Provider<BearerCredential> = {
     name: 'one-at-a-time',
     cacheScope: 'one-at-a-time',
     concurrency: 1,
     extract: options.extract ?? extractBearer,
     verify: async (credential) => {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await second;
       return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
     },
   };
-  const gate = createGate({ providers: [oneAtATime], admission: { clientKey: options.clientKey } });
+  const gate = createGate({
+    providers: [oneAtATime],
+    admission: { clientKey: options.clientKey },
+    onEvent: (event) => {
+      if (event.type === 'cache' && event.result === 'miss' && ++misses === 2) bothArrived();
+    },
+  });
   open.push(() => gate.close());
   return gate;
 }
