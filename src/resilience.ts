@@ -54,9 +54,9 @@ export const DEFAULT_COOLDOWN_MS = 10_000;
  * down (429 with `Retry-After`) is paused for that long instead: no call
  * goes out meanwhile, and its state and failure count stay as they are. A
  * provider that refuses one request as malformed or too large (400, 413,
- * 414, 422, 431) changes neither: what it
- * refused may be the client's token, and a client must not open the
- * breaker for everyone else by sending such tokens.
+ * 414, 422, 431) changes neither: what it refused may be the client's
+ * token, and a client must not open the breaker for everyone else by
+ * sending such tokens.
  */
 export class CircuitBreaker {
   #state: BreakerState = 'closed';
