@@ -36,8 +36,11 @@ import type { VerdictSeal } from './seal.js';
 
 /** How long a tombstone lives (ms): a store without a claim waits it out. */
 const TOMBSTONE_MS = 10_000;
-/** Least time (ms) a claim may store its answer after it was taken (the lease time, when longer). */
-const CLAIM_MS = 10_000;
+/**
+ * Least time (ms) a claim may store its answer after it was taken (the lease time, when longer): a verification
+ * may wait for a slot up to the gate's `timeout`, then ask for another, and its answer is kept.
+ */
+const CLAIM_MS = 30_000;
 /** Longest value written or read as JSON; a longer one read is foreign and unusable. */
 const MAX_VALUE_LENGTH = 64 * 1024;
 /** Most keys kept for a retry in each queue (invalidations, rejections); the oldest goes first. */
