@@ -291,7 +291,7 @@ export class VerdictStore {
   #forget(key: string): boolean {
     const flight = this.#inflight.get(key);
     if (flight !== undefined) {
-      flight.cancelled = true;
+      this.#cancel(flight);
       this.#inflight.delete(key);
     }
     const accepted = this.#accepted.delete(key);
@@ -300,10 +300,19 @@ export class VerdictStore {
 
   /** Forgets everything in process, upstream calls under way included (see {@link delete}). */
   clear(): void {
-    for (const flight of this.#inflight.values()) flight.cancelled = true;
+    for (const flight of this.#inflight.values()) this.#cancel(flight);
     this.#inflight.clear();
     this.#accepted.clear();
     this.#rejected.clear();
+  }
+
+  /**
+   * Marks `flight` cancelled: its answer still reaches the requests waiting on it, and is stored nowhere. Its lease
+   * ends now, so that other instances waiting on it go on at once rather than wait for an answer never shared.
+   */
+  #cancel(flight: Flight): void {
+    flight.cancelled = true;
+    this.#shared?.end(flight);
   }
 
   /** {@link clear}, and stops listening to the shared tier. */

@@ -453,6 +453,31 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(calls).toBe(2);
     });
 
+    it.each(['clear', 'invalidate'] as const)(
+      'ends the lease of a call cancelled by %s() at once: the waiting instance asks without waiting for it',
+      async (how) => {
+        let calls = 0;
+        const scripted = scriptedProvider('scripted', async () => {
+          calls++;
+          if (calls === 1) await sleep(1500);
+        });
+        const [a, b] = (await start(2, { redis: { leaseTime: 5000 } }, () => [scripted])) as [Instance, Instance];
+        const first = outcome(a.gate.authenticate(bearer('scripted-token')));
+        await vi.waitFor(() => expect(calls).toBe(1));
+        const second = outcome(b.gate.authenticate(bearer('scripted-token'))); // waits for a's lease
+        await sleep(100);
+        const started = performance.now();
+        if (how === 'clear') a.gate.clear();
+        else a.gate.invalidate(bearer('scripted-token'));
+        expect(await second).toEqual({ ok: true, subject: 'u1' });
+        // Long before the cancelled call ends (1.4 s after the cancel): b was told its lease ended.
+        expect(performance.now() - started).toBeLessThan(800);
+        expect(calls).toBe(2);
+        // The request already waiting on the cancelled call still gets its answer.
+        expect(await first).toEqual({ ok: true, subject: 'u1' });
+      },
+    );
+
     it("a provider that hangs: every instance's 503 within its own timeout, waits for the others' calls included", async () => {
       const TIMEOUT = 1000;
       const instances = await start(4, { gate: { timeout: TIMEOUT, retry: false } });
