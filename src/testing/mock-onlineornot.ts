@@ -81,12 +81,15 @@ export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Pro
       },
     },
     wrongShape: { result: { id: 42 } },
-    errorBody: (status) => ({
-      result: null,
-      success: false,
-      errors: [{ code: status === 401 ? 10000 : status, message: STATUS_CODES[status] ?? 'Error' }],
-      messages: [],
-    }),
+    errorBody: (status) =>
+      status === 401
+        ? UNAUTHORIZED.body
+        : {
+            result: null,
+            success: false,
+            errors: [{ code: status, message: STATUS_CODES[status] ?? 'Error' }],
+            messages: [],
+          },
     // One verification asks both endpoints with the same token.
     verification: { endpoints: ['verify', 'permissions'], key: (req) => req.headers.authorization ?? '' },
   });

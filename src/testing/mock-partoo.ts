@@ -54,6 +54,14 @@ function partooDate(date: Date): string {
 const GENERATED_BY = '5309c3a237bbc544d8e26737';
 const HOUR_MS = 3_600_000;
 
+/** The API's documented error bodies (`errors`): 401, 403 and 404 as it words them, 400 with a field at fault. */
+const ERRORS = {
+  400: { json: { token: ['Not a valid string.'] } },
+  401: { authentication: 'User not authenticated' },
+  403: { authorization: 'Operation not allowed' },
+  404: { json: 'Resource not found' },
+} as const;
+
 /**
  * Starts a Partoo mock on 127.0.0.1. Pass its `url`
  * (`http://127.0.0.1:<port>/v2`) as the provider's `baseUrl`.
@@ -92,6 +100,7 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
   };
   for (const entry of options.tokens ?? []) setToken(entry);
 
+  const failure = (status: keyof typeof ERRORS) => ({ status, body: { errors: ERRORS[status] } });
   const server = await startMockServer({
     basePath: '/v2',
     routes: {
@@ -99,7 +108,7 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
         name: 'checkToken',
         handle: (req, query) => {
           if (req.headers['x-apikey'] !== apiKey) {
-            return { status: 401, body: { errors: { authentication: 'User not authenticated' } } };
+            return failure(401);
           }
           const userId = query.get('user_id');
           const token = query.get('token');
@@ -110,25 +119,15 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
             return { status: 400, body: { errors: { json: missing } } };
           }
           const stored = users.get(userId)?.get(token);
-          if (stored === undefined) return { status: 404, body: { errors: { json: 'Resource not found' } } };
-          if (stored.forbidden) return { status: 403, body: { errors: { authorization: 'Operation not allowed' } } };
+          if (stored === undefined) return failure(404);
+          if (stored.forbidden) return failure(403);
           return { status: 200, body: stored.body };
         },
       },
     },
     wrongShape: { status: 'maybe' },
-    // The API's documented error bodies: 401, 403 and 404 as it words them, 400 with the fields at fault.
     errorBody: (status) => ({
-      errors:
-        status === 401
-          ? { authentication: 'User not authenticated' }
-          : status === 403
-            ? { authorization: 'Operation not allowed' }
-            : status === 404
-              ? { json: 'Resource not found' }
-              : status === 400
-                ? { json: { token: ['Not a valid string.'] } }
-                : { json: STATUS_CODES[status] ?? 'Error' },
+      errors: ERRORS[status as keyof typeof ERRORS] ?? { json: STATUS_CODES[status] ?? 'Error' },
     }),
   });
   return Object.assign(server, { setToken, removeToken });
