@@ -62,8 +62,8 @@ export function findConnection(
   const query = req.query;
   if (query === undefined || query === null) return undefined;
   // Own members only: a parser's plain object holds `constructor` and the like for every request.
-  const userId = Object.hasOwn(query, names.userId) ? query[names.userId] : undefined;
-  const token = Object.hasOwn(query, names.token) ? query[names.token] : undefined;
+  const userId = ownMember(query, names.userId);
+  const token = ownMember(query, names.token);
   if (userId === undefined && token === undefined) return undefined;
   if (userId === undefined || token === undefined) {
     return { source: CONNECTION_SOURCE, partial: `Both ${names.userId} and ${names.token} are required` };
@@ -85,4 +85,10 @@ function checkParameter(value: unknown, name: string, maxLength: number, realm: 
   if (value.length > maxLength) throw invalidRequest(realm, `${name} is too long`);
   if (!VISIBLE_ASCII.test(value)) throw invalidRequest(realm, `${name} holds characters that are not allowed`);
   return value;
+}
+
+/** `query[name]` when the query holds it itself (asked only of a value found: most requests carry none). */
+function ownMember(query: Readonly<Record<string, unknown>>, name: string): unknown {
+  const value = query[name];
+  return value === undefined || Object.hasOwn(query, name) ? value : undefined;
 }
