@@ -205,7 +205,7 @@ export class Upstream {
           });
           // A 429 pauses every other call at once, not only once this verification has used up its retries, and
           // its own retry waits the pause out too.
-          const paused = failure.upstreamStatus === 429 && this.#breaker !== undefined ? this.#pause(failure) : 0;
+          const paused = failure.upstreamStatus === 429 ? this.#pause(failure) : 0;
           const delay =
             failure.kind === 'misconfigured'
               ? undefined
@@ -247,17 +247,24 @@ export class Upstream {
       return providerMisconfigured(provider.name);
     }
     let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
-    if (throttled) retryAfterMs = this.#pause(failure);
+    // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on.
+    if (throttled) retryAfterMs = this.#pauseMs(failure);
     else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive();
     else this.#breaker?.failed(performance.now());
     return this.#staleOr(stale, this.#unavailable(retryAfterMs));
   }
 
-  /** Pauses calls for a 429's `Retry-After` (1 s when it names none), at most `maxRetryAfter`; returns that pause in ms. */
-  #pause(failure: ProviderFailure): number {
+  /** How long a 429 pauses calls: its `Retry-After` (1 s when it names none), at most `maxRetryAfter`, in ms. */
+  #pauseMs(failure: ProviderFailure): number {
     const asked = failure.retryAfter === undefined ? DEFAULT_THROTTLE_PAUSE_MS : failure.retryAfter * 1000;
-    const ms = Math.min(asked, this.#policy.maxRetryAfter);
-    this.#breaker?.pause(performance.now(), ms);
+    return Math.min(asked, this.#policy.maxRetryAfter);
+  }
+
+  /** Pauses calls for a 429's {@link #pauseMs}; returns that pause, or 0 without a breaker (nothing is paused). */
+  #pause(failure: ProviderFailure): number {
+    if (this.#breaker === undefined) return 0;
+    const ms = this.#pauseMs(failure);
+    this.#breaker.pause(performance.now(), ms);
     return ms;
   }
 
