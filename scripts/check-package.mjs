@@ -413,7 +413,7 @@ import expressLib from 'express';
 import Koa from 'koa';
 import fastifyLib from 'fastify';
 import * as core from 'tokengate';
-import { AuthError, createGate, requires } from 'tokengate';
+import { AuthContext, AuthError, createGate, requires } from 'tokengate';
 import * as expressAdapter from 'tokengate/express';
 import { authenticate } from 'tokengate/express';
 import * as fastifyAdapter from 'tokengate/fastify';
@@ -481,7 +481,7 @@ for (const [label, file] of [
 const tsSource = (importExpress, importKoa, importFastify) => `${importExpress}
 ${importKoa}
 ${importFastify}
-import { AuthError, createGate, requires } from 'tokengate';
+import { AuthContext, AuthError, createGate, requires } from 'tokengate';
 import { authenticate, requires as expressRequires } from 'tokengate/express';
 import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
@@ -535,6 +535,10 @@ fastifyApp.get('/private', { preHandler: fastifyGate.requiresAny('read', 'admin'
   const subject: string | undefined = request.auth?.subject;
   return subject;
 });
+
+// Contexts are made by the gate: the shipped types give AuthContext no public constructor.
+// @ts-expect-error AuthContext's constructor is private
+export const forged = () => new AuthContext();
 
 export function describe(error: unknown): string | undefined {
   return error instanceof AuthError ? \`\${error.name} \${error.status}: \${error.message}\` : undefined;

@@ -66,6 +66,9 @@ export interface AuthContextInit {
   readonly details: Readonly<Record<string, unknown>>;
 }
 
+/** Makes a context flagged as served stale (see the static block of {@link AuthContext}). */
+let staleContext: (init: AuthContextInit) => AuthContext;
+
 /**
  * The result of a successful `gate.authenticate()`: who the credential
  * belongs to and what it may do. Immutable; one instance is shared by every
@@ -80,8 +83,13 @@ export class AuthContext {
   /** The validated provider answer, secrets left out. */
   readonly details: Readonly<Record<string, unknown>>;
 
-  /** @internal Contexts are made by the gate. */
-  constructor(init: AuthContextInit) {
+  /** @internal Contexts are made by the gate's store: {@link AuthContext.of}. */
+  static of(init: AuthContextInit): AuthContext {
+    return new AuthContext(init);
+  }
+
+  /** Contexts are made by the gate; a test gets real ones from `stubProvider` (`tokengate/testing`). */
+  private constructor(init: AuthContextInit) {
     this.origin = init.origin;
     this.subject = init.subject;
     this.grants = init.grants;
@@ -119,13 +127,27 @@ export class AuthContext {
 
   /** @internal A copy flagged as served stale. */
   asStale(): AuthContext {
-    return new StaleAuthContext({
+    return staleContext({
       origin: this.origin,
       subject: this.subject,
       grants: this.grants,
       expiresAt: this.expiresAtMs,
       details: this.details,
     });
+  }
+
+  static {
+    /**
+     * A context served past its time to live while the provider fails. `stale` is a getter, not a
+     * field: each cached context is one field (8 bytes) smaller, and stale copies are rare. Declared
+     * inside the class, the one place its private constructor may be extended from.
+     */
+    class StaleAuthContext extends AuthContext {
+      override get stale(): boolean {
+        return true;
+      }
+    }
+    staleContext = (init) => new StaleAuthContext(init);
   }
 
   /** What `JSON.stringify` shows: provider, subject, permissions, `expiresAt` (ISO) when known, `stale`; no details. */
@@ -144,16 +166,6 @@ export class AuthContext {
     };
     if (this.expiresAtMs !== undefined) json.expiresAt = new Date(this.expiresAtMs).toISOString();
     return json;
-  }
-}
-
-/**
- * A context served past its time to live while the provider fails. `stale` is a getter, not a
- * field: each cached context is one field (8 bytes) smaller, and stale copies are rare.
- */
-class StaleAuthContext extends AuthContext {
-  override get stale(): boolean {
-    return true;
   }
 }
 

@@ -323,7 +323,7 @@ export class VerdictStore {
 
   #context(origin: ContextOrigin, answer: Omit<Principal, 'expiresAt'>, expiresAt: number | undefined): AuthContext {
     const { subject, permissions, details } = answer;
-    return new AuthContext({ origin, subject, grants: this.#grants.intern(permissions), expiresAt, details });
+    return AuthContext.of({ origin, subject, grants: this.#grants.intern(permissions), expiresAt, details });
   }
 
   async #loadShared<T>(flight: Flight, fetch: (flight: Flight) => Promise<T>): Promise<T | AuthContext | Rejection> {

@@ -13,7 +13,7 @@ const HEADER = 'Bearer SECRETmemoToken1';
 const SECRET = 'SECRETmemoToken1';
 
 function entry(freshUntil: number): Accepted {
-  const context = new AuthContext({
+  const context = AuthContext.of({
     origin: { provider: 'p', realm: 'api' },
     subject: 'subject-1',
     grants: new GrantsTable().intern(['read']),
