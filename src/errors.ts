@@ -49,15 +49,19 @@ export class AuthError extends Error {
   /** Whether `message` is safe to show the client (false only for server-side misconfiguration). */
   readonly expose: boolean;
 
-  /** An error answered with `status` and `headers`; `expose: false` keeps `message` for the server's logs. */
+  /**
+   * An error answered with `status` and `headers`; `expose: false` keeps `message` for the server's logs, and
+   * `options.cause` (the provider's failure behind a 503 or 500) is for them alone too.
+   */
   constructor(
     code: AuthErrorCode,
     status: number,
     message: string,
     headers: Readonly<Record<string, string>> = {},
     expose = true,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.code = code;
     this.status = status;
     this.statusCode = status;
@@ -136,11 +140,12 @@ export function insufficientScope(realm: string, permissions: readonly string[],
   });
 }
 
-/** 503: the provider could not give a trustworthy answer in time. Never a pass. */
-export function providerUnavailable(provider: string, retryAfterSeconds?: number): AuthError {
+/** 503: the provider could not give a trustworthy answer in time. Never a pass. `cause`: its failure, for logs. */
+export function providerUnavailable(provider: string, retryAfterSeconds?: number, cause?: Error): AuthError {
   const headers: Record<string, string> = {};
   if (retryAfterSeconds !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterSeconds)));
-  return new AuthError('provider_unavailable', 503, `Token provider ${provider} is unavailable`, headers);
+  const message = `Token provider ${provider} is unavailable`;
+  return new AuthError('provider_unavailable', 503, message, headers, true, cause && { cause });
 }
 
 /**
@@ -155,12 +160,7 @@ export function overloaded(provider: string): AuthError {
 }
 
 /** 500: the provider refused this server's own credentials (e.g. its API key). Not shown to clients. */
-export function providerMisconfigured(provider: string): AuthError {
-  return new AuthError(
-    'provider_misconfigured',
-    500,
-    `Token provider ${provider} refused this server's credentials; check its configuration`,
-    {},
-    false,
-  );
+export function providerMisconfigured(provider: string, cause?: Error): AuthError {
+  const message = `Token provider ${provider} refused this server's credentials; check its configuration`;
+  return new AuthError('provider_misconfigured', 500, message, {}, false, cause && { cause });
 }

@@ -28,11 +28,15 @@ export type GateEvent =
       readonly durationMs: number;
       readonly attempts: number;
     }
-  /** One upstream attempt failed; `reason` is the failure kind (`timeout`, `unreachable`, `status`, …). */
+  /**
+   * One upstream attempt failed; `reason` is the failure kind (`timeout`, `unreachable`, `status`, …), `message` the
+   * provider's own account of it (a `ProviderFailure`'s message; a built-in provider's never holds a token or key).
+   */
   | {
       readonly type: 'provider_error';
       readonly provider: string;
       readonly reason: string;
+      readonly message: string;
       readonly status?: number;
       readonly durationMs: number;
     }

@@ -42,8 +42,9 @@ export interface GateOptions {
   readonly admission?: AdmissionOptions;
   /**
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
-   * provider asked for, and longest pause it honours after a provider's 429.
-   * At least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
+   * provider asked for, and longest pause it honours after a provider's 429
+   * (the breaker pauses calls: with `breaker: false`, a 429 is only retried
+   * after its backoff or `Retry-After`). At least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
    */
   readonly maxRetryAfter?: number;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */

@@ -5,7 +5,10 @@
 import type { Cancellation } from './deadline.js';
 import type { BreakerState } from './events.js';
 
-/** Retries of failed upstream calls: connection errors, 5xx and 429 only, and only within the deadline. */
+/**
+ * Retries of failed upstream calls, only within the deadline: connection errors, 5xx and 429 from the built-in
+ * providers, and any `ProviderFailure` a custom provider marks `retryable`.
+ */
 export interface RetryOptions {
   /** Retries after the first attempt. Default 2. */
   readonly retries?: number;

@@ -200,6 +200,7 @@ export class Upstream {
             type: 'provider_error',
             provider: provider.name,
             reason: failure.kind,
+            message: failure.message,
             ...(failure.upstreamStatus === undefined ? {} : { status: failure.upstreamStatus }),
             durationMs: performance.now() - attemptStarted,
           });
@@ -244,14 +245,14 @@ export class Upstream {
     // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.
     if (misconfigured) {
       this.#breaker?.succeeded();
-      return providerMisconfigured(provider.name);
+      return providerMisconfigured(provider.name, failure);
     }
     let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
     // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on.
     if (throttled) retryAfterMs = this.#pauseMs(failure);
     else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive();
     else this.#breaker?.failed(performance.now());
-    return this.#staleOr(stale, this.#unavailable(retryAfterMs));
+    return this.#staleOr(stale, this.#unavailable(retryAfterMs, failure));
   }
 
   /** How long a 429 pauses calls: its `Retry-After` (1 s when it names none), at most `maxRetryAfter`, in ms. */
@@ -268,10 +269,10 @@ export class Upstream {
     return ms;
   }
 
-  /** 503, with `Retry-After` capped at `maxRetryAfter`. */
-  #unavailable(retryAfterMs: number | undefined): AuthError {
+  /** 503, with `Retry-After` capped at `maxRetryAfter`; `failure` is its cause, when a provider call failed. */
+  #unavailable(retryAfterMs: number | undefined, failure?: ProviderFailure): AuthError {
     const capped = retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, this.#policy.maxRetryAfter);
-    return providerUnavailable(this.provider.name, capped === undefined ? undefined : capped / 1000);
+    return providerUnavailable(this.provider.name, capped === undefined ? undefined : capped / 1000, failure);
   }
 
   /** Closes the breaker and lifts any pause. */

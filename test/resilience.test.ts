@@ -4,13 +4,18 @@
  * events, seen through a real Express app in front of the mock providers.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { inspect } from 'node:util';
+import express from 'express';
 import pino from 'pino';
 import request from 'supertest';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { authenticate } from '../adapters/express.js';
 import {
+  type AuthError,
   type BearerCredential,
   createGate,
   extractBearer,
+  type Gate,
   type GateEvent,
   type GateOptions,
   onlineOrNot,
@@ -75,6 +80,12 @@ const EVENT_VOCABULARY: Readonly<Record<string, readonly string[]>> = {
   result: ['hit', 'miss', 'coalesced'],
   outcome: ['accepted', 'rejected', 'failed'],
   reason: ['unreachable', 'timeout', 'status', 'invalid_answer', 'misconfigured'],
+  message: [
+    'partoo answered 503',
+    'onlineornot verify answer does not match its schema',
+    'onlineornot permissions answer does not match its schema',
+    'onlineornot answered 200 with malformed JSON',
+  ],
   state: ['closed', 'open', 'half-open'],
 };
 const ofType = <T extends GateEvent['type']>(events: GateEvent[], type: T) =>
@@ -828,5 +839,72 @@ describe('events', () => {
       const visible = res.text + JSON.stringify(res.headers);
       for (const secret of [CONN.token, READ_TOKEN, API_KEY]) expect(visible).not.toContain(secret);
     }
+  });
+});
+
+describe('what a failure tells the logs', () => {
+  /** An Express app whose error handler logs each error as `util.inspect` shows it, as loggers print errors. */
+  function loggingApp(gate: Gate) {
+    const logged: string[] = [];
+    const app = express();
+    app.get('/me', authenticate(gate), (req, res) => void res.json(req.auth ?? null));
+    app.use((error: AuthError, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      logged.push(inspect(error, { depth: 5 }));
+      res
+        .status(error.status)
+        .set(error.headers)
+        .json({ error: error.code, message: error.expose ? error.message : undefined });
+    });
+    return { app, logged };
+  }
+
+  it("a 503's cause is the provider's failure: a custom provider's own error reaches the log, not the client", async () => {
+    const events: GateEvent[] = [];
+    const mine: Provider<BearerCredential> = {
+      name: 'mine',
+      cacheScope: 'mine',
+      extract: extractBearer,
+      async verify() {
+        throw new TypeError('mine: the profile lookup found no user field');
+      },
+    };
+    const gate = createGate({ providers: [mine], retry: false, onEvent: (event) => events.push(event) });
+    cleanup.push(() => gate.close());
+    const { app, logged } = loggingApp(gate);
+
+    const res = await request(app).get('/me').set(bearer(READ_TOKEN));
+    expect(res.status).toBe(503);
+    expect(res.text).not.toContain('profile lookup');
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toContain('Token provider mine is unavailable');
+    expect(logged[0]).toContain('provider verify threw');
+    expect(logged[0]).toContain('TypeError: mine: the profile lookup found no user field');
+    expect(logged[0]).not.toContain(READ_TOKEN);
+    expect(ofType(events, 'provider_error')).toEqual([
+      expect.objectContaining({ reason: 'invalid_answer', message: 'provider verify threw' }),
+    ]);
+  });
+
+  it("a built-in provider's failure names what went wrong: the status it got, the key it was refused", async () => {
+    const { gate, pt, events } = await setup({ retry: false });
+    const { app, logged } = loggingApp(gate);
+    pt.fault = { kind: 'status', status: 502 };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    expect(logged[0]).toContain('partoo answered 502');
+
+    const wrongKey = createGate({ providers: [partoo({ apiKey: 'not-the-key-5d1c', baseUrl: pt.url })] });
+    cleanup.push(() => wrongKey.close());
+    const misconfigured = loggingApp(wrongKey);
+    pt.fault = undefined;
+    const res = await request(misconfigured.app).get('/me').query(CONN);
+    expect(res.status).toBe(500);
+    expect(res.body).toEqual({ error: 'provider_misconfigured' });
+    expect(misconfigured.logged[0]).toContain("partoo refused the server's API key");
+    for (const secret of [CONN.token, API_KEY, 'not-the-key-5d1c']) {
+      expect(logged.join('') + misconfigured.logged.join('')).not.toContain(secret);
+    }
+    expect(ofType(events, 'provider_error')).toEqual([
+      expect.objectContaining({ reason: 'status', status: 502, message: 'partoo answered 502' }),
+    ]);
   });
 });
