@@ -7,10 +7,23 @@
  */
 import { LRUCache } from 'lru-cache';
 
-/** A permission list with its lookup set, shared by every context that has the same list. */
-export interface Grants {
+/**
+ * A permission list with its lookup set, shared by every context that has the same list. Immutable:
+ * the list is frozen, and the set is reachable only through {@link Grants.has}.
+ */
+export class Grants {
   readonly list: readonly string[];
-  readonly set: ReadonlySet<string>;
+  readonly #set: ReadonlySet<string>;
+
+  constructor(permissions: readonly string[]) {
+    this.list = Object.freeze([...permissions]);
+    this.#set = new Set(this.list);
+    Object.freeze(this);
+  }
+
+  has(permission: string): boolean {
+    return this.#set.has(permission);
+  }
 }
 
 /**
@@ -27,8 +40,7 @@ export class GrantsTable {
     const key = permissions.join('\n');
     const known = this.#table.get(key);
     if (known !== undefined && sameList(known.list, permissions)) return known;
-    const list = Object.freeze([...permissions]);
-    const grants: Grants = Object.freeze({ list, set: new Set(list) });
+    const grants = new Grants(permissions);
     this.#table.set(key, grants);
     return grants;
   }
@@ -44,6 +56,18 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 export interface ContextOrigin {
   readonly provider: string;
   readonly realm: string;
+}
+
+/** `value`, with every object and array reachable from it frozen: one context is shared by many requests. */
+function deepFreeze<T>(value: T, seen = new WeakSet<object>()): T {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return value;
+  seen.add(value);
+  Object.freeze(value);
+  for (const key of Reflect.ownKeys(value)) {
+    const descriptor = Reflect.getOwnPropertyDescriptor(value, key);
+    if (descriptor !== undefined && 'value' in descriptor) deepFreeze(descriptor.value, seen);
+  }
+  return value;
 }
 
 /** Marks contexts made by any copy of this package (ESM and CJS builds side by side). */
@@ -94,7 +118,8 @@ export class AuthContext {
     this.subject = init.subject;
     this.grants = init.grants;
     this.expiresAtMs = init.expiresAt;
-    this.details = init.details;
+    this.details = deepFreeze(init.details);
+    Object.freeze(this);
   }
 
   /**
@@ -122,7 +147,7 @@ export class AuthContext {
 
   /** Whether the credential carries `permission` (exact, case-sensitive match). */
   can(permission: string): boolean {
-    return this.grants.set.has(permission);
+    return this.grants.has(permission);
   }
 
   /** @internal A copy flagged as served stale. */

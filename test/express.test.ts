@@ -101,6 +101,32 @@ function portOf(server: Server): number {
   return address.port;
 }
 
+/** What a buggy route might do to `value`: grant itself WRITE and rename everything it can reach. */
+function tamper(value: unknown, seen = new Set<unknown>()): void {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return;
+  seen.add(value);
+  const attempt = (change: () => unknown) => {
+    try {
+      change();
+    } catch {
+      // A frozen object refuses, as it should.
+    }
+  };
+  const record = value as Record<PropertyKey, unknown>;
+  if (value instanceof Set) attempt(() => value.add(WRITE));
+  if (Array.isArray(value)) attempt(() => value.push(WRITE));
+  attempt(() => {
+    record.subject = 'mallory';
+  });
+  for (const key of Reflect.ownKeys(value)) {
+    const child = record[key];
+    tamper(child, seen);
+    attempt(() => {
+      record[key] = typeof child === 'string' ? 'mallory' : child;
+    });
+  }
+}
+
 function expectNoSecrets(res: { headers: Record<string, unknown>; text: string }): void {
   const seen = `${JSON.stringify(res.headers)}\n${res.text}`;
   for (const secret of SECRETS) expect(seen).not.toContain(secret);
@@ -124,6 +150,27 @@ describe.each([
   });
 
   describe('authenticate + requires', () => {
+    it('a route that writes to req.auth changes nothing that another request sees', async () => {
+      // A context is shared by every request with its token, and its permission list by every context with the
+      // same list (the Partoo connection here is granted READ, as the read token is).
+      const app = framework();
+      app.set('env', 'test');
+      app.get('/tamper', authenticate(gate), (req, res) => {
+        tamper(req.auth);
+        res.status(204).end();
+      });
+      const tamperServer = await listen(app);
+      expect((await request(tamperServer).get('/tamper').set('Authorization', bearer(TOKENS.read))).status).toBe(204);
+      expect((await request(tamperServer).get(`/tamper?${connectionQuery(CONNECTION)}`)).status).toBe(204);
+
+      const read = await request(server).get('/checks').set('Authorization', bearer(TOKENS.read));
+      expect(read.body.auth).toEqual({ provider: 'onlineornot', subject: 'tok_read', permissions: [READ] });
+      expect((await request(server).post('/checks').set('Authorization', bearer(TOKENS.read))).status).toBe(403);
+      expect((await request(server).post(`/checks?${connectionQuery(CONNECTION)}`)).status).toBe(403);
+      const connection = await request(server).get(`/checks?${connectionQuery(CONNECTION)}`);
+      expect(connection.body.auth).toEqual({ provider: 'partoo', subject: CONNECTION.userId, permissions: [READ] });
+    });
+
     it('lets a Bearer token with the permission through, with req.auth set', async () => {
       const res = await request(server).get('/checks').set('Authorization', bearer(TOKENS.read));
       expect(res.status).toBe(200);
