@@ -51,7 +51,11 @@ export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): 
       return next();
     }
     auth.then((verified) => {
-      req.auth = verified;
+      try {
+        req.auth = verified;
+      } catch (error) {
+        return next(error); // as Express passes on the same throw from the cached path above
+      }
       next();
     }, next);
   };

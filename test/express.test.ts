@@ -150,6 +150,29 @@ describe.each([
   });
 
   describe('authenticate + requires', () => {
+    it('an app that made req.auth read-only gets a 500 on a cache miss as on a hit, not a hung request', async () => {
+      const app = framework();
+      app.set('env', 'test');
+      app.use((req, _res, next) => {
+        Object.defineProperty(req, 'auth', { get: () => undefined, configurable: true });
+        next();
+      });
+      app.get('/me', authenticate(gate), showAuth);
+      const readOnly = await listen(app);
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown) => unhandled.push(reason);
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        const miss = await request(readOnly).get('/me').set('Authorization', bearer(TOKENS.read)).timeout(2000);
+        const hit = await request(readOnly).get('/me').set('Authorization', bearer(TOKENS.read)).timeout(2000);
+        expect([miss.status, hit.status]).toEqual([500, 500]);
+        expect(miss.text).not.toContain(ROUTE_MARK);
+        expect(unhandled).toEqual([]);
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
+    });
+
     it('a route that writes to req.auth changes nothing that another request sees', async () => {
       // A context is shared by every request with its token, and its permission list by every context with the
       // same list (the Partoo connection here is granted READ, as the read token is).
