@@ -37,7 +37,7 @@ export type Authenticate = (
 const anonymous = new WeakMap<object, string>();
 
 const AdapterOptionsSchema = optionsObject(
-  { optional: z.boolean({ error: 'expected true or false' }).optional() },
+  { optional: z.boolean({ error: (issue) => `expected true or false, got ${shown(issue.input)}` }).optional() },
   'an options object ({ optional })',
 );
 

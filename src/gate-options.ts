@@ -219,9 +219,10 @@ export const CacheOptionsSchema = optionsObject(
  */
 function checkReachable(providers: readonly Provider[], context: z.RefinementCtx): void {
   providers.forEach((provider, index) => {
-    if (provider.source === undefined) return;
+    // Elements that are not providers have an issue of their own already.
+    if (typeof provider !== 'object' || provider === null || provider.source === undefined) return;
     const first = providers.findIndex(
-      (other) => other.extract === provider.extract && other.source === provider.source,
+      (other) => typeof other === 'object' && other?.extract === provider.extract && other.source === provider.source,
     );
     if (first === index) return;
     context.addIssue({

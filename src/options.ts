@@ -101,11 +101,42 @@ export function checkOptions<T>(
   where: string,
   hints: Readonly<Record<string, string>> = {},
 ): T {
+  const promised = promiseIn(value, '', 3);
+  if (promised !== undefined) {
+    throw new TypeError(`${where}: ${promised === '' ? '' : `${promised}: `}got a promise (missing await?)`);
+  }
   const parsed = schema.safeParse(value, { reportInput: true });
   if (parsed.success) return value as T;
   const message = `${where}: ${describeIssue(schema, parsed.error.issues, hints)}`;
-  // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw.
-  throw typeof pickIssue(parsed.error.issues)?.input === 'number' ? new RangeError(message) : new TypeError(message);
+  // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw;
+  // a number where something else belongs is a TypeError.
+  const issue = pickIssue(parsed.error.issues);
+  const numeric = issue?.code !== 'invalid_type' || issue.expected === 'number' || issue.expected === 'int';
+  const outOfRange = typeof issue?.input === 'number' && numeric;
+  throw outOfRange ? new RangeError(message) : new TypeError(message);
+}
+
+/**
+ * The option path of a promise in `value` or in the plain objects and arrays within `depth` levels of it (an options
+ * object or a provider an `await` was forgotten for), `''` for `value` itself; undefined when there is none.
+ */
+function promiseIn(value: unknown, path: string, depth: number): string | undefined {
+  if (value instanceof Promise) return path;
+  if (depth === 0 || typeof value !== 'object' || value === null) return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = promiseIn(value[i], `${path}[${i}]`, depth - 1);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  }
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return undefined;
+  for (const [key, member] of Object.entries(value)) {
+    const found = promiseIn(member, path === '' ? key : `${path}.${key}`, depth - 1);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 type Issue = z.core.$ZodIssue;

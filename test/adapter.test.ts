@@ -131,6 +131,10 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
     expect(() => authenticator(stubGate(), { optinal: true } as never, 'plain')).toThrow(
       'plain: authenticate options: optinal: unknown option (did you mean optional?)',
     );
+    // A number where a boolean belongs is the wrong type, not a number out of range.
+    expect(() => authenticator(stubGate(), { optional: 1 } as never, 'plain')).toThrow(
+      new TypeError('plain: authenticate options: optional: expected true or false, got 1'),
+    );
   });
 });
 

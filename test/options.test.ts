@@ -63,6 +63,30 @@ describe('createGate options', () => {
     ],
     ['no provider', gateWith({ providers: [] }), TypeError, 'createGate: providers: expected at least one provider'],
     [
+      'a provider left out by a condition (undefined in the list)',
+      gateWith({ providers: [provider, undefined] }),
+      TypeError,
+      'createGate: providers[1]: expected a provider, got undefined',
+    ],
+    [
+      'options not awaited',
+      () => createGate(Promise.resolve({ providers: [provider] }) as never),
+      TypeError,
+      'createGate: got a promise (missing await?)',
+    ],
+    [
+      'a provider not awaited',
+      gateWith({ providers: [Promise.resolve(provider)] }),
+      TypeError,
+      'createGate: providers[0]: got a promise (missing await?)',
+    ],
+    [
+      'cache options not awaited',
+      gateWith({ cache: Promise.resolve({ ttl: 5 }) }),
+      TypeError,
+      'createGate: cache: got a promise (missing await?)',
+    ],
+    [
       'a second Bearer provider, which the first always answers for',
       () => createGate({ providers: [partoo({ apiKey: 'k' }), onlineOrNot(), stubProvider({ tokens: {} })] }),
       TypeError,
@@ -260,6 +284,18 @@ describe('provider options', () => {
       () => (partoo as (o?: unknown) => unknown)(),
       TypeError,
       'partoo: expected an options object with apiKey, got undefined',
+    ],
+    [
+      'options not awaited',
+      () => partoo(Promise.resolve({ apiKey: 'k' }) as never),
+      TypeError,
+      'partoo: got a promise (missing await?)',
+    ],
+    [
+      'an apiKey of a number',
+      partooWith({ apiKey: 123 }),
+      TypeError,
+      'partoo: apiKey: expected a non-empty string, got a number',
     ],
     [
       'an empty apiKey',
