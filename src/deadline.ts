@@ -179,6 +179,14 @@ export class Deadline implements Cancellation {
     });
   }
 
+  /** Passes the deadline now, with `failure` for the attempt under way: its gate is closing. */
+  cut(failure: ProviderFailure): void {
+    if (this.#aborted) return;
+    this.#stopTimer();
+    this.#cancel(deadlinePassed());
+    this.#onExpiry?.(failure);
+  }
+
   /**
    * Ends the verification. `cancel` tells the provider at once that it is
    * over (its work is cancelled); without it, work still listening is left

@@ -211,6 +211,7 @@ class TokenGate implements Gate {
     if (this.#closed) throw closedError();
     this.#closed = true;
     this.#store.close();
+    for (const member of this.#members) member.upstream.close();
     await Promise.all(this.#members.map((member) => member.provider.close?.()));
   }
 

@@ -283,7 +283,8 @@ export interface Gate {
   /** Counters and breaker states. */
   stats(): GateStats;
   /**
-   * Closes the providers' connection pools (not a `sharedCache`: close that yourself). Every method throws afterwards,
+   * Ends the verifications under way at once (their requests get a 503, their providers' signals are aborted), then
+   * closes the providers' connection pools (not a `sharedCache`: close that yourself). Every method throws afterwards,
    * the async ones by rejecting.
    */
   close(): Promise<void>;

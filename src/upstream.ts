@@ -58,6 +58,9 @@ export class Upstream {
   readonly #verify: (credential: Credential, deadline: Deadline) => Promise<Verdict>;
   readonly #policy: UpstreamPolicy;
   readonly #breaker: CircuitBreaker | undefined;
+  /** The deadlines of the verifications under way, which {@link close} cuts short. */
+  readonly #live = new Set<Deadline>();
+  #closed = false;
   readonly #admission: Admission;
 
   constructor(provider: Provider, policy: UpstreamPolicy) {
@@ -179,7 +182,9 @@ export class Upstream {
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
+    if (this.#closed) return providerUnavailable(provider.name);
     const deadline = new Deadline(timeout);
+    this.#live.add(deadline);
     let answered = false;
     try {
       for (let attempts = 1; ; attempts++) {
@@ -222,7 +227,18 @@ export class Upstream {
     } finally {
       // A provider that answered is done; one that failed may have left work running, which this cancels.
       deadline.end(!answered);
+      this.#live.delete(deadline);
     }
+  }
+
+  /**
+   * Ends every verification under way now, each with a 503 whose cause says the gate closed (not served stale:
+   * the provider did not fail), and answers every later one so: the gate is closing.
+   */
+  close(): void {
+    this.#closed = true;
+    const closing = new ProviderFailure('timeout', `the gate closed while ${this.provider.name} was asked`);
+    for (const deadline of this.#live) deadline.cut(closing);
   }
 
   /** Reports the end of a verification: the `verify` event, the error count, and the trace when one runs. */
@@ -240,6 +256,7 @@ export class Upstream {
   /** The answer after the last failed attempt. */
   #failed(failure: ProviderFailure, stale: StaleCopy | undefined): AuthContext | AuthError {
     const { provider } = this;
+    if (this.#closed) return this.#unavailable(undefined, failure);
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
     // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.

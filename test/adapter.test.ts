@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import Koa from 'koa';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import * as expressGate from '../adapters/express.js';
 import * as fastifyGate from '../adapters/fastify.js';
 import * as koaGate from '../adapters/koa.js';
@@ -23,10 +23,11 @@ import {
   extractBearer,
   type Gate,
   NodeRequest,
+  onlineOrNot,
   type Provider,
   requires,
 } from '../src/index.js';
-import { stubProvider } from '../src/testing/index.js';
+import { mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
 
 const express4 = createRequire(import.meta.url)('express4') as typeof express;
 const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
@@ -219,6 +220,49 @@ describe('mistakes at mount', () => {
       expect(logged[0]).toContain('use tokengate/koa');
     });
   }
+});
+
+describe('closing a gate', () => {
+  it('ends verifications under way at once, with a 503, rather than waiting for a hung provider', async () => {
+    const oon = await mockOnlineOrNot({ tokens: {} });
+    open.push(() => oon.close());
+    oon.fault = { kind: 'hang' };
+    // A deadline far past the test's own timeout: only close() can end the verification in time.
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: oon.url })], timeout: 60_000 });
+    const app = express();
+    app.get('/', expressGate.authenticate(gate), (_req, res) => void res.send('reached'));
+    const url = await serve(app);
+    const pending = get(url, READER);
+    await vi.waitFor(() => expect(oon.calls.total).toBeGreaterThan(0));
+    await gate.close();
+    const res = await pending;
+    expect(res.status).toBe(503);
+    expect(res.body).not.toContain('reached');
+  });
+
+  it("aborts a custom provider's signal, and its 503's cause says the gate closed", async () => {
+    let signal: AbortSignal | undefined;
+    const hung: Provider<BearerCredential> = {
+      name: 'hung',
+      cacheScope: 'hung',
+      extract: extractBearer,
+      verify: (_credential, given) => {
+        signal = given;
+        return new Promise(() => {});
+      },
+    };
+    const gate = createGate({ providers: [hung], timeout: 60_000 });
+    const answer = gate.authenticate({ headers: { authorization: `Bearer ${READER}` } });
+    await vi.waitFor(() => expect(signal).toBeDefined());
+    await gate.close();
+    const error = await answer.then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    expect(error).toMatchObject({ status: 503, code: 'provider_unavailable' });
+    expect((error as Error).cause).toMatchObject({ message: 'the gate closed while hung was asked' });
+    expect(signal?.aborted).toBe(true);
+  });
 });
 
 describe('a closed gate', () => {
