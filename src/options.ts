@@ -85,6 +85,31 @@ export function isSecureUrl(url: URL): boolean {
   );
 }
 
+/** `allowInsecureRequests`: see {@link secureUrls}. */
+export const allowInsecureRequestsOption = z.boolean({ error: 'expected a boolean' }).optional();
+
+/**
+ * A refinement that refuses, in the URL options named `keys`, plain `http:` to a host other than loopback (where it
+ * would cross a network with tokens and this server's own secret in clear), unless `allowInsecureRequests` is true.
+ */
+export function secureUrls<K extends string>(keys: readonly K[]) {
+  return (
+    options: Partial<Record<K, unknown>> & { allowInsecureRequests?: boolean | undefined },
+    ctx: z.RefinementCtx,
+  ) => {
+    for (const key of keys) {
+      const value = options[key];
+      if (typeof value !== 'string' || options.allowInsecureRequests === true || !URL.canParse(value)) continue;
+      if (isSecureUrl(new URL(value))) continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got ${JSON.stringify(value)}`,
+      });
+    }
+  };
+}
+
 /** A list of non-empty strings (a single string is refused, not split into characters). */
 export const stringListOption = z.array(nameOption, {
   error: (issue) => `expected an array of strings, got ${shown(issue.input)}`,

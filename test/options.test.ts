@@ -352,6 +352,18 @@ describe('provider options', () => {
       'onlineOrNot: connections: expected an integer >= 1 and <= 1024, got 0',
     ],
     [
+      'plain http to a host across a network: every token would travel in clear',
+      () => onlineOrNot({ baseUrl: 'http://api.onlineornot.example' }),
+      TypeError,
+      'onlineOrNot: baseUrl: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://api.onlineornot.example"',
+    ],
+    [
+      'plain http to Partoo across a network: the API key too',
+      partooWith({ apiKey: 'k', baseUrl: 'http://partoo.example/v2' }),
+      TypeError,
+      'partoo: baseUrl: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://partoo.example/v2"',
+    ],
+    [
       'an unknown option',
       () => onlineOrNot({ baseURL: 'http://127.0.0.1' } as never),
       TypeError,
@@ -360,6 +372,16 @@ describe('provider options', () => {
   ])('%s', (_name, make, type, message) => {
     expect(make).toThrow(type);
     expect(make).toThrow(message);
+  });
+
+  it('takes plain http on loopback hosts, and anywhere with allowInsecureRequests', () => {
+    for (const baseUrl of ['http://127.0.0.1:9', 'http://localhost:9', 'http://[::1]:9', 'https://partoo.example/v2']) {
+      expect(() => onlineOrNot({ baseUrl })).not.toThrow();
+      expect(() => partoo({ apiKey: 'k', baseUrl })).not.toThrow();
+    }
+    const baseUrl = 'http://partoo.internal/v2';
+    expect(() => onlineOrNot({ baseUrl, allowInsecureRequests: true })).not.toThrow();
+    expect(() => partoo({ apiKey: 'k', baseUrl, allowInsecureRequests: true })).not.toThrow();
   });
 
   it.each([

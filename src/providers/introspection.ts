@@ -10,13 +10,14 @@ import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credenti
 import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer } from '../http.js';
 import {
+  allowInsecureRequestsOption,
   baseUrlOption,
   checkOptions,
   endpointUrlOption,
-  isSecureUrl,
   nameOption,
   optionsObject,
   secretOption,
+  secureUrls,
 } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 import { IntrospectionTarget } from './oauth-discovery.js';
@@ -129,7 +130,7 @@ const IntrospectionOptionsSchema = optionsObject(
     clientSecret: secretOption,
     clientAuth: z.enum(['basic', 'post'], { error: 'expected basic or post' }).optional(),
     audience: nameOption.optional(),
-    allowInsecureRequests: z.boolean({ error: 'expected a boolean' }).optional(),
+    allowInsecureRequests: allowInsecureRequestsOption,
     name: nameOption.optional(),
   },
   'an options object with endpoint or issuer, clientId and clientSecret',
@@ -137,18 +138,7 @@ const IntrospectionOptionsSchema = optionsObject(
   .refine((options) => options.endpoint !== undefined || options.issuer !== undefined, {
     error: 'expected endpoint or issuer',
   })
-  .superRefine((options, ctx) => {
-    for (const key of ['endpoint', 'issuer'] as const) {
-      const value = options[key];
-      if (value === undefined || options.allowInsecureRequests === true || !URL.canParse(value)) continue;
-      if (isSecureUrl(new URL(value))) continue;
-      ctx.addIssue({
-        code: 'custom',
-        path: [key],
-        message: `expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got ${JSON.stringify(value)}`,
-      });
-    }
-  });
+  .superRefine(secureUrls(['endpoint', 'issuer']));
 
 /** What an active token's answer is checked against. */
 interface ClaimChecks {

@@ -10,7 +10,14 @@ import { z } from 'zod';
 import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer, ProviderHttp } from '../http.js';
-import { baseUrlOption, checkOptions, nameOption, optionsObject } from '../options.js';
+import {
+  allowInsecureRequestsOption,
+  baseUrlOption,
+  checkOptions,
+  nameOption,
+  optionsObject,
+  secureUrls,
+} from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
 
 const Message = z.object({ code: z.number(), message: z.string(), type: z.string().optional() });
@@ -47,6 +54,11 @@ export interface OnlineOrNotOptions extends HttpOptions {
   readonly connections?: number;
   /** API root. Default `https://api.onlineornot.com`. */
   readonly baseUrl?: string;
+  /**
+   * Takes a plain `http:` `baseUrl` on any host. Default `false`: https only, but for loopback hosts (`localhost`,
+   * 127.0.0.0/8, `[::1]`), where http crosses no network. Every token travels to this URL.
+   */
+  readonly allowInsecureRequests?: boolean;
   /** Name in errors, events and `AuthContext.provider`. Default `onlineornot`. */
   readonly name?: string;
 }
@@ -61,9 +73,14 @@ export interface OnlineOrNotDetails {
 }
 
 const OnlineOrNotOptionsSchema = optionsObject(
-  { ...httpOptionsShape, baseUrl: baseUrlOption.optional(), name: nameOption.optional() },
+  {
+    ...httpOptionsShape,
+    baseUrl: baseUrlOption.optional(),
+    allowInsecureRequests: allowInsecureRequestsOption,
+    name: nameOption.optional(),
+  },
   'an options object',
-);
+).superRefine(secureUrls(['baseUrl']));
 
 const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });

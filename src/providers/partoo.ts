@@ -14,11 +14,13 @@ import {
 import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
 import {
+  allowInsecureRequestsOption,
   baseUrlOption,
   checkOptions,
   headerSecretOption,
   nameOption,
   optionsObject,
+  secureUrls,
   stringListOption,
 } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
@@ -70,6 +72,11 @@ export interface PartooOptions extends HttpOptions {
   readonly apiKey: string;
   /** API root. Default `https://api.partoo.co/v2`. */
   readonly baseUrl?: string;
+  /**
+   * Takes a plain `http:` `baseUrl` on any host. Default `false`: https only, but for loopback hosts (`localhost`,
+   * 127.0.0.0/8, `[::1]`), where http crosses no network. The API key and every token travel to this URL.
+   */
+  readonly allowInsecureRequests?: boolean;
   /** Statuses that let the request through. Default `['valid']`. */
   readonly accept?: readonly ConnectionTokenStatus[];
   /** Query parameter names. Default `{ userId: 'user_id', token: 'token' }`. */
@@ -85,6 +92,7 @@ const PartooOptionsSchema = optionsObject(
     ...httpOptionsShape,
     apiKey: headerSecretOption,
     baseUrl: baseUrlOption.optional(),
+    allowInsecureRequests: allowInsecureRequestsOption,
     accept: z
       .array(z.enum(STATUSES, { error: `expected ${STATUSES.slice(0, -1).join(', ')} or ${STATUSES.at(-1)}` }), {
         error: 'expected an array of statuses',
@@ -103,7 +111,7 @@ const PartooOptionsSchema = optionsObject(
     name: nameOption.optional(),
   },
   'an options object with apiKey',
-);
+).superRefine(secureUrls(['baseUrl']));
 
 const NOT_ACCEPTED: Verdict = Object.freeze({ ok: false, reason: 'The connection token was not accepted' });
 
