@@ -67,7 +67,13 @@ export function createExampleApp(gate: Gate): RequestListener {
     const queryAt = target.indexOf('?');
     const path = queryAt === -1 ? target : target.slice(0, queryAt);
     // rawHeaders: Node keeps only the first of repeated Authorization headers in `headers`; the gate answers 400.
-    const credentials = { headers: req.headers, rawHeaders: req.rawHeaders, query: queryOf(target) };
+    // connection: the socket tells clients apart for admission and carries the keep-alive memo.
+    const credentials = {
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      query: queryOf(target),
+      connection: req.socket,
+    };
     try {
       switch (`${req.method} ${path}`) {
         // Anyone; a valid token adds a name, a bad one is still refused.
