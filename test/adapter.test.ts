@@ -33,6 +33,7 @@ const express4 = createRequire(import.meta.url)('express4') as typeof express;
 const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
 
 const READER = 'SECRETadapterReader1';
+const BARE = 'SECRETadapterBare1';
 const open: Array<() => Promise<void>> = [];
 afterEach(async () => {
   for (const close of open.splice(0)) await close();
@@ -41,7 +42,14 @@ afterEach(async () => {
 function stubGate(): Gate {
   const gate = createGate({
     realm: 'adapters',
-    providers: [stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } })],
+    providers: [
+      stubProvider({
+        tokens: {
+          [READER]: { subject: 'reader', permissions: ['read'] },
+          [BARE]: { subject: 'bare', permissions: [] },
+        },
+      }),
+    ],
   });
   open.push(() => gate.close().catch(() => {}));
   return gate;
@@ -101,6 +109,11 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
     expect(await get(url, READER)).toMatchObject({ status: 200, body: 'hello reader' });
     expect(await get(url)).toMatchObject({ status: 401, challenge: 'Bearer realm="adapters"' });
     expect((await get(url, 'SECRETunknown')).challenge).toContain('error="invalid_token"');
+    expect(await get(url, BARE)).toMatchObject({
+      status: 403,
+      challenge:
+        'Bearer realm="adapters", error="insufficient_scope", error_description="Requires: read", scope="read"',
+    });
   });
 
   it('knows the realm of an anonymous request under optional: true without the gate on the request', async () => {

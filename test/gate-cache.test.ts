@@ -524,13 +524,13 @@ describe('gate cache: no secrets in events or errors', () => {
 describe("gate cache: a shared tier's calls and the request's timeout", () => {
   const TIMEOUT = 300;
 
-  async function sharing(tier: MemoryTier, cache: GateOptions['cache'] = {}) {
+  async function sharing(tier: MemoryTier, cache: GateOptions['cache'] = {}, timeout = TIMEOUT) {
     const mock = closeLater(await mockOnlineOrNot({ tokens: { 'tok-1': { id: 'tok_1', permissions: [READ] } } }));
     const gate = closeLater(
       createGate({
         providers: [onlineOrNot({ baseUrl: mock.url })],
         sharedCache: tier,
-        timeout: TIMEOUT,
+        timeout,
         retry: false,
         cache,
       }),
@@ -549,10 +549,11 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
   });
 
   it("gives the provider the whole timeout, the tier's own calls aside: a slow tier and a slow provider still answer", async () => {
-    const tier = new MemoryTier(100);
-    tier.latency = 60;
-    const { mock, gate } = await sharing(tier);
-    mock.latency = 250;
+    // Counted against the provider, the tier's 400 ms would leave it 600 of its 1000: too few for its 700.
+    const tier = new MemoryTier(500);
+    tier.latency = 400;
+    const { mock, gate } = await sharing(tier, {}, 1000);
+    mock.latency = 700;
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('tok_1');
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('tok_1');
     expect(mock.calls.verify).toBe(1);

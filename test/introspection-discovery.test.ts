@@ -220,8 +220,8 @@ describe('introspection: discovery', () => {
     'javascript:alert(1)',
     '/introspect',
     'http://client:secret@127.0.0.1/introspect',
-    // Plain http beyond this host (RFC 7662 §4); never connected to.
-    'http://192.0.2.1/introspect',
+    // Plain http beyond this host (RFC 7662 §4): a name under .invalid (RFC 6761), which resolves nowhere.
+    'http://idp.invalid/introspect',
   ])('refuses a discovered endpoint %s: 503, and the failure says why', async (endpoint) => {
     const { mock, gate } = await discovering({ metadata: { introspection_endpoint: endpoint } });
     await expectUnavailable(gate.authenticate(bearer('tok-1')));

@@ -88,7 +88,14 @@ describe('createGate options', () => {
     ],
     [
       'a second Bearer provider, which the first always answers for',
-      () => createGate({ providers: [partoo({ apiKey: 'k' }), onlineOrNot(), stubProvider({ tokens: {} })] }),
+      () =>
+        createGate({
+          providers: [
+            partoo({ apiKey: 'k', baseUrl: 'http://127.0.0.1:9' }),
+            onlineOrNot({ baseUrl: 'http://127.0.0.1:9' }),
+            stubProvider({ tokens: {} }),
+          ],
+        }),
       TypeError,
       'createGate: providers[2]: stub is never asked: providers[1] (onlineornot) finds every credential it would first; keep one of them',
     ],
@@ -260,17 +267,26 @@ describe('createGate options', () => {
     expect(make).toThrow(message);
   });
 
-  it('accepts every documented option', () => {
+  it('accepts every documented option, none of them at its default', async () => {
+    const events: string[] = [];
     const gate = createGate({
       providers: [provider],
-      realm: 'api',
+      realm: 'orders',
       timeout: 1000,
-      cache: { max: 10, ttl: 1000, negativeTtl: 0, staleIfError: 0 },
-      retry: false,
-      breaker: { threshold: 3, cooldown: 0 },
-      onEvent: () => {},
+      cache: { max: 10, negativeMax: 5, ttl: 1000, negativeTtl: 0, staleIfError: 500 },
+      retry: { retries: 1, baseDelay: 10, maxDelay: 100 },
+      breaker: { threshold: 3, cooldown: 2000 },
+      admission: { maxWaiting: 8, clientKey: () => 'one' },
+      maxRetryAfter: 3000,
+      sharedCache: tier,
+      onEvent: (event) => events.push(event.type),
     });
-    expect(gate.realm).toBe('api');
+    expect(gate.realm).toBe('orders');
+    await expect(gate.authenticate({ headers: { authorization: 'Bearer SECRETnone1' } })).rejects.toMatchObject({
+      status: 401,
+      headers: { 'WWW-Authenticate': expect.stringMatching(/^Bearer realm="orders", error="invalid_token"/) },
+    });
+    expect(events).toContain('verify');
     return gate.close();
   });
 });

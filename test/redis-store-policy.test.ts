@@ -301,7 +301,9 @@ describe('store with a leasing shared tier', () => {
   });
 
   it('gives a tier without its own timeout 50 ms', async () => {
-    const tier = new ScriptedTier([() => new Promise<SharedLease>(() => {})]);
+    // A lease that comes in 300 ms: a timeout of 50 ms gives up on it, a much longer one would wait for it.
+    const claimed: SharedLease = { state: 'claimed', claim: { release: () => tier.released++ } };
+    const tier: ScriptedTier = new ScriptedTier([() => sleep(300).then(() => claimed)]);
     delete tier.timeout;
     const started = performance.now();
     const { failures } = await load(tier);
