@@ -18,6 +18,7 @@ import {
   type GateOptions,
   onlineOrNot,
   type Provider,
+  ProviderFailure,
   partoo,
   requires,
   type Verdict,
@@ -73,6 +74,91 @@ describe("gate cache: an app's fake timers", () => {
     } finally {
       vi.useRealTimers();
       await gate.close();
+    }
+  });
+});
+
+describe('the documented defaults, under fake timers', () => {
+  /** A provider whose `verify` is `answer`. */
+  function scripted(answer: () => Promise<Verdict>) {
+    const provider: Provider = { name: 'scripted', cacheScope: 'scripted', extract: extractBearer, verify: answer };
+    return provider;
+  }
+  const accept = async (): Promise<Verdict> => ({
+    ok: true,
+    principal: { subject: 'user', permissions: [READ], details: {} },
+  });
+  const settled = (promise: Promise<unknown>) => {
+    let done = false;
+    promise.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    return () => done;
+  };
+
+  it('cache.ttl 60 s and cache.negativeTtl 5 s', async () => {
+    vi.useFakeTimers();
+    let calls = 0;
+    let verdict: Verdict = { ok: false, reason: 'unknown' };
+    const gate = createGate({
+      providers: [
+        scripted(async () => {
+          calls++;
+          return verdict;
+        }),
+      ],
+    });
+    try {
+      await expect(gate.authenticate(bearer('tok-1'))).rejects.toMatchObject({ status: 401 });
+      vi.advanceTimersByTime(4_900);
+      await expect(gate.authenticate(bearer('tok-1'))).rejects.toMatchObject({ status: 401 });
+      expect(calls).toBe(1);
+      vi.advanceTimersByTime(200);
+      verdict = await accept();
+      await gate.authenticate(bearer('tok-1'));
+      expect(calls).toBe(2);
+      vi.advanceTimersByTime(59_900);
+      await gate.authenticate(bearer('tok-1'));
+      expect(calls).toBe(2);
+      vi.advanceTimersByTime(200);
+      await gate.authenticate(bearer('tok-1'));
+      expect(calls).toBe(3);
+    } finally {
+      vi.useRealTimers();
+      await gate.close();
+    }
+  });
+
+  it('timeout 5 s, and 2 retries of a retryable failure', async () => {
+    vi.useFakeTimers();
+    const hung = createGate({ providers: [scripted(() => new Promise<Verdict>(() => {}))] });
+    let calls = 0;
+    const failing = createGate({
+      providers: [
+        scripted(async () => {
+          calls++;
+          throw new ProviderFailure('unreachable', 'connection refused');
+        }),
+      ],
+    });
+    try {
+      const answer = hung.authenticate(bearer('tok-1'));
+      answer.catch(() => {});
+      const done = settled(answer);
+      await vi.advanceTimersByTimeAsync(4_900);
+      expect(done()).toBe(false);
+      await vi.advanceTimersByTimeAsync(200);
+      await expect(answer).rejects.toMatchObject({ status: 503 });
+
+      const failed = failing.authenticate(bearer('tok-2'));
+      failed.catch(() => {});
+      await vi.advanceTimersByTimeAsync(4_000);
+      await expect(failed).rejects.toMatchObject({ status: 503 });
+      expect(calls).toBe(3);
+    } finally {
+      vi.useRealTimers();
+      await Promise.all([hung.close(), failing.close()]);
     }
   });
 });

@@ -302,3 +302,26 @@ describe('partoo', () => {
     }
   });
 });
+
+describe('partoo cacheScope', () => {
+  const base: PartooOptions = { apiKey: 'SECRETscopeKey1', baseUrl: 'http://127.0.0.1:9/v2' };
+
+  it('changes with everything that decides the answer, and holds the API key only as its digest', () => {
+    const scope = partoo(base).cacheScope;
+    expect(scope).not.toContain('SECRETscopeKey1');
+    expect(partoo({ ...base }).cacheScope).toBe(scope);
+    // The same statuses in another order accept the same tokens.
+    expect(partoo({ ...base, accept: ['consumed', 'valid'] }).cacheScope).toBe(
+      partoo({ ...base, accept: ['valid', 'consumed'] }).cacheScope,
+    );
+    const variants: PartooOptions[] = [
+      { ...base, baseUrl: 'http://127.0.0.1:9/v3' },
+      { ...base, apiKey: 'SECRETscopeKey2' },
+      { ...base, accept: ['valid', 'consumed'] },
+      { ...base, permissions: ['orders:read'] },
+      { ...base, name: 'partoo-eu' },
+    ];
+    const scopes = new Set([scope, ...variants.map((options) => partoo(options).cacheScope)]);
+    expect(scopes.size).toBe(variants.length + 1);
+  });
+});
