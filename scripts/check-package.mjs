@@ -413,7 +413,7 @@ import expressLib from 'express';
 import Koa from 'koa';
 import fastifyLib from 'fastify';
 import * as core from 'tokengate';
-import { AuthContext, AuthError, createGate, requires } from 'tokengate';
+import { AuthError, createGate, requires } from 'tokengate';
 import * as expressAdapter from 'tokengate/express';
 import { authenticate } from 'tokengate/express';
 import * as fastifyAdapter from 'tokengate/fastify';
@@ -481,7 +481,7 @@ for (const [label, file] of [
 const tsSource = (importExpress, importKoa, importFastify) => `${importExpress}
 ${importKoa}
 ${importFastify}
-import { AuthContext, AuthError, createGate, requires } from 'tokengate';
+import { AuthContext, AuthError, createGate, onlineOrNot, requires } from 'tokengate';
 import { authenticate, requires as expressRequires } from 'tokengate/express';
 import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
@@ -536,6 +536,10 @@ fastifyApp.get('/private', { preHandler: fastifyGate.requiresAny('read', 'admin'
   return subject;
 });
 
+// An option read from the environment may be undefined, as under exactOptionalPropertyTypes it must be able to be.
+export const fromEnvironment = () =>
+  createGate({ providers: [onlineOrNot({ baseUrl: process.env.OON_URL })], timeout: Number(process.env.T) || undefined });
+
 // Contexts are made by the gate: the shipped types give AuthContext no public constructor.
 // @ts-expect-error AuthContext's constructor is private
 export const forged = () => new AuthContext();
@@ -559,6 +563,8 @@ const baseCompilerOptions = {
   target: 'ES2022',
   lib: ['ES2023', 'DOM'],
   strict: true,
+  // The strictest setting a consumer may use: an option given as `undefined` must still fit.
+  exactOptionalPropertyTypes: true,
   noEmit: true,
   types: ['node'],
   // Check the shipped .d.ts files themselves, not only their use.

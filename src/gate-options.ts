@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { EventListener } from './events.js';
 import { checkOptions, durationOption, nameOption, numberOption, optionsObject, shown } from './options.js';
-import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions } from './resilience.js';
+import { type BreakerOptions, DEFAULT_COOLDOWN_MS, type RetryOptions, type RetryPolicy } from './resilience.js';
 import type { SharedTier } from './shared-tier.js';
 import type { CacheOptions } from './store.js';
 import type { CredentialRequest, Provider } from './types.js';
@@ -19,36 +19,36 @@ export interface GateOptions {
    */
   readonly providers: readonly Provider[];
   /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`. Default `"api"`. */
-  readonly realm?: string;
+  readonly realm?: string | undefined;
   /**
    * Overall deadline for verifying one credential, retries included. With a shared tier, a request that waited for
    * another instance's answer ends by `timeout` plus the tier's own `timeout`; its verification goes on meanwhile,
    * with a whole `timeout` of its own, and its answer is kept. Default 5000.
    */
-  readonly timeout?: number;
+  readonly timeout?: number | undefined;
   /** The in-process cache of verdicts; see {@link CacheOptions}. */
-  readonly cache?: CacheOptions;
+  readonly cache?: CacheOptions | undefined;
   /**
    * A cache tier shared by several instances of the app, asked after the
    * in-process cache and before the provider. A failing or slow tier is a
    * miss, never a pass. See {@link SharedTier}.
    */
-  readonly sharedCache?: SharedTier;
+  readonly sharedCache?: SharedTier | undefined;
   /** Retries of failed upstream calls; `false` turns them off. See {@link RetryOptions}. */
-  readonly retry?: RetryOptions | false;
+  readonly retry?: RetryOptions | false | undefined;
   /** Circuit breaker per provider; `false` turns it off. See {@link BreakerOptions}. */
-  readonly breaker?: BreakerOptions | false;
+  readonly breaker?: BreakerOptions | false | undefined;
   /** Admission of cold verifications to each provider; see {@link AdmissionOptions}. */
-  readonly admission?: AdmissionOptions;
+  readonly admission?: AdmissionOptions | undefined;
   /**
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
    * provider asked for, and longest pause it honours after a provider's 429
    * (the breaker pauses calls: with `breaker: false`, a 429 is only retried
    * after its backoff or `Retry-After`). At least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
    */
-  readonly maxRetryAfter?: number;
+  readonly maxRetryAfter?: number | undefined;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
-  readonly onEvent?: EventListener;
+  readonly onEvent?: EventListener | undefined;
 }
 
 /**
@@ -60,7 +60,7 @@ export interface GateOptions {
  */
 export interface AdmissionOptions {
   /** Most verifications waiting per provider. Default four times its concurrency. */
-  readonly maxWaiting?: number;
+  readonly maxWaiting?: number | undefined;
   /**
    * The client a request counts for, in fairness. Default the request's `ip`
    * (Express `req.ip`, Koa `ctx.ip`), else its connection's remote address;
@@ -68,7 +68,7 @@ export interface AdmissionOptions {
    * Called only for a verification that has to wait for a slot: fairness is
    * between waiters, and Express works `req.ip` out anew on each read.
    */
-  readonly clientKey?: (req: CredentialRequest) => string;
+  readonly clientKey?: ((req: CredentialRequest) => string) | undefined;
 }
 
 /** Gate options with every default filled in. */
@@ -78,7 +78,7 @@ export interface ResolvedGateOptions {
   readonly timeout: number;
   readonly cache: CacheOptions;
   readonly sharedCache: SharedTier | undefined;
-  readonly retry: Required<RetryOptions> | undefined;
+  readonly retry: RetryPolicy | undefined;
   readonly breaker: BreakerOptions | undefined;
   readonly maxRetryAfter: number;
   readonly admission: AdmissionOptions;

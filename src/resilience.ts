@@ -11,23 +11,26 @@ import type { BreakerState } from './events.js';
  */
 export interface RetryOptions {
   /** Retries after the first attempt. Default 2. */
-  readonly retries?: number;
+  readonly retries?: number | undefined;
   /** Backoff base in ms; retry n (from 0) waits a random time in [0, min(maxDelay, baseDelay·2ⁿ)] ("full jitter"). Default 50. */
-  readonly baseDelay?: number;
+  readonly baseDelay?: number | undefined;
   /** Backoff ceiling in ms. A longer `Retry-After` from the provider wins over it. Default 1000. */
-  readonly maxDelay?: number;
+  readonly maxDelay?: number | undefined;
 }
+
+/** {@link RetryOptions} with every default filled in, as the gate applies them. */
+export type RetryPolicy = { readonly [K in keyof RetryOptions]-?: NonNullable<RetryOptions[K]> };
 
 /** Circuit breaker per provider. */
 export interface BreakerOptions {
   /** Consecutive failed verifications that open the breaker. Default 5. */
-  readonly threshold?: number;
+  readonly threshold?: number | undefined;
   /** How long the breaker stays open before letting one probe through, in ms. Default 10 000. */
-  readonly cooldown?: number;
+  readonly cooldown?: number | undefined;
 }
 
 /** Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff and Jitter"). */
-export function backoffDelay(attempt: number, options: Required<RetryOptions>, random = Math.random): number {
+export function backoffDelay(attempt: number, options: RetryPolicy, random = Math.random): number {
   return random() * Math.min(options.maxDelay, options.baseDelay * 2 ** attempt);
 }
 

@@ -33,24 +33,24 @@ import type { Principal } from './types.js';
 /** Cache settings. Times are in milliseconds. */
 export interface CacheOptions {
   /** Most accepted credentials remembered in process. Default 10 000. */
-  readonly max?: number;
+  readonly max?: number | undefined;
   /**
    * Most rejected credentials remembered in process, in a space of their own:
    * a flood of unknown tokens evicts other rejections, never an accepted
    * credential. Default a tenth of `max` (at least 1).
    */
-  readonly negativeMax?: number;
+  readonly negativeMax?: number | undefined;
   /** How long an accepted credential is trusted without asking the provider again. Default 60 000. */
-  readonly ttl?: number;
+  readonly ttl?: number | undefined;
   /** How long a rejected credential is remembered. 0 remembers none. Default 5 000. */
-  readonly negativeTtl?: number;
+  readonly negativeTtl?: number | undefined;
   /**
    * How long past `ttl` an accepted credential may still be served while the
    * provider is failing (unreachable, slow, 5xx, breaker open), flagged
    * `stale` on its context. Never past the credential's own expiry; never
    * for rejected credentials. Default 0 (off).
    */
-  readonly staleIfError?: number;
+  readonly staleIfError?: number | undefined;
 }
 
 /**

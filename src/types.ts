@@ -150,7 +150,7 @@ export interface ProviderFailureOptions {
    */
   readonly status?: number | undefined;
   /** The underlying error, for debugging; never shown to clients. */
-  readonly cause?: unknown;
+  readonly cause?: unknown | undefined;
 }
 
 /**
@@ -218,7 +218,7 @@ export interface GateStats {
 /** Options of {@link Gate.authenticate}. */
 export interface AuthenticateOptions {
   /** Resolve to `undefined` instead of throwing when the request carries no credential at all. */
-  readonly optional?: boolean;
+  readonly optional?: boolean | undefined;
 }
 
 /** A configured gate. Create one per app with `createGate` and share it. */

@@ -14,7 +14,7 @@ import type { AuthContext } from './context.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
-import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryOptions, sleep } from './resilience.js';
+import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryPolicy, sleep } from './resilience.js';
 import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
 import { type Credential, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
 
@@ -43,7 +43,7 @@ export interface UpstreamCounters {
 export interface UpstreamPolicy {
   /** Overall deadline of one verification, retries included (ms). */
   readonly timeout: number;
-  readonly retry: Required<RetryOptions> | undefined;
+  readonly retry: RetryPolicy | undefined;
   readonly breaker: BreakerOptions | undefined;
   /** Most verifications waiting for a slot of one provider (see `Admission`). */
   readonly maxWaiting: (concurrency: number) => number;

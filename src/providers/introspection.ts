@@ -94,31 +94,31 @@ export type IntrospectionClientAuth = 'basic' | 'post';
 /** Options of {@link introspection}. Give `endpoint`, or `issuer` to find it. */
 export interface IntrospectionOptions extends HttpOptions {
   /** The introspection endpoint. Without it, `issuer`'s metadata names it. */
-  readonly endpoint?: string;
+  readonly endpoint?: string | undefined;
   /**
    * The authorization server's issuer identifier. With `endpoint`, only
    * compared with `iss` (which the answer must then carry); without it, its
    * metadata is fetched to find the endpoint, and an `iss` in an answer must
    * equal it.
    */
-  readonly issuer?: string;
+  readonly issuer?: string | undefined;
   /** This server's client id at the authorization server. */
   readonly clientId: string;
   /** This server's client secret. Never shown in errors. */
   readonly clientSecret: string;
   /** `basic` (HTTP Basic, default) or `post` (`client_id` and `client_secret` in the form body). */
-  readonly clientAuth?: IntrospectionClientAuth;
+  readonly clientAuth?: IntrospectionClientAuth | undefined;
   /** When given, only tokens whose `aud` is or contains it pass. */
-  readonly audience?: string;
+  readonly audience?: string | undefined;
   /**
    * Takes plain `http:` for `endpoint`, `issuer` and a discovered endpoint on
    * any host. Default `false`: https only (RFC 7662 §4, RFC 8414 §2), but for
    * loopback hosts (`localhost`, 127.0.0.0/8, `[::1]`), where http crosses no
    * network. The client secret and every token travel to these URLs.
    */
-  readonly allowInsecureRequests?: boolean;
+  readonly allowInsecureRequests?: boolean | undefined;
   /** Name in errors, events and `AuthContext.provider`. Default `introspection`. */
-  readonly name?: string;
+  readonly name?: string | undefined;
 }
 
 const IntrospectionOptionsSchema = optionsObject(

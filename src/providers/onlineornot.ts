@@ -51,16 +51,16 @@ export interface OnlineOrNotOptions extends HttpOptions {
    * Most sockets open to the provider at once. Default 32: a verification makes two calls at once, so the
    * provider serves 16 verifications at once, as the other providers do on their 16.
    */
-  readonly connections?: number;
+  readonly connections?: number | undefined;
   /** API root. Default `https://api.onlineornot.com`. */
-  readonly baseUrl?: string;
+  readonly baseUrl?: string | undefined;
   /**
    * Takes a plain `http:` `baseUrl` on any host. Default `false`: https only, but for loopback hosts (`localhost`,
    * 127.0.0.0/8, `[::1]`), where http crosses no network. Every token travels to this URL.
    */
-  readonly allowInsecureRequests?: boolean;
+  readonly allowInsecureRequests?: boolean | undefined;
   /** Name in errors, events and `AuthContext.provider`. Default `onlineornot`. */
-  readonly name?: string;
+  readonly name?: string | undefined;
 }
 
 /** Details kept from an OnlineOrNot answer. */

@@ -71,20 +71,20 @@ export interface PartooOptions extends HttpOptions {
   /** This server's Partoo API key, sent as `x-APIKey`. Needs WRITE access on the users it checks. */
   readonly apiKey: string;
   /** API root. Default `https://api.partoo.co/v2`. */
-  readonly baseUrl?: string;
+  readonly baseUrl?: string | undefined;
   /**
    * Takes a plain `http:` `baseUrl` on any host. Default `false`: https only, but for loopback hosts (`localhost`,
    * 127.0.0.0/8, `[::1]`), where http crosses no network. The API key and every token travel to this URL.
    */
-  readonly allowInsecureRequests?: boolean;
+  readonly allowInsecureRequests?: boolean | undefined;
   /** Statuses that let the request through. Default `['valid']`. */
-  readonly accept?: readonly ConnectionTokenStatus[];
+  readonly accept?: readonly ConnectionTokenStatus[] | undefined;
   /** Query parameter names. Default `{ userId: 'user_id', token: 'token' }`. */
-  readonly query?: Partial<ConnectionQueryNames>;
+  readonly query?: Partial<ConnectionQueryNames> | undefined;
   /** Permissions granted to every accepted connection token (the API reports none). Default `[]`. */
-  readonly permissions?: readonly string[];
+  readonly permissions?: readonly string[] | undefined;
   /** Name in errors, events and `AuthContext.provider`. Default `partoo`. */
-  readonly name?: string;
+  readonly name?: string | undefined;
 }
 
 const PartooOptionsSchema = optionsObject(

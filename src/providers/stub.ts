@@ -23,7 +23,7 @@ export interface StubProviderOptions {
   /** Accepted tokens; any other Bearer token is rejected as invalid. */
   readonly tokens: Readonly<Record<string, StubToken>>;
   /** Name in `AuthContext.provider`. Default `stub`. */
-  readonly name?: string;
+  readonly name?: string | undefined;
 }
 
 const StubTokenSchema = optionsObject(

@@ -26,22 +26,22 @@ export interface RedisCacheOptions {
    * versions) can share one Redis without seeing each other's entries.
    * Letters, digits and `:_.-`. Default `'tokengate:'`.
    */
-  readonly prefix?: string;
+  readonly prefix?: string | undefined;
   /** Longest wait for any one Redis command; past it, the gate carries on without Redis. Default 50. */
-  readonly timeout?: number;
+  readonly timeout?: number | undefined;
   /**
    * Longest time an instance serves an answer from its in-process cache
    * without looking at Redis again: the bound on how long a revocation
    * message that was lost (Redis partitioned, subscriber down) can matter.
    * Default 5000.
    */
-  readonly localTtl?: number;
+  readonly localTtl?: number | undefined;
   /**
    * How long one instance's upstream call holds the others waiting for its
    * answer for the same credential; past it, they ask the provider
    * themselves. Should cover most provider answers. Default 2000.
    */
-  readonly leaseTime?: number;
+  readonly leaseTime?: number | undefined;
   /**
    * Seals every verdict the tier stores in Redis (an HMAC-SHA256 over its
    * key and value) and trusts only values sealed with it: whoever can write
@@ -54,7 +54,7 @@ export interface RedisCacheOptions {
    * every one is trusted. Default: none; values are plain JSON, and Redis is
    * trusted as a whole.
    */
-  readonly secret?: string | readonly string[];
+  readonly secret?: string | readonly string[] | undefined;
 }
 
 /** The Redis tier: a {@link SharedTier} with every optional part (`lease`, `invalidate`…), and `ready()` and `close()`. */

@@ -40,18 +40,18 @@ export interface MockIntrospectionOptions {
   /** The only client secret accepted. */
   readonly clientSecret: string;
   /** The one client authentication accepted: `basic` (default) or `post`. */
-  readonly clientAuth?: 'basic' | 'post';
+  readonly clientAuth?: 'basic' | 'post' | undefined;
   /** Known tokens, keyed by the token itself; any other token is `{ "active": false }`. */
-  readonly tokens?: Readonly<Record<string, IntrospectionTokenDef>>;
+  readonly tokens?: Readonly<Record<string, IntrospectionTokenDef>> | undefined;
   /**
    * Path of the issuer on the mock (`/realms/a`): the issuer is `url + issuerPath`, a terminating `/` kept
    * (`'/'` gives `url + '/'`, as an issuer such as `https://tenant.example/` has it). Default none: the issuer is `url`.
    */
-  readonly issuerPath?: string;
+  readonly issuerPath?: string | undefined;
   /** Documents served (default both); the others answer 404. */
-  readonly wellKnown?: readonly MockMetadataDocument[];
+  readonly wellKnown?: readonly MockMetadataDocument[] | undefined;
   /** Members added to (or replacing those of) both metadata documents, such as another `issuer`. */
-  readonly metadata?: Readonly<Record<string, unknown>>;
+  readonly metadata?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /**

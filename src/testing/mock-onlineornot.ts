@@ -18,7 +18,7 @@ export interface OnlineOrNotTokenDef {
 /** Options of {@link mockOnlineOrNot}. */
 export interface MockOnlineOrNotOptions {
   /** Known tokens, keyed by the bearer token itself. */
-  readonly tokens?: Readonly<Record<string, OnlineOrNotTokenDef>>;
+  readonly tokens?: Readonly<Record<string, OnlineOrNotTokenDef>> | undefined;
 }
 
 /**

@@ -29,7 +29,7 @@ export interface MockPartooOptions {
   /** The only `x-APIKey` header value the mock accepts (non-empty). */
   readonly apiKey: string;
   /** Known connection tokens. */
-  readonly tokens?: readonly PartooTokenEntry[];
+  readonly tokens?: readonly PartooTokenEntry[] | undefined;
 }
 
 /** The Partoo mock; endpoint counted in `calls`: `checkToken`. */
