@@ -12,11 +12,11 @@ import { ProviderFailure } from './types.js';
 /** Connection settings shared by the HTTP providers. */
 export interface HttpOptions {
   /** Most sockets open to the provider at once. Default 16 (OnlineOrNot: 32, two per verification). */
-  readonly connections?: number;
+  readonly connections?: number | undefined;
   /** Answers larger than this many bytes are cut off and count as a provider failure. Default 65 536. */
-  readonly maxBodyBytes?: number;
-  /** How long an idle keep-alive socket stays open, in ms. Default 10 000. */
-  readonly keepAliveTimeout?: number;
+  readonly maxBodyBytes?: number | undefined;
+  /** How long an idle keep-alive socket stays open at most, in ms (a server's shorter `Keep-Alive: timeout` wins). Default 10 000. */
+  readonly keepAliveTimeout?: number | undefined;
 }
 
 /** The schema of {@link HttpOptions}, for the providers' own option schemas. */
@@ -49,9 +49,13 @@ export class ProviderHttp {
     this.#provider = provider;
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    const keepAlive = options.keepAliveTimeout ?? 10_000;
     this.#pool = new Pool(url.origin, {
       connections: options.connections ?? DEFAULT_CONNECTIONS,
-      keepAliveTimeout: options.keepAliveTimeout ?? 10_000,
+      // The longest an idle socket is kept: undici takes a server's `Keep-Alive: timeout` hint (less a margin) over
+      // `keepAliveTimeout`, and bounds the hint by `keepAliveMaxTimeout` alone.
+      keepAliveTimeout: keepAlive,
+      keepAliveMaxTimeout: keepAlive,
       pipelining: 1,
       maxResponseSize: this.#maxBodyBytes,
     });

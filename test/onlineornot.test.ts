@@ -239,6 +239,26 @@ describe('onlineOrNot', () => {
     expect(mock.connections).toBe(2);
   });
 
+  it('keeps an idle socket for keepAliveTimeout at most, though the server hints at 5 s', async () => {
+    const { mock } = await setup();
+    const opened: Record<string, number> = {};
+    for (const [label, keepAliveTimeout] of [
+      ['200 ms', 200],
+      ['default', undefined],
+    ] as const) {
+      const gate = closeLater(
+        createGate({ providers: [onlineOrNot({ baseUrl: mock.url, keepAliveTimeout })], retry: false }),
+      );
+      const before = mock.connections;
+      await gate.authenticate(bearer('active-token'));
+      await sleep(700);
+      await gate.authenticate(bearer('bare-token'));
+      opened[label] = mock.connections - before;
+    }
+    // Two calls per verification: two sockets, reused by the second verification, or opened again.
+    expect(opened).toEqual({ '200 ms': 4, default: 2 });
+  });
+
   it('calls both endpoints concurrently: permissions is asked while verify has not answered', async () => {
     const { mock, gate } = await setup();
     mock.fault = { kind: 'hang', endpoints: ['verify'] };
