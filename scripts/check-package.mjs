@@ -460,14 +460,31 @@ await gate.close();
 if (!(thrown instanceof AuthError)) throw new Error('a 401 of the CommonJS build is not instanceof the ESM AuthError');
 if (!(new AuthError('invalid_token', 401, 'x') instanceof cjs.AuthError)) throw new Error('not instanceof, ESM to CJS');
 if (new Error('x') instanceof AuthError || null instanceof AuthError) throw new Error('a plain Error is instanceof AuthError');
-console.log('a 401 thrown by the CommonJS build is instanceof the ESM AuthError, and back; a plain Error is not');
+// authenticate({ optional: true }) from one build, requires() from the other: an anonymous request is still a 401.
+const { authenticate } = await import('tokengate/express');
+const { requires } = require('tokengate/express');
+const anonymousGate = cjs.createGate({ providers: [stubProvider({ tokens: {} })] });
+const req = { headers: {} };
+let passed = 'next() not called';
+authenticate(anonymousGate, { optional: true })(req, {}, (error) => {
+  if (error !== undefined) throw error;
+  try {
+    requires('read')(req, {}, (guarded) => (passed = guarded));
+  } catch (thrown) {
+    passed = thrown; // as Express passes a guard's throw on
+  }
+});
+await new Promise((resolve) => setTimeout(resolve, 10));
+await anonymousGate.close();
+if (!(passed instanceof AuthError) || passed.status !== 401) throw new Error(\`anonymous across builds: \${passed}\`);
+console.log('a 401 thrown by the CommonJS build is instanceof the ESM AuthError, and back; a plain Error is not; an anonymous request let through by one build is a 401 to the guard of the other');
 `,
 );
 
 for (const [label, file] of [
   ['ESM consumer (import): every entry point, Express + Koa + Fastify round trip', 'esm.mjs'],
   ['CJS consumer (require): every entry point, Express + Koa + Fastify round trip', 'cjs.cjs'],
-  ['ESM and CJS copies in one app: instanceof AuthError holds across them', 'mixed.mjs'],
+  ['ESM and CJS copies in one app: AuthError and anonymous requests are known across them', 'mixed.mjs'],
 ]) {
   check(label, () => run(process.execPath, [file], { cwd: consumer, timeout: 60_000 }).split('\n').pop());
 }

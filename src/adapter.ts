@@ -33,8 +33,15 @@ export type Authenticate = (
   holder: object,
 ) => AuthContext | undefined | Promise<AuthContext | undefined>;
 
-/** Realms of requests let through anonymously (`optional: true`), by holder: only those need the gate's realm later. */
-const anonymous = new WeakMap<object, string>();
+/**
+ * Realms of requests let through anonymously (`optional: true`), by holder: only those need the gate's realm later.
+ * One map for every copy of this package in the process (its ESM and CommonJS builds), as for `AuthError`: an app may
+ * take `authenticate` from one and `requires` from the other.
+ */
+const ANONYMOUS = Symbol.for('tokengate.anonymousRealms@1');
+const registry = globalThis as { [ANONYMOUS]?: WeakMap<object, string> };
+registry[ANONYMOUS] ??= new WeakMap<object, string>();
+const anonymous: WeakMap<object, string> = registry[ANONYMOUS];
 
 const AdapterOptionsSchema = optionsObject(
   { optional: z.boolean({ error: (issue) => `expected true or false, got ${shown(issue.input)}` }).optional() },
