@@ -132,10 +132,10 @@ export function checkOptions<T>(
   }
   const parsed = schema.safeParse(value, { reportInput: true });
   if (parsed.success) return value as T;
-  const message = `${where}: ${describeIssue(schema, parsed.error.issues, hints)}`;
+  const issue = misspelling(parsed.error.issues) ?? pickIssue(parsed.error.issues);
+  const message = `${where}: ${describeIssue(schema, issue, hints)}`;
   // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw;
   // a number where something else belongs is a TypeError.
-  const issue = pickIssue(parsed.error.issues);
   const numeric = issue?.code !== 'invalid_type' || issue.expected === 'number' || issue.expected === 'int';
   const outOfRange = typeof issue?.input === 'number' && numeric;
   throw outOfRange ? new RangeError(message) : new TypeError(message);
@@ -166,8 +166,7 @@ function promiseIn(value: unknown, path: string, depth: number): string | undefi
 
 type Issue = z.core.$ZodIssue;
 
-function describeIssue(schema: z.ZodType, issues: readonly Issue[], hints: Readonly<Record<string, string>>): string {
-  const issue = pickIssue(issues);
+function describeIssue(schema: z.ZodType, issue: Issue | undefined, hints: Readonly<Record<string, string>>): string {
   if (issue === undefined) return 'invalid options';
   const path = issue.path.map((part, i) =>
     typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`,
@@ -184,6 +183,30 @@ function describeIssue(schema: z.ZodType, issues: readonly Issue[], hints: Reado
       ? `expected ${issue.expected}, got ${shown(issue.input)}`
       : issue.message;
   return at === '' ? message : `${at}: ${message}`;
+}
+
+/**
+ * An unknown key that is a near spelling of a required option reported missing beside it (`apikey` for `apiKey`): the
+ * mistake to name, rather than the missing option.
+ */
+function misspelling(issues: readonly Issue[]): Issue | undefined {
+  for (const missing of issues) {
+    if (missing.code !== 'invalid_type' || missing.input !== undefined) continue;
+    const name = missing.path.at(-1);
+    if (typeof name !== 'string') continue;
+    const parent = missing.path.slice(0, -1);
+    const unknown = issues.find(
+      (issue) =>
+        issue.code === 'unrecognized_keys' &&
+        issue.path.length === parent.length &&
+        issue.path.every((part, i) => part === parent[i]) &&
+        issue.keys.some((key) => nearKey(key, [name]) !== undefined),
+    );
+    if (unknown?.code === 'unrecognized_keys') {
+      return { ...unknown, keys: unknown.keys.filter((key) => nearKey(key, [name]) !== undefined) };
+    }
+  }
+  return undefined;
 }
 
 /** The issue to report: inside a union, the branch that got furthest into the value. */

@@ -308,6 +308,12 @@ describe('provider options', () => {
       'partoo: got a promise (missing await?)',
     ],
     [
+      'a required option misspelled: the misspelling is named, not the option as missing',
+      partooWith({ apikey: 'k' }),
+      TypeError,
+      'partoo: apikey: unknown option (did you mean apiKey?)',
+    ],
+    [
       'an apiKey of a number',
       partooWith({ apiKey: 123 }),
       TypeError,
@@ -406,7 +412,8 @@ describe('provider options', () => {
       undefined,
       'stubProvider: expected an options object with tokens, got undefined',
     ],
-    ['no tokens', { token: {} }, 'stubProvider: tokens: expected an object of tokens, got undefined'],
+    ['no tokens', { name: 'stub' }, 'stubProvider: tokens: expected an object of tokens, got undefined'],
+    ['tokens misspelled', { token: {} }, 'stubProvider: token: unknown option (did you mean tokens?)'],
     [
       'a token given as its subject',
       { tokens: { SECRETstub1: 'alice' } },
