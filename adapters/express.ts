@@ -28,6 +28,7 @@ declare global {
  * gate's request reads them, and are not declared here: a route's handlers keep Express's own types for them.
  */
 export interface ExpressLikeRequest extends IncomingMessage {
+  /** Set by `authenticate()`; undefined for anonymous requests under `optional: true`. */
   auth?: AuthContext | undefined;
 }
 

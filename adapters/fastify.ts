@@ -27,9 +27,13 @@ declare module 'fastify' {
 
 /** The parts of a Fastify request the hooks read and write. */
 export interface FastifyLikeRequest {
+  /** The Node request: its headers and socket. */
   readonly raw: IncomingMessage;
+  /** Fastify's parsed query. */
   readonly query: unknown;
+  /** The client address under Fastify's `trustProxy`. */
   readonly ip: string;
+  /** Set by `authenticate()`; undefined for anonymous requests under `optional: true`. */
   auth?: AuthContext | undefined;
 }
 
@@ -104,7 +108,9 @@ function fail(error: Error, done: unknown): void {
 
 /** The parts of a Fastify instance the plugin uses. */
 export interface FastifyLikeInstance {
+  /** Declares a request property, as Fastify's own `decorateRequest`. */
   decorateRequest(name: string, value: undefined): unknown;
+  /** Whether a request property is declared, as Fastify's own `hasRequestDecorator`. */
   hasRequestDecorator(name: string): boolean;
 }
 

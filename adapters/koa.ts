@@ -29,8 +29,11 @@ declare module 'koa' {
 
 /** The parts of a Koa context the middleware reads and writes. */
 export interface KoaLikeContext {
+  /** The Node request: its headers and socket. */
   readonly req: IncomingMessage;
+  /** Koa's parsed query. */
   readonly query: CredentialRequest['query'];
+  /** Where `authenticate()` puts `auth`. */
   state: AuthState;
 }
 

@@ -100,7 +100,10 @@ let staleContext: (init: AuthContextInit) => AuthContext;
  */
 export class AuthContext {
   /** @internal */ readonly origin: ContextOrigin;
-  /** Who the credential belongs to: the token id (OnlineOrNot), the user id (Partoo), `sub` (introspection). */
+  /**
+   * Who the credential belongs to: the token id (OnlineOrNot), the user id (Partoo), `sub` (introspection; else
+   * `username`, else `client_id`).
+   */
   readonly subject: string;
   /** @internal */ readonly grants: Grants;
   /** @internal epoch ms */ readonly expiresAtMs: number | undefined;

@@ -44,7 +44,7 @@ export type GateEvent =
   | { readonly type: 'retry'; readonly provider: string; readonly attempt: number; readonly delayMs: number }
   /** A provider's circuit breaker changed state. */
   | { readonly type: 'breaker'; readonly provider: string; readonly state: BreakerState }
-  /** The provider failed and an expired positive answer was served under `staleIfError`. */
+  /** The provider failed and an accepted answer past its `ttl` (within `staleIfError`) was served. */
   | { readonly type: 'stale'; readonly provider: string }
   /**
    * A verification was refused a slot with the provider: `full`, no room to

@@ -81,6 +81,7 @@ export interface Credential {
  * with an unrelated `?token=` in the URL) it is ignored.
  */
 export interface PartialCredential {
+  /** Where it was found, as {@link Credential.source}. */
   readonly source: string;
   /** Why it is incomplete, for the 400's `error_description`. */
   readonly partial: string;
@@ -254,8 +255,12 @@ export interface Gate {
   authorize(auth: AuthContext | undefined, guard: Guard): void;
   /**
    * Forgets the cached answer for the request's credential. Returns whether
-   * there was one in this process. With a shared cache tier, every instance
-   * forgets it too, in the background; {@link revoke} waits for that.
+   * this process had one, or a verification of it under way (which is then
+   * kept nowhere). With a shared cache tier, every instance forgets it too,
+   * in the background; {@link revoke} waits for that.
+   *
+   * @throws AuthError 400 `invalid_request` for a malformed credential or credentials in two places; `Error` once
+   *   the gate is closed.
    */
   invalidate(req: CredentialRequest): boolean;
   /**
@@ -266,7 +271,8 @@ export interface Gate {
    * its `timeout` (reported through `onEvent`; other instances still stop
    * serving it within the tier's `localTtl`). Without a shared tier, `true` at once for a request with a credential.
    *
-   * @throws AuthError 400 `invalid_request` (as a rejection) for credentials in two places.
+   * @throws AuthError 400 `invalid_request` (as a rejection) for a malformed credential or credentials in two
+   *   places; `Error` (as a rejection) once the gate is closed.
    */
   revoke(req: CredentialRequest): Promise<boolean>;
   /**

@@ -188,7 +188,7 @@ const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id',
  * An active token is still a 401 when it cannot be used as a plain bearer
  * token: bound to a key or certificate (a `cnf` member: DPoP, RFC 9449, or
  * mutual TLS, RFC 8705, whose proof this gate does not check), of a
- * `token_type` that is not bearer (`DPoP`, `N_A`), or a refresh token
+ * `token_type` that is not bearer (`DPoP`, `PoP`, `N_A`, `mac`), or a refresh token
  * (`token_type` or Ory's `token_use` `refresh_token`, Keycloak's `typ`
  * `Refresh`, `Offline`, `ID` or `Logout`); and when the answer
  * names no subject.

@@ -17,14 +17,19 @@ export interface IntrospectionTokenDef {
   readonly active: unknown;
   /** Space-separated scopes. */
   readonly scope?: string;
+  /** The subject (RFC 7662 §2.2). */
   readonly sub?: string;
+  /** A human-readable name of the resource owner. */
   readonly username?: string;
+  /** The client the token was issued to. */
   readonly client_id?: string;
   /** Seconds since the epoch. */
   readonly exp?: number;
   /** Seconds since the epoch. */
   readonly nbf?: number;
+  /** The audience: one or several. */
   readonly aud?: string | readonly string[];
+  /** The issuer. */
   readonly iss?: string;
   /** Any other member. */
   readonly [member: string]: unknown;
