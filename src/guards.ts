@@ -37,7 +37,9 @@ function checkPermissions(permissions: readonly string[], factory: string): read
       throw new TypeError(
         'allows' in permission
           ? `${factory}() takes permission names, got a guard: pass the names themselves, ${factory}('permission')`
-          : `${factory} was mounted without being called: mount ${factory}('permission'), not ${factory}`,
+          : 'authenticateNow' in permission
+            ? `${factory}() takes permission names, got a gate: ${factory}('permission') reads what authenticate(gate) found`
+            : `${factory} was mounted without being called: mount ${factory}('permission'), not ${factory}`,
       );
     }
     if (typeof permission !== 'string' || permission.length === 0) {

@@ -151,6 +151,16 @@ describe('requires and requiresAny', () => {
     expect(() => expressGate.requires(requiresAny('a') as unknown as string)).toThrow(/got a guard/);
   });
 
+  it('says so when a gate is passed to a guard (JavaScript; TypeScript refuses it)', async () => {
+    const gate = createGate({ providers: [stubProvider({ tokens: {} })] });
+    expect(() => expressGate.requires(gate as unknown as string, 'read')).toThrow(
+      new TypeError(
+        "requires() takes permission names, got a gate: requires('permission') reads what authenticate(gate) found",
+      ),
+    );
+    await gate.close();
+  });
+
   it('says so when a list is passed whole (JavaScript; TypeScript refuses it)', () => {
     const list = ['a', 'b'] as unknown as string;
     expect(() => requires(list)).toThrow(

@@ -534,6 +534,8 @@ describe('hand-written hostile answers: 503 through Express', () => {
     ['no content type', undefined],
     ['application/jsonp', 'application/jsonp'],
     ['application/x-json-stream', 'application/x-json-stream'],
+    ['application/x-json (no +)', 'application/x-json'],
+    ['text/json (not application/)', 'text/json'],
   ])('valid JSON with the wrong content type: %s', async (_name, contentType) => {
     const answer =
       (body: string): Answer =>
