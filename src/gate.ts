@@ -26,14 +26,15 @@ import { shown } from './options.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
-import type {
-  AuthenticateOptions,
-  Credential,
-  CredentialRequest,
-  Gate,
-  GateStats,
-  PartialCredential,
-  Provider,
+import {
+  type AuthenticateOptions,
+  type Credential,
+  type CredentialRequest,
+  type Gate,
+  type GateStats,
+  type PartialCredential,
+  type Provider,
+  ProviderFailure,
 } from './types.js';
 import { Upstream, type UpstreamCounters } from './upstream.js';
 
@@ -210,6 +211,13 @@ class TokenGate implements Gate {
   async close(): Promise<void> {
     if (this.#closed) throw closedError();
     this.#closed = true;
+    // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
+    // another instance's answer, or asking the provider (which is also cut short, and stores nothing).
+    for (const flight of this.#store.flights()) {
+      const { provider } = flight.origin;
+      const cause = new ProviderFailure('timeout', `the gate closed while ${provider} was asked`);
+      flight.end?.(providerUnavailable(provider, undefined, cause));
+    }
     this.#store.close();
     for (const member of this.#members) member.upstream.close();
     await Promise.all(this.#members.map((member) => member.provider.close?.()));

@@ -315,6 +315,11 @@ export class VerdictStore {
     this.#shared?.end(flight);
   }
 
+  /** The flights under way, their requests waiting on them. */
+  flights(): IterableIterator<Flight> {
+    return this.#inflight.values();
+  }
+
   /** {@link clear}, and stops listening to the shared tier. */
   close(): void {
     for (const stop of this.#detach.splice(0)) stop();

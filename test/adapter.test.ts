@@ -253,6 +253,27 @@ describe('closing a gate', () => {
     expect(res.body).not.toContain('reached');
   });
 
+  it("ends requests waiting for another instance's answer through the shared tier", async () => {
+    const heldElsewhere = {
+      get: async () => undefined,
+      set: async () => {},
+      delete: async () => {},
+      lease: async () => ({ state: 'held' as const }),
+      // Another instance that never answers: only close() can end the wait before the gate's timeout.
+      waitFor: () => new Promise<unknown>(() => {}),
+    };
+    const gate = createGate({
+      providers: [stubProvider({ tokens: { [READER]: { subject: 'reader' } } })],
+      sharedCache: heldElsewhere,
+      timeout: 60_000,
+    });
+    const answer = gate.authenticate({ headers: { authorization: `Bearer ${READER}` } });
+    answer.catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await gate.close();
+    await expect(answer).rejects.toMatchObject({ status: 503, code: 'provider_unavailable' });
+  });
+
   it("aborts a custom provider's signal, and its 503's cause says the gate closed", async () => {
     let signal: AbortSignal | undefined;
     const hung: Provider<BearerCredential> = {
