@@ -58,16 +58,30 @@ export interface ContextOrigin {
   readonly realm: string;
 }
 
-/** `value`, with every object and array reachable from it frozen: one context is shared by many requests. */
-function deepFreeze<T>(value: T, seen = new WeakSet<object>()): T {
-  if (typeof value !== 'object' || value === null || seen.has(value)) return value;
-  seen.add(value);
-  Object.freeze(value);
-  for (const key of Reflect.ownKeys(value)) {
-    const descriptor = Reflect.getOwnPropertyDescriptor(value, key);
-    if (descriptor !== undefined && 'value' in descriptor) deepFreeze(descriptor.value, seen);
+/**
+ * A frozen copy of `value`'s plain data: arrays and plain objects (own enumerable string keys) are copied and frozen,
+ * to the last level; anything else (a primitive, a `Date`, a `Buffer`, a class instance) is kept as it is. The
+ * provider's own objects are left unfrozen: an app's cache they came from keeps working.
+ */
+function frozenData(value: unknown, copies = new Map<object, unknown>()): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  const known = copies.get(value);
+  if (known !== undefined) return known;
+  if (Array.isArray(value)) {
+    const copy: unknown[] = [];
+    copies.set(value, copy);
+    for (const item of value) copy.push(frozenData(item, copies));
+    return Object.freeze(copy);
   }
-  return value;
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return value;
+  const copy: Record<string, unknown> = {};
+  copies.set(value, copy);
+  // Defined, not assigned: a member named `__proto__` (JSON.parse makes one) stays a member.
+  for (const [key, member] of Object.entries(value)) {
+    Object.defineProperty(copy, key, { value: frozenData(member, copies), enumerable: true, writable: true });
+  }
+  return Object.freeze(copy);
 }
 
 /** Marks contexts made by any copy of this package (ESM and CJS builds side by side). */
@@ -121,7 +135,7 @@ export class AuthContext {
     this.subject = init.subject;
     this.grants = init.grants;
     this.expiresAtMs = init.expiresAt;
-    this.details = deepFreeze(init.details);
+    this.details = frozenData(init.details) as Readonly<Record<string, unknown>>;
     Object.freeze(this);
   }
 

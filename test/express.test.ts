@@ -8,7 +8,16 @@ import express, { type ErrorRequestHandler, type Express, type RequestHandler } 
 import request from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { authenticate, requires, requiresAny } from '../adapters/express.js';
-import { AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
+import {
+  AuthError,
+  type BearerCredential,
+  createGate,
+  extractBearer,
+  type Gate,
+  onlineOrNot,
+  type Provider,
+  partoo,
+} from '../src/index.js';
 import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot } from '../src/testing/index.js';
 import {
   bearer,
@@ -131,6 +140,45 @@ function expectNoSecrets(res: { headers: Record<string, unknown>; text: string }
   const seen = `${JSON.stringify(res.headers)}\n${res.text}`;
   for (const secret of SECRETS) expect(seen).not.toContain(secret);
 }
+
+describe("a custom provider's details", () => {
+  it('reach every request as a frozen copy: a route cannot change them, and the provider keeps its own objects', async () => {
+    // What a provider might hand over: an object of the app's own cache, a Buffer, a Date.
+    const profile = { plan: 'pro', roles: ['reader'] };
+    const provider: Provider<BearerCredential> = {
+      name: 'profiles',
+      cacheScope: 'profiles',
+      extract: extractBearer,
+      async verify() {
+        const details = { profile, avatar: Buffer.from('png'), seen: new Date(0) };
+        return { ok: true, principal: { subject: 'u1', permissions: [READ], details } };
+      },
+    };
+    const gate = createGate({ providers: [provider] });
+    const app = express();
+    app.set('env', 'test');
+    app.get('/tamper', authenticate(gate), (req, res) => {
+      tamper(req.auth);
+      res.status(204).end();
+    });
+    app.get('/details', authenticate(gate), (req, res) => {
+      const details = req.auth?.details as { profile: typeof profile; avatar: Buffer };
+      res.json({ profile: details.profile, avatar: details.avatar.toString() });
+    });
+    const server = await listen(app);
+    try {
+      const auth = { Authorization: bearer('profile-token-1') };
+      expect((await request(server).get('/tamper').set(auth)).status).toBe(204);
+      const res = await request(server).get('/details').set(auth);
+      expect(res.body).toEqual({ profile: { plan: 'pro', roles: ['reader'] }, avatar: 'png' });
+      // The app's own object is not frozen by being handed over.
+      profile.roles.push('writer');
+      expect(profile.roles).toEqual(['reader', 'writer']);
+    } finally {
+      await gate.close();
+    }
+  });
+});
 
 describe.each([
   ['express 5', express],
