@@ -362,5 +362,18 @@ function verifierOf(provider: Provider): (credential: Credential, deadline: Dead
 function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure {
   if (error instanceof ProviderFailure) return error;
   if (cancellation.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline');
-  return new ProviderFailure('invalid_answer', 'provider verify threw', { cause: error });
+  return new ProviderFailure('invalid_answer', 'provider verify threw', { cause: withoutMessage(error) });
+}
+
+/**
+ * What a provider threw, for logs: its class and where it was thrown, not its message, which may hold a secret (an
+ * HTTP client's error names the URL it asked, token and all). A provider that means its message for logs throws a
+ * `ProviderFailure`.
+ */
+function withoutMessage(thrown: unknown): Error {
+  const name = thrown instanceof Error ? thrown.name : typeof thrown;
+  const error = new Error(`${name} thrown by verify (its message is withheld: it may hold a secret)`);
+  const frames = thrown instanceof Error && typeof thrown.stack === 'string' ? thrown.stack.split('\n') : [];
+  error.stack = [`Error: ${error.message}`, ...frames.filter((line) => /^\s+at /.test(line))].join('\n');
+  return error;
 }

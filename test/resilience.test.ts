@@ -858,14 +858,15 @@ describe('what a failure tells the logs', () => {
     return { app, logged };
   }
 
-  it("a 503's cause is the provider's failure: a custom provider's own error reaches the log, not the client", async () => {
+  it("a 503's cause is the provider's failure: a custom provider's error reaches the log by its class and where it was thrown", async () => {
     const events: GateEvent[] = [];
     const mine: Provider<BearerCredential> = {
       name: 'mine',
       cacheScope: 'mine',
       extract: extractBearer,
       async verify() {
-        throw new TypeError('mine: the profile lookup found no user field');
+        // As an HTTP client's error names the URL it asked, with a token in its query.
+        throw new TypeError(`request to http://127.0.0.1:9/check?token=${READ_TOKEN} failed`);
       },
     };
     const gate = createGate({ providers: [mine], retry: false, onEvent: (event) => events.push(event) });
@@ -874,11 +875,12 @@ describe('what a failure tells the logs', () => {
 
     const res = await request(app).get('/me').set(bearer(READ_TOKEN));
     expect(res.status).toBe(503);
-    expect(res.text).not.toContain('profile lookup');
+    expect(res.text).not.toContain('127.0.0.1:9');
     expect(logged).toHaveLength(1);
     expect(logged[0]).toContain('Token provider mine is unavailable');
     expect(logged[0]).toContain('provider verify threw');
-    expect(logged[0]).toContain('TypeError: mine: the profile lookup found no user field');
+    expect(logged[0]).toContain('TypeError thrown by verify');
+    expect(logged[0]).toMatch(/at Object\.verify \(.*resilience\.test\.ts:\d+:\d+\)/);
     expect(logged[0]).not.toContain(READ_TOKEN);
     expect(ofType(events, 'provider_error')).toEqual([
       expect.objectContaining({ reason: 'invalid_answer', message: 'provider verify threw' }),
