@@ -118,8 +118,12 @@ export class ProviderHttp {
     return this.#maxBodyBytes;
   }
 
+  /**
+   * Closes the pool at once: requests still under way are aborted, as a call left running by a verification that
+   * had its answer (OnlineOrNot's second call) would otherwise hold the close until the deadline.
+   */
   close(): Promise<void> {
-    return this.#pool.close();
+    return this.#pool.destroy();
   }
 }
 

@@ -60,7 +60,8 @@ export class Upstream {
   readonly #breaker: CircuitBreaker | undefined;
   /** The deadlines of the verifications under way, which {@link close} cuts short. */
   readonly #live = new Set<Deadline>();
-  #closed = false;
+  /** Set by {@link close}: the cause of the 503 every verification under way or asked later ends with. */
+  #closing: ProviderFailure | undefined;
   readonly #admission: Admission;
 
   constructor(provider: Provider, policy: UpstreamPolicy) {
@@ -182,7 +183,7 @@ export class Upstream {
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
-    if (this.#closed) return providerUnavailable(provider.name);
+    if (this.#closing !== undefined) return this.#unavailable(undefined, this.#closing);
     const deadline = new Deadline(timeout);
     this.#live.add(deadline);
     let answered = false;
@@ -200,6 +201,8 @@ export class Upstream {
           this.#ended(accepted ? 'accepted' : 'rejected', started, attempts, trace);
           return verdict;
         } catch (error) {
+          // Cut short by close(): not a fault of the provider's, so no event, count or breaker step says so.
+          if (this.#closing !== undefined) return this.#unavailable(undefined, this.#closing);
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -222,6 +225,7 @@ export class Upstream {
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
+          if (this.#closing !== undefined) return this.#unavailable(undefined, this.#closing);
         }
       }
     } finally {
@@ -236,8 +240,8 @@ export class Upstream {
    * the provider did not fail), and answers every later one so: the gate is closing.
    */
   close(): void {
-    this.#closed = true;
     const closing = new ProviderFailure('timeout', `the gate closed while ${this.provider.name} was asked`);
+    this.#closing = closing;
     for (const deadline of this.#live) deadline.cut(closing);
   }
 
@@ -256,7 +260,6 @@ export class Upstream {
   /** The answer after the last failed attempt. */
   #failed(failure: ProviderFailure, stale: StaleCopy | undefined): AuthContext | AuthError {
     const { provider } = this;
-    if (this.#closed) return this.#unavailable(undefined, failure);
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
     // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.

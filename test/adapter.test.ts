@@ -25,6 +25,7 @@ import {
   NodeRequest,
   onlineOrNot,
   type Provider,
+  ProviderFailure,
   requires,
 } from '../src/index.js';
 import { mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
@@ -251,6 +252,55 @@ describe('closing a gate', () => {
     const res = await pending;
     expect(res.status).toBe(503);
     expect(res.body).not.toContain('reached');
+  });
+
+  it('does not wait for a call a verification left running after its answer', async () => {
+    const oon = await mockOnlineOrNot({ tokens: {} });
+    open.push(() => oon.close());
+    // verify says 401 at once; permissions hangs, and the gate lets it finish on its own.
+    oon.fault = { kind: 'hang', endpoints: ['permissions'] };
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [onlineOrNot({ baseUrl: oon.url })],
+      timeout: 60_000,
+      onEvent: (event) => events.push(event.type),
+    });
+    await expect(gate.authenticate({ headers: { authorization: `Bearer ${READER}` } })).rejects.toMatchObject({
+      status: 401,
+    });
+    await gate.close(); // within the test's own timeout, far below the gate's
+    expect(events).not.toContain('provider_error');
+  });
+
+  it('ends a verification waiting out a retry backoff without asking again or reporting a provider fault', async () => {
+    let calls = 0;
+    const flaky: Provider<BearerCredential> = {
+      name: 'flaky',
+      cacheScope: 'flaky',
+      extract: extractBearer,
+      async verify() {
+        calls++;
+        throw new ProviderFailure('unreachable', 'connection refused');
+      },
+    };
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [flaky],
+      timeout: 60_000,
+      retry: { retries: 2, baseDelay: 20_000, maxDelay: 20_000 },
+      onEvent: (event) => events.push(event.type),
+    });
+    const answer = gate.authenticate({ headers: { authorization: `Bearer ${READER}` } });
+    answer.catch(() => {});
+    await vi.waitFor(() => expect(events).toContain('retry'));
+    await gate.close();
+    const error = await answer.then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    expect(error).toMatchObject({ status: 503, cause: { message: 'the gate closed while flaky was asked' } });
+    expect(calls).toBe(1);
+    expect(events.filter((type) => type === 'provider_error')).toHaveLength(1);
   });
 
   it("ends requests waiting for another instance's answer through the shared tier", async () => {
