@@ -126,9 +126,10 @@ export function checkOptions<T>(
   where: string,
   hints: Readonly<Record<string, string>> = {},
 ): T {
-  const promised = promiseIn(value, '', 3);
+  const promised = promiseIn(value, schema, []);
   if (promised !== undefined) {
-    throw new TypeError(`${where}: ${promised === '' ? '' : `${promised}: `}got a promise (missing await?)`);
+    const at = pathName(promised);
+    throw new TypeError(`${where}: ${at === '' ? '' : `${at}: `}got a promise (missing await?)`);
   }
   const parsed = schema.safeParse(value, { reportInput: true });
   if (parsed.success) return value as T;
@@ -136,42 +137,50 @@ export function checkOptions<T>(
   const message = `${where}: ${describeIssue(schema, issue, hints)}`;
   // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw;
   // a number where something else belongs is a TypeError.
-  const numeric = issue?.code !== 'invalid_type' || issue.expected === 'number' || issue.expected === 'int';
+  // Not a range: one of a few values (`invalid_value`), or another type than a number (`invalid_type`).
+  const numeric =
+    issue?.code !== 'invalid_value' &&
+    (issue?.code !== 'invalid_type' || issue.expected === 'number' || issue.expected === 'int');
   const outOfRange = typeof issue?.input === 'number' && numeric;
   throw outOfRange ? new RangeError(message) : new TypeError(message);
 }
 
 /**
- * The option path of a promise in `value` or in the plain objects and arrays within `depth` levels of it (an options
- * object or a provider an `await` was forgotten for), `''` for `value` itself; undefined when there is none.
+ * The path of a promise (or other thenable) where `schema` has an option: `value` itself, or an option of an options
+ * object within it, or an element of an option's list (a provider). An `await` forgotten there passes a promise, which
+ * an options object would take as empty. Members of what the schema does not describe (a provider's own fields, a
+ * shared tier's) are not read. `[]` for `value` itself; undefined when there is none.
  */
-function promiseIn(value: unknown, path: string, depth: number): string | undefined {
-  if (value instanceof Promise) return path;
-  if (depth === 0 || typeof value !== 'object' || value === null) return undefined;
+function promiseIn(value: unknown, schema: z.ZodType, path: PropertyKey[]): PropertyKey[] | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (typeof (value as { then?: unknown }).then === 'function') return path;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = promiseIn(value[i], `${path}[${i}]`, depth - 1);
+      const found = promiseIn(value[i], schema, [...path, i]);
       if (found !== undefined) return found;
     }
     return undefined;
   }
-  const prototype = Object.getPrototypeOf(value);
-  if (prototype !== Object.prototype && prototype !== null) return undefined;
-  for (const [key, member] of Object.entries(value)) {
-    const found = promiseIn(member, path === '' ? key : `${path}.${key}`, depth - 1);
+  for (const key of keysAt(schema, path)) {
+    if (!Object.hasOwn(value, key)) continue;
+    const found = promiseIn((value as Record<string, unknown>)[key], schema, [...path, key]);
     if (found !== undefined) return found;
   }
   return undefined;
+}
+
+/** `a.b[0].c`: a path as the messages name it. */
+function pathName(path: readonly PropertyKey[]): string {
+  return path
+    .map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`))
+    .join('');
 }
 
 type Issue = z.core.$ZodIssue;
 
 function describeIssue(schema: z.ZodType, issue: Issue | undefined, hints: Readonly<Record<string, string>>): string {
   if (issue === undefined) return 'invalid options';
-  const path = issue.path.map((part, i) =>
-    typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`,
-  );
-  const at = path.join('');
+  const at = pathName(issue.path);
   if (issue.code === 'unrecognized_keys') {
     const key = issue.keys[0] ?? '';
     const name = at === '' ? key : `${at}.${key}`;

@@ -10,6 +10,7 @@ import {
   type CredentialRequest,
   createGate,
   type GateOptions,
+  introspection,
   onlineOrNot,
   type PartooOptions,
   type Provider,
@@ -267,6 +268,13 @@ describe('createGate options', () => {
     expect(make).toThrow(message);
   });
 
+  it('takes promises where the options do not describe the value: a provider or a shared tier of its own', () => {
+    const withJwks = { ...provider, jwks: Promise.resolve({ keys: [] }) };
+    const readyTier = { ...tier, ready: Promise.resolve() };
+    const gate = createGate({ providers: [withJwks], sharedCache: readyTier });
+    return gate.close();
+  });
+
   it('accepts every documented option, none of them at its default', async () => {
     const events: string[] = [];
     const gate = createGate({
@@ -306,6 +314,13 @@ describe('provider options', () => {
       () => partoo(Promise.resolve({ apiKey: 'k' }) as never),
       TypeError,
       'partoo: got a promise (missing await?)',
+    ],
+    [
+      'a number where one of a few names belongs',
+      () =>
+        introspection({ endpoint: 'http://127.0.0.1:9/i', clientId: 'a', clientSecret: 'b', clientAuth: 1 } as never),
+      TypeError,
+      'introspection: clientAuth: expected basic or post',
     ],
     [
       'a required option misspelled: the misspelling is named, not the option as missing',
