@@ -38,10 +38,10 @@ export type Authenticate = (
  * One map for every copy of this package in the process (its ESM and CommonJS builds), as for `AuthError`: an app may
  * take `authenticate` from one and `requires` from the other.
  */
-const ANONYMOUS = Symbol.for('tokengate.anonymousRealms@1');
-const registry = globalThis as { [ANONYMOUS]?: WeakMap<object, string> };
-registry[ANONYMOUS] ??= new WeakMap<object, string>();
-const anonymous: WeakMap<object, string> = registry[ANONYMOUS];
+const ANONYMOUS = Symbol.for('tokengate.anonymousRealms@2');
+const registry = globalThis as { [ANONYMOUS]?: unknown };
+if (!(registry[ANONYMOUS] instanceof WeakMap)) registry[ANONYMOUS] = new WeakMap<object, string>();
+const anonymous = registry[ANONYMOUS] as WeakMap<object, string>;
 
 const AdapterOptionsSchema = optionsObject(
   { optional: z.boolean({ error: (issue) => `expected true or false, got ${shown(issue.input)}` }).optional() },

@@ -84,8 +84,8 @@ function frozenData(value: unknown, copies = new Map<object, unknown>()): unknow
   return Object.freeze(copy);
 }
 
-/** Marks contexts made by any copy of this package (ESM and CJS builds side by side). */
-const CONTEXT_BRAND = Symbol.for('tokengate.authContext');
+/** Marks contexts made by any copy of this major version of the package (ESM and CJS builds side by side). */
+const CONTEXT_BRAND = Symbol.for('tokengate.AuthContext@2');
 
 /** @internal Whether `value` is an {@link AuthContext}, from this copy of the package or another. */
 export function isAuthContext(value: unknown): value is AuthContext {

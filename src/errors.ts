@@ -23,7 +23,7 @@ export type AuthErrorCode =
  * Marks the prototype of every copy of {@link AuthError} of this major version (the package's ESM and CommonJS builds
  * each hold one); another major's AuthError, whose shape may differ, carries another mark.
  */
-const AUTH_ERROR = Symbol.for('tokengate.AuthError@1');
+const AUTH_ERROR = Symbol.for('tokengate.AuthError@2');
 
 /**
  * Thrown by the gate and its guards; adapters hand it to the framework as is. `instanceof AuthError` holds for an

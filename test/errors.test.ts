@@ -239,8 +239,12 @@ describe('instanceof AuthError', () => {
   it('holds for the AuthError of another copy of the package (ESM and CommonJS builds), not for other errors', () => {
     // What the other build's class looks like from here: another class whose prototype carries the shared brand.
     class OtherCopy extends Error {}
-    Object.defineProperty(OtherCopy.prototype, Symbol.for('tokengate.AuthError@1'), { value: true });
+    Object.defineProperty(OtherCopy.prototype, Symbol.for('tokengate.AuthError@2'), { value: true });
     expect(new OtherCopy('x') instanceof AuthError).toBe(true);
+    // Another major version's AuthError, whose shape may differ, is not this one.
+    class OtherMajor extends Error {}
+    Object.defineProperty(OtherMajor.prototype, Symbol.for('tokengate.AuthError@1'), { value: true });
+    expect(new OtherMajor('x') instanceof AuthError).toBe(false);
     expect(new Error('x') instanceof AuthError).toBe(false);
     expect(Object.create(null) instanceof AuthError).toBe(false);
     expect(('AuthError' as unknown) instanceof AuthError).toBe(false);
