@@ -47,19 +47,21 @@ export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): 
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
     const auth = check(req, req); // `req` is a plain request as it is; its `connection` is the socket
     // A cached answer comes back as it is: no promise, no extra turn of the event loop.
-    if (!(auth instanceof Promise)) {
-      req.auth = auth;
-      return next();
-    }
-    auth.then((verified) => {
-      try {
-        req.auth = verified;
-      } catch (error) {
-        return next(error); // as Express passes on the same throw from the cached path above
-      }
-      next();
-    }, next);
+    if (!(auth instanceof Promise)) return settle(req, auth, next);
+    auth.then((verified) => settle(req, verified, next), next);
   };
+}
+
+/** Sets `req.auth` and goes on; a throw doing so (an app that made it read-only) goes to `next` as an Error. */
+function settle(req: ExpressLikeRequest, auth: AuthContext | undefined, next: (error?: unknown) => void): void {
+  try {
+    req.auth = auth;
+  } catch (error) {
+    // `next(undefined)` would let the request through unauthenticated.
+    next(error instanceof Error ? error : new TypeError('tokengate/express: setting req.auth threw a non-Error'));
+    return;
+  }
+  next();
 }
 
 function guardMiddleware(guard: Guard): ExpressMiddleware {

@@ -221,6 +221,26 @@ describe.each([
       }
     });
 
+    it('an app whose req.auth setter throws a non-Error gets a 500, not a request let through', async () => {
+      const app = framework();
+      app.set('env', 'test');
+      app.use((req, _res, next) => {
+        Object.defineProperty(req, 'auth', {
+          set: () => {
+            throw undefined;
+          },
+          configurable: true,
+        });
+        next();
+      });
+      app.get('/me', authenticate(gate), (_req, res) => void res.send(ROUTE_MARK));
+      const guarded = await listen(app);
+      const miss = await request(guarded).get('/me').set('Authorization', bearer(TOKENS.read));
+      const hit = await request(guarded).get('/me').set('Authorization', bearer(TOKENS.read));
+      expect([miss.status, hit.status]).toEqual([500, 500]);
+      expect(miss.text + hit.text).not.toContain(ROUTE_MARK);
+    });
+
     it('a route that writes to req.auth changes nothing that another request sees', async () => {
       // A context is shared by every request with its token, and its permission list by every context with the
       // same list (the Partoo connection here is granted READ, as the read token is).
