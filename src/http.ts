@@ -15,7 +15,10 @@ export interface HttpOptions {
   readonly connections?: number | undefined;
   /** Answers larger than this many bytes are cut off and count as a provider failure. Default 65 536. */
   readonly maxBodyBytes?: number | undefined;
-  /** How long an idle keep-alive socket stays open at most, in ms (a server's shorter `Keep-Alive: timeout` wins). Default 10 000. */
+  /**
+   * How long an idle keep-alive socket stays open at most, in ms; a server's `Keep-Alive: timeout` hint, less 2 s,
+   * wins when shorter. Default 10 000.
+   */
   readonly keepAliveTimeout?: number | undefined;
 }
 

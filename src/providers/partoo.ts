@@ -80,7 +80,7 @@ export interface PartooOptions extends HttpOptions {
   /** Statuses that let the request through. Default `['valid']`. */
   readonly accept?: readonly ConnectionTokenStatus[] | undefined;
   /** Query parameter names. Default `{ userId: 'user_id', token: 'token' }`. */
-  readonly query?: Partial<ConnectionQueryNames> | undefined;
+  readonly query?: { readonly [Name in keyof ConnectionQueryNames]?: string | undefined } | undefined;
   /** Permissions granted to every accepted connection token (the API reports none). Default `[]`. */
   readonly permissions?: readonly string[] | undefined;
   /** Name in errors, events and `AuthContext.provider`. Default `partoo`. */

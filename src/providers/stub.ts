@@ -13,9 +13,9 @@ export interface StubToken {
   /** `AuthContext.subject` for this token. */
   readonly subject: string;
   /** Permissions it carries. Default none. */
-  readonly permissions?: readonly string[];
+  readonly permissions?: readonly string[] | undefined;
   /** When it expires. Default never. */
-  readonly expiresAt?: Date;
+  readonly expiresAt?: Date | undefined;
 }
 
 /** Options of {@link stubProvider}. */

@@ -31,7 +31,12 @@ export type MockFault =
      * 401: the token is refused; Partoo 400, 403 or 404: refused, 401: the server's key is); the
      * introspection mock sends `{ "error": "<reason phrase>" }`.
      */
-    | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: number; readonly body?: string }
+    | {
+        readonly kind: 'status';
+        readonly status: number;
+        readonly retryAfter?: number | undefined;
+        readonly body?: string | undefined;
+      }
     /** 200 with `Content-Type: application/json` and a body that is not JSON. */
     | { readonly kind: 'garbage' }
     /** 200 JSON whose shape is not the endpoint's (`{"result":{"id":42}}`, `{"status":"maybe"}`). */
@@ -48,9 +53,9 @@ export type MockFault =
     | { readonly kind: 'delay'; readonly ms: number }
   ) & {
     /** Inject the fault into every Nth verification only (positive integer, default 1). */
-    readonly every?: number;
+    readonly every?: number | undefined;
     /** Inject it only into requests to these endpoints (names as in `calls`, at least one). Default all. */
-    readonly endpoints?: readonly string[];
+    readonly endpoints?: readonly string[] | undefined;
   };
 
 const HUGE_CHUNK = 'x'.repeat(64 * 1024);

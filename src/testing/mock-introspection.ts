@@ -16,21 +16,21 @@ export interface IntrospectionTokenDef {
   /** `true` for an active token; anything else (`false`, the string `"true"`, `undefined`) as a server might send it. */
   readonly active: unknown;
   /** Space-separated scopes. */
-  readonly scope?: string;
+  readonly scope?: string | undefined;
   /** The subject (RFC 7662 §2.2). */
-  readonly sub?: string;
+  readonly sub?: string | undefined;
   /** A human-readable name of the resource owner. */
-  readonly username?: string;
+  readonly username?: string | undefined;
   /** The client the token was issued to. */
-  readonly client_id?: string;
+  readonly client_id?: string | undefined;
   /** Seconds since the epoch. */
-  readonly exp?: number;
+  readonly exp?: number | undefined;
   /** Seconds since the epoch. */
-  readonly nbf?: number;
+  readonly nbf?: number | undefined;
   /** The audience: one or several. */
-  readonly aud?: string | readonly string[];
+  readonly aud?: string | readonly string[] | undefined;
   /** The issuer. */
-  readonly iss?: string;
+  readonly iss?: string | undefined;
   /** Any other member. */
   readonly [member: string]: unknown;
 }

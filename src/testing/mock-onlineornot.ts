@@ -10,9 +10,9 @@ export interface OnlineOrNotTokenDef {
   /** Token id, answered as `result.id` by `/v1/tokens/verify`. */
   readonly id: string;
   /** Answered as `result.permissions` by `/v1/tokens/permissions` (default `[]`). */
-  readonly permissions?: readonly string[];
+  readonly permissions?: readonly string[] | undefined;
   /** Answered as `result.status` by `/v1/tokens/verify`, with a 200 whatever it is (default `'active'`). */
-  readonly status?: string;
+  readonly status?: string | undefined;
 }
 
 /** Options of {@link mockOnlineOrNot}. */

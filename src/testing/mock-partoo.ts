@@ -13,15 +13,15 @@ export interface PartooTokenEntry {
   /** The connection token (`token` in the query), answered back as `token`. */
   readonly token: string;
   /** Answered as `status` (default `'valid'`); `'consumed'` also sets `consumption_date`. */
-  readonly status?: ConnectionTokenStatus;
+  readonly status?: ConnectionTokenStatus | undefined;
   /**
    * Answered as `expiration_date`: a string is sent verbatim, a `Date` as
    * `2019-08-02T17:15:54.256000+00:00`, `null` as `null`. Default: one hour
    * after the entry was set.
    */
-  readonly expirationDate?: string | Date | null;
+  readonly expirationDate?: string | Date | null | undefined;
   /** When true the API key lacks `WRITE` access on the user: 403. */
-  readonly forbidden?: boolean;
+  readonly forbidden?: boolean | undefined;
 }
 
 /** Options of {@link mockPartoo}. */
