@@ -58,28 +58,44 @@ export interface ContextOrigin {
   readonly realm: string;
 }
 
+/** Deepest nesting of plain data kept in `details`: a deeper answer is refused, not recursed into. */
+export const MAX_DETAILS_DEPTH = 64;
+
 /**
- * A frozen copy of `value`'s plain data: arrays and plain objects (own enumerable string keys) are copied and frozen,
- * to the last level; anything else (a primitive, a `Date`, a `Buffer`, a class instance) is kept as it is. The
- * provider's own objects are left unfrozen: an app's cache they came from keeps working.
+ * A frozen copy of `details`' plain data, or undefined when it nests deeper than {@link MAX_DETAILS_DEPTH} or cannot
+ * be read (a throwing proxy). Arrays and plain objects are copied and frozen to the last level, with their own
+ * enumerable data members (accessors are left out: nothing of the provider's runs); anything else (a primitive, a
+ * `Date`, a `Buffer`, a class instance) is kept as it is. The provider's own objects are left unfrozen.
  */
-function frozenData(value: unknown, copies = new Map<object, unknown>()): unknown {
+export function frozenDetails(
+  details: Readonly<Record<string, unknown>>,
+): Readonly<Record<string, unknown>> | undefined {
+  try {
+    return frozenData(details, new Map(), 0) as Readonly<Record<string, unknown>>;
+  } catch {
+    return undefined;
+  }
+}
+
+function frozenData(value: unknown, copies: Map<object, unknown>, depth: number): unknown {
   if (typeof value !== 'object' || value === null) return value;
   const known = copies.get(value);
   if (known !== undefined) return known;
-  if (Array.isArray(value)) {
-    const copy: unknown[] = [];
-    copies.set(value, copy);
-    for (const item of value) copy.push(frozenData(item, copies));
-    return Object.freeze(copy);
-  }
+  if (depth >= MAX_DETAILS_DEPTH) throw new RangeError('details nest too deep');
+  const array = Array.isArray(value);
   const prototype = Object.getPrototypeOf(value);
-  if (prototype !== Object.prototype && prototype !== null) return value;
-  const copy: Record<string, unknown> = {};
+  if (!array && prototype !== Object.prototype && prototype !== null) return value;
+  const copy: Record<string, unknown> | unknown[] = array ? [] : {};
   copies.set(value, copy);
-  // Defined, not assigned: a member named `__proto__` (JSON.parse makes one) stays a member.
-  for (const [key, member] of Object.entries(value)) {
-    Object.defineProperty(copy, key, { value: frozenData(member, copies), enumerable: true, writable: true });
+  for (const key of Object.keys(value)) {
+    const member = Object.getOwnPropertyDescriptor(value, key);
+    if (member === undefined || !('value' in member)) continue;
+    // Defined, not assigned: a member named `__proto__` (JSON.parse makes one) stays a member.
+    Object.defineProperty(copy, key, {
+      value: frozenData(member.value, copies, depth + 1),
+      enumerable: true,
+      writable: true,
+    });
   }
   return Object.freeze(copy);
 }
@@ -94,7 +110,7 @@ export function isAuthContext(value: unknown): value is AuthContext {
   );
 }
 
-/** @internal What a context is made of; the store makes contexts. */
+/** @internal What a context is made of; the store makes contexts. `details` is already a {@link frozenDetails} copy. */
 export interface AuthContextInit {
   readonly origin: ContextOrigin;
   readonly subject: string;
@@ -135,7 +151,7 @@ export class AuthContext {
     this.subject = init.subject;
     this.grants = init.grants;
     this.expiresAtMs = init.expiresAt;
-    this.details = frozenData(init.details) as Readonly<Record<string, unknown>>;
+    this.details = init.details;
     Object.freeze(this);
   }
 

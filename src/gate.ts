@@ -220,7 +220,13 @@ class TokenGate implements Gate {
     }
     this.#store.close();
     for (const member of this.#members) member.upstream.close();
-    await Promise.all(this.#members.map((member) => member.provider.close?.()));
+    // Every provider is closed, whichever of them fails to.
+    const closed = await Promise.allSettled(
+      this.#members.map((member) => Promise.resolve().then(() => member.provider.close?.())),
+    );
+    const failures = closed.flatMap((result) => (result.status === 'rejected' ? [result.reason] : []));
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) throw new AggregateError(failures, 'tokengate: several providers failed to close');
   }
 
   #hit(context: AuthContext): AuthContext {

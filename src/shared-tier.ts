@@ -16,6 +16,7 @@
  * instance; `onReconnect` lets each instance drop what it may have missed.
  */
 import { z } from 'zod';
+import { frozenDetails } from './context.js';
 
 /** A verdict as a shared tier keeps it. */
 export type SharedVerdict =
@@ -45,7 +46,11 @@ export const SharedVerdictSchema = z.union([
     subject: z.string(),
     permissions: z.array(z.string()),
     expiresAt: z.number().optional(),
-    details: z.record(z.string(), z.unknown()),
+    // A frozen copy, as a provider's are; one nested too deep is not an answer.
+    details: z
+      .record(z.string(), z.unknown())
+      .transform((details) => frozenDetails(details))
+      .refine((details) => details !== undefined),
     freshUntil: z.number(),
     until: z.number(),
   }),

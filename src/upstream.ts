@@ -10,7 +10,7 @@
  * provider that refused our own credentials).
  */
 import { Admission } from './admission.js';
-import type { AuthContext } from './context.js';
+import { type AuthContext, frozenDetails, MAX_DETAILS_DEPTH } from './context.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
@@ -334,10 +334,20 @@ function refusedOneRequest(status: number | undefined): boolean {
   return status !== undefined && CREDENTIAL_REFUSALS.has(status);
 }
 
-/** `verdict` if it is a well-formed verdict; anything else is a provider failure (fail closed). */
+/**
+ * `verdict` if it is a well-formed verdict, an acceptance's `details` as a frozen copy (see `frozenDetails`); anything
+ * else is a provider failure (fail closed).
+ */
 function checkVerdict(verdict: Verdict | undefined, provider: string): Verdict {
   if (verdict?.ok === false && typeof verdict.reason === 'string') return verdict;
-  if (verdict?.ok === true && isPrincipal(verdict.principal)) return verdict;
+  if (verdict?.ok === true && isPrincipal(verdict.principal)) {
+    const details = frozenDetails(verdict.principal.details);
+    if (details !== undefined) return { ok: true, principal: { ...verdict.principal, details } };
+    throw new ProviderFailure(
+      'invalid_answer',
+      `${provider} returned details nested deeper than ${MAX_DETAILS_DEPTH} levels, or that cannot be read`,
+    );
+  }
   throw new ProviderFailure('invalid_answer', `${provider} returned no usable verdict`);
 }
 
@@ -374,9 +384,25 @@ function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure 
  * `ProviderFailure`.
  */
 function withoutMessage(thrown: unknown): Error {
-  const name = thrown instanceof Error ? thrown.name : typeof thrown;
+  let name: string = typeof thrown;
+  let frames: string[] = [];
+  try {
+    // The class's own name: an error's `name` and `message` can be set to anything, a class's hardly.
+    const className: unknown = (thrown as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+    if (typeof className === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(className)) name = className;
+    const { stack, message } = thrown as { stack?: unknown; message?: unknown };
+    if (typeof stack === 'string') {
+      // The stack opens with `name: message`, as many lines as the message has; the frames follow.
+      const header = typeof message === 'string' ? message.split('\n').length : 1;
+      frames = stack
+        .split('\n')
+        .slice(header)
+        .filter((line) => /^ {4}at /.test(line));
+    }
+  } catch {
+    // A getter that throws: the class alone, then.
+  }
   const error = new Error(`${name} thrown by verify (its message is withheld: it may hold a secret)`);
-  const frames = thrown instanceof Error && typeof thrown.stack === 'string' ? thrown.stack.split('\n') : [];
-  error.stack = [`Error: ${error.message}`, ...frames.filter((line) => /^\s+at /.test(line))].join('\n');
+  error.stack = [`Error: ${error.message}`, ...frames].join('\n');
   return error;
 }

@@ -303,6 +303,27 @@ describe('closing a gate', () => {
     expect(events.filter((type) => type === 'provider_error')).toHaveLength(1);
   });
 
+  it("closes every provider when one's close() throws, and rejects with that error", async () => {
+    const closed: string[] = [];
+    const named = (name: string, close: () => Promise<void>): Provider<BearerCredential> => ({
+      name,
+      cacheScope: name,
+      extract: extractBearer,
+      verify: async () => ({ ok: false, reason: 'no' }),
+      close,
+    });
+    const gate = createGate({
+      providers: [
+        named('first', () => {
+          throw new Error('first could not close');
+        }),
+        named('second', async () => void closed.push('second')),
+      ],
+    });
+    await expect(gate.close()).rejects.toThrow('first could not close');
+    expect(closed).toEqual(['second']);
+  });
+
   it("ends requests waiting for another instance's answer through the shared tier", async () => {
     const heldElsewhere = {
       get: async () => undefined,

@@ -78,6 +78,56 @@ describe("gate cache: an app's fake timers", () => {
   });
 });
 
+describe("a custom provider's details", () => {
+  const withDetails = (details: () => Record<string, unknown>): Provider => ({
+    name: 'detailed',
+    cacheScope: 'detailed',
+    extract: extractBearer,
+    async verify(): Promise<Verdict> {
+      return { ok: true, principal: { subject: 'user', permissions: [READ], details: details() } };
+    },
+  });
+
+  it('nested deeper than 64 levels are a 503 and a provider fault, not a crash on each request', async () => {
+    const events: GateEvent[] = [];
+    const gate = closeLater(
+      createGate({
+        providers: [withDetails(() => ({ deep: JSON.parse(`${'['.repeat(30_000)}${']'.repeat(30_000)}`) }))],
+        retry: false,
+        onEvent: (event) => events.push(event),
+      }),
+    );
+    await expect(gate.authenticate(bearer('deep-token'))).rejects.toMatchObject({ status: 503 });
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'provider_error',
+        reason: 'invalid_answer',
+        message: expect.stringMatching(/deeper than 64/),
+      }),
+    );
+  });
+
+  it('keep their data members only: a getter of the provider is never run', async () => {
+    let ran = 0;
+    const gate = closeLater(
+      createGate({
+        providers: [
+          withDetails(() => ({
+            plan: 'pro',
+            get boom(): never {
+              ran++;
+              throw new Error('getter');
+            },
+          })),
+        ],
+      }),
+    );
+    const context = await gate.authenticate(bearer('getter-token'));
+    expect(context.details).toEqual({ plan: 'pro' });
+    expect(ran).toBe(0);
+  });
+});
+
 describe('the documented defaults, under fake timers', () => {
   /** A provider whose `verify` is `answer`. */
   function scripted(answer: () => Promise<Verdict>) {

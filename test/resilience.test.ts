@@ -865,8 +865,11 @@ describe('what a failure tells the logs', () => {
       cacheScope: 'mine',
       extract: extractBearer,
       async verify() {
-        // As an HTTP client's error names the URL it asked, with a token in its query.
-        throw new TypeError(`request to http://127.0.0.1:9/check?token=${READ_TOKEN} failed`);
+        // As an HTTP client's error names the URL it asked, with a token in its query, on a line of its own that
+        // looks like a stack frame; and an error whose `name` was set from what it was asked.
+        const error = new TypeError(`request failed\n    at http://127.0.0.1:9/check?token=${READ_TOKEN}`);
+        error.name = `TypeError for ${READ_TOKEN}`;
+        throw error;
       },
     };
     const gate = createGate({ providers: [mine], retry: false, onEvent: (event) => events.push(event) });
@@ -876,6 +879,7 @@ describe('what a failure tells the logs', () => {
     const res = await request(app).get('/me').set(bearer(READ_TOKEN));
     expect(res.status).toBe(503);
     expect(res.text).not.toContain('127.0.0.1:9');
+    expect(logged.join('')).not.toContain('127.0.0.1:9');
     expect(logged).toHaveLength(1);
     expect(logged[0]).toContain('Token provider mine is unavailable');
     expect(logged[0]).toContain('provider verify threw');
