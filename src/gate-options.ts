@@ -140,7 +140,9 @@ function objectWith<T>(
   return z.unknown().superRefine((value, context) => {
     if (typeof value !== 'object' || value === null) {
       context.addIssue({
-        code: 'custom',
+        code: 'invalid_type',
+        expected: 'object',
+        input: value,
         message:
           typeof value === 'function'
             ? `expected ${expected}, got a function: ${callIt(value, factory)}`
@@ -151,8 +153,10 @@ function objectWith<T>(
     const record = value as Record<string, unknown>;
     for (const [field, schema] of fields) {
       const checked = schema.safeParse(record[field]);
-      const message = checked.error?.issues[0]?.message;
-      if (message !== undefined) context.addIssue({ code: 'custom', path: [field], input: record[field], message });
+      const issue = checked.error?.issues[0];
+      // Reported as the field's own check found it (its code says whether a number was out of range or of the wrong type).
+      if (issue !== undefined)
+        context.addIssue({ ...issue, path: [field, ...issue.path], input: record[field] } as never);
     }
     refine?.(value as T, context);
   }) as unknown as z.ZodType<T>;

@@ -246,6 +246,18 @@ describe('createGate options', () => {
       'createGate: providers[0].source: expected a non-empty string, header:<lowercase field name> for a header, got a string',
     ],
     [
+      'a provider whose name is a number: the wrong type, not a number out of range',
+      gateWith({ providers: [{ ...provider, name: 5 }] }),
+      TypeError,
+      'createGate: providers[0].name: expected a non-empty string, got 5',
+    ],
+    [
+      'a shared tier that is a number',
+      gateWith({ sharedCache: 5 }),
+      TypeError,
+      'createGate: sharedCache: expected a shared tier ({ get, set, delete }), got 5',
+    ],
+    [
       'a provider without verify',
       gateWith({ providers: [{ ...provider, verify: undefined }] }),
       TypeError,
