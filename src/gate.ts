@@ -26,15 +26,14 @@ import { shown } from './options.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
-import {
-  type AuthenticateOptions,
-  type Credential,
-  type CredentialRequest,
-  type Gate,
-  type GateStats,
-  type PartialCredential,
-  type Provider,
-  ProviderFailure,
+import type {
+  AuthenticateOptions,
+  Credential,
+  CredentialRequest,
+  Gate,
+  GateStats,
+  PartialCredential,
+  Provider,
 } from './types.js';
 import { Upstream, type UpstreamCounters } from './upstream.js';
 
@@ -211,15 +210,12 @@ class TokenGate implements Gate {
   async close(): Promise<void> {
     if (this.#closed) throw closedError();
     this.#closed = true;
-    // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
-    // another instance's answer, or asking the provider (which is also cut short, and stores nothing).
-    for (const flight of this.#store.flights()) {
-      const { provider } = flight.origin;
-      const cause = new ProviderFailure('timeout', `the gate closed while ${provider} was asked`);
-      flight.end?.(providerUnavailable(provider, undefined, cause));
-    }
-    this.#store.close();
     for (const member of this.#members) member.upstream.close();
+    // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
+    // another instance's answer, or asking the provider (cut short just above, and storing nothing).
+    const upstreams = new Map(this.#members.map((member) => [member.origin, member.upstream]));
+    for (const flight of this.#store.flights()) flight.end?.((upstreams.get(flight.origin) as Upstream).closedError());
+    this.#store.close();
     // Every provider is closed, whichever of them fails to.
     const closed = await Promise.allSettled(
       this.#members.map((member) => Promise.resolve().then(() => member.provider.close?.())),

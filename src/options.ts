@@ -135,9 +135,8 @@ export function checkOptions<T>(
   if (parsed.success) return value as T;
   const issue = misspelling(parsed.error.issues) ?? pickIssue(parsed.error.issues);
   const message = `${where}: ${describeIssue(schema, issue, hints)}`;
-  // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw;
-  // a number where something else belongs is a TypeError.
-  // Not a range: one of a few values (`invalid_value`), or another type than a number (`invalid_type`).
+  // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw; a number
+  // where one of a few values (`invalid_value`) or another type (`invalid_type`) belongs is a TypeError.
   const numeric =
     issue?.code !== 'invalid_value' &&
     (issue?.code !== 'invalid_type' || issue.expected === 'number' || issue.expected === 'int');

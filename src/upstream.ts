@@ -183,7 +183,7 @@ export class Upstream {
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
-    if (this.#closing !== undefined) return this.#unavailable(undefined, this.#closing);
+    if (this.#closing !== undefined) return this.closedError();
     const deadline = new Deadline(timeout);
     this.#live.add(deadline);
     let answered = false;
@@ -202,7 +202,7 @@ export class Upstream {
           return verdict;
         } catch (error) {
           // Cut short by close(): not a fault of the provider's, so no event, count or breaker step says so.
-          if (this.#closing !== undefined) return this.#unavailable(undefined, this.#closing);
+          if (this.#closing !== undefined) return this.closedError();
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -225,7 +225,7 @@ export class Upstream {
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
-          if (this.#closing !== undefined) return this.#unavailable(undefined, this.#closing);
+          if (this.#closing !== undefined) return this.closedError();
         }
       }
     } finally {
@@ -243,6 +243,11 @@ export class Upstream {
     const closing = new ProviderFailure('timeout', `the gate closed while ${this.provider.name} was asked`);
     this.#closing = closing;
     for (const deadline of this.#live) deadline.cut(closing);
+  }
+
+  /** The 503 a request gets once {@link close} was called, its cause saying so. */
+  closedError(): AuthError {
+    return this.#unavailable(undefined, this.#closing);
   }
 
   /** Reports the end of a verification: the `verify` event, the error count, and the trace when one runs. */
