@@ -43,6 +43,9 @@ function logGateEvent(log: Logger, event: GateEvent): void {
       if (event.state === 'open') log.error(event, 'tokengate breaker open: failing fast');
       else log.info(event, `tokengate breaker ${event.state}`);
       return;
+    case 'held_back':
+      log.warn(event, 'tokengate breaker held a verification back: 503 or stale');
+      return;
     case 'stale':
       log.warn(event, 'tokengate served a stale answer');
       return;
@@ -81,6 +84,9 @@ class GateMetrics {
         return;
       case 'breaker':
         this.#count(`tokengate_breaker_transitions_total{${provider},state="${event.state}"}`);
+        return;
+      case 'held_back':
+        this.#count(`tokengate_held_back_total{${provider},reason="${event.reason}"}`);
         return;
       case 'stale':
         this.#count(`tokengate_stale_total{${provider}}`);

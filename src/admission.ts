@@ -88,6 +88,14 @@ export class Admission {
     return true;
   }
 
+  /** Ends every wait unserved: each settles `'expired'`. */
+  close(): void {
+    const queues = [...this.#queues.values()];
+    this.#queues.clear();
+    this.#waiting = 0;
+    for (const queue of queues) for (const waiter of queue) waiter.settle('expired');
+  }
+
   /** Frees a slot: the next client in turn gets it. */
   release(): void {
     const next = this.#queues.entries().next();

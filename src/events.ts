@@ -44,6 +44,16 @@ export type GateEvent =
   | { readonly type: 'retry'; readonly provider: string; readonly attempt: number; readonly delayMs: number }
   /** A provider's circuit breaker changed state. */
   | { readonly type: 'breaker'; readonly provider: string; readonly state: BreakerState }
+  /**
+   * A verification was not sent: the provider's breaker is `open`, `half-open` with its one probe under way, or calls
+   * are `paused` after a 429. The request gets a 503 with `Retry-After` (`retryAfterMs`), or a stale answer.
+   */
+  | {
+      readonly type: 'held_back';
+      readonly provider: string;
+      readonly reason: 'open' | 'half-open' | 'paused';
+      readonly retryAfterMs: number;
+    }
   /** The provider failed and an accepted answer past its `ttl` (within `staleIfError`) was served. */
   | { readonly type: 'stale'; readonly provider: string }
   /**

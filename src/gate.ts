@@ -69,7 +69,16 @@ class TokenGate implements Gate {
   /** Reads the one header every provider takes its credential from, when they all declare the same one. */
   readonly #header: HeaderReader | undefined;
   readonly #emit: ((event: GateEvent) => void) | undefined;
-  readonly #counters = { hits: 0, misses: 0, coalesced: 0, upstreamCalls: 0, errors: 0, stale: 0, overloaded: 0 };
+  readonly #counters = {
+    hits: 0,
+    misses: 0,
+    coalesced: 0,
+    upstreamCalls: 0,
+    errors: 0,
+    stale: 0,
+    overloaded: 0,
+    heldBack: 0,
+  };
   readonly #clientOf: (req: CredentialRequest) => string;
   #closed = false;
 
@@ -367,7 +376,10 @@ function listen(onEvent: ((event: GateEvent) => void) | undefined): ((event: Gat
   return (event) => {
     try {
       const result: unknown = onEvent(event);
-      if (result instanceof Promise) result.catch(() => {});
+      // Any thenable (a promise of another realm too) that rejects is handled here, not by the process.
+      if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+        Promise.resolve(result).catch(() => {});
+      }
     } catch {
       // A failing logger must not fail authentication.
     }

@@ -198,9 +198,15 @@ export class VerdictStore {
     const running = this.#inflight.get(key);
     if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true, flight: running };
     const flight: Flight = { key, origin, cancelled: false, promise: undefined, requests: undefined, end: undefined };
-    const promise = this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch);
+    // The flight is under way before `fetch` starts: whatever `fetch` calls back into (a trace's subscriber
+    // asking for the same key, or deleting it) finds it.
+    let start!: (started: Promise<T | AuthContext | Rejection>) => void;
+    const promise = new Promise<T | AuthContext | Rejection>((resolve) => {
+      start = resolve;
+    });
     flight.promise = promise;
     this.#inflight.set(key, flight);
+    start(this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch));
     const land = () => {
       if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
     };

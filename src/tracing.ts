@@ -1,12 +1,13 @@
 /**
  * Tracing through `node:diagnostics_channel`, the mechanism undici and
- * Node itself use: free when nothing subscribes (one `hasSubscribers` read),
+ * Node itself use: free when nothing subscribes (`hasSubscribers` reads),
  * and open to any tracer (OpenTelemetry, Datadog, your own logs).
  *
  * - `tokengate:verify`, a TracingChannel around every upstream verification
  *   (`start`, `end`, `asyncStart`, `asyncEnd`, `error`): the context is a
- *   {@link VerifyTrace}, filled with the outcome when it ends (and, as for
- *   any traced promise, `result`: the provider's verdict, or a 503/500 error).
+ *   {@link VerifyTrace}, filled with the outcome when it ends. It carries
+ *   no `result`: subscribers see how a verification went, never its answer,
+ *   which they could otherwise change.
  * - `tokengate:cache`: every cache lookup, `{ provider, result }`.
  * - `tokengate:breaker`: every breaker change, `{ provider, state }`.
  *
@@ -20,8 +21,11 @@ import type { BreakerState, CacheResult } from './events.js';
 export interface VerifyTrace {
   /** The provider asked. */
   readonly provider: string;
-  /** How the verification ended; set when it ends. */
-  outcome?: 'accepted' | 'rejected' | 'failed';
+  /**
+   * How the verification ended; set when it ends. `cancelled`: `gate.close()` cut it short (no `verify` event is
+   * sent for it, and nothing counts it).
+   */
+  outcome?: 'accepted' | 'rejected' | 'failed' | 'cancelled';
   /** Upstream attempts made, retries included; set when it ends. */
   attempts?: number;
   /** Milliseconds from the first attempt to the answer; set when it ends. */

@@ -212,6 +212,11 @@ export interface GateStats {
    * `timeout` passed during the wait or, after it, before the provider answered.
    */
   readonly overloaded: number;
+  /**
+   * Verifications never sent because the provider's breaker held them back: open, half-open with its probe under
+   * way, or calls paused after a 429. Each got a 503 with `Retry-After`, or a stale answer.
+   */
+  readonly heldBack: number;
   /** Circuit breaker state per provider, by name (a second provider of the same name is `name#2`, and so on). */
   readonly breakers: Readonly<Record<string, BreakerState>>;
 }

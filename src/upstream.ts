@@ -37,6 +37,7 @@ export interface UpstreamCounters {
   overloaded: number;
   errors: number;
   stale: number;
+  heldBack: number;
 }
 
 /** How one provider is asked. */
@@ -102,7 +103,7 @@ export class Upstream {
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
     const wait = this.#breaker?.admit(requested) ?? 0;
-    if (wait > 0) return this.#staleOr(stale, this.#unavailable(wait));
+    if (wait > 0) return this.#heldBack(wait, stale);
     const slot = this.#admission.acquire(clientOf);
     if (slot === 'full') return this.#overloaded('full');
     if (slot === 'admitted') return this.#asked(credential, stale);
@@ -127,6 +128,13 @@ export class Upstream {
           if (admitted === 'admitted') this.#admission.release();
           return;
         }
+        if (this.#closing !== undefined) {
+          if (admitted === 'admitted') this.#admission.release();
+          clearTimeout(timer);
+          state = 'ended';
+          resolve(this.closedError());
+          return;
+        }
         if (admitted !== 'admitted') {
           clearTimeout(timer);
           state = 'ended';
@@ -139,7 +147,7 @@ export class Upstream {
           this.#admission.release();
           clearTimeout(timer);
           state = 'ended';
-          resolve(this.#staleOr(stale, this.#unavailable(heldBack)));
+          resolve(this.#heldBack(heldBack, stale));
           return;
         }
         state = 'asking';
@@ -151,12 +159,24 @@ export class Upstream {
     });
   }
 
-  /** The provider asked under the slot just taken, which is released when it is done; traced when anything listens. */
+  /**
+   * The provider asked under the slot just taken, which is released when it is done; traced when anything listens.
+   * A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they could change.
+   */
   #asked(credential: Credential, stale: StaleCopy | undefined): Promise<Verdict | AuthContext | AuthError> {
+    if (this.#closing !== undefined) {
+      this.#release();
+      return Promise.resolve(this.closedError());
+    }
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
-      asked = verifyChannel.tracePromise(this.#ask, trace, this, credential, stale, trace);
+      let answer: Verdict | AuthContext | AuthError | undefined;
+      const traced = async (): Promise<undefined> => {
+        answer = await this.#ask(credential, stale, trace);
+        return undefined;
+      };
+      asked = verifyChannel.tracePromise(traced, trace).then(() => answer as Verdict | AuthContext | AuthError);
     } else {
       asked = this.#ask(credential, stale);
     }
@@ -165,6 +185,20 @@ export class Upstream {
   }
 
   readonly #release = (): void => this.#admission.release();
+
+  /** A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. */
+  #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
+    const state = this.#breaker?.state ?? 'closed';
+    const retryAfterMs = Math.min(ms, this.#policy.maxRetryAfter);
+    this.#policy.counters.heldBack++;
+    this.#policy.emit?.({
+      type: 'held_back',
+      provider: this.provider.name,
+      reason: state === 'closed' ? 'paused' : state,
+      retryAfterMs,
+    });
+    return this.#staleOr(stale, this.#unavailable(retryAfterMs));
+  }
 
   /** Verifications refused or timed out in our own wait: a fast 503 that never touches the breaker or serves stale. */
   #overloaded(reason: 'full' | 'expired'): AuthError {
@@ -183,7 +217,7 @@ export class Upstream {
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
-    if (this.#closing !== undefined) return this.closedError();
+    if (this.#closing !== undefined) return this.#cancelled(started, 0, trace);
     const deadline = new Deadline(timeout);
     this.#live.add(deadline);
     let answered = false;
@@ -202,7 +236,7 @@ export class Upstream {
           return verdict;
         } catch (error) {
           // Cut short by close(): not a fault of the provider's, so no event, count or breaker step says so.
-          if (this.#closing !== undefined) return this.closedError();
+          if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -225,7 +259,7 @@ export class Upstream {
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
-          if (this.#closing !== undefined) return this.closedError();
+          if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
         }
       }
     } finally {
@@ -242,6 +276,7 @@ export class Upstream {
   close(): void {
     const closing = new ProviderFailure('timeout', `the gate closed while ${this.provider.name} was asked`);
     this.#closing = closing;
+    this.#admission.close();
     for (const deadline of this.#live) deadline.cut(closing);
   }
 
@@ -260,6 +295,16 @@ export class Upstream {
       trace.attempts = attempts;
       trace.durationMs = durationMs;
     }
+  }
+
+  /** The answer of a verification that {@link close} cut short: its trace ends `cancelled`; no event or count. */
+  #cancelled(started: number, attempts: number, trace: VerifyTrace | undefined): AuthError {
+    if (trace !== undefined) {
+      trace.outcome = 'cancelled';
+      trace.attempts = attempts;
+      trace.durationMs = performance.now() - started;
+    }
+    return this.closedError();
   }
 
   /** The answer after the last failed attempt. */
@@ -376,11 +421,38 @@ function verifierOf(provider: Provider): (credential: Credential, deadline: Dead
   return (credential, deadline) => provider.verify(credential, deadline.signal);
 }
 
-/** Any error from verify as a ProviderFailure: unexpected errors fail closed too. */
+/**
+ * Any error from verify as a ProviderFailure: unexpected errors fail closed too. A failure's `cause` that is not itself
+ * a `ProviderFailure` is kept by its class, code and stack alone (see {@link withoutMessage}).
+ */
 function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure {
-  if (error instanceof ProviderFailure) return error;
+  if (error instanceof ProviderFailure) return withSafeCause(error, 0);
   if (cancellation.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline');
-  return new ProviderFailure('invalid_answer', 'provider verify threw', { cause: withoutMessage(error) });
+  return new ProviderFailure('invalid_answer', 'provider verify threw', {
+    cause: withoutMessage(error, 'thrown by verify'),
+  });
+}
+
+/** How deep a chain of `ProviderFailure` causes is followed before the rest is dropped. */
+const MAX_CAUSES = 8;
+
+/** `failure`, or a copy of it whose causes hold no message but a `ProviderFailure`'s own. */
+function withSafeCause(failure: ProviderFailure, depth: number): ProviderFailure {
+  const cause: unknown = failure.cause;
+  if (cause === undefined) return failure;
+  let safe: Error | undefined;
+  if (depth < MAX_CAUSES) {
+    safe = cause instanceof ProviderFailure ? withSafeCause(cause, depth + 1) : withoutMessage(cause, 'caused it');
+  }
+  if (safe === cause) return failure;
+  const copy = new ProviderFailure(failure.kind, failure.message, {
+    retryable: failure.retryable,
+    retryAfter: failure.retryAfter,
+    status: failure.upstreamStatus,
+    cause: safe,
+  });
+  if (failure.stack !== undefined) copy.stack = failure.stack;
+  return copy;
 }
 
 /**
@@ -388,10 +460,14 @@ function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure 
  * HTTP client's error names the URL it asked, token and all). A provider that means its message for logs throws a
  * `ProviderFailure`.
  */
-function withoutMessage(thrown: unknown): Error {
+function withoutMessage(thrown: unknown, what: string): Error {
   let name: string = typeof thrown;
+  let code: string | undefined;
   let frames: string[] = [];
   try {
+    // A short code (`ECONNREFUSED`, `UND_ERR_SOCKET`) says what failed and holds no secret.
+    const thrownCode: unknown = (thrown as { code?: unknown } | null)?.code;
+    if (typeof thrownCode === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(thrownCode)) code = thrownCode;
     // The class's own name: an error's `name` and `message` can be set to anything, a class's hardly.
     const className: unknown = (thrown as { constructor?: { name?: unknown } } | null)?.constructor?.name;
     if (typeof className === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(className)) name = className;
@@ -407,7 +483,10 @@ function withoutMessage(thrown: unknown): Error {
   } catch {
     // A getter that throws: the class alone, then.
   }
-  const error = new Error(`${name} thrown by verify (its message is withheld: it may hold a secret)`);
+  const error = new Error(
+    `${name}${code === undefined ? '' : ` (${code})`} ${what} (its message is withheld: it may hold a secret)`,
+  );
+  if (code !== undefined) Object.assign(error, { code });
   error.stack = [`Error: ${error.message}`, ...frames].join('\n');
   return error;
 }

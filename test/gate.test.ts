@@ -558,6 +558,7 @@ describe('clear() and reset()', () => {
     gate.clear();
     expect(gate.stats()).toMatchObject({ misses: 1, errors: 1, breakers: { flaky: 'open' } });
     await expect(gate.authenticate(request(READER))).rejects.toMatchObject({ status: 503 });
+    expect(gate.stats()).toMatchObject({ misses: 2, errors: 1, heldBack: 1 });
     gate.reset();
     expect(gate.stats()).toEqual({
       hits: 0,
@@ -567,6 +568,7 @@ describe('clear() and reset()', () => {
       errors: 0,
       stale: 0,
       overloaded: 0,
+      heldBack: 0,
       breakers: { flaky: 'closed' },
     });
     expect((await gate.authenticate(request(READER))).subject).toBe('someone');

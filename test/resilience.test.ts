@@ -5,6 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { inspect } from 'node:util';
+import { runInNewContext } from 'node:vm';
 import express from 'express';
 import pino from 'pino';
 import request from 'supertest';
@@ -20,6 +21,7 @@ import {
   type GateOptions,
   onlineOrNot,
   type Provider,
+  ProviderFailure,
   partoo,
 } from '../src/index.js';
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
@@ -75,11 +77,11 @@ const wrapped = <C extends BearerCredential>(provider: Provider<C>): Provider<C>
 });
 /** Every text value an event may carry, per field (numbers aside). */
 const EVENT_VOCABULARY: Readonly<Record<string, readonly string[]>> = {
-  type: ['cache', 'verify', 'provider_error', 'retry', 'breaker', 'stale'],
+  type: ['cache', 'verify', 'provider_error', 'retry', 'breaker', 'held_back', 'stale'],
   provider: ['onlineornot', 'partoo'],
   result: ['hit', 'miss', 'coalesced'],
   outcome: ['accepted', 'rejected', 'failed'],
-  reason: ['unreachable', 'timeout', 'status', 'invalid_answer', 'misconfigured'],
+  reason: ['unreachable', 'timeout', 'status', 'invalid_answer', 'misconfigured', 'open', 'half-open', 'paused'],
   message: [
     'partoo answered 503',
     'onlineornot verify answer does not match its schema',
@@ -493,6 +495,7 @@ describe('circuit breaker', () => {
       // In any order: which request took the one connection first is not fixed.
       expect(answers.map((res) => res.headers['retry-after']).sort()).toEqual([...retryAfter].sort());
       expect(performance.now() - started).toBeLessThan(1500);
+      expect(gate.stats()).toMatchObject({ heldBack: 2 });
     },
   );
 
@@ -508,6 +511,14 @@ describe('circuit breaker', () => {
     expect(fast.status).toBe(503);
     expect(fast.headers['retry-after']).toBe('1');
     expect(pt.calls.checkToken).toBe(3);
+    // Not sent, and told so: the event and the count say the breaker held it back.
+    const heldBack = ofType(events, 'held_back');
+    expect(heldBack).toEqual([
+      { type: 'held_back', provider: 'partoo', reason: 'open', retryAfterMs: expect.any(Number) },
+    ]);
+    expect(heldBack[0]?.retryAfterMs).toBeGreaterThan(0);
+    expect(heldBack[0]?.retryAfterMs).toBeLessThanOrEqual(breaker.cooldown);
+    expect(gate.stats()).toMatchObject({ heldBack: 1, errors: 3 });
     // The breaker is per provider: OnlineOrNot tokens still work.
     expect((await request(app).get('/me').set(bearer(READ_TOKEN))).status).toBe(200);
 
@@ -725,7 +736,7 @@ describe('staleIfError', () => {
 });
 
 describe('events', () => {
-  it('report cache, verify, retry, provider errors, breaker and stale, and never carry a secret', async () => {
+  it('report cache, verify, retry, provider errors, breaker, held back and stale, and never carry a secret', async () => {
     // The events as an app logs them: one pino line each, collected here instead of written to stdout.
     const logLines: string[] = [];
     const logger = pino({ base: null }, { write: (line: string) => void logLines.push(line) });
@@ -765,7 +776,7 @@ describe('events', () => {
     await request(app).get('/me').set(bearer('SECRETunknownToken1'));
 
     const kinds = new Set(events.map((e) => e.type));
-    expect([...kinds].sort()).toEqual(['breaker', 'cache', 'provider_error', 'retry', 'stale', 'verify']);
+    expect([...kinds].sort()).toEqual(['breaker', 'cache', 'held_back', 'provider_error', 'retry', 'stale', 'verify']);
     expect(new Set(ofType(events, 'cache').map((e) => e.result))).toEqual(new Set(['hit', 'miss', 'coalesced']));
     expect(new Set(ofType(events, 'verify').map((e) => e.outcome))).toEqual(
       new Set(['accepted', 'rejected', 'failed']),
@@ -819,6 +830,23 @@ describe('events', () => {
       });
       expect((await request(app).get('/checks').set(bearer(READ_TOKEN))).status).toBe(200);
       expect((await request(app).get('/me').set(bearer('SECRETunknownToken'))).status).toBe(401);
+      await sleep(50); // unhandled rejections are reported after the microtask queue drains
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it("a listener's rejecting promise of another realm causes no unhandled rejection", async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const { app } = await setup({
+        onEvent: () => runInNewContext('Promise.reject(new Error("log shipping failed"))'),
+      });
+      expect(runInNewContext('Promise.resolve(1)') instanceof Promise).toBe(false);
+      expect((await request(app).get('/checks').set(bearer(READ_TOKEN))).status).toBe(200);
       await sleep(50); // unhandled rejections are reported after the microtask queue drains
       expect(unhandled).toEqual([]);
     } finally {
@@ -889,6 +917,31 @@ describe('what a failure tells the logs', () => {
     expect(ofType(events, 'provider_error')).toEqual([
       expect.objectContaining({ reason: 'invalid_answer', message: 'provider verify threw' }),
     ]);
+  });
+
+  it("a ProviderFailure's own cause reaches the log by its class, code and stack, not its message", async () => {
+    const mine: Provider<BearerCredential> = {
+      name: 'mine',
+      cacheScope: 'mine',
+      extract: extractBearer,
+      async verify() {
+        // As an HTTP client's error carries the request it made, token and all.
+        const cause = Object.assign(new Error(`GET http://127.0.0.1:9/check?token=${READ_TOKEN} failed`), {
+          code: 'ECONNRESET',
+          config: { headers: { authorization: `Bearer ${READ_TOKEN}` } },
+        });
+        throw new ProviderFailure('unreachable', 'mine is unreachable', { cause });
+      },
+    };
+    const gate = createGate({ providers: [mine], retry: false });
+    cleanup.push(() => gate.close());
+    const { app, logged } = loggingApp(gate);
+    expect((await request(app).get('/me').set(bearer(READ_TOKEN))).status).toBe(503);
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toContain('mine is unreachable');
+    expect(logged[0]).toContain('Error (ECONNRESET) caused it');
+    expect(logged[0]).toMatch(/at Object\.verify \(.*resilience\.test\.ts:\d+:\d+\)/);
+    expect(logged[0]).not.toContain(READ_TOKEN);
   });
 
   it("a built-in provider's failure names what went wrong: the status it got, the key it was refused", async () => {

@@ -4,7 +4,17 @@
  */
 import { channel, tracingChannel } from 'node:diagnostics_channel';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CHANNELS, createGate, type Gate, onlineOrNot } from '../src/index.js';
+import {
+  type BearerCredential,
+  CHANNELS,
+  createGate,
+  extractBearer,
+  type Gate,
+  onlineOrNot,
+  type Provider,
+  requires,
+  type Verdict,
+} from '../src/index.js';
 import { mockOnlineOrNot } from '../src/testing/index.js';
 
 const GOOD = 'SECRETtraceGood1';
@@ -52,6 +62,8 @@ async function setup(): Promise<{ gate: Gate; fault: (on: boolean) => void }> {
   return { gate, fault: (on) => (mock.fault = on ? { kind: 'status', status: 500 } : undefined) };
 }
 
+/** Tracing subscribers that do nothing, for a test to replace the one it needs. */
+const quiet = { start: () => {}, end: () => {}, asyncStart: () => {}, asyncEnd: () => {}, error: () => {} };
 const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
 describe('diagnostics_channel', () => {
@@ -108,11 +120,10 @@ describe('diagnostics_channel', () => {
     expect(seen.length).toBeGreaterThan(8);
     const text = JSON.stringify(seen);
     expect(text).not.toContain('SECRET');
-    for (const [, message] of seen) {
-      // `result` is the verification's answer (a verdict: subject, permissions, details), set by tracePromise.
-      const { result, ...fields } = message;
-      for (const value of Object.values(fields)) expect(['string', 'number']).toContain(typeof value);
-      expect(JSON.stringify(result ?? null)).not.toContain('SECRET');
+    for (const [name, message] of seen) {
+      for (const value of Object.values(message)) expect(['string', 'number', 'undefined']).toContain(typeof value);
+      // tracePromise sets `result` to what the traced call resolved to: nothing, so that no answer is exposed.
+      if (name.startsWith('verify:async')) expect(message).toHaveProperty('result', undefined);
     }
   });
 
@@ -122,5 +133,73 @@ describe('diagnostics_channel', () => {
     expect((await gate.authenticate(bearer(GOOD))).subject).toBe('tok-good');
     expect((await gate.authenticate(bearer(GOOD))).subject).toBe('tok-good');
     expect(gate.stats()).toMatchObject({ hits: 1, misses: 1, upstreamCalls: 1 });
+  });
+
+  it('lets no subscriber change an answer: the trace carries its outcome, not the verdict', async () => {
+    const { gate } = await setup();
+    const verify = tracingChannel(CHANNELS.verify);
+    const handlers = {
+      ...quiet,
+      asyncEnd: (context: unknown) => {
+        const principal = (context as { result?: { principal?: { subject: string; permissions: string[] } } }).result
+          ?.principal;
+        if (principal === undefined) return;
+        principal.subject = 'root';
+        principal.permissions.push('admin');
+      },
+    };
+    verify.subscribe(handlers);
+    unsubscribe.push(() => verify.unsubscribe(handlers));
+    const auth = await gate.authenticate(bearer(GOOD));
+    expect(auth.subject).toBe('tok-good');
+    expect(() => gate.authorize(auth, requires('admin'))).toThrow(expect.objectContaining({ status: 403 }));
+    expect((await gate.authenticate(bearer(GOOD))).permissions).toEqual(['read']);
+  });
+
+  it('lets a subscriber that asks the gate again, at the start of a verification, join it', async () => {
+    const { gate } = await setup();
+    const verify = tracingChannel(CHANNELS.verify);
+    const again: Array<Promise<unknown>> = [];
+    const handlers = {
+      ...quiet,
+      start: () => {
+        if (again.length === 0) again.push(gate.authenticate(bearer(GOOD)));
+      },
+    };
+    verify.subscribe(handlers);
+    unsubscribe.push(() => verify.unsubscribe(handlers));
+    expect((await gate.authenticate(bearer(GOOD))).subject).toBe('tok-good');
+    expect(await again[0]).toMatchObject({ subject: 'tok-good' });
+    expect(gate.stats()).toMatchObject({ upstreamCalls: 1, coalesced: 1 });
+  });
+
+  it('ends a verification that close() cut short as cancelled, and starts none for those still waiting', async () => {
+    const seen = record();
+    let calls = 0;
+    const hanging: Provider<BearerCredential> = {
+      name: 'hanging',
+      cacheScope: 'hanging',
+      concurrency: 1,
+      extract: extractBearer,
+      verify: (_credential, signal) => {
+        calls++;
+        return new Promise<Verdict>((_resolve, reject) =>
+          signal.addEventListener('abort', () => reject(signal.reason)),
+        );
+      },
+    };
+    const gate = createGate({ providers: [hanging], timeout: 30_000, retry: false });
+    const asked = [1, 2, 3].map((n) => gate.authenticate(bearer(`SECRETqueued${n}`)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(calls).toBe(1);
+    await gate.close();
+    for (const request of asked) await expect(request).rejects.toMatchObject({ status: 503 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(calls).toBe(1);
+    const starts = seen.filter(([name]) => name === 'verify:start');
+    const ends = seen.filter(([name]) => name === 'verify:asyncEnd').map(([, message]) => message);
+    expect(starts).toHaveLength(1);
+    expect(ends).toMatchObject([{ provider: 'hanging', outcome: 'cancelled', attempts: 1 }]);
+    expect(ends[0]?.durationMs).toBeGreaterThanOrEqual(0);
   });
 });
