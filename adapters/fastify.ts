@@ -29,6 +29,8 @@ declare module 'fastify' {
 export interface FastifyLikeRequest {
   /** The Node request: its headers and socket. */
   readonly raw: IncomingMessage;
+  /** The request's headers as Fastify gives them: the Node request's, or those a hook set through `request.headers`. */
+  readonly headers: IncomingMessage['headers'];
   /** Fastify's parsed query. */
   readonly query: unknown;
   /** The client address under Fastify's `trustProxy`. */
@@ -57,12 +59,23 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
 
 /**
  * Reports a hook called without a Fastify request and its `done` (`hook` names it): thrown, or handed
- * to `done` when there is one. A hook registered as a plugin gets the instance and `done`, so Fastify
- * fails at startup (`ready()`, `listen()`) with the mistake.
+ * to the `done` Fastify passed, wherever it is. A hook registered as a plugin (instance, options,
+ * `done`), or added as an application hook (`onClose`: instance, `done`; `onReady`, `preClose`:
+ * `done`), so fails Fastify's startup or `close()` naming the mistake.
  */
-function misused(request: unknown, done: unknown, fourth: unknown, hook: string): void {
-  if (typeof (request as { addHook?: unknown } | null)?.addHook === 'function') {
-    fail(new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`), done);
+function misused(self: unknown, request: unknown, reply: unknown, done: unknown, fourth: unknown, hook: string): void {
+  const applicationHook = `tokengate/fastify: ${hook} was added as an application hook (onReady, onClose, onRoute...), not a request hook: add it as ${BEFORE_HANDLER}`;
+  if (request === undefined && isFastifyInstance(self)) {
+    // onReady, onListen or preClose without `done`: called on the instance, with nothing.
+    fail(new Error(applicationHook), undefined);
+  } else if (isFastifyInstance(request)) {
+    if (typeof done === 'function') {
+      fail(new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`), done);
+    } else fail(new Error(applicationHook), reply);
+  } else if (typeof request === 'function') {
+    fail(new Error(applicationHook), request);
+  } else if (isRouteOptions(request)) {
+    fail(new Error(applicationHook), undefined);
   } else if ((request as { raw?: unknown } | null)?.raw === undefined) {
     fail(new Error(NOT_FASTIFY), done);
   } else if (typeof fourth === 'function') {
@@ -95,6 +108,12 @@ function registeredUncalled(factory: string, use: string, done: unknown): Fastif
   return (_request, _reply, next) => next(error);
 }
 
+/** Whether `value` is a route's options (what an `onRoute` hook is called with). */
+function isRouteOptions(value: unknown): boolean {
+  const route = value as { method?: unknown; url?: unknown; handler?: unknown } | null;
+  return route?.method !== undefined && typeof route.url === 'string' && typeof route.handler === 'function';
+}
+
 /** Whether `value` is a Fastify instance (what a plugin is called with). */
 function isFastifyInstance(value: unknown): boolean {
   return typeof (value as { addHook?: unknown } | null)?.addHook === 'function';
@@ -112,6 +131,38 @@ export interface FastifyLikeInstance {
   decorateRequest(name: string, value: undefined): unknown;
   /** Whether a request property is declared, as Fastify's own `hasRequestDecorator`. */
   hasRequestDecorator(name: string): boolean;
+  /** Adds an application hook, as Fastify's own `addHook` (the plugin adds an `onRoute` check). */
+  addHook(name: 'onRoute', hook: (route: object) => void): unknown;
+}
+
+/** Every hook this adapter made, so that the plugin can tell them in a route's options. */
+const HOOKS = new WeakSet<object>();
+
+/** Route-level hooks that run once the handler has run, or with a payload: a tokengate hook there protects nothing. */
+const AFTER_HANDLER = [
+  'preParsing',
+  'preSerialization',
+  'onSend',
+  'onResponse',
+  'onError',
+  'onTimeout',
+  'onRequestAbort',
+];
+
+/**
+ * An `onRoute` check: a route that declares one of this adapter's hooks where it cannot protect it (`onSend`,
+ * `onResponse`...) fails as it is added, naming the route and the hook, rather than answer 500s or stay open.
+ */
+function checkRoute(options: object): void {
+  const route = options as Record<string, unknown>;
+  for (const name of AFTER_HANDLER) {
+    const hooks = route[name];
+    const list: unknown[] = Array.isArray(hooks) ? hooks : [hooks];
+    if (!list.some((hook) => typeof hook === 'function' && HOOKS.has(hook))) continue;
+    throw new Error(
+      `tokengate/fastify: route ${String(route.method)} ${String(route.url)} has a tokengate hook in ${name}, where it protects nothing: add it as ${BEFORE_HANDLER}`,
+    );
+  }
 }
 
 /**
@@ -128,7 +179,10 @@ export function tokengate(instance: FastifyLikeInstance, options: unknown, done:
     fail(mistake, done);
     return;
   }
-  if (!instance.hasRequestDecorator('auth')) instance.decorateRequest('auth', undefined);
+  if (!instance.hasRequestDecorator('auth')) {
+    instance.decorateRequest('auth', undefined);
+    instance.addHook('onRoute', checkRoute);
+  }
   done();
 }
 
@@ -158,9 +212,9 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
   }
   const check = authenticator(gate, options, 'tokengate/fastify');
   let placed = false;
-  return function tokengateAuthenticate(request, reply, done, ...rest: unknown[]) {
+  return made(function tokengateAuthenticate(this: unknown, request, reply, done, ...rest: unknown[]) {
     if (typeof done !== 'function' || request?.raw === undefined) {
-      misused(request, done, rest[0], 'authenticate(gate)');
+      misused(this, request, reply, done, rest[0], 'authenticate(gate)');
       return;
     }
     if (!placed) {
@@ -168,25 +222,69 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
       if (late !== undefined) return done(late);
       placed = true;
     }
-    // Fastify's request supplies the parsed query and `ip` (under its `trustProxy` setting).
-    const auth = check(new NodeRequest(request.raw, request as FrameworkRequest), request);
-    if (!(auth instanceof Promise)) {
-      request.auth = auth;
-      done();
-      return;
+    const auth = check(new FastifyRequestView(request), request);
+    if (auth instanceof Promise) auth.then((verified) => settle(request, verified, done), done);
+    else settle(request, auth, done);
+  });
+}
+
+/** `hook`, known as this adapter's. */
+function made(hook: FastifyHook): FastifyHook {
+  HOOKS.add(hook);
+  return hook;
+}
+
+/**
+ * Sets `request.auth` and goes on; a throw doing so (a read-only `auth` declared by another plugin) goes to
+ * `done`, as an `Error`: a value Fastify would take for no error would let the request on unauthenticated.
+ */
+function settle(request: FastifyLikeRequest, auth: AuthContext | undefined, done: (error?: Error) => void): void {
+  try {
+    request.auth = auth;
+  } catch (error) {
+    done(error instanceof Error ? error : new TypeError('tokengate/fastify: setting request.auth threw a non-Error'));
+    return;
+  }
+  done();
+}
+
+/**
+ * A Fastify request as the gate reads it: the parsed query and `ip` (under Fastify's `trustProxy`), and the
+ * headers as Fastify's `request.headers` gives them, so that a hook's `request.headers = ...` is heard.
+ * Repeats of a header are told by the raw headers only for the headers no such hook replaced.
+ */
+class FastifyRequestView extends NodeRequest {
+  readonly #request: FastifyLikeRequest;
+
+  constructor(request: FastifyLikeRequest) {
+    super(request.raw, request as FrameworkRequest);
+    this.#request = request;
+  }
+
+  override get headers(): IncomingMessage['headers'] {
+    return this.#request.headers;
+  }
+
+  override get rawHeaders(): readonly string[] {
+    const { raw } = this.#request;
+    const headers = this.#request.headers;
+    if (headers === raw.headers) return raw.rawHeaders;
+    const kept: string[] = [];
+    const rawHeaders = raw.rawHeaders;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i] as string;
+      const lower = name.toLowerCase();
+      if (headers[lower] === raw.headers[lower]) kept.push(name, rawHeaders[i + 1] as string);
     }
-    auth.then((verified) => {
-      request.auth = verified;
-      done();
-    }, done);
-  };
+    return kept;
+  }
 }
 
 function guardHook(guard: Guard, name: string): FastifyHook {
   let placed = false;
-  return function tokengateGuard(request, reply, done, ...rest: unknown[]) {
+  return made(function tokengateGuard(this: unknown, request, reply, done, ...rest: unknown[]) {
     if (typeof done !== 'function' || request?.raw === undefined) {
-      misused(request, done, rest[0], `${name}(...)`);
+      misused(this, request, reply, done, rest[0], `${name}(...)`);
       return;
     }
     if (!placed) {
@@ -196,7 +294,7 @@ function guardHook(guard: Guard, name: string): FastifyHook {
     }
     authorize(request.auth, guard, request);
     done();
-  };
+  });
 }
 
 /** `factory`'s hook, or, when it was registered uncalled as a plugin (its first argument the instance), the mistake. */

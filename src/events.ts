@@ -7,7 +7,10 @@
 /** A breaker's state: `closed` lets calls through, `open` fails fast, `half-open` lets one probe through. */
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
-/** How a credential's cache lookup went: answered from it, asked upstream, or joined a call under way. */
+/**
+ * How a credential's cache lookup went: `hit`, answered from this process's cache; `miss`, not there (a shared tier,
+ * when there is one, is asked next, then the provider); `coalesced`, joined a verification under way.
+ */
 export type CacheResult = 'hit' | 'miss' | 'coalesced';
 
 /** A shared tier operation, as reported in `shared_cache_error` events. */

@@ -36,7 +36,7 @@ export interface VerifyTrace {
 export interface CacheTrace {
   /** The provider's name. */
   readonly provider: string;
-  /** Answered from the cache, asked upstream, or joined a call under way. */
+  /** Answered from this process's cache, not found there (the shared tier, then the provider, are asked), or joined a verification under way. */
   readonly result: CacheResult;
 }
 

@@ -72,6 +72,15 @@ describe('extractConnection', () => {
     expect(invalidRequestFor(parseQuery('user_id=u1&user_id=u2&token=t')).message).toMatch(/^user_id must appear once/);
   });
 
+  it('names a number or boolean where a parameter belongs: a schema coerced the query', () => {
+    expect(invalidRequestFor({ user_id: 7, token: 't1' }).message).toBe(
+      'user_id must appear once, as a plain value (got a number)',
+    );
+    expect(invalidRequestFor({ user_id: 'u1', token: false }).message).toBe(
+      'token must appear once, as a plain value (got a boolean)',
+    );
+  });
+
   it.each([
     ['nested object (token[x]=1)', { user_id: 'u1', token: { x: '1' } }],
     ['nested user id', { user_id: { $ne: '' }, token: 't1' }],

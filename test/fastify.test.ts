@@ -598,6 +598,75 @@ describe.each([
       expect((await send(app, '/stripped', bearer(TOKENS.read))).status).toBe(401);
     });
 
+    it("authenticate reads the headers a hook set through Fastify's request.headers setter", async () => {
+      const app = track(framework());
+      app.addHook('onRequest', (request, _reply, done) => {
+        const apiToken = request.headers['x-api-token'];
+        if (typeof apiToken === 'string') request.headers = { ...request.headers, authorization: `Bearer ${apiToken}` };
+        done();
+      });
+      app.addHook('onRequest', authenticate(gate));
+      app.get('/me', (request) => ({ seen: request.headers.authorization, subject: request.auth?.subject }));
+      const alone = await app.inject({ url: '/me', headers: { 'x-api-token': TOKENS.read } });
+      expect(alone.statusCode).toBe(200);
+      expect(alone.json().subject).toBe('tok_read');
+      // The gate checks the very token the route sees, not the one the client first sent.
+      const both = await app.inject({
+        url: '/me',
+        headers: { 'x-api-token': TOKENS.write, authorization: bearer(TOKENS.read) },
+      });
+      expect(both.json()).toEqual({ seen: bearer(TOKENS.write), subject: 'tok_write' });
+    });
+
+    it('a request.auth another plugin made read-only is a 500, on a cache miss and on a hit', async () => {
+      const app = track(framework());
+      app.decorateRequest('auth', { getter: () => undefined } as never);
+      await app.register(tokengate);
+      app.get('/me', { onRequest: authenticate(gate) }, () => ROUTE_MARK);
+      for (const _ of ['miss', 'hit']) {
+        const res = await send(app, '/me', bearer(TOKENS.read));
+        expect(res.status).toBe(500);
+        expect(res.text).not.toContain(ROUTE_MARK);
+      }
+      expect(oon.calls.verify).toBe(1);
+    });
+
+    it.each(['onReady', 'onClose', 'preClose'] as const)(
+      'added as an application hook (%s), a hook fails ready() or close() naming the mistake',
+      async (name) => {
+        const app = framework();
+        app.addHook(name as 'onReady', authenticate(gate) as never);
+        const message = 'tokengate/fastify: authenticate(gate) was added as an application hook';
+        if (name === 'onReady') {
+          await expect(app.ready()).rejects.toThrow(message);
+          return;
+        }
+        await app.ready();
+        await expect(app.close()).rejects.toThrow(message);
+      },
+    );
+
+    it.each(['onSend', 'onResponse', 'preSerialization'] as const)(
+      'registered before the routes, the plugin refuses a route with a tokengate hook in %s',
+      async (name) => {
+        const app = track(framework());
+        await app.register(tokengate);
+        expect(() => app.get('/me', { [name]: [authenticate(gate)] }, () => ROUTE_MARK)).toThrow(
+          `tokengate/fastify: route GET /me has a tokengate hook in ${name}, where it protects nothing`,
+        );
+        expect(() => app.get('/other', { [name]: requires(READ) }, () => ROUTE_MARK)).toThrow(
+          `route GET /other has a tokengate hook in ${name}`,
+        );
+        // Its own hooks elsewhere, and any other hook there, are fine.
+        app.get(
+          '/fine',
+          { onRequest: authenticate(gate), onSend: (_q, _r, payload, done) => done(null, payload) },
+          () => ROUTE_MARK,
+        );
+        expect((await send(app, '/fine', bearer(TOKENS.read))).text).toBe(ROUTE_MARK);
+      },
+    );
+
     it('is optional: without it, the hooks set request.auth all the same', async () => {
       const bare = track(framework());
       bare.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);

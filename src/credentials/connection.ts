@@ -80,7 +80,11 @@ export function findConnection(
 }
 
 function checkParameter(value: unknown, name: string, maxLength: number, realm: string): string {
-  if (typeof value !== 'string') throw invalidRequest(realm, `${name} must appear once, as a plain value`);
+  if (typeof value !== 'string') {
+    // A number or boolean was not sent so: a schema coerced the query before the gate read it.
+    const coerced = typeof value === 'number' || typeof value === 'boolean' ? ` (got a ${typeof value})` : '';
+    throw invalidRequest(realm, `${name} must appear once, as a plain value${coerced}`);
+  }
   if (value.length === 0) throw invalidRequest(realm, `${name} is empty`);
   if (value.length > maxLength) throw invalidRequest(realm, `${name} is too long`);
   if (!VISIBLE_ASCII.test(value)) throw invalidRequest(realm, `${name} holds characters that are not allowed`);
