@@ -81,6 +81,11 @@ class TokenGate implements Gate {
   };
   readonly #clientOf: (req: CredentialRequest) => string;
   #closed = false;
+  /**
+   * The flights whose requests still wait on them, wherever the store keeps them: `clear()` forgets a flight, not
+   * the requests waiting on it, which {@link close} ends.
+   */
+  readonly #waitedOn = new Set<Flight>();
 
   constructor(options: GateOptions) {
     const resolved = resolveGateOptions(options);
@@ -223,7 +228,8 @@ class TokenGate implements Gate {
     // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
     // another instance's answer, or asking the provider (cut short just above, and storing nothing).
     const upstreams = new Map(this.#members.map((member) => [member.origin, member.upstream]));
-    for (const flight of this.#store.flights()) flight.end?.((upstreams.get(flight.origin) as Upstream).closedError());
+    for (const flight of this.#waitedOn) flight.end?.((upstreams.get(flight.origin) as Upstream).closedError());
+    this.#waitedOn.clear();
     this.#store.close();
     // Every provider is closed, whichever of them fails to.
     const closed = await Promise.allSettled(
@@ -285,7 +291,7 @@ class TokenGate implements Gate {
     const { promise, flight } = started;
     const waited = started.joined
       ? ((flight.requests as typeof promise | undefined) ?? promise)
-      : endable(flight, promise);
+      : this.#endable(flight, promise);
     const answer = waited.then((outcome) => {
       if (outcome instanceof AuthContext) return outcome;
       if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
@@ -293,6 +299,14 @@ class TokenGate implements Gate {
     });
     const bound = this.#store.waitBound;
     return bound === undefined ? answer : this.#bounded(answer, flight, bound, member.provider.name);
+  }
+
+  /** {@link endable}, and known to {@link close} until the flight lands. */
+  #endable<T>(flight: Flight, promise: Promise<T>): Promise<T> {
+    this.#waitedOn.add(flight);
+    const landed = () => this.#waitedOn.delete(flight);
+    promise.then(landed, landed);
+    return endable(flight, promise);
   }
 
   /**

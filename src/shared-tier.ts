@@ -41,19 +41,26 @@ export type SharedVerdict =
 
 /** What a shared tier must hold to for its answers to be used. */
 export const SharedVerdictSchema = z.union([
-  z.strictObject({
-    ok: z.literal(true),
-    subject: z.string(),
-    permissions: z.array(z.string()),
-    expiresAt: z.number().optional(),
-    // A frozen copy, as a provider's are; one nested too deep is not an answer.
-    details: z
-      .record(z.string(), z.unknown())
-      .transform((details) => frozenDetails(details))
-      .refine((details) => details !== undefined),
-    freshUntil: z.number(),
-    until: z.number(),
-  }),
+  z
+    .strictObject({
+      ok: z.literal(true),
+      subject: z.string(),
+      permissions: z.array(z.string()),
+      // What a `Date` holds: a context's `expiresAt` is one.
+      expiresAt: z.number().int().min(0).max(8.64e15).optional(),
+      // A frozen copy, as a provider's are; one nested too deep is not an answer.
+      details: z
+        .record(z.string(), z.unknown())
+        .transform((details) => frozenDetails(details))
+        .refine((details) => details !== undefined),
+      freshUntil: z.number(),
+      until: z.number(),
+    })
+    // As the store writes them: fresh, then stale, never past the credential's own expiry.
+    .refine(
+      (verdict) =>
+        verdict.freshUntil <= verdict.until && !(verdict.expiresAt !== undefined && verdict.until > verdict.expiresAt),
+    ),
   z.strictObject({ ok: z.literal(false), reason: z.string().max(200), until: z.number() }),
 ]);
 
@@ -134,9 +141,12 @@ export interface SharedTier {
    * with the value it stored (unchecked), or `undefined` when the lease ended
    * without one (released, lapsed, invalidated) or after the tier's lease time.
    * A value stored before the wait (the one a `replace` lease is taken over)
-   * is not an answer: it is not resolved while the lease is held.
+   * is not an answer: it is not resolved while the lease is held. `signal` is
+   * aborted when the gate closes: the wait should then end at once, with no
+   * answer, leaving nothing running (a tier that ignores it is simply no
+   * longer waited for).
    */
-  waitFor?(key: string): Promise<unknown>;
+  waitFor?(key: string, signal?: AbortSignal): Promise<unknown>;
   /**
    * Forgets `key` on every instance: deletes it, sees to it that no answer
    * already under way elsewhere is stored over it (however late it comes),

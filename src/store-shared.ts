@@ -64,6 +64,8 @@ export class SharedLink {
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
   readonly #leasing: boolean;
+  /** Aborted by {@link close}: every tier call under way is given up, unreported, and no more is made. */
+  readonly #closing = new AbortController();
 
   /** `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner. */
   constructor(tier: SharedTier, onFailure: SharedFailureListener, waitLimit = DEFAULT_WAIT_LIMIT_MS) {
@@ -115,7 +117,7 @@ export class SharedLink {
       const waitBudget = { left: Math.min(MAX_TIMER_MS, waitLeft) };
       flight.waited = true;
       const waited = await this.#call('wait', flight, waitBudget, () =>
-        (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key),
+        (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key, this.#closing.signal),
       );
       if (waited === FAILED) return undefined;
       const verdict = usable(waited);
@@ -149,6 +151,11 @@ export class SharedLink {
     release(claim);
   }
 
+  /** Gives up every tier call under way at once (they end as misses, unreported), and makes no more. */
+  close(): void {
+    this.#closing.abort();
+  }
+
   /** Forgets `key` in the tier (on every instance, when the tier can); resolves whether the tier confirmed in time. */
   async invalidate(key: string, provider: string): Promise<boolean> {
     const tier = this.#tier;
@@ -174,6 +181,8 @@ export class SharedLink {
     onLate?: (value: T) => void,
   ): Promise<T | typeof FAILED> {
     const provider = flight.origin.provider;
+    const closing = this.#closing.signal;
+    if (closing.aborted) return Promise.resolve(FAILED);
     if (budget.left <= 0) {
       this.#onFailure(operation, 'timeout', provider);
       return Promise.resolve(FAILED);
@@ -185,10 +194,13 @@ export class SharedLink {
         if (settled) return false;
         settled = true;
         clearTimeout(timer);
+        closing.removeEventListener('abort', closed);
         budget.left -= performance.now() - started;
         resolve(value);
         return true;
       };
+      const closed = () => settle(FAILED);
+      closing.addEventListener('abort', closed);
       // As in the Redis tier's guard: an answer read in the I/O poll right after the timer still counts.
       const late = () => setImmediate(() => settle(FAILED) && this.#onFailure(operation, 'timeout', provider));
       const timer = setTimeout(late, budget.left);

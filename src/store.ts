@@ -321,14 +321,10 @@ export class VerdictStore {
     this.#shared?.end(flight);
   }
 
-  /** The flights under way, their requests waiting on them. */
-  flights(): IterableIterator<Flight> {
-    return this.#inflight.values();
-  }
-
-  /** {@link clear}, and stops listening to the shared tier. */
+  /** {@link clear}, stops listening to the shared tier, and gives up every call to it under way. */
   close(): void {
     for (const stop of this.#detach.splice(0)) stop();
+    this.#shared?.close();
     this.clear();
   }
 

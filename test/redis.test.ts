@@ -34,6 +34,7 @@ import { MAX_CLAIMS } from '../src/redis/scripts.js';
 import type { SharedVerdict } from '../src/shared-tier.js';
 import { cacheKey } from '../src/store.js';
 import { type MockOnlineOrNot, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { watchTimers } from './support/live-timers.js';
 import {
   adminClient,
   CLIENT_KINDS,
@@ -289,6 +290,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         JSON.stringify({ ok: false, reason: 'x'.repeat(70_000), until: Date.now() + 60_000 }),
         JSON.stringify({ ok: true, subject: 'mallory', permissions: ['admin'], details: {}, freshUntil: 'soon' }),
         JSON.stringify({ v: 2, ...acceptance(), subject: 'mallory', permissions: ['admin'] }),
+        // Numbers no store writes: an expiry no Date holds, kept past the credential's own expiry.
+        JSON.stringify({ ...acceptance(), subject: 'mallory', expiresAt: 1e300 }),
+        JSON.stringify({ ...acceptance(), subject: 'mallory', expiresAt: Date.now() - 1000 }),
+        JSON.stringify({ ...acceptance(), subject: 'mallory', freshUntil: Date.now() + 120_000 }),
       ];
       for (const value of foreign) {
         await admin.set(redisKey(provider, 'never-issued', 'v'), value, 'PX', 60_000);
@@ -304,6 +309,29 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         await eventually(replaced, 2000, 'overwritten');
       }
       expect(mock.calls.verify).toBe(foreign.length);
+    });
+
+    it("skips a key's value, lease or claims of another type, or far too long, without reading it, and shares again", async () => {
+      const [a, b] = (await start(2)) as [Instance, Instance];
+      const plant: Array<(token: string) => Promise<unknown>> = [
+        (token) => admin.hset(redisKey(provider, token, 'v'), 'ok', 'true'),
+        (token) => admin.set(redisKey(provider, token, 'v'), 'x'.repeat(8 * 1024 * 1024)),
+        (token) => admin.set(redisKey(provider, token, 'c'), 'not a hash'),
+        (token) => admin.rpush(redisKey(provider, token, 'l'), 'not a lease'),
+        (token) => admin.set(redisKey(provider, token, 'l'), 'a lease that never ends'),
+      ];
+      for (const planted of plant) {
+        const token = knownToken();
+        await planted(token);
+        const calls = mock.calls.verify;
+        expect(await outcome(a.gate.authenticate(bearer(token)))).toMatchObject({ ok: true });
+        expect(mock.calls.verify).toBe(calls + 1);
+        await stored(token);
+        // Shared: the other instance adopts it without asking the provider.
+        expect(await outcome(b.gate.authenticate(bearer(token)))).toMatchObject({ ok: true });
+        expect(mock.calls.verify).toBe(calls + 1);
+      }
+      expect(sharedErrors([...a.events, ...b.events])).toEqual([]);
     });
 
     it('with a secret, trusts only verdicts sealed with it for their own key', async () => {
@@ -434,6 +462,31 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await sleep(400); // past the lease: a flight still going would have asked by now
       expect(calls).toBe(0);
     });
+
+    it.each(['right away', 'after clear()'] as const)(
+      'a gate closed %s ends a request waiting for another instance at once, and leaves nothing waiting on Redis',
+      async (when) => {
+        const [a] = (await start(1, { redis: { leaseTime: 20_000 } })) as [Instance];
+        const token = knownToken();
+        await admin.set(redisKey(provider, token, 'l'), 'another-instance', 'PX', 20_000);
+        const timers = watchTimers();
+        try {
+          const waiting = outcome(a.gate.authenticate(bearer(token)));
+          await sleep(100);
+          if (when === 'after clear()') a.gate.clear();
+          const started = performance.now();
+          await a.gate.close();
+          expect(await waiting).toEqual({ ok: false, code: 'provider_unavailable' });
+          expect(performance.now() - started).toBeLessThan(1000);
+          await sleep(50);
+          // No poll, lease time or tier timeout left running: nothing keeps the process up for 20 s.
+          expect(timers.pending()).toBe(0);
+          expect(mock.calls.verify).toBe(0);
+        } finally {
+          timers.stop();
+        }
+      },
+    );
 
     it('ends the lease of a failed upstream call at once: the waiting instance asks without waiting it out', async () => {
       let calls = 0;
@@ -895,6 +948,31 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
       },
     );
+
+    it('past 10,000 revocations queued while Redis was down, none dropped is read back from Redis', async () => {
+      const [a] = (await start(1)) as [Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await stored(token);
+      mock.removeToken(token);
+      await whileBreakerOpen(a, async () => {
+        expect(await a.gate.revoke(bearer(token))).toBe(false);
+        // The first revocation is the oldest queued: these push it out.
+        for (let i = 0; i <= 10_000; i += 500) {
+          await Promise.all(Array.from({ length: 500 }, (_, j) => a.gate.revoke(bearer(`other-${i + j}`))));
+        }
+      });
+      // Redis is back and has taken the queued revocations, the newest last; the dropped one never reached it.
+      await eventually(
+        async () => (await admin.exists(redisKey(provider, 'other-10499', 't'))) === 1,
+        10_000,
+        'flushed',
+      );
+      expect(await admin.exists(redisKey(provider, token, 'v'))).toBe(1);
+      const calls = mock.calls.verify;
+      expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+      expect(mock.calls.verify).toBe(calls + 1);
+    }, 30_000);
 
     it('Redis paused: a revocation Redis missed is retried, and reaches the other instances once it is back', async () => {
       const { a, b, token } = await twoHoldingARemovedToken();

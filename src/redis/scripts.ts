@@ -22,8 +22,31 @@ function script(source: string): Script {
   return { source, sha: createHash('sha1').update(source).digest('hex') };
 }
 
-/** KEYS value. The stored value, or nil. */
-export const GET = script(`return redis.call('GET', KEYS[1])`);
+/**
+ * Most bytes of a value a script hands back: a value is at most 64 KiB of JavaScript characters (the tier's own limit,
+ * checked again as it reads), so at most three times that in UTF-8. Anything longer is foreign and never sent.
+ */
+export const MAX_VALUE_BYTES = 3 * 64 * 1024;
+
+/**
+ * Lua: reading the keys that anyone able to write to Redis could have set to anything. `text(key)` is the string at
+ * `key`, or false when there is none, it is of another type, or it is longer than {@link MAX_VALUE_BYTES};
+ * `claimsOf(key)` deletes a claims key that is not a hash, so that it lists no claim rather than fail every command.
+ */
+const READERS = `local function text(key)
+  if redis.call('TYPE', key).ok ~= 'string' then return false end
+  if redis.call('STRLEN', key) > ${MAX_VALUE_BYTES} then return false end
+  return redis.call('GET', key)
+end
+local function claimsOf(key)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+  return key
+end`;
+
+/** KEYS value. The stored value, or nil (none, of another type, or too long). */
+export const GET = script(`${READERS}
+return text(KEYS[1])`);
 
 /**
  * KEYS value, claims. Deletes the stored value and the claims that may still store, so that no answer asked for
@@ -44,14 +67,17 @@ export const MAX_CLAIMS = 32;
  * when the lease was free and is now this claim's (it joins the claims that
  * may store, until claim ms from now on Redis's clock); else {'h'}.
  */
-export const LEASE = script(`
+export const LEASE = script(`${READERS}
 if ARGV[1] == '' then
-  local value = redis.call('GET', KEYS[1])
+  local value = text(KEYS[1])
   if value then return {'s', value} end
 end
+local lease = redis.call('TYPE', KEYS[2]).ok
+-- A lease is a string that expires: anything else there was not written by a tier, and would hold the key forever.
+if lease ~= 'none' and (lease ~= 'string' or redis.call('PTTL', KEYS[2]) < 0) then redis.call('DEL', KEYS[2]) end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   ${NOW}
-  if redis.call('HLEN', KEYS[3]) >= ${MAX_CLAIMS} then redis.call('DEL', KEYS[3]) end
+  if redis.call('HLEN', claimsOf(KEYS[3])) >= ${MAX_CLAIMS} then redis.call('DEL', KEYS[3]) end
   redis.call('HSET', KEYS[3], ARGV[2], string.format('%.0f', now + tonumber(ARGV[4])))
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return {'c'}
@@ -69,12 +95,12 @@ return {'h'}`);
  * is stored only while the key has no tombstone. A rejection is always
  * stored. 1 stored, 0 not.
  */
-export const SET = script(`
+export const SET = script(`${READERS}
 local rejection = ARGV[7] == '1'
 if ARGV[3] ~= '' then
-  local mine = redis.call('GET', KEYS[2]) == ARGV[3]
+  local mine = text(KEYS[2]) == ARGV[3]
   if mine then redis.call('DEL', KEYS[2]) end
-  local deadline = redis.call('HGET', KEYS[4], ARGV[3])
+  local deadline = redis.call('HGET', claimsOf(KEYS[4]), ARGV[3])
   redis.call('HDEL', KEYS[4], ARGV[3])
   local listed = false
   if deadline then
@@ -97,9 +123,9 @@ return 1`);
  * KEYS lease, claims; ARGV claim id, channel, released message. Withdraws the
  * claim, and ends the lease if the claim still holds it.
  */
-export const RELEASE = script(`
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+export const RELEASE = script(`${READERS}
+redis.call('HDEL', claimsOf(KEYS[2]), ARGV[1])
+if text(KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
@@ -124,10 +150,10 @@ return 1`);
  * out: a value beside a held lease may be the one the holder is replacing
  * (unusable). A wait told of an answer reads it: it was stored since.
  */
-export const PEEK = script(`
+export const PEEK = script(`${READERS}
 local held = redis.call('EXISTS', KEYS[2])
 if held == 1 and ARGV[1] ~= '1' then return {'', 1} end
-return {redis.call('GET', KEYS[1]) or '', held}`);
+return {text(KEYS[1]) or '', held}`);
 
 /** ARGV channel, message. Publishes `message`: how an instance checks that its own subscription is live. */
 export const PROBE = script(`return redis.call('PUBLISH', ARGV[1], ARGV[2])`);

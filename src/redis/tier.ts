@@ -23,7 +23,8 @@
  *   {@link MAX_PENDING} keys waiting in each queue, so that rejections never
  *   push out a revocation), on recovery and every breaker cooldown, one
  *   command first and then in batches; until Redis has taken it, this
- *   instance reads nothing of that key from Redis.
+ *   instance reads nothing of that key from Redis. Once a queue dropped a
+ *   key, this instance reads no acceptance stored before.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -45,6 +46,11 @@ const CLAIM_MS = 30_000;
 const MAX_VALUE_LENGTH = 64 * 1024;
 /** Most keys kept for a retry in each queue (invalidations, rejections); the oldest goes first. */
 const MAX_PENDING = 10_000;
+/**
+ * Once a queue dropped a key, acceptances stored before then (and this long after, for other instances' clocks) are
+ * not read back: one of them may be what the dropped revocation or rejection was to delete (ms).
+ */
+const CLOCK_MARGIN_MS = 60_000;
 /** Most retried commands sent at once, once one has found Redis answering. */
 const FLUSH_BATCH = 256;
 
@@ -111,6 +117,8 @@ export class RedisTier implements SharedTier {
   readonly #stopReady: () => void;
   /** Each key's invalidation or deletion sent and not answered yet: a read of that key waits for it. */
   readonly #sending = new Map<string, Promise<unknown>>();
+  /** Acceptances stored (by their `storedAt`, wall clock) before this are not read; 0 while no key was dropped. */
+  #distrustBefore = 0;
   #retry: NodeJS.Timeout | undefined;
   #flushing = false;
   /** A flush was asked for while one ran: it runs again once that one ends. */
@@ -159,7 +167,7 @@ export class RedisTier implements SharedTier {
       return;
     }
     const keys = this.#keys(key);
-    const json = JSON.stringify(verdict);
+    const json = JSON.stringify({ ...verdict, storedAt: Date.now() });
     const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
     if (stored.length > MAX_VALUE_LENGTH) {
       held?.end();
@@ -216,10 +224,11 @@ export class RedisTier implements SharedTier {
    * beside a held lease is taken only once a message told of an answer (a
    * holder whose lease lapsed stores beside the next one's). Ends with no
    * answer when the lease ends without one, after the lease time, or when
-   * the tier closes; rejects when Redis fails meanwhile.
+   * the tier closes or `signal` is aborted (its gate closed); rejects when
+   * Redis fails meanwhile.
    */
-  waitFor(key: string): Promise<unknown> {
-    if (this.#closed) return Promise.resolve(undefined);
+  waitFor(key: string, signal?: AbortSignal): Promise<unknown> {
+    if (this.#closed || signal?.aborted === true) return Promise.resolve(undefined);
     const keys = this.#keys(key);
     const { leaseTime } = this.#settings;
     return new Promise((resolve, reject) => {
@@ -231,6 +240,7 @@ export class RedisTier implements SharedTier {
         clearInterval(poll);
         stopWatching();
         this.#waits.delete(abandon);
+        signal?.removeEventListener('abort', abandon);
         settle();
       };
       const abandon = () => finish(() => resolve(undefined));
@@ -255,6 +265,7 @@ export class RedisTier implements SharedTier {
       const deadline = setTimeout(abandon, leaseTime);
       const poll = setInterval(peek, Math.max(10, Math.min(50, leaseTime / 4)));
       this.#waits.add(abandon);
+      signal?.addEventListener('abort', abandon);
       peek();
     });
   }
@@ -311,11 +322,19 @@ export class RedisTier implements SharedTier {
     if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return undefined;
     const json = this.#settings.seal === undefined ? value : this.#settings.seal.open(redisKey, value);
     if (json === undefined) return undefined;
+    let parsed: unknown;
     try {
-      return JSON.parse(json);
+      parsed = JSON.parse(json);
     } catch {
       return undefined;
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return parsed;
+    const { storedAt, ...verdict } = parsed as { storedAt?: unknown; ok?: unknown };
+    // A rejection is always safe to read; an acceptance only when it was stored after every key this tier dropped.
+    if (verdict.ok === true && this.#distrustBefore > 0) {
+      if (typeof storedAt !== 'number' || !(storedAt >= this.#distrustBefore)) return undefined;
+    }
+    return verdict;
   }
 
   #message(kind: MessageKind, keys: KeySet): string {
@@ -375,16 +394,21 @@ export class RedisTier implements SharedTier {
     }
   }
 
-  /** Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes. */
+  /**
+   * Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes, and from then on no acceptance
+   * stored before is read back (see {@link CLOCK_MARGIN_MS}): the one that key's revocation was to delete may be one.
+   */
   #queue(key: string, queue: Set<string>): void {
     if (this.#closed) return;
     if (queue === this.#rejected && this.#pending.has(key)) return;
     queue.add(key);
-    if (queue.size > MAX_PENDING)
+    if (queue.size > MAX_PENDING) {
       for (const oldest of queue) {
         queue.delete(oldest);
         break;
       }
+      this.#distrustBefore = Date.now() + CLOCK_MARGIN_MS;
+    }
     this.#arm();
   }
 

@@ -136,7 +136,8 @@ export async function startInstance(
     tier,
     events,
     close: async () => {
-      await gate.close();
+      // The gate, unless the test closed it itself (a closed gate's methods throw).
+      if (!isClosed(gate)) await gate.close();
       await tier.close();
       await connected.close();
     },
@@ -146,4 +147,14 @@ export async function startInstance(
 /** The `shared_cache_error` events among `events`, as `operation:reason`. */
 export function sharedErrors(events: readonly GateEvent[]): string[] {
   return events.flatMap((event) => (event.type === 'shared_cache_error' ? [`${event.operation}:${event.reason}`] : []));
+}
+
+/** Whether `gate` was closed: its methods throw then. */
+function isClosed(gate: Gate): boolean {
+  try {
+    gate.stats();
+    return false;
+  } catch {
+    return true;
+  }
 }
