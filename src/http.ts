@@ -233,8 +233,18 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       return;
     }
     const chunks = this.#chunks;
-    const text =
-      chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks, this.#size).toString('utf8');
+    let text: string;
+    try {
+      text = UTF8.decode(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.#size));
+    } catch {
+      const failure = new ProviderFailure(
+        'invalid_answer',
+        `${this.#http.provider} answered ${this.#status} with a body that is not UTF-8`,
+        { status: this.#status },
+      );
+      this.#settle(undefined, failure);
+      return;
+    }
     let body: unknown;
     try {
       body = JSON.parse(text);
@@ -270,6 +280,12 @@ function abortReason(cancellation: Cancellation): Error {
   const reason = cancellation.reason;
   return reason instanceof Error ? reason : new DOMException('The verification was cancelled', 'AbortError');
 }
+
+/**
+ * JSON is UTF-8 (RFC 8259 §8.1). A byte sequence that is not is an answer not to read: replacing it with U+FFFD
+ * would make two subjects the same. A byte order mark is kept, and so makes malformed JSON.
+ */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function tooLarge(provider: string): ProviderFailure {
   return new ProviderFailure('invalid_answer', `${provider} answered more than its body size cap`);

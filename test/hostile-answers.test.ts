@@ -415,6 +415,40 @@ describe('hand-written hostile answers: 503 through Express', () => {
     await expectUnavailable('bearer');
   });
 
+  it.each([
+    ['ISO-8859-1 labelled as such', 'application/json; charset=iso-8859-1'],
+    ['labelled UTF-8', 'application/json'],
+  ])('a body that is not UTF-8 (%s): 503, never two subjects made one by U+FFFD', async (_name, contentType) => {
+    const latin1 = (name: string) =>
+      Buffer.concat([
+        Buffer.from('{"result":{"id":"tok-'),
+        Buffer.from(name, 'latin1'),
+        Buffer.from('","status":"active"},"success":true,"errors":[],"messages":[]}'),
+      ]);
+    provider.answer = (req, res) => {
+      const body = req.url?.startsWith('/v1/tokens/verify')
+        ? latin1('\u00e9')
+        : Buffer.from(JSON.stringify(permissionsBody()));
+      res.writeHead(200, { 'content-type': contentType, 'content-length': body.length });
+      res.end(body);
+    };
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [onlineOrNot({ baseUrl: provider.url })],
+      retry: false,
+      breaker: false,
+      onEvent: (event) => event.type === 'provider_error' && events.push(event.message),
+    });
+    try {
+      await expect(gate.authenticate({ headers: { authorization: `Bearer ${TOKEN}` } })).rejects.toMatchObject({
+        status: 503,
+      });
+      expect(events).toEqual(['onlineornot answered 200 with a body that is not UTF-8']);
+    } finally {
+      await gate.close();
+    }
+  });
+
   it('OnlineOrNot permissions: a string instead of a list', async () => {
     provider.answer = onlineOrNotAnswers(JSON.stringify(verifyBody()), JSON.stringify(permissionsBody('everything')));
     await expectUnavailable('bearer');

@@ -135,6 +135,24 @@ describe('introspection: discovery', () => {
     expect(await third).toBe('provider_unavailable');
   });
 
+  it('a discovery that finds the endpoint serves the verifications waiting on a later one, which is cancelled', async () => {
+    const { server, gate, metadataRequests } = await slowIssuer(1600);
+    const discoveries = () => server.paths.filter((path) => path.startsWith('/.well-known')).length;
+    const first = outcomeOf(gate.authenticate(bearer('a')));
+    await sleep(800);
+    // Joins the first discovery, and waits for it past its answer (1,600 ms in) until 1,800 ms.
+    const second = outcomeOf(gate.authenticate(bearer('b')));
+    await sleep(400);
+    // The first verification gave up at 1,000 ms: this one starts a discovery of its own, due at 2,800 ms.
+    const third = outcomeOf(gate.authenticate(bearer('c')));
+    expect(await first).toBe('provider_unavailable');
+    expect(await second).toBe('user-42');
+    expect(await third).toBe('user-42');
+    expect(discoveries()).toBe(2);
+    await sleep(100);
+    expect(metadataRequests.abandoned).toBe(1);
+  });
+
   it('a verification whose signal is already aborted starts no discovery', async () => {
     const { server } = await slowIssuer(10);
     const provider = introspection({ issuer: server.url, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });

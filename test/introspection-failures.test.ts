@@ -42,6 +42,18 @@ describe('introspection: failures are 503s', () => {
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
   });
 
+  it("names the provider once in the failure's message (the 503's cause)", async () => {
+    const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } });
+    mock.fault = { kind: 'status', status: 500 };
+    expect((await expectUnavailable(gate.authenticate(bearer('tok-1')))).cause).toMatchObject({
+      message: 'introspection answered 500',
+    });
+    mock.fault = { kind: 'wrong-shape' };
+    expect((await expectUnavailable(gate.authenticate(bearer('tok-1')))).cause).toMatchObject({
+      message: 'introspection answer does not match its schema',
+    });
+  });
+
   it('429 with its Retry-After', async () => {
     const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } });
     mock.fault = { kind: 'status', status: 429, retryAfter: 3 };

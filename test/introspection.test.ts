@@ -128,6 +128,14 @@ describe('introspection: which answers pass', () => {
     ['a logout token (Keycloak typ)', raw('{"active":true,"sub":"u","typ":"Logout"}'), NOT_BEARER],
     ['of token_type mac', raw('{"active":true,"sub":"u","token_type":"mac"}'), NOT_BEARER],
     ['of token_type PoP', raw('{"active":true,"sub":"u","token_type":"PoP"}'), NOT_BEARER],
+    ['of a token_type the gate does not know', raw('{"active":true,"sub":"u","token_type":"id_token"}'), NOT_BEARER],
+    ['of token_type DPoP with a stray space', raw('{"active":true,"sub":"u","token_type":"DPoP "}'), NOT_BEARER],
+    [
+      'a refresh token (RFC 8693 token type URN)',
+      raw('{"active":true,"sub":"u","token_type":"urn:ietf:params:oauth:token-type:refresh_token"}'),
+      NOT_BEARER,
+    ],
+    ['a refresh token (token_use, any case)', raw('{"active":true,"sub":"u","token_use":"Refresh_Token"}'), NOT_BEARER],
     [
       'a refresh token (Ory token_use)',
       raw('{"active":true,"sub":"u","token_type":"Bearer","token_use":"refresh_token"}'),
@@ -144,6 +152,10 @@ describe('introspection: which answers pass', () => {
     [
       'access_token (a server naming the use)',
       raw('{"active":true,"sub":"u","token_type":"access_token","token_use":"access_token"}'),
+    ],
+    [
+      'the RFC 8693 access token URN',
+      raw('{"active":true,"sub":"u","token_type":"urn:ietf:params:oauth:token-type:access_token"}'),
     ],
     ['absent', raw('{"active":true,"sub":"u","cnf":null}')],
     ['absent, with Keycloak typ Bearer', raw('{"active":true,"sub":"u","typ":"Bearer"}')],

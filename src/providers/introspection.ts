@@ -165,15 +165,19 @@ const NO_SUBJECT: Verdict = Object.freeze({
 });
 
 /**
- * `token_type` values that are not a plain bearer access token: the
- * proof-of-possession types of the IANA "OAuth Access Token Types" registry
- * (`DPoP`, RFC 9449; `PoP`; `N_A`, RFC 8693, not an access token) and the
- * `mac` draft, and `refresh_token`, which some servers send to say what the
- * token is for. Compared in lower case (RFC 6749 §5.1: case-insensitive).
- * Other values (`Bearer`, or `access_token` from servers that name the use
- * there) pass.
+ * The `token_type` values of a plain bearer access token, in lower case (RFC 6749 §5.1: case-insensitive): `Bearer`
+ * (RFC 6750), and `access_token` or its RFC 8693 URN from servers that name the token's use there. Any other value
+ * (`DPoP`, `PoP`, `N_A`, `mac`, `refresh_token`, one with a stray space) is a type this gate does not understand, and
+ * RFC 6749 §7.1 says not to use such a token.
  */
-const NOT_BEARER_TYPES: ReadonlySet<string> = new Set(['dpop', 'pop', 'n_a', 'mac', 'refresh_token']);
+const BEARER_TYPES: ReadonlySet<string> = new Set([
+  'bearer',
+  'access_token',
+  'urn:ietf:params:oauth:token-type:access_token',
+]);
+
+/** `token_use` values (Ory Hydra and others) of a token that is not an access token, in lower case. */
+const NOT_ACCESS_USES: ReadonlySet<string> = new Set(['refresh_token', 'refresh', 'id_token', 'id']);
 
 /** Keycloak's `typ` claim of a token that is not an access token (`Bearer`), in lower case. */
 const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id', 'logout']);
@@ -188,8 +192,8 @@ const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id',
  * An active token is still a 401 when it cannot be used as a plain bearer
  * token: bound to a key or certificate (a `cnf` member: DPoP, RFC 9449, or
  * mutual TLS, RFC 8705, whose proof this gate does not check), of a
- * `token_type` that is not bearer (`DPoP`, `PoP`, `N_A`, `mac`), or a refresh token
- * (`token_type` or Ory's `token_use` `refresh_token`, Keycloak's `typ`
+ * `token_type` other than `Bearer` or `access_token` (any case), or a refresh or ID token
+ * (Ory's `token_use` `refresh_token`, Keycloak's `typ`
  * `Refresh`, `Offline`, `ID` or `Logout`); and when the answer
  * names no subject.
  *
@@ -226,7 +230,7 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
     }
     if (answer.status === 401 || answer.status === 403 || refusesClient(answer)) throw refused(name, answer.status);
     if (answer.status !== 200) {
-      throw new ProviderFailure('status', `${name} introspection answered ${answer.status}`, { status: answer.status });
+      throw new ProviderFailure('status', `${name} answered ${answer.status}`, { status: answer.status });
     }
     return readIntrospection(answer.body, checks);
   }
@@ -263,8 +267,8 @@ function readIntrospection(body: unknown, checks: ClaimChecks): Verdict {
   if (!parsed.success) throw invalidAnswer(checks.name);
   const answer = parsed.data;
   if (answer.cnf != null) return KEY_BOUND;
-  if (typeof answer.token_type === 'string' && NOT_BEARER_TYPES.has(answer.token_type.toLowerCase())) return NOT_BEARER;
-  if (answer.token_use === 'refresh_token') return NOT_BEARER;
+  if (typeof answer.token_type === 'string' && !BEARER_TYPES.has(answer.token_type.toLowerCase())) return NOT_BEARER;
+  if (typeof answer.token_use === 'string' && NOT_ACCESS_USES.has(answer.token_use.toLowerCase())) return NOT_BEARER;
   if (typeof answer.typ === 'string' && NOT_ACCESS_TYP.has(answer.typ.toLowerCase())) return NOT_BEARER;
   const nowSeconds = Date.now() / 1000;
   if (answer.exp != null && answer.exp <= nowSeconds) return EXPIRED;
@@ -328,7 +332,7 @@ function refused(name: string, status: number): ProviderFailure {
 }
 
 function invalidAnswer(name: string): ProviderFailure {
-  return new ProviderFailure('invalid_answer', `${name} introspection answer does not match its schema`, {
+  return new ProviderFailure('invalid_answer', `${name} answer does not match its schema`, {
     status: 200,
   });
 }

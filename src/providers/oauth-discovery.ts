@@ -6,7 +6,8 @@
  * verifications that waited for it, and the next verification tries again.
  * A discovery serves every verification that joins it, each until its own
  * deadline; it is cancelled once none of them waits, and once the first of
- * them has given up, later verifications start another.
+ * them has given up, later verifications start another. The first discovery
+ * to find the endpoint serves the waiters of every other, which are cancelled.
  */
 import { z } from 'zod';
 import { type Cancellation, ManualCancellation } from '../deadline.js';
@@ -45,6 +46,8 @@ export class IntrospectionTarget {
   readonly #insecure: boolean;
   #target: Target | undefined;
   #discovering: Discovery | undefined;
+  /** Every discovery under way: the first to find the target settles the others with it. */
+  readonly #running = new Set<Discovery>();
   #closed = false;
 
   /**
@@ -72,11 +75,15 @@ export class IntrospectionTarget {
       const started = new Discovery(this.#name, (shared) => this.#discover(shared));
       discovery = started;
       this.#discovering = started;
+      this.#running.add(started);
       started.found.then(
         (target) => {
           this.#target = target;
+          for (const other of this.#running) if (other !== started) other.supersede(target);
+          this.#running.clear();
         },
         () => {
+          this.#running.delete(started);
           if (this.#discovering === started) this.#discovering = undefined;
         },
       );
@@ -163,6 +170,7 @@ class Discovery {
   readonly found: Promise<Target>;
   readonly #name: string;
   readonly #cancellation = new ManualCancellation();
+  #found!: (target: Target) => void;
   #joined = 0;
   #waiting = 0;
   #ended = false;
@@ -170,11 +178,22 @@ class Discovery {
 
   constructor(name: string, discover: (cancellation: Cancellation) => Promise<Target>) {
     this.#name = name;
-    this.found = discover(this.#cancellation);
+    this.found = new Promise<Target>((resolve, reject) => {
+      this.#found = resolve;
+      discover(this.#cancellation).then(resolve, reject);
+    });
     const end = () => {
       this.#ended = true;
     };
     this.found.then(end, end);
+  }
+
+  /** Another discovery found `target`: this one's waiters take it, and its own fetch is cancelled. */
+  supersede(target: Target): void {
+    this.#found(target);
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#cancellation.cancel();
   }
 
   /** Whether new verifications should start a discovery of their own instead of joining this one. */
