@@ -12,6 +12,7 @@ import request from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { curlLine, DEMO_CASES, type DemoProviders, SAMPLE, startDemoProviders } from '../examples/demo.js';
 import { createExampleApp as createExpressApp } from '../examples/express-app.js';
+import { createExampleApp as createFastifyApp } from '../examples/fastify-app.js';
 import { createExampleApp as createKoaApp } from '../examples/koa-app.js';
 import { createExampleApp as createNodeApp, queryOf } from '../examples/node-http-app.js';
 import type { Gate } from '../src/index.js';
@@ -22,6 +23,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 describe.each([
   ['express', (gate: Gate): RequestListener => createExpressApp(gate)],
   ['koa', (gate: Gate): RequestListener => createKoaApp(gate).callback()],
+  ['fastify', (gate: Gate): RequestListener => createFastifyApp(gate).listener],
   ['node:http', (gate: Gate): RequestListener => createNodeApp(gate)],
 ])('%s demo app', (_label, createApp) => {
   let providers: DemoProviders;
@@ -124,27 +126,32 @@ function startEntryPoint(file: string): Promise<{ child: ChildProcess; baseUrl: 
   });
 }
 
-describe.each([['examples/express.ts'], ['examples/koa.ts'], ['examples/node-http.ts']])('%s', (file) => {
-  it('prints a curl line per case, answers them as promised, and exits 0 on SIGTERM', { timeout: 60_000 }, async () => {
-    const { child, baseUrl, output } = await startEntryPoint(file);
-    try {
-      for (const demoCase of DEMO_CASES) {
-        expect(output()).toContain(`# ${demoCase.status}  ${demoCase.title}\n${curlLine(baseUrl, demoCase)}\n`);
-        const headers: Record<string, string> = {};
-        if (demoCase.authorization !== undefined) headers.authorization = demoCase.authorization;
-        const res = await fetch(`${baseUrl}${demoCase.path}`, { method: demoCase.method, headers });
-        await res.arrayBuffer();
-        expect(res.status, demoCase.title).toBe(demoCase.status);
+describe.each([['examples/express.ts'], ['examples/koa.ts'], ['examples/fastify.ts'], ['examples/node-http.ts']])(
+  '%s',
+  (file) => {
+    it('prints a curl line per case, answers them as promised, and exits 0 on SIGTERM', {
+      timeout: 60_000,
+    }, async () => {
+      const { child, baseUrl, output } = await startEntryPoint(file);
+      try {
+        for (const demoCase of DEMO_CASES) {
+          expect(output()).toContain(`# ${demoCase.status}  ${demoCase.title}\n${curlLine(baseUrl, demoCase)}\n`);
+          const headers: Record<string, string> = {};
+          if (demoCase.authorization !== undefined) headers.authorization = demoCase.authorization;
+          const res = await fetch(`${baseUrl}${demoCase.path}`, { method: demoCase.method, headers });
+          await res.arrayBuffer();
+          expect(res.status, demoCase.title).toBe(demoCase.status);
+        }
+      } finally {
+        const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+        child.kill('SIGTERM');
+        // Exit code 0 means the signal was handled and nothing was left open on the event loop.
+        expect(await exited).toBe(0);
       }
-    } finally {
-      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      child.kill('SIGTERM');
-      // Exit code 0 means the signal was handled and nothing was left open on the event loop.
-      expect(await exited).toBe(0);
-    }
-    expect(output()).toContain('SIGTERM: shutting down');
-  });
-});
+      expect(output()).toContain('SIGTERM: shutting down');
+    });
+  },
+);
 
 describe('node:http demo app', () => {
   it('keeps every value of a repeated query parameter, and `__proto__` as a plain name', () => {
@@ -217,9 +224,18 @@ describe('examples/pino.ts', () => {
       ['after recovery', 200],
     ]);
     const eventTypes = new Set(logLines.filter((line) => line.component === 'tokengate').map((line) => line.type));
-    expect([...eventTypes].sort()).toEqual(['breaker', 'cache', 'provider_error', 'retry', 'stale', 'verify']);
+    expect([...eventTypes].sort()).toEqual([
+      'breaker',
+      'cache',
+      'held_back',
+      'provider_error',
+      'retry',
+      'stale',
+      'verify',
+    ]);
     const stats = logLines.find((line) => line.msg === 'gate stats')?.stats;
-    expect(stats).toMatchObject({ stale: 1, breakers: { onlineornot: 'closed', partoo: 'closed' } });
+    expect(stats).toMatchObject({ stale: 1, heldBack: 1, breakers: { onlineornot: 'closed', partoo: 'closed' } });
+    expect(metricsPart).toMatch(/^tokengate_held_back_total\{provider="onlineornot",reason="open"\} 1$/m);
 
     expect(metricsPart).toMatch(/^tokengate_stale_total\{provider="onlineornot"\} 1$/m);
     expect(metricsPart).toMatch(/^tokengate_breaker_transitions_total\{provider="onlineornot",state="open"\} 1$/m);
