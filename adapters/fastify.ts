@@ -255,6 +255,9 @@ function settle(request: FastifyLikeRequest, auth: AuthContext | undefined, done
  */
 class FastifyRequestView extends NodeRequest {
   readonly #request: FastifyLikeRequest;
+  /** Fastify's `request.headers`, read once: with headers a hook set, each read merges them anew. */
+  #headers: IncomingMessage['headers'] | undefined;
+  #rawHeaders: readonly string[] | undefined;
 
   constructor(request: FastifyLikeRequest) {
     super(request.raw, request as FrameworkRequest);
@@ -262,22 +265,27 @@ class FastifyRequestView extends NodeRequest {
   }
 
   override get headers(): IncomingMessage['headers'] {
-    return this.#request.headers;
+    this.#headers ??= this.#request.headers;
+    return this.#headers;
   }
 
   override get rawHeaders(): readonly string[] {
-    const { raw } = this.#request;
-    const headers = this.#request.headers;
-    if (headers === raw.headers) return raw.rawHeaders;
-    const kept: string[] = [];
-    const rawHeaders = raw.rawHeaders;
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i] as string;
-      const lower = name.toLowerCase();
-      if (headers[lower] === raw.headers[lower]) kept.push(name, rawHeaders[i + 1] as string);
-    }
-    return kept;
+    this.#rawHeaders ??= keptRawHeaders(this.#request.raw, this.headers);
+    return this.#rawHeaders;
   }
+}
+
+/** `raw`'s raw headers, less those whose value `headers` (Fastify's, a hook's setter applied) replaced. */
+function keptRawHeaders(raw: IncomingMessage, headers: IncomingMessage['headers']): readonly string[] {
+  if (headers === raw.headers) return raw.rawHeaders;
+  const kept: string[] = [];
+  const rawHeaders = raw.rawHeaders;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    const lower = name.toLowerCase();
+    if (headers[lower] === raw.headers[lower]) kept.push(name, rawHeaders[i + 1] as string);
+  }
+  return kept;
 }
 
 function guardHook(guard: Guard, name: string): FastifyHook {

@@ -113,6 +113,11 @@ export class CircuitBreaker {
     return 0;
   }
 
+  /** Whether calls are paused at `now` after a 429 (whatever the breaker's state). */
+  pausedAt(now: number): boolean {
+    return this.#pausedUntil > now;
+  }
+
   /** The provider answered (a verdict, or a refusal of our own credentials): it works. */
   succeeded(): void {
     this.#failures = 0;

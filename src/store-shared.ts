@@ -23,6 +23,7 @@
  *   something that is not a promise, settle late), a flight goes on without
  *   it: never an error of its own, never an unhandled rejection.
  */
+import { setMaxListeners } from 'node:events';
 import type { SharedFailureReason, SharedOperation } from './events.js';
 import { MAX_TIMER_MS } from './options.js';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
@@ -64,8 +65,10 @@ export class SharedLink {
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
   readonly #leasing: boolean;
-  /** Aborted by {@link close}: every tier call under way is given up, unreported, and no more is made. */
+  /** Aborted by {@link close}: the signal each `waitFor` is given, one listener per wait under way. */
   readonly #closing = new AbortController();
+  /** Ends each tier call under way (as FAILED, unreported): {@link close} calls them all. */
+  readonly #underWay = new Set<() => void>();
 
   /** `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner. */
   constructor(tier: SharedTier, onFailure: SharedFailureListener, waitLimit = DEFAULT_WAIT_LIMIT_MS) {
@@ -74,6 +77,8 @@ export class SharedLink {
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
     this.waitBound = this.#leasing ? Math.min(MAX_TIMER_MS, waitLimit + this.#timeout) : undefined;
+    // As many waits as run at once listen to it, each until it ends: no leak to warn about.
+    setMaxListeners(0, this.#closing.signal);
   }
 
   /**
@@ -154,6 +159,7 @@ export class SharedLink {
   /** Gives up every tier call under way at once (they end as misses, unreported), and makes no more. */
   close(): void {
     this.#closing.abort();
+    for (const end of [...this.#underWay]) end();
   }
 
   /** Forgets `key` in the tier (on every instance, when the tier can); resolves whether the tier confirmed in time. */
@@ -181,8 +187,7 @@ export class SharedLink {
     onLate?: (value: T) => void,
   ): Promise<T | typeof FAILED> {
     const provider = flight.origin.provider;
-    const closing = this.#closing.signal;
-    if (closing.aborted) return Promise.resolve(FAILED);
+    if (this.#closing.signal.aborted) return Promise.resolve(FAILED);
     if (budget.left <= 0) {
       this.#onFailure(operation, 'timeout', provider);
       return Promise.resolve(FAILED);
@@ -194,13 +199,13 @@ export class SharedLink {
         if (settled) return false;
         settled = true;
         clearTimeout(timer);
-        closing.removeEventListener('abort', closed);
+        this.#underWay.delete(closed);
         budget.left -= performance.now() - started;
         resolve(value);
         return true;
       };
       const closed = () => settle(FAILED);
-      closing.addEventListener('abort', closed);
+      this.#underWay.add(closed);
       // As in the Redis tier's guard: an answer read in the I/O poll right after the timer still counts.
       const late = () => setImmediate(() => settle(FAILED) && this.#onFailure(operation, 'timeout', provider));
       const timer = setTimeout(late, budget.left);

@@ -188,8 +188,9 @@ export class Upstream {
 
   /** A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. */
   #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
-    const state = this.#breaker?.state ?? 'closed';
-    const retryAfterMs = Math.min(ms, this.#policy.maxRetryAfter);
+    const breaker = this.#breaker as CircuitBreaker;
+    const state = breaker.pausedAt(performance.now()) ? 'paused' : breaker.state;
+    const retryAfterMs = Math.ceil(Math.min(ms, this.#policy.maxRetryAfter));
     this.#policy.counters.heldBack++;
     this.#policy.emit?.({
       type: 'held_back',

@@ -684,6 +684,26 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     expect(gate.stats().stale).toBe(1);
   });
 
+  it('takes many tier calls at once without a warning from Node', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const tier = new MemoryTier(500);
+      tier.latency = 20;
+      const { gate } = await sharing(tier);
+      const answers = await Promise.allSettled(
+        Array.from({ length: 40 }, (_, i) => gate.authenticate(bearer(`unknown-${i}`))),
+      );
+      expect(answers.every((answer) => answer.status === 'rejected')).toBe(true);
+      expect(tier.gets).toBe(40);
+      await sleep(20); // warnings are emitted on the next tick
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it("gives the provider the whole timeout, the tier's own calls aside: a slow tier and a slow provider still answer", async () => {
     // Counted against the provider, the tier's 400 ms would leave it 600 of its 1000: too few for its 700.
     const tier = new MemoryTier(500);

@@ -319,6 +319,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
         (token) => admin.set(redisKey(provider, token, 'c'), 'not a hash'),
         (token) => admin.rpush(redisKey(provider, token, 'l'), 'not a lease'),
         (token) => admin.set(redisKey(provider, token, 'l'), 'a lease that never ends'),
+        (token) => admin.set(redisKey(provider, token, 'l'), 'a lease of an hour', 'PX', 3_600_000),
       ];
       for (const planted of plant) {
         const token = knownToken();
@@ -952,8 +953,11 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     it('past 10,000 revocations queued while Redis was down, none dropped is read back from Redis', async () => {
       const [a] = (await start(1)) as [Instance];
       const token = knownToken();
-      await a.gate.authenticate(bearer(token));
-      await stored(token);
+      const kept = knownToken();
+      for (const each of [token, kept]) {
+        await a.gate.authenticate(bearer(each));
+        await stored(each);
+      }
       mock.removeToken(token);
       await whileBreakerOpen(a, async () => {
         expect(await a.gate.revoke(bearer(token))).toBe(false);
@@ -971,6 +975,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(await admin.exists(redisKey(provider, token, 'v'))).toBe(1);
       const calls = mock.calls.verify;
       expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+      expect(mock.calls.verify).toBe(calls + 1);
+      // A token whose revocation was not dropped is still read from Redis.
+      a.gate.clear();
+      expect(await outcome(a.gate.authenticate(bearer(kept)))).toMatchObject({ ok: true });
       expect(mock.calls.verify).toBe(calls + 1);
     }, 30_000);
 

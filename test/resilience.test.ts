@@ -531,6 +531,30 @@ describe('circuit breaker', () => {
     expect(gate.stats().breakers.partoo).toBe('closed');
   });
 
+  it("a held-back verification's event names what held it: the breaker open, or a 429's pause", async () => {
+    const ctx = await setup({ retry: false, breaker: { threshold: 1, cooldown: 300 } });
+    const { app, pt, events } = ctx;
+    pt.fault = { kind: 'status', status: 500 };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    // The probe after the cooldown gets a 429: calls pause for its Retry-After (at most maxRetryAfter, here 1 s),
+    // whatever the breaker's state.
+    await sleep(400);
+    pt.fault = { kind: 'status', status: 429, retryAfter: 5 };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    const paused = await request(app).get('/me').query(CONN);
+    expect(paused.status).toBe(503);
+    expect(paused.headers['retry-after']).toBe('1');
+    expect(ofType(events, 'held_back').map(({ reason, retryAfterMs }) => ({ reason, retryAfterMs }))).toEqual([
+      { reason: 'open', retryAfterMs: expect.any(Number) },
+      { reason: 'paused', retryAfterMs: expect.any(Number) },
+    ]);
+    const [open, pause] = ofType(events, 'held_back');
+    expect(Number.isInteger(open?.retryAfterMs)).toBe(true);
+    expect(pause?.retryAfterMs).toBeGreaterThan(500);
+    expect(pause?.retryAfterMs).toBeLessThanOrEqual(1000);
+  });
+
   it('half-open -> open again when the probe fails', async () => {
     const ctx = await setup({ retry: false, breaker });
     const { app, pt, gate, events } = ctx;

@@ -73,8 +73,12 @@ if ARGV[1] == '' then
   if value then return {'s', value} end
 end
 local lease = redis.call('TYPE', KEYS[2]).ok
--- A lease is a string that expires: anything else there was not written by a tier, and would hold the key forever.
-if lease ~= 'none' and (lease ~= 'string' or redis.call('PTTL', KEYS[2]) < 0) then redis.call('DEL', KEYS[2]) end
+-- A lease is a string that expires within a claim's time: anything else there was not written by a tier, and would
+-- hold the key up for longer than any instance's lease.
+if lease ~= 'none' then
+  local ttl = lease == 'string' and redis.call('PTTL', KEYS[2]) or -1
+  if ttl < 0 or ttl > tonumber(ARGV[4]) then redis.call('DEL', KEYS[2]) end
+end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   ${NOW}
   if redis.call('HLEN', claimsOf(KEYS[3])) >= ${MAX_CLAIMS} then redis.call('DEL', KEYS[3]) end

@@ -24,13 +24,14 @@
  *   push out a revocation), on recovery and every breaker cooldown, one
  *   command first and then in batches; until Redis has taken it, this
  *   instance reads nothing of that key from Redis. Once a queue dropped a
- *   key, this instance reads no acceptance stored before.
+ *   key, this instance reads no acceptance of it stored before.
  */
 
 import { randomBytes } from 'node:crypto';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from '../shared-tier.js';
 import { encodeKey, type MessageKind, message, RedisBus } from './bus.js';
 import { driverFor, type RedisClient, type RedisDriver } from './driver.js';
+import { DroppedKeys } from './dropped-keys.js';
 import { BREAKER_COOLDOWN_MS, RedisGuard } from './guard.js';
 import { DEL, GET, INVALIDATE, LEASE, PEEK, RELEASE, SET } from './scripts.js';
 import type { VerdictSeal } from './seal.js';
@@ -47,8 +48,8 @@ const MAX_VALUE_LENGTH = 64 * 1024;
 /** Most keys kept for a retry in each queue (invalidations, rejections); the oldest goes first. */
 const MAX_PENDING = 10_000;
 /**
- * Once a queue dropped a key, acceptances stored before then (and this long after, for other instances' clocks) are
- * not read back: one of them may be what the dropped revocation or rejection was to delete (ms).
+ * Once a queue dropped a key, that key's acceptances stored before then (and this long after, for other instances'
+ * clocks) are not read back: one of them may be what the dropped revocation or rejection was to delete (ms).
  */
 const CLOCK_MARGIN_MS = 60_000;
 /** Most retried commands sent at once, once one has found Redis answering. */
@@ -117,8 +118,8 @@ export class RedisTier implements SharedTier {
   readonly #stopReady: () => void;
   /** Each key's invalidation or deletion sent and not answered yet: a read of that key waits for it. */
   readonly #sending = new Map<string, Promise<unknown>>();
-  /** Acceptances stored (by their `storedAt`, wall clock) before this are not read; 0 while no key was dropped. */
-  #distrustBefore = 0;
+  /** The keys the queues dropped: their acceptances stored before the last drop (and its margin) are not read. */
+  readonly #dropped = new DroppedKeys();
   #retry: NodeJS.Timeout | undefined;
   #flushing = false;
   /** A flush was asked for while one ran: it runs again once that one ends. */
@@ -143,7 +144,7 @@ export class RedisTier implements SharedTier {
   async get(key: string): Promise<unknown> {
     await this.#settle(key);
     const { value } = this.#keys(key);
-    return this.#decode(value, await this.#guard.run(() => this.#driver.run(GET, [value], [])));
+    return this.#decode(key, value, await this.#guard.run(() => this.#driver.run(GET, [value], [])));
   }
 
   /**
@@ -210,7 +211,7 @@ export class RedisTier implements SharedTier {
     );
     // LEASE answers a table: {'s', value}, {'c'} or {'h'}.
     const [state, payload] = answer as [unknown, unknown];
-    if (state === 's') return { state: 'stored', value: this.#decode(keys.value, payload) };
+    if (state === 's') return { state: 'stored', value: this.#decode(key, keys.value, payload) };
     if (state === 'c') return { state: 'claimed', claim: new RedisClaim(id, performance.now(), end) };
     if (state === 'h') return { state: 'held' };
     end();
@@ -251,8 +252,9 @@ export class RedisTier implements SharedTier {
           .then(
             (answer) => {
               const [value, held] = Array.isArray(answer) ? (answer as unknown[]) : [];
-              if (typeof value === 'string' && value !== '') finish(() => resolve(this.#decode(keys.value, value)));
-              else if (held !== 1) abandon();
+              if (typeof value === 'string' && value !== '') {
+                finish(() => resolve(this.#decode(key, keys.value, value)));
+              } else if (held !== 1) abandon();
             },
             (error: unknown) => finish(() => reject(error)),
           );
@@ -314,11 +316,12 @@ export class RedisTier implements SharedTier {
   }
 
   /**
-   * The value stored at `redisKey` as the store reads it: parsed JSON, or
-   * undefined (a miss) for anything else. With a seal, only a value sealed for
-   * `redisKey` is parsed.
+   * The value stored at `redisKey` (of store key `key`) as the store reads it:
+   * parsed JSON, or undefined (a miss) for anything else. With a seal, only a
+   * value sealed for `redisKey` is parsed. An acceptance of a key the queues
+   * may have dropped is read only when stored after the last drop.
    */
-  #decode(redisKey: string, value: unknown): unknown {
+  #decode(key: string, redisKey: string, value: unknown): unknown {
     if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return undefined;
     const json = this.#settings.seal === undefined ? value : this.#settings.seal.open(redisKey, value);
     if (json === undefined) return undefined;
@@ -330,9 +333,10 @@ export class RedisTier implements SharedTier {
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return parsed;
     const { storedAt, ...verdict } = parsed as { storedAt?: unknown; ok?: unknown };
-    // A rejection is always safe to read; an acceptance only when it was stored after every key this tier dropped.
-    if (verdict.ok === true && this.#distrustBefore > 0) {
-      if (typeof storedAt !== 'number' || !(storedAt >= this.#distrustBefore)) return undefined;
+    // A rejection is always safe to read; an acceptance of a dropped key only when it was stored after the drop.
+    if (verdict.ok === true && this.#dropped.mayHold(key)) {
+      const trustedFrom = this.#dropped.lastDrop + CLOCK_MARGIN_MS;
+      if (typeof storedAt !== 'number' || !(storedAt >= trustedFrom)) return undefined;
     }
     return verdict;
   }
@@ -395,8 +399,8 @@ export class RedisTier implements SharedTier {
   }
 
   /**
-   * Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes, and from then on no acceptance
-   * stored before is read back (see {@link CLOCK_MARGIN_MS}): the one that key's revocation was to delete may be one.
+   * Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes, and no acceptance of it stored
+   * before is read back (see {@link CLOCK_MARGIN_MS}): the one its revocation was to delete may be one.
    */
   #queue(key: string, queue: Set<string>): void {
     if (this.#closed) return;
@@ -405,9 +409,9 @@ export class RedisTier implements SharedTier {
     if (queue.size > MAX_PENDING) {
       for (const oldest of queue) {
         queue.delete(oldest);
+        this.#dropped.add(oldest, Date.now());
         break;
       }
-      this.#distrustBefore = Date.now() + CLOCK_MARGIN_MS;
     }
     this.#arm();
   }
