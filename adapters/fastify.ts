@@ -222,7 +222,14 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
       if (late !== undefined) return done(late);
       placed = true;
     }
-    const auth = check(new FastifyRequestView(request), request);
+    // Fastify's request supplies the parsed query and `ip` (under its `trustProxy` setting); its headers are the Node
+    // request's unless a hook set some through `request.headers = ...`.
+    const headers = request.headers;
+    const view =
+      headers === request.raw.headers
+        ? new NodeRequest(request.raw, request as FrameworkRequest)
+        : new FastifyRequestView(request, headers);
+    const auth = check(view, request);
     if (auth instanceof Promise) auth.then((verified) => settle(request, verified, done), done);
     else settle(request, auth, done);
   });
@@ -249,35 +256,33 @@ function settle(request: FastifyLikeRequest, auth: AuthContext | undefined, done
 }
 
 /**
- * A Fastify request as the gate reads it: the parsed query and `ip` (under Fastify's `trustProxy`), and the
- * headers as Fastify's `request.headers` gives them, so that a hook's `request.headers = ...` is heard.
- * Repeats of a header are told by the raw headers only for the headers no such hook replaced.
+ * A Fastify request whose headers a hook set through `request.headers = ...`, as the gate reads it: those
+ * headers (Fastify merges them with the Node request's on each read of `request.headers`; this read them
+ * once), and repeats of a header told by the raw headers only for the headers no such hook replaced.
  */
 class FastifyRequestView extends NodeRequest {
   readonly #request: FastifyLikeRequest;
-  /** Fastify's `request.headers`, read once: with headers a hook set, each read merges them anew. */
-  #headers: IncomingMessage['headers'] | undefined;
+  readonly #headers: IncomingMessage['headers'];
   #rawHeaders: readonly string[] | undefined;
 
-  constructor(request: FastifyLikeRequest) {
+  constructor(request: FastifyLikeRequest, headers: IncomingMessage['headers']) {
     super(request.raw, request as FrameworkRequest);
     this.#request = request;
+    this.#headers = headers;
   }
 
   override get headers(): IncomingMessage['headers'] {
-    this.#headers ??= this.#request.headers;
     return this.#headers;
   }
 
   override get rawHeaders(): readonly string[] {
-    this.#rawHeaders ??= keptRawHeaders(this.#request.raw, this.headers);
+    this.#rawHeaders ??= keptRawHeaders(this.#request.raw, this.#headers);
     return this.#rawHeaders;
   }
 }
 
 /** `raw`'s raw headers, less those whose value `headers` (Fastify's, a hook's setter applied) replaced. */
 function keptRawHeaders(raw: IncomingMessage, headers: IncomingMessage['headers']): readonly string[] {
-  if (headers === raw.headers) return raw.rawHeaders;
   const kept: string[] = [];
   const rawHeaders = raw.rawHeaders;
   for (let i = 0; i < rawHeaders.length; i += 2) {
