@@ -6,6 +6,7 @@
  */
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
+import { createGate, introspection } from '../src/index.js';
 import { mockIntrospection } from '../src/testing/index.js';
 import { closeAfterEach } from './support/close-after-each.js';
 
@@ -114,6 +115,7 @@ describe('mockIntrospection', () => {
       issuer: mock.issuer,
       introspection_endpoint: mock.endpoint,
       introspection_endpoint_auth_methods_supported: ['client_secret_post'],
+      response_types_supported: ['code'],
       scopes_supported: ['orders:read'],
     };
     for (const path of [
@@ -147,7 +149,41 @@ describe('mockIntrospection', () => {
     await res.body.dump();
     await expect(mockIntrospection({ clientId: '', clientSecret: 's' })).rejects.toThrow(TypeError);
     await expect(mockIntrospection({ clientId: 'c', clientSecret: 's', issuerPath: 'realms' })).rejects.toThrow(
-      'mockIntrospection: issuerPath must start with /',
+      'mockIntrospection: issuerPath: expected a path starting with /',
     );
+    await expect(mockIntrospection({ clientId: 'c', clientSecret: 's', clientAuth: 'jwt' as never })).rejects.toThrow(
+      "mockIntrospection: clientAuth: expected 'basic' or 'post'",
+    );
+    await expect(
+      mockIntrospection({ clientId: 'c', clientSecret: 's', wellKnown: ['openid'] as never }),
+    ).rejects.toThrow('mockIntrospection: wellKnown');
+    await expect(
+      mockIntrospection({ clientId: 'c', clientSecret: 's', tokens: { 'a b': { active: true } } }),
+    ).rejects.toThrow('mockIntrospection: tokens (entry 1): a bearer token must be b64token syntax');
+    const metadata = await request(`${mock.url}/.well-known/openid-configuration`);
+    expect(await metadata.body.json()).toMatchObject({ response_types_supported: ['code'] });
+  });
+
+  it("counts, for every, only the requests a fault's endpoints aim at: discovery does not use up a count", async () => {
+    const tokens = Object.fromEntries(['t1', 't2', 't3', 't4'].map((token) => [token, { active: true, sub: token }]));
+    const mock = closeLater(await mockIntrospection({ clientId: 'c', clientSecret: 's', tokens }));
+    const gate = createGate({
+      providers: [introspection({ issuer: mock.issuer, clientId: 'c', clientSecret: 's' })],
+      retry: false,
+      breaker: false,
+    });
+    closeLater(gate);
+    mock.fault = { kind: 'status', status: 503, every: 2, endpoints: ['introspect'] };
+    const statuses: number[] = [];
+    for (const token of ['t1', 't2', 't3', 't4']) {
+      statuses.push(
+        await gate.authenticate({ headers: { authorization: `Bearer ${token}` } }).then(
+          () => 200,
+          (error: { status: number }) => error.status,
+        ),
+      );
+    }
+    expect(statuses).toEqual([200, 503, 200, 503]);
+    expect(mock.calls).toMatchObject({ introspect: 4, oauthMetadata: 1 });
   });
 });

@@ -126,6 +126,23 @@ describe('mockOnlineOrNot', () => {
     expect(() => mock.setToken('has space', { id: 'x' })).toThrow(TypeError);
   });
 
+  it('refuses options and token definitions it would not read, naming them and never the token', async () => {
+    await expect(mockOnlineOrNot({ token: { SECRETt1: { id: 'a' } } } as never)).rejects.toThrow(
+      'mockOnlineOrNot: token: unknown option (did you mean tokens?)',
+    );
+    await expect(mockOnlineOrNot({ tokens: { SECRETt1: { permissions: ['p'] } as never } })).rejects.toThrow(
+      'mockOnlineOrNot: tokens (entry 1): id',
+    );
+    await expect(mockOnlineOrNot({ tokens: { SECRETt1: { id: 'a', perms: ['p'] } as never } })).rejects.toThrow(
+      'mockOnlineOrNot: tokens (entry 1): perms: unknown option',
+    );
+    const mock = track(await mockOnlineOrNot());
+    expect(() => mock.setToken('SECRETt1', { id: 7 } as never)).toThrow(/^mockOnlineOrNot: setToken: id/);
+    expect(() => mock.setToken('SECRET t1', { id: 'a' })).toThrow(
+      'mockOnlineOrNot: setToken: a bearer token must be b64token syntax',
+    );
+  });
+
   it('counts calls per endpoint and in total', async () => {
     const mock = await start();
     expect(mock.calls).toEqual({ verify: 0, permissions: 0, total: 0 });
@@ -268,6 +285,28 @@ describe('mockPartoo', () => {
 
   it('refuses an empty apiKey', async () => {
     await expect(mockPartoo({ apiKey: '' })).rejects.toThrow(TypeError);
+  });
+
+  it('refuses options and entries it would not read, naming them and never the token', async () => {
+    await expect(
+      mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', expiresAt: new Date() } as never] }),
+    ).rejects.toThrow('mockPartoo: tokens (entry 1): expiresAt: unknown option');
+    await expect(mockPartoo({ apiKey: 'k', tokens: {} as never })).rejects.toThrow(
+      'mockPartoo: tokens: expected an array of token entries',
+    );
+    await expect(
+      mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', expirationDate: new Date(Number.NaN) }] }),
+    ).rejects.toThrow('mockPartoo: tokens (entry 1): expirationDate: expected a string, a valid Date or null');
+    await expect(
+      mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', status: 'gone' as never }] }),
+    ).rejects.toThrow('mockPartoo: tokens (entry 1): status: expected one of valid, consumed, revoked, expired');
+    const mock = track(await mockPartoo({ apiKey: 'k' }));
+    expect(() => mock.setToken({ token: 'SECRETc1' } as never)).toThrow('mockPartoo: setToken: userId');
+    for (const thrown of await Promise.allSettled([
+      mockPartoo({ apiKey: 'k', tokens: [{ token: 'SECRETc1' } as never] }),
+    ])) {
+      expect(thrown.status === 'rejected' && String(thrown.reason)).not.toContain('SECRETc1');
+    }
   });
 });
 
@@ -530,7 +569,33 @@ describe('faults', () => {
     expect(() => {
       mock.fault = { kind: 'hang', endpoints: ['checkToken'] };
     }).toThrow(RangeError);
+    // A header the answer could not carry, a body that is not text.
+    for (const fault of [
+      { kind: 'redirect', location: 'http://127.0.0.1:9/\r\nx-injected: 1' },
+      { kind: 'redirect' },
+      { kind: 'status', status: 503, body: { error: 'x' } },
+    ]) {
+      expect(() => {
+        mock.fault = fault as never;
+      }).toThrow(RangeError);
+    }
     expect(mock.fault).toBeUndefined();
+  });
+
+  it('refuses a fault of an unknown kind, or no fault object, rather than hang or do nothing', async () => {
+    const mock = await start();
+    for (const fault of [{ kind: 'timout' }, { status: 503 }, null, 'reset']) {
+      expect(() => {
+        mock.fault = fault as never;
+      }).toThrow(TypeError);
+    }
+    expect(() => {
+      mock.fault = { kind: 'timout' } as never;
+    }).toThrow(
+      "Invalid mock fault: expected an object whose kind is one of reset, hang, status, garbage, wrong-shape, wrong-content-type, huge, drip, redirect, delay, got kind 'timout'",
+    );
+    expect(mock.fault).toBeUndefined();
+    expect((await verify(mock)).json()).toEqual(OK);
   });
 
   it('rejects a latency that is not a timer Node keeps, and keeps the one it had', async () => {

@@ -28,7 +28,8 @@ import { DateTimeText, dateTimeMs } from './date-time.js';
 import { secretDigest } from './secret-digest.js';
 
 /** Connection token statuses, as the API names them. */
-const STATUSES = ['valid', 'consumed', 'revoked', 'expired'] as const;
+export const CONNECTION_TOKEN_STATUSES = ['valid', 'consumed', 'revoked', 'expired'] as const;
+const STATUSES = CONNECTION_TOKEN_STATUSES;
 
 /** A connection token's status, as the API names it. */
 export type ConnectionTokenStatus = (typeof STATUSES)[number];

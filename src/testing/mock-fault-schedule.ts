@@ -50,12 +50,12 @@ export class FaultSchedule {
   faultFor(endpoint: string | undefined, req: IncomingMessage): MockFault | undefined {
     const fault = this.#fault;
     if (fault === undefined) return undefined;
+    const targeted = fault.endpoints === undefined || (endpoint !== undefined && fault.endpoints.includes(endpoint));
+    const partOfOne = endpoint !== undefined && this.#parts?.endpoints.includes(endpoint) === true;
+    // A request the fault leaves alone, and that is no part of a verification it may hit, is not counted.
+    if (!targeted && !partOfOne) return undefined;
     const inject = this.#decide(endpoint, req, fault.every ?? 1);
-    if (!inject) return undefined;
-    if (fault.endpoints !== undefined && (endpoint === undefined || !fault.endpoints.includes(endpoint))) {
-      return undefined;
-    }
-    return fault;
+    return inject && targeted ? fault : undefined;
   }
 
   /** Whether the verification this request belongs to gets the fault: decided by its first request. */

@@ -15,7 +15,10 @@ import { MAX_TIMER_MS } from '../options.js';
  *
  * `endpoints` limits the fault to requests to the named endpoints (the names
  * the mock counts in `calls`, e.g. `['permissions']`); the other requests of a
- * verification are answered normally. Default: every endpoint.
+ * verification are answered normally, and requests that are no part of one
+ * (the introspection mock's metadata, when `endpoints` is `['introspect']`)
+ * are not counted. Default: every endpoint. A gate's retry is a verification
+ * of its own to the mock: with `every`, give the gate `retry: false`.
  */
 export type MockFault =
   /** Destroys the socket with a TCP RST without answering: the client sees `ECONNRESET`. */
@@ -72,9 +75,33 @@ export function* hugeJson(bytes: number): Generator<string> {
 /** True for a delay Node keeps as a timer: above 0, at most {@link MAX_TIMER_MS} (a longer one fires at once). */
 const isTimerDelay = (ms: number): boolean => typeof ms === 'number' && ms > 0 && ms <= MAX_TIMER_MS;
 
-/** Throws `RangeError` for a fault with out-of-range numbers or an endpoint name not in `endpoints`. */
+/** The fault kinds, as {@link MockFault} names them. */
+const KINDS: ReadonlySet<string> = new Set([
+  'reset',
+  'hang',
+  'status',
+  'garbage',
+  'wrong-shape',
+  'wrong-content-type',
+  'huge',
+  'drip',
+  'redirect',
+  'delay',
+]);
+
+/**
+ * Throws `TypeError` for anything but a fault object of a known kind (a misspelled kind would otherwise act as no
+ * fault, or hang), and `RangeError` for a fault with out-of-range numbers, a `Location` or `body` no answer can carry,
+ * or an endpoint name not in `endpoints`.
+ */
 export function checkFault(fault: MockFault | undefined, endpoints: readonly string[]): void {
   if (fault === undefined) return;
+  if (typeof fault !== 'object' || fault === null || !KINDS.has((fault as { kind?: unknown }).kind as string)) {
+    const kind = (fault as { kind?: unknown } | null)?.kind;
+    throw new TypeError(
+      `Invalid mock fault: expected an object whose kind is one of ${[...KINDS].join(', ')}${typeof kind === 'string' ? `, got kind '${kind}'` : ''} (undefined clears the fault)`,
+    );
+  }
   const bad = (what: string): never => {
     throw new RangeError(`Invalid mock fault '${fault.kind}': ${what}`);
   };
@@ -85,6 +112,11 @@ export function checkFault(fault: MockFault | undefined, endpoints: readonly str
     if (fault.retryAfter !== undefined && !(Number.isInteger(fault.retryAfter) && fault.retryAfter >= 0)) {
       bad('retryAfter must be a non-negative integer');
     }
+    if (fault.body !== undefined && typeof fault.body !== 'string') bad('body must be a string');
+  }
+  // A header value: no control characters (a line break would split the answer's head).
+  if (fault.kind === 'redirect' && !(typeof fault.location === 'string' && /^[\x20-\x7e]+$/.test(fault.location))) {
+    bad('location must be a non-empty string of visible ASCII (a URL)');
   }
   if (fault.kind === 'huge' && !(Number.isInteger(fault.bytes) && fault.bytes >= 14))
     bad('bytes must be an integer >= 14');

@@ -5,7 +5,9 @@
  * OpenID Connect Discovery).
  */
 import type { IncomingMessage } from 'node:http';
+import { isBearerToken } from '../credentials/bearer.js';
 import type { JsonReply } from './mock-answer.js';
+import { checkIntrospectionToken, checkMockIntrospection } from './mock-options.js';
 import { type MockProvider, type MockRoute, startMockServer } from './mock-server.js';
 
 /**
@@ -63,7 +65,7 @@ export interface MockIntrospectionOptions {
  * The introspection mock; endpoints counted in `calls`: `introspect`,
  * `oauthMetadata` and `openidMetadata` (either location of the latter). For
  * `fault.every`, every request is a verification of its own, metadata
- * requests included.
+ * requests included unless the fault's `endpoints` leaves them out.
  */
 export interface MockIntrospection extends MockProvider<'introspect' | 'oauthMetadata' | 'openidMetadata'> {
   /** The issuer identifier: `url` plus `issuerPath` (its terminating `/` kept), percent-encoded as in a URL. */
@@ -121,18 +123,26 @@ function clientOf(
  * for `openid-configuration` of an issuer with a path, appended to it too).
  */
 export async function mockIntrospection(options: MockIntrospectionOptions): Promise<MockIntrospection> {
+  checkMockIntrospection(options);
   const { clientId, clientSecret } = options;
-  if (!clientId || !clientSecret) throw new TypeError('mockIntrospection: clientId and clientSecret must be non-empty');
   const clientAuth = options.clientAuth ?? 'basic';
-  if (options.issuerPath !== undefined && !options.issuerPath.startsWith('/'))
-    throw new TypeError('mockIntrospection: issuerPath must start with /');
   // As a request carries it (percent-encoded), so that the metadata routes are found; RFC 8414 §3.1 drops a terminating /.
   const issuerPath = new URL(options.issuerPath ?? '/', 'http://mock').pathname.replace(/\/+$/, '');
   const issuer = (url: string) => `${url}${issuerPath}${options.issuerPath?.endsWith('/') ? '/' : ''}`;
   const served = new Set<MockMetadataDocument>(
     options.wellKnown ?? ['oauth-authorization-server', 'openid-configuration'],
   );
-  const tokens = new Map<string, IntrospectionTokenDef>(Object.entries(options.tokens ?? {}));
+  const tokens = new Map<string, IntrospectionTokenDef>();
+  const add = (token: string, def: IntrospectionTokenDef, where: string): void => {
+    if (typeof token !== 'string' || !isBearerToken(token)) {
+      throw new TypeError(`mockIntrospection: ${where}: a bearer token must be b64token syntax`);
+    }
+    checkIntrospectionToken(def, where);
+    tokens.set(token, def);
+  };
+  for (const [index, [token, def]] of Object.entries(options.tokens ?? {}).entries()) {
+    add(token, def, `tokens (entry ${index + 1})`);
+  }
   let origin = '';
 
   const introspect = (req: IncomingMessage, _query: URLSearchParams, body: string): JsonReply => {
@@ -158,6 +168,8 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
       issuer: issuer(origin),
       introspection_endpoint: `${origin}/introspect`,
       introspection_endpoint_auth_methods_supported: [`client_secret_${clientAuth}`],
+      // REQUIRED by RFC 8414 §2, for clients stricter than the gate (which reads issuer and the endpoint alone).
+      response_types_supported: ['code'],
       ...options.metadata,
     };
     return { status: 200, body };
@@ -181,7 +193,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   return Object.assign(server, {
     issuer: issuer(server.url),
     endpoint: `${server.url}/introspect`,
-    setToken: (token: string, def: IntrospectionTokenDef) => void tokens.set(token, def),
+    setToken: (token: string, def: IntrospectionTokenDef) => add(token, def, 'setToken'),
     removeToken: (token: string) => tokens.delete(token),
   });
 }

@@ -3,6 +3,8 @@
  * (`GET /v1/tokens/verify`, `GET /v1/tokens/permissions`).
  */
 import { STATUS_CODES } from 'node:http';
+import { isBearerToken } from '../credentials/bearer.js';
+import { checkMockOnlineOrNot, checkOnlineOrNotToken } from './mock-options.js';
 import { type MockProvider, type RouteHandler, startMockServer } from './mock-server.js';
 
 /** A token the OnlineOrNot mock knows. */
@@ -38,7 +40,6 @@ export interface MockOnlineOrNot extends MockProvider<'verify' | 'permissions'> 
 
 /** RFC 6750 §2.1 credentials: `Bearer` (any case), one or more spaces, a b64token. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
-const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
 const UNAUTHORIZED = {
   status: 401,
@@ -54,12 +55,19 @@ const UNAUTHORIZED = {
  * 401; other paths get 404.
  */
 export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Promise<MockOnlineOrNot> {
+  checkMockOnlineOrNot(options);
   const tokens = new Map<string, Required<OnlineOrNotTokenDef>>();
-  const setToken = (token: string, def: OnlineOrNotTokenDef): void => {
-    if (!B64TOKEN.test(token)) throw new TypeError('mockOnlineOrNot: a bearer token must be b64token syntax');
+  const add = (token: string, def: OnlineOrNotTokenDef, where: string): void => {
+    if (typeof token !== 'string' || !isBearerToken(token)) {
+      throw new TypeError(`mockOnlineOrNot: ${where}: a bearer token must be b64token syntax`);
+    }
+    checkOnlineOrNotToken(def, where);
     tokens.set(token, { id: def.id, permissions: [...(def.permissions ?? [])], status: def.status ?? 'active' });
   };
-  for (const [token, def] of Object.entries(options.tokens ?? {})) setToken(token, def);
+  const setToken = (token: string, def: OnlineOrNotTokenDef): void => add(token, def, 'setToken');
+  for (const [index, [token, def]] of Object.entries(options.tokens ?? {}).entries()) {
+    add(token, def, `tokens (entry ${index + 1})`);
+  }
 
   /** Answers 200 with `result(def)` for a known bearer token, else the API's 401. */
   const authenticated =

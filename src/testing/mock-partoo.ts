@@ -4,6 +4,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { ConnectionTokenStatus } from '../providers/partoo.js';
+import { checkMockPartoo, checkPartooToken } from './mock-options.js';
 import { type MockProvider, startMockServer } from './mock-server.js';
 
 /** A connection token the Partoo mock knows. */
@@ -72,11 +73,12 @@ const ERRORS = {
  * entry; else 200 with the token's details.
  */
 export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo> {
+  checkMockPartoo(options);
   const { apiKey } = options;
-  if (!apiKey) throw new TypeError('mockPartoo: apiKey must be a non-empty string');
   const users = new Map<string, Map<string, Stored>>();
 
-  const setToken = (entry: PartooTokenEntry): void => {
+  const add = (entry: PartooTokenEntry, where: string): void => {
+    checkPartooToken(entry, where);
     const now = new Date();
     const status = entry.status ?? 'valid';
     const expiration = entry.expirationDate === undefined ? new Date(now.getTime() + HOUR_MS) : entry.expirationDate;
@@ -98,7 +100,8 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
     if (tokens?.size === 0) users.delete(userId);
     return removed;
   };
-  for (const entry of options.tokens ?? []) setToken(entry);
+  const setToken = (entry: PartooTokenEntry): void => add(entry, 'setToken');
+  for (const [index, entry] of (options.tokens ?? []).entries()) add(entry, `tokens (entry ${index + 1})`);
 
   const failure = (status: keyof typeof ERRORS) => ({ status, body: { errors: ERRORS[status] } });
   const server = await startMockServer({

@@ -1,0 +1,114 @@
+/**
+ * The mocks' option checks, as `stubProvider` and `createGate` check theirs: an unknown option (a misspelling
+ * named with the spelling meant), a missing one or a value of the wrong type throws a `TypeError` naming the
+ * mock and the option, never the token. A mock that took a misspelled option would answer every test wrongly.
+ */
+import { z } from 'zod';
+import { checkOptions, nameOption, optionsObject, shown, stringListOption } from '../options.js';
+import { CONNECTION_TOKEN_STATUSES } from '../providers/partoo.js';
+
+const booleanOption = z.boolean({ error: (issue) => `expected true or false, got ${shown(issue.input)}` });
+const tokenTable = (expected: string) =>
+  z.record(z.string(), z.unknown(), { error: (issue) => `expected ${expected}, got ${shown(issue.input)}` });
+
+const OnlineOrNotToken = optionsObject(
+  {
+    id: nameOption,
+    permissions: stringListOption.optional(),
+    // Any string, the empty one too: what the API answers, for the gate to judge.
+    status: z.string({ error: (issue) => `expected a string, got ${shown(issue.input)}` }).optional(),
+  },
+  'a token ({ id, permissions?, status? })',
+);
+
+const MockOnlineOrNotOptions = optionsObject(
+  { tokens: tokenTable('an object of tokens').optional() },
+  'an options object ({ tokens? })',
+);
+
+const PartooToken = optionsObject(
+  {
+    userId: nameOption,
+    token: nameOption,
+    status: z
+      .enum(CONNECTION_TOKEN_STATUSES, { error: () => `expected one of ${CONNECTION_TOKEN_STATUSES.join(', ')}` })
+      .optional(),
+    expirationDate: z
+      .custom<string | Date | null>(
+        (value) =>
+          typeof value === 'string' || value === null || (value instanceof Date && !Number.isNaN(value.getTime())),
+        {
+          error: (issue) =>
+            `expected a string, a valid Date or null, got ${issue.input instanceof Date ? 'Invalid Date' : shown(issue.input)}`,
+        },
+      )
+      .optional(),
+    forbidden: booleanOption.optional(),
+  },
+  'a token entry ({ userId, token, status?, expirationDate?, forbidden? })',
+);
+
+const MockPartooOptions = optionsObject(
+  {
+    apiKey: nameOption,
+    tokens: z
+      .array(z.unknown(), { error: (issue) => `expected an array of token entries, got ${shown(issue.input)}` })
+      .optional(),
+  },
+  'an options object with apiKey',
+);
+
+const IntrospectionToken = z.record(z.string(), z.unknown(), {
+  error: (issue) => `expected an introspection answer object, got ${shown(issue.input)}`,
+});
+
+const MockIntrospectionOptions = optionsObject(
+  {
+    clientId: nameOption,
+    clientSecret: nameOption,
+    clientAuth: z.enum(['basic', 'post'], { error: () => "expected 'basic' or 'post'" }).optional(),
+    tokens: tokenTable('an object of tokens').optional(),
+    issuerPath: nameOption
+      .refine((path) => path.startsWith('/'), { error: 'expected a path starting with /' })
+      .optional(),
+    wellKnown: z
+      .array(z.enum(['oauth-authorization-server', 'openid-configuration']), {
+        error: () => "expected an array of 'oauth-authorization-server' and 'openid-configuration'",
+      })
+      .optional(),
+    metadata: z
+      .record(z.string(), z.unknown(), { error: (issue) => `expected an object, got ${shown(issue.input)}` })
+      .optional(),
+  },
+  'an options object with clientId and clientSecret',
+);
+
+/** `options` of `mockOnlineOrNot`, checked. */
+export function checkMockOnlineOrNot(options: unknown): void {
+  checkOptions(MockOnlineOrNotOptions, options, 'mockOnlineOrNot');
+}
+
+/** A token definition of `mockOnlineOrNot`, checked; `where` names it by position, not by value. */
+export function checkOnlineOrNotToken(definition: unknown, where: string): void {
+  checkOptions(OnlineOrNotToken, definition, `mockOnlineOrNot: ${where}`);
+}
+
+/** `options` of `mockPartoo`, checked. */
+export function checkMockPartoo(options: unknown): void {
+  checkOptions(MockPartooOptions, options, 'mockPartoo');
+}
+
+/** A token entry of `mockPartoo`, checked; `where` names it by position, not by value. */
+export function checkPartooToken(entry: unknown, where: string): void {
+  checkOptions(PartooToken, entry, `mockPartoo: ${where}`);
+}
+
+/** `options` of `mockIntrospection`, checked. */
+export function checkMockIntrospection(options: unknown): void {
+  checkOptions(MockIntrospectionOptions, options, 'mockIntrospection');
+}
+
+/** A token's answer of `mockIntrospection`, checked; `where` names it by position, not by value. */
+export function checkIntrospectionToken(answer: unknown, where: string): void {
+  checkOptions(IntrospectionToken, answer, `mockIntrospection: ${where}`);
+}
