@@ -6,10 +6,14 @@
  * Fairness: each client (an address, or whatever key the gate is given)
  * waits in its own queue, and a freed slot goes to the clients in turn
  * (round robin), so a client flooding random tokens gets one slot in N
- * when N clients wait. When the wait is full, a newcomer whose client waits
- * less than the longest queue takes the place of that queue's newest
- * waiter; otherwise it is refused at once. Waiting is our own time, never
- * the provider's: a wait that ends unserved says nothing about it.
+ * when N clients wait. When the wait is full, a newcomer takes the place of
+ * the newest waiter of the block (a group of clients: an IPv6 /48, an IPv4
+ * /24) with the most waiters, when that block has at least two more than
+ * the newcomer's own; else of the longest queue, when it is at least two
+ * longer than the newcomer's; otherwise it is refused at once. So neither
+ * one address nor many addresses of one block can hold the wait against
+ * the others. Waiting is our own time, never the provider's: a wait that
+ * ends unserved says nothing about it.
  */
 
 /** What a waiter learns: a slot, or why not. */
@@ -22,11 +26,13 @@ export interface Waiting {
 
 class Waiter implements Waiting {
   readonly client: string;
+  readonly block: string;
   readonly admitted: Promise<Admitted>;
   settle!: (admitted: Admitted) => void;
 
-  constructor(client: string) {
+  constructor(client: string, block: string) {
     this.client = client;
+    this.block = block;
     this.admitted = new Promise<Admitted>((resolve) => {
       this.settle = resolve;
     });
@@ -36,14 +42,19 @@ class Waiter implements Waiting {
 export class Admission {
   readonly #concurrency: number;
   readonly #maxWaiting: number;
+  readonly #blockOf: (client: string) => string;
   #inFlight = 0;
   #waiting = 0;
   /** Queues of the clients that wait, in the order they are served (a Map keeps insertion order). */
   readonly #queues = new Map<string, Waiter[]>();
+  /** Waiters per block of clients. */
+  readonly #blocks = new Map<string, number>();
 
-  constructor(concurrency: number, maxWaiting: number) {
+  /** `blockOf` names the block a client belongs to (default: a block of its own). */
+  constructor(concurrency: number, maxWaiting: number, blockOf: (client: string) => string = (client) => client) {
     this.#concurrency = concurrency;
     this.#maxWaiting = maxWaiting;
+    this.#blockOf = blockOf;
   }
 
   /** Verifications in flight now. */
@@ -66,12 +77,13 @@ export class Admission {
       return 'admitted';
     }
     const client = clientOf();
-    if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client)) return 'full';
-    const waiter = new Waiter(client);
+    const block = this.#blockOf(client);
+    if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client, block)) return 'full';
+    const waiter = new Waiter(client, block);
     const queue = this.#queues.get(client);
     if (queue === undefined) this.#queues.set(client, [waiter]);
     else queue.push(waiter);
-    this.#waiting++;
+    this.#counted(waiter, 1);
     return waiter;
   }
 
@@ -83,7 +95,7 @@ export class Admission {
     if (queue === undefined || at === -1) return false;
     queue.splice(at, 1);
     if (queue.length === 0) this.#queues.delete(waiter.client);
-    this.#waiting--;
+    this.#counted(waiter, -1);
     waiter.settle('expired');
     return true;
   }
@@ -92,6 +104,7 @@ export class Admission {
   close(): void {
     const queues = [...this.#queues.values()];
     this.#queues.clear();
+    this.#blocks.clear();
     this.#waiting = 0;
     for (const queue of queues) for (const waiter of queue) waiter.settle('expired');
   }
@@ -105,21 +118,47 @@ export class Admission {
     }
     const [client, queue] = next.value;
     const waiter = queue.shift() as Waiter;
-    this.#waiting--;
+    this.#counted(waiter, -1);
     // The client goes to the back of the line, or leaves it when nothing of it waits.
     this.#queues.delete(client);
     if (queue.length > 0) this.#queues.set(client, queue);
     waiter.settle('admitted');
   }
 
-  /** Makes room for `client` by refusing the newest waiter of the longest queue, when that queue is longer than its own. */
-  #displaceFor(client: string): boolean {
+  /** Counts `waiter` in (`by` 1) or out (`by` -1) of the wait and of its block. */
+  #counted(waiter: Waiter, by: 1 | -1): void {
+    this.#waiting += by;
+    const left = (this.#blocks.get(waiter.block) ?? 0) + by;
+    if (left > 0) this.#blocks.set(waiter.block, left);
+    else this.#blocks.delete(waiter.block);
+  }
+
+  /**
+   * Makes room for `client` of `block`: refuses the newest waiter of the fullest block's longest queue, when that
+   * block holds at least two more waiters than `block`; else of the longest queue, when it is at least two longer than
+   * the client's own.
+   */
+  #displaceFor(client: string, block: string): boolean {
+    let fullest: string | undefined;
+    let most = 0;
+    for (const [name, count] of this.#blocks) {
+      if (count > most) {
+        fullest = name;
+        most = count;
+      }
+    }
+    const inBlock = fullest !== undefined && fullest !== block && most > (this.#blocks.get(block) ?? 0) + 1;
     const own = this.#queues.get(client)?.length ?? 0;
     let longest: Waiter[] | undefined;
-    for (const queue of this.#queues.values()) if (queue.length > (longest?.length ?? 0)) longest = queue;
-    if (longest === undefined || longest.length <= own + 1) return false;
+    for (const queue of this.#queues.values()) {
+      if (inBlock && (queue[0] as Waiter).block !== fullest) continue;
+      // The last of the longest: the client served last in the turn.
+      if (queue.length >= (longest?.length ?? 0)) longest = queue;
+    }
+    if (longest === undefined || (!inBlock && longest.length <= own + 1)) return false;
     const displaced = longest.pop() as Waiter;
-    this.#waiting--;
+    if (longest.length === 0) this.#queues.delete(displaced.client);
+    this.#counted(displaced, -1);
     displaced.settle('full');
     return true;
   }

@@ -60,3 +60,16 @@ function groups(address: string): [number, number, number, number, number, numbe
   const zeros: number[] = Array.from({ length: 8 - front.length - back.length }, () => 0);
   return [...front, ...zeros, ...back] as [number, number, number, number, number, number, number, number];
 }
+
+/**
+ * The block a default client key belongs to: an IPv6 /56's /48, an IPv4 address's /24; any other key is a block of
+ * its own. Admission weighs the waiters of one block together, so that an attacker holding many /56s of one /48 (or
+ * many addresses of one /24) counts, when the wait is full, as one client holding that many waiters.
+ */
+export function clientBlockOf(key: string): string {
+  const v6 = /^([0-9a-f]{1,4}):([0-9a-f]{1,4}):([0-9a-f]{1,4}):[0-9a-f]{1,4}::\/56$/.exec(key);
+  if (v6 !== null) return `${v6[1]}:${v6[2]}:${v6[3]}::/48`;
+  const v4 = /^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$/.exec(key);
+  if (v4 !== null) return `${v4[1]}.0/24`;
+  return key;
+}

@@ -8,7 +8,7 @@
  * their own files: the verdict store (`store.ts`), the upstream policy
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
-import { defaultClientKey } from './client-key.js';
+import { clientBlockOf, defaultClientKey } from './client-key.js';
 import { AuthContext, type ContextOrigin } from './context.js';
 import {
   AuthError,
@@ -101,8 +101,10 @@ class TokenGate implements Gate {
     const counters: UpstreamCounters = this.#counters;
     const { timeout, retry, breaker, maxRetryAfter, admission } = resolved;
     const maxWaiting = (concurrency: number) => admission.maxWaiting ?? concurrency * 4;
-    const policy = { timeout, retry, breaker, maxRetryAfter, maxWaiting, emit, counters };
     const { clientKey } = admission;
+    // Default keys are addresses, whose blocks are known; keys of the app's own making are blocks of their own.
+    const clientBlock = clientKey === undefined ? clientBlockOf : (client: string) => client;
+    const policy = { timeout, retry, breaker, maxRetryAfter, maxWaiting, clientBlock, emit, counters };
     this.#clientOf =
       clientKey === undefined
         ? defaultClientKey

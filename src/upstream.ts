@@ -48,6 +48,8 @@ export interface UpstreamPolicy {
   readonly breaker: BreakerOptions | undefined;
   /** Most verifications waiting for a slot of one provider (see `Admission`). */
   readonly maxWaiting: (concurrency: number) => number;
+  /** The block of clients a client belongs to, which admission weighs together (see `Admission`). */
+  readonly clientBlock: (client: string) => string;
   /** Longest `Retry-After` passed on to clients (ms). */
   readonly maxRetryAfter: number;
   readonly emit: ((event: GateEvent) => void) | undefined;
@@ -68,7 +70,7 @@ export class Upstream {
   constructor(provider: Provider, policy: UpstreamPolicy) {
     this.provider = provider;
     const concurrency = provider.concurrency ?? DEFAULT_CONCURRENCY;
-    this.#admission = new Admission(concurrency, policy.maxWaiting(concurrency));
+    this.#admission = new Admission(concurrency, policy.maxWaiting(concurrency), policy.clientBlock);
     this.#verify = verifierOf(provider);
     this.#policy = policy;
     this.#breaker =

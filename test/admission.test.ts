@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Admission, type Admitted, type Waiting } from '../src/admission.js';
+import { clientBlockOf } from '../src/client-key.js';
 
 /** What `slot` comes to: itself when it was decided at once, else what its wait settles to. */
 function outcome(slot: 'admitted' | 'full' | Waiting): Promise<Admitted> {
@@ -74,6 +75,38 @@ describe('Admission', () => {
     admission.release();
     expect(await flood[0]?.admitted).toBe('admitted');
     expect(await b.admitted).toBe('admitted');
+  });
+
+  it('weighs the clients of one block together: many addresses of one /24 cannot hold a full wait', async () => {
+    const admission = new Admission(1, 4, clientBlockOf);
+    admission.acquire(() => '127.0.1.1');
+    const sybils = [2, 3, 4, 5].map((n) => waiting(admission.acquire(() => `127.0.1.${n}`)));
+    // Another address of the same block waits as much as any of them: refused.
+    expect(admission.acquire(() => '127.0.1.6')).toBe('full');
+    // An address of another block takes the place of the block's newest waiter.
+    const newcomer = waiting(admission.acquire(() => '127.0.2.1'));
+    expect(await sybils[3]?.admitted).toBe('full');
+    // Then served in turn, client by client.
+    const order: string[] = [];
+    for (const [name, slot] of [
+      ...sybils.slice(0, 3).map((s, i) => [`127.0.1.${i + 2}`, s] as const),
+      ['127.0.2.1', newcomer] as const,
+    ]) {
+      void slot?.admitted.then(() => order.push(name));
+    }
+    for (let i = 0; i < 4; i++) {
+      admission.release();
+      await Promise.resolve();
+    }
+    await newcomer.admitted;
+    expect(order).toEqual(['127.0.1.2', '127.0.1.3', '127.0.1.4', '127.0.2.1']);
+  });
+
+  it('without blocks, one waiter on each of as many clients as the wait holds refuses every newcomer', () => {
+    const admission = new Admission(1, 4);
+    admission.acquire(() => '127.0.1.1');
+    for (const n of [2, 3, 4, 5]) waiting(admission.acquire(() => `127.0.1.${n}`));
+    expect(admission.acquire(() => '127.0.2.1')).toBe('full');
   });
 
   it('ends a wait its caller expires, and the slot goes to the next one', async () => {

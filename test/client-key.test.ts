@@ -4,7 +4,7 @@
  * are keys too, never a throw.
  */
 import { describe, expect, it } from 'vitest';
-import { clientOfAddress, defaultClientKey } from '../src/client-key.js';
+import { clientBlockOf, clientOfAddress, defaultClientKey } from '../src/client-key.js';
 
 describe('the default client key', () => {
   it.each([
@@ -57,5 +57,26 @@ describe('the default client key', () => {
     expect(defaultClientKey({ headers: {}, connection: { remoteAddress: '2001:db8::5' } })).toBe('2001:db8:0:0::/56');
     expect(defaultClientKey({ headers: {}, connection: { remoteAddress: 42 } })).toBe('unknown');
     expect(defaultClientKey({ headers: {} })).toBe('unknown');
+  });
+});
+
+describe("a client key's block", () => {
+  it.each([
+    ['2001:db8:0:1200::/56', '2001:db8:0::/48'],
+    ['2001:db8:ab:ff00::/56', '2001:db8:ab::/48'],
+    ['127.0.3.9', '127.0.3.0/24'],
+    ['10.1.2.3', '10.1.2.0/24'],
+    ['unknown', 'unknown'],
+    ['tenant-42', 'tenant-42'],
+    ['1.2.3.4.5', '1.2.3.4.5'],
+    ['x'.repeat(10_000), 'x'.repeat(10_000)],
+  ])('of %j is %j', (key, block) => {
+    expect(clientBlockOf(key)).toBe(block);
+  });
+
+  it('is the same for every /56 of one /48, and for every address of one /24', () => {
+    const v6 = ['2001:db8:7:0::1', '2001:db8:7:ff00::1', '2001:db8:7:1234::9'].map(clientOfAddress).map(clientBlockOf);
+    expect(new Set(v6)).toEqual(new Set(['2001:db8:7::/48']));
+    expect(clientBlockOf(clientOfAddress('::ffff:127.0.4.2'))).toBe('127.0.4.0/24');
   });
 });

@@ -9,7 +9,7 @@ import { DroppedKeys } from '../src/redis/dropped-keys.js';
 const storeKey = () => createHash('sha256').update(randomBytes(16)).digest('binary');
 
 describe('DroppedKeys', () => {
-  it('holds nothing, and allocates nothing, until a key is dropped', () => {
+  it('holds nothing until a key is dropped', () => {
     const dropped = new DroppedKeys();
     expect(dropped.mayHold(storeKey())).toBe(false);
     expect(dropped.lastDrop).toBe(0);

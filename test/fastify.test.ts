@@ -718,6 +718,28 @@ describe.each([
       expect(single.status).toBe(200);
     });
 
+    it('a repeated Authorization header is a 400 when a hook set other headers, and not when it set Authorization', async () => {
+      const hooked = track(framework());
+      hooked.addHook('onRequest', (request, _reply, done) => {
+        const replace = request.url === '/replaced';
+        // Replaced by a value other than the first the client sent (one equal to it is taken for no change).
+        request.headers = replace
+          ? { ...request.headers, authorization: bearer(TOKENS.write) }
+          : { ...request.headers, 'x-tenant': 'a' };
+        done();
+      });
+      hooked.addHook('onRequest', authenticate(gate));
+      hooked.get('/other', () => ROUTE_MARK);
+      hooked.get('/replaced', () => ROUTE_MARK);
+      const hookedPort = Number(new URL(await listen(hooked)).port);
+      const twice = [`Authorization: ${bearer(TOKENS.read)}`, `Authorization: ${bearer(TOKENS.write)}`];
+      const other = await rawGet(hookedPort, '/other', twice);
+      expect(other.status).toBe(400);
+      expect(other.body).not.toContain(ROUTE_MARK);
+      const replaced = await rawGet(hookedPort, '/replaced', twice);
+      expect(replaced.status).toBe(200);
+    });
+
     it('a token without the permission is a 403 on every request over one connection', async () => {
       for (let i = 0; i < 25; i++) {
         const res = await overClient('/checks', bearer(TOKENS.read), 'POST');

@@ -704,6 +704,37 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     }
   });
 
+  it("takes many waits for other instances' answers at once without a warning from Node", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      // Another instance holds every lease; each wait listens to the signal it is given, as the Redis tier does.
+      const tier = new MemoryTier(500);
+      let waits = 0;
+      const leasing = Object.assign(tier, {
+        lease: () => Promise.resolve({ state: 'held' as const }),
+        waitFor: (_key: string, signal?: AbortSignal) =>
+          new Promise<undefined>((resolve) => {
+            waits++;
+            const done = () => {
+              signal?.removeEventListener('abort', done);
+              resolve(undefined);
+            };
+            signal?.addEventListener('abort', done);
+            setTimeout(done, 30);
+          }),
+      });
+      const { gate } = await sharing(leasing);
+      await Promise.allSettled(Array.from({ length: 20 }, (_, i) => gate.authenticate(bearer(`unknown-${i}`))));
+      expect(waits).toBeGreaterThanOrEqual(20);
+      await sleep(20); // warnings are emitted on the next tick
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it("gives the provider the whole timeout, the tier's own calls aside: a slow tier and a slow provider still answer", async () => {
     // Counted against the provider, the tier's 400 ms would leave it 600 of its 1000: too few for its 700.
     const tier = new MemoryTier(500);

@@ -321,6 +321,12 @@ describe('admission through the gate', () => {
       (i: number) => `2001:db8:0:1::${(i + 1).toString(16)}`,
       '2001:db8:1::1',
     ],
+    [
+      'a /56 each of one IPv6 /48 (one block of clients)',
+      (i: number) => `2001:db8:0:${(i * 256).toString(16)}::1`,
+      '2001:db8:1::1',
+    ],
+    ['an address each of one IPv4 /24 (one block of clients)', (i: number) => `127.0.1.${i + 1}`, '127.0.2.1'],
   ])('shares the wait between clients: a flood from %s cannot keep another client out', async (_, floodIp, otherIp) => {
     const { provider, calls, releaseAll } = heldProvider(1);
     const gate = createGate({ providers: [provider], admission: { maxWaiting: 3 } });

@@ -1278,7 +1278,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(() => redisCache(client, { timeout: 0 })).toThrow(RangeError);
       // A lease's expiry goes to Redis as PX, which takes whole ms: 1500.5 would fail every lease.
       expect(() => redisCache(client, { leaseTime: 1500.5 })).toThrow(
-        'redisCache: leaseTime: expected an integer >= 10 and <= 2147483647, got 1500.5',
+        'redisCache: leaseTime: expected an integer >= 10 and <= 60000, got 1500.5',
       );
       expect(() => redisCache(client, { ttl: 5 } as never)).toThrow(/redisCache: ttl: unknown option/);
       expect(() => redisCache({} as never)).toThrow(/expected an ioredis Redis or Cluster, or a node-redis client/);

@@ -11,9 +11,10 @@
  * `close()`.
  */
 import { z } from 'zod';
-import { checkOptions, durationOption, MAX_TIMER_MS, numberOption, optionsObject } from '../options.js';
+import { checkOptions, durationOption, numberOption, optionsObject } from '../options.js';
 import type { SharedTier } from '../shared-tier.js';
 import type { RedisClient } from './driver.js';
+import { MAX_LEASE_MS } from './scripts.js';
 import { VerdictSeal } from './seal.js';
 import { RedisTier } from './tier.js';
 
@@ -39,7 +40,8 @@ export interface RedisCacheOptions {
   /**
    * How long one instance's upstream call holds the others waiting for its
    * answer for the same credential; past it, they ask the provider
-   * themselves. Should cover most provider answers. Default 2000.
+   * themselves. Should cover most provider answers. Default 2000, at most
+   * 60000 (a longer lease in Redis is taken for a foreign one and replaced).
    */
   readonly leaseTime?: number | undefined;
   /**
@@ -93,7 +95,7 @@ const RedisCacheOptionsSchema = optionsObject(
     timeout: durationOption(1).optional(),
     localTtl: numberOption(0).optional(),
     // Sent to Redis as a PX expiry, which takes whole ms.
-    leaseTime: numberOption(10, { integer: true, max: MAX_TIMER_MS }).optional(),
+    leaseTime: numberOption(10, { integer: true, max: MAX_LEASE_MS }).optional(),
     secret: z
       .union(
         [

@@ -58,6 +58,9 @@ export const DEL = script(`return redis.call('DEL', KEYS[1], KEYS[2])`);
 const NOW = `local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)`;
 
+/** Longest `leaseTime` an instance may take (ms): a longer lease in Redis is none of theirs. */
+export const MAX_LEASE_MS = 60_000;
+
 /** Most claims a key lists; past it the list starts anew (its claims then store nothing, which is safe). */
 export const MAX_CLAIMS = 32;
 
@@ -73,11 +76,11 @@ if ARGV[1] == '' then
   if value then return {'s', value} end
 end
 local lease = redis.call('TYPE', KEYS[2]).ok
--- A lease is a string that expires within a claim's time: anything else there was not written by a tier, and would
--- hold the key up for longer than any instance's lease.
+-- A lease is a string that expires within the longest lease any instance takes: anything else there was not written
+-- by a tier, and would hold the key up for longer.
 if lease ~= 'none' then
   local ttl = lease == 'string' and redis.call('PTTL', KEYS[2]) or -1
-  if ttl < 0 or ttl > tonumber(ARGV[4]) then redis.call('DEL', KEYS[2]) end
+  if ttl < 0 or ttl > ${MAX_LEASE_MS} then redis.call('DEL', KEYS[2]) end
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   ${NOW}
