@@ -6,8 +6,8 @@
  * Fairness: each client (an address, or whatever key the gate is given)
  * waits in its own queue, and a freed slot goes to the clients in turn
  * (round robin), so a client flooding random tokens gets one slot in N
- * when N clients wait. When the wait is full, a newcomer takes the place of
- * the newest waiter of the block (a group of clients: an IPv6 /48, an IPv4
+ * when N clients wait. When the wait is full, a newcomer with nothing
+ * waiting takes the place of the newest waiter of the block (a group of clients: an IPv6 /48, an IPv4
  * /24) with the most waiters, when that block has at least two more than
  * the newcomer's own; else of the longest queue, when it is at least two
  * longer than the newcomer's; otherwise it is refused at once. So neither
@@ -135,8 +135,8 @@ export class Admission {
 
   /**
    * Makes room for `client` of `block`: refuses the newest waiter of the fullest block's longest queue, when that
-   * block holds at least two more waiters than `block`; else of the longest queue, when it is at least two longer than
-   * the client's own.
+   * block holds at least two more waiters than `block` and nothing of `client` waits (or that queue is at least two
+   * longer than its own); else of the longest queue, when it is at least two longer than the client's own.
    */
   #displaceFor(client: string, block: string): boolean {
     let fullest: string | undefined;
@@ -155,7 +155,8 @@ export class Admission {
       // The last of the longest: the client served last in the turn.
       if (queue.length >= (longest?.length ?? 0)) longest = queue;
     }
-    if (longest === undefined || (!inBlock && longest.length <= own + 1)) return false;
+    // Between blocks, a newcomer takes one place while nothing of its own waits; past that, as within a block.
+    if (longest === undefined || ((!inBlock || own > 0) && longest.length <= own + 1)) return false;
     const displaced = longest.pop() as Waiter;
     if (longest.length === 0) this.#queues.delete(displaced.client);
     this.#counted(displaced, -1);

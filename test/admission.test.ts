@@ -102,6 +102,16 @@ describe('Admission', () => {
     expect(order).toEqual(['127.0.1.2', '127.0.1.3', '127.0.1.4', '127.0.2.1']);
   });
 
+  it('lets a newcomer of a quiet block take one place from a busy block, not more', async () => {
+    const admission = new Admission(1, 6, clientBlockOf);
+    admission.acquire(() => '127.0.1.1');
+    const busy = [1, 2, 3, 4, 5, 6].map((n) => waiting(admission.acquire(() => `127.0.1.${n}`)));
+    waiting(admission.acquire(() => '127.0.2.7'));
+    expect(admission.acquire(() => '127.0.2.7')).toBe('full');
+    expect(admission.acquire(() => '127.0.2.7')).toBe('full');
+    expect(await busy[5]?.admitted).toBe('full');
+  });
+
   it('without blocks, one waiter on each of as many clients as the wait holds refuses every newcomer', () => {
     const admission = new Admission(1, 4);
     admission.acquire(() => '127.0.1.1');

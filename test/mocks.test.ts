@@ -136,6 +136,8 @@ describe('mockOnlineOrNot', () => {
     await expect(mockOnlineOrNot({ tokens: { SECRETt1: { id: 'a', perms: ['p'] } as never } })).rejects.toThrow(
       'mockOnlineOrNot: tokens (entry 1): perms: unknown option',
     );
+    // What the API could answer, for the gate to judge, is taken: empty strings too.
+    track(await mockOnlineOrNot({ tokens: { SECRETt1: { id: '', permissions: [''], status: '' } } }));
     const mock = track(await mockOnlineOrNot());
     expect(() => mock.setToken('SECRETt1', { id: 7 } as never)).toThrow(/^mockOnlineOrNot: setToken: id/);
     expect(() => mock.setToken('SECRET t1', { id: 'a' })).toThrow(
@@ -596,6 +598,9 @@ describe('faults', () => {
     );
     expect(mock.fault).toBeUndefined();
     expect((await verify(mock)).json()).toEqual(OK);
+    // A Location Node can send is taken, an empty one too.
+    mock.fault = { kind: 'redirect', location: '' };
+    expect((await verify(mock)).status).toBe(302);
   });
 
   it('rejects a latency that is not a timer Node keeps, and keeps the one it had', async () => {

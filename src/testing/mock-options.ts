@@ -4,19 +4,22 @@
  * mock and the option, never the token. A mock that took a misspelled option would answer every test wrongly.
  */
 import { z } from 'zod';
-import { checkOptions, nameOption, optionsObject, shown, stringListOption } from '../options.js';
+import { checkOptions, nameOption, optionsObject, shown } from '../options.js';
 import { CONNECTION_TOKEN_STATUSES } from '../providers/partoo.js';
 
+const anyString = z.string({ error: (issue) => `expected a string, got ${shown(issue.input)}` });
 const booleanOption = z.boolean({ error: (issue) => `expected true or false, got ${shown(issue.input)}` });
 const tokenTable = (expected: string) =>
   z.record(z.string(), z.unknown(), { error: (issue) => `expected ${expected}, got ${shown(issue.input)}` });
 
 const OnlineOrNotToken = optionsObject(
   {
-    id: nameOption,
-    permissions: stringListOption.optional(),
-    // Any string, the empty one too: what the API answers, for the gate to judge.
-    status: z.string({ error: (issue) => `expected a string, got ${shown(issue.input)}` }).optional(),
+    // Any strings, empty ones too: what the API answers, for the gate to judge.
+    id: anyString,
+    permissions: z
+      .array(anyString, { error: (issue) => `expected an array of strings, got ${shown(issue.input)}` })
+      .optional(),
+    status: anyString.optional(),
   },
   'a token ({ id, permissions?, status? })',
 );
