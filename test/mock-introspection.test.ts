@@ -160,6 +160,13 @@ describe('mockIntrospection', () => {
     await expect(
       mockIntrospection({ clientId: 'c', clientSecret: 's', tokens: { 'a b': { active: true } } }),
     ).rejects.toThrow('mockIntrospection: tokens (entry 1): a bearer token must be b64token syntax');
+    await expect(
+      mockIntrospection({ clientId: 'c', clientSecret: 's', tokens: { SECRETt1: 'active' as never } }),
+    ).rejects.toThrow('mockIntrospection: tokens (entry 1): expected an introspection answer object, got a string');
+    await expect(
+      mockIntrospection({ clientId: 'c', clientSecret: 's', metadata: ['issuer'] as never }),
+    ).rejects.toThrow('mockIntrospection: metadata: expected an object, got an array');
+    expect(() => mock.setToken('SECRETt2', null as never)).toThrow('mockIntrospection: setToken: expected');
     const metadata = await request(`${mock.url}/.well-known/openid-configuration`);
     expect(await metadata.body.json()).toMatchObject({ response_types_supported: ['code'] });
   });

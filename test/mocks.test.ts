@@ -136,6 +136,12 @@ describe('mockOnlineOrNot', () => {
     await expect(mockOnlineOrNot({ tokens: { SECRETt1: { id: 'a', perms: ['p'] } as never } })).rejects.toThrow(
       'mockOnlineOrNot: tokens (entry 1): perms: unknown option',
     );
+    await expect(mockOnlineOrNot({ tokens: { SECRETt1: { id: 'a', permissions: 'p' as never } } })).rejects.toThrow(
+      'mockOnlineOrNot: tokens (entry 1): permissions: expected an array of strings, got a string',
+    );
+    await expect(mockOnlineOrNot({ tokens: [] as never })).rejects.toThrow(
+      'mockOnlineOrNot: tokens: expected an object of tokens, got an array',
+    );
     // What the API could answer, for the gate to judge, is taken: empty strings too.
     track(await mockOnlineOrNot({ tokens: { SECRETt1: { id: '', permissions: [''], status: '' } } }));
     const mock = track(await mockOnlineOrNot());
@@ -302,6 +308,9 @@ describe('mockPartoo', () => {
     await expect(
       mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', status: 'gone' as never }] }),
     ).rejects.toThrow('mockPartoo: tokens (entry 1): status: expected one of valid, consumed, revoked, expired');
+    await expect(
+      mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', forbidden: 'yes' as never }] }),
+    ).rejects.toThrow('mockPartoo: tokens (entry 1): forbidden: expected true or false');
     const mock = track(await mockPartoo({ apiKey: 'k' }));
     expect(() => mock.setToken({ token: 'SECRETc1' } as never)).toThrow('mockPartoo: setToken: userId');
     for (const thrown of await Promise.allSettled([
