@@ -311,6 +311,16 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(mock.calls.verify).toBe(foreign.length);
     });
 
+    it('keeps the lease of an instance with a longer leaseTime: only one outlasting every instance is foreign', async () => {
+      const [long] = (await start(1, { redis: { leaseTime: 45_000 } })) as [Instance];
+      const [short] = (await start(1)) as [Instance];
+      const key = cacheKey('scope', `mixed-${Math.random()}`);
+      const held = await long.tier.lease(key, false);
+      expect(held.state).toBe('claimed');
+      expect((await short.tier.lease(key, false)).state).toBe('held');
+      if (held.state === 'claimed') held.claim.release();
+    });
+
     it("skips a key's value, lease or claims of another type, or far too long, without reading it, and shares again", async () => {
       const [a, b] = (await start(2)) as [Instance, Instance];
       const plant: Array<(token: string) => Promise<unknown>> = [
