@@ -61,7 +61,7 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
  * Reports a hook called without a Fastify request and its `done` (`hook` names it): thrown, or handed
  * to the `done` Fastify passed, wherever it is. A hook registered as a plugin (instance, options,
  * `done`), or added as an application hook (`onClose`: instance, `done`; `onReady`, `preClose`:
- * `done`), so fails Fastify's startup or `close()` naming the mistake.
+ * nothing, on the instance), so fails Fastify's startup or `close()` naming the mistake.
  */
 function misused(self: unknown, request: unknown, reply: unknown, done: unknown, fourth: unknown, hook: string): void {
   const applicationHook = `tokengate/fastify: ${hook} was added as an application hook (onReady, onClose, onRoute...), not a request hook: add it as ${BEFORE_HANDLER}`;
@@ -72,8 +72,6 @@ function misused(self: unknown, request: unknown, reply: unknown, done: unknown,
     if (typeof done === 'function') {
       fail(new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`), done);
     } else fail(new Error(applicationHook), reply);
-  } else if (typeof request === 'function') {
-    fail(new Error(applicationHook), request);
   } else if (isRouteOptions(request)) {
     fail(new Error(applicationHook), undefined);
   } else if ((request as { raw?: unknown } | null)?.raw === undefined) {

@@ -166,10 +166,6 @@ export class Upstream {
    * A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they could change.
    */
   #asked(credential: Credential, stale: StaleCopy | undefined): Promise<Verdict | AuthContext | AuthError> {
-    if (this.#closing !== undefined) {
-      this.#release();
-      return Promise.resolve(this.closedError());
-    }
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };

@@ -684,11 +684,22 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     expect(gate.stats().stale).toBe(1);
   });
 
-  it('takes many tier calls at once without a warning from Node', async () => {
+  /** The names of the warnings Node emits while `run` runs, and on the tick after. */
+  async function warningsDuring(run: () => Promise<void>): Promise<string[]> {
     const warnings: string[] = [];
     const onWarning = (warning: Error) => warnings.push(warning.name);
     process.on('warning', onWarning);
     try {
+      await run();
+      await sleep(20); // warnings are emitted on the next tick
+      return warnings;
+    } finally {
+      process.off('warning', onWarning);
+    }
+  }
+
+  it('takes many tier calls at once without a warning from Node', async () => {
+    const warnings = await warningsDuring(async () => {
       const tier = new MemoryTier(500);
       tier.latency = 20;
       const { gate } = await sharing(tier);
@@ -697,18 +708,12 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
       );
       expect(answers.every((answer) => answer.status === 'rejected')).toBe(true);
       expect(tier.gets).toBe(40);
-      await sleep(20); // warnings are emitted on the next tick
-      expect(warnings).toEqual([]);
-    } finally {
-      process.off('warning', onWarning);
-    }
+    });
+    expect(warnings).toEqual([]);
   });
 
   it("takes many waits for other instances' answers at once without a warning from Node", async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error) => warnings.push(warning.name);
-    process.on('warning', onWarning);
-    try {
+    const warnings = await warningsDuring(async () => {
       // Another instance holds every lease; each wait listens to the signal it is given, as the Redis tier does.
       const tier = new MemoryTier(500);
       let waits = 0;
@@ -728,11 +733,8 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
       const { gate } = await sharing(leasing);
       await Promise.allSettled(Array.from({ length: 20 }, (_, i) => gate.authenticate(bearer(`unknown-${i}`))));
       expect(waits).toBeGreaterThanOrEqual(20);
-      await sleep(20); // warnings are emitted on the next tick
-      expect(warnings).toEqual([]);
-    } finally {
-      process.off('warning', onWarning);
-    }
+    });
+    expect(warnings).toEqual([]);
   });
 
   it("gives the provider the whole timeout, the tier's own calls aside: a slow tier and a slow provider still answer", async () => {
