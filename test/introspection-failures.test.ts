@@ -205,6 +205,7 @@ describe('introspection: options and what the gate is told', () => {
       { ...base, clientSecret: 'other-secret' },
       { ...base, clientAuth: 'post' as const },
       { ...base, audience: 'orders' },
+      { ...base, clockTolerance: 0 },
       { ...base, issuer: 'http://127.0.0.1:9' },
       { ...base, name: 'idp' },
     ];

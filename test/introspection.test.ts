@@ -177,6 +177,25 @@ describe('introspection: which answers pass', () => {
     expect((await gate.authenticate(bearer('current'))).subject).toBe('u');
   });
 
+  it('lets an nbf at most clockTolerance ahead pass (5 s by default), as the server said the token is active', async () => {
+    const tokens = {
+      fresh: { active: true, sub: 'u', nbf: inSeconds(3), exp: inSeconds(3600) },
+      later: { active: true, sub: 'u', nbf: inSeconds(30), exp: inSeconds(3600) },
+    };
+    const { gate } = await setup({ tokens });
+    expect((await gate.authenticate(bearer('fresh'))).subject).toBe('u');
+    await expectInvalidToken(gate.authenticate(bearer('later')), 'The access token is not valid yet');
+    const { gate: strict } = await setup({ tokens }, { clockTolerance: 0 });
+    await expectInvalidToken(strict.authenticate(bearer('fresh')), 'The access token is not valid yet');
+    const { gate: lenient } = await setup({ tokens }, { clockTolerance: 60 });
+    expect((await lenient.authenticate(bearer('later'))).subject).toBe('u');
+  });
+
+  it.each([-1, 301, Number.NaN, '5'])('refuses clockTolerance %s at startup, naming it', (clockTolerance) => {
+    const options = { endpoint: 'http://127.0.0.1:9/introspect', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET };
+    expect(() => introspection({ ...options, clockTolerance } as never)).toThrow(/^introspection: clockTolerance/);
+  });
+
   it('reads times beyond what a Date holds (RFC 7519 allows any number): an exp that far is no expiry, an nbf not yet', async () => {
     const never = Number.MAX_SAFE_INTEGER;
     const { gate } = await setup({

@@ -15,6 +15,7 @@ import {
   checkOptions,
   endpointUrlOption,
   nameOption,
+  numberOption,
   optionsObject,
   secretOption,
   secureUrls,
@@ -33,6 +34,9 @@ const NumericDate = z.custom<number>((value) => typeof value === 'number' && !Nu
 });
 /** The latest NumericDate a `Date` can hold (8.64e15 ms); an `exp` past it is no expiry at all. */
 const LATEST_DATE_SECONDS = 8.64e12;
+/** The default and the largest `clockTolerance`, in seconds. */
+const DEFAULT_CLOCK_TOLERANCE_SECONDS = 5;
+const MAX_CLOCK_TOLERANCE_SECONDS = 300;
 
 /**
  * 200 from the introspection endpoint for an active token (RFC 7662 §2.2).
@@ -111,6 +115,12 @@ export interface IntrospectionOptions extends HttpOptions {
   /** When given, only tokens whose `aud` is or contains it pass. */
   readonly audience?: string | undefined;
   /**
+   * Seconds this server's clock may run behind the authorization server's: a token the server calls active whose
+   * `nbf` is at most this far ahead passes (a token used the second it was issued, its `nbf` its issue time). An
+   * `exp` gets no tolerance. Default 5; at most 300.
+   */
+  readonly clockTolerance?: number | undefined;
+  /**
    * Takes plain `http:` for `endpoint`, `issuer` and a discovered endpoint on
    * any host. Default `false`: https only (RFC 7662 §4, RFC 8414 §2), but for
    * loopback hosts (`localhost`, 127.0.0.0/8, `[::1]`), where http crosses no
@@ -130,6 +140,7 @@ const IntrospectionOptionsSchema = optionsObject(
     clientSecret: secretOption,
     clientAuth: z.enum(['basic', 'post'], { error: 'expected basic or post' }).optional(),
     audience: nameOption.optional(),
+    clockTolerance: numberOption(0, { max: MAX_CLOCK_TOLERANCE_SECONDS }).optional(),
     allowInsecureRequests: allowInsecureRequestsOption,
     name: nameOption.optional(),
   },
@@ -147,6 +158,8 @@ interface ClaimChecks {
   readonly issuer: string | undefined;
   /** Whether an answer without `iss` fails the issuer check. */
   readonly issRequired: boolean;
+  /** How far ahead an `nbf` may be, in seconds. */
+  readonly clockTolerance: number;
 }
 
 const NOT_ACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
@@ -184,7 +197,8 @@ const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id',
 
 /**
  * A provider for RFC 7662 token introspection. Accepts only answers with
- * `"active": true` (the JSON boolean), within their `nbf` and `exp`, and
+ * `"active": true` (the JSON boolean), within their `nbf` (give or take
+ * `clockTolerance`) and `exp`, and
  * passing the `audience` and `issuer` checks. `subject` is `sub`, else
  * `username`, else `client_id`; `permissions` the `scope` split on spaces;
  * `expiresAt` the `exp` (none for an `exp` past what a `Date` holds).
@@ -209,7 +223,13 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
   const clientAuth = options.clientAuth ?? 'basic';
   const insecure = options.allowInsecureRequests === true;
   const target = new IntrospectionTarget(name, options, { endpoint, issuer, insecure });
-  const checks: ClaimChecks = { name, audience, issuer, issRequired: endpoint !== undefined };
+  const checks: ClaimChecks = {
+    name,
+    audience,
+    issuer,
+    issRequired: endpoint !== undefined,
+    clockTolerance: options.clockTolerance ?? DEFAULT_CLOCK_TOLERANCE_SECONDS,
+  };
   const headers: Record<string, string> =
     clientAuth === 'basic' ? { authorization: basicAuthorization(clientId, clientSecret) } : {};
 
@@ -249,6 +269,7 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
       secretDigest(clientSecret),
       clientAuth,
       audience ?? null,
+      checks.clockTolerance,
     ]),
     extract: extractBearer,
     verify: cancellableVerify(verifyIntrospectedToken),
@@ -272,7 +293,7 @@ function readIntrospection(body: unknown, checks: ClaimChecks): Verdict {
   if (typeof answer.typ === 'string' && NOT_ACCESS_TYP.has(answer.typ.toLowerCase())) return NOT_BEARER;
   const nowSeconds = Date.now() / 1000;
   if (answer.exp != null && answer.exp <= nowSeconds) return EXPIRED;
-  if (answer.nbf != null && answer.nbf > nowSeconds) return NOT_YET_VALID;
+  if (answer.nbf != null && answer.nbf > nowSeconds + checks.clockTolerance) return NOT_YET_VALID;
   if (checks.issuer !== undefined && !issuerMatches(answer.iss, checks)) return WRONG_ISSUER;
   if (checks.audience !== undefined && !audiences(answer.aud).includes(checks.audience)) return WRONG_AUDIENCE;
   const subject = subjectOf(answer);
