@@ -61,3 +61,31 @@ describe('an app tested with stubProvider', () => {
     expect(res.headers['www-authenticate']).toMatch(/error="insufficient_scope"/);
   });
 });
+
+describe('stubProvider keeps the table it was given', () => {
+  it('answers as its table was at creation, whatever the caller changes in it afterwards', async () => {
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    const tokens = { 'tok-1234': { subject: 'u1', permissions: ['read'], expiresAt } };
+    const gate = createGate({ providers: [stubProvider({ tokens })], cache: { ttl: 1 } });
+    tokens['tok-1234'].permissions.push('admin');
+    (tokens['tok-1234'] as { subject: string }).subject = '';
+    expiresAt.setTime(Date.now() - 1000);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const auth = await gate.authenticate({ headers: { authorization: 'Bearer tok-1234' } });
+    expect(auth.subject).toBe('u1');
+    expect(auth.permissions).toEqual(['read']);
+    expect(auth.can('admin')).toBe(false);
+    expect(auth.expiresAt?.getTime()).toBeGreaterThan(Date.now());
+    await gate.close();
+  });
+
+  it('names its table in cacheScope by a digest, so stubs of two processes on one shared tier share only equal tables', () => {
+    const tableOf = (tokens: Parameters<typeof stubProvider>[0]['tokens']) =>
+      (JSON.parse(stubProvider({ tokens }).cacheScope) as unknown[]).at(-1);
+    const one = { 'tok-1234': { subject: 'u1', permissions: ['read'] } };
+    expect(tableOf(one)).toBe(tableOf({ 'tok-1234': { subject: 'u1', permissions: ['read'] } }));
+    expect(tableOf(one)).not.toBe(tableOf({ 'tok-1234': { subject: 'u1', permissions: ['read', 'admin'] } }));
+    expect(tableOf(one)).not.toBe(tableOf({ 'tok-5678': { subject: 'u1', permissions: ['read'] } }));
+    expect(stubProvider({ tokens: one }).cacheScope).not.toContain('tok-1234');
+  });
+});

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { BEARER_SOURCE, type BearerCredential, extractBearer, isBearerToken } from '../credentials/bearer.js';
 import { checkOptions, nameOption, optionsObject, shown, stringListOption } from '../options.js';
 import type { Provider, Verdict } from '../types.js';
+import { secretDigest } from './secret-digest.js';
 
 /** One token the stub accepts. */
 export interface StubToken {
@@ -64,17 +65,33 @@ function checkStubOptions(options: StubProviderOptions): void {
 let stubCount = 0;
 const REJECTED: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 
+/** A checked definition, copied whole: what the caller's object holds later changes nothing. */
+interface StubEntry {
+  readonly subject: string;
+  readonly permissions: readonly string[];
+  /** Epoch ms, or undefined for never. */
+  readonly expiresAt: number | undefined;
+}
+
 /** A Bearer-token provider that answers from `options.tokens`, in process. */
 export function stubProvider(options: StubProviderOptions): Provider<BearerCredential> {
   checkStubOptions(options);
   const name = options.name ?? 'stub';
-  // Copied, so later changes to the caller's object do not slip past the cache.
-  const tokens = new Map(Object.entries(options.tokens));
+  const tokens = new Map<string, StubEntry>();
+  for (const [token, { subject, permissions, expiresAt }] of Object.entries(options.tokens)) {
+    tokens.set(token, {
+      subject,
+      permissions: Object.freeze([...(permissions ?? [])]),
+      expiresAt: expiresAt?.getTime(),
+    });
+  }
   const instance = ++stubCount;
+  // The instance keeps two stubs of one process apart; the table's digest, stubs of two processes on one shared tier.
+  const table = secretDigest(JSON.stringify([...tokens]));
   return {
     name,
     source: BEARER_SOURCE,
-    cacheScope: JSON.stringify(['stub', name, instance]),
+    cacheScope: JSON.stringify(['stub', name, instance, table]),
     extract: extractBearer,
     async verify(credential: BearerCredential): Promise<Verdict> {
       const token = tokens.get(credential.secret);
@@ -83,8 +100,8 @@ export function stubProvider(options: StubProviderOptions): Provider<BearerCrede
         ok: true,
         principal: {
           subject: token.subject,
-          permissions: token.permissions ?? [],
-          expiresAt: token.expiresAt,
+          permissions: token.permissions,
+          expiresAt: token.expiresAt === undefined ? undefined : new Date(token.expiresAt),
           details: { subject: token.subject },
         },
       };
