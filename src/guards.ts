@@ -3,7 +3,7 @@
  * every request against the (possibly cached) `AuthContext`. A cache hit
  * never skips them.
  */
-import type { AuthContext, Grants } from './context.js';
+import { type AuthContext, type Grants, isAuthContext } from './context.js';
 
 /** A permission check made by {@link requires} or {@link requiresAny}. */
 export interface Guard {
@@ -83,12 +83,15 @@ function allowsByGrants(check: (auth: AuthContext) => boolean): (auth: AuthConte
   let lastGrants: Grants | undefined;
   let lastAllowed = false;
   return (auth) => {
-    // undefined: an object that only looks like a context (a test double) is always asked.
+    // Only a context the gate made answers by its grants alone: an object that only looks like one (a test double,
+    // a spread copy with its own `can`) is always asked, and its answer is never reused.
     const grants: Grants | undefined = auth.grants;
-    if (grants === lastGrants && grants !== undefined) return lastAllowed;
+    if (grants === lastGrants && grants !== undefined && isAuthContext(auth)) return lastAllowed;
     const allowed = check(auth);
-    lastGrants = grants;
-    lastAllowed = allowed;
+    if (isAuthContext(auth)) {
+      lastGrants = grants;
+      lastAllowed = allowed;
+    }
     return allowed;
   };
 }

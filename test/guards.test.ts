@@ -110,6 +110,18 @@ describe('requires and requiresAny', () => {
     ]);
   });
 
+  it("never answers a look-alike by a real context's grants, nor a real context by a look-alike's answer", async () => {
+    const { auth } = await contextWith([ADMIN]);
+    const guard = requires(ADMIN);
+    expect(guard.allows(auth)).toBe(true);
+    const denying = { ...auth, can: () => false } as unknown as AuthContext;
+    expect(guard.allows(denying)).toBe(false);
+    expect(guard.allows(auth)).toBe(true);
+    const other = requires(ADMIN);
+    expect(other.allows(denying)).toBe(false);
+    expect(other.allows(auth)).toBe(true);
+  });
+
   it('collapses duplicate names and keeps their order', () => {
     expect(requires(READ, WRITE, READ).permissions).toEqual([READ, WRITE]);
     expect(requiresAny(WRITE, WRITE).permissions).toEqual([WRITE]);
