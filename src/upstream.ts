@@ -406,11 +406,17 @@ function isPrincipal(value: Principal | undefined): value is Principal {
     value !== null &&
     typeof value.subject === 'string' &&
     Array.isArray(value.permissions) &&
-    value.permissions.every((permission) => typeof permission === 'string') &&
+    everyString(value.permissions) &&
     (value.expiresAt === undefined || (value.expiresAt instanceof Date && !Number.isNaN(value.expiresAt.getTime()))) &&
     typeof value.details === 'object' &&
     value.details !== null
   );
+}
+
+/** Whether every element of `list` is a string: a hole is not (`every` would skip it, and `can(undefined)` pass). */
+function everyString(list: readonly unknown[]): boolean {
+  for (let i = 0; i < list.length; i++) if (typeof list[i] !== 'string') return false;
+  return true;
 }
 
 /** `provider.verify` as the gate calls it: the built-in providers' cancellation-taking twin when there is one. */

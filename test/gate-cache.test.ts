@@ -580,6 +580,9 @@ describe('gate cache: broken verdicts fail closed', () => {
     ['ok: true without a principal', { ok: true }],
     ['a principal without subject', { ok: true, principal: { permissions: [], details: {} } }],
     ['permissions that are not strings', { ok: true, principal: { subject: 's', permissions: [1], details: {} } }],
+    // A hole: `every` skips it, and auth.can(undefined) would pass.
+    // biome-ignore lint/suspicious/noSparseArray: the hole is the point
+    ['permissions with a hole', { ok: true, principal: { subject: 's', permissions: [, 'x'], details: {} } }],
     [
       'an invalid expiresAt',
       { ok: true, principal: { subject: 's', permissions: [], details: {}, expiresAt: new Date('x') } },
