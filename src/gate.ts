@@ -139,7 +139,9 @@ class TokenGate implements Gate {
     options?: AuthenticateOptions,
   ): AuthContext | undefined | Promise<AuthContext | undefined> {
     if (this.#closed) throw closedError();
-    const connection = req.connection ?? undefined;
+    // Anything but an object (a developer's string) cannot key the memo: the request is read as if it had no connection.
+    const given = req.connection;
+    const connection = typeof given === 'object' && given !== null ? given : undefined;
     const now = performance.now();
     // One header decides every credential: a repeat on this connection resolves as it did last time.
     const header = connection === undefined || this.#header === undefined ? undefined : this.#header(req);

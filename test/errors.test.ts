@@ -173,6 +173,20 @@ describe('realm', () => {
     expect(gate.realm).toBe('uptime');
   });
 
+  it('writes only its own parameters, whatever another package added to Object.prototype', async () => {
+    const { gate } = await setup();
+    const prototype = Object.prototype as Record<string, unknown>;
+    prototype.polluted = 'x';
+    try {
+      const rejected = await rejectionOf(gate.authenticate(bearer('unknown')));
+      expect(rejected.headers['WWW-Authenticate']).toBe(
+        'Bearer realm="api", error="invalid_token", error_description="The access token is invalid"',
+      );
+    } finally {
+      delete prototype.polluted;
+    }
+  });
+
   it('defaults to "api"', async () => {
     const { gate } = await setup();
     expect(gate.realm).toBe('api');

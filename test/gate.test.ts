@@ -205,6 +205,15 @@ describe("a connection's memo", () => {
     return [...hex].reverse().join('');
   }
 
+  it('reads a request whose connection is not an object (a hand-written adapter) as one with no connection', async () => {
+    const gate = gateOf(stubProvider({ tokens: { [READER]: { subject: 'reader', permissions: ['read'] } } }));
+    for (const connection of ['socket-1', 42, true]) {
+      const req = { ...request(READER), connection } as unknown as CredentialRequest;
+      expect((await gate.authenticate(req)).subject).toBe('reader');
+      expect(await statusOf(gate, { headers: {}, connection } as unknown as CredentialRequest)).toBe(401);
+    }
+  });
+
   it.each([
     ['no credential', {}, 401],
     ['a malformed credential', { authorization: 'Bearer not a token' }, 400],
