@@ -72,6 +72,17 @@ export class AuthError extends Error {
 Object.defineProperty(AuthError.prototype, AUTH_ERROR, { value: true });
 
 /**
+ * @internal `error` for one request alone: an {@link AuthError} that several requests share (the failure of the
+ * verification they waited on) copied, its `headers` too, since frameworks and their middleware write to the error
+ * they answer with (`@koa/cors` replaces `headers`, Koa sets `status`); anything else as it is.
+ */
+export function forOneRequest(error: unknown): unknown {
+  if (!(error instanceof AuthError)) return error;
+  const cause = error.cause === undefined ? undefined : { cause: error.cause };
+  return new AuthError(error.code, error.status, error.message, { ...error.headers }, error.expose, cause);
+}
+
+/**
  * Quoted-string for an auth-param (RFC 9110 §5.6.4). RFC 6750 further limits
  * `error_description` and `scope` to printable ASCII without `"` and `\`, so
  * anything else is replaced rather than escaped.

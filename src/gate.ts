@@ -13,6 +13,7 @@ import { AuthContext, type ContextOrigin } from './context.js';
 import {
   AuthError,
   credentialsRequired,
+  forOneRequest,
   insufficientScope,
   invalidRequest,
   invalidToken,
@@ -296,11 +297,17 @@ class TokenGate implements Gate {
     const waited = started.joined
       ? ((flight.requests as typeof promise | undefined) ?? promise)
       : this.#endable(flight, promise);
-    const answer = waited.then((outcome) => {
-      if (outcome instanceof AuthContext) return outcome;
-      if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
-      throw outcome;
-    });
+    // Every request gets an error of its own: the flight's failure is shared by all its requests.
+    const answer = waited.then(
+      (outcome) => {
+        if (outcome instanceof AuthContext) return outcome;
+        if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
+        throw forOneRequest(outcome);
+      },
+      (error: unknown) => {
+        throw forOneRequest(error);
+      },
+    );
     const bound = this.#store.waitBound;
     return bound === undefined ? answer : this.#bounded(answer, flight, bound, member.provider.name);
   }

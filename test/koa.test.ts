@@ -259,6 +259,34 @@ describe.each([
       expect(res.headers['www-authenticate']).toBeUndefined();
     });
 
+    it("gives each request waiting on one failed verification its own error: one's CORS header is not another's", async () => {
+      oon.fault = { kind: 'status', status: 503 };
+      const app = new Framework();
+      app.silent = true;
+      // What @koa/cors does on an error (keepHeadersOnError): it replaces err.headers with its own copy.
+      app.use(async (ctx, next) => {
+        const origin = ctx.get('Origin');
+        try {
+          await next();
+        } catch (error) {
+          const failed = error as { headers?: Record<string, string> };
+          failed.headers = { ...failed.headers, 'Access-Control-Allow-Origin': origin };
+          throw error;
+        }
+      });
+      app.use(authenticate(gate));
+      const corsServer = await listen(app);
+      const origins = [0, 1, 2, 3, 4, 5].map((i) => `https://site${i}.example`);
+      const answers = await Promise.all(
+        origins.map((origin) =>
+          request(corsServer).get('/').set('Origin', origin).set('Authorization', bearer(TOKENS.read)),
+        ),
+      );
+      expect(answers.map((res) => res.status)).toEqual(origins.map(() => 503));
+      expect(answers.map((res) => res.headers['access-control-allow-origin'])).toEqual(origins);
+      expect(oon.calls.verify).toBeLessThan(origins.length * 3);
+    });
+
     it('503 when the provider is not listening at all', async () => {
       const closed = await mockOnlineOrNot();
       await closed.close();
