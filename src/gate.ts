@@ -62,6 +62,19 @@ export function createGate(options: GateOptions): Gate {
   return new TokenGate(options);
 }
 
+/** Providers a gate has closed: their connection pools are gone, so no gate can ask them again. */
+const CLOSED_PROVIDERS = new WeakSet<Provider>();
+
+/** @throws TypeError naming a provider of `providers` that a gate has closed. */
+function checkNotClosed(providers: readonly Provider[]): void {
+  providers.forEach((provider, index) => {
+    if (!CLOSED_PROVIDERS.has(provider)) return;
+    throw new TypeError(
+      `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
+    );
+  });
+}
+
 class TokenGate implements Gate {
   readonly realm: string;
   readonly #members: readonly Member[];
@@ -82,6 +95,8 @@ class TokenGate implements Gate {
   };
   readonly #clientOf: (req: CredentialRequest) => string;
   #closed = false;
+  /** What the first {@link close} returned: every later call returns it too. */
+  #closing: Promise<void> | undefined;
   /**
    * The flights whose requests still wait on them, wherever the store keeps them: `clear()` forgets a flight, not
    * the requests waiting on it, which {@link close} ends.
@@ -90,6 +105,7 @@ class TokenGate implements Gate {
 
   constructor(options: GateOptions) {
     const resolved = resolveGateOptions(options);
+    checkNotClosed(resolved.providers);
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
@@ -226,9 +242,14 @@ class TokenGate implements Gate {
     return { ...this.#counters, breakers };
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) throw closedError();
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
+    for (const member of this.#members) CLOSED_PROVIDERS.add(member.provider);
     for (const member of this.#members) member.upstream.close();
     // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
     // another instance's answer, or asking the provider (cut short just above, and storing nothing).
@@ -264,6 +285,12 @@ class TokenGate implements Gate {
     stale: Accepted | undefined,
     req: CredentialRequest,
   ): Promise<AuthContext> {
+    if (CLOSED_PROVIDERS.has(member.provider)) {
+      // Not an outage: asking would fail as one, and count against the breaker.
+      throw new Error(
+        `tokengate: provider ${member.provider.name} was closed by another gate's close(), which closes its providers: give each gate providers of its own`,
+      );
+    }
     this.#counters.misses++;
     // Served stale only while the store still keeps that very entry: not past its window, nor once the credential
     // was invalidated, rejected or evicted.

@@ -385,7 +385,35 @@ describe('a closed gate', () => {
     ];
     for (const [, call] of calls) expect(call).toThrow('gate is closed');
     await expect(gate.authenticate(req)).rejects.toThrow('gate is closed');
-    await expect(gate.close()).rejects.toThrow('gate is closed');
+  });
+
+  it('close() again, or twice at once, returns what the first call returned (shutdown code that runs twice)', async () => {
+    const gate = stubGate();
+    const [first, second] = [gate.close(), gate.close()];
+    expect(second).toBe(first);
+    await expect(Promise.all([first, second])).resolves.toEqual([undefined, undefined]);
+    await expect(gate.close()).resolves.toBeUndefined();
+  });
+
+  it("refuses a provider a gate closed, and a gate sharing one answers its misses 500, not an outage's 503", async () => {
+    const oon = await mockOnlineOrNot({ tokens: { [READER]: { id: 'tok_r', permissions: ['read'] } } });
+    try {
+      const provider = onlineOrNot({ baseUrl: oon.url });
+      const first = createGate({ providers: [provider] });
+      const sharing = createGate({ providers: [provider] });
+      await first.close();
+      expect(() => createGate({ providers: [provider] })).toThrow(
+        /^createGate: providers\[0\] \(onlineornot\) was closed by gate\.close\(\)/,
+      );
+      const error = await sharing.authenticate({ headers: { authorization: `Bearer ${READER}` } }).catch((e) => e);
+      expect(error).not.toBeInstanceOf(AuthError);
+      expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
+      expect(oon.calls.total).toBe(0);
+      expect(sharing.stats().errors).toBe(0);
+      await sharing.close();
+    } finally {
+      await oon.close();
+    }
   });
 
   it('makes an app answer 500 (a programming error), not 503 and not a pass: the stub gate too', async () => {
