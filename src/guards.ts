@@ -4,6 +4,7 @@
  * never skips them.
  */
 import { type AuthContext, type Grants, isAuthContext } from './context.js';
+import { formatScope } from './errors.js';
 
 /** A permission check made by {@link requires} or {@link requiresAny}. */
 export interface Guard {
@@ -17,6 +18,16 @@ export interface Guard {
 
 /** A UTF-16 surrogate that is not half of a pair: such a string has no UTF-8 form, so no scope can name it. */
 const LONE_SURROGATE = /\p{Surrogate}/u;
+/** A control character, or white space at either end: a typo, which no provider's permission would match. */
+const NOT_A_NAME = /[\p{Cc}]|^\s|\s$/u;
+/** The longest permission name, in UTF-16 units. */
+const MAX_NAME_LENGTH = 256;
+/**
+ * The most characters the names of one guard take in its 403's `WWW-Authenticate` (in `error_description` and,
+ * percent-encoded, in `scope`): past it, clients and proxies refuse the response's headers (Node's limit for all of
+ * them together is 16 KiB).
+ */
+const MAX_CHALLENGE_NAMES = 4096;
 
 /**
  * The permission list of a guard, each name once.
@@ -33,6 +44,9 @@ function checkPermissions(permissions: readonly string[], factory: string): read
         `${factory}() takes permission names as arguments: ${factory}(...names), not ${factory}(names)`,
       );
     }
+    if (permission instanceof String) {
+      throw new TypeError(`${factory}() takes permission names as strings, got a String object: ${factory}('name')`);
+    }
     if (typeof permission === 'object' && permission !== null) {
       throw new TypeError(
         'allows' in permission
@@ -48,8 +62,25 @@ function checkPermissions(permissions: readonly string[], factory: string): read
     if (LONE_SURROGATE.test(permission)) {
       throw new TypeError(`${factory}() takes well-formed permission names, got ${JSON.stringify(permission)}`);
     }
+    if (NOT_A_NAME.test(permission)) {
+      throw new TypeError(
+        `${factory}() takes names without control characters or white space at either end, got ${JSON.stringify(permission)}`,
+      );
+    }
+    if (permission.length > MAX_NAME_LENGTH) {
+      throw new TypeError(
+        `${factory}() takes names of at most ${MAX_NAME_LENGTH} characters, got ${permission.length}`,
+      );
+    }
   }
-  return Object.freeze([...new Set(permissions)]);
+  const list = Object.freeze([...new Set(permissions)]);
+  const length = list.join(', ').length + formatScope(list).length;
+  if (length > MAX_CHALLENGE_NAMES) {
+    throw new TypeError(
+      `${factory}() names too much for its 403's WWW-Authenticate header: ${length} characters, at most ${MAX_CHALLENGE_NAMES}`,
+    );
+  }
+  return list;
 }
 
 /** A guard that passes when the credential carries every one of `permissions`. */

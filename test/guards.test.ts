@@ -2,9 +2,11 @@
  * Guards: `requires` (all) and `requiresAny` (one), checked by
  * `gate.authorize`, and the 403 `insufficient_scope` challenge they produce.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
-import { type AuthContext, createGate, formatScope, requires, requiresAny } from '../src/index.js';
+import { type AuthContext, type AuthError, createGate, formatScope, requires, requiresAny } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
 import { thrownBy } from './support/catch-auth-error.js';
 import { closeAfterEach } from './support/close-after-each.js';
@@ -47,7 +49,7 @@ describe('requires and requiresAny', () => {
 
   it('matches permission names exactly (case and spaces count)', async () => {
     const { auth, gate } = await contextWith([READ]);
-    for (const near of ['Uptime_checks (read)', 'uptime_checks(read)', 'uptime_checks (read) ', 'uptime_checks']) {
+    for (const near of ['Uptime_checks (read)', 'uptime_checks(read)', 'uptime_checks  (read)', 'uptime_checks']) {
       expect(thrownBy(() => gate.authorize(auth, requires(near))).status).toBe(403);
     }
   });
@@ -135,6 +137,56 @@ describe('requires and requiresAny', () => {
     expect(() => requires(READ, '')).toThrow(new TypeError('requires() takes non-empty permission names'));
     expect(() => requiresAny(undefined as unknown as string)).toThrow(
       new TypeError('requiresAny() takes non-empty permission names'),
+    );
+  });
+
+  it.each([' admin', 'admin ', ' ', 'ad\u0000min', 'admin\r\n', '\tadmin', 'ad\u007fmin'])(
+    'throws on %j at route definition: a control character or white space at either end',
+    (name) => {
+      expect(() => requires(name)).toThrow(
+        new TypeError(
+          `requires() takes names without control characters or white space at either end, got ${JSON.stringify(name)}`,
+        ),
+      );
+    },
+  );
+
+  it('takes names with white space inside (OnlineOrNot names them so)', () => {
+    expect(requires('uptime_checks (read)').permissions).toEqual(['uptime_checks (read)']);
+  });
+
+  it('refuses names its 403 could not carry: one over 256 characters, or too many for the header together', async () => {
+    expect(() => requires('p'.repeat(257))).toThrow(
+      new TypeError('requires() takes names of at most 256 characters, got 257'),
+    );
+    const many = Array.from({ length: 40 }, (_, i) => `permission ${i} ${'x'.repeat(40)}`);
+    expect(() => requiresAny(...many)).toThrow(/^requiresAny\(\) names too much for its 403's WWW-Authenticate header/);
+    // Non-ASCII is percent-encoded in scope, nine characters for one: a few long names are enough.
+    expect(() => requires(...['é', 'ü', 'ö'].map((c) => c.repeat(200)))).toThrow(/names too much/);
+    // The longest names allowed still make a 403 that Node's client reads.
+    const longest = requires('p'.repeat(256), 'q'.repeat(256));
+    const { auth, gate } = await contextWith([READ]);
+    const server = createServer((_req, res) => {
+      try {
+        gate.authorize(auth, longest);
+      } catch (error) {
+        const denied = error as AuthError;
+        res.writeHead(denied.status, denied.headers).end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+      expect(res.status).toBe(403);
+      expect(res.headers.get('www-authenticate')).toContain('p'.repeat(256));
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('says so when a String object is passed for a name', () => {
+    expect(() => requires(new String('x') as unknown as string)).toThrow(
+      new TypeError("requires() takes permission names as strings, got a String object: requires('name')"),
     );
   });
 
@@ -241,7 +293,6 @@ describe('insufficient_scope challenge', () => {
     ['a quote and comma that try to add a param', 'x", error="invalid_token'],
     ['unicode', 'réglages (écriture)'],
     ['an emoji', 'deploy \u{1F680}'],
-    ['control characters', 'a\r\nSet-Cookie: x=1'],
   ])('encodes a permission name with %s so the header stays well-formed', async (_, name) => {
     const { auth, gate } = await contextWith([]);
     const challenge = thrownBy(() => gate.authorize(auth, requires(name))).headers['WWW-Authenticate'] ?? '';
@@ -255,6 +306,8 @@ describe('insufficient_scope challenge', () => {
 
   it('formatScope is the exported encoding of the scope parameter', () => {
     expect(formatScope([READ, 'a"b\\c', 'é'])).toBe('uptime_checks%20(read) a%22b%5Cc %C3%A9');
+    // A guard refuses control characters; a provider's permissions, which formatScope may be given, can hold them.
+    expect(formatScope(['a\r\nSet-Cookie: x=1'])).toBe('a%0D%0ASet-Cookie:%20x=1');
   });
 
   it('formatScope keeps what a scope token allows, and what it encodes decodes back', () => {
