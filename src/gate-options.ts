@@ -18,7 +18,7 @@ export interface GateOptions {
    * (no fallback to the next). Credentials in two places at once are a 400.
    */
   readonly providers: readonly Provider[];
-  /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`. Default `"api"`. */
+  /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`, at most 256 characters. Default `"api"`. */
   readonly realm?: string | undefined;
   /**
    * Overall deadline for verifying one credential, retries included. With a shared tier, a request that waited for
@@ -200,13 +200,23 @@ const SharedTierSchema = objectWith<SharedTier>(
   },
 );
 
+/**
+ * The most entries `cache.max` and `cache.negativeMax` take: the cache sets aside room for all of them when it is made
+ * (about 18 bytes each, before any entry), so a mistyped size fails here rather than run out of memory.
+ */
+const MAX_CACHE_ENTRIES = 10_000_000;
+/** The most retries: each is a call to the provider for one request. */
+const MAX_RETRIES = 10;
+/** The longest realm: it is in every 401 and 403's `WWW-Authenticate`. */
+const MAX_REALM_LENGTH = 256;
+
 /** The least `maxRetryAfter`: `Retry-After` counts in whole seconds. */
 const MIN_RETRY_AFTER_MS = 1000;
 
 export const CacheOptionsSchema = optionsObject(
   {
-    max: numberOption(1, { integer: true }).optional(),
-    negativeMax: numberOption(1, { integer: true }).optional(),
+    max: numberOption(1, { integer: true, max: MAX_CACHE_ENTRIES }).optional(),
+    negativeMax: numberOption(1, { integer: true, max: MAX_CACHE_ENTRIES }).optional(),
     ttl: numberOption(1).optional(),
     negativeTtl: numberOption(0).optional(),
     staleIfError: numberOption(0).optional(),
@@ -246,6 +256,7 @@ const GateOptionsSchema = optionsObject(
     realm: z
       .string({ error: 'expected a string' })
       .regex(/^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, { error: 'expected printable ASCII without " or \\' })
+      .max(MAX_REALM_LENGTH, { error: `expected at most ${MAX_REALM_LENGTH} characters` })
       .optional(),
     timeout: durationOption(1).optional(),
     cache: CacheOptionsSchema.optional(),
@@ -255,7 +266,7 @@ const GateOptionsSchema = optionsObject(
         z.literal(false),
         optionsObject(
           {
-            retries: numberOption(0, { integer: true }).optional(),
+            retries: numberOption(0, { integer: true, max: MAX_RETRIES }).optional(),
             baseDelay: durationOption(0).optional(),
             maxDelay: durationOption(0).optional(),
           },

@@ -10,7 +10,7 @@ import type { BreakerState } from './events.js';
  * providers, and any `ProviderFailure` a custom provider marks `retryable`.
  */
 export interface RetryOptions {
-  /** Retries after the first attempt. Default 2. */
+  /** Retries after the first attempt. Default 2; at most 10. */
   readonly retries?: number | undefined;
   /** Backoff base in ms; retry n (from 0) waits a random time in [0, min(maxDelay, baseDelay·2ⁿ)] ("full jitter"). Default 50. */
   readonly baseDelay?: number | undefined;

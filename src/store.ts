@@ -32,12 +32,12 @@ import type { Principal } from './types.js';
 
 /** Cache settings. Times are in milliseconds. */
 export interface CacheOptions {
-  /** Most accepted credentials remembered in process. Default 10 000. */
+  /** Most accepted credentials remembered in process. Default 10 000; at most 10 000 000. */
   readonly max?: number | undefined;
   /**
    * Most rejected credentials remembered in process, in a space of their own:
    * a flood of unknown tokens evicts other rejections, never an accepted
-   * credential. Default a tenth of `max` (at least 1).
+   * credential. Default a tenth of `max` (at least 1); at most 10 000 000.
    */
   readonly negativeMax?: number | undefined;
   /** How long an accepted credential is trusted without asking the provider again. Default 60 000. */

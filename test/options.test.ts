@@ -117,13 +117,31 @@ describe('createGate options', () => {
       'cache.max 1.5',
       gateWith({ cache: { max: 1.5 } }),
       RangeError,
-      'createGate: cache.max: expected an integer >= 1, got 1.5',
+      'createGate: cache.max: expected an integer >= 1 and <= 10000000, got 1.5',
     ],
     [
       'retry.retries -1',
       gateWith({ retry: { retries: -1 } }),
       RangeError,
-      'createGate: retry.retries: expected an integer >= 0, got -1',
+      'createGate: retry.retries: expected an integer >= 0 and <= 10, got -1',
+    ],
+    [
+      'retry.retries past 10 (each is a provider call for one request)',
+      gateWith({ retry: { retries: 1_000_000, baseDelay: 0 } }),
+      RangeError,
+      'createGate: retry.retries: expected an integer >= 0 and <= 10, got 1000000',
+    ],
+    [
+      'a cache.max the cache could not set aside room for',
+      gateWith({ cache: { max: 2 ** 32 + 1 } }),
+      RangeError,
+      'createGate: cache.max: expected an integer >= 1 and <= 10000000, got 4294967297',
+    ],
+    [
+      'a cache.negativeMax as large',
+      gateWith({ cache: { negativeMax: 1e9 } }),
+      RangeError,
+      'createGate: cache.negativeMax: expected an integer >= 1 and <= 10000000, got 1000000000',
     ],
     [
       'retry as a string',
@@ -160,6 +178,12 @@ describe('createGate options', () => {
       gateWith({ realm: 'a"b' }),
       TypeError,
       'createGate: realm: expected printable ASCII without " or \\',
+    ],
+    [
+      'a realm too long for every challenge to carry',
+      gateWith({ realm: 'r'.repeat(257) }),
+      TypeError,
+      'createGate: realm: expected at most 256 characters',
     ],
     [
       'onEvent not a function',
