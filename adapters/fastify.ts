@@ -147,19 +147,26 @@ const AFTER_HANDLER = [
   'onRequestAbort',
 ];
 
+/** Every route-level hook a route's options may declare. */
+const ROUTE_HOOKS = ['onRequest', 'preValidation', 'preHandler', ...AFTER_HANDLER];
+
 /**
  * An `onRoute` check: a route that declares one of this adapter's hooks where it cannot protect it (`onSend`,
- * `onResponse`...) fails as it is added, naming the route and the hook, rather than answer 500s or stay open.
+ * `onResponse`...), or one of its factories uncalled (`preHandler: requires`), fails as it is added, naming the route
+ * and the hook, rather than answer 500s or stay open.
  */
 function checkRoute(options: object): void {
   const route = options as Record<string, unknown>;
-  for (const name of AFTER_HANDLER) {
+  const where = `tokengate/fastify: route ${String(route.method)} ${String(route.url)}`;
+  for (const name of ROUTE_HOOKS) {
     const hooks = route[name];
     const list: unknown[] = Array.isArray(hooks) ? hooks : [hooks];
-    if (!list.some((hook) => typeof hook === 'function' && HOOKS.has(hook))) continue;
-    throw new Error(
-      `tokengate/fastify: route ${String(route.method)} ${String(route.url)} has a tokengate hook in ${name}, where it protects nothing: add it as ${BEFORE_HANDLER}`,
-    );
+    const factory = FACTORIES.get(list.find((hook) => FACTORIES.has(hook as FastifyFactory)) as FastifyFactory);
+    if (factory !== undefined) {
+      throw new Error(`${where} has ${factory.name} uncalled in ${name}: add ${factory.call}, the hook it makes`);
+    }
+    if (!AFTER_HANDLER.includes(name) || !list.some((hook) => typeof hook === 'function' && HOOKS.has(hook))) continue;
+    throw new Error(`${where} has a tokengate hook in ${name}, where it protects nothing: add it as ${BEFORE_HANDLER}`);
   }
 }
 
@@ -308,11 +315,19 @@ function guardHook(guard: Guard, name: string): FastifyHook {
   });
 }
 
-/** `factory`'s hook, or, when it was registered uncalled as a plugin (its first argument the instance), the mistake. */
+/**
+ * `factory`'s hook, or the mistake: registered uncalled as a plugin (its first argument the instance), or added
+ * uncalled as a hook (a request first), which then answers each request a 500 naming it.
+ */
 function guardFactory(factory: 'requires' | 'requiresAny', make: (...permissions: string[]) => Guard) {
+  const use = `app.addHook('preHandler', ${factory}('permission'))`;
   return (...permissions: string[]): FastifyHook => {
-    if (isFastifyInstance(permissions[0])) {
-      return registeredUncalled(factory, `app.addHook('preHandler', ${factory}('permission'))`, permissions[2]);
+    const first: unknown = permissions[0];
+    if (isFastifyInstance(first)) return registeredUncalled(factory, use, permissions[2]);
+    if ((first as { raw?: unknown } | null)?.raw !== undefined && typeof permissions[2] === 'function') {
+      const error = new Error(`tokengate/fastify: ${factory} was added as a hook uncalled: ${use}`);
+      fail(error, permissions[2]);
+      return (_request, _reply, next) => next(error);
     }
     return guardHook(make(...permissions), factory);
   };
@@ -323,3 +338,11 @@ export const requires: (...permissions: string[]) => FastifyHook = guardFactory(
 
 /** Hook that lets the request through when `request.auth` carries at least one of `permissions`. */
 export const requiresAny: (...permissions: string[]) => FastifyHook = guardFactory('requiresAny', requiresAnyGuard);
+
+type FastifyFactory = typeof authenticate | typeof requires;
+/** This adapter's factories, and how each is called: the plugin's route check tells one given uncalled as a hook. */
+const FACTORIES = new Map<FastifyFactory, { readonly name: string; readonly call: string }>([
+  [authenticate, { name: 'authenticate', call: 'authenticate(gate)' }],
+  [requires, { name: 'requires', call: "requires('permission')" }],
+  [requiresAny, { name: 'requiresAny', call: "requiresAny('permission')" }],
+]);

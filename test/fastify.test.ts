@@ -667,6 +667,39 @@ describe.each([
       },
     );
 
+    it.each([
+      ['preHandler', 'requires', requires, "requires('permission')"],
+      ['preValidation', 'requiresAny', requiresAny, "requiresAny('permission')"],
+      ['onRequest', 'authenticate', authenticate, 'authenticate(gate)'],
+    ] as const)(
+      'registered before the routes, the plugin refuses a route with a factory uncalled in %s (%s)',
+      async (name, factory, uncalled, call) => {
+        const app = track(framework());
+        await app.register(tokengate);
+        expect(() => app.get('/x', { [name]: uncalled as never }, () => ROUTE_MARK)).toThrow(
+          `tokengate/fastify: route GET /x has ${factory} uncalled in ${name}: add ${call}, the hook it makes`,
+        );
+        expect(() => app.get('/y', { [name]: [authenticate(gate), uncalled as never] }, () => ROUTE_MARK)).toThrow(
+          `route GET /y has ${factory} uncalled in ${name}`,
+        );
+      },
+    );
+
+    it('without the plugin, a guard factory added uncalled answers every request a 500 naming it', async () => {
+      const app = track(framework());
+      const errors: string[] = [];
+      app.setErrorHandler((error, _request, reply) => {
+        errors.push((error as Error).message);
+        reply.code(500).send('failed');
+      });
+      app.get('/x', { onRequest: authenticate(gate), preHandler: requires as never }, () => ROUTE_MARK);
+      const res = await send(app, '/x', bearer(TOKENS.read));
+      expect(res.status).toBe(500);
+      expect(errors).toEqual([
+        "tokengate/fastify: requires was added as a hook uncalled: app.addHook('preHandler', requires('permission'))",
+      ]);
+    });
+
     it('is optional: without it, the hooks set request.auth all the same', async () => {
       const bare = track(framework());
       bare.get('/checks', { onRequest: authenticate(gate), preHandler: requires(READ) }, showAuth);
