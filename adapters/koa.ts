@@ -48,26 +48,35 @@ const NOT_KOA = 'tokengate/koa middleware called without a Koa context: in an Ex
 /** Middleware that authenticates the request with `gate` and sets `ctx.state.auth`. */
 export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaMiddleware {
   const check = authenticator(gate, options, 'tokengate/koa');
-  // Not `async`: a cached answer goes straight on to `next()` without an extra promise and await.
+  // Not `async`: a cached answer goes straight on to `next()` without an extra promise and await. Every failure is
+  // a rejection all the same, as the type says (koa-compose catches a throw too; a caller's own `.catch` would not).
   return function tokengateAuthenticate(ctx, next) {
-    if (typeof next !== 'function' || ctx?.req === undefined) throw new Error(NOT_KOA);
-    const auth = check(new NodeRequest(ctx.req, ctx), ctx);
-    if (!(auth instanceof Promise)) {
-      ctx.state.auth = auth;
-      return next();
+    try {
+      if (typeof next !== 'function' || ctx?.req === undefined) throw new Error(NOT_KOA);
+      const auth = check(new NodeRequest(ctx.req, ctx), ctx);
+      if (!(auth instanceof Promise)) {
+        ctx.state.auth = auth;
+        return next();
+      }
+      return auth.then((verified) => {
+        ctx.state.auth = verified;
+        return next();
+      });
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return auth.then((verified) => {
-      ctx.state.auth = verified;
-      return next();
-    });
   };
 }
 
 function guardMiddleware(guard: Guard): KoaMiddleware {
   return function tokengateGuard(ctx, next) {
-    if (typeof next !== 'function' || ctx?.state === undefined) throw new Error(NOT_KOA);
-    authorize(ctx.state.auth, guard, ctx);
-    return next();
+    try {
+      if (typeof next !== 'function' || ctx?.state === undefined) throw new Error(NOT_KOA);
+      authorize(ctx.state.auth, guard, ctx);
+      return next();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   };
 }
 

@@ -250,6 +250,24 @@ describe.each([
     });
   });
 
+  it("rejects, never throws, when the answer is known at once: a caller's own .catch() sees it", async () => {
+    const app = new Framework();
+    app.silent = true;
+    const caught = (ctx: Koa.Context) => (error: AuthError) => {
+      ctx.status = 202;
+      ctx.body = `caught ${error.status}`;
+    };
+    // Not async: a synchronous throw would pass the .catch() by, to Koa's own handler.
+    app.use((ctx, next) => (ctx.path === '/guarded' ? next() : authenticate(gate)(ctx, next).catch(caught(ctx))));
+    app.use(authenticate(gate));
+    app.use((ctx, next) => requires('admin')(ctx, next).catch(caught(ctx)));
+    const caughtServer = await listen(app);
+    expect((await request(caughtServer).get('/')).text).toBe('caught 401');
+    expect((await request(caughtServer).get('/guarded').set('Authorization', bearer(TOKENS.read))).text).toBe(
+      'caught 403',
+    );
+  });
+
   describe('provider failures', () => {
     it('503 when the provider resets connections; the body is the message, never the route body', async () => {
       oon.fault = { kind: 'reset' };
