@@ -100,6 +100,18 @@ describe('createGate options', () => {
       TypeError,
       'createGate: providers[2]: stub is never asked: providers[1] (onlineornot) finds every credential it would first; keep one of them',
     ],
+    [
+      'a second Partoo provider reading the same query parameters',
+      () =>
+        createGate({
+          providers: [
+            partoo({ apiKey: 'k', baseUrl: 'http://127.0.0.1:9' }),
+            partoo({ apiKey: 'other-key', baseUrl: 'http://127.0.0.1:9', name: 'second' }),
+          ],
+        }),
+      TypeError,
+      'createGate: providers[1]: second is never asked: providers[0] (partoo) finds every credential it would first; keep one of them',
+    ],
     ['a top-level ttl', gateWith({ ttl: 5 }), TypeError, 'createGate: ttl: unknown option (did you mean cache.ttl?)'],
     [
       'cache.TTL',
@@ -529,5 +541,27 @@ describe('provider options', () => {
     expect(make).toThrow('partoo: apiKey: expected a non-empty string, got a number');
     expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'nope' })).toThrow(/^partoo: baseUrl: .*"nope"$/);
     expect(() => partoo({ apiKey: 'SECRETkey', name: '' })).not.toThrow(/SECRET/);
+  });
+});
+
+describe('two Partoo providers', () => {
+  it('are both asked when they read different query parameters', async () => {
+    const gate = createGate({
+      providers: [
+        stubProvider({ tokens: {} }),
+        partoo({ apiKey: 'k', baseUrl: 'http://127.0.0.1:9' }),
+        partoo({ apiKey: 'k2', baseUrl: 'http://127.0.0.1:9', name: 'second', query: { userId: 'uid', token: 'ct' } }),
+      ],
+      retry: false,
+      timeout: 200,
+    });
+    const statusOf = (query: Record<string, string>) =>
+      gate.authenticate({ headers: {}, query }).then(
+        () => 200,
+        (error: { status: number; message: string }) => error.message,
+      );
+    expect(await statusOf({ user_id: 'u', token: 't' })).toBe('Token provider partoo is unavailable');
+    expect(await statusOf({ uid: 'u', ct: 't' })).toBe('Token provider second is unavailable');
+    await gate.close();
   });
 });

@@ -117,6 +117,22 @@ const PartooOptionsSchema = optionsObject(
 const NOT_ACCEPTED: Verdict = Object.freeze({ ok: false, reason: 'The connection token was not accepted' });
 
 /**
+ * One `extract` per pair of query names: two providers reading the same parameters find the same credentials, and
+ * `createGate` refuses the second, which no request would reach.
+ */
+const EXTRACTS = new Map<string, Provider<ConnectionCredential>['extract']>();
+
+function extractFor(names: ConnectionQueryNames): Provider<ConnectionCredential>['extract'] {
+  const key = JSON.stringify([names.userId, names.token]);
+  let extract = EXTRACTS.get(key);
+  if (extract === undefined) {
+    extract = (req, realm) => findConnection(req, names, realm);
+    EXTRACTS.set(key, extract);
+  }
+  return extract;
+}
+
+/**
  * A provider for Partoo-style connection tokens. `subject` is the user id,
  * `expiresAt` the token's `expiration_date`.
  */
@@ -183,7 +199,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     source: CONNECTION_SOURCE,
     concurrency: options.connections ?? DEFAULT_CONNECTIONS,
     cacheScope,
-    extract: (req, realm) => findConnection(req, names, realm),
+    extract: extractFor(names),
     verify: cancellableVerify(verifyConnectionToken),
     close: () => http.close(),
   };
