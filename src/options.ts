@@ -50,19 +50,24 @@ export const nameOption = z
   .string({ error: (issue) => `expected a non-empty string, got ${shown(issue.input)}` })
   .min(1, { error: 'expected a non-empty string, got an empty string' });
 
+/**
+ * A URL option's value as an error shows it: its scheme, host and path, never its credentials, query or fragment,
+ * where a secret may sit (`https://user:password@host`, `?client_secret=`). A string that is not a URL is not shown
+ * at all: it may be a secret given in the wrong place.
+ */
+function shownUrl(url: URL | undefined): string {
+  if (url === undefined) return 'a string that is not a URL (write it with its scheme: https://...)';
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `a ${url.protocol} URL`;
+  return JSON.stringify(url.pathname === '/' ? url.origin : url.origin + url.pathname);
+}
+
 /** An absolute `http:` or `https:` URL without credentials or fragment, nor a query unless `query`. */
 function httpUrlOption({ query }: { query: boolean }) {
   const refused = query ? 'credentials or fragment' : 'credentials, query or fragment';
   return z.string({ error: 'expected an absolute http(s) URL' }).superRefine((value, ctx) => {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
-      return;
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${JSON.stringify(value)}` });
+    const url = URL.canParse(value) ? new URL(value) : undefined;
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      ctx.addIssue({ code: 'custom', message: `expected an absolute http(s) URL, got ${shownUrl(url)}` });
     } else if (url.username || url.password || (url.search && !query) || url.hash) {
       ctx.addIssue({ code: 'custom', message: `expected a URL without ${refused}` });
     }
@@ -104,7 +109,7 @@ export function secureUrls<K extends string>(keys: readonly K[]) {
       ctx.addIssue({
         code: 'custom',
         path: [key],
-        message: `expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got ${JSON.stringify(value)}`,
+        message: `expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got ${shownUrl(new URL(value))}`,
       });
     }
   };

@@ -112,7 +112,7 @@ describe('introspection: options and what the gate is told', () => {
     [
       'an endpoint that is no http(s) URL',
       { ...base, endpoint: 'ftp://127.0.0.1/introspect' },
-      'introspection: endpoint: expected an absolute http(s) URL, got "ftp://127.0.0.1/introspect"',
+      'introspection: endpoint: expected an absolute http(s) URL, got a ftp: URL',
     ],
     [
       'an issuer with a query',

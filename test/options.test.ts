@@ -422,7 +422,30 @@ describe('provider options', () => {
       'a URL without a scheme',
       () => onlineOrNot({ baseUrl: 'api.onlineornot.com' }),
       TypeError,
-      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got "api.onlineornot.com"',
+      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a string that is not a URL (write it with its scheme: https://...)',
+    ],
+    [
+      'a secret given for the URL (a key in the wrong place)',
+      () => onlineOrNot({ baseUrl: 'sk_live_SECRETwrongPlace' }),
+      TypeError,
+      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a string that is not a URL (write it with its scheme: https://...)',
+    ],
+    [
+      'a URL of another scheme, its password not shown',
+      () => onlineOrNot({ baseUrl: 'postgres://admin:SECRETpassword@127.0.0.1/db' }),
+      TypeError,
+      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a postgres: URL',
+    ],
+    [
+      'plain http with a secret in the query: shown without it',
+      () =>
+        introspection({
+          endpoint: 'http://idp.example/introspect?client_secret=SECRETinQuery',
+          clientId: 'c',
+          clientSecret: 's',
+        }),
+      TypeError,
+      'introspection: endpoint: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://idp.example/introspect"',
     ],
     [
       'a URL with credentials',
@@ -539,7 +562,8 @@ describe('provider options', () => {
   it('never echoes an API key in an option error', () => {
     const make = partooWith({ apiKey: 42, baseUrl: 'nope' });
     expect(make).toThrow('partoo: apiKey: expected a non-empty string, got a number');
-    expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'nope' })).toThrow(/^partoo: baseUrl: .*"nope"$/);
+    expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'nope' })).toThrow(/^partoo: baseUrl: .*not a URL/);
+    expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'SECRETkey' })).not.toThrow(/SECRET/);
     expect(() => partoo({ apiKey: 'SECRETkey', name: '' })).not.toThrow(/SECRET/);
   });
 });
