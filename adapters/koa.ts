@@ -49,10 +49,11 @@ const NOT_KOA = 'tokengate/koa middleware called without a Koa context: in an Ex
 export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaMiddleware {
   const check = authenticator(gate, options, 'tokengate/koa');
   // Not `async`: a cached answer goes straight on to `next()` without an extra promise and await. Every failure is
-  // a rejection all the same, as the type says (koa-compose catches a throw too; a caller's own `.catch` would not).
+  // a rejection all the same, as the type says (koa-compose catches a throw too; a caller's own `.catch` would not),
+  // but for a call from another framework, which may not read a returned promise (Express 4): that one throws.
   return function tokengateAuthenticate(ctx, next) {
+    if (typeof next !== 'function' || ctx?.req === undefined) throw new Error(NOT_KOA);
     try {
-      if (typeof next !== 'function' || ctx?.req === undefined) throw new Error(NOT_KOA);
       const auth = check(new NodeRequest(ctx.req, ctx), ctx);
       if (!(auth instanceof Promise)) {
         ctx.state.auth = auth;
@@ -70,8 +71,8 @@ export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaM
 
 function guardMiddleware(guard: Guard): KoaMiddleware {
   return function tokengateGuard(ctx, next) {
+    if (typeof next !== 'function' || ctx?.state === undefined) throw new Error(NOT_KOA);
     try {
-      if (typeof next !== 'function' || ctx?.state === undefined) throw new Error(NOT_KOA);
       authorize(ctx.state.auth, guard, ctx);
       return next();
     } catch (error) {
