@@ -285,7 +285,15 @@ const GateOptionsSchema = optionsObject(
       .optional(),
     maxRetryAfter: durationOption(MIN_RETRY_AFTER_MS).optional(),
     admission: optionsObject(
-      { maxWaiting: numberOption(0, { integer: true }).optional(), clientKey: fn('a function').optional() },
+      {
+        maxWaiting: numberOption(0, { integer: true }).optional(),
+        // An async function's key would be a promise: every request a client of its own.
+        clientKey: fn('a function')
+          .refine((value) => value.constructor?.name !== 'AsyncFunction', {
+            error: 'expected a function returning a string, got an async function',
+          })
+          .optional(),
+      },
       'an admission options object',
     ).optional(),
     onEvent: fn('a function').optional(),

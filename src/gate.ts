@@ -126,11 +126,16 @@ class TokenGate implements Gate {
       clientKey === undefined
         ? defaultClientKey
         : (req) => {
+            let key: unknown;
             try {
-              return clientKey(req);
+              key = clientKey(req);
             } catch (error) {
               throw asError(error, 'admission.clientKey');
             }
+            // Any other value would make each request a client of its own, or every request one client.
+            if (typeof key !== 'string')
+              throw new TypeError(`tokengate: admission.clientKey returned ${shown(key)}, not a string`);
+            return key;
           };
     const labels = new Set<string>();
     this.#members = resolved.providers.map((provider) => {

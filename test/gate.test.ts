@@ -497,6 +497,21 @@ describe('admission through the gate', () => {
     expect(gate.stats().stale).toBe(0);
   });
 
+  it.each([
+    ['undefined', undefined],
+    ['a number', 7],
+    ['a promise', Promise.resolve('tenant-a')],
+  ])('fails the request that waits, naming it, when it returns %s', async (_, key) => {
+    const { provider, releaseAll } = heldProvider(1);
+    const gate = createGate({ providers: [provider], admission: { clientKey: () => key as unknown as string } });
+    open.push(() => gate.close());
+    const first = gate.authenticate({ headers: { authorization: 'Bearer SECRETok1' } });
+    const second = gate.authenticate({ headers: { authorization: 'Bearer SECRETok2' } });
+    await expect(second).rejects.toThrow(/^tokengate: admission\.clientKey returned .*, not a string$/);
+    await expect(second).rejects.toBeInstanceOf(TypeError);
+    releaseAll();
+    expect((await first).subject).toBe('SECRETok1');
+  });
   it('uses admission.clientKey when given', async () => {
     const { provider, releaseAll } = heldProvider(1);
     const keys: string[] = [];

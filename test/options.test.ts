@@ -192,6 +192,12 @@ describe('createGate options', () => {
       'createGate: realm: expected printable ASCII without " or \\',
     ],
     [
+      'an async admission.clientKey (its key would be a promise)',
+      gateWith({ admission: { clientKey: async () => 'tenant' } }),
+      TypeError,
+      'createGate: admission.clientKey: expected a function returning a string, got an async function',
+    ],
+    [
       'a realm too long for every challenge to carry',
       gateWith({ realm: 'r'.repeat(257) }),
       TypeError,
