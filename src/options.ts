@@ -237,10 +237,33 @@ function pickIssue(issues: readonly Issue[]): Issue | undefined {
   return best === undefined ? first : { ...best, path: [...first.path, ...best.path] };
 }
 
-/** A known key within two edits of `key`, ignoring case, `_` and `-` (`TTL` for `ttl`, `optinal` for `optional`). */
+/**
+ * The known key nearest `key`, ignoring case, `_` and `-`: within two edits (`TTL` for `ttl`, `optinal` for
+ * `optional`), or three when both begin with the same four characters (`retry` for `retries`).
+ */
 function nearKey(key: string, known: readonly string[]): string | undefined {
   const plain = (name: string) => name.toLowerCase().replace(/[-_]/g, '');
-  return known.find((name) => editDistance(plain(name), plain(key)) <= Math.min(2, name.length >> 2));
+  const typed = plain(key);
+  let nearest: string | undefined;
+  let least = Number.POSITIVE_INFINITY;
+  for (const name of known) {
+    const option = plain(name);
+    const distance = editDistance(option, typed);
+    // A slip of a letter or two, or another ending of the same word (`retry` for `retries`).
+    const near = distance <= Math.min(2, name.length >> 2) || (distance <= 3 && commonStart(option, typed) >= 4);
+    if (near && distance < least) {
+      nearest = name;
+      least = distance;
+    }
+  }
+  return nearest;
+}
+
+/** How many characters `a` and `b` begin with alike. */
+function commonStart(a: string, b: string): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
 }
 
 /** Levenshtein distance (option names are short). */

@@ -120,6 +120,18 @@ describe('createGate options', () => {
       'createGate: cache.TTL: unknown option (did you mean ttl?)',
     ],
     [
+      'retry.retry, another ending of retries',
+      gateWith({ retry: { retry: 2 } }),
+      TypeError,
+      'createGate: retry.retry: unknown option (did you mean retries?)',
+    ],
+    [
+      'cache.negativeTTL, nearest negativeTtl though negativeMax is near too',
+      gateWith({ cache: { negativeTTL: 5 } }),
+      TypeError,
+      'createGate: cache.negativeTTL: unknown option (did you mean negativeTtl?)',
+    ],
+    [
       'cache.ttl 0',
       gateWith({ cache: { ttl: 0 } }),
       RangeError,
