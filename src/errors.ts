@@ -79,7 +79,10 @@ Object.defineProperty(AuthError.prototype, AUTH_ERROR, { value: true });
 export function forOneRequest(error: unknown): unknown {
   if (!(error instanceof AuthError)) return error;
   const cause = error.cause === undefined ? undefined : { cause: error.cause };
-  return new AuthError(error.code, error.status, error.message, { ...error.headers }, error.expose, cause);
+  const copy = new AuthError(error.code, error.status, error.message, { ...error.headers }, error.expose, cause);
+  // Where the failure was made, not where it was copied.
+  if (error.stack !== undefined) copy.stack = error.stack;
+  return copy;
 }
 
 /**

@@ -66,7 +66,10 @@ export interface AdmissionOptions {
    * (Express `req.ip`, Koa `ctx.ip`), else its connection's remote address;
    * an IPv6 address by its /56, an IPv4 one written as IPv6 (mapped, NAT64) as IPv4.
    * Called only for a verification that has to wait for a slot: fairness is
-   * between waiters, and Express works `req.ip` out anew on each read.
+   * between waiters, and Express works `req.ip` out anew on each read. A
+   * synchronous function: an async one is refused at startup, and a value
+   * that is not a string (a header the client left out) counts the request
+   * by its address, as by default.
    */
   readonly clientKey?: ((req: CredentialRequest) => string) | undefined;
 }

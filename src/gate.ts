@@ -62,8 +62,14 @@ export function createGate(options: GateOptions): Gate {
   return new TokenGate(options);
 }
 
-/** Providers a gate has closed: their connection pools are gone, so no gate can ask them again. */
-const CLOSED_PROVIDERS = new WeakSet<Provider>();
+/**
+ * Providers with a `close()` that a gate has called: their connection pools are gone, so no gate can ask them again.
+ * One set for every copy of this package in the process (its ESM and CommonJS builds), as for `AuthError`.
+ */
+const CLOSED = Symbol.for('tokengate.closedProviders@2');
+const registry = globalThis as { [CLOSED]?: unknown };
+if (!(registry[CLOSED] instanceof WeakSet)) registry[CLOSED] = new WeakSet<Provider>();
+const CLOSED_PROVIDERS = registry[CLOSED] as WeakSet<Provider>;
 
 /** @throws TypeError naming a provider of `providers` that a gate has closed. */
 function checkNotClosed(providers: readonly Provider[]): void {
@@ -132,10 +138,9 @@ class TokenGate implements Gate {
             } catch (error) {
               throw asError(error, 'admission.clientKey');
             }
-            // Any other value would make each request a client of its own, or every request one client.
-            if (typeof key !== 'string')
-              throw new TypeError(`tokengate: admission.clientKey returned ${shown(key)}, not a string`);
-            return key;
+            // Anything else (a header the client left out, a promise) counts the request by its address, as by default:
+            // as a key, it would make each request a client of its own, or every such request one client.
+            return typeof key === 'string' ? key : defaultClientKey(req);
           };
     const labels = new Set<string>();
     this.#members = resolved.providers.map((provider) => {
@@ -254,7 +259,7 @@ class TokenGate implements Gate {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    for (const member of this.#members) CLOSED_PROVIDERS.add(member.provider);
+    for (const { provider } of this.#members) if (typeof provider.close === 'function') CLOSED_PROVIDERS.add(provider);
     for (const member of this.#members) member.upstream.close();
     // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
     // another instance's answer, or asking the provider (cut short just above, and storing nothing).

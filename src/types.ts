@@ -296,8 +296,9 @@ export interface Gate {
   /**
    * Ends the verifications under way at once (their requests get a 503, their providers' signals are aborted), then
    * closes the providers' connection pools (not a `sharedCache`: close that yourself). Every other method throws
-   * afterwards, the async ones by rejecting; `close()` again returns what the first call returned. A closed provider
-   * serves no gate again: `createGate` refuses it, and a gate that shared it answers its misses with an `Error` (500).
+   * afterwards, the async ones by rejecting; `close()` again returns what the first call returned. A provider whose
+   * `close()` it called serves no gate again: `createGate` refuses it, and a gate that shared it answers its misses with
+   * an `Error` (500). A provider without `close()` (`stubProvider`) serves on.
    */
   close(): Promise<void>;
 }

@@ -416,6 +416,15 @@ describe('a closed gate', () => {
     }
   });
 
+  it('lets a provider without close() (a stub made once for many tests) serve gate after gate', async () => {
+    const stub = stubProvider({ tokens: { [READER]: { subject: 'reader' } } });
+    for (let test = 1; test <= 3; test++) {
+      const gate = createGate({ providers: [stub] });
+      expect((await gate.authenticate({ headers: { authorization: `Bearer ${READER}` } })).subject).toBe('reader');
+      await gate.close();
+    }
+  });
+
   it('makes an app answer 500 (a programming error), not 503 and not a pass: the stub gate too', async () => {
     const gate = stubGate();
     const app = express();

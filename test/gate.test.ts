@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
 import {
+  AuthError,
   type BearerCredential,
   type CredentialRequest,
   createGate,
@@ -498,20 +499,38 @@ describe('admission through the gate', () => {
   });
 
   it.each([
-    ['undefined', undefined],
+    ['undefined (a header the client left out)', undefined],
     ['a number', 7],
     ['a promise', Promise.resolve('tenant-a')],
-  ])('fails the request that waits, naming it, when it returns %s', async (_, key) => {
-    const { provider, releaseAll } = heldProvider(1);
+  ])('counts a request whose clientKey returns %s by its address, as by default', async (_, key) => {
+    const order: string[] = [];
+    const held: Array<() => void> = [];
+    const provider: Provider<BearerCredential> = {
+      name: 'held',
+      cacheScope: 'held-order',
+      concurrency: 1,
+      extract: extractBearer,
+      verify: async (credential) => {
+        order.push(credential.secret);
+        await new Promise<void>((resolve) => held.push(resolve));
+        return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
+      },
+    };
     const gate = createGate({ providers: [provider], admission: { clientKey: () => key as unknown as string } });
     open.push(() => gate.close());
-    const first = gate.authenticate({ headers: { authorization: 'Bearer SECRETok1' } });
-    const second = gate.authenticate({ headers: { authorization: 'Bearer SECRETok2' } });
-    await expect(second).rejects.toThrow(/^tokengate: admission\.clientKey returned .*, not a string$/);
-    await expect(second).rejects.toBeInstanceOf(TypeError);
-    releaseAll();
-    expect((await first).subject).toBe('SECRETok1');
+    const from = (token: string, ip: string) =>
+      gate.authenticate({ headers: { authorization: `Bearer ${token}` }, ip });
+    // A1 has the slot; A2 and A3 wait, then B1: by address, B1 is served before A3.
+    const all = [from('A1', '127.0.0.1'), from('A2', '127.0.0.1'), from('A3', '127.0.0.1'), from('B1', '127.0.0.2')];
+    for (let turn = 0; turn < 100 && order.length < 4; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      for (const release of held.splice(0)) release();
+    }
+    for (const release of held.splice(0)) release();
+    expect(order).toEqual(['A1', 'A2', 'B1', 'A3']);
+    expect((await Promise.all(all)).map((auth) => auth.subject)).toEqual(['A1', 'A2', 'A3', 'B1']);
   });
+
   it('uses admission.clientKey when given', async () => {
     const { provider, releaseAll } = heldProvider(1);
     const keys: string[] = [];
@@ -535,6 +554,36 @@ describe('admission through the gate', () => {
     await new Promise((resolve) => setTimeout(resolve, 10));
     releaseAll();
     expect((await second).subject).toBe('SECRETok2');
+  });
+});
+
+describe('requests waiting on one failed verification', () => {
+  it('each get an AuthError of their own, with their own headers, status, cause and the stack where it was made', async () => {
+    let calls = 0;
+    const provider: Provider<BearerCredential> = {
+      name: 'failing',
+      cacheScope: 'failing',
+      extract: extractBearer,
+      verify: async () => {
+        calls++;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        throw new ProviderFailure('status', 'failing answered 503', { status: 503, retryAfter: 3 });
+      },
+    };
+    const gate = createGate({ providers: [provider], retry: false });
+    open.push(() => gate.close());
+    const req = { headers: { authorization: 'Bearer SECRETshared1' } };
+    const errors = (await Promise.all([1, 2, 3].map(() => gate.authenticate(req).catch((e) => e)))) as AuthError[];
+    expect(calls).toBe(1);
+    expect(new Set(errors).size).toBe(3);
+    expect(new Set(errors.map((error) => error.headers)).size).toBe(3);
+    for (const error of errors) {
+      expect(error).toBeInstanceOf(AuthError);
+      expect(error).toMatchObject({ status: 503, statusCode: 503, code: 'provider_unavailable', expose: true });
+      expect(error.headers).toEqual({ 'Retry-After': '3' });
+      expect((error.cause as ProviderFailure).upstreamStatus).toBe(503);
+      expect(error.stack).not.toContain('forOneRequest');
+    }
   });
 });
 
