@@ -27,14 +27,15 @@ const MAX_NAME_LENGTH = 256;
  * percent-encoded, in `scope`): past it, clients and proxies refuse the response's headers (Node's limit for all of
  * them together is 16 KiB).
  */
-const MAX_CHALLENGE_NAMES = 4096;
+const MAX_CHALLENGE_NAMES = 8192;
 
 /**
  * The permission list of a guard, each name once.
  *
- * @throws TypeError when a name is not a non-empty, well-formed string; an array among them is a list
- *   passed whole; a guard among them is a guard passed for names; another object means the factory itself was
- *   mounted as middleware (called with a request).
+ * @throws TypeError when a name is not a non-empty, well-formed string of at most 256 characters without a control
+ *   character or white space at either end, or the names take more than 8,192 characters of the 403's challenge; an
+ *   array among them is a list passed whole; a guard among them is a guard passed for names; another object means the
+ *   factory itself was mounted as middleware (called with a request).
  */
 function checkPermissions(permissions: readonly string[], factory: string): readonly string[] {
   if (permissions.length === 0) throw new TypeError(`${factory}() needs at least one permission`);
@@ -83,7 +84,12 @@ function checkPermissions(permissions: readonly string[], factory: string): read
   return list;
 }
 
-/** A guard that passes when the credential carries every one of `permissions`. */
+/**
+ * A guard that passes when the credential carries every one of `permissions`.
+ *
+ * @throws TypeError at route definition for a list that no 403 could name: empty, a name that is empty, over 256
+ *   characters, with a control character or white space at either end, or names too long together for the header.
+ */
 export function requires(...permissions: string[]): Guard {
   const list = checkPermissions(permissions, 'requires');
   return Object.freeze({
@@ -93,7 +99,11 @@ export function requires(...permissions: string[]): Guard {
   });
 }
 
-/** A guard that passes when the credential carries at least one of `permissions`. */
+/**
+ * A guard that passes when the credential carries at least one of `permissions`.
+ *
+ * @throws TypeError at route definition, as {@link requires}.
+ */
 export function requiresAny(...permissions: string[]): Guard {
   const list = checkPermissions(permissions, 'requiresAny');
   return Object.freeze({
@@ -104,8 +114,8 @@ export function requiresAny(...permissions: string[]): Guard {
 }
 
 /**
- * `check`, answered again without running it when `auth` has the same permission list as the
- * last context checked. The answer depends on that list alone, and contexts with identical lists
+ * `check`, answered again without running it when `auth`, a context the gate made, has the same
+ * permission list as the last such context checked. The answer depends on that list alone, and contexts with identical lists
  * share one interned `Grants` object, so one identity comparison stands for every `can()` call:
  * those Set lookups touch memory that the rest of a request has pushed out of the CPU caches
  * (bench/README.md, "Design rules", says how to measure it).

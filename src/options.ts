@@ -51,14 +51,15 @@ export const nameOption = z
   .min(1, { error: 'expected a non-empty string, got an empty string' });
 
 /**
- * A URL option's value as an error shows it: its scheme, host and path, never its credentials, query or fragment,
- * where a secret may sit (`https://user:password@host`, `?client_secret=`). A string that is not a URL is not shown
- * at all: it may be a secret given in the wrong place.
+ * A URL option's value as an error shows it: the origin (scheme, host, port) of an http(s) URL, never its path,
+ * credentials, query or fragment, where a secret may sit (`https://user:password@host`, `/v2/<key>`,
+ * `?client_secret=`). Anything else is not shown at all: it may be a secret given in the wrong place (`key:secret`
+ * parses as a URL of scheme `key:`).
  */
 function shownUrl(url: URL | undefined): string {
   if (url === undefined) return 'a string that is not a URL (write it with its scheme: https://...)';
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `a ${url.protocol} URL`;
-  return JSON.stringify(url.pathname === '/' ? url.origin : url.origin + url.pathname);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'a URL that is not http or https';
+  return JSON.stringify(url.origin);
 }
 
 /** An absolute `http:` or `https:` URL without credentials or fragment, nor a query unless `query`. */

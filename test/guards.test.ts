@@ -159,12 +159,15 @@ describe('requires and requiresAny', () => {
     expect(() => requires('p'.repeat(257))).toThrow(
       new TypeError('requires() takes names of at most 256 characters, got 257'),
     );
-    const many = Array.from({ length: 40 }, (_, i) => `permission ${i} ${'x'.repeat(40)}`);
+    const many = Array.from({ length: 80 }, (_, i) => `permission ${i} ${'x'.repeat(40)}`);
     expect(() => requiresAny(...many)).toThrow(/^requiresAny\(\) names too much for its 403's WWW-Authenticate header/);
-    // Non-ASCII is percent-encoded in scope, nine characters for one: a few long names are enough.
-    expect(() => requires(...['é', 'ü', 'ö'].map((c) => c.repeat(200)))).toThrow(/names too much/);
-    // The longest names allowed still make a 403 that Node's client reads.
-    const longest = requires('p'.repeat(256), 'q'.repeat(256));
+    // A three-byte character is nine in scope (%E2%82%AC): a few long names are enough.
+    expect(() => requires(...['€', '₤', '₿', '₹'].map((c) => c.repeat(256)))).toThrow(/names too much/);
+    // Sixty scopes of Google's APIs are fine.
+    const google = Array.from({ length: 60 }, (_, i) => `https://www.googleapis.com/auth/api-${i}.readonly`);
+    expect(requiresAny(...google).permissions).toHaveLength(60);
+    // As much as the header may carry still makes a 403 that Node's client reads.
+    const longest = requiresAny(...Array.from({ length: 30 }, (_, i) => `${i}`.padEnd(130, 'p')));
     const { auth, gate } = await contextWith([READ]);
     const server = createServer((_req, res) => {
       try {
@@ -178,7 +181,7 @@ describe('requires and requiresAny', () => {
     try {
       const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
       expect(res.status).toBe(403);
-      expect(res.headers.get('www-authenticate')).toContain('p'.repeat(256));
+      expect(res.headers.get('www-authenticate')?.length).toBeGreaterThan(7500);
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }

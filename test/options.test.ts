@@ -449,10 +449,16 @@ describe('provider options', () => {
       'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a string that is not a URL (write it with its scheme: https://...)',
     ],
     [
+      'a key:secret pair given for the URL (a URL of scheme key: to the parser)',
+      () => onlineOrNot({ baseUrl: 'admin:SECREThunter2' }),
+      TypeError,
+      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a URL that is not http or https',
+    ],
+    [
       'a URL of another scheme, its password not shown',
       () => onlineOrNot({ baseUrl: 'postgres://admin:SECRETpassword@127.0.0.1/db' }),
       TypeError,
-      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a postgres: URL',
+      'onlineOrNot: baseUrl: expected an absolute http(s) URL, got a URL that is not http or https',
     ],
     [
       'plain http with a secret in the query: shown without it',
@@ -463,7 +469,7 @@ describe('provider options', () => {
           clientSecret: 's',
         }),
       TypeError,
-      'introspection: endpoint: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://idp.example/introspect"',
+      'introspection: endpoint: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://idp.example"',
     ],
     [
       'a URL with credentials',
@@ -487,7 +493,7 @@ describe('provider options', () => {
       'plain http to Partoo across a network: the API key too',
       partooWith({ apiKey: 'k', baseUrl: 'http://partoo.example/v2' }),
       TypeError,
-      'partoo: baseUrl: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://partoo.example/v2"',
+      'partoo: baseUrl: expected an https URL, or http on a loopback host (allowInsecureRequests: true takes any), got "http://partoo.example"',
     ],
     [
       'an unknown option',

@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { authenticate, requires } from '../adapters/express.js';
 import { createGate, type Gate } from '../src/index.js';
 import { stubProvider } from '../src/testing/index.js';
+import { MemoryTier } from './support/memory-tier.js';
 
 /** The app under test, as the app itself would build it: the gate is passed in. */
 function createApp(gate: Gate): Express {
@@ -79,13 +80,20 @@ describe('stubProvider keeps the table it was given', () => {
     await gate.close();
   });
 
-  it('names its table in cacheScope by a digest, so stubs of two processes on one shared tier share only equal tables', () => {
-    const tableOf = (tokens: Parameters<typeof stubProvider>[0]['tokens']) =>
-      (JSON.parse(stubProvider({ tokens }).cacheScope) as unknown[]).at(-1);
-    const one = { 'tok-1234': { subject: 'u1', permissions: ['read'] } };
-    expect(tableOf(one)).toBe(tableOf({ 'tok-1234': { subject: 'u1', permissions: ['read'] } }));
-    expect(tableOf(one)).not.toBe(tableOf({ 'tok-1234': { subject: 'u1', permissions: ['read', 'admin'] } }));
-    expect(tableOf(one)).not.toBe(tableOf({ 'tok-5678': { subject: 'u1', permissions: ['read'] } }));
-    expect(stubProvider({ tokens: one }).cacheScope).not.toContain('tok-1234');
+  it('shares answers on a shared tier only with stubs of the same table (two test processes on one Redis)', async () => {
+    const tier = new MemoryTier();
+    const gateOf = (subject: string) =>
+      createGate({ providers: [stubProvider({ tokens: { 'tok-1234': { subject } } })], sharedCache: tier });
+    const request = { headers: { authorization: 'Bearer tok-1234' } };
+    const first = gateOf('u1');
+    const other = gateOf('u2');
+    const same = gateOf('u1');
+    expect((await first.authenticate(request)).subject).toBe('u1');
+    expect((await other.authenticate(request)).subject).toBe('u2');
+    const writes = tier.writes.length;
+    expect((await same.authenticate(request)).subject).toBe('u1');
+    expect(tier.writes.length).toBe(writes); // read from the tier: nothing new to store
+    for (const { key, value } of tier.writes) expect(`${key}${value}`).not.toContain('tok-1234');
+    await Promise.all([first.close(), other.close(), same.close()]);
   });
 });

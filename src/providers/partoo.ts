@@ -118,7 +118,7 @@ const NOT_ACCEPTED: Verdict = Object.freeze({ ok: false, reason: 'The connection
 
 /**
  * One `extract` per pair of query names: two providers reading the same parameters find the same credentials, and
- * `createGate` refuses the second, which no request would reach.
+ * `createGate` refuses the second, which no request would reach. As many entries as the pairs of names configured.
  */
 const EXTRACTS = new Map<string, Provider<ConnectionCredential>['extract']>();
 

@@ -62,7 +62,6 @@ function checkStubOptions(options: StubProviderOptions): void {
   });
 }
 
-let stubCount = 0;
 const REJECTED: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 
 /** A checked definition, copied whole: what the caller's object holds later changes nothing. */
@@ -85,13 +84,12 @@ export function stubProvider(options: StubProviderOptions): Provider<BearerCrede
       expiresAt: expiresAt?.getTime(),
     });
   }
-  const instance = ++stubCount;
-  // The instance keeps two stubs of one process apart; the table's digest, stubs of two processes on one shared tier.
+  // Stubs share cached answers, on a shared tier too, only when their tables, and so their answers, are the same.
   const table = secretDigest(JSON.stringify([...tokens]));
   return {
     name,
     source: BEARER_SOURCE,
-    cacheScope: JSON.stringify(['stub', name, instance, table]),
+    cacheScope: JSON.stringify(['stub', name, table]),
     extract: extractBearer,
     async verify(credential: BearerCredential): Promise<Verdict> {
       const token = tokens.get(credential.secret);
