@@ -42,6 +42,14 @@ describe('mockIntrospection', () => {
       sub: 'v',
     });
     expect(mock.calls).toEqual({ introspect: 3, oauthMetadata: 0, openidMetadata: 0, total: 3 });
+    mock.latency = 10;
+    mock.reset();
+    expect(mock.calls).toEqual({ introspect: 0, oauthMetadata: 0, openidMetadata: 0, total: 0 });
+    expect(mock.latency).toBe(0);
+    const introspect = async (token: string) =>
+      (await post(mock.endpoint, { authorization: BASIC, 'content-type': FORM }, `token=${token}`)).body;
+    expect(await introspect('t1')).toMatchObject({ active: true, sub: 'u' });
+    expect(await introspect('t2')).toEqual({ active: false });
   });
 
   it('401 invalid_client with a Basic challenge for a wrong or missing client', async () => {

@@ -162,6 +162,32 @@ describe('mockOnlineOrNot', () => {
     mock.resetCalls();
     expect(mock.calls).toEqual({ verify: 0, permissions: 0, total: 0 });
   });
+
+  it('reset() puts it back as it started: its tokens, no fault, no latency, counts at 0', async () => {
+    const mock = await start();
+    mock.setToken('added', { id: 'new' });
+    mock.setToken('good', { id: 'changed' });
+    mock.removeToken('off');
+    mock.latency = 50;
+    mock.fault = { kind: 'status', status: 500 };
+    await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('good') });
+    mock.reset();
+    expect(mock.calls).toEqual({ verify: 0, permissions: 0, total: 0 });
+    expect(mock.fault).toBeUndefined();
+    expect(mock.latency).toBe(0);
+    const verify = async (token: string) => {
+      const res = await get(`${mock.url}/v1/tokens/verify`, { headers: bearer(token) });
+      return [res.status, (res.json() as { result: unknown }).result];
+    };
+    expect(await verify('good')).toEqual([200, { id: 'a1b2c3d4', status: 'active' }]);
+    expect(await verify('off')).toEqual([200, { id: 'dead', status: 'disabled' }]);
+    expect(await verify('added')).toEqual([401, null]);
+    // A token set again after a reset is not the one the mock started with.
+    mock.setToken('good', { id: 'again' });
+    expect(await verify('good')).toEqual([200, { id: 'again', status: 'active' }]);
+    mock.reset();
+    expect(await verify('good')).toEqual([200, { id: 'a1b2c3d4', status: 'active' }]);
+  });
 });
 
 describe('mockPartoo', () => {
@@ -289,6 +315,26 @@ describe('mockPartoo', () => {
     expect((await check(mock, { user_id: 'u9', token: 't9' })).status).toBe(404);
     await get(`${mock.url}/other`);
     expect(mock.calls).toEqual({ checkToken: 2, total: 3 });
+  });
+
+  it('reset() brings back its first tokens, their dates made anew, and forgets the others', async () => {
+    const mock = await start();
+    mock.setToken({ userId: 'u9', token: 't9' });
+    expect(mock.removeToken('u1', 't1')).toBe(true);
+    mock.fault = { kind: 'garbage' };
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const before = Date.now();
+    mock.reset();
+    expect(mock.fault).toBeUndefined();
+    expect(mock.calls).toEqual({ checkToken: 0, total: 0 });
+    expect((await check(mock, { user_id: 'u9', token: 't9' })).status).toBe(404);
+    const first = (await check(mock, { user_id: 'u1', token: 't1' })).json() as { creation_date: string };
+    expect(Date.parse(first.creation_date)).toBeGreaterThanOrEqual(before);
+    expect((await check(mock, { user_id: 'u2', token: 't2' })).json()).toMatchObject({
+      status: 'revoked',
+      expiration_date: '2019-08-02T19:15:54.256000+02:00',
+    });
+    expect((await check(mock, { user_id: 'u4', token: 't4' })).status).toBe(403);
   });
 
   it('refuses an empty apiKey', async () => {

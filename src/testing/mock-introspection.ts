@@ -143,6 +143,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   for (const [index, [token, def]] of Object.entries(options.tokens ?? {}).entries()) {
     add(token, def, `tokens (entry ${index + 1})`);
   }
+  const initial = new Map(tokens);
   let origin = '';
 
   const introspect = (req: IncomingMessage, _query: URLSearchParams, body: string): JsonReply => {
@@ -188,6 +189,10 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
       [`${issuerPath}/.well-known/openid-configuration`]: openid,
     },
     wrongShape: { scope: 'read', sub: 'no-active-member' },
+    reset: () => {
+      tokens.clear();
+      for (const [token, def] of initial) tokens.set(token, def);
+    },
   });
   origin = server.url;
   return Object.assign(server, {

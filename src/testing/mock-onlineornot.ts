@@ -68,6 +68,8 @@ export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Pro
   for (const [index, [token, def]] of Object.entries(options.tokens ?? {}).entries()) {
     add(token, def, `tokens (entry ${index + 1})`);
   }
+  // Stored definitions are replaced, never changed: the first ones are kept as they are.
+  const initial = new Map(tokens);
 
   /** Answers 200 with `result(def)` for a known bearer token, else the API's 401. */
   const authenticated =
@@ -100,6 +102,10 @@ export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Pro
           },
     // One verification asks both endpoints with the same token.
     verification: { endpoints: ['verify', 'permissions'], key: (req) => req.headers.authorization ?? '' },
+    reset: () => {
+      tokens.clear();
+      for (const [token, def] of initial) tokens.set(token, def);
+    },
   });
   return Object.assign(server, { setToken, removeToken: (token: string) => tokens.delete(token) });
 }

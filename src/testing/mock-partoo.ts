@@ -102,6 +102,8 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
   };
   const setToken = (entry: PartooTokenEntry): void => add(entry, 'setToken');
   for (const [index, entry] of (options.tokens ?? []).entries()) add(entry, `tokens (entry ${index + 1})`);
+  // Made anew on reset, so that their dates are those of the reset.
+  const initial = (options.tokens ?? []).map((entry) => ({ ...entry }));
 
   const failure = (status: keyof typeof ERRORS) => ({ status, body: { errors: ERRORS[status] } });
   const server = await startMockServer({
@@ -132,6 +134,10 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
     errorBody: (status) => ({
       errors: ERRORS[status as keyof typeof ERRORS] ?? { json: STATUS_CODES[status] ?? 'Error' },
     }),
+    reset: () => {
+      users.clear();
+      for (const entry of initial) add(entry, 'reset');
+    },
   });
   return Object.assign(server, { setToken, removeToken });
 }

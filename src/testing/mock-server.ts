@@ -45,6 +45,12 @@ export interface MockProvider<Endpoint extends string = string> {
   /** Sets every count in {@link MockProvider.calls} back to 0. */
   resetCalls(): void;
   /**
+   * Puts the mock back as it started, for the next test: the tokens it was made with (a Partoo token's dates made
+   * anew), no `fault`, no `latency`, every count in {@link MockProvider.calls} at 0. Its `url`, its open connections
+   * and {@link MockProvider.connections} stay.
+   */
+  reset(): void;
+  /**
    * Stops the server: destroys open sockets (pending requests included),
    * clears latency and drip timers, and resolves once the server and all its
    * sockets are closed. Idempotent.
@@ -78,6 +84,8 @@ export interface MockServerSpec<Endpoint extends string> {
   readonly errorBody?: (status: number) => unknown;
   /** The requests that make up one verification, for `MockFault.every`; default one request. */
   readonly verification?: VerificationParts;
+  /** Puts the mock's own state (its tokens) back as it started: part of {@link MockProvider.reset}. */
+  readonly reset: () => void;
 }
 
 /** Largest request body a POST route reads; a larger one is answered 413. */
@@ -231,6 +239,12 @@ export async function startMockServer<Endpoint extends string>(
       schedule.fault = value;
     },
     resetCalls,
+    reset() {
+      schedule.fault = undefined;
+      latency = 0;
+      resetCalls();
+      spec.reset();
+    },
     close() {
       closing ??= closeServer(server, sockets, timers);
       return closing;
