@@ -1,6 +1,7 @@
 /**
- * Express middleware (Express 4 and 5) on the public adapter seam. An `AuthError` goes to `next(err)`
- * (Express passes a synchronous throw there too): the app's error handler applies `status` and `headers`.
+ * Express middleware (Express 4 and 5) on the public adapter seam. Every failure goes to `next(err)`, those known at
+ * once too (Express would pass a synchronous throw there, but a host that calls the middleware with a `next` of its
+ * own may not): the app's error handler applies an `AuthError`'s `status` and `headers`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
@@ -45,7 +46,13 @@ export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): 
   const check = authenticator(gate, options, 'tokengate/express');
   return function tokengateAuthenticate(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
-    const auth = check(req, req); // `req` is a plain request as it is; its `connection` is the socket
+    let auth: ReturnType<typeof check>;
+    try {
+      auth = check(req, req); // `req` is a plain request as it is; its `connection` is the socket
+    } catch (error) {
+      next(error); // always an Error: the gate makes anything else one
+      return;
+    }
     // A cached answer comes back as it is: no promise, no extra turn of the event loop.
     if (!(auth instanceof Promise)) return settle(req, auth, next);
     auth.then((verified) => settle(req, verified, next), next);
@@ -67,7 +74,12 @@ function settle(req: ExpressLikeRequest, auth: AuthContext | undefined, next: (e
 function guardMiddleware(guard: Guard): ExpressMiddleware {
   return function tokengateGuard(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
-    authorize(req.auth, guard, req);
+    try {
+      authorize(req.auth, guard, req);
+    } catch (error) {
+      next(error);
+      return;
+    }
     next();
   };
 }

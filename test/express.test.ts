@@ -515,6 +515,39 @@ describe.each([
       const res = await request(plain).get('/').set('Authorization', bearer(TOKENS.read));
       expect(JSON.parse(res.text)).toEqual({ error: false, own: true, subject: 'tok_read' });
     });
+
+    it('hands every failure to next(err), those known at once too, so a host that does not catch throws is safe', async () => {
+      const chain = [authenticate(gate), requires(WRITE)];
+      const plain = createServer((req, res) => {
+        const run =
+          (at: number) =>
+          (error?: unknown): void => {
+            if (error !== undefined) return void res.writeHead((error as AuthError).status ?? 500).end();
+            if (at === chain.length) return void res.end('reached');
+            try {
+              chain[at]?.(req, res, run(at + 1));
+            } catch {
+              res.writeHead(599).end(); // a host that does not catch would have crashed here
+            }
+          };
+        run(0)();
+      });
+      servers.push(plain);
+      await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+      const statuses: number[] = [];
+      // Unknown (a miss, then the cached rejection), malformed, a token without WRITE (miss, then hit), none.
+      for (const header of [
+        'Bearer unknown',
+        'Bearer unknown',
+        'Bearer a b',
+        bearer(TOKENS.read),
+        bearer(TOKENS.read),
+      ]) {
+        statuses.push((await request(plain).get('/').set('Authorization', header)).status);
+      }
+      statuses.push((await request(plain).get('/')).status);
+      expect(statuses).toEqual([401, 401, 400, 403, 403, 401]);
+    });
   });
 
   describe('optional: true', () => {
