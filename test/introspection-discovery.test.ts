@@ -15,6 +15,7 @@ import {
   CLIENT_ID,
   CLIENT_SECRET,
   expectInvalidToken,
+  expectMisconfigured,
   expectUnavailable,
   introspectionSetup,
 } from './support/introspection-setup.js';
@@ -227,10 +228,65 @@ describe('introspection: discovery', () => {
     expect(mock.calls).toMatchObject({ introspect: 1, oauthMetadata: 0, openidMetadata: 0 });
   });
 
-  it('refuses metadata naming another issuer (RFC 8414 §3.3): 503, the endpoint never asked', async () => {
+  it('refuses metadata naming another issuer (RFC 8414 §3.3): 503 naming it, the endpoint never asked', async () => {
     const { mock, gate } = await discovering({ metadata: { issuer: 'http://127.0.0.1:9/someone-else' } });
-    await expectUnavailable(gate.authenticate(bearer('tok-1')));
-    expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 0 });
+    const error = await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect((error.cause as Error).message).toBe(
+      'introspection metadata at /.well-known/oauth-authorization-server names another issuer',
+    );
+    expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 1 });
+  });
+
+  it('passes over a document naming another issuer to a later one naming this issuer', async () => {
+    const server = closeLater(await startAnswerServer());
+    const issuer = `${server.url}/realms/acme`;
+    server.answer = (req, res) => {
+      if (req.url === '/introspect') return reply(res, 200, JSON.stringify(ACTIVE));
+      // A host whose root document answers for any path under it, as some proxies route.
+      if (req.url?.startsWith('/.well-known/')) {
+        return reply(res, 200, JSON.stringify({ issuer: server.url, introspection_endpoint: `${server.url}/other` }));
+      }
+      if (req.url === '/realms/acme/.well-known/openid-configuration') {
+        return reply(res, 200, JSON.stringify({ issuer, introspection_endpoint: `${server.url}/introspect` }));
+      }
+      return reply(res, 404, '{}');
+    };
+    const gate = gateOn(server, '/realms/acme');
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect(server.paths).toEqual([
+      '/.well-known/oauth-authorization-server/realms/acme',
+      '/.well-known/openid-configuration/realms/acme',
+      '/realms/acme/.well-known/openid-configuration',
+      '/introspect',
+    ]);
+  });
+
+  it('reads a metadata document larger than a maxBodyBytes sized for introspection answers', async () => {
+    // Keycloak's openid-configuration is several KiB; an introspection answer a few hundred bytes.
+    const claims = Array.from({ length: 300 }, (_, i) => `claim_${i}`);
+    const { mock, gate } = await discovering({ metadata: { claims_supported: claims } }, { maxBodyBytes: 2048 });
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+    expect(mock.calls).toMatchObject({ introspect: 1, oauthMetadata: 1 });
+  });
+
+  it.each([
+    ['basic', 'post'],
+    ['post', 'basic'],
+  ] as const)(
+    'a %s client whose metadata lists only client_secret_%s: a 500 naming clientAuth, the secret never sent',
+    async (mine, theirs) => {
+      const { mock, gate } = await discovering({ clientAuth: theirs }, { clientAuth: mine });
+      const error = await expectMisconfigured(gate.authenticate(bearer('tok-1')));
+      expect((error.cause as Error).message).toBe(
+        `introspection metadata at /.well-known/oauth-authorization-server lists no client_secret_${mine} for its introspection endpoint (it lists client_secret_${theirs}): set clientAuth to one it lists`,
+      );
+      expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1 });
+    },
+  );
+
+  it('a list of methods that is not a list of strings says nothing: the configured method is used', async () => {
+    const { gate } = await discovering({ metadata: { introspection_endpoint_auth_methods_supported: 'basic' } });
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
   });
 
   it.each([

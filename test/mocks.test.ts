@@ -351,6 +351,17 @@ describe('mockPartoo', () => {
     await expect(
       mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', expirationDate: new Date(Number.NaN) }] }),
     ).rejects.toThrow('mockPartoo: tokens (entry 1): expirationDate: expected a string, a valid Date or null');
+    for (const past9999 of [
+      new Date('+010000-01-01T00:00:00Z'),
+      new Date(8.64e15),
+      new Date('-000001-12-31T00:00:00Z'),
+    ]) {
+      await expect(
+        mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', expirationDate: past9999 }] }),
+      ).rejects.toThrow(
+        'mockPartoo: tokens (entry 1): expirationDate: expected a Date in the years 0000 to 9999, which Partoo writes with four digits (a string is sent as it is)',
+      );
+    }
     await expect(
       mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', status: 'gone' as never }] }),
     ).rejects.toThrow('mockPartoo: tokens (entry 1): status: expected one of valid, consumed, revoked, expired');

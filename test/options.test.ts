@@ -389,6 +389,17 @@ describe('provider options', () => {
       'introspection: clientAuth: expected basic or post',
     ],
     [
+      "an issuer given as its metadata document's URL",
+      () =>
+        introspection({
+          issuer: 'https://127.0.0.1:9/realms/acme/.well-known/openid-configuration',
+          clientId: 'a',
+          clientSecret: 'b',
+        }),
+      TypeError,
+      'introspection: issuer: expected the issuer identifier (the `issuer` its metadata names), not the URL of a metadata document under /.well-known/',
+    ],
+    [
       'a required option misspelled: the misspelling is named, not the option as missing',
       partooWith({ apikey: 'k' }),
       TypeError,

@@ -62,6 +62,12 @@ describe('partoo', () => {
     expect(auth.expiresAt).toBeUndefined();
   });
 
+  it("accepts the mock's latest writable expiration date, the last instant of 9999", async () => {
+    const last = new Date('9999-12-31T23:59:59.999Z');
+    const { gate } = await setup([{ userId: 'user-1', token: 'conn-token-1', expirationDate: last }]);
+    expect((await gate.authenticate(connection('user-1', 'conn-token-1'))).expiresAt).toEqual(last);
+  });
+
   it('grants the fixed permissions option to accepted tokens', async () => {
     const { gate } = await setup([{ userId: 'user-1', token: 'conn-token-1' }], { permissions: ['reviews (read)'] });
     const auth = await gate.authenticate(connection('user-1', 'conn-token-1'));

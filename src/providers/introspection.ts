@@ -149,7 +149,17 @@ const IntrospectionOptionsSchema = optionsObject(
   .refine((options) => options.endpoint !== undefined || options.issuer !== undefined, {
     error: 'expected endpoint or issuer',
   })
-  .superRefine(secureUrls(['endpoint', 'issuer']));
+  .superRefine(secureUrls(['endpoint', 'issuer']))
+  .superRefine(({ issuer }, ctx) => {
+    if (typeof issuer === 'string' && URL.canParse(issuer) && new URL(issuer).pathname.includes('/.well-known/')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['issuer'],
+        message:
+          'expected the issuer identifier (the `issuer` its metadata names), not the URL of a metadata document under /.well-known/',
+      });
+    }
+  });
 
 /** What an active token's answer is checked against. */
 interface ClaimChecks {
@@ -222,7 +232,12 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
   const { clientId, clientSecret, endpoint, issuer, audience } = options;
   const clientAuth = options.clientAuth ?? 'basic';
   const insecure = options.allowInsecureRequests === true;
-  const target = new IntrospectionTarget(name, options, { endpoint, issuer, insecure });
+  const target = new IntrospectionTarget(name, options, {
+    endpoint,
+    issuer,
+    insecure,
+    authMethod: `client_secret_${clientAuth}`,
+  });
   const checks: ClaimChecks = {
     name,
     audience,
@@ -349,7 +364,11 @@ function refusesClient(answer: JsonAnswer): boolean {
 }
 
 function refused(name: string, status: number): ProviderFailure {
-  return new ProviderFailure('misconfigured', `${name} refused this server's client credentials`, { status });
+  return new ProviderFailure(
+    'misconfigured',
+    `${name} refused this server's client credentials (check clientId, clientSecret and clientAuth)`,
+    { status },
+  );
 }
 
 function invalidAnswer(name: string): ProviderFailure {

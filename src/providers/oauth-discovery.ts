@@ -15,8 +15,18 @@ import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
 import { isSecureUrl } from '../options.js';
 import { ProviderFailure } from '../types.js';
 
-/** The part of an authorization server metadata document (RFC 8414 §2) that is read. */
-const ServerMetadata = z.object({ issuer: z.string(), introspection_endpoint: z.string().optional() });
+/**
+ * The part of an authorization server metadata document (RFC 8414 §2) that is read. The list of client
+ * authentication methods is read only when it is a list of strings: anything else says nothing.
+ */
+const ServerMetadata = z.object({
+  issuer: z.string(),
+  introspection_endpoint: z.string().optional(),
+  introspection_endpoint_auth_methods_supported: z.array(z.string()).optional().catch(undefined),
+});
+
+/** Largest metadata document read, in bytes, whatever the provider's `maxBodyBytes` (sized for its answers). */
+export const MAX_METADATA_BYTES = 256 * 1024;
 
 /** An endpoint's pool, and the path (query included) to request on it. */
 export interface Target {
@@ -44,6 +54,10 @@ export class IntrospectionTarget {
   readonly #pools = new Map<string, ProviderHttp>();
   readonly #issuer: string | undefined;
   readonly #insecure: boolean;
+  /** The client authentication method the provider uses, as RFC 8414 names it (`client_secret_basic`). */
+  readonly #authMethod: string;
+  /** The pool that fetches the issuer's metadata documents, under their own size cap. */
+  #metadataHttp: ProviderHttp | undefined;
   #target: Target | undefined;
   #discovering: Discovery | undefined;
   /** Every discovery under way: the first to find the target settles the others with it. */
@@ -52,16 +66,18 @@ export class IntrospectionTarget {
 
   /**
    * `endpoint` when given, else `issuer` (both checked by the provider's option schema); `insecure` takes a
-   * discovered endpoint over plain http on any host.
+   * discovered endpoint over plain http on any host; `authMethod` is the client authentication the provider
+   * uses, which a discovered endpoint must support when its metadata lists what it supports.
    */
   constructor(
     name: string,
     options: HttpOptions,
-    where: { endpoint?: string | undefined; issuer?: string | undefined; insecure: boolean },
+    where: { endpoint?: string | undefined; issuer?: string | undefined; insecure: boolean; authMethod: string },
   ) {
     this.#name = name;
     this.#options = options;
     this.#insecure = where.insecure;
+    this.#authMethod = where.authMethod;
     if (where.endpoint !== undefined) this.#target = this.#targetAt(new URL(where.endpoint));
     else this.#issuer = where.issuer;
   }
@@ -93,7 +109,8 @@ export class IntrospectionTarget {
 
   close(): Promise<void> {
     this.#closed = true;
-    return Promise.all([...this.#pools.values()].map((http) => http.close())).then(() => undefined);
+    const pools = [...this.#pools.values(), ...(this.#metadataHttp === undefined ? [] : [this.#metadataHttp])];
+    return Promise.all(pools.map((http) => http.close())).then(() => undefined);
   }
 
   #targetAt(url: URL): Target {
@@ -106,19 +123,46 @@ export class IntrospectionTarget {
     return { http, path: url.pathname + url.search };
   }
 
+  /**
+   * The endpoint named by the first metadata document, in the order of {@link metadataLocations}, that names
+   * this issuer and an introspection endpoint. A document naming another issuer is not used (RFC 8414 §3.3), and
+   * the next location is tried.
+   */
   async #discover(cancellation: Cancellation): Promise<Target> {
     const issuer = this.#issuer as string;
-    const { http } = this.#targetAt(new URL(issuer));
+    const http = this.#metadataPool(issuer);
+    let otherIssuerAt: string | undefined;
     for (const location of metadataLocations(issuer)) {
       const metadata = readMetadata(await this.#fetch(http, location, cancellation));
       if (metadata?.introspection_endpoint === undefined) continue;
-      // RFC 8414 §3.3: a document naming another issuer must not be used.
       if (metadata.issuer !== issuer) {
-        throw new ProviderFailure('invalid_answer', `${this.#name} metadata at ${location} names another issuer`);
+        otherIssuerAt ??= location;
+        continue;
+      }
+      const methods = metadata.introspection_endpoint_auth_methods_supported;
+      if (methods !== undefined && methods.length > 0 && !methods.includes(this.#authMethod)) {
+        // The client secret is not sent where the server says it would not be read.
+        throw new ProviderFailure(
+          'misconfigured',
+          `${this.#name} metadata at ${location} lists no ${this.#authMethod} for its introspection endpoint (it lists ${methods.slice(0, 8).map(shownMethod).join(', ')}): set clientAuth to one it lists`,
+        );
       }
       return this.#targetAt(this.#endpointUrl(metadata.introspection_endpoint, location));
     }
+    if (otherIssuerAt !== undefined) {
+      throw new ProviderFailure('invalid_answer', `${this.#name} metadata at ${otherIssuerAt} names another issuer`);
+    }
     throw new ProviderFailure('invalid_answer', `${this.#name} issuer metadata names no introspection_endpoint`);
+  }
+
+  /** The pool for the issuer's metadata: its own, so that a `maxBodyBytes` sized for introspection answers holds a document. */
+  #metadataPool(issuer: string): ProviderHttp {
+    if (this.#closed) throw new ProviderFailure('unreachable', `${this.#name} is closed`);
+    this.#metadataHttp ??= new ProviderHttp(this.#name, new URL(issuer).origin, {
+      ...this.#options,
+      maxBodyBytes: Math.max(this.#options.maxBodyBytes ?? 0, MAX_METADATA_BYTES),
+    });
+    return this.#metadataHttp;
   }
 
   /**
@@ -235,6 +279,11 @@ class Discovery {
       );
     });
   }
+}
+
+/** A method name from a metadata document as an error shows it: a short token, else nothing of it. */
+function shownMethod(method: string): string {
+  return /^[\w.:-]{1,64}$/.test(method) ? method : '(a name not shown)';
 }
 
 function timedOut(name: string): ProviderFailure {

@@ -29,6 +29,15 @@ const MockOnlineOrNotOptions = optionsObject(
   'an options object ({ tokens? })',
 );
 
+/** The first and last instants whose year has four digits: the `Date`s the Partoo mock can write. */
+const FIRST_FOUR_DIGIT_YEAR_MS = Date.parse('0000-01-01T00:00:00Z');
+const LAST_FOUR_DIGIT_YEAR_MS = Date.parse('9999-12-31T23:59:59.999Z');
+
+function writableDate(date: Date): boolean {
+  const ms = date.getTime();
+  return ms >= FIRST_FOUR_DIGIT_YEAR_MS && ms <= LAST_FOUR_DIGIT_YEAR_MS;
+}
+
 const PartooToken = optionsObject(
   {
     userId: nameOption,
@@ -38,11 +47,12 @@ const PartooToken = optionsObject(
       .optional(),
     expirationDate: z
       .custom<string | Date | null>(
-        (value) =>
-          typeof value === 'string' || value === null || (value instanceof Date && !Number.isNaN(value.getTime())),
+        (value) => typeof value === 'string' || value === null || (value instanceof Date && writableDate(value)),
         {
           error: (issue) =>
-            `expected a string, a valid Date or null, got ${issue.input instanceof Date ? 'Invalid Date' : shown(issue.input)}`,
+            issue.input instanceof Date && !Number.isNaN(issue.input.getTime())
+              ? 'expected a Date in the years 0000 to 9999, which Partoo writes with four digits (a string is sent as it is)'
+              : `expected a string, a valid Date or null, got ${issue.input instanceof Date ? 'Invalid Date' : shown(issue.input)}`,
         },
       )
       .optional(),

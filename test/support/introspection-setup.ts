@@ -67,4 +67,5 @@ export async function expectMisconfigured(promise: Promise<unknown>) {
   expect(error.expose).toBe(false);
   expect(error.headers).toEqual({});
   expect(error.message).not.toContain(CLIENT_SECRET);
+  return error;
 }
