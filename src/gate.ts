@@ -46,7 +46,17 @@ interface Member {
   readonly origin: ContextOrigin;
 }
 
-type Outcome = AuthContext | Rejection | AuthError;
+/** A flight's outcome when its provider was found closed by another gate: each of its requests gets its own error. */
+const PROVIDER_CLOSED = Object.freeze({ closed: true });
+
+type Outcome = AuthContext | Rejection | AuthError | typeof PROVIDER_CLOSED;
+
+/** A developer's mistake, not an outage: asking a closed provider would fail as one, and count against the breaker. */
+function closedProviderError(provider: Provider): Error {
+  return new Error(
+    `tokengate: provider ${provider.name} was closed by another gate's close(), which closes its providers: give each gate providers of its own`,
+  );
+}
 
 /** The provider that handles a request, and the credential it found. */
 interface Found {
@@ -295,12 +305,7 @@ class TokenGate implements Gate {
     stale: Accepted | undefined,
     req: CredentialRequest,
   ): Promise<AuthContext> {
-    if (CLOSED_PROVIDERS.has(member.provider)) {
-      // Not an outage: asking would fail as one, and count against the breaker.
-      throw new Error(
-        `tokengate: provider ${member.provider.name} was closed by another gate's close(), which closes its providers: give each gate providers of its own`,
-      );
-    }
+    if (CLOSED_PROVIDERS.has(member.provider)) throw closedProviderError(member.provider);
     this.#counters.misses++;
     // Served stale only while the store still keeps that very entry: not past its window, nor once the credential
     // was invalidated, rejected or evicted.
@@ -319,6 +324,7 @@ class TokenGate implements Gate {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
       // A gate closed while this flight waited for another instance asks nothing any more.
       if (this.#closed) return providerUnavailable(member.provider.name);
+      if (CLOSED_PROVIDERS.has(member.provider)) return PROVIDER_CLOSED;
       const answer = await member.upstream.verify(
         credential,
         staleCopy,
@@ -339,6 +345,7 @@ class TokenGate implements Gate {
       (outcome) => {
         if (outcome instanceof AuthContext) return outcome;
         if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
+        if (outcome === PROVIDER_CLOSED) throw closedProviderError(member.provider);
         throw forOneRequest(outcome);
       },
       (error: unknown) => {

@@ -17,6 +17,7 @@
  */
 import { z } from 'zod';
 import { frozenDetails } from './context.js';
+import { MAX_REASON_LENGTH } from './types.js';
 
 /** A verdict as a shared tier keeps it. */
 export type SharedVerdict =
@@ -61,7 +62,7 @@ export const SharedVerdictSchema = z.union([
       (verdict) =>
         verdict.freshUntil <= verdict.until && !(verdict.expiresAt !== undefined && verdict.until > verdict.expiresAt),
     ),
-  z.strictObject({ ok: z.literal(false), reason: z.string().max(200), until: z.number() }),
+  z.strictObject({ ok: z.literal(false), reason: z.string().max(MAX_REASON_LENGTH), until: z.number() }),
 ]);
 
 /**

@@ -57,8 +57,14 @@ export interface Principal {
 /** A provider's decision on a credential. */
 export type Verdict =
   | { readonly ok: true; readonly principal: Principal }
-  /** `reason` goes to the client in `error_description`: keep it short and free of secrets. */
+  /**
+   * `reason` goes to the client in `error_description`: keep it short and free of secrets. The gate keeps its first
+   * {@link MAX_REASON_LENGTH} characters.
+   */
   | { readonly ok: false; readonly reason: string };
+
+/** The longest rejection reason kept: the gate cuts a longer one, so every instance sharing it reads the same. */
+export const MAX_REASON_LENGTH = 200;
 
 /**
  * A credential found in a request. `source` names where it was found

@@ -16,7 +16,14 @@ import { type AuthError, overloaded, providerMisconfigured, providerUnavailable 
 import type { GateEvent } from './events.js';
 import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryPolicy, sleep } from './resilience.js';
 import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
-import { type Credential, type Principal, type Provider, ProviderFailure, type Verdict } from './types.js';
+import {
+  type Credential,
+  MAX_REASON_LENGTH,
+  type Principal,
+  type Provider,
+  ProviderFailure,
+  type Verdict,
+} from './types.js';
 
 /** How long calls pause after a 429 that names no `Retry-After` (ms). */
 const DEFAULT_THROTTLE_PAUSE_MS = 1000;
@@ -377,6 +384,12 @@ export class Upstream {
  * Any other 4xx (a 404 or 405 for every request: a wrong URL, a moved
  * endpoint) is a fault of the provider or of its configuration.
  */
+/** The first {@link MAX_REASON_LENGTH} characters of `reason`, a surrogate pair never split. */
+function cutReason(reason: string): string {
+  const cut = reason.slice(0, MAX_REASON_LENGTH);
+  return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
+
 const CREDENTIAL_REFUSALS: ReadonlySet<number> = new Set([400, 413, 414, 422, 431]);
 
 function refusedOneRequest(status: number | undefined): boolean {
@@ -384,11 +397,13 @@ function refusedOneRequest(status: number | undefined): boolean {
 }
 
 /**
- * `verdict` if it is a well-formed verdict, an acceptance's `details` as a frozen copy (see `frozenDetails`); anything
- * else is a provider failure (fail closed).
+ * `verdict` if it is a well-formed verdict, an acceptance's `details` as a frozen copy (see `frozenDetails`), a
+ * rejection's reason cut to {@link MAX_REASON_LENGTH} characters; anything else is a provider failure (fail closed).
  */
 function checkVerdict(verdict: Verdict | undefined, provider: string): Verdict {
-  if (verdict?.ok === false && typeof verdict.reason === 'string') return verdict;
+  if (verdict?.ok === false && typeof verdict.reason === 'string') {
+    return verdict.reason.length <= MAX_REASON_LENGTH ? verdict : { ok: false, reason: cutReason(verdict.reason) };
+  }
   if (verdict?.ok === true && isPrincipal(verdict.principal)) {
     const details = frozenDetails(verdict.principal.details);
     if (details !== undefined) return { ok: true, principal: { ...verdict.principal, details } };

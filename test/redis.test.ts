@@ -1207,6 +1207,86 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(redisKey(scope, 'large', 'v'))).toBe(0);
   });
 
+  it('a verdict JSON cannot hold (a BigInt in details) is not written and ends its lease at once: the other instance asks without waiting leaseTime', async () => {
+    const bigDetails = scriptedProvider('big', () => sleep(100));
+    const verify = bigDetails.verify;
+    const provider = (): Provider => ({
+      ...bigDetails,
+      async verify(credential, signal) {
+        const verdict = await verify(credential, signal);
+        return verdict.ok ? { ok: true, principal: { ...verdict.principal, details: { n: 10n } } } : verdict;
+      },
+    });
+    const [a, b] = await Promise.all([0, 1].map(() => startInstance('ioredis 6', redis.port, [provider()])));
+    open.push(a as Instance, b as Instance);
+    const first = (a as Instance).gate.authenticate(bearer('big-details'));
+    await sleep(20);
+    const started = performance.now();
+    expect((await (b as Instance).gate.authenticate(bearer('big-details'))).subject).toBe('u1');
+    await first;
+    // The lease's 2,000 ms is not waited for: b asked once a's answer came and was not stored.
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect(sharedErrors((a as Instance).events)).toEqual(['set:error']);
+  });
+
+  it("a miss that waits on another instance's lease while another gate closes the shared provider: the 500 naming the mistake, no upstream call", async () => {
+    const shared = onlineOrNot({ baseUrl: mock.url });
+    const a = await startInstance('ioredis 6', redis.port, [shared]);
+    const b = await startInstance('ioredis 6', redis.port, [shared], { redis: { leaseTime: 1000 } });
+    open.push(a, b);
+    const token = knownToken();
+    await admin.set(redisKey(shared, token, 'l'), 'another-instance', 'PX', 1000);
+    const pending = b.gate.authenticate(bearer(token)).then(
+      () => 'passed',
+      (error: Error & { status?: number }) => `${error.status ?? 500} ${error.message}`,
+    );
+    await sleep(100);
+    await a.gate.close();
+    expect(await pending).toBe(
+      "500 tokengate: provider onlineornot was closed by another gate's close(), which closes its providers: give each gate providers of its own",
+    );
+    expect(mock.calls.verify).toBe(0);
+    expect(b.gate.stats().upstreamCalls).toBe(0);
+  });
+
+  it('a rejection whose reason is over 200 characters is shared, cut to 200, and replaces the acceptance another instance holds', async () => {
+    let mode: 'accept' | 'reject' | 'fail' = 'accept';
+    let calls = 0;
+    const longReason = `Revoked: ${'x'.repeat(250)}`;
+    const provider = (): Provider => ({
+      name: 'custom',
+      cacheScope: 'long-reason',
+      extract: extractBearer,
+      async verify(): Promise<Verdict> {
+        calls++;
+        if (mode === 'fail') throw new ProviderFailure('unreachable', 'down', { retryable: false });
+        if (mode === 'reject') return { ok: false, reason: longReason };
+        return { ok: true, principal: { subject: 'u1', permissions: [], details: {} } };
+      },
+    });
+    const [a, b] = (await Promise.all(
+      [0, 1].map(() => startInstance('ioredis 6', redis.port, [provider()], { redis: { localTtl: 100 } })),
+    )) as [Instance, Instance];
+    open.push(a, b);
+    const token = 'long-reason';
+    await a.gate.authenticate(bearer(token));
+    await b.gate.authenticate(bearer(token));
+    await sleep(150);
+    // Redis let the acceptance go (evicted, expired); the provider now rejects the token.
+    await admin.del(redisKey({ cacheScope: 'long-reason' } as Provider, token, 'v'));
+    mode = 'reject';
+    calls = 0;
+    const rejected = await a.gate.authenticate(bearer(token)).catch((error: { message: string }) => error);
+    expect((rejected as { message: string }).message).toBe(longReason.slice(0, 200));
+    // The provider is down now: b reads the rejection from Redis, and serves no stale acceptance.
+    mode = 'fail';
+    const fromB = await b.gate.authenticate(bearer(token)).then(
+      (context) => (context.stale ? 'accepted stale' : 'accepted'),
+      (error: { status: number; message: string }) => `${error.status} ${error.message}`,
+    );
+    expect({ fromB, calls }).toEqual({ fromB: `401 ${longReason.slice(0, 200)}`, calls: 1 });
+  });
+
   it('what Redis missed (a revocation, a rejection, a delete) is sent again once it is back, and read back by nothing before', async () => {
     const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
     open.push(a);
@@ -1275,6 +1355,27 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await tier.ready();
       const key = cacheKey('scope', 'connected-later');
       expect((await tier.lease(key, false)).state).toBe('claimed');
+    } finally {
+      await tier.close();
+      client.destroy();
+    }
+  });
+
+  it('ready() resolves for a node-redis client the app connects after its subscriber gave up probing (10 s)', {
+    timeout: 30_000,
+  }, async () => {
+    const client = createNodeRedis({ socket: { host: '127.0.0.1', port: redis.port } });
+    client.on('error', () => {});
+    const tier = redisCache(client);
+    let ready = false;
+    void tier.ready().then(() => {
+      ready = true;
+    });
+    try {
+      await sleep(10_500);
+      expect(ready).toBe(false);
+      await client.connect();
+      await eventually(async () => ready, 2000, 'ready');
     } finally {
       await tier.close();
       client.destroy();

@@ -14,7 +14,7 @@
  * drop whatever was cached while it was not live (on the first time too).
  */
 import { randomBytes } from 'node:crypto';
-import type { RedisDriver } from './driver.js';
+import { isRefusal, type RedisDriver } from './driver.js';
 import { PROBE } from './scripts.js';
 
 /** What a message says about its key. */
@@ -49,7 +49,12 @@ export class RedisBus {
   #probeTimer: NodeJS.Timeout | undefined;
   #live = false;
   #closed = false;
-  readonly #whenLive: Array<() => void> = [];
+  /** Whether probes are being sent (until one comes back, or {@link MAX_PROBES} were sent). */
+  #probing = false;
+  /** Each `ready()` waiting: settled once the subscription is live, the bus closed, or Redis refused the channel. */
+  readonly #whenLive: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
+  /** Set while Redis refuses this client's user the channel (an ACL without it), until the subscription is live. */
+  #refusal: Error | undefined;
 
   constructor(driver: RedisDriver, channel: string, instance: string) {
     this.#instance = instance;
@@ -59,6 +64,7 @@ export class RedisBus {
       channel,
       (text) => this.#receive(text),
       () => this.#ready(),
+      () => this.#refused(),
     );
   }
 
@@ -93,15 +99,19 @@ export class RedisBus {
     };
   }
 
-  /** Resolves once the subscription is live (at once if it is), or once the bus is closed: no wait outlives it. */
+  /**
+   * Resolves once the subscription is live (at once if it is), or once the bus is closed: no wait outlives it.
+   * Rejects when Redis refuses this client's user the channel (an ACL without it), and while it does.
+   */
   ready(): Promise<void> {
     if (this.#live || this.#closed) return Promise.resolve();
-    return new Promise((resolve) => this.#whenLive.push(resolve));
+    if (this.#refusal !== undefined) return Promise.reject(this.#refusal);
+    return new Promise((resolve, reject) => this.#whenLive.push({ resolve, reject }));
   }
 
   close(): void {
     this.#closed = true;
-    for (const resolve of this.#whenLive.splice(0)) resolve();
+    for (const { resolve } of this.#whenLive.splice(0)) resolve();
     this.#invalidated.clear();
     this.#reconnected.clear();
     clearInterval(this.#probeTimer);
@@ -124,6 +134,14 @@ export class RedisBus {
     for (const listener of this.#invalidated) listener(key);
   }
 
+  /**
+   * The app's client is ready (again): probes anew when the subscription is not known live and no probe is under
+   * way. A subscriber that connected long before the client (which sends the probes) has run out of them.
+   */
+  probeIfNotLive(): void {
+    if (!this.#live && !this.#closed && !this.#probing) this.#ready();
+  }
+
   /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times; nothing once closed. */
   #ready(): void {
     if (this.#closed) return;
@@ -131,11 +149,17 @@ export class RedisBus {
     const nonce = randomBytes(8).toString('hex');
     this.#probe = nonce;
     clearInterval(this.#probeTimer);
+    this.#probing = true;
     let sent = 0;
     const send = () => {
-      if (++sent > MAX_PROBES) return clearInterval(this.#probeTimer);
+      if (++sent > MAX_PROBES) {
+        this.#probing = false;
+        return clearInterval(this.#probeTimer);
+      }
       const args = [this.#channel, `p${nonce}:${this.#instance}`];
-      this.#driver.run(PROBE, [], args).catch(() => {});
+      this.#driver.run(PROBE, [], args).catch((error: unknown) => {
+        if (isRefusal(error)) this.#refused();
+      });
     };
     this.#probeTimer = setInterval(send, PROBE_INTERVAL_MS).unref();
     send();
@@ -145,8 +169,22 @@ export class RedisBus {
     if (sender !== this.#instance || nonce !== this.#probe) return;
     this.#probe = undefined;
     clearInterval(this.#probeTimer);
+    this.#probing = false;
     this.#live = true;
+    this.#refusal = undefined;
     for (const listener of this.#reconnected) listener();
-    for (const resolve of this.#whenLive.splice(0)) resolve();
+    for (const { resolve } of this.#whenLive.splice(0)) resolve();
+  }
+
+  /**
+   * Redis refused this client's user the channel or the probe's script: revocations cannot travel until an
+   * administrator grants them, so `ready()` says so. Redis's own words are left out (they may name a user).
+   */
+  #refused(): void {
+    if (this.#closed || this.#live) return;
+    this.#refusal = new Error(
+      `tokengate/redis: Redis refused this client's user the channel ${this.#channel} or the commands the tier runs (NOPERM): grant its ACL user &${this.#channel} and the commands the README lists, or revocations reach no other instance`,
+    );
+    for (const { reject } of this.#whenLive.splice(0)) reject(this.#refusal);
   }
 }

@@ -60,9 +60,15 @@ export interface RedisDriver {
   run(script: Script, keys: readonly string[], args: readonly string[]): Promise<unknown>;
   /**
    * Subscribes a connection of its own to `channel`: `onMessage` for each
-   * message, `onReady` on each (re)connection. Returns its closing function.
+   * message, `onReady` on each (re)connection, `onRefused` when Redis refuses
+   * the subscription to the client's user ({@link isRefusal}). Returns its closing function.
    */
-  subscribe(channel: string, onMessage: (message: string) => void, onReady: () => void): () => void;
+  subscribe(
+    channel: string,
+    onMessage: (message: string) => void,
+    onReady: () => void,
+    onRefused: (error: unknown) => void,
+  ): () => void;
   /**
    * Calls `ready` whenever the app's client is (again) ready, and `lost` whenever it has lost its
    * connection (its commands then wait in the client's queue). Returns a function that stops both.
@@ -89,6 +95,14 @@ function connectionEvents<E extends string>(
 }
 
 const ignore = () => {};
+
+/**
+ * Whether `error` is Redis refusing the client's user a command, key or channel (an ACL): `NOPERM` for a command
+ * sent, and, from a script, Redis 7's `The user executing the script can't …`.
+ */
+export function isRefusal(error: unknown): boolean {
+  return /(?:^|\s)NOPERM\b|user executing the script can/.test(String((error as Error | undefined)?.message));
+}
 
 /** Ms before a node-redis subscriber that could not connect or subscribe is made anew. */
 const RESTART_PAUSE_MS = 1000;
@@ -128,7 +142,10 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
         () => client.evalsha(script.sha, keys.length, ...keys, ...args),
         () => client.eval(script.source, keys.length, ...keys, ...args),
       ),
-    subscribe(channel, onMessage, onReady) {
+    subscribe(channel, onMessage, onReady, onRefused) {
+      const failed = (error: unknown) => {
+        if (isRefusal(error)) onRefused(error);
+      };
       // A `Redis` subscribes again on each `ready` here, its failure caught: ioredis's own resubscription leaves its
       // promise unhandled when the connection drops again before Redis answers, and an unhandled rejection ends a
       // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes them itself.
@@ -140,12 +157,12 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
         : client.duplicate([], { lazyConnect: false });
       subscriber.on('error', ignore);
       subscriber.on('ready', () => {
-        if (resubscribes) subscriber.subscribe(channel).catch(ignore);
+        if (resubscribes) subscriber.subscribe(channel).catch(failed);
         onReady();
       });
       // Its only subscription is `channel`: every message is one of ours.
       subscriber.on('message', (_channel, message) => onMessage(message));
-      if (!resubscribes) subscriber.subscribe(channel).catch(ignore);
+      if (!resubscribes) subscriber.subscribe(channel).catch(failed);
       return () => subscriber.disconnect();
     },
     onConnection: (ready, lost) => connectionEvents(client, ['close', 'reconnecting'], ready, lost),
@@ -161,7 +178,7 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
         () => client.eval(script.source, options),
       );
     },
-    subscribe(channel, onMessage, onReady) {
+    subscribe(channel, onMessage, onReady, onRefused) {
       // A client is subscribed again by node-redis after each reconnection, then says 'ready'. A cluster says nothing
       // itself: its subscription is live once SUBSCRIBE has answered, and again each time the client of its pub/sub
       // node is ready (node-redis has then subscribed it again). A subscriber that could not connect or subscribe (a
@@ -185,8 +202,9 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
               onReady();
             });
           })
-          .catch(() => {
+          .catch((error: unknown) => {
             if (closed) return;
+            if (isRefusal(error)) onRefused(error);
             destroy(current);
             pause = setTimeout(start, RESTART_PAUSE_MS).unref();
           });

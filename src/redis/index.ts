@@ -73,9 +73,13 @@ export interface RedisCache extends Required<SharedTier> {
   /**
    * Resolves once invalidations from other instances reach this one: its
    * subscription is confirmed live (a message it published came back); or
-   * once the tier is closed. Never rejects, and need not be awaited: the tier
-   * works meanwhile, and whatever the gate cached before that moment is
-   * dropped then.
+   * once the tier is closed. Need not be awaited: the tier works meanwhile,
+   * and whatever the gate cached before that moment is dropped then.
+   *
+   * Rejects when Redis refuses the client's user the tier's channel or
+   * commands (`NOPERM`: an ACL without `&<prefix>bus`), and while it does:
+   * revocations would then reach no other instance. Await it at startup to
+   * fail there.
    */
   ready(): Promise<void>;
   /** Closes the tier's own subscriber connection; the app's client stays open (quit it yourself). */

@@ -136,7 +136,10 @@ export class RedisTier implements SharedTier {
     this.#guard = new RedisGuard(settings.timeout, () => void this.#flush());
     this.#bus = new RedisBus(this.#driver, this.#channel, this.#instance);
     this.#stopReady = this.#driver.onConnection(
-      () => this.#guard.reset(),
+      () => {
+        this.#guard.reset();
+        this.#bus.probeIfNotLive();
+      },
       () => this.#guard.disconnected(),
     );
   }
@@ -150,9 +153,10 @@ export class RedisTier implements SharedTier {
   /**
    * Stores an acceptance under `claim` while Redis lists the claim and its time has not passed (without one, only
    * while `key` has no tombstone); stores a rejection in any case, ending every claim on `key`, and retries it later
-   * if Redis fails. A rejection already expired, or too long to store, deletes `key`'s value instead. Ends the
-   * claim's lease.
-   * @throws Error for an acceptance longer than a value is read back (64 KiB): it is not shared.
+   * if Redis fails. A rejection already expired, too long to store or that JSON cannot hold deletes `key`'s value
+   * instead. Ends the claim's lease, whatever happens.
+   * @throws Error for an acceptance longer than a value is read back (64 KiB) or that JSON cannot hold: it is not
+   *   shared; and when Redis fails.
    */
   async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void> {
     const held = claim instanceof RedisClaim ? claim : undefined;
@@ -168,8 +172,16 @@ export class RedisTier implements SharedTier {
       return;
     }
     const keys = this.#keys(key);
-    const json = JSON.stringify({ ...verdict, storedAt: Date.now() });
-    const stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
+    let stored: string;
+    try {
+      // A custom provider's details may hold what JSON cannot (a BigInt, a cycle).
+      const json = JSON.stringify({ ...verdict, storedAt: Date.now() });
+      stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
+    } catch (error) {
+      held?.end();
+      if (!verdict.ok) return this.delete(key);
+      throw error;
+    }
     if (stored.length > MAX_VALUE_LENGTH) {
       held?.end();
       // A rejection still replaces what Redis holds, if not with itself.
@@ -183,6 +195,8 @@ export class RedisTier implements SharedTier {
     try {
       await this.#guard.run(() => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args));
     } catch (error) {
+      // Sent after the SET on its connection: a no-op when the SET landed, which ended the lease.
+      held?.end();
       if (!verdict.ok) this.#queue(key, this.#rejected);
       throw error;
     }
