@@ -266,6 +266,16 @@ export class Upstream {
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
           if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
+          // The breaker may have opened, or another verification's 429 paused calls, during the backoff: no retry
+          // goes out while it holds calls back. A pause that ends within the deadline is waited out.
+          for (let held = this.#retryHeldBack(); held !== 0; held = this.#retryHeldBack()) {
+            if (held === undefined || performance.now() + held >= started + timeout) {
+              this.#ended('failed', started, attempts, trace);
+              return this.#failed(failure, stale);
+            }
+            await sleep(held, deadline);
+            if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
+          }
         }
       }
     } finally {
@@ -358,13 +368,25 @@ export class Upstream {
 
   /**
    * Ms to wait before the next attempt (at least `atLeast`), or undefined when there is none (not retryable, none
-   * left, or no time left).
+   * left, or no time left). A `Retry-After` longer than the backoff wins, up to `maxRetryAfter`.
    */
   #retryDelay(failure: ProviderFailure, attempts: number, deadline: number, atLeast: number): number | undefined {
     const retry = this.#policy.retry;
     if (retry === undefined || !failure.retryable || attempts > retry.retries) return undefined;
-    const delay = Math.max(backoffDelay(attempts - 1, retry), (failure.retryAfter ?? 0) * 1000, atLeast);
+    const retryAfter = Math.min((failure.retryAfter ?? 0) * 1000, this.#policy.maxRetryAfter);
+    const delay = Math.max(backoffDelay(attempts - 1, retry), retryAfter, atLeast);
     return performance.now() + delay < deadline ? delay : undefined;
+  }
+
+  /**
+   * Whether a retry may go out now: 0 when it may, the ms left of a 429's pause, or undefined when the breaker is
+   * not closed (open, or half-open with its one probe under way): the retry is not sent.
+   */
+  #retryHeldBack(): number | undefined {
+    const breaker = this.#breaker;
+    if (breaker === undefined) return 0;
+    if (breaker.state !== 'closed') return undefined;
+    return breaker.holdsBack(performance.now());
   }
 
   /** The stale copy, flagged as such, while it may still be served and the credential has not expired; else `error`. */

@@ -392,6 +392,74 @@ describe('retries', () => {
     expect(elapsed).toBeLessThan(timeout);
   });
 
+  describe('a verification in its backoff', () => {
+    /** A provider whose answer to each token follows its script (then accepts), recording when it is called. */
+    function scripted(script: Record<string, Array<() => never>>) {
+      const calls: Array<{ token: string; at: number }> = [];
+      const started = performance.now();
+      const provider: Provider<BearerCredential> = {
+        name: 'scripted',
+        cacheScope: 'scripted',
+        extract: extractBearer,
+        async verify(credential) {
+          calls.push({ token: credential.secret, at: Math.round(performance.now() - started) });
+          const next = script[credential.secret]?.shift();
+          if (next !== undefined) return next();
+          return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
+        },
+      };
+      return { provider, calls };
+    }
+    const failing = (status: number, retryAfter?: number) => (): never => {
+      throw new ProviderFailure('status', `answered ${status}`, { retryable: true, status, retryAfter });
+    };
+    const down = (): never => {
+      throw new ProviderFailure('unreachable', 'down', { retryable: false });
+    };
+    const slowRetry = { retries: 2, baseDelay: 200, maxDelay: 200 };
+
+    it("sends no retry during another verification's 429 pause: it waits the pause out", async () => {
+      const { provider, calls } = scripted({ A: [failing(503)], B: [failing(429, 2)] });
+      const gate = createGate({ providers: [provider], timeout: 4000, retry: slowRetry });
+      cleanup.push(() => gate.close());
+      const a = gate.authenticate({ headers: bearer('A') });
+      await sleep(1);
+      await gate.authenticate({ headers: bearer('B') });
+      expect((await a).subject).toBe('A');
+      // A's retry, due 200 ms in, waited until the two seconds B's provider asked for were over.
+      const retryOfA = calls.filter((call) => call.token === 'A')[1];
+      expect(retryOfA?.at).toBeGreaterThanOrEqual(1950);
+    });
+
+    it('sends no retry once the breaker has opened: it ends with a 503', async () => {
+      const { provider, calls } = scripted({ A: [failing(503), failing(503), failing(503)], B: [down] });
+      const gate = createGate({
+        providers: [provider],
+        timeout: 4000,
+        retry: slowRetry,
+        breaker: { threshold: 1, cooldown: 3000 },
+      });
+      cleanup.push(() => gate.close());
+      const a = gate.authenticate({ headers: bearer('A') }).catch((error: AuthError) => error);
+      await sleep(1);
+      await gate.authenticate({ headers: bearer('B') }).catch(() => {});
+      expect(gate.stats().breakers).toMatchObject({ scripted: 'open' });
+      expect(await a).toMatchObject({ status: 503, code: 'provider_unavailable' });
+      expect(calls.map((call) => call.token)).toEqual(['A', 'B']);
+    });
+
+    it("waits out a Retry-After no longer than maxRetryAfter, its own 429's too", async () => {
+      const { provider, calls } = scripted({ A: [failing(429, 3)], B: [failing(503, 3)] });
+      const gate = createGate({ providers: [provider], timeout: 5000, maxRetryAfter: 1000 });
+      cleanup.push(() => gate.close());
+      expect((await gate.authenticate({ headers: bearer('A') })).subject).toBe('A');
+      expect((await gate.authenticate({ headers: bearer('B') })).subject).toBe('B');
+      const [a1, a2, b1, b2] = calls.map((call) => call.at) as [number, number, number, number];
+      expect(a2 - a1).toBeLessThan(1500);
+      expect(b2 - b1).toBeLessThan(1500);
+    });
+  });
+
   it('retry: false makes one attempt', async () => {
     const { app, pt } = await setup({ retry: false, breaker: false });
     pt.fault = { kind: 'reset' };
