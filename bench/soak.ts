@@ -20,6 +20,12 @@
  *   FLOOD_CONNECTIONS loops from another address (127.0.0.2) sending Bearer
  *   tokens no one has seen, whose every 2xx is a wrong decision.
  *
+ * Revocations run through the whole soak: every REVOKE_MS the server takes
+ * the next of the revocable Bearer tokens away from the OnlineOrNot mock,
+ * then revokes it in both gates, then tells the load process, for which any
+ * 2xx to a request sent after that (stale included, whatever the providers'
+ * phase) is a wrong decision.
+ *
  * Bearer requests go to two routes: `/checks`, behind a gate with both
  * providers, and `/bearer/checks`, behind a Bearer-only gate, the kind whose
  * connections also remember the context their last header resolved to.
@@ -27,8 +33,11 @@
  * Prints requests served, status breakdown (overall, per credential kind and
  * per provider phase), wrong decisions (must be 0), latency percentiles, RSS
  * over time, and heap after a forced GC. Exits 1 when any decision was wrong,
- * any status was unexpected or the server answered 500. Every loop is
- * bounded in time and count.
+ * any status was unexpected, the server answered 500, a request failed at the
+ * client (a reset, a hang past 15 s, a body that is not JSON), or fewer than
+ * {@link MIN_PASS_SHARE} of the requests of a valid credential's kind passed
+ * (the providers fail on purpose, but stale answers and the healthy phases
+ * let most through). Every loop is bounded in time and count.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -50,6 +59,14 @@ const FLOOD_CONNECTIONS = positive('FLOOD_CONNECTIONS', 50, { zero: true });
 const FLOOD_ADDRESS = '127.0.0.2';
 /** Far above what one core can serve: a count bound on top of the time bound. */
 const MAX_REQUESTS = DURATION_S * 100_000;
+
+/** Ms between two revocations. */
+const REVOKE_MS = 500;
+/**
+ * The share of the requests of each valid credential's kind that must pass (200). A gate that refuses valid users
+ * (a 503 for each, or a dropped connection) fails the soak even though each single answer could be right.
+ */
+const MIN_PASS_SHARE = 0.5;
 
 const READ = 'uptime_checks (read)';
 const API_KEY = 'soak-partoo-api-key';
@@ -74,6 +91,11 @@ const UNPERMITTED_TOKENS = Array.from({ length: 2 }, (_, i) => ({
   token: `soak-noperm-${i}-77d1`,
   subject: `tok-np-${i}`,
 }));
+/** Bearer tokens accepted with the permission until the server revokes them, one every {@link REVOKE_MS}, in order. */
+const REVOCABLE_TOKENS = Array.from({ length: Math.ceil((DURATION_S * 1000) / REVOKE_MS) + 8 }, (_, i) => ({
+  token: `soak-revocable-${i}-c0d2`,
+  subject: `tok-rev-${i}`,
+}));
 /** Connection tokens the Partoo mock accepts (the gate grants them `uptime_checks (read)`). */
 const VALID_CONNECTIONS = Array.from({ length: 4 }, (_, i) => ({
   userId: `soak-user-${i}`,
@@ -96,6 +118,11 @@ const KINDS = {
   malformed: { weight: 10, allowed: [400] },
   /** No credential, or another scheme. */
   missing: { weight: 10, allowed: [401] },
+  /**
+   * A revocable Bearer token: one of the last few revoked, or of the next few to be. Valid (200, 503) until the
+   * load process hears of its revocation; for a request sent after that, 401 or 503 only.
+   */
+  revocable: { weight: 10, allowed: [200, 401, 503] },
   /** Valid connection token. */
   connection: { weight: 15, allowed: [200, 503] },
   /** Unknown connection token. */
@@ -144,14 +171,27 @@ interface LoadReport {
   readonly unexpected: number;
   readonly unexpectedExamples: string[];
   readonly clientErrors: Record<string, number>;
+  /** Revocations the load process heard of, and requests it sent for a token after hearing it was revoked. */
+  readonly revocations: { readonly heard: number; readonly askedAfter: number };
   readonly latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
 }
 
 /** What the load process tells the server process. */
 type LoadMessage = { readonly type: 'started' } | { readonly type: 'report'; readonly report: LoadReport };
 
+/** What the server process tells the load process: the revocable token `index` is revoked everywhere. */
+type ServerToLoad = { readonly type: 'revoked'; readonly index: number };
+
 /** Kinds sent as Bearer headers: half of them go to the Bearer-only gate's route. */
-const BEARER_KINDS: ReadonlySet<Kind> = new Set(['valid', 'unpermitted', 'invalid', 'malformed', 'missing', 'flood']);
+const BEARER_KINDS: ReadonlySet<Kind> = new Set([
+  'valid',
+  'unpermitted',
+  'invalid',
+  'malformed',
+  'missing',
+  'flood',
+  'revocable',
+]);
 
 /** One request: where, with what, and (for accepted credentials) the subject the answer must name. */
 interface Planned {
@@ -159,7 +199,12 @@ interface Planned {
   readonly path: string;
   readonly headers: Record<string, string> | string[];
   readonly subject?: string;
+  /** For a revocable token: its index in {@link REVOCABLE_TOKENS}. */
+  readonly revocable?: number;
 }
+
+/** Revocable tokens below this index are revoked everywhere (the load process heard so). */
+let revokedBelow = 0;
 
 const pick = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)] as T;
 const INVALID_POOL = Array.from(
@@ -208,6 +253,15 @@ function plan(kind: Kind): Planned {
     }
     case 'flood':
       return { kind, path: '/checks', headers: { authorization: `Bearer ${floodToken()}` } };
+    case 'revocable': {
+      // Around the next to be revoked: half of these revoked already, half still valid.
+      const index = Math.min(
+        REVOCABLE_TOKENS.length - 1,
+        Math.max(0, revokedBelow + Math.floor(Math.random() * 8) - 4),
+      );
+      const { token, subject } = REVOCABLE_TOKENS[index] as (typeof REVOCABLE_TOKENS)[number];
+      return { kind, path: '/checks', headers: { authorization: `Bearer ${token}` }, subject, revocable: index };
+    }
     case 'connection-malformed': {
       const { userId, token } = pick(VALID_CONNECTIONS);
       const query = pick([`user_id=${userId}&token=${token}&token=${token}`, `token=${token}`, 'user_id=&token=']);
@@ -242,17 +296,30 @@ function randomKind(): Kind {
  *   never deny these credentials, healthy or faulty (their faults are resets,
  *   5xx, 429, slowness and garbage, never a 401/404), so no provider answer
  *   and no cached negative entry can justify a denial; the only right
- *   answers are 200 and 503.
+ *   answers are 200 and 503;
+ * - a 2xx for a revocable token sent after the load process heard of its
+ *   revocation (`revokedWhenSent`), and a 400 or 403 for one at any time (a
+ *   401 is right once the provider may have dropped it, a moment before the
+ *   load process hears).
  * Any other status outside the kind's allowed list (a 500, a malformed
  * request answered 401…) is counted as unexpected. Both counts must be 0.
  */
-function judge(planned: Planned, status: number, subject: unknown): 'ok' | 'wrong' | 'unexpected' {
-  const deservesPass = planned.kind === 'valid' || planned.kind === 'connection';
+function judge(
+  planned: Planned,
+  status: number,
+  subject: unknown,
+  revokedWhenSent: boolean,
+): 'ok' | 'wrong' | 'unexpected' {
+  const deservesPass =
+    planned.kind === 'valid' || planned.kind === 'connection' || (planned.kind === 'revocable' && !revokedWhenSent);
   if (status >= 200 && status < 300) {
     if (!deservesPass) return 'wrong';
     return subject === planned.subject ? 'ok' : 'wrong';
   }
-  if (deservesPass && (status === 400 || status === 401 || status === 403)) return 'wrong';
+  if (planned.kind === 'revocable' && (status === 400 || status === 403)) return 'wrong';
+  if (deservesPass && planned.kind !== 'revocable' && (status === 400 || status === 401 || status === 403)) {
+    return 'wrong';
+  }
   return (KINDS[planned.kind].allowed as readonly number[]).includes(status) ? 'ok' : 'unexpected';
 }
 
@@ -268,12 +335,21 @@ async function runLoad(): Promise<void> {
   let wrongDecisions = 0;
   let unexpected = 0;
   let issued = 0;
+  let heard = 0;
+  let askedAfter = 0;
   const started = performance.now();
   const endAt = started + config.durationMs;
+  process.on('message', (message: ServerToLoad) => {
+    if (message.type !== 'revoked') return;
+    heard++;
+    revokedBelow = Math.max(revokedBelow, message.index + 1);
+  });
 
   /** Sends one request and records its answer; `timed` adds its latency to the mixed loops' figures. */
   async function exchange(client: Client, planned: Planned, timed: boolean): Promise<void> {
     const sent = performance.now();
+    const revokedWhenSent = planned.revocable !== undefined && planned.revocable < revokedBelow;
+    if (revokedWhenSent) askedAfter++;
     try {
       const res = await client.request({ method: 'GET', path: planned.path, headers: planned.headers });
       const status = res.statusCode;
@@ -286,7 +362,7 @@ async function runLoad(): Promise<void> {
       statuses[answer] = (statuses[answer] ?? 0) + 1;
       const kindCounts = (byKind[planned.kind] ??= {});
       kindCounts[answer] = (kindCounts[answer] ?? 0) + 1;
-      const verdict = judge(planned, status, subject);
+      const verdict = judge(planned, status, subject, revokedWhenSent);
       const example = `${planned.kind} ${planned.path.split('?')[0]} -> ${status}${subject === undefined ? '' : ` (${String(subject)})`}`;
       if (verdict === 'wrong') {
         wrongDecisions++;
@@ -347,6 +423,7 @@ async function runLoad(): Promise<void> {
     unexpected,
     unexpectedExamples,
     clientErrors,
+    revocations: { heard, askedAfter },
     latencyMs: {
       p50: ms(histogram.percentile(50)),
       p90: ms(histogram.percentile(90)),
@@ -364,11 +441,13 @@ async function runLoad(): Promise<void> {
 /** What the server process tells the mocks process. */
 type MocksCommand =
   | { readonly type: 'phase'; readonly fault?: MockFault; readonly latency: number }
+  | { readonly type: 'revoke'; readonly index: number }
   | { readonly type: 'close' };
 
 /** What the mocks process answers. */
 type MocksMessage =
   | { readonly type: 'ready'; readonly onlineOrNotUrl: string; readonly partooUrl: string }
+  | { readonly type: 'revoked'; readonly index: number }
   | { readonly type: 'closed'; readonly calls: Record<string, Record<string, number>> };
 
 /**
@@ -381,6 +460,7 @@ async function runMocks(): Promise<void> {
     tokens: Object.fromEntries([
       ...VALID_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: [READ] }]),
       ...UNPERMITTED_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: ['other'] }]),
+      ...REVOCABLE_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: [READ] }]),
     ]),
   });
   const pt = await mockPartoo({ apiKey: API_KEY, tokens: VALID_CONNECTIONS });
@@ -391,6 +471,11 @@ async function runMocks(): Promise<void> {
         mock.fault = command.fault;
         mock.latency = command.latency;
       }
+      return;
+    }
+    if (command.type === 'revoke') {
+      oon.removeToken((REVOCABLE_TOKENS[command.index] as (typeof REVOCABLE_TOKENS)[number]).token);
+      send({ type: 'revoked', index: command.index });
       return;
     }
     const calls = {
@@ -526,6 +611,9 @@ async function runServer(gc: () => void): Promise<void> {
   };
   let flapper: NodeJS.Timeout | undefined;
   let sampler: NodeJS.Timeout | undefined;
+  let revoker: NodeJS.Timeout | undefined;
+  let revocationsAsked = 0;
+  let revocationsDone = 0;
   const samples: string[] = [];
   let peakRss = start.rss;
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -536,6 +624,11 @@ async function runServer(gc: () => void): Promise<void> {
     cpuAtStart = process.cpuUsage();
     loopDelay.enable();
     flapper = setInterval(() => apply(PHASES[++step % PHASES.length] as Phase), FLAP_MS);
+    revoker = setInterval(() => {
+      if (revocationsAsked < REVOCABLE_TOKENS.length && mocks.connected) {
+        mocks.send({ type: 'revoke', index: revocationsAsked++ } satisfies MocksCommand);
+      }
+    }, REVOKE_MS);
     sampler = setInterval(() => {
       const { rss, heapUsed } = process.memoryUsage();
       peakRss = Math.max(peakRss, rss);
@@ -543,6 +636,15 @@ async function runServer(gc: () => void): Promise<void> {
     }, 5_000);
   };
 
+  // A revocation: the provider has dropped the token; both gates forget it; then the load process is told.
+  mocks.on('message', (message: MocksMessage) => {
+    if (message.type !== 'revoked') return;
+    const req = { headers: { authorization: `Bearer ${REVOCABLE_TOKENS[message.index]?.token}` } };
+    void Promise.all([gate.revoke(req), bearerGate.revoke(req)]).then(() => {
+      revocationsDone++;
+      if (load.connected) load.send({ type: 'revoked', index: message.index } satisfies ServerToLoad);
+    });
+  });
   const load = fork(self, ['load'], {
     execArgv: withoutGc(),
     env: { ...process.env, SOAK_LOAD: JSON.stringify({ url, durationMs: DURATION_S * 1000 } satisfies LoadConfig) },
@@ -562,6 +664,7 @@ async function runServer(gc: () => void): Promise<void> {
   await exitCode(load);
   clearInterval(flapper);
   clearInterval(sampler);
+  clearInterval(revoker);
   loopDelay.disable();
   const cpu = process.cpuUsage(cpuAtStart);
   const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - loadStarted);
@@ -614,6 +717,18 @@ async function runServer(gc: () => void): Promise<void> {
   console.log(
     `client errors: ${Object.keys(report.clientErrors).length ? line(report.clientErrors) : 0}; server 500s: ${serverErrors}`,
   );
+  console.log(
+    `revocations: ${revocationsDone} (${report.revocations.heard} heard by the load); ${report.revocations.askedAfter} requests for a token already revoked, ${report.byKind.revocable?.['200'] ?? 0} answers 200 to revocable tokens in all`,
+  );
+  const passShares = (['valid', 'connection'] as const).map((kind) => {
+    const counts = report.byKind[kind] ?? {};
+    const total = Object.values(counts).reduce((sum, n) => sum + n, 0);
+    return { kind, share: total === 0 ? 0 : (counts['200'] ?? 0) / total };
+  });
+  const tooFew = passShares.filter(({ share }) => share < MIN_PASS_SHARE);
+  console.log(
+    `valid credentials passed: ${passShares.map(({ kind, share }) => `${kind} ${(share * 100).toFixed(1)}%`).join(', ')} (at least ${MIN_PASS_SHARE * 100}% each)`,
+  );
   const { p50, p90, p99, p999, max } = report.latencyMs;
   console.log(`latency: p50 ${p50} ms, p90 ${p90} ms, p99 ${p99} ms, p99.9 ${p999} ms, max ${max} ms`);
   const delay = (q: number) => Math.round(loopDelay.percentile(q) / 1e5) / 10;
@@ -628,7 +743,10 @@ async function runServer(gc: () => void): Promise<void> {
   console.log(`upstream calls (and TCP connections accepted): ${JSON.stringify(upstream)}`);
   console.log(`provider errors (attempts): ${JSON.stringify(providerErrors)}`);
   console.log(`breaker transitions: ${JSON.stringify(breakerTransitions)}`);
-  if (report.wrongDecisions > 0 || report.unexpected > 0 || serverErrors > 0) process.exitCode = 1;
+  const clientErrors = Object.values(report.clientErrors).reduce((sum, n) => sum + n, 0);
+  if (report.wrongDecisions > 0 || report.unexpected > 0 || serverErrors > 0 || clientErrors > 0 || tooFew.length > 0) {
+    process.exitCode = 1;
+  }
 }
 
 // Last, once every constant above exists.
