@@ -259,7 +259,8 @@ export class Upstream {
             failure.kind === 'misconfigured'
               ? undefined
               : this.#retryDelay(failure, attempts, started + timeout, paused);
-          if (delay === undefined) {
+          // A breaker that is not closed (open, or half-open with its one probe out) sends no retry: end at once.
+          if (delay === undefined || this.#retryHeldBack() === undefined) {
             this.#ended('failed', started, attempts, trace);
             return this.#failed(failure, stale);
           }

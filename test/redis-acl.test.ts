@@ -12,6 +12,7 @@ import * as nodeRedis6 from 'redis';
 import * as nodeRedis5 from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGate, onlineOrNot } from '../src/index.js';
+import { isRefusal } from '../src/redis/driver.js';
 import { type RedisClient, redisCache } from '../src/redis/index.js';
 import { mockOnlineOrNot } from '../src/testing/index.js';
 import { adminClient, CLIENT_LIBRARIES, type ClientLibrary } from './support/redis-instances.js';
@@ -42,6 +43,7 @@ const README_RULES = [
   '+hdel',
   '+hlen',
   '+time',
+  '+info',
 ];
 
 /** A client of `library` logged in as `username`, connected. */
@@ -64,6 +66,30 @@ async function connectAs(
   return { client: client as unknown as RedisClient, close: () => client.disconnect() };
 }
 
+describe('what counts as Redis refusing the ACL user', () => {
+  it.each([
+    ['a command (NOPERM)', 'NOPERM this user has no permissions to access one of the channels used as arguments'],
+    [
+      'a command in a script, Redis 6.2 and 7.0',
+      "ERR The user executing the script can't publish to the channel mentioned in the command script: 9ddb5d56, on @user_script:1.",
+    ],
+    [
+      'a command in a script, Redis 7.2 and later',
+      "ERR ACL failure in script: User tier has no permissions to run the 'publish' command script: 7a4e5b1c, on @user_script:1.",
+    ],
+  ])('%s', (_, message) => {
+    expect(isRefusal(new Error(message))).toBe(true);
+  });
+
+  it.each([
+    'LOADING Redis is loading the dataset in memory',
+    'ERR max number of clients reached',
+    'Connection is closed.',
+  ])('not %s', (message) => {
+    expect(isRefusal(new Error(message))).toBe(false);
+  });
+});
+
 describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user', () => {
   let redis: RedisServer;
   let admin: ioredis6.Redis;
@@ -79,6 +105,23 @@ describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user', () =>
   afterAll(async () => {
     admin?.disconnect();
     await redis?.close();
+  });
+
+  it('a refused node-redis subscriber is made anew after pauses that double, not every second', async () => {
+    const connections = async () =>
+      Number(/total_connections_received:(\d+)/.exec(String(await admin.call('INFO', 'stats')))?.[1]);
+    const { client, close } = await connectAs('node-redis 6', redis.port, 'nochannel');
+    const tier = redisCache(client, { timeout: 250 });
+    try {
+      await expect(tier.ready()).rejects.toThrow('NOPERM');
+      const before = await connections();
+      await sleep(7500);
+      // Tries again about 1, 3 and 7 s after the first refusal (each a new connection); every second would be 7.
+      expect((await connections()) - before).toBeLessThanOrEqual(4);
+    } finally {
+      await tier.close();
+      close();
+    }
   });
 
   describe.each(CLIENT_LIBRARIES)('with %s', (library) => {
@@ -127,6 +170,30 @@ describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user', () =>
       } finally {
         await tier.close();
         close();
+      }
+    });
+
+    it('once the channel is granted, ready() resolves: the subscription is tried again', async () => {
+      const user = `granted-later-${library.replace(/\W/g, '')}`;
+      await admin.call('ACL', 'SETUSER', user, 'on', `>${PASSWORD}`, 'resetchannels', '~tokengate:*', '+@all');
+      const { client, close } = await connectAs(library, redis.port, user);
+      const tier = redisCache(client, { timeout: 250 });
+      try {
+        await expect(tier.ready()).rejects.toThrow('NOPERM');
+        await admin.call('ACL', 'SETUSER', user, '&tokengate:bus');
+        let live = false;
+        for (let tries = 0; tries < 40 && !live; tries++) {
+          await sleep(100);
+          live = await tier.ready().then(
+            () => true,
+            () => false,
+          );
+        }
+        expect(live).toBe(true);
+      } finally {
+        await tier.close();
+        close();
+        await admin.call('ACL', 'DELUSER', user);
       }
     });
   });

@@ -448,6 +448,27 @@ describe('retries', () => {
       expect(calls.map((call) => call.token)).toEqual(['A', 'B']);
     });
 
+    it("a half-open breaker's probe that fails is not retried, and its 503 comes at once, not after a backoff", async () => {
+      const { provider, calls } = scripted({ A: [down], B: [failing(503, 2)] });
+      const gate = createGate({
+        providers: [provider],
+        timeout: 5000,
+        retry: { retries: 2, baseDelay: 10, maxDelay: 10 },
+        breaker: { threshold: 1, cooldown: 100 },
+        maxRetryAfter: 3000,
+      });
+      cleanup.push(() => gate.close());
+      await gate.authenticate({ headers: bearer('A') }).catch(() => {});
+      expect(gate.stats().breakers).toMatchObject({ scripted: 'open' });
+      await sleep(150);
+      const started = performance.now();
+      const probe = await gate.authenticate({ headers: bearer('B') }).catch((error: AuthError) => error);
+      expect(probe).toMatchObject({ status: 503, code: 'provider_unavailable' });
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect(calls.map((call) => call.token)).toEqual(['A', 'B']);
+      expect(gate.stats().breakers).toMatchObject({ scripted: 'open' });
+    });
+
     it("waits out a Retry-After no longer than maxRetryAfter, its own 429's too", async () => {
       const { provider, calls } = scripted({ A: [failing(429, 3)], B: [failing(503, 3)] });
       const gate = createGate({ providers: [provider], timeout: 5000, maxRetryAfter: 1000 });

@@ -25,7 +25,7 @@ const ServerMetadata = z.object({
   introspection_endpoint_auth_methods_supported: z.array(z.string()).optional().catch(undefined),
 });
 
-/** Largest metadata document read, in bytes, whatever the provider's `maxBodyBytes` (sized for its answers). */
+/** Largest metadata document read, in bytes, unless the provider's `maxBodyBytes` (sized for its answers) is larger. */
 export const MAX_METADATA_BYTES = 256 * 1024;
 
 /** An endpoint's pool, and the path (query included) to request on it. */

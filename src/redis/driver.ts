@@ -98,14 +98,24 @@ const ignore = () => {};
 
 /**
  * Whether `error` is Redis refusing the client's user a command, key or channel (an ACL): `NOPERM` for a command
- * sent, and, from a script, Redis 7's `The user executing the script can't …`.
+ * sent; from a script, `The user executing the script can't …` (Redis 6.2 and 7.0) or `ACL failure in script`
+ * (Redis 7.2 and later).
  */
 export function isRefusal(error: unknown): boolean {
-  return /(?:^|\s)NOPERM\b|user executing the script can/.test(String((error as Error | undefined)?.message));
+  return /(?:^|\s)NOPERM\b|user executing the script can|ACL failure in script/.test(
+    String((error as Error | undefined)?.message),
+  );
 }
 
 /** Ms before a node-redis subscriber that could not connect or subscribe is made anew. */
 const RESTART_PAUSE_MS = 1000;
+/** Longest pause between two tries of a subscription Redis refused (an ACL an administrator has yet to change). */
+const MAX_REFUSED_PAUSE_MS = 60_000;
+
+/** The pause before the next try of a subscription after `refusals` refusals in a row: doubling, to a minute. */
+function refusedPause(refusals: number): number {
+  return Math.min(RESTART_PAUSE_MS * 2 ** Math.min(refusals - 1, 16), MAX_REFUSED_PAUSE_MS);
+}
 
 /** Closes a node-redis connection that may already be closed (node-redis then throws). */
 function destroy(connection: NodeRedisSubscriber): void {
@@ -143,27 +153,48 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
         () => client.eval(script.source, keys.length, ...keys, ...args),
       ),
     subscribe(channel, onMessage, onReady, onRefused) {
-      const failed = (error: unknown) => {
-        if (isRefusal(error)) onRefused(error);
-      };
       // A `Redis` subscribes again on each `ready` here, its failure caught: ioredis's own resubscription leaves its
       // promise unhandled when the connection drops again before Redis answers, and an unhandled rejection ends a
       // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes them itself.
       // The app's client may connect lazily (`lazyConnect`, on its first command); the subscriber has no command to
-      // send before it is connected, so it connects at once.
+      // send before it is connected, so it connects at once. A subscription Redis refused is tried again after a
+      // pause that doubles (the ACL may be changed), and a try that then succeeds counts as a (re)connection.
       const resubscribes = client.isCluster !== true;
       const subscriber = resubscribes
         ? client.duplicate({ autoResubscribe: false, lazyConnect: false })
         : client.duplicate([], { lazyConnect: false });
+      let closed = false;
+      let refusals = 0;
+      let retry: NodeJS.Timeout | undefined;
+      const subscribe = () => {
+        subscriber.subscribe(channel).then(
+          () => {
+            if (refusals === 0 || closed) return;
+            refusals = 0;
+            onReady();
+          },
+          (error: unknown) => {
+            if (closed || !isRefusal(error)) return;
+            refusals++;
+            onRefused(error);
+            clearTimeout(retry);
+            retry = setTimeout(subscribe, refusedPause(refusals)).unref();
+          },
+        );
+      };
       subscriber.on('error', ignore);
       subscriber.on('ready', () => {
-        if (resubscribes) subscriber.subscribe(channel).catch(failed);
+        if (resubscribes) subscribe();
         onReady();
       });
       // Its only subscription is `channel`: every message is one of ours.
       subscriber.on('message', (_channel, message) => onMessage(message));
-      if (!resubscribes) subscriber.subscribe(channel).catch(failed);
-      return () => subscriber.disconnect();
+      if (!resubscribes) subscribe();
+      return () => {
+        closed = true;
+        clearTimeout(retry);
+        subscriber.disconnect();
+      };
     },
     onConnection: (ready, lost) => connectionEvents(client, ['close', 'reconnecting'], ready, lost),
   };
@@ -187,6 +218,8 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
       let closed = false;
       let subscriber: NodeRedisSubscriber | undefined;
       let pause: NodeJS.Timeout | undefined;
+      /** Refusals in a row: a subscriber Redis refused is made anew after a pause that doubles (see refusedPause). */
+      let refusals = 0;
       const start = () => {
         const current = client.duplicate();
         subscriber = current;
@@ -197,6 +230,7 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
           .then(() => {
             if (closed) return destroy(current);
             return current.subscribe(channel, onMessage).then(() => {
+              refusals = 0;
               if (closed || current.pubSubNode === undefined) return;
               current.pubSubNode.client.on('ready', onReady);
               onReady();
@@ -204,9 +238,13 @@ function nodeRedisDriver(client: NodeRedisClient): RedisDriver {
           })
           .catch((error: unknown) => {
             if (closed) return;
-            if (isRefusal(error)) onRefused(error);
+            const refused = isRefusal(error);
+            if (refused) {
+              refusals++;
+              onRefused(error);
+            }
             destroy(current);
-            pause = setTimeout(start, RESTART_PAUSE_MS).unref();
+            pause = setTimeout(start, refused ? refusedPause(refusals) : RESTART_PAUSE_MS).unref();
           });
       };
       start();
