@@ -51,9 +51,9 @@ interface FloorUser {
 }
 
 /**
- * The `-floor` variants' table: the least a cached-token check can do, for scale. The raw header
- * is the key (no hashing, no grammar check, no expiry, no LRU): not something to ship, since
- * raw tokens become keys of a process-wide map, but a lower bound on what any such middleware costs.
+ * The `-floor` variants' table: about the least a hand-written cached-token check does, for scale. The raw
+ * header is the key (no hashing, no grammar check, no expiry, no LRU): not something to ship, since raw tokens
+ * become keys of a process-wide map. A reference, not a lower bound (see bench/README.md, "The floor").
  */
 function floorUsers(): Map<string, FloorUser> {
   return new Map([[`Bearer ${HOT_TOKEN}`, { permissions: new Set(BENCH_PERMISSIONS) }]]);
