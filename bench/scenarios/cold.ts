@@ -21,10 +21,16 @@ export async function runCold(bench: Bench): Promise<Outcome> {
   const title =
     '3. Cold path: a new token on every request, provider without latency: tokengate vs hand-written undici calls';
   const variants = ['express-gate', 'express-hand'] as const;
-  const paired = await sideBySide(bench, title, variants, {
-    ...coldLoad,
-    connections: Math.max(1, settings.connections / 2),
-  });
+  // One run per start of the servers (ten starts, each order five times): a process carries its own luck into all of
+  // its runs, as on the hot path.
+  const paired = await sideBySide(
+    bench,
+    title,
+    variants,
+    { ...coldLoad, connections: Math.max(1, settings.connections / 2) },
+    settings.rounds,
+    1,
+  );
   const runs = await interleave(bench, title, variants, () => coldLoad);
   const [pairedGated, pairedHand] = [paired['express-gate'], paired['express-hand']];
   const [gated, hand] = [runs['express-gate'], runs['express-hand']];
