@@ -5,6 +5,7 @@ import type { CacheOptions, GateStats } from '../src/index.js';
 export const VARIANTS = [
   'express-bare',
   'express-noop',
+  'express-spin',
   'express-gate',
   'express-floor',
   'koa-bare',
@@ -26,6 +27,12 @@ export const VARIANTS = [
   'express-flood',
   'express-flood-floor',
 ] as const;
+
+/**
+ * CPU µs the `express-spin` variant burns per request on top of the bare route (`BENCH_SPIN_US`, default 9, about
+ * a twentieth of a bare Express request here): a known cost, to check what the side-by-side method reads for one.
+ */
+export const SPIN_MICROS = Number(process.env.BENCH_SPIN_US ?? 9);
 
 /** Which app a server process runs. */
 export type Variant = (typeof VARIANTS)[number];
@@ -98,6 +105,8 @@ export type ServerMessage =
       readonly wallMs: number;
       /** `gate.stats().upstreamCalls` when the variant has a gate. */
       readonly gateUpstreamCalls?: number;
+      /** `express-spin`: the median wall time of its spin, µs, over the requests timed since the last `usage`. */
+      readonly spinMicros?: number;
     };
 
 /** One load run (bench/load.ts: autocannon; bench/burst.ts: one burst). */

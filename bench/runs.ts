@@ -50,6 +50,8 @@ export interface Run {
   readonly providerConnections: number;
   /** TCP connections the mock accepted from this server during the measured run itself. */
   readonly providerConnectionsInRun: number;
+  /** `express-spin`: what its spin took per request during the run, µs (median of the requests it timed). */
+  readonly spinMicros?: number;
 }
 
 /** A server process, kept while its runs last. */
@@ -185,6 +187,7 @@ function toRun(
     serverCpuMicrosPerRequest: cpu / Math.max(1, load.requests),
     serverCpuShare: cpu / 1000 / (after.wallMs - before.wallMs),
     ...(gateCalls === undefined ? {} : { gateUpstreamCalls: gateCalls }),
+    ...(after.spinMicros === undefined ? {} : { spinMicros: after.spinMicros }),
     providerCalls,
     providerConnections,
     providerConnectionsInRun,

@@ -30,6 +30,7 @@ import {
   ROUTE_PERMISSION,
   type ServerConfig,
   type ServerMessage,
+  SPIN_MICROS,
   STAMPEDE_LATENCY_MS,
 } from './lib.js';
 
@@ -195,6 +196,28 @@ function expressApp(): express.Express {
       // what the framework itself charges for two more handlers.
       app.get('/hello', passThrough, passThrough, routeBody);
       break;
+    case 'express-spin': {
+      // The bare route plus a loop of a fixed count, calibrated here once to burn SPIN_MICROS of CPU: a known
+      // cost for the side-by-side method to read (`BENCH_PAIR=express-bare,express-spin`).
+      // One request in 64 also times its spin (two clock reads), so that the cost it had in the run is known.
+      const iterations = Math.round(SPIN_MICROS * spinIterationsPerMicro());
+      let requests = 0;
+      app.get(
+        '/hello',
+        (_req, _res, next) => {
+          if ((++requests & 63) === 0) {
+            const started = process.hrtime.bigint();
+            spin(iterations);
+            spinTimes.record(Math.max(1, Number(process.hrtime.bigint() - started)));
+          } else {
+            spin(iterations);
+          }
+          next();
+        },
+        routeBody,
+      );
+      break;
+    }
     case 'express-floor':
       app.get('/hello', ...expressFloor((res) => res.sendStatus(401)), routeBody);
       break;
@@ -282,6 +305,33 @@ function expressApp(): express.Express {
 
 function passThrough(_req: Request, _res: Response, next: NextFunction): void {
   next();
+}
+
+/** `express-spin`: how long its timed spins took, ns, since the last `usage` message. */
+const spinTimes = createHistogram();
+
+/** Where {@link spin} leaves its result, so that the loop cannot be optimised away. */
+let spinSink = 0;
+
+/** A loop of `iterations` steps of integer arithmetic. */
+function spin(iterations: number): void {
+  let x = spinSink;
+  for (let i = 0; i < iterations; i++) x = (Math.imul(x, 31) + i) | 0;
+  spinSink = x;
+}
+
+/** How many {@link spin} steps take one µs of this process's CPU: the median of five timed loops, once warm. */
+function spinIterationsPerMicro(): number {
+  const steps = 5_000_000;
+  spin(steps);
+  const rates: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const start = process.cpuUsage();
+    spin(steps);
+    const used = process.cpuUsage(start);
+    rates.push(steps / (used.user + used.system));
+  }
+  return rates.sort((a, b) => a - b)[2] as number;
 }
 
 function koaApp(): Koa {
@@ -446,7 +496,9 @@ process.on('message', (message: { type: string; path?: string }) => {
       cpuMicros: cpu.user + cpu.system,
       wallMs: performance.now(),
       ...(gate === undefined ? {} : { gateUpstreamCalls: gate.stats().upstreamCalls }),
+      ...(spinTimes.count === 0 ? {} : { spinMicros: spinTimes.percentile(50) / 1000 }),
     });
+    spinTimes.reset();
   }
 });
 // The orchestrator going away ends the server too; a normal exit also lets --cpu-prof write its profile.
