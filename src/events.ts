@@ -49,12 +49,14 @@ export type GateEvent =
   | { readonly type: 'breaker'; readonly provider: string; readonly state: BreakerState }
   /**
    * A verification was not sent: the provider's breaker is `open`, `half-open` with its one probe under way, or calls
-   * are `paused` after a 429. The request gets a 503 with `Retry-After` (`retryAfterMs`), or a stale answer.
+   * are `paused` after a 429: the request gets a 503 with `Retry-After` (`retryAfterMs`), or a stale answer. Or the
+   * provider `refused` this server's own credentials (API key, client secret) less than a second ago: the request
+   * gets that refusal's 500 `provider_misconfigured`, and the credentials are not sent again before `retryAfterMs`.
    */
   | {
       readonly type: 'held_back';
       readonly provider: string;
-      readonly reason: 'open' | 'half-open' | 'paused';
+      readonly reason: 'open' | 'half-open' | 'paused' | 'refused';
       readonly retryAfterMs: number;
     }
   /** The provider failed and an accepted answer past its `ttl` (within `staleIfError`) was served. */

@@ -72,6 +72,12 @@ export class Upstream {
   readonly #live = new Set<Deadline>();
   /** Set by {@link close}: the cause of the 503 every verification under way or asked later ends with. */
   #closing: ProviderFailure | undefined;
+  /**
+   * The provider's last refusal of this server's own credentials, and until when (`performance.now()` ms) every new
+   * verification gets its 500 without asking: the credentials are not sent again and again to be refused.
+   */
+  #refusal: ProviderFailure | undefined;
+  #refusedUntil = 0;
   readonly #admission: Admission;
 
   constructor(provider: Provider, policy: UpstreamPolicy) {
@@ -111,6 +117,7 @@ export class Upstream {
     expire: (error: AuthError) => void,
   ): Promise<Verdict | AuthContext | AuthError> {
     const requested = performance.now();
+    if (this.#refusal !== undefined && requested < this.#refusedUntil) return this.#refused(this.#refusal, requested);
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#heldBack(wait, stale);
     const slot = this.#admission.acquire(clientOf);
@@ -204,6 +211,18 @@ export class Upstream {
       retryAfterMs,
     });
     return this.#staleOr(stale, this.#unavailable(retryAfterMs));
+  }
+
+  /** A verification not sent while the provider's refusal of this server's credentials holds: the same 500. */
+  #refused(refusal: ProviderFailure, now: number): AuthError {
+    this.#policy.counters.heldBack++;
+    this.#policy.emit?.({
+      type: 'held_back',
+      provider: this.provider.name,
+      reason: 'refused',
+      retryAfterMs: Math.ceil(this.#refusedUntil - now),
+    });
+    return providerMisconfigured(this.provider.name, refusal);
   }
 
   /** Verifications refused or timed out in our own wait: a fast 503 that never touches the breaker or serves stale. */
@@ -332,6 +351,8 @@ export class Upstream {
     // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.
     if (misconfigured) {
       this.#breaker?.succeeded();
+      this.#refusal = failure;
+      this.#refusedUntil = performance.now() + REFUSAL_HOLD_MS;
       return providerMisconfigured(provider.name, failure);
     }
     let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
@@ -362,9 +383,11 @@ export class Upstream {
     return providerUnavailable(this.provider.name, capped === undefined ? undefined : capped / 1000, failure);
   }
 
-  /** Closes the breaker and lifts any pause. */
+  /** Closes the breaker and lifts any pause, and any hold after a refusal of this server's credentials. */
   reset(): void {
     this.#breaker?.reset();
+    this.#refusal = undefined;
+    this.#refusedUntil = 0;
   }
 
   /**
@@ -412,6 +435,9 @@ function cutReason(reason: string): string {
   const cut = reason.slice(0, MAX_REASON_LENGTH);
   return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
 }
+
+/** How long a refusal of this server's own credentials answers new verifications without asking, ms. */
+export const REFUSAL_HOLD_MS = 1000;
 
 const CREDENTIAL_REFUSALS: ReadonlySet<number> = new Set([400, 413, 414, 422, 431]);
 

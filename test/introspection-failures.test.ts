@@ -267,6 +267,8 @@ describe('introspection: through a real Express app', () => {
     expect(refused.text).not.toContain('wrong-secret-value');
     expect(refused.text).not.toContain(CLIENT_SECRET);
 
+    // The refusal holds for a second (see introspection.test.ts); reset() lifts it.
+    gate.reset();
     mock.fault = { kind: 'status', status: 503 };
     const down = await request(app).get('/orders').set('authorization', 'Bearer reader');
     expect(down.status).toBe(503);

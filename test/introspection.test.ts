@@ -6,9 +6,11 @@
  * Failures, options and Express are in introspection-failures.test.ts;
  * discovery (RFC 8414) and the cache in introspection-discovery.test.ts.
  */
+
+import { setTimeout as sleep } from 'node:timers/promises';
 import { request as undiciRequest } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { createGate, introspection } from '../src/index.js';
+import { createGate, type GateEvent, introspection } from '../src/index.js';
 import { mockIntrospection } from '../src/testing/index.js';
 import { reply, startAnswerServer } from './support/answer-server.js';
 import { closeAfterEach } from './support/close-after-each.js';
@@ -350,6 +352,27 @@ describe('introspection: client authentication on the wire', () => {
       { clientAuth: mine },
     );
     await expectMisconfigured(gate.authenticate(bearer('tok-1')));
+  });
+
+  it('after a refused secret, new tokens get the 500 for a second without the secret being sent again; then it is asked', async () => {
+    const events: GateEvent[] = [];
+    const { mock, gate } = await setup(
+      { tokens: { 'tok-1': { active: true, sub: 'u' }, 'tok-2': { active: true, sub: 'v' } } },
+      { clientSecret: 'not-the-secret' },
+      { onEvent: (event) => events.push(event) },
+    );
+    await expectMisconfigured(gate.authenticate(bearer('tok-1')));
+    await expectMisconfigured(gate.authenticate(bearer('tok-2')));
+    await expectMisconfigured(gate.authenticate(bearer('tok-3')));
+    expect(mock.calls.introspect).toBe(1);
+    expect(events.filter((event) => event.type === 'held_back')).toEqual([
+      expect.objectContaining({ reason: 'refused', provider: 'introspection' }),
+      expect.objectContaining({ reason: 'refused', provider: 'introspection' }),
+    ]);
+    expect(gate.stats().heldBack).toBe(2);
+    await sleep(1050);
+    await expectMisconfigured(gate.authenticate(bearer('tok-2')));
+    expect(mock.calls.introspect).toBe(2);
   });
 
   it('a refused secret (401) is a 500 not shown to the client, asked once despite retries', async () => {
