@@ -26,7 +26,6 @@ import {
   GATE_POOL_OPTIONS,
   HOST,
   HOT_TOKEN,
-  PROVIDER_POOL_SIZE,
   ROUTE_PERMISSION,
   type ServerConfig,
   type ServerMessage,
@@ -88,11 +87,8 @@ function onFloodEvent(event: GateEvent): void {
 
 /** The flood scenario's app: the gated route, and errors as JSON (`{ error: code }`) with their status and headers. */
 function floodApp(app: express.Express): void {
-  // The pool has room for twice the calls the gate admits (undici would cap them at its size whatever the gate
-  // did): the counting proxy's maximum in flight is then the gate's admission at work, falsifiable.
-  const provider = onlineOrNot({ baseUrl: config.providerUrl, connections: 2 * PROVIDER_POOL_SIZE });
   gate = createGate({
-    providers: [{ ...provider, concurrency: PROVIDER_POOL_SIZE / 2 }],
+    providers: [onlineOrNot({ baseUrl: config.providerUrl, ...GATE_POOL_OPTIONS })],
     ...(config.cache === undefined ? {} : { cache: config.cache }),
     onEvent: onFloodEvent,
   });

@@ -13,7 +13,15 @@ import express from 'express';
 import { describe, expect, it } from 'vitest';
 import { authenticate, requires } from '../adapters/express.js';
 import { startCountingProxy } from '../bench/counting-proxy.js';
-import { AuthError, createGate, type Gate, type GateEvent, type GateOptions, onlineOrNot } from '../src/index.js';
+import {
+  AuthError,
+  type BearerCredential,
+  createGate,
+  type Gate,
+  type GateEvent,
+  type GateOptions,
+  onlineOrNot,
+} from '../src/index.js';
 import { mockOnlineOrNot } from '../src/testing/index.js';
 import { closeAfterEach } from './support/close-after-each.js';
 import { type Answer, ask, clientFrom, startFlood } from './support/flood-client.js';
@@ -23,11 +31,7 @@ const closeLater = closeAfterEach();
 const READ = 'monitors:read';
 const FLOODER = '127.0.0.1';
 const OTHER = '127.0.0.2';
-/**
- * Calls the gate lets go to the provider at once: two verifications (two calls each), eight waiting. The provider's
- * pool holds twice as many sockets, so that the proxy's count of calls in flight is the gate's admission at work, not
- * undici's cap.
- */
+/** Sockets of the gate's provider pool: two verifications at once (two calls each), eight waiting. */
 const POOL = 4;
 
 /** An Express app whose `/hello` needs `READ`; errors answer `{ error: code }` with the error's status and headers. */
@@ -47,7 +51,7 @@ interface Setup {
   /** Mock latency, ms. */
   readonly latency: number;
   readonly options?: Partial<GateOptions>;
-  /** Calls the gate lets go at once, two per verification (default {@link POOL}); the pool holds twice as many. */
+  /** The provider's pool size (default {@link POOL}). */
   readonly connections?: number;
   /** Whether the gate asks through a counting proxy (default true). */
   readonly proxied?: boolean;
@@ -67,12 +71,25 @@ async function setup(tokens: readonly string[], { latency, options = {}, connect
   mock.latency = latency;
   const proxy = proxied ? closeLater(await startCountingProxy(mock.url)) : undefined;
   const events: GateEvent[] = [];
+  // The verifications under way, counted around the provider's verify: the gate's admission at work. (The calls the
+  // proxy counts are bounded by the pool's sockets as well, and a rejected token's second call outlives its
+  // verification.)
+  const verifications = { now: 0, max: 0 };
+  const provider = onlineOrNot({ baseUrl: proxy?.url ?? mock.url, connections });
+  const verify = provider.verify;
   const gate = closeLater(
     createGate({
       providers: [
         {
-          ...onlineOrNot({ baseUrl: proxy?.url ?? mock.url, connections: 2 * connections }),
-          concurrency: connections / 2,
+          ...provider,
+          async verify(credential: BearerCredential, signal: AbortSignal) {
+            verifications.max = Math.max(verifications.max, ++verifications.now);
+            try {
+              return await verify(credential, signal);
+            } finally {
+              verifications.now--;
+            }
+          },
         },
       ],
       onEvent: (event) => {
@@ -83,7 +100,7 @@ async function setup(tokens: readonly string[], { latency, options = {}, connect
   );
   const server = closeLater(await listen(floodApp(gate)));
   const client = (address: string, sockets: number) => closeLater(clientFrom(server.url, address, sockets));
-  return { mock, proxy, gate, events, client };
+  return { mock, proxy, gate, events, client, verifications };
 }
 
 const tokensNamed = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
@@ -91,7 +108,7 @@ const tokensNamed = (prefix: string, n: number) => Array.from({ length: n }, (_,
 describe('a client flooding random tokens', () => {
   it('leaves another client’s new tokens verified, the pool bounded and the breaker closed; its excess gets 503 overloaded without an upstream call', async () => {
     const fresh = tokensNamed('fresh', 10);
-    const { proxy, gate, events, client } = await setup(fresh, { latency: 20 });
+    const { proxy, gate, events, client, verifications } = await setup(fresh, { latency: 20 });
     const flood = startFlood(client(FLOODER, 20), 20, { maxRequests: 50_000, maxMs: 20_000 });
     let report: Awaited<ReturnType<typeof flood.stop>>;
     const answers: Answer[] = [];
@@ -117,6 +134,8 @@ describe('a client flooding random tokens', () => {
     expect(counts.requests).toBe(2 * (report.rejected + answers.length));
     expect(counts.maxInFlight).toBeLessThanOrEqual(POOL);
     expect(counts.maxInFlight).toBeGreaterThanOrEqual(2);
+    // The provider's concurrency, half its sockets: never more verifications at once, however many wait.
+    expect(verifications.max).toBe(POOL / 2);
   }, 60_000);
 });
 
