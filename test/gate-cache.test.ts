@@ -544,6 +544,25 @@ describe('gate cache: invalidate and clear', () => {
     expect(mock.calls.verify).toBe(2);
   });
 
+  it('revoke(req) during an upstream call: a request after it asks again, not joining the call', async () => {
+    const { mock, gate } = await setup();
+    mock.latency = 150;
+    const pending = gate.authenticate(bearer('reader-token'));
+    await sleep(50);
+    expect(await gate.revoke(bearer('reader-token'))).toBe(true);
+    // A request after the revocation does not join the verification asked before it: it asks again.
+    const after = gate.authenticate(bearer('reader-token'));
+    expect((await pending).subject).toBe('tok_reader'); // asked before the revocation
+    expect((await after).subject).toBe('tok_reader');
+    expect(mock.calls.verify).toBe(2);
+    // Once the provider has dropped the token, a revocation makes the next request ask, and it is refused.
+    mock.removeToken('reader-token');
+    mock.latency = 0;
+    await gate.revoke(bearer('reader-token'));
+    expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(401);
+    expect(mock.calls.verify).toBe(3);
+  });
+
   it('clear() during an upstream call keeps that answer out of the cache', async () => {
     const { mock, gate } = await setup();
     mock.latency = 150;
