@@ -69,6 +69,8 @@ export class CircuitBreaker {
   #failures = 0;
   #openedAt = 0;
   #probing = false;
+  /** Probes let go so far: the current one's number while {@link #probing}. */
+  #probeCount = 0;
   #pausedUntil = 0;
   readonly #threshold: number;
   readonly #cooldown: number;
@@ -100,6 +102,7 @@ export class CircuitBreaker {
     }
     if (this.#probing) return Math.max(1, this.#cooldown);
     this.#probing = true;
+    this.#probeCount++;
     return 0;
   }
 
@@ -138,16 +141,33 @@ export class CircuitBreaker {
   /**
    * The provider refused this one request (400, 413, 414, 422, 431):
    * that tells nothing of its health, so the failure count and the state
-   * stay as they are. A probe under way is over; the next call probes again.
+   * stay as they are. When the call was the probe (`probe`, its number from
+   * {@link probe}; none: whichever), the probe is over and the next call
+   * probes again; a call that was not leaves the probe under way alone.
    */
-  inconclusive(): void {
-    this.#probing = false;
+  inconclusive(probe?: number): void {
+    this.#probeOver(probe);
   }
 
-  /** The provider asked for no calls during `ms` (429 `Retry-After`). A probe under way is over. */
-  pause(now: number, ms: number): void {
-    this.#probing = false;
+  /**
+   * The provider asked for no calls during `ms` (429 `Retry-After`). When the call was the probe (`probe`, as for
+   * {@link inconclusive}), the probe is over; a call that was not leaves the probe under way alone.
+   */
+  pause(now: number, ms: number, probe?: number): void {
+    this.#probeOver(probe);
     this.#pausedUntil = Math.max(this.#pausedUntil, now + ms);
+  }
+
+  /**
+   * The probe under way, as {@link admit} let it go (a number that names it), or undefined when none is: to tell
+   * {@link inconclusive} and {@link pause} which call they are about.
+   */
+  get probe(): number | undefined {
+    return this.#probing ? this.#probeCount : undefined;
+  }
+
+  #probeOver(probe: number | undefined): void {
+    if (probe === undefined || probe === this.#probeCount) this.#probing = false;
   }
 
   /** Back to closed, with no failures counted and no pause. */

@@ -120,9 +120,16 @@ export class Upstream {
     if (this.#refusal !== undefined && requested < this.#refusedUntil) return this.#refused(this.#refusal, requested);
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#heldBack(wait, stale);
+    // Admitted while the breaker is half-open, this verification is its one probe (named by its number; 0: none). A
+    // probe that is never sent is over: the next call probes.
+    const probe = this.#breaker?.probe ?? 0;
+    const unsent = <T>(answer: T): T => {
+      if (probe !== 0) this.#breaker?.inconclusive(probe);
+      return answer;
+    };
     const slot = this.#admission.acquire(clientOf);
-    if (slot === 'full') return this.#overloaded('full');
-    if (slot === 'admitted') return this.#asked(credential, stale);
+    if (slot === 'full') return unsent(this.#overloaded('full'));
+    if (slot === 'admitted') return this.#asked(credential, stale, probe);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
     // Either way the time that ran out was spent in our own wait first: overloaded, not the provider's failure.
@@ -137,7 +144,7 @@ export class Upstream {
         // Still waiting, or given a slot a moment ago without having asked: it never asks.
         this.#admission.expire(slot);
         state = 'ended';
-        resolve(this.#overloaded('expired'));
+        resolve(unsent(this.#overloaded('expired')));
       }, this.#policy.timeout);
       slot.admitted.then((admitted) => {
         if (state === 'ended') {
@@ -148,13 +155,13 @@ export class Upstream {
           if (admitted === 'admitted') this.#admission.release();
           clearTimeout(timer);
           state = 'ended';
-          resolve(this.closedError());
+          resolve(unsent(this.closedError()));
           return;
         }
         if (admitted !== 'admitted') {
           clearTimeout(timer);
           state = 'ended';
-          resolve(this.#overloaded(admitted));
+          resolve(unsent(this.#overloaded(admitted)));
           return;
         }
         // The breaker may have opened, or a 429 paused calls, while this verification waited.
@@ -163,11 +170,11 @@ export class Upstream {
           this.#admission.release();
           clearTimeout(timer);
           state = 'ended';
-          resolve(this.#heldBack(heldBack, stale));
+          resolve(unsent(this.#heldBack(heldBack, stale)));
           return;
         }
         state = 'asking';
-        this.#asked(credential, stale).then((answer) => {
+        this.#asked(credential, stale, probe).then((answer) => {
           clearTimeout(timer);
           resolve(answer);
         });
@@ -179,18 +186,22 @@ export class Upstream {
    * The provider asked under the slot just taken, which is released when it is done; traced when anything listens.
    * A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they could change.
    */
-  #asked(credential: Credential, stale: StaleCopy | undefined): Promise<Verdict | AuthContext | AuthError> {
+  #asked(
+    credential: Credential,
+    stale: StaleCopy | undefined,
+    probe: number,
+  ): Promise<Verdict | AuthContext | AuthError> {
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
       let answer: Verdict | AuthContext | AuthError | undefined;
       const traced = async (): Promise<undefined> => {
-        answer = await this.#ask(credential, stale, trace);
+        answer = await this.#ask(credential, stale, probe, trace);
         return undefined;
       };
       asked = verifyChannel.tracePromise(traced, trace).then(() => answer as Verdict | AuthContext | AuthError);
     } else {
-      asked = this.#ask(credential, stale);
+      asked = this.#ask(credential, stale, probe);
     }
     asked.then(this.#release, this.#release);
     return asked;
@@ -232,10 +243,11 @@ export class Upstream {
     return overloaded(this.provider.name);
   }
 
-  /** The attempts under one deadline, with retries and the breaker. */
+  /** The attempts under one deadline, with retries and the breaker; `probe`: the number of the probe it is, or 0. */
   async #ask(
     credential: Credential,
     stale: StaleCopy | undefined,
+    probe: number,
     trace?: VerifyTrace,
   ): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
@@ -273,7 +285,7 @@ export class Upstream {
           });
           // A 429 pauses every other call at once, not only once this verification has used up its retries, and
           // its own retry waits the pause out too.
-          const paused = failure.upstreamStatus === 429 ? this.#pause(failure) : 0;
+          const paused = failure.upstreamStatus === 429 ? this.#pause(failure, probe) : 0;
           const delay =
             failure.kind === 'misconfigured'
               ? undefined
@@ -281,7 +293,7 @@ export class Upstream {
           // A breaker that is not closed (open, or half-open with its one probe out) sends no retry: end at once.
           if (delay === undefined || this.#retryHeldBack() === undefined) {
             this.#ended('failed', started, attempts, trace);
-            return this.#failed(failure, stale);
+            return this.#failed(failure, stale, probe);
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
@@ -291,7 +303,7 @@ export class Upstream {
           for (let held = this.#retryHeldBack(); held !== 0; held = this.#retryHeldBack()) {
             if (held === undefined || performance.now() + held >= started + timeout) {
               this.#ended('failed', started, attempts, trace);
-              return this.#failed(failure, stale);
+              return this.#failed(failure, stale, probe);
             }
             await sleep(held, deadline);
             if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
@@ -344,7 +356,7 @@ export class Upstream {
   }
 
   /** The answer after the last failed attempt. */
-  #failed(failure: ProviderFailure, stale: StaleCopy | undefined): AuthContext | AuthError {
+  #failed(failure: ProviderFailure, stale: StaleCopy | undefined, probe: number): AuthContext | AuthError {
     const { provider } = this;
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
@@ -358,7 +370,7 @@ export class Upstream {
     let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
     // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on.
     if (throttled) retryAfterMs = this.#pauseMs(failure);
-    else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive();
+    else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
     else this.#breaker?.failed(performance.now());
     return this.#staleOr(stale, this.#unavailable(retryAfterMs, failure));
   }
@@ -370,10 +382,10 @@ export class Upstream {
   }
 
   /** Pauses calls for a 429's {@link #pauseMs}; returns that pause, or 0 without a breaker (nothing is paused). */
-  #pause(failure: ProviderFailure): number {
+  #pause(failure: ProviderFailure, probe: number): number {
     if (this.#breaker === undefined) return 0;
     const ms = this.#pauseMs(failure);
-    this.#breaker.pause(performance.now(), ms);
+    this.#breaker.pause(performance.now(), ms, probe);
     return ms;
   }
 

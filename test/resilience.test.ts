@@ -12,6 +12,7 @@ import request from 'supertest';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { authenticate } from '../adapters/express.js';
 import {
+  type AuthContext,
   type AuthError,
   type BearerCredential,
   createGate,
@@ -23,6 +24,7 @@ import {
   type Provider,
   ProviderFailure,
   partoo,
+  type Verdict,
 } from '../src/index.js';
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { gatedApp, READ_CHECKS } from './support/gated-app.js';
@@ -677,6 +679,55 @@ describe('circuit breaker', () => {
     pt.latency = 0;
     const after = await Promise.all(connections.map((c) => request(app).get('/me').query(c)));
     expect(after.map((r) => r.status)).toEqual(connections.map(() => 200));
+  });
+
+  it('half-open: a call admitted before the probe that ends without a verdict (a 400) leaves the probe alone', async () => {
+    // Each token's call waits for its release, then answers as told: the test decides when each ends.
+    const calls: string[] = [];
+    const releases = new Map<string, () => void>();
+    const answers: Record<string, () => Verdict> = {
+      older: () => {
+        throw new ProviderFailure('status', 'answered 400', { status: 400 });
+      },
+      failing: () => {
+        throw new ProviderFailure('unreachable', 'down', { retryable: false });
+      },
+      probe: () => ({ ok: true, principal: { subject: 'probe', permissions: [], details: {} } }),
+      later: () => ({ ok: true, principal: { subject: 'later', permissions: [], details: {} } }),
+    };
+    const provider: Provider<BearerCredential> = {
+      name: 'held',
+      cacheScope: 'held',
+      extract: extractBearer,
+      async verify(credential) {
+        calls.push(credential.secret);
+        await new Promise<void>((resolve) => releases.set(credential.secret, resolve));
+        return (answers[credential.secret] as () => Verdict)();
+      },
+    };
+    const gate = createGate({ providers: [provider], retry: false, breaker: { threshold: 1, cooldown: 100 } });
+    cleanup.push(() => gate.close());
+    const ask = (token: string) => gate.authenticate({ headers: bearer(token) }).catch((error: AuthError) => error);
+    const called = (token: string) => vi.waitFor(() => expect(releases.has(token)).toBe(true));
+
+    const older = ask('older'); // admitted while the breaker is closed
+    await called('older');
+    const failing = ask('failing');
+    await called('failing');
+    releases.get('failing')?.();
+    await failing;
+    expect(gate.stats().breakers).toMatchObject({ held: 'open' });
+    await sleep(150);
+    const probe = ask('probe'); // the cooldown is over: the one probe
+    await called('probe');
+    releases.get('older')?.();
+    expect(await older).toMatchObject({ status: 503 });
+    // The probe is still under way: the next call is held back, not sent as a second probe.
+    expect(await ask('later')).toMatchObject({ status: 503, code: 'provider_unavailable' });
+    expect(calls).toEqual(['older', 'failing', 'probe']);
+    releases.get('probe')?.();
+    expect((await probe) as AuthContext).toMatchObject({ subject: 'probe' });
+    expect(gate.stats().breakers).toMatchObject({ held: 'closed' });
   });
 
   it('rejections are answers: they never open the breaker', async () => {
