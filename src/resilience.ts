@@ -142,10 +142,10 @@ export class CircuitBreaker {
    * The provider refused this one request (400, 413, 414, 422, 431):
    * that tells nothing of its health, so the failure count and the state
    * stay as they are. When the call was the probe (`probe`, its number from
-   * {@link probe}; none: whichever), the probe is over and the next call
-   * probes again; a call that was not leaves the probe under way alone.
+   * {@link probe}; undefined for a call that was not), the probe is over and
+   * the next call probes again; a call that was not leaves the probe alone.
    */
-  inconclusive(probe?: number): void {
+  inconclusive(probe: number | undefined): void {
     this.#probeOver(probe);
   }
 
@@ -153,7 +153,7 @@ export class CircuitBreaker {
    * The provider asked for no calls during `ms` (429 `Retry-After`). When the call was the probe (`probe`, as for
    * {@link inconclusive}), the probe is over; a call that was not leaves the probe under way alone.
    */
-  pause(now: number, ms: number, probe?: number): void {
+  pause(now: number, ms: number, probe: number | undefined): void {
     this.#probeOver(probe);
     this.#pausedUntil = Math.max(this.#pausedUntil, now + ms);
   }
@@ -167,7 +167,7 @@ export class CircuitBreaker {
   }
 
   #probeOver(probe: number | undefined): void {
-    if (probe === undefined || probe === this.#probeCount) this.#probing = false;
+    if (probe === this.#probeCount) this.#probing = false;
   }
 
   /** Back to closed, with no failures counted and no pause. */

@@ -120,15 +120,10 @@ export class Upstream {
     if (this.#refusal !== undefined && requested < this.#refusedUntil) return this.#refused(this.#refusal, requested);
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#heldBack(wait, stale);
-    // Admitted while the breaker is half-open, this verification is its one probe (named by its number; 0: none). A
-    // probe that is never sent is over: the next call probes.
-    const probe = this.#breaker?.probe ?? 0;
-    const unsent = <T>(answer: T): T => {
-      if (probe !== 0) this.#breaker?.inconclusive(probe);
-      return answer;
-    };
+    // Admitted while the breaker is half-open, this verification is its one probe, named by its number.
+    const probe = this.#breaker?.probe;
     const slot = this.#admission.acquire(clientOf);
-    if (slot === 'full') return unsent(this.#overloaded('full'));
+    if (slot === 'full') return this.#unsent(probe, this.#overloaded('full'));
     if (slot === 'admitted') return this.#asked(credential, stale, probe);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
@@ -144,7 +139,7 @@ export class Upstream {
         // Still waiting, or given a slot a moment ago without having asked: it never asks.
         this.#admission.expire(slot);
         state = 'ended';
-        resolve(unsent(this.#overloaded('expired')));
+        resolve(this.#unsent(probe, this.#overloaded('expired')));
       }, this.#policy.timeout);
       slot.admitted.then((admitted) => {
         if (state === 'ended') {
@@ -155,13 +150,13 @@ export class Upstream {
           if (admitted === 'admitted') this.#admission.release();
           clearTimeout(timer);
           state = 'ended';
-          resolve(unsent(this.closedError()));
+          resolve(this.#unsent(probe, this.closedError()));
           return;
         }
         if (admitted !== 'admitted') {
           clearTimeout(timer);
           state = 'ended';
-          resolve(unsent(this.#overloaded(admitted)));
+          resolve(this.#unsent(probe, this.#overloaded(admitted)));
           return;
         }
         // The breaker may have opened, or a 429 paused calls, while this verification waited.
@@ -170,7 +165,7 @@ export class Upstream {
           this.#admission.release();
           clearTimeout(timer);
           state = 'ended';
-          resolve(unsent(this.#heldBack(heldBack, stale)));
+          resolve(this.#unsent(probe, this.#heldBack(heldBack, stale)));
           return;
         }
         state = 'asking';
@@ -189,7 +184,7 @@ export class Upstream {
   #asked(
     credential: Credential,
     stale: StaleCopy | undefined,
-    probe: number,
+    probe: number | undefined,
   ): Promise<Verdict | AuthContext | AuthError> {
     let asked: Promise<Verdict | AuthContext | AuthError>;
     if (tracingVerify()) {
@@ -236,6 +231,12 @@ export class Upstream {
     return providerMisconfigured(this.provider.name, refusal);
   }
 
+  /** `answer`, for a verification that was never sent: when it was the breaker's probe, the probe is over. */
+  #unsent<T>(probe: number | undefined, answer: T): T {
+    if (probe !== undefined) this.#breaker?.inconclusive(probe);
+    return answer;
+  }
+
   /** Verifications refused or timed out in our own wait: a fast 503 that never touches the breaker or serves stale. */
   #overloaded(reason: 'full' | 'expired'): AuthError {
     this.#policy.counters.overloaded++;
@@ -243,11 +244,11 @@ export class Upstream {
     return overloaded(this.provider.name);
   }
 
-  /** The attempts under one deadline, with retries and the breaker; `probe`: the number of the probe it is, or 0. */
+  /** The attempts under one deadline, with retries and the breaker; `probe`: the number of the probe it is, if one. */
   async #ask(
     credential: Credential,
     stale: StaleCopy | undefined,
-    probe: number,
+    probe: number | undefined,
     trace?: VerifyTrace,
   ): Promise<Verdict | AuthContext | AuthError> {
     const { provider } = this;
@@ -356,7 +357,7 @@ export class Upstream {
   }
 
   /** The answer after the last failed attempt. */
-  #failed(failure: ProviderFailure, stale: StaleCopy | undefined, probe: number): AuthContext | AuthError {
+  #failed(failure: ProviderFailure, stale: StaleCopy | undefined, probe: number | undefined): AuthContext | AuthError {
     const { provider } = this;
     const misconfigured = failure.kind === 'misconfigured';
     const throttled = failure.upstreamStatus === 429;
@@ -382,7 +383,7 @@ export class Upstream {
   }
 
   /** Pauses calls for a 429's {@link #pauseMs}; returns that pause, or 0 without a breaker (nothing is paused). */
-  #pause(failure: ProviderFailure, probe: number): number {
+  #pause(failure: ProviderFailure, probe: number | undefined): number {
     if (this.#breaker === undefined) return 0;
     const ms = this.#pauseMs(failure);
     this.#breaker.pause(performance.now(), ms, probe);
