@@ -9,6 +9,7 @@
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
 import { clientBlockOf, defaultClientKey } from './client-key.js';
+import { closedProviderError, isClosed, markClosed, PROVIDER_CLOSED } from './closed-providers.js';
 import { AuthContext, type ContextOrigin } from './context.js';
 import {
   AuthError,
@@ -46,17 +47,7 @@ interface Member {
   readonly origin: ContextOrigin;
 }
 
-/** A flight's outcome when its provider was found closed by another gate: each of its requests gets its own error. */
-const PROVIDER_CLOSED = Object.freeze({ closed: true });
-
 type Outcome = AuthContext | Rejection | AuthError | typeof PROVIDER_CLOSED;
-
-/** A developer's mistake, not an outage: asking a closed provider would fail as one, and count against the breaker. */
-function closedProviderError(provider: Provider): Error {
-  return new Error(
-    `tokengate: provider ${provider.name} was closed by another gate's close(), which closes its providers: give each gate providers of its own`,
-  );
-}
 
 /** The provider that handles a request, and the credential it found. */
 interface Found {
@@ -72,19 +63,10 @@ export function createGate(options: GateOptions): Gate {
   return new TokenGate(options);
 }
 
-/**
- * Providers with a `close()` that a gate has called: their connection pools are gone, so no gate can ask them again.
- * One set for every copy of this package in the process (its ESM and CommonJS builds), as for `AuthError`.
- */
-const CLOSED = Symbol.for('tokengate.closedProviders@2');
-const registry = globalThis as { [CLOSED]?: unknown };
-if (!(registry[CLOSED] instanceof WeakSet)) registry[CLOSED] = new WeakSet<Provider>();
-const CLOSED_PROVIDERS = registry[CLOSED] as WeakSet<Provider>;
-
 /** @throws TypeError naming a provider of `providers` that a gate has closed. */
 function checkNotClosed(providers: readonly Provider[]): void {
   providers.forEach((provider, index) => {
-    if (!CLOSED_PROVIDERS.has(provider)) return;
+    if (!isClosed(provider)) return;
     throw new TypeError(
       `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
     );
@@ -269,7 +251,7 @@ class TokenGate implements Gate {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    for (const { provider } of this.#members) if (typeof provider.close === 'function') CLOSED_PROVIDERS.add(provider);
+    for (const { provider } of this.#members) if (typeof provider.close === 'function') markClosed(provider);
     for (const member of this.#members) member.upstream.close();
     // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
     // another instance's answer, or asking the provider (cut short just above, and storing nothing).
@@ -305,7 +287,7 @@ class TokenGate implements Gate {
     stale: Accepted | undefined,
     req: CredentialRequest,
   ): Promise<AuthContext> {
-    if (CLOSED_PROVIDERS.has(member.provider)) throw closedProviderError(member.provider);
+    if (isClosed(member.provider)) throw closedProviderError(member.provider);
     this.#counters.misses++;
     // Served stale only while the store still keeps that very entry: not past its window, nor once the credential
     // was invalidated, rejected or evicted.
@@ -324,14 +306,14 @@ class TokenGate implements Gate {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
       // A gate closed while this flight waited for another instance asks nothing any more.
       if (this.#closed) return providerUnavailable(member.provider.name);
-      if (CLOSED_PROVIDERS.has(member.provider)) return PROVIDER_CLOSED;
+      if (isClosed(member.provider)) return PROVIDER_CLOSED;
       const answer = await member.upstream.verify(
         credential,
         staleCopy,
         () => this.#clientOf(req),
         (error) => flight.end?.(error),
       );
-      if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
+      if (answer instanceof AuthContext || answer instanceof AuthError || answer === PROVIDER_CLOSED) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
     // The flight's requests may end before it (see Upstream.verify); those that join after that wait for the flight.

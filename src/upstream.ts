@@ -10,6 +10,7 @@
  * provider that refused our own credentials).
  */
 import { Admission } from './admission.js';
+import { isClosed, PROVIDER_CLOSED } from './closed-providers.js';
 import { type AuthContext, frozenDetails, MAX_DETAILS_DEPTH } from './context.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
@@ -37,6 +38,12 @@ const DEFAULT_CONCURRENCY = 16;
  * rejected or evicted since the request read it).
  */
 export type StaleCopy = () => AuthContext | undefined;
+
+/**
+ * What a verification comes to: the provider's verdict; a context served stale, or an error, when it failed or was
+ * held back; or {@link PROVIDER_CLOSED} when a call failed because another gate had closed the provider.
+ */
+export type Answer = Verdict | AuthContext | AuthError | typeof PROVIDER_CLOSED;
 
 /** Counters the upstream policy keeps for `gate.stats()`. */
 export interface UpstreamCounters {
@@ -115,7 +122,7 @@ export class Upstream {
     stale: StaleCopy | undefined,
     clientOf: () => string,
     expire: (error: AuthError) => void,
-  ): Promise<Verdict | AuthContext | AuthError> {
+  ): Promise<Answer> {
     const requested = performance.now();
     if (this.#refusal !== undefined && requested < this.#refusedUntil) return this.#refused(this.#refusal, requested);
     const wait = this.#breaker?.admit(requested) ?? 0;
@@ -181,20 +188,16 @@ export class Upstream {
    * The provider asked under the slot just taken, which is released when it is done; traced when anything listens.
    * A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they could change.
    */
-  #asked(
-    credential: Credential,
-    stale: StaleCopy | undefined,
-    probe: number | undefined,
-  ): Promise<Verdict | AuthContext | AuthError> {
-    let asked: Promise<Verdict | AuthContext | AuthError>;
+  #asked(credential: Credential, stale: StaleCopy | undefined, probe: number | undefined): Promise<Answer> {
+    let asked: Promise<Answer>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
-      let answer: Verdict | AuthContext | AuthError | undefined;
+      let answer: Answer | undefined;
       const traced = async (): Promise<undefined> => {
         answer = await this.#ask(credential, stale, probe, trace);
         return undefined;
       };
-      asked = verifyChannel.tracePromise(traced, trace).then(() => answer as Verdict | AuthContext | AuthError);
+      asked = verifyChannel.tracePromise(traced, trace).then(() => answer as Answer);
     } else {
       asked = this.#ask(credential, stale, probe);
     }
@@ -250,7 +253,7 @@ export class Upstream {
     stale: StaleCopy | undefined,
     probe: number | undefined,
     trace?: VerifyTrace,
-  ): Promise<Verdict | AuthContext | AuthError> {
+  ): Promise<Answer> {
     const { provider } = this;
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
@@ -273,8 +276,9 @@ export class Upstream {
           this.#ended(accepted ? 'accepted' : 'rejected', started, attempts, trace);
           return verdict;
         } catch (error) {
-          // Cut short by close(): not a fault of the provider's, so no event, count or breaker step says so.
-          if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
+          // Cut short by close(), this gate's or (on a shared provider) another's: not a fault of the provider's, so
+          // no event, count or breaker step says so.
+          if (this.#closing !== undefined || isClosed(provider)) return this.#cancelled(started, attempts, trace);
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -346,14 +350,17 @@ export class Upstream {
     }
   }
 
-  /** The answer of a verification that {@link close} cut short: its trace ends `cancelled`; no event or count. */
-  #cancelled(started: number, attempts: number, trace: VerifyTrace | undefined): AuthError {
+  /**
+   * The answer of a verification that {@link close} cut short, or whose call failed because another gate closed its
+   * provider ({@link PROVIDER_CLOSED}): its trace ends `cancelled`; no event or count.
+   */
+  #cancelled(started: number, attempts: number, trace: VerifyTrace | undefined): AuthError | typeof PROVIDER_CLOSED {
     if (trace !== undefined) {
       trace.outcome = 'cancelled';
       trace.attempts = attempts;
       trace.durationMs = performance.now() - started;
     }
-    return this.closedError();
+    return this.#closing === undefined ? PROVIDER_CLOSED : this.closedError();
   }
 
   /** The answer after the last failed attempt. */

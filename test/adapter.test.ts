@@ -34,6 +34,7 @@ const express4 = createRequire(import.meta.url)('express4') as typeof express;
 const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
 
 const READER = 'SECRETadapterReader1';
+const WRITER = 'SECRETadapterWriter2';
 const BARE = 'SECRETadapterBare1';
 const open: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -411,6 +412,55 @@ describe('a closed gate', () => {
       expect(oon.calls.total).toBe(0);
       expect(sharing.stats().errors).toBe(0);
       await sharing.close();
+    } finally {
+      await oon.close();
+    }
+  });
+
+  it("answers 500 to a sharing gate's verifications under way, waiting for a slot, or between retries, when another gate closes the provider", async () => {
+    const tokens = {
+      [READER]: { id: 'tok_r', permissions: ['read'] },
+      [WRITER]: { id: 'tok_w', permissions: ['write'] },
+    };
+    const oon = await mockOnlineOrNot({ tokens });
+    try {
+      // Under way and waiting: one slot (two sockets for verify and permissions), a provider 200 ms slow.
+      oon.latency = 200;
+      const provider = onlineOrNot({ baseUrl: oon.url, connections: 2 });
+      const first = createGate({ providers: [provider] });
+      const sharing = createGate({ providers: [provider], retry: false });
+      const asking = sharing.authenticate({ headers: { authorization: `Bearer ${READER}` } }).catch((e) => e);
+      const waiting = sharing.authenticate({ headers: { authorization: `Bearer ${WRITER}` } }).catch((e) => e);
+      await vi.waitFor(() => expect(oon.calls.total).toBe(2));
+      await first.close();
+      for (const error of await Promise.all([asking, waiting])) {
+        expect(error).not.toBeInstanceOf(AuthError);
+        expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
+      }
+      expect(oon.calls.total).toBe(2);
+      expect(sharing.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
+      await sharing.close();
+
+      // Between retries: the provider answers 503, and the other gate closes it during the backoff.
+      oon.reset();
+      oon.fault = { kind: 'status', status: 503 };
+      const retried = onlineOrNot({ baseUrl: oon.url });
+      const other = createGate({ providers: [retried] });
+      const closing: Promise<void>[] = [];
+      const backingOff = createGate({
+        providers: [retried],
+        retry: { retries: 2, baseDelay: 100, maxDelay: 100 },
+        onEvent: (event) => {
+          if (event.type === 'retry') closing.push(other.close());
+        },
+      });
+      const error = await backingOff.authenticate({ headers: { authorization: `Bearer ${READER}` } }).catch((e) => e);
+      expect(error).not.toBeInstanceOf(AuthError);
+      expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
+      expect(closing).toHaveLength(1);
+      expect(oon.calls.total).toBe(2);
+      expect(backingOff.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
+      await backingOff.close();
     } finally {
       await oon.close();
     }
