@@ -250,6 +250,10 @@ function checkReachable(providers: readonly Provider[], context: z.RefinementCtx
   });
 }
 
+/** Defaults of `retry.baseDelay` and `retry.maxDelay`, ms. */
+const DEFAULT_BASE_DELAY_MS = 50;
+const DEFAULT_MAX_DELAY_MS = 1000;
+
 const GateOptionsSchema = optionsObject(
   {
     providers: z
@@ -274,7 +278,20 @@ const GateOptionsSchema = optionsObject(
             maxDelay: durationOption(0).optional(),
           },
           'false or a retry options object',
-        ),
+        ).superRefine(({ baseDelay, maxDelay = DEFAULT_MAX_DELAY_MS }, context) => {
+          // maxDelay caps every backoff: a baseDelay given above it would be cut to it without a word.
+          if (baseDelay !== undefined && baseDelay > maxDelay) {
+            context.addIssue({
+              code: 'too_big',
+              origin: 'number',
+              maximum: maxDelay,
+              inclusive: true,
+              input: baseDelay,
+              path: ['baseDelay'],
+              message: `expected at most maxDelay (${maxDelay}${maxDelay === DEFAULT_MAX_DELAY_MS ? ', its default' : ''}), got ${baseDelay}`,
+            });
+          }
+        }),
       ])
       .optional(),
     breaker: z
@@ -338,7 +355,11 @@ export function resolveGateOptions(options: GateOptions): ResolvedGateOptions {
     retry:
       retry === false
         ? undefined
-        : { retries: retry?.retries ?? 2, baseDelay: retry?.baseDelay ?? 50, maxDelay: retry?.maxDelay ?? 1000 },
+        : {
+            retries: retry?.retries ?? 2,
+            baseDelay: retry?.baseDelay ?? DEFAULT_BASE_DELAY_MS,
+            maxDelay: retry?.maxDelay ?? DEFAULT_MAX_DELAY_MS,
+          },
     breaker: breaker === false ? undefined : (breaker ?? {}),
     maxRetryAfter:
       options.maxRetryAfter ??

@@ -142,10 +142,13 @@ export function checkOptions<T>(
   const issue = misspelling(parsed.error.issues) ?? pickIssue(parsed.error.issues);
   const message = `${where}: ${describeIssue(schema, issue, hints)}`;
   // A number out of its range (NaN and Infinity included) is a RangeError, as Node's own option checks throw; a number
-  // where one of a few values (`invalid_value`) or another type (`invalid_type`) belongs is a TypeError.
+  // where one of a few values (`invalid_value`), another type (`invalid_type`) or a function (`custom`) belongs is a
+  // TypeError.
   const numeric =
-    issue?.code !== 'invalid_value' &&
-    (issue?.code !== 'invalid_type' || issue.expected === 'number' || issue.expected === 'int');
+    issue?.code === 'too_small' ||
+    issue?.code === 'too_big' ||
+    issue?.code === 'not_multiple_of' ||
+    (issue?.code === 'invalid_type' && (issue.expected === 'number' || issue.expected === 'int'));
   const outOfRange = typeof issue?.input === 'number' && numeric;
   throw outOfRange ? new RangeError(message) : new TypeError(message);
 }

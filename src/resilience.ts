@@ -12,7 +12,10 @@ import type { BreakerState } from './events.js';
 export interface RetryOptions {
   /** Retries after the first attempt. Default 2; at most 10. */
   readonly retries?: number | undefined;
-  /** Backoff base in ms; retry n (from 0) waits a random time in [0, min(maxDelay, baseDelay·2ⁿ)] ("full jitter"). Default 50. */
+  /**
+   * Backoff base in ms; retry n (from 0) waits a random time in [0, min(maxDelay, baseDelay·2ⁿ)] ("full jitter").
+   * Default 50; at most `maxDelay`.
+   */
   readonly baseDelay?: number | undefined;
   /** Backoff ceiling in ms. A longer `Retry-After` from the provider wins over it. Default 1000. */
   readonly maxDelay?: number | undefined;

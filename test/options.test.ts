@@ -168,6 +168,30 @@ describe('createGate options', () => {
       'createGate: cache.negativeMax: expected an integer >= 1 and <= 10000000, got 1000000000',
     ],
     [
+      'retry.baseDelay above retry.maxDelay (every backoff would be cut to maxDelay)',
+      gateWith({ retry: { baseDelay: 5000, maxDelay: 10 } }),
+      RangeError,
+      'createGate: retry.baseDelay: expected at most maxDelay (10), got 5000',
+    ],
+    [
+      "retry.baseDelay above maxDelay's default",
+      gateWith({ retry: { baseDelay: 2000 } }),
+      RangeError,
+      'createGate: retry.baseDelay: expected at most maxDelay (1000, its default), got 2000',
+    ],
+    [
+      'onEvent a number (a wrong type, not a number out of range)',
+      gateWith({ onEvent: 5 }),
+      TypeError,
+      'createGate: onEvent: expected a function, got 5',
+    ],
+    [
+      'admission.clientKey a number',
+      gateWith({ admission: { clientKey: 5 } }),
+      TypeError,
+      'createGate: admission.clientKey: expected a function, got 5',
+    ],
+    [
       'retry as a string',
       gateWith({ retry: 'no' }),
       TypeError,
