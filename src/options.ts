@@ -245,7 +245,7 @@ function pickIssue(issues: readonly Issue[]): Issue | undefined {
  * The known key nearest `key`, ignoring case, `_` and `-`: within two edits (`TTL` for `ttl`, `optinal` for
  * `optional`), or three when both begin with the same four characters (`retry` for `retries`).
  */
-function nearKey(key: string, known: readonly string[]): string | undefined {
+export function nearKey(key: string, known: readonly string[]): string | undefined {
   const plain = (name: string) => name.toLowerCase().replace(/[-_]/g, '');
   const typed = plain(key);
   let nearest: string | undefined;

@@ -582,6 +582,32 @@ describe('faults', () => {
     }
   });
 
+  it("a lone request whose partner does not come within a second (the app's own call) is no partner for a later verification", async () => {
+    const mock = await start();
+    mock.setToken('lone', { id: 'id-lone', permissions: ['p'] });
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false });
+    try {
+      mock.fault = { kind: 'status', status: 502, every: 2 };
+      // Verification 1: a verify request alone, as a health check of the app's own might send.
+      const lone = await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('lone') });
+      expect(lone.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const outcomes: Array<string | number> = [];
+      for (let i = 0; i < 4; i++) {
+        gate.clear();
+        outcomes.push(
+          await gate.authenticate({ headers: bearer('lone') }).then(
+            (auth) => auth.subject,
+            (error: { status: number }) => error.status,
+          ),
+        );
+      }
+      expect(outcomes).toEqual([503, 'id-lone', 503, 'id-lone']);
+    } finally {
+      await gate.close();
+    }
+  });
+
   it('endpoints: the fault only on the named endpoints, the rest of the verification normal', async () => {
     const mock = await start();
     mock.fault = { kind: 'status', status: 503, endpoints: ['permissions'] };
@@ -664,6 +690,25 @@ describe('faults', () => {
     );
     expect(mock.fault).toBeUndefined();
     expect((await verify(mock)).json()).toEqual(OK);
+    // An option the fault's kind does not take (a misspelling, built in a table where TypeScript cannot see it).
+    const misspelled: Array<[object, string]> = [
+      [
+        { kind: 'status', status: 503, endpoint: ['permissions'] },
+        "Invalid mock fault 'status': unknown option endpoint (did you mean endpoints?); it takes status, retryAfter, body, every, endpoints",
+      ],
+      [
+        { kind: 'status', status: 503, evry: 2 },
+        "Invalid mock fault 'status': unknown option evry (did you mean every?)",
+      ],
+      [{ kind: 'status', status: 429, retry_after: 5 }, 'unknown option retry_after (did you mean retryAfter?)'],
+      [{ kind: 'hang', status: 503 }, "Invalid mock fault 'hang': unknown option status; it takes every, endpoints"],
+    ];
+    for (const [fault, message] of misspelled) {
+      expect(() => {
+        mock.fault = fault as never;
+      }).toThrow(new TypeError(message).message);
+    }
+    expect(mock.fault).toBeUndefined();
     // A Location Node can send is taken, an empty one too.
     mock.fault = { kind: 'redirect', location: '' };
     expect((await verify(mock)).status).toBe(302);

@@ -12,11 +12,19 @@ export interface VerificationParts {
   readonly key: (req: IncomingMessage) => string;
 }
 
-/** A verification with requests still to come, and the decision made for it. */
+/** A verification with requests still to come, the decision made for it, and when its first request came. */
 interface OpenVerification {
   readonly inject: boolean;
   readonly missing: Set<string>;
+  readonly opened: number;
 }
+
+/**
+ * How long a verification's first request waits for the others, ms. A gate sends them at once; a request whose
+ * partner does not come by then (a client's own lone call) stays a verification of its own, and is no partner for
+ * a later one.
+ */
+const PARTNER_WINDOW_MS = 1000;
 
 /** Verifications waiting for their other requests, at most; past it the oldest is forgotten. */
 const MAX_OPEN = 1024;
@@ -64,6 +72,10 @@ export class FaultSchedule {
     if (parts === undefined || endpoint === undefined || !parts.endpoints.includes(endpoint)) return this.#next(every);
     const key = parts.key(req);
     const queue = this.#open.get(key);
+    const now = performance.now();
+    while (queue !== undefined && queue.length > 0 && now - (queue[0] as OpenVerification).opened > PARTNER_WINDOW_MS) {
+      this.#close(key, queue, queue[0] as OpenVerification);
+    }
     const joined = queue?.find((open) => open.missing.has(endpoint));
     if (queue !== undefined && joined !== undefined) {
       joined.missing.delete(endpoint);
@@ -72,7 +84,7 @@ export class FaultSchedule {
     }
     const inject = this.#next(every);
     const missing = new Set(parts.endpoints.filter((name) => name !== endpoint));
-    if (missing.size > 0) this.#remember(key, { inject, missing });
+    if (missing.size > 0) this.#remember(key, { inject, missing, opened: now });
     return inject;
   }
 

@@ -1,5 +1,5 @@
 /** The faults a mock provider server can inject, and their checks. */
-import { MAX_TIMER_MS } from '../options.js';
+import { MAX_TIMER_MS, nearKey } from '../options.js';
 
 /**
  * A fault a mock injects instead of (or into) its normal answer.
@@ -11,7 +11,7 @@ import { MAX_TIMER_MS } from '../options.js';
  * verification is one request for the Partoo mock; for the OnlineOrNot mock it
  * is a `verify` and a `permissions` request with the same `Authorization`
  * header, in either order, and both get the decision made for it (a request
- * that finds no such partner counts as a verification of its own).
+ * whose partner does not come within a second counts as a verification of its own).
  *
  * `endpoints` limits the fault to requests to the named endpoints (the names
  * the mock counts in `calls`, e.g. `['permissions']`); the other requests of a
@@ -75,24 +75,27 @@ export function* hugeJson(bytes: number): Generator<string> {
 /** True for a delay Node keeps as a timer: above 0, at most {@link MAX_TIMER_MS} (a longer one fires at once). */
 const isTimerDelay = (ms: number): boolean => typeof ms === 'number' && ms > 0 && ms <= MAX_TIMER_MS;
 
-/** The fault kinds, as {@link MockFault} names them. */
-const KINDS: ReadonlySet<string> = new Set([
-  'reset',
-  'hang',
-  'status',
-  'garbage',
-  'wrong-shape',
-  'wrong-content-type',
-  'huge',
-  'drip',
-  'redirect',
-  'delay',
-]);
+/** The fields of each fault kind, as {@link MockFault} names them, beside `kind`, `every` and `endpoints`. */
+const FIELDS: Readonly<Record<MockFault['kind'], readonly string[]>> = {
+  reset: [],
+  hang: [],
+  status: ['status', 'retryAfter', 'body'],
+  garbage: [],
+  'wrong-shape': [],
+  'wrong-content-type': [],
+  huge: ['bytes'],
+  drip: ['intervalMs'],
+  redirect: ['location'],
+  delay: ['ms'],
+};
+/** The fault kinds. */
+const KINDS: ReadonlySet<string> = new Set(Object.keys(FIELDS));
 
 /**
  * Throws `TypeError` for anything but a fault object of a known kind (a misspelled kind would otherwise act as no
- * fault, or hang), and `RangeError` for a fault with out-of-range numbers, a `Location` or `body` no answer can carry,
- * or an endpoint name not in `endpoints`.
+ * fault, or hang) or a fault with an option its kind does not take (a misspelled `endpoints` would hit every
+ * endpoint), and `RangeError` for a fault with out-of-range numbers, a `Location` or `body` no answer can carry, or an
+ * endpoint name not in `endpoints`.
  */
 export function checkFault(fault: MockFault | undefined, endpoints: readonly string[]): void {
   if (fault === undefined) return;
@@ -100,6 +103,15 @@ export function checkFault(fault: MockFault | undefined, endpoints: readonly str
     const kind = (fault as { kind?: unknown } | null)?.kind;
     throw new TypeError(
       `Invalid mock fault: expected an object whose kind is one of ${[...KINDS].join(', ')}${typeof kind === 'string' ? `, got kind '${kind}'` : ''} (undefined clears the fault)`,
+    );
+  }
+  const allowed = FIELDS[fault.kind];
+  for (const key of Object.keys(fault)) {
+    if (key === 'kind' || key === 'every' || key === 'endpoints' || allowed.includes(key)) continue;
+    const options = [...allowed, 'every', 'endpoints'];
+    const near = nearKey(key, options);
+    throw new TypeError(
+      `Invalid mock fault '${fault.kind}': unknown option ${key}${near === undefined ? '' : ` (did you mean ${near}?)`}; it takes ${options.join(', ')}`,
     );
   }
   const bad = (what: string): never => {
