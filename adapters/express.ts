@@ -40,12 +40,16 @@ export type ExpressMiddleware = (req: ExpressLikeRequest, res: ServerResponse, n
 export type ExpressAuthenticateOptions = AuthenticateOptions;
 
 const NOT_EXPRESS = 'tokengate/express middleware called without next(): in a Koa app, use tokengate/koa';
+const NOT_NODE_REQUEST =
+  'tokengate/express middleware called without a Node request (no req.rawHeaders): in a Fastify app, use tokengate/fastify';
 
 /** Middleware that authenticates the request with `gate` and sets `req.auth`. */
 export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): ExpressMiddleware {
   const check = authenticator(gate, options, 'tokengate/express');
   return function tokengateAuthenticate(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
+    // Fastify's request has headers but no raw ones, without which a repeated Authorization could not be refused.
+    if (req.rawHeaders === undefined) return next(new Error(NOT_NODE_REQUEST));
     let auth: ReturnType<typeof check>;
     try {
       auth = check(req, req); // `req` is a plain request as it is; its `connection` is the socket
@@ -74,6 +78,7 @@ function settle(req: ExpressLikeRequest, auth: AuthContext | undefined, next: (e
 function guardMiddleware(guard: Guard): ExpressMiddleware {
   return function tokengateGuard(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
+    if (req.rawHeaders === undefined) return next(new Error(NOT_NODE_REQUEST));
     try {
       authorize(req.auth, guard, req);
     } catch (error) {

@@ -32,6 +32,7 @@ import { mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
 
 const express4 = createRequire(import.meta.url)('express4') as typeof express;
 const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
+const Fastify4 = createRequire(import.meta.url)('fastify4') as typeof Fastify;
 
 const READER = 'SECRETadapterReader1';
 const WRITER = 'SECRETadapterWriter2';
@@ -233,6 +234,32 @@ describe('mistakes at mount', () => {
       expect((await get(url, READER)).status).toBe(500);
       expect((await get(url, READER)).status).toBe(500);
       expect(logged[0]).toContain('use tokengate/koa');
+    });
+  }
+});
+
+describe('the Express middleware mounted in Fastify', () => {
+  for (const [name, Framework] of [
+    ['fastify 5', Fastify],
+    ['fastify 4', Fastify4],
+  ] as const) {
+    it(`${name}: a 500 naming the right import, never the route (it would miss a repeated Authorization)`, async () => {
+      const app = Framework({ logger: false });
+      const logged: string[] = [];
+      app.setErrorHandler((error, _request, reply) => {
+        logged.push((error as Error).message);
+        return reply.status(500).send('failed');
+      });
+      app.addHook('onRequest', expressGate.authenticate(stubGate()) as never);
+      app.get('/', { preHandler: expressGate.requires('read') as never }, async () => 'reached');
+      try {
+        const answer = await app.inject({ method: 'GET', url: '/', headers: { authorization: `Bearer ${READER}` } });
+        expect(answer.statusCode).toBe(500);
+        expect(answer.body).not.toContain('reached');
+        expect(logged).toEqual([expect.stringContaining('in a Fastify app, use tokengate/fastify')]);
+      } finally {
+        await app.close();
+      }
     });
   }
 });
