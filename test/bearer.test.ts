@@ -118,11 +118,20 @@ describe('extractBearer: 400 invalid_request', () => {
     expect(error.message).not.toContain('aaaa');
   });
 
-  it('rejects an empty Authorization header', () => {
-    const error = thrownBy(() => extractBearer(withHeader(''), 'api'));
-    expect(error.status).toBe(400);
-    expect(error.code).toBe('invalid_request');
-    expect(error.headers['WWW-Authenticate']).toMatch(/^Bearer realm="api", error="invalid_request"/);
+  it('finds no credential in an empty Authorization header (a client that sends `token ?? ""`)', () => {
+    expect(extractBearer(withHeader(''), 'api')).toBeUndefined();
+    expect(extractBearer(withHeader('', ['Authorization', '']), 'api')).toBeUndefined();
+  });
+
+  it('still rejects an empty Authorization header repeated, or beside another', () => {
+    for (const rawHeaders of [
+      ['Authorization', '', 'Authorization', ''],
+      ['Authorization', '', 'authorization', 'Bearer abc'],
+    ]) {
+      const error = thrownBy(() => extractBearer(withHeader('', rawHeaders), 'api'));
+      expect(error.status).toBe(400);
+      expect(error.message).toBe('Only one Authorization header is allowed');
+    }
   });
 
   it('rejects a header with no scheme at all', () => {

@@ -557,6 +557,15 @@ describe.each([
       expect(res.body).toEqual({ mark: ROUTE_MARK, auth: null });
     });
 
+    it('lets a request with an empty Authorization header through as anonymous; a guard then asks for a token', async () => {
+      const res = await request(server).get('/public').set('Authorization', '');
+      expect(res.status).toBe(200);
+      expect(res.body).toEqual({ mark: ROUTE_MARK, auth: null });
+      const guarded = await request(server).get('/public/guarded').set('Authorization', '');
+      expect(guarded.status).toBe(401);
+      expect(guarded.headers['www-authenticate']).toBe('Bearer realm="api"');
+    });
+
     it('still authenticates a request that carries a token', async () => {
       const res = await request(server).get('/public').set('Authorization', bearer(TOKENS.read));
       expect(res.status).toBe(200);

@@ -37,14 +37,15 @@ const SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)/;
 
 /**
  * Finds the Bearer token in `req`, or returns `undefined` when the request
- * has no `Authorization` header or one with another scheme.
+ * has no `Authorization` header, an empty one, or one with another scheme.
  *
  * @throws AuthError `invalid_request` (400) for a repeated header, a Bearer
  *   credential that breaks the b64token grammar, or an over-long token.
  */
 export function extractBearer(req: CredentialRequest, realm: string): BearerCredential | undefined {
   const header = readAuthorization(req, realm);
-  if (header === undefined) return undefined;
+  // An empty header (a client's `Authorization: token ?? ''`) carries no credential, as in express-jwt and passport.
+  if (header === undefined || header === '') return undefined;
   if (startsWithBearerSpace(header)) {
     // No capture group and no match array: this runs on every request.
     let start = 7;
