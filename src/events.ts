@@ -8,8 +8,9 @@
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
 /**
- * How a credential's cache lookup went: `hit`, answered from this process's cache; `miss`, not there (a shared tier,
- * when there is one, is asked next, then the provider); `coalesced`, joined a verification under way.
+ * How a credential's cache lookup went: `hit`, answered from this process's cache, an acceptance or a rejection
+ * (the 401 that follows a rejection tells them apart); `miss`, not there (a shared tier, when there is one, is asked
+ * next, then the provider); `coalesced`, joined a verification under way.
  */
 export type CacheResult = 'hit' | 'miss' | 'coalesced';
 

@@ -201,7 +201,7 @@ export class ProviderFailure extends Error {
 
 /** Counters since the gate was created or last `reset()` (`clear()` empties the cache, not the counters). */
 export interface GateStats {
-  /** Requests answered from the cache. */
+  /** Requests answered from the cache: accepted, or rejected by a cached rejection. */
   readonly hits: number;
   /** Requests that needed an upstream answer (including those that joined one under way). */
   readonly misses: number;

@@ -63,6 +63,24 @@ describe('an app tested with stubProvider', () => {
   });
 });
 
+describe('stubProvider under a burst of requests', () => {
+  it('answers 100 new tokens at once, none refused as overload: it has no pool to protect', async () => {
+    const tokens = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`burst-${i}`, { subject: `u${i}` }]));
+    const gate = createGate({ providers: [stubProvider({ tokens })] });
+    const subjects = await Promise.all(
+      Object.keys(tokens).map((token) =>
+        gate.authenticate({ headers: { authorization: `Bearer ${token}` } }).then(
+          (auth) => auth.subject,
+          (error: { status: number }) => error.status,
+        ),
+      ),
+    );
+    expect(subjects).toEqual(Object.values(tokens).map((token) => token.subject));
+    expect(gate.stats().overloaded).toBe(0);
+    await gate.close();
+  });
+});
+
 describe('stubProvider keeps the table it was given', () => {
   it('answers as its table was at creation, whatever the caller changes in it afterwards', async () => {
     const expiresAt = new Date(Date.now() + 3_600_000);

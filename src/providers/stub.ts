@@ -19,6 +19,9 @@ export interface StubToken {
   readonly expiresAt?: Date | undefined;
 }
 
+/** Verifications a stub serves at once: as many as a test sends. */
+const STUB_CONCURRENCY = 1_000_000;
+
 /** Options of {@link stubProvider}. */
 export interface StubProviderOptions {
   /** Accepted tokens; any other Bearer token is rejected as invalid. */
@@ -90,6 +93,8 @@ export function stubProvider(options: StubProviderOptions): Provider<BearerCrede
     name,
     source: BEARER_SOURCE,
     cacheScope: JSON.stringify(['stub', name, table]),
+    // Answered in process, with no pool to protect: a test's burst of requests is never refused as overload.
+    concurrency: STUB_CONCURRENCY,
     extract: extractBearer,
     async verify(credential: BearerCredential): Promise<Verdict> {
       const token = tokens.get(credential.secret);
