@@ -150,6 +150,14 @@ class TokenGate implements Gate {
   authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
   authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
   async authenticate(req: CredentialRequest, options?: AuthenticateOptions): Promise<AuthContext | undefined> {
+    // Called by hand, unlike authenticateNow (an adapter's, with a request and options it checked itself).
+    if (typeof req !== 'object' || req === null || typeof req.headers !== 'object' || req.headers === null) {
+      throw new TypeError(`gate.authenticate: expected a request ({ headers, query?, ip? }), got ${shownRequest(req)}`);
+    }
+    const optional = options?.optional;
+    if (optional !== undefined && typeof optional !== 'boolean') {
+      throw new TypeError(`gate.authenticate: options.optional: expected a boolean, got ${shown(optional)}`);
+    }
     return this.authenticateNow(req, options);
   }
 
@@ -207,6 +215,13 @@ class TokenGate implements Gate {
 
   authorize(auth: AuthContext | undefined, guard: Guard): void {
     if (this.#closed) throw closedError();
+    if (typeof guard?.allows !== 'function') {
+      throw new TypeError(
+        typeof guard === 'function'
+          ? `gate.authorize: expected a guard, got a function: call it (requires('read'), not requires)`
+          : `gate.authorize: expected a guard such as requires('read'), got ${shown(guard)}`,
+      );
+    }
     if (auth === undefined) throw credentialsRequired(this.realm);
     if (!guard.allows(auth)) throw insufficientScope(this.realm, guard.permissions, guard.mode === 'all');
   }
@@ -435,6 +450,11 @@ function listen(onEvent: ((event: GateEvent) => void) | undefined): ((event: Gat
       // A failing logger must not fail authentication.
     }
   };
+}
+
+/** `req` in a message: what it is, never its contents (a string may be a token). */
+function shownRequest(req: unknown): string {
+  return typeof req === 'object' && req !== null ? 'an object without headers' : shown(req);
 }
 
 function closedError(): Error {

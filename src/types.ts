@@ -244,7 +244,8 @@ export interface Gate {
    * @throws AuthError 401 `credentials_required` (no credential), 400
    *   `invalid_request`, 401 `invalid_token`, 503 `provider_unavailable`,
    *   503 `overloaded` (no room to wait for the provider), 500
-   *   `provider_misconfigured`.
+   *   `provider_misconfigured`; TypeError for a `req` without `headers`, or an
+   *   `optional` that is not a boolean.
    */
   authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
   authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
@@ -262,7 +263,8 @@ export interface Gate {
    * Checks `guard` against `auth`. Run it on every request, cached or not.
    *
    * @throws AuthError 401 `credentials_required` when `auth` is undefined,
-   *   403 `insufficient_scope` when the guard does not pass.
+   *   403 `insufficient_scope` when the guard does not pass; TypeError when
+   *   `guard` is not one (`requires` passed uncalled).
    */
   authorize(auth: AuthContext | undefined, guard: Guard): void;
   /**

@@ -618,6 +618,38 @@ describe('a provider failure with a Retry-After that is no wait', () => {
   );
 });
 
+describe('gate.authenticate and gate.authorize called by hand with the wrong things', () => {
+  it('reject naming the mistake, never a bare property error, and never show what was passed', async () => {
+    const gate = createGate({ providers: [stubProvider({ tokens: { [READER]: { subject: 'r' } } })] });
+    open.push(() => gate.close());
+    const call = (req: unknown, options?: unknown) =>
+      gate.authenticate(req as CredentialRequest, options as { optional?: false }).then(
+        () => 'passed',
+        (error: Error) => `${error.constructor.name}: ${error.message}`,
+      );
+    expect(await call({})).toBe(
+      'TypeError: gate.authenticate: expected a request ({ headers, query?, ip? }), got an object without headers',
+    );
+    expect(await call(`Bearer ${READER}`)).toBe(
+      'TypeError: gate.authenticate: expected a request ({ headers, query?, ip? }), got a string',
+    );
+    expect(await call(undefined)).toBe(
+      'TypeError: gate.authenticate: expected a request ({ headers, query?, ip? }), got undefined',
+    );
+    expect(await call(request(READER), { optional: 'yes' })).toBe(
+      'TypeError: gate.authenticate: options.optional: expected a boolean, got a string',
+    );
+    expect(await call(request(READER), { optional: false })).toBe('passed');
+    const auth = await gate.authenticate(request(READER));
+    expect(() => gate.authorize(auth, requires as never)).toThrow(
+      new TypeError("gate.authorize: expected a guard, got a function: call it (requires('read'), not requires)"),
+    );
+    expect(() => gate.authorize(auth, 'read' as never)).toThrow(
+      new TypeError("gate.authorize: expected a guard such as requires('read'), got a string"),
+    );
+  });
+});
+
 describe('clear() and reset()', () => {
   it('clear() forgets answers and leaves breakers and counters as they are; reset() closes the breakers and zeroes the counters', async () => {
     let failing = true;
