@@ -3,8 +3,12 @@
  * rules the README gives, every instance's gate shares answers and hears
  * revocations; with an ACL that leaves out the tier's channel (Redis 7 gives
  * a new user no channel), `ready()` rejects, naming what to grant, instead of
- * revocations being lost in silence. Through each client library.
+ * revocations being lost in silence. Through each client library, and each one's cluster client with the README's
+ * two rules for a cluster.
  */
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as ioredis6 from 'ioredis';
 import * as ioredis5 from 'ioredis5';
@@ -45,6 +49,33 @@ const README_RULES = [
   '+time',
   '+info',
 ];
+
+/** What a cluster client also runs, beside the README's rules: the slots map, and (ioredis) its ready check. */
+const README_CLUSTER_RULES = [...README_RULES, '+cluster|slots', '+cluster|info'];
+
+/** A cluster client of `library` logged in as `username` on every node, connected. */
+async function connectClusterAs(
+  library: ClientLibrary,
+  port: number,
+  username: string,
+): Promise<{ client: RedisClient; close(): void }> {
+  if (library === 'node-redis 6' || library === 'node-redis 5') {
+    const options = {
+      rootNodes: [{ socket: { host: '127.0.0.1', port } }],
+      defaults: { username, password: PASSWORD },
+    };
+    const client = library === 'node-redis 6' ? nodeRedis6.createCluster(options) : nodeRedis5.createCluster(options);
+    client.on('error', () => {});
+    await client.connect();
+    return { client: client as unknown as RedisClient, close: () => client.destroy() };
+  }
+  const nodes = [{ host: '127.0.0.1', port }];
+  const options = { redisOptions: { username, password: PASSWORD } };
+  const client = library === 'ioredis 6' ? new ioredis6.Cluster(nodes, options) : new ioredis5.Cluster(nodes, options);
+  client.on('error', () => {});
+  await new Promise((resolve) => client.once('ready', resolve));
+  return { client: client as unknown as RedisClient, close: () => client.disconnect() };
+}
 
 /** A client of `library` logged in as `username`, connected. */
 async function connectAs(
@@ -197,4 +228,69 @@ describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user', () =>
       }
     });
   });
+});
+
+describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user on a Redis Cluster', () => {
+  let redis: RedisServer;
+  let admin: ioredis6.Redis;
+  const nodesFile = path.join(os.tmpdir(), `tokengate-acl-nodes-${process.pid}.conf`);
+
+  beforeAll(async () => {
+    redis = await startRedisServer([
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      nodesFile,
+      '--cluster-announce-ip',
+      '127.0.0.1',
+    ]);
+    admin = adminClient(redis.port);
+    await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    for (let tries = 0; tries < 100; tries++) {
+      if (String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok')) break;
+      await sleep(50);
+    }
+    await admin.call('ACL', 'SETUSER', 'tier', 'on', `>${PASSWORD}`, ...README_CLUSTER_RULES);
+  });
+
+  afterAll(async () => {
+    admin?.disconnect();
+    await redis?.close();
+    rmSync(nodesFile, { force: true });
+  });
+
+  it.each(CLIENT_LIBRARIES)(
+    "%s Cluster, with the README's rules and its two for a cluster: one upstream call for two instances, and a revocation reaches the other",
+    async (library) => {
+      const mock = await mockOnlineOrNot({ tokens: { 'tok-acl': { id: 'id-acl', permissions: [] } } });
+      const clients = await Promise.all([0, 1].map(() => connectClusterAs(library, redis.port, 'tier')));
+      const tiers = clients.map(({ client }) => redisCache(client, { timeout: 500, localTtl: 60_000 }));
+      const gates = tiers.map((tier) =>
+        createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: tier, retry: false }),
+      );
+      try {
+        await Promise.all(tiers.map((tier) => tier.ready()));
+        const [a, b] = gates as [(typeof gates)[0], (typeof gates)[0]];
+        expect((await a.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
+        expect((await b.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
+        expect(mock.calls.verify).toBe(1);
+        expect(await a.revoke(bearer('tok-acl'))).toBe(true);
+        mock.removeToken('tok-acl');
+        let status = 200;
+        for (let tries = 0; tries < 50 && status === 200; tries++) {
+          status = await b.authenticate(bearer('tok-acl')).then(
+            () => 200,
+            (error: { status: number }) => error.status,
+          );
+          if (status === 200) await sleep(20);
+        }
+        expect(status).toBe(401);
+      } finally {
+        await Promise.all(gates.map((gate) => gate.close()));
+        await Promise.all(tiers.map((tier) => tier.close()));
+        for (const { close } of clients) close();
+        await mock.close();
+      }
+    },
+  );
 });
