@@ -40,8 +40,12 @@ export type ExpressMiddleware = (req: ExpressLikeRequest, res: ServerResponse, n
 export type ExpressAuthenticateOptions = AuthenticateOptions;
 
 const NOT_EXPRESS = 'tokengate/express middleware called without next(): in a Koa app, use tokengate/koa';
-const NOT_NODE_REQUEST =
-  'tokengate/express middleware called without a Node request (no req.rawHeaders): in a Fastify app, use tokengate/fastify';
+const FASTIFY_REQUEST =
+  'tokengate/express middleware called with a Fastify request: in a Fastify app, use tokengate/fastify';
+
+/** Whether `req` is Fastify's request (its Node request is `req.raw`), not a Node request or a test's plain object. */
+const isFastifyRequest = (req: ExpressLikeRequest): boolean =>
+  req.rawHeaders === undefined && (req as { raw?: unknown }).raw !== undefined;
 
 /** Middleware that authenticates the request with `gate` and sets `req.auth`. */
 export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): ExpressMiddleware {
@@ -49,7 +53,7 @@ export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): 
   return function tokengateAuthenticate(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
     // Fastify's request has headers but no raw ones, without which a repeated Authorization could not be refused.
-    if (req.rawHeaders === undefined) return next(new Error(NOT_NODE_REQUEST));
+    if (isFastifyRequest(req)) return next(new Error(FASTIFY_REQUEST));
     let auth: ReturnType<typeof check>;
     try {
       auth = check(req, req); // `req` is a plain request as it is; its `connection` is the socket
@@ -78,7 +82,7 @@ function settle(req: ExpressLikeRequest, auth: AuthContext | undefined, next: (e
 function guardMiddleware(guard: Guard): ExpressMiddleware {
   return function tokengateGuard(req, _res, next) {
     if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
-    if (req.rawHeaders === undefined) return next(new Error(NOT_NODE_REQUEST));
+    if (isFastifyRequest(req)) return next(new Error(FASTIFY_REQUEST));
     try {
       authorize(req.auth, guard, req);
     } catch (error) {

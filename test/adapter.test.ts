@@ -264,6 +264,16 @@ describe('the Express middleware mounted in Fastify', () => {
   }
 });
 
+describe('the Express middleware called by a unit test with a plain request object', () => {
+  it('authenticates it as Express would (no raw headers, as node-mocks-http builds one)', async () => {
+    const middleware = expressGate.authenticate(stubGate());
+    const req = { headers: { authorization: `Bearer ${READER}` } } as unknown as expressGate.ExpressLikeRequest;
+    const error = await new Promise((resolve) => middleware(req, {} as never, resolve));
+    expect(error).toBeUndefined();
+    expect(req.auth?.subject).toBeDefined();
+  });
+});
+
 describe('closing a gate', () => {
   it('ends verifications under way at once, with a 503, rather than waiting for a hung provider', async () => {
     const oon = await mockOnlineOrNot({ tokens: {} });
