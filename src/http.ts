@@ -43,6 +43,7 @@ export const DEFAULT_CONNECTIONS = 16;
 export class ProviderHttp {
   readonly #pool: Pool;
   readonly #basePath: string;
+  readonly #origin: string;
   readonly #provider: string;
   readonly #maxBodyBytes: number;
 
@@ -51,6 +52,7 @@ export class ProviderHttp {
     const url = new URL(baseUrl);
     this.#provider = provider;
     this.#basePath = url.pathname.replace(/\/+$/, '');
+    this.#origin = url.origin;
     this.#maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     const keepAlive = options.keepAliveTimeout ?? 10_000;
     this.#pool = new Pool(url.origin, {
@@ -98,15 +100,13 @@ export class ProviderHttp {
     body: string | null,
     cancellation: Cancellation,
   ): Promise<JsonAnswer> {
-    if (cancellation.aborted) {
-      return Promise.reject(transportFailure(this.#provider, cancellation.reason, cancellation));
-    }
+    if (cancellation.aborted) return Promise.reject(transportFailure(this, cancellation.reason, cancellation));
     return new Promise<JsonAnswer>((resolve, reject) => {
       // undici's dispatch API rather than request(): the answer is small and read whole, so the
       // Readable stream that request() builds around every body is pure overhead on the cold path.
       this.#pool.dispatch(
         { method, path: this.#basePath + path, headers: { accept: 'application/json', ...headers }, body },
-        new JsonAnswerReader(this, cancellation, resolve, reject),
+        new JsonAnswerReader(this, method, path, cancellation, resolve, reject),
       );
     });
   }
@@ -114,6 +114,20 @@ export class ProviderHttp {
   /** @internal */
   get provider(): string {
     return this.#provider;
+  }
+
+  /** @internal The origin every request goes to, as messages name it. */
+  get origin(): string {
+    return this.#origin;
+  }
+
+  /**
+   * A request as a failure's message names it, with its provider: `onlineornot GET /v1/tokens/verify`, the base
+   * URL's path included, so that a wrong `baseUrl` shows. Never the query, which may carry a token.
+   */
+  named(method: 'GET' | 'POST', path: string): string {
+    const query = path.indexOf('?');
+    return `${this.#provider} ${method} ${this.#basePath}${query === -1 ? path : path.slice(0, query)}`;
   }
 
   /** @internal */
@@ -132,15 +146,20 @@ export class ProviderHttp {
 
 type HeaderField = string | string[] | undefined;
 
-function transportFailure(provider: string, error: unknown, cancellation: Cancellation): ProviderFailure {
+function transportFailure(
+  http: ProviderHttp,
+  error: unknown,
+  cancellation: Cancellation,
+  named?: string,
+): ProviderFailure {
   if (cancellation.aborted) {
-    return new ProviderFailure('timeout', `${provider} did not answer within the deadline`);
+    return new ProviderFailure('timeout', `${http.provider} did not answer within the deadline`);
   }
   const code = (error as { code?: unknown } | null)?.code;
-  if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') return tooLarge(provider);
+  if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') return tooLarge(named ?? http.provider);
   return new ProviderFailure(
     'unreachable',
-    `${provider} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`,
+    `${http.provider} at ${http.origin} is unreachable${typeof code === 'string' ? ` (${code})` : ''}`,
   );
 }
 
@@ -153,6 +172,8 @@ function transportFailure(provider: string, error: unknown, cancellation: Cancel
  */
 class JsonAnswerReader implements Dispatcher.DispatchHandler {
   readonly #http: ProviderHttp;
+  readonly #method: 'GET' | 'POST';
+  readonly #path: string;
   readonly #cancellation: Cancellation;
   readonly #resolve: (answer: JsonAnswer) => void;
   readonly #reject: (failure: ProviderFailure) => void;
@@ -166,20 +187,29 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
 
   constructor(
     http: ProviderHttp,
+    method: 'GET' | 'POST',
+    path: string,
     cancellation: Cancellation,
     resolve: (answer: JsonAnswer) => void,
     reject: (failure: ProviderFailure) => void,
   ) {
     this.#http = http;
+    this.#method = method;
+    this.#path = path;
     this.#cancellation = cancellation;
     this.#resolve = resolve;
     this.#reject = reject;
     cancellation.onCancel(this.#onCancel);
   }
 
+  /** This request as messages name it (only a failure builds it). */
+  get #named(): string {
+    return this.#http.named(this.#method, this.#path);
+  }
+
   readonly #onCancel = (): void => {
     this.#controller?.abort(abortReason(this.#cancellation));
-    this.#settle(undefined, transportFailure(this.#http.provider, this.#cancellation.reason, this.#cancellation));
+    this.#settle(undefined, transportFailure(this.#http, this.#cancellation.reason, this.#cancellation, this.#named));
   };
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -194,26 +224,25 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   ): void {
     if (status < 200) return; // 1xx: the real answer follows
     this.#status = status;
-    const provider = this.#http.provider;
     if (status >= 500 || status === 429) {
-      this.#failure = new ProviderFailure('status', `${provider} answered ${status}`, {
+      this.#failure = new ProviderFailure('status', `${this.#named} answered ${status}`, {
         retryable: true,
         retryAfter: parseRetryAfter(headers['retry-after']),
         status: status,
       });
     } else if (status >= 300 && status < 400) {
       // A redirect is never followed (it could send the token elsewhere).
-      this.#failure = new ProviderFailure('status', `${provider} answered ${status}`, { status: status });
+      this.#failure = new ProviderFailure('status', `${this.#named} answered ${status}`, { status: status });
     } else if (!isJsonContentType(headers['content-type'])) {
       this.#failure = new ProviderFailure(
         'invalid_answer',
-        `${provider} answered ${status} without a JSON content type`,
+        `${this.#named} answered ${status} without a JSON content type`,
         { status: status },
       );
     } else {
       const declared = headers['content-length'];
       if (typeof declared === 'string' && Number(declared) > this.#http.maxBodyBytes) {
-        const failure = tooLarge(provider);
+        const failure = tooLarge(this.#named);
         this.#settle(undefined, failure);
         this.#controller?.abort(failure);
       }
@@ -239,7 +268,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     } catch {
       const failure = new ProviderFailure(
         'invalid_answer',
-        `${this.#http.provider} answered ${this.#status} with a body that is not UTF-8`,
+        `${this.#named} answered ${this.#status} with a body that is not UTF-8`,
         { status: this.#status },
       );
       this.#settle(undefined, failure);
@@ -251,7 +280,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     } catch {
       const failure = new ProviderFailure(
         'invalid_answer',
-        `${this.#http.provider} answered ${this.#status} with malformed JSON`,
+        `${this.#named} answered ${this.#status} with malformed JSON`,
         { status: this.#status },
       );
       this.#settle(undefined, failure);
@@ -262,7 +291,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     // A failure already decided by the status stands, even if draining its body then failed.
-    this.#settle(undefined, this.#failure ?? transportFailure(this.#http.provider, error, this.#cancellation));
+    this.#settle(undefined, this.#failure ?? transportFailure(this.#http, error, this.#cancellation, this.#named));
   }
 
   #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined): void {
@@ -287,8 +316,8 @@ function abortReason(cancellation: Cancellation): Error {
  */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-function tooLarge(provider: string): ProviderFailure {
-  return new ProviderFailure('invalid_answer', `${provider} answered more than its body size cap`);
+function tooLarge(named: string): ProviderFailure {
+  return new ProviderFailure('invalid_answer', `${named} answered more than its body size cap`);
 }
 
 function isJsonContentType(value: HeaderField): boolean {

@@ -443,7 +443,7 @@ describe('hand-written hostile answers: 503 through Express', () => {
       await expect(gate.authenticate({ headers: { authorization: `Bearer ${TOKEN}` } })).rejects.toMatchObject({
         status: 503,
       });
-      expect(events).toEqual(['onlineornot answered 200 with a body that is not UTF-8']);
+      expect(events).toEqual(['onlineornot GET /v1/tokens/verify answered 200 with a body that is not UTF-8']);
     } finally {
       await gate.close();
     }

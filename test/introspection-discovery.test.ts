@@ -237,6 +237,19 @@ describe('introspection: discovery', () => {
     expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 1 });
   });
 
+  it('a mistyped issuer (no metadata anywhere): a 503 whose cause lists the locations asked and what each answered', async () => {
+    const mock = closeLater(
+      await mockIntrospection({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, tokens: { 'tok-1': ACTIVE } }),
+    );
+    const issuer = `${mock.issuer}/realms/acme`;
+    const provider = introspection({ issuer, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    const gate = closeLater(createGate({ providers: [provider], retry: false }));
+    const error = await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    expect((error.cause as Error).message).toBe(
+      `introspection found no metadata naming an introspection_endpoint for issuer ${issuer}, at /.well-known/oauth-authorization-server/realms/acme (404), /.well-known/openid-configuration/realms/acme (404), /realms/acme/.well-known/openid-configuration (404): check issuer`,
+    );
+  });
+
   it('passes over a document naming another issuer to a later one naming this issuer', async () => {
     const server = closeLater(await startAnswerServer());
     const issuer = `${server.url}/realms/acme`;

@@ -3,6 +3,8 @@
  * backoff and Retry-After, the circuit breaker, `staleIfError`, and the
  * events, seen through a real Express app in front of the mock providers.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { inspect } from 'node:util';
 import { runInNewContext } from 'node:vm';
@@ -85,10 +87,11 @@ const EVENT_VOCABULARY: Readonly<Record<string, readonly string[]>> = {
   outcome: ['accepted', 'rejected', 'failed'],
   reason: ['unreachable', 'timeout', 'status', 'invalid_answer', 'misconfigured', 'open', 'half-open', 'paused'],
   message: [
-    'partoo answered 503',
-    'onlineornot verify answer does not match its schema',
-    'onlineornot permissions answer does not match its schema',
-    'onlineornot answered 200 with malformed JSON',
+    'partoo GET /v2/connection/check_token answered 503',
+    'onlineornot GET /v1/tokens/verify answered 200 with a body that does not match its schema',
+    'onlineornot GET /v1/tokens/permissions answered 200 with a body that does not match its schema',
+    'onlineornot GET /v1/tokens/verify answered 200 with malformed JSON',
+    'onlineornot GET /v1/tokens/permissions answered 200 with malformed JSON',
   ],
   state: ['closed', 'open', 'half-open'],
 };
@@ -1035,6 +1038,44 @@ describe('events', () => {
   });
 });
 
+describe("a provider's URL wrong, or its server down: the 503's cause says which request failed", () => {
+  it('names the path asked (a doubled /v1 shows), never its query, and the origin that did not answer', async () => {
+    const oon = await mockOnlineOrNot({ tokens: { [READ_TOKEN]: { id: 'tok_read' } } });
+    const pt = await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: CONN.user_id, token: CONN.token }] });
+    cleanup.push(
+      () => oon.close(),
+      () => pt.close(),
+    );
+    const causeOf = async (gate: Gate, req: Parameters<Gate['authenticate']>[0]) => {
+      cleanup.push(() => gate.close());
+      const error = (await gate.authenticate(req).catch((e: unknown) => e)) as AuthError;
+      expect(error.status).toBe(503);
+      return (error.cause as Error).message;
+    };
+    const oonAt = (baseUrl: string) => createGate({ providers: [onlineOrNot({ baseUrl })], retry: false });
+    const withToken = { headers: bearer(READ_TOKEN) };
+    expect(await causeOf(oonAt(`${oon.url}/v1`), withToken)).toMatch(
+      /^onlineornot GET \/v1\/v1\/tokens\/verify answered 404/,
+    );
+    // The API root without its /v2.
+    const root = pt.url.replace(/\/v2$/, '');
+    const partooAt = createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: root })], retry: false });
+    const partooCause = await causeOf(partooAt, { headers: {}, query: CONN });
+    expect(partooCause).toMatch(/^partoo GET \/connection\/check_token answered 404/);
+    expect(partooCause).not.toContain(CONN.token);
+    // A port nothing listens on: closed as soon as it was found free.
+    const closed = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    expect(await causeOf(oonAt(`http://127.0.0.1:${closed}`), withToken)).toBe(
+      `onlineornot at http://127.0.0.1:${closed} is unreachable (ECONNREFUSED)`,
+    );
+  });
+});
+
 describe('what a failure tells the logs', () => {
   /** An Express app whose error handler logs each error as `util.inspect` shows it, as loggers print errors. */
   function loggingApp(gate: Gate) {
@@ -1114,7 +1155,7 @@ describe('what a failure tells the logs', () => {
     const { app, logged } = loggingApp(gate);
     pt.fault = { kind: 'status', status: 502 };
     expect((await request(app).get('/me').query(CONN)).status).toBe(503);
-    expect(logged[0]).toContain('partoo answered 502');
+    expect(logged[0]).toContain('partoo GET /v2/connection/check_token answered 502');
 
     const wrongKey = createGate({ providers: [partoo({ apiKey: 'not-the-key-5d1c', baseUrl: pt.url })] });
     cleanup.push(() => wrongKey.close());
@@ -1128,7 +1169,11 @@ describe('what a failure tells the logs', () => {
       expect(logged.join('') + misconfigured.logged.join('')).not.toContain(secret);
     }
     expect(ofType(events, 'provider_error')).toEqual([
-      expect.objectContaining({ reason: 'status', status: 502, message: 'partoo answered 502' }),
+      expect.objectContaining({
+        reason: 'status',
+        status: 502,
+        message: 'partoo GET /v2/connection/check_token answered 502',
+      }),
     ]);
   });
 });

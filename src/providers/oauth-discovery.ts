@@ -132,9 +132,14 @@ export class IntrospectionTarget {
     const issuer = this.#issuer as string;
     const http = this.#metadataPool(issuer);
     let otherIssuerAt: string | undefined;
+    const tried: string[] = [];
     for (const location of metadataLocations(issuer)) {
-      const metadata = readMetadata(await this.#fetch(http, location, cancellation));
-      if (metadata?.introspection_endpoint === undefined) continue;
+      const answer = await this.#fetch(http, location, cancellation);
+      const metadata = readMetadata(answer);
+      if (metadata?.introspection_endpoint === undefined) {
+        tried.push(`${location} (${answer.status === 200 ? 'no introspection_endpoint' : answer.status})`);
+        continue;
+      }
       if (metadata.issuer !== issuer) {
         otherIssuerAt ??= location;
         continue;
@@ -152,7 +157,10 @@ export class IntrospectionTarget {
     if (otherIssuerAt !== undefined) {
       throw new ProviderFailure('invalid_answer', `${this.#name} metadata at ${otherIssuerAt} names another issuer`);
     }
-    throw new ProviderFailure('invalid_answer', `${this.#name} issuer metadata names no introspection_endpoint`);
+    throw new ProviderFailure(
+      'invalid_answer',
+      `${this.#name} found no metadata naming an introspection_endpoint for issuer ${issuer}, at ${tried.join(', ')}: check issuer`,
+    );
   }
 
   /** The pool for the issuer's metadata: its own, so that a `maxBodyBytes` sized for introspection answers holds a document. */
@@ -166,16 +174,15 @@ export class IntrospectionTarget {
   }
 
   /**
-   * The answer at `location`, or undefined when there is no document there
-   * (3xx, 4xx, not JSON): the next location is tried. A server that is down
-   * (unreachable, past the deadline, 5xx, 429, too large) fails the discovery.
+   * The answer at `location`; its status alone when it is no document (3xx, 4xx, not JSON): the next location is
+   * tried. A server that is down (unreachable, past the deadline, 5xx, 429, too large) fails the discovery.
    */
-  async #fetch(http: ProviderHttp, location: string, cancellation: Cancellation): Promise<JsonAnswer | undefined> {
+  async #fetch(http: ProviderHttp, location: string, cancellation: Cancellation): Promise<JsonAnswer> {
     try {
       return await http.getJson(location, {}, cancellation);
     } catch (failure) {
       const status = failure instanceof ProviderFailure ? failure.upstreamStatus : undefined;
-      if (status !== undefined && status < 500 && status !== 429) return undefined;
+      if (status !== undefined && status < 500 && status !== 429) return { status, body: undefined };
       throw failure;
     }
   }
@@ -291,8 +298,8 @@ function timedOut(name: string): ProviderFailure {
 }
 
 /** A metadata document from a 200 answer, or undefined for any other answer. */
-function readMetadata(answer: JsonAnswer | undefined): z.infer<typeof ServerMetadata> | undefined {
-  if (answer?.status !== 200) return undefined;
+function readMetadata(answer: JsonAnswer): z.infer<typeof ServerMetadata> | undefined {
+  if (answer.status !== 200) return undefined;
   const parsed = ServerMetadata.safeParse(answer.body);
   return parsed.success ? parsed.data : undefined;
 }

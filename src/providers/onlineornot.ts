@@ -82,6 +82,9 @@ const OnlineOrNotOptionsSchema = optionsObject(
   'an options object',
 ).superRefine(secureUrls(['baseUrl']));
 
+const VERIFY_PATH = '/v1/tokens/verify';
+const PERMISSIONS_PATH = '/v1/tokens/permissions';
+
 const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
 
@@ -114,8 +117,8 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
     // cancelled request would destroy it), and the deadline still cancels it
     // if it hangs. A failure decides nothing about the token: it is thrown
     // only once the other call has not rejected the token either.
-    const verified = http.getJson('/v1/tokens/verify', headers, cancellation).then(readVerify);
-    const permitted = http.getJson('/v1/tokens/permissions', headers, cancellation).then(readPermissions);
+    const verified = http.getJson(VERIFY_PATH, headers, cancellation).then(readVerify);
+    const permitted = http.getJson(PERMISSIONS_PATH, headers, cancellation).then(readPermissions);
     const rejected = new Promise<Verdict>((resolve) => {
       const decides = (answer: string | readonly string[] | Verdict) => isVerdict(answer) && resolve(answer);
       verified.then(decides, () => {});
@@ -140,33 +143,37 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
 
   /** The permissions of a valid token, or the rejection. */
   function readPermissions(answer: JsonAnswer): readonly string[] | Verdict {
-    if (answer.status === 401) return readUnauthorized(answer, 'permissions');
-    return parseAnswer(PermissionsAnswer, answer, 'permissions').result.permissions;
+    if (answer.status === 401) return readUnauthorized(answer, PERMISSIONS_PATH);
+    return parseAnswer(PermissionsAnswer, answer, PERMISSIONS_PATH).result.permissions;
   }
 
   /** The token id of an active token, or the rejection. */
   function readVerify(answer: JsonAnswer): string | Verdict {
-    if (answer.status === 401) return readUnauthorized(answer, 'verify');
-    const body = parseAnswer(VerifyAnswer, answer, 'verify');
+    if (answer.status === 401) return readUnauthorized(answer, VERIFY_PATH);
+    const body = parseAnswer(VerifyAnswer, answer, VERIFY_PATH);
     if (body.result.status !== 'active') return REJECTED_INACTIVE;
     return body.result.id;
   }
 
-  function readUnauthorized(answer: JsonAnswer, endpoint: string): Verdict {
-    parseAnswer(UnauthorizedAnswer, answer, endpoint, 401);
+  function readUnauthorized(answer: JsonAnswer, path: string): Verdict {
+    parseAnswer(UnauthorizedAnswer, answer, path, 401);
     return REJECTED_INVALID;
   }
 
-  /** Validates an answer whose status must be `expected` (200 unless said). */
-  function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, endpoint: string, expected = 200): T {
+  /** Validates the answer to `path`, whose status must be `expected` (200 unless said). */
+  function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, path: string, expected = 200): T {
     if (answer.status !== expected) {
-      throw new ProviderFailure('status', `${name} ${endpoint} answered ${answer.status}`, { status: answer.status });
+      throw new ProviderFailure('status', `${http.named('GET', path)} answered ${answer.status}`, {
+        status: answer.status,
+      });
     }
     const parsed = schema.safeParse(answer.body);
     if (!parsed.success) {
-      throw new ProviderFailure('invalid_answer', `${name} ${endpoint} answer does not match its schema`, {
-        status: answer.status,
-      });
+      throw new ProviderFailure(
+        'invalid_answer',
+        `${http.named('GET', path)} answered ${answer.status} with a body that does not match its schema`,
+        { status: answer.status },
+      );
     }
     return parsed.data;
   }

@@ -132,6 +132,8 @@ function extractFor(names: ConnectionQueryNames): Provider<ConnectionCredential>
   return extract;
 }
 
+const CHECK_TOKEN_PATH = '/connection/check_token';
+
 /**
  * A provider for Partoo-style connection tokens. `subject` is the user id,
  * `expiresAt` the token's `expiration_date`.
@@ -162,14 +164,18 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
   async function verifyConnectionToken(credential: ConnectionCredential, cancellation: Cancellation): Promise<Verdict> {
     // URLSearchParams encodes both values: a token can never add or rewrite user_id.
     const query = new URLSearchParams({ user_id: credential.userId, token: credential.token });
-    const answer = await http.getJson(`/connection/check_token?${query}`, { 'x-apikey': apiKey }, cancellation);
+    const answer = await http.getJson(`${CHECK_TOKEN_PATH}?${query}`, { 'x-apikey': apiKey }, cancellation);
     switch (answer.status) {
       case 200: {
         const parsed = CheckTokenAnswer.safeParse(answer.body);
         if (!parsed.success)
-          throw new ProviderFailure('invalid_answer', `${name} check_token answer does not match its schema`, {
-            status: 200,
-          });
+          throw new ProviderFailure(
+            'invalid_answer',
+            `${http.named('GET', CHECK_TOKEN_PATH)} answered 200 with a body that does not match its schema`,
+            {
+              status: 200,
+            },
+          );
         const body = parsed.data;
         if (!accept.has(body.status)) return { ok: false, reason: `The connection token is ${body.status}` };
         // The schema has checked the date; `dateTimeMs` cannot fail on it.
@@ -184,13 +190,17 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
       case 404:
         // 403: this server's key may not check that user; for the client it is the same as an unknown token.
         if (!CheckTokenError.safeParse(answer.body).success) {
-          throw new ProviderFailure('invalid_answer', `${name} check_token error answer does not match its schema`, {
-            status: answer.status,
-          });
+          throw new ProviderFailure(
+            'invalid_answer',
+            `${http.named('GET', CHECK_TOKEN_PATH)} answered ${answer.status} with a body that does not match its error schema`,
+            { status: answer.status },
+          );
         }
         return NOT_ACCEPTED;
       default:
-        throw new ProviderFailure('status', `${name} check_token answered ${answer.status}`, { status: answer.status });
+        throw new ProviderFailure('status', `${http.named('GET', CHECK_TOKEN_PATH)} answered ${answer.status}`, {
+          status: answer.status,
+        });
     }
   }
 
