@@ -33,6 +33,7 @@ import type {
   Credential,
   CredentialRequest,
   Gate,
+  GateRequest,
   GateStats,
   PartialCredential,
   Provider,
@@ -147,9 +148,9 @@ class TokenGate implements Gate {
     this.#header = sources.size === 1 && source?.startsWith('header:') ? headerReader(source.slice(7)) : undefined;
   }
 
-  authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
-  authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
-  async authenticate(req: CredentialRequest, options?: AuthenticateOptions): Promise<AuthContext | undefined> {
+  authenticate(req: GateRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
+  authenticate(req: GateRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
+  async authenticate(req: GateRequest, options?: AuthenticateOptions): Promise<AuthContext | undefined> {
     // Called by hand, unlike authenticateNow (an adapter's, with a request and options it checked itself).
     if (typeof req !== 'object' || req === null || typeof req.headers !== 'object' || req.headers === null) {
       throw new TypeError(`gate.authenticate: expected a request ({ headers, query?, ip? }), got ${shownRequest(req)}`);
@@ -158,7 +159,7 @@ class TokenGate implements Gate {
     if (optional !== undefined && typeof optional !== 'boolean') {
       throw new TypeError(`gate.authenticate: options.optional: expected a boolean, got ${shown(optional)}`);
     }
-    return this.authenticateNow(req, options);
+    return this.authenticateNow(credentialRequest(req), options);
   }
 
   authenticateNow(
@@ -226,16 +227,16 @@ class TokenGate implements Gate {
     if (!guard.allows(auth)) throw insufficientScope(this.realm, guard.permissions, guard.mode === 'all');
   }
 
-  invalidate(req: CredentialRequest): boolean {
+  invalidate(req: GateRequest): boolean {
     if (this.#closed) throw closedError();
-    const found = this.#find(req);
+    const found = this.#find(credentialRequest(req));
     if (found === undefined) return false;
     return this.#store.delete(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
   }
 
-  async revoke(req: CredentialRequest): Promise<boolean> {
+  async revoke(req: GateRequest): Promise<boolean> {
     if (this.#closed) throw closedError();
-    const found = this.#find(req);
+    const found = this.#find(credentialRequest(req));
     if (found === undefined) return false;
     return this.#store.revoke(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
   }
@@ -450,6 +451,13 @@ function listen(onEvent: ((event: GateEvent) => void) | undefined): ((event: Gat
       // A failing logger must not fail authentication.
     }
   };
+}
+
+/** `req` as the providers read it: a query that is not an object (none, or a framework's odd value) is none. */
+function credentialRequest(req: GateRequest): CredentialRequest {
+  const { query } = req;
+  if (query === undefined || (typeof query === 'object' && query !== null)) return req as CredentialRequest;
+  return { headers: req.headers, rawHeaders: req.rawHeaders, connection: req.connection, ip: req.ip };
 }
 
 /** `req` in a message: what it is, never its contents (a string may be a token). */

@@ -42,6 +42,7 @@ export type {
   Credential,
   CredentialRequest,
   Gate,
+  GateRequest,
   GateStats,
   HeaderValue,
   PartialCredential,

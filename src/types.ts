@@ -42,6 +42,16 @@ export interface CredentialRequest {
   readonly ip?: string | undefined;
 }
 
+/**
+ * What the gate's own methods (`authenticate`, `invalidate`, `revoke`) take: a {@link CredentialRequest}, or a
+ * framework's request as it is, whose `query` its framework types as `unknown` (Fastify's `request`). A query that
+ * is not an object carries no credential.
+ */
+export interface GateRequest extends Omit<CredentialRequest, 'query'> {
+  /** Parsed query string (`req.query` in Express, `ctx.query` in Koa, `request.query` in Fastify). */
+  readonly query?: unknown;
+}
+
 /** What a provider learned about a credential it accepted. */
 export interface Principal {
   /** Who the credential belongs to (token id, user id). */
@@ -247,8 +257,8 @@ export interface Gate {
    *   `provider_misconfigured`; TypeError for a `req` without `headers`, or an
    *   `optional` that is not a boolean.
    */
-  authenticate(req: CredentialRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
-  authenticate(req: CredentialRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
+  authenticate(req: GateRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
+  authenticate(req: GateRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
   /**
    * {@link authenticate} for adapters: the answer itself when it is at hand
    * (a fresh cached context, or no credential under `optional`), a promise
@@ -276,7 +286,7 @@ export interface Gate {
    * @throws AuthError 400 `invalid_request` for a malformed credential or credentials in two places; `Error` once
    *   the gate is closed.
    */
-  invalidate(req: CredentialRequest): boolean;
+  invalidate(req: GateRequest): boolean;
   /**
    * {@link invalidate}, resolved once the shared cache tier has taken the
    * revocation (deleted the entry, seen to it that no answer under way
@@ -288,7 +298,7 @@ export interface Gate {
    * @throws AuthError 400 `invalid_request` (as a rejection) for a malformed credential or credentials in two
    *   places; `Error` (as a rejection) once the gate is closed.
    */
-  revoke(req: CredentialRequest): Promise<boolean>;
+  revoke(req: GateRequest): Promise<boolean>;
   /**
    * Forgets every answer cached in this process, and the calls under way. Breakers keep their state (see
    * {@link reset}); a shared tier keeps its verdicts (its keys' prefix, or the Redis database, is yours to empty).

@@ -176,6 +176,18 @@ describe.each([
       expect(partooMock.calls.checkToken).toBe(1);
     });
 
+    it('a logout route revokes with request itself (its query typed unknown), as with Express and Koa', async () => {
+      app.post('/logout', async (request) => ({ revoked: await gate.revoke(request) }));
+      app.post('/forget', async (request) => ({ forgotten: gate.invalidate(request) }));
+      expect((await send(app, '/checks', bearer(TOKENS.read))).status).toBe(200);
+      expect((await send(app, '/logout', bearer(TOKENS.read), 'POST')).json()).toEqual({ revoked: true });
+      expect((await send(app, '/checks', bearer(TOKENS.read))).status).toBe(200);
+      expect(oon.calls.verify).toBe(2);
+      expect((await send(app, `/forget?${connectionQuery(CONNECTION)}`, undefined, 'POST')).json()).toEqual({
+        forgotten: false,
+      });
+    });
+
     it('answers a second request from the cache and still runs the guard', async () => {
       expect((await send(app, '/checks', bearer(TOKENS.read))).status).toBe(200);
       const denied = await send(app, '/checks', bearer(TOKENS.read), 'POST');

@@ -640,6 +640,8 @@ describe('gate.authenticate and gate.authorize called by hand with the wrong thi
       'TypeError: gate.authenticate: options.optional: expected a boolean, got a string',
     );
     expect(await call(request(READER), { optional: false })).toBe('passed');
+    // A framework's query typed unknown, and not an object: no connection credential in it.
+    expect(await call({ headers: { authorization: `Bearer ${READER}` }, query: 'user_id=u&token=t' })).toBe('passed');
     const auth = await gate.authenticate(request(READER));
     expect(() => gate.authorize(auth, requires as never)).toThrow(
       new TypeError("gate.authorize: expected a guard, got a function: call it (requires('read'), not requires)"),
