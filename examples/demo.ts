@@ -1,5 +1,5 @@
 /**
- * What the Express and Koa demos share: mock providers started in process
+ * What the Express, Koa, Fastify and node:http demos share: mock providers started in process
  * with sample tokens, the gate over them, the requests worth trying (with
  * the status each should get), and the server start/stop around an app.
  *

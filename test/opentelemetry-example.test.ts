@@ -87,7 +87,7 @@ describe('examples/opentelemetry.ts', () => {
       timeout: 30_000,
     });
     expect(run.status).toBe(0);
-    expect(run.stdout).toContain('the second answer came from the cache');
+    expect(run.stdout).toContain('authenticated ada twice: 1 verification (a tokengate.verify span), 1 miss and 1 hit');
     expect(run.stderr).toBe('');
   });
 });

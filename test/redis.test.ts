@@ -1396,6 +1396,12 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(() => redisCache(undefined as never)).toThrow(
         /expected an ioredis Redis or Cluster, or a node-redis client/,
       );
+      // A URL where a client belongs: never shown (it may hold a password).
+      expect(() => redisCache('redis://:SECRETpass@127.0.0.1:6379' as never)).toThrow(
+        new TypeError(
+          'redisCache: expected an ioredis Redis or Cluster, or a node-redis client, got a string: pass a client, redisCache(new Redis(url))',
+        ),
+      );
       const secretErrors = [
         [{ secret: 'SECRETshort' }, 'redisCache: secret: expected at least 32 characters'],
         [{ secret: [] }, 'redisCache: secret: expected at least one secret'],

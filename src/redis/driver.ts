@@ -132,7 +132,11 @@ export function driverFor(client: RedisClient): RedisDriver {
   const common = typeof candidate.duplicate === 'function' && typeof candidate.on === 'function';
   if (common && typeof candidate.evalSha === 'function') return nodeRedisDriver(client as NodeRedisClient);
   if (common && typeof candidate.evalsha === 'function') return ioRedisDriver(client as IoRedisClient);
-  throw new TypeError('redisCache: expected an ioredis Redis or Cluster, or a node-redis client');
+  throw new TypeError(
+    typeof client === 'string'
+      ? 'redisCache: expected an ioredis Redis or Cluster, or a node-redis client, got a string: pass a client, redisCache(new Redis(url))'
+      : 'redisCache: expected an ioredis Redis or Cluster, or a node-redis client',
+  );
 }
 
 /** `evalsha()`, and `evaluate()` when the node answers NOSCRIPT (it restarted, or never saw the script). */
