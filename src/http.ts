@@ -75,7 +75,7 @@ export class ProviderHttp {
    *   and bodies that are too large, not JSON, or not labelled JSON (`invalid_answer`).
    */
   getJson(path: string, headers: Record<string, string>, cancellation: Cancellation): Promise<JsonAnswer> {
-    return this.#dispatch('GET', path, headers, null, cancellation);
+    return this.#dispatch('GET', path, headers, null, cancellation, path);
   }
 
   /**
@@ -90,7 +90,7 @@ export class ProviderHttp {
     cancellation: Cancellation,
   ): Promise<JsonAnswer> {
     const formHeaders = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
-    return this.#dispatch('POST', path, formHeaders, form.toString(), cancellation);
+    return this.#dispatch('POST', path, formHeaders, form.toString(), cancellation, undefined);
   }
 
   #dispatch(
@@ -99,6 +99,7 @@ export class ProviderHttp {
     headers: Record<string, string>,
     body: string | null,
     cancellation: Cancellation,
+    shownPath: string | undefined,
   ): Promise<JsonAnswer> {
     if (cancellation.aborted) return Promise.reject(transportFailure(this, cancellation.reason, cancellation));
     return new Promise<JsonAnswer>((resolve, reject) => {
@@ -106,7 +107,7 @@ export class ProviderHttp {
       // Readable stream that request() builds around every body is pure overhead on the cold path.
       this.#pool.dispatch(
         { method, path: this.#basePath + path, headers: { accept: 'application/json', ...headers }, body },
-        new JsonAnswerReader(this, method, path, cancellation, resolve, reject),
+        new JsonAnswerReader(this, method, shownPath, cancellation, resolve, reject),
       );
     });
   }
@@ -122,12 +123,14 @@ export class ProviderHttp {
   }
 
   /**
-   * A request as a failure's message names it, with its provider: `onlineornot GET /v1/tokens/verify`, the base
-   * URL's path included, so that a wrong `baseUrl` shows. Never the query, which may carry a token.
+   * A request as a failure's message names it, with its provider: `onlineornot GET /v1/tokens/verify`. Its path
+   * under the base URL, or none (`to its endpoint`) when `path` is undefined; never the base URL's own path nor the
+   * query, where a key or a token may sit.
    */
-  named(method: 'GET' | 'POST', path: string): string {
+  named(method: 'GET' | 'POST', path?: string): string {
+    if (path === undefined) return `${this.#provider} ${method} to its endpoint`;
     const query = path.indexOf('?');
-    return `${this.#provider} ${method} ${this.#basePath}${query === -1 ? path : path.slice(0, query)}`;
+    return `${this.#provider} ${method} ${query === -1 ? path : path.slice(0, query)}`;
   }
 
   /** @internal */
@@ -173,7 +176,8 @@ function transportFailure(
 class JsonAnswerReader implements Dispatcher.DispatchHandler {
   readonly #http: ProviderHttp;
   readonly #method: 'GET' | 'POST';
-  readonly #path: string;
+  /** The path its messages name ({@link ProviderHttp.named}). */
+  readonly #path: string | undefined;
   readonly #cancellation: Cancellation;
   readonly #resolve: (answer: JsonAnswer) => void;
   readonly #reject: (failure: ProviderFailure) => void;
@@ -188,7 +192,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   constructor(
     http: ProviderHttp,
     method: 'GET' | 'POST',
-    path: string,
+    path: string | undefined,
     cancellation: Cancellation,
     resolve: (answer: JsonAnswer) => void,
     reject: (failure: ProviderFailure) => void,

@@ -46,7 +46,7 @@ describe('introspection: failures are 503s', () => {
     const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } });
     mock.fault = { kind: 'status', status: 500 };
     expect((await expectUnavailable(gate.authenticate(bearer('tok-1')))).cause).toMatchObject({
-      message: 'introspection POST /introspect answered 500',
+      message: 'introspection POST to its endpoint answered 500',
     });
     mock.fault = { kind: 'wrong-shape' };
     expect((await expectUnavailable(gate.authenticate(bearer('tok-1')))).cause).toMatchObject({

@@ -87,7 +87,7 @@ const EVENT_VOCABULARY: Readonly<Record<string, readonly string[]>> = {
   outcome: ['accepted', 'rejected', 'failed'],
   reason: ['unreachable', 'timeout', 'status', 'invalid_answer', 'misconfigured', 'open', 'half-open', 'paused'],
   message: [
-    'partoo GET /v2/connection/check_token answered 503',
+    'partoo GET /connection/check_token answered 503',
     'onlineornot GET /v1/tokens/verify answered 200 with a body that does not match its schema',
     'onlineornot GET /v1/tokens/permissions answered 200 with a body that does not match its schema',
     'onlineornot GET /v1/tokens/verify answered 200 with malformed JSON',
@@ -1039,7 +1039,7 @@ describe('events', () => {
 });
 
 describe("a provider's URL wrong, or its server down: the 503's cause says which request failed", () => {
-  it('names the path asked (a doubled /v1 shows), never its query, and the origin that did not answer', async () => {
+  it('names the API path asked and the origin that did not answer, never the base URL path or query (a key may sit there)', async () => {
     const oon = await mockOnlineOrNot({ tokens: { [READ_TOKEN]: { id: 'tok_read' } } });
     const pt = await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: CONN.user_id, token: CONN.token }] });
     cleanup.push(
@@ -1054,14 +1054,14 @@ describe("a provider's URL wrong, or its server down: the 503's cause says which
     };
     const oonAt = (baseUrl: string) => createGate({ providers: [onlineOrNot({ baseUrl })], retry: false });
     const withToken = { headers: bearer(READ_TOKEN) };
-    expect(await causeOf(oonAt(`${oon.url}/v1`), withToken)).toMatch(
-      /^onlineornot GET \/v1\/v1\/tokens\/verify answered 404/,
-    );
+    // A base URL with a key in its path (a proxy's), and the API's own /v1 doubled.
+    const cause = await causeOf(oonAt(`${oon.url}/proxy/SECRETpathKey/v1`), withToken);
+    expect(cause).toBe('onlineornot GET /v1/tokens/verify answered 404 (check baseUrl)');
     // The API root without its /v2.
     const root = pt.url.replace(/\/v2$/, '');
     const partooAt = createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: root })], retry: false });
     const partooCause = await causeOf(partooAt, { headers: {}, query: CONN });
-    expect(partooCause).toMatch(/^partoo GET \/connection\/check_token answered 404/);
+    expect(partooCause).toMatch(/^partoo GET \/connection\/check_token answered 404 .*\(check baseUrl\)$/);
     expect(partooCause).not.toContain(CONN.token);
     // A port nothing listens on: closed as soon as it was found free.
     const closed = await new Promise<number>((resolve) => {
@@ -1070,7 +1070,7 @@ describe("a provider's URL wrong, or its server down: the 503's cause says which
         server.close(() => resolve(port));
       });
     });
-    expect(await causeOf(oonAt(`http://127.0.0.1:${closed}`), withToken)).toBe(
+    expect(await causeOf(oonAt(`http://127.0.0.1:${closed}/SECRETpathKey`), withToken)).toBe(
       `onlineornot at http://127.0.0.1:${closed} is unreachable (ECONNREFUSED)`,
     );
   });
@@ -1155,7 +1155,7 @@ describe('what a failure tells the logs', () => {
     const { app, logged } = loggingApp(gate);
     pt.fault = { kind: 'status', status: 502 };
     expect((await request(app).get('/me').query(CONN)).status).toBe(503);
-    expect(logged[0]).toContain('partoo GET /v2/connection/check_token answered 502');
+    expect(logged[0]).toContain('partoo GET /connection/check_token answered 502');
 
     const wrongKey = createGate({ providers: [partoo({ apiKey: 'not-the-key-5d1c', baseUrl: pt.url })] });
     cleanup.push(() => wrongKey.close());
@@ -1172,7 +1172,7 @@ describe('what a failure tells the logs', () => {
       expect.objectContaining({
         reason: 'status',
         status: 502,
-        message: 'partoo GET /v2/connection/check_token answered 502',
+        message: 'partoo GET /connection/check_token answered 502',
       }),
     ]);
   });

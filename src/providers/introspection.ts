@@ -265,7 +265,7 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
     }
     if (answer.status === 401 || answer.status === 403 || refusesClient(answer)) throw refused(name, answer.status);
     if (answer.status !== 200) {
-      throw new ProviderFailure('status', `${http.named('POST', path)} answered ${answer.status}`, {
+      throw new ProviderFailure('status', `${http.named('POST')} answered ${answer.status}`, {
         status: answer.status,
       });
     }

@@ -163,7 +163,9 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   /** Validates the answer to `path`, whose status must be `expected` (200 unless said). */
   function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, path: string, expected = 200): T {
     if (answer.status !== expected) {
-      throw new ProviderFailure('status', `${http.named('GET', path)} answered ${answer.status}`, {
+      // A 404 where the API answers 200 or 401: the path is not the API's (a wrong baseUrl).
+      const hint = answer.status === 404 ? ' (check baseUrl)' : '';
+      throw new ProviderFailure('status', `${http.named('GET', path)} answered ${answer.status}${hint}`, {
         status: answer.status,
       });
     }

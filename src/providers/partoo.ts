@@ -192,7 +192,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
         if (!CheckTokenError.safeParse(answer.body).success) {
           throw new ProviderFailure(
             'invalid_answer',
-            `${http.named('GET', CHECK_TOKEN_PATH)} answered ${answer.status} with a body that does not match its error schema`,
+            `${http.named('GET', CHECK_TOKEN_PATH)} answered ${answer.status} with a body that does not match its error schema${answer.status === 404 ? ' (check baseUrl)' : ''}`,
             { status: answer.status },
           );
         }
