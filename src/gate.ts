@@ -453,11 +453,31 @@ function listen(onEvent: ((event: GateEvent) => void) | undefined): ((event: Gat
   };
 }
 
-/** `req` as the providers read it: a query that is not an object (none, or a framework's odd value) is none. */
+/**
+ * `req` as the providers read it. A framework's wrapper of the Node request (Fastify's `request.raw`, Koa's
+ * `ctx.req`) lends it its raw headers, without which a repeated `Authorization` could not be refused, and its socket;
+ * a query that is not an object (none, or a framework's odd value) is none.
+ */
 function credentialRequest(req: GateRequest): CredentialRequest {
   const { query } = req;
-  if (query === undefined || (typeof query === 'object' && query !== null)) return req as CredentialRequest;
+  const plainQuery = typeof query === 'object' && query !== null ? (query as CredentialRequest['query']) : undefined;
+  const wrapped = (req as { raw?: unknown }).raw ?? (req as { req?: unknown }).req;
+  if (req.rawHeaders === undefined && isNodeRequest(wrapped)) {
+    return {
+      headers: req.headers,
+      rawHeaders: wrapped.rawHeaders,
+      query: plainQuery,
+      connection: wrapped.socket,
+      ip: req.ip,
+    };
+  }
+  if (query === undefined || plainQuery !== undefined) return req as CredentialRequest;
   return { headers: req.headers, rawHeaders: req.rawHeaders, connection: req.connection, ip: req.ip };
+}
+
+/** Whether `value` is a Node request, as a framework's wrapper holds it. */
+function isNodeRequest(value: unknown): value is { rawHeaders: string[]; socket: object } {
+  return Array.isArray((value as { rawHeaders?: unknown } | null)?.rawHeaders);
 }
 
 /** `req` in a message: what it is, never its contents (a string may be a token). */

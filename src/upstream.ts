@@ -278,7 +278,8 @@ export class Upstream {
         } catch (error) {
           // Cut short by close(), this gate's or (on a shared provider) another's: not a fault of the provider's, so
           // no event, count or breaker step says so.
-          if (this.#closing !== undefined || isClosed(provider)) return this.#cancelled(started, attempts, trace);
+          if (this.#closing !== undefined || isClosed(provider))
+            return this.#cancelled(started, attempts, trace, probe);
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -302,7 +303,8 @@ export class Upstream {
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
-          if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
+          if (this.#closing !== undefined || isClosed(provider))
+            return this.#cancelled(started, attempts, trace, probe);
           // The breaker may have opened, or another verification's 429 paused calls, during the backoff: no retry
           // goes out while it holds calls back. A pause that ends within the deadline is waited out.
           for (let held = this.#retryHeldBack(); held !== 0; held = this.#retryHeldBack()) {
@@ -311,7 +313,9 @@ export class Upstream {
               return this.#failed(failure, stale, probe);
             }
             await sleep(held, deadline);
-            if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace);
+            if (this.#closing !== undefined || isClosed(provider)) {
+              return this.#cancelled(started, attempts, trace, probe);
+            }
           }
         }
       }
@@ -351,10 +355,17 @@ export class Upstream {
   }
 
   /**
-   * The answer of a verification that {@link close} cut short, or whose call failed because another gate closed its
-   * provider ({@link PROVIDER_CLOSED}): its trace ends `cancelled`; no event or count.
+   * The answer of a verification that {@link close} cut short, or whose provider another gate closed
+   * ({@link PROVIDER_CLOSED}): its trace ends `cancelled`; no event or count.
    */
-  #cancelled(started: number, attempts: number, trace: VerifyTrace | undefined): AuthError | typeof PROVIDER_CLOSED {
+  #cancelled(
+    started: number,
+    attempts: number,
+    trace: VerifyTrace | undefined,
+    probe?: number,
+  ): AuthError | typeof PROVIDER_CLOSED {
+    // A probe cut short says nothing of the provider: the next call may probe.
+    if (probe !== undefined) this.#breaker?.inconclusive(probe);
     if (trace !== undefined) {
       trace.outcome = 'cancelled';
       trace.attempts = attempts;

@@ -29,6 +29,7 @@ import {
   requires,
 } from '../src/index.js';
 import { mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
+import { rawGet } from './support/raw-http.js';
 
 const express4 = createRequire(import.meta.url)('express4') as typeof express;
 const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
@@ -264,6 +265,39 @@ describe('the Express middleware mounted in Fastify', () => {
   }
 });
 
+describe("gate.authenticate called by hand with a framework's request as it is", () => {
+  const twoHeaders = [`Authorization: Bearer ${READER}`, 'Authorization: Bearer SECRETsecondToken'];
+  const answer = (auth: Promise<{ subject: string }>) =>
+    auth.then(
+      (context) => ({ status: 200, body: context.subject }),
+      (error: AuthError) => ({ status: error.status, body: error.message }),
+    );
+
+  it("Fastify's request and Koa's ctx: a repeated Authorization is a 400, as through their adapters", async () => {
+    const gate = stubGate();
+    const fastify = Fastify({ logger: false });
+    fastify.get('/', async (request, reply) => {
+      const { status, body } = await answer(gate.authenticate(request));
+      return reply.code(status).send(body);
+    });
+    await fastify.listen({ port: 0, host: '127.0.0.1' });
+    open.push(() => fastify.close());
+    const koa = new Koa();
+    koa.use(async (ctx) => {
+      const { status, body } = await answer(gate.authenticate(ctx));
+      ctx.status = status;
+      ctx.body = body;
+    });
+    const koaUrl = await serve(koa.callback());
+    for (const port of [(fastify.server.address() as AddressInfo).port, Number(new URL(koaUrl).port)]) {
+      const repeated = await rawGet(port, '/', twoHeaders);
+      expect(repeated.status).toBe(400);
+      expect(repeated.body).toBe('Only one Authorization header is allowed');
+      expect((await rawGet(port, '/', twoHeaders.slice(0, 1))).status).toBe(200);
+    }
+  });
+});
+
 describe('the Express middleware called by a unit test with a plain request object', () => {
   it('authenticates it as Express would (no raw headers, as node-mocks-http builds one)', async () => {
     const middleware = expressGate.authenticate(stubGate());
@@ -496,7 +530,8 @@ describe('a closed gate', () => {
       expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
       expect(closing).toHaveLength(1);
       expect(oon.calls.total).toBe(2);
-      expect(backingOff.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
+      // One call went out; none was tried on the closed pool after the backoff.
+      expect(backingOff.stats()).toMatchObject({ errors: 0, upstreamCalls: 1, breakers: { onlineornot: 'closed' } });
       await backingOff.close();
     } finally {
       await oon.close();

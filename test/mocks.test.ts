@@ -582,6 +582,35 @@ describe('faults', () => {
     }
   });
 
+  it('pairs the two requests of a gate with one socket, the second sent once the first is answered past a second', async () => {
+    const mock = await start();
+    const tokens = Array.from({ length: 3 }, (_, i) => `one-socket-${i}`);
+    for (const [i, token] of tokens.entries()) mock.setToken(token, { id: `id-${i}`, permissions: ['p'] });
+    const gate = createGate({
+      providers: [onlineOrNot({ baseUrl: mock.url, connections: 1 })],
+      retry: false,
+      breaker: false,
+      timeout: 10_000,
+    });
+    try {
+      mock.fault = { kind: 'status', status: 502, every: 2 };
+      mock.latency = 1050;
+      const outcomes: Array<string | number> = [];
+      for (const token of tokens) {
+        outcomes.push(
+          await gate.authenticate({ headers: bearer(token) }).then(
+            (auth) => auth.subject,
+            (error: { status: number }) => error.status,
+          ),
+        );
+      }
+      expect(outcomes).toEqual(['id-0', 503, 'id-2']);
+    } finally {
+      mock.latency = 0;
+      await gate.close();
+    }
+  }, 20_000);
+
   it("a lone request whose partner does not come within a second (the app's own call) is no partner for a later verification", async () => {
     const mock = await start();
     mock.setToken('lone', { id: 'id-lone', permissions: ['p'] });

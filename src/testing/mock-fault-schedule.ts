@@ -20,9 +20,9 @@ interface OpenVerification {
 }
 
 /**
- * How long a verification's first request waits for the others, ms. A gate sends them at once; a request whose
- * partner does not come by then (a client's own lone call) stays a verification of its own, and is no partner for
- * a later one.
+ * How long a verification's first request waits for the others, ms, beyond the time the mock takes to answer it. A
+ * gate sends them at once, or one after the other on one socket; a request whose partner does not come by then (a
+ * client's own lone call) stays a verification of its own, and is no partner for a later one.
  */
 const PARTNER_WINDOW_MS = 1000;
 
@@ -37,9 +37,13 @@ export class FaultSchedule {
   #open = new Map<string, OpenVerification[]>();
   #openCount = 0;
 
+  /** How long the mock takes to answer now, ms: a partner's wait is that beside {@link PARTNER_WINDOW_MS}. */
+  readonly #answerTime: () => number;
+
   /** `parts` undefined: every request is a verification of its own. */
-  constructor(parts: VerificationParts | undefined) {
+  constructor(parts: VerificationParts | undefined, answerTime: () => number = () => 0) {
     this.#parts = parts;
+    this.#answerTime = answerTime;
   }
 
   get fault(): MockFault | undefined {
@@ -73,7 +77,8 @@ export class FaultSchedule {
     const key = parts.key(req);
     const queue = this.#open.get(key);
     const now = performance.now();
-    while (queue !== undefined && queue.length > 0 && now - (queue[0] as OpenVerification).opened > PARTNER_WINDOW_MS) {
+    const window = PARTNER_WINDOW_MS + this.#answerTime();
+    while (queue !== undefined && queue.length > 0 && now - (queue[0] as OpenVerification).opened > window) {
       this.#close(key, queue, queue[0] as OpenVerification);
     }
     const joined = queue?.find((open) => open.missing.has(endpoint));

@@ -11,7 +11,7 @@ import { MAX_TIMER_MS, nearKey } from '../options.js';
  * verification is one request for the Partoo mock; for the OnlineOrNot mock it
  * is a `verify` and a `permissions` request with the same `Authorization`
  * header, in either order, and both get the decision made for it (a request
- * whose partner does not come within a second counts as a verification of its own).
+ * whose partner does not come within a second of its answer counts as a verification of its own).
  *
  * `endpoints` limits the fault to requests to the named endpoints (the names
  * the mock counts in `calls`, e.g. `['permissions']`); the other requests of a

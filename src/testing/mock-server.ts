@@ -171,7 +171,12 @@ export async function startMockServer<Endpoint extends string>(
   const timers = new Set<NodeJS.Timeout>();
   let connections = 0;
   let latency = 0;
-  const schedule = new FaultSchedule(spec.verification);
+  // A partner request may come only once the first is answered (a client with one socket): after the latency and
+  // a `delay` fault's wait.
+  const schedule: FaultSchedule = new FaultSchedule(spec.verification, (): number => {
+    const fault: MockFault | undefined = schedule.fault;
+    return latency + (fault?.kind === 'delay' ? fault.ms : 0);
+  });
   let closing: Promise<void> | undefined;
   const resetCalls = (): void => {
     for (const name of [...names, 'total']) counts.set(name, 0);
