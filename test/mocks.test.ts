@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { type Dispatcher, Pool, request } from 'undici';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
-import { createGate, onlineOrNot, partoo } from '../src/index.js';
+import { createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
 import { type MockProvider, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
 import { watchTimers } from './support/live-timers.js';
 
@@ -559,6 +559,20 @@ describe('faults', () => {
     expect([await ask('verify', 'good'), await ask('verify', 'good')]).toEqual([200, 500]);
   });
 
+  /** Each token's answer from `gate`, one after the other: the subject, or the error's status. */
+  async function outcomesOf(gate: Gate, tokens: readonly string[]): Promise<Array<string | number>> {
+    const outcomes: Array<string | number> = [];
+    for (const token of tokens) {
+      outcomes.push(
+        await gate.authenticate({ headers: bearer(token) }).then(
+          (auth) => auth.subject,
+          (error: { status: number }) => error.status,
+        ),
+      );
+    }
+    return outcomes;
+  }
+
   it('every: 2 on OnlineOrNot fails every second verification through a real gate, not all', async () => {
     const mock = await start();
     const tokens = Array.from({ length: 6 }, (_, i) => `token-${i}`);
@@ -566,15 +580,7 @@ describe('faults', () => {
     const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false });
     try {
       mock.fault = { kind: 'status', status: 502, every: 2 };
-      const outcomes: Array<string | number> = [];
-      for (const token of tokens) {
-        outcomes.push(
-          await gate.authenticate({ headers: bearer(token) }).then(
-            (auth) => auth.subject,
-            (error: { status: number }) => error.status,
-          ),
-        );
-      }
+      const outcomes = await outcomesOf(gate, tokens);
       expect(outcomes).toEqual(['id-0', 503, 'id-2', 503, 'id-4', 503]);
       expect(mock.calls).toMatchObject({ verify: 6, permissions: 6 });
     } finally {
@@ -595,15 +601,7 @@ describe('faults', () => {
     try {
       mock.fault = { kind: 'status', status: 502, every: 2 };
       mock.latency = 1050;
-      const outcomes: Array<string | number> = [];
-      for (const token of tokens) {
-        outcomes.push(
-          await gate.authenticate({ headers: bearer(token) }).then(
-            (auth) => auth.subject,
-            (error: { status: number }) => error.status,
-          ),
-        );
-      }
+      const outcomes = await outcomesOf(gate, tokens);
       expect(outcomes).toEqual(['id-0', 503, 'id-2']);
     } finally {
       mock.latency = 0;

@@ -6,9 +6,6 @@
  * revocations being lost in silence. Through each client library, and each one's cluster client with the README's
  * two rules for a cluster.
  */
-import { rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as ioredis6 from 'ioredis';
 import * as ioredis5 from 'ioredis5';
@@ -19,7 +16,7 @@ import { createGate, onlineOrNot } from '../src/index.js';
 import { isRefusal } from '../src/redis/driver.js';
 import { type RedisClient, redisCache } from '../src/redis/index.js';
 import { mockOnlineOrNot } from '../src/testing/index.js';
-import { adminClient, CLIENT_LIBRARIES, type ClientLibrary } from './support/redis-instances.js';
+import { adminClient, CLIENT_LIBRARIES, type ClientLibrary, startRedisClusterNode } from './support/redis-instances.js';
 import { type RedisServer, redisServerMissing, startRedisServer } from './support/redis-server.js';
 
 const PASSWORD = 'acl-user-password-0123456789';
@@ -97,6 +94,43 @@ async function connectAs(
   return { client: client as unknown as RedisClient, close: () => client.disconnect() };
 }
 
+/**
+ * Two instances on clients from `connect`, each with its own tier and gate: a new token costs one upstream call
+ * between them, and a revocation on one reaches the other, which kept the answer in process for a minute.
+ */
+async function sharesAndRevokes(connect: () => Promise<{ client: RedisClient; close(): void }>, timeout: number) {
+  const mock = await mockOnlineOrNot({ tokens: { 'tok-acl': { id: 'id-acl', permissions: [] } } });
+  const clients = await Promise.all([0, 1].map(connect));
+  const tiers = clients.map(({ client }) => redisCache(client, { timeout, localTtl: 60_000 }));
+  const gates = tiers.map((tier) =>
+    createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: tier, retry: false }),
+  );
+  try {
+    await Promise.all(tiers.map((tier) => tier.ready()));
+    const [a, b] = gates as [(typeof gates)[0], (typeof gates)[0]];
+    expect((await a.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
+    expect((await b.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
+    expect(mock.calls.verify).toBe(1);
+    expect(await a.revoke(bearer('tok-acl'))).toBe(true);
+    mock.removeToken('tok-acl');
+    // Only the revocation's message can take b's answer back.
+    let status = 200;
+    for (let tries = 0; tries < 50 && status === 200; tries++) {
+      status = await b.authenticate(bearer('tok-acl')).then(
+        () => 200,
+        (error: { status: number }) => error.status,
+      );
+      if (status === 200) await sleep(20);
+    }
+    expect(status).toBe(401);
+  } finally {
+    await Promise.all(gates.map((gate) => gate.close()));
+    await Promise.all(tiers.map((tier) => tier.close()));
+    for (const { close } of clients) close();
+    await mock.close();
+  }
+}
+
 describe('what counts as Redis refusing the ACL user', () => {
   it.each([
     ['a command (NOPERM)', 'NOPERM this user has no permissions to access one of the channels used as arguments'],
@@ -156,38 +190,8 @@ describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user', () =>
   });
 
   describe.each(CLIENT_LIBRARIES)('with %s', (library) => {
-    it("with the README's rules: one upstream call for two instances, and a revocation reaches the other", async () => {
-      const mock = await mockOnlineOrNot({ tokens: { 'tok-acl': { id: 'id-acl', permissions: [] } } });
-      const clients = await Promise.all([0, 1].map(() => connectAs(library, redis.port, 'tier')));
-      const tiers = clients.map(({ client }) => redisCache(client, { timeout: 250, localTtl: 60_000 }));
-      const gates = tiers.map((tier) =>
-        createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: tier, retry: false }),
-      );
-      try {
-        await Promise.all(tiers.map((tier) => tier.ready()));
-        const [a, b] = gates as [(typeof gates)[0], (typeof gates)[0]];
-        expect((await a.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
-        expect((await b.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
-        expect(mock.calls.verify).toBe(1);
-        expect(await a.revoke(bearer('tok-acl'))).toBe(true);
-        mock.removeToken('tok-acl');
-        // b kept the answer in process for a minute: only the revocation's message can take it back.
-        let status = 200;
-        for (let tries = 0; tries < 50 && status === 200; tries++) {
-          status = await b.authenticate(bearer('tok-acl')).then(
-            () => 200,
-            (error: { status: number }) => error.status,
-          );
-          if (status === 200) await sleep(20);
-        }
-        expect(status).toBe(401);
-      } finally {
-        await Promise.all(gates.map((gate) => gate.close()));
-        await Promise.all(tiers.map((tier) => tier.close()));
-        for (const { close } of clients) close();
-        await mock.close();
-      }
-    });
+    it("with the README's rules: one upstream call for two instances, and a revocation reaches the other", () =>
+      sharesAndRevokes(() => connectAs(library, redis.port, 'tier'), 250));
 
     it("without the tier's channel: ready() rejects, naming the channel to grant", async () => {
       const { client, close } = await connectAs(library, redis.port, 'nochannel');
@@ -232,65 +236,20 @@ describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user', () =>
 
 describe.skipIf(redisServerMissing)('tokengate/redis as a Redis ACL user on a Redis Cluster', () => {
   let redis: RedisServer;
-  let admin: ioredis6.Redis;
-  const nodesFile = path.join(os.tmpdir(), `tokengate-acl-nodes-${process.pid}.conf`);
 
   beforeAll(async () => {
-    redis = await startRedisServer([
-      '--cluster-enabled',
-      'yes',
-      '--cluster-config-file',
-      nodesFile,
-      '--cluster-announce-ip',
-      '127.0.0.1',
-    ]);
-    admin = adminClient(redis.port);
-    await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-    for (let tries = 0; tries < 100; tries++) {
-      if (String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok')) break;
-      await sleep(50);
-    }
+    redis = await startRedisClusterNode();
+    const admin = adminClient(redis.port);
     await admin.call('ACL', 'SETUSER', 'tier', 'on', `>${PASSWORD}`, ...README_CLUSTER_RULES);
+    admin.disconnect();
   });
 
   afterAll(async () => {
-    admin?.disconnect();
     await redis?.close();
-    rmSync(nodesFile, { force: true });
   });
 
   it.each(CLIENT_LIBRARIES)(
     "%s Cluster, with the README's rules and its two for a cluster: one upstream call for two instances, and a revocation reaches the other",
-    async (library) => {
-      const mock = await mockOnlineOrNot({ tokens: { 'tok-acl': { id: 'id-acl', permissions: [] } } });
-      const clients = await Promise.all([0, 1].map(() => connectClusterAs(library, redis.port, 'tier')));
-      const tiers = clients.map(({ client }) => redisCache(client, { timeout: 500, localTtl: 60_000 }));
-      const gates = tiers.map((tier) =>
-        createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: tier, retry: false }),
-      );
-      try {
-        await Promise.all(tiers.map((tier) => tier.ready()));
-        const [a, b] = gates as [(typeof gates)[0], (typeof gates)[0]];
-        expect((await a.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
-        expect((await b.authenticate(bearer('tok-acl'))).subject).toBe('id-acl');
-        expect(mock.calls.verify).toBe(1);
-        expect(await a.revoke(bearer('tok-acl'))).toBe(true);
-        mock.removeToken('tok-acl');
-        let status = 200;
-        for (let tries = 0; tries < 50 && status === 200; tries++) {
-          status = await b.authenticate(bearer('tok-acl')).then(
-            () => 200,
-            (error: { status: number }) => error.status,
-          );
-          if (status === 200) await sleep(20);
-        }
-        expect(status).toBe(401);
-      } finally {
-        await Promise.all(gates.map((gate) => gate.close()));
-        await Promise.all(tiers.map((tier) => tier.close()));
-        for (const { close } of clients) close();
-        await mock.close();
-      }
-    },
+    (library) => sharesAndRevokes(() => connectClusterAs(library, redis.port, 'tier'), 500),
   );
 });

@@ -10,9 +10,6 @@
  */
 
 import type { EventEmitter } from 'node:events';
-import { rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis as IoRedis6, type Redis } from 'ioredis';
 import { Redis as IoRedis5 } from 'ioredis5';
@@ -40,11 +37,13 @@ import {
   CLIENT_KINDS,
   CLUSTER_KINDS,
   type ClientKind,
+  clusterUp,
   connectClient,
   type Instance,
   type InstanceOptions,
   sharedErrors,
   startInstance,
+  startRedisClusterNode,
 } from './support/redis-instances.js';
 import { type RedisServer, redisServerMissing, startRedisServer } from './support/redis-server.js';
 
@@ -1421,20 +1420,10 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
   let redis: RedisServer;
   let admin: Redis;
   let mock: MockOnlineOrNot;
-  const nodesFile = path.join(os.tmpdir(), `tokengate-nodes-${process.pid}.conf`);
 
   beforeAll(async () => {
-    redis = await startRedisServer([
-      '--cluster-enabled',
-      'yes',
-      '--cluster-config-file',
-      nodesFile,
-      '--cluster-announce-ip',
-      '127.0.0.1',
-    ]);
+    redis = await startRedisClusterNode();
     admin = adminClient(redis.port);
-    await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-    await eventually(clusterUp, 5000, 'cluster up');
     mock = await mockOnlineOrNot();
   });
 
@@ -1442,18 +1431,16 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
     admin?.disconnect();
     await mock?.close();
     await redis?.close();
-    rmSync(nodesFile, { force: true });
   });
 
   const instances: Instance[] = [];
   const provider = () => onlineOrNot({ baseUrl: mock.url });
   let tokens = 0;
-  const clusterUp = async () => String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok');
 
   /** Restarts the node and waits until the cluster takes writes again (a restarted node refuses them for a while). */
   async function restartRedis(): Promise<void> {
     await redis.restart();
-    await eventually(clusterUp, 10_000, 'cluster up again');
+    await eventually(() => clusterUp(admin), 10_000, 'cluster up again');
   }
 
   afterEach(async () => {

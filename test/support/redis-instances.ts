@@ -3,12 +3,17 @@
  * Redis client (ioredis or node-redis), its own `redisCache` tier and its
  * own gate, as separate processes would; they share only Redis.
  */
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as ioredis6 from 'ioredis';
 import * as ioredis5 from 'ioredis5';
 import * as nodeRedis6 from 'redis';
 import * as nodeRedis5 from 'redis5';
 import { createGate, type Gate, type GateEvent, type GateOptions, type Provider } from '../../src/index.js';
 import { type RedisCache, type RedisCacheOptions, type RedisClient, redisCache } from '../../src/redis/index.js';
+import { type RedisServer, startRedisServer } from './redis-server.js';
 
 /** A client library at one of the majors the package supports (`ioredis5` and `redis5` are their 5.x, by alias). */
 export type ClientLibrary = 'ioredis 6' | 'node-redis 6' | 'ioredis 5' | 'node-redis 5';
@@ -85,6 +90,40 @@ const CONNECT: Record<ClientKind, (port: number) => Promise<ConnectedClient>> = 
  */
 export function connectClient(kind: ClientKind, port: number): Promise<ConnectedClient> {
   return CONNECT[kind](port);
+}
+
+let clusterNodes = 0;
+
+/** Whether the cluster `admin` is connected to takes writes (every slot served). */
+export async function clusterUp(admin: ioredis6.Redis): Promise<boolean> {
+  return String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok');
+}
+
+/**
+ * A one-node Redis Cluster holding every slot, on a free loopback port, once it takes writes; `close()` removes its
+ * nodes file too.
+ */
+export async function startRedisClusterNode(): Promise<RedisServer> {
+  const nodesFile = path.join(os.tmpdir(), `tokengate-nodes-${process.pid}-${++clusterNodes}.conf`);
+  const args = ['--cluster-enabled', 'yes', '--cluster-config-file', nodesFile, '--cluster-announce-ip', '127.0.0.1'];
+  const redis = await startRedisServer(args);
+  const admin = adminClient(redis.port);
+  try {
+    await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    for (let tries = 0; !(await clusterUp(admin)); tries++) {
+      if (tries === 100) throw new Error(`the cluster on port ${redis.port} did not come up`);
+      await sleep(50);
+    }
+  } finally {
+    admin.disconnect();
+  }
+  return {
+    ...redis,
+    close: async () => {
+      await redis.close();
+      rmSync(nodesFile, { force: true });
+    },
+  };
 }
 
 /** An ioredis connection for looking at Redis behind the tier's back (an admin's `redis-cli`). */
