@@ -75,7 +75,7 @@ export class ProviderHttp {
    *   and bodies that are too large, not JSON, or not labelled JSON (`invalid_answer`).
    */
   getJson(path: string, headers: Record<string, string>, cancellation: Cancellation): Promise<JsonAnswer> {
-    return this.#dispatch('GET', path, headers, null, cancellation, path);
+    return this.#dispatch('GET', path, headers, null, cancellation);
   }
 
   /**
@@ -90,7 +90,7 @@ export class ProviderHttp {
     cancellation: Cancellation,
   ): Promise<JsonAnswer> {
     const formHeaders = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
-    return this.#dispatch('POST', path, formHeaders, form.toString(), cancellation, undefined);
+    return this.#dispatch('POST', path, formHeaders, form.toString(), cancellation);
   }
 
   #dispatch(
@@ -99,7 +99,6 @@ export class ProviderHttp {
     headers: Record<string, string>,
     body: string | null,
     cancellation: Cancellation,
-    shownPath: string | undefined,
   ): Promise<JsonAnswer> {
     if (cancellation.aborted) return Promise.reject(transportFailure(this, cancellation.reason, cancellation));
     return new Promise<JsonAnswer>((resolve, reject) => {
@@ -107,7 +106,7 @@ export class ProviderHttp {
       // Readable stream that request() builds around every body is pure overhead on the cold path.
       this.#pool.dispatch(
         { method, path: this.#basePath + path, headers: { accept: 'application/json', ...headers }, body },
-        new JsonAnswerReader(this, method, shownPath, cancellation, resolve, reject),
+        new JsonAnswerReader(this, method, path, cancellation, resolve, reject),
       );
     });
   }
@@ -123,12 +122,12 @@ export class ProviderHttp {
   }
 
   /**
-   * A request as a failure's message names it, with its provider: `onlineornot GET /v1/tokens/verify`. Its path
-   * under the base URL, or none (`to its endpoint`) when `path` is undefined; never the base URL's own path nor the
-   * query, where a key or a token may sit.
+   * A request as a failure's message names it, with its provider: `onlineornot GET /v1/tokens/verify`, its path
+   * under the base URL. Never the base URL's own path nor the query, where a key or a token may sit; nor a POST's
+   * path, which is an endpoint URL's own (introspection's).
    */
   named(method: 'GET' | 'POST', path?: string): string {
-    if (path === undefined) return `${this.#provider} ${method} to its endpoint`;
+    if (method === 'POST' || path === undefined) return `${this.#provider} ${method} to its endpoint`;
     const query = path.indexOf('?');
     return `${this.#provider} ${method} ${query === -1 ? path : path.slice(0, query)}`;
   }
@@ -176,8 +175,8 @@ function transportFailure(
 class JsonAnswerReader implements Dispatcher.DispatchHandler {
   readonly #http: ProviderHttp;
   readonly #method: 'GET' | 'POST';
-  /** The path its messages name ({@link ProviderHttp.named}). */
-  readonly #path: string | undefined;
+  /** The path asked, as its messages name it ({@link ProviderHttp.named}). */
+  readonly #path: string;
   readonly #cancellation: Cancellation;
   readonly #resolve: (answer: JsonAnswer) => void;
   readonly #reject: (failure: ProviderFailure) => void;
@@ -192,7 +191,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   constructor(
     http: ProviderHttp,
     method: 'GET' | 'POST',
-    path: string | undefined,
+    path: string,
     cancellation: Cancellation,
     resolve: (answer: JsonAnswer) => void,
     reject: (failure: ProviderFailure) => void,

@@ -278,8 +278,7 @@ export class Upstream {
         } catch (error) {
           // Cut short by close(), this gate's or (on a shared provider) another's: not a fault of the provider's, so
           // no event, count or breaker step says so.
-          if (this.#closing !== undefined || isClosed(provider))
-            return this.#cancelled(started, attempts, trace, probe);
+          if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -303,8 +302,7 @@ export class Upstream {
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
-          if (this.#closing !== undefined || isClosed(provider))
-            return this.#cancelled(started, attempts, trace, probe);
+          if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
           // The breaker may have opened, or another verification's 429 paused calls, during the backoff: no retry
           // goes out while it holds calls back. A pause that ends within the deadline is waited out.
           for (let held = this.#retryHeldBack(); held !== 0; held = this.#retryHeldBack()) {
@@ -313,7 +311,7 @@ export class Upstream {
               return this.#failed(failure, stale, probe);
             }
             await sleep(held, deadline);
-            if (this.#closing !== undefined || isClosed(provider)) {
+            if (this.#cutShort()) {
               return this.#cancelled(started, attempts, trace, probe);
             }
           }
@@ -352,6 +350,11 @@ export class Upstream {
       trace.attempts = attempts;
       trace.durationMs = durationMs;
     }
+  }
+
+  /** Whether a verification under way is to end now: this gate closed, or another closed the shared provider. */
+  #cutShort(): boolean {
+    return this.#closing !== undefined || isClosed(this.provider);
   }
 
   /**
