@@ -247,11 +247,17 @@ export class VerdictStore {
   /**
    * Stores a provider's rejection for `negativeTtl` (not at all when it is
    * 0). Whatever was accepted for the key before is gone: a credential the
-   * provider has rejected is never served again, stale or not.
+   * provider has rejected is never served again, stale or not. A cancelled
+   * flight's rejection is not kept, but still removes, here and in the
+   * shared tier, an acceptance stored since (a later request's, answered first).
    */
   reject(flight: Flight, reason: string): Rejection {
     const rejection = new Rejection(reason, Math.floor(performance.now() + Math.min(this.negativeTtl, this.#localTtl)));
-    if (flight.cancelled) return rejection;
+    if (flight.cancelled) {
+      this.#accepted.delete(flight.key);
+      this.#shared?.share(flight, undefined);
+      return rejection;
+    }
     this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
     this.#shared?.share(
       flight,

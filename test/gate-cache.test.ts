@@ -563,6 +563,24 @@ describe('gate cache: invalidate and clear', () => {
     expect(mock.calls.verify).toBe(3);
   });
 
+  it('a rejection that comes after invalidate(req) still removes what a later request stored for the credential', async () => {
+    const { mock, gate } = await setup();
+    mock.setToken('other-token', { id: 'tok_other' });
+    // Every second verification answers 400 ms late: the first for reader-token.
+    mock.fault = { kind: 'delay', ms: 400, every: 2 };
+    await gate.authenticate(bearer('other-token'));
+    const asked = rejectionOf(gate.authenticate(bearer('reader-token')));
+    await sleep(50);
+    expect(gate.invalidate(bearer('reader-token'))).toBe(true);
+    // Asked after the invalidation, answered at once, and kept.
+    expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
+    mock.removeToken('reader-token');
+    expect((await asked).status).toBe(401);
+    // The provider has since rejected the credential: the acceptance kept before is not served again.
+    expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(401);
+    expect(mock.calls.verify).toBe(4);
+  });
+
   it('clear() during an upstream call keeps that answer out of the cache', async () => {
     const { mock, gate } = await setup();
     mock.latency = 150;
@@ -695,6 +713,26 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     );
     return { mock, gate };
   }
+
+  it('a rejection that comes after invalidate(req) removes the acceptance another request shared since', async () => {
+    const tier = new MemoryTier();
+    const { mock, gate } = await sharing(tier, {}, 2000);
+    const other = closeLater(
+      createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: tier, retry: false }),
+    );
+    mock.setToken('tok-2', { id: 'tok_2' });
+    mock.fault = { kind: 'delay', ms: 400, every: 2 };
+    await gate.authenticate(bearer('tok-2'));
+    const asked = rejectionOf(gate.authenticate(bearer('tok-1')));
+    await sleep(50);
+    gate.invalidate(bearer('tok-1'));
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('tok_1');
+    mock.removeToken('tok-1');
+    expect((await asked).status).toBe(401);
+    // The other instance does not find the acceptance in the tier: it asks, and is refused.
+    expect((await rejectionOf(other.authenticate(bearer('tok-1')))).status).toBe(401);
+    expect(mock.calls.verify).toBe(4);
+  });
 
   it('serves the stale copy while the provider hangs (staleIfError), as without a tier', async () => {
     const { mock, gate } = await sharing(new MemoryTier(), { ttl: 50, staleIfError: 60_000 });
