@@ -11,8 +11,8 @@
 
 import type { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis as IoRedis6, type Redis } from 'ioredis';
-import { Redis as IoRedis5 } from 'ioredis5';
+import { Redis as IoRedis6, Cluster as IoRedis6Cluster, type Redis } from 'ioredis';
+import { Redis as IoRedis5, Cluster as IoRedis5Cluster } from 'ioredis5';
 import { createClient as createNodeRedis } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -1348,6 +1348,37 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     },
   );
 
+  const stringNumberClients = [
+    ['ioredis 6', (port: number) => new IoRedis6({ host: '127.0.0.1', port, stringNumbers: true })],
+    ['ioredis 5', (port: number) => new IoRedis5({ host: '127.0.0.1', port, stringNumbers: true })],
+  ] as const;
+  it.each(stringNumberClients)(
+    '%s with stringNumbers: an instance waits for the lease holder, one upstream verification for both',
+    async (_, connect) => {
+      const clients = [connect(redis.port), connect(redis.port)];
+      const tiers = clients.map((client) => redisCache(client, { timeout: 250 }));
+      const gates = tiers.map((sharedCache) =>
+        createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false, sharedCache }),
+      );
+      try {
+        await Promise.all(tiers.map((tier) => tier.ready()));
+        const token = `string-numbers-${_.replace(' ', '-')}`;
+        mock.setToken(token, { id: 'u1', permissions: [READ] });
+        mock.latency = 300;
+        const first = gates[0]?.authenticate(bearer(token));
+        await sleep(100); // the first instance holds the lease by now
+        const second = gates[1]?.authenticate(bearer(token));
+        expect((await first)?.subject).toBe('u1');
+        expect((await second)?.subject).toBe('u1');
+        expect(mock.calls.verify).toBe(1);
+      } finally {
+        await Promise.all(gates.map((gate) => gate.close()));
+        await Promise.all(tiers.map((tier) => tier.close()));
+        for (const client of clients) client.disconnect();
+      }
+    },
+  );
+
   it('takes a node-redis client the app connects after making the tier', async () => {
     const client = createNodeRedis({ socket: { host: '127.0.0.1', port: redis.port } });
     client.on('error', () => {});
@@ -1583,6 +1614,36 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
       await connected.close();
     }
   });
+
+  it.each([
+    ['ioredis 6', IoRedis6Cluster],
+    ['ioredis 5', IoRedis5Cluster],
+  ] as const)(
+    '%s Cluster with enableOfflineQueue: false: subscribes, is ready, and revocations from other instances reach it',
+    async (_, Cluster) => {
+      const client = new Cluster([{ host: '127.0.0.1', port: redis.port }], { enableOfflineQueue: false });
+      client.on('error', () => {});
+      await new Promise((resolve) => client.once('ready', resolve));
+      const other = adminClient(redis.port);
+      const tier = redisCache(client);
+      const otherTier = redisCache(other);
+      try {
+        let ready = false;
+        void tier.ready().then(() => {
+          ready = true;
+        });
+        await eventually(async () => ready, 5000, 'ready()');
+        const key = cacheKey('scope', 'offline-queue-off');
+        const heard = new Promise((resolve) => tier.onInvalidate(resolve));
+        await otherTier.invalidate?.(key);
+        expect(await heard).toBe(key);
+      } finally {
+        await Promise.all([tier.close(), otherTier.close()]);
+        client.disconnect();
+        other.disconnect();
+      }
+    },
+  );
 
   it.each(CLUSTER_KINDS)('%s: made while Redis is down, it subscribes once Redis is back', async (kind) => {
     const connected = await connectClient(kind, redis.port);

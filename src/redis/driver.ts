@@ -159,7 +159,9 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
     subscribe(channel, onMessage, onReady, onRefused) {
       // A `Redis` subscribes again on each `ready` here, its failure caught: ioredis's own resubscription leaves its
       // promise unhandled when the connection drops again before Redis answers, and an unhandled rejection ends a
-      // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes them itself.
+      // Node process by default. A `Cluster` keeps its own subscriber connections and resubscribes what Redis
+      // confirmed; it subscribes again on `ready` too (SUBSCRIBE is idempotent): with `enableOfflineQueue: false`, its
+      // first SUBSCRIBE, sent while it connects, is refused.
       // The app's client may connect lazily (`lazyConnect`, on its first command); the subscriber has no command to
       // send before it is connected, so it connects at once. A subscription Redis refused is tried again after a
       // pause that doubles (the ACL may be changed), and a try that then succeeds counts as a (re)connection.
@@ -188,7 +190,7 @@ function ioRedisDriver(client: IoRedisClient): RedisDriver {
       };
       subscriber.on('error', ignore);
       subscriber.on('ready', () => {
-        if (resubscribes) subscribe();
+        subscribe();
         onReady();
       });
       // Its only subscription is `channel`: every message is one of ours.

@@ -265,10 +265,11 @@ export class RedisTier implements SharedTier {
           .run(() => this.#driver.run(PEEK, [keys.value, keys.lease], [answered ? '1' : '']))
           .then(
             (answer) => {
+              // `held` is Redis's integer 1, or its string with ioredis's `stringNumbers`.
               const [value, held] = Array.isArray(answer) ? (answer as unknown[]) : [];
               if (typeof value === 'string' && value !== '') {
                 finish(() => resolve(this.#decode(key, keys.value, value)));
-              } else if (held !== 1) abandon();
+              } else if (Number(held) !== 1) abandon();
             },
             (error: unknown) => finish(() => reject(error)),
           );
