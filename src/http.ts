@@ -182,7 +182,10 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   readonly #reject: (failure: ProviderFailure) => void;
   #controller: Dispatcher.DispatchController | undefined;
   #status = 0;
-  /** Set when the status or headers already decided the answer; the body is then only drained. */
+  /**
+   * Set when the status or headers already decided the answer: it is settled at once, and the body is only drained
+   * (keeping the socket) until it ends or the cancellation stops it.
+   */
   #failure: ProviderFailure | undefined;
   #chunks: Buffer[] = [];
   #size = 0;
@@ -242,6 +245,9 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
         `${this.#named} answered ${status} without a JSON content type`,
         { status: status },
       );
+    }
+    if (this.#failure !== undefined) {
+      this.#settle(undefined, this.#failure, false);
     } else {
       const declared = headers['content-length'];
       if (typeof declared === 'string' && Number(declared) > this.#http.maxBodyBytes) {
@@ -254,7 +260,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     // Draining a decided answer, or past the deadline. The pool's maxResponseSize caps the body either way.
-    if (this.#failure !== undefined || this.#settled) return;
+    if (this.#settled) return;
     this.#size += chunk.length;
     this.#chunks.push(chunk);
   }
@@ -297,11 +303,12 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     this.#settle(undefined, this.#failure ?? transportFailure(this.#http, error, this.#cancellation, this.#named));
   }
 
-  #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined): void {
+  /** Settles the request's promise once; `finished`: the request is over, and the cancellation no longer concerns it. */
+  #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined, finished = true): void {
+    if (finished) this.#cancellation.offCancel(this.#onCancel);
     if (this.#settled) return;
     this.#settled = true;
     this.#chunks = [];
-    this.#cancellation.offCancel(this.#onCancel);
     if (failure !== undefined) this.#reject(failure);
     else this.#resolve(answer as JsonAnswer);
   }

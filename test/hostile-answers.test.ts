@@ -9,7 +9,15 @@ import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import request from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type AuthContext, AuthError, createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
+import {
+  type AuthContext,
+  AuthError,
+  createGate,
+  type Gate,
+  type GateEvent,
+  onlineOrNot,
+  partoo,
+} from '../src/index.js';
 import { type Answer, type AnswerServer, reply, startAnswerServer } from './support/answer-server.js';
 import { gatedApp } from './support/gated-app.js';
 
@@ -368,6 +376,45 @@ describe("a provider's Retry-After, as the client sees it", () => {
     expect(res.status).toBe(503);
     expect(shown).toContain(res.headers['retry-after']);
   });
+});
+
+describe('an answer its status decides, whose body never ends', () => {
+  it.each([
+    [429, '7', 'status'],
+    [503, '7', 'status'],
+    [200, undefined, 'invalid_answer'],
+  ] as const)(
+    '%i: the 503 at once, the Retry-After passed on, the status reported',
+    async (status, retryAfter, reason) => {
+      provider.answer = (_req, res) => {
+        res.writeHead(status, {
+          'content-type': status === 200 ? 'text/html' : 'application/json',
+          'content-length': '100',
+          ...(retryAfter === undefined ? {} : { 'retry-after': retryAfter }),
+        });
+        res.write('{"errors":'); // and nothing more
+      };
+      const events: GateEvent[] = [];
+      const slow = createGate({
+        providers: [partoo({ apiKey: API_KEY, baseUrl: provider.url })],
+        timeout: 2000,
+        retry: false,
+        breaker: false,
+        onEvent: (event) => events.push(event),
+      });
+      try {
+        const started = performance.now();
+        const error = await slow.authenticate({ headers: {}, query: CONN }).catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(AuthError);
+        expect((error as AuthError).status).toBe(503);
+        expect((error as AuthError).headers['Retry-After']).toBe(retryAfter);
+        expect(performance.now() - started).toBeLessThan(1000);
+        expect(events.filter((event) => event.type === 'provider_error')).toMatchObject([{ reason, status }]);
+      } finally {
+        await slow.close();
+      }
+    },
+  );
 });
 
 describe('hand-written hostile answers: 503 through Express', () => {
