@@ -262,6 +262,8 @@ export class Upstream {
     const deadline = new Deadline(timeout);
     this.#live.add(deadline);
     let answered = false;
+    /** An attempt was answered 429: the pause it asked for used up part of this deadline. */
+    let throttled = false;
     try {
       for (let attempts = 1; ; attempts++) {
         counters.upstreamCalls++;
@@ -291,6 +293,7 @@ export class Upstream {
           // A 429 pauses every other call at once, not only once this verification has used up its retries, and
           // its own retry waits the pause out too.
           const paused = failure.upstreamStatus === 429 ? this.#pause(failure, probe) : 0;
+          if (paused > 0) throttled = true;
           const delay =
             failure.kind === 'misconfigured'
               ? undefined
@@ -298,7 +301,7 @@ export class Upstream {
           // A breaker that is not closed (open, or half-open with its one probe out) sends no retry: end at once.
           if (delay === undefined || this.#retryHeldBack() === undefined) {
             this.#ended('failed', started, attempts, trace);
-            return this.#failed(failure, stale, probe);
+            return this.#failed(failure, stale, probe, throttled);
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
@@ -377,12 +380,20 @@ export class Upstream {
     return this.#closing === undefined ? PROVIDER_CLOSED : this.closedError();
   }
 
-  /** The answer after the last failed attempt. */
-  #failed(failure: ProviderFailure, stale: StaleCopy | undefined, probe: number | undefined): AuthContext | AuthError {
+  /**
+   * The answer after the last failed attempt; `throttled`: an earlier attempt was answered 429, and its pause was
+   * waited out (a timeout then says nothing of the provider's health).
+   */
+  #failed(
+    failure: ProviderFailure,
+    stale: StaleCopy | undefined,
+    probe: number | undefined,
+    throttled = false,
+  ): AuthContext | AuthError {
     const { provider } = this;
     const misconfigured = failure.kind === 'misconfigured';
-    const throttled = failure.upstreamStatus === 429;
-    // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on it.
+    // A refusal of our own credentials says nothing of the provider's health; a 429 asks for a pause, not a verdict on
+    // it, and a retry that waited that pause out and then ran out of time is no verdict either.
     if (misconfigured) {
       this.#breaker?.succeeded();
       this.#refusal = failure;
@@ -391,9 +402,10 @@ export class Upstream {
     }
     let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
     // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on.
-    if (throttled) retryAfterMs = this.#pauseMs(failure);
-    else if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
-    else this.#breaker?.failed(performance.now());
+    if (failure.upstreamStatus === 429) retryAfterMs = this.#pauseMs(failure);
+    else if (refusedOneRequest(failure.upstreamStatus) || (throttled && failure.kind === 'timeout')) {
+      this.#breaker?.inconclusive(probe);
+    } else this.#breaker?.failed(performance.now());
     return this.#staleOr(stale, this.#unavailable(retryAfterMs, failure));
   }
 

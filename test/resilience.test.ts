@@ -374,6 +374,23 @@ describe('retries', () => {
     },
   );
 
+  it("a retry that waited out a 429's pause and then ran out of time is no provider fault: the breaker stays closed", async () => {
+    const { app, pt, gate, events } = await setup({
+      timeout: 1600,
+      retry: { retries: 1, baseDelay: 1, maxDelay: 5 },
+      breaker: { threshold: 1 },
+    });
+    pt.latency = 400;
+    pt.fault = { kind: 'status', status: 429, retryAfter: 1, every: 2 };
+    expect((await request(app).get('/me').query(peer(0))).status).toBe(200);
+    // 429 at about 400 ms; the retry goes out at about 1400 ms, and the deadline passes before its answer.
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(ofType(events, 'provider_error').map((event) => event.reason)).toEqual(['status', 'timeout']);
+    expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
+    expect(ofType(events, 'breaker')).toEqual([]);
+  });
+
   it('Retry-After waits are taken while they end inside the deadline, and the first that would not is not', async () => {
     // Waits of 1 s under a 2.7 s deadline: two fit (ending near 1 s and 2 s, with 700 ms to spare for the
     // attempts), a third would end past 3 s.
