@@ -99,7 +99,7 @@ const VERIFICATION_OVER = new DOMException('The verification is over', 'AbortErr
  * A verification the gate ends with a verdict may leave work running (a
  * request whose answer the verdict did not need): while any `onCancel`
  * listener remains, the timer runs on and cancels it at the deadline; once
- * none remains, no timer is left behind.
+ * none remains, no timer is left behind, and `end`'s `onIdle` runs.
  */
 export class Deadline implements Cancellation {
   #aborted = false;
@@ -114,6 +114,8 @@ export class Deadline implements Cancellation {
   #ended = false;
   /** Rejects the attempt under way, if any. */
   #onExpiry: ((failure: ProviderFailure) => void) | undefined;
+  /** Set by `end` while work still listens: runs once, when none does. */
+  #onIdle: (() => void) | undefined;
 
   constructor(ms: number) {
     this.#at = performance.now() + ms;
@@ -155,7 +157,10 @@ export class Deadline implements Cancellation {
   offCancel(listener: () => void): void {
     const at = this.#listeners.indexOf(listener);
     if (at !== -1) this.#listeners.splice(at, 1);
-    if (this.#ended && this.#listeners.length === 0) this.#stopTimer();
+    if (this.#ended && this.#listeners.length === 0) {
+      this.#stopTimer();
+      this.#idle();
+    }
   }
 
   /** Settles with `promise`, or rejects when the deadline passes first. */
@@ -191,16 +196,28 @@ export class Deadline implements Cancellation {
    * Ends the verification. `cancel` tells the provider at once that it is
    * over (its work is cancelled); without it, work still listening is left
    * to finish, or to be cancelled when the deadline passes, and the timer
-   * stops as soon as nothing listens.
+   * stops as soon as nothing listens. `onIdle` runs once no work listens:
+   * at once, or when the last of it ends or is cancelled. Returns whether
+   * work still listens (`onIdle` is to come).
    */
-  end(cancel: boolean): void {
+  end(cancel: boolean, onIdle?: () => void): boolean {
     this.#ended = true;
+    this.#onIdle = onIdle;
     if (cancel) {
       this.#stopTimer();
       this.#cancel(VERIFICATION_OVER);
     } else if (this.#listeners.length === 0) {
       this.#stopTimer();
     }
+    if (!this.#aborted && this.#listeners.length > 0) return true;
+    this.#idle();
+    return false;
+  }
+
+  #idle(): void {
+    const onIdle = this.#onIdle;
+    this.#onIdle = undefined;
+    onIdle?.();
   }
 
   #stopTimer(): void {
@@ -223,5 +240,6 @@ export class Deadline implements Cancellation {
       }
     }
     this.#controller?.abort(reason);
+    this.#idle();
   }
 }

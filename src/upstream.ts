@@ -86,6 +86,8 @@ export class Upstream {
   #refusal: ProviderFailure | undefined;
   #refusedUntil = 0;
   readonly #admission: Admission;
+  /** Requests that answered verifications left running ({@link #lingered}). */
+  #lingering = 0;
 
   constructor(provider: Provider, policy: UpstreamPolicy) {
     this.provider = provider;
@@ -185,27 +187,48 @@ export class Upstream {
   }
 
   /**
-   * The provider asked under the slot just taken, which is released when it is done; traced when anything listens.
-   * A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they could change.
+   * The provider asked under the slot just taken, released when it is done (see {@link #lingered}); traced when
+   * anything listens. A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they
+   * could change.
    */
   #asked(credential: Credential, stale: StaleCopy | undefined, probe: number | undefined): Promise<Answer> {
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      this.#admission.release();
+    };
     let asked: Promise<Answer>;
     if (tracingVerify()) {
       const trace: VerifyTrace = { provider: this.provider.name };
       let answer: Answer | undefined;
       const traced = async (): Promise<undefined> => {
-        answer = await this.#ask(credential, stale, probe, trace);
+        answer = await this.#ask(credential, stale, probe, release, trace);
         return undefined;
       };
       asked = verifyChannel.tracePromise(traced, trace).then(() => answer as Answer);
     } else {
-      asked = this.#ask(credential, stale, probe);
+      asked = this.#ask(credential, stale, probe, release);
     }
-    asked.then(this.#release, this.#release);
+    asked.then(undefined, release);
     return asked;
   }
 
-  readonly #release = (): void => this.#admission.release();
+  /**
+   * A verification answered, leaving a request its answer did not need running (OnlineOrNot's second call, after the
+   * first rejected the token). That request still holds a connection of the pool, half of what a slot stands for
+   * (a slot is a verification's two requests): two such requests keep one slot, so that the requests in flight
+   * never outnumber the pool's connections and no verification waits for a connection under its own deadline.
+   * The verification's slot is kept (`release` not called) when the requests left running are now odd in number.
+   */
+  #lingered(release: () => void): void {
+    if (this.#lingering++ % 2 === 1) release();
+  }
+
+  /** A request left running ({@link #lingered}) is done: the slot it shared is freed once no other shares it. */
+  #lingerEnded(): void {
+    if (--this.#lingering % 2 === 0) this.#admission.release();
+  }
 
   /** A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. */
   #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
@@ -247,18 +270,25 @@ export class Upstream {
     return overloaded(this.provider.name);
   }
 
-  /** The attempts under one deadline, with retries and the breaker; `probe`: the number of the probe it is, if one. */
+  /**
+   * The attempts under one deadline, with retries and the breaker; `probe`: the number of the probe it is, if one.
+   * `release` runs once the provider's work is over (see {@link Deadline.end}).
+   */
   async #ask(
     credential: Credential,
     stale: StaleCopy | undefined,
     probe: number | undefined,
+    release: () => void,
     trace?: VerifyTrace,
   ): Promise<Answer> {
     const { provider } = this;
     const { emit, counters, timeout } = this.#policy;
     const breaker = this.#breaker;
     const started = performance.now();
-    if (this.#closing !== undefined) return this.#cancelled(started, 0, trace);
+    if (this.#closing !== undefined) {
+      release();
+      return this.#cancelled(started, 0, trace);
+    }
     const deadline = new Deadline(timeout);
     this.#live.add(deadline);
     let answered = false;
@@ -321,8 +351,11 @@ export class Upstream {
         }
       }
     } finally {
-      // A provider that answered is done; one that failed may have left work running, which this cancels.
-      deadline.end(!answered);
+      // A provider that failed may have left work running, which this cancels; one that answered may have left a
+      // request its answer did not need, running until it ends or the deadline cancels it.
+      let lingers = false;
+      lingers = deadline.end(!answered, () => (lingers ? this.#lingerEnded() : release()));
+      if (lingers) this.#lingered(release);
       this.#live.delete(deadline);
     }
   }

@@ -70,6 +70,45 @@ describe('Deadline', () => {
     expect(deadline.aborted).toBe(false);
   });
 
+  it("end's onIdle runs once nothing listens: at once, when the last listener leaves, or at the deadline", () => {
+    const idle = vi.fn();
+    expect(new Deadline(1000).end(false, idle)).toBe(false);
+    expect(idle).toHaveBeenCalledTimes(1);
+
+    const cancelled = new Deadline(1000);
+    const leftover = vi.fn();
+    cancelled.onCancel(leftover);
+    const afterCancel = vi.fn();
+    expect(cancelled.end(true, afterCancel)).toBe(false);
+    expect(afterCancel).toHaveBeenCalledTimes(1);
+
+    const left = new Deadline(1000);
+    const first = vi.fn();
+    const second = vi.fn();
+    left.onCancel(first);
+    left.onCancel(second);
+    const whenLeft = vi.fn();
+    expect(left.end(false, whenLeft)).toBe(true);
+    left.offCancel(first);
+    expect(whenLeft).not.toHaveBeenCalled();
+    left.offCancel(second);
+    expect(whenLeft).toHaveBeenCalledTimes(1);
+
+    const expiring = new Deadline(1000);
+    expiring.onCancel(vi.fn());
+    const atDeadline = vi.fn();
+    expect(expiring.end(false, atDeadline)).toBe(true);
+    vi.advanceTimersByTime(999);
+    expect(atDeadline).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(1);
+    expect(atDeadline).toHaveBeenCalledTimes(1);
+    // Work that starts listening later, and ends, does not run it again.
+    const late = vi.fn();
+    expiring.onCancel(late);
+    expiring.offCancel(late);
+    expect(atDeadline).toHaveBeenCalledTimes(1);
+  });
+
   it('work that starts listening after end(false) is still cancelled at the original deadline', () => {
     const deadline = new Deadline(1000);
     vi.advanceTimersByTime(400);

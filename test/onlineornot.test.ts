@@ -225,6 +225,53 @@ describe('onlineOrNot', () => {
     expect(await resourcesBackTo(before)).toEqual([]);
   });
 
+  describe('calls a rejection left running hold connections: the gate counts them', () => {
+    /** A gate whose provider has `connections`, `permissions` slow but healthy (1 s, inside the 1.5 s deadline). */
+    async function slowPermissions(connections: number) {
+      const mock = closeLater(await mockOnlineOrNot({ tokens: { 'active-token': { id: 'tok_active' } } }));
+      mock.fault = { kind: 'delay', ms: 1000, endpoints: ['permissions'] };
+      const events: GateEvent[] = [];
+      const gate = closeLater(
+        createGate({
+          providers: [onlineOrNot({ baseUrl: mock.url, connections })],
+          timeout: 1500,
+          retry: false,
+          breaker: { threshold: 1 },
+          onEvent: (event) => events.push(event),
+        }),
+      );
+      const providerFaults = () =>
+        events.filter((event) => event.type === 'provider_error' || event.type === 'breaker');
+      return { mock, gate, providerFaults };
+    }
+
+    it('with both connections held by them, a new token waits for a slot (our overload), never for a connection under its deadline (a provider timeout)', async () => {
+      const { gate, providerFaults } = await slowPermissions(2);
+      const rejected = ['unknown-a', 'unknown-b'].map((token) => rejectionOf(gate.authenticate(bearer(token))));
+      await sleep(50);
+      const waited = await rejectionOf(gate.authenticate(bearer('active-token')));
+      expect(waited).toMatchObject({ status: 503, code: 'overloaded' });
+      for (const error of await Promise.all(rejected)) expect(error.status).toBe(401);
+      expect(providerFaults()).toEqual([]);
+      expect(gate.stats().breakers).toEqual({ onlineornot: 'closed' });
+      // Once they are done, the token is verified.
+      await sleep(1000);
+      expect((await gate.authenticate(bearer('active-token'))).subject).toBe('tok_active');
+    });
+
+    it('two of them share one slot: with four connections, a new token is verified beside them', async () => {
+      const { mock, gate, providerFaults } = await slowPermissions(4);
+      for (const token of ['unknown-a', 'unknown-b']) {
+        expect((await rejectionOf(gate.authenticate(bearer(token)))).status).toBe(401);
+      }
+      const started = performance.now();
+      expect((await gate.authenticate(bearer('active-token'))).subject).toBe('tok_active');
+      expect(performance.now() - started).toBeLessThan(1400);
+      expect(mock.calls.verify).toBe(3);
+      expect(providerFaults()).toEqual([]);
+    });
+  });
+
   it('a rejection by verify while permissions is slow: the next verification reuses both sockets', async () => {
     const DELAY = 300;
     const { mock, gate } = await setup();
