@@ -147,18 +147,30 @@ export class Admission {
         most = count;
       }
     }
-    const inBlock = fullest !== undefined && fullest !== block && most > (this.#blocks.get(block) ?? 0) + 1;
     const own = this.#queues.get(client)?.length ?? 0;
+    if (fullest !== undefined && fullest !== block && most > (this.#blocks.get(block) ?? 0) + 1) {
+      // Between blocks, a newcomer takes one place while nothing of its own waits; past that, as within a block.
+      const inBlock = this.#longestQueue(fullest);
+      if (inBlock !== undefined && (own === 0 || inBlock.length > own + 1)) return this.#displace(inBlock);
+    }
+    const longest = this.#longestQueue(undefined);
+    return longest !== undefined && longest.length > own + 1 && this.#displace(longest);
+  }
+
+  /** The longest queue (of `block`'s clients, when given); of those as long, the client served last in the turn. */
+  #longestQueue(block: string | undefined): Waiter[] | undefined {
     let longest: Waiter[] | undefined;
     for (const queue of this.#queues.values()) {
-      if (inBlock && (queue[0] as Waiter).block !== fullest) continue;
-      // The last of the longest: the client served last in the turn.
+      if (block !== undefined && (queue[0] as Waiter).block !== block) continue;
       if (queue.length >= (longest?.length ?? 0)) longest = queue;
     }
-    // Between blocks, a newcomer takes one place while nothing of its own waits; past that, as within a block.
-    if (longest === undefined || ((!inBlock || own > 0) && longest.length <= own + 1)) return false;
-    const displaced = longest.pop() as Waiter;
-    if (longest.length === 0) this.#queues.delete(displaced.client);
+    return longest;
+  }
+
+  /** Refuses the newest waiter of `queue`: always true. */
+  #displace(queue: Waiter[]): true {
+    const displaced = queue.pop() as Waiter;
+    if (queue.length === 0) this.#queues.delete(displaced.client);
     this.#counted(displaced, -1);
     displaced.settle('full');
     return true;

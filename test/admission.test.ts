@@ -112,6 +112,19 @@ describe('Admission', () => {
     expect(await busy[5]?.admitted).toBe('full');
   });
 
+  it("a busy block with no queue long enough to give up a place does not shield another block's long queue", async () => {
+    const admission = new Admission(1, 16, clientBlockOf);
+    admission.acquire(() => '127.0.0.1');
+    // Block 127.0.1.0/24: ten waiters, one per address. One address of 127.0.2.0/24: five.
+    for (let n = 1; n <= 10; n++) waiting(admission.acquire(() => `127.0.1.${n}`));
+    const hog = [1, 2, 3, 4, 5].map(() => waiting(admission.acquire(() => '127.0.2.1')));
+    // A newcomer of a third block takes the last place, then a second one from the hog's queue.
+    waiting(admission.acquire(() => '127.0.3.1'));
+    const second = admission.acquire(() => '127.0.3.1');
+    expect(second).not.toBe('full');
+    expect(await hog[4]?.admitted).toBe('full');
+  });
+
   it('without blocks, one waiter on each of as many clients as the wait holds refuses every newcomer', () => {
     const admission = new Admission(1, 4);
     admission.acquire(() => '127.0.1.1');
