@@ -42,7 +42,7 @@ export interface GateOptions {
   readonly admission?: AdmissionOptions | undefined;
   /**
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
-   * provider asked for, and longest pause it honours after a provider's 429
+   * provider asked for (whole seconds of it: 1500 sends at most 1), and longest pause it honours after a provider's 429
    * (the breaker pauses calls: with `breaker: false`, a 429 is only retried
    * after its backoff or `Retry-After`). At least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
    */

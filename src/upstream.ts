@@ -458,8 +458,12 @@ export class Upstream {
 
   /** 503, with `Retry-After` capped at `maxRetryAfter`; `failure` is its cause, when a provider call failed. */
   #unavailable(retryAfterMs: number | undefined, failure?: ProviderFailure): AuthError {
-    const capped = retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, this.#policy.maxRetryAfter);
-    return providerUnavailable(this.provider.name, capped === undefined ? undefined : capped / 1000, failure);
+    // Whole seconds, rounded up, and never past the cap's whole seconds (at least 1: the cap is at least 1000 ms).
+    const seconds =
+      retryAfterMs === undefined
+        ? undefined
+        : Math.min(Math.ceil(retryAfterMs / 1000), Math.floor(this.#policy.maxRetryAfter / 1000));
+    return providerUnavailable(this.provider.name, seconds, failure);
   }
 
   /** Closes the breaker and lifts any pause, and any hold after a refusal of this server's credentials. */

@@ -339,6 +339,18 @@ describe('retries', () => {
     expect(res.headers['retry-after']).toBe('5');
   });
 
+  it('a cap that is not whole seconds is never passed: maxRetryAfter 1500 sends at most 1, for an open breaker too', async () => {
+    const { app, pt } = await setup({ timeout: 1000, retry: false, breaker: { threshold: 1, cooldown: 1500 } });
+    pt.fault = { kind: 'status', status: 503, retryAfter: 7 };
+    const first = await request(app).get('/me').query(CONN);
+    expect(first.status).toBe(503);
+    expect(first.headers['retry-after']).toBe('1');
+    // The breaker opened for 1.5 s: its Retry-After is capped the same way.
+    const held = await request(app).get('/me').query(peer(1));
+    expect(held.status).toBe(503);
+    expect(held.headers['retry-after']).toBe('1');
+  });
+
   it('with a breaker cooldown of 0, a Retry-After is still capped at 1 s, not 0: a 429 still pauses calls', async () => {
     const { app, pt } = await setup({ timeout: 1000, retry: false, breaker: { cooldown: 0 } });
     pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
