@@ -84,6 +84,22 @@ describe('partoo', () => {
     );
   });
 
+  it("with accept: ['expired'], a token so marked passes only while its expiration_date is ahead", async () => {
+    const { mock, gate } = await setup(
+      [
+        { userId: 'user-1', token: 'marked-token', status: 'expired', expirationDate: EXPIRES },
+        { userId: 'user-1', token: 'past-token', status: 'expired', expirationDate: new Date(Date.now() - 60_000) },
+      ],
+      { accept: ['valid', 'expired'] },
+    );
+    expect((await gate.authenticate(connection('user-1', 'marked-token'))).details.status).toBe('expired');
+    await expectInvalidToken(
+      mock,
+      gate.authenticate(connection('user-1', 'past-token')),
+      'The access token has expired',
+    );
+  });
+
   it("lets a consumed token through with accept: ['valid', 'consumed'], still not a revoked one", async () => {
     const { mock, gate } = await setup(
       [

@@ -78,7 +78,10 @@ export interface PartooOptions extends HttpOptions {
    * 127.0.0.0/8, `[::1]`), where http crosses no network. The API key and every token travel to this URL.
    */
   readonly allowInsecureRequests?: boolean | undefined;
-  /** Statuses that let the request through. Default `['valid']`. */
+  /**
+   * Statuses that let the request through. Default `['valid']`. A token past its `expiration_date` is still refused,
+   * whatever its status: with `expired` here, only a token so marked whose date is still ahead passes.
+   */
   readonly accept?: readonly ConnectionTokenStatus[] | undefined;
   /** Query parameter names. Default `{ userId: 'user_id', token: 'token' }`. */
   readonly query?: { readonly [Name in keyof ConnectionQueryNames]?: string | undefined } | undefined;
