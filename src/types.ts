@@ -219,9 +219,12 @@ export interface GateStats {
   readonly coalesced: number;
   /** Upstream verifications attempted, retries included. */
   readonly upstreamCalls: number;
-  /** Verifications that ended in a provider failure (503 or 500). */
+  /** Verifications that ended in a provider failure: their requests got a 503 or 500, or the stale copy (`stale`). */
   readonly errors: number;
-  /** Accepted answers served stale under `staleIfError`. */
+  /**
+   * Verifications answered with the stale copy under `staleIfError` in place of a 503 (the provider failed, or its
+   * breaker held it back): once each, however many requests joined it.
+   */
   readonly stale: number;
   /**
    * Verifications answered 503 `overloaded`: no room to wait for a slot with the provider, or the request's
