@@ -15,10 +15,14 @@ import { ProviderFailure } from './types.js';
 export interface Cancellation {
   readonly aborted: boolean;
   readonly reason: unknown;
-  /** Calls `listener` once, when cancelled (never, if that has already happened: check `aborted` first). */
-  onCancel(listener: () => void): void;
+  /**
+   * Calls `listener` once, when cancelled (never, if that has already happened: check `aborted` first). A listener
+   * whose work had already come to a failure before its end (an answer whose status decided it, its body still on its
+   * way) returns that {@link ProviderFailure}: a {@link Deadline} passing ends the attempt with it, not a timeout.
+   */
+  onCancel(listener: () => unknown): void;
   /** Forgets a listener added with `onCancel`. */
-  offCancel(listener: () => void): void;
+  offCancel(listener: () => unknown): void;
 }
 
 /** An `AbortSignal` as a {@link Cancellation}, for `verify(credential, signal)` called from outside the gate. */
@@ -58,7 +62,7 @@ export function cancellableVerify<C, V>(
 /** A {@link Cancellation} cancelled by hand ({@link cancel}), once: for work that several verifications share. */
 export class ManualCancellation implements Cancellation {
   #aborted = false;
-  readonly #listeners = new Set<() => void>();
+  readonly #listeners = new Set<() => unknown>();
 
   get aborted(): boolean {
     return this.#aborted;
@@ -70,11 +74,11 @@ export class ManualCancellation implements Cancellation {
       : undefined;
   }
 
-  onCancel(listener: () => void): void {
+  onCancel(listener: () => unknown): void {
     if (!this.#aborted) this.#listeners.add(listener);
   }
 
-  offCancel(listener: () => void): void {
+  offCancel(listener: () => unknown): void {
     this.#listeners.delete(listener);
   }
 
@@ -104,7 +108,7 @@ const VERIFICATION_OVER = new DOMException('The verification is over', 'AbortErr
 export class Deadline implements Cancellation {
   #aborted = false;
   #reason: unknown;
-  #listeners: Array<() => void> = [];
+  #listeners: Array<() => unknown> = [];
   #controller: AbortController | undefined;
   /** Armed while the deadline may still pass and something may still need telling. */
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -124,8 +128,8 @@ export class Deadline implements Cancellation {
 
   readonly #expire = (): void => {
     this.#timer = undefined;
-    this.#cancel(deadlinePassed());
-    this.#onExpiry?.(new ProviderFailure('timeout', 'provider did not answer within the deadline'));
+    const decided = this.#cancel(deadlinePassed());
+    this.#onExpiry?.(decided ?? new ProviderFailure('timeout', 'provider did not answer within the deadline'));
   };
 
   get aborted(): boolean {
@@ -145,7 +149,7 @@ export class Deadline implements Cancellation {
     return this.#controller.signal;
   }
 
-  onCancel(listener: () => void): void {
+  onCancel(listener: () => unknown): void {
     if (this.#aborted) return;
     this.#listeners.push(listener);
     // Work that starts after the verification ended is still bounded by its deadline.
@@ -154,7 +158,7 @@ export class Deadline implements Cancellation {
     }
   }
 
-  offCancel(listener: () => void): void {
+  offCancel(listener: () => unknown): void {
     const at = this.#listeners.indexOf(listener);
     if (at !== -1) this.#listeners.splice(at, 1);
     if (this.#ended && this.#listeners.length === 0) {
@@ -226,20 +230,24 @@ export class Deadline implements Cancellation {
     this.#timer = undefined;
   }
 
-  #cancel(reason: unknown): void {
-    if (this.#aborted) return;
+  /** Cancels the work listening; returns the first failure a listener had already come to (see `onCancel`). */
+  #cancel(reason: unknown): ProviderFailure | undefined {
+    if (this.#aborted) return undefined;
     this.#aborted = true;
     this.#reason = reason;
     const listeners = this.#listeners;
     this.#listeners = [];
+    let decided: ProviderFailure | undefined;
     for (const listener of listeners) {
       try {
-        listener();
+        const failure = listener();
+        if (decided === undefined && failure instanceof ProviderFailure) decided = failure;
       } catch {
         // One listener's failure must not keep the others from stopping their work.
       }
     }
     this.#controller?.abort(reason);
     this.#idle();
+    return decided;
   }
 }

@@ -182,10 +182,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   readonly #reject: (failure: ProviderFailure) => void;
   #controller: Dispatcher.DispatchController | undefined;
   #status = 0;
-  /**
-   * Set when the status or headers already decided the answer: it is settled at once, and the body is only drained
-   * (keeping the socket) until it ends or the cancellation stops it.
-   */
+  /** Set when the status or headers already decided the answer; the body is then only drained. */
   #failure: ProviderFailure | undefined;
   #chunks: Buffer[] = [];
   #size = 0;
@@ -213,9 +210,14 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     return this.#http.named(this.#method, this.#path);
   }
 
-  readonly #onCancel = (): void => {
+  /** Ends the request; a failure its status already decided stands (a 429 whose body stalled is still that 429). */
+  readonly #onCancel = (): ProviderFailure | undefined => {
     this.#controller?.abort(abortReason(this.#cancellation));
-    this.#settle(undefined, transportFailure(this.#http, this.#cancellation.reason, this.#cancellation, this.#named));
+    this.#settle(
+      undefined,
+      this.#failure ?? transportFailure(this.#http, this.#cancellation.reason, this.#cancellation, this.#named),
+    );
+    return this.#failure;
   };
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -245,9 +247,6 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
         `${this.#named} answered ${status} without a JSON content type`,
         { status: status },
       );
-    }
-    if (this.#failure !== undefined) {
-      this.#settle(undefined, this.#failure, false);
     } else {
       const declared = headers['content-length'];
       if (typeof declared === 'string' && Number(declared) > this.#http.maxBodyBytes) {
@@ -260,7 +259,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     // Draining a decided answer, or past the deadline. The pool's maxResponseSize caps the body either way.
-    if (this.#settled) return;
+    if (this.#failure !== undefined || this.#settled) return;
     this.#size += chunk.length;
     this.#chunks.push(chunk);
   }
@@ -303,12 +302,11 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     this.#settle(undefined, this.#failure ?? transportFailure(this.#http, error, this.#cancellation, this.#named));
   }
 
-  /** Settles the request's promise once; `finished`: the request is over, and the cancellation no longer concerns it. */
-  #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined, finished = true): void {
-    if (finished) this.#cancellation.offCancel(this.#onCancel);
+  #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined): void {
     if (this.#settled) return;
     this.#settled = true;
     this.#chunks = [];
+    this.#cancellation.offCancel(this.#onCancel);
     if (failure !== undefined) this.#reject(failure);
     else this.#resolve(answer as JsonAnswer);
   }

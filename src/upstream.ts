@@ -292,7 +292,7 @@ export class Upstream {
     const deadline = new Deadline(timeout);
     this.#live.add(deadline);
     let answered = false;
-    /** An attempt was answered 429: the pause it asked for used up part of this deadline. */
+    /** A 429's pause (this verification's, or another's) was waited out, using up part of this deadline. */
     let throttled = false;
     try {
       for (let attempts = 1; ; attempts++) {
@@ -343,6 +343,7 @@ export class Upstream {
               this.#ended('failed', started, attempts, trace);
               return this.#failed(failure, stale, probe);
             }
+            throttled = true;
             await sleep(held, deadline);
             if (this.#cutShort()) {
               return this.#cancelled(started, attempts, trace, probe);

@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Deadline } from '../src/deadline.js';
+import { ProviderFailure } from '../src/index.js';
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -147,5 +148,15 @@ describe('Deadline', () => {
     await expect(racing).rejects.toMatchObject({ name: 'ProviderFailure', kind: 'timeout' });
     deadline.end(false);
     expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('race rejects with the failure a cancelled listener had already come to, not a timeout', async () => {
+    const deadline = new Deadline(1000);
+    const decided = new ProviderFailure('status', 'answered 429', { status: 429, retryAfter: 7 });
+    deadline.onCancel(() => undefined);
+    deadline.onCancel(() => decided);
+    const racing = deadline.race(new Promise<never>(() => {}));
+    vi.advanceTimersByTime(1000);
+    await expect(racing).rejects.toBe(decided);
   });
 });

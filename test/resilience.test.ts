@@ -388,14 +388,14 @@ describe('retries', () => {
 
   it("a retry that waited out a 429's pause and then ran out of time is no provider fault: the breaker stays closed", async () => {
     const { app, pt, gate, events } = await setup({
-      timeout: 1600,
+      timeout: 2200,
       retry: { retries: 1, baseDelay: 1, maxDelay: 5 },
       breaker: { threshold: 1 },
     });
-    pt.latency = 400;
+    pt.latency = 800;
     pt.fault = { kind: 'status', status: 429, retryAfter: 1, every: 2 };
     expect((await request(app).get('/me').query(peer(0))).status).toBe(200);
-    // 429 at about 400 ms; the retry goes out at about 1400 ms, and the deadline passes before its answer.
+    // 429 at about 800 ms; the retry goes out at about 1800 ms, and the deadline passes before its answer (2600 ms).
     const res = await request(app).get('/me').query(CONN);
     expect(res.status).toBe(503);
     expect(ofType(events, 'provider_error').map((event) => event.reason)).toEqual(['status', 'timeout']);
@@ -463,6 +463,19 @@ describe('retries', () => {
       // A's retry, due 200 ms in, waited until the two seconds B's provider asked for were over.
       const retryOfA = calls.filter((call) => call.token === 'A')[1];
       expect(retryOfA?.at).toBeGreaterThanOrEqual(1950);
+    });
+
+    it("a retry that waited out another verification's 429 pause and then ran out of time: the breaker stays closed", async () => {
+      const hangs = (): never => new Promise<never>(() => {}) as never;
+      const { provider } = scripted({ A: [failing(503), hangs], B: [failing(429, 2)] });
+      const gate = createGate({ providers: [provider], timeout: 2600, retry: slowRetry, breaker: { threshold: 1 } });
+      cleanup.push(() => gate.close());
+      const a = gate.authenticate({ headers: bearer('A') }).catch((error: AuthError) => error);
+      await sleep(1);
+      await gate.authenticate({ headers: bearer('B') });
+      // A's retry went out once B's two seconds were over, and hung past A's deadline.
+      expect(await a).toMatchObject({ status: 503, code: 'provider_unavailable' });
+      expect(gate.stats().breakers).toMatchObject({ scripted: 'closed' });
     });
 
     it('sends no retry once the breaker has opened: it ends with a 503', async () => {
