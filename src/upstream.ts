@@ -215,10 +215,11 @@ export class Upstream {
   }
 
   /**
-   * A verification answered, leaving a request its answer did not need running (OnlineOrNot's second call, after the
-   * first rejected the token). That request still holds a connection of the pool, half of what a slot stands for
-   * (a slot is a verification's two requests): two such requests keep one slot, so that the requests in flight
-   * never outnumber the pool's connections and no verification waits for a connection under its own deadline.
+   * A verification answered, leaving a request its answer did not need running: OnlineOrNot's second call, after the
+   * first rejected the token (the one built-in provider that leaves one; a provider of its own that leaves work on
+   * the signal is not seen). That request still holds a connection of the pool, half of what an OnlineOrNot slot
+   * stands for (its two requests): two such requests keep one slot, so that the requests in flight never outnumber
+   * the pool's connections and no verification waits for a connection under its own deadline.
    * The verification's slot is kept (`release` not called) when the requests left running are now odd in number.
    */
   #lingered(release: () => void): void {
