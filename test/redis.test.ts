@@ -75,6 +75,35 @@ async function eventually(probe: () => Promise<boolean>, ms: number, what: strin
 }
 
 /**
+ * Makes a tier on `client`, and another on an admin client of the redis-server on `port`: the first is ready within
+ * `ms`, and hears a revocation the other sends. Then closes both tiers and both clients.
+ */
+async function readyAndHearsRevocations(
+  client: Parameters<typeof redisCache>[0] & { disconnect(): void },
+  port: number,
+  ms: number,
+): Promise<void> {
+  const other = adminClient(port);
+  const tier = redisCache(client);
+  const otherTier = redisCache(other);
+  try {
+    let ready = false;
+    void tier.ready().then(() => {
+      ready = true;
+    });
+    await eventually(async () => ready, ms, 'ready()');
+    const key = cacheKey('scope', 'heard');
+    const heard = new Promise((resolve) => tier.onInvalidate(resolve));
+    await otherTier.invalidate?.(key);
+    expect(await heard).toBe(key);
+  } finally {
+    await Promise.all([tier.close(), otherTier.close()]);
+    client.disconnect();
+    other.disconnect();
+  }
+}
+
+/**
  * Resolves once a new token (from `newToken`) asked of `a` then `b` costs `mock` one upstream verification again
  * (shared through Redis); fails after `ms`.
  */
@@ -1318,41 +1347,22 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(announced).toEqual([cacheKey('scope', 'revoked')]);
   });
 
-  const lazyClients = [
-    ['ioredis 6', (port: number) => new IoRedis6({ host: '127.0.0.1', port, lazyConnect: true })],
-    ['ioredis 5', (port: number) => new IoRedis5({ host: '127.0.0.1', port, lazyConnect: true })],
-  ] as const;
-  it.each(lazyClients)(
+  /** Makers of an ioredis 6 and an ioredis 5 client with `options`, for the redis-server on a port. */
+  const ioRedisClients = (options: { lazyConnect?: boolean; stringNumbers?: boolean }) =>
+    [
+      ['ioredis 6', (port: number) => new IoRedis6({ host: '127.0.0.1', port, ...options })],
+      ['ioredis 5', (port: number) => new IoRedis5({ host: '127.0.0.1', port, ...options })],
+    ] as const;
+  it.each(ioRedisClients({ lazyConnect: true }))(
     '%s with lazyConnect: its subscription connects, and revocations from other instances reach it',
     async (_, connect) => {
       const client = connect(redis.port);
       client.on('error', () => {});
-      const other = adminClient(redis.port);
-      const tier = redisCache(client);
-      const otherTier = redisCache(other);
-      try {
-        let ready = false;
-        void tier.ready().then(() => {
-          ready = true;
-        });
-        await eventually(async () => ready, 3000, 'ready()');
-        const key = cacheKey('scope', 'lazy-connect');
-        const heard = new Promise((resolve) => tier.onInvalidate(resolve));
-        await otherTier.invalidate?.(key);
-        expect(await heard).toBe(key);
-      } finally {
-        await Promise.all([tier.close(), otherTier.close()]);
-        client.disconnect();
-        other.disconnect();
-      }
+      await readyAndHearsRevocations(client, redis.port, 3000);
     },
   );
 
-  const stringNumberClients = [
-    ['ioredis 6', (port: number) => new IoRedis6({ host: '127.0.0.1', port, stringNumbers: true })],
-    ['ioredis 5', (port: number) => new IoRedis5({ host: '127.0.0.1', port, stringNumbers: true })],
-  ] as const;
-  it.each(stringNumberClients)(
+  it.each(ioRedisClients({ stringNumbers: true }))(
     '%s with stringNumbers: an instance waits for the lease holder, one upstream verification for both',
     async (_, connect) => {
       const clients = [connect(redis.port), connect(redis.port)];
@@ -1624,24 +1634,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => 
       const client = new Cluster([{ host: '127.0.0.1', port: redis.port }], { enableOfflineQueue: false });
       client.on('error', () => {});
       await new Promise((resolve) => client.once('ready', resolve));
-      const other = adminClient(redis.port);
-      const tier = redisCache(client);
-      const otherTier = redisCache(other);
-      try {
-        let ready = false;
-        void tier.ready().then(() => {
-          ready = true;
-        });
-        await eventually(async () => ready, 5000, 'ready()');
-        const key = cacheKey('scope', 'offline-queue-off');
-        const heard = new Promise((resolve) => tier.onInvalidate(resolve));
-        await otherTier.invalidate?.(key);
-        expect(await heard).toBe(key);
-      } finally {
-        await Promise.all([tier.close(), otherTier.close()]);
-        client.disconnect();
-        other.disconnect();
-      }
+      await readyAndHearsRevocations(client, redis.port, 5000);
     },
   );
 
