@@ -200,22 +200,20 @@ export class Deadline implements Cancellation {
    * Ends the verification. `cancel` tells the provider at once that it is
    * over (its work is cancelled); without it, work still listening is left
    * to finish, or to be cancelled when the deadline passes, and the timer
-   * stops as soon as nothing listens. `onIdle` runs once no work listens:
-   * at once, or when the last of it ends or is cancelled. Returns whether
-   * work still listens (`onIdle` is to come).
+   * stops as soon as nothing listens. Returns whether work still listens;
+   * `onIdle` then runs once, when the last of it ends or is cancelled.
    */
   end(cancel: boolean, onIdle?: () => void): boolean {
     this.#ended = true;
-    this.#onIdle = onIdle;
     if (cancel) {
       this.#stopTimer();
       this.#cancel(VERIFICATION_OVER);
     } else if (this.#listeners.length === 0) {
       this.#stopTimer();
     }
-    if (!this.#aborted && this.#listeners.length > 0) return true;
-    this.#idle();
-    return false;
+    if (this.#aborted || this.#listeners.length === 0) return false;
+    this.#onIdle = onIdle;
+    return true;
   }
 
   #idle(): void {

@@ -227,9 +227,9 @@ export class Upstream {
   }
 
   /** A request left running ({@link #lingered}) is done: the slot it shared is freed once no other shares it. */
-  #lingerEnded(): void {
+  readonly #lingerEnded = (): void => {
     if (--this.#lingering % 2 === 0) this.#admission.release();
-  }
+  };
 
   /** A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. */
   #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
@@ -346,18 +346,15 @@ export class Upstream {
             }
             throttled = true;
             await sleep(held, deadline);
-            if (this.#cutShort()) {
-              return this.#cancelled(started, attempts, trace, probe);
-            }
+            if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
           }
         }
       }
     } finally {
       // A provider that failed may have left work running, which this cancels; one that answered may have left a
       // request its answer did not need, running until it ends or the deadline cancels it.
-      let lingers = false;
-      lingers = deadline.end(!answered, () => (lingers ? this.#lingerEnded() : release()));
-      if (lingers) this.#lingered(release);
+      if (deadline.end(!answered, this.#lingerEnded)) this.#lingered(release);
+      else release();
       this.#live.delete(deadline);
     }
   }
@@ -416,8 +413,8 @@ export class Upstream {
   }
 
   /**
-   * The answer after the last failed attempt; `throttled`: an earlier attempt was answered 429, and its pause was
-   * waited out (a timeout then says nothing of the provider's health).
+   * The answer after the last failed attempt; `throttled`: a 429's pause (this verification's or another's) was
+   * waited out before it (a timeout then says nothing of the provider's health).
    */
   #failed(
     failure: ProviderFailure,

@@ -175,9 +175,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
           throw new ProviderFailure(
             'invalid_answer',
             `${http.named('GET', CHECK_TOKEN_PATH)} answered 200 with a body that does not match its schema`,
-            {
-              status: 200,
-            },
+            { status: 200 },
           );
         const body = parsed.data;
         if (!accept.has(body.status)) return { ok: false, reason: `The connection token is ${body.status}` };
