@@ -360,8 +360,11 @@ export class VerdictStore {
       return rejection;
     }
     const context = this.#context(flight.origin, found, found.expiresAt);
-    const fresh = Math.min(found.freshUntil - wallNow, this.ttl, this.#localTtl);
-    const kept = Math.max(fresh, Math.min(found.until - wallNow, this.ttl + this.staleIfError));
+    // Fresh no longer than this store's ttl, and stale no longer than this store's staleIfError past that freshness,
+    // whatever windows the instance that shared it had.
+    const sharedFresh = found.freshUntil - wallNow;
+    const fresh = Math.min(sharedFresh, this.ttl, this.#localTtl);
+    const kept = Math.max(fresh, Math.min(found.until - wallNow, Math.min(sharedFresh, this.ttl) + this.staleIfError));
     this.#keep(flight.key, Accepted.of(context, Math.floor(now + fresh), Math.floor(now + kept)));
     return context;
   }

@@ -744,6 +744,27 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     expect(gate.stats().stale).toBe(1);
   });
 
+  it("never serves stale on an instance without staleIfError, though another instance's copy in the tier allows it", async () => {
+    const tier = new MemoryTier();
+    const { mock, gate: lenient } = await sharing(tier, { ttl: 50, staleIfError: 60_000 });
+    const strict = closeLater(
+      createGate({
+        providers: [onlineOrNot({ baseUrl: mock.url })],
+        sharedCache: tier,
+        timeout: TIMEOUT,
+        retry: false,
+      }),
+    );
+    expect((await lenient.authenticate(bearer('tok-1'))).stale).toBe(false);
+    expect((await strict.authenticate(bearer('tok-1'))).stale).toBe(false);
+    expect(mock.calls.verify).toBe(1);
+    await sleep(100);
+    mock.fault = { kind: 'hang' };
+    expect((await rejectionOf(strict.authenticate(bearer('tok-1')))).status).toBe(503);
+    expect(strict.stats().stale).toBe(0);
+    expect(await lenient.authenticate(bearer('tok-1'))).toMatchObject({ subject: 'tok_1', stale: true });
+  });
+
   /** The names of the warnings Node emits while `run` runs, and on the tick after. */
   async function warningsDuring(run: () => Promise<void>): Promise<string[]> {
     const warnings: string[] = [];
