@@ -635,6 +635,41 @@ describe('faults', () => {
     }
   });
 
+  it("a lone request just before a gate's verifications of its token (the app's own call) is no partner for theirs", async () => {
+    const mock = await start();
+    mock.setToken('lone', { id: 'id-lone', permissions: ['p'] });
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false });
+    try {
+      mock.fault = { kind: 'status', status: 502, every: 2 };
+      // Verification 1: a verify request alone, well within a second of the gate's.
+      expect((await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('lone') })).status).toBe(200);
+      const outcomes: Array<string | number> = [];
+      for (let i = 0; i < 4; i++) {
+        gate.clear();
+        outcomes.push(
+          await gate.authenticate({ headers: bearer('lone') }).then(
+            (auth) => auth.subject,
+            (error: { status: number }) => error.status,
+          ),
+        );
+      }
+      expect(outcomes).toEqual([503, 'id-lone', 503, 'id-lone']);
+      expect(mock.calls).toMatchObject({ verify: 5, permissions: 4 });
+    } finally {
+      await gate.close();
+    }
+  });
+
+  it('a path or method the mock does not serve gets its 404 or 405 and is not counted', async () => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status: 500, every: 2 };
+    expect((await get(`${mock.url}/healthz`)).status).toBe(404);
+    expect((await request(`${mock.url}/v1/tokens/verify`, { method: 'POST' })).statusCode).toBe(405);
+    expect([(await verify(mock)).status, (await verify(mock)).status]).toEqual([200, 500]);
+    mock.fault = { kind: 'status', status: 500 };
+    expect((await get(`${mock.url}/healthz`)).status).toBe(404);
+  });
+
   it('endpoints: the fault only on the named endpoints, the rest of the verification normal', async () => {
     const mock = await start();
     mock.fault = { kind: 'status', status: 503, endpoints: ['permissions'] };

@@ -58,12 +58,13 @@ export class FaultSchedule {
     this.#openCount = 0;
   }
 
-  /** The fault for one request to `endpoint` (undefined for an unknown path), or undefined to answer normally. */
+  /** The fault for one request to `endpoint` (undefined for a path or method not served), or undefined to answer normally. */
   faultFor(endpoint: string | undefined, req: IncomingMessage): MockFault | undefined {
     const fault = this.#fault;
-    if (fault === undefined) return undefined;
-    const targeted = fault.endpoints === undefined || (endpoint !== undefined && fault.endpoints.includes(endpoint));
-    const partOfOne = endpoint !== undefined && this.#parts?.endpoints.includes(endpoint) === true;
+    // A path or method the mock does not serve is answered as without a fault (404 or 405), and not counted.
+    if (fault === undefined || endpoint === undefined) return undefined;
+    const targeted = fault.endpoints === undefined || fault.endpoints.includes(endpoint);
+    const partOfOne = this.#parts?.endpoints.includes(endpoint) === true;
     // A request the fault leaves alone, and that is no part of a verification it may hit, is not counted.
     if (!targeted && !partOfOne) return undefined;
     const inject = this.#decide(endpoint, req, fault.every ?? 1);
@@ -71,9 +72,9 @@ export class FaultSchedule {
   }
 
   /** Whether the verification this request belongs to gets the fault: decided by its first request. */
-  #decide(endpoint: string | undefined, req: IncomingMessage, every: number): boolean {
+  #decide(endpoint: string, req: IncomingMessage, every: number): boolean {
     const parts = this.#parts;
-    if (parts === undefined || endpoint === undefined || !parts.endpoints.includes(endpoint)) return this.#next(every);
+    if (parts === undefined || !parts.endpoints.includes(endpoint)) return this.#next(every);
     const key = parts.key(req);
     const queue = this.#open.get(key);
     const now = performance.now();
@@ -81,7 +82,9 @@ export class FaultSchedule {
     while (queue !== undefined && queue.length > 0 && now - (queue[0] as OpenVerification).opened > window) {
       this.#close(key, queue, queue[0] as OpenVerification);
     }
-    const joined = queue?.find((open) => open.missing.has(endpoint));
+    // The newest open verification: a lone request before it (a client's own call, or a call its verification
+    // cancelled before sending the other) is no partner for a later verification's requests.
+    const joined = queue?.findLast((open) => open.missing.has(endpoint));
     if (queue !== undefined && joined !== undefined) {
       joined.missing.delete(endpoint);
       if (joined.missing.size === 0) this.#close(key, queue, joined);
