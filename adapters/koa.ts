@@ -56,17 +56,27 @@ export function authenticate(gate: Gate, options?: KoaAuthenticateOptions): KoaM
     try {
       const auth = check(new NodeRequest(ctx.req, ctx), ctx);
       if (!(auth instanceof Promise)) {
-        ctx.state.auth = auth;
+        setAuth(ctx, auth);
         return next();
       }
       return auth.then((verified) => {
-        ctx.state.auth = verified;
+        setAuth(ctx, verified);
         return next();
       });
     } catch (error) {
       return Promise.reject(error);
     }
   };
+}
+
+/** Sets `ctx.state.auth`; a throw doing so (an app that made it read-only) is rethrown as an Error. */
+function setAuth(ctx: KoaLikeContext, auth: AuthContext | undefined): void {
+  try {
+    ctx.state.auth = auth;
+  } catch (error) {
+    // Koa's error handler ignores a rejection with `undefined` or `null`: the request would never be answered.
+    throw error instanceof Error ? error : new TypeError('tokengate/koa: setting ctx.state.auth threw a non-Error');
+  }
 }
 
 function guardMiddleware(guard: Guard): KoaMiddleware {

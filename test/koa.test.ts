@@ -250,6 +250,29 @@ describe.each([
     });
   });
 
+  it('an app whose ctx.state.auth setter throws a non-Error gets a 500, not a request let through or left hanging', async () => {
+    const app = new Framework();
+    app.silent = true;
+    app.use((ctx, next) => {
+      Object.defineProperty(ctx.state, 'auth', {
+        set: () => {
+          throw undefined;
+        },
+        configurable: true,
+      });
+      return next();
+    });
+    app.use(authenticate(gate));
+    app.use((ctx) => {
+      ctx.body = ROUTE_MARK;
+    });
+    const guarded = await listen(app);
+    const miss = await request(guarded).get('/').set('Authorization', bearer(TOKENS.read)).timeout(2000);
+    const hit = await request(guarded).get('/').set('Authorization', bearer(TOKENS.read)).timeout(2000);
+    expect([miss.status, hit.status]).toEqual([500, 500]);
+    expect(miss.text + hit.text).not.toContain(ROUTE_MARK);
+  });
+
   it("rejects, never throws, when the answer is known at once: a caller's own .catch() sees it", async () => {
     const app = new Framework();
     app.silent = true;
