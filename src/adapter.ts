@@ -67,9 +67,9 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
   checkOptions(AdapterOptionsSchema, options ?? {}, `${adapter}: authenticate options`);
   const authenticateOptions = { optional: options?.optional === true };
   const realm = gate.realm;
-  if (!authenticateOptions.optional) return (req) => gate.authenticateNow(req, authenticateOptions);
+  if (!authenticateOptions.optional) return (req) => answerOf(gate.authenticateNow(req, authenticateOptions));
   return (req, holder) => {
-    const auth = gate.authenticateNow(req, authenticateOptions);
+    const auth = answerOf(gate.authenticateNow(req, authenticateOptions));
     if (auth === undefined) anonymous.set(holder, realm);
     else if (auth instanceof Promise) {
       return auth.then((verified) => {
@@ -79,6 +79,19 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
     }
     return auth;
   };
+}
+
+/**
+ * `auth` as the adapters take it: a context, `undefined`, or this realm's `Promise`, which they tell apart from an
+ * answer by `instanceof`. A gate's other answer (a thenable, a promise of another realm, a value that is no context)
+ * becomes a promise that rejects unless it settles to a context or `undefined`: never a request let through.
+ */
+function answerOf(auth: ReturnType<Gate['authenticateNow']>): ReturnType<Authenticate> {
+  if (auth === undefined || auth instanceof Promise || isAuthContext(auth)) return auth;
+  return Promise.resolve(auth as unknown).then((settled) => {
+    if (settled === undefined || isAuthContext(settled)) return settled;
+    throw new TypeError(`tokengate: gate.authenticateNow answered ${shown(settled)}, not an AuthContext or undefined`);
+  });
 }
 
 /**

@@ -6,6 +6,7 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import { runInNewContext } from 'node:vm';
 import express from 'express';
 import Fastify from 'fastify';
 import Koa from 'koa';
@@ -153,6 +154,66 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
     expect(() => authenticator(stubGate(), { optional: 1 } as never, 'plain')).toThrow(
       new TypeError('plain: authenticate options: optional: expected true or false, got 1'),
     );
+  });
+});
+
+describe("a gate whose answers are not this realm's promises (a gate made in a vm context, a wrapper)", () => {
+  /** `gate`, its answers handed over as promises of another realm, or as `answer` when given. */
+  function foreignGate(gate: Gate, answer?: unknown): Gate {
+    const OtherPromise = runInNewContext('Promise') as PromiseConstructor;
+    return Object.assign(Object.create(gate) as Gate, {
+      realm: gate.realm,
+      authenticateNow: (...args: Parameters<Gate['authenticateNow']>) => {
+        if (answer !== undefined) return answer;
+        try {
+          return OtherPromise.resolve(gate.authenticateNow(...args));
+        } catch (error) {
+          return OtherPromise.reject(error);
+        }
+      },
+    });
+  }
+
+  async function apps(gate: Gate): Promise<Record<string, string>> {
+    const expressApp = express();
+    expressApp.get('/', expressGate.authenticate(gate), (req, res) => void res.send(`hello ${req.auth?.subject}`));
+    const { app: koaApp } = quietKoa(Koa);
+    koaApp.use(koaGate.authenticate(gate));
+    koaApp.use((ctx) => {
+      ctx.body = `hello ${ctx.state.auth?.subject}`;
+    });
+    const fastifyApp = Fastify();
+    fastifyApp.addHook('onRequest', fastifyGate.authenticate(gate));
+    fastifyApp.get('/', async (request) => `hello ${request.auth?.subject}`);
+    await fastifyApp.listen({ port: 0, host: '127.0.0.1' });
+    open.push(() => fastifyApp.close());
+    const { port } = fastifyApp.server.address() as AddressInfo;
+    return {
+      express: await serve(expressApp),
+      koa: await serve(koaApp.callback()),
+      fastify: `http://127.0.0.1:${port}`,
+    };
+  }
+
+  it('is waited for: a wrong token gets its 401 in every adapter, never the route', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      for (const [name, url] of Object.entries(await apps(foreignGate(stubGate())))) {
+        expect([name, await get(url, 'SECRETunknown')]).toMatchObject([name, { status: 401 }]);
+        expect([name, await get(url, READER)]).toMatchObject([name, { status: 200, body: 'hello reader' }]);
+      }
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('answers 500 for an answer that is no context, in every adapter', async () => {
+    for (const [name, url] of Object.entries(await apps(foreignGate(stubGate(), { subject: 'forged' })))) {
+      expect([name, (await get(url, READER)).status]).toEqual([name, 500]);
+    }
   });
 });
 
