@@ -61,7 +61,8 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
  * Reports a hook called without a Fastify request and its `done` (`hook` names it): thrown, or handed
  * to the `done` Fastify passed, wherever it is. A hook registered as a plugin (instance, options,
  * `done`), or added as an application hook (`onClose`: instance, `done`; `onReady`, `preClose`:
- * nothing, on the instance), so fails Fastify's startup or `close()` naming the mistake.
+ * nothing, on the instance), so fails Fastify's startup or `close()` naming the mistake; as `onListen`,
+ * Fastify logs the mistake and serves on.
  */
 function misused(self: unknown, request: unknown, reply: unknown, done: unknown, fourth: unknown, hook: string): void {
   const applicationHook = `tokengate/fastify: ${hook} was added as an application hook (onReady, onClose, onRoute...), not a request hook: add it as ${BEFORE_HANDLER}`;
@@ -135,6 +136,8 @@ export interface FastifyLikeInstance {
 
 /** Every hook this adapter made, so that the plugin can tell them in a route's options. */
 const HOOKS = new WeakSet<object>();
+/** The hooks of {@link HOOKS} that {@link authenticate} made. */
+const AUTHENTICATE_HOOKS = new WeakSet<object>();
 
 /** Route-level hooks that run once the handler has run, or with a payload: a tokengate hook there protects nothing. */
 const AFTER_HANDLER = [
@@ -147,13 +150,16 @@ const AFTER_HANDLER = [
   'onRequestAbort',
 ];
 
+/** Route-level hooks that run before the handler, in the order they run. */
+const BEFORE_HANDLER_HOOKS = ['onRequest', 'preValidation', 'preHandler'];
+
 /** Every route-level hook a route's options may declare. */
-const ROUTE_HOOKS = ['onRequest', 'preValidation', 'preHandler', ...AFTER_HANDLER];
+const ROUTE_HOOKS = [...BEFORE_HANDLER_HOOKS, ...AFTER_HANDLER];
 
 /**
  * An `onRoute` check: a route that declares one of this adapter's hooks where it cannot protect it (`onSend`,
- * `onResponse`...), or one of its factories uncalled (`preHandler: requires`), fails as it is added, naming the route
- * and the hook, rather than answer 500s or stay open.
+ * `onResponse`...), one of its factories uncalled (`preHandler: requires`), or a guard that runs before the route's
+ * own `authenticate(gate)`, fails as it is added, naming the route and the hook, rather than answer 500s or stay open.
  */
 function checkRoute(options: object): void {
   const route = options as Record<string, unknown>;
@@ -167,6 +173,17 @@ function checkRoute(options: object): void {
     }
     if (!AFTER_HANDLER.includes(name) || !list.some((hook) => typeof hook === 'function' && HOOKS.has(hook))) continue;
     throw new Error(`${where} has a tokengate hook in ${name}, where it protects nothing: add it as ${BEFORE_HANDLER}`);
+  }
+  const before = BEFORE_HANDLER_HOOKS.flatMap((name) => {
+    const hooks = route[name];
+    return (Array.isArray(hooks) ? hooks : [hooks]).map((hook: unknown) => ({ name, hook }));
+  });
+  const first = before.findIndex(({ hook }) => AUTHENTICATE_HOOKS.has(hook as object));
+  const guard = before.slice(0, Math.max(first, 0)).find(({ hook }) => HOOKS.has(hook as object));
+  if (guard !== undefined) {
+    throw new Error(
+      `${where} runs a tokengate guard in ${guard.name} before its authenticate(gate) in ${(before[first] as { name: string }).name}: add authenticate(gate) first (onRequest), its guards after it`,
+    );
   }
 }
 
@@ -217,7 +234,7 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
   }
   const check = authenticator(gate, options, 'tokengate/fastify');
   let placed = false;
-  return made(function tokengateAuthenticate(this: unknown, request, reply, done, ...rest: unknown[]) {
+  return made(true, function tokengateAuthenticate(this: unknown, request, reply, done, ...rest: unknown[]) {
     if (typeof done !== 'function' || request?.raw === undefined) {
       misused(this, request, reply, done, rest[0], 'authenticate(gate)');
       return;
@@ -240,9 +257,10 @@ export function authenticate(gate: Gate, options?: FastifyAuthenticateOptions): 
   });
 }
 
-/** `hook`, known as this adapter's. */
-function made(hook: FastifyHook): FastifyHook {
+/** `hook`, known as this adapter's (and as an `authenticate` hook when `authenticates`). */
+function made(authenticates: boolean, hook: FastifyHook): FastifyHook {
   HOOKS.add(hook);
+  if (authenticates) AUTHENTICATE_HOOKS.add(hook);
   return hook;
 }
 
@@ -300,7 +318,7 @@ function keptRawHeaders(raw: IncomingMessage, headers: IncomingMessage['headers'
 
 function guardHook(guard: Guard, name: string): FastifyHook {
   let placed = false;
-  return made(function tokengateGuard(this: unknown, request, reply, done, ...rest: unknown[]) {
+  return made(false, function tokengateGuard(this: unknown, request, reply, done, ...rest: unknown[]) {
     if (typeof done !== 'function' || request?.raw === undefined) {
       misused(this, request, reply, done, rest[0], `${name}(...)`);
       return;

@@ -681,6 +681,23 @@ describe.each([
       },
     );
 
+    it('registered before the routes, the plugin refuses a route whose guard runs before its own authenticate(gate)', async () => {
+      const app = track(framework());
+      await app.register(tokengate);
+      expect(() =>
+        app.get('/me', { onRequest: requires(READ), preHandler: authenticate(gate) }, () => ROUTE_MARK),
+      ).toThrow(
+        'tokengate/fastify: route GET /me runs a tokengate guard in onRequest before its authenticate(gate) in preHandler',
+      );
+      expect(() => app.get('/same', { onRequest: [requiresAny(READ), authenticate(gate)] }, () => ROUTE_MARK)).toThrow(
+        'route GET /same runs a tokengate guard in onRequest before its authenticate(gate) in onRequest',
+      );
+      // In order, or with the guard alone (authenticate is the app's own hook), the route is added.
+      app.get('/fine', { onRequest: authenticate(gate), preHandler: requires(READ) }, () => ROUTE_MARK);
+      app.get('/guard-only', { preHandler: requires(READ) }, () => ROUTE_MARK);
+      expect((await send(app, '/fine', bearer(TOKENS.read))).text).toBe(ROUTE_MARK);
+    });
+
     it.each([
       ['preHandler', 'requires', requires, "requires('permission')"],
       ['preValidation', 'requiresAny', requiresAny, "requiresAny('permission')"],
