@@ -3,6 +3,7 @@ import { type Dispatcher, Pool, request } from 'undici';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { createGate, type Gate, onlineOrNot, partoo } from '../src/index.js';
 import { type MockProvider, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { rejectionOf } from './support/catch-auth-error.js';
 import { watchTimers } from './support/live-timers.js';
 
 interface Reply {
@@ -457,6 +458,44 @@ describe('faults', () => {
     expect(res.status).toBe(502);
     expect(res.text).toBe('<h1>Bad Gateway</h1>');
     expect(res.headers['content-type']).toMatch(/^text\/plain/);
+  });
+
+  it.each([204, 205, 304])('status: %i, which has no content, is answered cleanly without a body', async (status) => {
+    const mock = await start();
+    mock.fault = { kind: 'status', status, retryAfter: 3 };
+    const res = await verify(mock);
+    expect(res.status).toBe(status);
+    expect(res.text).toBe('');
+    expect(res.headers['retry-after']).toBe('3');
+    expect(res.headers['content-type']).toBeUndefined();
+    expect(res.headers['content-length']).toBe(status === 205 ? '0' : undefined);
+    // The connection stays usable: the next answer is read whole.
+    mock.fault = undefined;
+    expect((await verify(mock)).json()).toEqual(OK);
+  });
+
+  it.each([204, 304])('status: %i reaches a gate as that status, a 503 as a 500 would be', async (status) => {
+    const mock = await start();
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false });
+    onTestFinished(() => gate.close());
+    for (const fault of [500, status]) {
+      mock.fault = { kind: 'status', status: fault };
+      const error = await rejectionOf(gate.authenticate({ headers: bearer('good') }));
+      expect(error).toMatchObject({ code: 'provider_unavailable', status: 503 });
+      expect((error.cause as Error).message).toMatch(new RegExp(`^onlineornot GET /v1/\\S+ answered ${fault}\\b`));
+    }
+  });
+
+  it('status: refuses a body for a status that has no content', async () => {
+    const mock = await start();
+    for (const status of [204, 205, 304]) {
+      expect(() => {
+        mock.fault = { kind: 'status', status, body: '{}' };
+      }).toThrow(new RangeError(`Invalid mock fault 'status': body must be absent: a ${status} answer has no content`));
+    }
+    expect(mock.fault).toBeUndefined();
+    mock.fault = { kind: 'status', status: 204, body: '' };
+    expect((await verify(mock)).status).toBe(204);
   });
 
   it('garbage: 200 application/json that is not JSON', async () => {

@@ -4,7 +4,7 @@
  */
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { pipeline, Readable } from 'node:stream';
-import { hugeJson, type MockFault } from './mock-faults.js';
+import { hasNoContent, hugeJson, type MockFault } from './mock-faults.js';
 
 /** A JSON answer from a route handler. */
 export interface JsonReply {
@@ -59,12 +59,18 @@ export function answer(
     case 'hang':
       return;
     case 'status': {
+      const retryAfter: Record<string, string> =
+        injected.retryAfter === undefined ? {} : { 'retry-after': String(injected.retryAfter) };
+      if (hasNoContent(injected.status)) {
+        res.writeHead(injected.status, injected.status === 205 ? { 'content-length': '0', ...retryAfter } : retryAfter);
+        res.end();
+        return;
+      }
       const body =
         injected.body ??
         JSON.stringify(bodies.errorBody?.(injected.status) ?? { error: STATUS_CODES[injected.status] ?? 'Error' });
-      const headers: Record<string, string> = {};
+      const headers: Record<string, string> = { ...retryAfter };
       if (!isJson(body)) headers['content-type'] = 'text/plain; charset=utf-8';
-      if (injected.retryAfter !== undefined) headers['retry-after'] = String(injected.retryAfter);
       send(res, injected.status, body, headers);
       return;
     }

@@ -35,7 +35,8 @@ export type MockFault =
      * `text/plain`). By default the OnlineOrNot and Partoo mocks send their API's own error body
      * for that status, so a 4xx means to the gate what it means from the real API (OnlineOrNot
      * 401: the token is refused; Partoo 400, 403 or 404: refused, 401: the server's key is); the
-     * introspection mock sends `{ "error": "<reason phrase>" }`.
+     * introspection mock sends `{ "error": "<reason phrase>" }`. A 204, 205 or 304 has no content
+     * (RFC 9110): it is sent without a body or `Content-Type`, and a non-empty `body` is refused.
      */
     | {
         readonly kind: 'status';
@@ -63,6 +64,16 @@ export type MockFault =
     /** Inject it only into requests to these endpoints (names as in `calls`, at least one). Default all. */
     readonly endpoints?: readonly string[] | undefined;
   };
+
+/**
+ * The statuses whose answer has no content (RFC 9110 §15.3.5, §15.3.6, §15.4.5): Node writes no body for 204 and
+ * 304 (a `Content-Length` there would promise bytes that never come); a 205 says its empty content with
+ * `Content-Length: 0`.
+ */
+const WITHOUT_CONTENT: ReadonlySet<number> = new Set([204, 205, 304]);
+
+/** Whether an answer with `status` has no content (RFC 9110): a fault's `body` cannot go with it. */
+export const hasNoContent = (status: number): boolean => WITHOUT_CONTENT.has(status);
 
 const HUGE_CHUNK = 'x'.repeat(64 * 1024);
 
@@ -128,6 +139,9 @@ export function checkFault(fault: MockFault | undefined, endpoints: readonly str
       bad('retryAfter must be a non-negative integer');
     }
     if (fault.body !== undefined && typeof fault.body !== 'string') bad('body must be a string');
+    if (fault.body !== undefined && fault.body !== '' && hasNoContent(fault.status)) {
+      bad(`body must be absent: a ${fault.status} answer has no content`);
+    }
   }
   // A header value as Node sends one: no control character but a tab (a line break would split the answer's head).
   if (
