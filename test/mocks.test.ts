@@ -777,6 +777,30 @@ describe('faults', () => {
     expect(mock.fault).toBeUndefined();
   });
 
+  it('keeps the fault as it was checked: changing the object assigned afterwards changes nothing', async () => {
+    const mock = await start();
+    const fault: { kind: 'status'; status: number; endpoints: string[] } = {
+      kind: 'status',
+      status: 503,
+      endpoints: ['verify'],
+    };
+    mock.fault = fault;
+    fault.status = 99;
+    fault.endpoints.push('permissions');
+    fault.endpoints[0] = 'nowhere';
+    expect(mock.fault).toEqual({ kind: 'status', status: 503, endpoints: ['verify'] });
+    expect(Object.isFrozen(mock.fault)).toBe(true);
+    expect(Object.isFrozen(mock.fault?.endpoints)).toBe(true);
+    expect((await verify(mock)).status).toBe(503);
+    const permissions = await get(`${mock.url}/v1/tokens/permissions`, { headers: bearer('good') });
+    expect(permissions.status).toBe(200);
+    // What is read back is the copy: changing it throws rather than reach the mock.
+    expect(() => {
+      (mock.fault as { status: number }).status = 99;
+    }).toThrow(TypeError);
+    expect((await verify(mock)).status).toBe(503);
+  });
+
   it('refuses a fault of an unknown kind, or no fault object, rather than hang or do nothing', async () => {
     const mock = await start();
     for (const fault of [{ kind: 'timout' }, { status: 503 }, null, 'reset']) {

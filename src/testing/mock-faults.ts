@@ -106,6 +106,20 @@ const FIELDS: Readonly<Record<MockFault['kind'], readonly string[]>> = {
 const KINDS: ReadonlySet<string> = new Set(Object.keys(FIELDS));
 
 /**
+ * A frozen copy of `fault`, its `endpoints` list copied and frozen too: the fault a mock keeps once checked, which
+ * no later change to the object given can reach. Anything but an object is returned as it is, for
+ * {@link checkFault} to refuse.
+ */
+export function frozenFault(fault: MockFault | undefined): MockFault | undefined {
+  if (typeof fault !== 'object' || fault === null) return fault;
+  const endpoints: unknown = fault.endpoints;
+  return Object.freeze({
+    ...fault,
+    ...(Array.isArray(endpoints) ? { endpoints: Object.freeze([...endpoints]) } : {}),
+  });
+}
+
+/**
  * Throws `TypeError` for anything but a fault object of a known kind (a misspelled kind would otherwise act as no
  * fault, or hang) or a fault with an option its kind does not take (a misspelled `endpoints` would hit every
  * endpoint), and `RangeError` for a fault with out-of-range numbers, a `Location` or `body` no answer can carry, or an

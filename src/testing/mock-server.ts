@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { MAX_TIMER_MS } from '../options.js';
 import { answer, type JsonReply } from './mock-answer.js';
 import { FaultSchedule, type VerificationParts } from './mock-fault-schedule.js';
-import { checkFault, type MockFault } from './mock-faults.js';
+import { checkFault, frozenFault, type MockFault } from './mock-faults.js';
 
 export type { JsonReply } from './mock-answer.js';
 export type { MockFault } from './mock-faults.js';
@@ -38,8 +38,10 @@ export interface MockProvider<Endpoint extends string = string> {
   latency: number;
   /**
    * Fault to inject; `undefined` = behave normally. Assigning (even the same
-   * fault again) restarts the `every` count of verifications. Throws
-   * `RangeError` for a fault with out-of-range numbers or an unknown endpoint.
+   * fault again) restarts the `every` count of verifications. The mock keeps
+   * a frozen copy of the fault (read back here), so changing the object
+   * assigned afterwards changes nothing. Throws `RangeError` for a fault with
+   * out-of-range numbers or an unknown endpoint.
    */
   fault: MockFault | undefined;
   /** Sets every count in {@link MockProvider.calls} back to 0. */
@@ -240,8 +242,10 @@ export async function startMockServer<Endpoint extends string>(
       return schedule.fault;
     },
     set fault(value) {
-      checkFault(value, names);
-      schedule.fault = value;
+      // The copy is what is checked and kept: a change to `value` afterwards cannot bring in an unchecked fault.
+      const fault = frozenFault(value);
+      checkFault(fault, names);
+      schedule.fault = fault;
     },
     resetCalls,
     reset() {
