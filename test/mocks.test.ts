@@ -842,10 +842,18 @@ describe('faults', () => {
   it('rejects a latency that is not a timer Node keeps, and keeps the one it had', async () => {
     const mock = await start();
     mock.latency = 30;
-    for (const latency of [-1, Number.NaN, 2 ** 31, Number.POSITIVE_INFINITY, '5' as unknown as number]) {
+    for (const [latency, got] of [
+      [-1, '-1'],
+      [Number.NaN, 'NaN'],
+      [2 ** 31, '2147483648'],
+      [Number.POSITIVE_INFINITY, 'Infinity'],
+      ['5', 'a string'], // not the number 5, which would be taken
+      [undefined, 'undefined'],
+      [{}, 'an object'],
+    ] as const) {
       expect(() => {
-        mock.latency = latency;
-      }).toThrow(new RangeError(`Invalid mock latency: expected 0 to 2147483647 ms, got ${String(latency)}`));
+        mock.latency = latency as number;
+      }).toThrow(new RangeError(`Invalid mock latency: expected 0 to 2147483647 ms, got ${got}`));
     }
     expect(mock.latency).toBe(30);
     const started = Date.now();

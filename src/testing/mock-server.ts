@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { MAX_TIMER_MS } from '../options.js';
+import { MAX_TIMER_MS, shown } from '../options.js';
 import { answer, type JsonReply } from './mock-answer.js';
 import { FaultSchedule, type VerificationParts } from './mock-fault-schedule.js';
 import { checkFault, frozenFault, type MockFault } from './mock-faults.js';
@@ -234,7 +234,7 @@ export async function startMockServer<Endpoint extends string>(
     },
     set latency(value) {
       if (!(typeof value === 'number' && value >= 0 && value <= MAX_TIMER_MS)) {
-        throw new RangeError(`Invalid mock latency: expected 0 to ${MAX_TIMER_MS} ms, got ${String(value)}`);
+        throw new RangeError(`Invalid mock latency: expected 0 to ${MAX_TIMER_MS} ms, got ${shown(value)}`);
       }
       latency = value;
     },
