@@ -39,13 +39,26 @@ export const secretOption = z
   .min(1, { error: 'expected a non-empty string, got an empty string' });
 
 /**
+ * What keeps `value` out of an HTTP header value, as a message names it: a line break (a key read from a file), another
+ * control character but tab, a character past U+00FF. Never the character itself nor where it is: the value is a secret.
+ */
+function headerValueFaults(value: unknown): string {
+  const text = typeof value === 'string' ? value : '';
+  const faults: string[] = [];
+  if (/[\r\n]/.test(text)) faults.push('no line break (read from a file?)');
+  if (/[^\t\n\r\x20-\x7e\x80-\uffff]/.test(text)) faults.push('no control character but tab');
+  if (/[\u0100-\uffff]/.test(text)) faults.push('no character past U+00FF');
+  return faults.length === 0 ? 'tab, printable ASCII or Latin-1' : faults.join(', ');
+}
+
+/**
  * A secret sent as an HTTP header value (an API key): tab, printable ASCII or Latin-1 (RFC 9110 §5.5, as
  * undici checks). A line break (a key read from a file) or another control character, or one past U+00FF,
  * cannot go in a header: the request would never leave the process, and every verification would look like
- * an outage.
+ * an outage. The message names which of these the value has.
  */
 export const headerSecretOption = secretOption.regex(/^[\t\x20-\x7e\x80-\xff]+$/, {
-  error: 'expected characters an HTTP header can carry: no line break or other control character (read from a file?)',
+  error: (issue) => `expected characters an HTTP header can carry: ${headerValueFaults(issue.input)}`,
 });
 
 /** A non-empty string option whose value may be shown in errors. */

@@ -451,13 +451,25 @@ describe('provider options', () => {
       'an apiKey read from a file with its newline',
       partooWith({ apiKey: 'SECRETkey\n' }),
       TypeError,
-      'partoo: apiKey: expected characters an HTTP header can carry: no line break or other control character (read from a file?)',
+      'partoo: apiKey: expected characters an HTTP header can carry: no line break (read from a file?)',
     ],
     [
-      'an apiKey a header cannot carry',
-      partooWith({ apiKey: 'SECRET\u2603key' }),
+      'an apiKey with another control character',
+      partooWith({ apiKey: 'SECRET\u0001key' }),
       TypeError,
-      'partoo: apiKey: expected characters an HTTP header can carry: no line break or other control character (read from a file?)',
+      'partoo: apiKey: expected characters an HTTP header can carry: no control character but tab',
+    ],
+    [
+      'an apiKey with a character past U+00FF (Latin-1 é is one a header can carry, € is not)',
+      partooWith({ apiKey: 'SECRETclé€' }),
+      TypeError,
+      'partoo: apiKey: expected characters an HTTP header can carry: no character past U+00FF',
+    ],
+    [
+      'an apiKey with all three',
+      partooWith({ apiKey: 'SECRET\u2603\u007fkey\r\n' }),
+      TypeError,
+      'partoo: apiKey: expected characters an HTTP header can carry: no line break (read from a file?), no control character but tab, no character past U+00FF',
     ],
     [
       'permissions as a string',
@@ -630,6 +642,10 @@ describe('provider options', () => {
     expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'nope' })).toThrow(/^partoo: baseUrl: .*not a URL/);
     expect(() => partoo({ apiKey: 'SECRETkey', baseUrl: 'SECRETkey' })).not.toThrow(/SECRET/);
     expect(() => partoo({ apiKey: 'SECRETkey', name: '' })).not.toThrow(/SECRET/);
+    // A key a header cannot carry is named by what is wrong with it, never by the character nor where it is.
+    expect(() => partoo({ apiKey: 'SECRETclé€\n' })).toThrow(/^partoo: apiKey: /);
+    expect(() => partoo({ apiKey: 'SECRETclé€\n' })).not.toThrow(/SECRET|€|20AC/);
+    expect(() => partoo({ apiKey: 'SECRETclé' })).not.toThrow();
   });
 });
 
