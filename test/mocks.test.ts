@@ -342,6 +342,25 @@ describe('mockPartoo', () => {
     await expect(mockPartoo({ apiKey: '' })).rejects.toThrow(TypeError);
   });
 
+  it('refuses an apiKey no request can carry, as partoo() does, never showing it', async () => {
+    for (const [apiKey, fault] of [
+      ['SECRETkey\n', 'no line break (read from a file?)'],
+      ['SECRETclé€', 'no character past U+00FF'],
+    ] as const) {
+      const message = `expected characters an HTTP header can carry: ${fault}`;
+      expect(() => partoo({ apiKey })).toThrow(`partoo: apiKey: ${message}`);
+      await expect(mockPartoo({ apiKey })).rejects.toThrow(new TypeError(`mockPartoo: apiKey: ${message}`));
+    }
+    await expect(mockPartoo({ apiKey: 42 as never })).rejects.toThrow(
+      'mockPartoo: apiKey: expected a non-empty string, got a number',
+    );
+    // A Latin-1 key is one a header carries: the mock takes it, and a provider with it is let in.
+    const mock = track(await mockPartoo({ apiKey: 'clé', tokens: [{ userId: 'u', token: 't' }] }));
+    const gate = createGate({ providers: [partoo({ apiKey: 'clé', baseUrl: mock.url })], retry: false });
+    onTestFinished(() => gate.close());
+    expect((await gate.authenticate({ headers: {}, query: { user_id: 'u', token: 't' } })).subject).toBe('u');
+  });
+
   it('refuses options and entries it would not read, naming them and never the token', async () => {
     await expect(
       mockPartoo({ apiKey: 'k', tokens: [{ userId: 'u', token: 'SECRETc1', expiresAt: new Date() } as never] }),

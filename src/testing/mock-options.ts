@@ -4,7 +4,7 @@
  * mock and the option, never the token. A mock that took a misspelled option would answer every test wrongly.
  */
 import { z } from 'zod';
-import { checkOptions, nameOption, optionsObject, shown } from '../options.js';
+import { checkOptions, headerSecretOption, nameOption, optionsObject, shown } from '../options.js';
 import { CONNECTION_TOKEN_STATUSES } from '../providers/partoo.js';
 
 const anyString = z.string({ error: (issue) => `expected a string, got ${shown(issue.input)}` });
@@ -63,7 +63,8 @@ const PartooToken = optionsObject(
 
 const MockPartooOptions = optionsObject(
   {
-    apiKey: nameOption,
+    // As partoo() checks its own: a key no header can carry would make every request to the mock fail unsent.
+    apiKey: headerSecretOption,
     tokens: z
       .array(z.unknown(), { error: (issue) => `expected an array of token entries, got ${shown(issue.input)}` })
       .optional(),

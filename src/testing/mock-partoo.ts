@@ -27,7 +27,10 @@ export interface PartooTokenEntry {
 
 /** Options of {@link mockPartoo}. */
 export interface MockPartooOptions {
-  /** The only `x-APIKey` header value the mock accepts (non-empty). */
+  /**
+   * The only `x-APIKey` header value the mock accepts: non-empty, and one a header can carry (tab, printable ASCII or
+   * Latin-1), as `partoo()` requires of its `apiKey`.
+   */
   readonly apiKey: string;
   /** Known connection tokens. */
   readonly tokens?: readonly PartooTokenEntry[] | undefined;
