@@ -148,6 +148,36 @@ describe('mockIntrospection', () => {
     expect(await res.body.json()).toMatchObject({ issuer: mock.issuer });
   });
 
+  it.each([
+    ['//evil.example/x', 'expected a path starting with a single / (// starts a host)'],
+    ['/a?b', 'expected a path without ? or # (a query or fragment is no part of it)'],
+    ['/realms/a#b', 'expected a path without ? or # (a query or fragment is no part of it)'],
+    ['/a/../b', 'expected a path without . or .. segments (a URL resolves them away)'],
+    ['/a/./b', 'expected a path without . or .. segments (a URL resolves them away)'],
+    ['/a/..', 'expected a path without . or .. segments (a URL resolves them away)'],
+    ['/a/%2E%2e/b', 'expected a path without . or .. segments (a URL resolves them away)'],
+    ['/a\\b', 'expected a path a URL keeps as written: no \\, tab or line break, nor white space at its end'],
+    ['/a\tb', 'expected a path a URL keeps as written: no \\, tab or line break, nor white space at its end'],
+    ['/realms/a ', 'expected a path a URL keeps as written: no \\, tab or line break, nor white space at its end'],
+  ])('refuses an issuerPath a URL would rewrite: %j', async (issuerPath, expected) => {
+    await expect(mockIntrospection({ clientId: 'c', clientSecret: 's', issuerPath })).rejects.toThrow(
+      new TypeError(`mockIntrospection: issuerPath: ${expected}`),
+    );
+  });
+
+  it.each([
+    ['/realms/a..b/.x', '/realms/a..b/.x'],
+    ['/realms/100%', '/realms/100%'],
+    ['/realms/my%20realm', '/realms/my%20realm'],
+    ['/realms/é', '/realms/%C3%A9'],
+  ])('takes an issuerPath a URL keeps but for percent-encoding: %j', async (issuerPath, served) => {
+    const mock = closeLater(await mockIntrospection({ clientId: 'c', clientSecret: 's', issuerPath }));
+    expect(mock.issuer).toBe(`${mock.url}${served}`);
+    const res = await request(`${mock.url}/.well-known/oauth-authorization-server${served}`);
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.json()).toMatchObject({ issuer: mock.issuer });
+  });
+
   it('answers 404 for a document it was told not to serve, and refuses bad options', async () => {
     const mock = closeLater(
       await mockIntrospection({ clientId: 'c', clientSecret: 's', wellKnown: ['openid-configuration'] }),

@@ -53,6 +53,9 @@ export interface MockIntrospectionOptions {
   /**
    * Path of the issuer on the mock (`/realms/a`): the issuer is `url + issuerPath`, a terminating `/` kept
    * (`'/'` gives `url + '/'`, as an issuer such as `https://tenant.example/` has it). Default none: the issuer is `url`.
+   * It starts with a single `/` and is kept as written but for percent-encoding (`/realms/my realm` is
+   * `/realms/my%20realm`): a `?`, a `#`, a `.` or `..` segment, a `\`, a tab or a line break, or white space at its
+   * end is refused, as a URL would change it.
    */
   readonly issuerPath?: string | undefined;
   /** Documents served (default both); the others answer 404. */
@@ -127,6 +130,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   const { clientId, clientSecret } = options;
   const clientAuth = options.clientAuth ?? 'basic';
   // As a request carries it (percent-encoded), so that the metadata routes are found; RFC 8414 §3.1 drops a terminating /.
+  // The option check let through only paths the URL parser changes by percent-encoding alone.
   const issuerPath = new URL(options.issuerPath ?? '/', 'http://mock').pathname.replace(/\/+$/, '');
   const issuer = (url: string) => `${url}${issuerPath}${options.issuerPath?.endsWith('/') ? '/' : ''}`;
   const served = new Set<MockMetadataDocument>(

@@ -76,6 +76,36 @@ const IntrospectionToken = z.record(z.string(), z.unknown(), {
   error: (issue) => `expected an introspection answer object, got ${shown(issue.input)}`,
 });
 
+/** `text` with its percent-encoded UTF-8 decoded; a `%` sequence that does not decode stays as it is. */
+function percentDecoded(text: string): string {
+  return text.replace(/(?:%[0-9a-f]{2})+/gi, (encoded) => {
+    try {
+      return decodeURIComponent(encoded);
+    } catch {
+      return encoded;
+    }
+  });
+}
+
+/**
+ * Why `path` cannot be an issuer's path on the mock, or undefined when it can: it is one a URL keeps as written, but
+ * for percent-encoding (a space as `%20`). A path the URL parser would rewrite (`//host/x` taken as a host, `/a?b`
+ * cut at the query, `/a/../b` resolved, a `\` taken as `/`, a tab or a line break dropped, white space at the end
+ * trimmed) is refused: the mock would serve another issuer than the one its options name.
+ */
+function issuerPathFault(path: string): string | undefined {
+  if (!path.startsWith('/')) return 'expected a path starting with /';
+  if (path.startsWith('//')) return 'expected a path starting with a single / (// starts a host)';
+  if (/[?#]/.test(path)) return 'expected a path without ? or # (a query or fragment is no part of it)';
+  const dotSegment = (segment: string) => /^\.{1,2}$/.test(segment.toLowerCase().replaceAll('%2e', '.'));
+  if (path.split('/').some(dotSegment)) return 'expected a path without . or .. segments (a URL resolves them away)';
+  const kept = new URL(path, 'http://mock').pathname;
+  if (percentDecoded(kept) !== percentDecoded(path)) {
+    return 'expected a path a URL keeps as written: no \\, tab or line break, nor white space at its end';
+  }
+  return undefined;
+}
+
 const MockIntrospectionOptions = optionsObject(
   {
     clientId: nameOption,
@@ -83,7 +113,10 @@ const MockIntrospectionOptions = optionsObject(
     clientAuth: z.enum(['basic', 'post'], { error: () => "expected 'basic' or 'post'" }).optional(),
     tokens: tokenTable('an object of tokens').optional(),
     issuerPath: nameOption
-      .refine((path) => path.startsWith('/'), { error: 'expected a path starting with /' })
+      .superRefine((path, ctx) => {
+        const fault = issuerPathFault(path);
+        if (fault !== undefined) ctx.addIssue({ code: 'custom', message: fault });
+      })
       .optional(),
     wellKnown: z
       .array(z.enum(['oauth-authorization-server', 'openid-configuration']), {
