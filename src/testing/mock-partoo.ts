@@ -21,7 +21,12 @@ export interface PartooTokenEntry {
    * after the entry was set.
    */
   readonly expirationDate?: string | Date | null | undefined;
-  /** When true the API key lacks `WRITE` access on the user: 403. */
+  /**
+   * When true, the mock answers 403 for this one token (this `userId` and `token`), and as usual for the user's other
+   * tokens. Partoo answers 403 when the API key lacks `WRITE` access on the user (Partoo API: Check connection token),
+   * which would hold for all of that user's tokens; a gate answers 401 for a 403 as for a 404, so it shows no
+   * difference.
+   */
   readonly forbidden?: boolean | undefined;
 }
 
@@ -44,7 +49,7 @@ export interface MockPartoo extends MockProvider<'checkToken'> {
   removeToken(userId: string, token: string): boolean;
 }
 
-/** Stored entry: the 200 body, ready to send, and whether to answer 403 instead. */
+/** Stored entry: the 200 body, ready to send, and whether to answer 403 instead, for this token alone. */
 interface Stored {
   readonly body: Readonly<Record<string, string | null>>;
   readonly forbidden: boolean;
