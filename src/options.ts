@@ -3,7 +3,7 @@
  * option is checked once, at construction, and a mistake throws a
  * `TypeError` that names the option path and what was expected:
  *
- *   createGate: cache.ttl: expected a number >= 1 and <= 9007199254740991, got 0
+ *   createGate: cache.ttl: expected a number >= 1, got 0
  *   onlineOrNot: baseUrl: expected an absolute http(s) URL, got "api.onlineornot.com"
  *
  * Unknown keys are refused (`cache.TTL`, a top-level `ttl`), with a
@@ -13,12 +13,15 @@
 import { z } from 'zod';
 
 /**
- * A number option in `[min, max]`; `integer` for counts. `max` defaults to `Number.MAX_SAFE_INTEGER`; the message
- * names both bounds, the default one too, since a value past either is refused.
+ * A number option in `[min, max]`; `integer` for counts. `max` defaults to `Number.MAX_SAFE_INTEGER`, which the
+ * message names only for a value past it: a bound of the option's own it always names.
  */
 export function numberOption(min: number, { integer = false, max = Number.MAX_SAFE_INTEGER } = {}) {
-  const expected = `expected ${integer ? 'an integer' : 'a number'} >= ${min} and <= ${max}`;
-  const error = (issue: { input?: unknown }) => `${expected}, got ${shown(issue.input)}`;
+  const kind = integer ? 'an integer' : 'a number';
+  const upper = (input: unknown) =>
+    max < Number.MAX_SAFE_INTEGER || (typeof input === 'number' && input > max) ? ` and <= ${max}` : '';
+  const error = (issue: { input?: unknown }) =>
+    `expected ${kind} >= ${min}${upper(issue.input)}, got ${shown(issue.input)}`;
   const base = integer ? z.number({ error }).int({ error }) : z.number({ error });
   return base.min(min, { error }).max(max, { error });
 }

@@ -135,7 +135,7 @@ describe('createGate options', () => {
       'cache.ttl 0',
       gateWith({ cache: { ttl: 0 } }),
       RangeError,
-      'createGate: cache.ttl: expected a number >= 1 and <= 9007199254740991, got 0',
+      'createGate: cache.ttl: expected a number >= 1, got 0',
     ],
     [
       'cache.ttl past the largest safe integer, which has no upper bound of its own',
@@ -207,7 +207,7 @@ describe('createGate options', () => {
       'breaker.threshold 0',
       gateWith({ breaker: { threshold: 0 } }),
       RangeError,
-      'createGate: breaker.threshold: expected an integer >= 1 and <= 9007199254740991, got 0',
+      'createGate: breaker.threshold: expected an integer >= 1, got 0',
     ],
     [
       'timeout Infinity',
@@ -297,7 +297,7 @@ describe('createGate options', () => {
       "a tier's negative localTtl",
       gateWith({ sharedCache: { ...tier, localTtl: -5 } }),
       RangeError,
-      'createGate: sharedCache.localTtl: expected a number >= 0 and <= 9007199254740991, got -5',
+      'createGate: sharedCache.localTtl: expected a number >= 0, got -5',
     ],
     [
       "a tier's invalidate that is no function",
@@ -315,7 +315,7 @@ describe('createGate options', () => {
       'a provider serving 0 verifications at once',
       gateWith({ providers: [{ ...provider, concurrency: 0 }] }),
       RangeError,
-      'createGate: providers[0].concurrency: expected an integer >= 1 and <= 9007199254740991, got 0',
+      'createGate: providers[0].concurrency: expected an integer >= 1, got 0',
     ],
     [
       'a provider reading an unnamed header',
