@@ -87,7 +87,7 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
  * becomes a promise that rejects unless it settles to a context or `undefined`: never a request let through.
  */
 function answerOf(auth: ReturnType<Gate['authenticateNow']>): ReturnType<Authenticate> {
-  if (auth === undefined || auth instanceof Promise || isAuthContext(auth)) return auth;
+  if (isAuthContext(auth) || auth instanceof Promise || auth === undefined) return auth;
   return Promise.resolve(auth as unknown).then((settled) => {
     if (settled === undefined || isAuthContext(settled)) return settled;
     throw new TypeError(`tokengate: gate.authenticateNow answered ${shown(settled)}, not an AuthContext or undefined`);
