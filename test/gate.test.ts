@@ -219,16 +219,20 @@ describe("a connection's memo", () => {
     ['no credential', {}, 401],
     ['a malformed credential', { authorization: 'Bearer not a token' }, 400],
     ['two Authorization headers', { authorization: ['Bearer a', 'Bearer b'] }, 400],
-  ] as const)('holds no raw token after a request with %s on the connection', async (_, headers, status) => {
-    const gate = gateOf(stubProvider({ tokens: {} }));
-    const connection = {};
-    const kept = await sendSecret(gate, connection);
-    const needle = () => `SECRETheap${[...kept].reverse().join('')}`;
-    expect(await heapHolds(needle())).toBe(true); // the memo remembers the connection's token: what is checked below
-    expect(await statusOf(gate, { headers, connection })).toBe(status);
-    expect(await heapHolds(needle())).toBe(false);
-    expect(connection).toBeDefined(); // the memo lives as long as its connection
-  });
+  ] as const)(
+    'holds no raw token after a request with %s on the connection',
+    async (_, headers, status) => {
+      const gate = gateOf(stubProvider({ tokens: {} }));
+      const connection = {};
+      const kept = await sendSecret(gate, connection);
+      const needle = () => `SECRETheap${[...kept].reverse().join('')}`;
+      expect(await heapHolds(needle())).toBe(true); // the memo remembers the connection's token: what is checked below
+      expect(await statusOf(gate, { headers, connection })).toBe(status);
+      expect(await heapHolds(needle())).toBe(false);
+      expect(connection).toBeDefined(); // the memo lives as long as its connection
+    },
+    60_000, // two heap snapshots of the worker: seconds each, 25-30 s seen on a loaded 2-core machine
+  );
 });
 
 describe('a half connection credential', () => {
