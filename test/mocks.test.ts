@@ -718,6 +718,27 @@ describe('faults', () => {
     }
   });
 
+  it.each([1, 4])(
+    'pairs the requests of two gates verifying one token at once (%i connections each): one of each two fails',
+    async (connections) => {
+      const mock = await start();
+      mock.setToken('shared', { id: 'id-shared', permissions: ['p'] });
+      const gates = [0, 1].map(() =>
+        createGate({ providers: [onlineOrNot({ baseUrl: mock.url, connections })], retry: false, breaker: false }),
+      );
+      try {
+        for (let round = 0; round < 3; round++) {
+          mock.fault = { kind: 'status', status: 502, every: 2 };
+          const outcomes = await Promise.all(gates.map((gate) => outcomesOf(gate, ['shared'])));
+          for (const gate of gates) gate.clear();
+          expect(outcomes.flat().map(String).sort()).toEqual(['503', 'id-shared']);
+        }
+      } finally {
+        await Promise.all(gates.map((gate) => gate.close()));
+      }
+    },
+  );
+
   it('a path or method the mock does not serve gets its 404 or 405 and is not counted', async () => {
     const mock = await start();
     mock.fault = { kind: 'status', status: 500, every: 2 };

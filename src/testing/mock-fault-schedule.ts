@@ -3,7 +3,7 @@
  * not requests, and `endpoints` picks the requests of a verification that
  * get it (see {@link MockFault}).
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { MockFault } from './mock-faults.js';
 
 /** How a mock's requests make up verifications: one request to each of `endpoints` with the same `key`. */
@@ -17,6 +17,8 @@ interface OpenVerification {
   readonly inject: boolean;
   readonly missing: Set<string>;
   readonly opened: number;
+  /** Whether its first request has been answered (or its connection dropped). */
+  answered: boolean;
 }
 
 /**
@@ -36,6 +38,8 @@ export class FaultSchedule {
   /** Open verifications by key, oldest first. */
   #open = new Map<string, OpenVerification[]>();
   #openCount = 0;
+  /** The verification of each connection's latest request: a client with one socket sends the partner there next. */
+  #lastOnSocket = new WeakMap<object, OpenVerification>();
 
   /** How long the mock takes to answer now, ms: a partner's wait is that beside {@link PARTNER_WINDOW_MS}. */
   readonly #answerTime: () => number;
@@ -59,7 +63,7 @@ export class FaultSchedule {
   }
 
   /** The fault for one request to `endpoint` (undefined for a path or method not served), or undefined to answer normally. */
-  faultFor(endpoint: string | undefined, req: IncomingMessage): MockFault | undefined {
+  faultFor(endpoint: string | undefined, req: IncomingMessage, res: ServerResponse): MockFault | undefined {
     const fault = this.#fault;
     // A path or method the mock does not serve is answered as without a fault (404 or 405), and not counted.
     if (fault === undefined || endpoint === undefined) return undefined;
@@ -67,12 +71,12 @@ export class FaultSchedule {
     const partOfOne = this.#parts?.endpoints.includes(endpoint) === true;
     // A request the fault leaves alone, and that is no part of a verification it may hit, is not counted.
     if (!targeted && !partOfOne) return undefined;
-    const inject = this.#decide(endpoint, req, fault.every ?? 1);
+    const inject = this.#decide(endpoint, req, res, fault.every ?? 1);
     return inject && targeted ? fault : undefined;
   }
 
   /** Whether the verification this request belongs to gets the fault: decided by its first request. */
-  #decide(endpoint: string, req: IncomingMessage, every: number): boolean {
+  #decide(endpoint: string, req: IncomingMessage, res: ServerResponse, every: number): boolean {
     const parts = this.#parts;
     if (parts === undefined || !parts.endpoints.includes(endpoint)) return this.#next(every);
     const key = parts.key(req);
@@ -82,18 +86,39 @@ export class FaultSchedule {
     while (queue !== undefined && queue.length > 0 && now - (queue[0] as OpenVerification).opened > window) {
       this.#close(key, queue, queue[0] as OpenVerification);
     }
-    // The newest open verification: a lone request before it (a client's own call, or a call its verification
-    // cancelled before sending the other) is no partner for a later verification's requests.
-    const joined = queue?.findLast((open) => open.missing.has(endpoint));
+    const joined = queue === undefined ? undefined : this.#partnerOf(queue, endpoint, req.socket);
     if (queue !== undefined && joined !== undefined) {
+      this.#lastOnSocket.set(req.socket, joined);
       joined.missing.delete(endpoint);
       if (joined.missing.size === 0) this.#close(key, queue, joined);
       return joined.inject;
     }
     const inject = this.#next(every);
     const missing = new Set(parts.endpoints.filter((name) => name !== endpoint));
-    if (missing.size > 0) this.#remember(key, { inject, missing, opened: now });
+    if (missing.size > 0) {
+      const open: OpenVerification = { inject, missing, opened: now, answered: false };
+      res.once('close', () => {
+        open.answered = true;
+      });
+      this.#lastOnSocket.set(req.socket, open);
+      this.#remember(key, open);
+    }
     return inject;
+  }
+
+  /**
+   * The open verification of `queue` a request to `endpoint` on `socket` completes: the one whose request this socket
+   * carried last (a client with one socket sends the partner once the first is answered); else the oldest whose first
+   * request is still unanswered (sent beside it: a lone request answered before, a client's own call or one whose
+   * partner was never sent, is none); else the newest (a partner that waited for a socket).
+   */
+  #partnerOf(queue: readonly OpenVerification[], endpoint: string, socket: object): OpenVerification | undefined {
+    const last = this.#lastOnSocket.get(socket);
+    if (last?.missing.has(endpoint) && queue.includes(last)) return last;
+    return (
+      queue.find((open) => !open.answered && open.missing.has(endpoint)) ??
+      queue.findLast((open) => open.missing.has(endpoint))
+    );
   }
 
   #next(every: number): boolean {

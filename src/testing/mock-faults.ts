@@ -10,10 +10,11 @@ import { MAX_TIMER_MS, nearKey } from '../options.js';
  * flapping provider). Default 1: every verification gets the fault. A
  * verification is one request for the Partoo mock; for the OnlineOrNot mock it
  * is a `verify` and a `permissions` request with the same `Authorization`
- * header, in either order, and both get the decision made for it: a request
- * joins the latest verification of its header still missing its endpoint,
- * and one whose partner does not come within a second of its answer counts
- * as a verification of its own. Requests to a path or with a method the mock
+ * header, in either order, and both get the decision made for it. A request
+ * completes the verification whose request its connection carried last (a
+ * client with one socket), else the oldest whose first request is still
+ * unanswered (sent beside it), else the latest; one whose partner does not
+ * come within a second of its answer counts as a verification of its own. Requests to a path or with a method the mock
  * does not serve get its 404 or 405, and are not counted.
  *
  * `endpoints` limits the fault to requests to the named endpoints (the names

@@ -197,7 +197,7 @@ export async function startMockServer<Endpoint extends string>(
     const endpoint = route && req.method === (route.method ?? 'GET') ? route.name : undefined;
     bump('total');
     if (endpoint !== undefined) bump(endpoint);
-    const injected = schedule.faultFor(endpoint, req);
+    const injected = schedule.faultFor(endpoint, req, res);
 
     const respond = (body: string | undefined): void => {
       const normal = (): JsonReply => routeReply(route, req, query, body);
