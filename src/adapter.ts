@@ -23,6 +23,7 @@ import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { type AuthContext, isAuthContext } from './context.js';
 import { credentialsRequired, insufficientScope } from './errors.js';
+import { isOwnGate } from './gate.js';
 import type { Guard } from './guards.js';
 import { checkOptions, optionsObject, shown } from './options.js';
 import type { AuthenticateOptions, CredentialRequest, Gate } from './types.js';
@@ -66,10 +67,11 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
   }
   checkOptions(AdapterOptionsSchema, options ?? {}, `${adapter}: authenticate options`);
   const authenticateOptions = { optional: options?.optional === true };
+  if (!isOwnGate(gate)) return checkedAnswers(gate, authenticateOptions);
+  if (!authenticateOptions.optional) return (req) => gate.authenticateNow(req, authenticateOptions);
   const realm = gate.realm;
-  if (!authenticateOptions.optional) return (req) => answerOf(gate.authenticateNow(req, authenticateOptions));
   return (req, holder) => {
-    const auth = answerOf(gate.authenticateNow(req, authenticateOptions));
+    const auth = gate.authenticateNow(req, authenticateOptions);
     if (auth === undefined) anonymous.set(holder, realm);
     else if (auth instanceof Promise) {
       return auth.then((verified) => {
@@ -82,16 +84,29 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
 }
 
 /**
- * `auth` as the adapters take it: a context, `undefined`, or this realm's `Promise`, which they tell apart from an
- * answer by `instanceof`. A gate's other answer (a thenable, a promise of another realm, a value that is no context)
- * becomes a promise that rejects unless it settles to a context or `undefined`: never a request let through.
+ * The handler for a gate this copy of the package did not make (another copy's, a wrapper of one): each answer is
+ * checked, as the adapters tell an answer from one to wait for by `instanceof Promise`. A thenable or another realm's
+ * promise is waited for; what is not a context (nor `undefined`, under `optional`), then or at once, is a
+ * `TypeError`: never a request let through.
  */
-function answerOf(auth: ReturnType<Gate['authenticateNow']>): ReturnType<Authenticate> {
-  if (isAuthContext(auth) || auth instanceof Promise || auth === undefined) return auth;
-  return Promise.resolve(auth as unknown).then((settled) => {
-    if (settled === undefined || isAuthContext(settled)) return settled;
-    throw new TypeError(`tokengate: gate.authenticateNow answered ${shown(settled)}, not an AuthContext or undefined`);
-  });
+function checkedAnswers(gate: Gate, options: { readonly optional: boolean }): Authenticate {
+  const { optional } = options;
+  const realm = gate.realm;
+  const checked = (answer: unknown, holder: object): AuthContext | undefined => {
+    if (isAuthContext(answer)) return answer;
+    if (answer === undefined && optional) {
+      anonymous.set(holder, realm);
+      return undefined;
+    }
+    throw new TypeError(
+      `tokengate: gate.authenticateNow answered ${shown(answer)}, not an AuthContext${optional ? ' or undefined' : ''}`,
+    );
+  };
+  return (req, holder) => {
+    const auth: unknown = gate.authenticateNow(req, options);
+    if (isAuthContext(auth) || (auth === undefined && optional)) return checked(auth, holder);
+    return Promise.resolve(auth).then((settled) => checked(settled, holder));
+  };
 }
 
 /**

@@ -64,6 +64,14 @@ export function createGate(options: GateOptions): Gate {
   return new TokenGate(options);
 }
 
+/**
+ * @internal Whether `gate` is one {@link createGate} of this copy of the package made, its `authenticateNow` its own:
+ * an answer of it is a context, `undefined` only under `optional`, or this realm's `Promise` of one.
+ */
+export function isOwnGate(gate: Gate): boolean {
+  return gate instanceof TokenGate && gate.authenticateNow === TokenGate.prototype.authenticateNow;
+}
+
 /** @throws TypeError naming a provider of `providers` that a gate has closed. */
 function checkNotClosed(providers: readonly Provider[]): void {
   providers.forEach((provider, index) => {

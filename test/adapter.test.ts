@@ -157,33 +157,42 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
   });
 });
 
-describe("a gate whose answers are not this realm's promises (a gate made in a vm context, a wrapper)", () => {
-  /** `gate`, its answers handed over as promises of another realm, or as `answer` when given. */
-  function foreignGate(gate: Gate, answer?: unknown): Gate {
-    const OtherPromise = runInNewContext('Promise') as PromiseConstructor;
+describe('a gate this copy did not make, whose answers are checked (a wrapper, a gate made in a vm context)', () => {
+  const OtherPromise = runInNewContext('Promise') as PromiseConstructor;
+
+  /** `gate` with its answers replaced by `answer`'s (given the real one, or the error it threw). */
+  function wrapped(gate: Gate, answer: (real: () => unknown) => unknown): Gate {
     return Object.assign(Object.create(gate) as Gate, {
       realm: gate.realm,
-      authenticateNow: (...args: Parameters<Gate['authenticateNow']>) => {
-        if (answer !== undefined) return answer;
-        try {
-          return OtherPromise.resolve(gate.authenticateNow(...args));
-        } catch (error) {
-          return OtherPromise.reject(error);
-        }
-      },
+      authenticateNow: (...args: Parameters<Gate['authenticateNow']>) =>
+        answer(() => gate.authenticateNow(...args)) as ReturnType<Gate['authenticateNow']>,
     });
   }
 
-  async function apps(gate: Gate): Promise<Record<string, string>> {
+  /** Another realm's promise of the real answer. */
+  const otherRealm = (real: () => unknown) => {
+    try {
+      return OtherPromise.resolve(real());
+    } catch (error) {
+      return OtherPromise.reject(error);
+    }
+  };
+
+  async function apps(gate: Gate, optional = false): Promise<Record<string, string>> {
+    const options = { optional };
     const expressApp = express();
-    expressApp.get('/', expressGate.authenticate(gate), (req, res) => void res.send(`hello ${req.auth?.subject}`));
+    expressApp.get(
+      '/',
+      expressGate.authenticate(gate, options),
+      (req, res) => void res.send(`hello ${req.auth?.subject}`),
+    );
     const { app: koaApp } = quietKoa(Koa);
-    koaApp.use(koaGate.authenticate(gate));
+    koaApp.use(koaGate.authenticate(gate, options));
     koaApp.use((ctx) => {
       ctx.body = `hello ${ctx.state.auth?.subject}`;
     });
     const fastifyApp = Fastify();
-    fastifyApp.addHook('onRequest', fastifyGate.authenticate(gate));
+    fastifyApp.addHook('onRequest', fastifyGate.authenticate(gate, options));
     fastifyApp.get('/', async (request) => `hello ${request.auth?.subject}`);
     await fastifyApp.listen({ port: 0, host: '127.0.0.1' });
     open.push(() => fastifyApp.close());
@@ -195,12 +204,12 @@ describe("a gate whose answers are not this realm's promises (a gate made in a v
     };
   }
 
-  it('is waited for: a wrong token gets its 401 in every adapter, never the route', async () => {
+  it("waits for another realm's promise: a wrong token gets its 401 in every adapter, never the route", async () => {
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
-      for (const [name, url] of Object.entries(await apps(foreignGate(stubGate())))) {
+      for (const [name, url] of Object.entries(await apps(wrapped(stubGate(), otherRealm)))) {
         expect([name, await get(url, 'SECRETunknown')]).toMatchObject([name, { status: 401 }]);
         expect([name, await get(url, READER)]).toMatchObject([name, { status: 200, body: 'hello reader' }]);
       }
@@ -210,9 +219,22 @@ describe("a gate whose answers are not this realm's promises (a gate made in a v
     }
   });
 
-  it('answers 500 for an answer that is no context, in every adapter', async () => {
-    for (const [name, url] of Object.entries(await apps(foreignGate(stubGate(), { subject: 'forged' })))) {
+  it("answers 500 for an answer that is no context, at once or through another realm's promise, in every adapter", async () => {
+    const forged = { subject: 'forged' };
+    for (const answer of [() => forged, () => OtherPromise.resolve(forged)]) {
+      for (const [name, url] of Object.entries(await apps(wrapped(stubGate(), answer)))) {
+        expect([name, (await get(url, READER)).status]).toEqual([name, 500]);
+      }
+    }
+  });
+
+  it('answers 500 for no context without optional, and lets the request on anonymously under it', async () => {
+    const nothing = () => OtherPromise.resolve(undefined);
+    for (const [name, url] of Object.entries(await apps(wrapped(stubGate(), nothing)))) {
       expect([name, (await get(url, READER)).status]).toEqual([name, 500]);
+    }
+    for (const [name, url] of Object.entries(await apps(wrapped(stubGate(), nothing), true))) {
+      expect([name, await get(url, READER)]).toMatchObject([name, { status: 200, body: 'hello undefined' }]);
     }
   });
 });
