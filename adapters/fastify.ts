@@ -61,14 +61,22 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
  * Reports a hook called without a Fastify request and its `done` (`hook` names it): thrown, or handed
  * to the `done` Fastify passed, wherever it is. A hook registered as a plugin (instance, options,
  * `done`), or added as an application hook (`onClose`: instance, `done`; `onReady`, `preClose`:
- * nothing, on the instance), so fails Fastify's startup or `close()` naming the mistake; as `onListen`,
- * Fastify logs the mistake and serves on.
+ * nothing, on the instance), so fails Fastify's startup or `close()` naming the mistake; as `onListen`, whose
+ * error Fastify only logs, it closes the server and prints the mistake as a process warning.
  */
 function misused(self: unknown, request: unknown, reply: unknown, done: unknown, fourth: unknown, hook: string): void {
   const applicationHook = `tokengate/fastify: ${hook} was added as an application hook (onReady, onClose, onRoute...), not a request hook: add it as ${BEFORE_HANDLER}`;
   if (request === undefined && isFastifyInstance(self)) {
-    // onReady, onListen or preClose without `done`: called on the instance, with nothing.
-    fail(new Error(applicationHook), undefined);
+    // onReady, onListen or preClose without `done`: called on the instance, with nothing. Fastify only logs an
+    // onListen hook's error and serves on, every route unprotected: its server is closed, and the mistake printed.
+    const error = new Error(applicationHook);
+    const server = (self as { server?: ListeningServer }).server;
+    if (server?.listening === true) {
+      process.emitWarning(error);
+      server.close(() => {});
+      server.closeAllConnections?.();
+    }
+    fail(error, undefined);
   } else if (isFastifyInstance(request)) {
     if (typeof done === 'function') {
       fail(new Error(`tokengate/fastify: ${hook} is a hook, not a plugin: app.addHook('onRequest', ${hook})`), done);
@@ -86,6 +94,13 @@ function misused(self: unknown, request: unknown, reply: unknown, done: unknown,
       fourth,
     );
   } else fail(new Error(NO_DONE), done);
+}
+
+/** The parts of a Fastify instance's Node server that {@link misused} closes. */
+interface ListeningServer {
+  readonly listening: boolean;
+  close(callback: () => void): unknown;
+  closeAllConnections?(): void;
 }
 
 /**

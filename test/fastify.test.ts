@@ -660,6 +660,26 @@ describe.each([
       },
     );
 
+    it('added as onListen, whose errors Fastify only logs, a hook closes the server and prints the mistake: no route is served unprotected', async () => {
+      const app = framework();
+      app.addHook('onListen', authenticate(gate) as never);
+      app.get('/me', () => ROUTE_MARK);
+      const warnings: string[] = [];
+      const onWarning = (warning: Error) => warnings.push(warning.message);
+      process.on('warning', onWarning);
+      try {
+        await app.listen({ port: 0, host: '127.0.0.1' });
+        await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+        expect(app.server.listening).toBe(false);
+        expect(warnings).toEqual([
+          expect.stringContaining('tokengate/fastify: authenticate(gate) was added as an application hook'),
+        ]);
+      } finally {
+        process.off('warning', onWarning);
+        await app.close();
+      }
+    });
+
     it.each(['onSend', 'onResponse', 'preSerialization'] as const)(
       'registered before the routes, the plugin refuses a route with a tokengate hook in %s',
       async (name) => {
