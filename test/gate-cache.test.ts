@@ -746,7 +746,8 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
 
   it("never serves stale on an instance without staleIfError, though another instance's copy in the tier allows it", async () => {
     const tier = new MemoryTier();
-    const { mock, gate: lenient } = await sharing(tier, { ttl: 50, staleIfError: 60_000 });
+    // Fresh for half a second: time enough for the strict instance to take the shared copy.
+    const { mock, gate: lenient } = await sharing(tier, { ttl: 500, staleIfError: 60_000 });
     const strict = closeLater(
       createGate({
         providers: [onlineOrNot({ baseUrl: mock.url })],
@@ -758,7 +759,7 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     expect((await lenient.authenticate(bearer('tok-1'))).stale).toBe(false);
     expect((await strict.authenticate(bearer('tok-1'))).stale).toBe(false);
     expect(mock.calls.verify).toBe(1);
-    await sleep(100);
+    await sleep(600);
     mock.fault = { kind: 'hang' };
     expect((await rejectionOf(strict.authenticate(bearer('tok-1')))).status).toBe(503);
     expect(strict.stats().stale).toBe(0);
