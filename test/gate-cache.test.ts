@@ -566,8 +566,9 @@ describe('gate cache: invalidate and clear', () => {
   it('a rejection that comes after invalidate(req) still removes what a later request stored for the credential', async () => {
     const { mock, gate } = await setup();
     mock.setToken('other-token', { id: 'tok_other' });
-    // Every second verification answers 400 ms late: the first for reader-token.
-    mock.fault = { kind: 'delay', ms: 400, every: 2 };
+    // Every second verification answers 2 s late, the first for reader-token; the answer is made when it is sent,
+    // well after the steps below.
+    mock.fault = { kind: 'delay', ms: 2000, every: 2 };
     await gate.authenticate(bearer('other-token'));
     const asked = rejectionOf(gate.authenticate(bearer('reader-token')));
     await sleep(50);
@@ -576,6 +577,7 @@ describe('gate cache: invalidate and clear', () => {
     expect((await gate.authenticate(bearer('reader-token'))).subject).toBe('tok_reader');
     mock.removeToken('reader-token');
     expect((await asked).status).toBe(401);
+    mock.fault = undefined;
     // The provider has since rejected the credential: the acceptance kept before is not served again.
     expect((await rejectionOf(gate.authenticate(bearer('reader-token')))).status).toBe(401);
     expect(mock.calls.verify).toBe(4);
@@ -716,12 +718,13 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
 
   it('a rejection that comes after invalidate(req) removes the acceptance another request shared since', async () => {
     const tier = new MemoryTier();
-    const { mock, gate } = await sharing(tier, {}, 2000);
+    const { mock, gate } = await sharing(tier, {}, 3000);
     const other = closeLater(
       createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], sharedCache: tier, retry: false }),
     );
     mock.setToken('tok-2', { id: 'tok_2' });
-    mock.fault = { kind: 'delay', ms: 400, every: 2 };
+    // The first verification of tok-1 answers 2 s late; the answer is made when it is sent, well after the steps below.
+    mock.fault = { kind: 'delay', ms: 2000, every: 2 };
     await gate.authenticate(bearer('tok-2'));
     const asked = rejectionOf(gate.authenticate(bearer('tok-1')));
     await sleep(50);
@@ -729,6 +732,7 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('tok_1');
     mock.removeToken('tok-1');
     expect((await asked).status).toBe(401);
+    mock.fault = undefined;
     // The other instance does not find the acceptance in the tier: it asks, and is refused.
     expect((await rejectionOf(other.authenticate(bearer('tok-1')))).status).toBe(401);
     expect(mock.calls.verify).toBe(4);
