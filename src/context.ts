@@ -71,31 +71,38 @@ export function frozenDetails(
   details: Readonly<Record<string, unknown>>,
 ): Readonly<Record<string, unknown>> | undefined {
   try {
-    return frozenData(details, new Map(), 0) as Readonly<Record<string, unknown>>;
+    return frozenData(details, undefined, 0) as Readonly<Record<string, unknown>>;
   } catch {
     return undefined;
   }
 }
 
-function frozenData(value: unknown, copies: Map<object, unknown>, depth: number): unknown {
+/**
+ * `value`'s frozen copy. `copies` maps each object already copied to its copy (a shared member is copied once, a cycle
+ * stays a cycle); it is made at the first nested object, so a flat object (the usual `details`) needs none.
+ */
+function frozenData(value: unknown, copies: Map<object, unknown> | undefined, depth: number): unknown {
   if (typeof value !== 'object' || value === null) return value;
-  const known = copies.get(value);
+  const known = copies?.get(value);
   if (known !== undefined) return known;
   if (depth >= MAX_DETAILS_DEPTH) throw new RangeError('details nest too deep');
   const array = Array.isArray(value);
   const prototype = Object.getPrototypeOf(value);
   if (!array && prototype !== Object.prototype && prototype !== null) return value;
   const copy: Record<string, unknown> | unknown[] = array ? [] : {};
-  copies.set(value, copy);
+  copies?.set(value, copy);
+  let nested = copies;
   for (const key of Object.keys(value)) {
     const member = Object.getOwnPropertyDescriptor(value, key);
     if (member === undefined || !('value' in member)) continue;
-    // Defined, not assigned: a member named `__proto__` (JSON.parse makes one) stays a member.
-    Object.defineProperty(copy, key, {
-      value: frozenData(member.value, copies, depth + 1),
-      enumerable: true,
-      writable: true,
-    });
+    let data = member.value;
+    if (typeof data === 'object' && data !== null) {
+      if (nested === undefined) nested = new Map([[value, copy]]);
+      data = frozenData(data, nested, depth + 1);
+    }
+    // Defined, not assigned, for `__proto__` (JSON.parse makes such a member): assigned, it would set the prototype.
+    if (key === '__proto__') Object.defineProperty(copy, key, { value: data, enumerable: true, writable: true });
+    else (copy as Record<string, unknown>)[key] = data;
   }
   return Object.freeze(copy);
 }

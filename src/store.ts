@@ -200,17 +200,25 @@ export class VerdictStore {
     const flight: Flight = { key, origin, cancelled: false, promise: undefined, requests: undefined, end: undefined };
     // The flight is under way before `fetch` starts: whatever `fetch` calls back into (a trace's subscriber
     // asking for the same key, or deleting it) finds it.
-    let start!: (started: Promise<T | AuthContext | Rejection>) => void;
-    const promise = new Promise<T | AuthContext | Rejection>((resolve) => {
-      start = resolve;
+    let land!: (value: T | AuthContext | Rejection) => void;
+    let fail!: (error: unknown) => void;
+    const promise = new Promise<T | AuthContext | Rejection>((resolve, reject) => {
+      // The flight is over for the store before anyone waiting on it hears the answer.
+      const landed = () => {
+        if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
+      };
+      land = (value) => {
+        landed();
+        resolve(value);
+      };
+      fail = (error) => {
+        landed();
+        reject(error);
+      };
     });
     flight.promise = promise;
     this.#inflight.set(key, flight);
-    start(this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch));
-    const land = () => {
-      if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
-    };
-    promise.then(land, land);
+    (this.#shared === undefined ? fetch(flight) : this.#loadShared(flight, fetch)).then(land, fail);
     return { promise, joined: false, flight };
   }
 

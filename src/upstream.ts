@@ -133,7 +133,8 @@ export class Upstream {
     const probe = this.#breaker?.probe;
     const slot = this.#admission.acquire(clientOf);
     if (slot === 'full') return this.#unsent(probe, this.#overloaded('full'));
-    if (slot === 'admitted') return this.#asked(credential, stale, probe);
+    // Awaited, not returned: an async function that returns a promise takes two more turns to settle.
+    if (slot === 'admitted') return await this.#asked(credential, stale, probe);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
     // Either way the time that ran out was spent in our own wait first: overloaded, not the provider's failure.

@@ -126,6 +126,40 @@ describe("a custom provider's details", () => {
     expect(context.details).toEqual({ plan: 'pro' });
     expect(ran).toBe(0);
   });
+
+  it('keep their shape in the frozen copy: a shared member stays shared, a cycle a cycle, a __proto__ key a member', async () => {
+    const role = { name: 'reader' };
+    const gate = closeLater(
+      createGate({
+        providers: [
+          withDetails(() => {
+            const details: Record<string, unknown> = JSON.parse('{"__proto__":{"admin":true},"plan":"pro"}');
+            details.first = role;
+            details.again = role;
+            details.list = [role, 'x'];
+            details.self = details;
+            return details;
+          }),
+        ],
+      }),
+    );
+    const { details } = await gate.authenticate(bearer('shape-token'));
+    expect(Object.getPrototypeOf(details)).toBe(Object.prototype);
+    expect((details as { admin?: unknown }).admin).toBeUndefined();
+    expect(Object.getOwnPropertyDescriptor(details, '__proto__')?.value).toEqual({ admin: true });
+    expect(details.first).toEqual(role);
+    expect(details.first).not.toBe(role);
+    expect(details.again).toBe(details.first);
+    expect((details.list as unknown[])[0]).toBe(details.first);
+    expect(details.self).toBe(details);
+    for (const part of [
+      details,
+      details.first,
+      details.list,
+      Object.getOwnPropertyDescriptor(details, '__proto__')?.value,
+    ])
+      expect(Object.isFrozen(part)).toBe(true);
+  });
 });
 
 describe('the documented defaults, under fake timers', () => {

@@ -381,6 +381,28 @@ describe('onlineOrNot', () => {
     expect(error.code).toBe('provider_unavailable');
   });
 
+  it.each([
+    ['verify answers 502 after permissions failed', 'permissions', 'status'],
+    ['permissions answers 502 after verify failed', 'verify', 'invalid_answer'],
+  ] as const)('when both calls fail (%s), the failure thrown is verify’s', async (_, fastEndpoint, kind) => {
+    const { mock } = await setup();
+    const proxy = closeLater(await startRecordingProxy(mock.url));
+    // One endpoint answers malformed JSON at once; the other goes to the mock, which answers 502 150 ms later.
+    proxy.intercept = (req) =>
+      req.url.startsWith(`/v1/tokens/${fastEndpoint}`)
+        ? { status: 200, body: { result: 'garbage', success: true, errors: [], messages: [] } }
+        : undefined;
+    mock.latency = 150;
+    mock.fault = { kind: 'status', status: 502 };
+    const provider = onlineOrNot({ baseUrl: proxy.url });
+    closeLater({ close: () => provider.close?.() ?? Promise.resolve() });
+    const credential = { source: 'header:authorization', secret: 'active-token' } as const;
+    await expect(provider.verify(credential, new AbortController().signal)).rejects.toMatchObject({
+      name: 'ProviderFailure',
+      kind,
+    });
+  });
+
   it('answers 503 when the provider is down (5xx), not a 401', async () => {
     const { mock, gate } = await setup();
     mock.fault = { kind: 'status', status: 502 };

@@ -88,6 +88,14 @@ const PERMISSIONS_PATH = '/v1/tokens/permissions';
 const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
 
+/** An active token's verdict. */
+function accepted(id: string, permissions: readonly string[]): Verdict {
+  return {
+    ok: true,
+    principal: { subject: id, permissions, details: { id, status: 'active' } satisfies OnlineOrNotDetails },
+  };
+}
+
 /** Whether a call's reading is a verdict: the token rejected. */
 function isVerdict<T>(reading: T | Verdict): reading is Verdict {
   return typeof reading === 'object' && reading !== null && 'ok' in reading;
@@ -109,36 +117,58 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   const connections = options.connections ?? 2 * DEFAULT_CONNECTIONS;
   const http = new ProviderHttp(name, baseUrl, { ...options, connections });
 
-  async function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
+  function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const headers = { authorization: `Bearer ${credential.secret}` };
     // Both calls go out at once. A rejection by either (401, or not active)
     // is the answer at once, whatever the other does: that call is left to
     // finish on its own, so its keep-alive socket goes back to the pool (a
     // cancelled request would destroy it), and the deadline still cancels it
     // if it hangs. A failure decides nothing about the token: it is thrown
-    // only once the other call has not rejected the token either.
-    const verified = http.getJson(VERIFY_PATH, headers, cancellation).then(readVerify);
-    const permitted = http.getJson(PERMISSIONS_PATH, headers, cancellation).then(readPermissions);
-    const rejected = new Promise<Verdict>((resolve) => {
-      const decides = (answer: string | readonly string[] | Verdict) => isVerdict(answer) && resolve(answer);
-      verified.then(decides, () => {});
-      permitted.then(decides, () => {});
+    // only once the other call has not rejected the token either, verify's
+    // before permissions'. Settled by hand, not with Promise.race and
+    // allSettled: this is every cold verification's path.
+    return new Promise<Verdict>((resolve, reject) => {
+      /** Per call (0: verify, 1: permissions): what it read, or how it failed. */
+      const readings: Array<string | readonly string[]> = [];
+      const failures: [verify?: { error: unknown }, permissions?: { error: unknown }] = [];
+      let waiting = 2;
+      let decided = false;
+      const done = () => {
+        if (decided || --waiting > 0) return;
+        decided = true;
+        const failure = failures[0] ?? failures[1];
+        if (failure !== undefined) reject(failure.error);
+        else resolve(accepted(readings[0] as string, readings[1] as readonly string[]));
+      };
+      const failed = (call: 0 | 1, error: unknown) => {
+        failures[call] = { error };
+        done();
+      };
+      const answered = (call: 0 | 1, answer: JsonAnswer) => {
+        let reading: string | readonly string[] | Verdict;
+        try {
+          reading = call === 0 ? readVerify(answer) : readPermissions(answer);
+        } catch (error) {
+          failed(call, error);
+          return;
+        }
+        if (!isVerdict(reading)) {
+          readings[call] = reading;
+          done();
+        } else if (!decided) {
+          decided = true;
+          resolve(reading);
+        }
+      };
+      http.getJson(VERIFY_PATH, headers, cancellation).then(
+        (answer) => answered(0, answer),
+        (error: unknown) => failed(0, error),
+      );
+      http.getJson(PERMISSIONS_PATH, headers, cancellation).then(
+        (answer) => answered(1, answer),
+        (error: unknown) => failed(1, error),
+      );
     });
-    const both = await Promise.race([rejected, Promise.allSettled([verified, permitted])]);
-    if (isVerdict(both)) return both;
-    const [id, permissions] = both;
-    if (id.status === 'rejected') throw id.reason;
-    if (permissions.status === 'rejected') throw permissions.reason;
-    if (isVerdict(id.value)) return id.value;
-    if (isVerdict(permissions.value)) return permissions.value;
-    return {
-      ok: true,
-      principal: {
-        subject: id.value,
-        permissions: permissions.value,
-        details: { id: id.value, status: 'active' } satisfies OnlineOrNotDetails,
-      },
-    };
   }
 
   /** The permissions of a valid token, or the rejection. */
