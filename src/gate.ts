@@ -365,9 +365,7 @@ class TokenGate implements Gate {
   /** {@link endable}, and known to {@link close} until the flight lands. */
   #endable<T>(flight: Flight, promise: Promise<T>): Promise<T> {
     this.#waitedOn.add(flight);
-    const landed = () => this.#waitedOn.delete(flight);
-    promise.then(landed, landed);
-    return endable(flight, promise);
+    return endable(flight, promise, () => this.#waitedOn.delete(flight));
   }
 
   /**
@@ -422,16 +420,25 @@ class TokenGate implements Gate {
 /**
  * `promise` as the requests of `flight` wait for it: `flight.end(error)` ends those waiting so far with `error` (the
  * first one's time ran out while the provider still has its own), and the requests that join later wait for the
- * flight itself.
+ * flight itself. `landed` runs when the flight settles, before any of its requests hears of it.
  */
-function endable<T>(flight: Flight, promise: Promise<T>): Promise<T> {
+function endable<T>(flight: Flight, promise: Promise<T>, landed: () => void): Promise<T> {
   const requests = new Promise<T>((resolve, reject) => {
     flight.end = (error) => {
       flight.end = undefined;
       flight.requests = promise;
       reject(error);
     };
-    promise.then(resolve, reject);
+    promise.then(
+      (value) => {
+        landed();
+        resolve(value);
+      },
+      (error: unknown) => {
+        landed();
+        reject(error);
+      },
+    );
   });
   flight.requests = requests;
   return requests;
