@@ -13,31 +13,40 @@ import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const outdir = join(root, 'bench', '.build');
 let done = false;
+
+/**
+ * Compiles `tree`'s bench/, src/ and adapters/ into `<tree>/bench/.build/` (another checkout of this repository, for
+ * a comparison of two commits in one process), and returns that folder.
+ */
+export function compileTree(tree: string): string {
+  const outdir = join(tree, 'bench', '.build');
+  // bench/'s own programs (its scenarios run in the orchestrator), and every module of the package.
+  const sources = [
+    ...readdirSync(join(tree, 'bench')).map((name) => join('bench', name)),
+    ...['src', 'adapters'].flatMap((dir) =>
+      readdirSync(join(tree, dir), { recursive: true }).map((name) => join(dir, String(name))),
+    ),
+  ]
+    .filter((path) => path.endsWith('.ts'))
+    .map((path) => join(tree, path));
+  buildSync({
+    entryPoints: sources,
+    outdir,
+    outbase: tree,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+  });
+  return outdir;
+}
 
 /** Path of the compiled `bench/<file>`, compiling everything on first use. */
 export function compiled(file: string): string {
   if (!done) {
-    // bench/'s own programs (its scenarios run in the orchestrator), and every module of the package.
-    const sources = [
-      ...readdirSync(join(root, 'bench')).map((name) => join('bench', name)),
-      ...['src', 'adapters'].flatMap((dir) =>
-        readdirSync(join(root, dir), { recursive: true }).map((name) => join(dir, String(name))),
-      ),
-    ]
-      .filter((path) => path.endsWith('.ts'))
-      .map((path) => join(root, path));
-    buildSync({
-      entryPoints: sources,
-      outdir,
-      outbase: root,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      logLevel: 'warning',
-    });
+    compileTree(root);
     done = true;
   }
-  return join(outdir, 'bench', file.replace(/\.ts$/, '.js'));
+  return join(root, 'bench', '.build', 'bench', file.replace(/\.ts$/, '.js'));
 }
