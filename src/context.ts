@@ -33,15 +33,21 @@ export class Grants {
  */
 export class GrantsTable {
   readonly #table = new LRUCache<string, Grants>({ max: 4096 });
+  /** The list interned last: a run of tokens of one role is answered by comparing names, without a key or lookup. */
+  #last: Grants | undefined;
 
   intern(permissions: readonly string[]): Grants {
+    const last = this.#last;
+    if (last !== undefined && sameList(last.list, permissions)) return last;
     // "\n" cannot be confused with a separator inside names that matter here;
     // a collision would only share an identical-looking list, so verify it.
     const key = permissions.join('\n');
-    const known = this.#table.get(key);
-    if (known !== undefined && sameList(known.list, permissions)) return known;
-    const grants = new Grants(permissions);
-    this.#table.set(key, grants);
+    let grants = this.#table.get(key);
+    if (grants === undefined || !sameList(grants.list, permissions)) {
+      grants = new Grants(permissions);
+      this.#table.set(key, grants);
+    }
+    this.#last = grants;
     return grants;
   }
 }

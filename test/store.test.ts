@@ -69,6 +69,23 @@ describe('VerdictStore: expiry rules', () => {
     const b = (await load(store, { ...PRINCIPAL, permissions: ['read'] }, 'b')).outcome as AuthContext;
     expect(a.permissions).toBe(b.permissions);
   });
+
+  it('interns every list, not only the last: lists that alternate keep theirs, one name off is another list', async () => {
+    const store = new VerdictStore();
+    const contextOf = async (permissions: string[], key: string) =>
+      (await load(store, { ...PRINCIPAL, permissions }, key)).outcome as AuthContext;
+    const writer = await contextOf(['read', 'write'], 'w1');
+    const reader = await contextOf(['read'], 'r1');
+    const writerAgain = await contextOf(['read', 'write'], 'w2');
+    const almost = await contextOf(['read', 'writ'], 'x1');
+    const longer = await contextOf(['read', 'write', 'admin'], 'x2');
+    expect(writerAgain.permissions).toBe(writer.permissions);
+    expect(reader.permissions).not.toBe(writer.permissions);
+    expect(almost.permissions).toEqual(['read', 'writ']);
+    expect(longer.permissions).toEqual(['read', 'write', 'admin']);
+    expect(almost.can('write') || longer.can('nothing')).toBe(false);
+    expect(longer.can('admin') && writerAgain.can('write')).toBe(true);
+  });
 });
 
 describe('VerdictStore: rejections in a space of their own', () => {
