@@ -28,23 +28,34 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
-/** Whether a redis-server on `port` answers PING within `ms`. */
-function pings(port: number, ms: number): Promise<boolean> {
+/**
+ * The process id of the redis-server on `port` (from `INFO server`), or undefined when nothing there answers as one
+ * within `ms`: a port freed by {@link freePort} may be taken by something else before redis-server binds it.
+ */
+function serverPid(port: number, ms: number): Promise<number | undefined> {
   return new Promise((resolve) => {
     const socket = new Socket();
-    const done = (ok: boolean) => {
+    const done = (pid: number | undefined) => {
       socket.destroy();
       clearTimeout(timer);
-      resolve(ok);
+      resolve(pid);
     };
-    const timer = setTimeout(() => done(false), ms);
+    const timer = setTimeout(() => done(undefined), ms);
     let reply = '';
-    socket.on('error', () => done(false));
+    socket.on('error', () => done(undefined));
     socket.on('data', (chunk) => {
       reply += chunk.toString('latin1');
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+      // A bulk string: `$<length>\r\n<text>\r\n`; an error (`-LOADING ...`) or anything else is no answer yet.
+      const header = /^\$(\d+)\r\n/.exec(reply);
+      if (header === null) {
+        if (reply.includes('\r\n')) done(undefined);
+        return;
+      }
+      if (reply.length < header[0].length + Number(header[1])) return;
+      const pid = /^process_id:(\d+)\r?$/m.exec(reply)?.[1];
+      done(pid === undefined ? undefined : Number(pid));
     });
-    socket.connect(port, '127.0.0.1', () => socket.write('PING\r\n'));
+    socket.connect(port, '127.0.0.1', () => socket.write('INFO server\r\n'));
   });
 }
 
@@ -67,21 +78,35 @@ export interface RedisServer {
  */
 export async function startRedisServer(extraArgs: readonly string[] = []): Promise<RedisServer> {
   if (!installed) throw new Error(`${BINARY} is not installed: the Redis tests need it (CI=true never skips them)`);
-  const port = await freePort();
+  let port = await freePort();
   let child: ChildProcess | undefined;
   const killOnExit = () => child?.kill('SIGKILL');
   process.once('exit', killOnExit);
-  const launch = async () => {
+  /** Starts redis-server on `port`; false when it could not take the port (something took it since it was freed). */
+  const launch = async (): Promise<boolean> => {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs];
-    child = spawn(BINARY, args, { stdio: 'ignore' });
-    const started = performance.now();
-    while (!(await pings(port, 200))) {
-      if (child.exitCode !== null || performance.now() - started > 10_000) {
+    const started = spawn(BINARY, args, { stdio: 'ignore' });
+    child = started;
+    const since = performance.now();
+    // Answered by this very process: another test file's redis-server may listen on a port freed for this one.
+    while ((await serverPid(port, 200)) !== started.pid) {
+      if (started.exitCode !== null) return false;
+      if (performance.now() - since > 10_000) {
+        started.kill('SIGKILL');
         throw new Error(`redis-server on port ${port} did not start`);
       }
       await sleep(20);
     }
+    return true;
   };
+  for (let attempt = 1; !(await launch()); attempt++) {
+    if (attempt === 5) {
+      throw new Error(
+        `redis-server exited at start on ${attempt} free ports (the last ${port}): taken, or its arguments refused`,
+      );
+    }
+    port = await freePort();
+  }
   const kill = async () => {
     const running = child;
     if (running === undefined || running.exitCode !== null || running.signalCode !== null) return;
@@ -90,7 +115,6 @@ export async function startRedisServer(extraArgs: readonly string[] = []): Promi
     running.kill('SIGKILL');
     await gone;
   };
-  await launch();
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
@@ -98,7 +122,7 @@ export async function startRedisServer(extraArgs: readonly string[] = []): Promi
     kill,
     restart: async () => {
       await kill();
-      await launch();
+      if (!(await launch())) throw new Error(`redis-server could not take port ${port} again`);
     },
     close: async () => {
       await kill();
