@@ -308,8 +308,9 @@ export interface Gate {
    */
   clear(): void;
   /**
-   * Forgets every answer cached in this process, closes every provider's breaker and zeroes the {@link stats}
-   * counters: a fresh start, as a new gate on the same shared tier (between tests). A shared tier keeps its
+   * Forgets every answer cached in this process, closes every provider's breaker (lifting a 429's pause), lifts the
+   * hold after a provider refused this server's own credentials, and zeroes the {@link stats} counters: a fresh start,
+   * as a new gate on the same shared tier (between tests). A shared tier keeps its
    * verdicts, as for {@link clear}. Verifications under way when it is called still count when they end.
    */
   reset(): void;
