@@ -11,7 +11,7 @@ import { ProviderFailure } from './types.js';
 
 /** Connection settings shared by the HTTP providers. */
 export interface HttpOptions {
-  /** Most sockets open to the provider at once. Default 16 (OnlineOrNot: 32, two per verification). */
+  /** Most sockets open to the provider at once, at most 1024. Default 16 (OnlineOrNot: 32, two per verification). */
   readonly connections?: number | undefined;
   /** Answers larger than this many bytes are cut off and count as a provider failure. Default 65 536. */
   readonly maxBodyBytes?: number | undefined;

@@ -25,7 +25,7 @@ export interface RedisCacheOptions {
   /**
    * Start of every key and of the channel name, so that several apps (or
    * versions) can share one Redis without seeing each other's entries.
-   * Letters, digits and `:_.-`. Default `'tokengate:'`.
+   * 1 to 64 letters, digits or `:_.-`. Default `'tokengate:'`.
    */
   readonly prefix?: string | undefined;
   /** Longest wait for any one Redis command; past it, the gate carries on without Redis. Default 50. */
@@ -40,8 +40,9 @@ export interface RedisCacheOptions {
   /**
    * How long one instance's upstream call holds the others waiting for its
    * answer for the same credential; past it, they ask the provider
-   * themselves. Should cover most provider answers. Default 2000, at most
-   * 60000 (a longer lease in Redis is taken for a foreign one and replaced).
+   * themselves. Should cover most provider answers. Whole ms, at least 10;
+   * default 2000, at most 60000 (a longer lease in Redis is taken for a
+   * foreign one and replaced).
    */
   readonly leaseTime?: number | undefined;
   /**
