@@ -9,7 +9,9 @@ import type { Script } from './scripts.js';
 
 /** The part of an ioredis `Redis` or `Cluster` the tier uses. */
 export interface IoRedisClient {
+  /** EVALSHA: runs a script Redis already holds, by its SHA-1. */
   evalsha(sha: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
+  /** EVAL: runs a script by its source (when the node does not know its SHA-1 yet). */
   eval(script: string, numberOfKeys: number, ...keysAndArguments: string[]): Promise<unknown>;
   /**
    * A new connection with the same options. A `Redis` takes options to override; a `Cluster` takes
@@ -18,34 +20,48 @@ export interface IoRedisClient {
   duplicate(first?: unknown, second?: unknown): IoRedisSubscriber;
   /** True on an ioredis `Cluster`, false on a `Redis`. */
   readonly isCluster?: boolean;
+  /** Listens for the connection's state: `close` and `reconnecting` (lost), `ready` (back). */
   on(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
+  /** Stops listening, as {@link IoRedisClient.on} started. */
   off(event: 'ready' | 'close' | 'reconnecting', listener: () => void): unknown;
 }
 
 /** The tier's own ioredis connection, for its subscription. */
 export interface IoRedisSubscriber {
+  /** A message on a subscribed channel, the connection ready, or an error. */
   on(event: 'message', listener: (channel: string, message: string) => void): unknown;
   on(event: 'ready', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** SUBSCRIBE to the tier's channel. */
   subscribe(channel: string): Promise<unknown>;
+  /** Closes the connection at once. */
   disconnect(): void;
 }
 
 /** The part of a node-redis (`redis` package) client or cluster the tier uses. The app connects it. */
 export interface NodeRedisClient {
+  /** EVALSHA: runs a script Redis already holds, by its SHA-1. */
   evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  /** EVAL: runs a script by its source (when the node does not know its SHA-1 yet). */
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  /** A new client with the same options, not yet connected: the tier's own, for its subscription. */
   duplicate(): NodeRedisSubscriber;
+  /** Listens for the connection's state: `end` and `reconnecting` (lost), `ready` (back). */
   on(event: 'ready' | 'end' | 'reconnecting', listener: () => void): unknown;
+  /** Stops listening, as {@link NodeRedisClient.on} started. */
   off(event: 'ready' | 'end' | 'reconnecting', listener: () => void): unknown;
 }
 
 /** The tier's own node-redis connection (or cluster), for its subscription. */
 export interface NodeRedisSubscriber {
+  /** The connection ready, or an error. */
   on(event: 'ready', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** Connects it (the tier does, for its own copy). */
   connect(): Promise<unknown>;
+  /** SUBSCRIBE to the tier's channel, `listener` receiving its messages. */
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  /** Closes the connection at once. */
   destroy(): void;
   /** A cluster's pub/sub node, whose client carries the subscription; absent on a client. */
   readonly pubSubNode?: { readonly client: { on(event: 'ready', listener: () => void): unknown } } | undefined;
