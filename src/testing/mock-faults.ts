@@ -15,7 +15,7 @@ import { MAX_TIMER_MS, nearKey } from '../options.js';
  * client with one socket), else the oldest whose first request is still
  * unanswered (sent beside it), else the latest; one whose partner does not
  * come within a second of its answer counts as a verification of its own. Requests to a path or with a method the mock
- * does not serve get its 404 or 405, and are not counted.
+ * does not serve get its 404 or 405, and are not counted as verifications (`calls.total` alone counts them).
  *
  * `endpoints` limits the fault to requests to the named endpoints (the names
  * the mock counts in `calls`, e.g. `['permissions']`); the other requests of a
