@@ -216,9 +216,9 @@ const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id',
  * An active token is still a 401 when it cannot be used as a plain bearer
  * token: bound to a key or certificate (a `cnf` member: DPoP, RFC 9449, or
  * mutual TLS, RFC 8705, whose proof this gate does not check), of a
- * `token_type` other than `Bearer` or `access_token` (any case), or a refresh or ID token
- * (Ory's `token_use` `refresh_token`, Keycloak's `typ`
- * `Refresh`, `Offline`, `ID` or `Logout`); and when the answer
+ * `token_type` other than `Bearer`, `access_token` or its RFC 8693 URN (any case), or a refresh or ID token
+ * (a `token_use` of `refresh_token`, `refresh`, `id_token` or `id`, as Ory Hydra's; Keycloak's `typ`
+ * `Refresh`, `Offline`, `ID` or `Logout`; any case); and when the answer
  * names no subject.
  *
  * The server refusing the client credentials (401, 403, or a 400
