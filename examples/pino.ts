@@ -44,7 +44,9 @@ function logGateEvent(log: Logger, event: GateEvent): void {
       else log.info(event, `tokengate breaker ${event.state}`);
       return;
     case 'held_back':
-      log.warn(event, 'tokengate breaker held a verification back: 503 or stale');
+      // `refused`: the provider refused this server's own credentials a moment ago; the request got that 500.
+      if (event.reason === 'refused') log.error(event, 'tokengate held a verification back: credentials refused');
+      else log.warn(event, 'tokengate breaker held a verification back: 503 or stale');
       return;
     case 'stale':
       log.warn(event, 'tokengate served a stale answer');
