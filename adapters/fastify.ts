@@ -40,7 +40,7 @@ export interface FastifyLikeRequest {
 }
 
 /**
- * An `onRequest` or `preHandler` hook. Callback style, not `async`: Fastify 4 and 5 go on to the next
+ * An `onRequest`, `preValidation` or `preHandler` hook. Callback style, not `async`: Fastify 4 and 5 go on to the next
  * hook as soon as `done()` is called, so a cached answer passes in the same turn with no promise, and
  * both catch a synchronous throw and hand it to the error handler.
  */
