@@ -39,6 +39,9 @@ const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
 /** Sockets per provider pool when `connections` is not given. */
 export const DEFAULT_CONNECTIONS = 16;
 
+/** How a provider configured by `baseUrl` ends the message of a 404: the path is not the API's. */
+export const BASE_URL_HINT = ' (check baseUrl)';
+
 /** A pool to one provider origin, plus the base path the provider's API lives under. */
 export class ProviderHttp {
   readonly #pool: Pool;
@@ -46,11 +49,16 @@ export class ProviderHttp {
   readonly #origin: string;
   readonly #provider: string;
   readonly #maxBodyBytes: number;
+  readonly #notFoundHint: string;
 
-  /** `baseUrl` and `options` are checked by the provider's option schema. */
-  constructor(provider: string, baseUrl: string, options: HttpOptions = {}) {
+  /**
+   * `baseUrl` and `options` are checked by the provider's option schema. `notFoundHint` ends the message of a 404
+   * that is not JSON (a path the API does not serve: a server's own page), naming the option to check.
+   */
+  constructor(provider: string, baseUrl: string, options: HttpOptions = {}, notFoundHint = '') {
     const url = new URL(baseUrl);
     this.#provider = provider;
+    this.#notFoundHint = notFoundHint;
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#origin = url.origin;
     this.#maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
@@ -130,6 +138,11 @@ export class ProviderHttp {
     if (method === 'POST' || path === undefined) return `${this.#provider} ${method} to its endpoint`;
     const query = path.indexOf('?');
     return `${this.#provider} ${method} ${query === -1 ? path : path.slice(0, query)}`;
+  }
+
+  /** @internal */
+  get notFoundHint(): string {
+    return this.#notFoundHint;
   }
 
   /** @internal */
@@ -244,7 +257,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     } else if (!isJsonContentType(headers['content-type'])) {
       this.#failure = new ProviderFailure(
         'invalid_answer',
-        `${this.#named} answered ${status} without a JSON content type`,
+        `${this.#named} answered ${status} without a JSON content type${status === 404 ? this.#http.notFoundHint : ''}`,
         { status: status },
       );
     } else {

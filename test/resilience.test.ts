@@ -1081,6 +1081,14 @@ describe('events', () => {
 });
 
 describe("a provider's URL wrong, or its server down: the 503's cause says which request failed", () => {
+  /** The message of the cause of `gate`'s answer to `req`, a 503. */
+  async function causeOf(gate: Gate, req: Parameters<Gate['authenticate']>[0]): Promise<string> {
+    cleanup.push(() => gate.close());
+    const error = (await gate.authenticate(req).catch((e: unknown) => e)) as AuthError;
+    expect(error.status).toBe(503);
+    return (error.cause as Error).message;
+  }
+
   it('names the API path asked and the origin that did not answer, never the base URL path or query (a key may sit there)', async () => {
     const oon = await mockOnlineOrNot({ tokens: { [READ_TOKEN]: { id: 'tok_read' } } });
     const pt = await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: CONN.user_id, token: CONN.token }] });
@@ -1088,12 +1096,6 @@ describe("a provider's URL wrong, or its server down: the 503's cause says which
       () => oon.close(),
       () => pt.close(),
     );
-    const causeOf = async (gate: Gate, req: Parameters<Gate['authenticate']>[0]) => {
-      cleanup.push(() => gate.close());
-      const error = (await gate.authenticate(req).catch((e: unknown) => e)) as AuthError;
-      expect(error.status).toBe(503);
-      return (error.cause as Error).message;
-    };
     const oonAt = (baseUrl: string) => createGate({ providers: [onlineOrNot({ baseUrl })], retry: false });
     const withToken = { headers: bearer(READ_TOKEN) };
     // A base URL with a key in its path (a proxy's), and the API's own /v1 doubled.
@@ -1114,6 +1116,23 @@ describe("a provider's URL wrong, or its server down: the 503's cause says which
     });
     expect(await causeOf(oonAt(`http://127.0.0.1:${closed}/SECRETpathKey`), withToken)).toBe(
       `onlineornot at http://127.0.0.1:${closed} is unreachable (ECONNREFUSED)`,
+    );
+  });
+
+  it("says to check baseUrl when the 404 is a web server's own page, not JSON", async () => {
+    const site = createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'text/html' }).end('<h1>Not Found</h1>');
+    });
+    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
+    cleanup.push(() => new Promise<void>((resolve) => site.close(() => resolve())));
+    const url = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    const oon = createGate({ providers: [onlineOrNot({ baseUrl: url })], retry: false });
+    expect(await causeOf(oon, { headers: bearer(READ_TOKEN) })).toBe(
+      'onlineornot GET /v1/tokens/verify answered 404 without a JSON content type (check baseUrl)',
+    );
+    const pt = createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: url })], retry: false });
+    expect(await causeOf(pt, { headers: {}, query: CONN })).toBe(
+      'partoo GET /connection/check_token answered 404 without a JSON content type (check baseUrl)',
     );
   });
 });

@@ -302,21 +302,21 @@ export async function runRedis(bench: Bench): Promise<Outcome> {
     const shared = Object.values(perToken).every((calls) => calls === 1);
     const rows: Row[] = [
       {
-        scenario: '7. Redis tier',
+        scenario: '8. Redis tier',
         measure: 'upstream calls per new token, all instances asked at once: 1 / 2 / 4 instances',
         result: `${perToken[1]} / ${perToken[2]} / ${perToken[4]} (without the tier: 1 / 2 / 4); Redis answered late or failed ${late} times (such a lookup is not shared, by design)`,
         goal: '1 each',
         met: shared,
       },
       {
-        scenario: '7. Redis tier',
+        scenario: '8. Redis tier',
         measure: 'cold request latency p50 / p99, ms: L2 hit; provider path with the tier; without it',
         result: `${cold.l2Hit.p50} / ${cold.l2Hit.p99}; ${cold.providerWithTier.p50} / ${cold.providerWithTier.p99}; ${cold.providerAlone.p50} / ${cold.providerAlone.p99}`,
         goal: '(information: the mock answers without latency)',
         met: undefined,
       },
       {
-        scenario: '7. Redis tier',
+        scenario: '8. Redis tier',
         measure: `revocation on one instance until all 4 reject, ms (${REVOCATIONS} revocations): p50 / p99 / slowest`,
         result: `${revoked.p50} / ${revoked.p99} / ${revoked.max}`,
         goal: 'p99 < 50',
@@ -328,14 +328,14 @@ export async function runRedis(bench: Bench): Promise<Outcome> {
           ['paused (SIGSTOP) and resumed', paused],
         ] as const
       ).map(([trouble, outcome]) => ({
-        scenario: '7. Redis tier',
+        scenario: '8. Redis tier',
         measure: `Redis ${trouble}, ${OUTAGE_MS} ms under load (8 clients, 4 instances, provider ${TROUBLE_PROVIDER_LATENCY_MS} ms): failed requests; slowest request in the apps against the Redis timeout + the slowest verification`,
         result: `${outcome.failed} failed of ${outcome.requests}; slowest ${outcome.slowestRequest} ms against ${outcome.bound} ms (${outcome.slowestClient} ms at the client); sharing resumed ${outcome.resumedMs} ms after the load stopped`,
         goal: '0 failed; slowest <= bound',
         met: outcome.failed === 0 && outcome.slowestRequest <= outcome.bound,
       })),
       {
-        scenario: '7. Redis tier',
+        scenario: '8. Redis tier',
         measure: 'hot path req/s with the tier / without, side by side (median of per-round ratios)',
         result: `${hot.median} (rounds ${hot.ratios.join(', ')})`,
         goal: '>= 0.95',

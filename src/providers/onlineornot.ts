@@ -9,7 +9,14 @@
 import { z } from 'zod';
 import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
-import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer, ProviderHttp } from '../http.js';
+import {
+  BASE_URL_HINT,
+  DEFAULT_CONNECTIONS,
+  type HttpOptions,
+  httpOptionsShape,
+  type JsonAnswer,
+  ProviderHttp,
+} from '../http.js';
 import {
   allowInsecureRequestsOption,
   baseUrlOption,
@@ -115,7 +122,7 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   const name = options.name ?? 'onlineornot';
   const baseUrl = options.baseUrl ?? 'https://api.onlineornot.com';
   const connections = options.connections ?? 2 * DEFAULT_CONNECTIONS;
-  const http = new ProviderHttp(name, baseUrl, { ...options, connections });
+  const http = new ProviderHttp(name, baseUrl, { ...options, connections }, BASE_URL_HINT);
 
   function verifyOnlineOrNotToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const headers = { authorization: `Bearer ${credential.secret}` };
@@ -194,7 +201,7 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
   function parseAnswer<T>(schema: z.ZodType<T>, answer: JsonAnswer, path: string, expected = 200): T {
     if (answer.status !== expected) {
       // A 404 where the API answers 200 or 401: the path is not the API's (a wrong baseUrl).
-      const hint = answer.status === 404 ? ' (check baseUrl)' : '';
+      const hint = answer.status === 404 ? BASE_URL_HINT : '';
       throw new ProviderFailure('status', `${http.named('GET', path)} answered ${answer.status}${hint}`, {
         status: answer.status,
       });

@@ -12,7 +12,7 @@ import {
   findConnection,
 } from '../credentials/connection.js';
 import { type Cancellation, cancellableVerify } from '../deadline.js';
-import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
+import { BASE_URL_HINT, DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
 import {
   allowInsecureRequestsOption,
   baseUrlOption,
@@ -152,7 +152,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
     token: options.query?.token ?? 'token',
   };
   const permissions = Object.freeze([...(options.permissions ?? [])]);
-  const http = new ProviderHttp(name, baseUrl, options);
+  const http = new ProviderHttp(name, baseUrl, options, BASE_URL_HINT);
   // Everything that decides the cached answer besides the credential. The key
   // decides too (403 for users it may not check); only its digest is kept.
   const cacheScope = JSON.stringify([
@@ -193,7 +193,7 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
         if (!CheckTokenError.safeParse(answer.body).success) {
           throw new ProviderFailure(
             'invalid_answer',
-            `${http.named('GET', CHECK_TOKEN_PATH)} answered ${answer.status} with a body that does not match its error schema${answer.status === 404 ? ' (check baseUrl)' : ''}`,
+            `${http.named('GET', CHECK_TOKEN_PATH)} answered ${answer.status} with a body that does not match its error schema${answer.status === 404 ? BASE_URL_HINT : ''}`,
             { status: answer.status },
           );
         }
