@@ -6,11 +6,13 @@
  * Fairness: each client (an address, or whatever key the gate is given)
  * waits in its own queue, and a freed slot goes to the clients in turn
  * (round robin), so a client flooding random tokens gets one slot in N
- * when N clients wait. When the wait is full, a newcomer with nothing
- * waiting takes the place of the newest waiter of the block (a group of clients: an IPv6 /48, an IPv4
- * /24) with the most waiters, when that block has at least two more than
- * the newcomer's own; else of the longest queue, when it is at least two
- * longer than the newcomer's; otherwise it is refused at once. So neither
+ * when N clients wait. When the wait is full, a newcomer takes the place
+ * of the newest waiter of the block (a group of clients: an IPv6 /48, an
+ * IPv4 /24) with the most waiters, when that block has at least two more
+ * than the newcomer's own and either nothing of the newcomer waits or that
+ * block's longest queue is at least two longer than the newcomer's; else
+ * of the longest queue, when it is at least two longer than the
+ * newcomer's; otherwise it is refused at once. So neither
  * one address nor many addresses of one block can hold the wait against
  * the others. Waiting is our own time, never the provider's: a wait that
  * ends unserved says nothing about it.
