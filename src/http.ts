@@ -307,6 +307,15 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       this.#settle(undefined, failure);
       return;
     }
+    if (typeof body === 'object' && body !== null && hasRepeatedName(text, body)) {
+      const failure = new ProviderFailure(
+        'invalid_answer',
+        `${this.#named} answered ${this.#status} with an object that names a member twice`,
+        { status: this.#status },
+      );
+      this.#settle(undefined, failure);
+      return;
+    }
     this.#settle({ status: this.#status, body }, undefined);
   }
 
@@ -336,6 +345,38 @@ function abortReason(cancellation: Cancellation): Error {
  * would make two subjects the same. A byte order mark is kept, and so makes malformed JSON.
  */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Whether `text`, a JSON text `JSON.parse` has read into `body`, has an object that names a member twice (after
+ * unescaping: `"a"` and `"\u0061"` are one name). RFC 8259 §4 leaves what such an object means to each reader
+ * (`JSON.parse` keeps the last, others the first), so an answer holding one has no single meaning to act on. Every
+ * `:` outside a string in a JSON text follows a member's name, so the text names as many members as it has such
+ * colons, and `body`'s objects hold fewer exactly when a name was repeated.
+ */
+function hasRepeatedName(text: string, body: object): boolean {
+  let named = 0;
+  for (let i = 0; i < text.length; i++) {
+    const char = text.charCodeAt(i);
+    if (char === 0x3a /* : */) named++;
+    else if (char === 0x22 /* " */) {
+      // To the closing quote, an escaped character skipped (the text is valid JSON: the quote comes).
+      for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
+    }
+  }
+  return named !== memberCount(body);
+}
+
+/** The members of every object in `body`, nested ones included; iterative, as `body` may nest deep. */
+function memberCount(body: object): number {
+  let count = 0;
+  const pending: object[] = [body];
+  for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
+    const members: unknown[] = Array.isArray(value) ? value : Object.values(value);
+    if (!Array.isArray(value)) count += members.length;
+    for (const member of members) if (typeof member === 'object' && member !== null) pending.push(member);
+  }
+  return count;
+}
 
 function tooLarge(named: string): ProviderFailure {
   return new ProviderFailure('invalid_answer', `${named} answered more than its body size cap`);

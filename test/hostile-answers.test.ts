@@ -469,6 +469,9 @@ describe('hand-written hostile answers: 503 through Express', () => {
     ['a __proto__ key (prototype pollution attempt)', '{"__proto__":{"status":"valid"}}'],
     ['a number for the status', '{"status":1}'],
     ['deeply nested JSON', `${'['.repeat(30_000)}${']'.repeat(30_000)}`],
+    // RFC 8259 §4: a name repeated in one object means what each reader makes of it (JSON.parse keeps the last).
+    ['status named twice, revoked then valid', '{"status":"revoked","expiration_date":null,"status":"valid"}'],
+    ['status named twice, the second escaped', '{"status":"revoked","st\\u0061tus":"valid"}'],
   ])('Partoo: %s', async (_name, body) => {
     provider.answer = (_req, res) => reply(res, 200, body);
     await expectUnavailable('connection');
@@ -483,9 +486,21 @@ describe('hand-written hostile answers: 503 through Express', () => {
       'a __proto__ result',
       '{"__proto__":{"result":{"id":"x","status":"active"}},"success":true,"errors":[],"messages":[]}',
     ],
+    [
+      'the result status named twice, revoked then active',
+      '{"result":{"id":"tok-1","status":"revoked","status":"active"},"success":true,"errors":[],"messages":[]}',
+    ],
   ])('OnlineOrNot verify: %s', async (_name, body) => {
     provider.answer = onlineOrNotAnswers(body);
     await expectUnavailable('bearer');
+  });
+
+  it('a name used once in each of several objects is no repeat, nor a name inside a string: the answer passes', async () => {
+    const message = (code: number) => ({ code, message: 'status: "active", \\"status\\": 1', type: 'info' });
+    provider.answer = onlineOrNotAnswers(
+      JSON.stringify({ ...verifyBody(), messages: [message(1), message(2)], status: { status: 'active' } }),
+    );
+    expect((await outcome('bearer')).status).toBe(200);
   });
 
   it.each([

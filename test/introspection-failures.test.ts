@@ -34,6 +34,10 @@ describe('introspection: failures are 503s', () => {
     ['a redirect', { kind: 'redirect', location: 'http://127.0.0.1:9/elsewhere' }],
     ['a connection reset', { kind: 'reset' }],
     ['an answer over maxBodyBytes', { kind: 'huge', bytes: 100_000 }],
+    [
+      'active named twice, false then true (RFC 8259 §4: each reader picks one)',
+      { kind: 'status', status: 200, body: '{"active":false,"sub":"user-42","active":true}' },
+    ],
   ])('%s', async (_, fault) => {
     const { mock, gate } = await setup({ tokens: { 'tok-1': ACTIVE } });
     mock.fault = fault;
