@@ -4,6 +4,7 @@
  * cacheScope), secretDigest, and a real Express app in front of the mock.
  */
 import { createHash } from 'node:crypto';
+import { inspect } from 'node:util';
 import express from 'express';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
@@ -215,6 +216,19 @@ describe('introspection: options and what the gate is told', () => {
     ];
     const scopes = new Set([scope, ...variants.map((options) => introspection(options).cacheScope)]);
     expect(scopes.size).toBe(variants.length + 1);
+  });
+
+  it('shows no key the endpoint URL carries (a query such as ?code=): not in cacheScope, nor where the provider is logged', async () => {
+    const key = 'function-key-0123456789';
+    const endpoint = `https://idp.example.com/api/introspect?code=${key}`;
+    const provider = introspection({ ...base, endpoint });
+    expect(provider.cacheScope).not.toContain(key);
+    expect(inspect(provider, { depth: null })).not.toContain(key);
+    expect(JSON.stringify(provider)).not.toContain(key);
+    // Still a scope of its own: another query is another endpoint.
+    const other = introspection({ ...base, endpoint: `${endpoint}0` });
+    expect(other.cacheScope).not.toBe(provider.cacheScope);
+    await Promise.all([provider.close?.(), other.close?.()]);
   });
 
   it('secretDigest is the base64url SHA-256 of the secret, and what partoo puts in its cacheScope', () => {

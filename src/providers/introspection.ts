@@ -277,10 +277,11 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
     source: BEARER_SOURCE,
     // One request per verification (discovery aside, once).
     concurrency: options.connections ?? DEFAULT_CONNECTIONS,
+    // The endpoint's path and query may carry a key (`?code=`): like the secret, only its digest is kept.
     cacheScope: JSON.stringify([
       'introspection',
       name,
-      endpoint === undefined ? null : new URL(endpoint).href,
+      endpoint === undefined ? null : secretDigest(new URL(endpoint).href),
       issuer ?? null,
       clientId,
       secretDigest(clientSecret),
