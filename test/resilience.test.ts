@@ -1119,6 +1119,24 @@ describe("a provider's URL wrong, or its server down: the 503's cause says which
     );
   });
 
+  it('shows no key a base URL path carries where the provider is logged; another path is another cache scope', async () => {
+    const key = 'SECRETpathKey0123';
+    const providers = [
+      onlineOrNot({ baseUrl: `https://proxy.example.com/${key}/v1` }),
+      partoo({ apiKey: API_KEY, baseUrl: `https://proxy.example.com/${key}/v2` }),
+    ];
+    const others = [
+      onlineOrNot({ baseUrl: 'https://proxy.example.com/other/v1' }),
+      partoo({ apiKey: API_KEY, baseUrl: 'https://proxy.example.com/other/v2' }),
+    ];
+    for (const provider of [...providers, ...others]) cleanup.push(async () => provider.close?.());
+    for (const [at, provider] of providers.entries()) {
+      expect(inspect(provider, { depth: null })).not.toContain(key);
+      expect(JSON.stringify(provider)).not.toContain(key);
+      expect(provider.cacheScope).not.toBe(others[at]?.cacheScope);
+    }
+  });
+
   it("says to check baseUrl when the 404 is a web server's own page, not JSON", async () => {
     const site = createServer((_req, res) => {
       res.writeHead(404, { 'content-type': 'text/html' }).end('<h1>Not Found</h1>');

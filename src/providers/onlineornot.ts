@@ -26,6 +26,7 @@ import {
   secureUrls,
 } from '../options.js';
 import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+import { secretDigest } from './secret-digest.js';
 
 const Message = z.object({ code: z.number(), message: z.string(), type: z.string().optional() });
 
@@ -222,7 +223,8 @@ export function onlineOrNot(options: OnlineOrNotOptions = {}): Provider<BearerCr
     source: BEARER_SOURCE,
     // Two requests per verification (verify and permissions, side by side).
     concurrency: Math.max(1, Math.floor(connections / 2)),
-    cacheScope: JSON.stringify(['onlineornot', name, new URL(baseUrl).href]),
+    // The base URL's path may carry a key (a proxy's): like a secret, only its digest is kept.
+    cacheScope: JSON.stringify(['onlineornot', name, secretDigest(new URL(baseUrl).href)]),
     extract: extractBearer,
     verify: cancellableVerify(verifyOnlineOrNotToken),
     close: () => http.close(),

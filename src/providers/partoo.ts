@@ -158,7 +158,8 @@ export function partoo(options: PartooOptions): Provider<ConnectionCredential> {
   const cacheScope = JSON.stringify([
     'partoo',
     name,
-    new URL(baseUrl).href,
+    // The base URL's path may carry a key (a proxy's): like the API key, only its digest is kept.
+    secretDigest(new URL(baseUrl).href),
     secretDigest(apiKey),
     [...accept].sort(),
     permissions,
