@@ -131,7 +131,14 @@ export class Upstream {
     if (wait > 0) return this.#heldBack(wait, stale);
     // Admitted while the breaker is half-open, this verification is its one probe, named by its number.
     const probe = this.#breaker?.probe;
-    const slot = this.#admission.acquire(clientOf);
+    let slot: ReturnType<Admission['acquire']>;
+    try {
+      slot = this.#admission.acquire(clientOf);
+    } catch (error) {
+      // The app's `clientKey` threw (asked only of a verification that has to wait): nothing was sent, and a probe
+      // this verification was is over, so that the breaker's next call probes.
+      throw this.#unsent(probe, error);
+    }
     if (slot === 'full') return this.#unsent(probe, this.#overloaded('full'));
     // Awaited, not returned: an async function that returns a promise takes two more turns to settle.
     if (slot === 'admitted') return await this.#asked(credential, stale, probe);

@@ -1256,3 +1256,51 @@ describe('what a failure tells the logs', () => {
     ]);
   });
 });
+
+describe('the half-open probe when admission.clientKey throws', () => {
+  it("ends the probe: the breaker's next call probes, and a recovered provider answers 200 again", async () => {
+    const pt = await mockPartoo({
+      apiKey: API_KEY,
+      tokens: [0, 1, 2, 3].map((i) => ({ userId: `user-k${i}`, token: `SECRETprobe${i}` })),
+    });
+    cleanup.push(() => pt.close());
+    const gate = createGate({
+      // One slot, so that the probe has to wait, and the app's clientKey is asked.
+      providers: [partoo({ apiKey: API_KEY, baseUrl: pt.url, connections: 1 })],
+      retry: false,
+      breaker: { threshold: 1, cooldown: 0 },
+      admission: {
+        clientKey: (req) => {
+          if (req.headers['x-break-client-key'] !== undefined) throw new Error('a bug in the app');
+          return 'one client';
+        },
+      },
+    });
+    cleanup.push(() => gate.close());
+    const conn = (i: number, headers: Record<string, string> = {}) => ({
+      headers,
+      query: { user_id: `user-k${i}`, token: `SECRETprobe${i}` },
+    });
+    const outcome = (promise: Promise<unknown>) =>
+      promise.then(
+        () => 'ok',
+        (error: AuthError | Error) => ('status' in error ? `${error.status} ${error.code}` : error.message),
+      );
+    // Each answer comes 500 ms late: time enough to send the probe while the one before it is still asked.
+    pt.latency = 500;
+    pt.fault = { kind: 'status', status: 502 };
+    const failing = outcome(gate.authenticate(conn(0))); // opens the breaker when it fails
+    await vi.waitFor(() => expect(pt.calls.total).toBe(1));
+    const waiting = outcome(gate.authenticate(conn(1))); // waits for the slot, then asks while the breaker is open
+    pt.fault = { kind: 'status', status: 422 }; // what it asks ends neither way
+    expect(await failing).toBe('503 provider_unavailable');
+    await vi.waitFor(() => expect(pt.calls.total).toBe(2));
+    // The cooldown is over: this one is the probe, and it waits for the slot, where the app's clientKey throws.
+    expect(await outcome(gate.authenticate(conn(2, { 'x-break-client-key': '1' })))).toBe('a bug in the app');
+    expect(await waiting).toBe('503 provider_unavailable');
+    pt.fault = undefined;
+    pt.latency = 0;
+    expect(await outcome(gate.authenticate(conn(3)))).toBe('ok');
+    expect(gate.stats().breakers.partoo).toBe('closed');
+  });
+});
