@@ -406,6 +406,12 @@ class TokenGate implements Gate {
         throw asError(error, `${member.provider.name}'s extract`);
       }
       if (credential === undefined) continue;
+      // Only a string secret keys the cache: any other value would give every such request one key, and one answer.
+      if (!isCredential(credential)) {
+        throw new TypeError(
+          `tokengate: ${member.provider.name}'s extract returned ${shown(credential)}, not a credential ({ source, secret: string }), a partial one ({ source, partial: string }) or undefined`,
+        );
+      }
       if ('partial' in credential) partial ??= credential;
       else if (found === undefined) found = { member, credential };
       else if (credential.source !== found.credential.source) {
@@ -442,6 +448,13 @@ function endable<T>(flight: Flight, promise: Promise<T>, landed: () => void): Pr
   });
   flight.requests = requests;
   return requests;
+}
+
+/** Whether `value`, as an `extract` returned it, is an object with a string `secret` or `partial`. */
+function isCredential(value: unknown): value is Credential | PartialCredential {
+  if (typeof value !== 'object' || value === null) return false;
+  const { secret, partial } = value as { secret?: unknown; partial?: unknown };
+  return typeof secret === 'string' || typeof partial === 'string';
 }
 
 /**

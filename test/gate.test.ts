@@ -692,3 +692,52 @@ describe('clear() and reset()', () => {
     expect(gate.stats()).toMatchObject({ misses: 1, upstreamCalls: 1, errors: 0 });
   });
 });
+
+describe("a provider's extract that returns something other than a credential", () => {
+  const verifyOnly =
+    (good: string): Provider['verify'] =>
+    async (credential) =>
+      (credential as unknown as { token?: string }).token === good
+        ? { ok: true, principal: { subject: 'good', permissions: [], details: {} } }
+        : { ok: false, reason: 'unknown token' };
+
+  it('a credential without a string secret is refused (500), never keyed: another token cannot ride on its answer', async () => {
+    const provider = {
+      name: 'misnamed',
+      cacheScope: 'misnamed',
+      // `token` where the gate reads `secret`: a JavaScript provider's slip.
+      extract: (req: CredentialRequest) => {
+        const header = req.headers.authorization;
+        return typeof header === 'string' ? { source: 'header:authorization', token: header.slice(7) } : undefined;
+      },
+      verify: verifyOnly('SECRETgoodToken1'),
+    } as unknown as Provider;
+    const gate = createGate({ providers: [provider] });
+    open.push(() => gate.close());
+    const answers: unknown[] = [];
+    for (const token of ['SECRETgoodToken1', 'SECRETotherToken2']) {
+      answers.push(await gate.authenticate({ headers: { authorization: `Bearer ${token}` } }).catch((e: Error) => e));
+    }
+    // Keyed as it was, the other token was let in on the good one's cached answer.
+    expect((answers[1] as { subject?: string }).subject).toBeUndefined();
+    for (const answer of answers) {
+      expect(answer).toBeInstanceOf(TypeError);
+      expect((answer as Error).message).toContain("misnamed's extract returned an object, not a credential");
+    }
+  });
+
+  it('a raw token returned as a string is refused with a TypeError that does not hold it', async () => {
+    const provider = {
+      name: 'bare',
+      cacheScope: 'bare',
+      extract: (req: CredentialRequest) => (req.headers.authorization as string | undefined)?.slice(7),
+      verify: verifyOnly('SECRETgoodToken1'),
+    } as unknown as Provider;
+    const gate = createGate({ providers: [provider] });
+    open.push(() => gate.close());
+    const error = await gate.authenticate({ headers: { authorization: 'Bearer SECRETgoodToken1' } }).catch((e) => e);
+    expect(error).toBeInstanceOf(TypeError);
+    expect(String(error)).toContain("bare's extract returned a string, not a credential");
+    expect(String(error)).not.toContain('SECRETgoodToken1');
+  });
+});
