@@ -412,7 +412,7 @@ class TokenGate implements Gate {
           `tokengate: ${member.provider.name}'s extract returned ${shown(credential)}, not a credential ({ source, secret: string }), a partial one ({ source, partial: string }) or undefined`,
         );
       }
-      if ('partial' in credential) partial ??= credential;
+      if (isPartial(credential)) partial ??= credential;
       else if (found === undefined) found = { member, credential };
       else if (credential.source !== found.credential.source) {
         throw invalidRequest(this.realm, 'Credentials were sent in more than one place');
@@ -448,6 +448,11 @@ function endable<T>(flight: Flight, promise: Promise<T>, landed: () => void): Pr
   });
   flight.requests = requests;
   return requests;
+}
+
+/** Whether `credential` is a partial one: its `partial` a string (a credential may carry the member, undefined). */
+function isPartial(credential: Credential | PartialCredential): credential is PartialCredential {
+  return typeof (credential as { partial?: unknown }).partial === 'string';
 }
 
 /** Whether `value`, as an `extract` returned it, is an object with a string `secret` or `partial`. */

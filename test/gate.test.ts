@@ -726,6 +726,22 @@ describe("a provider's extract that returns something other than a credential", 
     }
   });
 
+  it('a credential that carries `partial: undefined` beside its secret is a credential, not a 500', async () => {
+    const provider = {
+      name: 'spread',
+      cacheScope: 'spread',
+      // A provider that builds both shapes with one literal.
+      extract: (req: CredentialRequest, realm: string) => {
+        const credential = extractBearer(req, realm);
+        return credential === undefined ? undefined : { ...credential, partial: undefined };
+      },
+      verify: async () => ({ ok: true, principal: { subject: 'spread', permissions: [], details: {} } }),
+    } as unknown as Provider;
+    const gate = createGate({ providers: [provider] });
+    open.push(() => gate.close());
+    expect((await gate.authenticate({ headers: { authorization: 'Bearer SECRETspread1' } })).subject).toBe('spread');
+  });
+
   it('a raw token returned as a string is refused with a TypeError that does not hold it', async () => {
     const provider = {
       name: 'bare',
