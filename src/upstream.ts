@@ -239,19 +239,19 @@ export class Upstream {
     if (--this.#lingering % 2 === 0) this.#admission.release();
   };
 
-  /** A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. */
+  /**
+   * A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. A stale copy
+   * is served while the breaker is open or probing (the provider failing), not during a 429's pause (see #failed).
+   */
   #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
     const breaker = this.#breaker as CircuitBreaker;
     const state = breaker.pausedAt(performance.now()) ? 'paused' : breaker.state;
+    const reason = state === 'closed' ? 'paused' : state;
     const retryAfterMs = Math.ceil(Math.min(ms, this.#policy.maxRetryAfter));
     this.#policy.counters.heldBack++;
-    this.#policy.emit?.({
-      type: 'held_back',
-      provider: this.provider.name,
-      reason: state === 'closed' ? 'paused' : state,
-      retryAfterMs,
-    });
-    return this.#staleOr(stale, this.#unavailable(retryAfterMs));
+    this.#policy.emit?.({ type: 'held_back', provider: this.provider.name, reason, retryAfterMs });
+    const unavailable = this.#unavailable(retryAfterMs);
+    return reason === 'paused' ? unavailable : this.#staleOr(stale, unavailable);
   }
 
   /** A verification not sent while the provider's refusal of this server's credentials holds: the same 500. */
@@ -440,12 +440,16 @@ export class Upstream {
       this.#refusedUntil = performance.now() + REFUSAL_HOLD_MS;
       return providerMisconfigured(provider.name, failure);
     }
-    let retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
-    // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on.
-    if (failure.upstreamStatus === 429) retryAfterMs = this.#pauseMs(failure);
-    else if (refusedOneRequest(failure.upstreamStatus) || (throttled && failure.kind === 'timeout')) {
+    // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on. Being throttled is no outage
+    // (a flood can cause it), so it serves no stale copy: a token revoked since is not revived by it.
+    if (failure.upstreamStatus === 429) return this.#unavailable(this.#pauseMs(failure), failure);
+    const retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
+    if (throttled && failure.kind === 'timeout') {
       this.#breaker?.inconclusive(probe);
-    } else this.#breaker?.failed(performance.now());
+      return this.#unavailable(retryAfterMs, failure);
+    }
+    if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
+    else this.#breaker?.failed(performance.now());
     return this.#staleOr(stale, this.#unavailable(retryAfterMs, failure));
   }
 

@@ -943,6 +943,32 @@ describe('staleIfError', () => {
     // Stale service never lets a credential the cache does not know through.
     expect((await request(app).get('/me').query(peer(0))).status).toBe(503);
   });
+
+  it('is not served while the provider throttles (a 429, then its pause): a token revoked meanwhile stays out', async () => {
+    const { app, pt, gate, events } = await setup({ retry: false, cache: { ttl: 100, staleIfError: 60_000 } });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    expect((await request(app).get('/me').query(peer(0))).status).toBe(200);
+    pt.removeToken(CONN.user_id, CONN.token);
+    await sleep(150);
+    pt.fault = { kind: 'status', status: 429, retryAfter: 1 };
+    const throttled = await request(app).get('/me').query(CONN);
+    expect(throttled.status).toBe(503);
+    expect(throttled.headers['retry-after']).toBe('1');
+    // Another token with a copy at hand, during the pause: held back, not sent, and not served stale either.
+    const calls = pt.calls.checkToken;
+    const paused = await request(app).get('/me').query(peer(0));
+    expect(paused.status).toBe(503);
+    expect(pt.calls.checkToken).toBe(calls);
+    expect(ofType(events, 'held_back').map((event) => event.reason)).toEqual(['paused']);
+    expect(ofType(events, 'stale')).toEqual([]);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+    // Past the pause, a provider failing is an outage again: the copy of the token still valid is served.
+    await sleep(1100);
+    pt.fault = { kind: 'status', status: 500 };
+    expect((await request(app).get('/me').query(peer(0))).body.stale).toBe(true);
+    pt.fault = undefined;
+    expect((await request(app).get('/me').query(CONN)).status).toBe(401);
+  });
 });
 
 describe('events', () => {
