@@ -1,15 +1,31 @@
 /**
- * Providers whose `close()` a gate has called. Their connection pools are gone, so no gate may ask them again:
- * asking would fail as an outage does (a 503, counted against the breaker) when the cause is a developer's
- * mistake, two gates sharing one provider.
+ * Providers a gate holds, and those whose `close()` a gate has called. A provider with a `close()` owns its
+ * connections, and the gate that holds it admits verifications to them: a second gate asking it too would queue in
+ * its pool under its own deadline, and fail as an outage does (a 503, counted against the breaker). Such a provider
+ * belongs to one gate; once closed, its pools are gone and no gate may ask it again.
  */
 import type { Provider } from './types.js';
 
-/** One set for every copy of this package in the process (its ESM and CommonJS builds), as for `AuthError`. */
-const CLOSED = Symbol.for('tokengate.closedProviders@2');
-const registry = globalThis as { [CLOSED]?: unknown };
-if (!(registry[CLOSED] instanceof WeakSet)) registry[CLOSED] = new WeakSet<Provider>();
-const closedProviders = registry[CLOSED] as WeakSet<Provider>;
+/** The set named `name` on `globalThis`: one for every copy of this package in the process (its ESM and CommonJS builds), as for `AuthError`. */
+function processWideSet(name: string): WeakSet<Provider> {
+  const key = Symbol.for(name);
+  const registry = globalThis as Record<symbol, unknown>;
+  if (!(registry[key] instanceof WeakSet)) registry[key] = new WeakSet<Provider>();
+  return registry[key] as WeakSet<Provider>;
+}
+
+const closedProviders = processWideSet('tokengate.closedProviders@2');
+const heldProviders = processWideSet('tokengate.heldProviders@2');
+
+/** Records that a gate holds `provider`, when it has a `close()` (connections of its own); else nothing. */
+export function markHeld(provider: Provider): void {
+  if (typeof provider.close === 'function') heldProviders.add(provider);
+}
+
+/** Whether a gate holds `provider` (see {@link markHeld}). */
+export function isHeld(provider: Provider): boolean {
+  return heldProviders.has(provider);
+}
 
 /** Records that a gate closed `provider`. */
 export function markClosed(provider: Provider): void {
@@ -19,14 +35,4 @@ export function markClosed(provider: Provider): void {
 /** Whether a gate has closed `provider`. */
 export function isClosed(provider: Provider): boolean {
   return closedProviders.has(provider);
-}
-
-/** A verification's outcome when its provider was found closed: each of its requests gets its own {@link closedProviderError}. */
-export const PROVIDER_CLOSED: unique symbol = Symbol('tokengate.providerClosed');
-
-/** The error a request gets when its provider was closed by another gate: a 500, never an outage's 503. */
-export function closedProviderError(provider: Provider): Error {
-  return new Error(
-    `tokengate: provider ${provider.name} was closed by another gate's close(), which closes its providers: give each gate providers of its own`,
-  );
 }

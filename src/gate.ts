@@ -9,7 +9,7 @@
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
 import { clientBlockOf, defaultClientKey } from './client-key.js';
-import { closedProviderError, isClosed, markClosed, PROVIDER_CLOSED } from './closed-providers.js';
+import { isClosed, isHeld, markClosed, markHeld } from './closed-providers.js';
 import { AuthContext, type ContextOrigin } from './context.js';
 import {
   AuthError,
@@ -48,7 +48,7 @@ interface Member {
   readonly origin: ContextOrigin;
 }
 
-type Outcome = AuthContext | Rejection | AuthError | typeof PROVIDER_CLOSED;
+type Outcome = AuthContext | Rejection | AuthError;
 
 /** The provider that handles a request, and the credential it found. */
 interface Found {
@@ -72,13 +72,19 @@ export function isOwnGate(gate: Gate): boolean {
   return gate instanceof TokenGate && gate.authenticateNow === TokenGate.prototype.authenticateNow;
 }
 
-/** @throws TypeError naming a provider of `providers` that a gate has closed. */
-function checkNotClosed(providers: readonly Provider[]): void {
+/** @throws TypeError naming a provider of `providers` that a gate has closed, or that another gate holds. */
+function checkOwnProviders(providers: readonly Provider[]): void {
   providers.forEach((provider, index) => {
-    if (!isClosed(provider)) return;
-    throw new TypeError(
-      `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
-    );
+    if (isClosed(provider)) {
+      throw new TypeError(
+        `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
+      );
+    }
+    if (isHeld(provider)) {
+      throw new TypeError(
+        `createGate: providers[${index}] (${provider.name}) belongs to another gate, which admits verifications to its connections and closes it: create a provider for each gate`,
+      );
+    }
   });
 }
 
@@ -112,7 +118,7 @@ class TokenGate implements Gate {
 
   constructor(options: GateOptions) {
     const resolved = resolveGateOptions(options);
-    checkNotClosed(resolved.providers);
+    checkOwnProviders(resolved.providers);
     this.realm = resolved.realm;
     const emit = listen(resolved.onEvent);
     this.#emit = emit;
@@ -154,6 +160,7 @@ class TokenGate implements Gate {
     const sources = new Set(this.#members.map((member) => member.provider.source));
     const [source] = sources;
     this.#header = sources.size === 1 && source?.startsWith('header:') ? headerReader(source.slice(7)) : undefined;
+    for (const provider of resolved.providers) markHeld(provider);
   }
 
   authenticate(req: GateRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
@@ -311,7 +318,6 @@ class TokenGate implements Gate {
     stale: Accepted | undefined,
     req: CredentialRequest,
   ): Promise<AuthContext> {
-    if (isClosed(member.provider)) throw closedProviderError(member.provider);
     this.#counters.misses++;
     // Served stale only while the store still keeps that very entry: not past its window, nor once the credential
     // was invalidated, rejected or evicted.
@@ -330,14 +336,13 @@ class TokenGate implements Gate {
       // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
       // A gate closed while this flight waited for another instance asks nothing any more.
       if (this.#closed) return providerUnavailable(member.provider.name);
-      if (isClosed(member.provider)) return PROVIDER_CLOSED;
       const answer = await member.upstream.verify(
         credential,
         staleCopy,
         () => this.#clientOf(req),
         (error) => flight.end?.(error),
       );
-      if (answer instanceof AuthContext || answer instanceof AuthError || answer === PROVIDER_CLOSED) return answer;
+      if (answer instanceof AuthContext || answer instanceof AuthError) return answer;
       return answer.ok ? this.#store.accept(flight, answer.principal) : this.#store.reject(flight, answer.reason);
     });
     // The flight's requests may end before it (see Upstream.verify); those that join after that wait for the flight.
@@ -351,7 +356,6 @@ class TokenGate implements Gate {
       (outcome) => {
         if (outcome instanceof AuthContext) return outcome;
         if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
-        if (outcome === PROVIDER_CLOSED) throw closedProviderError(member.provider);
         throw forOneRequest(outcome);
       },
       (error: unknown) => {

@@ -22,8 +22,8 @@ export interface VerifyTrace {
   /** The provider asked. */
   readonly provider: string;
   /**
-   * How the verification ended; set when it ends. `cancelled`: `gate.close()` cut it short, its gate's or another's
-   * that closed a shared provider (no `verify` event is sent for it, and nothing counts it).
+   * How the verification ended; set when it ends. `cancelled`: its gate's `close()` cut it short (no `verify` event
+   * is sent for it, and nothing counts it).
    */
   outcome?: 'accepted' | 'rejected' | 'failed' | 'cancelled';
   /** Upstream attempts made, retries included; set when it ends. */

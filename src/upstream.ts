@@ -10,7 +10,6 @@
  * provider that refused our own credentials).
  */
 import { Admission } from './admission.js';
-import { isClosed, PROVIDER_CLOSED } from './closed-providers.js';
 import { type AuthContext, frozenDetails, MAX_DETAILS_DEPTH } from './context.js';
 import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
@@ -40,10 +39,10 @@ const DEFAULT_CONCURRENCY = 16;
 export type StaleCopy = () => AuthContext | undefined;
 
 /**
- * What a verification comes to: the provider's verdict; a context served stale, or an error, when it failed or was
- * held back; or {@link PROVIDER_CLOSED} when a call failed because another gate had closed the provider.
+ * What a verification comes to: the provider's verdict; or a context served stale, or an error, when it failed, was
+ * held back or was cut short by {@link Upstream.close}.
  */
-export type Answer = Verdict | AuthContext | AuthError | typeof PROVIDER_CLOSED;
+export type Answer = Verdict | AuthContext | AuthError;
 
 /** Counters the upstream policy keeps for `gate.stats()`. */
 export interface UpstreamCounters {
@@ -317,8 +316,7 @@ export class Upstream {
           this.#ended(accepted ? 'accepted' : 'rejected', started, attempts, trace);
           return verdict;
         } catch (error) {
-          // Cut short by close(), this gate's or (on a shared provider) another's: not a fault of the provider's, so
-          // no event, count or breaker step says so.
+          // Cut short by this gate's close(): not a fault of the provider's, so no event, count or breaker step says so.
           if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
           const failure = asFailure(error, deadline);
           emit?.({
@@ -395,21 +393,13 @@ export class Upstream {
     }
   }
 
-  /** Whether a verification under way is to end now: this gate closed, or another closed the shared provider. */
+  /** Whether a verification under way is to end now: its gate closed. */
   #cutShort(): boolean {
-    return this.#closing !== undefined || isClosed(this.provider);
+    return this.#closing !== undefined;
   }
 
-  /**
-   * The answer of a verification that {@link close} cut short, or whose provider another gate closed
-   * ({@link PROVIDER_CLOSED}): its trace ends `cancelled`; no event or count.
-   */
-  #cancelled(
-    started: number,
-    attempts: number,
-    trace: VerifyTrace | undefined,
-    probe?: number,
-  ): AuthError | typeof PROVIDER_CLOSED {
+  /** The answer of a verification that {@link close} cut short: its trace ends `cancelled`; no event or count. */
+  #cancelled(started: number, attempts: number, trace: VerifyTrace | undefined, probe?: number): AuthError {
     // A probe cut short says nothing of the provider: the next call may probe.
     if (probe !== undefined) this.#breaker?.inconclusive(probe);
     if (trace !== undefined) {
@@ -417,7 +407,7 @@ export class Upstream {
       trace.attempts = attempts;
       trace.durationMs = performance.now() - started;
     }
-    return this.#closing === undefined ? PROVIDER_CLOSED : this.closedError();
+    return this.closedError();
   }
 
   /**

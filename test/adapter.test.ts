@@ -27,6 +27,7 @@ import {
   onlineOrNot,
   type Provider,
   ProviderFailure,
+  partoo,
   requires,
 } from '../src/index.js';
 import { mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
@@ -37,7 +38,6 @@ const Koa2 = createRequire(import.meta.url)('koa2') as typeof Koa;
 const Fastify4 = createRequire(import.meta.url)('fastify4') as typeof Fastify;
 
 const READER = 'SECRETadapterReader1';
-const WRITER = 'SECRETadapterWriter2';
 const BARE = 'SECRETadapterBare1';
 const open: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -555,75 +555,20 @@ describe('a closed gate', () => {
     await expect(gate.close()).resolves.toBeUndefined();
   });
 
-  it("refuses a provider a gate closed, and a gate sharing one answers its misses 500, not an outage's 503", async () => {
-    const oon = await mockOnlineOrNot({ tokens: { [READER]: { id: 'tok_r', permissions: ['read'] } } });
-    try {
-      const provider = onlineOrNot({ baseUrl: oon.url });
-      const first = createGate({ providers: [provider] });
-      const sharing = createGate({ providers: [provider] });
-      await first.close();
-      expect(() => createGate({ providers: [provider] })).toThrow(
-        /^createGate: providers\[0\] \(onlineornot\) was closed by gate\.close\(\)/,
-      );
-      const error = await sharing.authenticate({ headers: { authorization: `Bearer ${READER}` } }).catch((e) => e);
-      expect(error).not.toBeInstanceOf(AuthError);
-      expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
-      expect(oon.calls.total).toBe(0);
-      expect(sharing.stats().errors).toBe(0);
-      await sharing.close();
-    } finally {
-      await oon.close();
-    }
-  });
-
-  it("answers 500 to a sharing gate's verifications under way, waiting for a slot, or between retries, when another gate closes the provider", async () => {
-    const tokens = {
-      [READER]: { id: 'tok_r', permissions: ['read'] },
-      [WRITER]: { id: 'tok_w', permissions: ['write'] },
-    };
-    const oon = await mockOnlineOrNot({ tokens });
-    try {
-      // Under way and waiting: one slot (two sockets for verify and permissions), a provider 200 ms slow.
-      oon.latency = 200;
-      const provider = onlineOrNot({ baseUrl: oon.url, connections: 2 });
-      const first = createGate({ providers: [provider] });
-      const sharing = createGate({ providers: [provider], retry: false });
-      const asking = sharing.authenticate({ headers: { authorization: `Bearer ${READER}` } }).catch((e) => e);
-      const waiting = sharing.authenticate({ headers: { authorization: `Bearer ${WRITER}` } }).catch((e) => e);
-      await vi.waitFor(() => expect(oon.calls.total).toBe(2));
-      await first.close();
-      for (const error of await Promise.all([asking, waiting])) {
-        expect(error).not.toBeInstanceOf(AuthError);
-        expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
-      }
-      expect(oon.calls.total).toBe(2);
-      expect(sharing.stats()).toMatchObject({ errors: 0, breakers: { onlineornot: 'closed' } });
-      await sharing.close();
-
-      // Between retries: the provider answers 503, and the other gate closes it during the backoff.
-      oon.reset();
-      oon.fault = { kind: 'status', status: 503 };
-      const retried = onlineOrNot({ baseUrl: oon.url });
-      const other = createGate({ providers: [retried] });
-      const closing: Promise<void>[] = [];
-      const backingOff = createGate({
-        providers: [retried],
-        retry: { retries: 2, baseDelay: 100, maxDelay: 100 },
-        onEvent: (event) => {
-          if (event.type === 'retry') closing.push(other.close());
-        },
-      });
-      const error = await backingOff.authenticate({ headers: { authorization: `Bearer ${READER}` } }).catch((e) => e);
-      expect(error).not.toBeInstanceOf(AuthError);
-      expect((error as Error).message).toMatch(/was closed by another gate's close\(\)/);
-      expect(closing).toHaveLength(1);
-      expect(oon.calls.total).toBe(2);
-      // One call went out; none was tried on the closed pool after the backoff.
-      expect(backingOff.stats()).toMatchObject({ errors: 0, upstreamCalls: 1, breakers: { onlineornot: 'closed' } });
-      await backingOff.close();
-    } finally {
-      await oon.close();
-    }
+  it('refuses a provider another gate holds, or one a gate closed, naming it: each gate has providers of its own', async () => {
+    const held = onlineOrNot({ baseUrl: 'http://127.0.0.1:9' });
+    const first = createGate({ providers: [held] });
+    // The pool and its admission are one gate's: a second gate's verifications would queue in it as an outage.
+    const other = partoo({ apiKey: 'partoo-key', baseUrl: 'http://127.0.0.1:9/v2' });
+    expect(() => createGate({ providers: [other, held] })).toThrow(
+      /^createGate: providers\[1\] \(onlineornot\) belongs to another gate, which admits verifications to its connections and closes it: create a provider for each gate$/,
+    );
+    // The gate refused holds nothing: its other provider serves the next gate.
+    const second = createGate({ providers: [other] });
+    await Promise.all([first.close(), second.close()]);
+    expect(() => createGate({ providers: [held] })).toThrow(
+      /^createGate: providers\[0\] \(onlineornot\) was closed by gate\.close\(\)/,
+    );
   });
 
   it('lets a provider without close() (a stub made once for many tests) serve gate after gate', async () => {
