@@ -32,6 +32,12 @@ export type SharedVerdict =
       readonly freshUntil: number;
       /** Forgotten then (epoch ms); between `freshUntil` and `until` only served while the provider fails. */
       readonly until: number;
+      /**
+       * When the provider gave it (epoch ms; the store sets it, a tier may put the moment it stored it instead): an
+       * instance that reads it trusts it fresh at most its own `ttl` from then, whatever the `ttl` of the instance
+       * that stored it. Absent (a tier that drops it), only `freshUntil` bounds it.
+       */
+      readonly storedAt?: number | undefined;
     }
   | {
       readonly ok: false;
@@ -56,6 +62,7 @@ export const SharedVerdictSchema = z.union([
         .refine((details) => details !== undefined),
       freshUntil: z.number(),
       until: z.number(),
+      storedAt: z.number().optional(),
     })
     // As the store writes them: fresh, then stale, never past the credential's own expiry.
     .refine(

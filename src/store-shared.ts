@@ -65,14 +65,25 @@ export class SharedLink {
   readonly #onFailure: SharedFailureListener;
   readonly #timeout: number;
   readonly #leasing: boolean;
+  /** The store's `ttl`: an acceptance is fresh here at most that long after it was stored. */
+  readonly #ttl: number;
   /** Aborted by {@link close}: the signal each `waitFor` is given, one listener per wait under way. */
   readonly #closing = new AbortController();
   /** Ends each tier call under way (as FAILED, unreported): {@link close} calls them all. */
   readonly #underWay = new Set<() => void>();
 
-  /** `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner. */
-  constructor(tier: SharedTier, onFailure: SharedFailureListener, waitLimit = DEFAULT_WAIT_LIMIT_MS) {
+  /**
+   * `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner; `ttl`:
+   * the store's, past which (from its `storedAt`) a stored acceptance is not fresh here.
+   */
+  constructor(
+    tier: SharedTier,
+    onFailure: SharedFailureListener,
+    waitLimit = DEFAULT_WAIT_LIMIT_MS,
+    ttl = Number.POSITIVE_INFINITY,
+  ) {
     this.#tier = tier;
+    this.#ttl = ttl;
     this.#onFailure = onFailure;
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
@@ -90,7 +101,7 @@ export class SharedLink {
     const budget: Budget = { left: this.#timeout };
     if (!this.#leasing) {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
-      return value === FAILED ? undefined : usable(value);
+      return value === FAILED ? undefined : usable(value, this.#ttl);
     }
     // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
@@ -106,7 +117,7 @@ export class SharedLink {
       let found = await lease(false);
       if (found === FAILED) return undefined;
       if (found.state === 'stored') {
-        const verdict = usable(found.value);
+        const verdict = usable(found.value, this.#ttl);
         if (verdict !== undefined) return verdict;
         found = await lease(true);
         if (found === FAILED) return undefined;
@@ -125,7 +136,7 @@ export class SharedLink {
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key, this.#closing.signal),
       );
       if (waited === FAILED) return undefined;
-      const verdict = usable(waited);
+      const verdict = usable(waited, this.#ttl);
       if (verdict !== undefined) return verdict;
     }
     return undefined;
@@ -258,13 +269,16 @@ function checkedLease(value: unknown): SharedLease {
 
 /**
  * `value` as a verdict that may stand in for the provider now: it passes the
- * schema and, accepted, is still fresh; rejected, still alive. Else undefined.
+ * schema and, accepted, is still fresh (before its `freshUntil`, and within
+ * `ttl` of its `storedAt` when it has one); rejected, still alive. Else undefined.
  */
-function usable(value: unknown): SharedVerdict | undefined {
+function usable(value: unknown, ttl: number): SharedVerdict | undefined {
   if (value === undefined || value === null) return undefined;
   const parsed = SharedVerdictSchema.safeParse(value);
   if (!parsed.success) return undefined;
   const verdict = parsed.data as SharedVerdict;
   const wallNow = Date.now();
-  return (verdict.ok ? verdict.freshUntil : verdict.until) > wallNow ? verdict : undefined;
+  if (!verdict.ok) return verdict.until > wallNow ? verdict : undefined;
+  const storedAt = verdict.storedAt ?? Number.POSITIVE_INFINITY;
+  return Math.min(verdict.freshUntil, storedAt + ttl) > wallNow ? verdict : undefined;
 }

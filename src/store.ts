@@ -148,7 +148,8 @@ export class VerdictStore {
     this.ttl = options.ttl ?? 60_000;
     this.negativeTtl = options.negativeTtl ?? 5_000;
     this.staleIfError = options.staleIfError ?? 0;
-    this.#shared = shared === undefined ? undefined : new SharedLink(shared, onSharedFailure, sharedWaitLimit);
+    this.#shared =
+      shared === undefined ? undefined : new SharedLink(shared, onSharedFailure, sharedWaitLimit, this.ttl);
     this.#localTtl = shared?.localTtl ?? Number.POSITIVE_INFINITY;
     this.waitBound = this.#shared?.waitBound;
     const max = options.max ?? 10_000;
@@ -248,6 +249,7 @@ export class VerdictStore {
       details: context.details,
       freshUntil: Math.floor(wallNow + fresh),
       until: Math.floor(wallNow + fresh + stale),
+      storedAt: wallNow,
     });
     return context;
   }
@@ -368,9 +370,10 @@ export class VerdictStore {
       return rejection;
     }
     const context = this.#context(flight.origin, found, found.expiresAt);
-    // Fresh no longer than this store's ttl, and stale no longer than this store's staleIfError past that freshness,
-    // whatever windows the instance that shared it had.
-    const sharedFresh = found.freshUntil - wallNow;
+    // Fresh no longer than this store's ttl from when it was stored (when the tier says), and stale no longer than
+    // this store's staleIfError past that freshness, whatever windows the instance that shared it had.
+    const ownFreshUntil = found.storedAt === undefined ? Number.POSITIVE_INFINITY : found.storedAt + this.ttl;
+    const sharedFresh = Math.min(found.freshUntil, ownFreshUntil) - wallNow;
     const fresh = Math.min(sharedFresh, this.ttl, this.#localTtl);
     const kept = Math.max(fresh, Math.min(found.until - wallNow, Math.min(sharedFresh, this.ttl) + this.staleIfError));
     this.#keep(flight.key, Accepted.of(context, Math.floor(now + fresh), Math.floor(now + kept)));

@@ -666,7 +666,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const after = await a.tier.lease(key, false);
       expect(after.state).toBe('claimed');
       await a.tier.set(key, verdict, after.state === 'claimed' ? after.claim : undefined);
-      expect(await a.tier.get(key)).toEqual(verdict);
+      expect(await a.tier.get(key)).toEqual({ ...verdict, storedAt: expect.any(Number) });
     });
 
     /** The store key `name` (in scope `scope`), claimed by `instance`, and a Redis key of it by kind. */
@@ -812,14 +812,14 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       if (second.state !== 'claimed') throw new Error(`expected a claim, got ${second.state}`);
       await b.tier.set(key, verdict, second.claim);
       await b.tier.set(key, { ...verdict, subject: 'again' }, second.claim);
-      expect(await a.tier.get(key)).toEqual(verdict);
+      expect(await a.tier.get(key)).toEqual({ ...verdict, storedAt: expect.any(Number) });
       await a.tier.invalidate(key);
       expect(await a.tier.get(key)).toBeUndefined();
       await a.tier.set(key, verdict);
       expect(await a.tier.get(key)).toBeUndefined();
       await admin.del(redisKey({ cacheScope: 'scope' } as Provider, 'set-rules', 't'));
       await a.tier.set(key, verdict);
-      expect(await a.tier.get(key)).toEqual(verdict);
+      expect(await a.tier.get(key)).toEqual({ ...verdict, storedAt: expect.any(Number) });
     });
 
     it('waits end without an answer when the lease goes away unannounced, when the tier closes, and at once once closed', async () => {

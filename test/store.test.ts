@@ -189,6 +189,16 @@ describe('VerdictStore: shared tier', () => {
     expect(two.get(KEY, performance.now())).toBeInstanceOf(Accepted);
   });
 
+  it("trusts a shared acceptance at most its own ttl from the provider's answer, whatever the writer's ttl", async () => {
+    const tier = new MemoryTier();
+    await load(new VerdictStore({ ttl: 60_000 }, tier), PRINCIPAL);
+    const reader = new VerdictStore({ ttl: 200 }, tier);
+    expect((await load(reader, PRINCIPAL)).fetched).toBe(0);
+    await sleep(250);
+    // Its own copy ran out, and so did what it may trust of the tier's: the provider is asked again.
+    expect((await load(reader, PRINCIPAL)).fetched).toBe(1);
+  });
+
   it('shares rejections too, and never for longer than negativeTtl', async () => {
     const tier = new MemoryTier();
     await load(new VerdictStore({ negativeTtl: 200 }, tier), 'The access token is invalid');

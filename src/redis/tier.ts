@@ -353,7 +353,8 @@ export class RedisTier implements SharedTier {
       const trustedFrom = this.#dropped.lastDrop + CLOCK_MARGIN_MS;
       if (typeof storedAt !== 'number' || !(storedAt >= trustedFrom)) return undefined;
     }
-    return verdict;
+    // An acceptance keeps when it was stored: the reading store trusts it fresh at most its own ttl from then.
+    return verdict.ok === true && storedAt !== undefined ? { ...verdict, storedAt } : verdict;
   }
 
   #message(kind: MessageKind, keys: KeySet): string {
