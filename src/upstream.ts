@@ -240,7 +240,8 @@ export class Upstream {
 
   /**
    * A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. A stale copy
-   * is served while the breaker is open or probing (the provider failing), not during a 429's pause (see #failed).
+   * is served while the breaker is open or probing (the provider failing), and not during a 429's pause unless the
+   * breaker is open too (see {@link #throttled}).
    */
   #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
     const breaker = this.#breaker as CircuitBreaker;
@@ -250,7 +251,17 @@ export class Upstream {
     this.#policy.counters.heldBack++;
     this.#policy.emit?.({ type: 'held_back', provider: this.provider.name, reason, retryAfterMs });
     const unavailable = this.#unavailable(retryAfterMs);
-    return reason === 'paused' ? unavailable : this.#staleOr(stale, unavailable);
+    return reason === 'paused' ? this.#throttled(stale, unavailable) : this.#staleOr(stale, unavailable);
+  }
+
+  /**
+   * The answer of a verification throttled by the provider (a 429, or the pause after one): `error`, as being
+   * throttled is no outage (a flood can cause it) and a stale copy would revive a token revoked since; but the stale
+   * copy while the breaker is open, as it is only once the provider failed (a 429 of a call under way changes that
+   * no more than it changes the breaker).
+   */
+  #throttled(stale: StaleCopy | undefined, error: AuthError): AuthContext | AuthError {
+    return this.#breaker?.state === 'open' ? this.#staleOr(stale, error) : error;
   }
 
   /** A verification not sent while the provider's refusal of this server's credentials holds: the same 500. */
@@ -430,13 +441,13 @@ export class Upstream {
       this.#refusedUntil = performance.now() + REFUSAL_HOLD_MS;
       return providerMisconfigured(provider.name, failure);
     }
-    // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on. Being throttled is no outage
-    // (a flood can cause it), so it serves no stale copy: a token revoked since is not revived by it.
-    if (failure.upstreamStatus === 429) return this.#unavailable(this.#pauseMs(failure), failure);
+    // A 429 paused calls as it came (see #ask); its pause is the Retry-After passed on (see #throttled for stale).
+    if (failure.upstreamStatus === 429)
+      return this.#throttled(stale, this.#unavailable(this.#pauseMs(failure), failure));
     const retryAfterMs = failure.retryAfter === undefined ? undefined : failure.retryAfter * 1000;
     if (throttled && failure.kind === 'timeout') {
       this.#breaker?.inconclusive(probe);
-      return this.#unavailable(retryAfterMs, failure);
+      return this.#throttled(stale, this.#unavailable(retryAfterMs, failure));
     }
     if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
     else this.#breaker?.failed(performance.now());

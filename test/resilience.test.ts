@@ -969,6 +969,41 @@ describe('staleIfError', () => {
     pt.fault = undefined;
     expect((await request(app).get('/me').query(CONN)).status).toBe(401);
   });
+
+  it('is served while the breaker is open, even when a 429 from a call already under way paused calls too', async () => {
+    const { app, pt, gate, events } = await setup({
+      retry: false,
+      breaker: { threshold: 1, cooldown: 10_000 },
+      cache: { ttl: 100, staleIfError: 60_000 },
+    });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(150);
+    // Two verifications under way at once: the first's 503 opens the breaker, the second's 429 pauses calls.
+    pt.latency = 300;
+    pt.fault = { kind: 'status', status: 503 };
+    const failing = request(app)
+      .get('/me')
+      .query(peer(0))
+      .then((res) => res);
+    await vi.waitFor(() => expect(pt.calls.checkToken).toBe(2));
+    pt.fault = { kind: 'status', status: 429, retryAfter: 5 };
+    const throttled = request(app)
+      .get('/me')
+      .query(peer(1))
+      .then((res) => res);
+    expect((await failing).status).toBe(503);
+    expect((await throttled).status).toBe(503);
+    expect(gate.stats().breakers.partoo).toBe('open');
+    // The provider failed: the breaker is open, and the copy at hand is served, not sent.
+    const calls = pt.calls.checkToken;
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(200);
+    expect(res.body.stale).toBe(true);
+    expect(pt.calls.checkToken).toBe(calls);
+    expect(ofType(events, 'provider_error').map((event) => event.status)).toEqual([503, 429]);
+    expect(ofType(events, 'held_back').map((event) => event.reason)).toEqual(['paused']);
+    expect(ofType(events, 'stale')).toHaveLength(1);
+  });
 });
 
 describe('events', () => {
