@@ -970,6 +970,25 @@ describe('staleIfError', () => {
     expect((await request(app).get('/me').query(CONN)).status).toBe(401);
   });
 
+  it('is not served when a retry that waited out a 429 then runs out of time', async () => {
+    const { app, pt, gate } = await setup({
+      timeout: 1500,
+      retry: { retries: 2, baseDelay: 10, maxDelay: 10 },
+      cache: { ttl: 100, staleIfError: 60_000 },
+      // The retry, sent once the 429's pause is over, never comes back.
+      onEvent: (event) => {
+        if (event.type === 'retry') pt.fault = { kind: 'hang' };
+      },
+    });
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await sleep(150);
+    pt.fault = { kind: 'status', status: 429, retryAfter: 1 };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(pt.calls.checkToken).toBe(3);
+    expect(gate.stats()).toMatchObject({ stale: 0, breakers: { partoo: 'closed' } });
+  });
+
   it('is served while the breaker is open, even when a 429 from a call already under way paused calls too', async () => {
     const { app, pt, gate, events } = await setup({
       retry: false,
