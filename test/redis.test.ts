@@ -1438,6 +1438,30 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       client.disconnect();
     }
   });
+
+  it("an instance with a shorter ttl asks the provider again within its own ttl of the provider's answer, whatever the writer's ttl", async () => {
+    const writer = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+      gate: { cache: { ttl: 3000 } },
+    });
+    const reader = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+      gate: { cache: { ttl: 300 } },
+    });
+    open.push(writer, reader);
+    const token = knownToken();
+    await writer.gate.authenticate(bearer(token));
+    const answered = performance.now();
+    await sleep(100);
+    // The provider no longer knows the token: the reader, whose ttl is 300 ms, must find out by then (plus margin).
+    mock.removeToken(token);
+    const seen: Array<{ at: number; ok: boolean }> = [];
+    while (performance.now() - answered < 1500) {
+      const { ok } = await outcome(reader.gate.authenticate(bearer(token)));
+      seen.push({ at: Math.round(performance.now() - answered), ok });
+      await sleep(50);
+    }
+    const acceptedLate = seen.filter(({ at, ok }) => ok && at > 800);
+    expect(acceptedLate).toEqual([]);
+  });
 });
 
 describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => {
