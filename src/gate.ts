@@ -9,7 +9,6 @@
  * (`upstream.ts`), the per-connection memo (`memo.ts`).
  */
 import { clientBlockOf, defaultClientKey } from './client-key.js';
-import { isClosed, isHeld, markClosed, markHeld } from './closed-providers.js';
 import { AuthContext, type ContextOrigin } from './context.js';
 import {
   AuthError,
@@ -25,6 +24,7 @@ import { type GateOptions, resolveGateOptions } from './gate-options.js';
 import type { Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { shown } from './options.js';
+import { holdOf, markProvider } from './provider-holds.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
@@ -75,12 +75,13 @@ export function isOwnGate(gate: Gate): boolean {
 /** @throws TypeError naming a provider of `providers` that a gate has closed, or that another gate holds. */
 function checkOwnProviders(providers: readonly Provider[]): void {
   providers.forEach((provider, index) => {
-    if (isClosed(provider)) {
+    const hold = holdOf(provider);
+    if (hold === 'closed') {
       throw new TypeError(
         `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
       );
     }
-    if (isHeld(provider)) {
+    if (hold === 'held') {
       throw new TypeError(
         `createGate: providers[${index}] (${provider.name}) belongs to another gate, which admits verifications to its connections and closes it: create a provider for each gate`,
       );
@@ -160,7 +161,7 @@ class TokenGate implements Gate {
     const sources = new Set(this.#members.map((member) => member.provider.source));
     const [source] = sources;
     this.#header = sources.size === 1 && source?.startsWith('header:') ? headerReader(source.slice(7)) : undefined;
-    for (const provider of resolved.providers) markHeld(provider);
+    for (const provider of resolved.providers) markProvider(provider, 'held');
   }
 
   authenticate(req: GateRequest, options?: { readonly optional?: false }): Promise<AuthContext>;
@@ -282,7 +283,7 @@ class TokenGate implements Gate {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    for (const { provider } of this.#members) if (typeof provider.close === 'function') markClosed(provider);
+    for (const { provider } of this.#members) markProvider(provider, 'closed');
     for (const member of this.#members) member.upstream.close();
     // Every request waiting on a verification ends now, wherever that verification is: waiting for a slot, for
     // another instance's answer, or asking the provider (cut short just above, and storing nothing).
