@@ -328,7 +328,7 @@ export class Upstream {
           return verdict;
         } catch (error) {
           // Cut short by this gate's close(): not a fault of the provider's, so no event, count or breaker step says so.
-          if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
+          if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace, probe);
           const failure = asFailure(error, deadline);
           emit?.({
             type: 'provider_error',
@@ -353,7 +353,7 @@ export class Upstream {
           }
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
-          if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
+          if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace, probe);
           // The breaker may have opened, or another verification's 429 paused calls, during the backoff: no retry
           // goes out while it holds calls back. A pause that ends within the deadline is waited out.
           for (let held = this.#retryHeldBack(); held !== 0; held = this.#retryHeldBack()) {
@@ -363,7 +363,7 @@ export class Upstream {
             }
             throttled = true;
             await sleep(held, deadline);
-            if (this.#cutShort()) return this.#cancelled(started, attempts, trace, probe);
+            if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace, probe);
           }
         }
       }
@@ -402,11 +402,6 @@ export class Upstream {
       trace.attempts = attempts;
       trace.durationMs = durationMs;
     }
-  }
-
-  /** Whether a verification under way is to end now: its gate closed. */
-  #cutShort(): boolean {
-    return this.#closing !== undefined;
   }
 
   /** The answer of a verification that {@link close} cut short: its trace ends `cancelled`; no event or count. */
