@@ -279,6 +279,13 @@ function usable(value: unknown, ttl: number): SharedVerdict | undefined {
   const verdict = parsed.data as SharedVerdict;
   const wallNow = Date.now();
   if (!verdict.ok) return verdict.until > wallNow ? verdict : undefined;
-  const storedAt = verdict.storedAt ?? Number.POSITIVE_INFINITY;
-  return Math.min(verdict.freshUntil, storedAt + ttl) > wallNow ? verdict : undefined;
+  return freshUntilHere(verdict, ttl) > wallNow ? verdict : undefined;
+}
+
+/**
+ * Until when (epoch ms) a shared acceptance is fresh for a store whose `ttl` is `ttl`: its `freshUntil`, and at most
+ * `ttl` past its `storedAt` when the tier gives it, whatever the `ttl` of the instance that stored it.
+ */
+export function freshUntilHere(verdict: Extract<SharedVerdict, { ok: true }>, ttl: number): number {
+  return verdict.storedAt === undefined ? verdict.freshUntil : Math.min(verdict.freshUntil, verdict.storedAt + ttl);
 }

@@ -27,7 +27,7 @@ import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
 import type { SharedTier, SharedVerdict } from './shared-tier.js';
-import { type SharedFailureListener, type SharedFlight, SharedLink } from './store-shared.js';
+import { freshUntilHere, type SharedFailureListener, type SharedFlight, SharedLink } from './store-shared.js';
 import type { Principal } from './types.js';
 
 /** Cache settings. Times are in milliseconds. */
@@ -372,8 +372,7 @@ export class VerdictStore {
     const context = this.#context(flight.origin, found, found.expiresAt);
     // Fresh no longer than this store's ttl from when it was stored (when the tier says), and stale no longer than
     // this store's staleIfError past that freshness, whatever windows the instance that shared it had.
-    const ownFreshUntil = found.storedAt === undefined ? Number.POSITIVE_INFINITY : found.storedAt + this.ttl;
-    const sharedFresh = Math.min(found.freshUntil, ownFreshUntil) - wallNow;
+    const sharedFresh = freshUntilHere(found, this.ttl) - wallNow;
     const fresh = Math.min(sharedFresh, this.ttl, this.#localTtl);
     const kept = Math.max(fresh, Math.min(found.until - wallNow, Math.min(sharedFresh, this.ttl) + this.staleIfError));
     this.#keep(flight.key, Accepted.of(context, Math.floor(now + fresh), Math.floor(now + kept)));
