@@ -209,6 +209,44 @@ describe('mockIntrospection', () => {
     expect(await metadata.body.json()).toMatchObject({ response_types_supported: ['code'] });
   });
 
+  it('refuses at once an answer JSON cannot write, naming it, and sends the answers as they were given', async () => {
+    // A BigInt or a cycle would throw only when a request came, as an uncaught exception in the test process.
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    await expect(
+      mockIntrospection({ clientId: 'c', clientSecret: 's', tokens: { SECRETt1: { active: true, n: 1n } } }),
+    ).rejects.toThrow(/^mockIntrospection: tokens \(entry 1\): expected an answer JSON can write/);
+    await expect(mockIntrospection({ clientId: 'c', clientSecret: 's', metadata: { jwks: cyclic } })).rejects.toThrow(
+      /^mockIntrospection: metadata: jwks: expected an answer JSON can write/,
+    );
+    const mock = await start();
+    expect(() => mock.setToken('SECRETt2', { active: true, n: 2n })).toThrow(
+      /^mockIntrospection: setToken: expected an answer JSON can write/,
+    );
+    // What the mock was given is what it answers, whatever the caller's object holds later, and what reset() restores.
+    const answer: { active: boolean; sub: string; [member: string]: unknown } = { active: true, sub: 'v' };
+    mock.setToken('t2', answer);
+    answer.sub = 'changed';
+    answer.n = 3n;
+    const introspect = async (token: string) =>
+      (await post(mock.endpoint, { authorization: BASIC, 'content-type': FORM }, `token=${token}`)).body;
+    expect(await introspect('t2')).toEqual({ active: true, sub: 'v' });
+    const tokens = { t3: { active: true, sub: 'w' } };
+    const made = closeLater(await mockIntrospection({ clientId: 'client', clientSecret: 'secret', tokens }));
+    tokens.t3.sub = 'changed';
+    made.reset();
+    expect((await post(made.endpoint, { authorization: BASIC, 'content-type': FORM }, 'token=t3')).body).toEqual({
+      active: true,
+      sub: 'w',
+    });
+    // A member left undefined still leaves the document's own out, as JSON writes it.
+    const bare = closeLater(
+      await mockIntrospection({ clientId: 'c', clientSecret: 's', metadata: { response_types_supported: undefined } }),
+    );
+    const document = await request(`${bare.url}/.well-known/oauth-authorization-server`);
+    expect(await document.body.json()).not.toHaveProperty('response_types_supported');
+  });
+
   it("counts, for every, only the requests a fault's endpoints aim at: discovery does not use up a count", async () => {
     const tokens = Object.fromEntries(['t1', 't2', 't3', 't4'].map((token) => [token, { active: true, sub: token }]));
     const mock = closeLater(await mockIntrospection({ clientId: 'c', clientSecret: 's', tokens }));

@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import { isBearerToken } from '../credentials/bearer.js';
 import type { JsonReply } from './mock-answer.js';
-import { checkIntrospectionToken, checkMockIntrospection } from './mock-options.js';
+import { checkIntrospectionToken, checkMockIntrospection, jsonAnswer } from './mock-options.js';
 import { type MockProvider, type MockRoute, startMockServer } from './mock-server.js';
 
 /**
@@ -48,7 +48,10 @@ export interface MockIntrospectionOptions {
   readonly clientSecret: string;
   /** The one client authentication accepted: `basic` (default) or `post`. */
   readonly clientAuth?: 'basic' | 'post' | undefined;
-  /** Known tokens, keyed by the token itself; any other token is `{ "active": false }`. */
+  /**
+   * Known tokens, keyed by the token itself; any other token is `{ "active": false }`. Each answer is kept as JSON
+   * writes it when the mock starts; one JSON cannot write (a BigInt, a cycle) throws `TypeError`.
+   */
   readonly tokens?: Readonly<Record<string, IntrospectionTokenDef>> | undefined;
   /**
    * Path of the issuer on the mock (`/realms/a`): the issuer is `url + issuerPath`, a terminating `/` kept
@@ -60,7 +63,10 @@ export interface MockIntrospectionOptions {
   readonly issuerPath?: string | undefined;
   /** Documents served (default both); the others answer 404. */
   readonly wellKnown?: readonly MockMetadataDocument[] | undefined;
-  /** Members added to (or replacing those of) both metadata documents, such as another `issuer`. */
+  /**
+   * Members added to (or replacing those of) both metadata documents, such as another `issuer`; one left undefined
+   * leaves the document's own out. Kept as JSON writes them when the mock starts, as {@link MockIntrospectionOptions.tokens} are.
+   */
   readonly metadata?: Readonly<Record<string, unknown>> | undefined;
 }
 
@@ -75,7 +81,10 @@ export interface MockIntrospection extends MockProvider<'introspect' | 'oauthMet
   readonly issuer: string;
   /** The introspection endpoint: `url` + `/introspect`. */
   readonly endpoint: string;
-  /** Adds or replaces a known token. */
+  /**
+   * Adds or replaces a known token; its answer is kept as JSON writes it, so changing `def` afterwards changes
+   * nothing. Throws `TypeError` when `token` is not RFC 6750 `b64token` syntax, or for an answer JSON cannot write.
+   */
   setToken(token: string, def: IntrospectionTokenDef): void;
   /** Forgets a token; returns whether it was known. */
   removeToken(token: string): boolean;
@@ -136,13 +145,21 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
   const served = new Set<MockMetadataDocument>(
     options.wellKnown ?? ['oauth-authorization-server', 'openid-configuration'],
   );
-  const tokens = new Map<string, IntrospectionTokenDef>();
+  // Each member as JSON writes it; one left undefined still leaves the document's own out.
+  const metadata = Object.fromEntries(
+    Object.entries(options.metadata ?? {}).map(([name, value]) => [
+      name,
+      value === undefined ? undefined : jsonAnswer(value, `mockIntrospection: metadata: ${name}`),
+    ]),
+  );
+  /** Each token's answer as JSON writes it: what the caller's object holds later changes nothing. */
+  const tokens = new Map<string, unknown>();
   const add = (token: string, def: IntrospectionTokenDef, where: string): void => {
     if (typeof token !== 'string' || !isBearerToken(token)) {
       throw new TypeError(`mockIntrospection: ${where}: a bearer token must be b64token syntax`);
     }
     checkIntrospectionToken(def, where);
-    tokens.set(token, def);
+    tokens.set(token, jsonAnswer(def, `mockIntrospection: ${where}`));
   };
   for (const [index, [token, def]] of Object.entries(options.tokens ?? {}).entries()) {
     add(token, def, `tokens (entry ${index + 1})`);
@@ -164,7 +181,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
     }
     const token = form.get('token');
     if (token === null) return INVALID_REQUEST;
-    return { status: 200, body: tokens.get(token) ?? { active: false } };
+    return { status: 200, body: tokens.has(token) ? tokens.get(token) : { active: false } };
   };
 
   const document = (kind: MockMetadataDocument) => (): JsonReply => {
@@ -175,7 +192,7 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
       introspection_endpoint_auth_methods_supported: [`client_secret_${clientAuth}`],
       // REQUIRED by RFC 8414 §2, for clients stricter than the gate (which reads issuer and the endpoint alone).
       response_types_supported: ['code'],
-      ...options.metadata,
+      ...metadata,
     };
     return { status: 200, body };
   };

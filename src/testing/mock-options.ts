@@ -130,6 +130,22 @@ const MockIntrospectionOptions = optionsObject(
   'an options object with clientId and clientSecret',
 );
 
+/**
+ * `value` as JSON writes it, read back: what a mock answers, fixed when it is given. A value JSON cannot write (a
+ * BigInt, a cycle, a getter or `toJSON` that throws, or nothing at all) throws a `TypeError` naming `where`, at once,
+ * rather than as an uncaught exception in the test process when a request comes.
+ */
+export function jsonAnswer(value: unknown, where: string): unknown {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (cause) {
+    throw new TypeError(`${where}: expected an answer JSON can write (no BigInt, cycle or throwing getter)`, { cause });
+  }
+  if (text === undefined) throw new TypeError(`${where}: expected an answer JSON can write, got ${shown(value)}`);
+  return JSON.parse(text);
+}
+
 /** `options` of `mockOnlineOrNot`, checked. */
 export function checkMockOnlineOrNot(options: unknown): void {
   checkOptions(MockOnlineOrNotOptions, options, 'mockOnlineOrNot');
