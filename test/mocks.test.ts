@@ -774,6 +774,15 @@ describe('faults', () => {
         mock.fault = fault;
       }).toThrow(RangeError);
     }
+    // Retry-After is delta-seconds, digits: a number JavaScript writes with an exponent is no such header.
+    expect(() => {
+      mock.fault = { kind: 'status', status: 429, retryAfter: 1e21 };
+    }).toThrow(
+      new RangeError("Invalid mock fault 'status': retryAfter must be a non-negative integer of at most 2^53 - 1 seconds"),
+    );
+    expect(() => {
+      mock.fault = { kind: 'hang', every: 1e21 };
+    }).toThrow(RangeError);
     expect(() => {
       mock.fault = { kind: 'hang', endpoints: [] };
     }).toThrow(RangeError);

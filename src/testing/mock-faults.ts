@@ -147,11 +147,12 @@ export function checkFault(fault: MockFault | undefined, endpoints: readonly str
     throw new RangeError(`Invalid mock fault '${fault.kind}': ${what}`);
   };
   const every = fault.every ?? 1;
-  if (!Number.isInteger(every) || every < 1) bad('every must be a positive integer');
+  if (!Number.isSafeInteger(every) || every < 1) bad('every must be a positive integer');
   if (fault.kind === 'status') {
     if (!Number.isInteger(fault.status) || fault.status < 200 || fault.status > 599) bad('status must be 200-599');
-    if (fault.retryAfter !== undefined && !(Number.isInteger(fault.retryAfter) && fault.retryAfter >= 0)) {
-      bad('retryAfter must be a non-negative integer');
+    if (fault.retryAfter !== undefined && !(Number.isSafeInteger(fault.retryAfter) && fault.retryAfter >= 0)) {
+      // A header carries delta-seconds as digits: 1e21 would be written `1e+21`.
+      bad('retryAfter must be a non-negative integer of at most 2^53 - 1 seconds');
     }
     if (fault.body !== undefined && typeof fault.body !== 'string') bad('body must be a string');
     if (fault.body !== undefined && fault.body !== '' && hasNoContent(fault.status)) {

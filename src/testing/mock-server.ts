@@ -40,8 +40,9 @@ export interface MockProvider<Endpoint extends string = string> {
    * Fault to inject; `undefined` = behave normally. Assigning (even the same
    * fault again) restarts the `every` count of verifications. The mock keeps
    * a frozen copy of the fault (read back here), so changing the object
-   * assigned afterwards changes nothing. Throws `RangeError` for a fault with
-   * out-of-range numbers or an unknown endpoint.
+   * assigned afterwards changes nothing. Throws `TypeError` for anything but
+   * a fault of a known kind or for an option its kind does not take, and
+   * `RangeError` for out-of-range numbers or an unknown endpoint.
    */
   fault: MockFault | undefined;
   /** Sets every count in {@link MockProvider.calls} back to 0. */
