@@ -331,7 +331,10 @@ function unwrap(schema: unknown): unknown[] {
   return [schema];
 }
 
-/** How a value is named in a message: numbers and literals as they are, strings by type only. */
+/**
+ * How a value is named in a message: numbers and literals as they are, strings by type only, an instance of a class by
+ * its class (`a Map`), never by what it holds.
+ */
 export function shown(value: unknown): string {
   if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') {
     return String(value);
@@ -340,7 +343,21 @@ export function shown(value: unknown): string {
   if (value instanceof Promise) return 'a promise (missing await?)';
   if (value === '') return 'an empty string';
   if (Array.isArray(value)) return 'an array';
-  return `${typeof value === 'object' ? 'an' : 'a'} ${typeof value}`;
+  if (typeof value !== 'object') return `a ${typeof value}`;
+  const name = className(value);
+  return name === undefined ? 'an object' : `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`;
+}
+
+/** The name of the class `value` was made by, or undefined for a plain object (or one that will not say). */
+function className(value: object): string | undefined {
+  try {
+    const prototype: unknown = Object.getPrototypeOf(value);
+    if (prototype === null || prototype === Object.prototype) return undefined;
+    const name: unknown = Object.getOwnPropertyDescriptor(prototype, 'constructor')?.value?.name;
+    return typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name) && name !== 'Object' ? name : undefined;
+  } catch {
+    return undefined; // a proxy whose trap throws
+  }
 }
 
 /** `z.strictObject` whose wrong-type message says what was `expected` (`an options object with apiKey`). */

@@ -577,6 +577,12 @@ describe('provider options', () => {
     ],
     ['no tokens', { name: 'stub' }, 'stubProvider: tokens: expected an object of tokens, got undefined'],
     ['tokens misspelled', { token: {} }, 'stubProvider: token: unknown option (did you mean tokens?)'],
+    // A class instance is named by its class, which tells a Map from the object expected; never by what it holds.
+    [
+      'tokens given as a Map',
+      { tokens: new Map([['SECRETstub1', { subject: 'a' }]]) },
+      'stubProvider: tokens: expected an object of tokens, got a Map',
+    ],
     [
       'a token given as its subject',
       { tokens: { SECRETstub1: 'alice' } },
