@@ -778,7 +778,9 @@ describe('faults', () => {
     expect(() => {
       mock.fault = { kind: 'status', status: 429, retryAfter: 1e21 };
     }).toThrow(
-      new RangeError("Invalid mock fault 'status': retryAfter must be a non-negative integer of at most 2^53 - 1 seconds"),
+      new RangeError(
+        "Invalid mock fault 'status': retryAfter must be a non-negative integer of at most 2^53 - 1 seconds",
+      ),
     );
     expect(() => {
       mock.fault = { kind: 'hang', every: 1e21 };
