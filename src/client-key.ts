@@ -2,7 +2,7 @@
  * The client a request counts for when the gate shares a provider's slots
  * fairly between clients (admission), unless `admission.clientKey` says.
  */
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { CredentialRequest } from './types.js';
 
 /**
@@ -15,11 +15,13 @@ const IPV6_CLIENT_BITS = 56;
 
 /**
  * The request's client: the framework's address (`req.ip`, under its
- * trust-proxy setting), else the connection's, else `'unknown'`. An IPv4
- * address written as IPv6 (IPv4-mapped `::ffff:192.0.2.1`, or NAT64
- * `64:ff9b::192.0.2.1`, RFC 6052) is the IPv4 address; any other IPv6
- * address is its /56 (`2001:db8:0:1200::/56`). Anything else is taken as it
- * is.
+ * trust-proxy setting), else the connection's, else `'unknown'`. A port
+ * after the address, as some proxies write it in `X-Forwarded-For`
+ * (`192.0.2.1:51234`, `[2001:db8::1]:51234`), is not part of the client: each
+ * connection has one of its own. An IPv4 address written as IPv6
+ * (IPv4-mapped `::ffff:192.0.2.1`, or NAT64 `64:ff9b::192.0.2.1`, RFC 6052)
+ * is the IPv4 address; any other IPv6 address is its /56
+ * (`2001:db8:0:1200::/56`). Anything else is taken as it is.
  */
 export function defaultClientKey(req: CredentialRequest): string {
   const address = req.ip ?? (req.connection as { remoteAddress?: unknown } | undefined)?.remoteAddress;
@@ -29,7 +31,9 @@ export function defaultClientKey(req: CredentialRequest): string {
 /** `address` as a client: see {@link defaultClientKey}. */
 export function clientOfAddress(address: string): string {
   if (!address.includes(':')) return address;
-  const bare = address.split('%', 1)[0] as string; // a zone (`fe80::1%eth0`) names an interface, not a client
+  const host = withoutPort(address);
+  if (!host.includes(':')) return host;
+  const bare = host.split('%', 1)[0] as string; // a zone (`fe80::1%eth0`) names an interface, not a client
   if (!isIPv6(bare)) return address;
   const [a, b, c, d, e, f, g, h] = groups(bare);
   if (
@@ -42,6 +46,18 @@ export function clientOfAddress(address: string): string {
   }
   // IPV6_CLIENT_BITS: three whole groups, and the high byte of the fourth.
   return `${a.toString(16)}:${b.toString(16)}:${c.toString(16)}:${(d & 0xff00).toString(16)}::/${IPV6_CLIENT_BITS}`;
+}
+
+/**
+ * `address` without the port a proxy wrote after it (RFC 7239's node syntax: `192.0.2.1:51234`,
+ * `[2001:db8::1]:51234`, `[2001:db8::1]`), else as it is. A bare IPv6 address is never read as one with a port.
+ */
+function withoutPort(address: string): string {
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(address);
+  if (v4 !== null) return isIPv4(v4[1] as string) ? (v4[1] as string) : address;
+  const v6 = /^\[([^\]]*)\](?::\d{1,5})?$/.exec(address);
+  if (v6 !== null) return isIPv6((v6[1] as string).split('%', 1)[0] as string) ? (v6[1] as string) : address;
+  return address;
 }
 
 /** The eight 16-bit groups of a valid IPv6 address: `::` expanded, an embedded IPv4 tail as the last two. */

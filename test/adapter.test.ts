@@ -678,6 +678,86 @@ describe('the client address the gate shares capacity by', () => {
       expect(seen).toEqual([proxy ? '127.0.0.9' : '127.0.0.1']);
     }
   });
+
+  /** Each framework behind one trusted proxy on 127.0.0.1, answering 200 or the error's status. */
+  const proxied: Record<string, (gate: Gate) => Promise<string>> = {
+    'Express 5 (trust proxy: loopback)': (gate) => {
+      const app = express();
+      app.set('trust proxy', 'loopback');
+      app.get('/', expressGate.authenticate(gate), (_req, res) => {
+        res.send('ok');
+      });
+      return serve(app);
+    },
+    'Koa 3 (proxy: true, maxIpsCount: 1)': (gate) => {
+      const app = new Koa({ proxy: true, maxIpsCount: 1 });
+      app.silent = true;
+      app.use(koaGate.authenticate(gate));
+      app.use((ctx) => {
+        ctx.body = 'ok';
+      });
+      return serve(app.callback());
+    },
+    "Fastify 5 (trustProxy: '127.0.0.1')": async (gate) => {
+      const app = Fastify({ trustProxy: '127.0.0.1' });
+      app.addHook('onRequest', fastifyGate.authenticate(gate));
+      app.get('/', async () => 'ok');
+      open.push(() => app.close());
+      return app.listen({ port: 0, host: '127.0.0.1' });
+    },
+  };
+
+  it.each(Object.keys(proxied))(
+    '%s: a proxy that writes the port in X-Forwarded-For (address:port) does not make each connection a client',
+    async (framework) => {
+      // One verification at a time, two waiting; each held until the test lets it answer.
+      const held: Array<() => void> = [];
+      let arrived = 0;
+      const provider: Provider<BearerCredential> = {
+        name: 'held',
+        cacheScope: 'held-ports',
+        concurrency: 1,
+        extract: extractBearer,
+        verify: async (credential) => {
+          await new Promise<void>((resolve) => held.push(resolve));
+          return { ok: true, principal: { subject: credential.secret, permissions: [], details: {} } };
+        },
+      };
+      const gate = createGate({
+        providers: [provider],
+        admission: { maxWaiting: 2 },
+        onEvent: (event) => {
+          if (event.type === 'cache' && event.result === 'miss') arrived++;
+        },
+      });
+      open.push(() => gate.close());
+      const url = await (proxied[framework] as (gate: Gate) => Promise<string>)(gate);
+      const from = async (token: string, forwardedFor: string) => {
+        const res = await fetch(url, {
+          headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwardedFor },
+          signal: AbortSignal.timeout(5000),
+        });
+        return res.status;
+      };
+      // One address floods from four connections, a new source port each: it fills the slot and the wait.
+      const flood = [40001, 40002, 40003, 40004].map((port) => from(`SECRETflood${port}`, `127.0.1.7:${port}`));
+      await vi.waitFor(() => expect(arrived).toBe(4));
+      // Another address's first token takes the place of the flood's newest waiter.
+      const other = from('SECRETquiet', '127.0.2.9:50000');
+      await vi.waitFor(() => expect(arrived).toBe(5));
+      let settled = false;
+      const statuses = Promise.all([other, ...flood]).finally(() => {
+        settled = true;
+      });
+      for (let turn = 0; turn < 200 && !settled; turn++) {
+        for (const release of held.splice(0)) release();
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const [quiet, ...flooded] = await statuses;
+      expect(quiet).toBe(200);
+      expect(flooded.filter((status) => status === 503)).toHaveLength(2);
+    },
+  );
 });
 
 describe('a callback of yours that throws something that is not an Error', () => {

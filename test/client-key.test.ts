@@ -24,6 +24,13 @@ describe('the default client key', () => {
     ['0:0:0:0:0:ffff:192.0.2.1', '192.0.2.1'],
     ['::ffff:c000:201', '192.0.2.1'],
     ['::192.0.2.1', '0:0:0:0::/56'],
+    // A port a proxy wrote after the address (Azure Application Gateway's X-Forwarded-For) is not part of the client.
+    ['192.0.2.1:51234', '192.0.2.1'],
+    ['[2001:db8:0:12ab::9]:51234', '2001:db8:0:1200::/56'],
+    ['[2001:db8::1]', '2001:db8:0:0::/56'],
+    ['[::ffff:192.0.2.1]:80', '192.0.2.1'],
+    ['[fe80::1%eth0]:80', 'fe80:0:0:0::/56'],
+    ['2001:db8::1:80', '2001:db8:0:0::/56'],
   ])('%s counts as %s', (address, client) => {
     expect(clientOfAddress(address)).toBe(client);
   });
@@ -46,6 +53,12 @@ describe('the default client key', () => {
     `${'a:'.repeat(5000)}1`,
     'x'.repeat(10_000),
     '\u0000::1',
+    '999.0.0.1:80',
+    '192.0.2.1:',
+    '192.0.2.1:port',
+    '[192.0.2.1]:80',
+    '[2001:db8::1',
+    '[]:80',
   ])('takes %j, which is no IP address, as it is', (address) => {
     expect(clientOfAddress(address)).toBe(address);
   });
