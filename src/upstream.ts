@@ -175,8 +175,17 @@ export class Upstream {
           resolve(this.#unsent(probe, this.#overloaded(admitted)));
           return;
         }
+        // The provider may have refused this server's credentials while this verification waited: not sent again.
+        const now = performance.now();
+        if (this.#refusal !== undefined && now < this.#refusedUntil) {
+          this.#admission.release();
+          clearTimeout(timer);
+          state = 'ended';
+          resolve(this.#unsent(probe, this.#refused(this.#refusal, now)));
+          return;
+        }
         // The breaker may have opened, or a 429 paused calls, while this verification waited.
-        const heldBack = this.#breaker?.holdsBack(performance.now()) ?? 0;
+        const heldBack = this.#breaker?.holdsBack(now) ?? 0;
         if (heldBack > 0) {
           this.#admission.release();
           clearTimeout(timer);

@@ -375,6 +375,20 @@ describe('introspection: client authentication on the wire', () => {
     expect(mock.calls.introspect).toBe(2);
   });
 
+  it('tokens already waiting for a connection when the secret is refused get the 500 without it being sent again', async () => {
+    const { mock, gate } = await setup(
+      { tokens: Object.fromEntries(['tok-1', 'tok-2', 'tok-3', 'tok-4'].map((token) => [token, { active: true }])) },
+      { clientSecret: 'not-the-secret', connections: 1 },
+    );
+    mock.latency = 50;
+    // One connection: the first token is asked, the other three wait for it.
+    await Promise.all(
+      ['tok-1', 'tok-2', 'tok-3', 'tok-4'].map((token) => expectMisconfigured(gate.authenticate(bearer(token)))),
+    );
+    expect(mock.calls.introspect).toBe(1);
+    expect(gate.stats()).toMatchObject({ heldBack: 3, overloaded: 0 });
+  });
+
   it('a refused secret (401) is a 500 not shown to the client, asked once despite retries', async () => {
     const { mock, gate } = await setup(
       { tokens: { 'tok-1': { active: true, sub: 'u' } } },
