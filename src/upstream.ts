@@ -453,9 +453,13 @@ export class Upstream {
       this.#breaker?.inconclusive(probe);
       return this.#throttled(stale, this.#unavailable(retryAfterMs, failure));
     }
+    const now = performance.now();
     if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
-    else this.#breaker?.failed(performance.now());
-    return this.#staleOr(stale, this.#unavailable(retryAfterMs, failure));
+    else this.#breaker?.failed(now);
+    // A failure that finds calls held back (the breaker it opened, or opened meanwhile) says when they go out again,
+    // as the requests held back after it are told, unless the provider named its own time.
+    const heldBackMs = this.#breaker?.holdsBack(now) ?? 0;
+    return this.#staleOr(stale, this.#unavailable(retryAfterMs ?? (heldBackMs > 0 ? heldBackMs : undefined), failure));
   }
 
   /** How long a 429 pauses calls: its `Retry-After` (1 s when it names none), at most `maxRetryAfter`, in ms. */
