@@ -3,7 +3,7 @@
  * every request against the (possibly cached) `AuthContext`. A cache hit
  * never skips them.
  */
-import { type AuthContext, type Grants, isAuthContext } from './context.js';
+import { AuthContext, type Grants, isAuthContext } from './context.js';
 import { formatScope } from './errors.js';
 
 /** A permission check made by {@link requires} or {@link requiresAny}. */
@@ -113,6 +113,9 @@ export function requiresAny(...permissions: string[]): Guard {
   });
 }
 
+/** The `can` of every context the gate makes: its answer is its `grants`' answer. */
+const gateCan = AuthContext.prototype.can;
+
 /**
  * `check`, answered again without running it when `auth`, a context the gate made, has the same
  * permission list as the last such context checked. The answer depends on that list alone, and contexts with identical lists
@@ -124,15 +127,15 @@ function allowsByGrants(check: (auth: AuthContext) => boolean): (auth: AuthConte
   let lastGrants: Grants | undefined;
   let lastAllowed = false;
   return (auth) => {
-    // Only a context the gate made answers by its grants alone: an object that only looks like one (a test double,
-    // a spread copy with its own `can`) is always asked, and its answer is never reused.
+    // Only a context whose `can` is the gate's own answers by its grants alone. Anything else is always asked, and its
+    // answer is never reused: a test double, a spread copy, or a view an app made of a real context with a `can` of its
+    // own (`Object.create(auth, { can })`), which inherits the real context's brand and grants but not its answers.
     const grants: Grants | undefined = auth.grants;
-    if (grants === lastGrants && grants !== undefined && isAuthContext(auth)) return lastAllowed;
-    const allowed = check(auth);
-    if (isAuthContext(auth)) {
+    if (grants === undefined || auth.can !== gateCan || !isAuthContext(auth)) return check(auth);
+    if (grants !== lastGrants) {
+      lastAllowed = check(auth);
       lastGrants = grants;
-      lastAllowed = allowed;
     }
-    return allowed;
+    return lastAllowed;
   };
 }

@@ -124,6 +124,48 @@ describe('requires and requiresAny', () => {
     expect(other.allows(auth)).toBe(true);
   });
 
+  it("asks a view made from a real context (Object.create) its own can(), and never lends its answer to a token's later requests", async () => {
+    const gate = closeLater(
+      createGate({
+        providers: [
+          stubProvider({
+            tokens: {
+              admin: { subject: 'u1', permissions: [READ, ADMIN] },
+              'other-admin': { subject: 'u2', permissions: [READ, ADMIN] },
+              reader: { subject: 'u3', permissions: [READ] },
+              'other-reader': { subject: 'u4', permissions: [READ] },
+            },
+          }),
+        ],
+      }),
+    );
+    const contextOf = (token: string) => gate.authenticate({ headers: { authorization: `Bearer ${token}` } });
+    // What an app may put in req.auth for one request: the token's rights narrowed (a delegated, read-only request),
+    // or widened (a support session), the rest of the context inherited.
+    const narrowed = (auth: AuthContext) =>
+      Object.create(auth, { can: { value: (name: string) => name === READ && auth.can(name) } }) as AuthContext;
+    const widened = (auth: AuthContext) => Object.create(auth, { can: { value: () => true } }) as AuthContext;
+    const status = (auth: AuthContext, guard: ReturnType<typeof requires>) => {
+      try {
+        gate.authorize(auth, guard);
+        return 200;
+      } catch (error) {
+        return (error as AuthError).status;
+      }
+    };
+    const admin = await contextOf('admin');
+    const reader = await contextOf('reader');
+    const needsAdmin = requires(ADMIN);
+    expect([
+      status(admin, needsAdmin),
+      status(narrowed(admin), needsAdmin),
+      status(await contextOf('other-admin'), needsAdmin),
+      status(widened(reader), needsAdmin),
+      status(await contextOf('other-reader'), needsAdmin),
+      status(reader, needsAdmin),
+    ]).toEqual([200, 403, 200, 200, 403, 403]);
+  });
+
   it('collapses duplicate names and keeps their order', () => {
     expect(requires(READ, WRITE, READ).permissions).toEqual([READ, WRITE]);
     expect(requiresAny(WRITE, WRITE).permissions).toEqual([WRITE]);
