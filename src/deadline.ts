@@ -114,6 +114,9 @@ export class Deadline implements Cancellation {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When the deadline passes, in `performance.now()` ms. */
   readonly #at: number;
+  /** The gate's `timeout`, in ms, and the provider asked: what a timeout's failure names. */
+  readonly #ms: number;
+  readonly #provider: string;
   /** Set by `end`: the verification has its answer. */
   #ended = false;
   /** Rejects the attempt under way, if any. */
@@ -121,16 +124,26 @@ export class Deadline implements Cancellation {
   /** Set by `end` while work still listens: runs once, when none does. */
   #onIdle: (() => void) | undefined;
 
-  constructor(ms: number) {
+  constructor(ms: number, provider = 'provider') {
     this.#at = performance.now() + ms;
+    this.#ms = ms;
+    this.#provider = provider;
     this.#timer = setTimeout(this.#expire, ms);
   }
 
   readonly #expire = (): void => {
     this.#timer = undefined;
     const decided = this.#cancel(deadlinePassed());
-    this.#onExpiry?.(decided ?? new ProviderFailure('timeout', 'provider did not answer within the deadline'));
+    this.#onExpiry?.(decided ?? this.timedOut());
   };
+
+  /** The failure of an attempt the deadline ended: it names the provider and the gate's `timeout`, for logs. */
+  timedOut(): ProviderFailure {
+    return new ProviderFailure(
+      'timeout',
+      `${this.#provider} did not answer within the gate's timeout (${this.#ms} ms)`,
+    );
+  }
 
   get aborted(): boolean {
     return this.#aborted;
@@ -171,7 +184,7 @@ export class Deadline implements Cancellation {
   race<T>(promise: Promise<T>): Promise<T> {
     if (this.#aborted) {
       promise.catch(() => {});
-      return Promise.reject(new ProviderFailure('timeout', 'deadline passed'));
+      return Promise.reject(this.timedOut());
     }
     return new Promise<T>((resolve, reject) => {
       this.#onExpiry = reject;

@@ -11,7 +11,7 @@
  */
 import { Admission } from './admission.js';
 import { type AuthContext, frozenDetails, MAX_DETAILS_DEPTH } from './context.js';
-import { type CancellableVerify, type Cancellation, Deadline, VERIFY_WITHIN } from './deadline.js';
+import { type CancellableVerify, Deadline, VERIFY_WITHIN } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
 import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryPolicy, sleep } from './resilience.js';
@@ -317,7 +317,7 @@ export class Upstream {
       release();
       return this.#cancelled(started, 0, trace);
     }
-    const deadline = new Deadline(timeout);
+    const deadline = new Deadline(timeout, provider.name);
     this.#live.add(deadline);
     let answered = false;
     /** A 429's pause (this verification's, or another's) was waited out, using up part of this deadline. */
@@ -597,9 +597,9 @@ function verifierOf(provider: Provider): (credential: Credential, deadline: Dead
  * Any error from verify as a ProviderFailure: unexpected errors fail closed too. A failure's `cause` that is not itself
  * a `ProviderFailure` is kept by its class, code and stack alone (see {@link withoutMessage}).
  */
-function asFailure(error: unknown, cancellation: Cancellation): ProviderFailure {
+function asFailure(error: unknown, deadline: Deadline): ProviderFailure {
   if (error instanceof ProviderFailure) return withSafeCause(error, 0);
-  if (cancellation.aborted) return new ProviderFailure('timeout', 'provider did not answer within the deadline');
+  if (deadline.aborted) return deadline.timedOut();
   return new ProviderFailure('invalid_answer', 'provider verify threw', {
     cause: withoutMessage(error, 'thrown by verify'),
   });

@@ -113,6 +113,18 @@ describe('deadline', () => {
     expect(ofType(events, 'verify')).toMatchObject([{ outcome: 'failed', attempts: 1 }]);
   });
 
+  it("a provider past the deadline is named in the provider_error message, with the gate's timeout", async () => {
+    // The README's quick start logs `event.message` alone: with two providers, it must say which one, and the
+    // timeout shows a value written in seconds (`timeout: 5`) for what it is.
+    const { app, oon, events } = await setup({ timeout: 200, retry: false });
+    oon.fault = { kind: 'hang' };
+    const res = await request(app).get('/me').set(bearer(READ_TOKEN));
+    expect(res.status).toBe(503);
+    expect(ofType(events, 'provider_error').map((e) => e.message)).toEqual([
+      "onlineornot did not answer within the gate's timeout (200 ms)",
+    ]);
+  });
+
   // With one connection, a request left running after the deadline would hold it, and the next
   // verification would queue behind the hang: only an aborted request frees it.
   it.each([
