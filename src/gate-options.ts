@@ -21,7 +21,7 @@ export interface GateOptions {
   /** `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`, at most 256 characters. Default `"api"`. */
   readonly realm?: string | undefined;
   /**
-   * Overall deadline for verifying one credential, retries included. With a shared tier, a request that waited for
+   * Overall deadline for verifying one credential, in ms, retries included. With a shared tier, a request that waited for
    * another instance's answer ends by `timeout` plus the tier's own `timeout`; its verification goes on meanwhile,
    * with a whole `timeout` of its own, and its answer is kept. Default 5000.
    */
@@ -44,7 +44,7 @@ export interface GateOptions {
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
    * provider asked for (whole seconds of it: 1500 sends at most 1), and longest pause it honours after a provider's 429
    * (the breaker pauses calls: with `breaker: false`, a 429 is only retried
-   * after its backoff or `Retry-After`). At least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
+   * after its backoff or `Retry-After`). In ms, at least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
    */
   readonly maxRetryAfter?: number | undefined;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */

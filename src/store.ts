@@ -40,12 +40,12 @@ export interface CacheOptions {
    * credential. Default a tenth of `max` (at least 1); at most 10 000 000.
    */
   readonly negativeMax?: number | undefined;
-  /** How long an accepted credential is trusted without asking the provider again. Default 60 000. */
+  /** How long an accepted credential is trusted without asking the provider again, in ms. Default 60 000. */
   readonly ttl?: number | undefined;
-  /** How long a rejected credential is remembered. 0 remembers none. Default 5 000. */
+  /** How long a rejected credential is remembered, in ms. 0 remembers none. Default 5 000. */
   readonly negativeTtl?: number | undefined;
   /**
-   * How long past `ttl` an accepted credential may still be served while the
+   * How long past `ttl`, in ms, an accepted credential may still be served while the
    * provider is failing (unreachable, slow, 5xx, breaker open), flagged
    * `stale` on its context. Never past the credential's own expiry; never
    * for rejected credentials. Default 0 (off).

@@ -28,10 +28,10 @@ export interface RedisCacheOptions {
    * 1 to 64 letters, digits or `:_.-`. Default `'tokengate:'`.
    */
   readonly prefix?: string | undefined;
-  /** Longest wait for any one Redis command; past it, the gate carries on without Redis. Default 50. */
+  /** Longest wait for any one Redis command, in ms; past it, the gate carries on without Redis. Default 50. */
   readonly timeout?: number | undefined;
   /**
-   * Longest time an instance serves an answer from its in-process cache
+   * Longest time, in ms, an instance serves an answer from its in-process cache
    * without looking at Redis again: the bound on how long a revocation
    * message that was lost (Redis partitioned, subscriber down) can matter.
    * Default 5000.
