@@ -39,7 +39,13 @@ export type ExpressMiddleware = (req: ExpressLikeRequest, res: ServerResponse, n
 /** Options of {@link authenticate}: `optional` lets requests without a credential through, `req.auth` undefined. */
 export type ExpressAuthenticateOptions = AuthenticateOptions;
 
-const NOT_EXPRESS = 'tokengate/express middleware called without next(): in a Koa app, use tokengate/koa';
+/** The mistake of a call without `next`: Koa passes its own `next` second, a plain `node:http` server a response. */
+const notExpress = (second: unknown): Error =>
+  new Error(
+    typeof second === 'function'
+      ? 'tokengate/express middleware called without next(): in a Koa app, use tokengate/koa'
+      : 'tokengate/express middleware called without next(): mount it in an Express app (app.use(authenticate(gate))); on a plain node:http server, await gate.authenticate(req) and answer its AuthError yourself',
+  );
 const FASTIFY_REQUEST =
   'tokengate/express middleware called with a Fastify request: in a Fastify app, use tokengate/fastify';
 
@@ -50,8 +56,8 @@ const isFastifyRequest = (req: ExpressLikeRequest): boolean =>
 /** Middleware that authenticates the request with `gate` and sets `req.auth`. */
 export function authenticate(gate: Gate, options?: ExpressAuthenticateOptions): ExpressMiddleware {
   const check = authenticator(gate, options, 'tokengate/express');
-  return function tokengateAuthenticate(req, _res, next) {
-    if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
+  return function tokengateAuthenticate(req, res, next) {
+    if (typeof next !== 'function') throw notExpress(res);
     // Fastify's request has headers but no raw ones, without which a repeated Authorization could not be refused.
     if (isFastifyRequest(req)) return next(new Error(FASTIFY_REQUEST));
     let auth: ReturnType<typeof check>;
@@ -80,8 +86,8 @@ function settle(req: ExpressLikeRequest, auth: AuthContext | undefined, next: (e
 }
 
 function guardMiddleware(guard: Guard): ExpressMiddleware {
-  return function tokengateGuard(req, _res, next) {
-    if (typeof next !== 'function') throw new Error(NOT_EXPRESS);
+  return function tokengateGuard(req, res, next) {
+    if (typeof next !== 'function') throw notExpress(res);
     if (isFastifyRequest(req)) return next(new Error(FASTIFY_REQUEST));
     try {
       authorize(req.auth, guard, req);

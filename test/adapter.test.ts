@@ -322,6 +322,32 @@ describe('mistakes at mount', () => {
   }
 });
 
+describe('the Express middleware as a plain node:http listener', () => {
+  it('throws naming Express and what to do on a plain server, not Koa', async () => {
+    const thrown: unknown[] = [];
+    const authenticate = expressGate.authenticate(stubGate());
+    const guard = expressGate.requires('read');
+    // What the app's own listener (or a crash report) shows: the middleware called as (req, res), without next.
+    const url = await serve((req, res) => {
+      for (const middleware of [authenticate, guard]) {
+        try {
+          middleware(req, res, undefined as never);
+        } catch (error) {
+          thrown.push(error);
+        }
+      }
+      res.end();
+    });
+    expect((await get(url, READER)).status).toBe(200);
+    expect(thrown).toHaveLength(2);
+    for (const error of thrown) {
+      expect(String(error)).toContain('mount it in an Express app (app.use(authenticate(gate)))');
+      expect(String(error)).toContain('on a plain node:http server, await gate.authenticate(req)');
+      expect(String(error)).not.toContain('Koa');
+    }
+  });
+});
+
 describe('the Express middleware mounted in Fastify', () => {
   for (const [name, Framework] of [
     ['fastify 5', Fastify],
