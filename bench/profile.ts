@@ -6,7 +6,7 @@
  * profile through `node:inspector` (the format of `node --cpu-prof`, without
  * start-up and module loading). The profile lands in bench/profiles/ (open it
  * in Chrome DevTools); printed are tokengate's share of the CPU time, the busy
- * time split by where the code lives, and the functions with the most self time.
+ * time split by where the code lives, and the functions with the most self time (with their µs per request).
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -46,6 +46,8 @@ async function profiler(type: string, path?: string): Promise<void> {
   await done;
 }
 
+/** Requests answered while the profile ran (hot and cold), for each function's self time per request. */
+let requests: number | undefined;
 try {
   await withLoader(async (loader) => {
     const load: LoadConfig = {
@@ -74,6 +76,7 @@ try {
       );
     } else {
       const result = await loader.run(load);
+      requests = Math.round(result.requestsPerSecond * seconds);
       console.log(`${variant} ${mode}: ${Math.round(result.requestsPerSecond)} req/s, non2xx ${result.non2xx}`);
     }
     await profiler('profile-stop', profilePath);
@@ -136,8 +139,11 @@ console.log(
     .map(([origin, time]) => `${origin} ${((100 * time) / busy).toFixed(1)}%`)
     .join(', ')}`,
 );
+// Beside each share, the self time per request (µs, sampled: the profiler's own cost included), which compares
+// across variants as shares of differently busy servers do not.
 for (const [label, time] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) {
-  console.log(`${((100 * time) / total).toFixed(2).padStart(6)}%  ${label}`);
+  const perRequest = requests === undefined ? '' : `${(time / requests).toFixed(2).padStart(7)} µs/req  `;
+  console.log(`${((100 * time) / total).toFixed(2).padStart(6)}%  ${perRequest}${label}`);
 }
 
 /** Where a sampled function lives: Node's HTTP code, its sockets and streams, native code, GC, a package, or ours. */
