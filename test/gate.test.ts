@@ -328,6 +328,26 @@ describe('admission through the gate', () => {
     expect(events).not.toContain('breaker');
   });
 
+  it('answers 503 overloaded when the wait is full even for a token with a stale copy: a full wait is no provider failure', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const gate = createGate({
+      providers: [provider],
+      admission: { maxWaiting: 0 },
+      cache: { ttl: 50, staleIfError: 60_000 },
+    });
+    open.push(() => gate.close());
+    const accepted = gate.authenticate(request('SECRETokT'));
+    releaseAll();
+    expect((await accepted).subject).toBe('SECRETokT');
+    await new Promise((resolve) => setTimeout(resolve, 60)); // past its ttl: only a stale copy is left
+    const hog = gate.authenticate(request('SECRETok1'));
+    await expect(gate.authenticate(request('SECRETokT'))).rejects.toMatchObject({ status: 503, code: 'overloaded' });
+    expect(calls()).toBe(2);
+    expect(gate.stats()).toMatchObject({ overloaded: 1, stale: 0 });
+    releaseAll();
+    await hog;
+  });
+
   it.each([
     ['one address', (_: number) => '127.0.0.1', '127.0.0.2'],
     [
@@ -500,6 +520,43 @@ describe('admission through the gate', () => {
     releaseAll();
     expect(await during).toBe(401);
     expect(gate.stats().stale).toBe(0);
+  });
+
+  it('never serves a stale copy to a request whose wait for a slot ran out: our own overload is no provider failure', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [provider],
+      timeout: 300,
+      retry: false,
+      cache: { ttl: 50, staleIfError: 60_000 },
+      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
+    });
+    open.push(() => gate.close());
+    const accepted = gate.authenticate(request('SECRETokT'));
+    releaseAll();
+    expect((await accepted).subject).toBe('SECRETokT');
+    await new Promise((resolve) => setTimeout(resolve, 60)); // past its ttl: only a stale copy is left
+    // The first holds the one slot; the second gets it when the first answers (at 200 ms) and holds it past 500 ms;
+    // the token, asked at 100 ms, waits behind the second until its own timeout (400 ms) ends its wait.
+    const first = gate.authenticate(request('SECRETok1'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const token = gate.authenticate(request('SECRETokT')).then(
+      (auth) => `200${auth.stale ? ' stale' : ''}`,
+      (error: { code: string }) => error.code,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    releaseAll(); // the first answers; the second gets its slot and is held
+    expect((await first).subject).toBe('SECRETok1');
+    expect(await token).toBe('overloaded');
+    expect(events).toContain('overloaded:expired');
+    expect(calls()).toBe(3); // the token was never sent
+    expect(gate.stats().stale).toBe(0);
+    expect(events).not.toContain('stale');
+    releaseAll();
+    expect(await second).toBe('overloaded');
   });
 
   it.each([
