@@ -559,6 +559,65 @@ describe('admission through the gate', () => {
     expect(await second).toBe('overloaded');
   });
 
+  it('a wait that runs out counts nothing against the provider: a breaker of threshold 1 stays closed, and the next token is asked', async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [provider],
+      timeout: 300,
+      retry: false,
+      breaker: { threshold: 1 },
+      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
+    });
+    open.push(() => gate.close());
+    // As above: the third waits behind the second, which holds the slot from 200 ms on, until its timeout (400 ms).
+    const first = gate.authenticate(request('SECRETok1'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const third = gate.authenticate(request('SECRETok3')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    releaseAll();
+    expect((await first).subject).toBe('SECRETok1');
+    expect(await third).toBe('overloaded');
+    expect(events).toContain('overloaded:expired');
+    releaseAll();
+    expect(await second).toBe('overloaded');
+    expect(gate.stats()).toMatchObject({ errors: 0, breakers: { held: 'closed' } });
+    expect(events).not.toContain('breaker');
+    const next = gate.authenticate(request('SECRETok4'));
+    releaseAll();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    releaseAll();
+    expect((await next).subject).toBe('SECRETok4');
+    expect(calls()).toBe(3);
+  });
+
+  it("gives a verification that waited the provider's whole timeout from its slot: answered past its request's end, it counts no failure and is kept", async () => {
+    const { provider, calls, releaseAll } = heldProvider(1);
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [provider],
+      timeout: 300,
+      retry: false,
+      breaker: { threshold: 1 },
+      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
+    });
+    open.push(() => gate.close());
+    const first = gate.authenticate(request('SECRETok1'));
+    const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    releaseAll(); // the first answers; the second gets its slot at 200 ms: its deadline is at 500 ms, its request's at 300
+    expect((await first).subject).toBe('SECRETok1');
+    expect(await second).toBe('overloaded');
+    await new Promise((resolve) => setTimeout(resolve, 100)); // 400 ms: past the request's time, inside the slot's
+    releaseAll();
+    expect((await gate.authenticate(request('SECRETok2'))).subject).toBe('SECRETok2');
+    expect(calls()).toBe(2);
+    expect(events).not.toContain('provider_error:timeout');
+    expect(gate.stats()).toMatchObject({ errors: 0, breakers: { held: 'closed' } });
+  });
+
   it.each([
     ['undefined (a header the client left out)', undefined],
     ['a number', 7],
