@@ -5,6 +5,7 @@
  *
  * - a rejection is remembered for `negativeTtl`, and asked about again after;
  * - `negativeTtl: 0` remembers nothing;
+ * - `cache.negativeMax` rejections are remembered, in a space of their own;
  * - a rejection replaces nothing accepted for another credential;
  * - `invalidate(req)` removes a remembered rejection;
  * - `staleIfError` never serves a credential that was rejected.
@@ -138,6 +139,21 @@ describe('negativeTtl: 0 remembers nothing', () => {
     const { gate } = await setup({ negativeTtl: 0 });
     await expectRejected(gate.authenticate(bearer(UNKNOWN)));
     expect(gate.invalidate(bearer(UNKNOWN))).toBe(false);
+  });
+});
+
+describe('cache.negativeMax sizes the space of rejections', () => {
+  it('in process: that many rejections are remembered without asking again, and one more pushes out the oldest', async () => {
+    // The default for max 10 would be 1: only negativeMax can keep the 20.
+    const { mock, gate } = await setup({ max: 10, negativeMax: 20, negativeTtl: MINUTE });
+    const unknown = Array.from({ length: 21 }, (_, i) => `${UNKNOWN}${i}`);
+    for (const token of unknown.slice(0, 20)) await expectRejected(gate.authenticate(bearer(token)));
+    expect(mock.calls.verify).toBe(20);
+    for (const token of unknown.slice(0, 20)) await expectRejected(gate.authenticate(bearer(token)));
+    expect(mock.calls.verify).toBe(20);
+    await expectRejected(gate.authenticate(bearer(unknown[20] as string)));
+    await expectRejected(gate.authenticate(bearer(unknown[0] as string)));
+    expect(mock.calls.verify).toBe(22);
   });
 });
 
