@@ -888,6 +888,22 @@ describe('staleIfError', () => {
     expect(pt.calls.checkToken).toBe(3);
   });
 
+  it.each(['garbage', 'wrong-shape'] as const)(
+    'a provider answering %s is failing too: the copy is served flagged stale, never as a fresh answer',
+    async (kind) => {
+      const { app, pt, gate, events } = await setup({ ...base, cache: { ttl: 100, staleIfError: 5000 } });
+      expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+      await sleep(150);
+      pt.fault = { kind };
+      const res = await request(app).get('/me').query(CONN);
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ subject: CONN.user_id, stale: true });
+      expect(ofType(events, 'stale')).toEqual([{ type: 'stale', provider: 'partoo' }]);
+      expect(gate.stats().stale).toBe(1);
+      expect(pt.calls.checkToken).toBe(2);
+    },
+  );
+
   it('is not served once its window has ended, even to a request that began inside it', async () => {
     const { app, pt, events } = await setup({ ...base, timeout: 1200, cache: { ttl: 100, staleIfError: 300 } });
     expect((await request(app).get('/me').query(CONN)).status).toBe(200);
