@@ -20,6 +20,9 @@ export default {
   mutate: [
     // Request flow, verdict store, admission, per-connection memo, the framework adapter seam.
     'src/{gate,store,admission,memo,adapter}.ts',
+    // The upstream policy (fail closed, stale only for the provider's own failure, the breaker, Retry-After's cap),
+    // the deadline, and the provider answers' transport checks.
+    'src/{upstream,deadline,http}.ts',
     // Permission checks, credential parsers, the errors that reach clients.
     'src/guards.ts',
     'src/credentials/*.ts',
