@@ -24,7 +24,12 @@
  * the next of the revocable Bearer tokens away from the OnlineOrNot mock,
  * then revokes it in both gates, then tells the load process, for which any
  * 2xx to a request sent after that (stale included, whatever the providers'
- * phase) is a wrong decision.
+ * phase) is a wrong decision. Beside them, every REVOKE_MS the provider drops
+ * the next of the droppable Bearer tokens without either gate being told: the
+ * gates may go on serving such a token (cached, then stale while the provider
+ * fails) until they see the provider reject it, and once a route has answered
+ * 401 for it, any 2xx from that route to a request sent after that answer came
+ * is a wrong decision (a token the provider rejected is never served stale).
  *
  * Bearer requests go to two routes: `/checks`, behind a gate with both
  * providers, and `/bearer/checks`, behind a Bearer-only gate, the kind whose
@@ -99,6 +104,11 @@ const REVOCABLE_TOKENS = Array.from({ length: Math.ceil((DURATION_S * 1000) / RE
   token: `soak-revocable-${i}-c0d2`,
   subject: `tok-rev-${i}`,
 }));
+/** Bearer tokens accepted with the permission until the provider drops them, one every {@link REVOKE_MS}, in order. */
+const DROPPABLE_TOKENS = Array.from({ length: Math.ceil((DURATION_S * 1000) / REVOKE_MS) + 8 }, (_, i) => ({
+  token: `soak-droppable-${i}-e5a1`,
+  subject: `tok-drop-${i}`,
+}));
 /** Connection tokens the Partoo mock accepts (the gate grants them `uptime_checks (read)`). */
 const VALID_CONNECTIONS = Array.from({ length: 4 }, (_, i) => ({
   userId: `soak-user-${i}`,
@@ -126,6 +136,11 @@ const KINDS = {
    * load process hears of its revocation; for a request sent after that, 401 or 503 only.
    */
   revocable: { weight: 10, allowed: [200, 401, 503] },
+  /**
+   * A droppable Bearer token: one of the last few the provider dropped (the gates not told), or of the next few.
+   * 200, 401 or 503, until the route it is sent to has answered 401 for it; for a request sent after that, 401 or 503.
+   */
+  droppable: { weight: 10, allowed: [200, 401, 503] },
   /** Valid connection token. */
   connection: { weight: 15, allowed: [200, 503] },
   /** Unknown connection token. */
@@ -176,6 +191,8 @@ interface LoadReport {
   readonly clientErrors: Record<string, number>;
   /** Revocations the load process heard of, and requests it sent for a token after hearing it was revoked. */
   readonly revocations: { readonly heard: number; readonly askedAfter: number };
+  /** Requests sent for a droppable token to a route that had answered 401 for it already. */
+  readonly dropped: { readonly askedAfterRejection: number };
   readonly latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
 }
 
@@ -186,7 +203,7 @@ type LoadMessage = { readonly type: 'started' } | { readonly type: 'report'; rea
  * What the server process tells the load process: the revocable token `index` is about to be revoked (`revoking`,
  * sent before the provider drops it), or is revoked everywhere (`revoked`).
  */
-type ServerToLoad = { readonly type: 'revoking' | 'revoked'; readonly index: number };
+type ServerToLoad = { readonly type: 'revoking' | 'revoked' | 'dropping'; readonly index: number };
 
 /** Kinds sent as Bearer headers: half of them go to the Bearer-only gate's route. */
 const BEARER_KINDS: ReadonlySet<Kind> = new Set([
@@ -197,6 +214,7 @@ const BEARER_KINDS: ReadonlySet<Kind> = new Set([
   'missing',
   'flood',
   'revocable',
+  'droppable',
 ]);
 
 /** One request: where, with what, and (for accepted credentials) the subject the answer must name. */
@@ -207,12 +225,19 @@ interface Planned {
   readonly subject?: string;
   /** For a revocable token: its index in {@link REVOCABLE_TOKENS}. */
   readonly revocable?: number;
+  /** For a droppable token: its index in {@link DROPPABLE_TOKENS}. */
+  readonly droppable?: number;
 }
 
 /** Revocable tokens below this index are revoked everywhere (the load process heard so). */
 let revokedBelow = 0;
 /** Revocable tokens below this index may be revoked at the provider already (the load process heard so). */
 let revokingBelow = 0;
+/** Droppable tokens below this index may be dropped by the provider already (the load process heard so). */
+let droppingBelow = 0;
+/** `route token-index` of every droppable token a route has answered 401 for: none of its later requests may pass. */
+const rejectedOnRoute = new Set<string>();
+const droppableKey = (planned: Planned) => `${planned.path} ${planned.droppable}`;
 
 const pick = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)] as T;
 const INVALID_POOL = Array.from(
@@ -270,6 +295,15 @@ function plan(kind: Kind): Planned {
       const { token, subject } = REVOCABLE_TOKENS[index] as (typeof REVOCABLE_TOKENS)[number];
       return { kind, path: '/checks', headers: { authorization: `Bearer ${token}` }, subject, revocable: index };
     }
+    case 'droppable': {
+      // Mostly dropped already (cached, or stale while the provider fails), some about to be (cached meanwhile).
+      const index = Math.min(
+        DROPPABLE_TOKENS.length - 1,
+        Math.max(0, droppingBelow + Math.floor(Math.random() * 8) - 6),
+      );
+      const { token, subject } = DROPPABLE_TOKENS[index] as (typeof DROPPABLE_TOKENS)[number];
+      return { kind, path: '/checks', headers: { authorization: `Bearer ${token}` }, subject, droppable: index };
+    }
     case 'connection-malformed': {
       const { userId, token } = pick(VALID_CONNECTIONS);
       const query = pick([`user_id=${userId}&token=${token}&token=${token}`, `token=${token}`, 'user_id=&token=']);
@@ -309,7 +343,11 @@ function randomKind(): Kind {
  *   revocation (`revokedWhenSent`); a 400 or 403 for one at any time; and a
  *   401 for one two places or more past the last one announced as about to
  *   be revoked when the answer came (`revocableFrom`; the next one may be
- *   dropped a moment before its announcement is read).
+ *   dropped a moment before its announcement is read);
+ * - a 2xx for a droppable token sent to a route after that route answered
+ *   401 for it (`rejectedWhenSent`); a 400 or 403 for one at any time; and a
+ *   401 for one two places or more past the last one announced as about to
+ *   be dropped when the answer came.
  * Any other status outside the kind's allowed list (a 500, a malformed
  * request answered 401…) is counted as unexpected. Both counts must be 0.
  */
@@ -319,16 +357,29 @@ function judge(
   subject: unknown,
   revokedWhenSent: boolean,
   revocableFrom: number,
+  rejectedWhenSent: boolean,
+  droppableFrom: number,
 ): 'ok' | 'wrong' | 'unexpected' {
   const deservesPass =
-    planned.kind === 'valid' || planned.kind === 'connection' || (planned.kind === 'revocable' && !revokedWhenSent);
+    planned.kind === 'valid' ||
+    planned.kind === 'connection' ||
+    (planned.kind === 'revocable' && !revokedWhenSent) ||
+    (planned.kind === 'droppable' && !rejectedWhenSent);
   if (status >= 200 && status < 300) {
     if (!deservesPass) return 'wrong';
     return subject === planned.subject ? 'ok' : 'wrong';
   }
-  if (planned.kind === 'revocable' && (status === 400 || status === 403)) return 'wrong';
+  if ((planned.kind === 'revocable' || planned.kind === 'droppable') && (status === 400 || status === 403)) {
+    return 'wrong';
+  }
   if (planned.revocable !== undefined && status === 401 && planned.revocable > revocableFrom) return 'wrong';
-  if (deservesPass && planned.kind !== 'revocable' && (status === 400 || status === 401 || status === 403)) {
+  if (planned.droppable !== undefined && status === 401 && planned.droppable > droppableFrom) return 'wrong';
+  if (
+    deservesPass &&
+    planned.kind !== 'revocable' &&
+    planned.kind !== 'droppable' &&
+    (status === 400 || status === 401 || status === 403)
+  ) {
     return 'wrong';
   }
   return (KINDS[planned.kind].allowed as readonly number[]).includes(status) ? 'ok' : 'unexpected';
@@ -348,11 +399,16 @@ async function runLoad(): Promise<void> {
   let issued = 0;
   let heard = 0;
   let askedAfter = 0;
+  let askedAfterRejection = 0;
   const started = performance.now();
   const endAt = started + config.durationMs;
   process.on('message', (message: ServerToLoad) => {
     if (message.type === 'revoking') {
       revokingBelow = Math.max(revokingBelow, message.index + 1);
+      return;
+    }
+    if (message.type === 'dropping') {
+      droppingBelow = Math.max(droppingBelow, message.index + 1);
       return;
     }
     heard++;
@@ -364,6 +420,8 @@ async function runLoad(): Promise<void> {
     const sent = performance.now();
     const revokedWhenSent = planned.revocable !== undefined && planned.revocable < revokedBelow;
     if (revokedWhenSent) askedAfter++;
+    const rejectedWhenSent = planned.droppable !== undefined && rejectedOnRoute.has(droppableKey(planned));
+    if (rejectedWhenSent) askedAfterRejection++;
     try {
       const res = await client.request({ method: 'GET', path: planned.path, headers: planned.headers });
       const status = res.statusCode;
@@ -376,7 +434,9 @@ async function runLoad(): Promise<void> {
       statuses[answer] = (statuses[answer] ?? 0) + 1;
       const kindCounts = (byKind[planned.kind] ??= {});
       kindCounts[answer] = (kindCounts[answer] ?? 0) + 1;
-      const verdict = judge(planned, status, subject, revokedWhenSent, revokingBelow);
+      // Heard before the answer is judged, so that the 401 itself is judged as sent before it.
+      if (planned.droppable !== undefined && status === 401) rejectedOnRoute.add(droppableKey(planned));
+      const verdict = judge(planned, status, subject, revokedWhenSent, revokingBelow, rejectedWhenSent, droppingBelow);
       const example = `${planned.kind} ${planned.path.split('?')[0]} -> ${status}${subject === undefined ? '' : ` (${String(subject)})`}`;
       if (verdict === 'wrong') {
         wrongDecisions++;
@@ -438,6 +498,7 @@ async function runLoad(): Promise<void> {
     unexpectedExamples,
     clientErrors,
     revocations: { heard, askedAfter },
+    dropped: { askedAfterRejection },
     latencyMs: {
       p50: ms(histogram.percentile(50)),
       p90: ms(histogram.percentile(90)),
@@ -456,6 +517,7 @@ async function runLoad(): Promise<void> {
 type MocksCommand =
   | { readonly type: 'phase'; readonly fault?: MockFault; readonly latency: number }
   | { readonly type: 'revoke'; readonly index: number }
+  | { readonly type: 'drop'; readonly index: number }
   | { readonly type: 'close' };
 
 /** What the mocks process answers. */
@@ -475,6 +537,7 @@ async function runMocks(): Promise<void> {
       ...VALID_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: [READ] }]),
       ...UNPERMITTED_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: ['other'] }]),
       ...REVOCABLE_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: [READ] }]),
+      ...DROPPABLE_TOKENS.map(({ token, subject }) => [token, { id: subject, permissions: [READ] }]),
     ]),
   });
   const pt = await mockPartoo({ apiKey: API_KEY, tokens: VALID_CONNECTIONS });
@@ -485,6 +548,10 @@ async function runMocks(): Promise<void> {
         mock.fault = command.fault;
         mock.latency = command.latency;
       }
+      return;
+    }
+    if (command.type === 'drop') {
+      oon.removeToken((DROPPABLE_TOKENS[command.index] as (typeof DROPPABLE_TOKENS)[number]).token);
       return;
     }
     if (command.type === 'revoke') {
@@ -628,6 +695,7 @@ async function runServer(gc: () => void): Promise<void> {
   let revoker: NodeJS.Timeout | undefined;
   let revocationsAsked = 0;
   let revocationsDone = 0;
+  let dropsAsked = 0;
   const samples: string[] = [];
   let peakRss = start.rss;
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -643,6 +711,12 @@ async function runServer(gc: () => void): Promise<void> {
         const index = revocationsAsked++;
         load.send({ type: 'revoking', index } satisfies ServerToLoad);
         mocks.send({ type: 'revoke', index } satisfies MocksCommand);
+      }
+      // A token the provider drops with neither gate told: announced first, as a revocation is.
+      if (dropsAsked < DROPPABLE_TOKENS.length && mocks.connected && load.connected) {
+        const index = dropsAsked++;
+        load.send({ type: 'dropping', index } satisfies ServerToLoad);
+        mocks.send({ type: 'drop', index } satisfies MocksCommand);
       }
     }, REVOKE_MS);
     sampler = setInterval(() => {
@@ -735,6 +809,9 @@ async function runServer(gc: () => void): Promise<void> {
   );
   console.log(
     `revocations: ${revocationsDone} (${report.revocations.heard} heard by the load); ${report.revocations.askedAfter} requests for a token already revoked, ${report.byKind.revocable?.['200'] ?? 0} answers 200 to revocable tokens in all`,
+  );
+  console.log(
+    `dropped at the provider, the gates not told: ${dropsAsked}; ${report.dropped.askedAfterRejection} requests for one to a route that had answered 401 for it, ${report.byKind.droppable?.['200'] ?? 0} answers 200 to droppable tokens in all`,
   );
   const passShares = (['valid', 'connection'] as const).map((kind) => {
     const counts = report.byKind[kind] ?? {};
