@@ -96,7 +96,8 @@ export class CircuitBreaker {
    * ms the caller should wait before trying again (sent as `Retry-After`).
    */
   admit(now: number): number {
-    if (this.#pausedUntil > now) return this.#pausedUntil - now;
+    // Paused: held back until both the pause and an open breaker's cooldown are over.
+    if (this.#pausedUntil > now) return this.holdsBack(now);
     if (this.#state === 'closed') return 0;
     if (this.#state === 'open') {
       const remaining = this.#openedAt + this.#cooldown - now;
@@ -114,9 +115,9 @@ export class CircuitBreaker {
    * changes nothing. For a call admitted earlier that is about to go.
    */
   holdsBack(now: number): number {
-    if (this.#pausedUntil > now) return this.#pausedUntil - now;
-    if (this.#state === 'open') return Math.max(0, this.#openedAt + this.#cooldown - now);
-    return 0;
+    const paused = this.#pausedUntil - now;
+    const open = this.#state === 'open' ? this.#openedAt + this.#cooldown - now : 0;
+    return Math.max(0, paused, open);
   }
 
   /** Whether calls are paused at `now` after a 429 (whatever the breaker's state). */

@@ -1414,3 +1414,88 @@ describe('the half-open probe when admission.clientKey throws', () => {
     expect(gate.stats().breakers.partoo).toBe('closed');
   });
 });
+
+/**
+ * A Partoo-shaped provider whose answer is chosen per token (`answers`), each after its own delay: two verifications
+ * under way at once can meet different fates, which the mocks' one fault for all cannot stage. Counts its requests.
+ */
+async function partooByToken(
+  answers: Record<string, { status: number; retryAfter?: number; delayMs?: number }>,
+): Promise<{ url: string; calls: string[] }> {
+  const calls: string[] = [];
+  const server = createServer((req, res) => {
+    const token = new URL(req.url ?? '/', 'http://127.0.0.1').searchParams.get('token') ?? '';
+    calls.push(token);
+    const answer = answers[token] ?? { status: 404 };
+    setTimeout(() => {
+      res.writeHead(answer.status, {
+        'content-type': 'application/json',
+        ...(answer.retryAfter === undefined ? {} : { 'retry-after': String(answer.retryAfter) }),
+      });
+      res.end(JSON.stringify({ errors: { json: ['answered by the test'] } }));
+    }, answer.delayMs ?? 0);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanup.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, calls };
+}
+
+describe('calls held back by both a 429 pause and an open breaker', () => {
+  it('tell their clients the longer of the two in Retry-After, the failure that opened the breaker too', async () => {
+    const provider = await partooByToken({
+      throttled: { status: 429, retryAfter: 1 },
+      failing: { status: 500, delayMs: 150 },
+    });
+    const gate = createGate({
+      providers: [partoo({ apiKey: API_KEY, baseUrl: provider.url })],
+      retry: false,
+      breaker: { threshold: 1, cooldown: 5000 },
+      timeout: 2000,
+    });
+    cleanup.push(() => gate.close());
+    const { app } = gatedApp(gate);
+    const ask = (token: string) => request(app).get('/me').query({ user_id: 'user-1', token });
+    // Both under way at once: the 429 pauses calls for 1 s, then the 500 opens the breaker for 5 s.
+    const [throttled, failing] = await Promise.all([ask('throttled'), ask('failing')]);
+    expect([throttled.status, throttled.headers['retry-after']]).toEqual([503, '1']);
+    expect([failing.status, failing.headers['retry-after']]).toEqual([503, '5']);
+    expect(gate.stats().breakers.partoo).toBe('open');
+    // A new credential is held back until the breaker's cooldown is over, not only the pause.
+    const held = await ask('another');
+    expect([held.status, held.headers['retry-after']]).toEqual([503, '5']);
+    expect(provider.calls).toEqual(['throttled', 'failing']);
+  });
+});
+
+describe("a retry after the provider refused this server's credentials", () => {
+  it('is not sent: the refused API key goes out no more, and the verification ends with the same 500', async () => {
+    const provider = await partooByToken({
+      // A 500 whose Retry-After holds its retry back a second: time for the other verification to be refused.
+      failing: { status: 500, retryAfter: 1 },
+      refused: { status: 401 },
+    });
+    const events: GateEvent[] = [];
+    const gate = createGate({
+      providers: [partoo({ apiKey: API_KEY, baseUrl: provider.url })],
+      retry: { retries: 1, baseDelay: 10, maxDelay: 10 },
+      timeout: 3000,
+      onEvent: (event) => events.push(event),
+    });
+    cleanup.push(() => gate.close());
+    const { app } = gatedApp(gate);
+    const ask = (token: string) => request(app).get('/me').query({ user_id: 'user-1', token });
+    const failing = ask('failing').then((res) => res);
+    await vi.waitFor(() => expect(provider.calls).toEqual(['failing']));
+    // Express's default handler answers the 500 (provider_misconfigured is not shown to clients).
+    expect((await ask('refused')).status).toBe(500);
+    expect((await failing).status).toBe(500);
+    expect(provider.calls).toEqual(['failing', 'refused']);
+    expect(events.filter((event) => event.type === 'held_back')).toMatchObject([{ reason: 'refused' }]);
+  });
+});
