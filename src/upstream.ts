@@ -363,6 +363,12 @@ export class Upstream {
           emit?.({ type: 'retry', provider: provider.name, attempt: attempts, delayMs: delay });
           await sleep(delay, deadline);
           if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace, probe);
+          // The provider may have refused this server's credentials meanwhile: the retry would send them again.
+          const now = performance.now();
+          if (this.#refusal !== undefined && now < this.#refusedUntil) {
+            this.#ended('failed', started, attempts, trace);
+            return this.#unsent(probe, this.#refused(this.#refusal, now));
+          }
           // The breaker may have opened, or another verification's 429 paused calls, during the backoff: no retry
           // goes out while it holds calls back. A pause that ends within the deadline is waited out.
           for (let held = this.#retryHeldBack(); held !== 0; held = this.#retryHeldBack()) {
@@ -456,8 +462,8 @@ export class Upstream {
     const now = performance.now();
     if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
     else this.#breaker?.failed(now);
-    // A failure that finds calls held back (the breaker it opened, or opened meanwhile) says when they go out again,
-    // as the requests held back after it are told, unless the provider named its own time.
+    // A failure that finds calls held back (by the breaker it opened, one opened meanwhile, or a 429's pause) says
+    // when they go out again, as the requests held back after it are told, unless the provider named its own time.
     const heldBackMs = this.#breaker?.holdsBack(now) ?? 0;
     return this.#staleOr(stale, this.#unavailable(retryAfterMs ?? (heldBackMs > 0 ? heldBackMs : undefined), failure));
   }
