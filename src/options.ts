@@ -340,24 +340,24 @@ export function shown(value: unknown): string {
     return String(value);
   }
   if (typeof value === 'function') return 'a function';
-  if (value instanceof Promise) return 'a promise (missing await?)';
   if (value === '') return 'an empty string';
-  if (Array.isArray(value)) return 'an array';
   if (typeof value !== 'object') return `a ${typeof value}`;
-  const name = className(value);
-  return name === undefined ? 'an object' : `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`;
+  try {
+    if (value instanceof Promise) return 'a promise (missing await?)';
+    if (Array.isArray(value)) return 'an array';
+    const name = className(value);
+    return name === undefined ? 'an object' : `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}`;
+  } catch {
+    return 'an object'; // a proxy whose trap throws
+  }
 }
 
-/** The name of the class `value` was made by, or undefined for a plain object (or one that will not say). */
+/** The name of the class `value` was made by, or undefined for a plain object. */
 function className(value: object): string | undefined {
-  try {
-    const prototype: unknown = Object.getPrototypeOf(value);
-    if (prototype === null || prototype === Object.prototype) return undefined;
-    const name: unknown = Object.getOwnPropertyDescriptor(prototype, 'constructor')?.value?.name;
-    return typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name) && name !== 'Object' ? name : undefined;
-  } catch {
-    return undefined; // a proxy whose trap throws
-  }
+  const prototype: unknown = Object.getPrototypeOf(value);
+  if (prototype === null || prototype === Object.prototype) return undefined;
+  const name: unknown = Object.getOwnPropertyDescriptor(prototype, 'constructor')?.value?.name;
+  return typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name) && name !== 'Object' ? name : undefined;
 }
 
 /** `z.strictObject` whose wrong-type message says what was `expected` (`an options object with apiKey`). */

@@ -76,6 +76,23 @@ describe('createGate options', () => {
       'createGate: got a promise (missing await?)',
     ],
     [
+      // A proxy whose getPrototypeOf trap throws: the option is still named, not the trap's error thrown instead.
+      'providers given as a hostile proxy',
+      () =>
+        createGate({
+          providers: new Proxy(
+            {},
+            {
+              getPrototypeOf() {
+                throw new Error('trap');
+              },
+            },
+          ),
+        } as never),
+      TypeError,
+      'createGate: providers: expected an array of providers, got an object',
+    ],
+    [
       'a provider not awaited',
       gateWith({ providers: [Promise.resolve(provider)] }),
       TypeError,
@@ -582,6 +599,11 @@ describe('provider options', () => {
       'tokens given as a Map',
       { tokens: new Map([['SECRETstub1', { subject: 'a' }]]) },
       'stubProvider: tokens: expected an object of tokens, got a Map',
+    ],
+    [
+      'tokens given as bytes',
+      { tokens: new Uint8Array(2) },
+      'stubProvider: tokens: expected an object of tokens, got a Uint8Array',
     ],
     [
       'a token given as its subject',
