@@ -434,7 +434,8 @@ async function runLoad(): Promise<void> {
       statuses[answer] = (statuses[answer] ?? 0) + 1;
       const kindCounts = (byKind[planned.kind] ??= {});
       kindCounts[answer] = (kindCounts[answer] ?? 0) + 1;
-      // Heard before the answer is judged, so that the 401 itself is judged as sent before it.
+      // From now on this route must not pass this token: a request sent after this answer reached the gate after
+      // the rejection did.
       if (planned.droppable !== undefined && status === 401) rejectedOnRoute.add(droppableKey(planned));
       const verdict = judge(planned, status, subject, revokedWhenSent, revokingBelow, rejectedWhenSent, droppingBelow);
       const example = `${planned.kind} ${planned.path.split('?')[0]} -> ${status}${subject === undefined ? '' : ` (${String(subject)})`}`;
