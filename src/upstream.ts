@@ -125,7 +125,8 @@ export class Upstream {
     expire: (error: AuthError) => void,
   ): Promise<Answer> {
     const requested = performance.now();
-    if (this.#refusal !== undefined && requested < this.#refusedUntil) return this.#refused(this.#refusal, requested);
+    const refused = this.#refusedAt(requested);
+    if (refused !== undefined) return refused;
     const wait = this.#breaker?.admit(requested) ?? 0;
     if (wait > 0) return this.#heldBack(wait, stale);
     // Admitted while the breaker is half-open, this verification is its one probe, named by its number.
@@ -175,22 +176,16 @@ export class Upstream {
           resolve(this.#unsent(probe, this.#overloaded(admitted)));
           return;
         }
-        // The provider may have refused this server's credentials while this verification waited: not sent again.
+        // While this verification waited, the provider may have refused this server's credentials (not sent again),
+        // the breaker opened, or a 429 paused calls.
         const now = performance.now();
-        if (this.#refusal !== undefined && now < this.#refusedUntil) {
-          this.#admission.release();
-          clearTimeout(timer);
-          state = 'ended';
-          resolve(this.#unsent(probe, this.#refused(this.#refusal, now)));
-          return;
-        }
-        // The breaker may have opened, or a 429 paused calls, while this verification waited.
         const heldBack = this.#breaker?.holdsBack(now) ?? 0;
-        if (heldBack > 0) {
+        const unsent = this.#refusedAt(now) ?? (heldBack > 0 ? this.#heldBack(heldBack, stale) : undefined);
+        if (unsent !== undefined) {
           this.#admission.release();
           clearTimeout(timer);
           state = 'ended';
-          resolve(this.#unsent(probe, this.#heldBack(heldBack, stale)));
+          resolve(this.#unsent(probe, unsent));
           return;
         }
         state = 'asking';
@@ -273,8 +268,13 @@ export class Upstream {
     return this.#breaker?.state === 'open' ? this.#staleOr(stale, error) : error;
   }
 
-  /** A verification not sent while the provider's refusal of this server's credentials holds: the same 500. */
-  #refused(refusal: ProviderFailure, now: number): AuthError {
+  /**
+   * The answer of a verification not sent because the provider's refusal of this server's credentials holds at `now`
+   * (the same 500), or undefined when none holds.
+   */
+  #refusedAt(now: number): AuthError | undefined {
+    const refusal = this.#refusal;
+    if (refusal === undefined || now >= this.#refusedUntil) return undefined;
     this.#policy.counters.heldBack++;
     this.#policy.emit?.({
       type: 'held_back',
@@ -364,10 +364,10 @@ export class Upstream {
           await sleep(delay, deadline);
           if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace, probe);
           // The provider may have refused this server's credentials meanwhile: the retry would send them again.
-          const now = performance.now();
-          if (this.#refusal !== undefined && now < this.#refusedUntil) {
+          const refused = this.#refusedAt(performance.now());
+          if (refused !== undefined) {
             this.#ended('failed', started, attempts, trace);
-            return this.#unsent(probe, this.#refused(this.#refusal, now));
+            return this.#unsent(probe, refused);
           }
           // The breaker may have opened, or another verification's 429 paused calls, during the backoff: no retry
           // goes out while it holds calls back. A pause that ends within the deadline is waited out.
