@@ -21,6 +21,7 @@ import {
   extractBearer,
   type Gate,
   type GateEvent,
+  type GateOptions,
   type Provider,
   ProviderFailure,
   partoo,
@@ -303,6 +304,23 @@ describe('admission through the gate', () => {
     return { provider, calls: () => calls, releaseAll };
   }
 
+  /**
+   * A gate over a {@link heldProvider} of one slot, without retries, with `options`; `events` records each event as
+   * `type`, or `type:reason`.
+   */
+  function heldGate(options: Omit<GateOptions, 'providers' | 'onEvent'>) {
+    const held = heldProvider(1);
+    const events: string[] = [];
+    const gate = createGate({
+      providers: [held.provider],
+      retry: false,
+      ...options,
+      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
+    });
+    open.push(() => gate.close());
+    return { ...held, gate, events };
+  }
+
   it('answers 503 overloaded at once when the wait is full: no upstream call, no breaker, no stale', async () => {
     const { provider, calls, releaseAll } = heldProvider(1);
     const events: string[] = [];
@@ -404,15 +422,7 @@ describe('admission through the gate', () => {
   });
 
   it('gives a verification that waited its whole deadline from its slot, while the request ends at its own, overloaded', async () => {
-    const { provider, calls, releaseAll } = heldProvider(1);
-    const events: string[] = [];
-    const gate = createGate({
-      providers: [provider],
-      timeout: 300,
-      retry: false,
-      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
-    });
-    open.push(() => gate.close());
+    const { gate, events, calls, releaseAll } = heldGate({ timeout: 300 });
     const first = gate.authenticate(request('SECRETok1'));
     const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -523,16 +533,7 @@ describe('admission through the gate', () => {
   });
 
   it('never serves a stale copy to a request whose wait for a slot ran out: our own overload is no provider failure', async () => {
-    const { provider, calls, releaseAll } = heldProvider(1);
-    const events: string[] = [];
-    const gate = createGate({
-      providers: [provider],
-      timeout: 300,
-      retry: false,
-      cache: { ttl: 50, staleIfError: 60_000 },
-      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
-    });
-    open.push(() => gate.close());
+    const { gate, events, calls, releaseAll } = heldGate({ timeout: 300, cache: { ttl: 50, staleIfError: 60_000 } });
     const accepted = gate.authenticate(request('SECRETokT'));
     releaseAll();
     expect((await accepted).subject).toBe('SECRETokT');
@@ -560,16 +561,7 @@ describe('admission through the gate', () => {
   });
 
   it('a wait that runs out counts nothing against the provider: a breaker of threshold 1 stays closed, and the next token is asked', async () => {
-    const { provider, calls, releaseAll } = heldProvider(1);
-    const events: string[] = [];
-    const gate = createGate({
-      providers: [provider],
-      timeout: 300,
-      retry: false,
-      breaker: { threshold: 1 },
-      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
-    });
-    open.push(() => gate.close());
+    const { gate, events, calls, releaseAll } = heldGate({ timeout: 300, breaker: { threshold: 1 } });
     // As above: the third waits behind the second, which holds the slot from 200 ms on, until its timeout (400 ms).
     const first = gate.authenticate(request('SECRETok1'));
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -594,16 +586,7 @@ describe('admission through the gate', () => {
   });
 
   it("gives a verification that waited the provider's whole timeout from its slot: answered past its request's end, it counts no failure and is kept", async () => {
-    const { provider, calls, releaseAll } = heldProvider(1);
-    const events: string[] = [];
-    const gate = createGate({
-      providers: [provider],
-      timeout: 300,
-      retry: false,
-      breaker: { threshold: 1 },
-      onEvent: (event) => events.push('reason' in event ? `${event.type}:${event.reason}` : event.type),
-    });
-    open.push(() => gate.close());
+    const { gate, events, calls, releaseAll } = heldGate({ timeout: 300, breaker: { threshold: 1 } });
     const first = gate.authenticate(request('SECRETok1'));
     const second = gate.authenticate(request('SECRETok2')).catch((error: { code: string }) => error.code);
     await new Promise((resolve) => setTimeout(resolve, 200));
