@@ -29,6 +29,7 @@ import {
   type Verdict,
 } from '../src/index.js';
 import { mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
+import { reply, startAnswerServer } from './support/answer-server.js';
 import { gatedApp, READ_CHECKS } from './support/gated-app.js';
 
 const API_KEY = 'server-api-key-7f3a9c';
@@ -1416,34 +1417,22 @@ describe('the half-open probe when admission.clientKey throws', () => {
 });
 
 /**
- * A Partoo-shaped provider whose answer is chosen per token (`answers`), each after its own delay: two verifications
- * under way at once can meet different fates, which the mocks' one fault for all cannot stage. Counts its requests.
+ * A Partoo-shaped provider (a {@link startAnswerServer}) whose answer is chosen per token (`answers`), each after its
+ * own delay: two verifications under way at once can meet different fates, which the mocks' one fault for all cannot
+ * stage. `calls()`: the tokens asked, in order.
  */
 async function partooByToken(
   answers: Record<string, { status: number; retryAfter?: number; delayMs?: number }>,
-): Promise<{ url: string; calls: string[] }> {
-  const calls: string[] = [];
-  const server = createServer((req, res) => {
-    const token = new URL(req.url ?? '/', 'http://127.0.0.1').searchParams.get('token') ?? '';
-    calls.push(token);
-    const answer = answers[token] ?? { status: 404 };
-    setTimeout(() => {
-      res.writeHead(answer.status, {
-        'content-type': 'application/json',
-        ...(answer.retryAfter === undefined ? {} : { 'retry-after': String(answer.retryAfter) }),
-      });
-      res.end(JSON.stringify({ errors: { json: ['answered by the test'] } }));
-    }, answer.delayMs ?? 0);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, calls };
+): Promise<{ url: string; calls: () => string[] }> {
+  const server = await startAnswerServer();
+  cleanup.push(() => server.close());
+  const tokenOf = (path: string) => new URL(path, server.url).searchParams.get('token') ?? '';
+  server.answer = (req, res) => {
+    const answer = answers[tokenOf(req.url ?? '/')] ?? { status: 404 };
+    if (answer.retryAfter !== undefined) res.setHeader('retry-after', String(answer.retryAfter));
+    setTimeout(() => reply(res, answer.status, '{"errors":{"json":["answered by the test"]}}'), answer.delayMs ?? 0);
+  };
+  return { url: server.url, calls: () => server.paths.map(tokenOf) };
 }
 
 describe('calls held back by both a 429 pause and an open breaker', () => {
@@ -1469,7 +1458,7 @@ describe('calls held back by both a 429 pause and an open breaker', () => {
     // A new credential is held back until the breaker's cooldown is over, not only the pause.
     const held = await ask('another');
     expect([held.status, held.headers['retry-after']]).toEqual([503, '5']);
-    expect(provider.calls).toEqual(['throttled', 'failing']);
+    expect(provider.calls()).toEqual(['throttled', 'failing']);
   });
 });
 
@@ -1491,11 +1480,11 @@ describe("a retry after the provider refused this server's credentials", () => {
     const { app } = gatedApp(gate);
     const ask = (token: string) => request(app).get('/me').query({ user_id: 'user-1', token });
     const failing = ask('failing').then((res) => res);
-    await vi.waitFor(() => expect(provider.calls).toEqual(['failing']));
+    await vi.waitFor(() => expect(provider.calls()).toEqual(['failing']));
     // Express's default handler answers the 500 (provider_misconfigured is not shown to clients).
     expect((await ask('refused')).status).toBe(500);
     expect((await failing).status).toBe(500);
-    expect(provider.calls).toEqual(['failing', 'refused']);
+    expect(provider.calls()).toEqual(['failing', 'refused']);
     expect(events.filter((event) => event.type === 'held_back')).toMatchObject([{ reason: 'refused' }]);
   });
 });
