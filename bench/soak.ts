@@ -259,6 +259,11 @@ let flooded = 0;
 const floodRun = Math.random().toString(36).slice(2, 10);
 const floodToken = () => `soak-flood-${floodRun}-${flooded++}`;
 
+/** A random index of a list of `length` among the 8 from `behind` places before `front`, within the list. */
+function around(front: number, length: number, behind: number): number {
+  return Math.min(length - 1, Math.max(0, front + Math.floor(Math.random() * 8) - behind));
+}
+
 function plan(kind: Kind): Planned {
   switch (kind) {
     case 'valid': {
@@ -288,19 +293,13 @@ function plan(kind: Kind): Planned {
       return { kind, path: '/checks', headers: { authorization: `Bearer ${floodToken()}` } };
     case 'revocable': {
       // Around the next to be revoked: half of these revoked already, half still valid.
-      const index = Math.min(
-        REVOCABLE_TOKENS.length - 1,
-        Math.max(0, revokedBelow + Math.floor(Math.random() * 8) - 4),
-      );
+      const index = around(revokedBelow, REVOCABLE_TOKENS.length, 4);
       const { token, subject } = REVOCABLE_TOKENS[index] as (typeof REVOCABLE_TOKENS)[number];
       return { kind, path: '/checks', headers: { authorization: `Bearer ${token}` }, subject, revocable: index };
     }
     case 'droppable': {
       // Mostly dropped already (cached, or stale while the provider fails), some about to be (cached meanwhile).
-      const index = Math.min(
-        DROPPABLE_TOKENS.length - 1,
-        Math.max(0, droppingBelow + Math.floor(Math.random() * 8) - 6),
-      );
+      const index = around(droppingBelow, DROPPABLE_TOKENS.length, 6);
       const { token, subject } = DROPPABLE_TOKENS[index] as (typeof DROPPABLE_TOKENS)[number];
       return { kind, path: '/checks', headers: { authorization: `Bearer ${token}` }, subject, droppable: index };
     }
