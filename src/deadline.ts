@@ -9,7 +9,7 @@
  * saves: `npm run bench` micro scenario). A real signal is created, lazily,
  * only for a provider that asks for one.
  */
-import { ProviderFailure } from './types.js';
+import { ProviderFailure } from './provider-failure.js';
 
 /** What an in-flight request needs from a deadline: the contract of an `AbortSignal`, minus `EventTarget`. */
 export interface Cancellation {

@@ -7,7 +7,7 @@
 import { type Dispatcher, Pool } from 'undici';
 import type { Cancellation } from './deadline.js';
 import { durationOption, numberOption } from './options.js';
-import { ProviderFailure } from './types.js';
+import { ProviderFailure } from './provider-failure.js';
 
 /** Connection settings shared by the HTTP providers. */
 export interface HttpOptions {

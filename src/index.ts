@@ -21,6 +21,7 @@ export type { AdmissionOptions, GateOptions } from './gate-options.js';
 export type { Guard } from './guards.js';
 export { requires, requiresAny } from './guards.js';
 export type { HttpOptions } from './http.js';
+export { ProviderFailure, type ProviderFailureKind, type ProviderFailureOptions } from './provider-failure.js';
 export type {
   IntrospectionClientAuth,
   IntrospectionDetails,
@@ -48,8 +49,5 @@ export type {
   PartialCredential,
   Principal,
   Provider,
-  ProviderFailureKind,
-  ProviderFailureOptions,
   Verdict,
 } from './types.js';
-export { ProviderFailure } from './types.js';

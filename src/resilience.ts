@@ -182,13 +182,21 @@ export class CircuitBreaker {
     if (this.#state !== 'closed') this.#set('closed');
   }
 
-  /** ms of cooldown: how long the breaker stays open. */
-  get cooldown(): number {
-    return this.#cooldown;
-  }
-
   #set(state: BreakerState): void {
     this.#state = state;
     this.#onChange(state);
   }
+}
+
+const CREDENTIAL_REFUSALS: ReadonlySet<number> = new Set([400, 413, 414, 422, 431]);
+
+/**
+ * Whether `status` is one a client's credential can cause by itself: the request that
+ * carries it is malformed (400, 422) or too large (413, 414, 431) for the
+ * provider or a proxy before it. They say nothing of the provider's health.
+ * Any other 4xx (a 404 or 405 for every request: a wrong URL, a moved
+ * endpoint) is a fault of the provider or of its configuration.
+ */
+export function refusesOneRequest(status: number | undefined): boolean {
+  return status !== undefined && CREDENTIAL_REFUSALS.has(status);
 }

@@ -2,6 +2,7 @@
 import type { AuthContext } from './context.js';
 import type { BreakerState } from './events.js';
 import type { Guard } from './guards.js';
+import type { ProviderFailure } from './provider-failure.js';
 
 /** A header value as Node's `IncomingMessage.headers` holds it. */
 export type HeaderValue = string | readonly string[] | undefined;
@@ -148,65 +149,6 @@ export interface Provider<C extends Credential = Credential> {
   verify(credential: C, signal: AbortSignal): Promise<Verdict>;
   /** Releases connection pools. */
   close?(): Promise<void>;
-}
-
-/** Kinds of provider failure; only `misconfigured` is not a 503. */
-export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invalid_answer' | 'misconfigured';
-
-/** Details of a {@link ProviderFailure}. */
-export interface ProviderFailureOptions {
-  /** Whether trying again may help (connection errors, 5xx, 429). Default: true for `unreachable` only. */
-  readonly retryable?: boolean | undefined;
-  /** Seconds the provider asked us to wait (`Retry-After`); anything but a finite number >= 0 is taken as none. */
-  readonly retryAfter?: number | undefined;
-  /**
-   * Upstream HTTP status, when there was one. A 429 pauses calls to the
-   * provider; a 400, 413, 414, 422 or 431 never counts toward the breaker
-   * (the provider refused one request as malformed or too large, which a
-   * client's credential can cause, not every request).
-   */
-  readonly status?: number | undefined;
-  /** The underlying error, for debugging; never shown to clients. */
-  readonly cause?: unknown | undefined;
-}
-
-/**
- * Thrown by `Provider.verify` when the provider could not decide. The gate
- * turns it into a 503 (or a 500 for `misconfigured`) and never into a pass.
- *
- * @example
- * throw new ProviderFailure('status', 'idp answered 502', { retryable: true, status: 502 });
- */
-export class ProviderFailure extends Error {
-  override readonly name = 'ProviderFailure';
-  /** What went wrong. */
-  readonly kind: ProviderFailureKind;
-  /** Whether trying again may help. */
-  readonly retryable: boolean;
-  /** Seconds the provider asked us to wait (`Retry-After`). */
-  readonly retryAfter: number | undefined;
-  /** Upstream HTTP status, when there was one. */
-  readonly upstreamStatus: number | undefined;
-
-  constructor(kind: ProviderFailureKind, message: string, options?: ProviderFailureOptions);
-  /** @deprecated Pass an options object: `{ retryable, retryAfter, status }`. */
-  constructor(kind: ProviderFailureKind, message: string, retryable: boolean, retryAfter?: number, status?: number);
-  constructor(
-    kind: ProviderFailureKind,
-    message: string,
-    options: ProviderFailureOptions | boolean = {},
-    retryAfter?: number,
-    status?: number,
-  ) {
-    const details = typeof options === 'boolean' ? { retryable: options, retryAfter, status } : options;
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
-    this.kind = kind;
-    this.retryable = details.retryable ?? kind === 'unreachable';
-    const seconds = details.retryAfter;
-    // Only a real wait: NaN (a `Number()` of an HTTP-date), a negative or an infinite value says nothing.
-    this.retryAfter = typeof seconds === 'number' && seconds >= 0 && Number.isFinite(seconds) ? seconds : undefined;
-    this.upstreamStatus = details.status;
-  }
 }
 
 /** Counters since the gate was created or last `reset()` (`clear()` empties the cache, not the counters). */

@@ -10,20 +10,22 @@
  * provider that refused our own credentials).
  */
 import { Admission } from './admission.js';
-import { type AuthContext, frozenDetails, MAX_DETAILS_DEPTH } from './context.js';
+import type { AuthContext } from './context.js';
 import { type CancellableVerify, Deadline, VERIFY_WITHIN } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
-import { type BreakerOptions, backoffDelay, CircuitBreaker, type RetryPolicy, sleep } from './resilience.js';
-import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
+import { asFailure, ProviderFailure } from './provider-failure.js';
 import {
-  type Credential,
-  MAX_REASON_LENGTH,
-  type Principal,
-  type Provider,
-  ProviderFailure,
-  type Verdict,
-} from './types.js';
+  type BreakerOptions,
+  backoffDelay,
+  CircuitBreaker,
+  type RetryPolicy,
+  refusesOneRequest,
+  sleep,
+} from './resilience.js';
+import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
+import type { Credential, Provider, Verdict } from './types.js';
+import { checkedVerdict } from './verdict.js';
 
 /** How long calls pause after a 429 that names no `Retry-After` (ms). */
 const DEFAULT_THROTTLE_PAUSE_MS = 1000;
@@ -327,7 +329,7 @@ export class Upstream {
         counters.upstreamCalls++;
         const attemptStarted = performance.now();
         try {
-          const verdict = checkVerdict(await deadline.race(this.#verify(credential, deadline)), provider.name);
+          const verdict = checkedVerdict(await deadline.race(this.#verify(credential, deadline)), provider.name);
           answered = true;
           breaker?.succeeded();
           const accepted =
@@ -460,7 +462,7 @@ export class Upstream {
       return this.#throttled(stale, this.#unavailable(retryAfterMs, failure));
     }
     const now = performance.now();
-    if (refusedOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
+    if (refusesOneRequest(failure.upstreamStatus)) this.#breaker?.inconclusive(probe);
     else this.#breaker?.failed(now);
     // A failure that finds calls held back (by the breaker it opened, one opened meanwhile, or a 429's pause) says
     // when they go out again, as the requests held back after it are told, unless the provider named its own time.
@@ -532,139 +534,12 @@ export class Upstream {
   }
 }
 
-/**
- * Statuses a client's credential can cause by itself: the request that
- * carries it is malformed (400, 422) or too large (413, 414, 431) for the
- * provider or a proxy before it. They say nothing of the provider's health.
- * Any other 4xx (a 404 or 405 for every request: a wrong URL, a moved
- * endpoint) is a fault of the provider or of its configuration.
- */
-/** The first {@link MAX_REASON_LENGTH} characters of `reason`, a surrogate pair never split. */
-function cutReason(reason: string): string {
-  const cut = reason.slice(0, MAX_REASON_LENGTH);
-  return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
-}
-
 /** How long a refusal of this server's own credentials answers new verifications without asking, ms. */
-export const REFUSAL_HOLD_MS = 1000;
-
-const CREDENTIAL_REFUSALS: ReadonlySet<number> = new Set([400, 413, 414, 422, 431]);
-
-function refusedOneRequest(status: number | undefined): boolean {
-  return status !== undefined && CREDENTIAL_REFUSALS.has(status);
-}
-
-/**
- * `verdict` if it is a well-formed verdict, an acceptance's `details` as a frozen copy (see `frozenDetails`), a
- * rejection's reason cut to {@link MAX_REASON_LENGTH} characters; anything else is a provider failure (fail closed).
- */
-function checkVerdict(verdict: Verdict | undefined, provider: string): Verdict {
-  if (verdict?.ok === false && typeof verdict.reason === 'string') {
-    return verdict.reason.length <= MAX_REASON_LENGTH ? verdict : { ok: false, reason: cutReason(verdict.reason) };
-  }
-  if (verdict?.ok === true && isPrincipal(verdict.principal)) {
-    const details = frozenDetails(verdict.principal.details);
-    if (details !== undefined) return { ok: true, principal: { ...verdict.principal, details } };
-    throw new ProviderFailure(
-      'invalid_answer',
-      `${provider} returned details nested deeper than ${MAX_DETAILS_DEPTH} levels, or that cannot be read`,
-    );
-  }
-  throw new ProviderFailure('invalid_answer', `${provider} returned no usable verdict`);
-}
-
-function isPrincipal(value: Principal | undefined): value is Principal {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof value.subject === 'string' &&
-    Array.isArray(value.permissions) &&
-    everyString(value.permissions) &&
-    (value.expiresAt === undefined || (value.expiresAt instanceof Date && !Number.isNaN(value.expiresAt.getTime()))) &&
-    typeof value.details === 'object' &&
-    value.details !== null
-  );
-}
-
-/** Whether every element of `list` is a string: a hole is not (`every` would skip it, and `can(undefined)` pass). */
-function everyString(list: readonly unknown[]): boolean {
-  for (let i = 0; i < list.length; i++) if (typeof list[i] !== 'string') return false;
-  return true;
-}
+const REFUSAL_HOLD_MS = 1000;
 
 /** `provider.verify` as the gate calls it: the built-in providers' cancellation-taking twin when there is one. */
 function verifierOf(provider: Provider): (credential: Credential, deadline: Deadline) => Promise<Verdict> {
   const within = (provider.verify as CancellableVerify<Credential, Verdict>)[VERIFY_WITHIN];
   if (typeof within === 'function') return within;
   return (credential, deadline) => provider.verify(credential, deadline.signal);
-}
-
-/**
- * Any error from verify as a ProviderFailure: unexpected errors fail closed too. A failure's `cause` that is not itself
- * a `ProviderFailure` is kept by its class, code and stack alone (see {@link withoutMessage}).
- */
-function asFailure(error: unknown, deadline: Deadline): ProviderFailure {
-  if (error instanceof ProviderFailure) return withSafeCause(error, 0);
-  if (deadline.aborted) return deadline.timedOut();
-  return new ProviderFailure('invalid_answer', 'provider verify threw', {
-    cause: withoutMessage(error, 'thrown by verify'),
-  });
-}
-
-/** How deep a chain of `ProviderFailure` causes is followed before the rest is dropped. */
-const MAX_CAUSES = 8;
-
-/** `failure`, or a copy of it whose causes hold no message but a `ProviderFailure`'s own. */
-function withSafeCause(failure: ProviderFailure, depth: number): ProviderFailure {
-  const cause: unknown = failure.cause;
-  if (cause === undefined) return failure;
-  let safe: Error | undefined;
-  if (depth < MAX_CAUSES) {
-    safe = cause instanceof ProviderFailure ? withSafeCause(cause, depth + 1) : withoutMessage(cause, 'caused it');
-  }
-  if (safe === cause) return failure;
-  const copy = new ProviderFailure(failure.kind, failure.message, {
-    retryable: failure.retryable,
-    retryAfter: failure.retryAfter,
-    status: failure.upstreamStatus,
-    cause: safe,
-  });
-  if (failure.stack !== undefined) copy.stack = failure.stack;
-  return copy;
-}
-
-/**
- * What a provider threw, for logs: its class and where it was thrown, not its message, which may hold a secret (an
- * HTTP client's error names the URL it asked, token and all). A provider that means its message for logs throws a
- * `ProviderFailure`.
- */
-function withoutMessage(thrown: unknown, what: string): Error {
-  let name: string = typeof thrown;
-  let code: string | undefined;
-  let frames: string[] = [];
-  try {
-    // A short code (`ECONNREFUSED`, `UND_ERR_SOCKET`) says what failed and holds no secret.
-    const thrownCode: unknown = (thrown as { code?: unknown } | null)?.code;
-    if (typeof thrownCode === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(thrownCode)) code = thrownCode;
-    // The class's own name: an error's `name` and `message` can be set to anything, a class's hardly.
-    const className: unknown = (thrown as { constructor?: { name?: unknown } } | null)?.constructor?.name;
-    if (typeof className === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(className)) name = className;
-    const { stack, message } = thrown as { stack?: unknown; message?: unknown };
-    if (typeof stack === 'string') {
-      // The stack opens with `name: message`, as many lines as the message has; the frames follow.
-      const header = typeof message === 'string' ? message.split('\n').length : 1;
-      frames = stack
-        .split('\n')
-        .slice(header)
-        .filter((line) => /^ {4}at /.test(line));
-    }
-  } catch {
-    // A getter that throws: the class alone, then.
-  }
-  const error = new Error(
-    `${name}${code === undefined ? '' : ` (${code})`} ${what} (its message is withheld: it may hold a secret)`,
-  );
-  if (code !== undefined) Object.assign(error, { code });
-  error.stack = [`Error: ${error.message}`, ...frames].join('\n');
-  return error;
 }

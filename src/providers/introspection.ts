@@ -20,7 +20,8 @@ import {
   secretOption,
   secureUrls,
 } from '../options.js';
-import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+import { ProviderFailure } from '../provider-failure.js';
+import type { Provider, Verdict } from '../types.js';
 import { IntrospectionTarget } from './oauth-discovery.js';
 import { secretDigest } from './secret-digest.js';
 

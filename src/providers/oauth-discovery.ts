@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { type Cancellation, ManualCancellation } from '../deadline.js';
 import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
 import { isSecureUrl } from '../options.js';
-import { ProviderFailure } from '../types.js';
+import { ProviderFailure } from '../provider-failure.js';
 
 /**
  * The part of an authorization server metadata document (RFC 8414 §2) that is read. The list of client

@@ -25,7 +25,8 @@ import {
   optionsObject,
   secureUrls,
 } from '../options.js';
-import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+import { ProviderFailure } from '../provider-failure.js';
+import type { Provider, Verdict } from '../types.js';
 import { secretDigest } from './secret-digest.js';
 
 const Message = z.object({ code: z.number(), message: z.string(), type: z.string().optional() });

@@ -23,7 +23,8 @@ import {
   secureUrls,
   stringListOption,
 } from '../options.js';
-import { type Provider, ProviderFailure, type Verdict } from '../types.js';
+import { ProviderFailure } from '../provider-failure.js';
+import type { Provider, Verdict } from '../types.js';
 import { DateTimeText, dateTimeMs } from './date-time.js';
 import { secretDigest } from './secret-digest.js';
 
