@@ -51,6 +51,8 @@ export class Admission {
   readonly #queues = new Map<string, Waiter[]>();
   /** Waiters per block of clients. */
   readonly #blocks = new Map<string, number>();
+  /** Requests left running by verifications that answered ({@link leaveRunning}): two of them hold one slot. */
+  #leftRunning = 0;
 
   /** `blockOf` names the block a client belongs to (default: a block of its own). */
   constructor(concurrency: number, maxWaiting: number, blockOf: (client: string) => string = (client) => client) {
@@ -126,6 +128,22 @@ export class Admission {
     if (queue.length > 0) this.#queues.set(client, queue);
     waiter.settle('admitted');
   }
+
+  /**
+   * A verification answered, leaving a request its answer did not need running (a provider's second call, after the
+   * first decided). That request still holds a connection of the pool, half of what the slot of a provider that makes
+   * two calls stands for: two such requests share one slot, so that requests in flight never outnumber the pool's
+   * connections and no verification waits for a connection under its own deadline. Whether the verification's slot
+   * is to be released now: true when the request joins another left running in a slot they share.
+   */
+  leaveRunning(): boolean {
+    return this.#leftRunning++ % 2 === 1;
+  }
+
+  /** A request left running ({@link leaveRunning}) ended: the slot it shared is freed once no other shares it. */
+  readonly leftRunningEnded = (): void => {
+    if (--this.#leftRunning % 2 === 0) this.release();
+  };
 
   /** Counts `waiter` in (`by` 1) or out (`by` -1) of the wait and of its block. */
   #counted(waiter: Waiter, by: 1 | -1): void {

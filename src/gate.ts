@@ -334,12 +334,12 @@ class TokenGate implements Gate {
     if (cacheChannel.hasSubscribers)
       cacheChannel.publish({ provider: member.provider.name, result } satisfies CacheTrace);
     const started = this.#store.load<Outcome>(key, member.origin, async (flight) => {
-      // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
       // A gate closed while this flight waited for another instance asks nothing any more.
       if (this.#closed) return providerUnavailable(member.provider.name);
       const answer = await member.upstream.verify(
         credential,
         staleCopy,
+        // The client's key (Express computes `req.ip` on each read) is worked out only for a verification that waits.
         () => this.#clientOf(req),
         (error) => flight.end?.(error),
       );

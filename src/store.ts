@@ -14,8 +14,9 @@
  * - an accepted credential is fresh for `ttl`, never past its own `expiresAt`;
  * - with `staleIfError` it is kept that much longer, for the upstream
  *   policy to serve while the provider fails, still never past `expiresAt`;
- * - a rejection lives `negativeTtl` (short: providers have denied valid
- *   tokens while their own database was down); provider failures are not kept;
+ * - a rejection lives `negativeTtl`, short, so that a provider's wrong
+ *   rejection (its own outage answered as a 401) heals soon; provider
+ *   failures are not kept;
  * - reading an entry never extends its life.
  *
  * Local expiry is kept on the entries, in whole ms of `performance.now()`

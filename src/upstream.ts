@@ -87,8 +87,6 @@ export class Upstream {
   #refusal: ProviderFailure | undefined;
   #refusedUntil = 0;
   readonly #admission: Admission;
-  /** Requests that answered verifications left running ({@link #lingered}). */
-  #lingering = 0;
 
   constructor(provider: Provider, policy: UpstreamPolicy) {
     this.provider = provider;
@@ -200,7 +198,7 @@ export class Upstream {
   }
 
   /**
-   * The provider asked under the slot just taken, released when it is done (see {@link #lingered}); traced when
+   * The provider asked under the slot just taken, released when it is done (see `Admission.leaveRunning`); traced when
    * anything listens. A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they
    * could change.
    */
@@ -226,23 +224,6 @@ export class Upstream {
     asked.then(undefined, release);
     return asked;
   }
-
-  /**
-   * A verification answered, leaving a request its answer did not need running: OnlineOrNot's second call, after the
-   * first rejected the token (the one built-in provider that leaves one; a provider of its own that leaves work on
-   * the signal is not seen). That request still holds a connection of the pool, half of what an OnlineOrNot slot
-   * stands for (its two requests): two such requests keep one slot, so that the requests in flight never outnumber
-   * the pool's connections and no verification waits for a connection under its own deadline.
-   * The verification's slot is kept (`release` not called) when the requests left running are now odd in number.
-   */
-  #lingered(release: () => void): void {
-    if (this.#lingering++ % 2 === 1) release();
-  }
-
-  /** A request left running ({@link #lingered}) is done: the slot it shared is freed once no other shares it. */
-  readonly #lingerEnded = (): void => {
-    if (--this.#lingering % 2 === 0) this.#admission.release();
-  };
 
   /**
    * A verification the breaker holds back for `ms` (open, probing, or paused after a 429): never sent. A stale copy
@@ -387,8 +368,8 @@ export class Upstream {
     } finally {
       // A provider that failed may have left work running, which this cancels; one that answered may have left a
       // request its answer did not need, running until it ends or the deadline cancels it.
-      if (deadline.end(!answered, this.#lingerEnded)) this.#lingered(release);
-      else release();
+      const leftRunning = deadline.end(!answered, this.#admission.leftRunningEnded);
+      if (!leftRunning || this.#admission.leaveRunning()) release();
       this.#live.delete(deadline);
     }
   }

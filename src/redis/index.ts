@@ -48,7 +48,7 @@ export interface RedisCacheOptions {
   /**
    * Seals every verdict the tier stores in Redis (an HMAC-SHA256 over its
    * key and value) and trusts only values sealed with it: whoever can write
-   * to Redis without the secret can no longer forge a verdict, or move one
+   * to Redis without the secret cannot forge a verdict, or move one
    * from one token to another (they can still replay a verdict for the same
    * token within its lifetime, and slow or stop the sharing through leases,
    * lease lists, tombstones and messages, which are not sealed). Give every instance
