@@ -79,8 +79,9 @@ async function main(): Promise<void> {
   console.log(
     `authenticated ${first.subject} twice: ${upstreamCalls} verification (a tokengate.verify span), ${misses} miss and ${hits} hit (tokengate.cache.lookups)`,
   );
-  stop();
+  // The gate closes first: that ends every verification under way, and so its span, while the channels are listened to.
   await gate.close();
+  stop();
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

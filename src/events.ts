@@ -52,7 +52,8 @@ export type GateEvent =
    * A verification was not sent: the provider's breaker is `open`, `half-open` with its one probe under way, or calls
    * are `paused` after a 429: the request gets a 503 with `Retry-After` (`retryAfterMs`), or a stale answer. Or the
    * provider `refused` this server's own credentials (API key, client secret) less than a second ago: the request
-   * gets that refusal's 500 `provider_misconfigured`, and the credentials are not sent again before `retryAfterMs`.
+   * gets that refusal's 500 `provider_misconfigured`, and the credentials are not sent again before `retryAfterMs`;
+   * a verification sent before the refusal is told so too when the retry it would send is held back.
    */
   | {
       readonly type: 'held_back';

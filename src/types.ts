@@ -176,7 +176,8 @@ export interface GateStats {
   /**
    * Verifications never sent because the provider's breaker held them back: open, half-open with its probe under
    * way, or calls paused after a 429 (each got a 503 with `Retry-After`, or a stale answer); or because the provider
-   * refused this server's own credentials less than a second before (each got that 500).
+   * refused this server's own credentials less than a second before (each got that 500; a verification sent before,
+   * whose retry was held back so, counts too).
    */
   readonly heldBack: number;
   /** Circuit breaker state per provider, by name (a second provider of the same name is `name#2`, and so on). */
