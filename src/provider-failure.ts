@@ -75,7 +75,17 @@ interface DeadlineState {
  * a `ProviderFailure` is kept by its class, code and stack alone (see {@link withoutMessage}).
  */
 export function asFailure(error: unknown, deadline: DeadlineState): ProviderFailure {
-  if (error instanceof ProviderFailure) return withSafeCause(error, 0);
+  if (error instanceof ProviderFailure) {
+    try {
+      return withSafeCause(error, 0);
+    } catch {
+      // A cause that cannot be read (a getter that throws): the provider's answer cannot be read either.
+      return new ProviderFailure(
+        'invalid_answer',
+        'provider verify threw a ProviderFailure whose cause cannot be read',
+      );
+    }
+  }
   if (deadline.aborted) return deadline.timedOut();
   return new ProviderFailure('invalid_answer', 'provider verify threw', {
     cause: withoutMessage(error, 'thrown by verify'),

@@ -1340,6 +1340,33 @@ describe('what a failure tells the logs', () => {
     expect(logged[0]).not.toContain(READ_TOKEN);
   });
 
+  it("a ProviderFailure whose cause cannot be read is a 503 counted against the provider, not the app's 500", async () => {
+    // A provider's own failure class whose `cause` is a getter that throws, as a lazy one may.
+    class LazyFailure extends ProviderFailure {
+      override get cause(): unknown {
+        throw new Error(`cannot read the cause of ${READ_TOKEN}`);
+      }
+    }
+    const events: GateEvent[] = [];
+    const mine: Provider<BearerCredential> = {
+      name: 'mine',
+      cacheScope: 'mine',
+      extract: extractBearer,
+      async verify() {
+        throw new LazyFailure('status', 'mine answered 502', { retryable: false, status: 502 });
+      },
+    };
+    const gate = createGate({ providers: [mine], retry: false, onEvent: (event) => events.push(event) });
+    cleanup.push(() => gate.close());
+    const { app, logged } = loggingApp(gate);
+    const res = await request(app).get('/me').set(bearer(READ_TOKEN));
+    expect(res.status).toBe(503);
+    expect(res.headers['www-authenticate']).toBeUndefined();
+    expect(logged.join('')).not.toContain(READ_TOKEN);
+    expect(ofType(events, 'provider_error')).toEqual([expect.objectContaining({ reason: 'invalid_answer' })]);
+    expect(gate.stats().errors).toBe(1);
+  });
+
   it("a built-in provider's failure names what went wrong: the status it got, the key it was refused", async () => {
     const { gate, pt, events } = await setup({ retry: false });
     const { app, logged } = loggingApp(gate);
