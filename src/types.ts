@@ -180,7 +180,10 @@ export interface GateStats {
    * whose retry was held back so, counts too).
    */
   readonly heldBack: number;
-  /** Circuit breaker state per provider, by name (a second provider of the same name is `name#2`, and so on). */
+  /**
+   * Circuit breaker state per provider, by name (a second provider of the same name is `name#2`, and so on; events and
+   * traces carry the `name` as given, so give providers of one kind a `name` each to tell them apart there).
+   */
   readonly breakers: Readonly<Record<string, BreakerState>>;
 }
 
