@@ -26,7 +26,7 @@ export interface Cancellation {
 }
 
 /** An `AbortSignal` as a {@link Cancellation}, for `verify(credential, signal)` called from outside the gate. */
-export function cancellationOf(signal: AbortSignal): Cancellation {
+function cancellationOf(signal: AbortSignal): Cancellation {
   return {
     get aborted() {
       return signal.aborted;

@@ -95,7 +95,7 @@ function quoteParam(value: string): string {
 }
 
 /** Builds a `Bearer` challenge: `Bearer realm="api", error="…", …`. */
-export function bearerChallenge(realm: string, params?: Readonly<Record<string, string>>): string {
+function bearerChallenge(realm: string, params?: Readonly<Record<string, string>>): string {
   let challenge = `Bearer realm=${quoteParam(realm)}`;
   if (params) for (const [name, value] of Object.entries(params)) challenge += `, ${name}=${quoteParam(value)}`;
   return challenge;

@@ -216,7 +216,7 @@ const MAX_REALM_LENGTH = 256;
 /** The least `maxRetryAfter`: `Retry-After` counts in whole seconds. */
 const MIN_RETRY_AFTER_MS = 1000;
 
-export const CacheOptionsSchema = optionsObject(
+const CacheOptionsSchema = optionsObject(
   {
     max: numberOption(1, { integer: true, max: MAX_CACHE_ENTRIES }).optional(),
     negativeMax: numberOption(1, { integer: true, max: MAX_CACHE_ENTRIES }).optional(),

@@ -95,7 +95,7 @@ const readHeader = headerReader('authorization');
  *
  * @throws AuthError `invalid_request` (400) for a repeated header.
  */
-export function readAuthorization(req: CredentialRequest, realm: string): string | undefined {
+function readAuthorization(req: CredentialRequest, realm: string): string | undefined {
   const value = readHeader(req);
   if (value === null) throw invalidRequest(realm, 'Only one Authorization header is allowed');
   return value;

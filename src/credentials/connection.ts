@@ -24,8 +24,8 @@ export interface ConnectionCredential extends Credential {
 /** The `source` of every connection credential. */
 export const CONNECTION_SOURCE = 'query:connection';
 
-export const MAX_USER_ID_LENGTH = 256;
-export const MAX_CONNECTION_TOKEN_LENGTH = 1024;
+const MAX_USER_ID_LENGTH = 256;
+const MAX_CONNECTION_TOKEN_LENGTH = 1024;
 
 // Visible ASCII only: control characters, spaces and non-ASCII never reach the provider.
 const VISIBLE_ASCII = /^[\x21-\x7e]+$/;

@@ -44,7 +44,7 @@ const MAX_CLOCK_TOLERANCE_SECONDS = 300;
  * Every member but `active` is optional (null counts as absent). Members the
  * RFC does not name are kept.
  */
-export const IntrospectionAnswer = z.looseObject({
+const IntrospectionAnswer = z.looseObject({
   active: z.literal(true),
   scope: z.string().nullish(),
   client_id: z.string().nullish(),

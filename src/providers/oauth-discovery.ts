@@ -26,10 +26,10 @@ const ServerMetadata = z.object({
 });
 
 /** Largest metadata document read, in bytes, unless the provider's `maxBodyBytes` (sized for its answers) is larger. */
-export const MAX_METADATA_BYTES = 256 * 1024;
+const MAX_METADATA_BYTES = 256 * 1024;
 
 /** An endpoint's pool, and the path (query included) to request on it. */
-export interface Target {
+interface Target {
   readonly http: ProviderHttp;
   readonly path: string;
 }
@@ -41,7 +41,7 @@ export interface Target {
  * inserted the same way (RFC 8414 §5) and, for an issuer with a path,
  * appended to it as OpenID Connect Discovery 1.0 §4 does.
  */
-export function metadataLocations(issuer: string): string[] {
+function metadataLocations(issuer: string): string[] {
   const path = new URL(issuer).pathname.replace(/\/+$/, '');
   const inserted = [`/.well-known/oauth-authorization-server${path}`, `/.well-known/openid-configuration${path}`];
   return path === '' ? inserted : [...inserted, `${path}/.well-known/openid-configuration`];

@@ -32,7 +32,7 @@ import { secretDigest } from './secret-digest.js';
 const Message = z.object({ code: z.number(), message: z.string(), type: z.string().optional() });
 
 /** 200 from /v1/tokens/verify. Unknown fields are dropped. */
-export const VerifyAnswer = z.object({
+const VerifyAnswer = z.object({
   result: z.object({ id: z.string().min(1), status: z.string() }),
   success: z.literal(true),
   errors: z.array(Message),
@@ -40,7 +40,7 @@ export const VerifyAnswer = z.object({
 });
 
 /** 200 from /v1/tokens/permissions. */
-export const PermissionsAnswer = z.object({
+const PermissionsAnswer = z.object({
   result: z.object({ permissions: z.array(z.string()) }),
   success: z.literal(true),
   errors: z.array(Message),
@@ -52,7 +52,7 @@ export const PermissionsAnswer = z.object({
  * `errors` list) so that a change in wording never turns a rejected token
  * into an outage, yet an HTML 401 from a proxy is still not taken as an answer.
  */
-export const UnauthorizedAnswer = z.object({ success: z.literal(false), errors: z.array(z.unknown()) });
+const UnauthorizedAnswer = z.object({ success: z.literal(false), errors: z.array(z.unknown()) });
 
 /** Options of {@link onlineOrNot}. */
 export interface OnlineOrNotOptions extends HttpOptions {

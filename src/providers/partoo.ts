@@ -51,7 +51,7 @@ export const CheckTokenAnswer = z.object({
 }) satisfies z.ZodType<PartooDetails>;
 
 /** 400, 403 and 404 from check_token: `{ "errors": { … } }`. */
-export const CheckTokenError = z.object({ errors: z.record(z.string(), z.unknown()) });
+const CheckTokenError = z.object({ errors: z.record(z.string(), z.unknown()) });
 
 /** Details kept from a check_token answer: the validated body, without `token` (a secret). */
 export interface PartooDetails {

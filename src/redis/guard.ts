@@ -12,7 +12,7 @@ import { CircuitBreaker } from '../resilience.js';
 import type { SharedFailureCode } from '../shared-tier.js';
 
 /** Consecutive failed commands that open the breaker. */
-export const BREAKER_THRESHOLD = 3;
+const BREAKER_THRESHOLD = 3;
 /** Ms the breaker stays open before one command probes Redis again. */
 export const BREAKER_COOLDOWN_MS = 1000;
 

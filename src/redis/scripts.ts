@@ -26,7 +26,7 @@ function script(source: string): Script {
  * Most bytes of a value a script hands back: a value is at most 64 KiB of JavaScript characters (the tier's own limit,
  * checked again as it reads), so at most three times that in UTF-8. Anything longer is foreign and never sent.
  */
-export const MAX_VALUE_BYTES = 3 * 64 * 1024;
+const MAX_VALUE_BYTES = 3 * 64 * 1024;
 
 /**
  * Lua: reading the keys that anyone able to write to Redis could have set to anything. `text(key)` is the string at

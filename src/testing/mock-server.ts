@@ -10,7 +10,6 @@ import { answer, type JsonReply } from './mock-answer.js';
 import { FaultSchedule, type VerificationParts } from './mock-fault-schedule.js';
 import { checkFault, frozenFault, type MockFault } from './mock-faults.js';
 
-export type { JsonReply } from './mock-answer.js';
 export type { MockFault } from './mock-faults.js';
 
 /**
