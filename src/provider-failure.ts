@@ -41,6 +41,12 @@ export class ProviderFailure extends Error {
   /** Upstream HTTP status, when there was one. */
   readonly upstreamStatus: number | undefined;
 
+  /**
+   * @param kind - What went wrong: `misconfigured` is a 500 (the provider refused this server's own credentials), any
+   *   other kind a 503.
+   * @param message - For logs and the `provider_error` event, never shown to clients: it must hold no token or key.
+   * @param options - Whether to retry, the provider's `Retry-After`, its HTTP status, and the underlying error.
+   */
   constructor(kind: ProviderFailureKind, message: string, options?: ProviderFailureOptions);
   /** @deprecated Pass an options object: `{ retryable, retryAfter, status }`. */
   constructor(kind: ProviderFailureKind, message: string, retryable: boolean, retryAfter?: number, status?: number);

@@ -22,11 +22,15 @@ import { MAX_REASON_LENGTH } from './types.js';
 /** A verdict as a shared tier keeps it. */
 export type SharedVerdict =
   | {
+      /** An acceptance. */
       readonly ok: true;
+      /** The principal's subject, as the provider named it. */
       readonly subject: string;
+      /** The principal's permissions, as the provider listed them. */
       readonly permissions: readonly string[];
       /** When the credential itself expires (epoch ms), if the provider said. */
       readonly expiresAt?: number | undefined;
+      /** The principal's `details` (plain JSON, at most `MAX_DETAILS_DEPTH` levels deep). */
       readonly details: Readonly<Record<string, unknown>>;
       /** Served as it is until then (epoch ms). */
       readonly freshUntil: number;
@@ -40,9 +44,11 @@ export type SharedVerdict =
       readonly storedAt?: number | undefined;
     }
   | {
+      /** A rejection. */
       readonly ok: false;
       /** The rejection's `error_description`. */
       readonly reason: string;
+      /** Forgotten then (epoch ms): the store writes `negativeTtl` after the provider gave it. */
       readonly until: number;
     };
 
