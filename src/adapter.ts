@@ -22,9 +22,9 @@
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { type AuthContext, isAuthContext } from './context.js';
-import { credentialsRequired, insufficientScope } from './errors.js';
+import { credentialsRequired } from './errors.js';
 import { isOwnGate } from './gate.js';
-import type { Guard } from './guards.js';
+import { enforce, type Guard } from './guards.js';
 import { checkOptions, optionsObject, shown } from './options.js';
 import type { AuthenticateOptions, CredentialRequest, Gate } from './types.js';
 
@@ -119,7 +119,7 @@ function checkedAnswers(gate: Gate, options: { readonly optional: boolean }): Au
  */
 export function authorize(auth: unknown, guard: Guard, holder: object): void {
   if (isAuthContext(auth)) {
-    if (!guard.allows(auth)) throw insufficientScope(auth.origin.realm, guard.permissions, guard.mode === 'all');
+    enforce(guard, auth, auth.origin.realm);
     return;
   }
   const realm = auth === undefined ? anonymous.get(holder) : undefined;

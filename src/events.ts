@@ -87,3 +87,21 @@ export type GateEvent =
 
 /** Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. */
 export type EventListener = (event: GateEvent) => void;
+
+/** `onEvent` made safe: a throwing or rejecting listener never fails authentication. */
+export function safeListener(
+  onEvent: ((event: GateEvent) => void) | undefined,
+): ((event: GateEvent) => void) | undefined {
+  if (onEvent === undefined) return undefined;
+  return (event) => {
+    try {
+      const result: unknown = onEvent(event);
+      // Any thenable (a promise of another realm too) that rejects is handled here, not by the process.
+      if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+        Promise.resolve(result).catch(() => {});
+      }
+    } catch {
+      // A failing logger must not fail authentication.
+    }
+  };
+}

@@ -14,17 +14,16 @@ import {
   AuthError,
   credentialsRequired,
   forOneRequest,
-  insufficientScope,
   invalidRequest,
   invalidToken,
   providerUnavailable,
 } from './errors.js';
-import type { BreakerState, GateEvent } from './events.js';
+import { type BreakerState, type GateEvent, safeListener } from './events.js';
 import { type GateOptions, resolveGateOptions } from './gate-options.js';
-import type { Guard } from './guards.js';
+import { enforce, type Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { shown } from './options.js';
-import { holdOf, markProvider } from './provider-holds.js';
+import { checkOwnProviders, markProvider } from './provider-holds.js';
 import { type HeaderReader, headerReader } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
@@ -72,23 +71,6 @@ export function isOwnGate(gate: Gate): boolean {
   return gate instanceof TokenGate && gate.authenticateNow === TokenGate.prototype.authenticateNow;
 }
 
-/** @throws TypeError naming a provider of `providers` that a gate has closed, or that another gate holds. */
-function checkOwnProviders(providers: readonly Provider[]): void {
-  providers.forEach((provider, index) => {
-    const hold = holdOf(provider);
-    if (hold === 'closed') {
-      throw new TypeError(
-        `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
-      );
-    }
-    if (hold === 'held') {
-      throw new TypeError(
-        `createGate: providers[${index}] (${provider.name}) belongs to another gate, which admits verifications to its connections and closes it: create a provider for each gate`,
-      );
-    }
-  });
-}
-
 class TokenGate implements Gate {
   readonly realm: string;
   readonly #members: readonly Member[];
@@ -121,7 +103,7 @@ class TokenGate implements Gate {
     const resolved = resolveGateOptions(options);
     checkOwnProviders(resolved.providers);
     this.realm = resolved.realm;
-    const emit = listen(resolved.onEvent);
+    const emit = safeListener(resolved.onEvent);
     this.#emit = emit;
     this.#store = new VerdictStore(
       resolved.cache,
@@ -240,7 +222,7 @@ class TokenGate implements Gate {
       );
     }
     if (auth === undefined) throw credentialsRequired(this.realm);
-    if (!guard.allows(auth)) throw insufficientScope(this.realm, guard.permissions, guard.mode === 'all');
+    enforce(guard, auth, this.realm);
   }
 
   invalidate(req: GateRequest): boolean {
@@ -473,22 +455,6 @@ function isCredential(value: unknown): value is Credential | PartialCredential {
  */
 function asError(error: unknown, who: string): unknown {
   return error instanceof Error ? error : new TypeError(`tokengate: ${who} threw ${shown(error)}, not an Error`);
-}
-
-/** `onEvent` made safe: a throwing or rejecting listener never fails authentication. */
-function listen(onEvent: ((event: GateEvent) => void) | undefined): ((event: GateEvent) => void) | undefined {
-  if (onEvent === undefined) return undefined;
-  return (event) => {
-    try {
-      const result: unknown = onEvent(event);
-      // Any thenable (a promise of another realm too) that rejects is handled here, not by the process.
-      if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-        Promise.resolve(result).catch(() => {});
-      }
-    } catch {
-      // A failing logger must not fail authentication.
-    }
-  };
 }
 
 /**

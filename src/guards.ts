@@ -4,7 +4,7 @@
  * never skips them.
  */
 import { AuthContext, type Grants, isAuthContext } from './context.js';
-import { formatScope } from './errors.js';
+import { formatScope, insufficientScope } from './errors.js';
 
 /** A permission check made by {@link requires} or {@link requiresAny}. */
 export interface Guard {
@@ -14,6 +14,11 @@ export interface Guard {
   readonly mode: 'all' | 'any';
   /** Whether `auth` passes. */
   allows(auth: AuthContext): boolean;
+}
+
+/** @throws AuthError 403 `insufficient_scope` in `realm` when `auth` does not pass `guard`. */
+export function enforce(guard: Guard, auth: AuthContext, realm: string): void {
+  if (!guard.allows(auth)) throw insufficientScope(realm, guard.permissions, guard.mode === 'all');
 }
 
 /** A UTF-16 surrogate that is not half of a pair: such a string has no UTF-8 form, so no scope can name it. */

@@ -21,6 +21,23 @@ export function markProvider(provider: Provider, hold: ProviderHold): void {
 }
 
 /** Whether a gate holds `provider` or closed it; undefined when no gate has it. */
-export function holdOf(provider: Provider): ProviderHold | undefined {
+function holdOf(provider: Provider): ProviderHold | undefined {
   return holds.get(provider);
+}
+
+/** @throws TypeError naming a provider of `providers` that a gate has closed, or that another gate holds. */
+export function checkOwnProviders(providers: readonly Provider[]): void {
+  providers.forEach((provider, index) => {
+    const hold = holdOf(provider);
+    if (hold === 'closed') {
+      throw new TypeError(
+        `createGate: providers[${index}] (${provider.name}) was closed by gate.close(), which closes the gate's providers: create a new provider for a new gate`,
+      );
+    }
+    if (hold === 'held') {
+      throw new TypeError(
+        `createGate: providers[${index}] (${provider.name}) belongs to another gate, which admits verifications to its connections and closes it: create a provider for each gate`,
+      );
+    }
+  });
 }
