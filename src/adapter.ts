@@ -8,7 +8,8 @@
  * 1. at mount, `authenticator(gate, options, name)` checks its arguments and
  *    returns the request handler;
  * 2. per request, it hands over a plain request (headers, query, the
- *    connection), and a `holder`: the framework object it stores the result
+ *    connection; `new NodeRequest(req, parsed)` reads a Node request that
+ *    the framework wraps), and a `holder`: the framework object it stores the result
  *    on (`req` in Express, `ctx` in Koa, `request` in Fastify). It gets the
  *    context itself when it is at hand, else a promise;
  * 3. its guards call `authorize(auth, guard, holder)`, which knows the realm
@@ -19,7 +20,6 @@
  * const auth = authenticate({ headers, rawHeaders, query, connection: socket }, request);
  * // auth: AuthContext | undefined, or a promise of one: store it, then go on.
  */
-import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { type AuthContext, isAuthContext } from './context.js';
 import { credentialsRequired } from './errors.js';
@@ -125,52 +125,6 @@ export function authorize(auth: unknown, guard: Guard, holder: object): void {
   const realm = auth === undefined ? anonymous.get(holder) : undefined;
   if (realm !== undefined) throw credentialsRequired(realm);
   throw new Error('tokengate: mount authenticate(gate) before requires()');
-}
-
-/** What a framework adds to a Node request: the parsed query, and the client address under its proxy settings. */
-export interface FrameworkRequest {
-  /** The query as the framework parsed it (`req.query`, `ctx.query`). */
-  readonly query?: CredentialRequest['query'];
-  /** The client address as the framework works it out (`req.ip` under `trust proxy`, `ctx.ip` under `app.proxy`). */
-  readonly ip?: string | undefined;
-}
-
-/**
- * A Node request as the gate reads it, for frameworks that wrap the request
- * (Koa's `ctx`, Fastify's `request`): headers from `req`, the query and
- * the client address from `parsed`, each read only when the gate asks for
- * it (Node builds `headers`, and frameworks parse the query and work out
- * the address, on first access).
- */
-export class NodeRequest implements CredentialRequest {
-  readonly #req: IncomingMessage;
-  readonly #parsed: FrameworkRequest;
-
-  /** `req`, the Node request; `parsed`, what the framework adds to it (read lazily). */
-  constructor(req: IncomingMessage, parsed: FrameworkRequest) {
-    this.#req = req;
-    this.#parsed = parsed;
-  }
-  /** The Node request's headers. */
-  get headers(): IncomingMessage['headers'] {
-    return this.#req.headers;
-  }
-  /** The Node request's raw headers (repeated headers told apart). */
-  get rawHeaders(): readonly string[] {
-    return this.#req.rawHeaders;
-  }
-  /** The framework's parsed query. */
-  get query(): CredentialRequest['query'] {
-    return this.#parsed.query;
-  }
-  /** The request's socket: the key of its connection's memo. */
-  get connection(): object {
-    return this.#req.socket;
-  }
-  /** The framework's client address, else the socket's. */
-  get ip(): string | undefined {
-    return this.#parsed.ip ?? this.#req.socket.remoteAddress;
-  }
 }
 
 /** Whether `value` can serve as a gate (duck-typed, so that a gate from another copy of the package works too). */

@@ -24,7 +24,7 @@ import { enforce, type Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { shown } from './options.js';
 import { checkOwnProviders, markProvider } from './provider-holds.js';
-import { type HeaderReader, headerReader } from './request.js';
+import { type HeaderReader, headerReader, shownRequest, toCredentialRequest } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
 import type {
@@ -157,7 +157,7 @@ class TokenGate implements Gate {
     if (optional !== undefined && typeof optional !== 'boolean') {
       throw new TypeError(`gate.authenticate: options.optional: expected a boolean, got ${shown(optional)}`);
     }
-    return this.authenticateNow(credentialRequest(req), options);
+    return this.authenticateNow(toCredentialRequest(req), options);
   }
 
   authenticateNow(
@@ -227,14 +227,14 @@ class TokenGate implements Gate {
 
   invalidate(req: GateRequest): boolean {
     if (this.#closed) throw closedError();
-    const found = this.#find(credentialRequest(req));
+    const found = this.#find(toCredentialRequest(req));
     if (found === undefined) return false;
     return this.#store.delete(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
   }
 
   async revoke(req: GateRequest): Promise<boolean> {
     if (this.#closed) throw closedError();
-    const found = this.#find(credentialRequest(req));
+    const found = this.#find(toCredentialRequest(req));
     if (found === undefined) return false;
     return this.#store.revoke(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
   }
@@ -455,38 +455,6 @@ function isCredential(value: unknown): value is Credential | PartialCredential {
  */
 function asError(error: unknown, who: string): unknown {
   return error instanceof Error ? error : new TypeError(`tokengate: ${who} threw ${shown(error)}, not an Error`);
-}
-
-/**
- * `req` as the providers read it. A framework's wrapper of the Node request (Fastify's `request.raw`, Koa's
- * `ctx.req`) lends it its raw headers, without which a repeated `Authorization` could not be refused, and its socket;
- * a query that is not an object (none, or a framework's odd value) is none.
- */
-function credentialRequest(req: GateRequest): CredentialRequest {
-  const { query } = req;
-  const plainQuery = typeof query === 'object' && query !== null ? (query as CredentialRequest['query']) : undefined;
-  const wrapped = (req as { raw?: unknown }).raw ?? (req as { req?: unknown }).req;
-  if (req.rawHeaders === undefined && isNodeRequest(wrapped)) {
-    return {
-      headers: req.headers,
-      rawHeaders: wrapped.rawHeaders,
-      query: plainQuery,
-      connection: wrapped.socket,
-      ip: req.ip,
-    };
-  }
-  if (query === undefined || plainQuery !== undefined) return req as CredentialRequest;
-  return { headers: req.headers, rawHeaders: req.rawHeaders, connection: req.connection, ip: req.ip };
-}
-
-/** Whether `value` is a Node request, as a framework's wrapper holds it. */
-function isNodeRequest(value: unknown): value is { rawHeaders: string[]; socket: object } {
-  return Array.isArray((value as { rawHeaders?: unknown } | null)?.rawHeaders);
-}
-
-/** `req` in a message: what it is, never its contents (a string may be a token). */
-function shownRequest(req: unknown): string {
-  return typeof req === 'object' && req !== null ? 'an object without headers' : shown(req);
 }
 
 function closedError(): Error {

@@ -6,8 +6,8 @@
  * `authenticator` / `authorize` for writing an adapter of your own.
  */
 
-export type { Authenticate, FrameworkRequest } from './adapter.js';
-export { authenticator, authorize, isGate, NodeRequest } from './adapter.js';
+export type { Authenticate } from './adapter.js';
+export { authenticator, authorize, isGate } from './adapter.js';
 export { AuthContext } from './context.js';
 export type { BearerCredential } from './credentials/bearer.js';
 export { extractBearer } from './credentials/bearer.js';
@@ -33,6 +33,7 @@ export { onlineOrNot } from './providers/onlineornot.js';
 export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './providers/partoo.js';
 export { partoo } from './providers/partoo.js';
 export { secretDigest } from './providers/secret-digest.js';
+export { type FrameworkRequest, NodeRequest } from './request.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
 export type { SharedClaim, SharedFailureCode, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';

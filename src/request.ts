@@ -1,11 +1,16 @@
 /**
- * Reading one header of a plain {@link CredentialRequest}: its value is
- * `headers`' (so middleware that sets or removes it before the gate is
- * heard), and `rawHeaders`, when given, tells whether the client sent it
- * more than once: Node keeps only the first of repeated `Authorization`
- * headers in `headers`, while `rawHeaders` shows every one.
+ * The request the core reads: a plain {@link CredentialRequest}, made of
+ * whatever request a caller or an adapter hands over (a Node request as
+ * a framework wraps it is read through {@link NodeRequest}), and one
+ * header of it read. A header's value is `headers`' (so middleware that
+ * sets or removes it before the gate is heard), and `rawHeaders`, when
+ * given, tells whether the client sent it more than once: Node keeps only
+ * the first of repeated `Authorization` headers in `headers`, while
+ * `rawHeaders` shows every one.
  */
-import type { CredentialRequest } from './types.js';
+import type { IncomingMessage } from 'node:http';
+import { shown } from './options.js';
+import type { CredentialRequest, GateRequest } from './types.js';
 
 /** Reads one header: its value, `undefined` when absent, `null` when sent more than once. */
 export type HeaderReader = (req: CredentialRequest) => string | undefined | null;
@@ -41,4 +46,82 @@ export function headerReader(name: string): HeaderReader {
  */
 function flat(text: string): string {
   return Array.from(text).join('');
+}
+
+/** What a framework adds to a Node request: the parsed query, and the client address under its proxy settings. */
+export interface FrameworkRequest {
+  /** The query as the framework parsed it (`req.query`, `ctx.query`). */
+  readonly query?: CredentialRequest['query'];
+  /** The client address as the framework works it out (`req.ip` under `trust proxy`, `ctx.ip` under `app.proxy`). */
+  readonly ip?: string | undefined;
+}
+
+/**
+ * A Node request as the gate reads it, for frameworks that wrap the request
+ * (Koa's `ctx`, Fastify's `request`): headers from `req`, the query and
+ * the client address from `parsed`, each read only when the gate asks for
+ * it (Node builds `headers`, and frameworks parse the query and work out
+ * the address, on first access).
+ */
+export class NodeRequest implements CredentialRequest {
+  readonly #req: IncomingMessage;
+  readonly #parsed: FrameworkRequest;
+
+  /** `req`, the Node request; `parsed`, what the framework adds to it (read lazily). */
+  constructor(req: IncomingMessage, parsed: FrameworkRequest) {
+    this.#req = req;
+    this.#parsed = parsed;
+  }
+  /** The Node request's headers. */
+  get headers(): IncomingMessage['headers'] {
+    return this.#req.headers;
+  }
+  /** The Node request's raw headers (repeated headers told apart). */
+  get rawHeaders(): readonly string[] {
+    return this.#req.rawHeaders;
+  }
+  /** The framework's parsed query. */
+  get query(): CredentialRequest['query'] {
+    return this.#parsed.query;
+  }
+  /** The request's socket: the key of its connection's memo. */
+  get connection(): object {
+    return this.#req.socket;
+  }
+  /** The framework's client address, else the socket's. */
+  get ip(): string | undefined {
+    return this.#parsed.ip ?? this.#req.socket.remoteAddress;
+  }
+}
+
+/**
+ * `req` as the providers read it. A framework's wrapper of the Node request (Fastify's `request.raw`, Koa's
+ * `ctx.req`) lends it its raw headers, without which a repeated `Authorization` could not be refused, and its socket;
+ * a query that is not an object (none, or a framework's odd value) is none.
+ */
+export function toCredentialRequest(req: GateRequest): CredentialRequest {
+  const { query } = req;
+  const plainQuery = typeof query === 'object' && query !== null ? (query as CredentialRequest['query']) : undefined;
+  const wrapped = (req as { raw?: unknown }).raw ?? (req as { req?: unknown }).req;
+  if (req.rawHeaders === undefined && isNodeRequest(wrapped)) {
+    return {
+      headers: req.headers,
+      rawHeaders: wrapped.rawHeaders,
+      query: plainQuery,
+      connection: wrapped.socket,
+      ip: req.ip,
+    };
+  }
+  if (query === undefined || plainQuery !== undefined) return req as CredentialRequest;
+  return { headers: req.headers, rawHeaders: req.rawHeaders, connection: req.connection, ip: req.ip };
+}
+
+/** Whether `value` is a Node request, as a framework's wrapper holds it. */
+function isNodeRequest(value: unknown): value is { rawHeaders: string[]; socket: object } {
+  return Array.isArray((value as { rawHeaders?: unknown } | null)?.rawHeaders);
+}
+
+/** `req` in a message: what it is, never its contents (a string may be a token). */
+export function shownRequest(req: unknown): string {
+  return typeof req === 'object' && req !== null ? 'an object without headers' : shown(req);
 }
