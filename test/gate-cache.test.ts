@@ -304,6 +304,43 @@ describe('gate cache: hits and lifetimes', () => {
     expect(mock.calls.checkToken).toBe(2);
   });
 
+  it('refuses a cached token from the very millisecond its expiresAt names, on the instance that asked and on one that took its answer from a shared tier', async () => {
+    const mock = closeLater(await mockPartoo({ apiKey: API_KEY }));
+    const tier = new MemoryTier();
+    const gateOnTier = () =>
+      closeLater(
+        createGate({ providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url })], sharedCache: tier, retry: false }),
+      );
+    const asker = gateOnTier();
+    const taker = gateOnTier();
+    const passedAtExpiry: string[] = [];
+    // Each answer lands at its own moment within a millisecond of the wall clock: many tokens, many moments.
+    for (let i = 0; i < 25; i++) {
+      const token = `edge-${i}`;
+      const expiresAt = Date.now() + 120;
+      mock.setToken({ userId: 'user-1', token, expirationDate: new Date(expiresAt) });
+      const calls = mock.calls.checkToken;
+      await asker.authenticate(connection('user-1', token));
+      await taker.authenticate(connection('user-1', token));
+      expect(mock.calls.checkToken - calls).toBe(1);
+      await sleep(Math.max(0, expiresAt - Date.now() - 5));
+      while (Date.now() < expiresAt) {
+        // The first moment the wall clock reads expiresAt: the token has expired.
+      }
+      // Both asked at once: a cached answer is found before the first await.
+      const answers = [asker, taker].map((gate) =>
+        gate.authenticate(connection('user-1', token)).then(
+          () => true,
+          () => false,
+        ),
+      );
+      const [askerPassed, takerPassed] = await Promise.all(answers);
+      if (askerPassed) passedAtExpiry.push(`asker ${token}`);
+      if (takerPassed) passedAtExpiry.push(`taker ${token}`);
+    }
+    expect(passedAtExpiry).toEqual([]);
+  });
+
   it('never extends an entry on a hit (Oathkeeper renewed entries on hits)', async () => {
     const { mock, gate } = await setup({ cache: { ttl: 1000 } });
     const started = performance.now();
