@@ -201,7 +201,7 @@ class TokenGate implements Gate {
       throw invalidToken(this.realm, entry.reason);
     }
     if (entry instanceof Accepted) {
-      if (entry.freshUntil > now) {
+      if (entry.freshAt(now)) {
         if (typeof header === 'string') {
           this.#memo.remember(connection as object, header, entry, this.#store.generation, now);
         }

@@ -43,7 +43,7 @@ export class ConnectionMemo {
     const memo = this.#memos.get(connection);
     if (memo === undefined || memo.header !== header || memo.generation !== generation) return undefined;
     const entry = memo.entry;
-    if (entry === undefined || now - memo.readAt >= MEMO_READ_INTERVAL_MS || entry.freshUntil <= now) return undefined;
+    if (entry === undefined || now - memo.readAt >= MEMO_READ_INTERVAL_MS || !entry.freshAt(now)) return undefined;
     return entry.context;
   }
 

@@ -21,7 +21,9 @@
  *
  * Local expiry is kept on the entries, in whole ms of `performance.now()`
  * (small integers, which V8 stores unboxed); lru-cache only keeps recency and
- * `max`, so no timer runs per entry.
+ * `max`, so no timer runs per entry. A credential's own `expiresAt` is also
+ * compared with the wall clock on every hit ({@link Accepted.freshAt}), which
+ * moves on while `performance.now()` stands still (the machine asleep).
  */
 
 import { hash } from 'node:crypto';
@@ -72,6 +74,16 @@ export class Accepted {
 
   get freshUntil(): number {
     return this.until;
+  }
+
+  /**
+   * Whether the entry is fresh at `now` (ms of `performance.now()`) and its credential has not expired by the wall
+   * clock, which moves on while `performance.now()` stands still (the machine asleep) or is stepped forward.
+   */
+  freshAt(now: number): boolean {
+    if (this.freshUntil <= now) return false;
+    const expiresAt = this.context.expiresAtMs;
+    return expiresAt === undefined || expiresAt > Date.now();
   }
 }
 

@@ -304,6 +304,39 @@ describe('gate cache: hits and lifetimes', () => {
     expect(mock.calls.checkToken).toBe(2);
   });
 
+  it('refuses a cached token past its expiry when the wall clock jumps ahead of the cache clock (a suspend, an NTP step)', async () => {
+    // The cache's clock (performance.now()) stands still while the machine sleeps; the wall clock does not.
+    const expiresAt = new Date(Date.now() + 30_000);
+    let verified = 0;
+    const expiring: Provider = {
+      name: 'expiring',
+      cacheScope: 'expiring',
+      extract: extractBearer,
+      async verify(): Promise<Verdict> {
+        verified++;
+        return { ok: true, principal: { subject: 'user', permissions: [READ], details: {}, expiresAt } };
+      },
+    };
+    const gate = closeLater(createGate({ providers: [expiring], cache: { ttl: 60_000 } }));
+    const socket = {};
+    const onConnection = (token: string) => ({ ...bearer(token), connection: socket });
+    await gate.authenticate(bearer('by-key'));
+    await gate.authenticate(onConnection('by-connection'));
+    await gate.authenticate(onConnection('by-connection'));
+    expect(verified).toBe(2);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(expiresAt.getTime() + 60 * 60_000);
+      for (const request of [bearer('by-key'), onConnection('by-connection')]) {
+        const error = await rejectionOf(gate.authenticate(request));
+        expect(error.status).toBe(401);
+        expect(error.headers['WWW-Authenticate']).toContain('error_description="The access token has expired"');
+      }
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('refuses a cached token from the very millisecond its expiresAt names, on the instance that asked and on one that took its answer from a shared tier', async () => {
     const mock = closeLater(await mockPartoo({ apiKey: API_KEY }));
     const tier = new MemoryTier();
