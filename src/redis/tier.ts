@@ -19,20 +19,18 @@
  * - a rejection ends every claim on its key: no answer asked for before it
  *   is stored after it; a rejection is stored whatever the tombstone;
  * - an invalidation that Redis did not take is retried until it is, and so
- *   is a rejection, as a deletion of the key's value and claims (at most
- *   {@link MAX_PENDING} keys waiting in each queue, so that rejections never
- *   push out a revocation), on recovery and every breaker cooldown, one
- *   command first and then in batches; until Redis has taken it, this
- *   instance reads nothing of that key from Redis. Once a queue dropped a
- *   key, this instance reads no acceptance of it stored before.
+ *   is a rejection, as a deletion of the key's value and claims
+ *   ({@link RetryQueues}); until Redis has taken it, this instance reads
+ *   nothing of that key from Redis, and it reads no acceptance of a key the
+ *   queues dropped stored before the drop.
  */
 
 import { randomBytes } from 'node:crypto';
 import type { SharedClaim, SharedLease, SharedTier, SharedVerdict } from '../shared-tier.js';
 import { encodeKey, type MessageKind, message, RedisBus } from './bus.js';
 import { driverFor, type RedisClient, type RedisDriver } from './driver.js';
-import { DroppedKeys } from './dropped-keys.js';
-import { BREAKER_COOLDOWN_MS, RedisGuard } from './guard.js';
+import { RedisGuard } from './guard.js';
+import { RetryQueues } from './retry-queues.js';
 import { DEL, GET, INVALIDATE, LEASE, PEEK, RELEASE, SET } from './scripts.js';
 import type { VerdictSeal } from './seal.js';
 
@@ -45,15 +43,6 @@ const TOMBSTONE_MS = 10_000;
 const CLAIM_MS = 30_000;
 /** Longest value written or read as JSON; a longer one read is foreign and unusable. */
 const MAX_VALUE_LENGTH = 64 * 1024;
-/** Most keys kept for a retry in each queue (invalidations, rejections); the oldest goes first. */
-const MAX_PENDING = 10_000;
-/**
- * Once a queue dropped a key, that key's acceptances stored before then (and this long after, for other instances'
- * clocks) are not read back: one of them may be what the dropped revocation or rejection was to delete (ms).
- */
-const CLOCK_MARGIN_MS = 60_000;
-/** Most retried commands sent at once, once one has found Redis answering. */
-const FLUSH_BATCH = 256;
 
 /** The tier's settings, defaults filled in. */
 export interface RedisTierSettings {
@@ -109,21 +98,14 @@ export class RedisTier implements SharedTier {
   readonly #instance = randomId();
   /** How long a claim may store its answer (ms). */
   readonly #claimTime: number;
-  /** Store keys whose invalidation Redis has not taken yet. */
-  readonly #pending = new Set<string>();
-  /** Store keys with a rejection Redis has not taken yet: their value and claims are deleted on a retry. */
-  readonly #rejected = new Set<string>();
+  /** The invalidations and deletions Redis has not taken yet: a read of a key settles its own first. */
+  readonly #queues = new RetryQueues({
+    invalidate: (key) => this.#invalidateNow(key),
+    delete: (key) => this.#deleteNow(key),
+  });
   /** Ends each wait under way (with no answer). */
   readonly #waits = new Set<() => void>();
   readonly #stopReady: () => void;
-  /** Each key's invalidation or deletion sent and not answered yet: a read of that key waits for it. */
-  readonly #sending = new Map<string, Promise<unknown>>();
-  /** The keys the queues dropped: their acceptances stored before the last drop (and its margin) are not read. */
-  readonly #dropped = new DroppedKeys();
-  #retry: NodeJS.Timeout | undefined;
-  #flushing = false;
-  /** A flush was asked for while one ran: it runs again once that one ends. */
-  #flushAgain = false;
   #closed = false;
 
   constructor(client: RedisClient, settings: RedisTierSettings) {
@@ -133,7 +115,7 @@ export class RedisTier implements SharedTier {
     this.localTtl = settings.localTtl;
     this.#driver = driverFor(client);
     this.#channel = `${settings.prefix}bus`;
-    this.#guard = new RedisGuard(settings.timeout, () => void this.#flush());
+    this.#guard = new RedisGuard(settings.timeout, () => void this.#queues.flush());
     this.#bus = new RedisBus(this.#driver, this.#channel, this.#instance);
     this.#stopReady = this.#driver.onConnection(
       () => {
@@ -145,7 +127,7 @@ export class RedisTier implements SharedTier {
   }
 
   async get(key: string): Promise<unknown> {
-    await this.#settle(key);
+    await this.#queues.settle(key);
     const { value } = this.#keys(key);
     return this.#decode(key, value, await this.#guard.run(() => this.#driver.run(GET, [value], [])));
   }
@@ -197,7 +179,7 @@ export class RedisTier implements SharedTier {
     } catch (error) {
       // Sent after the SET on its connection: a no-op when the SET landed, which ended the lease.
       held?.end();
-      if (!verdict.ok) this.#queue(key, this.#rejected);
+      if (!verdict.ok) this.#queues.retryRejection(key);
       throw error;
     }
   }
@@ -208,12 +190,11 @@ export class RedisTier implements SharedTier {
    * {@link invalidate}.
    */
   async delete(key: string): Promise<void> {
-    this.#rejected.delete(key);
-    await this.#send(key, this.#rejected);
+    await this.#queues.delete(key);
   }
 
   async lease(key: string, replace: boolean): Promise<SharedLease> {
-    await this.#settle(key);
+    await this.#queues.settle(key);
     const keys = this.#keys(key);
     const id = randomId();
     const end = () => this.#release(keys, id);
@@ -294,9 +275,7 @@ export class RedisTier implements SharedTier {
   async invalidate(key: string): Promise<void> {
     // Gates sharing this tier in this process forget it at once; other instances hear it from Redis.
     this.#bus.announce(key);
-    this.#pending.delete(key);
-    this.#rejected.delete(key);
-    await this.#send(key, this.#pending);
+    await this.#queues.invalidate(key);
   }
 
   onInvalidate(listener: (key: string) => void): () => void {
@@ -316,9 +295,7 @@ export class RedisTier implements SharedTier {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#retry);
-    this.#pending.clear();
-    this.#rejected.clear();
+    this.#queues.close();
     for (const abandon of [...this.#waits]) abandon();
     this.#stopReady();
     this.#bus.close();
@@ -349,10 +326,7 @@ export class RedisTier implements SharedTier {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return parsed;
     const { storedAt, ...verdict } = parsed as { storedAt?: unknown; ok?: unknown };
     // A rejection is always safe to read; an acceptance of a dropped key only when it was stored after the drop.
-    if (verdict.ok === true && this.#dropped.mayHold(key)) {
-      const trustedFrom = this.#dropped.lastDrop + CLOCK_MARGIN_MS;
-      if (typeof storedAt !== 'number' || !(storedAt >= trustedFrom)) return undefined;
-    }
+    if (verdict.ok === true && !this.#queues.trustsAcceptance(key, storedAt)) return undefined;
     // An acceptance keeps when it was stored: the reading store trusts it fresh at most its own ttl from then.
     return verdict.ok === true && storedAt !== undefined ? { ...verdict, storedAt } : verdict;
   }
@@ -375,107 +349,5 @@ export class RedisTier implements SharedTier {
   #deleteNow(key: string): Promise<unknown> {
     const keys = this.#keys(key);
     return this.#guard.run(() => this.#driver.run(DEL, [keys.value, keys.claims], []));
-  }
-
-  /**
-   * Sends `key`'s invalidation (`queue` is the pending revocations) or its deletion (the rejections Redis missed);
-   * if Redis does not take it, `key` goes back to `queue` for a retry.
-   */
-  #send(key: string, queue: Set<string>): Promise<unknown> {
-    const sent = queue === this.#pending ? this.#invalidateNow(key) : this.#deleteNow(key);
-    this.#sending.set(key, sent);
-    const answered = () => {
-      if (this.#sending.get(key) === sent) this.#sending.delete(key);
-    };
-    sent.then(answered, () => {
-      answered();
-      this.#queue(key, queue);
-    });
-    return sent;
-  }
-
-  /**
-   * Before `key` is read: waits for its invalidation or deletion under way, and sends the one Redis has not taken yet,
-   * so that this instance never reads back from Redis what it revoked or heard rejected.
-   */
-  async #settle(key: string): Promise<void> {
-    for (;;) {
-      // Another read may have sent it again meanwhile: wait until nothing of this key is under way.
-      const underWay = this.#sending.get(key);
-      if (underWay !== undefined) {
-        await underWay.catch(ignore);
-        continue;
-      }
-      const queue = this.#pending.has(key) ? this.#pending : this.#rejected.has(key) ? this.#rejected : undefined;
-      if (queue === undefined) return;
-      queue.delete(key);
-      await this.#send(key, queue);
-      return;
-    }
-  }
-
-  /**
-   * Keeps `key` in `queue` for a retry; past {@link MAX_PENDING} keys the oldest goes, and no acceptance of it stored
-   * before is read back (see {@link CLOCK_MARGIN_MS}): the one its revocation was to delete may be one.
-   */
-  #queue(key: string, queue: Set<string>): void {
-    if (this.#closed) return;
-    if (queue === this.#rejected && this.#pending.has(key)) return;
-    queue.add(key);
-    if (queue.size > MAX_PENDING) {
-      for (const oldest of queue) {
-        queue.delete(oldest);
-        this.#dropped.add(oldest, Date.now());
-        break;
-      }
-    }
-    this.#arm();
-  }
-
-  /** Tries the queues again after a breaker cooldown. */
-  #arm(): void {
-    if (this.#closed) return;
-    this.#retry ??= setTimeout(() => {
-      this.#retry = undefined;
-      void this.#flush();
-    }, BREAKER_COOLDOWN_MS).unref();
-  }
-
-  /**
-   * Sends what waits, revocations first: one command to find Redis answering, then {@link FLUSH_BATCH} at a time,
-   * each batch once the last one was answered. Stops at the first failure; the rest waits for the next try.
-   */
-  async #flush(): Promise<void> {
-    if (this.#flushing) {
-      this.#flushAgain = true;
-      return;
-    }
-    this.#flushing = true;
-    this.#flushAgain = false;
-    try {
-      for (let size = 1; ; size = FLUSH_BATCH) {
-        const batch = this.#take(size);
-        if (batch.length === 0) return;
-        const sent = await Promise.allSettled(batch.map(([key, queue]) => this.#send(key, queue)));
-        if (sent.some((result) => result.status === 'rejected')) return;
-      }
-    } finally {
-      this.#flushing = false;
-      if (this.#flushAgain) void this.#flush();
-      else if (this.#pending.size > 0 || this.#rejected.size > 0) this.#arm();
-    }
-  }
-
-  /** Takes up to `size` keys out of the queues, revocations first, each with the queue it came from. */
-  #take(size: number): Array<[string, Set<string>]> {
-    const batch: Array<[string, Set<string>]> = [];
-    for (const queue of [this.#pending, this.#rejected]) {
-      for (const key of queue) {
-        if (batch.length === size) return batch;
-        queue.delete(key);
-        batch.push([key, queue]);
-      }
-    }
-    return batch;
   }
 }
