@@ -16,7 +16,7 @@
  * instance; `onReconnect` lets each instance drop what it may have missed.
  */
 import { z } from 'zod';
-import { frozenDetails } from './context.js';
+import { frozenDetails } from './details.js';
 import { MAX_REASON_LENGTH } from './types.js';
 
 /** A verdict as a shared tier keeps it. */

@@ -3,7 +3,7 @@
  * or an acceptance of a well-formed principal with its `details` frozen. Anything else is a `ProviderFailure`: the gate
  * fails closed on it.
  */
-import { frozenDetails, MAX_DETAILS_DEPTH } from './context.js';
+import { frozenDetails, MAX_DETAILS_DEPTH } from './details.js';
 import { ProviderFailure } from './provider-failure.js';
 import { MAX_REASON_LENGTH, type Principal, type Verdict } from './types.js';
 
