@@ -5,7 +5,7 @@
  * becomes a {@link ProviderFailure}, so callers only see status + JSON.
  */
 import { type Dispatcher, Pool } from 'undici';
-import type { Cancellation } from './deadline.js';
+import type { Cancellation } from './cancellation.js';
 import { durationOption, numberOption } from './options.js';
 import { ProviderFailure } from './provider-failure.js';
 

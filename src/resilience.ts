@@ -2,7 +2,7 @@
  * Retry with backoff and a per-provider circuit breaker: the two policies
  * that keep a failing provider from slowing every request down.
  */
-import type { Cancellation } from './deadline.js';
+import type { Cancellation } from './cancellation.js';
 import type { BreakerState } from './events.js';
 
 /**

@@ -10,8 +10,9 @@
  * provider that refused our own credentials).
  */
 import { Admission } from './admission.js';
+import { verifierOf } from './cancellation.js';
 import type { AuthContext } from './context.js';
-import { type CancellableVerify, Deadline, VERIFY_WITHIN } from './deadline.js';
+import { Deadline } from './deadline.js';
 import { type AuthError, overloaded, providerMisconfigured, providerUnavailable } from './errors.js';
 import type { GateEvent } from './events.js';
 import { asFailure, ProviderFailure } from './provider-failure.js';
@@ -517,10 +518,3 @@ export class Upstream {
 
 /** How long a refusal of this server's own credentials answers new verifications without asking, ms. */
 const REFUSAL_HOLD_MS = 1000;
-
-/** `provider.verify` as the gate calls it: the built-in providers' cancellation-taking twin when there is one. */
-function verifierOf(provider: Provider): (credential: Credential, deadline: Deadline) => Promise<Verdict> {
-  const within = (provider.verify as CancellableVerify<Credential, Verdict>)[VERIFY_WITHIN];
-  if (typeof within === 'function') return within;
-  return (credential, deadline) => provider.verify(credential, deadline.signal);
-}

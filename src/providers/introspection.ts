@@ -6,8 +6,8 @@
  * issuer's authorization server metadata (RFC 8414).
  */
 import { z } from 'zod';
+import { type Cancellation, cancellableVerify } from '../cancellation.js';
 import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
-import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, type JsonAnswer } from '../http.js';
 import {
   allowInsecureRequestsOption,

@@ -10,7 +10,7 @@
  * to find the endpoint serves the waiters of every other, which are cancelled.
  */
 import { z } from 'zod';
-import { type Cancellation, ManualCancellation } from '../deadline.js';
+import { type Cancellation, ManualCancellation } from '../cancellation.js';
 import { type HttpOptions, type JsonAnswer, ProviderHttp } from '../http.js';
 import { isSecureUrl } from '../options.js';
 import { ProviderFailure } from '../provider-failure.js';

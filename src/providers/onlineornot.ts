@@ -7,8 +7,8 @@
  * "Tokens", verify and permissions).
  */
 import { z } from 'zod';
+import { type Cancellation, cancellableVerify } from '../cancellation.js';
 import { BEARER_SOURCE, type BearerCredential, extractBearer } from '../credentials/bearer.js';
-import { type Cancellation, cancellableVerify } from '../deadline.js';
 import {
   BASE_URL_HINT,
   DEFAULT_CONNECTIONS,

@@ -5,13 +5,13 @@
  * (API reference: "Check connection token").
  */
 import { z } from 'zod';
+import { type Cancellation, cancellableVerify } from '../cancellation.js';
 import {
   CONNECTION_SOURCE,
   type ConnectionCredential,
   type ConnectionQueryNames,
   findConnection,
 } from '../credentials/connection.js';
-import { type Cancellation, cancellableVerify } from '../deadline.js';
 import { BASE_URL_HINT, DEFAULT_CONNECTIONS, type HttpOptions, httpOptionsShape, ProviderHttp } from '../http.js';
 import {
   allowInsecureRequestsOption,
