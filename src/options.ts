@@ -360,6 +360,14 @@ function className(value: object): string | undefined {
   return typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name) && name !== 'Object' ? name : undefined;
 }
 
+/**
+ * An object of any string-keyed members, each checked apart by its user (`tokens` keyed by the token itself), whose
+ * wrong-type message says what was `expected` (`an object of tokens`).
+ */
+export function recordOption(expected: string) {
+  return z.record(z.string(), z.unknown(), { error: (issue) => `expected ${expected}, got ${shown(issue.input)}` });
+}
+
 /** `z.strictObject` whose wrong-type message says what was `expected` (`an options object with apiKey`). */
 export function optionsObject<Shape extends z.core.$ZodLooseShape>(shape: Shape, expected: string) {
   return z.strictObject(shape, {

@@ -4,6 +4,7 @@
  */
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { pipeline, Readable } from 'node:stream';
+import { shown } from '../options.js';
 import { hasNoContent, hugeJson, type MockFault } from './mock-faults.js';
 
 /** A JSON answer from a route handler. */
@@ -12,6 +13,22 @@ export interface JsonReply {
   readonly body: unknown;
   /** Headers besides `Content-Type` and `Content-Length`. */
   readonly headers?: Readonly<Record<string, string>>;
+}
+
+/**
+ * `value` as JSON writes it, read back: what a mock answers, fixed when it is given. A value JSON cannot write (a
+ * BigInt, a cycle, a getter or `toJSON` that throws, or nothing at all) throws a `TypeError` naming `where`, at once,
+ * rather than as an uncaught exception in the test process when a request comes.
+ */
+export function jsonAnswer(value: unknown, where: string): unknown {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (cause) {
+    throw new TypeError(`${where}: expected an answer JSON can write (no BigInt, cycle or throwing getter)`, { cause });
+  }
+  if (text === undefined) throw new TypeError(`${where}: expected an answer JSON can write, got ${shown(value)}`);
+  return JSON.parse(text);
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';

@@ -5,9 +5,10 @@
  * OpenID Connect Discovery).
  */
 import type { IncomingMessage } from 'node:http';
+import { z } from 'zod';
 import { isBearerToken } from '../credentials/bearer.js';
-import type { JsonReply } from './mock-answer.js';
-import { checkIntrospectionToken, checkMockIntrospection, jsonAnswer } from './mock-options.js';
+import { checkOptions, nameOption, optionsObject, recordOption } from '../options.js';
+import { type JsonReply, jsonAnswer } from './mock-answer.js';
 import { type MockProvider, type MockRoute, startMockServer } from './mock-server.js';
 
 /**
@@ -90,6 +91,65 @@ export interface MockIntrospection extends MockProvider<'introspect' | 'oauthMet
   removeToken(token: string): boolean;
 }
 
+/** `text` with its percent-encoded UTF-8 decoded; a `%` sequence that does not decode stays as it is. */
+function percentDecoded(text: string): string {
+  return text.replace(/(?:%[0-9a-f]{2})+/gi, (encoded) => {
+    try {
+      return decodeURIComponent(encoded);
+    } catch {
+      return encoded;
+    }
+  });
+}
+
+/**
+ * Why `path` cannot be an issuer's path on the mock, or undefined when it can: it is one a URL keeps as written, but
+ * for percent-encoding (a space as `%20`). A path the URL parser would rewrite (`//host/x` taken as a host, `/a?b`
+ * cut at the query, `/a/../b` resolved, a `\` taken as `/`, a tab or a line break dropped, white space at the end
+ * trimmed) is refused: the mock would serve another issuer than the one its options name.
+ */
+function issuerPathFault(path: string): string | undefined {
+  if (!path.startsWith('/')) return 'expected a path starting with /';
+  if (path.startsWith('//')) return 'expected a path starting with a single / (// starts a host)';
+  if (/[?#]/.test(path)) return 'expected a path without ? or # (a query or fragment is no part of it)';
+  const dotSegment = (segment: string) => /^\.{1,2}$/.test(segment.toLowerCase().replaceAll('%2e', '.'));
+  if (path.split('/').some(dotSegment)) return 'expected a path without . or .. segments (a URL resolves them away)';
+  const kept = new URL(path, 'http://mock').pathname;
+  if (percentDecoded(kept) !== percentDecoded(path)) {
+    return 'expected a path a URL keeps as written: no \\, tab or line break, nor white space at its end';
+  }
+  return undefined;
+}
+
+/**
+ * Checked as `stubProvider` and `createGate` check theirs: an unknown option (a misspelling named with the spelling
+ * meant), a missing one or a value of the wrong type throws a `TypeError` naming the mock and the option, never the
+ * token. A mock that took a misspelled option would answer every test wrongly.
+ */
+const MockIntrospectionOptionsSchema = optionsObject(
+  {
+    clientId: nameOption,
+    clientSecret: nameOption,
+    clientAuth: z.enum(['basic', 'post'], { error: () => "expected 'basic' or 'post'" }).optional(),
+    tokens: recordOption('an object of tokens').optional(),
+    issuerPath: nameOption
+      .superRefine((path, ctx) => {
+        const fault = issuerPathFault(path);
+        if (fault !== undefined) ctx.addIssue({ code: 'custom', message: fault });
+      })
+      .optional(),
+    wellKnown: z
+      .array(z.enum(['oauth-authorization-server', 'openid-configuration']), {
+        error: () => "expected an array of 'oauth-authorization-server' and 'openid-configuration'",
+      })
+      .optional(),
+    metadata: recordOption('an object').optional(),
+  },
+  'an options object with clientId and clientSecret',
+);
+
+const IntrospectionTokenSchema = recordOption('an introspection answer object');
+
 const FORM_TYPE = 'application/x-www-form-urlencoded';
 const INVALID_REQUEST: JsonReply = { status: 400, body: { error: 'invalid_request' } };
 
@@ -135,7 +195,7 @@ function clientOf(
  * for `openid-configuration` of an issuer with a path, appended to it too).
  */
 export async function mockIntrospection(options: MockIntrospectionOptions): Promise<MockIntrospection> {
-  checkMockIntrospection(options);
+  checkOptions(MockIntrospectionOptionsSchema, options, 'mockIntrospection');
   const { clientId, clientSecret } = options;
   const clientAuth = options.clientAuth ?? 'basic';
   // As a request carries it (percent-encoded), so that the metadata routes are found; RFC 8414 §3.1 drops a terminating /.
@@ -158,7 +218,8 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
     if (typeof token !== 'string' || !isBearerToken(token)) {
       throw new TypeError(`mockIntrospection: ${where}: a bearer token must be b64token syntax`);
     }
-    checkIntrospectionToken(def, where);
+    // `where` names the token by its position, never by its value.
+    checkOptions(IntrospectionTokenSchema, def, `mockIntrospection: ${where}`);
     tokens.set(token, jsonAnswer(def, `mockIntrospection: ${where}`));
   };
   for (const [index, [token, def]] of Object.entries(options.tokens ?? {}).entries()) {

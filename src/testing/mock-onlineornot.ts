@@ -3,8 +3,9 @@
  * (`GET /v1/tokens/verify`, `GET /v1/tokens/permissions`).
  */
 import { STATUS_CODES } from 'node:http';
+import { z } from 'zod';
 import { isBearerToken } from '../credentials/bearer.js';
-import { checkMockOnlineOrNot, checkOnlineOrNotToken } from './mock-options.js';
+import { checkOptions, optionsObject, recordOption, shown } from '../options.js';
 import { type MockProvider, type RouteHandler, startMockServer } from './mock-server.js';
 
 /** A token the OnlineOrNot mock knows. */
@@ -38,6 +39,30 @@ export interface MockOnlineOrNot extends MockProvider<'verify' | 'permissions'> 
   removeToken(token: string): boolean;
 }
 
+const anyString = z.string({ error: (issue) => `expected a string, got ${shown(issue.input)}` });
+
+const OnlineOrNotTokenSchema = optionsObject(
+  {
+    // Any strings, empty ones too: what the API answers, for the gate to judge.
+    id: anyString,
+    permissions: z
+      .array(anyString, { error: (issue) => `expected an array of strings, got ${shown(issue.input)}` })
+      .optional(),
+    status: anyString.optional(),
+  },
+  'a token ({ id, permissions?, status? })',
+);
+
+/**
+ * Checked as `stubProvider` and `createGate` check theirs: an unknown option (a misspelling named with the spelling
+ * meant), a missing one or a value of the wrong type throws a `TypeError` naming the mock and the option, never the
+ * token. A mock that took a misspelled option would answer every test wrongly.
+ */
+const MockOnlineOrNotOptionsSchema = optionsObject(
+  { tokens: recordOption('an object of tokens').optional() },
+  'an options object ({ tokens? })',
+);
+
 /** RFC 6750 §2.1 credentials: `Bearer` (any case), one or more spaces, a b64token. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
 
@@ -55,13 +80,14 @@ const UNAUTHORIZED = {
  * 401; other paths get 404.
  */
 export async function mockOnlineOrNot(options: MockOnlineOrNotOptions = {}): Promise<MockOnlineOrNot> {
-  checkMockOnlineOrNot(options);
+  checkOptions(MockOnlineOrNotOptionsSchema, options, 'mockOnlineOrNot');
   const tokens = new Map<string, Required<OnlineOrNotTokenDef>>();
   const add = (token: string, def: OnlineOrNotTokenDef, where: string): void => {
     if (typeof token !== 'string' || !isBearerToken(token)) {
       throw new TypeError(`mockOnlineOrNot: ${where}: a bearer token must be b64token syntax`);
     }
-    checkOnlineOrNotToken(def, where);
+    // `where` names the token by its position, never by its value.
+    checkOptions(OnlineOrNotTokenSchema, def, `mockOnlineOrNot: ${where}`);
     tokens.set(token, { id: def.id, permissions: [...(def.permissions ?? [])], status: def.status ?? 'active' });
   };
   const setToken = (token: string, def: OnlineOrNotTokenDef): void => add(token, def, 'setToken');

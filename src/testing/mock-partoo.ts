@@ -3,8 +3,9 @@
  * `GET /v2/connection/check_token?user_id=&token=`.
  */
 import { STATUS_CODES } from 'node:http';
-import type { ConnectionTokenStatus } from '../providers/partoo.js';
-import { checkMockPartoo, checkPartooToken } from './mock-options.js';
+import { z } from 'zod';
+import { checkOptions, headerSecretOption, nameOption, optionsObject, shown } from '../options.js';
+import { CONNECTION_TOKEN_STATUSES, type ConnectionTokenStatus } from '../providers/partoo.js';
 import { type MockProvider, startMockServer } from './mock-server.js';
 
 /** A connection token the Partoo mock knows. */
@@ -49,6 +50,56 @@ export interface MockPartoo extends MockProvider<'checkToken'> {
   removeToken(userId: string, token: string): boolean;
 }
 
+const booleanOption = z.boolean({ error: (issue) => `expected true or false, got ${shown(issue.input)}` });
+
+/** The first and last instants whose year has four digits: the `Date`s the Partoo mock can write. */
+const FIRST_FOUR_DIGIT_YEAR_MS = Date.parse('0000-01-01T00:00:00Z');
+const LAST_FOUR_DIGIT_YEAR_MS = Date.parse('9999-12-31T23:59:59.999Z');
+
+function writableDate(date: Date): boolean {
+  const ms = date.getTime();
+  return ms >= FIRST_FOUR_DIGIT_YEAR_MS && ms <= LAST_FOUR_DIGIT_YEAR_MS;
+}
+
+const PartooTokenSchema = optionsObject(
+  {
+    userId: nameOption,
+    token: nameOption,
+    status: z
+      .enum(CONNECTION_TOKEN_STATUSES, { error: () => `expected one of ${CONNECTION_TOKEN_STATUSES.join(', ')}` })
+      .optional(),
+    expirationDate: z
+      .custom<string | Date | null>(
+        (value) => typeof value === 'string' || value === null || (value instanceof Date && writableDate(value)),
+        {
+          error: (issue) =>
+            issue.input instanceof Date && !Number.isNaN(issue.input.getTime())
+              ? 'expected a Date in the years 0000 to 9999, which Partoo writes with four digits (a string is sent as it is)'
+              : `expected a string, a valid Date or null, got ${issue.input instanceof Date ? 'Invalid Date' : shown(issue.input)}`,
+        },
+      )
+      .optional(),
+    forbidden: booleanOption.optional(),
+  },
+  'a token entry ({ userId, token, status?, expirationDate?, forbidden? })',
+);
+
+/**
+ * Checked as `stubProvider` and `createGate` check theirs: an unknown option (a misspelling named with the spelling
+ * meant), a missing one or a value of the wrong type throws a `TypeError` naming the mock and the option, never the
+ * token. A mock that took a misspelled option would answer every test wrongly.
+ */
+const MockPartooOptionsSchema = optionsObject(
+  {
+    // As partoo() checks its own: a key no header can carry would make every request to the mock fail unsent.
+    apiKey: headerSecretOption,
+    tokens: z
+      .array(z.unknown(), { error: (issue) => `expected an array of token entries, got ${shown(issue.input)}` })
+      .optional(),
+  },
+  'an options object with apiKey',
+);
+
 /** Stored entry: the 200 body, ready to send, and whether to answer 403 instead, for this token alone. */
 interface Stored {
   readonly body: Readonly<Record<string, string | null>>;
@@ -81,12 +132,13 @@ const ERRORS = {
  * entry; else 200 with the token's details.
  */
 export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo> {
-  checkMockPartoo(options);
+  checkOptions(MockPartooOptionsSchema, options, 'mockPartoo');
   const { apiKey } = options;
   const users = new Map<string, Map<string, Stored>>();
 
   const add = (entry: PartooTokenEntry, where: string): void => {
-    checkPartooToken(entry, where);
+    // `where` names the entry by its position, never by its value.
+    checkOptions(PartooTokenSchema, entry, `mockPartoo: ${where}`);
     const now = new Date();
     const status = entry.status ?? 'valid';
     const expiration = entry.expirationDate === undefined ? new Date(now.getTime() + HOUR_MS) : entry.expirationDate;
