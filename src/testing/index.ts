@@ -1,7 +1,5 @@
 /** `tokengate/testing`: real mock provider HTTP servers and an in-process stub provider for tests. */
 
-export type { StubProviderOptions, StubToken } from '../providers/stub.js';
-export { stubProvider } from '../providers/stub.js';
 export type {
   IntrospectionTokenDef,
   MockIntrospection,
@@ -14,3 +12,5 @@ export { mockOnlineOrNot } from './mock-onlineornot.js';
 export type { MockPartoo, MockPartooOptions, PartooTokenEntry } from './mock-partoo.js';
 export { mockPartoo } from './mock-partoo.js';
 export type { MockFault, MockProvider } from './mock-server.js';
+export type { StubProviderOptions, StubToken } from './stub-provider.js';
+export { stubProvider } from './stub-provider.js';

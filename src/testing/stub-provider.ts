@@ -5,9 +5,9 @@
  */
 import { z } from 'zod';
 import { BEARER_SOURCE, type BearerCredential, extractBearer, isBearerToken } from '../credentials/bearer.js';
-import { checkOptions, nameOption, optionsObject, shown, stringListOption } from '../options.js';
+import { checkOptions, nameOption, optionsObject, recordOption, shown, stringListOption } from '../options.js';
+import { secretDigest } from '../providers/secret-digest.js';
 import type { Provider, Verdict } from '../types.js';
-import { secretDigest } from './secret-digest.js';
 
 /** One token the stub accepts. */
 export interface StubToken {
@@ -44,9 +44,7 @@ const StubTokenSchema = optionsObject(
 
 const StubOptionsSchema = optionsObject(
   {
-    tokens: z.record(z.string(), z.unknown(), {
-      error: (issue) => `expected an object of tokens, got ${shown(issue.input)}`,
-    }),
+    tokens: recordOption('an object of tokens'),
     name: nameOption.optional(),
   },
   'an options object with tokens',
