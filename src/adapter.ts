@@ -67,7 +67,7 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
   }
   checkOptions(AdapterOptionsSchema, options ?? {}, `${adapter}: authenticate options`);
   const authenticateOptions = { optional: options?.optional === true };
-  if (!isOwnGate(gate)) return checkedAnswers(gate, authenticateOptions);
+  if (!isOwnGate(gate)) return foreignGateAuthenticator(gate, authenticateOptions);
   if (!authenticateOptions.optional) return (req) => gate.authenticateNow(req, authenticateOptions);
   const realm = gate.realm;
   return (req, holder) => {
@@ -89,7 +89,7 @@ export function authenticator(gate: Gate, options: AuthenticateOptions | undefin
  * promise is waited for; what is not a context (nor `undefined`, under `optional`), then or at once, is a
  * `TypeError`: never a request let through.
  */
-function checkedAnswers(gate: Gate, options: { readonly optional: boolean }): Authenticate {
+function foreignGateAuthenticator(gate: Gate, options: { readonly optional: boolean }): Authenticate {
   const { optional } = options;
   const realm = gate.realm;
   const checked = (answer: unknown, holder: object): AuthContext | undefined => {

@@ -197,7 +197,7 @@ class TokenGate implements Gate {
     const entry = this.#store.get(key, now);
     let stale: Accepted | undefined;
     if (entry instanceof Rejection) {
-      this.#counted(member.provider.name);
+      this.#countHit(member.provider.name);
       throw invalidToken(this.realm, entry.reason);
     }
     if (entry instanceof Accepted) {
@@ -283,11 +283,11 @@ class TokenGate implements Gate {
   }
 
   #hit(context: AuthContext): AuthContext {
-    this.#counted(context.origin.provider);
+    this.#countHit(context.origin.provider);
     return context;
   }
 
-  #counted(provider: string): void {
+  #countHit(provider: string): void {
     this.#counters.hits++;
     this.#emit?.({ type: 'cache', provider, result: 'hit' });
     if (cacheChannel.hasSubscribers) cacheChannel.publish({ provider, result: 'hit' } satisfies CacheTrace);
@@ -309,7 +309,7 @@ class TokenGate implements Gate {
         ? undefined
         : () => (this.#store.get(key, performance.now()) === stale ? stale.context : undefined);
     // Told before the flight starts, so that its verification's own events and traces come after this one.
-    const joined = this.#store.loading(key);
+    const joined = this.#store.hasFlight(key);
     if (joined) this.#counters.coalesced++;
     const result = joined ? 'coalesced' : 'miss';
     this.#emit?.({ type: 'cache', provider: member.provider.name, result });
@@ -394,7 +394,7 @@ class TokenGate implements Gate {
       }
       if (credential === undefined) continue;
       // Only a string secret keys the cache: any other value would give every such request one key, and one answer.
-      if (!isCredential(credential)) {
+      if (!isExtracted(credential)) {
         throw new TypeError(
           `tokengate: ${member.provider.name}'s extract returned ${shown(credential)}, not a credential ({ source, secret: string }), a partial one ({ source, partial: string }) or undefined`,
         );
@@ -443,7 +443,7 @@ function isPartial(credential: Credential | PartialCredential): credential is Pa
 }
 
 /** Whether `value`, as an `extract` returned it, is an object with a string `secret` or `partial`. */
-function isCredential(value: unknown): value is Credential | PartialCredential {
+function isExtracted(value: unknown): value is Credential | PartialCredential {
   if (typeof value !== 'object' || value === null) return false;
   const { secret, partial } = value as { secret?: unknown; partial?: unknown };
   return typeof secret === 'string' || typeof partial === 'string';

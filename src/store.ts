@@ -247,7 +247,7 @@ export class VerdictStore {
   }
 
   /** Whether a flight for `key` is under way: a {@link load} now joins it. */
-  loading(key: string): boolean {
+  hasFlight(key: string): boolean {
     return this.#inflight.has(key);
   }
 

@@ -126,10 +126,10 @@ export class Upstream {
     expire: (error: AuthError) => void,
   ): Promise<Answer> {
     const requested = performance.now();
-    const refused = this.#refusedAt(requested);
+    const refused = this.#holdForRefusal(requested);
     if (refused !== undefined) return refused;
     const wait = this.#breaker?.admit(requested) ?? 0;
-    if (wait > 0) return this.#heldBack(wait, stale);
+    if (wait > 0) return this.#holdBack(wait, stale);
     // Admitted while the breaker is half-open, this verification is its one probe, named by its number.
     const probe = this.#breaker?.probe;
     let slot: ReturnType<Admission['acquire']>;
@@ -142,7 +142,7 @@ export class Upstream {
     }
     if (slot === 'full') return this.#unsent(probe, this.#overloaded('full'));
     // Awaited, not returned: an async function that returns a promise takes two more turns to settle.
-    if (slot === 'admitted') return await this.#asked(credential, stale, probe);
+    if (slot === 'admitted') return await this.#askInSlot(credential, stale, probe);
     // One timer, armed as the request asks, ends both its wait and the request: the provider gets its
     // whole deadline from the moment it has a slot, and the request still ends `timeout` after it asked.
     // Either way the time that ran out was spent in our own wait first: overloaded, not the provider's failure.
@@ -181,7 +181,7 @@ export class Upstream {
         // the breaker opened, or a 429 paused calls.
         const now = performance.now();
         const heldBack = this.#breaker?.holdsBack(now) ?? 0;
-        const unsent = this.#refusedAt(now) ?? (heldBack > 0 ? this.#heldBack(heldBack, stale) : undefined);
+        const unsent = this.#holdForRefusal(now) ?? (heldBack > 0 ? this.#holdBack(heldBack, stale) : undefined);
         if (unsent !== undefined) {
           this.#admission.release();
           clearTimeout(timer);
@@ -190,7 +190,7 @@ export class Upstream {
           return;
         }
         state = 'asking';
-        this.#asked(credential, stale, probe).then((answer) => {
+        this.#askInSlot(credential, stale, probe).then((answer) => {
           clearTimeout(timer);
           resolve(answer);
         });
@@ -203,7 +203,7 @@ export class Upstream {
    * anything listens. A trace's subscribers see its {@link VerifyTrace} fields alone, never the answer, which they
    * could change.
    */
-  #asked(credential: Credential, stale: StaleCopy | undefined, probe: number | undefined): Promise<Answer> {
+  #askInSlot(credential: Credential, stale: StaleCopy | undefined, probe: number | undefined): Promise<Answer> {
     let held = true;
     const release = () => {
       if (!held) return;
@@ -231,7 +231,7 @@ export class Upstream {
    * is served while the breaker is open or probing (the provider failing), and not during a 429's pause unless the
    * breaker is open too (see {@link #throttled}).
    */
-  #heldBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
+  #holdBack(ms: number, stale: StaleCopy | undefined): AuthContext | AuthError {
     const breaker = this.#breaker as CircuitBreaker;
     const state = breaker.pausedAt(performance.now()) ? 'paused' : breaker.state;
     const reason = state === 'closed' ? 'paused' : state;
@@ -256,7 +256,7 @@ export class Upstream {
    * The answer of a verification not sent because the provider's refusal of this server's credentials holds at `now`
    * (the same 500), or undefined when none holds.
    */
-  #refusedAt(now: number): AuthError | undefined {
+  #holdForRefusal(now: number): AuthError | undefined {
     const refusal = this.#refusal;
     if (refusal === undefined || now >= this.#refusedUntil) return undefined;
     this.#policy.counters.heldBack++;
@@ -348,7 +348,7 @@ export class Upstream {
           await sleep(delay, deadline);
           if (this.#closing !== undefined) return this.#cancelled(started, attempts, trace, probe);
           // The provider may have refused this server's credentials meanwhile: the retry would send them again.
-          const refused = this.#refusedAt(performance.now());
+          const refused = this.#holdForRefusal(performance.now());
           if (refused !== undefined) {
             this.#ended('failed', started, attempts, trace);
             return this.#unsent(probe, refused);

@@ -63,7 +63,7 @@ export class RedisBus {
     this.#close = driver.subscribe(
       channel,
       (text) => this.#receive(text),
-      () => this.#ready(),
+      () => this.#startProbing(),
       () => this.#refused(),
     );
   }
@@ -139,11 +139,11 @@ export class RedisBus {
    * way. A subscriber that connected long before the client (which sends the probes) has run out of them.
    */
   probeIfNotLive(): void {
-    if (!this.#live && !this.#closed && !this.#probing) this.#ready();
+    if (!this.#live && !this.#closed && !this.#probing) this.#startProbing();
   }
 
   /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times; nothing once closed. */
-  #ready(): void {
+  #startProbing(): void {
     if (this.#closed) return;
     this.#live = false;
     const nonce = randomBytes(8).toString('hex');

@@ -95,7 +95,7 @@ export class RedisGuard {
   }
 
   /** The client is connected again: let commands through at once. */
-  reset(): void {
+  reconnected(): void {
     const reconnected = this.#disconnected;
     const opened = this.#breaker.state !== 'closed';
     this.#disconnected = false;

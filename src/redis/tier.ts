@@ -119,7 +119,7 @@ export class RedisTier implements SharedTier {
     this.#bus = new RedisBus(this.#driver, this.#channel, this.#instance);
     this.#stopReady = this.#driver.onConnection(
       () => {
-        this.#guard.reset();
+        this.#guard.reconnected();
         this.#bus.probeIfNotLive();
       },
       () => this.#guard.disconnected(),
