@@ -318,6 +318,16 @@ describe('mockPartoo', () => {
     expect(mock.calls).toEqual({ checkToken: 2, total: 3 });
   });
 
+  it('reset() brings back the expiration date a token was given at start, whatever its Date object became since', async () => {
+    const expirationDate = new Date('2099-08-02T19:15:54.256Z');
+    const mock = track(await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: 'u1', token: 't1', expirationDate }] }));
+    expirationDate.setTime(Number.NaN);
+    mock.reset();
+    expect((await check(mock, { user_id: 'u1', token: 't1' })).json()).toMatchObject({
+      expiration_date: '2099-08-02T19:15:54.256000+00:00',
+    });
+  });
+
   it('reset() brings back its first tokens, their dates made anew, and forgets the others', async () => {
     const mock = await start();
     mock.setToken({ userId: 'u9', token: 't9' });

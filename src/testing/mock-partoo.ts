@@ -162,8 +162,11 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
   };
   const setToken = (entry: PartooTokenEntry): void => add(entry, 'setToken');
   for (const [index, entry] of (options.tokens ?? []).entries()) add(entry, `tokens (entry ${index + 1})`);
-  // Made anew on reset, so that their dates are those of the reset.
-  const initial = (options.tokens ?? []).map((entry) => ({ ...entry }));
+  // Made anew on reset, so that their dates are those of the reset; an expiration `Date` is copied, so that what the
+  // caller does with theirs after the start changes nothing.
+  const initial = (options.tokens ?? []).map((entry) =>
+    entry.expirationDate instanceof Date ? { ...entry, expirationDate: new Date(entry.expirationDate) } : { ...entry },
+  );
 
   const failure = (status: keyof typeof ERRORS) => ({ status, body: { errors: ERRORS[status] } });
   const server = await startMockServer({
