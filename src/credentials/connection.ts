@@ -32,7 +32,9 @@ const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 
 /**
  * Finds the connection credential in `req.query`, or returns `undefined`
- * when neither parameter is present.
+ * when neither parameter is present. For a provider's `extract`, use
+ * {@link findConnection}: there, half a credential next to a complete Bearer
+ * one is not a 400.
  *
  * @throws AuthError `invalid_request` (400) when only one of the two is
  *   present, when either is repeated (`?token=a&token=b`), empty, not a
