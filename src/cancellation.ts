@@ -19,7 +19,7 @@ export interface Cancellation {
   /**
    * Calls `listener` once, when cancelled (never, if that has already happened: check `aborted` first). A listener
    * whose work had already come to a failure before its end (an answer whose status decided it, its body still on its
-   * way) returns that {@link ProviderFailure}: a {@link Deadline} passing ends the attempt with it, not a timeout.
+   * way) returns that {@link ProviderFailure}: the gate's `Deadline` passing ends the attempt with it, not a timeout.
    */
   onCancel(listener: () => unknown): void;
   /** Forgets a listener added with `onCancel`. */

@@ -74,7 +74,7 @@ export function isAuthContext(value: unknown): value is AuthContext {
   );
 }
 
-/** @internal What a context is made of; the store makes contexts. `details` is already a {@link frozenDetails} copy. */
+/** @internal What a context is made of; the store makes contexts. `details` is a `frozenDetails` copy already. */
 export interface AuthContextInit {
   readonly origin: ContextOrigin;
   readonly subject: string;

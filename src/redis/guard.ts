@@ -86,7 +86,7 @@ export class RedisGuard {
   }
 
   /**
-   * The client lost its connection: skip Redis until {@link reset}, and give up the commands under
+   * The client lost its connection: skip Redis until {@link reconnected}, and give up the commands under
    * way, which the client would otherwise hold until it reconnects (or their timeout).
    */
   disconnected(): void {
