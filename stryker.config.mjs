@@ -18,11 +18,11 @@ export default {
   // The machine has 2 cores.
   concurrency: 2,
   mutate: [
-    // Request flow, verdict store, admission, per-connection memo, the framework adapter seam.
-    'src/{gate,store,admission,memo,adapter}.ts',
+    // Request flow, verdict store, admission, per-connection memo, the framework adapter seam and the request it reads.
+    'src/{gate,store,admission,memo,adapter,request}.ts',
     // The upstream policy (fail closed, stale only for the provider's own failure, the breaker, Retry-After's cap),
-    // the deadline, and the provider answers' transport checks.
-    'src/{upstream,deadline,http}.ts',
+    // the deadline, the provider answers' transport checks, a verdict's checks, and what a provider threw, cleaned.
+    'src/{upstream,deadline,http,verdict,provider-failure}.ts',
     // Permission checks, credential parsers, the errors that reach clients.
     'src/guards.ts',
     'src/credentials/*.ts',
