@@ -20,8 +20,8 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
 /**
  * Whether a hook's call is one it can serve: with a Fastify request and its `done`, before the reply was sent. Any
  * other call is reported (see {@link misused} and {@link afterReply}) and the hook does nothing more. A hook asks this
- * of every call without a Fastify request or `done`, and of its other calls until one is placed well (after a call
- * it reported, until the next one is): whether the reply was sent is not read on every request.
+ * of every call without a Fastify request or `done`, and of its other calls until one is placed well, and again after
+ * a call whose mistake went to a callback rather than thrown: whether the reply was sent is not read on every request.
  */
 export function placedWell(
   self: unknown,
