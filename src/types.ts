@@ -20,7 +20,9 @@ export interface CredentialRequest {
    * `IncomingMessage.rawHeaders`. Node keeps only the first of repeated
    * `Authorization` headers in `headers`; with `rawHeaders` the gate can see
    * the repeat and answer 400 instead of picking one. Only read for that:
-   * a header's value is always the one in `headers`.
+   * a header's value is always the one in `headers`. A provider that reads a
+   * header of its own (`X-Api-Key`) counts its repeats here too: Node joins
+   * most repeated headers into one value in `headers` (`k, k`).
    */
   readonly rawHeaders?: readonly string[] | undefined;
   /**
