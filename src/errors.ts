@@ -108,7 +108,15 @@ export function credentialsRequired(realm: string): AuthError {
   });
 }
 
-/** 400 `invalid_request`: a credential was sent, but malformed or sent twice. */
+/**
+ * 400 `invalid_request`: a credential was sent, but malformed or sent twice; what a provider's `extract` throws for
+ * one, with the Bearer challenge of `realm` (the gate passes its realm to `extract`). `description` is for the client
+ * (`error_description`): keep the credential out of it; anything but printable ASCII without `"` and `\` is shown
+ * as `?` in the header.
+ *
+ * @example
+ * if (key.length > 64) throw invalidRequest(realm, 'The X-Api-Key header is malformed');
+ */
 export function invalidRequest(realm: string, description: string): AuthError {
   return new AuthError('invalid_request', 400, description, {
     'WWW-Authenticate': bearerChallenge(realm, { error: 'invalid_request', error_description: description }),

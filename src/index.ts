@@ -13,8 +13,14 @@ export type { BearerCredential } from './credentials/bearer.js';
 export { extractBearer } from './credentials/bearer.js';
 export type { ConnectionCredential, ConnectionQueryNames } from './credentials/connection.js';
 export { extractConnection, findConnection } from './credentials/connection.js';
+export {
+  type HeaderCredential,
+  type HeaderExtractor,
+  type HeaderExtractorOptions,
+  headerExtractor,
+} from './credentials/header.js';
 export type { AuthErrorCode } from './errors.js';
-export { AuthError, formatScope } from './errors.js';
+export { AuthError, formatScope, invalidRequest } from './errors.js';
 export type { BreakerState, EventListener, GateEvent } from './events.js';
 export { createGate } from './gate.js';
 export type { AdmissionOptions, GateOptions } from './gate-options.js';

@@ -23,7 +23,10 @@ import {
   extractBearer,
   extractConnection,
   type Gate,
+  type HeaderCredential,
+  headerExtractor,
   onlineOrNot,
+  type Provider,
   partoo,
 } from '../src/index.js';
 import { type MockOnlineOrNot, type MockPartoo, mockOnlineOrNot, mockPartoo } from '../src/testing/index.js';
@@ -322,6 +325,107 @@ describe('extractConnection (property)', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('headerExtractor (property)', () => {
+  const extract = headerExtractor('X-Api-Key', { maxLength: 32 });
+  const KEY_REFUSALS = ['Only one X-Api-Key header is allowed', 'The X-Api-Key header is malformed'];
+
+  it('returns a visible-ASCII value of at most maxLength, nothing for an absent or empty header, or a 400', () => {
+    fc.assert(
+      fc.property(
+        fc.option(tokenish(NASTY_WIDE), { nil: undefined }),
+        fc.constantFrom('none', 'once', 'twice', 'twice, another case'),
+        (value, raw) => {
+          const rawHeaders =
+            raw === 'none'
+              ? undefined
+              : raw === 'once'
+                ? ['X-Api-Key', value ?? '']
+                : ['X-Api-Key', value ?? '', raw === 'twice' ? 'X-Api-Key' : 'x-api-KEY', value ?? ''];
+          const headers = value === undefined ? {} : { 'x-api-key': value };
+          let result: ReturnType<typeof extract>;
+          try {
+            result = extract({ headers, rawHeaders: value === undefined ? undefined : rawHeaders }, 'api');
+          } catch (error) {
+            expect(error).toBeInstanceOf(AuthError);
+            const authError = error as AuthError;
+            expect(authError.status).toBe(400);
+            expect(authError.headers['WWW-Authenticate']).toMatch(INVALID_REQUEST);
+            expect(KEY_REFUSALS).toContain(authError.message);
+            return;
+          }
+          if (result === undefined) {
+            expect(value ?? '').toBe('');
+            return;
+          }
+          expect(raw.startsWith('twice')).toBe(false);
+          expect(result).toEqual({ source: 'header:x-api-key', secret: value });
+          expect(value).toMatch(VISIBLE_ASCII);
+          expect(value?.length).toBeLessThanOrEqual(32);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('takes a pattern for the whole value and a name in any case; refuses a name or an option it cannot use', () => {
+    const keys = headerExtractor('x-API-key', { pattern: /^key_[a-z0-9]{8}$/ });
+    expect(keys.source).toBe('header:x-api-key');
+    expect(keys({ headers: { 'x-api-key': 'key_0123abcd' } }, 'api')?.secret).toBe('key_0123abcd');
+    expect(thrownBy(() => keys({ headers: { 'x-api-key': 'key_0123abcd ' } }, 'api')).status).toBe(400);
+    // Node joins a repeated header with ", " when the raw headers are not at hand.
+    expect(thrownBy(() => extract({ headers: { 'x-api-key': 'k1, k2' } }, 'api')).message).toBe(
+      'The X-Api-Key header is malformed',
+    );
+    expect(() => headerExtractor('X Api Key')).toThrow(
+      new TypeError(
+        'headerExtractor: expected a header name (X-Api-Key), got a string with a character a header name cannot hold',
+      ),
+    );
+    expect(() => headerExtractor('x-api-key', { pattern: /key/g })).toThrow(
+      /headerExtractor: pattern: expected a RegExp without the g or y flag/,
+    );
+    expect(() => headerExtractor('x-api-key', { maxLength: 0 })).toThrow(RangeError);
+    expect(() => headerExtractor('x-api-key', { max: 8 } as never)).toThrow(/headerExtractor: .*max/);
+  });
+});
+
+describe('Express app: a provider of its own reading X-Api-Key with headerExtractor', () => {
+  it('answers 200 for a key, and 400 with the challenge for a repeated key header or a key beside a Bearer token', async () => {
+    const extract = headerExtractor('X-Api-Key');
+    let verified = 0;
+    const keys: Provider<HeaderCredential> = {
+      name: 'keys',
+      source: extract.source,
+      cacheScope: 'keys',
+      extract,
+      async verify(credential) {
+        verified++;
+        if (credential.secret !== 'key-1') return { ok: false, reason: 'The API key is invalid' };
+        return { ok: true, principal: { subject: 'svc-a', permissions: [], details: {} } };
+      },
+    };
+    const keyGate = createGate({ providers: [onlineOrNot({ baseUrl: oon.url }), keys], realm: 'api' });
+    const served = await listen(gatedApp(keyGate).app);
+    try {
+      const ok = await rawGet(port(served), '/me', ['X-Api-Key: key-1']);
+      expect([ok.status, JSON.parse(ok.body)]).toEqual([200, expect.objectContaining({ subject: 'svc-a' })]);
+      for (const lines of [
+        ['X-Api-Key: key-1', 'x-api-key: key-1'],
+        ['X-Api-Key: key-1', `Authorization: Bearer ${VALID_TOKEN}`],
+      ]) {
+        const refused = await rawGet(port(served), '/me', lines);
+        expect(refused.status).toBe(400);
+        expect(refused.headers['www-authenticate']).toEqual([expect.stringMatching(INVALID_REQUEST)]);
+        expect(refused.body).not.toContain('key-1');
+      }
+      expect(verified).toBe(1);
+    } finally {
+      await served.close();
+      await keyGate.close();
+    }
   });
 });
 
