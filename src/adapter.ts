@@ -28,7 +28,13 @@ import { enforce, type Guard } from './guards.js';
 import { checkOptions, optionsObject, shown } from './options.js';
 import type { AuthenticateOptions, CredentialRequest, Gate } from './types.js';
 
-/** What {@link authenticator} returns: authenticates one request for the framework object `holder`. */
+/**
+ * What {@link authenticator} returns: authenticates one request for the framework object `holder`. Answers the
+ * context itself when it is at hand (a cached credential; `undefined` for none under `optional`), else a native
+ * `Promise` of it: tell the two apart with `instanceof Promise`. A request decided without a lookup (no credential,
+ * a malformed one, credentials in two places) throws its `AuthError` synchronously, before any promise: an adapter
+ * whose framework expects a rejected promise catches it.
+ */
 export type Authenticate = (
   req: CredentialRequest,
   holder: object,
@@ -111,7 +117,11 @@ function foreignGateAuthenticator(gate: Gate, options: { readonly optional: bool
 
 /**
  * Runs `guard` for the request held by `holder`, whose `authenticate` result
- * is `auth`. Call it on every request, cached or not.
+ * is `auth`. Call it on every request, cached or not. `holder` must be the
+ * very object given to the {@link Authenticate} handler for this request:
+ * an anonymous request (`optional: true`) gets its 401 through it, and
+ * another object (`ctx.req` where the handler had `ctx`) gives the `Error`
+ * of a guard mounted before `authenticate`.
  *
  * @throws AuthError 403 `insufficient_scope` when the guard does not pass,
  *   401 `credentials_required` for a request let through anonymously; an
