@@ -134,7 +134,7 @@ export function authorize(auth: unknown, guard: Guard, holder: object): void {
   }
   const realm = auth === undefined ? anonymous.get(holder) : undefined;
   if (realm !== undefined) throw credentialsRequired(realm);
-  throw new Error('tokengate: mount authenticate(gate) before requires()');
+  throw new Error(`tokengate: mount authenticate(gate) before ${guard.mode === 'any' ? 'requiresAny' : 'requires'}()`);
 }
 
 /** Whether `value` can serve as a gate (duck-typed, so that a gate from another copy of the package works too). */

@@ -29,6 +29,7 @@ import {
   ProviderFailure,
   partoo,
   requires,
+  requiresAny,
 } from '../src/index.js';
 import { mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
 import { rawGet } from './support/raw-http.js';
@@ -130,6 +131,10 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
     expect(() => authorize(undefined, requires('read'), {})).toThrow('mount authenticate(gate) before requires()');
     expect(() => authorize({ subject: 'forged', can: () => true }, requires('read'), {})).toThrow(
       'mount authenticate(gate) before requires()',
+    );
+    // The message names the guard the developer mounted, so that a search of their routes finds it.
+    expect(() => authorize(undefined, requiresAny('read', 'write'), {})).toThrow(
+      'tokengate: mount authenticate(gate) before requiresAny()',
     );
   });
 
