@@ -3,6 +3,8 @@
  * message that could carry a secret.
  */
 
+import { retryAfterSeconds } from './retry-after.js';
+
 /** Kinds of provider failure; only `misconfigured` is not a 503. */
 export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invalid_answer' | 'misconfigured';
 
@@ -10,8 +12,12 @@ export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invali
 export interface ProviderFailureOptions {
   /** Whether trying again may help (connection errors, 5xx, 429). Default: true for `unreachable` only. */
   readonly retryable?: boolean | undefined;
-  /** Seconds the provider asked us to wait (`Retry-After`); anything but a finite number >= 0 is taken as none. */
-  readonly retryAfter?: number | undefined;
+  /**
+   * How long the provider asked us to wait: seconds, or its `Retry-After` header as sent (delay-seconds or an
+   * HTTP-date: `res.headers.get('retry-after')`). Anything but a finite number >= 0, or a header of either form, is
+   * taken as none.
+   */
+  readonly retryAfter?: number | string | null | undefined;
   /**
    * Upstream HTTP status, when there was one. A 429 pauses calls to the
    * provider; a 400, 413, 414, 422 or 431 never counts toward the breaker
@@ -61,7 +67,8 @@ export class ProviderFailure extends Error {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.kind = kind;
     this.retryable = details.retryable ?? kind === 'unreachable';
-    const seconds = details.retryAfter;
+    const given = details.retryAfter;
+    const seconds = typeof given === 'string' ? retryAfterSeconds(given) : given;
     // Only a real wait: NaN (a `Number()` of an HTTP-date), a negative or an infinite value says nothing.
     this.retryAfter = typeof seconds === 'number' && seconds >= 0 && Number.isFinite(seconds) ? seconds : undefined;
     this.upstreamStatus = details.status;

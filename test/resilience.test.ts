@@ -1367,6 +1367,32 @@ describe('what a failure tells the logs', () => {
     expect(gate.stats().errors).toBe(1);
   });
 
+  it("a custom provider passes its answer's Retry-After header as sent: delay-seconds or an HTTP-date reach the client", async () => {
+    let header: string | null = null;
+    const mine: Provider<BearerCredential> = {
+      name: 'mine',
+      cacheScope: 'mine',
+      extract: extractBearer,
+      async verify() {
+        throw new ProviderFailure('status', 'mine answered 503', { retryable: false, status: 503, retryAfter: header });
+      },
+    };
+    const gate = createGate({ providers: [mine], retry: false, breaker: false, maxRetryAfter: 60_000 });
+    cleanup.push(() => gate.close());
+    const { app } = loggingApp(gate);
+    const asked = async (value: string | null) => {
+      header = value;
+      const res = await request(app).get('/me').set(bearer(READ_TOKEN));
+      expect(res.status).toBe(503);
+      return res.headers['retry-after'];
+    };
+    expect(await asked('7')).toBe('7');
+    // An HTTP-date 20 s ahead, in whole seconds: 19 or 20 s from the moment the gate reads it.
+    expect(['19', '20']).toContain(await asked(new Date(Date.now() + 20_000).toUTCString()));
+    expect(await asked(null)).toBeUndefined();
+    expect(await asked('soon')).toBeUndefined();
+  });
+
   it("a built-in provider's failure names what went wrong: the status it got, the key it was refused", async () => {
     const { gate, pt, events } = await setup({ retry: false });
     const { app, logged } = loggingApp(gate);
