@@ -19,7 +19,11 @@ import { z } from 'zod';
 import { frozenDetails } from './details.js';
 import { MAX_REASON_LENGTH } from './types.js';
 
-/** A verdict as a shared tier keeps it. */
+/**
+ * A verdict as a shared tier keeps it. One read back is used only with exactly these members, `freshUntil` at most
+ * `until`, and `until` at most `expiresAt`. Times are the storing instance's wall clock: a tier that keeps a verdict
+ * `until - Date.now()` ms, read on the instance that calls `set`, needs no clock of its own.
+ */
 export type SharedVerdict =
   | {
       /** An acceptance. */
@@ -113,6 +117,21 @@ export type SharedFailureCode = 'ETIMEDOUT' | 'EUNAVAILABLE';
  * on without them, treats what fails as a miss, and reports it as an event.
  * A shared tier can never let a request through on its own: it only ever
  * stands in for an answer the provider gave.
+ *
+ * For a tier's author:
+ * - A key is 32 Latin-1 characters, the SHA-256 digest's bytes (NUL and `/` included), not hex: encode it for a
+ *   store that takes text (`Buffer.from(key, 'latin1').toString('base64url')`). An encoding that loses bits makes
+ *   tokens share verdicts.
+ * - The store checks a value's shape, not which key it was stored under, nor who wrote it: hand back only what
+ *   was stored under that very key (keep the key beside the value, or seal both with an HMAC when others can write
+ *   to the backend), and bound the size of what you read (the Redis tier refuses values over 192 KiB).
+ * - A method that throws counts as one that rejects; a rejection's `code` ({@link SharedFailureCode}) names the
+ *   event's `reason`. The store cancels nothing it stops waiting for (only `waitFor` gets a signal): time out your
+ *   own requests, at `timeout` or so. No request waits for `set`; `delete` is waited for by `revoke()` on a tier
+ *   without `invalidate`. A lookup comes before the provider is asked, so a miss answers within `timeout` plus the
+ *   gate's own.
+ * - Without `invalidate` and `onInvalidate`, a revocation deletes the key and no other instance hears of it: they
+ *   serve what they hold in process until `localTtl` (or the cache's `ttl`).
  */
 export interface SharedTier {
   /** Ms the store waits for `get` and `lease` together, and for `invalidate`. Default 50. */
@@ -130,7 +149,8 @@ export interface SharedTier {
    * is given acceptances only with the `claim` that was taken before the
    * provider was asked; it must drop an acceptance when `key` was
    * invalidated since that claim was taken, and tell instances waiting for
-   * `key`. A rejection is stored in any case, with or without a claim (the
+   * `key` (checking the claim, storing, ending its lease and telling them
+   * are one atomic step). A rejection is stored in any case, with or without a claim (the
    * flight could not take one): it replaces whatever `key` holds, and no
    * acceptance under a claim taken before it may be stored after it.
    */
@@ -158,24 +178,30 @@ export interface SharedTier {
    * is not an answer: it is not resolved while the lease is held. `signal` is
    * aborted when the gate closes: the wait should then end at once, with no
    * answer, leaving nothing running (a tier that ignores it is simply no
-   * longer waited for).
+   * longer waited for). Reject as soon as the backend is seen failing (poll it,
+   * rather than hold one request open for the whole lease): the store then asks
+   * the provider, while a wait still under way when the gate's `timeout` (plus
+   * the tier's) runs out answers the request with a 503.
    */
   waitFor?(key: string, signal?: AbortSignal): Promise<unknown>;
   /**
    * Forgets `key` on every instance: deletes it, sees to it that no answer
    * already under way elsewhere is stored over it (however late it comes),
    * and tells every instance's `onInvalidate` listeners. Resolves once the tier
-   * has taken it; a tier that could not may keep retrying on its own.
+   * has taken it; a tier that could not may keep retrying on its own (the store
+   * does not retry: `revoke()` resolves `false`).
    */
   invalidate?(key: string): Promise<void>;
   /**
    * Calls `listener` with each key invalidated through this tier or by another
-   * instance (a listener may hear of its own invalidation). Returns a function that stops it.
+   * instance (a listener may hear of its own invalidation). Returns a function that stops it. Called once, when
+   * the gate is made: a throw there fails `createGate`.
    */
   onInvalidate?(listener: (key: string) => void): () => void;
   /**
    * Calls `listener` when the tier's link to the others comes back after a
-   * break (invalidations may have been missed meanwhile). Returns a function that stops it.
+   * break (invalidations may have been missed meanwhile), a backend that restarted and lost what it held
+   * included. Returns a function that stops it.
    */
   onReconnect?(listener: () => void): () => void;
   /** Releases the tier's connections. */
