@@ -179,9 +179,28 @@ export class VerdictStore {
     // Every way an accepted entry leaves (eviction, delete, overwrite, clear) moves the generation on.
     this.#accepted = new LRUCache<string, Accepted>({ max, dispose: () => this.#generation++ });
     this.#rejected = new LRUCache<string, Rejection>({ max: options.negativeMax ?? Math.max(1, Math.floor(max / 10)) });
-    const stopEvicting = shared?.onInvalidate?.((key) => this.#forget(key));
-    const stopPurging = shared?.onReconnect?.(() => this.clear());
-    for (const stop of [stopEvicting, stopPurging]) if (typeof stop === 'function') this.#detach.push(stop);
+    if (shared !== undefined) this.#subscribe(shared);
+  }
+
+  /**
+   * Listens to `shared`'s invalidations and reconnections. A subscription that throws fails the gate's creation,
+   * naming it, and ends the one made before it.
+   */
+  #subscribe(shared: SharedTier): void {
+    const subscriptions = [
+      ['onInvalidate', () => shared.onInvalidate?.((key) => this.#forget(key))],
+      ['onReconnect', () => shared.onReconnect?.(() => this.clear())],
+    ] as const;
+    for (const [name, subscribe] of subscriptions) {
+      let stop: unknown;
+      try {
+        stop = subscribe();
+      } catch (error) {
+        for (const stopped of this.#detach.splice(0)) stopped();
+        throw new Error(`createGate: sharedCache.${name} threw`, { cause: error });
+      }
+      if (typeof stop === 'function') this.#detach.push(stop as () => void);
+    }
   }
 
   /**

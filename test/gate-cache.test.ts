@@ -938,3 +938,31 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     expect(mock.calls.verify).toBe(1);
   });
 });
+
+describe('gate cache: a shared tier whose subscription fails', () => {
+  it('fails createGate naming the subscription, and leaves no other subscription behind', () => {
+    let subscribed = 0;
+    const tier = new MemoryTier();
+    const failing = Object.assign(tier, {
+      onInvalidate: () => {
+        subscribed++;
+        return () => {
+          subscribed--;
+        };
+      },
+      onReconnect: () => {
+        throw new Error('the bus is down');
+      },
+    });
+    let error: unknown;
+    try {
+      createGate({ providers: [onlineOrNot()], sharedCache: failing });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toBe('createGate: sharedCache.onReconnect threw');
+    expect(((error as Error).cause as Error).message).toBe('the bus is down');
+    expect(subscribed).toBe(0);
+  });
+});
