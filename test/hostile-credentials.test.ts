@@ -375,6 +375,14 @@ describe('headerExtractor (property)', () => {
     expect(keys.source).toBe('header:x-api-key');
     expect(keys({ headers: { 'x-api-key': 'key_0123abcd' } }, 'api')?.secret).toBe('key_0123abcd');
     expect(thrownBy(() => keys({ headers: { 'x-api-key': 'key_0123abcd ' } }, 'api')).status).toBe(400);
+    // The whole value, whatever the pattern's anchors and flags: a match inside it, or on one of its lines, is none.
+    const unanchored = headerExtractor('X-Api-Key', { pattern: /key_[a-z0-9]{8}|k/i });
+    expect(unanchored({ headers: { 'x-api-key': 'KEY_0123ABCD' } }, 'api')?.secret).toBe('KEY_0123ABCD');
+    expect(unanchored({ headers: { 'x-api-key': 'k' } }, 'api')?.secret).toBe('k');
+    expect(thrownBy(() => unanchored({ headers: { 'x-api-key': 'x key_0123abcd' } }, 'api')).status).toBe(400);
+    expect(thrownBy(() => unanchored({ headers: { 'x-api-key': 'key_0123abcd, x' } }, 'api')).status).toBe(400);
+    const multiline = headerExtractor('X-Api-Key', { pattern: /^key_[a-z0-9]{8}$/m });
+    expect(thrownBy(() => multiline({ headers: { 'x-api-key': 'x y\nkey_0123abcd' } }, 'api')).status).toBe(400);
     // Node joins a repeated header with ", " when the raw headers are not at hand.
     expect(thrownBy(() => extract({ headers: { 'x-api-key': 'k1, k2' } }, 'api')).message).toBe(
       'The X-Api-Key header is malformed',

@@ -19,7 +19,10 @@ export interface HeaderCredential extends Credential {
 
 /** Options of {@link headerExtractor}. */
 export interface HeaderExtractorOptions {
-  /** What the whole value must match; any other value is a 400. Default: printable ASCII without space. */
+  /**
+   * What the whole value must match, anchored or not (`/key_[a-z0-9]{32}/` matches `key_…` alone, never a value
+   * holding it; the `m` flag is ignored); any other value is a 400. Default: printable ASCII without space.
+   */
   readonly pattern?: RegExp | undefined;
   /** Longest value accepted, in characters; a longer one is a 400. Default 4096, at most 16384. */
   readonly maxLength?: number | undefined;
@@ -71,7 +74,7 @@ export function headerExtractor(name: string, options: HeaderExtractorOptions = 
   const lower = name.toLowerCase();
   const source = `header:${lower}` as const;
   const read = headerReader(lower);
-  const pattern = options.pattern ?? VISIBLE_ASCII;
+  const pattern = options.pattern === undefined ? VISIBLE_ASCII : wholeValue(options.pattern);
   const maxLength = options.maxLength ?? 4096;
   const extract = (req: CredentialRequest, realm: string): HeaderCredential | undefined => {
     const value = read(req);
@@ -82,4 +85,9 @@ export function headerExtractor(name: string, options: HeaderExtractorOptions = 
     return { source, secret: value };
   };
   return Object.assign(extract, { source });
+}
+
+/** `pattern` matching only a whole value: anchored at both ends, `^` and `$` never at a line's ends within it. */
+function wholeValue(pattern: RegExp): RegExp {
+  return new RegExp(`^(?:${pattern.source})$`, pattern.flags.replace('m', ''));
 }
