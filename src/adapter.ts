@@ -31,9 +31,10 @@ import type { AuthenticateOptions, CredentialRequest, Gate } from './types.js';
 /**
  * What {@link authenticator} returns: authenticates one request for the framework object `holder`. Answers the
  * context itself when it is at hand (a cached credential; `undefined` for none under `optional`), else a native
- * `Promise` of it: tell the two apart with `instanceof Promise`. A request decided without a lookup (no credential,
- * a malformed one, credentials in two places) throws its `AuthError` synchronously, before any promise: an adapter
- * whose framework expects a rejected promise catches it.
+ * `Promise` of it: tell the two apart with `instanceof Promise`. A request refused without asking the provider (no
+ * credential, a malformed one, credentials in two places, a credential whose rejection is cached) throws its
+ * `AuthError` synchronously, before any promise, as a closed gate throws its `Error`: an adapter whose framework
+ * expects a rejected promise catches it.
  */
 export type Authenticate = (
   req: CredentialRequest,
