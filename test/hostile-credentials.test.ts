@@ -398,6 +398,16 @@ describe('headerExtractor (property)', () => {
     expect(() => headerExtractor('x-api-key', { maxLength: 0 })).toThrow(RangeError);
     expect(() => headerExtractor('x-api-key', { max: 8 } as never)).toThrow(/headerExtractor: .*max/);
   });
+
+  it('refuses a value longer than maxLength before the pattern is run: a backtracking pattern costs nothing then', () => {
+    // Run on these 26 characters, the pattern takes a second or two: a client's header would hold the event loop that long.
+    const slow = headerExtractor('X-Api-Key', { pattern: /^(a+)+$/, maxLength: 24 });
+    const started = performance.now();
+    expect(thrownBy(() => slow({ headers: { 'x-api-key': `${'a'.repeat(25)}!` } }, 'api')).message).toBe(
+      'The X-Api-Key header is malformed',
+    );
+    expect(performance.now() - started).toBeLessThan(500);
+  });
 });
 
 describe('Express app: a provider of its own reading X-Api-Key with headerExtractor', () => {
