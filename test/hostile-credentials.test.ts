@@ -399,6 +399,21 @@ describe('headerExtractor (property)', () => {
     expect(() => headerExtractor('x-api-key', { max: 8 } as never)).toThrow(/headerExtractor: .*max/);
   });
 
+  it('accepts every printable ASCII value up to maxLength by default, and takes an empty header for none', () => {
+    const printable = Array.from({ length: 0x7e - 0x20 }, (_, i) => String.fromCharCode(0x21 + i)).join('');
+    const long = headerExtractor('X-Api-Key', { maxLength: printable.length });
+    expect(long({ headers: { 'x-api-key': printable } }, 'api')?.secret).toBe(printable);
+    expect(thrownBy(() => long({ headers: { 'x-api-key': `${printable}!` } }, 'api')).status).toBe(400);
+    expect(extract({ headers: { 'x-api-key': '' }, rawHeaders: ['X-Api-Key', ''] }, 'api')).toBeUndefined();
+    expect(extract({ headers: {} }, 'api')).toBeUndefined();
+    expect(headerExtractor('X-Api-Key')({ headers: { 'x-api-key': 'k'.repeat(4096) } }, 'api')?.secret).toHaveLength(
+      4096,
+    );
+    expect(
+      thrownBy(() => headerExtractor('X-Api-Key')({ headers: { 'x-api-key': 'k'.repeat(4097) } }, 'api')).status,
+    ).toBe(400);
+  });
+
   it('refuses a value longer than maxLength before the pattern is run: a backtracking pattern costs nothing then', () => {
     // Run on these 26 characters, the pattern takes a second or two: a client's header would hold the event loop that long.
     const slow = headerExtractor('X-Api-Key', { pattern: /^(a+)+$/, maxLength: 24 });
