@@ -131,10 +131,11 @@ export class Admission {
 
   /**
    * A verification answered, leaving a request its answer did not need running (a built-in provider's second call,
-   * after the first decided; work a provider of the app's own leaves running on its signal is not seen). That request still holds a connection of the pool, half of what the slot of a provider that makes
-   * two calls stands for: two such requests share one slot, so that requests in flight never outnumber the pool's
-   * connections and no verification waits for a connection under its own deadline. Whether the verification's slot
-   * is to be released now: true when the request joins another left running in a slot they share.
+   * after the first decided; work a provider of the app's own leaves running on its signal is not seen). That
+   * request still holds a connection of the pool, half of what the slot of a provider that makes two calls stands
+   * for: two such requests share one slot, so that requests in flight never outnumber the pool's connections and no
+   * verification waits for a connection under its own deadline. Whether the verification's slot is to be released
+   * now: true when the request joins another left running in a slot they share.
    */
   leaveRunning(): boolean {
     return this.#leftRunning++ % 2 === 1;

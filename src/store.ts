@@ -134,16 +134,6 @@ export function cacheKey(scope: string, secret: string): string {
   return hash('sha256', `${scope}\0${secret}`, 'binary'); // 'binary' is Node's name for Latin-1
 }
 
-/**
- * How long after a `performance.now()` an in-process entry may live when the wall clock, read just after it, gave
- * `wallLeft` ms until an instant (the credential's expiry): `Date.now()` is a whole ms, up to 1 ms behind the moment
- * it was read, so the entry ends 1 ms sooner. It then ends before that instant, however long the two reads were
- * apart (the wall clock read later only leaves less).
- */
-function localLife(wallLeft: number): number {
-  return wallLeft - 1;
-}
-
 export class VerdictStore {
   readonly ttl: number;
   readonly negativeTtl: number;
@@ -281,12 +271,8 @@ export class VerdictStore {
     const stale = Math.floor(Math.min(this.staleIfError, remaining - fresh));
     const context = this.#context(flight.origin, principal, expiresAt);
     if (flight.cancelled) return context;
-    const life = localLife(remaining);
-    const local = Math.min(fresh, this.#localTtl, life);
-    this.#keep(
-      flight.key,
-      Accepted.of(context, Math.floor(now + local), Math.floor(now + Math.min(fresh + stale, life))),
-    );
+    const local = Math.min(fresh, this.#localTtl);
+    this.#keep(flight.key, Accepted.of(context, Math.floor(now + local), Math.floor(now + fresh + stale)));
     this.#shared?.share(flight, {
       ok: true,
       subject: context.subject,
@@ -419,11 +405,8 @@ export class VerdictStore {
     // Fresh no longer than this store's ttl from when it was stored (when the tier says), and stale no longer than
     // this store's staleIfError past that freshness, whatever windows the instance that shared it had.
     const sharedFresh = freshUntilHere(found, this.ttl) - wallNow;
-    const fresh = Math.min(localLife(sharedFresh), this.ttl, this.#localTtl);
-    const kept = Math.max(
-      fresh,
-      Math.min(localLife(found.until - wallNow), Math.min(sharedFresh, this.ttl) + this.staleIfError),
-    );
+    const fresh = Math.min(sharedFresh, this.ttl, this.#localTtl);
+    const kept = Math.max(fresh, Math.min(found.until - wallNow, Math.min(sharedFresh, this.ttl) + this.staleIfError));
     this.#keep(flight.key, Accepted.of(context, Math.floor(now + fresh), Math.floor(now + kept)));
     return context;
   }
