@@ -1169,6 +1169,34 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await admin.exists(redisKey(scope, 'resent', 't'))).toBe(1);
   });
 
+  it('a deletion and a revocation of one key both missed: the retry sends the revocation alone', async () => {
+    const a = await startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })]);
+    open.push(a);
+    const scope = { cacheScope: 'scope' } as Provider;
+    const key = cacheKey('scope', 'both-missed');
+    const opened = await whileBreakerOpen(a, async () => {
+      // The deletion fails after the revocation was sent, the revocation after it: both are kept for a retry.
+      const missed = [a.tier.delete(key), a.tier.invalidate(key)];
+      expect((await Promise.allSettled(missed)).map((result) => result.status)).toEqual(['rejected', 'rejected']);
+    });
+    const monitor = await admin.monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => seen.push(args.join(' ')));
+    try {
+      await sleep(opened + 1100 - performance.now());
+      await a.tier.lease(cacheKey('scope', 'probe'), false); // closes the breaker: the retry goes out
+      await eventually(async () => (await admin.exists(redisKey(scope, 'both-missed', 't'))) === 1, 5000, 'retried');
+      await sleep(100);
+    } finally {
+      monitor.disconnect();
+    }
+    const [value, lease, claims] = (['v', 'l', 'c'] as const).map((kind) => redisKey(scope, 'both-missed', kind));
+    // Redis ran the revocation's deletion, and not the rejection's after it (which could only delete what was stored
+    // since).
+    expect(seen).toContain(`DEL ${value} ${lease} ${claims}`);
+    expect(seen).not.toContain(`DEL ${value} ${claims}`);
+  });
+
   it('two reads of a key whose revocation is resent: neither reads before Redis has taken it', async () => {
     const client = adminClient(redis.port);
     const tier = redisCache(client, { timeout: 300 });

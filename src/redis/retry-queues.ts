@@ -177,7 +177,8 @@ export class RetryQueues {
    */
   #queue(key: string, queue: Set<string>): void {
     if (this.#closed) return;
-    if (queue === this.#rejected && this.#pending.has(key)) return;
+    if (queue === this.#pending) this.#rejected.delete(key);
+    else if (this.#pending.has(key)) return;
     queue.add(key);
     if (queue.size > MAX_PENDING) {
       for (const oldest of queue) {
