@@ -186,7 +186,13 @@ export class VerdictStore {
       try {
         stop = subscribe();
       } catch (error) {
-        for (const stopped of this.#detach.splice(0)) stopped();
+        for (const stopped of this.#detach.splice(0)) {
+          try {
+            stopped();
+          } catch {
+            // The subscription that threw is the error to report; a stop that fails too ends nothing more.
+          }
+        }
         throw new Error(`createGate: sharedCache.${name} threw`, { cause: error });
       }
       if (typeof stop === 'function') this.#detach.push(stop as () => void);

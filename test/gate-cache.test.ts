@@ -965,4 +965,21 @@ describe('gate cache: a shared tier whose subscription fails', () => {
     expect(((error as Error).cause as Error).message).toBe('the bus is down');
     expect(subscribed).toBe(0);
   });
+
+  it('names the failed subscription even when ending the one before it throws too', () => {
+    const failing = Object.assign(new MemoryTier(), {
+      onInvalidate: () => () => {
+        throw new Error('already gone');
+      },
+      onReconnect: () => {
+        throw new Error('the bus is down');
+      },
+    });
+    expect(() => createGate({ providers: [onlineOrNot()], sharedCache: failing })).toThrow(
+      expect.objectContaining({
+        message: 'createGate: sharedCache.onReconnect threw',
+        cause: expect.objectContaining({ message: 'the bus is down' }),
+      }),
+    );
+  });
 });
