@@ -725,6 +725,24 @@ describe('faults', () => {
     },
   );
 
+  it('a request completing a verification begun before the fault was set is not counted, nor faulted', async () => {
+    const mock = await start();
+    const tokens = Array.from({ length: 4 }, (_, i) => `after-${i}`);
+    for (const [i, token] of tokens.entries()) mock.setToken(token, { id: `id-${i}`, permissions: ['p'] });
+    const gate = createGate({ providers: [onlineOrNot({ baseUrl: mock.url })], retry: false, breaker: false });
+    try {
+      // A gate's verification of a rejected token: its verify answered, its permissions still on the way (the gate
+      // decided on verify's 401 and left the other call running) when the test sets the fault.
+      expect((await get(`${mock.url}/v1/tokens/verify`, { headers: bearer('rejected') })).status).toBe(401);
+      mock.fault = { kind: 'status', status: 502, every: 2 };
+      const late = await get(`${mock.url}/v1/tokens/permissions`, { headers: bearer('rejected') });
+      expect(late.status).toBe(401);
+      expect(await outcomesOf(gate, tokens)).toEqual(['id-0', 503, 'id-2', 503]);
+    } finally {
+      await gate.close();
+    }
+  });
+
   it('a path or method the mock does not serve gets its 404 or 405 and is not counted', async () => {
     const mock = await start();
     mock.fault = { kind: 'status', status: 500, every: 2 };

@@ -12,9 +12,12 @@ export interface VerificationParts {
   readonly key: (req: IncomingMessage) => string;
 }
 
-/** A verification with requests still to come, the decision made for it, and when its first request came. */
+/**
+ * A verification with requests still to come, the fault decided for it (undefined: answered normally, also for one
+ * begun before the fault now set), and when its first request came.
+ */
 interface OpenVerification {
-  readonly inject: boolean;
+  readonly fault: MockFault | undefined;
   readonly missing: Set<string>;
   readonly opened: number;
   /** Whether its first request has been answered (or its connection dropped). */
@@ -30,6 +33,10 @@ const PARTNER_WINDOW_MS = 1000;
 
 /** Verifications waiting for their other requests, at most; past it the oldest is forgotten. */
 const MAX_OPEN = 1024;
+
+/** Whether `fault` hits requests to `endpoint`. */
+const targets = (fault: MockFault, endpoint: string): boolean =>
+  fault.endpoints === undefined || fault.endpoints.includes(endpoint);
 
 export class FaultSchedule {
   readonly #parts: VerificationParts | undefined;
@@ -54,31 +61,37 @@ export class FaultSchedule {
     return this.#fault;
   }
 
-  /** Sets the fault (checked by the caller) and starts counting afresh. */
+  /**
+   * Sets the fault (checked by the caller) and starts counting afresh. The verifications begun before keep their
+   * decision: a request that completes one (a gate's second call, still on its way) is neither counted nor faulted anew.
+   */
   set fault(fault: MockFault | undefined) {
     this.#fault = fault;
     this.#verifications = 0;
-    this.#open.clear();
-    this.#openCount = 0;
   }
 
   /** The fault for one request to `endpoint` (undefined for a path or method not served), or undefined to answer normally. */
   faultFor(endpoint: string | undefined, req: IncomingMessage, res: ServerResponse): MockFault | undefined {
-    const fault = this.#fault;
     // A path or method the mock does not serve is answered as without a fault (404 or 405), and not counted.
-    if (fault === undefined || endpoint === undefined) return undefined;
-    const targeted = fault.endpoints === undefined || fault.endpoints.includes(endpoint);
+    if (endpoint === undefined) return undefined;
+    const fault = this.#fault;
     const partOfOne = this.#parts?.endpoints.includes(endpoint) === true;
     // A request the fault leaves alone, and that is no part of a verification it may hit, is not counted.
-    if (!targeted && !partOfOne) return undefined;
-    const inject = this.#decide(endpoint, req, res, fault.every ?? 1);
-    return inject && targeted ? fault : undefined;
+    if (!partOfOne && (fault === undefined || !targets(fault, endpoint))) return undefined;
+    // Verifications are followed without a fault too, so that a request completing one begun before it is known.
+    const decided = this.#decide(endpoint, req, res, fault);
+    return decided !== undefined && targets(decided, endpoint) ? decided : undefined;
   }
 
-  /** Whether the verification this request belongs to gets the fault: decided by its first request. */
-  #decide(endpoint: string, req: IncomingMessage, res: ServerResponse, every: number): boolean {
+  /** The fault of the verification this request belongs to, decided by its first request; undefined for none. */
+  #decide(
+    endpoint: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    fault: MockFault | undefined,
+  ): MockFault | undefined {
     const parts = this.#parts;
-    if (parts === undefined || !parts.endpoints.includes(endpoint)) return this.#next(every);
+    if (parts === undefined || !parts.endpoints.includes(endpoint)) return this.#next(fault);
     const key = parts.key(req);
     const queue = this.#open.get(key);
     const now = performance.now();
@@ -91,19 +104,19 @@ export class FaultSchedule {
       this.#lastOnSocket.set(req.socket, joined);
       joined.missing.delete(endpoint);
       if (joined.missing.size === 0) this.#close(key, queue, joined);
-      return joined.inject;
+      return joined.fault;
     }
-    const inject = this.#next(every);
+    const decided = this.#next(fault);
     const missing = new Set(parts.endpoints.filter((name) => name !== endpoint));
     if (missing.size > 0) {
-      const open: OpenVerification = { inject, missing, opened: now, answered: false };
+      const open: OpenVerification = { fault: decided, missing, opened: now, answered: false };
       res.once('close', () => {
         open.answered = true;
       });
       this.#lastOnSocket.set(req.socket, open);
       this.#remember(key, open);
     }
-    return inject;
+    return decided;
   }
 
   /**
@@ -121,9 +134,11 @@ export class FaultSchedule {
     );
   }
 
-  #next(every: number): boolean {
+  /** Counts a new verification under `fault`: the fault when it is this one's turn, else undefined (none counted without one). */
+  #next(fault: MockFault | undefined): MockFault | undefined {
+    if (fault === undefined) return undefined;
     this.#verifications += 1;
-    return this.#verifications % every === 0;
+    return this.#verifications % (fault.every ?? 1) === 0 ? fault : undefined;
   }
 
   #remember(key: string, open: OpenVerification): void {

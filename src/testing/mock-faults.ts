@@ -14,7 +14,9 @@ import { MAX_TIMER_MS, nearKey } from '../options.js';
  * completes the verification whose request its connection carried last (a
  * client with one socket), else the oldest whose first request is still
  * unanswered (sent beside it), else the latest; one whose partner does not
- * come within a second of its answer counts as a verification of its own. Requests to a path or with a method the mock
+ * come within a second of its answer counts as a verification of its own. A request that completes a verification
+ * begun before the fault was assigned (a gate's second call, still on its way when a test sets the fault) gets that
+ * verification's answer and is not counted. Requests to a path or with a method the mock
  * does not serve get its 404 or 405, and are not counted as verifications (`calls.total` alone counts them).
  *
  * `endpoints` limits the fault to requests to the named endpoints (the names
