@@ -1,6 +1,6 @@
 /**
- * Koa middleware (Koa 2 and 3) on the public adapter seam. An `AuthError` is thrown (Koa turns a
- * synchronous throw into a rejection), and Koa's error handler applies its `status`, `headers`, `expose`.
+ * Koa middleware (Koa 2 and 3) on the public adapter seam. A failure rejects the middleware's promise with an
+ * `AuthError` (those known at once too), and Koa's error handler applies its `status`, `headers`, `expose`.
  */
 import type { IncomingMessage } from 'node:http';
 import type {} from 'koa';

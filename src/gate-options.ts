@@ -44,7 +44,7 @@ export interface GateOptions {
    * Longest `Retry-After` the gate passes on to clients in a 503, whatever a
    * provider asked for (whole seconds of it: 1500 sends at most 1), and longest pause it honours after a provider's 429
    * (the breaker pauses calls: with `breaker: false`, a 429 is only retried
-   * after its backoff or `Retry-After`). In ms, at least 1000. Default the breaker's `cooldown` (10 000), or 1000 if that is less.
+   * after its backoff or `Retry-After`). In ms, at least 1000. Default the breaker's `cooldown` (10 000; also with `breaker: false`), or 1000 if that is less.
    */
   readonly maxRetryAfter?: number | undefined;
   /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
