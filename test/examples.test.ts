@@ -1,6 +1,6 @@
 /**
  * The examples: every request the demo prints gets the status it promises, in
- * the Express, Koa and plain node:http apps, with a JSON error body; the entry
+ * the Express, Koa, Fastify and plain node:http apps, with a JSON error body; the entry
  * points (`npm start` and friends) start, print working curl lines and stop
  * cleanly on SIGTERM; examples/pino.ts runs to the end and logs what it says.
  */
