@@ -2,6 +2,7 @@
  * tokengate: authenticate requests against remote token providers and gate
  * routes by permission. Framework-free core; see `tokengate/express`,
  * `tokengate/koa` and `tokengate/fastify` for middleware and hooks,
+ * `tokengate/redis` for a cache shared by several instances,
  * `tokengate/testing` for test doubles, and
  * `authenticator` / `authorize` for writing an adapter of your own.
  */
