@@ -86,6 +86,9 @@ describe('introspection: which answers pass', () => {
     ['has a scope that is not a string', raw('{"active":true,"sub":"u","scope":["orders:read"]}')],
     ['has an exp that is not a number', raw('{"active":true,"sub":"u","exp":"tomorrow"}')],
     ['has an aud of numbers', raw('{"active":true,"sub":"u","aud":[1]}')],
+    // A refresh or ID token's mark the gate cannot read says nothing: the token is not taken for an access token.
+    ['has a token_use that is not a string', raw('{"active":true,"sub":"u","token_use":["refresh_token"]}')],
+    ['has a Keycloak typ that is not a string', raw('{"active":true,"sub":"u","typ":{"name":"Refresh"}}')],
   ])('answers 503 when the answer %s (its schema)', async (_, answer) => {
     const { gate } = await setup({ tokens: { 'tok-1': answer } });
     await expectUnavailable(gate.authenticate(bearer('tok-1')));

@@ -42,7 +42,9 @@ const MAX_CLOCK_TOLERANCE_SECONDS = 300;
 /**
  * 200 from the introspection endpoint for an active token (RFC 7662 §2.2).
  * Every member but `active` is optional (null counts as absent). Members the
- * RFC does not name are kept.
+ * RFC does not name are kept, but for the two that mark a token that is not an
+ * access token (`token_use`, Keycloak's `typ`): a string or nothing, as
+ * `token_type`, since one the gate cannot read could be either.
  */
 const IntrospectionAnswer = z.looseObject({
   active: z.literal(true),
@@ -57,6 +59,8 @@ const IntrospectionAnswer = z.looseObject({
   aud: z.union([z.string(), z.array(z.string())]).nullish(),
   iss: z.string().nullish(),
   jti: z.string().nullish(),
+  token_use: z.string().nullish(),
+  typ: z.string().nullish(),
 }) satisfies z.ZodType<IntrospectionDetails>;
 
 /**
