@@ -5,6 +5,7 @@
  * small: permission lists are interned and shared between contexts, and
  * `can()` is a Set lookup.
  */
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 
 /**
@@ -27,12 +28,28 @@ export class Grants {
 }
 
 /**
+ * Most characters of permission lists the table keeps (each list counted by its names joined): lists come from
+ * providers, and one may be as long as an answer (64 KiB by default), so a count alone would let 4,096 such lists
+ * stay in memory after every context that held them is gone.
+ */
+const MAX_INTERNED_CHARACTERS = 4 * 1024 * 1024;
+
+/**
+ * The longest key the table looks up as it is. V8 hashes a longer string by its length alone, so such keys of one
+ * length would share one bucket of the table's `Map`, and each lookup compare its key with every one of them (a few
+ * thousand lists of one user's many groups: milliseconds of CPU per verification). A longer key is looked up by its
+ * SHA-256 digest.
+ */
+const MAX_PLAIN_KEY_LENGTH = 16_383;
+
+/**
  * Interns permission lists: identical lists (the common case: a few roles,
- * many tokens) share one frozen array and one Set. Bounded, because the
- * lists come from outside; an evicted list is simply built again.
+ * many tokens) share one frozen array and one Set. Bounded in count and in
+ * size, because the lists come from outside; an evicted list is simply built
+ * again.
  */
 export class GrantsTable {
-  readonly #table = new LRUCache<string, Grants>({ max: 4096 });
+  readonly #table = new LRUCache<string, Grants>({ max: 4096, maxSize: MAX_INTERNED_CHARACTERS });
   /** The list interned last: a run of tokens of one role is answered by comparing names, without a key or lookup. */
   #last: Grants | undefined;
 
@@ -40,12 +57,14 @@ export class GrantsTable {
     const last = this.#last;
     if (last !== undefined && sameList(last.list, permissions)) return last;
     // "\n" cannot be confused with a separator inside names that matter here;
-    // a collision would only share an identical-looking list, so verify it.
-    const key = permissions.join('\n');
+    // a collision (or a digest's) would only share an identical-looking list, so verify it.
+    const joined = permissions.join('\n');
+    const key = joined.length > MAX_PLAIN_KEY_LENGTH ? hash('sha256', joined, 'base64') : joined;
     let grants = this.#table.get(key);
     if (grants === undefined || !sameList(grants.list, permissions)) {
       grants = new Grants(permissions);
-      this.#table.set(key, grants);
+      // A list longer than the table's whole size is not kept (lru-cache refuses it), only shared while it is last.
+      this.#table.set(key, grants, { size: joined.length + 1 });
     }
     this.#last = grants;
     return grants;

@@ -3,6 +3,8 @@
  * contract (a failing, slow or garbage-answering tier is a miss, never a pass).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { AuthContext } from '../src/context.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from '../src/store.js';
@@ -85,6 +87,38 @@ describe('VerdictStore: expiry rules', () => {
     expect(longer.permissions).toEqual(['read', 'write', 'admin']);
     expect(almost.can('write') || longer.can('nothing')).toBe(false);
     expect(longer.can('admin') && writerAgain.can('write')).toBe(true);
+  });
+});
+
+describe('VerdictStore: long permission lists', () => {
+  /** About 63,000 characters of group names, different for each `n` from the first name on. */
+  const groups = (n: number) => Array.from({ length: 700 }, (_, i) => `group-${n}-${String(i).padStart(80, '0')}`);
+
+  it('shares identical long lists, as it shares short ones', async () => {
+    const store = new VerdictStore();
+    const a = (await load(store, { ...PRINCIPAL, permissions: groups(1) }, 'a')).outcome as AuthContext;
+    await load(store, PRINCIPAL, 'between');
+    const b = (await load(store, { ...PRINCIPAL, permissions: groups(1) }, 'b')).outcome as AuthContext;
+    const c = (await load(store, { ...PRINCIPAL, permissions: groups(2) }, 'c')).outcome as AuthContext;
+    expect(b.permissions).toBe(a.permissions);
+    expect(c.permissions).not.toBe(a.permissions);
+    expect(c.can(`group-2-${'0'.repeat(80)}`) && !c.can(`group-1-${'0'.repeat(80)}`)).toBe(true);
+  });
+
+  it('forgets a list no context holds once others take its room: lists kept are bounded by size, not only by count', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const store = new VerdictStore({ max: 10 });
+    let first: AuthContext | undefined = (await load(store, { ...PRINCIPAL, permissions: groups(0) }, 'k0'))
+      .outcome as AuthContext;
+    const list = new WeakRef(first.permissions);
+    first = undefined;
+    // 80 lists of 63,000 characters: about 5 million characters, which 4,096 lists of any length let the table keep.
+    for (let n = 1; n <= 80; n++) await load(store, { ...PRINCIPAL, permissions: groups(n) }, `k${n}`);
+    store.clear();
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+    expect(list.deref()).toBeUndefined();
   });
 });
 
