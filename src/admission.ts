@@ -4,11 +4,13 @@
  * waiting, and the free slots shared fairly between clients.
  *
  * Fairness: each client (an address, or whatever key the gate is given)
- * waits in its own queue, and a freed slot goes to the clients in turn
- * (round robin), so a client flooding random tokens gets one slot in N
- * when N clients wait. When the wait is full, a newcomer takes the place
- * of the newest waiter of the block (a group of clients: an IPv6 /48, an
- * IPv4 /24) with the most waiters, when that block has at least two more
+ * waits in its own queue, in its block (a group of clients: an IPv6 /48,
+ * an IPv4 /24; a key of the app's own is a block of its own), and a freed
+ * slot goes to the blocks in turn, and within a block to its clients in
+ * turn (round robin at both levels): a block flooding random tokens, from
+ * one address or from each of its addresses, gets one slot in N when N
+ * blocks wait. When the wait is full, a newcomer takes the place
+ * of the newest waiter of the block with the most waiters, when that block has at least two more
  * than the newcomer's own and either nothing of the newcomer waits or that
  * block's longest queue is at least two longer than the newcomer's; else
  * of the longest queue, when it is at least two longer than the
@@ -47,10 +49,8 @@ export class Admission {
   readonly #blockOf: (client: string) => string;
   #inFlight = 0;
   #waiting = 0;
-  /** Queues of the clients that wait, in the order they are served (a Map keeps insertion order). */
-  readonly #queues = new Map<string, Waiter[]>();
-  /** Waiters per block of clients. */
-  readonly #blocks = new Map<string, number>();
+  /** The blocks that wait, in the order they are served (a Map keeps insertion order). */
+  readonly #blocks = new Map<string, Block>();
   /** Requests left running by verifications that answered ({@link leaveRunning}): two of them hold one slot. */
   #leftRunning = 0;
 
@@ -81,51 +81,61 @@ export class Admission {
       return 'admitted';
     }
     const client = clientOf();
-    const block = this.#blockOf(client);
-    if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client, block)) return 'full';
-    const waiter = new Waiter(client, block);
-    const queue = this.#queues.get(client);
-    if (queue === undefined) this.#queues.set(client, [waiter]);
+    const name = this.#blockOf(client);
+    if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client, name)) return 'full';
+    const waiter = new Waiter(client, name);
+    let block = this.#blocks.get(name);
+    if (block === undefined) {
+      block = { waiting: 0, queues: new Map() };
+      this.#blocks.set(name, block);
+    }
+    const queue = block.queues.get(client);
+    if (queue === undefined) block.queues.set(client, [waiter]);
     else queue.push(waiter);
-    this.#counted(waiter, 1);
+    block.waiting++;
+    this.#waiting++;
     return waiter;
   }
 
   /** Ends `waiting`'s wait unserved: it settles `'expired'`. False when it no longer waited (it was settled before). */
   expire(waiting: Waiting): boolean {
     const waiter = waiting as Waiter;
-    const queue = this.#queues.get(waiter.client);
+    const queue = this.#blocks.get(waiter.block)?.queues.get(waiter.client);
     const at = queue?.indexOf(waiter) ?? -1;
     if (queue === undefined || at === -1) return false;
     queue.splice(at, 1);
-    if (queue.length === 0) this.#queues.delete(waiter.client);
-    this.#counted(waiter, -1);
+    this.#left(waiter, queue);
     waiter.settle('expired');
     return true;
   }
 
   /** Ends every wait unserved: each settles `'expired'`. */
   close(): void {
-    const queues = [...this.#queues.values()];
-    this.#queues.clear();
+    const blocks = [...this.#blocks.values()];
     this.#blocks.clear();
     this.#waiting = 0;
-    for (const queue of queues) for (const waiter of queue) waiter.settle('expired');
+    for (const block of blocks)
+      for (const queue of block.queues.values()) for (const waiter of queue) waiter.settle('expired');
   }
 
-  /** Frees a slot: the next client in turn gets it. */
+  /** Frees a slot: the next client in turn of the next block in turn gets it. */
   release(): void {
-    const next = this.#queues.entries().next();
+    const next = this.#blocks.entries().next();
     if (next.done === true) {
       this.#inFlight--;
       return;
     }
-    const [client, queue] = next.value;
+    const [name, block] = next.value;
+    const [client, queue] = block.queues.entries().next().value as [string, Waiter[]];
     const waiter = queue.shift() as Waiter;
-    this.#counted(waiter, -1);
-    // The client goes to the back of the line, or leaves it when nothing of it waits.
-    this.#queues.delete(client);
-    if (queue.length > 0) this.#queues.set(client, queue);
+    this.#waiting--;
+    block.waiting--;
+    // The client goes to the back of its block's line and the block to the back of the line, or each leaves its
+    // line when nothing of it waits.
+    block.queues.delete(client);
+    if (queue.length > 0) block.queues.set(client, queue);
+    this.#blocks.delete(name);
+    if (block.waiting > 0) this.#blocks.set(name, block);
     waiter.settle('admitted');
   }
 
@@ -146,12 +156,16 @@ export class Admission {
     if (--this.#leftRunning % 2 === 0) this.release();
   };
 
-  /** Counts `waiter` in (`by` 1) or out (`by` -1) of the wait and of its block. */
-  #counted(waiter: Waiter, by: 1 | -1): void {
-    this.#waiting += by;
-    const left = (this.#blocks.get(waiter.block) ?? 0) + by;
-    if (left > 0) this.#blocks.set(waiter.block, left);
-    else this.#blocks.delete(waiter.block);
+  /**
+   * Counts `waiter`, just taken out of `queue`, out of the wait and of its block; an empty queue leaves its block,
+   * and an empty block the line (a client or block that waits for nothing holds no state).
+   */
+  #left(waiter: Waiter, queue: Waiter[]): void {
+    this.#waiting--;
+    const block = this.#blocks.get(waiter.block) as Block;
+    block.waiting--;
+    if (queue.length === 0) block.queues.delete(waiter.client);
+    if (block.waiting === 0) this.#blocks.delete(waiter.block);
   }
 
   /**
@@ -159,41 +173,46 @@ export class Admission {
    * block holds at least two more waiters than `block` and nothing of `client` waits (or that queue is at least two
    * longer than its own); else of the longest queue, when it is at least two longer than the client's own.
    */
-  #displaceFor(client: string, block: string): boolean {
-    let fullest: string | undefined;
+  #displaceFor(client: string, name: string): boolean {
+    let fullest: Block | undefined;
     let most = 0;
-    for (const [name, count] of this.#blocks) {
-      if (count > most) {
-        fullest = name;
-        most = count;
+    for (const block of this.#blocks.values()) {
+      if (block.waiting > most) {
+        fullest = block;
+        most = block.waiting;
       }
     }
-    const own = this.#queues.get(client)?.length ?? 0;
-    if (fullest !== undefined && fullest !== block && most > (this.#blocks.get(block) ?? 0) + 1) {
+    const own = this.#blocks.get(name);
+    const ownQueue = own?.queues.get(client)?.length ?? 0;
+    if (fullest !== undefined && fullest !== own && most > (own?.waiting ?? 0) + 1) {
       // Between blocks, a newcomer takes one place while nothing of its own waits; past that, as within a block.
-      const inBlock = this.#longestQueue(fullest);
-      if (inBlock !== undefined && (own === 0 || inBlock.length > own + 1)) return this.#displace(inBlock);
+      const inBlock = longestOf([fullest]);
+      if (inBlock !== undefined && (ownQueue === 0 || inBlock.length > ownQueue + 1)) return this.#displace(inBlock);
     }
-    const longest = this.#longestQueue(undefined);
-    return longest !== undefined && longest.length > own + 1 && this.#displace(longest);
-  }
-
-  /** The longest queue (of `block`'s clients, when given); of those as long, the client served last in the turn. */
-  #longestQueue(block: string | undefined): Waiter[] | undefined {
-    let longest: Waiter[] | undefined;
-    for (const queue of this.#queues.values()) {
-      if (block !== undefined && (queue[0] as Waiter).block !== block) continue;
-      if (queue.length >= (longest?.length ?? 0)) longest = queue;
-    }
-    return longest;
+    const longest = longestOf(this.#blocks.values());
+    return longest !== undefined && longest.length > ownQueue + 1 && this.#displace(longest);
   }
 
   /** Refuses the newest waiter of `queue`: always true. */
   #displace(queue: Waiter[]): true {
     const displaced = queue.pop() as Waiter;
-    if (queue.length === 0) this.#queues.delete(displaced.client);
-    this.#counted(displaced, -1);
+    this.#left(displaced, queue);
     displaced.settle('full');
     return true;
   }
+}
+
+/** The clients of one block that wait, each with its queue, in the order they are served; and their waiters. */
+interface Block {
+  waiting: number;
+  readonly queues: Map<string, Waiter[]>;
+}
+
+/** The longest queue of `blocks`; of those as long, the one served last in the turn. */
+function longestOf(blocks: Iterable<Block>): Waiter[] | undefined {
+  let longest: Waiter[] | undefined;
+  for (const block of blocks) {
+    for (const queue of block.queues.values()) if (queue.length >= (longest?.length ?? 0)) longest = queue;
+  }
+  return longest;
 }

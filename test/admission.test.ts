@@ -86,7 +86,7 @@ describe('Admission', () => {
     // An address of another block takes the place of the block's newest waiter.
     const newcomer = waiting(admission.acquire(() => '127.0.2.1'));
     expect(await sybils[3]?.admitted).toBe('full');
-    // Then served in turn, client by client.
+    // Then served in turn, block by block: the newcomer's block is next after the busy block's first waiter.
     const order: string[] = [];
     for (const [name, slot] of [
       ...sybils.slice(0, 3).map((s, i) => [`127.0.1.${i + 2}`, s] as const),
@@ -99,7 +99,57 @@ describe('Admission', () => {
       await Promise.resolve();
     }
     await newcomer.admitted;
-    expect(order).toEqual(['127.0.1.2', '127.0.1.3', '127.0.1.4', '127.0.2.1']);
+    expect(order).toEqual(['127.0.1.2', '127.0.2.1', '127.0.1.3', '127.0.1.4']);
+  });
+
+  it('serves blocks in turn, then the clients of a block in turn: many addresses of one block get its one turn', async () => {
+    const admission = new Admission(1, 64, clientBlockOf);
+    admission.acquire(() => '2001:db8:1:100::/56');
+    const order: string[] = [];
+    const track = (client: string) => {
+      const slot = waiting(admission.acquire(() => client)).admitted;
+      slot.then(() => order.push(client));
+      return slot;
+    };
+    // Forty /56s of one /48, one waiter each, then another /48 waiting twice, then an address of a third block.
+    const pending = [
+      ...Array.from({ length: 40 }, (_, n) => track(`2001:db8:1:${(n + 2).toString(16)}00::/56`)),
+      track('2001:db8:2:100::/56'),
+      track('2001:db8:2:100::/56'),
+      track('192.0.2.1'),
+    ];
+    for (let i = 0; i < 6; i++) {
+      admission.release();
+      await Promise.resolve();
+    }
+    // The first block's addresses take one slot in three, as one address would.
+    expect(order).toEqual([
+      '2001:db8:1:200::/56',
+      '2001:db8:2:100::/56',
+      '192.0.2.1',
+      '2001:db8:1:300::/56',
+      '2001:db8:2:100::/56',
+      '2001:db8:1:400::/56',
+    ]);
+    for (let i = 6; i < pending.length; i++) admission.release();
+    await Promise.all(pending);
+    expect(order.slice(6)).toEqual(Array.from({ length: 37 }, (_, n) => `2001:db8:1:${(n + 5).toString(16)}00::/56`));
+    admission.release();
+    expect(admission.inFlight).toBe(0);
+  });
+
+  it('within a block, serves its clients in turn', async () => {
+    const admission = new Admission(1, 10, clientBlockOf);
+    admission.acquire(() => '127.0.1.1');
+    const order: string[] = [];
+    const slots = ['127.0.1.1', '127.0.1.1', '127.0.1.1', '127.0.1.2', '127.0.1.3'].map((client) => {
+      const slot = waiting(admission.acquire(() => client)).admitted;
+      slot.then(() => order.push(client));
+      return slot;
+    });
+    for (let i = 0; i < slots.length; i++) admission.release();
+    await Promise.all(slots);
+    expect(order).toEqual(['127.0.1.1', '127.0.1.2', '127.0.1.3', '127.0.1.1', '127.0.1.1']);
   });
 
   it('lets a newcomer of a quiet block take one place from a busy block, not more', async () => {

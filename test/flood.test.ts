@@ -35,8 +35,10 @@ const OTHER = '127.0.0.2';
 const POOL = 4;
 
 /** An Express app whose `/hello` needs `READ`; errors answer `{ error: code }` with the error's status and headers. */
-function floodApp(gate: Gate): express.Express {
+function floodApp(gate: Gate, trustProxy = false): express.Express {
   const app = express();
+  // Behind a proxy the app trusts, `req.ip` is the client X-Forwarded-For names: a test can pose as any address.
+  if (trustProxy) app.set('trust proxy', true);
   app.get('/hello', authenticate(gate), requires(READ), (req, res) => {
     res.json({ subject: req.auth?.subject });
   });
@@ -55,6 +57,8 @@ interface Setup {
   readonly connections?: number;
   /** Whether the gate asks through a counting proxy (default true). */
   readonly proxied?: boolean;
+  /** Whether the app trusts X-Forwarded-For (default false). */
+  readonly trustProxy?: boolean;
 }
 
 /**
@@ -62,7 +66,10 @@ interface Setup {
  * and the app with a gate asking through it. `events` records the gate's
  * breaker events.
  */
-async function setup(tokens: readonly string[], { latency, options = {}, connections = POOL, proxied = true }: Setup) {
+async function setup(
+  tokens: readonly string[],
+  { latency, options = {}, connections = POOL, proxied = true, trustProxy = false }: Setup,
+) {
   const mock = closeLater(
     await mockOnlineOrNot({
       tokens: Object.fromEntries(tokens.map((token) => [token, { id: `id-${token}`, permissions: [READ] }])),
@@ -74,7 +81,7 @@ async function setup(tokens: readonly string[], { latency, options = {}, connect
   // The verifications under way, counted around the provider's verify: the gate's admission at work. (The calls the
   // proxy counts are bounded by the pool's sockets as well, and a rejected token's second call outlives its
   // verification.)
-  const verifications = { now: 0, max: 0 };
+  const verifications = { now: 0, max: 0, order: [] as string[] };
   const provider = onlineOrNot({ baseUrl: proxy?.url ?? mock.url, connections });
   const verify = provider.verify;
   const gate = closeLater(
@@ -84,6 +91,7 @@ async function setup(tokens: readonly string[], { latency, options = {}, connect
           ...provider,
           async verify(credential: BearerCredential, signal: AbortSignal) {
             verifications.max = Math.max(verifications.max, ++verifications.now);
+            verifications.order.push(credential.secret);
             try {
               return await verify(credential, signal);
             } finally {
@@ -98,9 +106,9 @@ async function setup(tokens: readonly string[], { latency, options = {}, connect
       ...options,
     }),
   );
-  const server = closeLater(await listen(floodApp(gate)));
+  const server = closeLater(await listen(floodApp(gate, trustProxy)));
   const client = (address: string, sockets: number) => closeLater(clientFrom(server.url, address, sockets));
-  return { mock, proxy, gate, events, client, verifications };
+  return { mock, proxy, gate, events, client, verifications, url: server.url };
 }
 
 const tokensNamed = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
@@ -140,6 +148,39 @@ describe('a client flooding random tokens', () => {
     // The provider's concurrency, half its sockets: never more verifications at once, however many wait.
     expect(verifications.max).toBe(POOL / 2);
   }, 60_000);
+});
+
+describe('a flood from many addresses of one block', () => {
+  it('takes the one turn of a single address: another client’s new token is verified next but one', async () => {
+    // One verification at a time (two sockets, two calls each), eight waiting.
+    const { gate, client, verifications } = await setup(['fresh'], {
+      latency: 300,
+      connections: 2,
+      proxied: false,
+      trustProxy: true,
+      options: { admission: { maxWaiting: 8 } },
+    });
+    // Nine /56s of one /48 (an attacker with one IPv6 allocation), one never-seen token each: one asked, eight waiting.
+    const flooder = client(FLOODER, 9);
+    const flood = Array.from({ length: 9 }, (_, n) =>
+      flooder
+        .request({
+          method: 'GET',
+          path: '/hello',
+          headers: { authorization: `Bearer flood-${n}`, 'x-forwarded-for': `2001:db8:1:${n + 1}00::1` },
+        })
+        .then(async (res) => [res.statusCode, ((await res.body.json()) as { error?: string }).error]),
+    );
+    await vi.waitFor(() => expect(gate.stats().misses).toBe(9), { timeout: 5000 });
+    const askedBefore = verifications.order.length;
+    // The other client's token takes the place of the flood's newest waiter, then its block's turn comes after the
+    // flood block's next one: as after one address's flood.
+    expect((await ask(client(OTHER, 1), 'fresh')).subject).toBe('id-fresh');
+    expect(verifications.order.indexOf('fresh')).toBeLessThanOrEqual(askedBefore + 1);
+    const answers = await Promise.all(flood);
+    expect(answers.filter(([status]) => status === 503)).toEqual([[503, 'overloaded']]);
+    expect(answers.filter(([status]) => status === 401)).toHaveLength(8);
+  }, 30_000);
 });
 
 describe('a flood of rejected tokens', () => {
