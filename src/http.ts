@@ -37,6 +37,9 @@ export interface JsonAnswer {
 }
 
 const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+/** The smallest buffer an answer that came in several chunks is copied into. */
+const MIN_BODY_BUFFER = 1024;
+const EMPTY = Buffer.alloc(0);
 /** Sockets per provider pool when `connections` is not given. */
 export const DEFAULT_CONNECTIONS = 16;
 
@@ -198,7 +201,13 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   #status = 0;
   /** Set when the status or headers already decided the answer; the body is then only drained. */
   #failure: ProviderFailure | undefined;
-  #chunks: Buffer[] = [];
+  /**
+   * The body so far: its first chunk as undici gave it, then a buffer of its own that the next chunks are copied
+   * into, grown by doubling. An answer sent a byte at a time holds its bytes, not an object per chunk.
+   */
+  #body: Buffer | undefined;
+  /** Whether {@link #body} is that buffer of its own. */
+  #owned = false;
   #size = 0;
   #settled = false;
 
@@ -274,8 +283,21 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     // Draining a decided answer, or past the deadline. The pool's maxResponseSize caps the body either way.
     if (this.#failure !== undefined || this.#settled) return;
-    this.#size += chunk.length;
-    this.#chunks.push(chunk);
+    const size = this.#size + chunk.length;
+    let body = this.#body;
+    if (body === undefined) body = chunk;
+    else {
+      if (!this.#owned || size > body.length) {
+        const capacity = Math.max(size, Math.min(2 * body.length, this.#http.maxBodyBytes), MIN_BODY_BUFFER);
+        const grown = Buffer.allocUnsafeSlow(capacity);
+        body.copy(grown, 0, 0, this.#size);
+        body = grown;
+        this.#owned = true;
+      }
+      chunk.copy(body, this.#size);
+    }
+    this.#body = body;
+    this.#size = size;
   }
 
   onResponseEnd(): void {
@@ -283,10 +305,10 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       this.#settle(undefined, this.#failure);
       return;
     }
-    const chunks = this.#chunks;
+    const body = this.#body;
     let text: string;
     try {
-      text = UTF8.decode(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.#size));
+      text = UTF8.decode(body === undefined ? EMPTY : body.subarray(0, this.#size));
     } catch {
       const failure = new ProviderFailure(
         'invalid_answer',
@@ -296,9 +318,9 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       this.#settle(undefined, failure);
       return;
     }
-    let body: unknown;
+    let json: unknown;
     try {
-      body = JSON.parse(text);
+      json = JSON.parse(text);
     } catch {
       const failure = new ProviderFailure(
         'invalid_answer',
@@ -308,7 +330,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       this.#settle(undefined, failure);
       return;
     }
-    if (typeof body === 'object' && body !== null && hasRepeatedName(text, body)) {
+    if (typeof json === 'object' && json !== null && hasRepeatedName(text, json)) {
       const failure = new ProviderFailure(
         'invalid_answer',
         `${this.#named} answered ${this.#status} with an object that names a member twice`,
@@ -317,7 +339,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
       this.#settle(undefined, failure);
       return;
     }
-    this.#settle({ status: this.#status, body }, undefined);
+    this.#settle({ status: this.#status, body: json }, undefined);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -328,7 +350,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
   #settle(answer: JsonAnswer | undefined, failure: ProviderFailure | undefined): void {
     if (this.#settled) return;
     this.#settled = true;
-    this.#chunks = [];
+    this.#body = undefined;
     this.#cancellation.offCancel(this.#onCancel);
     if (failure !== undefined) this.#reject(failure);
     else this.#resolve(answer as JsonAnswer);

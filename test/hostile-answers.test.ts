@@ -5,6 +5,8 @@
  * never a pass and never a 401. Answers come from a tiny server whose every
  * reply the test writes (test/support/answer-server.ts).
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import request from 'supertest';
@@ -631,6 +633,19 @@ describe('hand-written hostile answers: 503 through Express', () => {
       for (const timer of timers) clearInterval(timer);
     }
   });
+
+  it('an answer sent a byte at a time holds its bytes, not an object per byte (child process, heap after GC)', async () => {
+    const bytes = 40_000;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--expose-gc', '--import', 'tsx', 'test/support/trickled-answer.ts'],
+      { env: { ...process.env, TRICKLED_BYTES: String(bytes) }, timeout: 60_000 },
+    );
+    const seen = JSON.parse(stdout.trim().split('\n').at(-1) as string) as { retained: number; subject: string };
+    expect(seen.subject).toBe('u');
+    // The bytes in a buffer grown by doubling (64 KiB at most here), and the noise of a heap: not 200 bytes a byte.
+    expect(seen.retained).toBeLessThan(25 * bytes);
+  }, 70_000);
 
   it('a slow-drip body that completes within the deadline is fine', async () => {
     const body = JSON.stringify(partooBody());
