@@ -18,7 +18,12 @@
  * one address nor many addresses of one block can hold the wait against
  * the others. Waiting is our own time, never the provider's: a wait that
  * ends unserved says nothing about it.
+ *
+ * Every step costs the same however many wait: the fullest block and the
+ * longest queues are ranked as waiters come and go (see `Ranking`), never
+ * searched for, so a flood refused at a deep wait costs no more per request.
  */
+import { Ranking } from './ranking.js';
 
 /** What a waiter learns: a slot, or why not. */
 export type Admitted = 'admitted' | 'full' | 'expired';
@@ -29,18 +34,35 @@ export interface Waiting {
 }
 
 class Waiter implements Waiting {
-  readonly client: string;
-  readonly block: string;
+  readonly queue: Queue;
   readonly admitted: Promise<Admitted>;
   settle!: (admitted: Admitted) => void;
 
-  constructor(client: string, block: string) {
-    this.client = client;
-    this.block = block;
+  constructor(queue: Queue) {
+    this.queue = queue;
     this.admitted = new Promise<Admitted>((resolve) => {
       this.settle = resolve;
     });
   }
+}
+
+/** One client's waiters, oldest first. */
+class Queue {
+  readonly waiters: Waiter[] = [];
+
+  constructor(
+    readonly client: string,
+    readonly block: Block,
+  ) {}
+}
+
+/** The clients of one block that wait, in the order they are served, and their queues ranked by length. */
+class Block {
+  waiting = 0;
+  readonly queues = new Map<string, Queue>();
+  readonly longest = new Ranking<Queue>();
+
+  constructor(readonly name: string) {}
 }
 
 export class Admission {
@@ -51,6 +73,10 @@ export class Admission {
   #waiting = 0;
   /** The blocks that wait, in the order they are served (a Map keeps insertion order). */
   readonly #blocks = new Map<string, Block>();
+  /** The blocks, ranked by their waiters. */
+  readonly #fullest = new Ranking<Block>();
+  /** Every queue, ranked by length. */
+  readonly #longest = new Ranking<Queue>();
   /** Requests left running by verifications that answered ({@link leaveRunning}): two of them hold one slot. */
   #leftRunning = 0;
 
@@ -83,59 +109,64 @@ export class Admission {
     const client = clientOf();
     const name = this.#blockOf(client);
     if (this.#waiting >= this.#maxWaiting && !this.#displaceFor(client, name)) return 'full';
-    const waiter = new Waiter(client, name);
     let block = this.#blocks.get(name);
     if (block === undefined) {
-      block = { waiting: 0, queues: new Map() };
+      block = new Block(name);
       this.#blocks.set(name, block);
     }
-    const queue = block.queues.get(client);
-    if (queue === undefined) block.queues.set(client, [waiter]);
-    else queue.push(waiter);
-    block.waiting++;
-    this.#waiting++;
+    let queue = block.queues.get(client);
+    if (queue === undefined) {
+      queue = new Queue(client, block);
+      block.queues.set(client, queue);
+    }
+    const waiter = new Waiter(queue);
+    queue.waiters.push(waiter);
+    this.#counted(queue, 1);
     return waiter;
   }
 
   /** Ends `waiting`'s wait unserved: it settles `'expired'`. False when it no longer waited (it was settled before). */
   expire(waiting: Waiting): boolean {
     const waiter = waiting as Waiter;
-    const queue = this.#blocks.get(waiter.block)?.queues.get(waiter.client);
-    const at = queue?.indexOf(waiter) ?? -1;
-    if (queue === undefined || at === -1) return false;
-    queue.splice(at, 1);
-    this.#left(waiter, queue);
+    const queue = waiter.queue;
+    const at = queue.waiters.indexOf(waiter);
+    if (at === -1) return false;
+    queue.waiters.splice(at, 1);
+    this.#counted(queue, -1);
     waiter.settle('expired');
     return true;
   }
 
   /** Ends every wait unserved: each settles `'expired'`. */
   close(): void {
-    const blocks = [...this.#blocks.values()];
+    const queues = [...this.#blocks.values()].flatMap((block) => [...block.queues.values()]);
     this.#blocks.clear();
+    this.#fullest.clear();
+    this.#longest.clear();
     this.#waiting = 0;
-    for (const block of blocks)
-      for (const queue of block.queues.values()) for (const waiter of queue) waiter.settle('expired');
+    for (const queue of queues) for (const waiter of queue.waiters.splice(0)) waiter.settle('expired');
   }
 
   /** Frees a slot: the next client in turn of the next block in turn gets it. */
   release(): void {
-    const next = this.#blocks.entries().next();
-    if (next.done === true) {
+    const block = this.#blocks.values().next().value;
+    if (block === undefined) {
       this.#inFlight--;
       return;
     }
-    const [name, block] = next.value;
-    const [client, queue] = block.queues.entries().next().value as [string, Waiter[]];
-    const waiter = queue.shift() as Waiter;
-    this.#waiting--;
-    block.waiting--;
-    // The client goes to the back of its block's line and the block to the back of the line, or each leaves its
-    // line when nothing of it waits.
-    block.queues.delete(client);
-    if (queue.length > 0) block.queues.set(client, queue);
-    this.#blocks.delete(name);
-    if (block.waiting > 0) this.#blocks.set(name, block);
+    const queue = block.queues.values().next().value as Queue;
+    const waiter = queue.waiters.shift() as Waiter;
+    this.#counted(queue, -1);
+    // The client goes to the back of its block's line and the block to the back of the line, unless it left its
+    // line, nothing of it waiting any more.
+    if (queue.waiters.length > 0) {
+      block.queues.delete(queue.client);
+      block.queues.set(queue.client, queue);
+    }
+    if (block.waiting > 0) {
+      this.#blocks.delete(block.name);
+      this.#blocks.set(block.name, block);
+    }
     waiter.settle('admitted');
   }
 
@@ -157,62 +188,46 @@ export class Admission {
   };
 
   /**
-   * Counts `waiter`, just taken out of `queue`, out of the wait and of its block; an empty queue leaves its block,
-   * and an empty block the line (a client or block that waits for nothing holds no state).
+   * Counts a waiter in (`by` 1, just pushed) or out (`by` -1, just taken out) of `queue`, its block and the
+   * rankings. A queue left empty leaves its block, and a block left empty the line: a client or block that waits
+   * for nothing holds no state.
    */
-  #left(waiter: Waiter, queue: Waiter[]): void {
-    this.#waiting--;
-    const block = this.#blocks.get(waiter.block) as Block;
-    block.waiting--;
-    if (queue.length === 0) block.queues.delete(waiter.client);
-    if (block.waiting === 0) this.#blocks.delete(waiter.block);
+  #counted(queue: Queue, by: 1 | -1): void {
+    const block = queue.block;
+    const length = queue.waiters.length;
+    this.#waiting += by;
+    block.waiting += by;
+    this.#longest.moved(queue, length - by, length);
+    block.longest.moved(queue, length - by, length);
+    this.#fullest.moved(block, block.waiting - by, block.waiting);
+    if (length === 0) block.queues.delete(queue.client);
+    if (block.waiting === 0) this.#blocks.delete(block.name);
   }
 
   /**
-   * Makes room for `client` of `block`: refuses the newest waiter of the fullest block's longest queue, when that
-   * block holds at least two more waiters than `block` and nothing of `client` waits (or that queue is at least two
-   * longer than its own); else of the longest queue, when it is at least two longer than the client's own.
+   * Makes room for `client` of block `name`: refuses the newest waiter of the fullest block's longest queue, when
+   * that block holds at least two more waiters than `name` and nothing of `client` waits (or that queue is at least
+   * two longer than its own); else of the longest queue, when it is at least two longer than the client's own. Of
+   * blocks or queues as full, the one that became so last.
    */
   #displaceFor(client: string, name: string): boolean {
-    let fullest: Block | undefined;
-    let most = 0;
-    for (const block of this.#blocks.values()) {
-      if (block.waiting > most) {
-        fullest = block;
-        most = block.waiting;
-      }
-    }
     const own = this.#blocks.get(name);
-    const ownQueue = own?.queues.get(client)?.length ?? 0;
-    if (fullest !== undefined && fullest !== own && most > (own?.waiting ?? 0) + 1) {
+    const ownQueue = own?.queues.get(client)?.waiters.length ?? 0;
+    const fullest = this.#fullest.top;
+    if (fullest !== undefined && fullest !== own && this.#fullest.most > (own?.waiting ?? 0) + 1) {
       // Between blocks, a newcomer takes one place while nothing of its own waits; past that, as within a block.
-      const inBlock = longestOf([fullest]);
-      if (inBlock !== undefined && (ownQueue === 0 || inBlock.length > ownQueue + 1)) return this.#displace(inBlock);
+      const inBlock = fullest.longest.top as Queue;
+      if (ownQueue === 0 || inBlock.waiters.length > ownQueue + 1) return this.#displace(inBlock);
     }
-    const longest = longestOf(this.#blocks.values());
-    return longest !== undefined && longest.length > ownQueue + 1 && this.#displace(longest);
+    const longest = this.#longest.top;
+    return longest !== undefined && longest.waiters.length > ownQueue + 1 && this.#displace(longest);
   }
 
   /** Refuses the newest waiter of `queue`: always true. */
-  #displace(queue: Waiter[]): true {
-    const displaced = queue.pop() as Waiter;
-    this.#left(displaced, queue);
+  #displace(queue: Queue): true {
+    const displaced = queue.waiters.pop() as Waiter;
+    this.#counted(queue, -1);
     displaced.settle('full');
     return true;
   }
-}
-
-/** The clients of one block that wait, each with its queue, in the order they are served; and their waiters. */
-interface Block {
-  waiting: number;
-  readonly queues: Map<string, Waiter[]>;
-}
-
-/** The longest queue of `blocks`; of those as long, the one served last in the turn. */
-function longestOf(blocks: Iterable<Block>): Waiter[] | undefined {
-  let longest: Waiter[] | undefined;
-  for (const block of blocks) {
-    for (const queue of block.queues.values()) if (queue.length >= (longest?.length ?? 0)) longest = queue;
-  }
-  return longest;
 }
