@@ -35,6 +35,8 @@ export interface Waiting {
 
 class Waiter implements Waiting {
   readonly queue: Queue;
+  /** Its place in its queue's slots; -1 once it no longer waits. */
+  at = -1;
   readonly admitted: Promise<Admitted>;
   settle!: (admitted: Admitted) => void;
 
@@ -46,14 +48,80 @@ class Waiter implements Waiting {
   }
 }
 
-/** One client's waiters, oldest first. */
+/** Slots past which a queue's holes are compacted: when they outnumber its waiters by this much. */
+const COMPACT_SLACK = 32;
+
+/**
+ * One client's waiters, oldest first: taken out at either end or anywhere, each in O(1) (amortized), however long the
+ * queue (an array's `shift` or `splice` moves every waiter behind).
+ */
 class Queue {
-  readonly waiters: Waiter[] = [];
+  /** The waiters in order of arrival, from `#head` on; a waiter taken out leaves a hole, compacted now and then. */
+  #slots: Array<Waiter | undefined> = [];
+  #head = 0;
+  /** Waiters in the queue. */
+  length = 0;
 
   constructor(
     readonly client: string,
     readonly block: Block,
   ) {}
+
+  push(waiter: Waiter): void {
+    waiter.at = this.#slots.length;
+    this.#slots.push(waiter);
+    this.length++;
+  }
+
+  /** Takes the oldest waiter out (the queue holds one). */
+  shift(): Waiter {
+    let waiter: Waiter | undefined;
+    do {
+      waiter = this.#slots[this.#head];
+      this.#slots[this.#head++] = undefined;
+    } while (waiter === undefined);
+    return this.#out(waiter);
+  }
+
+  /** Takes the newest waiter out (the queue holds one). */
+  pop(): Waiter {
+    let waiter: Waiter | undefined;
+    do waiter = this.#slots.pop();
+    while (waiter === undefined);
+    return this.#out(waiter);
+  }
+
+  /** Takes `waiter` out; false when it is not in the queue. */
+  remove(waiter: Waiter): boolean {
+    if (waiter.at === -1 || this.#slots[waiter.at] !== waiter) return false;
+    this.#slots[waiter.at] = undefined;
+    this.#out(waiter);
+    return true;
+  }
+
+  /** Takes every waiter out, oldest first. */
+  drain(): Waiter[] {
+    const waiters = this.#slots.filter((waiter): waiter is Waiter => waiter !== undefined);
+    for (const waiter of waiters) this.#out(waiter);
+    return waiters;
+  }
+
+  #out(waiter: Waiter): Waiter {
+    waiter.at = -1;
+    this.length--;
+    if (this.length === 0) {
+      this.#slots = [];
+      this.#head = 0;
+    } else if (this.#slots.length > 2 * this.length + COMPACT_SLACK) {
+      const waiters = this.#slots.filter((kept): kept is Waiter => kept !== undefined);
+      waiters.forEach((kept, at) => {
+        kept.at = at;
+      });
+      this.#slots = waiters;
+      this.#head = 0;
+    }
+    return waiter;
+  }
 }
 
 /** The clients of one block that wait, in the order they are served, and their queues ranked by length. */
@@ -120,7 +188,7 @@ export class Admission {
       block.queues.set(client, queue);
     }
     const waiter = new Waiter(queue);
-    queue.waiters.push(waiter);
+    queue.push(waiter);
     this.#counted(queue, 1);
     return waiter;
   }
@@ -129,9 +197,7 @@ export class Admission {
   expire(waiting: Waiting): boolean {
     const waiter = waiting as Waiter;
     const queue = waiter.queue;
-    const at = queue.waiters.indexOf(waiter);
-    if (at === -1) return false;
-    queue.waiters.splice(at, 1);
+    if (!queue.remove(waiter)) return false;
     this.#counted(queue, -1);
     waiter.settle('expired');
     return true;
@@ -144,7 +210,7 @@ export class Admission {
     this.#fullest.clear();
     this.#longest.clear();
     this.#waiting = 0;
-    for (const queue of queues) for (const waiter of queue.waiters.splice(0)) waiter.settle('expired');
+    for (const queue of queues) for (const waiter of queue.drain()) waiter.settle('expired');
   }
 
   /** Frees a slot: the next client in turn of the next block in turn gets it. */
@@ -155,11 +221,11 @@ export class Admission {
       return;
     }
     const queue = block.queues.values().next().value as Queue;
-    const waiter = queue.waiters.shift() as Waiter;
+    const waiter = queue.shift();
     this.#counted(queue, -1);
     // The client goes to the back of its block's line and the block to the back of the line, unless it left its
     // line, nothing of it waiting any more.
-    if (queue.waiters.length > 0) {
+    if (queue.length > 0) {
       block.queues.delete(queue.client);
       block.queues.set(queue.client, queue);
     }
@@ -194,7 +260,7 @@ export class Admission {
    */
   #counted(queue: Queue, by: 1 | -1): void {
     const block = queue.block;
-    const length = queue.waiters.length;
+    const length = queue.length;
     this.#waiting += by;
     block.waiting += by;
     this.#longest.moved(queue, length - by, length);
@@ -212,20 +278,20 @@ export class Admission {
    */
   #displaceFor(client: string, name: string): boolean {
     const own = this.#blocks.get(name);
-    const ownQueue = own?.queues.get(client)?.waiters.length ?? 0;
+    const ownQueue = own?.queues.get(client)?.length ?? 0;
     const fullest = this.#fullest.top;
     if (fullest !== undefined && fullest !== own && this.#fullest.most > (own?.waiting ?? 0) + 1) {
       // Between blocks, a newcomer takes one place while nothing of its own waits; past that, as within a block.
       const inBlock = fullest.longest.top as Queue;
-      if (ownQueue === 0 || inBlock.waiters.length > ownQueue + 1) return this.#displace(inBlock);
+      if (ownQueue === 0 || inBlock.length > ownQueue + 1) return this.#displace(inBlock);
     }
     const longest = this.#longest.top;
-    return longest !== undefined && longest.waiters.length > ownQueue + 1 && this.#displace(longest);
+    return longest !== undefined && longest.length > ownQueue + 1 && this.#displace(longest);
   }
 
   /** Refuses the newest waiter of `queue`: always true. */
   #displace(queue: Queue): true {
-    const displaced = queue.waiters.pop() as Waiter;
+    const displaced = queue.pop();
     this.#counted(queue, -1);
     displaced.settle('full');
     return true;
