@@ -19,7 +19,7 @@ export default {
   concurrency: 2,
   mutate: [
     // Request flow, verdict store, admission, per-connection memo, the framework adapter seam and the request it reads.
-    'src/{gate,store,admission,ranking,memo,adapter,request}.ts',
+    'src/{gate,store,admission,ranking,wait-queue,memo,adapter,request}.ts',
     // The upstream policy (fail closed, stale only for the provider's own failure, the breaker, Retry-After's cap),
     // the deadline, the provider answers' transport checks, a verdict's checks, and what a provider threw, cleaned.
     'src/{upstream,deadline,http,verdict,provider-failure}.ts',

@@ -21,9 +21,12 @@
  *
  * Every step costs the same however many wait: the fullest block and the
  * longest queues are ranked as waiters come and go (see `Ranking`), never
- * searched for, so a flood refused at a deep wait costs no more per request.
+ * searched for, and a queue takes a waiter out anywhere without moving the
+ * others (see `WaitQueue`): a flood refused at a deep wait, or a deep wait
+ * running out, costs no more per request.
  */
 import { Ranking } from './ranking.js';
+import { WaitQueue } from './wait-queue.js';
 
 /** What a waiter learns: a slot, or why not. */
 export type Admitted = 'admitted' | 'full' | 'expired';
@@ -35,7 +38,7 @@ export interface Waiting {
 
 class Waiter implements Waiting {
   readonly queue: Queue;
-  /** Its place in its queue's slots; -1 once it no longer waits. */
+  /** Its place in its queue (see `WaitQueue`). */
   at = -1;
   readonly admitted: Promise<Admitted>;
   settle!: (admitted: Admitted) => void;
@@ -48,79 +51,13 @@ class Waiter implements Waiting {
   }
 }
 
-/** Slots past which a queue's holes are compacted: when they outnumber its waiters by this much. */
-const COMPACT_SLACK = 32;
-
-/**
- * One client's waiters, oldest first: taken out at either end or anywhere, each in O(1) (amortized), however long the
- * queue (an array's `shift` or `splice` moves every waiter behind).
- */
-class Queue {
-  /** The waiters in order of arrival, from `#head` on; a waiter taken out leaves a hole, compacted now and then. */
-  #slots: Array<Waiter | undefined> = [];
-  #head = 0;
-  /** Waiters in the queue. */
-  length = 0;
-
+/** One client's waiters, oldest first. */
+class Queue extends WaitQueue<Waiter> {
   constructor(
     readonly client: string,
     readonly block: Block,
-  ) {}
-
-  push(waiter: Waiter): void {
-    waiter.at = this.#slots.length;
-    this.#slots.push(waiter);
-    this.length++;
-  }
-
-  /** Takes the oldest waiter out (the queue holds one). */
-  shift(): Waiter {
-    let waiter: Waiter | undefined;
-    do {
-      waiter = this.#slots[this.#head];
-      this.#slots[this.#head++] = undefined;
-    } while (waiter === undefined);
-    return this.#out(waiter);
-  }
-
-  /** Takes the newest waiter out (the queue holds one). */
-  pop(): Waiter {
-    let waiter: Waiter | undefined;
-    do waiter = this.#slots.pop();
-    while (waiter === undefined);
-    return this.#out(waiter);
-  }
-
-  /** Takes `waiter` out; false when it is not in the queue. */
-  remove(waiter: Waiter): boolean {
-    if (waiter.at === -1 || this.#slots[waiter.at] !== waiter) return false;
-    this.#slots[waiter.at] = undefined;
-    this.#out(waiter);
-    return true;
-  }
-
-  /** Takes every waiter out, oldest first. */
-  drain(): Waiter[] {
-    const waiters = this.#slots.filter((waiter): waiter is Waiter => waiter !== undefined);
-    for (const waiter of waiters) this.#out(waiter);
-    return waiters;
-  }
-
-  #out(waiter: Waiter): Waiter {
-    waiter.at = -1;
-    this.length--;
-    if (this.length === 0) {
-      this.#slots = [];
-      this.#head = 0;
-    } else if (this.#slots.length > 2 * this.length + COMPACT_SLACK) {
-      const waiters = this.#slots.filter((kept): kept is Waiter => kept !== undefined);
-      waiters.forEach((kept, at) => {
-        kept.at = at;
-      });
-      this.#slots = waiters;
-      this.#head = 0;
-    }
-    return waiter;
+  ) {
+    super();
   }
 }
 
