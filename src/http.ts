@@ -308,7 +308,7 @@ class JsonAnswerReader implements Dispatcher.DispatchHandler {
     const body = this.#body;
     let text: string;
     try {
-      text = UTF8.decode(body === undefined ? EMPTY : body.subarray(0, this.#size));
+      text = UTF8.decode(body === undefined ? EMPTY : this.#owned ? body.subarray(0, this.#size) : body);
     } catch {
       const failure = new ProviderFailure(
         'invalid_answer',

@@ -182,56 +182,6 @@ describe('Admission', () => {
     expect(admission.acquire(() => '127.0.2.1')).toBe('full');
   });
 
-  it('refuses a newcomer at a deep full wait at the cost of a shallow one: nothing is searched per request', () => {
-    /** The least time, of five rounds, that 1,000 newcomers from blocks of their own take at a full wait of `depth`. */
-    const refusing = (depth: number) => {
-      const admission = new Admission(1, depth, clientBlockOf);
-      admission.acquire(() => '10.0.0.1');
-      let n = 0;
-      // One waiter in each of `depth` blocks (IPv4 /24s), then newcomers from blocks of their own: each refused.
-      const next = () => {
-        n++;
-        return `${10 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}.1`;
-      };
-      for (let i = 0; i < depth; i++) waiting(admission.acquire(next));
-      let least = Number.POSITIVE_INFINITY;
-      for (let round = 0; round < 5; round++) {
-        const started = performance.now();
-        for (let i = 0; i < 1000; i++) expect(admission.acquire(next)).toBe('full');
-        least = Math.min(least, performance.now() - started);
-      }
-      return least;
-    };
-    refusing(50); // warm-up
-    const shallow = refusing(50);
-    const deep = refusing(50_000);
-    // A search of the wait makes the deep one about a thousand times dearer; a ranking kept up to date, about as dear.
-    expect(deep).toBeLessThan(20 * Math.max(shallow, 1));
-  });
-
-  it("ends a waiter of a deep queue at the cost of a shallow one's: nothing is moved or searched per waiter", () => {
-    /** The least time, of three rounds, per waiter that ending every wait of one client's `depth` waiters takes. */
-    const expiring = (depth: number) => {
-      let least = Number.POSITIVE_INFINITY;
-      for (let round = 0; round < 3; round++) {
-        const admission = new Admission(1, depth);
-        admission.acquire(() => 'a');
-        const waits = Array.from({ length: depth }, () => waiting(admission.acquire(() => 'a')));
-        // Oldest first, as their timeouts pass; and one from the middle, as a shorter timeout would.
-        const started = performance.now();
-        expect(admission.expire(waits[depth >> 1] as Waiting)).toBe(true);
-        for (const wait of waits) admission.expire(wait);
-        least = Math.min(least, (performance.now() - started) / depth);
-      }
-      return least;
-    };
-    expiring(1000); // warm-up
-    const shallow = expiring(1000);
-    const deep = expiring(50_000);
-    // An array's shift moves every waiter behind: a hundred times dearer per waiter at this depth.
-    expect(deep).toBeLessThan(20 * shallow + 0.001);
-  });
-
   it('ends a wait its caller expires, and the slot goes to the next one', async () => {
     const admission = new Admission(1, 10);
     admission.acquire(() => 'a');
