@@ -76,8 +76,10 @@ if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
   }
 
   let next = 0;
-  /** CPU µs per call of `call` over `ms` of LOOPS concurrent loops. */
-  async function cpuPerCall(call: (token: string) => Promise<unknown>, ms: number): Promise<number> {
+  /** Kernel CPU µs per call of each sample of `cpuPerCall`, by variant, in the same order. */
+  const kernel: Record<string, number[]> = {};
+  /** CPU µs per call of `call` over `ms` of LOOPS concurrent loops (its kernel share kept under `name`). */
+  async function cpuPerCall(call: (token: string) => Promise<unknown>, ms: number, name?: string): Promise<number> {
     const end = performance.now() + ms;
     let calls = 0;
     const start = process.cpuUsage();
@@ -91,6 +93,7 @@ if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
       }),
     );
     const used = process.cpuUsage(start);
+    if (name !== undefined) (kernel[name] ??= []).push(used.system / calls);
     return (used.user + used.system) / calls;
   }
 
@@ -99,13 +102,13 @@ if (process.env.BENCH_COLD_PARTS_MOCK === '1') {
   const samples: Record<string, number[]> = Object.fromEntries(names.map((name) => [name, []]));
   for (let r = 0; r < ROUNDS; r++) {
     for (const name of r % 2 === 0 ? names : [...names].reverse()) {
-      samples[name]?.push(await cpuPerCall(variants[name] as (token: string) => Promise<unknown>, 1000));
+      samples[name]?.push(await cpuPerCall(variants[name] as (token: string) => Promise<unknown>, 1000, name));
     }
   }
   for (const name of names) {
     const values = samples[name] ?? [];
     console.log(
-      `${name.padEnd(18)} ${round(median(values), 1).toFixed(1).padStart(7)} µs CPU per call (rounds ${values.map((v) => round(v)).join(', ')})`,
+      `${name.padEnd(18)} ${round(median(values), 1).toFixed(1).padStart(7)} µs CPU per call, ${round(median(kernel[name] ?? []), 1).toFixed(1)} of it in the kernel (rounds ${values.map((v) => round(v)).join(', ')})`,
     );
   }
   const [base, own] = [samples['base gate, cache.max 1'], samples['gate, cache.max 1']];

@@ -10,7 +10,9 @@
  * more are sent, and the server's instructions over those, divided by their number, are printed
  * beside the bare variant's. The client's own work is not counted: it is another process.
  * `BENCH_CG_KEEP=1` keeps each dump and prints its path, for `callgrind_annotate` (V8's builtins and
- * runtime functions show by name; optimised JavaScript does not).
+ * runtime functions show by name; optimised JavaScript does not). `BENCH_CG_COLD=1` counts the cold path
+ * instead: every request carries a token never sent before, which the mock (in this process, not counted)
+ * knows; compare `express-hand express-gate`, the cold-path scenario's pair.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -39,6 +41,9 @@ const variants = (process.argv.length > 2 ? process.argv.slice(2) : DEFAULT_VARI
 const warmup = Number(process.env.BENCH_CG_WARMUP ?? 10000);
 const requests = Number(process.env.BENCH_CG_REQUESTS ?? 3000);
 const keep = process.env.BENCH_CG_KEEP === '1';
+const cold = process.env.BENCH_CG_COLD === '1';
+/** The cold tokens sent so far, over every variant: each is sent once. */
+let sent = 0;
 
 /** Sends `count` requests one after another on `client`; throws on any answer but 200. */
 async function send(client: Client, count: number): Promise<void> {
@@ -46,7 +51,7 @@ async function send(client: Client, count: number): Promise<void> {
     const { statusCode, body } = await client.request({
       method: 'GET',
       path: '/hello',
-      headers: { authorization: `Bearer ${HOT_TOKEN}` },
+      headers: { authorization: `Bearer ${cold ? `cold-${sent++}` : HOT_TOKEN}` },
     });
     await body.dump();
     if (statusCode !== 200) throw new Error(`answered ${statusCode}`);
@@ -106,15 +111,21 @@ async function instructionsPerRequest(
 const figure = (count: number) => Math.round(count).toLocaleString('en-US');
 
 const provider = await mockOnlineOrNot({ tokens: { [HOT_TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
+if (cold) {
+  const tokens = variants.length * (warmup + requests);
+  for (let i = 0; i < tokens; i++) provider.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
+}
 try {
-  console.log(`instructions per cached request (callgrind; ${warmup} requests to warm up, ${requests} counted)`);
-  console.log('variant              JS thread  bare / this   V8 helper threads (compiler, GC)');
+  const path = cold ? 'cold request (a token never sent before)' : 'cached request';
+  console.log(`instructions per ${path} (callgrind; ${warmup} requests to warm up, ${requests} counted)`);
+  const base = cold ? 'hand' : 'bare';
+  console.log(`variant              JS thread  ${base} / this   V8 helper threads (compiler, GC)`);
   const counts = new Map<Variant, number>();
   for (const variant of variants) {
     const { main, helpers } = await instructionsPerRequest(variant, provider.url);
     counts.set(variant, main);
-    const bare = counts.get(variant.replace(/-[a-z]+$/, '-bare') as Variant);
-    const ratio = bare === undefined ? '' : (bare / main).toFixed(3);
+    const baseCount = counts.get(variant.replace(/-[a-z]+$/, `-${base}`) as Variant);
+    const ratio = baseCount === undefined ? '' : (baseCount / main).toFixed(3);
     console.log(
       `${variant.padEnd(20)} ${figure(main).padStart(9)}  ${ratio.padStart(11)}   ${figure(helpers).padStart(9)}`,
     );
