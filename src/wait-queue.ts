@@ -53,7 +53,11 @@ export class WaitQueue<T extends Slotted> {
   /** Takes every waiter out, oldest first. */
   drain(): T[] {
     const waiters = this.#slots.filter((waiter): waiter is T => waiter !== undefined);
-    for (const waiter of waiters) this.#out(waiter);
+    // All out at once: one taken out at a time would compact the holes halfway and give the drained a place again.
+    this.#slots = [];
+    this.#head = 0;
+    this.length = 0;
+    for (const waiter of waiters) waiter.at = -1;
     return waiters;
   }
 

@@ -23,6 +23,15 @@ describe('WaitQueue', () => {
     expect(queue.drain()).toEqual(left.filter((_, i) => i !== 30 && i !== left.length - 1));
   });
 
+  it('leaves every drained waiter in no queue, however many it drained (their holes compacted or not)', () => {
+    const queue = new WaitQueue<Item>();
+    const items = Array.from({ length: 100 }, (_, name) => ({ name, at: -1 }));
+    for (const item of items) queue.push(item);
+    expect(queue.drain()).toEqual(items);
+    expect(items.filter(({ at }) => at !== -1)).toEqual([]);
+    expect(queue.length).toBe(0);
+  });
+
   it('takes waiters out at either end or anywhere as an array would (property)', () => {
     const step = fc.oneof(
       fc.constant({ kind: 'push' as const, pick: 0 }),
