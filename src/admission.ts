@@ -9,12 +9,13 @@
  * slot goes to the blocks in turn, and within a block to its clients in
  * turn (round robin at both levels): a block flooding random tokens, from
  * one address or from each of its addresses, gets one slot in N when N
- * blocks wait. When the wait is full, a newcomer takes the place
- * of the newest waiter of the block with the most waiters, when that block has at least two more
- * than the newcomer's own and either nothing of the newcomer waits or that
- * block's longest queue is at least two longer than the newcomer's; else
- * of the longest queue, when it is at least two longer than the
- * newcomer's; otherwise it is refused at once. So neither
+ * blocks wait. When the wait is full, a newcomer takes the place of the
+ * newest waiter of the longest queue of the block with the most waiters,
+ * when that block has at least two more than the newcomer's own and either
+ * nothing of the newcomer waits or that queue is at least two longer than
+ * the newcomer's; else of the newest waiter of the longest queue, when it is
+ * at least two longer than the newcomer's; otherwise it is refused at once.
+ * Of blocks or queues as full, the one that became so last. So neither
  * one address nor many addresses of one block can hold the wait against
  * the others. Waiting is our own time, never the provider's: a wait that
  * ends unserved says nothing about it.
