@@ -12,7 +12,7 @@ export default defineConfig({
       reporter: ['text-summary', 'text', 'html', 'json-summary'],
       reportsDirectory: 'coverage',
       // The suite's coverage, rounded down: a change may raise these, never lower them.
-      thresholds: { statements: 97, branches: 94, functions: 98, lines: 98 },
+      thresholds: { statements: 98, branches: 95, functions: 98, lines: 99 },
     },
   },
 });
