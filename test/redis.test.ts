@@ -631,6 +631,22 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       }
     });
 
+    it('ready() asked again and again before the subscription is up holds one wait, which resolves once it is', async () => {
+      const connected = await connectClient(kind, redis.port);
+      const tier = redisCache(connected.client);
+      try {
+        const first = tier.ready();
+        const calls = Array.from({ length: 1000 }, () => tier.ready());
+        // A caller polling ready() in a loop holds one promise, not one per call.
+        expect(new Set(calls)).toEqual(new Set([first]));
+        await first;
+        await expect(tier.ready()).resolves.toBeUndefined();
+      } finally {
+        await tier.close();
+        await connected.close();
+      }
+    });
+
     it('two gates on one tier: a revocation through one reaches the other at once', async () => {
       const [a] = (await start(1, { redis: { localTtl: 60_000 } })) as [Instance];
       await a.tier.ready();

@@ -51,8 +51,11 @@ export class RedisBus {
   #closed = false;
   /** Whether probes are being sent (until one comes back, or {@link MAX_PROBES} were sent). */
   #probing = false;
-  /** Each `ready()` waiting: settled once the subscription is live, the bus closed, or Redis refused the channel. */
-  readonly #whenLive: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
+  /**
+   * The one wait every `ready()` shares while the subscription is not live: settled (and dropped) once it is, once the
+   * bus is closed, or once Redis refuses the channel. Shared, so that callers polling `ready()` hold one promise.
+   */
+  #whenLive: ReadyWait | undefined;
   /** Set while Redis refuses this client's user the channel (an ACL without it), until the subscription is live. */
   #refusal: Error | undefined;
 
@@ -106,12 +109,22 @@ export class RedisBus {
   ready(): Promise<void> {
     if (this.#live || this.#closed) return Promise.resolve();
     if (this.#refusal !== undefined) return Promise.reject(this.#refusal);
-    return new Promise((resolve, reject) => this.#whenLive.push({ resolve, reject }));
+    this.#whenLive ??= readyWait();
+    return this.#whenLive.promise;
+  }
+
+  /** Settles the shared wait of {@link ready}, if any: resolved without an error, rejected with one. */
+  #settleReady(error?: Error): void {
+    const wait = this.#whenLive;
+    this.#whenLive = undefined;
+    if (wait === undefined) return;
+    if (error === undefined) wait.resolve();
+    else wait.reject(error);
   }
 
   close(): void {
     this.#closed = true;
-    for (const { resolve } of this.#whenLive.splice(0)) resolve();
+    this.#settleReady();
     this.#invalidated.clear();
     this.#reconnected.clear();
     clearInterval(this.#probeTimer);
@@ -173,7 +186,7 @@ export class RedisBus {
     this.#live = true;
     this.#refusal = undefined;
     for (const listener of this.#reconnected) listener();
-    for (const { resolve } of this.#whenLive.splice(0)) resolve();
+    this.#settleReady();
   }
 
   /**
@@ -185,6 +198,21 @@ export class RedisBus {
     this.#refusal = new Error(
       `tokengate/redis: Redis refused this client's user the channel ${this.#channel} or the commands the tier runs (NOPERM): grant its ACL user &${this.#channel} and the commands the README lists, or revocations reach no other instance`,
     );
-    for (const { reject } of this.#whenLive.splice(0)) reject(this.#refusal);
+    this.#settleReady(this.#refusal);
   }
+}
+
+interface ReadyWait {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+function readyWait(): ReadyWait {
+  const wait = {} as ReadyWait;
+  wait.promise = new Promise<void>((resolve, reject) => {
+    wait.resolve = resolve;
+    wait.reject = reject;
+  });
+  return wait;
 }
