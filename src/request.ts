@@ -12,7 +12,11 @@ import type { IncomingMessage } from 'node:http';
 import { shown } from './options.js';
 import type { CredentialRequest, GateRequest } from './types.js';
 
-/** Reads one header: its value, `undefined` when absent, `null` when sent more than once. */
+/**
+ * Reads one header: its value, `undefined` when absent, `null` when sent more than once. A hand-made request may give
+ * a header as an array of strings (one value each time it was sent); any other value that is not a string throws a
+ * `TypeError`, as Node never makes one. `rawHeaders` absent or null is not consulted.
+ */
 export type HeaderReader = (req: CredentialRequest) => string | undefined | null;
 
 /** A reader for the header `name` (any case). */
@@ -22,11 +26,19 @@ export function headerReader(name: string): HeaderReader {
   const usual = lower.replace(/(^|-)([a-z])/g, (_, dash: string, letter: string) => dash + letter.toUpperCase());
   const length = lower.length;
   return (req) => {
-    const header = req.headers[lower];
+    let header = req.headers[lower];
     if (header === undefined) return undefined;
-    if (typeof header !== 'string') return null;
+    if (typeof header !== 'string') {
+      if (!Array.isArray(header) || !header.every((value) => typeof value === 'string')) {
+        throw new TypeError(
+          `gate.authenticate: expected the request's headers.${lower} to be a string or an array of strings, got ${Array.isArray(header) ? 'an array holding something else' : `a ${header === null ? 'null' : typeof header}`}`,
+        );
+      }
+      if (header.length !== 1) return header.length === 0 ? undefined : null;
+      header = header[0] as string;
+    }
     const raw = req.rawHeaders;
-    if (raw === undefined) return header;
+    if (raw == null) return header;
     let sent = false;
     for (let i = 0; i < raw.length; i += 2) {
       const key = raw[i] as string;

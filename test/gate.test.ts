@@ -745,6 +745,18 @@ describe('gate.authenticate and gate.authorize called by hand with the wrong thi
     expect(await call(request(READER), { optional: false })).toBe('passed');
     // A framework's query typed unknown, and not an object: no connection credential in it.
     expect(await call({ headers: { authorization: `Bearer ${READER}` }, query: 'user_id=u&token=t' })).toBe('passed');
+    // Headers as a hand-made request may hold them: raw headers null, one value in an array, a value not a string.
+    expect(await call({ headers: { authorization: `Bearer ${READER}` }, rawHeaders: null })).toBe('passed');
+    expect(await call({ headers: { authorization: [`Bearer ${READER}`] } })).toBe('passed');
+    expect(await call({ headers: { authorization: [] } })).toBe(
+      'AuthError: Authentication required', // no credential at all
+    );
+    expect(await call({ headers: { authorization: 123 } })).toBe(
+      "TypeError: gate.authenticate: expected the request's headers.authorization to be a string or an array of strings, got a number",
+    );
+    expect(await call({ headers: { authorization: [`Bearer ${READER}`, 7] } })).toBe(
+      "TypeError: gate.authenticate: expected the request's headers.authorization to be a string or an array of strings, got an array holding something else",
+    );
     const auth = await gate.authenticate(request(READER));
     expect(() => gate.authorize(auth, requires as never)).toThrow(
       new TypeError("gate.authorize: expected a guard, got a function: call it (requires('read'), not requires)"),
