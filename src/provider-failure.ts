@@ -3,7 +3,7 @@
  * message that could carry a secret.
  */
 
-import { retryAfterSeconds } from './retry-after.js';
+import { MAX_RETRY_AFTER_S, retryAfterSeconds } from './retry-after.js';
 
 /** Kinds of provider failure; only `misconfigured` is not a 503. */
 export type ProviderFailureKind = 'unreachable' | 'timeout' | 'status' | 'invalid_answer' | 'misconfigured';
@@ -15,7 +15,7 @@ export interface ProviderFailureOptions {
   /**
    * How long the provider asked us to wait: seconds, or its `Retry-After` header as sent (delay-seconds or an
    * HTTP-date: `res.headers.get('retry-after')`). Anything but a finite number >= 0, or a header of either form, is
-   * taken as none.
+   * taken as none; more than 1e9 seconds is taken as 1e9, as a header's value is.
    */
   readonly retryAfter?: number | string | null | undefined;
   /**
@@ -70,7 +70,10 @@ export class ProviderFailure extends Error {
     const given = details.retryAfter;
     const seconds = typeof given === 'string' ? retryAfterSeconds(given) : given;
     // Only a real wait: NaN (a `Number()` of an HTTP-date), a negative or an infinite value says nothing.
-    this.retryAfter = typeof seconds === 'number' && seconds >= 0 && Number.isFinite(seconds) ? seconds : undefined;
+    this.retryAfter =
+      typeof seconds === 'number' && seconds >= 0 && Number.isFinite(seconds)
+        ? Math.min(seconds, MAX_RETRY_AFTER_S)
+        : undefined;
     this.upstreamStatus = details.status;
   }
 }

@@ -11,7 +11,7 @@ const HTTP_DATES = [
 ];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 /** Longest `Retry-After` read, in seconds: a longer one is clamped to it (and then to `maxRetryAfter`). */
-const MAX_RETRY_AFTER_S = 1e9;
+export const MAX_RETRY_AFTER_S = 1e9;
 
 /**
  * `Retry-After` (RFC 9110 §10.2.3) in seconds from now: delay-seconds or an HTTP-date; anything else (none, a

@@ -690,6 +690,31 @@ describe('requests waiting on one failed verification', () => {
   });
 });
 
+describe("a provider failure's retryAfter", () => {
+  it('takes more than 1e9 seconds as 1e9, given as a number or as a header, and the client sees maxRetryAfter', async () => {
+    expect(new ProviderFailure('status', 'answered 429', { status: 429, retryAfter: 1e300 }).retryAfter).toBe(1e9);
+    expect(new ProviderFailure('status', 'answered 429', { status: 429, retryAfter: '9'.repeat(400) }).retryAfter).toBe(
+      1e9,
+    );
+    expect(new ProviderFailure('status', 'answered 503', { status: 503, retryAfter: 1e9 - 1 }).retryAfter).toBe(
+      1e9 - 1,
+    );
+    const provider: Provider<BearerCredential> = {
+      name: 'custom',
+      cacheScope: 'custom',
+      extract: extractBearer,
+      verify: async () => {
+        throw new ProviderFailure('status', 'custom answered 503', { status: 503, retryAfter: 1e300 });
+      },
+    };
+    const gate = createGate({ providers: [provider], retry: false, maxRetryAfter: 30_000 });
+    open.push(() => gate.close());
+    const error = (await gate.authenticate(request('SECRETlong')).catch((e) => e)) as AuthError;
+    expect(error.headers).toEqual({ 'Retry-After': '30' });
+    expect((error.cause as ProviderFailure).retryAfter).toBe(1e9);
+  });
+});
+
 describe('a provider failure with a Retry-After that is no wait', () => {
   it.each([Number.NaN, -5, Number.POSITIVE_INFINITY])(
     'sends no Retry-After for %s, and a later 429 still pauses calls',
