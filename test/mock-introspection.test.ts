@@ -94,18 +94,23 @@ describe('mockIntrospection', () => {
     }
   });
 
-  it('405 for GET /introspect, 413 for a body over 64 KiB, both without counting as introspect', async () => {
+  it('405 naming POST in Allow for GET /introspect (RFC 9110 §15.5.6), 413 for a body over 64 KiB, both without counting as introspect', async () => {
     const mock = await start();
     const get = await request(mock.endpoint);
     expect(get.statusCode).toBe(405);
+    expect(get.headers.allow).toBe('POST');
     await get.body.dump();
+    const metadata = await request(`${mock.url}/.well-known/oauth-authorization-server`, { method: 'POST' });
+    expect(metadata.statusCode).toBe(405);
+    expect(metadata.headers.allow).toBe('GET');
+    await metadata.body.dump();
     const huge = await post(
       mock.endpoint,
       { authorization: BASIC, 'content-type': FORM },
       `token=${'x'.repeat(70_000)}`,
     );
     expect(huge.status).toBe(413);
-    expect(mock.calls).toMatchObject({ introspect: 1, total: 2 });
+    expect(mock.calls).toMatchObject({ introspect: 1, oauthMetadata: 0, total: 3 });
   });
 
   it('serves both metadata documents for its issuer, with any members replaced', async () => {

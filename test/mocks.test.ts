@@ -114,6 +114,7 @@ describe('mockOnlineOrNot', () => {
     expect(res.json()).toEqual({ error: 'Not Found' });
     const post = await request(`${mock.url}/v1/tokens/verify`, { method: 'POST', headers: bearer('good') });
     expect(post.statusCode).toBe(405);
+    expect(post.headers.allow).toBe('GET');
     await post.body.dump();
   });
 

@@ -103,7 +103,9 @@ function routeReply(
   body: string | undefined,
 ): JsonReply {
   if (route === undefined) return { status: 404, body: { error: 'Not Found' } };
-  if (req.method !== (route.method ?? 'GET')) return { status: 405, body: { error: 'Method Not Allowed' } };
+  const method = route.method ?? 'GET';
+  // RFC 9110 §15.5.6: a 405 names the methods the resource supports.
+  if (req.method !== method) return { status: 405, body: { error: 'Method Not Allowed' }, headers: { allow: method } };
   if (body === undefined) return { status: 413, body: { error: 'Payload Too Large' } };
   return route.handle(req, query, body);
 }
