@@ -232,9 +232,32 @@ describe('introspection: discovery', () => {
     const { mock, gate } = await discovering({ metadata: { issuer: 'http://127.0.0.1:9/someone-else' } });
     const error = await expectUnavailable(gate.authenticate(bearer('tok-1')));
     expect((error.cause as Error).message).toBe(
-      'introspection metadata at /.well-known/oauth-authorization-server names another issuer',
+      `introspection metadata at /.well-known/oauth-authorization-server names another issuer, "http://127.0.0.1:9/someone-else", where ${mock.issuer} was expected (RFC 8414 §3.3: identical, a terminating / included): check issuer`,
     );
     expect(mock.calls).toMatchObject({ introspect: 0, oauthMetadata: 1, openidMetadata: 1 });
+  });
+
+  it('an issuer configured without the terminating / its metadata names is refused, the cause showing both', async () => {
+    const { mock, gate } = await discovering({ issuerPath: '/' }, {});
+    const configured = mock.issuer.slice(0, -1);
+    const provider = introspection({ issuer: configured, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    const other = closeLater(createGate({ providers: [provider], retry: false }));
+    const error = await expectUnavailable(other.authenticate(bearer('tok-1')));
+    expect((error.cause as Error).message).toContain(
+      `another issuer, "${mock.issuer}", where ${configured} was expected`,
+    );
+    expect((await gate.authenticate(bearer('tok-1'))).subject).toBe('user-42');
+  });
+
+  it('shows a long or odd issuer from the metadata quoted, cut at 200 characters, never as a line of its own', async () => {
+    const named = `https://idp.example/\nforged log line/${'a'.repeat(300)}`;
+    const { gate } = await discovering({ metadata: { issuer: named } });
+    const error = await expectUnavailable(gate.authenticate(bearer('tok-1')));
+    const message = (error.cause as Error).message;
+    expect(message).toContain(`another issuer, ${JSON.stringify(`${named.slice(0, 200)}…`)}, where`);
+    expect(message).toContain('https://idp.example/\\nforged log line/aaa');
+    expect(message).not.toContain('\n');
+    expect(message).not.toContain('a'.repeat(200));
   });
 
   it('a mistyped issuer (no metadata anywhere): a 503 whose cause lists the locations asked and what each answered', async () => {

@@ -131,7 +131,7 @@ export class IntrospectionTarget {
   async #discover(cancellation: Cancellation): Promise<Target> {
     const issuer = this.#issuer as string;
     const http = this.#metadataPool(issuer);
-    let otherIssuerAt: string | undefined;
+    let otherIssuer: { at: string; named: string } | undefined;
     const tried: string[] = [];
     for (const location of metadataLocations(issuer)) {
       const answer = await this.#fetch(http, location, cancellation);
@@ -141,7 +141,7 @@ export class IntrospectionTarget {
         continue;
       }
       if (metadata.issuer !== issuer) {
-        otherIssuerAt ??= location;
+        otherIssuer ??= { at: location, named: metadata.issuer };
         continue;
       }
       const methods = metadata.introspection_endpoint_auth_methods_supported;
@@ -154,8 +154,11 @@ export class IntrospectionTarget {
       }
       return this.#targetAt(this.#endpointUrl(metadata.introspection_endpoint, location));
     }
-    if (otherIssuerAt !== undefined) {
-      throw new ProviderFailure('invalid_answer', `${this.#name} metadata at ${otherIssuerAt} names another issuer`);
+    if (otherIssuer !== undefined) {
+      throw new ProviderFailure(
+        'invalid_answer',
+        `${this.#name} metadata at ${otherIssuer.at} names another issuer, ${shownIssuer(otherIssuer.named)}, where ${issuer} was expected (RFC 8414 §3.3: identical, a terminating / included): check issuer`,
+      );
     }
     throw new ProviderFailure(
       'invalid_answer',
@@ -286,6 +289,14 @@ class Discovery {
       );
     });
   }
+}
+
+/**
+ * An issuer a metadata document names, as an error shows it: a public identifier, quoted (JSON escapes control
+ * characters, so it cannot forge a log line) and cut at 200 characters.
+ */
+function shownIssuer(issuer: string): string {
+  return JSON.stringify(issuer.length > 200 ? `${issuer.slice(0, 200)}…` : issuer);
 }
 
 /** A method name from a metadata document as an error shows it: a short token, else nothing of it. */
