@@ -273,6 +273,26 @@ describe('introspection: discovery', () => {
     );
   });
 
+  it('the cause of a failed discovery tells a page that is not JSON, JSON that is no metadata and metadata without the endpoint apart', async () => {
+    const server = closeLater(await startAnswerServer());
+    server.answer = (req, res) => {
+      if (req.url === '/.well-known/oauth-authorization-server') {
+        // A single-page app's catch-all route: its index page for any path.
+        res.writeHead(200, { 'content-type': 'text/html' });
+        return res.end('<!doctype html><title>app</title>');
+      }
+      return reply(res, 200, JSON.stringify({ status: 'ok' }));
+    };
+    const error = await expectUnavailable(gateOn(server, '').authenticate(bearer('tok-1')));
+    expect((error.cause as Error).message).toBe(
+      `introspection found no metadata naming an introspection_endpoint for issuer ${server.url}, at /.well-known/oauth-authorization-server (200, not JSON), /.well-known/openid-configuration (200, not a metadata document): check issuer`,
+    );
+    const { gate } = await discovering({ metadata: { introspection_endpoint: undefined } });
+    expect(((await expectUnavailable(gate.authenticate(bearer('tok-1')))).cause as Error).message).toContain(
+      '/.well-known/oauth-authorization-server (no introspection_endpoint), /.well-known/openid-configuration (no introspection_endpoint)',
+    );
+  });
+
   it('passes over a document naming another issuer to a later one naming this issuer', async () => {
     const server = closeLater(await startAnswerServer());
     const issuer = `${server.url}/realms/acme`;

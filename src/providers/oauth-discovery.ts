@@ -137,7 +137,7 @@ export class IntrospectionTarget {
       const answer = await this.#fetch(http, location, cancellation);
       const metadata = readMetadata(answer);
       if (metadata?.introspection_endpoint === undefined) {
-        tried.push(`${location} (${answer.status === 200 ? 'no introspection_endpoint' : answer.status})`);
+        tried.push(`${location} (${unusable(answer, metadata)})`);
         continue;
       }
       if (metadata.issuer !== issuer) {
@@ -306,6 +306,17 @@ function shownMethod(method: string): string {
 
 function timedOut(name: string): ProviderFailure {
   return new ProviderFailure('timeout', `${name} did not answer within the deadline`);
+}
+
+/**
+ * Why an answer is no document naming an introspection endpoint, for the cause of a failed discovery: its status, or,
+ * for a 200, that it is not JSON (a page a catch-all route serves), not a metadata document (no `issuer`), or one
+ * without `introspection_endpoint`.
+ */
+function unusable(answer: JsonAnswer, metadata: z.infer<typeof ServerMetadata> | undefined): string {
+  if (answer.status !== 200) return String(answer.status);
+  if (answer.body === undefined) return '200, not JSON';
+  return metadata === undefined ? '200, not a metadata document' : 'no introspection_endpoint';
 }
 
 /** A metadata document from a 200 answer, or undefined for any other answer. */
