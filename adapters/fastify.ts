@@ -14,6 +14,7 @@ import {
   type FrameworkRequest,
   type Gate,
   type Guard,
+  type NodeIncoming,
   NodeRequest,
   requiresAny as requiresAnyGuard,
   requires as requiresGuard,
@@ -39,8 +40,8 @@ declare module 'fastify' {
 
 /** The parts of a Fastify request the hooks read and write. */
 export interface FastifyLikeRequest {
-  /** The Node request: its headers and socket. */
-  readonly raw: IncomingMessage;
+  /** The Node request: its headers and socket (an `Http2ServerRequest` in an app made with `http2: true`). */
+  readonly raw: NodeIncoming;
   /** The request's headers as Fastify gives them: the Node request's, or those a hook set through `request.headers`. */
   readonly headers: IncomingMessage['headers'];
   /** Fastify's parsed query. */
@@ -164,7 +165,7 @@ class FastifyRequestView extends NodeRequest {
 }
 
 /** `raw`'s raw headers, less those whose value `headers` (Fastify's, a hook's setter applied) replaced. */
-function keptRawHeaders(raw: IncomingMessage, headers: IncomingMessage['headers']): readonly string[] {
+function keptRawHeaders(raw: NodeIncoming, headers: IncomingMessage['headers']): readonly string[] {
   const kept: string[] = [];
   const rawHeaders = raw.rawHeaders;
   for (let i = 0; i < rawHeaders.length; i += 2) {

@@ -40,7 +40,7 @@ export { onlineOrNot } from './providers/onlineornot.js';
 export type { ConnectionTokenStatus, PartooDetails, PartooOptions } from './providers/partoo.js';
 export { partoo } from './providers/partoo.js';
 export { secretDigest } from './providers/secret-digest.js';
-export { type FrameworkRequest, NodeRequest } from './request.js';
+export { type FrameworkRequest, type NodeIncoming, NodeRequest } from './request.js';
 export type { BreakerOptions, RetryOptions } from './resilience.js';
 export type { SharedClaim, SharedFailureCode, SharedLease, SharedTier, SharedVerdict } from './shared-tier.js';
 export type { CacheOptions } from './store.js';

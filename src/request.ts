@@ -9,6 +9,7 @@
  * `rawHeaders` shows every one.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import { shown } from './options.js';
 import type { CredentialRequest, GateRequest } from './types.js';
 
@@ -68,6 +69,9 @@ export interface FrameworkRequest {
   readonly ip?: string | undefined;
 }
 
+/** A request of a Node HTTP server: HTTP/1 (`node:http`, `node:https`), or HTTP/2 through its compatibility API. */
+export type NodeIncoming = IncomingMessage | Http2ServerRequest;
+
 /**
  * A Node request as the gate reads it, for frameworks that wrap the request
  * (Koa's `ctx`, Fastify's `request`): headers from `req`, the query and
@@ -76,11 +80,11 @@ export interface FrameworkRequest {
  * the address, on first access).
  */
 export class NodeRequest implements CredentialRequest {
-  readonly #req: IncomingMessage;
+  readonly #req: NodeIncoming;
   readonly #parsed: FrameworkRequest;
 
-  /** `req`, the Node request; `parsed`, what the framework adds to it (read lazily). */
-  constructor(req: IncomingMessage, parsed: FrameworkRequest) {
+  /** `req`, the Node request (HTTP/1 or HTTP/2); `parsed`, what the framework adds to it (read lazily). */
+  constructor(req: NodeIncoming, parsed: FrameworkRequest) {
     this.#req = req;
     this.#parsed = parsed;
   }

@@ -4,6 +4,7 @@
  * servers on 127.0.0.1. Errors go through Fastify's own error handling: its
  * default handler applies the AuthError's statusCode and headers.
  */
+import { connect as connectHttp2, type IncomingHttpHeaders } from 'node:http2';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
@@ -882,6 +883,54 @@ it("the hooks fit Fastify 4's own declarations (for `npm run typecheck`), on a t
     const res = await app.inject({ url: '/typed?page=2', headers: { authorization: bearer(TOKENS.read) } });
     expect(res.body).toBe('page 2');
   } finally {
+    await app.close();
+    await gate.close();
+  }
+});
+
+it("the hooks fit the declarations of a Fastify app served over HTTP/2 (for `npm run typecheck`), in a route's own options", async () => {
+  const gate = makeGate();
+  // `http2: true`: Fastify's request.raw is an Http2ServerRequest, not an IncomingMessage.
+  const app = Fastify({ http2: true });
+  await app.register(tokengate);
+  app.get<{ Querystring: { page: string } }>(
+    '/typed',
+    { onRequest: authenticate(gate), preHandler: [requiresAny(READ, WRITE)] },
+    (request) => `page ${request.query.page} for ${request.auth?.subject}`,
+  );
+  app.get('/write', { onRequest: [authenticate(gate)], preValidation: requires(WRITE) }, () => ROUTE_MARK);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const session = connectHttp2(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}`);
+  /** One request on the HTTP/2 connection: its status, challenge and body. */
+  const get = (path: string, authorization?: string) =>
+    new Promise<{ status: unknown; challenge: unknown; body: string }>((resolve, reject) => {
+      const stream = session.request({ ':path': path, ...(authorization === undefined ? {} : { authorization }) });
+      let headers: IncomingHttpHeaders = {};
+      let body = '';
+      stream.on('response', (received) => {
+        headers = received;
+      });
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      stream.on('end', () => resolve({ status: headers[':status'], challenge: headers['www-authenticate'], body }));
+      stream.on('error', reject);
+    });
+  try {
+    expect(await get('/typed?page=2', bearer(TOKENS.read))).toEqual({
+      status: 200,
+      challenge: undefined,
+      body: 'page 2 for tok_read',
+    });
+    const anonymous = await get('/typed?page=2');
+    expect([anonymous.status, anonymous.challenge]).toEqual([401, 'Bearer realm="api"']);
+    const refused = await get('/write', bearer(TOKENS.read));
+    expect(refused.status).toBe(403);
+    expect(refused.challenge).toMatch(/^Bearer realm="api", error="insufficient_scope"/);
+    expect(refused.body).not.toContain(ROUTE_MARK);
+  } finally {
+    session.close();
     await app.close();
     await gate.close();
   }
