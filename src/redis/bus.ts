@@ -14,7 +14,7 @@
  * drop whatever was cached while it was not live (on the first time too).
  */
 import { randomBytes } from 'node:crypto';
-import { isRefusal, type RedisDriver } from './driver.js';
+import { isRefusal, type RedisDriver, unusableClient } from './driver.js';
 import { PROBE } from './scripts.js';
 
 /** What a message says about its key. */
@@ -53,10 +53,10 @@ export class RedisBus {
   #probing = false;
   /**
    * The one wait every `ready()` shares while the subscription is not live: settled (and dropped) once it is, once the
-   * bus is closed, or once Redis refuses the channel. Shared, so that callers polling `ready()` hold one promise.
+   * bus is closed, or once the probes cannot pass. Shared, so that callers polling `ready()` hold one promise.
    */
   #whenLive: ReadyWait | undefined;
-  /** Set while Redis refuses this client's user the channel (an ACL without it), until the subscription is live. */
+  /** Set while the probes cannot pass (an ACL without the channel, a client in subscriber mode), until live. */
   #refusal: Error | undefined;
 
   constructor(driver: RedisDriver, channel: string, instance: string) {
@@ -67,7 +67,7 @@ export class RedisBus {
       channel,
       (text) => this.#receive(text),
       () => this.#startProbing(),
-      () => this.#refused(),
+      () => this.#refused(this.#refusedMessage()),
     );
   }
 
@@ -104,7 +104,8 @@ export class RedisBus {
 
   /**
    * Resolves once the subscription is live (at once if it is), or once the bus is closed: no wait outlives it.
-   * Rejects when Redis refuses this client's user the channel (an ACL without it), and while it does.
+   * Rejects when Redis refuses this client's user the channel (an ACL without it), or the client cannot run the
+   * probe's script at all ({@link unusableClient}), and while it does.
    */
   ready(): Promise<void> {
     if (this.#live || this.#closed) return Promise.resolve();
@@ -171,7 +172,8 @@ export class RedisBus {
       }
       const args = [this.#channel, `p${nonce}:${this.#instance}`];
       this.#driver.run(PROBE, [], args).catch((error: unknown) => {
-        if (isRefusal(error)) this.#refused();
+        const unusable = isRefusal(error) ? this.#refusedMessage() : unusableClient(error);
+        if (unusable !== undefined) this.#refused(unusable);
       });
     };
     this.#probeTimer = setInterval(send, PROBE_INTERVAL_MS).unref();
@@ -189,15 +191,19 @@ export class RedisBus {
     this.#settleReady();
   }
 
+  /** What `ready()` says while Redis refuses this client's user the channel or the probe's script (an ACL). */
+  #refusedMessage(): string {
+    return `tokengate/redis: Redis refused this client's user the channel ${this.#channel} or the commands the tier runs (NOPERM): grant its ACL user &${this.#channel} and the commands the README lists, or revocations reach no other instance`;
+  }
+
   /**
-   * Redis refused this client's user the channel or the probe's script: revocations cannot travel until an
-   * administrator grants them, so `ready()` says so. Redis's own words are left out (they may name a user).
+   * Redis refused this client's user the channel or the probe's script, or the client cannot run a script at all (in
+   * subscriber mode, EVALSHA renamed): revocations cannot travel until that changes, so `ready()` says so, in
+   * `message`. Redis's own words are left out (they may name a user).
    */
-  #refused(): void {
+  #refused(message: string): void {
     if (this.#closed || this.#live) return;
-    this.#refusal = new Error(
-      `tokengate/redis: Redis refused this client's user the channel ${this.#channel} or the commands the tier runs (NOPERM): grant its ACL user &${this.#channel} and the commands the README lists, or revocations reach no other instance`,
-    );
+    this.#refusal = new Error(message);
     this.#settleReady(this.#refusal);
   }
 }

@@ -123,6 +123,22 @@ export function isRefusal(error: unknown): boolean {
   );
 }
 
+/**
+ * Why `error` means the app's client can never run the tier's scripts, or undefined when it may pass: a connection in
+ * subscriber mode under RESP2 (ioredis refuses the command itself; Redis answers `… allowed in this context`), or a
+ * Redis that knows no EVALSHA or EVAL (`rename-command` renamed or disabled it). Redis's own words are left out.
+ */
+export function unusableClient(error: unknown): string | undefined {
+  const text = String((error as Error | undefined)?.message);
+  if (/Connection in subscriber mode|allowed in this context/.test(text)) {
+    return 'tokengate/redis: the client given to redisCache() is in subscriber mode (it ran SUBSCRIBE), where Redis runs no script: give the tier a client that does not subscribe, or nothing is shared and revocations reach no other instance';
+  }
+  if (/unknown command [`']eval(?:sha)?[`']/i.test(text)) {
+    return 'tokengate/redis: Redis knows no EVALSHA or EVAL (renamed or disabled with rename-command): the tier runs every command as a script, so nothing is shared and revocations reach no other instance';
+  }
+  return undefined;
+}
+
 /** Ms before a node-redis subscriber that could not connect or subscribe is made anew. */
 const RESTART_PAUSE_MS = 1000;
 /** Longest pause between two tries of a subscription Redis refused (an ACL an administrator has yet to change). */

@@ -78,9 +78,10 @@ export interface RedisCache extends Required<SharedTier> {
    * and whatever the gate cached before that moment is dropped then.
    *
    * Rejects when Redis refuses the client's user the tier's channel or
-   * commands (`NOPERM`: an ACL without `&<prefix>bus`), and while it does:
-   * revocations would then reach no other instance. Await it at startup to
-   * fail there.
+   * commands (`NOPERM`: an ACL without `&<prefix>bus`), when the client is in
+   * subscriber mode under RESP2, or when Redis knows no EVALSHA or EVAL
+   * (`rename-command`), and while it does: revocations would then reach no
+   * other instance. Await it at startup to fail there.
    */
   ready(): Promise<void>;
   /** Closes the tier's own subscriber connection; the app's client stays open (quit it yourself). */
