@@ -54,6 +54,12 @@ export type SharedVerdict =
       readonly reason: string;
       /** Forgotten then (epoch ms): the store writes `negativeTtl` after the provider gave it. */
       readonly until: number;
+      /**
+       * When the provider gave it (epoch ms; the store sets it, a tier may put the moment it stored it instead): an
+       * instance that reads it takes it at most its own `negativeTtl` from then, whatever the `negativeTtl` of the
+       * instance that stored it. Absent, only `until` bounds it.
+       */
+      readonly storedAt?: number | undefined;
     };
 
 /** What a shared tier must hold to for its answers to be used. */
@@ -79,7 +85,12 @@ export const SharedVerdictSchema = z.union([
       (verdict) =>
         verdict.freshUntil <= verdict.until && !(verdict.expiresAt !== undefined && verdict.until > verdict.expiresAt),
     ),
-  z.strictObject({ ok: z.literal(false), reason: z.string().max(MAX_REASON_LENGTH), until: z.number() }),
+  z.strictObject({
+    ok: z.literal(false),
+    reason: z.string().max(MAX_REASON_LENGTH),
+    until: z.number(),
+    storedAt: z.number().optional(),
+  }),
 ]);
 
 /**

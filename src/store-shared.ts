@@ -7,7 +7,8 @@
  *   failure, a late answer or a spent budget it asks the provider without
  *   the tier (reported through the failure listener, never an error);
  * - only a checked verdict that is still fresh (a rejection: still alive)
- *   stands in for the provider; anything else is replaced;
+ *   stands in for the provider, and no longer after it was stored than this
+ *   store's own `ttl` (a rejection: `negativeTtl`); anything else is replaced;
  * - with a leasing tier, an acceptance is stored only under the claim taken
  *   before the provider was asked, and a flight waits for another instance's
  *   answer in at most {@link ROUNDS} rounds before asking itself;
@@ -67,6 +68,8 @@ export class SharedLink {
   readonly #leasing: boolean;
   /** The store's `ttl`: an acceptance is fresh here at most that long after it was stored. */
   readonly #ttl: number;
+  /** The store's `negativeTtl`: a rejection stands here at most that long after it was stored. */
+  readonly #negativeTtl: number;
   /** Aborted by {@link close}: the signal each `waitFor` is given, one listener per wait under way. */
   readonly #closing = new AbortController();
   /** Ends each tier call under way (as FAILED, unreported): {@link close} calls them all. */
@@ -74,16 +77,19 @@ export class SharedLink {
 
   /**
    * `waitLimit`: the longest wait for another instance's answer, should the tier's `waitFor` not end sooner; `ttl`:
-   * the store's, past which (from its `storedAt`) a stored acceptance is not fresh here.
+   * the store's, past which (from its `storedAt`) a stored acceptance is not fresh here; `negativeTtl`: the same for
+   * a stored rejection.
    */
   constructor(
     tier: SharedTier,
     onFailure: SharedFailureListener,
     waitLimit = DEFAULT_WAIT_LIMIT_MS,
     ttl = Number.POSITIVE_INFINITY,
+    negativeTtl = Number.POSITIVE_INFINITY,
   ) {
     this.#tier = tier;
     this.#ttl = ttl;
+    this.#negativeTtl = negativeTtl;
     this.#onFailure = onFailure;
     this.#timeout = tier.timeout ?? DEFAULT_TIMEOUT_MS;
     this.#leasing = typeof tier.lease === 'function' && typeof tier.waitFor === 'function';
@@ -101,7 +107,7 @@ export class SharedLink {
     const budget: Budget = { left: this.#timeout };
     if (!this.#leasing) {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
-      return value === FAILED ? undefined : usable(value, this.#ttl);
+      return value === FAILED ? undefined : usable(value, this.#ttl, this.#negativeTtl);
     }
     // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
@@ -117,7 +123,7 @@ export class SharedLink {
       let found = await lease(false);
       if (found === FAILED) return undefined;
       if (found.state === 'stored') {
-        const verdict = usable(found.value, this.#ttl);
+        const verdict = usable(found.value, this.#ttl, this.#negativeTtl);
         if (verdict !== undefined) return verdict;
         found = await lease(true);
         if (found === FAILED) return undefined;
@@ -136,7 +142,7 @@ export class SharedLink {
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key, this.#closing.signal),
       );
       if (waited === FAILED) return undefined;
-      const verdict = usable(waited, this.#ttl);
+      const verdict = usable(waited, this.#ttl, this.#negativeTtl);
       if (verdict !== undefined) return verdict;
     }
     return undefined;
@@ -270,15 +276,16 @@ function checkedLease(value: unknown): SharedLease {
 /**
  * `value` as a verdict that may stand in for the provider now: it passes the
  * schema and, accepted, is still fresh (before its `freshUntil`, and within
- * `ttl` of its `storedAt` when it has one); rejected, still alive. Else undefined.
+ * `ttl` of its `storedAt` when it has one); rejected, still alive (before its
+ * `until`, and within `negativeTtl` of its `storedAt` when it has one). Else undefined.
  */
-function usable(value: unknown, ttl: number): SharedVerdict | undefined {
+function usable(value: unknown, ttl: number, negativeTtl: number): SharedVerdict | undefined {
   if (value === undefined || value === null) return undefined;
   const parsed = SharedVerdictSchema.safeParse(value);
   if (!parsed.success) return undefined;
   const verdict = parsed.data as SharedVerdict;
   const wallNow = Date.now();
-  if (!verdict.ok) return verdict.until > wallNow ? verdict : undefined;
+  if (!verdict.ok) return aliveUntilHere(verdict, negativeTtl) > wallNow ? verdict : undefined;
   return freshUntilHere(verdict, ttl) > wallNow ? verdict : undefined;
 }
 
@@ -288,4 +295,13 @@ function usable(value: unknown, ttl: number): SharedVerdict | undefined {
  */
 export function freshUntilHere(verdict: Extract<SharedVerdict, { ok: true }>, ttl: number): number {
   return verdict.storedAt === undefined ? verdict.freshUntil : Math.min(verdict.freshUntil, verdict.storedAt + ttl);
+}
+
+/**
+ * Until when (epoch ms) a shared rejection stands for a store whose `negativeTtl` is `negativeTtl`: its `until`, and
+ * at most `negativeTtl` past its `storedAt` when the tier gives it, whatever the `negativeTtl` of the instance that
+ * stored it.
+ */
+export function aliveUntilHere(verdict: Extract<SharedVerdict, { ok: false }>, negativeTtl: number): number {
+  return verdict.storedAt === undefined ? verdict.until : Math.min(verdict.until, verdict.storedAt + negativeTtl);
 }

@@ -30,7 +30,13 @@ import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { AuthContext, type ContextOrigin, GrantsTable } from './context.js';
 import type { SharedTier, SharedVerdict } from './shared-tier.js';
-import { freshUntilHere, type SharedFailureListener, type SharedFlight, SharedLink } from './store-shared.js';
+import {
+  aliveUntilHere,
+  freshUntilHere,
+  type SharedFailureListener,
+  type SharedFlight,
+  SharedLink,
+} from './store-shared.js';
 import type { Principal } from './types.js';
 
 /** Cache settings. Times are in milliseconds. */
@@ -162,7 +168,9 @@ export class VerdictStore {
     this.negativeTtl = options.negativeTtl ?? 5_000;
     this.staleIfError = options.staleIfError ?? 0;
     this.#shared =
-      shared === undefined ? undefined : new SharedLink(shared, onSharedFailure, sharedWaitLimit, this.ttl);
+      shared === undefined
+        ? undefined
+        : new SharedLink(shared, onSharedFailure, sharedWaitLimit, this.ttl, this.negativeTtl);
     this.#localTtl = shared?.localTtl ?? Number.POSITIVE_INFINITY;
     this.waitBound = this.#shared?.waitBound;
     const max = options.max ?? 10_000;
@@ -307,9 +315,12 @@ export class VerdictStore {
       return rejection;
     }
     this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
+    const wallNow = Date.now();
     this.#shared?.share(
       flight,
-      this.negativeTtl > 0 ? { ok: false, reason, until: Math.floor(Date.now() + this.negativeTtl) } : undefined,
+      this.negativeTtl > 0
+        ? { ok: false, reason, until: Math.floor(wallNow + this.negativeTtl), storedAt: wallNow }
+        : undefined,
     );
     return rejection;
   }
@@ -402,7 +413,7 @@ export class VerdictStore {
     const now = performance.now();
     const wallNow = Date.now();
     if (!found.ok) {
-      const alive = Math.min(found.until - wallNow, this.negativeTtl, this.#localTtl);
+      const alive = Math.min(aliveUntilHere(found, this.negativeTtl) - wallNow, this.negativeTtl, this.#localTtl);
       const rejection = new Rejection(found.reason, Math.floor(now + alive));
       this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
       return rejection;

@@ -868,7 +868,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       // Timers stand still: neither the wait's poll nor its deadline can answer it; only a look at Redis can.
       vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });
       try {
-        expect(await a.tier.waitFor(key)).toEqual(verdict);
+        expect(await a.tier.waitFor(key)).toEqual({ ...verdict, storedAt: expect.any(Number) });
       } finally {
         vi.useRealTimers();
       }
@@ -882,7 +882,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const answered = a.tier.waitFor(key);
       const verdict: SharedVerdict = { ok: false, reason: 'The access token is invalid', until: Date.now() + 5000 };
       await b.tier.set(key, verdict, held.claim);
-      expect(await answered).toEqual(verdict);
+      expect(await answered).toEqual({ ...verdict, storedAt: expect.any(Number) });
       // Another token, whose lease is held and whose answer never comes: Redis stops answering meanwhile.
       await admin.set(redisKey({ cacheScope: 'scope' } as Provider, 'wait-fails-2', 'l'), 'holder', 'PX', 10_000);
       const failing = a.tier.waitFor(cacheKey('scope', 'wait-fails-2'));
@@ -1505,6 +1505,39 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     }
     const acceptedLate = seen.filter(({ at, ok }) => ok && at > 800);
     expect(acceptedLate).toEqual([]);
+  });
+
+  it("an instance with a shorter negativeTtl asks the provider again within its own negativeTtl of a rejection, whatever the writer's", async () => {
+    const withNegativeTtl = (negativeTtl: number) =>
+      startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+        gate: { cache: { negativeTtl } },
+      });
+    const writer = await withNegativeTtl(60_000);
+    const reader = await withNegativeTtl(300);
+    const keepsNone = await withNegativeTtl(0);
+    open.push(writer, reader, keepsNone);
+    // Tokens the provider rejects once (not known to it yet), then accepts: a new token's first moments.
+    const [token, other] = ['late', 'late-too'].map((name) => `tok-${name}-${Math.random().toString(36).slice(2)}`) as [
+      string,
+      string,
+    ];
+    for (const rejected of [token, other]) {
+      expect(await outcome(writer.gate.authenticate(bearer(rejected)))).toEqual({ ok: false, code: 'invalid_token' });
+      await stored(rejected);
+      mock.setToken(rejected, { id: `id-${rejected}`, permissions: [READ] });
+    }
+    const known = performance.now();
+    // With negativeTtl 0 an instance keeps no rejection: it asks the provider.
+    expect(await outcome(keepsNone.gate.authenticate(bearer(other)))).toEqual({ ok: true, subject: `id-${other}` });
+    const seen: Array<{ at: number; ok: boolean }> = [];
+    while (performance.now() - known < 1500) {
+      const { ok } = await outcome(reader.gate.authenticate(bearer(token)));
+      seen.push({ at: Math.round(performance.now() - known), ok });
+      await sleep(50);
+    }
+    // The reader, whose negativeTtl is 300 ms, asks again by then (plus margin).
+    const rejectedLate = seen.filter(({ at, ok }) => !ok && at > 800);
+    expect(rejectedLate).toEqual([]);
   });
 });
 

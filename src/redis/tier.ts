@@ -327,8 +327,8 @@ export class RedisTier implements SharedTier {
     const { storedAt, ...verdict } = parsed as { storedAt?: unknown; ok?: unknown };
     // A rejection is always safe to read; an acceptance of a dropped key only when it was stored after the drop.
     if (verdict.ok === true && !this.#queues.trustsAcceptance(key, storedAt)) return undefined;
-    // An acceptance keeps when it was stored: the reading store trusts it fresh at most its own ttl from then.
-    return verdict.ok === true && storedAt !== undefined ? { ...verdict, storedAt } : verdict;
+    // A verdict keeps when it was stored: the reading store takes it at most its own ttl (or negativeTtl) from then.
+    return storedAt !== undefined ? { ...verdict, storedAt } : verdict;
   }
 
   #message(kind: MessageKind, keys: KeySet): string {
