@@ -9,6 +9,7 @@
 //   5. `attw --profile strict` on that tarball (node10, node16-cjs, node16-esm, bundler)
 //   6. a throwaway consumer project in os.tmpdir() installs the tarball + express + koa + fastify + ioredis + redis
 //      (this repo's versions, the newest majors: their peer ranges must admit them)
+//      and each runtime dependency, as installed, runs on every Node.js that `engines.node` admits
 //   7. an ESM and a CJS consumer import every entry point at run time
 //   8. TypeScript consumers type-check against the shipped .d.ts/.d.cts (node16 esm+cjs, bundler)
 //
@@ -255,6 +256,34 @@ check(
   },
   { fatal: true },
 );
+
+// Every Node.js version `engines.node` admits must be one each runtime dependency, as npm installed it, admits too:
+// otherwise npm warns EBADENGINE on the versions between (and refuses to install under engine-strict). The README
+// names the same oldest version.
+check('engines.node: each runtime dependency as installed runs on every Node.js it admits, as the README says', () => {
+  const semver = requireFromRoot('semver');
+  const manifest = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+  const ours = manifest.engines.node;
+  const installed = (name) => {
+    for (const at of [path.join('tokengate', 'node_modules', name), name]) {
+      try {
+        return JSON.parse(readFileSync(path.join(consumer, 'node_modules', at, 'package.json'), 'utf8'));
+      } catch {}
+    }
+    throw new CheckError(`${name} is not installed in the consumer project`);
+  };
+  const narrower = Object.keys(manifest.dependencies ?? {}).flatMap((name) => {
+    const { version, engines } = installed(name);
+    return engines?.node && !semver.subset(ours, engines.node) ? [`${name}@${version} needs ${engines.node}`] : [];
+  });
+  if (narrower.length) throw new CheckError(`engines.node is "${ours}", but ${narrower.join('; ')}`);
+  const oldest = semver.minVersion(ours).version;
+  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+  if (!readme.includes(`${oldest} or later`)) {
+    throw new CheckError(`README.md does not name the oldest Node.js engines.node admits ("${oldest} or later")`);
+  }
+  return `"${ours}"`;
+});
 
 // ---------------------------------------------------------------------------
 // 7. run time: ESM and CJS
