@@ -527,7 +527,7 @@ for (const [label, file] of [
 const tsSource = (importExpress, importKoa, importFastify) => `${importExpress}
 ${importKoa}
 ${importFastify}
-import { AuthContext, AuthError, createGate, onlineOrNot, requires } from 'tokengate';
+import { AuthContext, AuthError, createGate, onlineOrNot, type Provider, requires, type SharedTier } from 'tokengate';
 import { authenticate, requires as expressRequires } from 'tokengate/express';
 import * as fastifyGate from 'tokengate/fastify';
 import * as koa from 'tokengate/koa';
@@ -585,6 +585,23 @@ fastifyApp.get('/private', { preHandler: fastifyGate.requiresAny('read', 'admin'
 // An option read from the environment may be undefined, as under exactOptionalPropertyTypes it must be able to be.
 export const fromEnvironment = () =>
   createGate({ providers: [onlineOrNot({ baseUrl: process.env.OON_URL })], timeout: Number(process.env.T) || undefined });
+// So may the optional members of a provider or a shared tier of the app's own: the gate reads undefined as left out.
+const fromEnv = Number(process.env.LIMIT) || undefined;
+export const ownProvider: Provider = {
+  name: 'own',
+  cacheScope: 'own',
+  source: process.env.HEADER === undefined ? undefined : \`header:\${process.env.HEADER}\`,
+  concurrency: fromEnv,
+  extract: () => undefined,
+  verify: async () => ({ ok: false, reason: 'unknown' }),
+};
+export const ownTier: SharedTier = {
+  timeout: fromEnv,
+  localTtl: fromEnv,
+  get: async () => undefined,
+  set: async () => {},
+  delete: async () => {},
+};
 
 // Contexts are made by the gate: the shipped types give AuthContext no public constructor.
 // @ts-expect-error AuthContext's constructor is private

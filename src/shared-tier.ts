@@ -146,13 +146,13 @@ export type SharedFailureCode = 'ETIMEDOUT' | 'EUNAVAILABLE';
  */
 export interface SharedTier {
   /** Ms the store waits for `get` and `lease` together, and for `invalidate`. Default 50. */
-  readonly timeout?: number;
+  readonly timeout?: number | undefined;
   /**
    * Longest time (ms) an instance serves an answer from its in-process LRU
    * without asking this tier again: bounds how long a missed invalidation
    * can matter. Default none (the cache's own `ttl`).
    */
-  readonly localTtl?: number;
+  readonly localTtl?: number | undefined;
   /** The value stored under `key` (unchecked: the store checks it), or `undefined`. */
   get(key: string): Promise<unknown>;
   /**

@@ -132,13 +132,13 @@ export interface Provider<C extends Credential = Credential> {
    * cache key and the cache lookup (never the guards). Leave it out when
    * `extract` reads anything else.
    */
-  readonly source?: string;
+  readonly source?: string | undefined;
   /**
    * Most verifications the provider can serve at once (what its connection
    * pool serves without queueing). The gate admits no more: the rest wait,
    * a bounded number of them, shared fairly between clients. Default 16.
    */
-  readonly concurrency?: number;
+  readonly concurrency?: number | undefined;
   /**
    * Everything besides the credential that decides the answer (name, base
    * URL, a digest of the server's API key). Part of every cache key, so two
