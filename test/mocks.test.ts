@@ -319,6 +319,25 @@ describe('mockPartoo', () => {
     expect(mock.calls).toEqual({ checkToken: 2, total: 3 });
   });
 
+  it('an expired token given no expirationDate expired before it was asked, after it was created, as Partoo documents expired', async () => {
+    // Partoo API docs, Check connection token: "`expired` means it has expired before being used".
+    const mock = track(
+      await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: 'u1', token: 't1', status: 'expired' }] }),
+    );
+    const body = (await check(mock, { user_id: 'u1', token: 't1' })).json() as Record<string, string>;
+    expect(body).toMatchObject({ status: 'expired', expiration_date: expect.stringMatching(DATE) });
+    expect(Date.parse(body.expiration_date as string)).toBeLessThan(Date.now());
+    expect(Date.parse(body.creation_date as string)).toBeLessThan(Date.parse(body.expiration_date as string));
+    // So a gate that accepts `expired` refuses it, as it refuses every expired token of the real API.
+    const gate = createGate({
+      providers: [partoo({ apiKey: API_KEY, baseUrl: mock.url, accept: ['valid', 'expired'] })],
+      retry: false,
+    });
+    onTestFinished(() => gate.close());
+    const error = await rejectionOf(gate.authenticate({ headers: {}, query: { user_id: 'u1', token: 't1' } }));
+    expect([error.status, error.message]).toEqual([401, 'The access token has expired']);
+  });
+
   it('reset() brings back the expiration date a token was given at start, whatever its Date object became since', async () => {
     const expirationDate = new Date('2099-08-02T19:15:54.256Z');
     const mock = track(await mockPartoo({ apiKey: API_KEY, tokens: [{ userId: 'u1', token: 't1', expirationDate }] }));

@@ -19,7 +19,9 @@ export interface PartooTokenEntry {
   /**
    * Answered as `expiration_date`: a string is sent verbatim, a `Date` as
    * `2019-08-02T17:15:54.256000+00:00`, `null` as `null`. Default: one hour
-   * after the entry was set.
+   * after the entry was set; for an `expired` token, one hour before, and it
+   * was created an hour before that (Partoo API docs, Check connection token:
+   * "`expired` means it has expired before being used").
    */
   readonly expirationDate?: string | Date | null | undefined;
   /**
@@ -141,12 +143,16 @@ export async function mockPartoo(options: MockPartooOptions): Promise<MockPartoo
     checkOptions(PartooTokenSchema, entry, `mockPartoo: ${where}`);
     const now = new Date();
     const status = entry.status ?? 'valid';
-    const expiration = entry.expirationDate === undefined ? new Date(now.getTime() + HOUR_MS) : entry.expirationDate;
+    // An `expired` token's date has passed: given none, it was made two hours ago for an hour.
+    const created =
+      status === 'expired' && entry.expirationDate === undefined ? new Date(now.getTime() - 2 * HOUR_MS) : now;
+    const expiration =
+      entry.expirationDate === undefined ? new Date(created.getTime() + HOUR_MS) : entry.expirationDate;
     const body = {
       token: entry.token,
       expiration_date: expiration instanceof Date ? partooDate(expiration) : expiration,
       generated_by: GENERATED_BY,
-      creation_date: partooDate(now),
+      creation_date: partooDate(created),
       consumption_date: status === 'consumed' ? partooDate(now) : null,
       status,
     };
