@@ -72,7 +72,7 @@ export interface PartooDetails {
 export interface PartooOptions extends HttpOptions {
   /** This server's Partoo API key, sent as `x-APIKey`. Needs WRITE access on the users it checks. */
   readonly apiKey: string;
-  /** API root. Default `https://api.partoo.co/v2`. */
+  /** API root. Default `https://api.partoo.co/v2`; Partoo's sandbox is `https://api.sandbox.partoo.co/v2`. */
   readonly baseUrl?: string | undefined;
   /**
    * Takes a plain `http:` `baseUrl` on any host. Default `false`: https only, but for loopback hosts (`localhost`,
