@@ -6,7 +6,8 @@
  * Starts the mock providers and an Express app on 127.0.0.1, sends a few
  * requests (then makes OnlineOrNot fail for a while, to show retries,
  * provider errors, the breaker and stale answers), logs every gate event as
- * one JSON line, prints counters in Prometheus text format, and exits.
+ * one JSON line, prints counters and a verify duration histogram in Prometheus
+ * text format, and exits.
  *
  * Events never carry a token, a key or a cache key, so they can be logged
  * whole. The sample tokens below are fake and only known to the mocks.
@@ -60,10 +61,17 @@ function logGateEvent(log: Logger, event: GateEvent): void {
   }
 }
 
-/** Counters and verify durations, keyed by Prometheus-style metric name and labels. */
+/** Upper bounds (ms) of the verify duration histogram's buckets, the last one `+Inf`. */
+const DURATION_BUCKETS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, Number.POSITIVE_INFINITY];
+
+/**
+ * Counters and a verify duration histogram, keyed by Prometheus-style metric name and labels. Each is a fixed set of
+ * numbers, however long the app runs: rate them over a window (`histogram_quantile` on the buckets) to alert.
+ */
 class GateMetrics {
   readonly #counters = new Map<string, number>();
-  readonly #durations = new Map<string, number[]>();
+  /** Per provider: how many verifications took at most each bucket's bound (not cumulative), and their sum. */
+  readonly #durations = new Map<string, { readonly counts: number[]; sum: number }>();
 
   record(event: GateEvent): void {
     const provider = `provider="${event.provider}"`;
@@ -73,8 +81,10 @@ class GateMetrics {
         return;
       case 'verify': {
         this.#count(`tokengate_verify_total{${provider},outcome="${event.outcome}"}`);
-        const durations = this.#durations.get(event.provider) ?? [];
-        durations.push(event.durationMs);
+        const durations = this.#durations.get(event.provider) ?? { counts: DURATION_BUCKETS.map(() => 0), sum: 0 };
+        const bucket = DURATION_BUCKETS.findIndex((bound) => event.durationMs <= bound);
+        durations.counts[bucket] = (durations.counts[bucket] ?? 0) + 1;
+        durations.sum += event.durationMs;
         this.#durations.set(event.provider, durations);
         return;
       }
@@ -104,16 +114,18 @@ class GateMetrics {
     }
   }
 
-  /** Prometheus text exposition lines (counters, then verify duration max and p50 per provider). */
+  /** Prometheus text exposition lines: the counters, then the verify duration histogram per provider. */
   lines(): string[] {
     const lines = [...this.#counters].sort(([a], [b]) => a.localeCompare(b)).map(([key, n]) => `${key} ${n}`);
-    for (const [provider, durations] of this.#durations) {
-      const sorted = [...durations].sort((a, b) => a - b);
-      const p50 = sorted[Math.floor((sorted.length - 1) / 2)] ?? 0;
-      lines.push(`tokengate_verify_duration_ms{provider="${provider}",quantile="0.5"} ${p50.toFixed(1)}`);
-      lines.push(
-        `tokengate_verify_duration_ms{provider="${provider}",quantile="1"} ${(sorted.at(-1) ?? 0).toFixed(1)}`,
-      );
+    for (const [provider, { counts, sum }] of this.#durations) {
+      let cumulative = 0;
+      DURATION_BUCKETS.forEach((bound, i) => {
+        cumulative += counts[i] ?? 0;
+        const le = bound === Number.POSITIVE_INFINITY ? '+Inf' : String(bound);
+        lines.push(`tokengate_verify_duration_ms_bucket{provider="${provider}",le="${le}"} ${cumulative}`);
+      });
+      lines.push(`tokengate_verify_duration_ms_sum{provider="${provider}"} ${sum.toFixed(1)}`);
+      lines.push(`tokengate_verify_duration_ms_count{provider="${provider}"} ${cumulative}`);
     }
     return lines;
   }

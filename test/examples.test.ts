@@ -240,7 +240,25 @@ describe('examples/pino.ts', () => {
     expect(metricsPart).toMatch(/^tokengate_stale_total\{provider="onlineornot"\} 1$/m);
     expect(metricsPart).toMatch(/^tokengate_breaker_transitions_total\{provider="onlineornot",state="open"\} 1$/m);
     expect(metricsPart).toMatch(/^tokengate_verify_total\{provider="partoo",outcome="accepted"\} 1$/m);
-    expect(metricsPart).toMatch(/^tokengate_verify_duration_ms\{provider="onlineornot",quantile="0\.5"\} \d+\.\d$/m);
+    // Durations as a histogram (fixed buckets, a sum and a count), which an alert rates over a window: a summary
+    // over the process's whole life would keep every duration, and its max would stay up after one slow call.
+    const verified = [
+      ...metricsPart.matchAll(/^tokengate_verify_total\{provider="onlineornot",outcome="\w+"\} (\d+)$/gm),
+    ];
+    const verifications = verified.reduce((sum, match) => sum + Number(match[1]), 0);
+    expect(verifications).toBeGreaterThan(0);
+    const metricLines = metricsPart.split('\n');
+    expect(metricLines).toContain(
+      `tokengate_verify_duration_ms_bucket{provider="onlineornot",le="+Inf"} ${verifications}`,
+    );
+    expect(metricLines).toContain(`tokengate_verify_duration_ms_count{provider="onlineornot"} ${verifications}`);
+    expect(metricsPart).toMatch(/^tokengate_verify_duration_ms_sum\{provider="onlineornot"\} \d+\.\d$/m);
+    const buckets = [
+      ...metricsPart.matchAll(/^tokengate_verify_duration_ms_bucket\{provider="onlineornot",le="[^"]+"\} (\d+)$/gm),
+    ];
+    const cumulative = buckets.map((match) => Number(match[1]));
+    expect(cumulative).toEqual([...cumulative].sort((a, b) => a - b));
+    expect(metricsPart).not.toContain('quantile=');
 
     // The example's fake credentials never reach its logs.
     const secrets = ['example-read-token', 'example-other-token', 'example-unknown-token', 'example-connection-token'];
