@@ -85,7 +85,16 @@ export type GateEvent =
       readonly reason: SharedFailureReason;
     };
 
-/** Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. */
+/**
+ * Receives gate events. Exceptions it throws are swallowed so that logging never breaks authentication. It is called
+ * synchronously, on the path of the request that caused the event (a `cache` event for every request, cache hits
+ * included): what it takes, every request takes, so count, or hand the event to something that writes later. An
+ * async listener's work after its first `await` delays nothing.
+ *
+ * How often each fires: `cache` once per request; `verify`, `held_back`, `stale` and `overloaded` once per
+ * verification, however many requests joined it; `provider_error` once per attempt; `retry` once per retry;
+ * `breaker` once per change; `shared_cache_error` once per tier operation given up.
+ */
 export type EventListener = (event: GateEvent) => void;
 
 /** `onEvent` made safe: a throwing or rejecting listener never fails authentication. */

@@ -47,7 +47,10 @@ export interface GateOptions {
    * after its backoff or `Retry-After`). In ms, at least 1000. Default the breaker's `cooldown` (10 000; also with `breaker: false`), or 1000 if that is less.
    */
   readonly maxRetryAfter?: number | undefined;
-  /** Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics. */
+  /**
+   * Receives gate events (cache, verify, retry, breaker, errors) for logs and metrics, synchronously on the request's
+   * path (see {@link EventListener}: keep it cheap).
+   */
   readonly onEvent?: EventListener | undefined;
 }
 
