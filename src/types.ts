@@ -157,7 +157,12 @@ export interface Provider<C extends Credential = Credential> {
 export interface GateStats {
   /** Requests answered from the cache: accepted, or rejected by a cached rejection. */
   readonly hits: number;
-  /** Requests that needed an upstream answer (including those that joined one under way). */
+  /**
+   * Requests this process's cache could not answer (including those that joined a verification under way). With a
+   * shared tier, those it answered count here too, and no counter tells them apart: `misses - coalesced` is the
+   * verifications this process started, whether the shared tier, the provider or neither (held back, overloaded)
+   * answered them.
+   */
   readonly misses: number;
   /** Misses that joined an upstream call already under way instead of making their own. */
   readonly coalesced: number;
