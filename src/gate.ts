@@ -23,6 +23,7 @@ import { type GateOptions, resolveGateOptions } from './gate-options.js';
 import { enforce, type Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { shown } from './options.js';
+import { ProviderFailure } from './provider-failure.js';
 import { checkOwnProviders, markProvider } from './provider-holds.js';
 import { type HeaderReader, headerReader, shownRequest, toCredentialRequest } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
@@ -363,7 +364,7 @@ class TokenGate implements Gate {
   #bounded(answer: Promise<AuthContext>, flight: Flight, ms: number, provider: string): Promise<AuthContext> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        if (flight.waited === true) reject(providerUnavailable(provider));
+        if (flight.waited === true) reject(providerUnavailable(provider, undefined, waitedTooLong(provider)));
       }, ms);
       answer.then(
         (context) => {
@@ -459,4 +460,15 @@ function asError(error: unknown, who: string): unknown {
 
 function closedError(): Error {
   return new Error('tokengate: gate is closed (close() was called); create a new gate');
+}
+
+/**
+ * The cause of a request's 503 when its time ran out while part of it went to waiting for another instance's
+ * verification of the same credential (a shared tier's lease): no event reports it, so the 503 says it.
+ */
+function waitedTooLong(provider: string): ProviderFailure {
+  return new ProviderFailure(
+    'timeout',
+    `${provider} gave no answer within the request's timeout, part of which went to waiting for another instance's verification of this credential (sharedCache)`,
+  );
 }

@@ -17,6 +17,7 @@ import { createClient as createNodeRedis } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuthContext,
+  type AuthError,
   type CredentialRequest,
   createGate,
   extractBearer,
@@ -477,8 +478,15 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await admin.set(redisKey(provider, token, 'l'), 'dead-holder', 'PX', TIMEOUT + 150);
       mock.latency = 200;
       const started = performance.now();
-      expect(await outcome(a.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'provider_unavailable' });
+      const failed = await a.gate.authenticate(bearer(token)).catch((error: AuthError) => error);
+      expect(failed).toMatchObject({ code: 'provider_unavailable' });
       expect(performance.now() - started).toBeLessThan(TIMEOUT + 250 + 300);
+      // No event reports this 503 (the provider is healthy): its cause says where the time went.
+      expect((failed as AuthError).cause).toMatchObject({
+        name: 'ProviderFailure',
+        kind: 'timeout',
+        message: expect.stringContaining("waiting for another instance's verification of this credential"),
+      });
       await eventually(async () => mock.calls.verify === 1, 2000, 'asked the provider');
       await sleep(400);
       expect((await outcome(a.gate.authenticate(bearer(token)))).ok).toBe(true);
