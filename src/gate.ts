@@ -253,7 +253,6 @@ class TokenGate implements Gate {
   }
 
   stats(): GateStats {
-    if (this.#closed) throw closedError();
     const breakers: Record<string, BreakerState> = {};
     for (const member of this.#members) breakers[member.label] = member.upstream.breakerState;
     return { ...this.#counters, breakers };

@@ -267,12 +267,14 @@ export interface Gate {
    * verdicts, as for {@link clear}. Verifications under way when it is called still count when they end.
    */
   reset(): void;
-  /** Counters and breaker states. */
+  /**
+   * Counters and breaker states; after {@link close} too, so that a metrics scrape during shutdown reads the last ones.
+   */
   stats(): GateStats;
   /**
    * Ends the verifications under way at once (their requests get a 503, their providers' signals are aborted), then
-   * closes the providers' connection pools (not a `sharedCache`: close that yourself). Every other method throws
-   * afterwards, the async ones by rejecting; `close()` again returns what the first call returned. A provider whose
+   * closes the providers' connection pools (not a `sharedCache`: close that yourself). Every other method but
+   * {@link stats} throws afterwards, the async ones by rejecting; `close()` again returns what the first call returned. A provider whose
    * `close()` it called serves no gate again: `createGate` refuses it, and a gate that shared it answers its misses with
    * an `Error` (500). A provider without `close()` (`stubProvider`) serves on.
    */
