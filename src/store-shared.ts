@@ -42,6 +42,11 @@ export interface SharedFlight {
   claim?: SharedClaim | undefined;
   /** Whether the flight waited for another instance's answer before asking the provider itself. */
   waited?: boolean;
+  /**
+   * Whether the tier showed the flight a rejection past this store's `negativeTtl` but still alive for the instance
+   * that stored it: not an answer here, yet the provider rejected the credential since whatever this store accepted.
+   */
+  rejected?: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 50;
@@ -107,7 +112,7 @@ export class SharedLink {
     const budget: Budget = { left: this.#timeout };
     if (!this.#leasing) {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
-      return value === FAILED ? undefined : usable(value, this.#ttl, this.#negativeTtl);
+      return value === FAILED ? undefined : usable(value, this.#ttl, this.#negativeTtl, flight);
     }
     // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
@@ -123,7 +128,7 @@ export class SharedLink {
       let found = await lease(false);
       if (found === FAILED) return undefined;
       if (found.state === 'stored') {
-        const verdict = usable(found.value, this.#ttl, this.#negativeTtl);
+        const verdict = usable(found.value, this.#ttl, this.#negativeTtl, flight);
         if (verdict !== undefined) return verdict;
         found = await lease(true);
         if (found === FAILED) return undefined;
@@ -142,7 +147,7 @@ export class SharedLink {
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key, this.#closing.signal),
       );
       if (waited === FAILED) return undefined;
-      const verdict = usable(waited, this.#ttl, this.#negativeTtl);
+      const verdict = usable(waited, this.#ttl, this.#negativeTtl, flight);
       if (verdict !== undefined) return verdict;
     }
     return undefined;
@@ -277,15 +282,20 @@ function checkedLease(value: unknown): SharedLease {
  * `value` as a verdict that may stand in for the provider now: it passes the
  * schema and, accepted, is still fresh (before its `freshUntil`, and within
  * `ttl` of its `storedAt` when it has one); rejected, still alive (before its
- * `until`, and within `negativeTtl` of its `storedAt` when it has one). Else undefined.
+ * `until`, and within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection alive only by
+ * its `until` marks `flight` {@link SharedFlight.rejected}.
  */
-function usable(value: unknown, ttl: number, negativeTtl: number): SharedVerdict | undefined {
+function usable(value: unknown, ttl: number, negativeTtl: number, flight: SharedFlight): SharedVerdict | undefined {
   if (value === undefined || value === null) return undefined;
   const parsed = SharedVerdictSchema.safeParse(value);
   if (!parsed.success) return undefined;
   const verdict = parsed.data as SharedVerdict;
   const wallNow = Date.now();
-  if (!verdict.ok) return aliveUntilHere(verdict, negativeTtl) > wallNow ? verdict : undefined;
+  if (!verdict.ok) {
+    if (aliveUntilHere(verdict, negativeTtl) > wallNow) return verdict;
+    if (verdict.until > wallNow) flight.rejected = true;
+    return undefined;
+  }
   return freshUntilHere(verdict, ttl) > wallNow ? verdict : undefined;
 }
 

@@ -402,7 +402,10 @@ export class VerdictStore {
     const shared = this.#shared as SharedLink;
     const found = await shared.lookup(flight);
     try {
-      return found === undefined || flight.cancelled ? await fetch(flight) : this.#adopt(flight, found);
+      if (found !== undefined && !flight.cancelled) return this.#adopt(flight, found);
+      // Another instance's rejection, too old to answer here, still ends what this store accepted: never served stale.
+      if (flight.rejected === true) this.#accepted.delete(flight.key);
+      return await fetch(flight);
     } finally {
       shared.end(flight);
     }

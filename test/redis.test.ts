@@ -1547,6 +1547,34 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const rejectedLate = seen.filter(({ at, ok }) => !ok && at > 800);
     expect(rejectedLate).toEqual([]);
   });
+
+  it("a rejection another instance stored stays a rejection for a stale copy here, past this instance's own negativeTtl: the provider down, no 200", async () => {
+    const withCache = (negativeTtl: number) =>
+      startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+        gate: { cache: { ttl: 200, staleIfError: 60_000, negativeTtl } },
+      });
+    const writer = await withCache(60_000);
+    const reader = await withCache(300);
+    open.push(writer, reader);
+    const token = `tok-revoked-${Math.random().toString(36).slice(2)}`;
+    mock.setToken(token, { id: 'id-revoked', permissions: [READ] });
+    expect(await outcome(reader.gate.authenticate(bearer(token)))).toEqual({ ok: true, subject: 'id-revoked' });
+    await stored(token);
+    // Revoked at the provider; past the ttl, the writer asks it and stores its rejection for a minute.
+    mock.removeToken(token);
+    await sleep(250);
+    expect(await outcome(writer.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+    await eventually(
+      async () => (await admin.get(redisKey(provider, token, 'v')))?.includes('"ok":false') === true,
+      2000,
+      'the rejection stored',
+    );
+    // Past the reader's negativeTtl (300 ms), the provider fails: the reader holds a stale copy of the token.
+    await sleep(400);
+    mock.fault = { kind: 'status', status: 503 };
+    expect(await outcome(reader.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: expect.any(String) });
+    expect(reader.gate.stats().stale).toBe(0);
+  });
 });
 
 describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => {
