@@ -260,6 +260,17 @@ describe('introspection: discovery', () => {
     expect(message).not.toContain('a'.repeat(200));
   });
 
+  it('shows an issuer holding line separators, C1 controls or bidi overrides only as \\u escapes: printable ASCII', async () => {
+    // U+2028 and U+0085 end a line for some log viewers, U+009B starts a terminal's escape, U+202E reverses the text.
+    const named = 'https://idp.example/\u2028forged\u0085line\u009b31m\u202eevil';
+    const { gate } = await discovering({ metadata: { issuer: named } });
+    const message = ((await expectUnavailable(gate.authenticate(bearer('tok-1')))).cause as Error).message;
+    expect(message).toContain(
+      'another issuer, "https://idp.example/\\u2028forged\\u0085line\\u009b31m\\u202eevil", where',
+    );
+    expect(message).toMatch(/^[\x20-\x7e§…]*$/);
+  });
+
   it('a mistyped issuer (no metadata anywhere): a 503 whose cause lists the locations asked and what each answered', async () => {
     const mock = closeLater(
       await mockIntrospection({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, tokens: { 'tok-1': ACTIVE } }),

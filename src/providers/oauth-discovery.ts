@@ -292,11 +292,14 @@ class Discovery {
 }
 
 /**
- * An issuer a metadata document names, as an error shows it: a public identifier, quoted (JSON escapes control
- * characters, so it cannot forge a log line) and cut at 200 characters.
+ * An issuer a metadata document names, as an error shows it: a public identifier, cut at 200 characters and quoted as
+ * printable ASCII, every other character a `\u` escape. JSON alone leaves line separators (U+2028, U+0085), C1
+ * controls and bidi overrides as they are: a log viewer or terminal could take them for a line break or an escape.
  */
 function shownIssuer(issuer: string): string {
-  return JSON.stringify(issuer.length > 200 ? `${issuer.slice(0, 200)}…` : issuer);
+  const quoted = JSON.stringify(issuer.length > 200 ? issuer.slice(0, 200) : issuer);
+  const ascii = quoted.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return issuer.length > 200 ? `${ascii.slice(0, -1)}…"` : ascii;
 }
 
 /** A method name from a metadata document as an error shows it: a short token, else nothing of it. */
