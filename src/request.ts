@@ -32,7 +32,7 @@ export function headerReader(name: string): HeaderReader {
     if (typeof header !== 'string') {
       if (!Array.isArray(header) || !header.every((value) => typeof value === 'string')) {
         throw new TypeError(
-          `gate.authenticate: expected the request's headers.${lower} to be a string or an array of strings, got ${Array.isArray(header) ? 'an array holding something else' : `a ${header === null ? 'null' : typeof header}`}`,
+          `gate.authenticate: expected the request's headers.${lower} to be a string or an array of strings, got ${shownHeader(header)}`,
         );
       }
       if (header.length !== 1) return header.length === 0 ? undefined : null;
@@ -50,6 +50,13 @@ export function headerReader(name: string): HeaderReader {
     }
     return header;
   };
+}
+
+/** A header value that is neither a string nor strings, as a message shows it: its kind, never its contents. */
+function shownHeader(header: unknown): string {
+  if (Array.isArray(header)) return 'an array holding something else';
+  if (header === null) return 'null';
+  return typeof header === 'object' ? 'an object' : `a ${typeof header}`;
 }
 
 /**

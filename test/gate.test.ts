@@ -779,6 +779,12 @@ describe('gate.authenticate and gate.authorize called by hand with the wrong thi
     expect(await call({ headers: { authorization: 123 } })).toBe(
       "TypeError: gate.authenticate: expected the request's headers.authorization to be a string or an array of strings, got a number",
     );
+    expect(await call({ headers: { authorization: {} } })).toBe(
+      "TypeError: gate.authenticate: expected the request's headers.authorization to be a string or an array of strings, got an object",
+    );
+    expect(await call({ headers: { authorization: null } })).toBe(
+      "TypeError: gate.authenticate: expected the request's headers.authorization to be a string or an array of strings, got null",
+    );
     expect(await call({ headers: { authorization: [`Bearer ${READER}`, 7] } })).toBe(
       "TypeError: gate.authenticate: expected the request's headers.authorization to be a string or an array of strings, got an array holding something else",
     );
