@@ -117,6 +117,8 @@ class GateMetrics {
   /** Prometheus text exposition lines: the counters, then the verify duration histogram per provider. */
   lines(): string[] {
     const lines = [...this.#counters].sort(([a], [b]) => a.localeCompare(b)).map(([key, n]) => `${key} ${n}`);
+    // Declared a histogram, so that Prometheus reads the buckets as one (the counters above stay untyped).
+    if (this.#durations.size > 0) lines.push('# TYPE tokengate_verify_duration_ms histogram');
     for (const [provider, { counts, sum }] of this.#durations) {
       let cumulative = 0;
       DURATION_BUCKETS.forEach((bound, i) => {

@@ -259,6 +259,7 @@ describe('examples/pino.ts', () => {
     const cumulative = buckets.map((match) => Number(match[1]));
     expect(cumulative).toEqual([...cumulative].sort((a, b) => a - b));
     expect(metricsPart).not.toContain('quantile=');
+    expect(stdout).toContain('\n# TYPE tokengate_verify_duration_ms histogram\ntokengate_verify_duration_ms_bucket{');
 
     // The example's fake credentials never reach its logs.
     const secrets = ['example-read-token', 'example-other-token', 'example-unknown-token', 'example-connection-token'];
