@@ -196,6 +196,17 @@ describe('introspection: which answers pass', () => {
     expect((await lenient.authenticate(bearer('later'))).subject).toBe('u');
   });
 
+  it('refuses an nbf half a second past clockTolerance (NumericDate may hold a fraction)', async () => {
+    const nowSeconds = Date.now() / 1000;
+    const tokens = {
+      past: { active: true, sub: 'u', nbf: nowSeconds + 5.5, exp: inSeconds(3600) },
+      within: { active: true, sub: 'u', nbf: nowSeconds + 4.5, exp: inSeconds(3600) },
+    };
+    const { gate } = await setup({ tokens });
+    await expectInvalidToken(gate.authenticate(bearer('past')), 'The access token is not valid yet');
+    expect((await gate.authenticate(bearer('within'))).subject).toBe('u');
+  });
+
   it.each([-1, 301, Number.NaN, '5'])('refuses clockTolerance %s at startup, naming it', (clockTolerance) => {
     const options = { endpoint: 'http://127.0.0.1:9/introspect', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET };
     expect(() => introspection({ ...options, clockTolerance } as never)).toThrow(
