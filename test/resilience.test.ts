@@ -364,6 +364,14 @@ describe('retries', () => {
     expect(held.headers['retry-after']).toBe('1');
   });
 
+  it("a provider's Retry-After: 0 reaches clients as 1, never 0 (an immediate retry by every client)", async () => {
+    const { app, pt } = await setup({ timeout: 1000, retry: false, breaker: false });
+    pt.fault = { kind: 'status', status: 503, retryAfter: 0 };
+    const res = await request(app).get('/me').query(CONN);
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
+  });
+
   it('with a breaker cooldown of 0, a Retry-After is still capped at 1 s, not 0: a 429 still pauses calls', async () => {
     const { app, pt } = await setup({ timeout: 1000, retry: false, breaker: { cooldown: 0 } });
     pt.fault = { kind: 'status', status: 429, retryAfter: 30 };
