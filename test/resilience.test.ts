@@ -690,6 +690,22 @@ describe('circuit breaker', () => {
     expect(gate.stats().breakers.partoo).toBe('closed');
   });
 
+  it('counts failures in a row only: a verdict between them starts the count again', async () => {
+    const { app, pt, gate } = await setup({ retry: false, breaker });
+    const failTwice = async () => {
+      pt.fault = { kind: 'status', status: 500 };
+      for (const i of [0, 1]) expect((await request(app).get('/me').query(peer(i))).status).toBe(503);
+      pt.fault = undefined;
+    };
+    await failTwice();
+    expect((await request(app).get('/me').query(CONN)).status).toBe(200);
+    await failTwice();
+    // Four failures, never three in a row: the breaker is closed and the next credential is asked about.
+    expect(gate.stats().breakers.partoo).toBe('closed');
+    expect((await request(app).get('/me').query(peer(2))).status).toBe(200);
+    expect(pt.calls.checkToken).toBe(6);
+  });
+
   it("a held-back verification's event names what held it: the breaker open, or a 429's pause", async () => {
     const ctx = await setup({ retry: false, breaker: { threshold: 1, cooldown: 300 } });
     const { app, pt, events } = ctx;
@@ -1547,5 +1563,23 @@ describe("a retry after the provider refused this server's credentials", () => {
     expect((await failing).status).toBe(500);
     expect(provider.calls()).toEqual(['failing', 'refused']);
     expect(events.filter((event) => event.type === 'held_back')).toMatchObject([{ reason: 'refused' }]);
+  });
+
+  it('is no provider fault: the breaker stays closed, and once the refusal is no longer held the key is sent again', async () => {
+    const provider = await partooByToken({ refused: { status: 401 } });
+    const gate = createGate({
+      providers: [partoo({ apiKey: API_KEY, baseUrl: provider.url })],
+      retry: false,
+      breaker: { threshold: 1, cooldown: 10_000 },
+    });
+    cleanup.push(() => gate.close());
+    const { app } = gatedApp(gate);
+    const ask = () => request(app).get('/me').query({ user_id: 'user-1', token: 'refused' });
+    expect((await ask()).status).toBe(500);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+    // Past the second a refusal is held (REFUSAL_HOLD_MS), the provider is asked again, not held back by a breaker.
+    await sleep(1100);
+    expect((await ask()).status).toBe(500);
+    expect(provider.calls()).toEqual(['refused', 'refused']);
   });
 });
