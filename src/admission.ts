@@ -98,6 +98,11 @@ export class Admission {
     return this.#inFlight;
   }
 
+  /** Verifications waiting for a slot now. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
   /**
    * Asks for a slot for the client that `clientOf` names (read only when the
    * verification has to wait: fairness matters only between waiters):

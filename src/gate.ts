@@ -29,6 +29,7 @@ import { type HeaderReader, headerReader, shownRequest, toCredentialRequest } fr
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
 import type {
+  AdmissionLoad,
   AuthenticateOptions,
   Credential,
   CredentialRequest,
@@ -254,8 +255,12 @@ class TokenGate implements Gate {
 
   stats(): GateStats {
     const breakers: Record<string, BreakerState> = {};
-    for (const member of this.#members) breakers[member.label] = member.upstream.breakerState;
-    return { ...this.#counters, breakers };
+    const admission: Record<string, AdmissionLoad> = {};
+    for (const member of this.#members) {
+      breakers[member.label] = member.upstream.breakerState;
+      admission[member.label] = member.upstream.admission;
+    }
+    return { ...this.#counters, breakers, admission };
   }
 
   close(): Promise<void> {

@@ -47,6 +47,7 @@ export type { CacheOptions } from './store.js';
 export type { BreakerTrace, CacheTrace, VerifyTrace } from './tracing.js';
 export { CHANNELS } from './tracing.js';
 export type {
+  AdmissionLoad,
   AuthenticateOptions,
   Credential,
   CredentialRequest,

@@ -192,6 +192,20 @@ export interface GateStats {
    * traces carry the `name` as given, so give providers of one kind a `name` each to tell them apart there).
    */
   readonly breakers: Readonly<Record<string, BreakerState>>;
+  /**
+   * Per provider, keyed as {@link breakers}: the cold verifications asking it now (`running`, at most its
+   * `concurrency`) and those waiting for a slot (`waiting`, at most `admission.maxWaiting`). A wait that stays full
+   * comes before the `overloaded` 503s.
+   */
+  readonly admission: Readonly<Record<string, AdmissionLoad>>;
+}
+
+/** How busy a provider's admission is now: see {@link GateStats.admission}. */
+export interface AdmissionLoad {
+  /** Verifications asking the provider now (each holds one of its `concurrency` slots). */
+  readonly running: number;
+  /** Verifications waiting for a slot now. */
+  readonly waiting: number;
 }
 
 /** Options of {@link Gate.authenticate}. */

@@ -25,7 +25,7 @@ import {
   sleep,
 } from './resilience.js';
 import { type BreakerTrace, breakerChannel, tracingVerify, type VerifyTrace, verifyChannel } from './tracing.js';
-import type { Credential, Provider, Verdict } from './types.js';
+import type { AdmissionLoad, Credential, Provider, Verdict } from './types.js';
 import { checkedVerdict } from './verdict.js';
 
 /** How long calls pause after a 429 that names no `Retry-After` (ms). */
@@ -108,6 +108,11 @@ export class Upstream {
   /** The breaker's state (`closed` when there is none). */
   get breakerState(): CircuitBreaker['state'] {
     return this.#breaker?.state ?? 'closed';
+  }
+
+  /** Verifications in flight with the provider, and waiting for a slot, now. */
+  get admission(): AdmissionLoad {
+    return { running: this.#admission.inFlight, waiting: this.#admission.waiting };
   }
 
   /**

@@ -829,9 +829,43 @@ describe('clear() and reset()', () => {
       overloaded: 0,
       heldBack: 0,
       breakers: { flaky: 'closed' },
+      admission: { flaky: { running: 0, waiting: 0 } },
     });
     expect((await gate.authenticate(request(READER))).subject).toBe('someone');
     expect(gate.stats()).toMatchObject({ misses: 1, upstreamCalls: 1, errors: 0 });
+  });
+
+  it('stats().admission shows the verifications asking each provider and those waiting for a slot, as they come and go', async () => {
+    const answers: Array<() => void> = [];
+    const slow: Provider<BearerCredential> = {
+      name: 'slow',
+      cacheScope: 'slow',
+      concurrency: 2,
+      extract: extractBearer,
+      verify: () =>
+        new Promise((resolve) =>
+          answers.push(() => resolve({ ok: true, principal: { subject: 'someone', permissions: [], details: {} } })),
+        ),
+    };
+    const gate = createGate({ providers: [slow], retry: false, admission: { maxWaiting: 3 } });
+    open.push(() => gate.close());
+    const pending = ['SECRETa', 'SECRETb', 'SECRETc', 'SECRETd', 'SECRETe'].map((token) =>
+      gate.authenticate(request(token)).then(
+        () => 200,
+        (error: AuthError) => error.status,
+      ),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(gate.stats().admission).toEqual({ slow: { running: 2, waiting: 3 } });
+    // A sixth is refused at once: the wait is full.
+    await expect(gate.authenticate(request('SECRETf'))).rejects.toMatchObject({ code: 'overloaded' });
+    expect(gate.stats()).toMatchObject({ overloaded: 1, admission: { slow: { running: 2, waiting: 3 } } });
+    while (answers.length > 0) {
+      (answers.shift() as () => void)();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await Promise.all(pending)).toEqual([200, 200, 200, 200, 200]);
+    expect(gate.stats().admission).toEqual({ slow: { running: 0, waiting: 0 } });
   });
 });
 
