@@ -235,6 +235,16 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
      */
     const STAMPEDE_REDIS = { timeout: 1000 } as const;
 
+    /**
+     * The verifications `instances` made, as their gates count them, beside the provider's count of `verify` calls.
+     * Not its `permissions` count: a rejected token's `permissions` call, which its gate leaves running, may reach the
+     * mock after the test that sent it ended.
+     */
+    const upstreamCalls = (instances: readonly Instance[]) => ({
+      gates: instances.reduce((sum, instance) => sum + instance.gate.stats().upstreamCalls, 0),
+      verify: mock.calls.verify,
+    });
+
     /** `perInstance` requests for `token` on every one of `instances` at once, the provider taking 100 ms: how many passed. */
     async function stampede(instances: readonly Instance[], token: string, perInstance: number): Promise<number> {
       mock.latency = 100;
@@ -427,7 +437,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       const secret = 'stampede-secret-0123456789abcdef01234567';
       const instances = await start(3, { redis: { ...STAMPEDE_REDIS, secret } });
       expect(await stampede(instances, knownToken(), 10)).toBe(30);
-      expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+      expect(upstreamCalls(instances)).toEqual({ gates: 1, verify: 1 });
       // Another instance holds the lease; meanwhile someone without the secret writes an answer.
       const [a] = instances as [Instance];
       await admin.set(redisKey(provider, 'never-issued', 'l'), 'another-instance', 'PX', 300);
@@ -446,8 +456,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     });
 
     it('makes one upstream call for a cold token stampeding three instances', async () => {
-      expect(await stampede(await start(3, { redis: STAMPEDE_REDIS }), knownToken(), 30)).toBe(90);
-      expect(mock.calls).toMatchObject({ verify: 1, permissions: 1 });
+      const instances = await start(3, { redis: STAMPEDE_REDIS });
+      expect(await stampede(instances, knownToken(), 30)).toBe(90);
+      expect(upstreamCalls(instances)).toEqual({ gates: 1, verify: 1 });
     });
 
     it('makes one upstream call when four instances refresh a verdict Redis holds only stale (staleIfError)', async () => {
