@@ -221,8 +221,13 @@ describe('introspection: which answers pass', () => {
         forever: { active: true, sub: 'u', exp: never, iat: never },
         later: { active: true, sub: 'u', nbf: never },
         fraction: { active: true, sub: 'u', exp: inSeconds(3600) + 0.5 },
+        latestDate: { active: true, sub: 'u', exp: 8.64e12 },
+        pastLatestDate: { active: true, sub: 'u', exp: 8.64e12 + 1 },
       },
     });
+    // The latest instant a Date holds is an expiry; one second past it, none.
+    expect((await gate.authenticate(bearer('latestDate'))).expiresAt?.getTime()).toBe(8.64e15);
+    expect((await gate.authenticate(bearer('pastLatestDate'))).expiresAt).toBeUndefined();
     const forever = await gate.authenticate(bearer('forever'));
     expect(forever.subject).toBe('u');
     expect(forever.expiresAt).toBeUndefined();
