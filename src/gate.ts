@@ -255,12 +255,14 @@ class TokenGate implements Gate {
 
   stats(): GateStats {
     const breakers: Record<string, BreakerState> = {};
+    const paused: Record<string, number> = {};
     const admission: Record<string, AdmissionLoad> = {};
     for (const member of this.#members) {
       breakers[member.label] = member.upstream.breakerState;
+      paused[member.label] = member.upstream.pausedMs;
       admission[member.label] = member.upstream.admission;
     }
-    return { ...this.#counters, breakers, admission };
+    return { ...this.#counters, breakers, paused, admission };
   }
 
   close(): Promise<void> {

@@ -125,6 +125,11 @@ export class CircuitBreaker {
     return this.#pausedUntil > now;
   }
 
+  /** The ms left at `now` of a 429's pause (whatever the breaker's state), 0 when calls are not paused. */
+  pauseLeft(now: number): number {
+    return Math.max(0, this.#pausedUntil - now);
+  }
+
   /** The provider answered (a verdict, or a refusal of our own credentials): it works. */
   succeeded(): void {
     this.#failures = 0;

@@ -193,6 +193,14 @@ export interface GateStats {
    */
   readonly breakers: Readonly<Record<string, BreakerState>>;
   /**
+   * Per provider, keyed as {@link breakers}: the ms left of the pause a 429 asked for (its `Retry-After`, 1 s when it
+   * named none, at most `maxRetryAfter`), 0 when calls are not paused. While it is above 0 no verification is sent to
+   * that provider, whatever {@link breakers} says: a 429 is no failure, so a paused provider's breaker stays `closed`,
+   * and each verification held back is counted in {@link heldBack} (a `held_back` event with `reason: 'paused'`).
+   * Always 0 with `breaker: false`, which pauses nothing. `reset()` lifts the pause.
+   */
+  readonly paused: Readonly<Record<string, number>>;
+  /**
    * Per provider, keyed as {@link breakers}: the cold verifications asking it now (`running`, at most its
    * `concurrency`) and those waiting for a slot (`waiting`, at most `admission.maxWaiting`). A wait that stays full
    * comes before the `overloaded` 503s.

@@ -110,6 +110,11 @@ export class Upstream {
     return this.#breaker?.state ?? 'closed';
   }
 
+  /** The ms left of a 429's pause, rounded up; 0 when calls are not paused (always, without a breaker). */
+  get pausedMs(): number {
+    return this.#breaker === undefined ? 0 : Math.ceil(this.#breaker.pauseLeft(performance.now()));
+  }
+
   /** Verifications in flight with the provider, and waiting for a slot, now. */
   get admission(): AdmissionLoad {
     return { running: this.#admission.inFlight, waiting: this.#admission.waiting };

@@ -829,6 +829,7 @@ describe('clear() and reset()', () => {
       overloaded: 0,
       heldBack: 0,
       breakers: { flaky: 'closed' },
+      paused: { flaky: 0 },
       admission: { flaky: { running: 0, waiting: 0 } },
     });
     expect((await gate.authenticate(request(READER))).subject).toBe('someone');

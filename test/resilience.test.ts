@@ -323,7 +323,7 @@ describe('retries', () => {
   });
 
   it('with breaker: false nothing is paused, and a 429 without Retry-After is retried after its backoff', async () => {
-    const { app, pt, events } = await setup({
+    const { app, pt, events, gate } = await setup({
       timeout: 3000,
       retry: { retries: 1, baseDelay: 20, maxDelay: 50 },
       breaker: false,
@@ -332,6 +332,7 @@ describe('retries', () => {
     expect((await request(app).get('/me').query(CONN)).status).toBe(503);
     expect(pt.calls.checkToken).toBe(2);
     expect(ofType(events, 'retry')[0]?.delayMs).toBeLessThan(1000);
+    expect(gate.stats().paused).toEqual({ onlineornot: 0, partoo: 0 });
   });
 
   it('a Retry-After beyond the deadline is not waited for: 503 with the Retry-After', async () => {
@@ -400,12 +401,36 @@ describe('retries', () => {
       expect(paused.status).toBe(503);
       expect(paused.headers['retry-after']).toBe('1');
       expect(pt.calls.checkToken).toBe(1);
-      expect(gate.stats().breakers).toMatchObject({ partoo: 'closed' });
+      // The breaker reads closed; stats().paused shows the pause, the provider beside it unpaused.
+      const { breakers, paused: pauses } = gate.stats();
+      expect(breakers).toMatchObject({ partoo: 'closed' });
+      expect(pauses.onlineornot).toBe(0);
+      expect(pauses.partoo).toBeGreaterThan(0);
+      expect(pauses.partoo).toBeLessThanOrEqual(1000);
       expect(ofType(events, 'breaker')).toEqual([]);
       await sleep(1050);
+      expect(gate.stats().paused).toEqual({ onlineornot: 0, partoo: 0 });
       expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
     },
   );
+
+  it("stats().paused counts a 429's pause down in whole ms, and reset() lifts it", async () => {
+    const { app, pt, gate } = await setup({ timeout: 1000, retry: false, maxRetryAfter: 5000 });
+    expect(gate.stats().paused).toEqual({ onlineornot: 0, partoo: 0 });
+    pt.fault = { kind: 'status', status: 429, retryAfter: 3 };
+    expect((await request(app).get('/me').query(CONN)).status).toBe(503);
+    const first = gate.stats().paused.partoo ?? 0;
+    expect(Number.isInteger(first)).toBe(true);
+    expect(first).toBeGreaterThan(1000);
+    expect(first).toBeLessThanOrEqual(3000);
+    await sleep(100);
+    expect(gate.stats().paused.partoo).toBeLessThan(first);
+    expect(gate.stats().breakers.partoo).toBe('closed');
+    gate.reset();
+    expect(gate.stats().paused).toEqual({ onlineornot: 0, partoo: 0 });
+    pt.fault = undefined;
+    expect((await request(app).get('/me').query(peer(1))).status).toBe(200);
+  });
 
   it("a retry that waited out a 429's pause and then ran out of time is no provider fault: the breaker stays closed", async () => {
     const { app, pt, gate, events } = await setup({
