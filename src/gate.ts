@@ -85,6 +85,7 @@ class TokenGate implements Gate {
     hits: 0,
     misses: 0,
     coalesced: 0,
+    sharedHits: 0,
     upstreamCalls: 0,
     errors: 0,
     stale: 0,
@@ -341,9 +342,13 @@ class TokenGate implements Gate {
     const waited = started.joined
       ? ((flight.requests as typeof promise | undefined) ?? promise)
       : this.#endable(flight, promise);
+    // Bounded before it is read: only a request that gets the flight's outcome counts it (sharedHits).
+    const bound = this.#store.waitBound;
+    const delivered = bound === undefined ? waited : this.#bounded(waited, flight, bound, member.provider.name);
     // Every request gets an error of its own: the flight's failure is shared by all its requests.
-    const answer = waited.then(
+    return delivered.then(
       (outcome) => {
+        if (flight.fromShared) this.#counters.sharedHits++;
         if (outcome instanceof AuthContext) return outcome;
         if (outcome instanceof Rejection) throw invalidToken(this.realm, outcome.reason);
         throw forOneRequest(outcome);
@@ -352,8 +357,6 @@ class TokenGate implements Gate {
         throw forOneRequest(error);
       },
     );
-    const bound = this.#store.waitBound;
-    return bound === undefined ? answer : this.#bounded(answer, flight, bound, member.provider.name);
   }
 
   /** {@link endable}, and known to {@link close} until the flight lands. */
@@ -367,15 +370,15 @@ class TokenGate implements Gate {
    * instance's call: the request ends then, while the flight goes on asking the provider under its own deadline
    * and keeps its answer. A flight that did not wait ends in time by itself (tier calls, then the provider).
    */
-  #bounded(answer: Promise<AuthContext>, flight: Flight, ms: number, provider: string): Promise<AuthContext> {
+  #bounded<T>(answer: Promise<T>, flight: Flight, ms: number, provider: string): Promise<T> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (flight.waited === true) reject(providerUnavailable(provider, undefined, waitedTooLong(provider)));
       }, ms);
       answer.then(
-        (context) => {
+        (outcome) => {
           clearTimeout(timer);
-          resolve(context);
+          resolve(outcome);
         },
         (error: unknown) => {
           clearTimeout(timer);

@@ -128,6 +128,8 @@ export interface Flight extends SharedFlight {
   requests: Promise<unknown> | undefined;
   /** Ends the requests waiting on `requests` so far with `error`; undefined when there is nothing to end. */
   end: ((error: Error) => void) | undefined;
+  /** Whether the shared tier answered: another instance's verdict was adopted, and no provider was asked. */
+  fromShared: boolean;
 }
 
 /**
@@ -244,7 +246,15 @@ export class VerdictStore {
   ): { promise: Promise<T | AuthContext | Rejection>; joined: boolean; flight: Flight } {
     const running = this.#inflight.get(key);
     if (running !== undefined) return { promise: running.promise as Promise<T>, joined: true, flight: running };
-    const flight: Flight = { key, origin, cancelled: false, promise: undefined, requests: undefined, end: undefined };
+    const flight: Flight = {
+      key,
+      origin,
+      cancelled: false,
+      promise: undefined,
+      requests: undefined,
+      end: undefined,
+      fromShared: false,
+    };
     // The flight is under way before `fetch` starts: whatever `fetch` calls back into (a trace's subscriber
     // asking for the same key, or deleting it) finds it.
     let land!: (value: T | AuthContext | Rejection) => void;
@@ -402,7 +412,10 @@ export class VerdictStore {
     const shared = this.#shared as SharedLink;
     const found = await shared.lookup(flight);
     try {
-      if (found !== undefined && !flight.cancelled) return this.#adopt(flight, found);
+      if (found !== undefined && !flight.cancelled) {
+        flight.fromShared = true;
+        return this.#adopt(flight, found);
+      }
       // Another instance's rejection, too old to answer here, still ends what this store accepted: never served stale.
       if (flight.rejected === true) this.#accepted.delete(flight.key);
       return await fetch(flight);

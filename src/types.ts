@@ -159,13 +159,20 @@ export interface GateStats {
   readonly hits: number;
   /**
    * Requests this process's cache could not answer (including those that joined a verification under way). With a
-   * shared tier, those it answered count here too, and no counter tells them apart: `misses - coalesced` is the
+   * shared tier, those it answered count here too ({@link sharedHits} counts them apart): `misses - coalesced` is the
    * verifications this process started, whether the shared tier, the provider or neither (held back, overloaded)
    * answered them.
    */
   readonly misses: number;
   /** Misses that joined an upstream call already under way instead of making their own. */
   readonly coalesced: number;
+  /**
+   * Misses the shared tier (`sharedCache`) answered without an upstream call: requests, coalesced ones included, that
+   * got another instance's verdict (an acceptance or a rejection), whether the tier held it already or this process
+   * waited for it on that instance's lease. Part of {@link misses}: `hits + sharedHits` requests were answered
+   * without asking a provider. Always 0 without a shared tier.
+   */
+  readonly sharedHits: number;
   /** Upstream verifications attempted, retries included. */
   readonly upstreamCalls: number;
   /** Verifications that ended in a provider failure: their requests got a 503 or 500, or the stale copy (`stale`). */

@@ -823,6 +823,7 @@ describe('clear() and reset()', () => {
       hits: 0,
       misses: 0,
       coalesced: 0,
+      sharedHits: 0,
       upstreamCalls: 0,
       errors: 0,
       stale: 0,

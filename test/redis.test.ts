@@ -281,6 +281,38 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       expect(sharedErrors([...a.events, ...b.events])).toEqual([]);
     });
 
+    it('counts in stats().sharedHits the requests the shared tier answered, held or awaited, and zeroes it on reset() alone', async () => {
+      const [a, b] = (await start(2, { redis: STAMPEDE_REDIS })) as [Instance, Instance];
+      // Held in Redis: b's requests for a's verdicts, coalesced ones and a rejection included, cost no upstream call.
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await stored(token);
+      const answers = await Promise.all([1, 2, 3].map(() => outcome(b.gate.authenticate(bearer(token)))));
+      expect(answers.every((answer) => answer.ok)).toBe(true);
+      expect(await outcome(a.gate.authenticate(bearer('never-issued')))).toEqual({ ok: false, code: 'invalid_token' });
+      await stored('never-issued');
+      expect(await outcome(b.gate.authenticate(bearer('never-issued')))).toEqual({ ok: false, code: 'invalid_token' });
+      expect(b.gate.stats()).toMatchObject({ hits: 0, misses: 4, coalesced: 2, sharedHits: 4, upstreamCalls: 0 });
+      // Awaited: b asks while a holds the lease, and takes a's answer.
+      const slow = knownToken();
+      mock.latency = 200;
+      const first = a.gate.authenticate(bearer(slow));
+      await eventually(async () => (await admin.exists(redisKey(provider, slow, 'l'))) === 1, 2000, 'lease taken');
+      expect((await outcome(b.gate.authenticate(bearer(slow)))).ok).toBe(true);
+      await first;
+      mock.latency = 0;
+      expect(b.gate.stats()).toMatchObject({ misses: 5, sharedHits: 5, upstreamCalls: 0 });
+      expect(b.events.filter((event) => event.type === 'verify')).toEqual([]);
+      // A hit in process is a hit, as without a tier; a's own verifications are no shared hits.
+      await b.gate.authenticate(bearer(token));
+      expect(b.gate.stats()).toMatchObject({ hits: 1, misses: 5, sharedHits: 5 });
+      expect(a.gate.stats()).toMatchObject({ misses: 3, sharedHits: 0, upstreamCalls: 3 });
+      b.gate.clear();
+      expect(b.gate.stats().sharedHits).toBe(5);
+      b.gate.reset();
+      expect(b.gate.stats()).toMatchObject({ hits: 0, misses: 0, sharedHits: 0 });
+    });
+
     it('answers a hit in process without a Redis command', async () => {
       const [a] = (await start(1)) as [Instance];
       const token = knownToken();
