@@ -17,8 +17,13 @@ export type CacheResult = 'hit' | 'miss' | 'coalesced';
 /** A shared tier operation, as reported in `shared_cache_error` events. */
 export type SharedOperation = 'get' | 'set' | 'delete' | 'lease' | 'wait' | 'invalidate';
 
-/** Why a shared tier operation was given up: it failed, answered too late, or its tier skipped it (down). */
-export type SharedFailureReason = 'error' | 'timeout' | 'unavailable';
+/**
+ * Why a shared tier operation was given up: it failed (`error`), answered too late (`timeout`), its tier skipped it
+ * while its backend was down (`unavailable`), or the tier held a value for the credential that this instance cannot
+ * read (`unreadable`: sealed with a `secret` it does not hold, written without one or by another version, or
+ * corrupt), which the provider's answer then replaces.
+ */
+export type SharedFailureReason = 'error' | 'timeout' | 'unavailable' | 'unreadable';
 
 /** Everything `onEvent` can receive. `provider` is the provider's name. */
 export type GateEvent =
@@ -74,9 +79,13 @@ export type GateEvent =
   /**
    * The shared cache tier failed (`error`), answered too late (`timeout`) or
    * was skipped while known to be down (`unavailable`) for a credential of
-   * `provider`; the gate carried on without it (the in-process cache and the
-   * provider). `lease` and `wait` are its cluster-wide single flight,
-   * `invalidate` a revocation told to every instance.
+   * `provider`, or what it read for it (`get`, `lease` or `wait`) was a value
+   * this instance cannot read (`unreadable`; see {@link SharedFailureReason});
+   * the gate carried on without it (the in-process cache and the provider).
+   * `lease` and `wait` are its cluster-wide single flight, `invalidate` a
+   * revocation told to every instance. Instances that cannot read each
+   * other's values (their Redis `secret`s differ) share nothing, and report
+   * `unreadable` on nearly every verification.
    */
   | {
       readonly type: 'shared_cache_error';
@@ -93,7 +102,9 @@ export type GateEvent =
  *
  * How often each fires: `cache` once per request; `verify`, `held_back`, `stale` and `overloaded` once per
  * verification, however many requests joined it; `provider_error` once per attempt; `retry` once per retry;
- * `breaker` once per change; `shared_cache_error` once per tier operation given up.
+ * `breaker` once per change; `shared_cache_error` once per tier operation given up, but `unreadable` at most once per
+ * verification (never on a hit in process): when instances cannot read each other's values, that is about every
+ * verification, and as often while a Redis `secret` is being rolled out, so count it rather than log each one.
  */
 export type EventListener = (event: GateEvent) => void;
 

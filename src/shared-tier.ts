@@ -7,8 +7,9 @@
  * What crosses it is plain JSON keyed by the store's SHA-256 key: never a
  * raw credential or key. Times are epoch milliseconds, so that instances
  * agree on them. What comes back is checked against {@link SharedVerdictSchema};
- * anything else (corrupt, foreign, another version) is a miss, and the
- * provider's answer overwrites it.
+ * anything else (corrupt, foreign, another version) is a miss, reported as a
+ * `shared_cache_error` with `reason: 'unreadable'`, and the provider's answer
+ * overwrites it.
  *
  * Only `get`, `set` and `delete` are required. A tier that also offers
  * `lease` and `waitFor` gets one upstream call per key across every
@@ -153,7 +154,11 @@ export interface SharedTier {
    * can matter. Default none (the cache's own `ttl`).
    */
   readonly localTtl?: number | undefined;
-  /** The value stored under `key` (unchecked: the store checks it), or `undefined`. */
+  /**
+   * The value stored under `key` (unchecked: the store checks it), or `undefined` when there is none. Hand back a
+   * value you found but cannot read (one whose seal does not open, say) as something that is no verdict, never as
+   * `undefined`: the store reports it (`unreadable`), so a fleet that cannot read its own values is seen.
+   */
   get(key: string): Promise<unknown>;
   /**
    * Stores `verdict` under `key` until `verdict.until`. A tier with `lease`

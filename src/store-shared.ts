@@ -22,7 +22,10 @@
  *   (`waited`), and its requests end by then while it goes on to ask;
  * - whatever the tier does (throw, answer a promise of garbage, answer
  *   something that is not a promise, settle late), a flight goes on without
- *   it: never an error of its own, never an unhandled rejection.
+ *   it: never an error of its own, never an unhandled rejection;
+ * - a value the tier read that is no verdict (sealed with another secret,
+ *   another version's, corrupt) is reported `unreadable` at most once per
+ *   flight, however many of the flight's reads find it.
  */
 import { setMaxListeners } from 'node:events';
 import type { SharedFailureReason, SharedOperation } from './events.js';
@@ -47,6 +50,8 @@ export interface SharedFlight {
    * that stored it: not an answer here, yet the provider rejected the credential since whatever this store accepted.
    */
   rejected?: boolean;
+  /** Whether the tier showed the flight a value that is no verdict (reported once, as `unreadable`). */
+  unreadable?: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 50;
@@ -112,7 +117,7 @@ export class SharedLink {
     const budget: Budget = { left: this.#timeout };
     if (!this.#leasing) {
       const value = await this.#call('get', flight, budget, () => tier.get(flight.key));
-      return value === FAILED ? undefined : usable(value, this.#ttl, this.#negativeTtl, flight);
+      return value === FAILED ? undefined : this.#usable('get', value, flight);
     }
     // A lease taken after this flight gave up on it is released at once: no instance waits on it.
     const lease = (replace: boolean) =>
@@ -128,7 +133,7 @@ export class SharedLink {
       let found = await lease(false);
       if (found === FAILED) return undefined;
       if (found.state === 'stored') {
-        const verdict = usable(found.value, this.#ttl, this.#negativeTtl, flight);
+        const verdict = this.#usable('lease', found.value, flight);
         if (verdict !== undefined) return verdict;
         found = await lease(true);
         if (found === FAILED) return undefined;
@@ -147,7 +152,7 @@ export class SharedLink {
         (tier.waitFor as NonNullable<SharedTier['waitFor']>)(flight.key, this.#closing.signal),
       );
       if (waited === FAILED) return undefined;
-      const verdict = usable(waited, this.#ttl, this.#negativeTtl, flight);
+      const verdict = this.#usable('wait', waited, flight);
       if (verdict !== undefined) return verdict;
     }
     return undefined;
@@ -245,6 +250,21 @@ export class SharedLink {
     });
   }
 
+  /**
+   * `value`, as `operation` read it for `flight`, as a verdict that may stand in for the provider now (see
+   * {@link usable}), or undefined. A value that is no verdict at all is reported `unreadable`, once per flight.
+   */
+  #usable(operation: SharedOperation, value: unknown, flight: SharedFlight): SharedVerdict | undefined {
+    if (value === undefined || value === null) return undefined;
+    const parsed = SharedVerdictSchema.safeParse(value);
+    if (parsed.success) return usable(parsed.data as SharedVerdict, this.#ttl, this.#negativeTtl, flight);
+    if (flight.unreadable !== true) {
+      flight.unreadable = true;
+      this.#onFailure(operation, 'unreadable', flight.origin.provider);
+    }
+    return undefined;
+  }
+
   #failed(operation: SharedOperation, error: unknown, provider: string): void {
     const code = (error as { code?: unknown } | null)?.code;
     this.#onFailure(
@@ -279,17 +299,17 @@ function checkedLease(value: unknown): SharedLease {
 }
 
 /**
- * `value` as a verdict that may stand in for the provider now: it passes the
- * schema and, accepted, is still fresh (before its `freshUntil`, and within
- * `ttl` of its `storedAt` when it has one); rejected, still alive (before its
- * `until`, and within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection alive only by
- * its `until` marks `flight` {@link SharedFlight.rejected}.
+ * `verdict`, checked by the schema, if it may stand in for the provider now: accepted, still fresh (before its
+ * `freshUntil`, and within `ttl` of its `storedAt` when it has one); rejected, still alive (before its `until`, and
+ * within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection alive only by its `until` marks
+ * `flight` {@link SharedFlight.rejected}.
  */
-function usable(value: unknown, ttl: number, negativeTtl: number, flight: SharedFlight): SharedVerdict | undefined {
-  if (value === undefined || value === null) return undefined;
-  const parsed = SharedVerdictSchema.safeParse(value);
-  if (!parsed.success) return undefined;
-  const verdict = parsed.data as SharedVerdict;
+function usable(
+  verdict: SharedVerdict,
+  ttl: number,
+  negativeTtl: number,
+  flight: SharedFlight,
+): SharedVerdict | undefined {
   const wallNow = Date.now();
   if (!verdict.ok) {
     if (aliveUntilHere(verdict, negativeTtl) > wallNow) return verdict;

@@ -462,7 +462,51 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await admin.set(redisKey(provider, token, 'v'), value, 'PX', 60_000);
       await other.gate.authenticate(bearer(token));
       expect(mock.calls.verify).toBe(5);
-      expect(sharedErrors([sealed.events, rotated.events, plain.events, other.events].flat())).toEqual([]);
+      // Each value an instance could not read is reported, never a value it could.
+      expect(sharedErrors(sealed.events)).toEqual(['lease:unreadable', 'lease:unreadable']);
+      expect(sharedErrors(rotated.events)).toEqual([]);
+      expect(sharedErrors(plain.events)).toEqual(['lease:unreadable']);
+      expect(sharedErrors(other.events)).toEqual(['lease:unreadable']);
+    });
+
+    it('instances whose secrets differ share nothing and say so: unreadable, once per verification, naming no token or secret', async () => {
+      const secretA = 'fleet-a-secret-0123456789abcdef0123456789';
+      const secretB = 'fleet-b-secret-0123456789abcdef0123456789';
+      const [a] = (await start(1, { redis: { ...STAMPEDE_REDIS, secret: secretA } })) as [Instance];
+      const [b] = (await start(1, { redis: { ...STAMPEDE_REDIS, secret: secretB } })) as [Instance];
+      const token = knownToken();
+      await a.gate.authenticate(bearer(token));
+      await stored(token);
+      const sealedByA = await admin.get(redisKey(provider, token, 'v'));
+      // b cannot read a's verdict: it asks the provider, and says why once for its three requests (one verification).
+      const answers = await Promise.all([1, 2, 3].map(() => outcome(b.gate.authenticate(bearer(token)))));
+      expect(answers.every((answer) => answer.ok)).toBe(true);
+      expect(mock.calls.verify).toBe(2);
+      expect(sharedErrors(b.events)).toEqual(['lease:unreadable']);
+      expect(b.gate.stats()).toMatchObject({ misses: 3, sharedHits: 0, upstreamCalls: 1 });
+      // b's answer replaced a's: a, once its own copy is gone, cannot read it either.
+      await eventually(async () => (await admin.get(redisKey(provider, token, 'v'))) !== sealedByA, 2000, 'replaced');
+      a.gate.clear();
+      await a.gate.authenticate(bearer(token));
+      expect(mock.calls.verify).toBe(3);
+      expect(sharedErrors(a.events)).toEqual(['lease:unreadable']);
+      // Waiting on a's lease, b reads a's answer, then finds it again as it leases: one verification, one event.
+      const slow = knownToken();
+      mock.latency = 200;
+      const first = a.gate.authenticate(bearer(slow));
+      await eventually(async () => (await admin.exists(redisKey(provider, slow, 'l'))) === 1, 2000, 'lease taken');
+      expect((await outcome(b.gate.authenticate(bearer(slow)))).ok).toBe(true);
+      await first;
+      expect(mock.calls.verify).toBe(5);
+      expect(sharedErrors(b.events)).toEqual(['lease:unreadable', 'wait:unreadable']);
+      // A hit in process reads nothing from Redis, and reports nothing.
+      await b.gate.authenticate(bearer(slow));
+      expect(sharedErrors(b.events)).toHaveLength(2);
+      const shown = JSON.stringify([...a.events, ...b.events]);
+      for (const secret of [token, slow, secretA, secretB, cacheKey(provider.cacheScope, token)]) {
+        expect(shown).not.toContain(secret);
+      }
+      expect(shown).not.toContain(redisKey(provider, token, 'v').slice(11, 54));
     });
 
     it('with a secret, instances share sealed answers in a stampede, and a waiting one takes no unsealed answer', async () => {

@@ -226,11 +226,14 @@ describe('VerdictStore: shared tier', () => {
   it("trusts a shared acceptance at most its own ttl from the provider's answer, whatever the writer's ttl", async () => {
     const tier = new MemoryTier();
     await load(new VerdictStore({ ttl: 60_000 }, tier), PRINCIPAL);
-    const reader = new VerdictStore({ ttl: 200 }, tier);
+    const failures: string[] = [];
+    const reader = new VerdictStore({ ttl: 200 }, tier, (operation, reason) => failures.push(`${operation}:${reason}`));
     expect((await load(reader, PRINCIPAL)).fetched).toBe(0);
     await sleep(250);
     // Its own copy ran out, and so did what it may trust of the tier's: the provider is asked again.
     expect((await load(reader, PRINCIPAL)).fetched).toBe(1);
+    // A verdict too old to trust here is read, not unreadable: nothing to report.
+    expect(failures).toEqual([]);
   });
 
   it('shares rejections too, and never for longer than negativeTtl', async () => {
@@ -267,16 +270,20 @@ describe('VerdictStore: shared tier', () => {
       expect(performance.now() - started).toBeLessThan(2000);
       if (mode === 'fail') expect(failures).toContain('get:error');
       if (mode === 'hang') expect(failures).toContain('get:timeout');
+      if (mode === 'garbage') expect(failures).toEqual(['get:unreadable']);
     });
   }
 
-  it('never lets a foreign or corrupt value through: it is ignored and overwritten', async () => {
+  it('never lets a foreign or corrupt value through: it is ignored, reported unreadable and overwritten', async () => {
     const tier = new MemoryTier();
     tier.put(KEY, { ok: true, subject: 'mallory', permissions: ['admin'], details: {}, freshUntil: 'soon' });
-    const { outcome, fetched } = await load(new VerdictStore({}, tier), 'The access token is invalid');
+    const failures: string[] = [];
+    const store = new VerdictStore({}, tier, (operation, reason) => failures.push(`${operation}:${reason}`));
+    const { outcome, fetched } = await load(store, 'The access token is invalid');
     expect(fetched).toBe(1);
     expect(outcome).toBeInstanceOf(Rejection);
     expect(tier.writes.at(-1)?.value).toContain('"ok":false');
+    expect(failures).toEqual(['get:unreadable']);
   });
 
   it('deletes in the shared tier too', async () => {

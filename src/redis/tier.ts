@@ -8,7 +8,8 @@
  * - keys, values and messages hold the store's digest and verdicts, never a
  *   credential or an API key;
  * - with a seal (`redisCache({ secret })`), a value is read only when it was
- *   sealed with the secret for its own key; any other value is a miss;
+ *   sealed with the secret for its own key; any other value is a miss, handed
+ *   to the store as no verdict (so reported), never as its JSON;
  * - a verdict is written under a claim only while Redis still lists the
  *   claim among those that may store; an invalidation deletes that list, so
  *   no answer asked for before a revocation is stored after it, however
@@ -62,6 +63,13 @@ interface KeySet {
   readonly tombstone: string;
   readonly claims: string;
 }
+
+/**
+ * What a read hands back for a value it found but cannot read (longer than any it writes, not JSON, or, with a seal,
+ * not sealed for its key with a secret this instance holds): no verdict, so the store reports it (`unreadable`) and
+ * asks the provider, as for none.
+ */
+const UNREADABLE = Object.freeze({ unreadable: true });
 
 const randomId = () => randomBytes(8).toString('hex');
 const ignore = () => {};
@@ -309,19 +317,22 @@ export class RedisTier implements SharedTier {
 
   /**
    * The value stored at `redisKey` (of store key `key`) as the store reads it:
-   * parsed JSON, or undefined (a miss) for anything else. With a seal, only a
-   * value sealed for `redisKey` is parsed. An acceptance of a key the queues
-   * may have dropped is read only when stored after the last drop.
+   * parsed JSON; undefined when there is none; {@link UNREADABLE} for one
+   * that cannot be read. With a seal, only a value sealed for `redisKey` is
+   * parsed. An acceptance of a key the queues may have dropped is read only
+   * when stored after the last drop (else undefined: not foreign, only not
+   * trusted here).
    */
   #decode(key: string, redisKey: string, value: unknown): unknown {
-    if (typeof value !== 'string' || value.length > MAX_VALUE_LENGTH) return undefined;
+    if (typeof value !== 'string') return undefined;
+    if (value.length > MAX_VALUE_LENGTH) return UNREADABLE;
     const json = this.#settings.seal === undefined ? value : this.#settings.seal.open(redisKey, value);
-    if (json === undefined) return undefined;
+    if (json === undefined) return UNREADABLE;
     let parsed: unknown;
     try {
       parsed = JSON.parse(json);
     } catch {
-      return undefined;
+      return UNREADABLE;
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return parsed;
     const { storedAt, ...verdict } = parsed as { storedAt?: unknown; ok?: unknown };
