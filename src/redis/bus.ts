@@ -12,6 +12,9 @@
  * comes back through it (after every (re)connection): from then on no
  * invalidation is missed, and at that moment the `onReconnect` listeners
  * drop whatever was cached while it was not live (on the first time too).
+ * Until then probes go on: often at first, then one at a time and seldom, so
+ * that a Redis that runs no script for a while (`-LOADING` a dataset after a
+ * restart, while it already takes `SUBSCRIBE`) is found live once it does.
  */
 import { randomBytes } from 'node:crypto';
 import { isRefusal, type RedisDriver, unusableClient } from './driver.js';
@@ -22,9 +25,11 @@ export type MessageKind = 'a' | 'r' | 'i';
 
 const MESSAGE = /^([ari])([A-Za-z0-9_-]{43}):([0-9a-f]{16})$/;
 const PROBE_MESSAGE = /^p([0-9a-f]{16}):([0-9a-f]{16})$/;
-/** Ms between probes, and most probes after one (re)connection. */
+/** Ms between the first probes after one (re)connection, and how many of them. */
 const PROBE_INTERVAL_MS = 50;
 const MAX_PROBES = 200;
+/** Ms between the probes after those, each sent once the one before was answered, until one comes back. */
+const SLOW_PROBE_INTERVAL_MS = 1000;
 
 /** The store's key (32 Latin-1 characters) as it appears in Redis keys and messages. */
 export function encodeKey(key: string): string {
@@ -49,7 +54,7 @@ export class RedisBus {
   #probeTimer: NodeJS.Timeout | undefined;
   #live = false;
   #closed = false;
-  /** Whether probes are being sent (until one comes back, or {@link MAX_PROBES} were sent). */
+  /** Whether the first, frequent probes are being sent (until one comes back, or {@link MAX_PROBES} were sent). */
   #probing = false;
   /**
    * The one wait every `ready()` shares while the subscription is not live: settled (and dropped) once it is, once the
@@ -149,14 +154,18 @@ export class RedisBus {
   }
 
   /**
-   * The app's client is ready (again): probes anew when the subscription is not known live and no probe is under
-   * way. A subscriber that connected long before the client (which sends the probes) has run out of them.
+   * The app's client is ready (again): probes anew, often, when the subscription is not known live and its first
+   * probes are over. A subscriber that connected long before the client (which sends the probes) has run out of them.
    */
   probeIfNotLive(): void {
     if (!this.#live && !this.#closed && !this.#probing) this.#startProbing();
   }
 
-  /** The subscriber (re)connected: probe until a probe comes back, a bounded number of times; nothing once closed. */
+  /**
+   * The subscriber (re)connected: probe until a probe comes back, {@link MAX_PROBES} times often, then seldom and
+   * never more than one unanswered at a time (a client that queues commands while disconnected holds one); nothing
+   * once closed.
+   */
   #startProbing(): void {
     if (this.#closed) return;
     this.#live = false;
@@ -165,16 +174,26 @@ export class RedisBus {
     clearInterval(this.#probeTimer);
     this.#probing = true;
     let sent = 0;
+    let unanswered = 0;
     const send = () => {
-      if (++sent > MAX_PROBES) {
+      if (this.#probe !== nonce) return;
+      if (this.#probing && sent === MAX_PROBES) {
         this.#probing = false;
-        return clearInterval(this.#probeTimer);
+        clearInterval(this.#probeTimer);
+        this.#probeTimer = setInterval(send, SLOW_PROBE_INTERVAL_MS).unref();
       }
+      if (!this.#probing && unanswered > 0) return;
+      sent++;
+      unanswered++;
       const args = [this.#channel, `p${nonce}:${this.#instance}`];
-      this.#driver.run(PROBE, [], args).catch((error: unknown) => {
-        const unusable = isRefusal(error) ? this.#refusedMessage() : unusableClient(error);
-        if (unusable !== undefined) this.#refused(unusable);
-      });
+      this.#driver.run(PROBE, [], args).then(
+        () => unanswered--,
+        (error: unknown) => {
+          unanswered--;
+          const unusable = isRefusal(error) ? this.#refusedMessage() : unusableClient(error);
+          if (unusable !== undefined) this.#refused(unusable);
+        },
+      );
     };
     this.#probeTimer = setInterval(send, PROBE_INTERVAL_MS).unref();
     send();
