@@ -1227,6 +1227,18 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       await redis.restart();
       await sharingResumes(a, b);
     });
+
+    it('SCRIPT FLUSH on a running Redis: the tier sends its scripts again, shares and revokes, and reports nothing', async () => {
+      const { a, b, token } = await twoHoldingARemovedToken();
+      await admin.script('FLUSH');
+      const other = knownToken();
+      await a.gate.authenticate(bearer(other));
+      expect((await b.gate.authenticate(bearer(other))).subject).toMatch(/^id-/);
+      expect(mock.calls.verify).toBe(2); // `token` once, `other` once
+      expect(await a.gate.revoke(bearer(token))).toBe(true);
+      await eventually(rejects(b, token), 2000, 'rejected by the other instance');
+      expect(sharedErrors([...a.events, ...b.events])).toEqual([]);
+    });
   });
 
   it('keeps at most 10,000 invalidations Redis missed for a retry, the oldest dropped first, and retries them once Redis is back', async () => {
