@@ -1,15 +1,29 @@
 /**
- * The Redis tier on a Redis that evicts keys (`--maxmemory` with
- * `--maxmemory-policy volatile-ttl`, as the README suggests): whatever Redis
- * evicts, an answer asked for before a revocation is never stored after it.
+ * The Redis tier on a Redis at its `maxmemory`:
+ *
+ * - one that evicts keys (`--maxmemory-policy volatile-ttl`, as the README suggests): whatever Redis evicts, an answer
+ *   asked for before a revocation is never stored after it;
+ * - one that evicts nothing (`noeviction`, Redis's default policy), whose writes answer `OOM`: a revocation is still
+ *   taken and reaches every instance (each script deletes before it writes, and Redis refuses only a script's first
+ *   write), new tokens are answered by the provider, and sharing resumes once Redis has room.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { onlineOrNot } from '../src/index.js';
 import type { SharedVerdict } from '../src/shared-tier.js';
 import { cacheKey } from '../src/store.js';
-import { stubProvider } from '../src/testing/index.js';
-import { adminClient, type Instance, startInstance } from './support/redis-instances.js';
+import { type MockOnlineOrNot, mockOnlineOrNot, stubProvider } from '../src/testing/index.js';
+import {
+  adminClient,
+  CLIENT_LIBRARIES,
+  type Instance,
+  sharedErrors,
+  startInstance,
+} from './support/redis-instances.js';
 import { type RedisServer, redisServerMissing, startRedisServer } from './support/redis-server.js';
+
+const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
 describe.skipIf(redisServerMissing)('tokengate/redis on a Redis that evicts keys', () => {
   let redis: RedisServer;
@@ -53,4 +67,77 @@ describe.skipIf(redisServerMissing)('tokengate/redis on a Redis that evicts keys
     expect(await admin.exists(`tokengate:{${encoded}}:v`)).toBe(0);
     expect(await a.tier.get(key)).toBeUndefined();
   });
+});
+
+describe.skipIf(redisServerMissing)('tokengate/redis on a Redis that is full and evicts nothing (OOM)', () => {
+  let redis: RedisServer;
+  let admin: Redis;
+  let mock: MockOnlineOrNot;
+  let tokens = 0;
+
+  beforeAll(async () => {
+    redis = await startRedisServer(['--maxmemory-policy', 'noeviction']);
+    admin = adminClient(redis.port);
+    mock = await mockOnlineOrNot();
+  });
+
+  afterAll(async () => {
+    admin?.disconnect();
+    await mock?.close();
+    await redis?.close();
+  });
+
+  const knownToken = () => {
+    const token = `oom-${++tokens}`;
+    mock.setToken(token, { id: token });
+    return token;
+  };
+
+  it.each(CLIENT_LIBRARIES)(
+    '%s: a revocation reaches every instance, new tokens are answered, and sharing resumes once Redis has room',
+    async (library) => {
+      const instances = await Promise.all(
+        [1, 2].map(() =>
+          startInstance(library, redis.port, [onlineOrNot({ baseUrl: mock.url })], { redis: { localTtl: 60_000 } }),
+        ),
+      );
+      const [a, b] = instances as [Instance, Instance];
+      try {
+        const revoked = knownToken();
+        for (const instance of instances) await instance.gate.authenticate(bearer(revoked));
+        mock.removeToken(revoked);
+        await admin.config('SET', 'maxmemory', '1');
+        expect(await a.gate.revoke(bearer(revoked))).toBe(true);
+        // Told through Redis: the message comes a moment after Redis took the revocation.
+        for (
+          let tries = 0;
+          await b.gate.authenticate(bearer(revoked)).then(
+            () => true,
+            () => false,
+          );
+          tries++
+        ) {
+          if (tries === 100) throw new Error('the other instance still accepts the revoked token after 1 s');
+          await sleep(10);
+        }
+
+        const fresh = knownToken();
+        for (const instance of instances) expect((await instance.gate.authenticate(bearer(fresh))).subject).toBe(fresh);
+        expect(sharedErrors(a.events)).toContain('lease:error');
+
+        await admin.config('SET', 'maxmemory', '0');
+        for (let tries = 0; ; tries++) {
+          const token = knownToken();
+          const before = mock.calls.verify;
+          for (const instance of instances) await instance.gate.authenticate(bearer(token));
+          if (mock.calls.verify - before === 1) break;
+          if (tries === 100) throw new Error('not shared again within 100 tries');
+          await sleep(50);
+        }
+      } finally {
+        await admin.config('SET', 'maxmemory', '0');
+        await Promise.all(instances.map((instance) => instance.close()));
+      }
+    },
+  );
 });

@@ -142,7 +142,9 @@ return 0`);
  * KEYS value, lease, tombstone, claims; ARGV tombstone id, tombstone ms,
  * channel, invalidated message. Deletes the value, the lease and the claims
  * (none taken before can store any more), leaves the tombstone (a store
- * without a claim waits it out), tells every instance.
+ * without a claim waits it out), tells every instance. It deletes first: a
+ * Redis at its maxmemory that evicts nothing refuses only a script's first
+ * write (with OOM), so a revocation is still taken and announced there.
  */
 export const INVALIDATE = script(`
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
