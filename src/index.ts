@@ -30,7 +30,11 @@ export { requires, requiresAny } from './guards.js';
 export type { HttpOptions } from './http.js';
 export { ProviderFailure, type ProviderFailureKind, type ProviderFailureOptions } from './provider-failure.js';
 export type {
+  IntrospectionAccessToken,
+  IntrospectionAccessTokenOptions,
   IntrospectionClientAuth,
+  IntrospectionClientSecretOptions,
+  IntrospectionCommonOptions,
   IntrospectionDetails,
   IntrospectionOptions,
 } from './providers/introspection.js';

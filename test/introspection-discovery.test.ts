@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { createGate, type IntrospectionOptions, introspection } from '../src/index.js';
+import { createGate, type IntrospectionClientSecretOptions, introspection } from '../src/index.js';
 import { type MockIntrospectionOptions, mockIntrospection } from '../src/testing/index.js';
 import { type AnswerServer, reply, startAnswerServer } from './support/answer-server.js';
 import { closeAfterEach } from './support/close-after-each.js';
@@ -27,7 +27,7 @@ const ACTIVE = { active: true, sub: 'user-42', scope: 'orders:read' };
 /** A mock, and a gate whose provider knows only the mock's issuer. */
 async function discovering(
   mockOptions: Partial<MockIntrospectionOptions> = {},
-  providerOptions: Partial<IntrospectionOptions> = {},
+  providerOptions: Partial<IntrospectionClientSecretOptions> = {},
 ) {
   const mock = closeLater(
     await mockIntrospection({

@@ -79,6 +79,82 @@ describe('mockIntrospection', () => {
     expect(wrongInBody.headers['www-authenticate']).toBeUndefined();
   });
 
+  it('with accessToken alone, takes that Bearer token and no client: RFC 6750 §3 challenges for any other', async () => {
+    const mock = closeLater(await mockIntrospection({ accessToken: 'rs-token', tokens: { t1: { active: true } } }));
+    const introspect = (headers: Record<string, string>) =>
+      post(mock.endpoint, { ...headers, 'content-type': FORM }, 'token=t1');
+    expect(await introspect({ authorization: 'Bearer rs-token' })).toMatchObject({
+      status: 200,
+      body: { active: true },
+    });
+    expect(await introspect({ authorization: 'bearer   rs-token' })).toMatchObject({ status: 200 });
+    for (const authorization of ['Bearer rs-token2', 'Bearer rs token', 'Bearer t1']) {
+      const refused = await introspect({ authorization });
+      expect(refused).toMatchObject({ status: 401, body: { error: 'invalid_token' } });
+      expect(refused.headers['www-authenticate']).toBe('Bearer realm="mock", error="invalid_token"');
+    }
+    const anonymous = await introspect({});
+    expect(anonymous).toMatchObject({ status: 401, body: { error: 'invalid_client' } });
+    expect(anonymous.headers['www-authenticate']).toBe('Bearer realm="mock"');
+    const basic = await introspect({ authorization: BASIC });
+    expect(basic).toMatchObject({ status: 401, body: { error: 'invalid_client' } });
+    expect(basic.headers['www-authenticate']).toBe('Basic realm="mock"');
+    const both = await post(
+      mock.endpoint,
+      { authorization: 'Bearer rs-token', 'content-type': FORM },
+      'token=t1&client_id=client&client_secret=secret',
+    );
+    expect(both).toMatchObject({ status: 400, body: { error: 'invalid_request' } });
+    const metadata = await request(`${mock.url}/.well-known/oauth-authorization-server`);
+    expect(await metadata.body.json()).toMatchObject({ introspection_endpoint_auth_methods_supported: ['Bearer'] });
+  });
+
+  it('with a client and accessToken, takes either, and lists both in its metadata', async () => {
+    const mock = closeLater(
+      await mockIntrospection({
+        clientId: 'client',
+        clientSecret: 'secret',
+        accessToken: 'rs-token',
+        tokens: { t1: { active: true } },
+      }),
+    );
+    for (const authorization of [BASIC, 'Bearer rs-token']) {
+      expect(await post(mock.endpoint, { authorization, 'content-type': FORM }, 'token=t1')).toMatchObject({
+        status: 200,
+        body: { active: true },
+      });
+    }
+    const anonymous = await post(mock.endpoint, { 'content-type': FORM }, 'token=t1');
+    expect(anonymous.headers['www-authenticate']).toBe('Basic realm="mock"');
+    const metadata = await request(`${mock.url}/.well-known/openid-configuration`);
+    expect(await metadata.body.json()).toMatchObject({
+      introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'Bearer'],
+    });
+  });
+
+  it('refuses an accessToken that is no bearer token, and credentials that are not a pair, naming the option', async () => {
+    const refused = async (options: Record<string, unknown>) => {
+      const error = await mockIntrospection(options as never).then(
+        (mock) => mock.close().then(() => new Error('started')),
+        (error: unknown) => error,
+      );
+      expect(error).toBeInstanceOf(TypeError);
+      return (error as Error).message;
+    };
+    const message = await refused({ accessToken: 'rs token\n' });
+    expect(message).toBe('mockIntrospection: accessToken: expected a bearer token (b64token syntax)');
+    expect(await refused({ accessToken: '' })).toBe(
+      'mockIntrospection: accessToken: expected a non-empty string, got an empty string',
+    );
+    expect(await refused({})).toBe('mockIntrospection: clientId: expected clientId and clientSecret, or accessToken');
+    expect(await refused({ clientId: 'client', accessToken: 'rs-token' })).toBe(
+      'mockIntrospection: clientSecret: expected a non-empty string, got undefined',
+    );
+    expect(await refused({ clientAuth: 'post', accessToken: 'rs-token' })).toBe(
+      'mockIntrospection: clientAuth: expected clientId and clientSecret with it',
+    );
+  });
+
   it('400 invalid_request for another content type, two client methods or no token', async () => {
     const mock = await start();
     const cases = [

@@ -31,7 +31,12 @@ const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
 /** Whether `token` is a b64token no longer than {@link MAX_BEARER_LENGTH}: one a Bearer header can carry. */
 export function isBearerToken(token: string): boolean {
-  return token.length <= MAX_BEARER_LENGTH && B64TOKEN.test(token);
+  return token.length <= MAX_BEARER_LENGTH && isB64Token(token);
+}
+
+/** Whether `token` is RFC 6750 b64token syntax, of any length. */
+export function isB64Token(token: string): boolean {
+  return B64TOKEN.test(token);
 }
 const SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)/;
 

@@ -2,7 +2,8 @@
  * OAuth 2.0 token introspection (RFC 7662): `Authorization: Bearer <token>`,
  * checked by POSTing the token to the authorization server's introspection
  * endpoint, which this server calls as an OAuth client (RFC 6749 §2.3.1
- * client authentication). The endpoint is configured, or found through the
+ * client authentication) or with an access token of its own (RFC 7662 §2.1;
+ * see introspection-auth.ts). The endpoint is configured, or found through the
  * issuer's authorization server metadata (RFC 8414).
  */
 import { z } from 'zod';
@@ -22,8 +23,18 @@ import {
 } from '../options.js';
 import { ProviderFailure } from '../provider-failure.js';
 import type { Provider, Verdict } from '../types.js';
+import {
+  type AuthenticationOptions,
+  checkAccessToken,
+  checkAuthenticationChoice,
+  endpointAuthentication,
+  type IntrospectionAccessToken,
+  type IntrospectionClientAuth,
+} from './introspection-auth.js';
 import { IntrospectionTarget } from './oauth-discovery.js';
 import { secretDigest } from './secret-digest.js';
+
+export type { IntrospectionAccessToken, IntrospectionClientAuth } from './introspection-auth.js';
 
 /**
  * A JWT NumericDate (RFC 7519 §2): seconds since the epoch, any JSON number,
@@ -97,11 +108,60 @@ export interface IntrospectionDetails {
   readonly [member: string]: unknown;
 }
 
-/** How the client authenticates to the introspection endpoint (RFC 6749 §2.3.1). */
-export type IntrospectionClientAuth = 'basic' | 'post';
+/**
+ * Options of {@link introspection}: how this server authenticates to the introspection endpoint
+ * ({@link IntrospectionClientSecretOptions} or {@link IntrospectionAccessTokenOptions}), and the rest
+ * ({@link IntrospectionCommonOptions}). Give `endpoint`, or `issuer` to find it.
+ */
+export type IntrospectionOptions = IntrospectionClientSecretOptions | IntrospectionAccessTokenOptions;
 
-/** Options of {@link introspection}. Give `endpoint`, or `issuer` to find it. */
-export interface IntrospectionOptions extends HttpOptions {
+/** {@link IntrospectionOptions} of a server that authenticates as an OAuth client, with its id and secret. */
+export interface IntrospectionClientSecretOptions extends IntrospectionCommonOptions {
+  /** This server's client id at the authorization server. */
+  readonly clientId: string;
+  /** This server's client secret. Never shown in errors; in the cache scope only as a digest. */
+  readonly clientSecret: string;
+  /**
+   * How the id and secret are sent (RFC 6749 §2.3.1): `basic` (HTTP Basic, default; each form-urlencoded first) or
+   * `post` (`client_id` and `client_secret` in the form body).
+   */
+  readonly clientAuth?: IntrospectionClientAuth | undefined;
+  /** Not with `clientId` and `clientSecret`: see {@link IntrospectionAccessTokenOptions}. */
+  readonly accessToken?: undefined;
+}
+
+/**
+ * {@link IntrospectionOptions} of a server that authenticates with an OAuth 2.0 access token of its own, such as one
+ * the authorization server issued it for introspection (RFC 7662 §2.1 and §4), sent as `Authorization: Bearer`.
+ */
+export interface IntrospectionAccessTokenOptions extends IntrospectionCommonOptions {
+  /**
+   * The token (RFC 6750 b64token syntax, checked at startup), or a function returning it or a promise of it, called
+   * without arguments before each introspection request: return a token you keep and renew yourself, so that each
+   * request does not fetch one. Never shown in errors or events; a token given as a string is in the cache scope only
+   * as a digest.
+   *
+   * A function that throws or rejects, or gives anything but a bearer token, is a 503 for that request (its error's
+   * message is never shown: its `cause` names its class alone), and nothing is sent; one that never settles is a
+   * 503 at the gate's `timeout`. A 401 or 403 from the endpoint (or a 400 `invalid_client`) is a 500
+   * `provider_misconfigured`, as a refused client secret is: for a second, new credentials get it without a request;
+   * then the next one calls the function again.
+   *
+   * A function's tokens are not in the cache scope: two providers at one endpoint with the same `name`, `issuer`
+   * and `audience` share their cached answers (in a `sharedCache` too), whoever their tokens belong to. When the
+   * authorization server answers each API differently (RFC 7662 §4), give each its own `name` or `audience`.
+   */
+  readonly accessToken: IntrospectionAccessToken;
+  /** Not with `accessToken`. */
+  readonly clientId?: undefined;
+  /** Not with `accessToken`. */
+  readonly clientSecret?: undefined;
+  /** Not with `accessToken`. */
+  readonly clientAuth?: undefined;
+}
+
+/** The {@link IntrospectionOptions} that do not depend on how this server authenticates. */
+export interface IntrospectionCommonOptions extends HttpOptions {
   /** The introspection endpoint. Without it, `issuer`'s metadata names it. */
   readonly endpoint?: string | undefined;
   /**
@@ -111,12 +171,6 @@ export interface IntrospectionOptions extends HttpOptions {
    * equal it.
    */
   readonly issuer?: string | undefined;
-  /** This server's client id at the authorization server. */
-  readonly clientId: string;
-  /** This server's client secret. Never shown in errors. */
-  readonly clientSecret: string;
-  /** `basic` (HTTP Basic, default) or `post` (`client_id` and `client_secret` in the form body). */
-  readonly clientAuth?: IntrospectionClientAuth | undefined;
   /** When given, only tokens whose `aud` is or contains it pass. */
   readonly audience?: string | undefined;
   /**
@@ -129,7 +183,7 @@ export interface IntrospectionOptions extends HttpOptions {
    * Takes plain `http:` for `endpoint`, `issuer` and a discovered endpoint on
    * any host. Default `false`: https only (RFC 7662 §4, RFC 8414 §2), but for
    * loopback hosts (`localhost`, 127.0.0.0/8, `[::1]`), where http crosses no
-   * network. The client secret and every token travel to these URLs.
+   * network. The client secret or access token and every token travel to these URLs.
    */
   readonly allowInsecureRequests?: boolean | undefined;
   /** Name in errors, events and `AuthContext.provider`. Default `introspection`. */
@@ -141,19 +195,21 @@ const IntrospectionOptionsSchema = optionsObject(
     ...httpOptionsShape,
     endpoint: endpointUrlOption.optional(),
     issuer: baseUrlOption.optional(),
-    clientId: nameOption,
-    clientSecret: secretOption,
+    clientId: nameOption.optional(),
+    clientSecret: secretOption.optional(),
     clientAuth: z.enum(['basic', 'post'], { error: 'expected basic or post' }).optional(),
+    accessToken: z.unknown().superRefine(checkAccessToken).optional(),
     audience: nameOption.optional(),
     clockTolerance: numberOption(0, { max: MAX_CLOCK_TOLERANCE_SECONDS }).optional(),
     allowInsecureRequests: allowInsecureRequestsOption,
     name: nameOption.optional(),
   },
-  'an options object with endpoint or issuer, clientId and clientSecret',
+  'an options object with endpoint or issuer, and clientId and clientSecret or accessToken',
 )
   .refine((options) => options.endpoint !== undefined || options.issuer !== undefined, {
     error: 'expected endpoint or issuer',
   })
+  .superRefine((options, ctx) => checkAuthenticationChoice(options as AuthenticationOptions, ctx))
   .superRefine(secureUrls(['endpoint', 'issuer']))
   .superRefine(({ issuer }, ctx) => {
     if (typeof issuer === 'string' && URL.canParse(issuer) && new URL(issuer).pathname.includes('/.well-known/')) {
@@ -226,22 +282,23 @@ const NOT_ACCESS_TYP: ReadonlySet<string> = new Set(['refresh', 'offline', 'id',
  * `Refresh`, `Offline`, `ID` or `Logout`; any case); and when the answer
  * names no subject.
  *
- * The server refusing the client credentials (401, 403, or a 400
- * `invalid_client` or `unauthorized_client`) is a 500
- * `provider_misconfigured`; an answer that is not a 200 with a JSON object
- * holding `active` is a 503.
+ * This server authenticates with `clientId` and `clientSecret`, or with
+ * `accessToken` (see {@link IntrospectionAccessTokenOptions}). The server
+ * refusing them (401, 403, or a 400 `invalid_client` or
+ * `unauthorized_client`) is a 500 `provider_misconfigured`; an answer that is
+ * not a 200 with a JSON object holding `active` is a 503.
  */
 export function introspection(options: IntrospectionOptions): Provider<BearerCredential> {
   checkOptions(IntrospectionOptionsSchema, options, 'introspection');
   const name = options.name ?? 'introspection';
-  const { clientId, clientSecret, endpoint, issuer, audience } = options;
-  const clientAuth = options.clientAuth ?? 'basic';
+  const { endpoint, issuer, audience } = options;
+  const authentication = endpointAuthentication(name, options);
   const insecure = options.allowInsecureRequests === true;
   const target = new IntrospectionTarget(name, options, {
     endpoint,
     issuer,
     insecure,
-    authMethod: `client_secret_${clientAuth}`,
+    authMethod: authentication.metadataMethod,
   });
   const checks: ClaimChecks = {
     name,
@@ -250,25 +307,24 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
     issRequired: endpoint !== undefined,
     clockTolerance: options.clockTolerance ?? DEFAULT_CLOCK_TOLERANCE_SECONDS,
   };
-  const headers: Record<string, string> =
-    clientAuth === 'basic' ? { authorization: basicAuthorization(clientId, clientSecret) } : {};
 
   async function verifyIntrospectedToken(credential: BearerCredential, cancellation: Cancellation): Promise<Verdict> {
     const { http, path } = await target.get(cancellation);
     const form = new URLSearchParams({ token: credential.secret, token_type_hint: 'access_token' });
-    if (clientAuth === 'post') {
-      form.append('client_id', clientId);
-      form.append('client_secret', clientSecret);
-    }
+    const applied = authentication.apply(form);
+    // Awaited only when a function gives the token: the other ways cost no turn of the event loop.
+    const headers = applied instanceof Promise ? await applied : applied;
     let answer: JsonAnswer;
     try {
       answer = await http.postForm(path, form, headers, cancellation);
     } catch (failure) {
       // A refusal with a body that is not JSON (an empty 401 with `WWW-Authenticate: Basic`) is still a refusal.
       const status = failure instanceof ProviderFailure ? failure.upstreamStatus : undefined;
-      throw status === 401 || status === 403 ? refused(name, status) : failure;
+      throw status === 401 || status === 403 ? authentication.refused(status) : failure;
     }
-    if (answer.status === 401 || answer.status === 403 || refusesClient(answer)) throw refused(name, answer.status);
+    if (answer.status === 401 || answer.status === 403 || refusesClient(answer)) {
+      throw authentication.refused(answer.status);
+    }
     if (answer.status !== 200) {
       throw new ProviderFailure('status', `${http.named('POST')} answered ${answer.status}`, {
         status: answer.status,
@@ -288,9 +344,7 @@ export function introspection(options: IntrospectionOptions): Provider<BearerCre
       name,
       endpoint === undefined ? null : secretDigest(new URL(endpoint).href),
       issuer ?? null,
-      clientId,
-      secretDigest(clientSecret),
-      clientAuth,
+      ...authentication.scope,
       audience ?? null,
       checks.clockTolerance,
     ]),
@@ -352,16 +406,6 @@ function audiences(aud: string | readonly string[] | null | undefined): readonly
 }
 
 /**
- * `Basic` credentials as RFC 6749 §2.3.1 has them: the client id and secret
- * each form-urlencoded (so a `:` in the id cannot move the split, and
- * non-ASCII travels as UTF-8 percent-escapes), then joined and base64-encoded.
- */
-function basicAuthorization(clientId: string, clientSecret: string): string {
-  const encode = (value: string) => new URLSearchParams({ value }).toString().slice('value='.length);
-  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(clientSecret)}`).toString('base64')}`;
-}
-
-/**
  * A 400 that refuses this server as a client (RFC 6749 §5.2: `invalid_client`, the status a server may use for a
  * client that did not authenticate with the Authorization header, or `unauthorized_client`), not the token.
  */
@@ -369,14 +413,6 @@ function refusesClient(answer: JsonAnswer): boolean {
   if (answer.status !== 400) return false;
   const error = (answer.body as { error?: unknown } | null)?.error;
   return error === 'invalid_client' || error === 'unauthorized_client';
-}
-
-function refused(name: string, status: number): ProviderFailure {
-  return new ProviderFailure(
-    'misconfigured',
-    `${name} refused this server's client credentials (check clientId, clientSecret and clientAuth)`,
-    { status },
-  );
 }
 
 function invalidAnswer(name: string): ProviderFailure {

@@ -54,8 +54,11 @@ export class IntrospectionTarget {
   readonly #pools = new Map<string, ProviderHttp>();
   readonly #issuer: string | undefined;
   readonly #insecure: boolean;
-  /** The client authentication method the provider uses, as RFC 8414 names it (`client_secret_basic`). */
-  readonly #authMethod: string;
+  /**
+   * The client authentication method the provider uses, as RFC 8414 names it (`client_secret_basic`), which a
+   * document listing the methods its introspection endpoint supports must list; undefined: not checked.
+   */
+  readonly #authMethod: string | undefined;
   /** The pool that fetches the issuer's metadata documents, under their own size cap. */
   #metadataHttp: ProviderHttp | undefined;
   #target: Target | undefined;
@@ -67,12 +70,17 @@ export class IntrospectionTarget {
   /**
    * `endpoint` when given, else `issuer` (both checked by the provider's option schema); `insecure` takes a
    * discovered endpoint over plain http on any host; `authMethod` is the client authentication the provider
-   * uses, which a discovered endpoint must support when its metadata lists what it supports.
+   * uses, which a discovered endpoint must support when its metadata lists what it supports (undefined: any).
    */
   constructor(
     name: string,
     options: HttpOptions,
-    where: { endpoint?: string | undefined; issuer?: string | undefined; insecure: boolean; authMethod: string },
+    where: {
+      endpoint?: string | undefined;
+      issuer?: string | undefined;
+      insecure: boolean;
+      authMethod: string | undefined;
+    },
   ) {
     this.#name = name;
     this.#options = options;
@@ -145,11 +153,12 @@ export class IntrospectionTarget {
         continue;
       }
       const methods = metadata.introspection_endpoint_auth_methods_supported;
-      if (methods !== undefined && methods.length > 0 && !methods.includes(this.#authMethod)) {
+      const method = this.#authMethod;
+      if (method !== undefined && methods !== undefined && methods.length > 0 && !methods.includes(method)) {
         // The client secret is not sent where the server says it would not be read.
         throw new ProviderFailure(
           'misconfigured',
-          `${this.#name} metadata at ${location} lists no ${this.#authMethod} for its introspection endpoint (it lists ${methods.slice(0, 8).map(shownMethod).join(', ')}): set clientAuth to one it lists`,
+          `${this.#name} metadata at ${location} lists no ${method} for its introspection endpoint (it lists ${methods.slice(0, 8).map(shownMethod).join(', ')}): set clientAuth to one it lists`,
         );
       }
       return this.#targetAt(this.#endpointUrl(metadata.introspection_endpoint, location));

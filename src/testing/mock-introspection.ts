@@ -1,12 +1,13 @@
 /**
  * A real HTTP server that answers like an OAuth 2.0 authorization server's
  * token introspection endpoint (RFC 7662, `POST /introspect`), with client
- * authentication (RFC 6749 §2.3.1) and its metadata documents (RFC 8414,
- * OpenID Connect Discovery).
+ * authentication (RFC 6749 §2.3.1) or an access token of the caller's
+ * (RFC 7662 §2.1, RFC 6750), and its metadata documents (RFC 8414, OpenID
+ * Connect Discovery).
  */
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
-import { isBearerToken } from '../credentials/bearer.js';
+import { isB64Token, isBearerToken } from '../credentials/bearer.js';
 import { checkOptions, nameOption, optionsObject, recordOption } from '../options.js';
 import { type JsonReply, jsonAnswer } from './mock-answer.js';
 import { type MockProvider, type MockRoute, startMockServer } from './mock-server.js';
@@ -41,14 +42,19 @@ export interface IntrospectionTokenDef {
 /** The metadata documents the mock can serve. */
 export type MockMetadataDocument = 'oauth-authorization-server' | 'openid-configuration';
 
-/** Options of {@link mockIntrospection}. */
+/**
+ * Options of {@link mockIntrospection}. Its introspection endpoint accepts a client id and secret, an access token, or
+ * either: give `clientId` and `clientSecret`, `accessToken`, or all three.
+ */
 export interface MockIntrospectionOptions {
-  /** The only client id accepted. */
-  readonly clientId: string;
-  /** The only client secret accepted. */
-  readonly clientSecret: string;
-  /** The one client authentication accepted: `basic` (default) or `post`. */
+  /** The only client id accepted (with `clientSecret`). */
+  readonly clientId?: string | undefined;
+  /** The only client secret accepted (with `clientId`). */
+  readonly clientSecret?: string | undefined;
+  /** The one client authentication accepted for `clientId` and `clientSecret`: `basic` (default) or `post`. */
   readonly clientAuth?: 'basic' | 'post' | undefined;
+  /** The only access token accepted, as `Authorization: Bearer` (RFC 7662 §2.1; b64token syntax). */
+  readonly accessToken?: string | undefined;
   /**
    * Known tokens, keyed by the token itself; any other token is `{ "active": false }`. Each answer is kept as JSON
    * writes it when the mock starts; one JSON cannot write (a BigInt, a cycle) throws `TypeError`.
@@ -128,9 +134,10 @@ function issuerPathFault(path: string): string | undefined {
  */
 const MockIntrospectionOptionsSchema = optionsObject(
   {
-    clientId: nameOption,
-    clientSecret: nameOption,
+    clientId: nameOption.optional(),
+    clientSecret: nameOption.optional(),
     clientAuth: z.enum(['basic', 'post'], { error: () => "expected 'basic' or 'post'" }).optional(),
+    accessToken: nameOption.refine(isBearerToken, { error: 'expected a bearer token (b64token syntax)' }).optional(),
     tokens: recordOption('an object of tokens').optional(),
     issuerPath: nameOption
       .superRefine((path, ctx) => {
@@ -145,8 +152,19 @@ const MockIntrospectionOptionsSchema = optionsObject(
       .optional(),
     metadata: recordOption('an object').optional(),
   },
-  'an options object with clientId and clientSecret',
-);
+  'an options object with clientId and clientSecret, or accessToken',
+).superRefine(({ clientId, clientSecret, clientAuth, accessToken }, ctx) => {
+  const missing = (path: string) =>
+    ctx.addIssue({ code: 'custom', path: [path], message: 'expected a non-empty string, got undefined' });
+  if (clientId !== undefined || clientSecret !== undefined) {
+    if (clientId === undefined) missing('clientId');
+    else if (clientSecret === undefined) missing('clientSecret');
+  } else if (accessToken === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['clientId'], message: 'expected clientId and clientSecret, or accessToken' });
+  } else if (clientAuth !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['clientAuth'], message: 'expected clientId and clientSecret with it' });
+  }
+});
 
 const IntrospectionTokenSchema = recordOption('an introspection answer object');
 
@@ -162,17 +180,26 @@ function formDecode(value: string): string | undefined {
   }
 }
 
-/** The client a request authenticates as, and how; `'both'` when it uses two methods (RFC 6749 §2.3 forbids it). */
-function clientOf(
-  req: IncomingMessage,
-  form: URLSearchParams,
-): { method: 'basic' | 'post'; id?: string | undefined; secret?: string | undefined } | 'both' | undefined {
+/** How a request authenticates: with a client id and secret, or an access token (`secret`, no `id`). */
+interface Caller {
+  readonly method: 'basic' | 'post' | 'bearer';
+  readonly id?: string | undefined;
+  readonly secret?: string | undefined;
+}
+
+/**
+ * How a request authenticates; `'both'` when it uses two methods (RFC 6749 §2.3 forbids it). A Bearer header counts
+ * only when `bearerTaken`: to a mock that takes no access token it is no credential at all.
+ */
+function callerOf(req: IncomingMessage, form: URLSearchParams, bearerTaken: boolean): Caller | 'both' | undefined {
   const header = req.headers.authorization;
   const basic = header === undefined ? undefined : /^Basic +([A-Za-z0-9+/]+=*)$/i.exec(header)?.[1];
   const inBody = form.has('client_id') || form.has('client_secret');
   if (header !== undefined && inBody) return 'both';
   if (inBody)
     return { method: 'post', id: form.get('client_id') ?? undefined, secret: form.get('client_secret') ?? '' };
+  const bearer = header === undefined || !bearerTaken ? undefined : /^Bearer +(.+)$/is.exec(header)?.[1];
+  if (bearer !== undefined) return { method: 'bearer', secret: isB64Token(bearer) ? bearer : undefined };
   if (basic === undefined) return undefined;
   // Latin-1: a client that sent its id or secret without form-encoding them first matches nothing non-ASCII.
   const pair = Buffer.from(basic, 'base64').toString('latin1');
@@ -187,17 +214,23 @@ function clientOf(
  *
  * `POST /introspect` answers, in this order: 400 `invalid_request` for a body
  * that is not `application/x-www-form-urlencoded` or uses two client
- * authentication methods; 401 `invalid_client` (with `WWW-Authenticate:
+ * authentication methods; 401 `invalid_token` with `WWW-Authenticate: Bearer
+ * realm="mock", error="invalid_token"` for a Bearer token other than
+ * `accessToken` (RFC 6750 §3); 401 `invalid_client` (with `WWW-Authenticate:
  * Basic` when the client tried Basic, or sent nothing and `clientAuth` is
- * `basic`) for a missing or wrong client, or another method than
- * `clientAuth`; 400 for a missing `token`; else 200 with the token's answer.
- * The metadata documents are served at their RFC 8414 §3.1 locations (and,
- * for `openid-configuration` of an issuer with a path, appended to it too).
+ * `basic`; `Bearer` when it sent nothing and only `accessToken` is accepted)
+ * for a missing or wrong client, or another method than `clientAuth`; 400
+ * for a missing `token`; else 200 with the token's answer. The metadata
+ * documents are served at their RFC 8414 §3.1 locations (and, for
+ * `openid-configuration` of an issuer with a path, appended to it too), and
+ * list the methods accepted (`client_secret_basic` or `client_secret_post`,
+ * and `Bearer`).
  */
 export async function mockIntrospection(options: MockIntrospectionOptions): Promise<MockIntrospection> {
   checkOptions(MockIntrospectionOptionsSchema, options, 'mockIntrospection');
-  const { clientId, clientSecret } = options;
-  const clientAuth = options.clientAuth ?? 'basic';
+  const { clientId, clientSecret, accessToken } = options;
+  // Client credentials are accepted only when the mock has them.
+  const clientAuth = clientId === undefined ? undefined : (options.clientAuth ?? 'basic');
   // As a request carries it (percent-encoded), so that the metadata routes are found; RFC 8414 §3.1 drops a terminating /.
   // The option check let through only paths the URL parser changes by percent-encoding alone.
   const issuerPath = new URL(options.issuerPath ?? '/', 'http://mock').pathname.replace(/\/+$/, '');
@@ -232,12 +265,26 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
     const type = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
     if (type !== FORM_TYPE) return INVALID_REQUEST;
     const form = new URLSearchParams(body);
-    const client = clientOf(req, form);
-    if (client === 'both') return INVALID_REQUEST;
-    if (client?.method !== clientAuth || client.id !== clientId || client.secret !== clientSecret) {
-      // RFC 6749 §5.2: a client that tried Basic is told the scheme; so is one that sent nothing, when Basic is ours.
-      const basic = client === undefined ? clientAuth === 'basic' : client.method === 'basic';
-      const headers: Record<string, string> = basic ? { 'www-authenticate': 'Basic realm="mock"' } : {};
+    const caller = callerOf(req, form, accessToken !== undefined);
+    if (caller === 'both') return INVALID_REQUEST;
+    if (caller?.method === 'bearer') {
+      if (caller.secret !== accessToken) {
+        // RFC 6750 §3: the token was tried and is not one this server takes.
+        const headers = { 'www-authenticate': 'Bearer realm="mock", error="invalid_token"' };
+        return { status: 401, body: { error: 'invalid_token' }, headers };
+      }
+    } else if (
+      caller === undefined ||
+      caller.method !== clientAuth ||
+      caller.id !== clientId ||
+      caller.secret !== clientSecret
+    ) {
+      // RFC 6749 §5.2: a client that tried Basic is told the scheme; so is one that sent nothing, when Basic is ours
+      // (or Bearer, when only an access token is taken).
+      const tried = caller?.method ?? clientAuth ?? 'bearer';
+      const challenge =
+        tried === 'basic' ? 'Basic realm="mock"' : tried === 'bearer' ? 'Bearer realm="mock"' : undefined;
+      const headers: Record<string, string> = challenge === undefined ? {} : { 'www-authenticate': challenge };
       return { status: 401, body: { error: 'invalid_client' }, headers };
     }
     const token = form.get('token');
@@ -250,7 +297,10 @@ export async function mockIntrospection(options: MockIntrospectionOptions): Prom
     const body = {
       issuer: issuer(origin),
       introspection_endpoint: `${origin}/introspect`,
-      introspection_endpoint_auth_methods_supported: [`client_secret_${clientAuth}`],
+      introspection_endpoint_auth_methods_supported: [
+        ...(clientAuth === undefined ? [] : [`client_secret_${clientAuth}`]),
+        ...(accessToken === undefined ? [] : ['Bearer']),
+      ],
       // REQUIRED by RFC 8414 §2, for clients stricter than the gate (which reads issuer and the endpoint alone).
       response_types_supported: ['code'],
       ...metadata,

@@ -3,7 +3,7 @@
  * of it, and the AuthErrors a client sees.
  */
 import { expect } from 'vitest';
-import { createGate, type GateOptions, type IntrospectionOptions, introspection } from '../../src/index.js';
+import { createGate, type GateOptions, type IntrospectionClientSecretOptions, introspection } from '../../src/index.js';
 import {
   type IntrospectionTokenDef,
   type MockIntrospectionOptions,
@@ -27,7 +27,7 @@ export const raw = (json: string): IntrospectionTokenDef => JSON.parse(json);
 export function introspectionSetup(closeLater: <T extends Closable>(thing: T) => T) {
   return async (
     mockOptions: Partial<MockIntrospectionOptions> = {},
-    providerOptions: Partial<IntrospectionOptions> = {},
+    providerOptions: Partial<IntrospectionClientSecretOptions> = {},
     gateOptions: Partial<GateOptions> = {},
   ) => {
     const mock = closeLater(
