@@ -171,7 +171,10 @@ export interface IntrospectionCommonOptions extends HttpOptions {
    * equal it.
    */
   readonly issuer?: string | undefined;
-  /** When given, only tokens whose `aud` is or contains it pass. */
+  /**
+   * When given, only tokens whose `aud` is or contains it pass. Without it, refusing a token meant for another API
+   * is left to the authorization server (RFC 7662 §4).
+   */
   readonly audience?: string | undefined;
   /**
    * Seconds this server's clock may run behind the authorization server's: a token the server calls active whose
