@@ -157,7 +157,10 @@ describe('introspection with an access token of its own', () => {
 
   it('cacheScope holds a token given as a string only as its digest, and a function not at all', () => {
     const endpoint = 'http://127.0.0.1:9/introspect';
-    const fixed = introspection({ endpoint, accessToken: RS_TOKEN }).cacheScope;
+    const provider = introspection({ endpoint, accessToken: RS_TOKEN });
+    expect(inspect(provider, { depth: null })).not.toContain(RS_TOKEN);
+    expect(JSON.stringify(provider)).not.toContain(RS_TOKEN);
+    const fixed = provider.cacheScope;
     expect(fixed).not.toContain(RS_TOKEN);
     expect(fixed).toContain(secretDigest(RS_TOKEN));
     const other = introspection({ endpoint, accessToken: 'rs-token-2' }).cacheScope;
