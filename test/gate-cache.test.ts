@@ -716,31 +716,84 @@ describe('gate cache: broken verdicts fail closed', () => {
     return provider;
   }
 
+  // What the 503's cause (and the provider_error event) tells the provider's author: the member that is wrong, by
+  // its type alone (a value may be a secret).
   it.each([
-    ['undefined', undefined],
-    ['null', null],
-    ['an empty object', {}],
-    ['ok: true without a principal', { ok: true }],
-    ['a principal without subject', { ok: true, principal: { permissions: [], details: {} } }],
-    ['permissions that are not strings', { ok: true, principal: { subject: 's', permissions: [1], details: {} } }],
+    ['undefined', undefined, 'verify resolved undefined, not { ok: true, principal } or { ok: false, reason }'],
+    ['null', null, 'verify resolved null, not { ok: true, principal } or { ok: false, reason }'],
+    ['an empty object', {}, 'ok is undefined, not true or false'],
+    ['ok: true without a principal', { ok: true }, 'principal is undefined, not an object'],
+    [
+      'a principal without subject',
+      { ok: true, principal: { permissions: [], details: {} } },
+      'principal.subject is undefined, not a string',
+    ],
+    [
+      'permissions that are not a list',
+      { ok: true, principal: { subject: 's', permissions: 'read', details: {} } },
+      'principal.permissions is a string, not an array of strings',
+    ],
+    [
+      'permissions that are not strings',
+      { ok: true, principal: { subject: 's', permissions: ['x', 1], details: {} } },
+      'principal.permissions[1] is 1, not a string',
+    ],
     // A hole: `every` skips it, and auth.can(undefined) would pass.
-    // biome-ignore lint/suspicious/noSparseArray: the hole is the point
-    ['permissions with a hole', { ok: true, principal: { subject: 's', permissions: [, 'x'], details: {} } }],
+    [
+      'permissions with a hole',
+      // biome-ignore lint/suspicious/noSparseArray: the hole is the point
+      { ok: true, principal: { subject: 's', permissions: [, 'x'], details: {} } },
+      'principal.permissions[0] is undefined, not a string',
+    ],
     [
       'an invalid expiresAt',
       { ok: true, principal: { subject: 's', permissions: [], details: {}, expiresAt: new Date('x') } },
+      'principal.expiresAt is an invalid Date',
     ],
-    ['ok: "yes"', { ok: 'yes', principal: { subject: 's', permissions: [], details: {} } }],
-  ])('answers 503, never a pass, when verify resolves %s; not cached', async (_, answer) => {
-    const provider = brokenProvider(answer);
-    const gate = closeLater(createGate({ providers: [provider], retry: false, breaker: false }));
-    for (let request = 1; request <= 2; request++) {
-      const error = await rejectionOf(gate.authenticate(bearer('any-token')));
-      expect(error.status).toBe(503);
-      expect(error.code).toBe('provider_unavailable');
-    }
-    expect(provider.calls).toBe(2);
-  });
+    [
+      'an expiresAt that is not a Date',
+      { ok: true, principal: { subject: 's', permissions: [], details: {}, expiresAt: 1700000000000 } },
+      'principal.expiresAt is 1700000000000, not a Date',
+    ],
+    [
+      'a principal without details',
+      { ok: true, principal: { subject: 's', permissions: [] } },
+      'principal.details is undefined, not an object',
+    ],
+    [
+      'ok: "yes"',
+      { ok: 'yes', principal: { subject: 's', permissions: [], details: {} } },
+      'ok is a string, not true or false',
+    ],
+    ['a rejection without a reason', { ok: false }, 'reason is undefined, not a string'],
+  ])(
+    'answers 503, never a pass, when verify resolves %s; not cached; the cause names what is wrong',
+    async (_, answer, wrong) => {
+      const provider = brokenProvider(answer);
+      const messages: string[] = [];
+      const gate = closeLater(
+        createGate({
+          providers: [provider],
+          retry: false,
+          breaker: false,
+          onEvent: (event) => {
+            if (event.type === 'provider_error') messages.push(event.message);
+          },
+        }),
+      );
+      for (let request = 1; request <= 2; request++) {
+        const error = await rejectionOf(gate.authenticate(bearer('any-token')));
+        expect(error.status).toBe(503);
+        expect(error.code).toBe('provider_unavailable');
+        expect((error.cause as Error).message).toBe(`broken returned no usable verdict: ${wrong}`);
+      }
+      expect(messages).toEqual([
+        `broken returned no usable verdict: ${wrong}`,
+        `broken returned no usable verdict: ${wrong}`,
+      ]);
+      expect(provider.calls).toBe(2);
+    },
+  );
 
   it('answers 503 when verify throws something that is not a ProviderFailure', async () => {
     const gate = closeLater(
