@@ -33,8 +33,8 @@ import type { AuthenticateOptions, CredentialRequest, Gate } from './types.js';
  * context itself when it is at hand (a cached credential; `undefined` for none under `optional`), else a native
  * `Promise` of it: tell the two apart with `instanceof Promise`. A request refused without asking the provider (no
  * credential, a malformed one, credentials in two places, a credential whose rejection is cached) throws its
- * `AuthError` synchronously, before any promise, as a closed gate throws its `Error`: an adapter whose framework
- * expects a rejected promise catches it.
+ * `AuthError` synchronously, before any promise, as a closed gate throws its `Error` and a `req` without `headers` its
+ * `TypeError`: an adapter whose framework expects a rejected promise catches it.
  */
 export type Authenticate = (
   req: CredentialRequest,

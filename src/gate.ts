@@ -25,7 +25,7 @@ import { ConnectionMemo } from './memo.js';
 import { shown } from './options.js';
 import { ProviderFailure } from './provider-failure.js';
 import { checkOwnProviders, markProvider } from './provider-holds.js';
-import { type HeaderReader, headerReader, shownRequest, toCredentialRequest } from './request.js';
+import { type HeaderReader, hasHeaders, headerReader, requestError, toCredentialRequest } from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
 import type {
@@ -153,9 +153,7 @@ class TokenGate implements Gate {
   authenticate(req: GateRequest, options: AuthenticateOptions): Promise<AuthContext | undefined>;
   async authenticate(req: GateRequest, options?: AuthenticateOptions): Promise<AuthContext | undefined> {
     // Called by hand, unlike authenticateNow (an adapter's, with a request and options it checked itself).
-    if (typeof req !== 'object' || req === null || typeof req.headers !== 'object' || req.headers === null) {
-      throw new TypeError(`gate.authenticate: expected a request ({ headers, query?, ip? }), got ${shownRequest(req)}`);
-    }
+    if (!hasHeaders(req)) throw requestError('authenticate', req);
     const optional = options?.optional;
     if (optional !== undefined && typeof optional !== 'boolean') {
       throw new TypeError(`gate.authenticate: options.optional: expected a boolean, got ${shown(optional)}`);
@@ -184,7 +182,8 @@ class TokenGate implements Gate {
     } catch (error) {
       // A malformed credential is not the one remembered: the memo keeps no raw token it was not sent again.
       if (connection !== undefined) this.#memo.forget(connection);
-      throw error;
+      // An adapter's request without headers is told here, off the path of every request that has them.
+      throw hasHeaders(req) ? error : requestError('authenticateNow', req);
     }
     if (found === undefined) {
       if (connection !== undefined) this.#memo.forget(connection);
@@ -230,6 +229,7 @@ class TokenGate implements Gate {
 
   invalidate(req: GateRequest): boolean {
     if (this.#closed) throw closedError();
+    if (!hasHeaders(req)) throw requestError('invalidate', req);
     const found = this.#find(toCredentialRequest(req));
     if (found === undefined) return false;
     return this.#store.delete(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);
@@ -237,6 +237,7 @@ class TokenGate implements Gate {
 
   async revoke(req: GateRequest): Promise<boolean> {
     if (this.#closed) throw closedError();
+    if (!hasHeaders(req)) throw requestError('revoke', req);
     const found = this.#find(toCredentialRequest(req));
     if (found === undefined) return false;
     return this.#store.revoke(cacheKey(found.member.provider.cacheScope, found.credential.secret), found.member.origin);

@@ -144,7 +144,17 @@ function isNodeRequest(value: unknown): value is { rawHeaders: string[]; socket:
   return Array.isArray((value as { rawHeaders?: unknown } | null)?.rawHeaders);
 }
 
-/** `req` in a message: what it is, never its contents (a string may be a token). */
-export function shownRequest(req: unknown): string {
-  return typeof req === 'object' && req !== null ? 'an object without headers' : shown(req);
+/** Whether `req` has `headers` to read: an object, as every request the gate reads has. */
+export function hasHeaders(req: unknown): boolean {
+  const headers: unknown = (req as { headers?: unknown } | null | undefined)?.headers;
+  return typeof req === 'object' && req !== null && typeof headers === 'object' && headers !== null;
+}
+
+/**
+ * The `TypeError` of a gate method (`authenticate`, `invalidate`, ...) given something that is not a request: what it
+ * got, by its kind or class (`a Context without headers`), never its contents (a string may be a token).
+ */
+export function requestError(method: string, req: unknown): TypeError {
+  const got = typeof req === 'object' && req !== null ? `${shown(req)} without headers` : shown(req);
+  return new TypeError(`gate.${method}: expected a request ({ headers, query?, ip? }), got ${got}`);
 }

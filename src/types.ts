@@ -268,8 +268,8 @@ export interface Gate {
    * kept nowhere). With a shared cache tier, every instance forgets it too,
    * in the background; {@link revoke} waits for that.
    *
-   * @throws AuthError 400 `invalid_request` for a malformed credential or credentials in two places; `Error` once
-   *   the gate is closed.
+   * @throws AuthError 400 `invalid_request` for a malformed credential or credentials in two places; `TypeError` for a
+   *   `req` without `headers`; `Error` once the gate is closed.
    */
   invalidate(req: GateRequest): boolean;
   /**
@@ -281,7 +281,8 @@ export interface Gate {
    * serving it within the tier's `localTtl`). Without a shared tier, `true` at once for a request with a credential.
    *
    * @throws AuthError 400 `invalid_request` (as a rejection) for a malformed credential or credentials in two
-   *   places; `Error` (as a rejection) once the gate is closed.
+   *   places; `TypeError` (as a rejection) for a `req` without `headers`; `Error` (as a rejection) once the gate is
+   *   closed.
    */
   revoke(req: GateRequest): Promise<boolean>;
   /**

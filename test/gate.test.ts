@@ -15,6 +15,7 @@ import * as expressGate from '../adapters/express.js';
 import * as koaGate from '../adapters/koa.js';
 import {
   AuthError,
+  authenticator,
   type BearerCredential,
   type CredentialRequest,
   createGate,
@@ -795,6 +796,38 @@ describe('gate.authenticate and gate.authorize called by hand with the wrong thi
     expect(() => gate.authorize(auth, 'read' as never)).toThrow(
       new TypeError("gate.authorize: expected a guard such as requires('read'), got a string"),
     );
+  });
+});
+
+describe("gate.invalidate, gate.revoke and an adapter's handler given a request without headers", () => {
+  it('throw a TypeError naming the method and what was passed (its class, never its contents)', async () => {
+    const gate = createGate({ providers: [stubProvider({ tokens: { [READER]: { subject: 'r' } } })] });
+    open.push(() => gate.close());
+    // What an adapter for a framework whose request keeps its headers elsewhere might hand over by mistake.
+    class FrameworkRequest {
+      readonly raw = { authorization: `Bearer ${READER}` };
+    }
+    const outcome = (run: () => unknown) =>
+      Promise.resolve()
+        .then(run)
+        .then(
+          () => 'passed',
+          (error: Error) => `${error.constructor.name}: ${error.message}`,
+        );
+    const expected = (method: string, got: string) =>
+      `TypeError: gate.${method}: expected a request ({ headers, query?, ip? }), got ${got}`;
+    for (const req of [{}, new FrameworkRequest()]) {
+      const got = req instanceof FrameworkRequest ? 'a FrameworkRequest without headers' : 'an object without headers';
+      expect(await outcome(() => gate.invalidate(req as never))).toBe(expected('invalidate', got));
+      expect(await outcome(() => gate.revoke(req as never))).toBe(expected('revoke', got));
+      expect(await outcome(() => gate.authenticateNow(req as never))).toBe(expected('authenticateNow', got));
+      for (const optional of [false, true]) {
+        const handler = authenticator(gate, { optional }, 'my-adapter');
+        expect(await outcome(() => handler(req as never, {}))).toBe(expected('authenticateNow', got));
+      }
+    }
+    // The same request with its headers is authenticated as ever.
+    expect((await gate.authenticateNow({ headers: new FrameworkRequest().raw }))?.subject).toBe('r');
   });
 });
 
