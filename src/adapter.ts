@@ -126,16 +126,23 @@ function foreignGateAuthenticator(gate: Gate, options: { readonly optional: bool
  *
  * @throws AuthError 403 `insufficient_scope` when the guard does not pass,
  *   401 `credentials_required` for a request let through anonymously; an
- *   `Error` (500) when no `authenticate` ran before the guard.
+ *   `Error` (500) when no `authenticate` ran before the guard, or when `auth` is
+ *   something other than a context (another library set the same property).
  */
 export function authorize(auth: unknown, guard: Guard, holder: object): void {
   if (isAuthContext(auth)) {
     enforce(guard, auth, auth.origin.realm);
     return;
   }
-  const realm = auth === undefined ? anonymous.get(holder) : undefined;
+  const guardName = guard.mode === 'any' ? 'requiresAny' : 'requires';
+  if (auth !== undefined) {
+    throw new Error(
+      `tokengate: ${guardName}() found ${shown(auth)} where authenticate(gate) puts its AuthContext: mount authenticate(gate) before ${guardName}(), and nothing between them that sets the same property (another auth library)`,
+    );
+  }
+  const realm = anonymous.get(holder);
   if (realm !== undefined) throw credentialsRequired(realm);
-  throw new Error(`tokengate: mount authenticate(gate) before ${guard.mode === 'any' ? 'requiresAny' : 'requires'}()`);
+  throw new Error(`tokengate: mount authenticate(gate) before ${guardName}()`);
 }
 
 /** Whether `value` can serve as a gate (duck-typed, so that a gate from another copy of the package works too). */

@@ -129,8 +129,15 @@ describe('a custom adapter on the public seam alone (plain node:http)', () => {
 
   it('refuses a guard that runs before any authenticate, never passing it', () => {
     expect(() => authorize(undefined, requires('read'), {})).toThrow('mount authenticate(gate) before requires()');
+    // Something other than authenticate(gate) put its own object where the context belongs (another auth library's
+    // req.auth): the message names what was found, beside the mount order, which may well be right.
     expect(() => authorize({ subject: 'forged', can: () => true }, requires('read'), {})).toThrow(
-      'mount authenticate(gate) before requires()',
+      new Error(
+        'tokengate: requires() found an object where authenticate(gate) puts its AuthContext: mount authenticate(gate) before requires(), and nothing between them that sets the same property (another auth library)',
+      ),
+    );
+    expect(() => authorize('forged', requiresAny('read'), {})).toThrow(
+      /^tokengate: requiresAny\(\) found a string where authenticate\(gate\) puts its AuthContext/,
     );
     // The message names the guard the developer mounted, so that a search of their routes finds it.
     expect(() => authorize(undefined, requiresAny('read', 'write'), {})).toThrow(
@@ -283,6 +290,22 @@ describe('mistakes at mount', () => {
       const answer = await get(await serve(app), READER);
       expect(answer.status).toBe(500);
       expect(answer.body).toContain('requires was mounted without being called');
+    });
+
+    it(`${name}: req.auth replaced after authenticate(gate) (express-jwt sets req.auth too) is a 500 saying so`, async () => {
+      const app = framework();
+      app.use(expressGate.authenticate(stubGate()));
+      app.use((req, _res, next) => {
+        (req as { auth?: unknown }).auth = { sub: 'from-a-jwt', scope: 'read' };
+        next();
+      });
+      app.get('/', expressGate.requires('read'), (_req, res) => {
+        res.send('reached');
+      });
+      const answer = await get(await serve(app), READER);
+      expect(answer.status).toBe(500);
+      expect(answer.body).toContain('requires() found an object where authenticate(gate) puts its AuthContext');
+      expect(answer.body).not.toContain('reached');
     });
 
     it(`${name}: the Koa middleware mounted in Express is a 500 naming the right import`, async () => {
