@@ -23,9 +23,16 @@ import { type GateOptions, resolveGateOptions } from './gate-options.js';
 import { enforce, type Guard } from './guards.js';
 import { ConnectionMemo } from './memo.js';
 import { shown } from './options.js';
-import { ProviderFailure } from './provider-failure.js';
+import { ProviderFailure, withoutMessage } from './provider-failure.js';
 import { checkOwnProviders, markProvider } from './provider-holds.js';
-import { type HeaderReader, hasHeaders, headerReader, requestError, toCredentialRequest } from './request.js';
+import {
+  type HeaderReader,
+  hasHeaders,
+  headerReader,
+  isRequestError,
+  requestError,
+  toCredentialRequest,
+} from './request.js';
 import { Accepted, cacheKey, type Flight, Rejection, VerdictStore } from './store.js';
 import { type CacheTrace, cacheChannel } from './tracing.js';
 import type {
@@ -401,7 +408,7 @@ class TokenGate implements Gate {
       try {
         credential = member.provider.extract(req, this.realm);
       } catch (error) {
-        throw asError(error, `${member.provider.name}'s extract`);
+        throw extractError(error, member.provider.name);
       }
       if (credential === undefined) continue;
       // Only a string secret keys the cache: any other value would give every such request one key, and one answer.
@@ -466,6 +473,20 @@ function isExtracted(value: unknown): value is Credential | PartialCredential {
  */
 function asError(error: unknown, who: string): unknown {
   return error instanceof Error ? error : new TypeError(`tokengate: ${who} threw ${shown(error)}, not an Error`);
+}
+
+/**
+ * What a provider's `extract` threw, as the request's error: its `AuthError` (a malformed credential's 400), or the
+ * header reader's own `TypeError`, as they are; anything else, a bug of the provider, by its class and where it was
+ * thrown, never its message, which may quote the credential (`JSON.parse` does).
+ */
+function extractError(error: unknown, provider: string): unknown {
+  if (error instanceof AuthError || isRequestError(error)) return error;
+  const isObject = (typeof error === 'object' && error !== null) || typeof error === 'function';
+  return new Error(
+    `tokengate: ${provider}'s extract threw ${shown(error)}${isObject ? ' (its message is withheld: it may hold the credential)' : ''}; for a malformed credential, throw invalidRequest(realm, description)`,
+    isObject ? { cause: withoutMessage(error, 'thrown by extract') } : undefined,
+  );
 }
 
 function closedError(): Error {

@@ -132,10 +132,10 @@ function withSafeCause(failure: ProviderFailure, depth: number): ProviderFailure
 
 /**
  * What a provider threw, for logs: its class and where it was thrown, not its message, which may hold a secret (an
- * HTTP client's error names the URL it asked, token and all). A provider that means its message for logs throws a
- * `ProviderFailure`.
+ * HTTP client's error names the URL it asked, token and all; `JSON.parse` quotes what it read). A provider that means
+ * its message for logs throws a `ProviderFailure` from `verify`, an `AuthError` from `extract`.
  */
-function withoutMessage(thrown: unknown, what: string): Error {
+export function withoutMessage(thrown: unknown, what: string): Error {
   let name: string = typeof thrown;
   let code: string | undefined;
   let frames: string[] = [];

@@ -31,8 +31,10 @@ export function headerReader(name: string): HeaderReader {
     if (header === undefined) return undefined;
     if (typeof header !== 'string') {
       if (!Array.isArray(header) || !header.every((value) => typeof value === 'string')) {
-        throw new TypeError(
-          `gate.authenticate: expected the request's headers.${lower} to be a string or an array of strings, got ${shownHeader(header)}`,
+        throw ownError(
+          new TypeError(
+            `gate.authenticate: expected the request's headers.${lower} to be a string or an array of strings, got ${shownHeader(header)}`,
+          ),
         );
       }
       if (header.length !== 1) return header.length === 0 ? undefined : null;
@@ -50,6 +52,19 @@ export function headerReader(name: string): HeaderReader {
     }
     return header;
   };
+}
+
+/** Errors the header reader made: their messages name a request's mistake and hold none of its contents. */
+const ownErrors = new WeakSet<Error>();
+
+function ownError(error: Error): Error {
+  ownErrors.add(error);
+  return error;
+}
+
+/** Whether `error` is one the header reader made, whose message a provider's `extract` may pass on as it is. */
+export function isRequestError(error: unknown): boolean {
+  return error instanceof Error && ownErrors.has(error);
 }
 
 /** A header value that is neither a string nor strings, as a message shows it: its kind, never its contents. */

@@ -112,7 +112,9 @@ export interface PartialCredential {
  * `extract` runs on every request and must be cheap and synchronous; it
  * returns `undefined` when the request has no credential of its kind, a
  * {@link PartialCredential} when it has part of one, and throws an
- * `invalid_request` `AuthError` when it has a malformed one.
+ * `invalid_request` `AuthError` when it has a malformed one (`invalidRequest(realm, description)`). Anything else it
+ * throws is taken for a bug: the request gets an `Error` naming the provider, without the thrown error's message,
+ * which may quote the credential.
  * `verify` runs on cache misses; it throws {@link ProviderFailure} when the
  * provider cannot give an answer, and must honour `signal`. The gate aborts
  * `signal` when the deadline passes and when `verify` throws (so that work it

@@ -876,6 +876,61 @@ describe('a callback of yours that throws something that is not an Error', () =>
   );
 });
 
+describe("a custom provider's extract that throws something other than an AuthError", () => {
+  const TOKEN = 'SECRETnotJsonAtAll';
+  /** A provider whose extract decodes its token as JSON: JSON.parse's SyntaxError quotes the start of what it read. */
+  function decodingGate(): Gate {
+    function decodeClaims(req: CredentialRequest, realm: string) {
+      const found = extractBearer(req, realm);
+      if (found === undefined) return undefined;
+      JSON.parse(found.secret);
+      return found;
+    }
+    const gate = createGate({
+      providers: [
+        {
+          name: 'claims',
+          cacheScope: 'claims',
+          extract: decodeClaims,
+          verify: async () => ({ ok: false, reason: 'no' }),
+        },
+      ],
+    });
+    open.push(() => gate.close());
+    return gate;
+  }
+
+  it('gives an Error that names the provider and the fix, withholds the message, and keeps where it was thrown', async () => {
+    const error = await decodingGate()
+      .authenticate({ headers: { authorization: `Bearer ${TOKEN}` } })
+      .then(
+        () => undefined,
+        (thrown: Error) => thrown,
+      );
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(AuthError);
+    expect(error?.message).toBe(
+      "tokengate: claims's extract threw a SyntaxError (its message is withheld: it may hold the credential); for a malformed credential, throw invalidRequest(realm, description)",
+    );
+    const cause = error?.cause as Error;
+    expect(cause.message).toBe('SyntaxError thrown by extract (its message is withheld: it may hold a secret)');
+    expect(cause.stack).toContain('decodeClaims');
+    expect(JSON.stringify([error?.message, error?.stack, cause.message, cause.stack])).not.toContain('SECRET');
+  });
+
+  it('Express 5: a 500 whose page, in development, shows no part of the token', async () => {
+    const app = express();
+    app.get('/', expressGate.authenticate(decodingGate()), (_req, res) => {
+      res.send('reached');
+    });
+    const answer = await get(await serve(app), TOKEN);
+    expect(answer.status).toBe(500);
+    expect(answer.body).toContain('extract threw a SyntaxError (its message is withheld');
+    expect(answer.body).not.toContain('SECRET');
+    expect(answer.body).not.toContain('reached');
+  });
+});
+
 describe('an Authorization header set or removed by middleware before the gate', () => {
   /** GET with `headers`, answered with the status and the body. */
   const send = async (url: string, headers: Record<string, string>) => {
