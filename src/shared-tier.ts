@@ -6,7 +6,7 @@
  *
  * What crosses it is plain JSON keyed by the store's SHA-256 key: never a
  * raw credential or key. Times are epoch milliseconds, so that instances
- * agree on them. What comes back is checked against {@link SharedVerdictSchema};
+ * agree on them. What comes back is checked against the shape of {@link SharedVerdict};
  * anything else (corrupt, foreign, another version) is a miss, reported as a
  * `shared_cache_error` with `reason: 'unreadable'`, and the provider's answer
  * overwrites it.
@@ -35,7 +35,7 @@ export type SharedVerdict =
       readonly permissions: readonly string[];
       /** When the credential itself expires (epoch ms), if the provider said. */
       readonly expiresAt?: number | undefined;
-      /** The principal's `details` (plain JSON, at most `MAX_DETAILS_DEPTH` levels deep). */
+      /** The principal's `details` (plain JSON, at most 64 levels deep). */
       readonly details: Readonly<Record<string, unknown>>;
       /** Served as it is until then (epoch ms). */
       readonly freshUntil: number;
@@ -144,6 +144,10 @@ export type SharedFailureCode = 'ETIMEDOUT' | 'EUNAVAILABLE';
  *   gate's own.
  * - Without `invalidate` and `onInvalidate`, a revocation deletes the key and no other instance hears of it: they
  *   serve what they hold in process until `localTtl` (or the cache's `ttl`).
+ * - The `claim` that `set` is given is the very object `lease` answered: a tier may keep on it what it needs to
+ *   check it (its lease's id).
+ * - A key is a digest of the provider's `cacheScope` and the credential: instances share a verdict only when their
+ *   providers are configured alike, `name` included.
  */
 export interface SharedTier {
   /** Ms the store waits for `get` and `lease` together, and for `invalidate`. Default 50. */
@@ -163,7 +167,7 @@ export interface SharedTier {
   /**
    * Stores `verdict` under `key` until `verdict.until`. A tier with `lease`
    * is given acceptances only with the `claim` that was taken before the
-   * provider was asked; it must drop an acceptance when `key` was
+   * provider was asked (the object its `lease` answered); it must drop an acceptance when `key` was
    * invalidated since that claim was taken, and tell instances waiting for
    * `key` (checking the claim, storing, ending its lease and telling them
    * are one atomic step). A rejection is stored in any case, with or without a claim (the

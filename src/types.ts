@@ -72,7 +72,7 @@ export type Verdict =
   | { readonly ok: true; readonly principal: Principal }
   /**
    * `reason` goes to the client in `error_description`: keep it short and free of secrets. The gate keeps its first
-   * {@link MAX_REASON_LENGTH} characters.
+   * 200 characters.
    */
   | { readonly ok: false; readonly reason: string };
 
@@ -143,8 +143,11 @@ export interface Provider<C extends Credential = Credential> {
   readonly concurrency?: number | undefined;
   /**
    * Everything besides the credential that decides the answer (name, base
-   * URL, a digest of the server's API key). Part of every cache key, so two
-   * providers never share answers.
+   * URL, a digest of the server's API key, every option that changes a
+   * verdict). Part of every cache key: providers share cached answers exactly
+   * when their scopes are equal, in one gate and across the instances that
+   * share a `sharedCache` (where a scope that differs, a `name` given per
+   * instance, shares nothing).
    */
   readonly cacheScope: string;
   /** The request's credential of this provider's kind, part of one, or `undefined` (see above). */
