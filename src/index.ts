@@ -22,7 +22,14 @@ export {
 } from './credentials/header.js';
 export type { AuthErrorCode } from './errors.js';
 export { AuthError, formatScope, invalidRequest } from './errors.js';
-export type { BreakerState, EventListener, GateEvent } from './events.js';
+export type {
+  BreakerState,
+  CacheResult,
+  EventListener,
+  GateEvent,
+  SharedFailureReason,
+  SharedOperation,
+} from './events.js';
 export { createGate } from './gate.js';
 export type { AdmissionOptions, GateOptions } from './gate-options.js';
 export type { Guard } from './guards.js';
