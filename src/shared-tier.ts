@@ -145,7 +145,7 @@ export type SharedFailureCode = 'ETIMEDOUT' | 'EUNAVAILABLE';
  * - Without `invalidate` and `onInvalidate`, a revocation deletes the key and no other instance hears of it: they
  *   serve what they hold in process until `localTtl` (or the cache's `ttl`).
  * - The `claim` that `set` is given is the very object `lease` answered: a tier may keep on it what it needs to
- *   check it (its lease's id).
+ *   check it (its lease's id), and declare its own type for it (`set(key, verdict, claim?: MyClaim)`).
  * - A key is a digest of the provider's `cacheScope` and the credential: instances share a verdict only when their
  *   providers are configured alike, `name` included.
  */
