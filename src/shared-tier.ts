@@ -53,7 +53,11 @@ export type SharedVerdict =
       readonly ok: false;
       /** The rejection's `error_description`. */
       readonly reason: string;
-      /** Forgotten then (epoch ms): the store writes `negativeTtl` after the provider gave it. */
+      /**
+       * Forgotten then (epoch ms): the store writes `negativeTtl` after the provider gave it, or later, up to the
+       * `until` of an acceptance it replaces: until then, an instance that reads it past its own `negativeTtl` serves
+       * no stale copy of that acceptance.
+       */
       readonly until: number;
       /**
        * When the provider gave it (epoch ms; the store sets it, a tier may put the moment it stored it instead): an

@@ -15,7 +15,10 @@
  * - a rejection is stored with or without a claim: whatever the tier held
  *   for the key, an acceptance the provider has since refused must not be
  *   adopted once this instance's own rejection is gone (with `negativeTtl`
- *   0, the key is deleted instead);
+ *   0, the key is deleted instead, unless an acceptance is to be outlived);
+ * - a rejection outlives the acceptance it replaces (one the flight was
+ *   shown, or the store held): every instance that reads it, past its own
+ *   `negativeTtl`, still serves no stale copy of that acceptance;
  * - waiting for another instance is bounded by the tier (its lease time),
  *   not by the tier's `timeout`, and all of a flight's waits together by the
  *   gate's `timeout` (plus the tier's); a flight that waited is marked so
@@ -50,6 +53,11 @@ export interface SharedFlight {
    * that stored it: not an answer here, yet the provider rejected the credential since whatever this store accepted.
    */
   rejected?: boolean;
+  /**
+   * Until when (epoch ms) the tier keeps an acceptance it showed the flight that was no longer fresh here: a
+   * rejection this flight stores stands at least that long, so that no instance serves that acceptance stale after it.
+   */
+  acceptedUntil?: number;
   /** Whether the tier showed the flight a value that is no verdict (reported once, as `unreadable`). */
   unreadable?: boolean;
 }
@@ -302,7 +310,8 @@ function checkedLease(value: unknown): SharedLease {
  * `verdict`, checked by the schema, if it may stand in for the provider now: accepted, still fresh (before its
  * `freshUntil`, and within `ttl` of its `storedAt` when it has one); rejected, still alive (before its `until`, and
  * within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection alive only by its `until` marks
- * `flight` {@link SharedFlight.rejected}.
+ * `flight` {@link SharedFlight.rejected}, an acceptance kept but not fresh here sets its
+ * {@link SharedFlight.acceptedUntil}.
  */
 function usable(
   verdict: SharedVerdict,
@@ -316,7 +325,9 @@ function usable(
     if (verdict.until > wallNow) flight.rejected = true;
     return undefined;
   }
-  return freshUntilHere(verdict, ttl) > wallNow ? verdict : undefined;
+  if (freshUntilHere(verdict, ttl) > wallNow) return verdict;
+  flight.acceptedUntil = Math.max(flight.acceptedUntil ?? 0, verdict.until);
+  return undefined;
 }
 
 /**

@@ -1681,6 +1681,44 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(await outcome(reader.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: expect.any(String) });
     expect(reader.gate.stats().stale).toBe(0);
   });
+
+  it('a rejection that replaces an acceptance stays in Redis as long as that acceptance could be served stale: instances alike, past negativeTtl, the provider down, no 200', async () => {
+    const withCache = (negativeTtl: number) =>
+      startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+        gate: { cache: { ttl: 200, staleIfError: 60_000, negativeTtl } },
+      });
+    const holder = await withCache(300);
+    const rejecter = await withCache(300);
+    const keepsNone = await withCache(0);
+    open.push(holder, rejecter, keepsNone);
+    const [token, other, unknown] = ['revoked', 'revoked-too', 'never-known'].map(
+      (name) => `tok-${name}-${Math.random().toString(36).slice(2)}`,
+    ) as [string, string, string];
+    for (const known of [token, other]) {
+      mock.setToken(known, { id: `id-${known}`, permissions: [READ] });
+      expect(await outcome(holder.gate.authenticate(bearer(known)))).toEqual({ ok: true, subject: `id-${known}` });
+      await stored(known);
+      mock.removeToken(known);
+    }
+    // Past the ttl, another instance asks the provider, which rejects them (one of them keeps no rejection itself).
+    await sleep(250);
+    expect(await outcome(rejecter.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+    expect(await outcome(keepsNone.gate.authenticate(bearer(other)))).toEqual({ ok: false, code: 'invalid_token' });
+    // A token that nothing accepted: its rejection lives negativeTtl, however long acceptances could be served.
+    expect(await outcome(rejecter.gate.authenticate(bearer(unknown)))).toEqual({ ok: false, code: 'invalid_token' });
+    const rejected = (secret: string) => async () =>
+      (await admin.get(redisKey(provider, secret, 'v')))?.includes('"ok":false') === true;
+    for (const secret of [token, other, unknown]) await eventually(rejected(secret), 2000, 'the rejection stored');
+    expect(await admin.pttl(redisKey(provider, unknown, 'v'))).toBeLessThanOrEqual(300);
+    expect(await admin.pttl(redisKey(provider, token, 'v'))).toBeGreaterThan(50_000);
+    // Past every instance's negativeTtl, the provider fails: the holder's stale copies are not served.
+    await sleep(400);
+    mock.fault = { kind: 'status', status: 503 };
+    for (const secret of [token, other]) {
+      expect(await outcome(holder.gate.authenticate(bearer(secret)))).toEqual({ ok: false, code: expect.any(String) });
+    }
+    expect(holder.gate.stats().stale).toBe(0);
+  });
 });
 
 describe.skipIf(redisServerMissing)('tokengate/redis on a Redis Cluster', () => {
