@@ -172,6 +172,8 @@ export interface SharedRejection {
   readonly seen: number;
   /** `performance.now()` time until which it stands, for every instance (they share `negativeTtl`). */
   readonly aliveUntil: number;
+  /** `performance.now()` time until which the tier keeps it: no instance that looks it up before serves a stale copy. */
+  readonly keptUntil: number;
 }
 
 /**
@@ -332,11 +334,12 @@ export class DecisionModel {
       if (settled < asked) after = Math.max(after, this.#tickBefore(settled, slack));
     }
     // A rejection in the shared tier, alive when this request's flight looked: taken by every instance, which may
-    // still serve its own copy fresh for localTtl, never stale.
+    // still serve its own copy fresh for localTtl, never stale (nor while the tier keeps it, alive or not).
     for (const rejection of this.shared) {
       if (rejection.token !== token || rejection.seen >= flightStarted) continue;
       const voided = this.#voidedAt(rejection);
-      if (this.clock.time(flightStarted) >= Math.min(rejection.aliveUntil, voided) - slack) continue;
+      const until = stale ? rejection.keptUntil : rejection.aliveUntil;
+      if (this.clock.time(flightStarted) >= Math.min(until, voided) - slack) continue;
       const anchor = stale
         ? rejection.seen
         : Math.min(rejection.seen, this.#tickBefore(asked, (localTtl ?? ttl) + timeout + slack));
@@ -345,7 +348,10 @@ export class DecisionModel {
     return after;
   }
 
-  /** When an invalidation by any gate deleted `rejection` from the shared tier (Infinity: not yet). */
+  /**
+   * When an invalidation by any gate deleted `rejection` from the shared tier, or an acceptance by any gate replaced
+   * it there (Infinity: not yet).
+   */
   #voidedAt(rejection: SharedRejection): number {
     let voided = Number.POSITIVE_INFINITY;
     for (const forgets of this.forgets) {
@@ -353,6 +359,12 @@ export class DecisionModel {
         if (forget.kind !== 'invalidate' || forget.seq <= rejection.seen) continue;
         if (forget.token !== rejection.token) continue;
         voided = Math.min(voided, this.clock.time(forget.seq));
+      }
+    }
+    for (const landings of this.landings) {
+      for (const landing of landings.get(rejection.token) ?? []) {
+        if (landing.status !== 200 || landing.settled <= rejection.seen) continue;
+        voided = Math.min(voided, this.clock.time(landing.settled));
       }
     }
     return voided;

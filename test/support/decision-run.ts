@@ -240,15 +240,21 @@ class DecisionRun {
     return `rnd${++this.#randoms}x${Math.floor(this.rng() * 1e9)}`;
   }
 
-  /** Reads back the verdict the tier holds for `token`: a rejection there binds every instance until it expires. */
+  /** Reads back the verdict the tier holds for `token`: a rejection there binds every instance while the tier keeps it. */
   async #readSharedRejection(token: string): Promise<void> {
     const value = await this.#admin?.get(verdictKey(this.#providers[0] as Provider, this.#kit.request(token)));
     const seen = this.model.clock.tick();
     if (value === null || value === undefined) return;
     const verdict = JSON.parse(value) as { ok: boolean; until: number; storedAt?: number };
     if (verdict.ok) return;
-    const until = Math.min(verdict.until, (verdict.storedAt ?? verdict.until) + this.#settings.negativeTtl);
-    this.model.shared.push({ token, seen, aliveUntil: performance.now() + (until - Date.now()) });
+    const alive = Math.min(verdict.until, (verdict.storedAt ?? verdict.until) + this.#settings.negativeTtl);
+    const [now, wallNow] = [performance.now(), Date.now()];
+    this.model.shared.push({
+      token,
+      seen,
+      aliveUntil: now + (alive - wallNow),
+      keptUntil: now + (verdict.until - wallNow),
+    });
   }
 
   /** Sends a request for `token` to gate `g`; returns its promise when `awaited`, else leaves it running. */
