@@ -17,8 +17,9 @@
  *   adopted once this instance's own rejection is gone (with `negativeTtl`
  *   0, the key is deleted instead, unless an acceptance is to be outlived);
  * - a rejection outlives the acceptance it replaces (one the flight was
- *   shown, or the store held): every instance that reads it, past its own
- *   `negativeTtl`, still serves no stale copy of that acceptance;
+ *   shown, or the store held) and the rejection it replaces: every instance
+ *   that reads it, past its own `negativeTtl`, still serves no stale copy of
+ *   that acceptance;
  * - waiting for another instance is bounded by the tier (its lease time),
  *   not by the tier's `timeout`, and all of a flight's waits together by the
  *   gate's `timeout` (plus the tier's); a flight that waited is marked so
@@ -54,10 +55,12 @@ export interface SharedFlight {
    */
   rejected?: boolean;
   /**
-   * Until when (epoch ms) the tier keeps an acceptance it showed the flight that was no longer fresh here: a
-   * rejection this flight stores stands at least that long, so that no instance serves that acceptance stale after it.
+   * Until when (epoch ms) an instance may hold an acceptance of the key it could serve stale, as far as the tier
+   * showed the flight: the `until` of an acceptance no longer fresh here, or of a rejection past this store's
+   * `negativeTtl` that stands for one. A rejection this flight stores stands at least that long, so that no instance
+   * serves that acceptance stale after it.
    */
-  acceptedUntil?: number;
+  staleUntil?: number;
   /** Whether the tier showed the flight a value that is no verdict (reported once, as `unreadable`). */
   unreadable?: boolean;
 }
@@ -310,8 +313,7 @@ function checkedLease(value: unknown): SharedLease {
  * `verdict`, checked by the schema, if it may stand in for the provider now: accepted, still fresh (before its
  * `freshUntil`, and within `ttl` of its `storedAt` when it has one); rejected, still alive (before its `until`, and
  * within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection alive only by its `until` marks
- * `flight` {@link SharedFlight.rejected}, an acceptance kept but not fresh here sets its
- * {@link SharedFlight.acceptedUntil}.
+ * `flight` {@link SharedFlight.rejected}, and either verdict's `until` raises its {@link SharedFlight.staleUntil}.
  */
 function usable(
   verdict: SharedVerdict,
@@ -320,13 +322,11 @@ function usable(
   flight: SharedFlight,
 ): SharedVerdict | undefined {
   const wallNow = Date.now();
-  if (!verdict.ok) {
-    if (aliveUntilHere(verdict, negativeTtl) > wallNow) return verdict;
-    if (verdict.until > wallNow) flight.rejected = true;
-    return undefined;
+  if (verdict.ok ? freshUntilHere(verdict, ttl) > wallNow : aliveUntilHere(verdict, negativeTtl) > wallNow) {
+    return verdict;
   }
-  if (freshUntilHere(verdict, ttl) > wallNow) return verdict;
-  flight.acceptedUntil = Math.max(flight.acceptedUntil ?? 0, verdict.until);
+  if (!verdict.ok && verdict.until > wallNow) flight.rejected = true;
+  flight.staleUntil = Math.max(flight.staleUntil ?? 0, verdict.until);
   return undefined;
 }
 

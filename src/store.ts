@@ -314,25 +314,22 @@ export class VerdictStore {
    * Stores a provider's rejection for `negativeTtl` (not at all when it is
    * 0). Whatever was accepted for the key before is gone: a credential the
    * provider has rejected is never served again, stale or not. In the shared
-   * tier the rejection also stands as long as the acceptance it replaces could
-   * be served (held here, or shown to the flight by the tier), so that no
-   * instance serves that one stale after it. A cancelled
-   * flight's rejection is not kept, but still removes, here and in the
-   * shared tier, an acceptance stored since (a later request's, answered first).
+   * tier the rejection also stands as long as any acceptance it replaces could
+   * be served (held here, or shown to the flight by the tier, directly or by
+   * an older rejection), so that no instance serves that one stale after it.
+   * A cancelled flight's rejection is kept only for that, but still removes,
+   * here and in the shared tier, an acceptance stored since (a later
+   * request's, answered first).
    */
   reject(flight: Flight, reason: string): Rejection {
     const now = performance.now();
-    const rejection = new Rejection(reason, Math.floor(now + Math.min(this.negativeTtl, this.#localTtl)));
-    if (flight.cancelled) {
-      this.#accepted.delete(flight.key);
-      this.#shared?.share(flight, undefined);
-      return rejection;
-    }
     const wallNow = Date.now();
+    const rejection = new Rejection(reason, Math.floor(now + Math.min(this.negativeTtl, this.#localTtl)));
     const held = this.#accepted.peek(flight.key);
-    const replaced = Math.max(flight.acceptedUntil ?? 0, held === undefined ? 0 : wallNow + (held.until - now));
-    const until = Math.floor(Math.max(wallNow + this.negativeTtl, replaced));
-    this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
+    const replaced = Math.max(flight.staleUntil ?? 0, held === undefined ? 0 : wallNow + (held.until - now));
+    const until = Math.floor(Math.max(flight.cancelled ? 0 : wallNow + this.negativeTtl, replaced));
+    if (flight.cancelled) this.#accepted.delete(flight.key);
+    else this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
     this.#shared?.share(flight, until > wallNow ? { ok: false, reason, until, storedAt: wallNow } : undefined);
     return rejection;
   }

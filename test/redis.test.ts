@@ -1654,13 +1654,15 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     expect(rejectedLate).toEqual([]);
   });
 
+  /** An instance that serves a stale copy up to a minute past its 200 ms `ttl`, and keeps a rejection `negativeTtl`. */
+  const staleServing = (negativeTtl: number) =>
+    startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
+      gate: { cache: { ttl: 200, staleIfError: 60_000, negativeTtl } },
+    });
+
   it("a rejection another instance stored stays a rejection for a stale copy here, past this instance's own negativeTtl: the provider down, no 200", async () => {
-    const withCache = (negativeTtl: number) =>
-      startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
-        gate: { cache: { ttl: 200, staleIfError: 60_000, negativeTtl } },
-      });
-    const writer = await withCache(60_000);
-    const reader = await withCache(300);
+    const writer = await staleServing(60_000);
+    const reader = await staleServing(300);
     open.push(writer, reader);
     const token = `tok-revoked-${Math.random().toString(36).slice(2)}`;
     mock.setToken(token, { id: 'id-revoked', permissions: [READ] });
@@ -1683,13 +1685,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
   });
 
   it('a rejection that replaces an acceptance stays in Redis as long as that acceptance could be served stale: instances alike, past negativeTtl, the provider down, no 200', async () => {
-    const withCache = (negativeTtl: number) =>
-      startInstance('ioredis 6', redis.port, [onlineOrNot({ baseUrl: mock.url })], {
-        gate: { cache: { ttl: 200, staleIfError: 60_000, negativeTtl } },
-      });
-    const holder = await withCache(300);
-    const rejecter = await withCache(300);
-    const keepsNone = await withCache(0);
+    const holder = await staleServing(300);
+    const rejecter = await staleServing(300);
+    const keepsNone = await staleServing(0);
     open.push(holder, rejecter, keepsNone);
     const [token, other, unknown] = ['revoked', 'revoked-too', 'never-known'].map(
       (name) => `tok-${name}-${Math.random().toString(36).slice(2)}`,
@@ -1711,12 +1709,51 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     for (const secret of [token, other, unknown]) await eventually(rejected(secret), 2000, 'the rejection stored');
     expect(await admin.pttl(redisKey(provider, unknown, 'v'))).toBeLessThanOrEqual(300);
     expect(await admin.pttl(redisKey(provider, token, 'v'))).toBeGreaterThan(50_000);
-    // Past every instance's negativeTtl, the provider fails: the holder's stale copies are not served.
+    // Past every instance's negativeTtl, the provider rejects them again: the rejections still outlive the acceptances.
     await sleep(400);
+    expect(await outcome(rejecter.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+    expect(await outcome(keepsNone.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
+    expect(await outcome(keepsNone.gate.authenticate(bearer(other)))).toEqual({ ok: false, code: 'invalid_token' });
+    await sleep(100);
+    for (const secret of [token, other]) {
+      expect(await admin.get(redisKey(provider, secret, 'v'))).toContain('"ok":false');
+      expect(await admin.pttl(redisKey(provider, secret, 'v'))).toBeGreaterThan(50_000);
+    }
+    // Then the provider fails: the holder's stale copies are not served.
     mock.fault = { kind: 'status', status: 503 };
     for (const secret of [token, other]) {
       expect(await outcome(holder.gate.authenticate(bearer(secret)))).toEqual({ ok: false, code: expect.any(String) });
     }
+    expect(holder.gate.stats().stale).toBe(0);
+  });
+
+  it('a rejection whose flight clear() cancelled still outlives the acceptance it replaces in Redis: the provider down, no 200', async () => {
+    const holder = await staleServing(300);
+    const rejecter = await staleServing(300);
+    open.push(holder, rejecter);
+    const token = `tok-revoked-${Math.random().toString(36).slice(2)}`;
+    mock.setToken(token, { id: 'id-revoked', permissions: [READ] });
+    expect(await outcome(holder.gate.authenticate(bearer(token)))).toEqual({ ok: true, subject: 'id-revoked' });
+    await stored(token);
+    mock.removeToken(token);
+    // Past the ttl, the other instance asks the provider, and forgets everything in process before it answers.
+    await sleep(250);
+    mock.latency = 100;
+    const asked = outcome(rejecter.gate.authenticate(bearer(token)));
+    await sleep(30);
+    rejecter.gate.clear();
+    expect(await asked).toEqual({ ok: false, code: 'invalid_token' });
+    await eventually(
+      async () => (await admin.get(redisKey(provider, token, 'v')))?.includes('"ok":false') === true,
+      2000,
+      'the rejection stored',
+    );
+    expect(await admin.pttl(redisKey(provider, token, 'v'))).toBeGreaterThan(50_000);
+    // Past the holder's negativeTtl, the provider fails: its stale copy is not served.
+    await sleep(400);
+    mock.latency = 0;
+    mock.fault = { kind: 'status', status: 503 };
+    expect(await outcome(holder.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: expect.any(String) });
     expect(holder.gate.stats().stale).toBe(0);
   });
 });
