@@ -242,19 +242,20 @@ class DecisionRun {
 
   /** Reads back the verdict the tier holds for `token`: a rejection there binds every instance while the tier keeps it. */
   async #readSharedRejection(token: string): Promise<void> {
-    const value = await this.#admin?.get(verdictKey(this.#providers[0] as Provider, this.#kit.request(token)));
+    const key = verdictKey(this.#providers[0] as Provider, this.#kit.request(token));
+    // Redis may keep a rejection past its own `until` (as long as the value it replaced): its key's time says.
+    const read = await this.#admin?.multi().get(key).pttl(key).exec();
     const seen = this.model.clock.tick();
-    if (value === null || value === undefined) return;
+    const [[, value], [, pttl]] = (read ?? [
+      [null, null],
+      [null, -2],
+    ]) as [[unknown, unknown], [unknown, unknown]];
+    if (typeof value !== 'string' || typeof pttl !== 'number' || pttl <= 0) return;
     const verdict = JSON.parse(value) as { ok: boolean; until: number; storedAt?: number };
     if (verdict.ok) return;
     const alive = Math.min(verdict.until, (verdict.storedAt ?? verdict.until) + this.#settings.negativeTtl);
     const [now, wallNow] = [performance.now(), Date.now()];
-    this.model.shared.push({
-      token,
-      seen,
-      aliveUntil: now + (alive - wallNow),
-      keptUntil: now + (verdict.until - wallNow),
-    });
+    this.model.shared.push({ token, seen, aliveUntil: now + (alive - wallNow), keptUntil: now + pttl });
   }
 
   /** Sends a request for `token` to gate `g`; returns its promise when `awaited`, else leaves it running. */
