@@ -175,14 +175,22 @@ export interface SharedTier {
    * invalidated since that claim was taken, and tell instances waiting for
    * `key` (checking the claim, storing, ending its lease and telling them
    * are one atomic step). A rejection is stored in any case, with or without a claim (the
-   * flight could not take one): it replaces whatever `key` holds, and no
-   * acceptance under a claim taken before it may be stored after it.
+   * flight could not take one): it replaces whatever `key` holds, no
+   * acceptance under a claim taken before it may be stored after it, and a
+   * tier that expires values keeps it at least as long as the value it
+   * replaces would have been kept.
+   *
+   * Resolves `false` when the tier did not store an acceptance (its claim
+   * ended or lapsed, an invalidation since): the store then serves that
+   * acceptance no stale, as no rejection in the tier need outlive it. Any
+   * other answer means stored.
    */
-  set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void>;
+  // biome-ignore lint/suspicious/noConfusingVoidType: a tier that stores whatever it is given resolves void.
+  set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<boolean | void>;
   /**
    * Forgets the value under `key`, and (a tier with `lease`) lets no acceptance under a claim taken before be stored
-   * after it. The store calls it after a rejection it does not keep (`negativeTtl: 0`) and, on a tier without
-   * `invalidate`, for a revocation.
+   * after it. The store calls it after a rejection it does not keep (`negativeTtl: 0`) that outlives no acceptance,
+   * and, on a tier without `invalidate`, for a revocation.
    */
   delete(key: string): Promise<void>;
   /**

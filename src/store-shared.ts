@@ -19,7 +19,8 @@
  * - a rejection outlives the acceptance it replaces (one the flight was
  *   shown, or the store held) and the rejection it replaces: every instance
  *   that reads it, past its own `negativeTtl`, still serves no stale copy of
- *   that acceptance;
+ *   that acceptance; an acceptance the tier declined, which no rejection
+ *   need outlive, is served no stale;
  * - waiting for another instance is bounded by the tier (its lease time),
  *   not by the tier's `timeout`, and all of a flight's waits together by the
  *   gate's `timeout` (plus the tier's); a flight that waited is marked so
@@ -50,8 +51,9 @@ export interface SharedFlight {
   /** Whether the flight waited for another instance's answer before asking the provider itself. */
   waited?: boolean;
   /**
-   * Whether the tier showed the flight a rejection past this store's `negativeTtl` but still alive for the instance
-   * that stored it: not an answer here, yet the provider rejected the credential since whatever this store accepted.
+   * Whether the tier showed the flight a rejection past this store's `negativeTtl` (still kept there for the instance
+   * that stored it, or for an acceptance it outlives): not an answer here, yet the provider rejected the credential
+   * since whatever this store accepted.
    */
   rejected?: boolean;
   /**
@@ -171,19 +173,27 @@ export class SharedLink {
 
   /**
    * Stores the provider's answer for `flight`: under its claim, with a leasing tier; a rejection also without one.
-   * `undefined` is a rejection not to be kept: the key is deleted.
+   * `undefined` is a rejection not to be kept: the key is deleted. `declined` runs when the tier does not take an
+   * acceptance while it answers (it said `false`, or the flight waited for another instance and holds no claim): a
+   * rejection stored meanwhile, or since, need not outlive it.
    */
-  share(flight: SharedFlight, verdict: SharedVerdict | undefined): void {
+  share(flight: SharedFlight, verdict: SharedVerdict | undefined, declined?: () => void): void {
     const claim = flight.claim;
     const provider = flight.origin.provider;
     if (verdict === undefined) {
       attempt(() => this.#tier.delete(flight.key)).catch((error: unknown) => this.#failed('delete', error, provider));
       return;
     }
-    if (this.#leasing && claim === undefined && verdict.ok) return;
+    if (this.#leasing && claim === undefined && verdict.ok) {
+      if (flight.waited === true) declined?.();
+      return;
+    }
     flight.claim = undefined;
-    attempt(() => this.#tier.set(flight.key, verdict, claim)).catch((error: unknown) =>
-      this.#failed('set', error, provider),
+    attempt(() => this.#tier.set(flight.key, verdict, claim)).then(
+      (stored) => {
+        if (stored === false) declined?.();
+      },
+      (error: unknown) => this.#failed('set', error, provider),
     );
   }
 
@@ -312,7 +322,7 @@ function checkedLease(value: unknown): SharedLease {
 /**
  * `verdict`, checked by the schema, if it may stand in for the provider now: accepted, still fresh (before its
  * `freshUntil`, and within `ttl` of its `storedAt` when it has one); rejected, still alive (before its `until`, and
- * within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection alive only by its `until` marks
+ * within `negativeTtl` of its `storedAt` when it has one). Else undefined; a rejection the tier still holds marks
  * `flight` {@link SharedFlight.rejected}, and either verdict's `until` raises its {@link SharedFlight.staleUntil}.
  */
 function usable(
@@ -325,7 +335,7 @@ function usable(
   if (verdict.ok ? freshUntilHere(verdict, ttl) > wallNow : aliveUntilHere(verdict, negativeTtl) > wallNow) {
     return verdict;
   }
-  if (!verdict.ok && verdict.until > wallNow) flight.rejected = true;
+  if (!verdict.ok) flight.rejected = true;
   flight.staleUntil = Math.max(flight.staleUntil ?? 0, verdict.until);
   return undefined;
 }

@@ -296,18 +296,33 @@ export class VerdictStore {
     const context = this.#context(flight.origin, principal, expiresAt);
     if (flight.cancelled) return context;
     const local = Math.min(fresh, this.#localTtl);
-    this.#keep(flight.key, Accepted.of(context, Math.floor(now + local), Math.floor(now + fresh + stale)));
-    this.#shared?.share(flight, {
-      ok: true,
-      subject: context.subject,
-      permissions: context.permissions,
-      expiresAt,
-      details: context.details,
-      freshUntil: Math.floor(wallNow + fresh),
-      until: Math.floor(wallNow + fresh + stale),
-      storedAt: wallNow,
-    });
+    const entry = Accepted.of(context, Math.floor(now + local), Math.floor(now + fresh + stale));
+    this.#keep(flight.key, entry);
+    this.#shared?.share(
+      flight,
+      {
+        ok: true,
+        subject: context.subject,
+        permissions: context.permissions,
+        expiresAt,
+        details: context.details,
+        freshUntil: Math.floor(wallNow + fresh),
+        until: Math.floor(wallNow + fresh + stale),
+        storedAt: wallNow,
+      },
+      () => this.#unshared(flight.key, entry),
+    );
     return context;
+  }
+
+  /**
+   * Ends the stale window of `entry`, if it is still `key`'s: the shared tier did not take it, so a rejection there
+   * need not outlive it, and none is known to.
+   */
+  #unshared(key: string, entry: Accepted): void {
+    if (entry.until > entry.freshUntil && this.#accepted.peek(key) === entry) {
+      this.#accepted.set(key, Accepted.of(entry.context, entry.freshUntil, entry.freshUntil));
+    }
   }
 
   /**
@@ -317,19 +332,23 @@ export class VerdictStore {
    * tier the rejection also stands as long as any acceptance it replaces could
    * be served (held here, or shown to the flight by the tier, directly or by
    * an older rejection), so that no instance serves that one stale after it.
-   * A cancelled flight's rejection is kept only for that, but still removes,
-   * here and in the shared tier, an acceptance stored since (a later
-   * request's, answered first).
+   * A cancelled flight's rejection is not kept (the key was forgotten since:
+   * the next request asks), but still removes, here and in the shared tier,
+   * an acceptance stored since (a later request's, answered first).
    */
   reject(flight: Flight, reason: string): Rejection {
     const now = performance.now();
-    const wallNow = Date.now();
     const rejection = new Rejection(reason, Math.floor(now + Math.min(this.negativeTtl, this.#localTtl)));
+    if (flight.cancelled) {
+      this.#accepted.delete(flight.key);
+      this.#shared?.share(flight, undefined);
+      return rejection;
+    }
+    const wallNow = Date.now();
     const held = this.#accepted.peek(flight.key);
     const replaced = Math.max(flight.staleUntil ?? 0, held === undefined ? 0 : wallNow + (held.until - now));
-    const until = Math.floor(Math.max(flight.cancelled ? 0 : wallNow + this.negativeTtl, replaced));
-    if (flight.cancelled) this.#accepted.delete(flight.key);
-    else this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
+    const until = Math.floor(Math.max(wallNow + this.negativeTtl, replaced));
+    this.#keep(flight.key, this.negativeTtl > 0 ? rejection : undefined);
     this.#shared?.share(flight, until > wallNow ? { ok: false, reason, until, storedAt: wallNow } : undefined);
     return rejection;
   }

@@ -890,9 +890,9 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     mock.removeToken('tok-1');
     expect((await asked).status).toBe(401);
     mock.fault = undefined;
-    // The other instance does not find the acceptance in the tier, but the rejection that outlives it: refused, unasked.
+    // The other instance does not find the acceptance in the tier: it asks, and is refused.
     expect((await rejectionOf(other.authenticate(bearer('tok-1')))).status).toBe(401);
-    expect(mock.calls.verify).toBe(3);
+    expect(mock.calls.verify).toBe(4);
   });
 
   it('serves the stale copy while the provider hangs (staleIfError), as without a tier', async () => {
@@ -903,6 +903,18 @@ describe("gate cache: a shared tier's calls and the request's timeout", () => {
     const context = await gate.authenticate(bearer('tok-1'));
     expect(context).toMatchObject({ subject: 'tok_1', stale: true });
     expect(gate.stats().stale).toBe(1);
+  });
+
+  it('serves no stale copy of an acceptance the tier declined (set answered false): no rejection there outlives it', async () => {
+    const tier = new MemoryTier();
+    tier.declinesAcceptances = true;
+    const { mock, gate } = await sharing(tier, { ttl: 50, staleIfError: 60_000 });
+    expect((await gate.authenticate(bearer('tok-1'))).stale).toBe(false);
+    expect(tier.size).toBe(0);
+    await sleep(100);
+    mock.fault = { kind: 'status', status: 503 };
+    expect((await rejectionOf(gate.authenticate(bearer('tok-1')))).status).toBe(503);
+    expect(gate.stats().stale).toBe(0);
   });
 
   it("never serves stale on an instance without staleIfError, though another instance's copy in the tier allows it", async () => {

@@ -100,7 +100,9 @@ return {'h'}`);
  * no answer asked for before either is stored after it, however late it
  * reaches Redis; a list evicted stores nothing. An acceptance without a claim
  * is stored only while the key has no tombstone. A rejection is always
- * stored. 1 stored, 0 not.
+ * stored, and lives at least as long as the value it replaces would have:
+ * an instance may hold that acceptance, or one a rejection there outlives.
+ * 1 stored, 0 not.
  */
 export const SET = script(`${READERS}
 local rejection = ARGV[7] == '1'
@@ -121,8 +123,12 @@ if ARGV[3] ~= '' then
 elseif not rejection and redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
-if rejection then redis.call('DEL', KEYS[4]) end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local ms = tonumber(ARGV[2])
+if rejection then
+  redis.call('DEL', KEYS[4])
+  ms = math.max(ms, redis.call('PTTL', KEYS[1]))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`);
 

@@ -18,7 +18,8 @@
  * - a waiting instance reads a value beside a held lease only once told of
  *   an answer: before, it may be the unusable one the holder replaces;
  * - a rejection ends every claim on its key: no answer asked for before it
- *   is stored after it; a rejection is stored whatever the tombstone;
+ *   is stored after it; a rejection is stored whatever the tombstone, and
+ *   lives at least as long as the value it replaces;
  * - an invalidation that Redis did not take is retried until it is, and so
  *   is a rejection, as a deletion of the key's value and claims
  *   ({@link RetryQueues}); until Redis has taken it, this instance reads
@@ -145,21 +146,23 @@ export class RedisTier implements SharedTier {
    * while `key` has no tombstone); stores a rejection in any case, ending every claim on `key`, and retries it later
    * if Redis fails. A rejection already expired, too long to store or that JSON cannot hold deletes `key`'s value
    * instead. Ends the claim's lease, whatever happens.
+   * @returns false for an acceptance not stored: its claim used or past its time, or Redis refused it.
    * @throws Error for an acceptance longer than a value is read back (64 KiB) or that JSON cannot hold: it is not
    *   shared; and when Redis fails.
    */
-  async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<void> {
+  async set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<boolean> {
     const held = claim instanceof RedisClaim ? claim : undefined;
-    if (held !== undefined && !held.take()) return;
+    if (held !== undefined && !held.take()) return false;
     const ms = Math.floor(verdict.until - Date.now());
     if (!verdict.ok && ms <= 0) {
       held?.end();
-      return this.delete(key);
+      await this.delete(key);
+      return true;
     }
     // A claim past its time here is past it in Redis too (taken there before it was taken here): Redis would refuse.
     if (verdict.ok && (ms <= 0 || (held !== undefined && performance.now() - held.takenAt >= this.#claimTime))) {
       held?.end();
-      return;
+      return false;
     }
     const keys = this.#keys(key);
     let stored: string;
@@ -169,13 +172,17 @@ export class RedisTier implements SharedTier {
       stored = this.#settings.seal === undefined ? json : this.#settings.seal.seal(keys.value, json);
     } catch (error) {
       held?.end();
-      if (!verdict.ok) return this.delete(key);
-      throw error;
+      if (verdict.ok) throw error;
+      await this.delete(key);
+      return true;
     }
     if (stored.length > MAX_VALUE_LENGTH) {
       held?.end();
       // A rejection still replaces what Redis holds, if not with itself.
-      if (!verdict.ok) return this.delete(key);
+      if (!verdict.ok) {
+        await this.delete(key);
+        return true;
+      }
       throw new Error(
         `tokengate: a verdict of ${stored.length} characters is not shared (at most ${MAX_VALUE_LENGTH})`,
       );
@@ -183,7 +190,10 @@ export class RedisTier implements SharedTier {
     const messages = [this.#message('a', keys), this.#message('r', keys)];
     const args = [stored, String(ms), held?.id ?? '', this.#channel, ...messages, verdict.ok ? '' : '1'];
     try {
-      await this.#guard.run(() => this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args));
+      const answer = await this.#guard.run(() =>
+        this.#driver.run(SET, [keys.value, keys.lease, keys.tombstone, keys.claims], args),
+      );
+      return answer !== 0;
     } catch (error) {
       // Sent after the SET on its connection: a no-op when the SET landed, which ended the lease.
       held?.end();

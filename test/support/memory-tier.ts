@@ -12,6 +12,8 @@ export class MemoryTier implements SharedTier {
   mode: TierMode = 'ok';
   /** Ms each `get` takes. */
   latency = 0;
+  /** Whether `set` declines every acceptance (resolves false, stores nothing), as a tier whose claim ended does. */
+  declinesAcceptances = false;
   readonly #values = new Map<string, string>();
   /** Every key and JSON value written, in order. */
   readonly writes: Array<{ key: string; value: string }> = [];
@@ -33,12 +35,13 @@ export class MemoryTier implements SharedTier {
     return Promise.resolve(found);
   }
 
-  set(key: string, verdict: SharedVerdict): Promise<void> {
+  set(key: string, verdict: SharedVerdict): Promise<boolean> {
     if (this.mode === 'fail') return Promise.reject(new Error('tier down'));
+    if (verdict.ok && this.declinesAcceptances) return Promise.resolve(false);
     const value = JSON.stringify(verdict);
     this.writes.push({ key, value });
     this.#values.set(key, value);
-    return Promise.resolve();
+    return Promise.resolve(true);
   }
 
   delete(key: string): Promise<void> {
