@@ -183,7 +183,8 @@ export interface SharedTier {
    * Resolves `false` when the tier did not store an acceptance (its claim
    * ended or lapsed, an invalidation since): the store then serves that
    * acceptance no stale, as no rejection in the tier need outlive it. Any
-   * other answer means stored.
+   * other answer means stored (a wrapper around another tier passes its
+   * answer on).
    */
   // biome-ignore lint/suspicious/noConfusingVoidType: a tier that stores whatever it is given resolves void.
   set(key: string, verdict: SharedVerdict, claim?: SharedClaim): Promise<boolean | void>;

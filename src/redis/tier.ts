@@ -146,7 +146,8 @@ export class RedisTier implements SharedTier {
    * while `key` has no tombstone); stores a rejection in any case, ending every claim on `key`, and retries it later
    * if Redis fails. A rejection already expired, too long to store or that JSON cannot hold deletes `key`'s value
    * instead. Ends the claim's lease, whatever happens.
-   * @returns false for an acceptance not stored: its claim used or past its time, or Redis refused it.
+   * @returns false for an acceptance not stored: already expired, its claim used or past its time, or Redis refused
+   *   it.
    * @throws Error for an acceptance longer than a value is read back (64 KiB) or that JSON cannot hold: it is not
    *   shared; and when Redis fails.
    */
