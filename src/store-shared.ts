@@ -189,12 +189,14 @@ export class SharedLink {
       return;
     }
     flight.claim = undefined;
-    attempt(() => this.#tier.set(flight.key, verdict, claim)).then(
-      (stored) => {
-        if (stored === false) declined?.();
-      },
-      (error: unknown) => this.#failed('set', error, provider),
-    );
+    attempt(() => this.#tier.set(flight.key, verdict, claim))
+      .then(
+        (stored) => {
+          if (stored === false) declined?.();
+        },
+        (error: unknown) => this.#failed('set', error, provider),
+      )
+      .catch(ignoreThrown);
   }
 
   /** Ends `flight`'s lease when its answer was not stored, so that waiting instances go on at once. */
@@ -309,6 +311,9 @@ function release(claim: SharedClaim | undefined): void {
     // Best effort by contract: the lease lapses on its own.
   }
 }
+
+/** What a callback's throw after a tier's answer leaves: nothing (a promise never rejected unhandled). */
+function ignoreThrown(): void {}
 
 /** `value` if it is a lease answer the store can act on. @throws TypeError otherwise (reported as the tier's error). */
 function checkedLease(value: unknown): SharedLease {

@@ -128,7 +128,7 @@ if rejection then
   redis.call('DEL', KEYS[4])
   ms = math.max(ms, redis.call('PTTL', KEYS[1]))
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', string.format('%.0f', ms))
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`);
 
