@@ -196,7 +196,7 @@ export class SharedLink {
         },
         (error: unknown) => this.#failed('set', error, provider),
       )
-      .catch(ignoreThrown);
+      .catch(ignore); // `declined` throws nothing; no rejection is left unhandled.
   }
 
   /** Ends `flight`'s lease when its answer was not stored, so that waiting instances go on at once. */
@@ -312,8 +312,7 @@ function release(claim: SharedClaim | undefined): void {
   }
 }
 
-/** What a callback's throw after a tier's answer leaves: nothing (a promise never rejected unhandled). */
-function ignoreThrown(): void {}
+const ignore = () => {};
 
 /** `value` if it is a lease answer the store can act on. @throws TypeError otherwise (reported as the tier's error). */
 function checkedLease(value: unknown): SharedLease {

@@ -1676,16 +1676,22 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
       gate: { cache: { ttl: 200, staleIfError: 60_000, negativeTtl } },
     });
 
+  /** A token `instance` accepted and Redis holds, then revoked at the provider. */
+  const heldThenRevoked = async (instance: Instance) => {
+    const token = `tok-revoked-${Math.random().toString(36).slice(2)}`;
+    mock.setToken(token, { id: 'id-revoked', permissions: [READ] });
+    expect(await outcome(instance.gate.authenticate(bearer(token)))).toEqual({ ok: true, subject: 'id-revoked' });
+    await stored(token);
+    mock.removeToken(token);
+    return token;
+  };
+
   it("a rejection another instance stored stays a rejection for a stale copy here, past this instance's own negativeTtl: the provider down, no 200", async () => {
     const writer = await staleServing(60_000);
     const reader = await staleServing(300);
     open.push(writer, reader);
-    const token = `tok-revoked-${Math.random().toString(36).slice(2)}`;
-    mock.setToken(token, { id: 'id-revoked', permissions: [READ] });
-    expect(await outcome(reader.gate.authenticate(bearer(token)))).toEqual({ ok: true, subject: 'id-revoked' });
-    await stored(token);
+    const token = await heldThenRevoked(reader);
     // Revoked at the provider; past the ttl, the writer asks it and stores its rejection for a minute.
-    mock.removeToken(token);
     await sleep(250);
     expect(await outcome(writer.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
     await eventually(
@@ -1705,15 +1711,9 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const rejecter = await staleServing(300);
     const keepsNone = await staleServing(0);
     open.push(holder, rejecter, keepsNone);
-    const [token, other, unknown] = ['revoked', 'revoked-too', 'never-known'].map(
-      (name) => `tok-${name}-${Math.random().toString(36).slice(2)}`,
-    ) as [string, string, string];
-    for (const known of [token, other]) {
-      mock.setToken(known, { id: `id-${known}`, permissions: [READ] });
-      expect(await outcome(holder.gate.authenticate(bearer(known)))).toEqual({ ok: true, subject: `id-${known}` });
-      await stored(known);
-      mock.removeToken(known);
-    }
+    const token = await heldThenRevoked(holder);
+    const other = await heldThenRevoked(holder);
+    const unknown = `tok-never-known-${Math.random().toString(36).slice(2)}`;
     // Past the ttl, another instance asks the provider, which rejects them (one of them keeps no rejection itself).
     await sleep(250);
     expect(await outcome(rejecter.gate.authenticate(bearer(token)))).toEqual({ ok: false, code: 'invalid_token' });
@@ -1747,11 +1747,7 @@ describe.skipIf(redisServerMissing)('tokengate/redis against a real redis-server
     const holder = await staleServing(300);
     const blind = await staleServing(300);
     open.push(holder, blind);
-    const token = `tok-revoked-${Math.random().toString(36).slice(2)}`;
-    mock.setToken(token, { id: 'id-revoked', permissions: [READ] });
-    expect(await outcome(holder.gate.authenticate(bearer(token)))).toEqual({ ok: true, subject: 'id-revoked' });
-    await stored(token);
-    mock.removeToken(token);
+    const token = await heldThenRevoked(holder);
     // What an instance whose provider call overlapped the holder's writes: a rejection for its own negativeTtl alone.
     const until = Date.now() + 300;
     await blind.tier.set(cacheKey(provider.cacheScope, token), {

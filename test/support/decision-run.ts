@@ -246,10 +246,7 @@ class DecisionRun {
     // Redis may keep a rejection past its own `until` (as long as the value it replaced): its key's time says.
     const read = await this.#admin?.multi().get(key).pttl(key).exec();
     const seen = this.model.clock.tick();
-    const [[, value], [, pttl]] = (read ?? [
-      [null, null],
-      [null, -2],
-    ]) as [[unknown, unknown], [unknown, unknown]];
+    const [value, pttl] = [read?.[0]?.[1], read?.[1]?.[1]];
     if (typeof value !== 'string' || typeof pttl !== 'number' || pttl <= 0) return;
     const verdict = JSON.parse(value) as { ok: boolean; until: number; storedAt?: number };
     if (verdict.ok) return;
