@@ -4,14 +4,15 @@
  * read), to see where the time goes. Each task runs its operation
  * `INNER` times per sample so timer overhead stays out of the figure. Also
  * what a cold verification's cancellation costs, as an AbortSignal and as the
- * gate's own Deadline.
+ * gate's own Deadline, and what a refusal at a full wait costs, its error apart.
  */
 import { channel } from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Bench } from 'tinybench';
 import * as expressGate from '../adapters/express.js';
-// Internal parts, timed on their own: the cache key's hash and the cold path's deadline.
+// Internal parts, timed on their own: the cache key's hash, the cold path's deadline and a refusal's error.
 import { Deadline } from '../src/deadline.js';
+import { overloaded } from '../src/errors.js';
 import { CHANNELS, type CredentialRequest, createGate, extractBearer, requires } from '../src/index.js';
 import { cacheKey } from '../src/store.js';
 import { stubProvider } from '../src/testing/index.js';
@@ -78,6 +79,25 @@ function throughMiddleware(): Promise<void> {
   });
 }
 
+// A never-seen token at a full wait, as a flood of random tokens meets it: one slot, held by a verification that
+// never ends, and no room to wait, so that every other token is answered 503 `overloaded` at once.
+const held = createGate({
+  providers: [
+    {
+      name: 'held',
+      cacheScope: 'held',
+      concurrency: 1,
+      extract: extractBearer,
+      verify: () => new Promise<never>(() => {}),
+    },
+  ],
+  admission: { maxWaiting: 0 },
+  timeout: 600_000,
+});
+let neverSeen = 0;
+const refusedRequest = () => ({ headers: { authorization: `Bearer never-seen-${neverSeen++}` } });
+held.authenticate(refusedRequest()).catch(() => {});
+
 const HEADLINE = 'gate.authenticate() cached';
 const bench = new Bench({ time: Number(process.env.BENCH_MICRO_MS ?? 1500), warmupTime: 500 });
 let sink: unknown;
@@ -108,6 +128,16 @@ bench
   })
   .add('Express authenticate() + requires() middleware, cached', async () => {
     for (let i = 0; i < INNER; i++) await throughMiddleware();
+  })
+  .add('gate.authenticate() refused: a never-seen token at a full wait (503)', async () => {
+    for (let i = 0; i < INNER; i++) sink = await held.authenticate(refusedRequest()).catch((error: unknown) => error);
+  })
+  // What a refusal, a 401 or a 400 builds for its answer, and for scale an Error with its stack read, as loggers do.
+  .add('part: overloaded() (an AuthError)', () => {
+    for (let i = 0; i < INNER; i++) sink = overloaded('held');
+  })
+  .add('part: new Error() and its stack read', () => {
+    for (let i = 0; i < INNER; i++) sink = new Error('Too many credentials are waiting').stack;
   })
   .add('part: extractBearer()', () => {
     for (let i = 0; i < INNER; i++) sink = extractBearer(request, 'api');
@@ -146,6 +176,7 @@ bench
 
 await bench.run();
 void sink;
+await held.close();
 
 const tasks = bench.tasks.map((task) => {
   const result = task.result;

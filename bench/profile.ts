@@ -1,8 +1,9 @@
 /**
  * CPU profile of one server variant under load: `npx tsx bench/profile.ts
- * [variant] [hot|cold|stampede] [seconds]` (default `express-gate hot 8`).
+ * [variant] [hot|cold|stampede|flood] [seconds]` (default `express-gate hot 8`).
  * The server runs on core 0, autocannon (or, for `stampede`, one burst of
- * 1,000 requests) on core 1; after a 2 s warm-up the server records a CPU
+ * 1,000 requests) on core 1; `flood` sends never-seen tokens from 200 connections to a mock taking 50 ms,
+ * so that most are refused (run it on `express-flood` and `express-flood-floor`); after a 2 s warm-up the server records a CPU
  * profile through `node:inspector` (the format of `node --cpu-prof`, without
  * start-up and module loading). The profile lands in bench/profiles/ (open it
  * in Chrome DevTools); printed are tokengate's share of the CPU time, the busy
@@ -31,6 +32,8 @@ pin(process.pid, settings.loadCore);
 
 const provider = await mockOnlineOrNot({ tokens: { [HOT_TOKEN]: { id: 'tok_hot', permissions: BENCH_PERMISSIONS } } });
 const COLD = 200_000;
+/** The flood scenario's provider latency (bench/scenarios/flood.ts). */
+const FLOOD_LATENCY_MS = 50;
 if (mode === 'cold') {
   for (let i = 0; i < COLD; i++) provider.setToken(`cold-${i}`, { id: `tok_${i}`, permissions: BENCH_PERMISSIONS });
 }
@@ -50,11 +53,17 @@ async function profiler(type: string, path?: string): Promise<void> {
 let requests: number | undefined;
 try {
   await withLoader(async (loader) => {
+    const flood = mode === 'flood';
+    if (flood) provider.latency = FLOOD_LATENCY_MS;
     const load: LoadConfig = {
       url: server.url,
-      connections: 32,
+      connections: flood ? 200 : 32,
       duration: seconds,
-      ...(mode === 'cold' ? { coldPrefix: 'cold-', coldLimit: COLD } : { authorization: `Bearer ${HOT_TOKEN}` }),
+      ...(mode === 'cold'
+        ? { coldPrefix: 'cold-', coldLimit: COLD }
+        : flood
+          ? { coldPrefix: 'never-seen-', coldLimit: Number.MAX_SAFE_INTEGER }
+          : { authorization: `Bearer ${HOT_TOKEN}` }),
     };
     await loader.run({ ...load, duration: 2 }); // warm-up, not profiled
     await profiler('profile-start');

@@ -28,6 +28,11 @@ const AUTH_ERROR = Symbol.for('tokengate.AuthError@2');
 /**
  * Thrown by the gate and its guards; adapters hand it to the framework as is. `instanceof AuthError` holds for an
  * error from either build of the package, so an app that both imports and requires tokengate still recognises it.
+ *
+ * An AuthError is an answer to a client, not a fault in the app, and a client can make one as often as it sends a
+ * request: it carries no stack frames (`stack` is `AuthError: <message>`), since capturing them costs V8 more than
+ * the rest of a refusal does. `code`, `status` and `cause` say what happened; a 503's or 500's `cause` keeps the
+ * stack of the provider's failure.
  */
 export class AuthError extends Error {
   /** An AuthError of this copy of tokengate or of another one; a subclass is checked as usual. */
@@ -61,7 +66,13 @@ export class AuthError extends Error {
     expose = true,
     options?: ErrorOptions,
   ) {
-    super(message, options);
+    // Everything that could throw is read first: `Error.stackTraceLimit` is back as it was once `super` returns.
+    const text = message === undefined ? undefined : String(message);
+    const cause = options !== undefined && 'cause' in options ? { cause: options.cause } : undefined;
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    super(text, cause);
+    Error.stackTraceLimit = limit;
     this.code = code;
     this.status = status;
     this.statusCode = status;
@@ -79,10 +90,7 @@ Object.defineProperty(AuthError.prototype, AUTH_ERROR, { value: true });
 export function forOneRequest(error: unknown): unknown {
   if (!(error instanceof AuthError)) return error;
   const cause = error.cause === undefined ? undefined : { cause: error.cause };
-  const copy = new AuthError(error.code, error.status, error.message, { ...error.headers }, error.expose, cause);
-  // Where the failure was made, not where it was copied.
-  if (error.stack !== undefined) copy.stack = error.stack;
-  return copy;
+  return new AuthError(error.code, error.status, error.message, { ...error.headers }, error.expose, cause);
 }
 
 /**

@@ -46,6 +46,8 @@ function expectFields(error: AuthError, code: AuthErrorCode, status: number, exp
   expect(error.status).toBe(status);
   expect(error.statusCode).toBe(status);
   expect(error.expose).toBe(expose);
+  // An answer to a client, made as often as clients ask: no stack frames are captured for it.
+  expect(error.stack).toBe(`AuthError: ${error.message}`);
   expect(printable(error)).not.toContain(TOKEN);
   expect(printable(error)).not.toContain(CONNECTION_TOKEN);
   expect(printable(error)).not.toContain(API_KEY);
@@ -103,6 +105,8 @@ describe('AuthError for each code', () => {
     expectFields(error, 'provider_unavailable', 503, true);
     expect(error.headers).toEqual({});
     expect(error.message).toBe('Token provider onlineornot is unavailable');
+    // What failed upstream keeps its frames, for the server's logs.
+    expect((error.cause as Error).stack).toMatch(/\n {4}at /);
   });
 
   it('provider_unavailable: 503 when the provider does not answer within timeout', async () => {
@@ -150,6 +154,25 @@ describe('AuthError for each code', () => {
     expect(error).toMatchObject({ code: 'invalid_token', status: 401, statusCode: 401, expose: true, headers: {} });
     expect(error.message).toBe('nope');
     expect(new AuthError('provider_misconfigured', 500, 'x', {}, false).expose).toBe(false);
+  });
+
+  it('captures no stack frames, keeps its cause, and leaves Error.stackTraceLimit as it was', () => {
+    const limit = Error.stackTraceLimit;
+    const cause = new Error('upstream');
+    const error = new AuthError('provider_unavailable', 503, 'down', {}, true, { cause });
+    expect(error.stack).toBe('AuthError: down');
+    expect(error.cause).toBe(cause);
+    expect(Object.hasOwn(new AuthError('invalid_token', 401, 'nope', {}, true, {}), 'cause')).toBe(false);
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(new Error('after').stack).toMatch(/\n {4}at /);
+    // A message that throws when made a string (from JavaScript) throws before the limit is touched.
+    const hostile = {
+      toString: () => {
+        throw new Error('no string');
+      },
+    } as unknown as string;
+    expect(() => new AuthError('invalid_token', 401, hostile)).toThrow('no string');
+    expect(Error.stackTraceLimit).toBe(limit);
   });
 });
 
