@@ -74,7 +74,9 @@ const provider: Provider = {
     const n = Number.parseInt(credential.secret.slice(4, 12), 36);
     const verify = JSON.parse(`{"id":"tok_${n.toString(16).padStart(16, '0')}","status":"active"}`) as { id: string };
     const { permissions } = JSON.parse(ROLE_JSON[n % ROLE_JSON.length] as string) as { permissions: string[] };
-    return { ok: true, principal: { subject: verify.id, permissions, details: { id: verify.id, status: 'active' } } };
+    // Frozen, as onlineOrNot() freezes its own: the gate keeps frozen plain data as it is.
+    const details = Object.freeze({ id: verify.id, status: 'active' });
+    return { ok: true, principal: { subject: verify.id, permissions, details } };
   },
 };
 

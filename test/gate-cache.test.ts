@@ -79,12 +79,13 @@ describe("gate cache: an app's fake timers", () => {
 });
 
 describe("a custom provider's details", () => {
-  const withDetails = (details: () => Record<string, unknown>): Provider => ({
+  /** A provider accepting every token, with `details(token)` as its details. */
+  const withDetails = (details: (token: string) => Record<string, unknown>): Provider => ({
     name: 'detailed',
     cacheScope: 'detailed',
     extract: extractBearer,
-    async verify(): Promise<Verdict> {
-      return { ok: true, principal: { subject: 'user', permissions: [READ], details: details() } };
+    async verify(credential): Promise<Verdict> {
+      return { ok: true, principal: { subject: 'user', permissions: [READ], details: details(credential.secret) } };
     },
   });
 
@@ -159,6 +160,40 @@ describe("a custom provider's details", () => {
       Object.getOwnPropertyDescriptor(details, '__proto__')?.value,
     ])
       expect(Object.isFrozen(part)).toBe(true);
+  });
+
+  it('are kept as they are when frozen already and holding only frozen plain data; copied when anything else is in them', async () => {
+    const since = new Date(0);
+    const kept = Object.freeze({ plan: 'pro', since, roles: Object.freeze(['reader', Object.freeze({ team: 'a' })]) });
+    const unfrozenInside = Object.freeze({ plan: 'pro', roles: ['reader'] });
+    const getter = Object.freeze({
+      plan: 'pro',
+      get boom(): string {
+        throw new Error('getter');
+      },
+    });
+    const symbol = Object.freeze({ plan: 'pro', [Symbol('hidden')]: 'x' });
+    const hidden = Object.freeze(Object.defineProperty({ plan: 'pro' }, 'secret', { value: 'x', enumerable: false }));
+    const proxy = new Proxy(Object.freeze({ plan: 'pro' }), {});
+    const answers: Record<string, Record<string, unknown>> = { kept, unfrozenInside, getter, symbol, hidden, proxy };
+    const gate = closeLater(createGate({ providers: [withDetails((secret) => answers[secret] ?? {})] }));
+    const detailsOf = async (name: string) => (await gate.authenticate(bearer(name))).details;
+
+    const same = await detailsOf('kept');
+    expect(same).toBe(kept);
+    expect(same.since).toBe(since);
+
+    const copied = await detailsOf('unfrozenInside');
+    expect(copied).not.toBe(unfrozenInside);
+    expect(copied).toEqual({ plan: 'pro', roles: ['reader'] });
+    expect(Object.isFrozen(copied.roles)).toBe(true);
+    expect(Object.isFrozen(unfrozenInside.roles)).toBe(false);
+    for (const name of ['getter', 'symbol', 'hidden', 'proxy']) {
+      const details = await detailsOf(name);
+      expect(details === answers[name], name).toBe(false);
+      expect(Reflect.ownKeys(details), name).toEqual(['plan']);
+      expect(Object.isFrozen(details), name).toBe(true);
+    }
   });
 });
 

@@ -97,12 +97,10 @@ const PERMISSIONS_PATH = '/v1/tokens/permissions';
 const REJECTED_INVALID: Verdict = Object.freeze({ ok: false, reason: 'The access token is invalid' });
 const REJECTED_INACTIVE: Verdict = Object.freeze({ ok: false, reason: 'The access token is not active' });
 
-/** An active token's verdict. */
+/** An active token's verdict. Its details are frozen, so that the gate keeps them as they are rather than a copy. */
 function accepted(id: string, permissions: readonly string[]): Verdict {
-  return {
-    ok: true,
-    principal: { subject: id, permissions, details: { id, status: 'active' } satisfies OnlineOrNotDetails },
-  };
+  const details: OnlineOrNotDetails = Object.freeze({ id, status: 'active' });
+  return { ok: true, principal: { subject: id, permissions, details } };
 }
 
 /** Whether a call's reading is a verdict: the token rejected. */
