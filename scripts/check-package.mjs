@@ -327,8 +327,9 @@ function checkClassName(expected, instance) {
   const constructorName = instance && instance.constructor && instance.constructor.name;
   expect(constructorName === expected, expected + ': constructor.name is ' + JSON.stringify(constructorName));
   const shown = util.inspect(instance).split('\\n')[0];
-  // An error shows as "AuthError: message", an object as "AuthContext {"; a lost name as "_class [AuthError]: ...".
-  expect(shown.startsWith(expected + ': ') || shown.startsWith(expected + ' {'),
+  // An error shows as "AuthError: message" (as "[AuthError: message] {" without stack frames, as AuthError is), an
+  // object as "AuthContext {"; a lost name as "_class [AuthError]: ...".
+  expect(shown.startsWith(expected + ': ') || shown.startsWith('[' + expected + ': ') || shown.startsWith(expected + ' {'),
     expected + ': util.inspect starts ' + JSON.stringify(shown.slice(0, 60)));
 }
 checkClassName('AuthError', new core.AuthError('invalid_token', 401, 'The access token is invalid'));
