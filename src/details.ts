@@ -43,8 +43,9 @@ function frozenData(value: unknown, copies: Map<object, unknown> | undefined, de
   copies?.set(value, copy);
   let nested = copies;
   const keys = Object.keys(value);
-  // A proxy runs the provider's code on every read: never kept.
-  let same = Object.isFrozen(value) && !types.isProxy(value) && Reflect.ownKeys(value).length === keys.length + +array;
+  // Kept only with no member but `keys` (and an array's `length`); a proxy runs the provider's code on every read.
+  const members = keys.length + (array ? 1 : 0);
+  let same = Object.isFrozen(value) && !types.isProxy(value) && Reflect.ownKeys(value).length === members;
   for (const key of keys) {
     const member = Object.getOwnPropertyDescriptor(value, key);
     if (member === undefined || !('value' in member)) {

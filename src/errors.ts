@@ -31,7 +31,7 @@ const AUTH_ERROR = Symbol.for('tokengate.AuthError@2');
  *
  * An AuthError is an answer to a client, not a fault in the app, and a client can make one as often as it sends a
  * request: it carries no stack frames (`stack` is `AuthError: <message>`), since capturing them costs V8 more than
- * the rest of a refusal does. `code`, `status` and `cause` say what happened; a 503's or 500's `cause` keeps the
+ * the rest of a refusal does (where `Error.stackTraceLimit` is read-only, it has the frames V8 captures). `code`, `status` and `cause` say what happened; a 503's or 500's `cause` keeps the
  * stack of the provider's failure.
  */
 export class AuthError extends Error {
@@ -70,9 +70,9 @@ export class AuthError extends Error {
     const text = message === undefined ? undefined : String(message);
     const cause = options !== undefined && 'cause' in options ? { cause: options.cause } : undefined;
     const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
+    const limited = withoutStackFrames();
     super(text, cause);
-    Error.stackTraceLimit = limit;
+    if (limited) Error.stackTraceLimit = limit;
     this.code = code;
     this.status = status;
     this.statusCode = status;
@@ -81,6 +81,19 @@ export class AuthError extends Error {
   }
 }
 Object.defineProperty(AuthError.prototype, AUTH_ERROR, { value: true });
+
+/**
+ * Sets `Error.stackTraceLimit` to 0; false where it is read-only (`node --frozen-intrinsics`, a frozen `Error`), where
+ * an AuthError then has the frames V8 captures.
+ */
+function withoutStackFrames(): boolean {
+  try {
+    Error.stackTraceLimit = 0;
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * @internal `error` for one request alone: an {@link AuthError} that several requests share (the failure of the

@@ -4,6 +4,8 @@
  * code, headers, expose), the gate's realm in every challenge, and no
  * secret in any message. Also createGate's option checks.
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { AuthError, type AuthErrorCode, createGate, onlineOrNot, partoo, requires } from '../src/index.js';
 import { mockOnlineOrNot, mockPartoo, stubProvider } from '../src/testing/index.js';
@@ -173,6 +175,22 @@ describe('AuthError for each code', () => {
     } as unknown as string;
     expect(() => new AuthError('invalid_token', 401, hostile)).toThrow('no string');
     expect(Error.stackTraceLimit).toBe(limit);
+  });
+
+  it('is still made, with frames, where Error.stackTraceLimit is read-only (a frozen Error)', () => {
+    // A process of its own: freezing Error here would reach every other test.
+    const script = `
+      Object.freeze(Error);
+      const { AuthError } = await import('./src/errors.ts');
+      const error = new AuthError('invalid_token', 401, 'nope');
+      console.log(JSON.stringify({ code: error.code, frames: /\\n {4}at /.test(error.stack) }));`;
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(run.stderr).toBe('');
+    expect(JSON.parse(run.stdout)).toEqual({ code: 'invalid_token', frames: true });
   });
 });
 
